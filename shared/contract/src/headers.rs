@@ -1,0 +1,24 @@
+//! NATS header names used by Patchbay. Handlers never spell a header name themselves.
+
+/// JetStream de-duplication key (the platform's own event id on ingress).
+pub const MSG_ID: &str = "Nats-Msg-Id";
+/// W3C trace context.
+pub const TRACEPARENT: &str = "traceparent";
+/// W3C trace state.
+pub const TRACESTATE: &str = "tracestate";
+/// The wire type and version of the payload, e.g. `ingress_envelope.v1`.
+pub const SCHEMA: &str = "Pb-Schema";
+/// Dead letters: why the message was dead-lettered.
+pub const DLQ_REASON: &str = "Pb-Dlq-Reason";
+/// Dead letters: the durable consumer that gave up on it.
+pub const DLQ_CONSUMER: &str = "Pb-Dlq-Consumer";
+/// Dead letters: the subject the message was originally published on.
+pub const DLQ_SUBJECT: &str = "Pb-Dlq-Subject";
+/// Dead letters: the stream the message came from.
+pub const DLQ_STREAM: &str = "Pb-Dlq-Stream";
+/// Dead letters: the sequence of the message in its original stream.
+pub const DLQ_STREAM_SEQ: &str = "Pb-Dlq-Stream-Seq";
+/// Dead letters: how many times the message had been delivered.
+pub const DLQ_DELIVERIES: &str = "Pb-Dlq-Deliveries";
+/// Dead letters: when it was dead-lettered (RFC 3339).
+pub const DLQ_AT: &str = "Pb-Dlq-At";

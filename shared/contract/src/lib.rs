@@ -1,0 +1,20 @@
+//! The messaging contract of Patchbay: every NATS subject, stream, consumer, key-value bucket
+//! and header name, and the versioned wire types that travel on them.
+//!
+//! Nothing else in the workspace spells a subject or a stream name; services ask [`Subjects`]
+//! and [`topology`] instead. Wire types are separate from the services' domain types, carry
+//! `"v": 1`, and have JSON Schemas generated into `proto-schemas/` by [`schema`].
+
+pub mod content;
+pub mod error;
+pub mod headers;
+pub mod ids;
+pub mod schema;
+pub mod subjects;
+pub mod topology;
+pub mod wire;
+
+pub use content::Content;
+pub use error::ContractError;
+pub use subjects::Subjects;
+pub use wire::*;

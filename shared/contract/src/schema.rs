@@ -1,0 +1,350 @@
+//! JSON Schemas of every wire type and the AsyncAPI 3 catalogue of every subject, generated
+//! from the Rust types. `proto-schemas/` holds the checked-in copy; the snapshot test below
+//! fails when it differs from what the code generates (`make schemas` rewrites it).
+
+use schemars::{JsonSchema, schema_for};
+
+use crate::wire::*;
+
+/// How a payload travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Published to a JetStream stream.
+    Stream {
+        /// The subject pattern, with `<p>` for the prefix and `{param}` placeholders.
+        subject: &'static str,
+        /// Stream name suffix.
+        stream: &'static str,
+        /// The service that publishes it.
+        producer: &'static str,
+        /// The service that consumes it.
+        consumer: &'static str,
+    },
+    /// A value in a key-value bucket.
+    KeyValue {
+        /// Bucket suffix.
+        bucket: &'static str,
+        /// Key pattern.
+        key: &'static str,
+    },
+    /// A request or reply body.
+    Rpc {
+        /// The subject pattern.
+        subject: &'static str,
+    },
+    /// An HTTP body exchanged with tenants.
+    Http {
+        /// Where it appears.
+        usage: &'static str,
+    },
+}
+
+/// One documented payload.
+pub struct Payload {
+    /// File stem in `proto-schemas/`, e.g. `send_command.v1`.
+    pub name: &'static str,
+    /// One line about it.
+    pub summary: &'static str,
+    /// Where it travels.
+    pub transport: Transport,
+    /// Its JSON Schema as pretty JSON.
+    pub schema: String,
+}
+
+fn payload<T: JsonSchema>(
+    name: &'static str,
+    summary: &'static str,
+    transport: Transport,
+) -> Payload {
+    let schema = serde_json::to_string_pretty(&schema_for!(T)).unwrap_or_default();
+    Payload {
+        name,
+        summary,
+        transport,
+        schema,
+    }
+}
+
+/// Every payload of the contract.
+pub fn payloads() -> Vec<Payload> {
+    use Transport::*;
+    vec![
+        payload::<IngressEnvelope>(
+            "ingress_envelope.v1",
+            "A platform webhook as received, after its signature was checked.",
+            Stream {
+                subject: "<p>.ingress.{platform}.{channel_id}",
+                stream: "INGRESS",
+                producer: "ingress-<platform>",
+                consumer: "normaliser",
+            },
+        ),
+        payload::<InboundEvent>(
+            "inbound_event.v1",
+            "A canonical inbound event, before user and conversation are resolved.",
+            Stream {
+                subject: "<p>.inbound.{bot_id}",
+                stream: "INBOUND",
+                producer: "normaliser",
+                consumer: "bot-router",
+            },
+        ),
+        payload::<SendCommand>(
+            "send_command.v1",
+            "Send messages to one user; any NATS client may publish it.",
+            Stream {
+                subject: "<p>.send.{bot_id}",
+                stream: "SEND",
+                producer: "api, webhook-dispatcher (inline replies), any internal client",
+                consumer: "bot-router",
+            },
+        ),
+        payload::<OutboundJob>(
+            "outbound_job.v1",
+            "One message for one platform and channel.",
+            Stream {
+                subject: "<p>.outbound.{platform}.{channel_id}",
+                stream: "OUTBOUND",
+                producer: "bot-router",
+                consumer: "outbound-<platform>",
+            },
+        ),
+        payload::<StatusEvent>(
+            "status_event.v1",
+            "The result of one platform call.",
+            Stream {
+                subject: "<p>.status.{bot_id}",
+                stream: "STATUS",
+                producer: "outbound-<platform>",
+                consumer: "bot-router",
+            },
+        ),
+        payload::<DispatchJob>(
+            "dispatch_job.v1",
+            "An event to deliver to the bot's callback URL.",
+            Stream {
+                subject: "<p>.dispatch.{bot_id}",
+                stream: "DISPATCH",
+                producer: "bot-router",
+                consumer: "webhook-dispatcher",
+            },
+        ),
+        payload::<BotRecord>(
+            "bot_record.v1",
+            "A bot's current configuration.",
+            KeyValue {
+                bucket: "config",
+                key: "bot.{bot_id}",
+            },
+        ),
+        payload::<ChannelRecord>(
+            "channel_record.v1",
+            "A channel's current configuration, secrets sealed.",
+            KeyValue {
+                bucket: "config",
+                key: "channel.{channel_id}",
+            },
+        ),
+        payload::<ApiKeyRecord>(
+            "api_key_record.v1",
+            "An API key, found by the SHA-256 hex of the key.",
+            KeyValue {
+                bucket: "config",
+                key: "apikey.{sha256_hex}",
+            },
+        ),
+        payload::<CreateBotRequest>(
+            "create_bot_request.v1",
+            "Create a bot (admin).",
+            Rpc {
+                subject: "<p>.rpc.auth.create_bot",
+            },
+        ),
+        payload::<RpcReply<CreatedBot>>(
+            "create_bot_reply.v1",
+            "The new bot, or an error.",
+            Rpc {
+                subject: "<p>.rpc.auth.create_bot (reply)",
+            },
+        ),
+        payload::<CreateChannelRequest>(
+            "create_channel_request.v1",
+            "Connect a bot to a messenger account (admin).",
+            Rpc {
+                subject: "<p>.rpc.auth.create_channel",
+            },
+        ),
+        payload::<RpcReply<CreatedChannel>>(
+            "create_channel_reply.v1",
+            "The new channel, or an error.",
+            Rpc {
+                subject: "<p>.rpc.auth.create_channel (reply)",
+            },
+        ),
+        payload::<GetUserRequest>(
+            "get_user_request.v1",
+            "Look up one user of a bot.",
+            Rpc {
+                subject: "<p>.rpc.router.get_user",
+            },
+        ),
+        payload::<RpcReply<UserProfile>>(
+            "get_user_reply.v1",
+            "The user's profile, or an error.",
+            Rpc {
+                subject: "<p>.rpc.router.get_user (reply)",
+            },
+        ),
+        payload::<TenantEvent>(
+            "tenant_event.v1",
+            "The body of a native callback to a tenant (Standard Webhooks signed).",
+            Http {
+                usage: "POST to the bot's callback URL",
+            },
+        ),
+        payload::<InlineReply>(
+            "inline_reply.v1",
+            "A tenant's 2xx answer to a callback: messages to send back.",
+            Http {
+                usage: "response body of a callback",
+            },
+        ),
+    ]
+}
+
+/// The AsyncAPI 3.0 document describing every subject, as YAML.
+pub fn asyncapi() -> String {
+    let mut channels = String::new();
+    let mut operations = String::new();
+    let mut messages = String::new();
+    for p in payloads() {
+        let id = p.name.trim_end_matches(".v1");
+        messages.push_str(&format!(
+            "    {id}:\n      name: {id}\n      title: {}\n      summary: {:?}\n      contentType: application/json\n      payload:\n        $ref: './{}.json'\n",
+            p.name, p.summary, p.name
+        ));
+        let (address, desc, action) = match p.transport {
+            Transport::Stream {
+                subject,
+                stream,
+                producer,
+                consumer,
+            } => (
+                subject.to_owned(),
+                format!(
+                    "JetStream stream <P>_{stream}. Published by {producer} with Nats-Msg-Id and traceparent headers; consumed by {consumer} through a durable pull consumer."
+                ),
+                "send",
+            ),
+            Transport::KeyValue { bucket, key } => (
+                format!("$KV.<p>_{bucket}.{key}"),
+                format!("Key-value bucket <p>_{bucket}, key {key}. Written by auth; watched by every service."),
+                "send",
+            ),
+            Transport::Rpc { subject } => {
+                if subject.ends_with("(reply)") {
+                    continue;
+                }
+                (subject.to_owned(), "NATS request/reply.".to_owned(), "send")
+            }
+            Transport::Http { .. } => continue,
+        };
+        let params: Vec<&str> = address
+            .split(['{', '}'])
+            .enumerate()
+            .filter(|(i, _)| i % 2 == 1)
+            .map(|(_, s)| s)
+            .collect();
+        channels.push_str(&format!(
+            "  {id}:\n    address: '{address}'\n    description: {desc:?}\n    messages:\n      {id}:\n        $ref: '#/components/messages/{id}'\n"
+        ));
+        if !params.is_empty() {
+            channels.push_str("    parameters:\n");
+            for param in params {
+                channels.push_str(&format!("      {param}:\n        description: {param}\n"));
+            }
+        }
+        operations.push_str(&format!(
+            "  publish_{id}:\n    action: {action}\n    channel:\n      $ref: '#/channels/{id}'\n"
+        ));
+    }
+    format!(
+        "# Generated by patchbay-contract (schema.rs); run `make schemas` after changing wire types.\n\
+asyncapi: 3.0.0\n\
+info:\n  title: Patchbay NATS subjects\n  version: 1.0.0\n  description: |\n    \
+Every subject Patchbay publishes or consumes. `<p>` is the configured prefix (PATCHBAY_NATS_PREFIX,\n    \
+default `pb`); stream names are the prefix upper-cased plus a suffix (PB_INGRESS). Dead letters go to\n    \
+`<p>.dlq.<consumer>` in stream <P>_DLQ with the original payload and Pb-Dlq-* headers\n    \
+(reason, consumer, subject, stream, stream sequence, deliveries, time).\n\
+defaultContentType: application/json\n\
+channels:\n{channels}\
+operations:\n{operations}\
+components:\n  messages:\n{messages}"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto-schemas")
+    }
+
+    /// Fails when `proto-schemas/` differs from what the types generate. With
+    /// `PATCHBAY_UPDATE_SCHEMAS=1` it rewrites the folder instead (`make schemas`).
+    #[test]
+    fn checked_in_schemas_match_the_code() {
+        let update = std::env::var("PATCHBAY_UPDATE_SCHEMAS").is_ok_and(|v| v == "1");
+        let mut expected: Vec<(String, String)> = payloads()
+            .into_iter()
+            .map(|p| (format!("{}.json", p.name), p.schema + "\n"))
+            .collect();
+        expected.push(("asyncapi.yaml".into(), asyncapi()));
+        let dir = dir();
+        if update {
+            std::fs::create_dir_all(&dir).unwrap();
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|e| e == "json" || e == "yaml") {
+                    std::fs::remove_file(path).unwrap();
+                }
+            }
+        }
+        let mut stale = Vec::new();
+        for (name, content) in &expected {
+            let path = dir.join(name);
+            if update {
+                std::fs::write(&path, content).unwrap();
+            } else if std::fs::read_to_string(&path).ok().as_deref() != Some(content) {
+                stale.push(name.clone());
+            }
+        }
+        let mut extra: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| (n.ends_with(".json") || n.ends_with(".yaml")))
+            .filter(|n| !expected.iter().any(|(e, _)| e == n))
+            .collect();
+        extra.sort();
+        assert!(
+            stale.is_empty() && extra.is_empty(),
+            "proto-schemas/ is out of date (changed: {stale:?}, not generated: {extra:?}); run `make schemas`"
+        );
+    }
+
+    #[test]
+    fn every_stream_payload_has_a_version_field() {
+        for p in payloads() {
+            if matches!(p.transport, Transport::Stream { .. }) {
+                let v: serde_json::Value = serde_json::from_str(&p.schema).unwrap();
+                assert!(
+                    v["required"].as_array().is_some_and(|r| r.iter().any(|f| f == "v")),
+                    "{} has no required v",
+                    p.name
+                );
+            }
+        }
+    }
+}

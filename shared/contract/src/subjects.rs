@@ -1,0 +1,222 @@
+//! Subject, stream and bucket names, all derived from one configurable prefix (`pb` by default)
+//! so that tests and several installations can share one NATS server.
+
+use crate::error::ContractError;
+use crate::wire::Platform;
+
+/// The streams of Patchbay's event flow, plus the dead-letter stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stream {
+    /// Raw platform webhooks, as received: `<p>.ingress.<platform>.<channel>`.
+    Ingress,
+    /// Canonical inbound events: `<p>.inbound.<bot>`.
+    Inbound,
+    /// Send commands from tenants and internal systems: `<p>.send.<bot>`.
+    Send,
+    /// Events to deliver to tenants: `<p>.dispatch.<bot>`.
+    Dispatch,
+    /// Rendered sends for one platform and channel: `<p>.outbound.<platform>.<channel>`.
+    Outbound,
+    /// Results of platform calls: `<p>.status.<bot>`.
+    Status,
+    /// Dead letters: `<p>.dlq.<consumer>`.
+    Dlq,
+}
+
+impl Stream {
+    /// Every stream, in flow order.
+    pub const ALL: [Stream; 7] = [
+        Stream::Ingress,
+        Stream::Inbound,
+        Stream::Send,
+        Stream::Dispatch,
+        Stream::Outbound,
+        Stream::Status,
+        Stream::Dlq,
+    ];
+
+    /// The subject token and stream-name suffix of this stream.
+    pub fn token(self) -> &'static str {
+        match self {
+            Stream::Ingress => "ingress",
+            Stream::Inbound => "inbound",
+            Stream::Send => "send",
+            Stream::Dispatch => "dispatch",
+            Stream::Outbound => "outbound",
+            Stream::Status => "status",
+            Stream::Dlq => "dlq",
+        }
+    }
+}
+
+/// Key-value buckets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Bucket {
+    /// Current configuration of bots, channels and API keys, written by `auth`.
+    Config,
+    /// One-time codes for web views (TTL).
+    Codes,
+}
+
+impl Bucket {
+    /// The bucket-name suffix.
+    pub fn token(self) -> &'static str {
+        match self {
+            Bucket::Config => "config",
+            Bucket::Codes => "codes",
+        }
+    }
+}
+
+/// Builds every subject and name from the configured prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subjects {
+    prefix: String,
+}
+
+/// The default prefix.
+pub const DEFAULT_PREFIX: &str = "pb";
+
+fn check_token(token: &str) -> Result<&str, ContractError> {
+    if token.is_empty()
+        || token
+            .chars()
+            .any(|c| c == '.' || c == '*' || c == '>' || c.is_whitespace())
+    {
+        return Err(ContractError::InvalidToken(token.to_owned()));
+    }
+    Ok(token)
+}
+
+impl Subjects {
+    /// Subjects under `prefix` (1–32 characters of `a-z0-9_-`).
+    pub fn new(prefix: &str) -> Result<Self, ContractError> {
+        let ok = !prefix.is_empty()
+            && prefix.len() <= 32
+            && prefix
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        if !ok {
+            return Err(ContractError::InvalidPrefix(prefix.to_owned()));
+        }
+        Ok(Self {
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    /// The prefix itself.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The stream name, e.g. `PB_INGRESS`.
+    pub fn stream(&self, stream: Stream) -> String {
+        format!(
+            "{}_{}",
+            self.prefix.replace('-', "_").to_ascii_uppercase(),
+            stream.token().to_ascii_uppercase()
+        )
+    }
+
+    /// The bucket name, e.g. `pb_config`.
+    pub fn bucket(&self, bucket: Bucket) -> String {
+        format!("{}_{}", self.prefix.replace('-', "_"), bucket.token())
+    }
+
+    /// Every subject a stream holds, e.g. `pb.ingress.>`.
+    pub fn stream_filter(&self, stream: Stream) -> String {
+        format!("{}.{}.>", self.prefix, stream.token())
+    }
+
+    /// `<p>.ingress.<platform>.<channel>`.
+    pub fn ingress(&self, platform: Platform, channel_id: &str) -> Result<String, ContractError> {
+        Ok(format!(
+            "{}.ingress.{}.{}",
+            self.prefix,
+            platform.as_str(),
+            check_token(channel_id)?
+        ))
+    }
+
+    /// `<p>.inbound.<bot>`.
+    pub fn inbound(&self, bot_id: &str) -> Result<String, ContractError> {
+        Ok(format!("{}.inbound.{}", self.prefix, check_token(bot_id)?))
+    }
+
+    /// `<p>.send.<bot>`.
+    pub fn send(&self, bot_id: &str) -> Result<String, ContractError> {
+        Ok(format!("{}.send.{}", self.prefix, check_token(bot_id)?))
+    }
+
+    /// `<p>.dispatch.<bot>`.
+    pub fn dispatch(&self, bot_id: &str) -> Result<String, ContractError> {
+        Ok(format!("{}.dispatch.{}", self.prefix, check_token(bot_id)?))
+    }
+
+    /// `<p>.outbound.<platform>.<channel>`.
+    pub fn outbound(&self, platform: Platform, channel_id: &str) -> Result<String, ContractError> {
+        Ok(format!(
+            "{}.outbound.{}.{}",
+            self.prefix,
+            platform.as_str(),
+            check_token(channel_id)?
+        ))
+    }
+
+    /// `<p>.outbound.<platform>.>`: what one platform's sender consumes.
+    pub fn outbound_platform(&self, platform: Platform) -> String {
+        format!("{}.outbound.{}.>", self.prefix, platform.as_str())
+    }
+
+    /// `<p>.status.<bot>`.
+    pub fn status(&self, bot_id: &str) -> Result<String, ContractError> {
+        Ok(format!("{}.status.{}", self.prefix, check_token(bot_id)?))
+    }
+
+    /// `<p>.dlq.<consumer>`.
+    pub fn dlq(&self, consumer: &str) -> Result<String, ContractError> {
+        Ok(format!("{}.dlq.{}", self.prefix, check_token(consumer)?))
+    }
+
+    /// Request/reply subject of a service operation: `<p>.rpc.<service>.<op>`.
+    pub fn rpc(&self, service: &str, op: &str) -> String {
+        format!("{}.rpc.{service}.{op}", self.prefix)
+    }
+
+    /// Every request/reply subject of one service: `<p>.rpc.<service>.>`.
+    pub fn rpc_all(&self, service: &str) -> String {
+        format!("{}.rpc.{service}.>", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_prefix() {
+        let s = Subjects::new("pb").unwrap();
+        assert_eq!(s.stream(Stream::Ingress), "PB_INGRESS");
+        assert_eq!(s.bucket(Bucket::Config), "pb_config");
+        assert_eq!(
+            s.ingress(Platform::Telegram, "ch_1").unwrap(),
+            "pb.ingress.telegram.ch_1"
+        );
+        assert_eq!(s.send("bot_1").unwrap(), "pb.send.bot_1");
+        assert_eq!(s.outbound_platform(Platform::Telegram), "pb.outbound.telegram.>");
+        let t = Subjects::new("t-x9").unwrap();
+        assert_eq!(t.stream(Stream::Dlq), "T_X9_DLQ");
+        assert_eq!(t.bucket(Bucket::Codes), "t_x9_codes");
+    }
+
+    #[test]
+    fn bad_prefixes_and_tokens_are_refused() {
+        for p in ["", "PB", "a.b", "a b", &"x".repeat(33)] {
+            assert!(Subjects::new(p).is_err(), "{p:?} accepted");
+        }
+        let s = Subjects::new("pb").unwrap();
+        for t in ["", "a.b", "*", ">", "a b"] {
+            assert!(s.send(t).is_err(), "{t:?} accepted");
+        }
+    }
+}

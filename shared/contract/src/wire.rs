@@ -1,0 +1,825 @@
+//! Versioned wire types: every payload that crosses NATS (streams, key-value buckets and
+//! request/reply), and the event body tenants receive. Each carries `"v": 1`; a breaking change
+//! gets a new type with `"v": 2`, never an edit in place. Frozen by the schema snapshot test.
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, Utc};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::content::Content;
+
+/// The version marker `"v": 1`. Deserialising any other number fails with a clear message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct V1;
+
+impl Serialize for V1 {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(1)
+    }
+}
+
+impl<'de> Deserialize<'de> for V1 {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = u64::deserialize(d)?;
+        if v == 1 {
+            Ok(V1)
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "unsupported payload version {v}; this build reads version 1"
+            )))
+        }
+    }
+}
+
+impl JsonSchema for V1 {
+    fn schema_name() -> Cow<'static, str> {
+        "V1".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"type": "integer", "const": 1, "description": "Payload version."})
+    }
+}
+
+/// A messenger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Platform {
+    /// Telegram Bot API.
+    Telegram,
+    /// Facebook Messenger.
+    Messenger,
+    /// WhatsApp Business Cloud API.
+    Whatsapp,
+    /// WeChat Official Accounts.
+    Wechat,
+    /// Kik.
+    Kik,
+    /// LINE Messaging API.
+    Line,
+    /// Viber REST bot API.
+    Viber,
+    /// A custom channel (mobile app, device, own web chat).
+    Custom,
+}
+
+impl Platform {
+    /// The lowercase name used in subjects, paths and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Telegram => "telegram",
+            Platform::Messenger => "messenger",
+            Platform::Whatsapp => "whatsapp",
+            Platform::Wechat => "wechat",
+            Platform::Kik => "kik",
+            Platform::Line => "line",
+            Platform::Viber => "viber",
+            Platform::Custom => "custom",
+        }
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Platform {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        serde_json::from_value(serde_json::Value::String(s.to_owned()))
+            .map_err(|_| format!("unknown platform {s:?}"))
+    }
+}
+
+/// Kinds of events tenants receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum EventType {
+    /// A user sent a message (text, media, location, a button press as `postback`, ...).
+    #[serde(rename = "message.received")]
+    MessageReceived,
+    /// A user started or unblocked the bot.
+    #[serde(rename = "user.subscribed")]
+    UserSubscribed,
+    /// A user blocked the bot.
+    #[serde(rename = "user.unsubscribed")]
+    UserUnsubscribed,
+    /// The platform accepted a message the bot sent.
+    #[serde(rename = "message.sent")]
+    MessageSent,
+    /// A message the bot sent could not be delivered.
+    #[serde(rename = "message.failed")]
+    MessageFailed,
+}
+
+impl EventType {
+    /// The dotted name, e.g. `message.received`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::MessageReceived => "message.received",
+            EventType::UserSubscribed => "user.subscribed",
+            EventType::UserUnsubscribed => "user.unsubscribed",
+            EventType::MessageSent => "message.sent",
+            EventType::MessageFailed => "message.failed",
+        }
+    }
+}
+
+/// A channel as events name it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ChannelRef {
+    /// Patchbay's channel id (`ch_…`).
+    pub id: String,
+    /// Its messenger.
+    pub platform: Platform,
+}
+
+// ---------------------------------------------------------------------------------------------
+// <p>.ingress.<platform>.<channel>
+
+/// A platform webhook exactly as received, after its signature was checked.
+/// Subject `<p>.ingress.<platform>.<channel>`; `Nats-Msg-Id` is [`IngressEnvelope::dedupe_key`].
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct IngressEnvelope {
+    /// Payload version.
+    pub v: V1,
+    /// Envelope id (`env_…`, a ULID); events derived from it reuse its time and randomness.
+    pub id: String,
+    /// The messenger.
+    pub platform: Platform,
+    /// The channel whose webhook received it.
+    pub channel_id: String,
+    /// The bot that owns the channel.
+    pub bot_id: String,
+    /// When the ingress received it.
+    pub received_at: DateTime<Utc>,
+    /// The platform's own event id, scoped by platform and channel (e.g.
+    /// `telegram:ch_…:90001`); platform retries carry the same key.
+    pub dedupe_key: String,
+    /// The request body: the JSON document as received, or a string for non-JSON platforms.
+    pub body: serde_json::Value,
+}
+
+// ---------------------------------------------------------------------------------------------
+// <p>.inbound.<bot>
+
+/// The sender of an inbound event, as the platform describes them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PlatformUser {
+    /// The platform's user id (scoped to the channel; never assumed global).
+    pub platform_user_id: String,
+    /// A display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// A user name or handle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Language or locale code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
+    /// Avatar URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar_url: Option<String>,
+}
+
+/// A message inside an inbound event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct InboundMessage {
+    /// The platform's message id.
+    pub platform_message_id: String,
+    /// What the user sent.
+    pub content: Content,
+}
+
+/// A canonical inbound event, before the router resolved user and conversation.
+/// Subject `<p>.inbound.<bot>`; `Nats-Msg-Id` is the event id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct InboundEvent {
+    /// Payload version.
+    pub v: V1,
+    /// Event id (`evt_…`), derived from the envelope id.
+    pub id: String,
+    /// Kind of event.
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    /// The bot.
+    pub bot_id: String,
+    /// The channel it came through.
+    pub channel: ChannelRef,
+    /// When the user acted, by the platform's clock.
+    pub occurred_at: DateTime<Utc>,
+    /// The sender.
+    pub sender: PlatformUser,
+    /// Where to reply on the platform (Telegram: the chat id).
+    pub address: String,
+    /// Unique per platform event; the router keeps it to drop platform retries that arrive after
+    /// the stream's duplicate window.
+    pub dedupe_key: String,
+    /// The message, for `message.received`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<InboundMessage>,
+    /// Deep-link or referral parameter of a subscription (Telegram `/start <ref>`).
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "ref")]
+    pub referral: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// <p>.send.<bot>
+
+/// Who a send command is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Recipient {
+    /// A user Patchbay knows, by id.
+    User {
+        /// The user's id (`usr_…`).
+        user_id: String,
+    },
+    /// A platform address (Telegram chat id, WhatsApp phone number, ...).
+    Address {
+        /// The messenger.
+        platform: Platform,
+        /// The address on that messenger.
+        address: String,
+        /// The channel to send through, when the bot has several on that platform.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel_id: Option<String>,
+    },
+}
+
+/// Where a send command came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SendSource {
+    /// `POST /v1/messages` and other API calls.
+    Api,
+    /// A tenant's inline reply to a callback.
+    Inline,
+    /// Any NATS client inside the installation.
+    #[default]
+    Internal,
+    /// A human agent.
+    Human,
+    /// A broadcast.
+    Broadcast,
+}
+
+/// A request to send messages to one user. Subject `<p>.send.<bot>`. Any NATS client may
+/// publish it; set `Nats-Msg-Id` to `id` to make retries of the publish idempotent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SendCommand {
+    /// Payload version.
+    pub v: V1,
+    /// Idempotency key. Message ids are derived from it; when absent the router uses the
+    /// command's stream sequence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The recipient: `user_id`, or `platform` + `address`.
+    #[serde(flatten)]
+    pub to: Recipient,
+    /// One to ten messages, sent in order.
+    pub messages: Vec<Content>,
+    /// Where the command came from.
+    #[serde(default)]
+    pub source: SendSource,
+    /// The event this answers, for inline replies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_reply_to: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// <p>.outbound.<platform>.<channel>
+
+/// One message for one platform. Subject `<p>.outbound.<platform>.<channel>`; `Nats-Msg-Id` is
+/// the message id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OutboundJob {
+    /// Payload version.
+    pub v: V1,
+    /// Message id (`msg_…`).
+    pub message_id: String,
+    /// The bot.
+    pub bot_id: String,
+    /// The channel to send through.
+    pub channel: ChannelRef,
+    /// The recipient's Patchbay id.
+    pub user_id: String,
+    /// The conversation.
+    pub conversation_id: String,
+    /// The platform address (Telegram chat id).
+    pub address: String,
+    /// What to send.
+    pub content: Content,
+    /// Where the message came from.
+    pub source: SendSource,
+    /// When the router accepted it.
+    pub created_at: DateTime<Utc>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// <p>.status.<bot>
+
+/// The outcome of a platform call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// The platform accepted the message.
+    Sent,
+    /// The message cannot be delivered.
+    Failed,
+}
+
+/// Why a message failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DeliveryError {
+    /// Patchbay's code: `blocked`, `unauthorized`, `invalid_request`, `unsupported_content`,
+    /// `unknown_recipient`, `rate_limited`, `platform_error`, ...
+    pub code: String,
+    /// A readable explanation (the platform's description where it gave one).
+    pub message: String,
+    /// The platform's own error code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_code: Option<i64>,
+}
+
+/// The result of sending one message. Subject `<p>.status.<bot>`; `Nats-Msg-Id` is the id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct StatusEvent {
+    /// Payload version.
+    pub v: V1,
+    /// Event id (`evt_…`), derived from message id and status.
+    pub id: String,
+    /// The message.
+    pub message_id: String,
+    /// The bot.
+    pub bot_id: String,
+    /// The channel.
+    pub channel: ChannelRef,
+    /// Sent or failed.
+    pub status: DeliveryStatus,
+    /// The platform's id of the sent message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_message_id: Option<String>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<DeliveryError>,
+    /// When the outcome was known.
+    pub at: DateTime<Utc>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// <p>.dispatch.<bot> and the tenant-facing event
+
+/// The user as tenants see them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct EventUser {
+    /// Patchbay's stable id (`usr_…`).
+    pub id: String,
+    /// The platform's user id.
+    pub platform_user_id: String,
+    /// Display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// User name or handle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Language or locale code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
+}
+
+/// A message as tenants see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct EventMessage {
+    /// Patchbay's message id (`msg_…`).
+    pub id: String,
+    /// The platform's message id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_message_id: Option<String>,
+    /// The content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Content>,
+}
+
+/// The body of a native callback: what happened, to whom, through which channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TenantEvent {
+    /// Event id (`evt_…`); also the `webhook-id` header, stable across retries.
+    pub id: String,
+    /// Kind of event.
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    /// When it happened.
+    pub created_at: DateTime<Utc>,
+    /// The bot.
+    pub bot_id: String,
+    /// The channel.
+    pub channel: ChannelRef,
+    /// The user.
+    pub user: EventUser,
+    /// The conversation (`conv_…`).
+    pub conversation_id: String,
+    /// The message, for message events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<EventMessage>,
+    /// Why a message failed, for `message.failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<DeliveryError>,
+    /// Deep-link or referral parameter, for `user.subscribed`.
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "ref")]
+    pub referral: Option<String>,
+}
+
+/// An event to deliver to a tenant. Subject `<p>.dispatch.<bot>`; `Nats-Msg-Id` is the event id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DispatchJob {
+    /// Payload version.
+    pub v: V1,
+    /// The event.
+    pub event: TenantEvent,
+}
+
+/// A tenant's inline reply: the body of a 2xx answer to a callback.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum InlineReply {
+    /// `{"messages": [...]}`.
+    Object {
+        /// Messages to send to the event's user.
+        messages: Vec<Content>,
+    },
+    /// A bare JSON array of messages.
+    Array(Vec<Content>),
+}
+
+impl InlineReply {
+    /// The messages, whichever form was used.
+    pub fn into_messages(self) -> Vec<Content> {
+        match self {
+            InlineReply::Object { messages } | InlineReply::Array(messages) => messages,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration published by `auth` to the `<p>_config` bucket.
+
+/// Keys of the config bucket.
+pub mod config_keys {
+    /// `bot.<id>` holds a [`super::BotRecord`].
+    pub fn bot(id: &str) -> String {
+        format!("bot.{id}")
+    }
+    /// `channel.<id>` holds a [`super::ChannelRecord`].
+    pub fn channel(id: &str) -> String {
+        format!("channel.{id}")
+    }
+    /// `apikey.<sha256 hex of the key>` holds an [`super::ApiKeyRecord`].
+    pub fn api_key(hash_hex: &str) -> String {
+        format!("apikey.{hash_hex}")
+    }
+}
+
+/// How callbacks are shaped and signed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFlavour {
+    /// Standard Webhooks headers, native event body.
+    #[default]
+    Native,
+    /// BrandChat's event shapes and `X-Chat-Signature`.
+    Brandchat,
+}
+
+/// A secret sealed with the installation's master key, with the end of its validity during a
+/// rotation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SealedSecret {
+    /// Base64 of nonce and ciphertext.
+    pub sealed: String,
+    /// When it stops being valid (`None`: until rotated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A bot's callback settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct WebhookSettings {
+    /// The callback URL (`None`: events are stored but not delivered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Event shapes and signing.
+    #[serde(default)]
+    pub flavour: WebhookFlavour,
+    /// Event types delivered; `*` and `prefix.*` wildcards allowed.
+    pub events: Vec<String>,
+}
+
+impl WebhookSettings {
+    /// The subscriptions a new bot gets: everything users do, not delivery reports.
+    pub fn default_events() -> Vec<String> {
+        vec!["message.received".into(), "user.*".into()]
+    }
+
+    /// Whether `event_type` matches one of the subscriptions.
+    pub fn subscribed(&self, event_type: EventType) -> bool {
+        let name = event_type.as_str();
+        self.events.iter().any(|p| {
+            p == "*"
+                || p == name
+                || p.strip_suffix(".*")
+                    .is_some_and(|pre| name.strip_prefix(pre).is_some_and(|r| r.starts_with('.')))
+        })
+    }
+}
+
+/// A bot as every service sees it. Key `bot.<id>` of the config bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct BotRecord {
+    /// Payload version.
+    pub v: V1,
+    /// Bot id (`bot_…`).
+    pub id: String,
+    /// Owning tenant (`ten_…`).
+    pub tenant_id: String,
+    /// Name.
+    pub name: String,
+    /// Disabled bots receive nothing and send nothing.
+    pub enabled: bool,
+    /// Callback settings.
+    pub webhook: WebhookSettings,
+    /// Webhook signing secrets (`whsec_…`, sealed); several during a rotation.
+    pub webhook_secrets: Vec<SealedSecret>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A channel as every service sees it. Key `channel.<id>` of the config bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ChannelRecord {
+    /// Payload version.
+    pub v: V1,
+    /// Channel id (`ch_…`).
+    pub id: String,
+    /// The bot.
+    pub bot_id: String,
+    /// The messenger.
+    pub platform: Platform,
+    /// The platform credentials as a JSON object, sealed with the master key.
+    pub credentials: SealedSecret,
+    /// Operator-only override of the platform API's base URL (fakes, proxies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_base_url: Option<String>,
+    /// Disabled channels refuse webhooks and sends.
+    pub enabled: bool,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// An API key, found by the SHA-256 of the key. Key `apikey.<hex>` of the config bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ApiKeyRecord {
+    /// Payload version.
+    pub v: V1,
+    /// The key's public id (`key_…`).
+    pub key_id: String,
+    /// The bot it authenticates.
+    pub bot_id: String,
+    /// When it stops working (`None`: until revoked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request/reply.
+
+/// Every request/reply answer: `{"ok": ...}` or `{"error": {...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RpcReply<T> {
+    /// Success.
+    Ok(T),
+    /// Failure.
+    Error(RpcError),
+}
+
+/// A request/reply failure, shaped like the HTTP API's errors.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct RpcError {
+    /// Machine-readable code, e.g. `not_found`, `invalid_request`.
+    pub code: String,
+    /// What went wrong, fit for the caller.
+    pub message: String,
+    /// The HTTP status an HTTP edge should answer with.
+    pub status: u16,
+}
+
+impl RpcError {
+    /// A failure with `status`, `code` and `message`.
+    pub fn new(status: u16, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            code: code.to_owned(),
+            message: message.into(),
+            status,
+        }
+    }
+}
+
+/// Operation names of the `auth` service (subject `<p>.rpc.auth.<op>`).
+pub mod auth_ops {
+    /// [`super::CreateBotRequest`] → [`super::CreatedBot`].
+    pub const CREATE_BOT: &str = "create_bot";
+    /// [`super::CreateChannelRequest`] → [`super::CreatedChannel`].
+    pub const CREATE_CHANNEL: &str = "create_channel";
+}
+
+/// Operation names of the `bot-router` service (subject `<p>.rpc.router.<op>`).
+pub mod router_ops {
+    /// [`super::GetUserRequest`] → [`super::UserProfile`].
+    pub const GET_USER: &str = "get_user";
+}
+
+/// Callback settings when creating a bot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct WebhookInput {
+    /// Callback URL.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Flavour.
+    #[serde(default)]
+    pub flavour: WebhookFlavour,
+    /// Subscriptions; defaults to `message.received` and `user.*`.
+    #[serde(default)]
+    pub events: Option<Vec<String>>,
+}
+
+/// Create a bot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CreateBotRequest {
+    /// Payload version.
+    #[serde(default)]
+    pub v: V1,
+    /// Name.
+    pub name: String,
+    /// Owning tenant; the default tenant when absent.
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+    /// Callback settings.
+    #[serde(default)]
+    pub webhook: Option<WebhookInput>,
+}
+
+/// A new bot, with its secrets shown once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CreatedBot {
+    /// Bot id.
+    pub id: String,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// Name.
+    pub name: String,
+    /// The API key (Bearer token for `/v1`). Shown once; stored hashed.
+    pub api_key: String,
+    /// The Standard Webhooks signing secret (`whsec_…`).
+    pub webhook_secret: String,
+    /// Callback settings.
+    pub webhook: WebhookSettings,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Connect a bot to a messenger account.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CreateChannelRequest {
+    /// Payload version.
+    #[serde(default)]
+    pub v: V1,
+    /// The bot.
+    pub bot_id: String,
+    /// The messenger.
+    pub platform: Platform,
+    /// The platform's secrets, e.g. Telegram `{"bot_token", "secret_token"}`.
+    pub credentials: serde_json::Value,
+    /// Operator-only override of the platform API's base URL.
+    #[serde(default)]
+    pub api_base_url: Option<String>,
+}
+
+/// A new channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CreatedChannel {
+    /// Channel id.
+    pub id: String,
+    /// The bot.
+    pub bot_id: String,
+    /// The messenger.
+    pub platform: Platform,
+    /// Where the platform must send webhooks, e.g. `/webhooks/telegram/ch_…`.
+    pub webhook_path: String,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Look up one user of a bot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct GetUserRequest {
+    /// Payload version.
+    #[serde(default)]
+    pub v: V1,
+    /// The bot asking.
+    pub bot_id: String,
+    /// The user.
+    pub user_id: String,
+}
+
+/// A user's profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct UserProfile {
+    /// Patchbay's id.
+    pub id: String,
+    /// The bot.
+    pub bot_id: String,
+    /// The channel the user is reached through.
+    pub channel: ChannelRef,
+    /// The platform's user id.
+    pub platform_user_id: String,
+    /// Display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// User name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Locale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
+    /// Avatar URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar_url: Option<String>,
+    /// Whether the user currently receives messages from the bot.
+    pub subscribed: bool,
+    /// Last inbound activity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen_at: Option<DateTime<Utc>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn versions_other_than_one_are_refused_with_a_reason() {
+        let err = serde_json::from_value::<SendCommand>(json!({
+            "v": 2, "user_id": "usr_1", "messages": []
+        }))
+        .unwrap_err();
+        assert!(err.to_string().contains("unsupported payload version 2"), "{err}");
+    }
+
+    #[test]
+    fn send_command_takes_either_recipient_form() {
+        let a: SendCommand = serde_json::from_value(json!({
+            "v": 1, "user_id": "usr_1", "messages": [{"type": "text", "text": "hi"}]
+        }))
+        .unwrap();
+        assert_eq!(a.to, Recipient::User { user_id: "usr_1".into() });
+        assert_eq!(a.source, SendSource::Internal);
+        let b: SendCommand = serde_json::from_value(json!({
+            "v": 1, "platform": "telegram", "address": "4242",
+            "messages": [{"type": "text", "text": "hi"}]
+        }))
+        .unwrap();
+        assert!(matches!(b.to, Recipient::Address { platform: Platform::Telegram, .. }));
+    }
+
+    #[test]
+    fn subscriptions_match_wildcards() {
+        let w = WebhookSettings {
+            url: None,
+            flavour: WebhookFlavour::Native,
+            events: WebhookSettings::default_events(),
+        };
+        assert!(w.subscribed(EventType::MessageReceived));
+        assert!(w.subscribed(EventType::UserSubscribed));
+        assert!(!w.subscribed(EventType::MessageSent));
+        let all = WebhookSettings { events: vec!["*".into()], ..w.clone() };
+        assert!(all.subscribed(EventType::MessageFailed));
+        let msg = WebhookSettings { events: vec!["message.*".into()], ..w };
+        assert!(msg.subscribed(EventType::MessageSent));
+        assert!(!msg.subscribed(EventType::UserUnsubscribed));
+    }
+
+    #[test]
+    fn inline_replies_come_in_two_shapes() {
+        let a: InlineReply =
+            serde_json::from_value(json!({"messages": [{"type": "text", "text": "a"}]})).unwrap();
+        let b: InlineReply = serde_json::from_value(json!([{"type": "text", "text": "a"}])).unwrap();
+        assert_eq!(a.into_messages(), b.into_messages());
+    }
+}
