@@ -1,1 +1,262 @@
-//! placeholder
+//! The bus: Patchbay's only way for services to talk. Publishing with `Nats-Msg-Id` and W3C
+//! trace context, idempotent creation of the JetStream topology, a consumer runtime that turns
+//! handler results into ack / nak / dead letter, a watched view of the config bucket, and
+//! request/reply helpers.
+
+pub mod config_view;
+pub mod consume;
+pub mod rpc;
+pub mod trace;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, context::PublishErrorKind, stream};
+use async_nats::{HeaderMap, jetstream::message::PublishMessage};
+use bytes::Bytes;
+use patchbay_contract::topology::{self, Retention, TopologySettings};
+use patchbay_contract::{Subjects, headers};
+use serde::Serialize;
+
+pub use config_view::ConfigView;
+pub use consume::{Delivery, Handler, HandlerError, run_consumer};
+
+/// Errors talking to NATS.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// NATS is unreachable, too slow, or the stream refused the message (full): callers at an
+    /// HTTP edge answer 503 so the sender retries.
+    #[error("message bus unavailable: {0}")]
+    Unavailable(String),
+    /// The request was understood by nobody (no service answers that subject).
+    #[error("no service answers {0}")]
+    NoResponders(String),
+    /// A payload could not be encoded or decoded.
+    #[error("payload encoding: {0}")]
+    Encoding(#[from] serde_json::Error),
+    /// A subject could not be built.
+    #[error(transparent)]
+    Contract(#[from] patchbay_contract::ContractError),
+    /// Setting up streams, buckets or consumers failed.
+    #[error("setting up JetStream: {0}")]
+    Setup(String),
+}
+
+/// The result of a publish that JetStream stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// Stream sequence.
+    pub sequence: u64,
+    /// Whether JetStream recognised the `Nats-Msg-Id` as a duplicate and dropped this copy.
+    pub duplicate: bool,
+}
+
+/// A connection to NATS plus the names it uses. Cheap to clone.
+#[derive(Clone)]
+pub struct Bus {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    subjects: Arc<Subjects>,
+    publish_timeout: Duration,
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bus")
+            .field("prefix", &self.subjects.prefix())
+            .finish()
+    }
+}
+
+impl Bus {
+    /// Connects to `url` (comma-separated server list), retrying the first connection in the
+    /// background, so a service can start before NATS does.
+    pub async fn connect(
+        url: &str,
+        name: &str,
+        subjects: Subjects,
+        publish_timeout: Duration,
+    ) -> Result<Self, BusError> {
+        let client = async_nats::ConnectOptions::new()
+            .name(name)
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(5))
+            .request_timeout(Some(publish_timeout))
+            .connect(url.split(',').map(str::trim).collect::<Vec<_>>().as_slice())
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        Ok(Self::from_client(client, subjects, publish_timeout))
+    }
+
+    /// A bus over an existing client (tests, single-binary mode).
+    pub fn from_client(
+        client: async_nats::Client,
+        subjects: Subjects,
+        publish_timeout: Duration,
+    ) -> Self {
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(publish_timeout);
+        Self {
+            client,
+            js,
+            subjects: Arc::new(subjects),
+            publish_timeout,
+        }
+    }
+
+    /// The subject builder.
+    pub fn subjects(&self) -> &Subjects {
+        &self.subjects
+    }
+
+    /// The underlying client.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// The JetStream context.
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    /// Whether the connection is up (for `/readyz`).
+    pub fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Creates or updates every stream and bucket of the topology. Safe to run from many
+    /// replicas at once: creation races are resolved by re-reading.
+    pub async fn ensure_topology(&self, settings: &TopologySettings) -> Result<(), BusError> {
+        for spec in topology::streams(settings) {
+            let name = self.subjects.stream(spec.stream);
+            let pipeline = spec.retention == Retention::WorkQueue;
+            let config = stream::Config {
+                name: name.clone(),
+                subjects: vec![self.subjects.stream_filter(spec.stream)],
+                retention: match spec.retention {
+                    Retention::WorkQueue => stream::RetentionPolicy::WorkQueue,
+                    Retention::Limits => stream::RetentionPolicy::Limits,
+                },
+                storage: stream::StorageType::File,
+                num_replicas: settings.replicas,
+                max_age: spec.max_age,
+                duplicate_window: spec.duplicate_window,
+                max_bytes: if pipeline && settings.max_stream_bytes > 0 {
+                    settings.max_stream_bytes
+                } else {
+                    -1
+                },
+                discard: if pipeline {
+                    stream::DiscardPolicy::New
+                } else {
+                    stream::DiscardPolicy::Old
+                },
+                ..Default::default()
+            };
+            retry_setup(|| async {
+                self.js
+                    .create_or_update_stream(config.clone())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| BusError::Setup(format!("stream {name}: {e}")))?;
+        }
+        for (bucket, ttl) in topology::buckets(settings) {
+            let name = self.subjects.bucket(bucket);
+            let config = jetstream::kv::Config {
+                bucket: name.clone(),
+                history: 1,
+                max_age: ttl.unwrap_or_default(),
+                storage: stream::StorageType::File,
+                num_replicas: settings.replicas,
+                ..Default::default()
+            };
+            retry_setup(|| async {
+                self.js
+                    .create_or_update_key_value(config.clone())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| BusError::Setup(format!("bucket {name}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Publishes `payload` as JSON to `subject` with `Nats-Msg-Id: msg_id` and the current trace
+    /// context, and waits until JetStream stored it.
+    pub async fn publish<T: Serialize>(
+        &self,
+        subject: &str,
+        msg_id: &str,
+        payload: &T,
+    ) -> Result<Published, BusError> {
+        let body = serde_json::to_vec(payload)?;
+        self.publish_bytes(subject, msg_id, Bytes::from(body), HeaderMap::new())
+            .await
+    }
+
+    /// Publishes raw bytes with extra headers; `Nats-Msg-Id` and trace context are added.
+    pub async fn publish_bytes(
+        &self,
+        subject: &str,
+        msg_id: &str,
+        body: Bytes,
+        mut headers: HeaderMap,
+    ) -> Result<Published, BusError> {
+        headers.insert(headers::MSG_ID, msg_id);
+        trace::inject(&mut headers);
+        let started = std::time::Instant::now();
+        let ack = self
+            .js
+            .send_publish(
+                subject.to_owned(),
+                PublishMessage::build().payload(body).headers(headers),
+            )
+            .await
+            .map_err(|e| publish_error(subject, e.kind(), &e.to_string()))?;
+        let ack = tokio::time::timeout(self.publish_timeout, ack)
+            .await
+            .map_err(|_| BusError::Unavailable(format!("publish to {subject} timed out")))?
+            .map_err(|e| publish_error(subject, e.kind(), &e.to_string()))?;
+        metrics::histogram!("patchbay_publish_seconds", "stream" => ack.stream.clone())
+            .record(started.elapsed().as_secs_f64());
+        Ok(Published {
+            sequence: ack.sequence,
+            duplicate: ack.duplicate,
+        })
+    }
+}
+
+fn publish_error(subject: &str, kind: PublishErrorKind, text: &str) -> BusError {
+    metrics::counter!("patchbay_publish_errors_total").increment(1);
+    match kind {
+        PublishErrorKind::StreamNotFound => {
+            BusError::Unavailable(format!("no stream holds {subject}"))
+        }
+        _ => BusError::Unavailable(format!("publish to {subject}: {text}")),
+    }
+}
+
+/// Retries a setup call a few times: replicas starting together may race on creation.
+async fn retry_setup<F, Fut>(mut f: F) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let mut last = String::new();
+    for attempt in 0..20u64 {
+        match f().await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                tracing::debug!(attempt, error = %e, "JetStream setup call failed; retrying");
+                last = e;
+                tokio::time::sleep(Duration::from_millis(100 * (attempt + 1).min(10))).await;
+            }
+        }
+    }
+    Err(last)
+}

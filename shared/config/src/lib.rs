@@ -1,0 +1,388 @@
+//! Configuration of every Patchbay service: defaults, then an optional TOML file
+//! (`PATCHBAY_CONFIG`), then `PATCHBAY_*` environment variables. Validated at start; an error
+//! names the key at fault. Also holds the master key that seals secrets at rest.
+
+pub mod secrets;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub use secrets::MasterKey;
+
+/// Environment variable prefix.
+pub const ENV_PREFIX: &str = "PATCHBAY_";
+/// Environment variable naming an optional TOML configuration file.
+pub const CONFIG_FILE_ENV: &str = "PATCHBAY_CONFIG";
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line (production).
+    Json,
+    /// Human-readable lines (development).
+    Text,
+}
+
+/// The whole configuration. Every field maps to `PATCHBAY_<FIELD>` in upper case.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Address of the HTTP listener (webhooks, API, `/metrics`, `/healthz`, `/readyz`).
+    pub http_addr: SocketAddr,
+    /// NATS server URL(s), comma separated.
+    pub nats_url: String,
+    /// Prefix of every subject, stream and bucket (`pb`), so installations can share a server.
+    pub nats_prefix: String,
+    /// Stream and bucket replicas: 1 on one machine, 3 on Kubernetes.
+    pub nats_replicas: usize,
+    /// Byte limit of each pipeline stream; beyond it publishes fail and edges answer 503.
+    pub nats_max_stream_bytes: i64,
+    /// How long a publish may wait for JetStream's acknowledgement.
+    pub publish_timeout_ms: u64,
+    /// PostgreSQL URL, for the services that own tables (auth, bot-router, webhook-dispatcher).
+    pub database_url: Option<String>,
+    /// Connections per service pool.
+    pub database_max_connections: u32,
+    /// Base64 of the 32-byte master key that seals channel and webhook secrets at rest.
+    pub master_key: Option<String>,
+    /// The operator's Bearer token for `/admin/v1`.
+    pub admin_token: Option<String>,
+    /// Allow callback URLs on loopback and private networks (development only).
+    pub allow_private_callbacks: bool,
+    /// `json` or `text`.
+    pub log_format: LogFormat,
+    /// A `tracing` filter such as `info` or `patchbay_api=debug,info`.
+    pub log_level: String,
+    /// OTLP/HTTP traces endpoint (e.g. `http://collector:4318/v1/traces`); off when unset.
+    pub otlp_endpoint: Option<String>,
+    /// Largest webhook body an ingress accepts; larger ones get 413.
+    pub ingress_max_body_bytes: usize,
+    /// Per-attempt timeout of a tenant callback.
+    pub webhook_timeout_ms: u64,
+    /// Delays of successive callback attempts, e.g. `0s,5s,5m,30m,2h,5h,10h,10h`.
+    pub webhook_retry_schedule: RetrySchedule,
+    /// How much of a tenant's response body is read and logged.
+    pub webhook_response_max_bytes: usize,
+    /// Messages each consumer handles at once, per process.
+    pub consumer_concurrency: usize,
+    /// How long a stopping service may take to finish what it holds.
+    pub shutdown_grace_ms: u64,
+    /// Telegram Bot API base URL (channels may override it).
+    pub telegram_api_base_url: String,
+    /// Per-call timeout of platform API calls.
+    pub outbound_timeout_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            http_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            nats_url: "nats://127.0.0.1:4222".into(),
+            nats_prefix: patchbay_contract::subjects::DEFAULT_PREFIX.into(),
+            nats_replicas: 1,
+            nats_max_stream_bytes: 1 << 30,
+            publish_timeout_ms: 5_000,
+            database_url: None,
+            database_max_connections: 10,
+            master_key: None,
+            admin_token: None,
+            allow_private_callbacks: false,
+            log_format: LogFormat::Json,
+            log_level: "info".into(),
+            otlp_endpoint: None,
+            ingress_max_body_bytes: 1 << 20,
+            webhook_timeout_ms: 15_000,
+            webhook_retry_schedule: RetrySchedule::default(),
+            webhook_response_max_bytes: 64 << 10,
+            consumer_concurrency: 32,
+            shutdown_grace_ms: 10_000,
+            telegram_api_base_url: "https://api.telegram.org".into(),
+            outbound_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The sources could not be read or a value has the wrong type.
+    #[error("invalid configuration: {key}: {message}")]
+    Load {
+        /// The environment variable of the key at fault, e.g. `PATCHBAY_HTTP_ADDR`.
+        key: String,
+        /// What is wrong, and which source the value came from.
+        message: String,
+    },
+    /// A value is present but not acceptable.
+    #[error("invalid configuration: {key}: {message}")]
+    Invalid {
+        /// The environment variable, e.g. `PATCHBAY_MASTER_KEY`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// A problem with `field` (the lowercase field name).
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: env_key(field),
+            message: message.into(),
+        }
+    }
+}
+
+/// `PATCHBAY_<FIELD>`.
+pub fn env_key(field: &str) -> String {
+    format!("{ENV_PREFIX}{}", field.to_ascii_uppercase())
+}
+
+impl Config {
+    /// Defaults, then the file named by `PATCHBAY_CONFIG` (if any), then `PATCHBAY_*`.
+    pub fn load() -> Result<Self, ConfigError> {
+        let file = std::env::var_os(CONFIG_FILE_ENV).map(std::path::PathBuf::from);
+        Self::figment(file.as_deref()).and_then(Self::from_figment)
+    }
+
+    fn figment(file: Option<&Path>) -> Result<Figment, ConfigError> {
+        let mut f = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::invalid(
+                    "config",
+                    format!("file {} does not exist", path.display()),
+                ));
+            }
+            f = f.merge(Toml::file(path));
+        }
+        Ok(f.merge(Env::prefixed(ENV_PREFIX).ignore(&["config", "data_dir"])))
+    }
+
+    /// Extracts and validates a configuration from any figment (tests build their own).
+    pub fn from_figment(f: Figment) -> Result<Self, ConfigError> {
+        let c: Config = f.extract().map_err(|e| {
+            let field = e.path.join("_").to_ascii_lowercase();
+            let source = e
+                .metadata
+                .as_ref()
+                .map(|m| format!(" (from {})", m.name))
+                .unwrap_or_default();
+            ConfigError::Load {
+                key: if field.is_empty() { "configuration".into() } else { env_key(&field) },
+                message: format!("{}{source}", e.kind),
+            }
+        })?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        patchbay_contract::Subjects::new(&self.nats_prefix)
+            .map_err(|e| ConfigError::invalid("nats_prefix", e.to_string()))?;
+        if !(1..=5).contains(&self.nats_replicas) {
+            return Err(ConfigError::invalid("nats_replicas", "must be between 1 and 5"));
+        }
+        if self.consumer_concurrency == 0 {
+            return Err(ConfigError::invalid("consumer_concurrency", "must be at least 1"));
+        }
+        if self.webhook_retry_schedule.0.is_empty() {
+            return Err(ConfigError::invalid(
+                "webhook_retry_schedule",
+                "needs at least one attempt",
+            ));
+        }
+        if self.ingress_max_body_bytes < 1024 {
+            return Err(ConfigError::invalid("ingress_max_body_bytes", "must be at least 1024"));
+        }
+        if let Some(k) = &self.master_key {
+            MasterKey::from_base64(k).map_err(|e| ConfigError::invalid("master_key", e.to_string()))?;
+        }
+        if self.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
+            return Err(ConfigError::invalid("admin_token", "must be at least 16 characters"));
+        }
+        for (field, url) in [
+            ("telegram_api_base_url", Some(&self.telegram_api_base_url)),
+            ("otlp_endpoint", self.otlp_endpoint.as_ref()),
+        ] {
+            if let Some(u) = url
+                && !(u.starts_with("http://") || u.starts_with("https://"))
+            {
+                return Err(ConfigError::invalid(field, "must be an http(s) URL"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The database URL, or an error naming `PATCHBAY_DATABASE_URL`.
+    pub fn require_database_url(&self) -> Result<&str, ConfigError> {
+        self.database_url
+            .as_deref()
+            .ok_or_else(|| ConfigError::invalid("database_url", "is required by this service"))
+    }
+
+    /// The master key, or an error naming `PATCHBAY_MASTER_KEY`.
+    pub fn require_master_key(&self) -> Result<MasterKey, ConfigError> {
+        let raw = self.master_key.as_deref().ok_or_else(|| {
+            ConfigError::invalid(
+                "master_key",
+                "is required by this service (base64 of 32 random bytes; `openssl rand -base64 32`)",
+            )
+        })?;
+        MasterKey::from_base64(raw).map_err(|e| ConfigError::invalid("master_key", e.to_string()))
+    }
+
+    /// The operator token, or an error naming `PATCHBAY_ADMIN_TOKEN`.
+    pub fn require_admin_token(&self) -> Result<&str, ConfigError> {
+        self.admin_token
+            .as_deref()
+            .ok_or_else(|| ConfigError::invalid("admin_token", "is required by this service"))
+    }
+
+    /// `publish_timeout_ms` as a duration.
+    pub fn publish_timeout(&self) -> Duration {
+        Duration::from_millis(self.publish_timeout_ms)
+    }
+
+    /// `shutdown_grace_ms` as a duration.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    /// `PATCHBAY_*` variables set in the environment that match no configuration key, so a
+    /// typo is reported instead of silently ignored.
+    pub fn unknown_env_keys() -> Vec<String> {
+        let known = serde_json::to_value(Config::default())
+            .ok()
+            .and_then(|v| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()))
+            .unwrap_or_default();
+        std::env::vars()
+            .filter_map(|(k, _)| {
+                let field = k.strip_prefix(ENV_PREFIX)?.to_ascii_lowercase();
+                (!known.contains(&field) && field != "config" && field != "data_dir").then_some(k)
+            })
+            .collect()
+    }
+}
+
+/// Delays of successive attempts. Written as a comma-separated string (`0s,5s,5m`) or a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetrySchedule(pub Vec<Duration>);
+
+impl Default for RetrySchedule {
+    fn default() -> Self {
+        Self(
+            [0, 5, 300, 1800, 7200, 18000, 36000, 36000]
+                .into_iter()
+                .map(Duration::from_secs)
+                .collect(),
+        )
+    }
+}
+
+impl std::str::FromStr for RetrySchedule {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                humantime::parse_duration(p).map_err(|e| format!("bad duration {p:?}: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(RetrySchedule)
+    }
+}
+
+impl Serialize for RetrySchedule {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|d| humantime::format_duration(*d).to_string())
+            .collect();
+        s.serialize_str(&parts.join(","))
+    }
+}
+
+impl<'de> Deserialize<'de> for RetrySchedule {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            One(String),
+            Many(Vec<String>),
+        }
+        let joined = match Raw::deserialize(d)? {
+            Raw::One(s) => s,
+            Raw::Many(v) => v.join(","),
+        };
+        joined.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn env_overrides_file_overrides_defaults() {
+        Jail::expect_with(|jail| {
+            jail.create_file("p.toml", "nats_prefix = \"fromfile\"\nconsumer_concurrency = 7\n")?;
+            jail.set_env("PATCHBAY_CONSUMER_CONCURRENCY", "9");
+            jail.set_env("PATCHBAY_WEBHOOK_RETRY_SCHEDULE", "0s,5s,5m");
+            let c = Config::from_figment(Config::figment(Some(Path::new("p.toml"))).unwrap())
+                .unwrap();
+            assert_eq!(c.nats_prefix, "fromfile");
+            assert_eq!(c.consumer_concurrency, 9);
+            assert_eq!(
+                c.webhook_retry_schedule.0,
+                vec![Duration::ZERO, Duration::from_secs(5), Duration::from_secs(300)]
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        Jail::expect_with(|jail| {
+            jail.set_env("PATCHBAY_HTTP_ADDR", "not an address");
+            let e = Config::from_figment(Config::figment(None).unwrap()).unwrap_err();
+            assert!(e.to_string().contains("PATCHBAY_HTTP_ADDR"), "{e}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("PATCHBAY_NATS_PREFIX", "Bad.Prefix");
+            let e = Config::from_figment(Config::figment(None).unwrap()).unwrap_err();
+            assert!(e.to_string().contains("PATCHBAY_NATS_PREFIX"), "{e}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("PATCHBAY_MASTER_KEY", "c2hvcnQ=");
+            let e = Config::from_figment(Config::figment(None).unwrap()).unwrap_err();
+            assert!(e.to_string().contains("PATCHBAY_MASTER_KEY"), "{e}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("PATCHBAY_WEBHOOK_RETRY_SCHEDULE", "5s,soon");
+            let e = Config::from_figment(Config::figment(None).unwrap()).unwrap_err();
+            assert!(e.to_string().contains("PATCHBAY_WEBHOOK_RETRY_SCHEDULE"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_required_keys_are_named() {
+        let c = Config::default();
+        assert!(c.require_database_url().unwrap_err().to_string().contains("PATCHBAY_DATABASE_URL"));
+        assert!(c.require_master_key().unwrap_err().to_string().contains("PATCHBAY_MASTER_KEY"));
+    }
+}

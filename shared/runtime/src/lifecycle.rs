@@ -1,0 +1,281 @@
+//! The service lifecycle. A service is a library with a [`StartFn`]: given its [`Deps`] it
+//! returns routes and background tasks. [`launch`] connects to NATS, ensures the topology,
+//! starts the given services and serves all their routes on one listener; [`main`] wraps that
+//! for a binary. A per-service binary passes one `StartFn`, `patchbay all` passes them all:
+//! the same code either way, always talking over NATS.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use patchbay_bus::{Bus, ConfigView};
+use patchbay_config::Config;
+use patchbay_contract::Subjects;
+use patchbay_contract::topology::TopologySettings;
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::http::{Readiness, ops_routes, track_requests};
+
+/// Any error a service reports at start or while running.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A background task of a service (a consumer, a responder).
+pub type Task = BoxFuture<'static, Result<(), BoxError>>;
+
+/// How a service is started.
+pub type StartFn = fn(Deps) -> BoxFuture<'static, Result<Service, BoxError>>;
+
+/// What every service is given.
+#[derive(Clone, Debug)]
+pub struct Deps {
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// The bus.
+    pub bus: Bus,
+    /// The watched config bucket.
+    pub view: ConfigView,
+    /// Cancelled when the process should stop.
+    pub shutdown: CancellationToken,
+    /// Checks behind `/readyz`.
+    pub readiness: Readiness,
+}
+
+/// A started service: its HTTP routes and its background tasks.
+pub struct Service {
+    /// Its name, for logs.
+    pub name: &'static str,
+    /// Routes it serves (merged onto the process's one listener).
+    pub routes: axum::Router,
+    /// Tasks that run until shutdown.
+    pub tasks: Vec<Task>,
+}
+
+impl Service {
+    /// A service with no routes and no tasks yet.
+    pub fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            routes: axum::Router::new(),
+            tasks: Vec::new(),
+        }
+    }
+
+    /// Adds routes.
+    pub fn routes(mut self, routes: axum::Router) -> Self {
+        self.routes = self.routes.merge(routes);
+        self
+    }
+
+    /// Adds a background task.
+    pub fn task<F, E>(mut self, task: F) -> Self
+    where
+        F: std::future::Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        self.tasks
+            .push(Box::pin(async move { task.await.map_err(Into::into) }));
+        self
+    }
+}
+
+/// A running process.
+#[derive(Debug)]
+pub struct Running {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    handle: JoinHandle<Result<(), String>>,
+}
+
+impl Running {
+    /// Asks it to stop.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits until it stopped; the error of the first task that failed, if any.
+    pub async fn wait(self) -> Result<(), String> {
+        self.handle
+            .await
+            .unwrap_or_else(|e| Err(format!("process task failed: {e}")))
+    }
+
+    /// Stops it and waits.
+    pub async fn stop(self) -> Result<(), String> {
+        self.shutdown();
+        self.wait().await
+    }
+}
+
+/// Topology settings from the configuration.
+pub fn topology_settings(config: &Config) -> TopologySettings {
+    TopologySettings {
+        replicas: config.nats_replicas,
+        max_stream_bytes: config.nats_max_stream_bytes,
+        ..TopologySettings::default()
+    }
+}
+
+/// Connects, ensures the topology, starts `starts` and serves their routes on `listener` until
+/// `shutdown`. Returns once every service started.
+pub async fn launch(
+    process: &str,
+    config: Config,
+    starts: &[StartFn],
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<Running, BoxError> {
+    crate::telemetry::install_globals();
+    let subjects = Subjects::new(&config.nats_prefix)?;
+    let bus = Bus::connect(&config.nats_url, process, subjects, config.publish_timeout()).await?;
+    bus.ensure_topology(&topology_settings(&config)).await?;
+    let view = ConfigView::start(&bus, shutdown.clone()).await?;
+    let readiness = Readiness::default();
+    let nats = bus.clone();
+    readiness.add("nats", move || nats.is_connected());
+    let deps = Deps {
+        config: Arc::new(config),
+        bus,
+        view,
+        shutdown: shutdown.clone(),
+        readiness: readiness.clone(),
+    };
+    let mut services = Vec::with_capacity(starts.len());
+    for start in starts {
+        let service = start(deps.clone()).await?;
+        tracing::info!(service = service.name, "service started");
+        services.push(service);
+    }
+    let mut router = ops_routes(readiness);
+    let mut tasks = Vec::new();
+    for s in services {
+        router = router.merge(s.routes);
+        tasks.extend(s.tasks.into_iter().map(|t| (s.name, t)));
+    }
+    let router = router.layer(axum::middleware::from_fn(track_requests));
+    let addr = listener.local_addr()?;
+    let stop = shutdown.clone();
+    let handle = tokio::spawn(async move {
+        let mut set: JoinSet<(&'static str, Result<(), BoxError>)> = JoinSet::new();
+        for (name, task) in tasks {
+            set.spawn(async move { (name, task.await) });
+        }
+        let http_stop = stop.clone();
+        set.spawn(async move {
+            let r = axum::serve(listener, router)
+                .with_graceful_shutdown(http_stop.cancelled_owned())
+                .await
+                .map_err(BoxError::from);
+            ("http", r)
+        });
+        let mut first_error = None;
+        while let Some(joined) = set.join_next().await {
+            let failure = match joined {
+                Ok((_, Ok(()))) => None,
+                Ok((name, Err(e))) => Some(format!("{name}: {e}")),
+                Err(e) => Some(format!("task panicked: {e}")),
+            };
+            if let Some(f) = failure {
+                tracing::error!(error = %f, "service failed; stopping the process");
+                stop.cancel();
+                first_error.get_or_insert(f);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    });
+    Ok(Running {
+        addr,
+        shutdown,
+        handle,
+    })
+}
+
+/// Cancels `token` on SIGTERM or SIGINT.
+pub fn cancel_on_signals(token: CancellationToken) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut term = match signal(SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = tokio::signal::ctrl_c() => {},
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("stop signal received; draining");
+        token.cancel();
+    });
+}
+
+/// The whole `main` of a service binary: configuration, telemetry, runtime, launch, wait.
+/// Exit codes: 0 after a clean stop, 1 when a service failed, 2 for bad configuration.
+pub fn main(process: &'static str, starts: &[StartFn]) -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = match Config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{process}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{process}: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let _telemetry = match crate::telemetry::init(process, &config) {
+            Ok(g) => g,
+            Err(e) => {
+                eprintln!("{process}: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        for key in Config::unknown_env_keys() {
+            tracing::warn!(%key, "environment variable matches no configuration key; ignored");
+        }
+        let listener = match TcpListener::bind(config.http_addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(addr = %config.http_addr, error = %e, "cannot listen");
+                return ExitCode::FAILURE;
+            }
+        };
+        let shutdown = CancellationToken::new();
+        cancel_on_signals(shutdown.clone());
+        let running = match launch(process, config, starts, listener, shutdown).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "start-up failed");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(addr = %running.addr, "listening");
+        match running.wait().await {
+            Ok(()) => {
+                tracing::info!("stopped");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "stopped after a failure");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
