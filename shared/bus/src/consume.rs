@@ -75,6 +75,12 @@ impl HandlerError {
     }
 }
 
+impl From<patchbay_contract::ContractError> for HandlerError {
+    fn from(e: patchbay_contract::ContractError) -> Self {
+        HandlerError::reject(e)
+    }
+}
+
 impl From<BusError> for HandlerError {
     fn from(e: BusError) -> Self {
         match e {

@@ -6,6 +6,7 @@
 //! `"v": 1`, and have JSON Schemas generated into `proto-schemas/` by [`schema`].
 
 pub mod content;
+pub mod credentials;
 pub mod error;
 pub mod headers;
 pub mod ids;

@@ -1,1 +1,131 @@
-//! placeholder
+//! The adapter contract every messenger implements, and the service bodies built on it.
+//!
+//! A messenger is one crate under `shared/platforms/` with three faces:
+//! * [`InboundAdapter`]: verify a webhook and split it into envelopes (used by the ingress),
+//!   and normalise an envelope into canonical events (used by the normaliser);
+//! * [`OutboundAdapter`]: render content for the platform and call its API (used by the sender);
+//! * [`Capabilities`]: what the platform can show, so [`degrade`] can rewrite the rest.
+//!
+//! [`ingress`] and [`outbound`] turn an adapter into a running service, so
+//! `services/ingress-<platform>` and `services/outbound-<platform>` stay a few lines long.
+//! See `docs/adding-a-messenger.md`.
+
+pub mod degrade;
+pub mod http;
+pub mod ingress;
+pub mod outbound;
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use patchbay_contract::{DeliveryError, InboundEvent, IngressEnvelope, OutboundJob, Platform};
+use serde::de::DeserializeOwned;
+
+pub use degrade::{Capabilities, Support, degrade};
+
+/// Why a webhook was refused at the ingress.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// Authenticity check failed: 401, nothing published.
+    #[error("signature check failed: {0}")]
+    Unauthorized(String),
+    /// The body is not what the platform sends: 400, nothing published.
+    #[error("malformed payload: {0}")]
+    Malformed(String),
+}
+
+/// One envelope to publish: its de-duplication key (the platform's event id) and body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Split {
+    /// The platform's own id of this event, unique per channel.
+    pub dedupe_key: String,
+    /// The body to carry.
+    pub body: serde_json::Value,
+}
+
+/// Why an envelope cannot be normalised (it goes to the dead-letter stream with this text).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NormaliseError(pub String);
+
+/// The inbound face of a messenger.
+pub trait InboundAdapter: Send + Sync + 'static {
+    /// Which messenger.
+    const PLATFORM: Platform;
+    /// Its credentials, as sealed in the channel record.
+    type Credentials: DeserializeOwned + Send + Sync;
+
+    /// Checks the request's authenticity with the channel's credentials, over the raw body.
+    fn verify(creds: &Self::Credentials, headers: &HeaderMap, body: &[u8]) -> Result<(), Rejection>;
+
+    /// Parses the body just enough to split it into envelopes and find their platform ids.
+    fn split(channel_id: &str, body: &[u8]) -> Result<Vec<Split>, Rejection>;
+
+    /// Turns an envelope into canonical events (none for updates Patchbay does not handle).
+    fn normalise(envelope: &IngressEnvelope) -> Result<Vec<InboundEvent>, NormaliseError>;
+}
+
+/// What the platform said when a message was sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    /// The platform's id of the (first) message it created.
+    pub platform_message_id: Option<String>,
+}
+
+/// Why a send failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Try again later (429, 5xx, timeouts, connection errors).
+    #[error("retryable: {reason}")]
+    Retryable {
+        /// Why.
+        reason: String,
+        /// When, if the platform said (`retry_after`).
+        after: Option<Duration>,
+    },
+    /// It will never work (blocked, bad token, invalid request, unsupported content).
+    #[error("permanent: {0:?}")]
+    Permanent(DeliveryError),
+}
+
+impl SendError {
+    /// A permanent failure with Patchbay's `code`.
+    pub fn permanent(code: &str, message: impl Into<String>, platform_code: Option<i64>) -> Self {
+        SendError::Permanent(DeliveryError {
+            code: code.to_owned(),
+            message: message.into(),
+            platform_code,
+        })
+    }
+}
+
+/// The platform API of one channel.
+#[derive(Debug, Clone)]
+pub struct Target<'a, C> {
+    /// The channel's opened credentials.
+    pub credentials: &'a C,
+    /// The API's base URL (the channel's override or the configured default).
+    pub base_url: &'a str,
+}
+
+/// The outbound face of a messenger.
+pub trait OutboundAdapter: Send + Sync + 'static {
+    /// Which messenger.
+    const PLATFORM: Platform;
+    /// Its credentials.
+    type Credentials: DeserializeOwned + Send + Sync;
+
+    /// What the platform can show natively.
+    fn capabilities(&self) -> &Capabilities;
+
+    /// The default API base URL from the configuration.
+    fn default_base_url(&self) -> &str;
+
+    /// Sends one message (after [`degrade`], possibly several platform calls).
+    fn send(
+        &self,
+        target: Target<'_, Self::Credentials>,
+        job: &OutboundJob,
+    ) -> impl Future<Output = Result<Sent, SendError>> + Send;
+}

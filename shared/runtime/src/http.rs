@@ -174,6 +174,12 @@ impl From<BusError> for ApiError {
     }
 }
 
+impl From<patchbay_contract::ContractError> for ApiError {
+    fn from(e: patchbay_contract::ContractError) -> Self {
+        ApiError::bad_request("invalid_request", e.to_string())
+    }
+}
+
 impl From<RpcError> for ApiError {
     fn from(e: RpcError) -> Self {
         let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

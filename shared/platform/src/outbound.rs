@@ -1,0 +1,130 @@
+//! The body of every `outbound-<platform>` service: consume `<p>.outbound.<platform>.>`, send
+//! through the adapter, and report the outcome on `<p>.status.<bot>`. Retryable failures are
+//! retried by the consumer runtime (with the platform's `retry_after` when given); on the last
+//! attempt, and for permanent failures, a `failed` status goes back so tenants learn of it.
+
+use std::sync::Arc;
+
+use patchbay_bus::{ConfigView, Delivery, Handler, HandlerError, run_consumer};
+use patchbay_config::MasterKey;
+use patchbay_contract::ids::{hashed_id, prefix};
+use patchbay_contract::{DeliveryError, DeliveryStatus, OutboundJob, StatusEvent, V1, topology};
+use patchbay_runtime::{BoxError, Deps, Service};
+
+use crate::ingress::open_credentials;
+use crate::{OutboundAdapter, SendError, Target};
+
+struct Sender<A> {
+    adapter: A,
+    deps: Deps,
+    view: ConfigView,
+    key: MasterKey,
+    max_attempts: u32,
+}
+
+/// The outbound service of adapter `A`.
+pub fn service<A: OutboundAdapter>(
+    name: &'static str,
+    deps: &Deps,
+    adapter: A,
+) -> Result<Service, BoxError> {
+    let spec = topology::outbound(deps.bus.subjects(), A::PLATFORM);
+    let handler = Arc::new(Sender {
+        adapter,
+        deps: deps.clone(),
+        view: deps.view.clone(),
+        key: deps.config.require_master_key()?,
+        max_attempts: spec.max_attempts,
+    });
+    let task = run_consumer::<OutboundJob, _>(
+        deps.bus.clone(),
+        spec,
+        deps.config.consumer_concurrency,
+        handler,
+        deps.shutdown.clone(),
+        deps.config.shutdown_grace(),
+    );
+    Ok(Service::new(name).task(task))
+}
+
+impl<A: OutboundAdapter> Sender<A> {
+    async fn attempt(&self, job: &OutboundJob, delivered: u64) -> Result<Result<crate::Sent, DeliveryError>, HandlerError> {
+        let channel = self
+            .view
+            .channel(&job.channel.id)
+            .await?
+            .filter(|c| c.enabled && c.platform == A::PLATFORM);
+        let Some(channel) = channel else {
+            return Ok(Err(DeliveryError {
+                code: "channel_unavailable".into(),
+                message: format!("channel {} does not exist or is disabled", job.channel.id),
+                platform_code: None,
+            }));
+        };
+        let creds: A::Credentials = match open_credentials(&self.key, &channel) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open channel credentials");
+                return Ok(Err(DeliveryError {
+                    code: "channel_misconfigured".into(),
+                    message: "the channel's credentials cannot be read".into(),
+                    platform_code: None,
+                }));
+            }
+        };
+        let base_url = channel
+            .api_base_url
+            .as_deref()
+            .unwrap_or(self.adapter.default_base_url());
+        let target = Target {
+            credentials: &creds,
+            base_url,
+        };
+        match self.adapter.send(target, job).await {
+            Ok(sent) => Ok(Ok(sent)),
+            Err(SendError::Retryable { reason, after }) if delivered < u64::from(self.max_attempts) => {
+                metrics::counter!("patchbay_outbound_sends_total", "platform" => A::PLATFORM.as_str(), "outcome" => "retry").increment(1);
+                Err(HandlerError::Retry { reason, after })
+            }
+            Err(SendError::Retryable { reason, .. }) => Ok(Err(DeliveryError {
+                code: "platform_unavailable".into(),
+                message: format!("gave up after {delivered} attempts: {reason}"),
+                platform_code: None,
+            })),
+            Err(SendError::Permanent(e)) => Ok(Err(e)),
+        }
+    }
+}
+
+impl<A: OutboundAdapter> Handler<OutboundJob> for Sender<A> {
+    async fn handle(&self, d: Delivery<OutboundJob>) -> Result<(), HandlerError> {
+        let job = &d.payload;
+        let result = self.attempt(job, d.delivered).await?;
+        let (status, platform_message_id, error) = match result {
+            Ok(sent) => (DeliveryStatus::Sent, sent.platform_message_id, None),
+            Err(e) => {
+                tracing::info!(message_id = %job.message_id, code = %e.code, "message failed");
+                (DeliveryStatus::Failed, None, Some(e))
+            }
+        };
+        let outcome = match status {
+            DeliveryStatus::Sent => "sent",
+            DeliveryStatus::Failed => "failed",
+        };
+        metrics::counter!("patchbay_outbound_sends_total", "platform" => A::PLATFORM.as_str(), "outcome" => outcome).increment(1);
+        let event = StatusEvent {
+            v: V1,
+            id: hashed_id(prefix::EVENT, &[&job.message_id, outcome]),
+            message_id: job.message_id.clone(),
+            bot_id: job.bot_id.clone(),
+            channel: job.channel.clone(),
+            status,
+            platform_message_id,
+            error,
+            at: chrono::Utc::now(),
+        };
+        let subject = self.deps.bus.subjects().status(&job.bot_id)?;
+        self.deps.bus.publish(&subject, &event.id, &event).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,65 @@
+//! Child processes for test servers: output to a log file, killed on drop, and killed by the
+//! kernel if the test process dies first (parent-death signal).
+
+use std::fs::File;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// A child process that is killed when dropped.
+#[derive(Debug)]
+pub struct Guarded(pub Child);
+
+impl Guarded {
+    /// Kills the process and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            // SAFETY: kill(2) on our own child's pid has no memory-safety implications.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Spawns `cmd` with stdout and stderr appended to `log`, as user `run_as` (uid, gid) when
+/// given, with SIGKILL as its parent-death signal.
+pub fn spawn(mut cmd: Command, log: &Path, run_as: Option<(u32, u32)>) -> std::io::Result<Guarded> {
+    let out = File::options().create(true).append(true).open(log)?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::from(out.try_clone()?))
+        .stderr(Stdio::from(out));
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only async-signal-safe calls (setgroups, setgid, setuid, prctl) run between fork
+    // and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if let Some((uid, gid)) = run_as {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            // Set after changing ids: a credential change clears it.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().map(Guarded)
+}

@@ -1,0 +1,222 @@
+//! A fake Telegram Bot API server speaking the real wire format: `POST /bot<token>/<method>`
+//! with a JSON body, answering `{"ok": true, "result": …}` or
+//! `{"ok": false, "error_code", "description", "parameters"?}`. Known tokens only; per-chat
+//! message ids; blocked chats answer 403; failures can be queued to test retries.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+
+/// One API call the fake received.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    /// The bot token from the path.
+    pub token: String,
+    /// The method, e.g. `sendMessage`.
+    pub method: String,
+    /// The JSON body.
+    pub body: Value,
+}
+
+/// A failure to answer instead of success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// 429 with `parameters.retry_after`.
+    TooManyRequests {
+        /// Seconds.
+        retry_after: u64,
+    },
+    /// 500 Internal Server Error.
+    ServerError,
+}
+
+#[derive(Default)]
+struct Inner {
+    tokens: HashSet<String>,
+    blocked: HashSet<i64>,
+    calls: Vec<Call>,
+    next_id: HashMap<i64, i64>,
+    failures: VecDeque<Failure>,
+}
+
+/// The fake. Stops when dropped.
+pub struct FakeTelegram {
+    addr: SocketAddr,
+    inner: Arc<Mutex<Inner>>,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+impl FakeTelegram {
+    /// Starts on `127.0.0.1:0`.
+    pub async fn start() -> Self {
+        let inner = Arc::new(Mutex::new(Inner::default()));
+        let app = axum::Router::new()
+            .route("/{bot}/{method}", post(call))
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake telegram");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            addr,
+            inner,
+            _server: server,
+        }
+    }
+
+    /// The base URL to give a channel as `api_base_url`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Accepts `token` from now on.
+    pub fn add_bot(&self, token: &str) {
+        self.inner.lock().expect("lock").tokens.insert(token.to_owned());
+    }
+
+    /// Makes `chat_id` answer 403 "bot was blocked by the user".
+    pub fn block_chat(&self, chat_id: i64) {
+        self.inner.lock().expect("lock").blocked.insert(chat_id);
+    }
+
+    /// Queues failures for the next calls.
+    pub fn fail_next(&self, failures: impl IntoIterator<Item = Failure>) {
+        self.inner.lock().expect("lock").failures.extend(failures);
+    }
+
+    /// Every call so far.
+    pub fn calls(&self) -> Vec<Call> {
+        self.inner.lock().expect("lock").calls.clone()
+    }
+
+    /// Calls of `method` so far.
+    pub fn calls_of(&self, method: &str) -> Vec<Call> {
+        self.calls().into_iter().filter(|c| c.method == method).collect()
+    }
+
+    /// Waits until at least `n` calls of `method` arrived.
+    pub async fn wait_for(&self, method: &str, n: usize, timeout: Duration) -> Vec<Call> {
+        crate::eventually(timeout, &format!("{n} {method} calls at the fake Telegram"), || async {
+            let c = self.calls_of(method);
+            (c.len() >= n).then_some(c)
+        })
+        .await
+    }
+}
+
+fn error(status: StatusCode, description: &str, parameters: Option<Value>) -> Response {
+    let mut body = json!({"ok": false, "error_code": status.as_u16(), "description": description});
+    if let Some(p) = parameters {
+        body["parameters"] = p;
+    }
+    (status, Json(body)).into_response()
+}
+
+fn chat_id(body: &Value) -> Option<i64> {
+    match &body["chat_id"] {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+const SEND_METHODS: &[(&str, &str)] = &[
+    ("sendMessage", "text"),
+    ("sendPhoto", "photo"),
+    ("sendAudio", "audio"),
+    ("sendVoice", "voice"),
+    ("sendVideo", "video"),
+    ("sendDocument", "document"),
+    ("sendSticker", "sticker"),
+    ("sendLocation", "latitude"),
+];
+
+async fn call(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    Path((bot, method)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(token) = bot.strip_prefix("bot") else {
+        return error(StatusCode::NOT_FOUND, "Not Found", None);
+    };
+    let mut s = inner.lock().expect("lock");
+    if !s.tokens.contains(token) {
+        return error(StatusCode::UNAUTHORIZED, "Unauthorized", None);
+    }
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let body: Value = match (is_json, serde_json::from_slice(&body)) {
+        (true, Ok(v @ Value::Object(_))) => v,
+        _ => return error(StatusCode::BAD_REQUEST, "Bad Request: invalid JSON body", None),
+    };
+    s.calls.push(Call {
+        token: token.to_owned(),
+        method: method.clone(),
+        body: body.clone(),
+    });
+    if let Some(f) = s.failures.pop_front() {
+        return match f {
+            Failure::TooManyRequests { retry_after } => error(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!("Too Many Requests: retry after {retry_after}"),
+                Some(json!({"retry_after": retry_after})),
+            ),
+            Failure::ServerError => error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error", None),
+        };
+    }
+    match method.as_str() {
+        "getMe" => Json(json!({"ok": true, "result": {"id": 777, "is_bot": true, "first_name": "PatchbayTest", "username": "patchbay_test_bot"}})).into_response(),
+        "answerCallbackQuery" => {
+            if body["callback_query_id"].as_str().is_none() {
+                return error(StatusCode::BAD_REQUEST, "Bad Request: query id is required", None);
+            }
+            Json(json!({"ok": true, "result": true})).into_response()
+        }
+        m => {
+            let Some((_, field)) = SEND_METHODS.iter().find(|(name, _)| *name == m) else {
+                return error(StatusCode::NOT_FOUND, "Not Found: method not found", None);
+            };
+            let Some(chat) = chat_id(&body) else {
+                return error(StatusCode::BAD_REQUEST, "Bad Request: chat_id is empty", None);
+            };
+            if body[*field].is_null() {
+                return error(StatusCode::BAD_REQUEST, &format!("Bad Request: {field} is empty"), None);
+            }
+            if m == "sendMessage" {
+                let len = body["text"].as_str().map_or(0, |t| t.chars().count());
+                if !(1..=4096).contains(&len) {
+                    return error(StatusCode::BAD_REQUEST, "Bad Request: message is too long", None);
+                }
+            }
+            if s.blocked.contains(&chat) {
+                return error(StatusCode::FORBIDDEN, "Forbidden: bot was blocked by the user", None);
+            }
+            let id = s.next_id.entry(chat).or_insert(0);
+            *id += 1;
+            let mut result = json!({
+                "message_id": *id,
+                "date": chrono::Utc::now().timestamp(),
+                "chat": {"id": chat, "type": "private"},
+            });
+            if let Some(t) = body.get("text") {
+                result["text"] = t.clone();
+            }
+            Json(json!({"ok": true, "result": result})).into_response()
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! A tenant's callback server: records every request, verifies Standard Webhooks signatures
+//! with its own implementation of the spec (independent of the dispatcher's signer), and
+//! answers what the test tells it to (by default 200 with no body).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{KeyInit, Mac};
+use serde_json::Value;
+
+/// One request the tenant received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Request headers.
+    pub headers: HeaderMap,
+    /// The raw body.
+    pub body: Bytes,
+}
+
+impl Received {
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }
+}
+
+/// What to answer: status and optional JSON body.
+pub type Responder = Arc<dyn Fn(&Received) -> (StatusCode, Option<Value>) + Send + Sync>;
+
+#[derive(Clone)]
+struct Inner {
+    received: Arc<Mutex<Vec<Received>>>,
+    responder: Arc<Mutex<Responder>>,
+}
+
+/// The fake tenant. Stops when dropped.
+pub struct FakeTenant {
+    addr: SocketAddr,
+    inner: Inner,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+impl FakeTenant {
+    /// Starts on `127.0.0.1:0`.
+    pub async fn start() -> Self {
+        let inner = Inner {
+            received: Arc::default(),
+            responder: Arc::new(Mutex::new(Arc::new(|_: &Received| (StatusCode::OK, None)))),
+        };
+        let app = axum::Router::new()
+            .route("/hook", post(receive).get(challenge))
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake tenant");
+        let addr = listener.local_addr().expect("local addr");
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            addr,
+            inner,
+            _server: server,
+        }
+    }
+
+    /// The callback URL.
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    /// Sets how the tenant answers from now on.
+    pub fn respond_with(&self, f: impl Fn(&Received) -> (StatusCode, Option<Value>) + Send + Sync + 'static) {
+        *self.inner.responder.lock().expect("lock") = Arc::new(f);
+    }
+
+    /// Everything received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.inner.received.lock().expect("lock").clone()
+    }
+
+    /// Waits until at least `n` requests arrived, failing after `timeout`.
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
+        crate::eventually(timeout, &format!("{n} callbacks at the fake tenant"), || async {
+            let r = self.received();
+            (r.len() >= n).then_some(r)
+        })
+        .await
+    }
+}
+
+async fn receive(State(s): State<Inner>, headers: HeaderMap, body: Bytes) -> Response {
+    let r = Received { headers, body };
+    let responder = s.responder.lock().expect("lock").clone();
+    let (status, reply) = responder(&r);
+    s.received.lock().expect("lock").push(r);
+    match reply {
+        Some(v) => (status, axum::Json(v)).into_response(),
+        None => status.into_response(),
+    }
+}
+
+async fn challenge(Query(q): Query<std::collections::HashMap<String, String>>) -> Response {
+    match q.get("hub.challenge") {
+        Some(c) if q.get("hub.mode").map(String::as_str) == Some("subscribe") => c.clone().into_response(),
+        _ => StatusCode::BAD_REQUEST.into_response(),
+    }
+}
+
+/// Verifies a Standard Webhooks request as a tenant would: `webhook-signature` must hold a
+/// `v1,` signature of `id.timestamp.body` under `secret` (`whsec_…`), and the timestamp must
+/// be within five minutes of now.
+pub fn verify_standard_webhook(secret: &str, r: &Received) -> Result<(), String> {
+    let id = r.header("webhook-id").ok_or("no webhook-id")?;
+    let ts = r.header("webhook-timestamp").ok_or("no webhook-timestamp")?;
+    let sigs = r.header("webhook-signature").ok_or("no webhook-signature")?;
+    let ts_num: i64 = ts.parse().map_err(|_| "timestamp is not a number")?;
+    if (chrono::Utc::now().timestamp() - ts_num).abs() > 300 {
+        return Err("timestamp outside tolerance".into());
+    }
+    let key = STANDARD
+        .decode(secret.trim_start_matches("whsec_"))
+        .map_err(|_| "secret is not base64")?;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).map_err(|e| e.to_string())?;
+    mac.update(format!("{id}.{ts}.").as_bytes());
+    mac.update(&r.body);
+    let expected = STANDARD.encode(mac.finalize().into_bytes());
+    let ok = sigs
+        .split(' ')
+        .filter_map(|s| s.strip_prefix("v1,"))
+        .any(|s| s == expected);
+    if ok { Ok(()) } else { Err(format!("no matching v1 signature in {sigs:?}")) }
+}
+
+/// How long tests wait for deliveries by default.
+pub const WAIT: Duration = Duration::from_secs(20);
