@@ -1,1 +1,313 @@
-//! placeholder
+//! The end-to-end harness: a real nats-server and PostgreSQL, every Patchbay service started
+//! in-process exactly as `patchbay all` (or each on its own, as on Kubernetes), a fake tenant
+//! and a fake Telegram Bot API. Every stack has its own servers, subject prefix and ports.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use patchbay_config::{Config, LogFormat, MasterKey, RetrySchedule};
+use patchbay_runtime::lifecycle::{Running, launch};
+use patchbay_testkit::nats::NatsServer;
+use patchbay_testkit::postgres::PgServer;
+use patchbay_testkit::telegram::FakeTelegram;
+use patchbay_testkit::tenant::FakeTenant;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+pub use patchbay_testkit::{eventually, fixtures, tenant::WAIT};
+
+/// How the services are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// One process, one listener (`patchbay all`).
+    All,
+    /// One launch per service, each with its own listener and NATS connection (as pods).
+    Split,
+}
+
+/// A running installation plus its fakes.
+pub struct Stack {
+    /// The NATS server.
+    pub nats: NatsServer,
+    /// The database server.
+    pub pg: PgServer,
+    /// The configuration every service got.
+    pub config: Config,
+    /// The fake tenant.
+    pub tenant: FakeTenant,
+    /// The fake Telegram API.
+    pub telegram: FakeTelegram,
+    /// An HTTP client.
+    pub http: reqwest::Client,
+    layout: Layout,
+    running: Vec<(&'static str, Running)>,
+}
+
+/// A bot created through the admin API, with a Telegram channel.
+#[derive(Debug, Clone)]
+pub struct TestBot {
+    /// Bot id.
+    pub id: String,
+    /// API key.
+    pub api_key: String,
+    /// Standard Webhooks secret.
+    pub webhook_secret: String,
+    /// Channel id.
+    pub channel_id: String,
+    /// `/webhooks/telegram/<channel>`.
+    pub webhook_path: String,
+    /// The channel's Telegram secret token.
+    pub secret_token: String,
+    /// The channel's bot token.
+    pub bot_token: String,
+}
+
+/// Options for [`Stack::start_with`].
+pub struct Options {
+    /// Layout.
+    pub layout: Layout,
+    /// Changes to the default test configuration.
+    pub configure: Box<dyn FnOnce(&mut Config)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            layout: Layout::All,
+            configure: Box::new(|_| {}),
+        }
+    }
+}
+
+impl Stack {
+    /// All services in one process.
+    pub async fn start() -> Self {
+        Self::start_with(Options::default()).await
+    }
+
+    /// A stack with options.
+    pub async fn start_with(options: Options) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (nats, pg, tenant, telegram) = tokio::join!(
+            NatsServer::start(),
+            PgServer::start(),
+            FakeTenant::start(),
+            FakeTelegram::start()
+        );
+        let (nats, pg) = (nats.expect("nats-server starts"), pg.expect("postgres starts"));
+        let mut config = Config {
+            http_addr: "127.0.0.1:0".parse().unwrap(),
+            nats_url: nats.url(),
+            nats_prefix: patchbay_testkit::unique_prefix(),
+            database_url: Some(pg.url()),
+            database_max_connections: 5,
+            master_key: Some(MasterKey::generate_base64().unwrap()),
+            admin_token: Some(format!("admin-{}", patchbay_testkit::unique_prefix())),
+            allow_private_callbacks: true,
+            log_format: LogFormat::Text,
+            log_level: "info,sqlx=warn,async_nats=warn".into(),
+            consumer_concurrency: 4,
+            webhook_retry_schedule: "0s,100ms,200ms".parse::<RetrySchedule>().unwrap(),
+            webhook_timeout_ms: 5_000,
+            shutdown_grace_ms: 3_000,
+            telegram_api_base_url: telegram.base_url(),
+            ..Config::default()
+        };
+        (options.configure)(&mut config);
+        config.validate().expect("test configuration is valid");
+        let _ = patchbay_runtime::telemetry::init("patchbay-tests", &config);
+        let mut stack = Self {
+            nats,
+            pg,
+            config,
+            tenant,
+            telegram,
+            http: reqwest::Client::new(),
+            layout: options.layout,
+            running: Vec::new(),
+        };
+        match stack.layout {
+            Layout::All => {
+                let r = stack.launch("patchbay", &patchbay::all()).await;
+                stack.running.push(("patchbay", r));
+            }
+            Layout::Split => {
+                for (name, start) in patchbay::SERVICES {
+                    let r = stack.launch(name, &[*start]).await;
+                    stack.running.push((name, r));
+                }
+            }
+        }
+        stack
+    }
+
+    async fn launch(&self, name: &str, starts: &[patchbay_runtime::StartFn]) -> Running {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        launch(name, self.config.clone(), starts, listener, CancellationToken::new())
+            .await
+            .unwrap_or_else(|e| panic!("{name} starts: {e}"))
+    }
+
+    fn addr_of(&self, service: &str) -> String {
+        let name = match self.layout {
+            Layout::All => "patchbay",
+            Layout::Split => service,
+        };
+        let (_, r) = self
+            .running
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap_or_else(|| panic!("{name} is not running"));
+        format!("http://{}", r.addr)
+    }
+
+    /// Base URL of the tenant API.
+    pub fn api_url(&self) -> String {
+        self.addr_of("api")
+    }
+
+    /// Base URL of the Telegram ingress.
+    pub fn ingress_url(&self) -> String {
+        self.addr_of("ingress-telegram")
+    }
+
+    /// Stops one service (split layout) and waits until it stopped cleanly.
+    pub async fn stop(&mut self, service: &str) {
+        let idx = self
+            .running
+            .iter()
+            .position(|(n, _)| *n == service)
+            .unwrap_or_else(|| panic!("{service} is not running"));
+        let (_, r) = self.running.remove(idx);
+        r.stop().await.unwrap_or_else(|e| panic!("{service} stops cleanly: {e}"));
+    }
+
+    /// Starts a stopped service again (split layout).
+    pub async fn restart(&mut self, service: &'static str) {
+        let start = patchbay::by_name(service).unwrap();
+        let r = self.launch(service, &[start]).await;
+        self.running.push((service, r));
+    }
+
+    /// Stops everything, each service cleanly.
+    pub async fn shutdown(mut self) {
+        for (name, r) in self.running.drain(..) {
+            r.stop().await.unwrap_or_else(|e| panic!("{name} stops cleanly: {e}"));
+        }
+    }
+
+    /// `POST` JSON with a Bearer token; returns status and JSON body.
+    pub async fn post(&self, url: &str, bearer: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(url)
+            .bearer_auth(bearer)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The operator token.
+    pub fn admin_token(&self) -> &str {
+        self.config.admin_token.as_deref().unwrap()
+    }
+
+    /// Creates a bot calling the fake tenant, with a Telegram channel on the fake Telegram API.
+    pub async fn bot(&self) -> TestBot {
+        self.bot_with_events(None).await
+    }
+
+    /// [`Stack::bot`] with explicit event subscriptions.
+    pub async fn bot_with_events(&self, events: Option<Vec<&str>>) -> TestBot {
+        let (status, bot) = self
+            .post(
+                &format!("{}/admin/v1/bots", self.api_url()),
+                self.admin_token(),
+                &json!({"name": "Test bot", "webhook": {"url": self.tenant.url(), "flavour": "native", "events": events}}),
+            )
+            .await;
+        assert_eq!(status, 201, "create bot: {bot}");
+        let id = bot["id"].as_str().unwrap().to_owned();
+        let bot_token = format!("{}:AAH{}", 100_000 + self.telegram.calls().len(), patchbay_testkit::unique_prefix());
+        let secret_token = format!("sec_{}", patchbay_testkit::unique_prefix());
+        self.telegram.add_bot(&bot_token);
+        let (status, ch) = self
+            .post(
+                &format!("{}/admin/v1/bots/{id}/channels", self.api_url()),
+                self.admin_token(),
+                &json!({"platform": "telegram",
+                        "credentials": {"bot_token": bot_token, "secret_token": secret_token},
+                        "api_base_url": self.telegram.base_url()}),
+            )
+            .await;
+        assert_eq!(status, 201, "create channel: {ch}");
+        TestBot {
+            id,
+            api_key: bot["api_key"].as_str().unwrap().to_owned(),
+            webhook_secret: bot["webhook_secret"].as_str().unwrap().to_owned(),
+            channel_id: ch["id"].as_str().unwrap().to_owned(),
+            webhook_path: ch["webhook_path"].as_str().unwrap().to_owned(),
+            secret_token,
+            bot_token,
+        }
+    }
+
+    /// Posts a Telegram update to the bot's webhook with `secret` in the secret header.
+    pub async fn post_update_with(&self, bot: &TestBot, secret: Option<&str>, body: Vec<u8>) -> u16 {
+        let mut req = self
+            .http
+            .post(format!("{}{}", self.ingress_url(), bot.webhook_path))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(s) = secret {
+            req = req.header("X-Telegram-Bot-Api-Secret-Token", s);
+        }
+        req.send().await.unwrap().status().as_u16()
+    }
+
+    /// Posts a Telegram update as Telegram would; returns the status.
+    pub async fn post_update(&self, bot: &TestBot, update: &Value) -> u16 {
+        self.post_update_with(bot, Some(&bot.secret_token), serde_json::to_vec(update).unwrap())
+            .await
+    }
+
+    /// A raw NATS client on the stack's server (not the project's bus crate).
+    pub async fn raw_nats(&self) -> async_nats::Client {
+        async_nats::connect(self.nats.url()).await.unwrap()
+    }
+
+    /// The last sequence of every stream: how many messages were ever stored in each.
+    pub async fn stream_sequences(&self) -> Vec<(String, u64)> {
+        let js = async_nats::jetstream::new(self.raw_nats().await);
+        let mut out = Vec::new();
+        for s in patchbay_contract::subjects::Stream::ALL {
+            let name = patchbay_contract::Subjects::new(&self.config.nats_prefix)
+                .unwrap()
+                .stream(s);
+            let mut stream = js.get_stream(&name).await.unwrap();
+            out.push((name, stream.info().await.unwrap().state.last_sequence));
+        }
+        out
+    }
+
+    /// Waits for `n` callbacks whose type is `event_type`.
+    pub async fn events_of(&self, event_type: &str, n: usize) -> Vec<patchbay_testkit::tenant::Received> {
+        eventually(WAIT, &format!("{n} {event_type} events"), || async {
+            let got: Vec<_> = self
+                .tenant
+                .received()
+                .into_iter()
+                .filter(|r| r.json()["type"] == event_type)
+                .collect();
+            (got.len() >= n).then_some(got)
+        })
+        .await
+    }
+}
+
+/// Default wait for asynchronous outcomes.
+pub const TIMEOUT: Duration = WAIT;

@@ -1,1 +1,232 @@
-//! placeholder
+//! `api`: the tenant and operator HTTP API. Stateless: it authenticates callers against the
+//! config view, asks `auth` and `bot-router` by request/reply, and turns sends into commands on
+//! `<p>.send.<bot>`, answering 202 only once JetStream stored them.
+//!
+//! | route | auth | does |
+//! |---|---|---|
+//! | `POST /admin/v1/bots` | operator token | create a bot (201 with its API key and webhook secret) |
+//! | `POST /admin/v1/bots/{bot_id}/channels` | operator token | connect a messenger account (201) |
+//! | `POST /v1/messages` | bot API key | send messages to a user (202 with message ids) |
+
+mod auth;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use futures::future::BoxFuture;
+use patchbay_bus::{Bus, BusError, ConfigView};
+use patchbay_contract::ids::{hashed_id, message_ids, new_id, prefix};
+use patchbay_contract::{
+    Content, CreateBotRequest, CreateChannelRequest, CreatedBot, CreatedChannel, GetUserRequest,
+    Platform, Recipient, SendCommand, SendSource, UserProfile, V1, WebhookInput, auth_ops,
+    router_ops,
+};
+use patchbay_runtime::http::ApiJson;
+use patchbay_runtime::{ApiError, BoxError, Deps, Service};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{Admin, BotAuth};
+
+/// How long the API waits for another service to answer.
+const RPC_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long it waits for the router to confirm a recipient before accepting anyway.
+const RECIPIENT_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub(crate) struct Api {
+    bus: Bus,
+    view: ConfigView,
+    admin_token: String,
+}
+
+/// Starts the service.
+pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
+    Box::pin(async move {
+        let api = Arc::new(Api {
+            bus: deps.bus.clone(),
+            view: deps.view.clone(),
+            admin_token: deps.config.require_admin_token()?.to_owned(),
+        });
+        let routes = Router::new()
+            .route("/admin/v1/bots", post(create_bot))
+            .route("/admin/v1/bots/{bot_id}/channels", post(create_channel))
+            .route("/v1/messages", post(send_messages))
+            .with_state(api);
+        Ok(Service::new("api").routes(routes))
+    })
+}
+
+/// Body of `POST /admin/v1/bots`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBotBody {
+    name: String,
+    #[serde(default)]
+    tenant_id: Option<String>,
+    #[serde(default)]
+    webhook: Option<WebhookInput>,
+}
+
+async fn create_bot(
+    _: Admin,
+    State(api): State<Arc<Api>>,
+    ApiJson(body): ApiJson<CreateBotBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let req = CreateBotRequest {
+        v: V1,
+        name: body.name,
+        tenant_id: body.tenant_id,
+        webhook: body.webhook,
+    };
+    let subject = api.bus.subjects().rpc("auth", auth_ops::CREATE_BOT);
+    let bot: CreatedBot = api.bus.request(&subject, &req, RPC_TIMEOUT).await??;
+    Ok((StatusCode::CREATED, axum::Json(bot)))
+}
+
+/// Body of `POST /admin/v1/bots/{bot_id}/channels`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateChannelBody {
+    platform: Platform,
+    credentials: serde_json::Value,
+    #[serde(default)]
+    api_base_url: Option<String>,
+}
+
+async fn create_channel(
+    _: Admin,
+    State(api): State<Arc<Api>>,
+    Path(bot_id): Path<String>,
+    ApiJson(body): ApiJson<CreateChannelBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let req = CreateChannelRequest {
+        v: V1,
+        bot_id,
+        platform: body.platform,
+        credentials: body.credentials,
+        api_base_url: body.api_base_url,
+    };
+    let subject = api.bus.subjects().rpc("auth", auth_ops::CREATE_CHANNEL);
+    let channel: CreatedChannel = api.bus.request(&subject, &req, RPC_TIMEOUT).await??;
+    Ok((StatusCode::CREATED, axum::Json(channel)))
+}
+
+/// Body of `POST /v1/messages`: a `user_id`, or a `platform` and `address`, and messages.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendBody {
+    #[serde(default)]
+    user_id: Option<String>,
+    #[serde(default)]
+    platform: Option<Platform>,
+    #[serde(default)]
+    address: Option<String>,
+    #[serde(default)]
+    channel_id: Option<String>,
+    messages: Vec<Content>,
+}
+
+/// Answer of `POST /v1/messages`.
+#[derive(Debug, Serialize)]
+struct Accepted {
+    id: String,
+    message_ids: Vec<String>,
+    status: &'static str,
+}
+
+fn unprocessable(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
+}
+
+async fn send_messages(
+    bot: BotAuth,
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<SendBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let to = match (body.user_id, body.platform, body.address) {
+        (Some(user_id), None, None) => Recipient::User { user_id },
+        (None, Some(platform), Some(address)) if !address.trim().is_empty() => Recipient::Address {
+            platform,
+            address,
+            channel_id: body.channel_id,
+        },
+        _ => {
+            return Err(unprocessable(
+                "give either user_id, or platform and address (not both)",
+            ));
+        }
+    };
+    if body.messages.is_empty() || body.messages.len() > 10 {
+        return Err(unprocessable("messages: must have between 1 and 10 entries"));
+    }
+    for (i, m) in body.messages.iter().enumerate() {
+        m.validate()
+            .map_err(|e| unprocessable(e.within(&format!("messages[{i}]")).to_string()))?;
+    }
+    if let Recipient::User { user_id } = &to {
+        check_recipient(&api, &bot.bot_id, user_id).await?;
+    }
+    let command_id = match headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(key) if !key.is_empty() && key.len() <= 200 => {
+            hashed_id(prefix::COMMAND, &[&bot.bot_id, key])
+        }
+        Some(_) => return Err(unprocessable("Idempotency-Key must be 1 to 200 characters")),
+        None => new_id(prefix::COMMAND),
+    };
+    let ids = message_ids(&bot.bot_id, &command_id, body.messages.len());
+    let command = SendCommand {
+        v: V1,
+        id: Some(command_id.clone()),
+        to,
+        messages: body.messages,
+        source: SendSource::Api,
+        in_reply_to: None,
+    };
+    let subject = api.bus.subjects().send(&bot.bot_id)?;
+    api.bus.publish(&subject, &command_id, &command).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(Accepted {
+            id: command_id,
+            message_ids: ids,
+            status: "queued",
+        }),
+    ))
+}
+
+/// Refuses unknown users up front when the router can say so; accepts when it cannot answer
+/// in time (the router checks again and reports a failure on the event stream).
+async fn check_recipient(api: &Api, bot_id: &str, user_id: &str) -> Result<(), ApiError> {
+    let subject = api.bus.subjects().rpc("router", router_ops::GET_USER);
+    let req = GetUserRequest {
+        v: V1,
+        bot_id: bot_id.to_owned(),
+        user_id: user_id.to_owned(),
+    };
+    match api
+        .bus
+        .request::<_, UserProfile>(&subject, &req, RECIPIENT_CHECK_TIMEOUT)
+        .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) if e.status == 404 => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "user_not_found",
+            format!("this bot has no user {user_id}"),
+        )),
+        Ok(Err(e)) => Err(e.into()),
+        Err(e @ (BusError::NoResponders(_) | BusError::Unavailable(_))) => {
+            tracing::warn!(error = %e, "recipient not checked; accepting");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}

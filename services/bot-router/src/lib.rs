@@ -1,1 +1,286 @@
-//! placeholder
+//! `bot-router`: the owner of users, conversations and messages (schema `router`).
+//!
+//! * inbound (`<p>.inbound.>`): resolves the user and conversation, updates the messaging
+//!   window, stores the message, and, if the bot subscribes to the event, stores a dispatch job
+//!   on `<p>.dispatch.<bot>`. Effectively once: JetStream drops platform retries inside the
+//!   duplicate window; `inbound_events` catches later ones and remembers whether the dispatch
+//!   job was stored, so a redelivery after a crash finishes the job instead of dropping it;
+//! * sends (`<p>.send.>`): resolves the recipient and channel, stores outbound messages (ids
+//!   derived from the command, so redeliveries create nothing twice), and stores one outbound
+//!   job per message, in order, on `<p>.outbound.<platform>.<channel>`;
+//! * status (`<p>.status.>`): records the platform's verdict and tells subscribed tenants
+//!   (`message.sent`, `message.failed`);
+//! * request/reply `<p>.rpc.router.get_user`.
+
+mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use patchbay_bus::rpc::{decode, encode};
+use patchbay_bus::{Bus, ConfigView, Delivery, Handler, HandlerError, run_consumer};
+use patchbay_contract::ids::{derive_id, message_ids, prefix};
+use patchbay_contract::{
+    BotRecord, DeliveryStatus, DispatchJob, EventMessage, EventType, GetUserRequest, InboundEvent,
+    OutboundJob, RpcError, SendCommand, StatusEvent, TenantEvent, V1, router_ops, topology,
+};
+use patchbay_runtime::{BoxError, Deps, Service};
+use sqlx::PgPool;
+
+/// Embedded migrations of schema `router`.
+pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] =
+    &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+
+struct Router {
+    pool: PgPool,
+    bus: Bus,
+    view: ConfigView,
+}
+
+struct Inbound(Arc<Router>);
+struct Sends(Arc<Router>);
+struct Statuses(Arc<Router>);
+
+/// Starts the service.
+pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
+    Box::pin(async move {
+        let url = deps.config.require_database_url()?;
+        let pool = patchbay_store::connect(
+            url,
+            "router",
+            deps.config.database_max_connections,
+            MIGRATIONS,
+            Duration::from_secs(60),
+        )
+        .await?;
+        let readiness_pool = pool.clone();
+        deps.readiness
+            .add("postgres:router", move || !readiness_pool.is_closed());
+        let router = Arc::new(Router {
+            pool,
+            bus: deps.bus.clone(),
+            view: deps.view.clone(),
+        });
+        let s = deps.bus.subjects();
+        let c = deps.config.consumer_concurrency;
+        let grace = deps.config.shutdown_grace();
+        let rpc = router.clone();
+        let service = Service::new("bot-router")
+            .task(run_consumer::<InboundEvent, _>(
+                deps.bus.clone(),
+                topology::router_inbound(s),
+                c,
+                Arc::new(Inbound(router.clone())),
+                deps.shutdown.clone(),
+                grace,
+            ))
+            .task(run_consumer::<SendCommand, _>(
+                deps.bus.clone(),
+                topology::router_send(s),
+                c,
+                Arc::new(Sends(router.clone())),
+                deps.shutdown.clone(),
+                grace,
+            ))
+            .task(run_consumer::<StatusEvent, _>(
+                deps.bus.clone(),
+                topology::router_status(s),
+                c,
+                Arc::new(Statuses(router.clone())),
+                deps.shutdown.clone(),
+                grace,
+            ))
+            .task(deps.bus.clone().serve_owned(
+                s.rpc_all("router"),
+                "bot-router".into(),
+                c,
+                move |op, body| {
+                    let r = rpc.clone();
+                    async move { r.answer(&op, body).await }
+                },
+                deps.shutdown.clone(),
+            ));
+        Ok(service)
+    })
+}
+
+fn db(e: sqlx::Error) -> HandlerError {
+    HandlerError::retry(format!("database: {e}"))
+}
+
+impl Router {
+    async fn bot(&self, bot_id: &str) -> Result<Arc<BotRecord>, HandlerError> {
+        self.view
+            .bot(bot_id)
+            .await?
+            .ok_or_else(|| HandlerError::reject(format!("unknown bot {bot_id}")))
+    }
+
+    /// Stores `event` as a dispatch job if the bot subscribes to its type and has a callback.
+    async fn dispatch(&self, bot: &BotRecord, event: TenantEvent) -> Result<(), HandlerError> {
+        if bot.webhook.url.is_none() || !bot.webhook.subscribed(event.event_type) {
+            return Ok(());
+        }
+        let subject = self.bus.subjects().dispatch(&bot.id)?;
+        let id = event.id.clone();
+        self.bus
+            .publish(&subject, &id, &DispatchJob { v: V1, event })
+            .await?;
+        Ok(())
+    }
+
+    async fn answer(&self, op: &str, body: Bytes) -> Vec<u8> {
+        match op {
+            router_ops::GET_USER => encode(match decode::<GetUserRequest>(&body) {
+                Ok(req) => store::user_profile(&self.pool, &req.bot_id, &req.user_id)
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "get_user failed");
+                        RpcError::new(503, "unavailable", "the database is unavailable")
+                    })
+                    .and_then(|p| {
+                        p.ok_or_else(|| RpcError::new(404, "not_found", "no such user"))
+                    }),
+                Err(e) => Err(e),
+            }),
+            other => encode::<()>(Err(RpcError::new(
+                404,
+                "unknown_operation",
+                format!("bot-router has no operation {other:?}"),
+            ))),
+        }
+    }
+}
+
+impl Handler<InboundEvent> for Inbound {
+    async fn handle(&self, d: Delivery<InboundEvent>) -> Result<(), HandlerError> {
+        let r = &self.0;
+        let ev = &d.payload;
+        let bot = r.bot(&ev.bot_id).await?;
+        let stored = store::record_inbound(&r.pool, ev).await.map_err(db)?;
+        if stored.already_dispatched {
+            metrics::counter!("patchbay_router_duplicates_total").increment(1);
+            tracing::info!(event_id = %stored.event_id, "platform retry of an event already handled; dropped");
+            return Ok(());
+        }
+        if !bot.enabled {
+            tracing::info!(bot_id = %bot.id, "bot disabled; event stored, not delivered");
+        } else {
+            let event = TenantEvent {
+                id: stored.event_id.clone(),
+                event_type: ev.event_type,
+                created_at: ev.occurred_at,
+                bot_id: ev.bot_id.clone(),
+                channel: ev.channel.clone(),
+                user: stored.user.clone(),
+                conversation_id: stored.conversation_id.clone(),
+                message: ev.message.as_ref().map(|m| EventMessage {
+                    id: stored.message_id.clone(),
+                    platform_message_id: Some(m.platform_message_id.clone()),
+                    content: Some(m.content.clone()),
+                }),
+                error: None,
+                referral: ev.referral.clone(),
+            };
+            r.dispatch(&bot, event).await?;
+        }
+        store::mark_dispatched(&r.pool, &ev.dedupe_key).await.map_err(db)?;
+        Ok(())
+    }
+}
+
+impl Handler<SendCommand> for Sends {
+    async fn handle(&self, d: Delivery<SendCommand>) -> Result<(), HandlerError> {
+        let r = &self.0;
+        let cmd = &d.payload;
+        let bot_id = d
+            .subject
+            .rsplit('.')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let bot = r.bot(&bot_id).await?;
+        if !bot.enabled {
+            return Err(HandlerError::reject(format!("bot {bot_id} is disabled")));
+        }
+        if cmd.messages.is_empty() || cmd.messages.len() > 10 {
+            return Err(HandlerError::reject("messages: must have between 1 and 10 entries"));
+        }
+        for (i, m) in cmd.messages.iter().enumerate() {
+            m.validate()
+                .map_err(|e| HandlerError::reject(e.within(&format!("messages[{i}]"))))?;
+        }
+        let recipient = store::resolve_recipient(&r.pool, &bot_id, &cmd.to)
+            .await
+            .map_err(db)?
+            .ok_or_else(|| HandlerError::reject(format!("bot {bot_id} has no recipient {:?}", cmd.to)))?;
+        let channel = r
+            .view
+            .channel(&recipient.channel.id)
+            .await?
+            .filter(|c| c.enabled)
+            .ok_or_else(|| {
+                HandlerError::reject(format!("channel {} is unavailable", recipient.channel.id))
+            })?;
+        let key = cmd
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("seq:{}", d.stream_sequence));
+        let ids = message_ids(&bot_id, &key, cmd.messages.len());
+        store::insert_outbound(&r.pool, &bot_id, &recipient.conversation_id, &ids, cmd)
+            .await
+            .map_err(db)?;
+        let subject = r.bus.subjects().outbound(channel.platform, &channel.id)?;
+        let now = chrono::Utc::now();
+        for (id, content) in ids.iter().zip(&cmd.messages) {
+            let job = OutboundJob {
+                v: V1,
+                message_id: id.clone(),
+                bot_id: bot_id.clone(),
+                channel: recipient.channel.clone(),
+                user_id: recipient.user_id.clone(),
+                conversation_id: recipient.conversation_id.clone(),
+                address: recipient.address.clone(),
+                content: content.clone(),
+                source: cmd.source,
+                created_at: now,
+            };
+            r.bus.publish(&subject, id, &job).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Handler<StatusEvent> for Statuses {
+    async fn handle(&self, d: Delivery<StatusEvent>) -> Result<(), HandlerError> {
+        let r = &self.0;
+        let st = &d.payload;
+        let Some(found) = store::record_status(&r.pool, st).await.map_err(db)? else {
+            return Err(HandlerError::reject(format!("unknown message {}", st.message_id)));
+        };
+        let bot = r.bot(&st.bot_id).await?;
+        let event_type = match st.status {
+            DeliveryStatus::Sent => EventType::MessageSent,
+            DeliveryStatus::Failed => EventType::MessageFailed,
+        };
+        let event = TenantEvent {
+            id: derive_id(prefix::EVENT, &st.id, 0),
+            event_type,
+            created_at: st.at,
+            bot_id: st.bot_id.clone(),
+            channel: st.channel.clone(),
+            user: found.user,
+            conversation_id: found.conversation_id,
+            message: Some(EventMessage {
+                id: st.message_id.clone(),
+                platform_message_id: st.platform_message_id.clone(),
+                content: None,
+            }),
+            error: st.error.clone(),
+            referral: None,
+        };
+        r.dispatch(&bot, event).await
+    }
+}

@@ -1,1 +1,58 @@
-//! placeholder
+//! `normaliser`: consumes raw envelopes from `<p>.ingress.>`, turns each into canonical
+//! events with its platform's adapter, and publishes them to `<p>.inbound.<bot>` keyed by event
+//! id. A pure transformation: it holds no state and calls no platform. An envelope that cannot
+//! be read goes to the dead-letter stream with the reason; the next one flows on.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use patchbay_bus::{Bus, Delivery, Handler, HandlerError, run_consumer};
+use patchbay_contract::{IngressEnvelope, Platform, topology};
+use patchbay_platform::InboundAdapter;
+use patchbay_runtime::{BoxError, Deps, Service};
+
+struct Normaliser {
+    bus: Bus,
+}
+
+/// Starts the service.
+pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
+    Box::pin(async move {
+        let spec = topology::normaliser(deps.bus.subjects());
+        let handler = Arc::new(Normaliser { bus: deps.bus.clone() });
+        let task = run_consumer::<IngressEnvelope, _>(
+            deps.bus.clone(),
+            spec,
+            deps.config.consumer_concurrency,
+            handler,
+            deps.shutdown.clone(),
+            deps.config.shutdown_grace(),
+        );
+        Ok(Service::new("normaliser").task(task))
+    })
+}
+
+impl Handler<IngressEnvelope> for Normaliser {
+    async fn handle(&self, d: Delivery<IngressEnvelope>) -> Result<(), HandlerError> {
+        let env = &d.payload;
+        let events = match env.platform {
+            Platform::Telegram => patchbay_telegram::Telegram::normalise(env),
+            other => {
+                return Err(HandlerError::reject(format!(
+                    "no normaliser for platform {other} in this release"
+                )));
+            }
+        }
+        .map_err(HandlerError::reject)?;
+        if events.is_empty() {
+            metrics::counter!("patchbay_normaliser_ignored_total", "platform" => env.platform.as_str())
+                .increment(1);
+            tracing::debug!(envelope = %env.id, "update carries nothing Patchbay models; ignored");
+        }
+        for event in &events {
+            let subject = self.bus.subjects().inbound(&event.bot_id)?;
+            self.bus.publish(&subject, &event.id, event).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,2 +1,180 @@
-//! placeholder
-fn main() {}
+//! `patchbay`: runs every service in one process (`patchbay all`) or one of them
+//! (`patchbay service <name>`), and wraps the admin API for operators.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+#[command(name = "patchbay", version, about = "Self-hosted multi-messenger bot gateway")]
+struct Cli {
+    /// Base URL of the Patchbay HTTP API.
+    #[arg(long, env = "PATCHBAY_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    url: String,
+    /// Operator token for the admin API.
+    #[arg(long, env = "PATCHBAY_ADMIN_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    /// Print the API's JSON answer instead of a summary.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every service in this process, on one HTTP listener, talking over NATS.
+    All,
+    /// Run one service (the same as its own binary).
+    Service {
+        /// One of: auth, bot-router, normaliser, webhook-dispatcher, outbound-telegram,
+        /// ingress-telegram, api.
+        name: String,
+    },
+    /// Bots.
+    #[command(subcommand)]
+    Bots(Bots),
+    /// Channels.
+    #[command(subcommand)]
+    Channels(Channels),
+    /// Send a text message as a bot (uses the bot's API key).
+    Send {
+        /// The bot's API key.
+        #[arg(long, env = "PATCHBAY_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// The recipient's user id (`usr_…`).
+        #[arg(long)]
+        user: String,
+        /// The text.
+        #[arg(long)]
+        text: String,
+    },
+    /// Print a fresh master key (base64 of 32 random bytes) for PATCHBAY_MASTER_KEY.
+    GenMasterKey,
+}
+
+#[derive(Subcommand)]
+enum Bots {
+    /// Create a bot; prints its id, API key and webhook secret (shown once).
+    Create {
+        /// Name.
+        #[arg(long)]
+        name: String,
+        /// Callback URL.
+        #[arg(long)]
+        webhook_url: Option<String>,
+        /// Event subscriptions, comma separated (default: message.received,user.*).
+        #[arg(long, value_delimiter = ',')]
+        events: Option<Vec<String>>,
+        /// Owning tenant (default tenant when absent).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum Channels {
+    /// Connect a bot to a Telegram bot.
+    CreateTelegram {
+        /// The bot.
+        #[arg(long)]
+        bot: String,
+        /// The token from @BotFather.
+        #[arg(long, env = "TELEGRAM_BOT_TOKEN", hide_env_values = true)]
+        bot_token: String,
+        /// The secret_token you give setWebhook.
+        #[arg(long)]
+        secret_token: String,
+        /// Another Bot API server (operators only).
+        #[arg(long)]
+        api_base_url: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::All => patchbay_runtime::lifecycle::main("patchbay", &patchbay::all()),
+        Command::Service { ref name } => match patchbay::by_name(name) {
+            Some(start) => {
+                let process: &'static str = patchbay::SERVICES
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map_or("patchbay", |(n, _)| n);
+                patchbay_runtime::lifecycle::main(process, &[start])
+            }
+            None => {
+                eprintln!("unknown service {name:?}");
+                ExitCode::from(2)
+            }
+        },
+        _ => match admin(cli) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn admin(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::new();
+        let base = cli.url.trim_end_matches('/').to_owned();
+        let (path, bearer, body, summary): (String, Option<String>, Value, &[&str]) = match cli.command {
+            Command::GenMasterKey => {
+                println!("{}", patchbay_config::MasterKey::generate_base64()?);
+                return Ok(());
+            }
+            Command::Bots(Bots::Create { name, webhook_url, events, tenant }) => (
+                "/admin/v1/bots".into(),
+                cli.token.clone(),
+                json!({"name": name, "tenant_id": tenant,
+                       "webhook": {"url": webhook_url, "flavour": "native", "events": events}}),
+                &["id", "api_key", "webhook_secret"],
+            ),
+            Command::Channels(Channels::CreateTelegram { bot, bot_token, secret_token, api_base_url }) => (
+                format!("/admin/v1/bots/{bot}/channels"),
+                cli.token.clone(),
+                json!({"platform": "telegram",
+                       "credentials": {"bot_token": bot_token, "secret_token": secret_token},
+                       "api_base_url": api_base_url}),
+                &["id", "webhook_path"],
+            ),
+            Command::Send { api_key, user, text } => (
+                "/v1/messages".into(),
+                Some(api_key),
+                json!({"user_id": user, "messages": [{"type": "text", "text": text}]}),
+                &["id", "message_ids"],
+            ),
+            Command::All | Command::Service { .. } => unreachable!("handled in main"),
+        };
+        let bearer = bearer.context("no token: pass --token or set PATCHBAY_ADMIN_TOKEN")?;
+        let response = http
+            .post(format!("{base}{path}"))
+            .bearer_auth(bearer)
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {base}"))?;
+        let status = response.status();
+        let answer: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("{status}: {}", answer["error"]["message"].as_str().unwrap_or("no details"));
+        }
+        if cli.json {
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+        } else {
+            for key in summary {
+                let v = &answer[*key];
+                println!("{key:<16} {}", v.as_str().map_or_else(|| v.to_string(), str::to_owned));
+            }
+        }
+        Ok(())
+    })
+}

@@ -44,6 +44,22 @@ impl Bus {
         })
     }
 
+    /// [`Bus::serve`] on an owned bus, for spawning as a task.
+    pub async fn serve_owned<F, Fut>(
+        self,
+        subject: String,
+        queue: String,
+        concurrency: usize,
+        handler: F,
+        shutdown: CancellationToken,
+    ) -> Result<(), BusError>
+    where
+        F: Fn(String, Bytes) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<u8>> + Send + 'static,
+    {
+        self.serve(subject, queue, concurrency, handler, shutdown).await
+    }
+
     /// Answers requests on `subject` (may end in `>`) in queue group `queue` until `shutdown`.
     /// The handler gets the last subject token (the operation) and the body, and returns the
     /// reply body; at most `concurrency` requests are handled at once.

@@ -13,3 +13,89 @@ pub fn client_builder(timeout: Duration) -> reqwest::ClientBuilder {
         .pool_idle_timeout(Duration::from_secs(90))
         .user_agent(concat!("Patchbay/", env!("CARGO_PKG_VERSION")))
 }
+
+/// Whether `ip` is on the public internet: not loopback, private, link-local, shared (CGNAT),
+/// unique-local, multicast or unspecified. Callback URLs must resolve to such addresses unless
+/// the operator allows private ones (SSRF guard).
+pub fn is_public_ip(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || o[0] == 0
+                || (o[0] == 100 && (64..128).contains(&o[1])))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public_ip(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
+/// Checks a tenant callback URL: absolute http(s) with a host, and (unless `allow_private`)
+/// resolving only to public addresses. The error is fit to show the caller.
+pub async fn check_callback_url(raw: &str, allow_private: bool) -> Result<url::Url, String> {
+    let url = url::Url::parse(raw).map_err(|e| format!("not a valid URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("must be an http or https URL".into());
+    }
+    let host = url.host_str().ok_or("must have a host")?.to_owned();
+    if allow_private {
+        return Ok(url);
+    }
+    let port = url.port_or_known_default().unwrap_or(443);
+    let host_for_lookup = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let addrs: Vec<_> = tokio::net::lookup_host((host_for_lookup.as_str(), port))
+        .await
+        .map_err(|e| format!("host {host} does not resolve: {e}"))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("host {host} does not resolve"));
+    }
+    if let Some(bad) = addrs.iter().find(|a| !is_public_ip(a.ip())) {
+        return Err(format!(
+            "resolves to {}, a loopback or private address; the operator must allow private callbacks (PATCHBAY_ALLOW_PRIVATE_CALLBACKS=true)",
+            bad.ip()
+        ));
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_ranges_are_not_public() {
+        for ip in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254",
+                   "100.64.0.1", "0.0.0.0", "::1", "fd00::1", "fe80::1", "::ffff:10.0.0.1"] {
+            assert!(!is_public_ip(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["8.8.8.8", "1.1.1.1", "2606:4700::1111"] {
+            assert!(is_public_ip(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[tokio::test]
+    async fn loopback_callbacks_need_the_operator_flag() {
+        let e = check_callback_url("http://127.0.0.1:9/hook", false).await.unwrap_err();
+        assert!(e.contains("PATCHBAY_ALLOW_PRIVATE_CALLBACKS"), "{e}");
+        assert!(check_callback_url("http://127.0.0.1:9/hook", true).await.is_ok());
+        assert!(check_callback_url("http://localhost:9/hook", false).await.is_err());
+        assert!(check_callback_url("ftp://example.com/", true).await.is_err());
+    }
+}

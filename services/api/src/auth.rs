@@ -1,0 +1,69 @@
+//! Authentication extractors: the operator's token for `/admin/v1`, a bot's API key for `/v1`.
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use patchbay_config::secrets::api_key_hash;
+use patchbay_runtime::ApiError;
+use subtle::ConstantTimeEq;
+
+use crate::Api;
+
+fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    parts
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::unauthorized("send Authorization: Bearer <token>"))
+}
+
+/// The caller holds the operator token.
+#[derive(Debug)]
+pub struct Admin;
+
+impl FromRequestParts<Arc<Api>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, api: &Arc<Api>) -> Result<Self, ApiError> {
+        let token = bearer(parts)?;
+        if bool::from(token.as_bytes().ct_eq(api.admin_token.as_bytes())) {
+            Ok(Admin)
+        } else {
+            Err(ApiError::unauthorized("invalid operator token"))
+        }
+    }
+}
+
+/// The caller holds a valid API key of an enabled bot.
+#[derive(Debug)]
+pub struct BotAuth {
+    /// The bot.
+    pub bot_id: String,
+}
+
+impl FromRequestParts<Arc<Api>> for BotAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, api: &Arc<Api>) -> Result<Self, ApiError> {
+        let key = bearer(parts)?;
+        let record = api
+            .view
+            .api_key(&api_key_hash(key))
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("invalid API key"))?;
+        let bot = api
+            .view
+            .bot(&record.bot_id)
+            .await?
+            .filter(|b| b.enabled)
+            .ok_or_else(|| ApiError::unauthorized("this API key's bot is disabled or deleted"))?;
+        Ok(BotAuth {
+            bot_id: bot.id.clone(),
+        })
+    }
+}

@@ -1,0 +1,209 @@
+//! SQL of the `auth` schema.
+
+use chrono::{DateTime, Utc};
+use patchbay_contract::{
+    ApiKeyRecord, BotRecord, ChannelRecord, Platform, RpcError, SealedSecret, V1, WebhookSettings,
+};
+use sqlx::{PgPool, Row};
+
+fn db(e: sqlx::Error) -> RpcError {
+    tracing::error!(error = %e, "auth database error");
+    RpcError::new(503, "unavailable", "the database is unavailable; retry shortly")
+}
+
+/// A bot to insert with its first secret and key.
+pub struct NewBot<'a> {
+    pub id: &'a str,
+    pub tenant_id: &'a str,
+    pub name: &'a str,
+    pub webhook: &'a WebhookSettings,
+    pub sealed_secret: &'a str,
+    pub key_id: &'a str,
+    pub key_hash: &'a str,
+}
+
+pub async fn insert_bot(pool: &PgPool, b: &NewBot<'_>) -> Result<DateTime<Utc>, RpcError> {
+    let mut tx = pool.begin().await.map_err(db)?;
+    let tenant = sqlx::query("select 1 from tenants where id = $1")
+        .bind(b.tenant_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+    if tenant.is_none() {
+        return Err(RpcError::new(404, "not_found", format!("no tenant {}", b.tenant_id)));
+    }
+    let flavour = serde_json::to_value(b.webhook.flavour)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "native".into());
+    let created: DateTime<Utc> = sqlx::query(
+        "insert into bots (id, tenant_id, name, webhook_url, webhook_flavour, webhook_events)
+         values ($1, $2, $3, $4, $5, $6) returning created_at",
+    )
+    .bind(b.id)
+    .bind(b.tenant_id)
+    .bind(b.name)
+    .bind(b.webhook.url.as_deref())
+    .bind(flavour)
+    .bind(sqlx::types::Json(&b.webhook.events))
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(db)?
+    .get(0);
+    sqlx::query("insert into webhook_secrets (bot_id, sealed) values ($1, $2)")
+        .bind(b.id)
+        .bind(b.sealed_secret)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+    sqlx::query("insert into api_keys (id, bot_id, key_hash) values ($1, $2, $3)")
+        .bind(b.key_id)
+        .bind(b.id)
+        .bind(b.key_hash)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+    tx.commit().await.map_err(db)?;
+    Ok(created)
+}
+
+pub async fn bot_exists(pool: &PgPool, id: &str) -> Result<bool, RpcError> {
+    Ok(sqlx::query("select 1 from bots where id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .map_err(db)?
+        .is_some())
+}
+
+pub async fn insert_channel(
+    pool: &PgPool,
+    id: &str,
+    bot_id: &str,
+    platform: Platform,
+    sealed: &str,
+    api_base_url: Option<&str>,
+) -> Result<DateTime<Utc>, RpcError> {
+    Ok(sqlx::query(
+        "insert into channels (id, bot_id, platform, credentials_sealed, api_base_url)
+         values ($1, $2, $3, $4, $5) returning created_at",
+    )
+    .bind(id)
+    .bind(bot_id)
+    .bind(platform.as_str())
+    .bind(sealed)
+    .bind(api_base_url)
+    .fetch_one(pool)
+    .await
+    .map_err(db)?
+    .get(0))
+}
+
+/// The bot's current record and its API keys (hash, record) that still work.
+pub async fn load_bot(
+    pool: &PgPool,
+    id: &str,
+) -> Result<(BotRecord, Vec<(String, ApiKeyRecord)>), RpcError> {
+    let row = sqlx::query(
+        "select tenant_id, name, enabled, webhook_url, webhook_flavour, webhook_events, updated_at
+         from bots where id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .map_err(db)?
+    .ok_or_else(|| RpcError::new(404, "not_found", format!("no bot {id}")))?;
+    let events: sqlx::types::Json<Vec<String>> = row.get("webhook_events");
+    let flavour: String = row.get("webhook_flavour");
+    let secrets = sqlx::query(
+        "select sealed, expires_at from webhook_secrets
+         where bot_id = $1 and (expires_at is null or expires_at > now()) order by id",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await
+    .map_err(db)?
+    .into_iter()
+    .map(|r| SealedSecret {
+        sealed: r.get("sealed"),
+        expires_at: r.get("expires_at"),
+    })
+    .collect();
+    let bot = BotRecord {
+        v: V1,
+        id: id.to_owned(),
+        tenant_id: row.get("tenant_id"),
+        name: row.get("name"),
+        enabled: row.get("enabled"),
+        webhook: WebhookSettings {
+            url: row.get("webhook_url"),
+            flavour: serde_json::from_value(serde_json::Value::String(flavour)).unwrap_or_default(),
+            events: events.0,
+        },
+        webhook_secrets: secrets,
+        updated_at: row.get("updated_at"),
+    };
+    let keys = sqlx::query(
+        "select id, key_hash, expires_at from api_keys
+         where bot_id = $1 and revoked_at is null and (expires_at is null or expires_at > now())",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await
+    .map_err(db)?
+    .into_iter()
+    .map(|r| {
+        (
+            r.get::<String, _>("key_hash"),
+            ApiKeyRecord {
+                v: V1,
+                key_id: r.get("id"),
+                bot_id: id.to_owned(),
+                expires_at: r.get("expires_at"),
+            },
+        )
+    })
+    .collect();
+    Ok((bot, keys))
+}
+
+pub async fn load_channel(pool: &PgPool, id: &str) -> Result<ChannelRecord, RpcError> {
+    let row = sqlx::query(
+        "select bot_id, platform, credentials_sealed, api_base_url, enabled, updated_at
+         from channels where id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .map_err(db)?
+    .ok_or_else(|| RpcError::new(404, "not_found", format!("no channel {id}")))?;
+    let platform: String = row.get("platform");
+    Ok(ChannelRecord {
+        v: V1,
+        id: id.to_owned(),
+        bot_id: row.get("bot_id"),
+        platform: platform
+            .parse()
+            .map_err(|e: String| RpcError::new(500, "internal", e))?,
+        credentials: SealedSecret {
+            sealed: row.get("credentials_sealed"),
+            expires_at: None,
+        },
+        api_base_url: row.get("api_base_url"),
+        enabled: row.get("enabled"),
+        updated_at: row.get("updated_at"),
+    })
+}
+
+/// Ids of every bot and channel.
+pub async fn all_ids(pool: &PgPool) -> Result<(Vec<String>, Vec<String>), RpcError> {
+    let bots = sqlx::query_scalar("select id from bots order by id")
+        .fetch_all(pool)
+        .await
+        .map_err(db)?;
+    let channels = sqlx::query_scalar("select id from channels order by id")
+        .fetch_all(pool)
+        .await
+        .map_err(db)?;
+    Ok((bots, channels))
+}

@@ -1,0 +1,312 @@
+//! SQL of the `router` schema.
+
+use chrono::{DateTime, Utc};
+use patchbay_contract::ids::{derive_id, new_id, prefix};
+use patchbay_contract::{
+    ChannelRef, DeliveryStatus, EventType, EventUser, InboundEvent, Platform, Recipient,
+    SendCommand, StatusEvent, UserProfile,
+};
+use sqlx::{PgPool, Row};
+
+/// What storing an inbound event found or created.
+pub struct StoredInbound {
+    /// The event id first assigned to this platform event.
+    pub event_id: String,
+    /// A dispatch job for it was already stored (this is a platform retry).
+    pub already_dispatched: bool,
+    /// The sender.
+    pub user: EventUser,
+    /// The conversation.
+    pub conversation_id: String,
+    /// The stored message's id (for message events).
+    pub message_id: String,
+}
+
+/// Records an inbound event: de-duplication row, user, conversation (window), message.
+pub async fn record_inbound(pool: &PgPool, ev: &InboundEvent) -> Result<StoredInbound, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let row = sqlx::query(
+        "insert into inbound_events (dedupe_key, event_id, bot_id, event_type)
+         values ($1, $2, $3, $4)
+         on conflict (dedupe_key) do update set dedupe_key = excluded.dedupe_key
+         returning event_id, dispatched_at",
+    )
+    .bind(&ev.dedupe_key)
+    .bind(&ev.id)
+    .bind(&ev.bot_id)
+    .bind(ev.event_type.as_str())
+    .fetch_one(&mut *tx)
+    .await?;
+    let event_id: String = row.get("event_id");
+    let dispatched: Option<DateTime<Utc>> = row.get("dispatched_at");
+    let message_id = derive_id(prefix::MESSAGE, &event_id, 0);
+    if dispatched.is_some() {
+        tx.commit().await?;
+        return Ok(StoredInbound {
+            event_id,
+            already_dispatched: true,
+            user: EventUser {
+                id: String::new(),
+                platform_user_id: ev.sender.platform_user_id.clone(),
+                display_name: None,
+                username: None,
+                locale: None,
+            },
+            conversation_id: String::new(),
+            message_id,
+        });
+    }
+    let s = &ev.sender;
+    let user = sqlx::query(
+        "insert into users (id, bot_id, channel_id, platform, platform_user_id, address,
+                            display_name, username, locale, avatar_url, subscribed, last_seen_at)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+         on conflict (channel_id, platform_user_id) do update set
+             address = excluded.address,
+             display_name = coalesce(excluded.display_name, users.display_name),
+             username = coalesce(excluded.username, users.username),
+             locale = coalesce(excluded.locale, users.locale),
+             avatar_url = coalesce(excluded.avatar_url, users.avatar_url),
+             subscribed = excluded.subscribed,
+             last_seen_at = greatest(users.last_seen_at, excluded.last_seen_at)
+         returning id, display_name, username, locale",
+    )
+    .bind(new_id(prefix::USER))
+    .bind(&ev.bot_id)
+    .bind(&ev.channel.id)
+    .bind(ev.channel.platform.as_str())
+    .bind(&s.platform_user_id)
+    .bind(&ev.address)
+    .bind(&s.display_name)
+    .bind(&s.username)
+    .bind(&s.locale)
+    .bind(&s.avatar_url)
+    .bind(ev.event_type != EventType::UserUnsubscribed)
+    .bind(ev.occurred_at)
+    .fetch_one(&mut *tx)
+    .await?;
+    let user = EventUser {
+        id: user.get("id"),
+        platform_user_id: s.platform_user_id.clone(),
+        display_name: user.get("display_name"),
+        username: user.get("username"),
+        locale: user.get("locale"),
+    };
+    let window_opened = (ev.event_type != EventType::UserUnsubscribed).then_some(ev.occurred_at);
+    let conversation_id: String = sqlx::query(
+        "insert into conversations (id, bot_id, user_id, last_inbound_at) values ($1, $2, $3, $4)
+         on conflict (user_id) do update set
+             last_inbound_at = greatest(conversations.last_inbound_at, excluded.last_inbound_at)
+         returning id",
+    )
+    .bind(new_id(prefix::CONVERSATION))
+    .bind(&ev.bot_id)
+    .bind(&user.id)
+    .bind(window_opened)
+    .fetch_one(&mut *tx)
+    .await?
+    .get("id");
+    if let Some(m) = &ev.message {
+        sqlx::query(
+            "insert into messages (id, conversation_id, bot_id, direction, event_id,
+                                   platform_message_id, content, status, created_at)
+             values ($1, $2, $3, 'inbound', $4, $5, $6, 'received', $7)
+             on conflict (id) do nothing",
+        )
+        .bind(&message_id)
+        .bind(&conversation_id)
+        .bind(&ev.bot_id)
+        .bind(&event_id)
+        .bind(&m.platform_message_id)
+        .bind(sqlx::types::Json(&m.content))
+        .bind(ev.occurred_at)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(StoredInbound {
+        event_id,
+        already_dispatched: false,
+        user,
+        conversation_id,
+        message_id,
+    })
+}
+
+/// Notes that the tenant event of `dedupe_key` is stored (or was not wanted).
+pub async fn mark_dispatched(pool: &PgPool, dedupe_key: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("update inbound_events set dispatched_at = now() where dedupe_key = $1")
+        .bind(dedupe_key)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// A resolved recipient.
+pub struct Resolved {
+    pub user_id: String,
+    pub channel: ChannelRef,
+    pub address: String,
+    pub conversation_id: String,
+}
+
+/// Finds the user a command is for, within `bot_id`.
+pub async fn resolve_recipient(
+    pool: &PgPool,
+    bot_id: &str,
+    to: &Recipient,
+) -> Result<Option<Resolved>, sqlx::Error> {
+    const SELECT: &str = "select u.id, u.channel_id, u.platform, u.address, c.id as conversation_id
+                          from users u join conversations c on c.user_id = u.id";
+    let row = match to {
+        Recipient::User { user_id } => {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "{SELECT} where u.id = $1 and u.bot_id = $2"
+            )))
+            .bind(user_id)
+            .bind(bot_id)
+            .fetch_optional(pool)
+            .await?
+        }
+        Recipient::Address {
+            platform,
+            address,
+            channel_id,
+        } => {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "{SELECT} where u.bot_id = $1 and u.platform = $2 and u.address = $3
+                   and ($4::text is null or u.channel_id = $4)
+                 order by u.last_seen_at desc nulls last limit 1"
+            )))
+            .bind(bot_id)
+            .bind(platform.as_str())
+            .bind(address)
+            .bind(channel_id)
+            .fetch_optional(pool)
+            .await?
+        }
+    };
+    Ok(row.and_then(|r| {
+        let platform: Platform = r.get::<String, _>("platform").parse().ok()?;
+        Some(Resolved {
+            user_id: r.get("id"),
+            channel: ChannelRef {
+                id: r.get("channel_id"),
+                platform,
+            },
+            address: r.get("address"),
+            conversation_id: r.get("conversation_id"),
+        })
+    }))
+}
+
+/// Stores the outbound messages of a command (idempotent: ids are derived from the command).
+pub async fn insert_outbound(
+    pool: &PgPool,
+    bot_id: &str,
+    conversation_id: &str,
+    ids: &[String],
+    cmd: &SendCommand,
+) -> Result<(), sqlx::Error> {
+    let contents: Vec<serde_json::Value> = cmd
+        .messages
+        .iter()
+        .map(|c| serde_json::to_value(c).unwrap_or_default())
+        .collect();
+    let source = serde_json::to_value(cmd.source)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned));
+    sqlx::query(
+        "insert into messages (id, conversation_id, bot_id, direction, content, source, status)
+         select id, $3, $4, 'outbound', content, $5, 'queued'
+         from unnest($1::text[], $2::jsonb[]) as t(id, content)
+         on conflict (id) do nothing",
+    )
+    .bind(ids)
+    .bind(&contents)
+    .bind(conversation_id)
+    .bind(bot_id)
+    .bind(source)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Who a status is about.
+pub struct StatusOwner {
+    pub user: EventUser,
+    pub conversation_id: String,
+}
+
+/// Records a platform verdict on an outbound message; `None` if the message is unknown. A
+/// `blocked` failure marks the user unsubscribed.
+pub async fn record_status(pool: &PgPool, st: &StatusEvent) -> Result<Option<StatusOwner>, sqlx::Error> {
+    let status = match st.status {
+        DeliveryStatus::Sent => "sent",
+        DeliveryStatus::Failed => "failed",
+    };
+    let row = sqlx::query(
+        "with m as (
+             update messages set status = $2,
+                 platform_message_id = coalesce($3, platform_message_id),
+                 error = $4, updated_at = now()
+             where id = $1 and direction = 'outbound'
+             returning conversation_id)
+         select c.id as conversation_id, u.id, u.platform_user_id, u.display_name, u.username, u.locale
+         from m join conversations c on c.id = m.conversation_id join users u on u.id = c.user_id",
+    )
+    .bind(&st.message_id)
+    .bind(status)
+    .bind(&st.platform_message_id)
+    .bind(st.error.as_ref().map(sqlx::types::Json))
+    .fetch_optional(pool)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let owner = StatusOwner {
+        conversation_id: row.get("conversation_id"),
+        user: EventUser {
+            id: row.get("id"),
+            platform_user_id: row.get("platform_user_id"),
+            display_name: row.get("display_name"),
+            username: row.get("username"),
+            locale: row.get("locale"),
+        },
+    };
+    if st.error.as_ref().is_some_and(|e| e.code == "blocked") {
+        sqlx::query("update users set subscribed = false where id = $1")
+            .bind(&owner.user.id)
+            .execute(pool)
+            .await?;
+    }
+    Ok(Some(owner))
+}
+
+/// A user's profile, if `user_id` belongs to `bot_id`.
+pub async fn user_profile(pool: &PgPool, bot_id: &str, user_id: &str) -> Result<Option<UserProfile>, sqlx::Error> {
+    let row = sqlx::query(
+        "select id, bot_id, channel_id, platform, platform_user_id, display_name, username, locale,
+                avatar_url, subscribed, last_seen_at
+         from users where id = $1 and bot_id = $2",
+    )
+    .bind(user_id)
+    .bind(bot_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.and_then(|r| {
+        Some(UserProfile {
+            id: r.get("id"),
+            bot_id: r.get("bot_id"),
+            channel: ChannelRef {
+                id: r.get("channel_id"),
+                platform: r.get::<String, _>("platform").parse().ok()?,
+            },
+            platform_user_id: r.get("platform_user_id"),
+            display_name: r.get("display_name"),
+            username: r.get("username"),
+            locale: r.get("locale"),
+            avatar_url: r.get("avatar_url"),
+            subscribed: r.get("subscribed"),
+            last_seen_at: r.get("last_seen_at"),
+        })
+    }))
+}
