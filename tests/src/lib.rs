@@ -95,7 +95,10 @@ impl Stack {
             FakeTenant::start(),
             FakeTelegram::start()
         );
-        let (nats, pg) = (nats.expect("nats-server starts"), pg.expect("postgres starts"));
+        let (nats, pg) = (
+            nats.expect("nats-server starts"),
+            pg.expect("postgres starts"),
+        );
         let mut config = Config {
             http_addr: "127.0.0.1:0".parse().unwrap(),
             nats_url: nats.url(),
@@ -144,9 +147,15 @@ impl Stack {
 
     async fn launch(&self, name: &str, starts: &[patchbay_runtime::StartFn]) -> Running {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        launch(name, self.config.clone(), starts, listener, CancellationToken::new())
-            .await
-            .unwrap_or_else(|e| panic!("{name} starts: {e}"))
+        launch(
+            name,
+            self.config.clone(),
+            starts,
+            listener,
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{name} starts: {e}"))
     }
 
     fn addr_of(&self, service: &str) -> String {
@@ -180,7 +189,9 @@ impl Stack {
             .position(|(n, _)| *n == service)
             .unwrap_or_else(|| panic!("{service} is not running"));
         let (_, r) = self.running.remove(idx);
-        r.stop().await.unwrap_or_else(|e| panic!("{service} stops cleanly: {e}"));
+        r.stop()
+            .await
+            .unwrap_or_else(|e| panic!("{service} stops cleanly: {e}"));
     }
 
     /// Starts a stopped service again (split layout).
@@ -193,7 +204,9 @@ impl Stack {
     /// Stops everything, each service cleanly.
     pub async fn shutdown(mut self) {
         for (name, r) in self.running.drain(..) {
-            r.stop().await.unwrap_or_else(|e| panic!("{name} stops cleanly: {e}"));
+            r.stop()
+                .await
+                .unwrap_or_else(|e| panic!("{name} stops cleanly: {e}"));
         }
     }
 
@@ -232,7 +245,11 @@ impl Stack {
             .await;
         assert_eq!(status, 201, "create bot: {bot}");
         let id = bot["id"].as_str().unwrap().to_owned();
-        let bot_token = format!("{}:AAH{}", 100_000 + self.telegram.calls().len(), patchbay_testkit::unique_prefix());
+        let bot_token = format!(
+            "{}:AAH{}",
+            100_000 + self.telegram.calls().len(),
+            patchbay_testkit::unique_prefix()
+        );
         let secret_token = format!("sec_{}", patchbay_testkit::unique_prefix());
         self.telegram.add_bot(&bot_token);
         let (status, ch) = self
@@ -257,7 +274,12 @@ impl Stack {
     }
 
     /// Posts a Telegram update to the bot's webhook with `secret` in the secret header.
-    pub async fn post_update_with(&self, bot: &TestBot, secret: Option<&str>, body: Vec<u8>) -> u16 {
+    pub async fn post_update_with(
+        &self,
+        bot: &TestBot,
+        secret: Option<&str>,
+        body: Vec<u8>,
+    ) -> u16 {
         let mut req = self
             .http
             .post(format!("{}{}", self.ingress_url(), bot.webhook_path))
@@ -271,8 +293,12 @@ impl Stack {
 
     /// Posts a Telegram update as Telegram would; returns the status.
     pub async fn post_update(&self, bot: &TestBot, update: &Value) -> u16 {
-        self.post_update_with(bot, Some(&bot.secret_token), serde_json::to_vec(update).unwrap())
-            .await
+        self.post_update_with(
+            bot,
+            Some(&bot.secret_token),
+            serde_json::to_vec(update).unwrap(),
+        )
+        .await
     }
 
     /// A raw NATS client on the stack's server (not the project's bus crate).
@@ -295,7 +321,11 @@ impl Stack {
     }
 
     /// Waits for `n` callbacks whose type is `event_type`.
-    pub async fn events_of(&self, event_type: &str, n: usize) -> Vec<patchbay_testkit::tenant::Received> {
+    pub async fn events_of(
+        &self,
+        event_type: &str,
+        n: usize,
+    ) -> Vec<patchbay_testkit::tenant::Received> {
         eventually(WAIT, &format!("{n} {event_type} events"), || async {
             let got: Vec<_> = self
                 .tenant

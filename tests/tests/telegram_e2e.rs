@@ -15,48 +15,87 @@ async fn update_in_signed_event_out_inline_reply_to_telegram() {
     stack.tenant.respond_with(|r| {
         let event = r.json();
         if event["type"] == "message.received" {
-            let text = format!("you said: {}", event["message"]["content"]["text"].as_str().unwrap_or(""));
-            (StatusCode::OK, Some(json!({"messages": [{"type": "text", "text": text}]})))
+            let text = format!(
+                "you said: {}",
+                event["message"]["content"]["text"].as_str().unwrap_or("")
+            );
+            (
+                StatusCode::OK,
+                Some(json!({"messages": [{"type": "text", "text": text}]})),
+            )
         } else {
             (StatusCode::OK, None)
         }
     });
 
-    assert_eq!(stack.post_update(&bot, &fixtures::text_update(90001, 4242, "hello")).await, 200);
+    assert_eq!(
+        stack
+            .post_update(&bot, &fixtures::text_update(90001, 4242, "hello"))
+            .await,
+        200
+    );
 
     let got = stack.events_of("message.received", 1).await;
     let callback = &got[0];
-    verify_standard_webhook(&bot.webhook_secret, callback).expect("signature verifies with the bot's secret");
+    verify_standard_webhook(&bot.webhook_secret, callback)
+        .expect("signature verifies with the bot's secret");
     let event = callback.json();
-    assert_eq!(callback.header("webhook-id").as_deref(), event["id"].as_str());
+    assert_eq!(
+        callback.header("webhook-id").as_deref(),
+        event["id"].as_str()
+    );
     assert!(event["id"].as_str().unwrap().starts_with("evt_"));
     assert_eq!(event["bot_id"], bot.id);
-    assert_eq!(event["channel"], json!({"id": bot.channel_id, "platform": "telegram"}));
+    assert_eq!(
+        event["channel"],
+        json!({"id": bot.channel_id, "platform": "telegram"})
+    );
     assert_eq!(event["user"]["platform_user_id"], "4242");
     assert_eq!(event["user"]["display_name"], "Ana Lima");
     assert!(event["user"]["id"].as_str().unwrap().starts_with("usr_"));
-    assert!(event["conversation_id"].as_str().unwrap().starts_with("conv_"));
+    assert!(
+        event["conversation_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("conv_")
+    );
     assert_eq!(event["message"]["platform_message_id"], "90001");
-    assert_eq!(event["message"]["content"], json!({"type": "text", "text": "hello"}));
+    assert_eq!(
+        event["message"]["content"],
+        json!({"type": "text", "text": "hello"})
+    );
 
     let calls = stack.telegram.wait_for("sendMessage", 1, TIMEOUT).await;
     assert_eq!(calls[0].token, bot.bot_token);
-    assert_eq!(calls[0].body, json!({"chat_id": 4242, "text": "you said: hello"}));
+    assert_eq!(
+        calls[0].body,
+        json!({"chat_id": 4242, "text": "you said: hello"})
+    );
     stack.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_command_is_a_subscription_and_delivery_reports_reach_subscribers() {
     let stack = Stack::start().await;
-    let bot = stack.bot_with_events(Some(vec!["user.*", "message.*"])).await;
+    let bot = stack
+        .bot_with_events(Some(vec!["user.*", "message.*"]))
+        .await;
     stack.tenant.respond_with(|r| {
         if r.json()["type"] == "user.subscribed" {
-            (StatusCode::OK, Some(json!([{"type": "text", "text": "welcome"}])))
+            (
+                StatusCode::OK,
+                Some(json!([{"type": "text", "text": "welcome"}])),
+            )
         } else {
             (StatusCode::OK, None)
         }
     });
-    assert_eq!(stack.post_update(&bot, &fixtures::text_update(1, 77, "/start promo_9")).await, 200);
+    assert_eq!(
+        stack
+            .post_update(&bot, &fixtures::text_update(1, 77, "/start promo_9"))
+            .await,
+        200
+    );
     let sub = stack.events_of("user.subscribed", 1).await[0].json();
     assert_eq!(sub["ref"], "promo_9");
     assert!(sub.get("message").is_none());
@@ -88,7 +127,12 @@ async fn start_command_is_a_subscription_and_delivery_reports_reach_subscribers(
 async fn api_send_reaches_telegram_and_bad_requests_are_explained() {
     let stack = Stack::start().await;
     let bot = stack.bot().await;
-    assert_eq!(stack.post_update(&bot, &fixtures::text_update(5, 4242, "hi")).await, 200);
+    assert_eq!(
+        stack
+            .post_update(&bot, &fixtures::text_update(5, 4242, "hi"))
+            .await,
+        200
+    );
     let user_id = stack.events_of("message.received", 1).await[0].json()["user"]["id"]
         .as_str()
         .unwrap()
@@ -106,34 +150,73 @@ async fn api_send_reaches_telegram_and_bad_requests_are_explained() {
     assert!(ids.iter().all(|i| i.as_str().unwrap().starts_with("msg_")));
     let calls = stack.telegram.wait_for("sendMessage", 2, TIMEOUT).await;
     let texts: Vec<_> = calls.iter().map(|c| c.body["text"].clone()).collect();
-    assert!(texts.contains(&json!("first")) && texts.contains(&json!("Pick")), "{texts:?}");
+    assert!(
+        texts.contains(&json!("first")) && texts.contains(&json!("Pick")),
+        "{texts:?}"
+    );
     let buttons = calls.iter().find(|c| c.body["text"] == "Pick").unwrap();
-    assert_eq!(buttons.body["reply_markup"], json!({"inline_keyboard": [[{"text": "Yes", "callback_data": "y"}]]}));
+    assert_eq!(
+        buttons.body["reply_markup"],
+        json!({"inline_keyboard": [[{"text": "Yes", "callback_data": "y"}]]})
+    );
 
     let (status, body) = stack
-        .post(&url, &bot.api_key, &json!({"user_id": "usr_nobody", "messages": [{"type": "text", "text": "x"}]}))
+        .post(
+            &url,
+            &bot.api_key,
+            &json!({"user_id": "usr_nobody", "messages": [{"type": "text", "text": "x"}]}),
+        )
         .await;
-    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("user_not_found")), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("user_not_found")),
+        "{body}"
+    );
 
     let (status, body) = stack
-        .post(&url, &bot.api_key, &json!({"user_id": user_id, "messages": [{"type": "image"}]}))
+        .post(
+            &url,
+            &bot.api_key,
+            &json!({"user_id": user_id, "messages": [{"type": "image"}]}),
+        )
         .await;
     assert_eq!(status, 422, "{body}");
-    assert_eq!(body["error"]["message"], "messages[0].url: either url or file_id is required");
+    assert_eq!(
+        body["error"]["message"],
+        "messages[0].url: either url or file_id is required"
+    );
 
     let (status, body) = stack
-        .post(&url, &bot.api_key, &json!({"user_id": user_id, "messages": [{"type": "hologram"}]}))
+        .post(
+            &url,
+            &bot.api_key,
+            &json!({"user_id": user_id, "messages": [{"type": "hologram"}]}),
+        )
         .await;
     assert_eq!(status, 422, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("messages[0]"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("messages[0]"),
+        "{body}"
+    );
 
     let (status, _) = stack
-        .post(&url, "pbk_not-a-key", &json!({"user_id": user_id, "messages": [{"type": "text", "text": "x"}]}))
+        .post(
+            &url,
+            "pbk_not-a-key",
+            &json!({"user_id": user_id, "messages": [{"type": "text", "text": "x"}]}),
+        )
         .await;
     assert_eq!(status, 401);
 
     let (status, _) = stack
-        .post(&format!("{}/admin/v1/bots", stack.api_url()), "wrong-operator-token", &json!({"name": "x"}))
+        .post(
+            &format!("{}/admin/v1/bots", stack.api_url()),
+            "wrong-operator-token",
+            &json!({"name": "x"}),
+        )
         .await;
     assert_eq!(status, 401);
     stack.shutdown().await;
@@ -143,19 +226,29 @@ async fn api_send_reaches_telegram_and_bad_requests_are_explained() {
 async fn any_nats_client_can_send_with_hand_written_json() {
     let stack = Stack::start().await;
     let bot = stack.bot().await;
-    assert_eq!(stack.post_update(&bot, &fixtures::text_update(8, 5151, "hey")).await, 200);
+    assert_eq!(
+        stack
+            .post_update(&bot, &fixtures::text_update(8, 5151, "hey"))
+            .await,
+        200
+    );
     stack.events_of("message.received", 1).await;
 
     // Written from proto-schemas/send_command.v1.json alone: plain async-nats, no Patchbay crate.
     let js = async_nats::jetstream::new(stack.raw_nats().await);
     let subject = format!("{}.send.{}", stack.config.nats_prefix, bot.id);
-    let payload = format!(
-        r#"{{"v": 1, "id": "crm-42", "platform": "telegram", "address": "5151",
-             "messages": [{{"type": "text", "text": "from the CRM"}}]}}"#
-    );
-    js.publish(subject, payload.into()).await.unwrap().await.unwrap();
+    let payload = r#"{"v": 1, "id": "crm-42", "platform": "telegram", "address": "5151",
+                      "messages": [{"type": "text", "text": "from the CRM"}]}"#;
+    js.publish(subject, payload.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
 
     let calls = stack.telegram.wait_for("sendMessage", 1, TIMEOUT).await;
-    assert_eq!(calls[0].body, json!({"chat_id": 5151, "text": "from the CRM"}));
+    assert_eq!(
+        calls[0].body,
+        json!({"chat_id": 5151, "text": "from the CRM"})
+    );
     stack.shutdown().await;
 }

@@ -162,7 +162,9 @@ async fn send_messages(
         }
     };
     if body.messages.is_empty() || body.messages.len() > 10 {
-        return Err(unprocessable("messages: must have between 1 and 10 entries"));
+        return Err(unprocessable(
+            "messages: must have between 1 and 10 entries",
+        ));
     }
     for (i, m) in body.messages.iter().enumerate() {
         m.validate()
@@ -171,10 +173,7 @@ async fn send_messages(
     if let Recipient::User { user_id } = &to {
         check_recipient(&api, &bot.bot_id, user_id).await?;
     }
-    let command_id = match headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-    {
+    let command_id = match headers.get("idempotency-key").and_then(|v| v.to_str().ok()) {
         Some(key) if !key.is_empty() && key.len() <= 200 => {
             hashed_id(prefix::COMMAND, &[&bot.bot_id, key])
         }

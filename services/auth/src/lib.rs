@@ -13,14 +13,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use patchbay_bus::rpc::{decode, encode};
+use patchbay_config::MasterKey;
+use patchbay_config::secrets::{api_key_hash, new_api_key, new_webhook_secret};
 use patchbay_contract::ids::{new_id, prefix};
 use patchbay_contract::subjects::Bucket;
 use patchbay_contract::{
     CreateBotRequest, CreateChannelRequest, CreatedBot, CreatedChannel, RpcError, WebhookSettings,
     auth_ops, credentials,
 };
-use patchbay_config::MasterKey;
-use patchbay_config::secrets::{api_key_hash, new_api_key, new_webhook_secret};
 use patchbay_runtime::{BoxError, Deps, Service};
 use sqlx::PgPool;
 
@@ -154,7 +154,10 @@ impl Auth {
         let bot_id = new_id(prefix::BOT);
         let api_key = new_api_key().map_err(internal)?;
         let secret = new_webhook_secret().map_err(internal)?;
-        let sealed = self.key.seal(&bot_id, secret.as_bytes()).map_err(internal)?;
+        let sealed = self
+            .key
+            .seal(&bot_id, secret.as_bytes())
+            .map_err(internal)?;
         let created_at = store::insert_bot(
             &self.pool,
             &store::NewBot {
@@ -190,7 +193,11 @@ impl Auth {
             return Err(invalid("api_base_url", "must be an http or https URL"));
         }
         if !store::bot_exists(&self.pool, &req.bot_id).await? {
-            return Err(RpcError::new(404, "not_found", format!("no bot {}", req.bot_id)));
+            return Err(RpcError::new(
+                404,
+                "not_found",
+                format!("no bot {}", req.bot_id),
+            ));
         }
         let id = new_id(prefix::CHANNEL);
         let plain = serde_json::to_vec(&req.credentials).map_err(internal)?;
@@ -219,24 +226,33 @@ impl Auth {
         let bytes = serde_json::to_vec(value).map_err(internal)?;
         self.kv.put(&key, bytes.into()).await.map_err(|e| {
             tracing::error!(%key, error = %e, "cannot publish config");
-            RpcError::new(503, "unavailable", "stored, but not yet published to the services; retry shortly")
+            RpcError::new(
+                503,
+                "unavailable",
+                "stored, but not yet published to the services; retry shortly",
+            )
         })?;
         Ok(())
     }
 
     async fn publish_bot(&self, bot_id: &str) -> Result<(), RpcError> {
         let (bot, keys) = store::load_bot(&self.pool, bot_id).await?;
-        self.put(patchbay_contract::config_keys::bot(bot_id), &bot).await?;
+        self.put(patchbay_contract::config_keys::bot(bot_id), &bot)
+            .await?;
         for (hash, record) in keys {
-            self.put(patchbay_contract::config_keys::api_key(&hash), &record).await?;
+            self.put(patchbay_contract::config_keys::api_key(&hash), &record)
+                .await?;
         }
         Ok(())
     }
 
     async fn publish_channel(&self, channel_id: &str) -> Result<(), RpcError> {
         let channel = store::load_channel(&self.pool, channel_id).await?;
-        self.put(patchbay_contract::config_keys::channel(channel_id), &channel)
-            .await
+        self.put(
+            patchbay_contract::config_keys::channel(channel_id),
+            &channel,
+        )
+        .await
     }
 
     /// Republishes every bot, key and channel to the config bucket.
@@ -248,7 +264,11 @@ impl Auth {
         for id in &channels {
             self.publish_channel(id).await.map_err(|e| e.message)?;
         }
-        tracing::info!(bots = bots.len(), channels = channels.len(), "config bucket republished");
+        tracing::info!(
+            bots = bots.len(),
+            channels = channels.len(),
+            "config bucket republished"
+        );
         Ok(())
     }
 }

@@ -8,7 +8,11 @@ use sqlx::{PgPool, Row};
 
 fn db(e: sqlx::Error) -> RpcError {
     tracing::error!(error = %e, "auth database error");
-    RpcError::new(503, "unavailable", "the database is unavailable; retry shortly")
+    RpcError::new(
+        503,
+        "unavailable",
+        "the database is unavailable; retry shortly",
+    )
 }
 
 /// A bot to insert with its first secret and key.
@@ -30,7 +34,11 @@ pub async fn insert_bot(pool: &PgPool, b: &NewBot<'_>) -> Result<DateTime<Utc>, 
         .await
         .map_err(db)?;
     if tenant.is_none() {
-        return Err(RpcError::new(404, "not_found", format!("no tenant {}", b.tenant_id)));
+        return Err(RpcError::new(
+            404,
+            "not_found",
+            format!("no tenant {}", b.tenant_id),
+        ));
     }
     let flavour = serde_json::to_value(b.webhook.flavour)
         .ok()

@@ -140,9 +140,7 @@ impl Router {
                         tracing::error!(error = %e, "get_user failed");
                         RpcError::new(503, "unavailable", "the database is unavailable")
                     })
-                    .and_then(|p| {
-                        p.ok_or_else(|| RpcError::new(404, "not_found", "no such user"))
-                    }),
+                    .and_then(|p| p.ok_or_else(|| RpcError::new(404, "not_found", "no such user"))),
                 Err(e) => Err(e),
             }),
             other => encode::<()>(Err(RpcError::new(
@@ -186,7 +184,9 @@ impl Handler<InboundEvent> for Inbound {
             };
             r.dispatch(&bot, event).await?;
         }
-        store::mark_dispatched(&r.pool, &ev.dedupe_key).await.map_err(db)?;
+        store::mark_dispatched(&r.pool, &ev.dedupe_key)
+            .await
+            .map_err(db)?;
         Ok(())
     }
 }
@@ -195,18 +195,15 @@ impl Handler<SendCommand> for Sends {
     async fn handle(&self, d: Delivery<SendCommand>) -> Result<(), HandlerError> {
         let r = &self.0;
         let cmd = &d.payload;
-        let bot_id = d
-            .subject
-            .rsplit('.')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
+        let bot_id = d.subject.rsplit('.').next().unwrap_or_default().to_owned();
         let bot = r.bot(&bot_id).await?;
         if !bot.enabled {
             return Err(HandlerError::reject(format!("bot {bot_id} is disabled")));
         }
         if cmd.messages.is_empty() || cmd.messages.len() > 10 {
-            return Err(HandlerError::reject("messages: must have between 1 and 10 entries"));
+            return Err(HandlerError::reject(
+                "messages: must have between 1 and 10 entries",
+            ));
         }
         for (i, m) in cmd.messages.iter().enumerate() {
             m.validate()
@@ -215,7 +212,9 @@ impl Handler<SendCommand> for Sends {
         let recipient = store::resolve_recipient(&r.pool, &bot_id, &cmd.to)
             .await
             .map_err(db)?
-            .ok_or_else(|| HandlerError::reject(format!("bot {bot_id} has no recipient {:?}", cmd.to)))?;
+            .ok_or_else(|| {
+                HandlerError::reject(format!("bot {bot_id} has no recipient {:?}", cmd.to))
+            })?;
         let channel = r
             .view
             .channel(&recipient.channel.id)
@@ -258,7 +257,10 @@ impl Handler<StatusEvent> for Statuses {
         let r = &self.0;
         let st = &d.payload;
         let Some(found) = store::record_status(&r.pool, st).await.map_err(db)? else {
-            return Err(HandlerError::reject(format!("unknown message {}", st.message_id)));
+            return Err(HandlerError::reject(format!(
+                "unknown message {}",
+                st.message_id
+            )));
         };
         let bot = r.bot(&st.bot_id).await?;
         let event_type = match st.status {

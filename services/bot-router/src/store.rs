@@ -23,7 +23,10 @@ pub struct StoredInbound {
 }
 
 /// Records an inbound event: de-duplication row, user, conversation (window), message.
-pub async fn record_inbound(pool: &PgPool, ev: &InboundEvent) -> Result<StoredInbound, sqlx::Error> {
+pub async fn record_inbound(
+    pool: &PgPool,
+    ev: &InboundEvent,
+) -> Result<StoredInbound, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let row = sqlx::query(
         "insert into inbound_events (dedupe_key, event_id, bot_id, event_type)
@@ -240,7 +243,10 @@ pub struct StatusOwner {
 
 /// Records a platform verdict on an outbound message; `None` if the message is unknown. A
 /// `blocked` failure marks the user unsubscribed.
-pub async fn record_status(pool: &PgPool, st: &StatusEvent) -> Result<Option<StatusOwner>, sqlx::Error> {
+pub async fn record_status(
+    pool: &PgPool,
+    st: &StatusEvent,
+) -> Result<Option<StatusOwner>, sqlx::Error> {
     let status = match st.status {
         DeliveryStatus::Sent => "sent",
         DeliveryStatus::Failed => "failed",
@@ -282,7 +288,11 @@ pub async fn record_status(pool: &PgPool, st: &StatusEvent) -> Result<Option<Sta
 }
 
 /// A user's profile, if `user_id` belongs to `bot_id`.
-pub async fn user_profile(pool: &PgPool, bot_id: &str, user_id: &str) -> Result<Option<UserProfile>, sqlx::Error> {
+pub async fn user_profile(
+    pool: &PgPool,
+    bot_id: &str,
+    user_id: &str,
+) -> Result<Option<UserProfile>, sqlx::Error> {
     let row = sqlx::query(
         "select id, bot_id, channel_id, platform, platform_user_id, display_name, username, locale,
                 avatar_url, subscribed, last_seen_at

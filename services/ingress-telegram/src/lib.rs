@@ -8,6 +8,9 @@ use patchbay_runtime::{BoxError, Deps, Service};
 /// Starts the service.
 pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
     Box::pin(async move {
-        patchbay_platform::ingress::service::<patchbay_telegram::Telegram>("ingress-telegram", &deps)
+        patchbay_platform::ingress::service::<patchbay_telegram::Telegram>(
+            "ingress-telegram",
+            &deps,
+        )
     })
 }

@@ -19,7 +19,9 @@ struct Normaliser {
 pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
     Box::pin(async move {
         let spec = topology::normaliser(deps.bus.subjects());
-        let handler = Arc::new(Normaliser { bus: deps.bus.clone() });
+        let handler = Arc::new(Normaliser {
+            bus: deps.bus.clone(),
+        });
         let task = run_consumer::<IngressEnvelope, _>(
             deps.bus.clone(),
             spec,

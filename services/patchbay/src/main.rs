@@ -8,13 +8,27 @@ use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 
 #[derive(Parser)]
-#[command(name = "patchbay", version, about = "Self-hosted multi-messenger bot gateway")]
+#[command(
+    name = "patchbay",
+    version,
+    about = "Self-hosted multi-messenger bot gateway"
+)]
 struct Cli {
     /// Base URL of the Patchbay HTTP API.
-    #[arg(long, env = "PATCHBAY_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "PATCHBAY_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
     url: String,
     /// Operator token for the admin API.
-    #[arg(long, env = "PATCHBAY_ADMIN_TOKEN", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "PATCHBAY_ADMIN_TOKEN",
+        global = true,
+        hide_env_values = true
+    )]
     token: Option<String>,
     /// Print the API's JSON answer instead of a summary.
     #[arg(long, global = true)]
@@ -121,39 +135,56 @@ fn main() -> ExitCode {
 }
 
 fn admin(cli: Cli) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::new();
         let base = cli.url.trim_end_matches('/').to_owned();
-        let (path, bearer, body, summary): (String, Option<String>, Value, &[&str]) = match cli.command {
-            Command::GenMasterKey => {
-                println!("{}", patchbay_config::MasterKey::generate_base64()?);
-                return Ok(());
-            }
-            Command::Bots(Bots::Create { name, webhook_url, events, tenant }) => (
-                "/admin/v1/bots".into(),
-                cli.token.clone(),
-                json!({"name": name, "tenant_id": tenant,
+        let (path, bearer, body, summary): (String, Option<String>, Value, &[&str]) =
+            match cli.command {
+                Command::GenMasterKey => {
+                    println!("{}", patchbay_config::MasterKey::generate_base64()?);
+                    return Ok(());
+                }
+                Command::Bots(Bots::Create {
+                    name,
+                    webhook_url,
+                    events,
+                    tenant,
+                }) => (
+                    "/admin/v1/bots".into(),
+                    cli.token.clone(),
+                    json!({"name": name, "tenant_id": tenant,
                        "webhook": {"url": webhook_url, "flavour": "native", "events": events}}),
-                &["id", "api_key", "webhook_secret"],
-            ),
-            Command::Channels(Channels::CreateTelegram { bot, bot_token, secret_token, api_base_url }) => (
-                format!("/admin/v1/bots/{bot}/channels"),
-                cli.token.clone(),
-                json!({"platform": "telegram",
+                    &["id", "api_key", "webhook_secret"],
+                ),
+                Command::Channels(Channels::CreateTelegram {
+                    bot,
+                    bot_token,
+                    secret_token,
+                    api_base_url,
+                }) => (
+                    format!("/admin/v1/bots/{bot}/channels"),
+                    cli.token.clone(),
+                    json!({"platform": "telegram",
                        "credentials": {"bot_token": bot_token, "secret_token": secret_token},
                        "api_base_url": api_base_url}),
-                &["id", "webhook_path"],
-            ),
-            Command::Send { api_key, user, text } => (
-                "/v1/messages".into(),
-                Some(api_key),
-                json!({"user_id": user, "messages": [{"type": "text", "text": text}]}),
-                &["id", "message_ids"],
-            ),
-            Command::All | Command::Service { .. } => unreachable!("handled in main"),
-        };
+                    &["id", "webhook_path"],
+                ),
+                Command::Send {
+                    api_key,
+                    user,
+                    text,
+                } => (
+                    "/v1/messages".into(),
+                    Some(api_key),
+                    json!({"user_id": user, "messages": [{"type": "text", "text": text}]}),
+                    &["id", "message_ids"],
+                ),
+                Command::All | Command::Service { .. } => unreachable!("handled in main"),
+            };
         let bearer = bearer.context("no token: pass --token or set PATCHBAY_ADMIN_TOKEN")?;
         let response = http
             .post(format!("{base}{path}"))
@@ -165,14 +196,20 @@ fn admin(cli: Cli) -> anyhow::Result<()> {
         let status = response.status();
         let answer: Value = response.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
-            bail!("{status}: {}", answer["error"]["message"].as_str().unwrap_or("no details"));
+            bail!(
+                "{status}: {}",
+                answer["error"]["message"].as_str().unwrap_or("no details")
+            );
         }
         if cli.json {
             println!("{}", serde_json::to_string_pretty(&answer)?);
         } else {
             for key in summary {
                 let v = &answer[*key];
-                println!("{key:<16} {}", v.as_str().map_or_else(|| v.to_string(), str::to_owned));
+                println!(
+                    "{key:<16} {}",
+                    v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+                );
             }
         }
         Ok(())

@@ -122,10 +122,20 @@ impl Dispatcher {
         jitter(base).max(Duration::from_millis(100))
     }
 
-    fn signatures(&self, bot: &BotRecord, id: &str, ts: i64, body: &[u8]) -> Result<String, HandlerError> {
+    fn signatures(
+        &self,
+        bot: &BotRecord,
+        id: &str,
+        ts: i64,
+        body: &[u8],
+    ) -> Result<String, HandlerError> {
         let now = chrono::Utc::now();
         let mut sigs = Vec::new();
-        for s in bot.webhook_secrets.iter().filter(|s| s.expires_at.is_none_or(|t| t > now)) {
+        for s in bot
+            .webhook_secrets
+            .iter()
+            .filter(|s| s.expires_at.is_none_or(|t| t > now))
+        {
             let secret = self
                 .key
                 .open(&bot.id, &s.sealed)
@@ -134,7 +144,10 @@ impl Dispatcher {
             sigs.push(signing::sign(&secret, id, ts, body).map_err(HandlerError::reject)?);
         }
         if sigs.is_empty() {
-            return Err(HandlerError::retry(format!("bot {} has no valid signing secret", bot.id)));
+            return Err(HandlerError::retry(format!(
+                "bot {} has no valid signing secret",
+                bot.id
+            )));
         }
         Ok(sigs.join(" "))
     }
@@ -150,7 +163,14 @@ impl Dispatcher {
             && !self.allow_private
             && !patchbay_platform::http::is_public_ip(ip)
         {
-            return Outcome { status: None, body: String::new(), error: Some(format!("callback URL refused: {ip} is a loopback or private address")), retry_after: None };
+            return Outcome {
+                status: None,
+                body: String::new(),
+                error: Some(format!(
+                    "callback URL refused: {ip} is a loopback or private address"
+                )),
+                retry_after: None,
+            };
         }
         let sent = self
             .http
@@ -165,8 +185,17 @@ impl Dispatcher {
         let mut response = match sent {
             Ok(r) => r,
             Err(e) => {
-                let what = if e.is_timeout() { "timed out" } else { "connection failed" };
-                return Outcome { status: None, body: String::new(), error: Some(format!("{what}: {}", e.without_url())), retry_after: None };
+                let what = if e.is_timeout() {
+                    "timed out"
+                } else {
+                    "connection failed"
+                };
+                return Outcome {
+                    status: None,
+                    body: String::new(),
+                    error: Some(format!("{what}: {}", e.without_url())),
+                    retry_after: None,
+                };
             }
         };
         let status = response.status().as_u16();
@@ -197,13 +226,24 @@ impl Dispatcher {
         if !(200..300).contains(&status) && error.is_none() {
             error = Some(format!("HTTP {status}"));
         }
-        Outcome { status: Some(status), body: String::from_utf8_lossy(&buf).into_owned(), error, retry_after }
+        Outcome {
+            status: Some(status),
+            body: String::from_utf8_lossy(&buf).into_owned(),
+            error,
+            retry_after,
+        }
     }
 
     /// Turns a 2xx body into a send command, if it holds an inline reply. Returns a note for the
     /// attempt log when the body looked like a reply but was not a valid one.
-    async fn inline_reply(&self, job: &DispatchJob, body: &str) -> Result<Option<String>, HandlerError> {
-        let Ok(value) = serde_json::from_str::<serde_json::Value>(body) else { return Ok(None) };
+    async fn inline_reply(
+        &self,
+        job: &DispatchJob,
+        body: &str,
+    ) -> Result<Option<String>, HandlerError> {
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(body) else {
+            return Ok(None);
+        };
         if !(value.is_array() || value.get("messages").is_some()) {
             return Ok(None);
         }
@@ -219,14 +259,19 @@ impl Dispatcher {
         }
         for (i, m) in messages.iter().enumerate() {
             if let Err(e) = m.validate() {
-                return Ok(Some(format!("inline reply ignored: {}", e.within(&format!("messages[{i}]")))));
+                return Ok(Some(format!(
+                    "inline reply ignored: {}",
+                    e.within(&format!("messages[{i}]"))
+                )));
             }
         }
         let id = format!("inline:{}", job.event.id);
         let command = SendCommand {
             v: V1,
             id: Some(id.clone()),
-            to: Recipient::User { user_id: job.event.user.id.clone() },
+            to: Recipient::User {
+                user_id: job.event.user.id.clone(),
+            },
             messages,
             source: SendSource::Inline,
             in_reply_to: Some(job.event.id.clone()),
@@ -237,7 +282,15 @@ impl Dispatcher {
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn log_attempt(&self, job: &DispatchJob, attempt: u64, url: &str, o: &Outcome, duration: Duration, note: Option<&str>) {
+    async fn log_attempt(
+        &self,
+        job: &DispatchJob,
+        attempt: u64,
+        url: &str,
+        o: &Outcome,
+        duration: Duration,
+        note: Option<&str>,
+    ) {
         let error = match (&o.error, note) {
             (Some(e), _) => Some(e.clone()),
             (None, Some(n)) => Some(n.to_owned()),
@@ -288,10 +341,12 @@ impl Handler<DispatchJob> for Dispatcher {
         metrics::counter!("patchbay_webhook_attempts_total", "outcome" => if delivered { "delivered" } else { "failed" }).increment(1);
         if delivered {
             let note = self.inline_reply(job, &outcome.body).await?;
-            self.log_attempt(job, d.delivered, &url, &outcome, took, note.as_deref()).await;
+            self.log_attempt(job, d.delivered, &url, &outcome, took, note.as_deref())
+                .await;
             return Ok(());
         }
-        self.log_attempt(job, d.delivered, &url, &outcome, took, None).await;
+        self.log_attempt(job, d.delivered, &url, &outcome, took, None)
+            .await;
         let reason = outcome.error.unwrap_or_default();
         Err(HandlerError::retry_after(
             format!("callback to bot {} failed: {reason}", bot.id),

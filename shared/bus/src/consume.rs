@@ -108,8 +108,10 @@ pub struct Delivery<T> {
 /// A message handler.
 pub trait Handler<T>: Send + Sync + 'static {
     /// Handles one message. Must be idempotent: a message can arrive more than once.
-    fn handle(&self, delivery: Delivery<T>)
-    -> impl Future<Output = Result<(), HandlerError>> + Send;
+    fn handle(
+        &self,
+        delivery: Delivery<T>,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send;
 }
 
 /// Runs a durable pull consumer until `shutdown`, then waits up to `grace` for messages in
@@ -357,12 +359,19 @@ async fn dead_letter(
     let stream = bus.subjects().stream(spec.stream);
     let mut h = HeaderMap::new();
     // Header values cannot hold newlines.
-    let reason: String = reason.chars().take(1000).map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let reason: String = reason
+        .chars()
+        .take(1000)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     h.insert(headers::DLQ_REASON, reason.as_str());
     h.insert(headers::DLQ_CONSUMER, spec.durable);
     h.insert(headers::DLQ_SUBJECT, msg.subject.as_str());
     h.insert(headers::DLQ_STREAM, stream.as_str());
-    h.insert(headers::DLQ_STREAM_SEQ, stream_sequence.to_string().as_str());
+    h.insert(
+        headers::DLQ_STREAM_SEQ,
+        stream_sequence.to_string().as_str(),
+    );
     h.insert(headers::DLQ_DELIVERIES, delivered.to_string().as_str());
     h.insert(headers::DLQ_AT, chrono::Utc::now().to_rfc3339().as_str());
     if let Some(orig) = &msg.headers {

@@ -57,7 +57,8 @@ impl Bus {
         F: Fn(String, Bytes) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Vec<u8>> + Send + 'static,
     {
-        self.serve(subject, queue, concurrency, handler, shutdown).await
+        self.serve(subject, queue, concurrency, handler, shutdown)
+            .await
     }
 
     /// Answers requests on `subject` (may end in `>`) in queue group `queue` until `shutdown`.
@@ -87,11 +88,18 @@ impl Bus {
                 m = sub.next() => match m { Some(m) => m, None => break },
                 () = shutdown.cancelled() => break,
             };
-            let Ok(permit) = permits.clone().acquire_owned().await else { break };
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break;
+            };
             let client = self.client().clone();
             let handler = handler.clone();
             tokio::spawn(async move {
-                let op = msg.subject.rsplit('.').next().unwrap_or_default().to_owned();
+                let op = msg
+                    .subject
+                    .rsplit('.')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
                 let span = tracing::info_span!("rpc", otel.kind = "server", rpc.method = %op);
                 crate::trace::set_parent(&span, msg.headers.as_ref());
                 let body = tracing::Instrument::instrument(handler(op, msg.payload), span).await;

@@ -43,6 +43,9 @@ pub struct Config {
     pub nats_replicas: usize,
     /// Byte limit of each pipeline stream; beyond it publishes fail and edges answer 503.
     pub nats_max_stream_bytes: i64,
+    /// JetStream's de-duplication window of the pipeline streams; platform retries later than
+    /// this are caught by the router's unique key in PostgreSQL instead.
+    pub nats_duplicate_window_ms: u64,
     /// How long a publish may wait for JetStream's acknowledgement.
     pub publish_timeout_ms: u64,
     /// PostgreSQL URL, for the services that own tables (auth, bot-router, webhook-dispatcher).
@@ -87,6 +90,7 @@ impl Default for Config {
             nats_prefix: patchbay_contract::subjects::DEFAULT_PREFIX.into(),
             nats_replicas: 1,
             nats_max_stream_bytes: 1 << 30,
+            nats_duplicate_window_ms: 120_000,
             publish_timeout_ms: 5_000,
             database_url: None,
             database_max_connections: 10,
@@ -175,7 +179,11 @@ impl Config {
                 .map(|m| format!(" (from {})", m.name))
                 .unwrap_or_default();
             ConfigError::Load {
-                key: if field.is_empty() { "configuration".into() } else { env_key(&field) },
+                key: if field.is_empty() {
+                    "configuration".into()
+                } else {
+                    env_key(&field)
+                },
                 message: format!("{}{source}", e.kind),
             }
         })?;
@@ -188,10 +196,22 @@ impl Config {
         patchbay_contract::Subjects::new(&self.nats_prefix)
             .map_err(|e| ConfigError::invalid("nats_prefix", e.to_string()))?;
         if !(1..=5).contains(&self.nats_replicas) {
-            return Err(ConfigError::invalid("nats_replicas", "must be between 1 and 5"));
+            return Err(ConfigError::invalid(
+                "nats_replicas",
+                "must be between 1 and 5",
+            ));
+        }
+        if self.nats_duplicate_window_ms < 100 {
+            return Err(ConfigError::invalid(
+                "nats_duplicate_window_ms",
+                "must be at least 100",
+            ));
         }
         if self.consumer_concurrency == 0 {
-            return Err(ConfigError::invalid("consumer_concurrency", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "consumer_concurrency",
+                "must be at least 1",
+            ));
         }
         if self.webhook_retry_schedule.0.is_empty() {
             return Err(ConfigError::invalid(
@@ -200,13 +220,20 @@ impl Config {
             ));
         }
         if self.ingress_max_body_bytes < 1024 {
-            return Err(ConfigError::invalid("ingress_max_body_bytes", "must be at least 1024"));
+            return Err(ConfigError::invalid(
+                "ingress_max_body_bytes",
+                "must be at least 1024",
+            ));
         }
         if let Some(k) = &self.master_key {
-            MasterKey::from_base64(k).map_err(|e| ConfigError::invalid("master_key", e.to_string()))?;
+            MasterKey::from_base64(k)
+                .map_err(|e| ConfigError::invalid("master_key", e.to_string()))?;
         }
         if self.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
-            return Err(ConfigError::invalid("admin_token", "must be at least 16 characters"));
+            return Err(ConfigError::invalid(
+                "admin_token",
+                "must be at least 16 characters",
+            ));
         }
         for (field, url) in [
             ("telegram_api_base_url", Some(&self.telegram_api_base_url)),
@@ -293,9 +320,7 @@ impl std::str::FromStr for RetrySchedule {
         s.split(',')
             .map(str::trim)
             .filter(|p| !p.is_empty())
-            .map(|p| {
-                humantime::parse_duration(p).map_err(|e| format!("bad duration {p:?}: {e}"))
-            })
+            .map(|p| humantime::parse_duration(p).map_err(|e| format!("bad duration {p:?}: {e}")))
             .collect::<Result<Vec<_>, _>>()
             .map(RetrySchedule)
     }
@@ -329,6 +354,7 @@ impl<'de> Deserialize<'de> for RetrySchedule {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error.
 mod tests {
     use super::*;
     use figment::Jail;
@@ -336,16 +362,23 @@ mod tests {
     #[test]
     fn env_overrides_file_overrides_defaults() {
         Jail::expect_with(|jail| {
-            jail.create_file("p.toml", "nats_prefix = \"fromfile\"\nconsumer_concurrency = 7\n")?;
+            jail.create_file(
+                "p.toml",
+                "nats_prefix = \"fromfile\"\nconsumer_concurrency = 7\n",
+            )?;
             jail.set_env("PATCHBAY_CONSUMER_CONCURRENCY", "9");
             jail.set_env("PATCHBAY_WEBHOOK_RETRY_SCHEDULE", "0s,5s,5m");
-            let c = Config::from_figment(Config::figment(Some(Path::new("p.toml"))).unwrap())
-                .unwrap();
+            let c =
+                Config::from_figment(Config::figment(Some(Path::new("p.toml"))).unwrap()).unwrap();
             assert_eq!(c.nats_prefix, "fromfile");
             assert_eq!(c.consumer_concurrency, 9);
             assert_eq!(
                 c.webhook_retry_schedule.0,
-                vec![Duration::ZERO, Duration::from_secs(5), Duration::from_secs(300)]
+                vec![
+                    Duration::ZERO,
+                    Duration::from_secs(5),
+                    Duration::from_secs(300)
+                ]
             );
             Ok(())
         });
@@ -374,7 +407,10 @@ mod tests {
         Jail::expect_with(|jail| {
             jail.set_env("PATCHBAY_WEBHOOK_RETRY_SCHEDULE", "5s,soon");
             let e = Config::from_figment(Config::figment(None).unwrap()).unwrap_err();
-            assert!(e.to_string().contains("PATCHBAY_WEBHOOK_RETRY_SCHEDULE"), "{e}");
+            assert!(
+                e.to_string().contains("PATCHBAY_WEBHOOK_RETRY_SCHEDULE"),
+                "{e}"
+            );
             Ok(())
         });
     }
@@ -382,7 +418,17 @@ mod tests {
     #[test]
     fn missing_required_keys_are_named() {
         let c = Config::default();
-        assert!(c.require_database_url().unwrap_err().to_string().contains("PATCHBAY_DATABASE_URL"));
-        assert!(c.require_master_key().unwrap_err().to_string().contains("PATCHBAY_MASTER_KEY"));
+        assert!(
+            c.require_database_url()
+                .unwrap_err()
+                .to_string()
+                .contains("PATCHBAY_DATABASE_URL")
+        );
+        assert!(
+            c.require_master_key()
+                .unwrap_err()
+                .to_string()
+                .contains("PATCHBAY_MASTER_KEY")
+        );
     }
 }

@@ -138,15 +138,27 @@ mod tests {
 
     #[test]
     fn bad_keys_are_refused() {
-        assert_eq!(MasterKey::from_base64("c2hvcnQ=").unwrap_err(), SecretError::BadKeyLength(5));
-        assert_eq!(MasterKey::from_base64("%%%").unwrap_err(), SecretError::BadKeyEncoding);
+        assert_eq!(
+            MasterKey::from_base64("c2hvcnQ=").unwrap_err(),
+            SecretError::BadKeyLength(5)
+        );
+        assert_eq!(
+            MasterKey::from_base64("%%%").unwrap_err(),
+            SecretError::BadKeyEncoding
+        );
     }
 
     #[test]
     fn generated_secrets_have_their_forms() {
         assert!(new_api_key().unwrap().starts_with("pbk_"));
         let w = new_webhook_secret().unwrap();
-        assert_eq!(STANDARD.decode(w.strip_prefix("whsec_").unwrap()).unwrap().len(), 32);
+        assert_eq!(
+            STANDARD
+                .decode(w.strip_prefix("whsec_").unwrap())
+                .unwrap()
+                .len(),
+            32
+        );
         assert_eq!(api_key_hash("abc").len(), 64);
     }
 }

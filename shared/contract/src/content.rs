@@ -120,7 +120,8 @@ impl Content {
                 non_empty("text", text)?;
                 count("buttons", buttons, 10)?;
                 for (i, b) in buttons.iter().enumerate() {
-                    b.validate().map_err(|e| e.within(&format!("buttons[{i}]")))?;
+                    b.validate()
+                        .map_err(|e| e.within(&format!("buttons[{i}]")))?;
                 }
                 Ok(())
             }
@@ -178,9 +179,9 @@ impl Media {
     fn validate(&self) -> Result<(), FieldError> {
         match (&self.url, &self.file_id) {
             (None, None) => Err(FieldError::new("url", "either url or file_id is required")),
-            (Some(u), _) if !(u.starts_with("https://") || u.starts_with("http://")) => Err(
-                FieldError::new("url", "must be an absolute http(s) URL"),
-            ),
+            (Some(u), _) if !(u.starts_with("https://") || u.starts_with("http://")) => {
+                Err(FieldError::new("url", "must be an absolute http(s) URL"))
+            }
             _ => Ok(()),
         }
     }
@@ -243,9 +244,9 @@ impl Button {
     /// The label.
     pub fn title(&self) -> &str {
         match self {
-            Button::Postback { title, .. } | Button::Url { title, .. } | Button::Reply { title } => {
-                title
-            }
+            Button::Postback { title, .. }
+            | Button::Url { title, .. }
+            | Button::Reply { title } => title,
         }
     }
 
@@ -257,7 +258,9 @@ impl Button {
             Button::Postback { payload, .. } if payload.is_empty() || payload.len() > 1000 => {
                 Err(FieldError::new("payload", "must be 1 to 1000 bytes"))
             }
-            Button::Url { url, .. } if !(url.starts_with("https://") || url.starts_with("http://")) => {
+            Button::Url { url, .. }
+                if !(url.starts_with("https://") || url.starts_with("http://")) =>
+            {
                 Err(FieldError::new("url", "must be an absolute http(s) URL"))
             }
             _ => Ok(()),
@@ -351,7 +354,10 @@ mod tests {
     #[test]
     fn validation_names_the_field() {
         check(json!({"type": "text", "text": "hi"}), Ok(()));
-        check(json!({"type": "text", "text": " "}), Err("text: must not be empty"));
+        check(
+            json!({"type": "text", "text": " "}),
+            Err("text: must not be empty"),
+        );
         check(
             json!({"type": "image"}),
             Err("url: either url or file_id is required"),

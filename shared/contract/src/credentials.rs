@@ -25,7 +25,9 @@ impl TelegramCredentials {
             !id.is_empty()
                 && id.chars().all(|c| c.is_ascii_digit())
                 && !rest.is_empty()
-                && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                && rest
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         });
         if !token_ok {
             return Err(FieldError::new(
@@ -81,6 +83,11 @@ mod tests {
             "credentials.secret_token"
         );
         let missing = json!({"bot_token": "1:a"});
-        assert!(validate(Platform::Telegram, &missing).unwrap_err().message.contains("secret_token"));
+        assert!(
+            validate(Platform::Telegram, &missing)
+                .unwrap_err()
+                .message
+                .contains("secret_token")
+        );
     }
 }

@@ -38,7 +38,10 @@ pub fn new_id(prefix: &str) -> String {
 pub fn derive_id(prefix: &str, base: &str, index: u32) -> String {
     let ulid_part = base.rsplit('_').next().unwrap_or(base);
     match ulid::Ulid::from_string(ulid_part) {
-        Ok(u) => format!("{prefix}_{}", ulid::Ulid(u.0.wrapping_add(u128::from(index)))),
+        Ok(u) => format!(
+            "{prefix}_{}",
+            ulid::Ulid(u.0.wrapping_add(u128::from(index)))
+        ),
         Err(_) => hashed_id(prefix, &[base, &index.to_string()]),
     }
 }

@@ -238,7 +238,9 @@ pub fn asyncapi() -> String {
             ),
             Transport::KeyValue { bucket, key } => (
                 format!("$KV.<p>_{bucket}.{key}"),
-                format!("Key-value bucket <p>_{bucket}, key {key}. Written by auth; watched by every service."),
+                format!(
+                    "Key-value bucket <p>_{bucket}, key {key}. Written by auth; watched by every service."
+                ),
                 "send",
             ),
             Transport::Rpc { subject } => {
@@ -324,7 +326,7 @@ mod tests {
         let mut extra: Vec<String> = std::fs::read_dir(&dir)
             .unwrap()
             .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|n| (n.ends_with(".json") || n.ends_with(".yaml")))
+            .filter(|n| n.ends_with(".json") || n.ends_with(".yaml"))
             .filter(|n| !expected.iter().any(|(e, _)| e == n))
             .collect();
         extra.sort();
@@ -340,7 +342,9 @@ mod tests {
             if matches!(p.transport, Transport::Stream { .. }) {
                 let v: serde_json::Value = serde_json::from_str(&p.schema).unwrap();
                 assert!(
-                    v["required"].as_array().is_some_and(|r| r.iter().any(|f| f == "v")),
+                    v["required"]
+                        .as_array()
+                        .is_some_and(|r| r.iter().any(|f| f == "v")),
                     "{} has no required v",
                     p.name
                 );

@@ -203,7 +203,10 @@ mod tests {
             "pb.ingress.telegram.ch_1"
         );
         assert_eq!(s.send("bot_1").unwrap(), "pb.send.bot_1");
-        assert_eq!(s.outbound_platform(Platform::Telegram), "pb.outbound.telegram.>");
+        assert_eq!(
+            s.outbound_platform(Platform::Telegram),
+            "pb.outbound.telegram.>"
+        );
         let t = Subjects::new("t-x9").unwrap();
         assert_eq!(t.stream(Stream::Dlq), "T_X9_DLQ");
         assert_eq!(t.bucket(Bucket::Codes), "t_x9_codes");

@@ -138,12 +138,20 @@ fn pipeline(durable: &'static str, stream: Stream, filter: String) -> ConsumerSp
 
 /// The normaliser's consumer of raw platform envelopes.
 pub fn normaliser(s: &Subjects) -> ConsumerSpec {
-    pipeline("normaliser", Stream::Ingress, s.stream_filter(Stream::Ingress))
+    pipeline(
+        "normaliser",
+        Stream::Ingress,
+        s.stream_filter(Stream::Ingress),
+    )
 }
 
 /// The bot-router's consumer of canonical inbound events.
 pub fn router_inbound(s: &Subjects) -> ConsumerSpec {
-    pipeline("router-inbound", Stream::Inbound, s.stream_filter(Stream::Inbound))
+    pipeline(
+        "router-inbound",
+        Stream::Inbound,
+        s.stream_filter(Stream::Inbound),
+    )
 }
 
 /// The bot-router's consumer of send commands.
@@ -153,7 +161,11 @@ pub fn router_send(s: &Subjects) -> ConsumerSpec {
 
 /// The bot-router's consumer of platform send results.
 pub fn router_status(s: &Subjects) -> ConsumerSpec {
-    pipeline("router-status", Stream::Status, s.stream_filter(Stream::Status))
+    pipeline(
+        "router-status",
+        Stream::Status,
+        s.stream_filter(Stream::Status),
+    )
 }
 
 /// The webhook-dispatcher's consumer. `attempts` is the length of the retry schedule.

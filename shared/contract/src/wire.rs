@@ -779,7 +779,10 @@ mod tests {
             "v": 2, "user_id": "usr_1", "messages": []
         }))
         .unwrap_err();
-        assert!(err.to_string().contains("unsupported payload version 2"), "{err}");
+        assert!(
+            err.to_string().contains("unsupported payload version 2"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -788,14 +791,25 @@ mod tests {
             "v": 1, "user_id": "usr_1", "messages": [{"type": "text", "text": "hi"}]
         }))
         .unwrap();
-        assert_eq!(a.to, Recipient::User { user_id: "usr_1".into() });
+        assert_eq!(
+            a.to,
+            Recipient::User {
+                user_id: "usr_1".into()
+            }
+        );
         assert_eq!(a.source, SendSource::Internal);
         let b: SendCommand = serde_json::from_value(json!({
             "v": 1, "platform": "telegram", "address": "4242",
             "messages": [{"type": "text", "text": "hi"}]
         }))
         .unwrap();
-        assert!(matches!(b.to, Recipient::Address { platform: Platform::Telegram, .. }));
+        assert!(matches!(
+            b.to,
+            Recipient::Address {
+                platform: Platform::Telegram,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -808,9 +822,15 @@ mod tests {
         assert!(w.subscribed(EventType::MessageReceived));
         assert!(w.subscribed(EventType::UserSubscribed));
         assert!(!w.subscribed(EventType::MessageSent));
-        let all = WebhookSettings { events: vec!["*".into()], ..w.clone() };
+        let all = WebhookSettings {
+            events: vec!["*".into()],
+            ..w.clone()
+        };
         assert!(all.subscribed(EventType::MessageFailed));
-        let msg = WebhookSettings { events: vec!["message.*".into()], ..w };
+        let msg = WebhookSettings {
+            events: vec!["message.*".into()],
+            ..w
+        };
         assert!(msg.subscribed(EventType::MessageSent));
         assert!(!msg.subscribed(EventType::UserUnsubscribed));
     }
@@ -819,7 +839,8 @@ mod tests {
     fn inline_replies_come_in_two_shapes() {
         let a: InlineReply =
             serde_json::from_value(json!({"messages": [{"type": "text", "text": "a"}]})).unwrap();
-        let b: InlineReply = serde_json::from_value(json!([{"type": "text", "text": "a"}])).unwrap();
+        let b: InlineReply =
+            serde_json::from_value(json!([{"type": "text", "text": "a"}])).unwrap();
         assert_eq!(a.into_messages(), b.into_messages());
     }
 }

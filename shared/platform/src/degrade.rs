@@ -59,7 +59,11 @@ fn button_line(b: &Button) -> String {
 }
 
 /// Rewrites `content` into what `caps` can show, in order; or says why it cannot be sent.
-pub fn degrade(content: &Content, caps: &Capabilities, platform: &str) -> Result<Vec<Content>, DeliveryError> {
+pub fn degrade(
+    content: &Content,
+    caps: &Capabilities,
+    platform: &str,
+) -> Result<Vec<Content>, DeliveryError> {
     match content {
         Content::Buttons { text, buttons } => match caps.buttons {
             Support::Native => Ok(vec![content.clone()]),
@@ -95,7 +99,10 @@ pub fn degrade(content: &Content, caps: &Capabilities, platform: &str) -> Result
                         }));
                         if !card.buttons.is_empty() {
                             out.extend(degrade(
-                                &Content::Buttons { text, buttons: card.buttons.clone() },
+                                &Content::Buttons {
+                                    text,
+                                    buttons: card.buttons.clone(),
+                                },
                                 caps,
                                 platform,
                             )?);
@@ -104,7 +111,10 @@ pub fn degrade(content: &Content, caps: &Capabilities, platform: &str) -> Result
                         out.push(Content::Text { text });
                     } else {
                         out.extend(degrade(
-                            &Content::Buttons { text, buttons: card.buttons.clone() },
+                            &Content::Buttons {
+                                text,
+                                buttons: card.buttons.clone(),
+                            },
                             caps,
                             platform,
                         )?);
@@ -132,7 +142,13 @@ mod tests {
 
     fn caps(buttons: Support) -> Capabilities {
         Capabilities {
-            media: |k| if k == "sticker" { Support::Unsupported } else { Support::Native },
+            media: |k| {
+                if k == "sticker" {
+                    Support::Unsupported
+                } else {
+                    Support::Native
+                }
+            },
             buttons,
             quick_replies: Support::Degraded,
             carousel: Support::Degraded,
@@ -145,13 +161,21 @@ mod tests {
         let c = Content::Buttons {
             text: "Pick".into(),
             buttons: vec![
-                Button::Postback { title: "Yes".into(), payload: "y".into() },
-                Button::Url { title: "Site".into(), url: "https://x.test".into() },
+                Button::Postback {
+                    title: "Yes".into(),
+                    payload: "y".into(),
+                },
+                Button::Url {
+                    title: "Site".into(),
+                    url: "https://x.test".into(),
+                },
             ],
         };
         assert_eq!(
             degrade(&c, &caps(Support::Degraded), "x").unwrap(),
-            vec![Content::Text { text: "Pick\n1. Yes\n2. Site: https://x.test".into() }]
+            vec![Content::Text {
+                text: "Pick\n1. Yes\n2. Site: https://x.test".into()
+            }]
         );
         assert_eq!(degrade(&c, &caps(Support::Native), "x").unwrap(), vec![c]);
     }
@@ -160,9 +184,21 @@ mod tests {
     fn carousels_become_cards_in_order() {
         let c = Content::Carousel {
             cards: vec![
-                Card { title: "A".into(), subtitle: Some("a".into()), image_url: Some("https://i/a.png".into()), buttons: vec![] },
-                Card { title: "B".into(), subtitle: None, image_url: None,
-                       buttons: vec![Button::Postback { title: "Buy".into(), payload: "b".into() }] },
+                Card {
+                    title: "A".into(),
+                    subtitle: Some("a".into()),
+                    image_url: Some("https://i/a.png".into()),
+                    buttons: vec![],
+                },
+                Card {
+                    title: "B".into(),
+                    subtitle: None,
+                    image_url: None,
+                    buttons: vec![Button::Postback {
+                        title: "Buy".into(),
+                        payload: "b".into(),
+                    }],
+                },
             ],
         };
         let out = degrade(&c, &caps(Support::Native), "x").unwrap();
@@ -173,7 +209,12 @@ mod tests {
 
     #[test]
     fn unsupported_kinds_are_refused_with_a_reason() {
-        let e = degrade(&Content::Sticker { id: "s".into() }, &caps(Support::Native), "Foo").unwrap_err();
+        let e = degrade(
+            &Content::Sticker { id: "s".into() },
+            &caps(Support::Native),
+            "Foo",
+        )
+        .unwrap_err();
         assert_eq!(e.code, "unsupported_content");
         assert_eq!(e.message, "Foo cannot show sticker messages");
     }

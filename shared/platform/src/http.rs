@@ -58,7 +58,10 @@ pub async fn check_callback_url(raw: &str, allow_private: bool) -> Result<url::U
         return Ok(url);
     }
     let port = url.port_or_known_default().unwrap_or(443);
-    let host_for_lookup = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let host_for_lookup = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
     let addrs: Vec<_> = tokio::net::lookup_host((host_for_lookup.as_str(), port))
         .await
         .map_err(|e| format!("host {host} does not resolve: {e}"))?
@@ -81,8 +84,19 @@ mod tests {
 
     #[test]
     fn private_ranges_are_not_public() {
-        for ip in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254",
-                   "100.64.0.1", "0.0.0.0", "::1", "fd00::1", "fe80::1", "::ffff:10.0.0.1"] {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
             assert!(!is_public_ip(ip.parse().unwrap()), "{ip}");
         }
         for ip in ["8.8.8.8", "1.1.1.1", "2606:4700::1111"] {
@@ -92,10 +106,24 @@ mod tests {
 
     #[tokio::test]
     async fn loopback_callbacks_need_the_operator_flag() {
-        let e = check_callback_url("http://127.0.0.1:9/hook", false).await.unwrap_err();
+        let e = check_callback_url("http://127.0.0.1:9/hook", false)
+            .await
+            .unwrap_err();
         assert!(e.contains("PATCHBAY_ALLOW_PRIVATE_CALLBACKS"), "{e}");
-        assert!(check_callback_url("http://127.0.0.1:9/hook", true).await.is_ok());
-        assert!(check_callback_url("http://localhost:9/hook", false).await.is_err());
-        assert!(check_callback_url("ftp://example.com/", true).await.is_err());
+        assert!(
+            check_callback_url("http://127.0.0.1:9/hook", true)
+                .await
+                .is_ok()
+        );
+        assert!(
+            check_callback_url("http://localhost:9/hook", false)
+                .await
+                .is_err()
+        );
+        assert!(
+            check_callback_url("ftp://example.com/", true)
+                .await
+                .is_err()
+        );
     }
 }

@@ -72,7 +72,11 @@ async fn receive<A: InboundAdapter>(
     let body = body.map_err(|e| {
         outcome("rejected");
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "webhook body is too large")
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "webhook body is too large",
+            )
         } else {
             ApiError::bad_request("malformed_payload", "could not read the request body")
         }
@@ -117,7 +121,11 @@ async fn receive<A: InboundAdapter>(
             .publish(&subject, &envelope.dedupe_key, &envelope)
             .await
             .inspect_err(|_| outcome("unavailable"))?;
-        outcome(if published.duplicate { "duplicate" } else { "accepted" });
+        outcome(if published.duplicate {
+            "duplicate"
+        } else {
+            "accepted"
+        });
     }
     Ok(StatusCode::OK)
 }

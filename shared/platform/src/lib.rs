@@ -57,7 +57,8 @@ pub trait InboundAdapter: Send + Sync + 'static {
     type Credentials: DeserializeOwned + Send + Sync;
 
     /// Checks the request's authenticity with the channel's credentials, over the raw body.
-    fn verify(creds: &Self::Credentials, headers: &HeaderMap, body: &[u8]) -> Result<(), Rejection>;
+    fn verify(creds: &Self::Credentials, headers: &HeaderMap, body: &[u8])
+    -> Result<(), Rejection>;
 
     /// Parses the body just enough to split it into envelopes and find their platform ids.
     fn split(channel_id: &str, body: &[u8]) -> Result<Vec<Split>, Rejection>;

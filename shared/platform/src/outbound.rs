@@ -48,7 +48,11 @@ pub fn service<A: OutboundAdapter>(
 }
 
 impl<A: OutboundAdapter> Sender<A> {
-    async fn attempt(&self, job: &OutboundJob, delivered: u64) -> Result<Result<crate::Sent, DeliveryError>, HandlerError> {
+    async fn attempt(
+        &self,
+        job: &OutboundJob,
+        delivered: u64,
+    ) -> Result<Result<crate::Sent, DeliveryError>, HandlerError> {
         let channel = self
             .view
             .channel(&job.channel.id)
@@ -82,7 +86,9 @@ impl<A: OutboundAdapter> Sender<A> {
         };
         match self.adapter.send(target, job).await {
             Ok(sent) => Ok(Ok(sent)),
-            Err(SendError::Retryable { reason, after }) if delivered < u64::from(self.max_attempts) => {
+            Err(SendError::Retryable { reason, after })
+                if delivered < u64::from(self.max_attempts) =>
+            {
                 metrics::counter!("patchbay_outbound_sends_total", "platform" => A::PLATFORM.as_str(), "outcome" => "retry").increment(1);
                 Err(HandlerError::Retry { reason, after })
             }

@@ -53,7 +53,10 @@ impl Readiness {
 /// `/healthz`, `/readyz` and `/metrics`.
 pub fn ops_routes(readiness: Readiness) -> axum::Router {
     axum::Router::new()
-        .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
         .route(
             "/readyz",
             get(move || {
@@ -237,7 +240,11 @@ fn json_rejection(r: JsonRejection) -> ApiError {
                 .to_owned(),
         ),
         JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body is too large")
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "request body is too large",
+            )
         }
         other => ApiError::bad_request("invalid_request", other.body_text()),
     }

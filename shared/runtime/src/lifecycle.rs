@@ -115,6 +115,7 @@ pub fn topology_settings(config: &Config) -> TopologySettings {
     TopologySettings {
         replicas: config.nats_replicas,
         max_stream_bytes: config.nats_max_stream_bytes,
+        duplicate_window: std::time::Duration::from_millis(config.nats_duplicate_window_ms),
         ..TopologySettings::default()
     }
 }
@@ -130,7 +131,13 @@ pub async fn launch(
 ) -> Result<Running, BoxError> {
     crate::telemetry::install_globals();
     let subjects = Subjects::new(&config.nats_prefix)?;
-    let bus = Bus::connect(&config.nats_url, process, subjects, config.publish_timeout()).await?;
+    let bus = Bus::connect(
+        &config.nats_url,
+        process,
+        subjects,
+        config.publish_timeout(),
+    )
+    .await?;
     bus.ensure_topology(&topology_settings(&config)).await?;
     let view = ConfigView::start(&bus, shutdown.clone()).await?;
     let readiness = Readiness::default();

@@ -78,12 +78,9 @@ pub async fn connect(
     );
     migrator.create_schema(schema);
     migrator.dangerous_set_table_name(format!("{schema}._sqlx_migrations"));
-    migrator
-        .run(&pool)
-        .await
-        .map_err(|e| StoreError::Migrate {
-            schema: schema.to_owned(),
-            message: e.to_string(),
-        })?;
+    migrator.run(&pool).await.map_err(|e| StoreError::Migrate {
+        schema: schema.to_owned(),
+        message: e.to_string(),
+    })?;
     Ok(pool)
 }

@@ -49,7 +49,11 @@ pub fn callback_update(update_id: i64, user_id: i64, data: &str) -> Value {
 
 /// The user blocked (`kicked`) or unblocked (`member`) the bot.
 pub fn member_update(update_id: i64, user_id: i64, status: &str) -> Value {
-    let old = if status == "kicked" { "member" } else { "kicked" };
+    let old = if status == "kicked" {
+        "member"
+    } else {
+        "kicked"
+    };
     json!({
         "update_id": update_id,
         "my_chat_member": {

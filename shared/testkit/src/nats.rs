@@ -64,14 +64,19 @@ impl NatsServer {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
             if let Some(p) = read_port(&ports_dir)
-                && tokio::net::TcpStream::connect(("127.0.0.1", p)).await.is_ok()
+                && tokio::net::TcpStream::connect(("127.0.0.1", p))
+                    .await
+                    .is_ok()
             {
                 self.port = p;
                 return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
-                let log = std::fs::read_to_string(self.dir.path().join("nats.log")).unwrap_or_default();
-                return Err(KitError::Start(format!("nats-server did not start:\n{log}")));
+                let log =
+                    std::fs::read_to_string(self.dir.path().join("nats.log")).unwrap_or_default();
+                return Err(KitError::Start(format!(
+                    "nats-server did not start:\n{log}"
+                )));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -32,9 +32,10 @@ pub fn bin_dir() -> Result<PathBuf, KitError> {
         })
         .collect();
     dirs.sort();
-    dirs.pop()
-        .map(|(_, p)| p)
-        .ok_or(KitError::Missing("PostgreSQL server binaries", "PATCHBAY_PG_BIN"))
+    dirs.pop().map(|(_, p)| p).ok_or(KitError::Missing(
+        "PostgreSQL server binaries",
+        "PATCHBAY_PG_BIN",
+    ))
 }
 
 fn postgres_ids() -> Result<Option<(u32, u32)>, KitError> {
@@ -53,7 +54,9 @@ fn postgres_ids() -> Result<Option<(u32, u32)>, KitError> {
 }
 
 fn free_port() -> Result<u16, KitError> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 impl PgServer {
@@ -68,10 +71,16 @@ impl PgServer {
         let data = dir.path().join("data");
         let log = dir.path().join("pg.log");
         let mut initdb = Command::new(bin.join("initdb"));
-        initdb
-            .arg("-D")
-            .arg(&data)
-            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync", "--no-instructions"]);
+        initdb.arg("-D").arg(&data).args([
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--no-instructions",
+        ]);
         let status = spawn(initdb, &log, ids)?.0.wait()?;
         if !status.success() {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -85,11 +94,16 @@ impl PgServer {
                 .args(["-p", &port.to_string(), "-k"])
                 .arg(dir.path())
                 .args([
-                    "-c", "listen_addresses=127.0.0.1",
-                    "-c", "fsync=off",
-                    "-c", "synchronous_commit=off",
-                    "-c", "full_page_writes=off",
-                    "-c", "max_connections=200",
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "synchronous_commit=off",
+                    "-c",
+                    "full_page_writes=off",
+                    "-c",
+                    "max_connections=200",
                 ]);
             let mut child = spawn(cmd, &log, ids)?;
             let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -112,7 +126,9 @@ impl PgServer {
             }
         }
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        Err(KitError::Start(format!("postgres could not bind a port:\n{text}")))
+        Err(KitError::Start(format!(
+            "postgres could not bind a port:\n{text}"
+        )))
     }
 
     /// `postgres://postgres@127.0.0.1:<port>/postgres`.

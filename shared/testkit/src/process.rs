@@ -46,13 +46,12 @@ pub fn spawn(mut cmd: Command, log: &Path, run_as: Option<(u32, u32)>) -> std::i
     // and exec.
     unsafe {
         cmd.pre_exec(move || {
-            if let Some((uid, gid)) = run_as {
-                if libc::setgroups(0, std::ptr::null()) != 0
+            if let Some((uid, gid)) = run_as
+                && (libc::setgroups(0, std::ptr::null()) != 0
                     || libc::setgid(gid) != 0
-                    || libc::setuid(uid) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
+                    || libc::setuid(uid) != 0)
+            {
+                return Err(std::io::Error::last_os_error());
             }
             // Set after changing ids: a credential change clears it.
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {

@@ -41,6 +41,7 @@ pub enum Failure {
 
 #[derive(Default)]
 struct Inner {
+    any_token: bool,
     tokens: HashSet<String>,
     blocked: HashSet<i64>,
     calls: Vec<Call>,
@@ -58,11 +59,16 @@ pub struct FakeTelegram {
 impl FakeTelegram {
     /// Starts on `127.0.0.1:0`.
     pub async fn start() -> Self {
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    /// Starts on `addr`.
+    pub async fn start_on(addr: &str) -> Self {
         let inner = Arc::new(Mutex::new(Inner::default()));
         let app = axum::Router::new()
             .route("/{bot}/{method}", post(call))
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
             .expect("bind fake telegram");
         let addr = listener.local_addr().expect("addr");
@@ -83,7 +89,16 @@ impl FakeTelegram {
 
     /// Accepts `token` from now on.
     pub fn add_bot(&self, token: &str) {
-        self.inner.lock().expect("lock").tokens.insert(token.to_owned());
+        self.inner
+            .lock()
+            .expect("lock")
+            .tokens
+            .insert(token.to_owned());
+    }
+
+    /// Accepts every token (for the demo).
+    pub fn accept_any_token(&self) {
+        self.inner.lock().expect("lock").any_token = true;
     }
 
     /// Makes `chat_id` answer 403 "bot was blocked by the user".
@@ -103,15 +118,22 @@ impl FakeTelegram {
 
     /// Calls of `method` so far.
     pub fn calls_of(&self, method: &str) -> Vec<Call> {
-        self.calls().into_iter().filter(|c| c.method == method).collect()
+        self.calls()
+            .into_iter()
+            .filter(|c| c.method == method)
+            .collect()
     }
 
     /// Waits until at least `n` calls of `method` arrived.
     pub async fn wait_for(&self, method: &str, n: usize, timeout: Duration) -> Vec<Call> {
-        crate::eventually(timeout, &format!("{n} {method} calls at the fake Telegram"), || async {
-            let c = self.calls_of(method);
-            (c.len() >= n).then_some(c)
-        })
+        crate::eventually(
+            timeout,
+            &format!("{n} {method} calls at the fake Telegram"),
+            || async {
+                let c = self.calls_of(method);
+                (c.len() >= n).then_some(c)
+            },
+        )
         .await
     }
 }
@@ -153,7 +175,7 @@ async fn call(
         return error(StatusCode::NOT_FOUND, "Not Found", None);
     };
     let mut s = inner.lock().expect("lock");
-    if !s.tokens.contains(token) {
+    if !s.any_token && !s.tokens.contains(token) {
         return error(StatusCode::UNAUTHORIZED, "Unauthorized", None);
     }
     let is_json = headers
@@ -162,7 +184,13 @@ async fn call(
         .is_some_and(|v| v.starts_with("application/json"));
     let body: Value = match (is_json, serde_json::from_slice(&body)) {
         (true, Ok(v @ Value::Object(_))) => v,
-        _ => return error(StatusCode::BAD_REQUEST, "Bad Request: invalid JSON body", None),
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "Bad Request: invalid JSON body",
+                None,
+            );
+        }
     };
     s.calls.push(Call {
         token: token.to_owned(),
@@ -176,7 +204,11 @@ async fn call(
                 &format!("Too Many Requests: retry after {retry_after}"),
                 Some(json!({"retry_after": retry_after})),
             ),
-            Failure::ServerError => error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error", None),
+            Failure::ServerError => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal Server Error",
+                None,
+            ),
         };
     }
     match method.as_str() {

@@ -59,6 +59,11 @@ pub struct FakeTenant {
 impl FakeTenant {
     /// Starts on `127.0.0.1:0`.
     pub async fn start() -> Self {
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    /// Starts on `addr`.
+    pub async fn start_on(addr: &str) -> Self {
         let inner = Inner {
             received: Arc::default(),
             responder: Arc::new(Mutex::new(Arc::new(|_: &Received| (StatusCode::OK, None)))),
@@ -66,7 +71,7 @@ impl FakeTenant {
         let app = axum::Router::new()
             .route("/hook", post(receive).get(challenge))
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
             .expect("bind fake tenant");
         let addr = listener.local_addr().expect("local addr");
@@ -86,7 +91,10 @@ impl FakeTenant {
     }
 
     /// Sets how the tenant answers from now on.
-    pub fn respond_with(&self, f: impl Fn(&Received) -> (StatusCode, Option<Value>) + Send + Sync + 'static) {
+    pub fn respond_with(
+        &self,
+        f: impl Fn(&Received) -> (StatusCode, Option<Value>) + Send + Sync + 'static,
+    ) {
         *self.inner.responder.lock().expect("lock") = Arc::new(f);
     }
 
@@ -97,10 +105,14 @@ impl FakeTenant {
 
     /// Waits until at least `n` requests arrived, failing after `timeout`.
     pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
-        crate::eventually(timeout, &format!("{n} callbacks at the fake tenant"), || async {
-            let r = self.received();
-            (r.len() >= n).then_some(r)
-        })
+        crate::eventually(
+            timeout,
+            &format!("{n} callbacks at the fake tenant"),
+            || async {
+                let r = self.received();
+                (r.len() >= n).then_some(r)
+            },
+        )
         .await
     }
 }
@@ -118,7 +130,9 @@ async fn receive(State(s): State<Inner>, headers: HeaderMap, body: Bytes) -> Res
 
 async fn challenge(Query(q): Query<std::collections::HashMap<String, String>>) -> Response {
     match q.get("hub.challenge") {
-        Some(c) if q.get("hub.mode").map(String::as_str) == Some("subscribe") => c.clone().into_response(),
+        Some(c) if q.get("hub.mode").map(String::as_str) == Some("subscribe") => {
+            c.clone().into_response()
+        }
         _ => StatusCode::BAD_REQUEST.into_response(),
     }
 }
@@ -128,8 +142,12 @@ async fn challenge(Query(q): Query<std::collections::HashMap<String, String>>) -
 /// be within five minutes of now.
 pub fn verify_standard_webhook(secret: &str, r: &Received) -> Result<(), String> {
     let id = r.header("webhook-id").ok_or("no webhook-id")?;
-    let ts = r.header("webhook-timestamp").ok_or("no webhook-timestamp")?;
-    let sigs = r.header("webhook-signature").ok_or("no webhook-signature")?;
+    let ts = r
+        .header("webhook-timestamp")
+        .ok_or("no webhook-timestamp")?;
+    let sigs = r
+        .header("webhook-signature")
+        .ok_or("no webhook-signature")?;
     let ts_num: i64 = ts.parse().map_err(|_| "timestamp is not a number")?;
     if (chrono::Utc::now().timestamp() - ts_num).abs() > 300 {
         return Err("timestamp outside tolerance".into());
@@ -145,7 +163,11 @@ pub fn verify_standard_webhook(secret: &str, r: &Received) -> Result<(), String>
         .split(' ')
         .filter_map(|s| s.strip_prefix("v1,"))
         .any(|s| s == expected);
-    if ok { Ok(()) } else { Err(format!("no matching v1 signature in {sigs:?}")) }
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("no matching v1 signature in {sigs:?}"))
+    }
 }
 
 /// How long tests wait for deliveries by default.

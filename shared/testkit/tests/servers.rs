@@ -9,9 +9,22 @@ async fn nats_and_postgres_start_on_free_ports_and_restart() {
     let pg = pg.expect("postgres starts");
     let url = nats.url();
     let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
-    tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("nats accepts");
+    tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("nats accepts");
     nats.restart().await.expect("nats restarts");
     assert_eq!(nats.url(), url, "same port after restart");
-    let pg_port: u16 = pg.url().rsplit(':').next().unwrap().split('/').next().unwrap().parse().unwrap();
-    tokio::net::TcpStream::connect(("127.0.0.1", pg_port)).await.expect("postgres accepts");
+    let pg_port: u16 = pg
+        .url()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    tokio::net::TcpStream::connect(("127.0.0.1", pg_port))
+        .await
+        .expect("postgres accepts");
 }

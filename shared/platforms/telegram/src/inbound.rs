@@ -185,14 +185,21 @@ fn content(m: &Message) -> Option<Content> {
     if let Some(f) = &m.audio {
         return Some(Content::Audio(media(f, &m.caption)));
     }
-    if let Some(f) = m.video.as_ref().or(m.video_note.as_ref()).or(m.animation.as_ref()) {
+    if let Some(f) = m
+        .video
+        .as_ref()
+        .or(m.video_note.as_ref())
+        .or(m.animation.as_ref())
+    {
         return Some(Content::Video(media(f, &m.caption)));
     }
     if let Some(f) = &m.document {
         return Some(Content::File(media(f, &m.caption)));
     }
     if let Some(f) = &m.sticker {
-        return Some(Content::Sticker { id: f.file_id.clone() });
+        return Some(Content::Sticker {
+            id: f.file_id.clone(),
+        });
     }
     if let Some(v) = &m.venue {
         return Some(Content::Location(Location {
@@ -215,7 +222,9 @@ fn content(m: &Message) -> Option<Content> {
 /// `Some(ref)` when `text` is the `/start` command (with an optional deep-link parameter).
 fn start_command(text: &str) -> Option<Option<String>> {
     let rest = text.strip_prefix("/start")?;
-    let rest = rest.strip_prefix("@").map_or(rest, |r| r.split_once(' ').map_or("", |(_, a)| a));
+    let rest = rest
+        .strip_prefix("@")
+        .map_or(rest, |r| r.split_once(' ').map_or("", |(_, a)| a));
     if !(rest.is_empty() || rest.starts_with(' ')) {
         return None;
     }
@@ -227,14 +236,20 @@ impl InboundAdapter for Telegram {
     const PLATFORM: Platform = Platform::Telegram;
     type Credentials = TelegramCredentials;
 
-    fn verify(creds: &TelegramCredentials, headers: &HeaderMap, _body: &[u8]) -> Result<(), Rejection> {
-        let given = headers
-            .get(SECRET_HEADER)
-            .ok_or_else(|| Rejection::Unauthorized("missing X-Telegram-Bot-Api-Secret-Token".into()))?;
+    fn verify(
+        creds: &TelegramCredentials,
+        headers: &HeaderMap,
+        _body: &[u8],
+    ) -> Result<(), Rejection> {
+        let given = headers.get(SECRET_HEADER).ok_or_else(|| {
+            Rejection::Unauthorized("missing X-Telegram-Bot-Api-Secret-Token".into())
+        })?;
         if bool::from(given.as_bytes().ct_eq(creds.secret_token.as_bytes())) {
             Ok(())
         } else {
-            Err(Rejection::Unauthorized("X-Telegram-Bot-Api-Secret-Token does not match".into()))
+            Err(Rejection::Unauthorized(
+                "X-Telegram-Bot-Api-Secret-Token does not match".into(),
+            ))
         }
     }
 
@@ -254,26 +269,29 @@ impl InboundAdapter for Telegram {
     fn normalise(env: &IngressEnvelope) -> Result<Vec<InboundEvent>, NormaliseError> {
         let update: Update = serde_json::from_value(env.body.clone())
             .map_err(|e| NormaliseError(format!("not a Telegram Update: {e}")))?;
-        let event = |event_type, sender: PlatformUser, address: i64, occurred_at, message, referral| {
-            InboundEvent {
-                v: V1,
-                id: derive_id(prefix::EVENT, &env.id, 0),
-                event_type,
-                bot_id: env.bot_id.clone(),
-                channel: ChannelRef {
-                    id: env.channel_id.clone(),
-                    platform: Platform::Telegram,
-                },
-                occurred_at,
-                sender,
-                address: address.to_string(),
-                dedupe_key: format!("{}:0", env.dedupe_key),
-                message,
-                referral,
-            }
-        };
+        let event =
+            |event_type, sender: PlatformUser, address: i64, occurred_at, message, referral| {
+                InboundEvent {
+                    v: V1,
+                    id: derive_id(prefix::EVENT, &env.id, 0),
+                    event_type,
+                    bot_id: env.bot_id.clone(),
+                    channel: ChannelRef {
+                        id: env.channel_id.clone(),
+                        platform: Platform::Telegram,
+                    },
+                    occurred_at,
+                    sender,
+                    address: address.to_string(),
+                    dedupe_key: format!("{}:0", env.dedupe_key),
+                    message,
+                    referral,
+                }
+            };
         if let Some(m) = &update.message {
-            let Some(from) = &m.from else { return Ok(vec![]) };
+            let Some(from) = &m.from else {
+                return Ok(vec![]);
+            };
             if let Some(referral) = m.text.as_deref().and_then(start_command) {
                 return Ok(vec![event(
                     EventType::UserSubscribed,
@@ -284,7 +302,9 @@ impl InboundAdapter for Telegram {
                     referral,
                 )]);
             }
-            let Some(content) = content(m) else { return Ok(vec![]) };
+            let Some(content) = content(m) else {
+                return Ok(vec![]);
+            };
             return Ok(vec![event(
                 EventType::MessageReceived,
                 sender(from),
@@ -320,7 +340,14 @@ impl InboundAdapter for Telegram {
                 "member" => EventType::UserSubscribed,
                 _ => return Ok(vec![]),
             };
-            return Ok(vec![event(event_type, sender(&c.from), c.chat.id, time(c.date), None, None)]);
+            return Ok(vec![event(
+                event_type,
+                sender(&c.from),
+                c.chat.id,
+                time(c.date),
+                None,
+                None,
+            )]);
         }
         let _ = update.update_id;
         Ok(vec![])
@@ -362,7 +389,12 @@ mod tests {
         assert_eq!(e.sender.locale.as_deref(), Some("pt"));
         let m = e.message.unwrap();
         assert_eq!(m.platform_message_id, "90001");
-        assert_eq!(m.content, Content::Text { text: "hello".into() });
+        assert_eq!(
+            m.content,
+            Content::Text {
+                text: "hello".into()
+            }
+        );
     }
 
     #[test]
@@ -372,7 +404,10 @@ mod tests {
         assert_eq!(e.referral.as_deref(), Some("promo_42"));
         assert!(e.message.is_none());
         assert_eq!(one(fixtures::text_update(2, 4242, "/start")).referral, None);
-        assert_eq!(one(fixtures::text_update(3, 4242, "/started")).event_type, EventType::MessageReceived);
+        assert_eq!(
+            one(fixtures::text_update(3, 4242, "/started")).event_type,
+            EventType::MessageReceived
+        );
     }
 
     #[test]
@@ -392,14 +427,23 @@ mod tests {
         let e = one(fixtures::callback_update(3, 4242, "order:confirm"));
         assert_eq!(
             e.message.unwrap().content,
-            Content::Postback { payload: "order:confirm".into(), title: None }
+            Content::Postback {
+                payload: "order:confirm".into(),
+                title: None
+            }
         );
     }
 
     #[test]
     fn blocking_and_unblocking() {
-        assert_eq!(one(fixtures::member_update(4, 4242, "kicked")).event_type, EventType::UserUnsubscribed);
-        assert_eq!(one(fixtures::member_update(5, 4242, "member")).event_type, EventType::UserSubscribed);
+        assert_eq!(
+            one(fixtures::member_update(4, 4242, "kicked")).event_type,
+            EventType::UserUnsubscribed
+        );
+        assert_eq!(
+            one(fixtures::member_update(5, 4242, "member")).event_type,
+            EventType::UserSubscribed
+        );
     }
 
     #[test]
@@ -407,12 +451,18 @@ mod tests {
         let edited = json!({"update_id": 6, "edited_message": {"message_id": 1, "date": 0, "chat": {"id": 1}}});
         assert!(Telegram::normalise(&envelope(edited)).unwrap().is_empty());
         assert!(Telegram::normalise(&envelope(json!({"update_id": "x"}))).is_err());
-        assert!(Telegram::normalise(&envelope(json!({"update_id": 7, "message": {"chat": 1}}))).is_err());
+        assert!(
+            Telegram::normalise(&envelope(json!({"update_id": 7, "message": {"chat": 1}})))
+                .is_err()
+        );
     }
 
     #[test]
     fn verify_compares_the_secret_header() {
-        let creds = TelegramCredentials { bot_token: "1:a".into(), secret_token: "s3cret".into() };
+        let creds = TelegramCredentials {
+            bot_token: "1:a".into(),
+            secret_token: "s3cret".into(),
+        };
         let mut h = HeaderMap::new();
         assert!(Telegram::verify(&creds, &h, b"").is_err());
         h.insert(SECRET_HEADER, "wrong".parse().unwrap());
@@ -425,7 +475,13 @@ mod tests {
     fn split_keys_by_update_id() {
         let s = Telegram::split("ch_9", br#"{"update_id": 90001, "message": {}}"#).unwrap();
         assert_eq!(s[0].dedupe_key, "telegram:ch_9:90001");
-        assert!(matches!(Telegram::split("ch_9", b"{nope"), Err(Rejection::Malformed(_))));
-        assert!(matches!(Telegram::split("ch_9", b"{}"), Err(Rejection::Malformed(_))));
+        assert!(matches!(
+            Telegram::split("ch_9", b"{nope"),
+            Err(Rejection::Malformed(_))
+        ));
+        assert!(matches!(
+            Telegram::split("ch_9", b"{}"),
+            Err(Rejection::Malformed(_))
+        ));
     }
 }

@@ -88,7 +88,9 @@ fn reply_keyboard<'a>(titles: impl Iterator<Item = &'a str>) -> Value {
 
 /// Renders one (already degraded) content for `chat_id`.
 pub fn render(chat_id: &str, content: &Content) -> Result<ApiCall, SendError> {
-    let chat: Value = chat_id.parse::<i64>().map_or_else(|_| json!(chat_id), |n| json!(n));
+    let chat: Value = chat_id
+        .parse::<i64>()
+        .map_or_else(|_| json!(chat_id), |n| json!(n));
     let with_media = |method, field: &str, m: &Media| {
         let mut body = json!({"chat_id": chat, field: media_source(m)});
         if let Some(c) = &m.caption {
@@ -184,7 +186,10 @@ pub fn classify(status: u16, body: &[u8]) -> Result<Option<String>, SendError> {
         .as_ref()
         .and_then(|a| a.description.clone())
         .unwrap_or_else(|| format!("HTTP {status}"));
-    let code = answer.as_ref().and_then(|a| a.error_code).or(Some(i64::from(status)));
+    let code = answer
+        .as_ref()
+        .and_then(|a| a.error_code)
+        .or(Some(i64::from(status)));
     let params = answer.as_ref().and_then(|a| a.parameters.as_ref());
     match status {
         429 => Err(SendError::Retryable {
@@ -193,14 +198,19 @@ pub fn classify(status: u16, body: &[u8]) -> Result<Option<String>, SendError> {
                 params.and_then(|p| p.retry_after).unwrap_or(1),
             )),
         }),
-        500..=599 => Err(SendError::Retryable { reason: description, after: None }),
+        500..=599 => Err(SendError::Retryable {
+            reason: description,
+            after: None,
+        }),
         401 | 404 => Err(SendError::permanent("unauthorized", description, code)),
         403 => Err(SendError::permanent("blocked", description, code)),
         400 if params.and_then(|p| p.migrate_to_chat_id).is_some() => Err(SendError::permanent(
             "chat_migrated",
             format!(
                 "{description} (new chat id {})",
-                params.and_then(|p| p.migrate_to_chat_id).unwrap_or_default()
+                params
+                    .and_then(|p| p.migrate_to_chat_id)
+                    .unwrap_or_default()
             ),
             code,
         )),
@@ -220,7 +230,11 @@ impl OutboundAdapter for TelegramSender {
         &self.base_url
     }
 
-    async fn send(&self, target: Target<'_, TelegramCredentials>, job: &OutboundJob) -> Result<Sent, SendError> {
+    async fn send(
+        &self,
+        target: Target<'_, TelegramCredentials>,
+        job: &OutboundJob,
+    ) -> Result<Sent, SendError> {
         let parts = degrade(&job.content, &self.caps, "Telegram").map_err(SendError::Permanent)?;
         let calls = parts
             .iter()
@@ -253,7 +267,9 @@ impl OutboundAdapter for TelegramSender {
             let id = classify(status, &body)?;
             first_id = first_id.or(id);
         }
-        Ok(Sent { platform_message_id: first_id })
+        Ok(Sent {
+            platform_message_id: first_id,
+        })
     }
 }
 
@@ -267,31 +283,58 @@ mod tests {
         let call = render("4242", &Content::Text { text: "hi".into() }).unwrap();
         assert_eq!(call.method, "sendMessage");
         assert_eq!(call.body, json!({"chat_id": 4242, "text": "hi"}));
-        let call = render("4242", &Content::Buttons {
-            text: "Pick one".into(),
-            buttons: vec![
-                Button::Postback { title: "Yes".into(), payload: "y".into() },
-                Button::Url { title: "Docs".into(), url: "https://x.test".into() },
-            ],
-        })
+        let call = render(
+            "4242",
+            &Content::Buttons {
+                text: "Pick one".into(),
+                buttons: vec![
+                    Button::Postback {
+                        title: "Yes".into(),
+                        payload: "y".into(),
+                    },
+                    Button::Url {
+                        title: "Docs".into(),
+                        url: "https://x.test".into(),
+                    },
+                ],
+            },
+        )
         .unwrap();
-        assert_eq!(call.body["reply_markup"], json!({"inline_keyboard": [
-            [{"text": "Yes", "callback_data": "y"}], [{"text": "Docs", "url": "https://x.test"}]]}));
-        let call = render("4242", &Content::QuickReplies {
-            text: "Size?".into(),
-            replies: vec![QuickReply { title: "S".into(), payload: None }],
-        })
+        assert_eq!(
+            call.body["reply_markup"],
+            json!({"inline_keyboard": [
+            [{"text": "Yes", "callback_data": "y"}], [{"text": "Docs", "url": "https://x.test"}]]})
+        );
+        let call = render(
+            "4242",
+            &Content::QuickReplies {
+                text: "Size?".into(),
+                replies: vec![QuickReply {
+                    title: "S".into(),
+                    payload: None,
+                }],
+            },
+        )
         .unwrap();
-        assert_eq!(call.body["reply_markup"]["keyboard"], json!([[{"text": "S"}]]));
+        assert_eq!(
+            call.body["reply_markup"]["keyboard"],
+            json!([[{"text": "S"}]])
+        );
         assert_eq!(call.body["reply_markup"]["one_time_keyboard"], json!(true));
     }
 
     #[test]
     fn long_postback_payloads_are_refused() {
-        let e = render("1", &Content::Buttons {
-            text: "t".into(),
-            buttons: vec![Button::Postback { title: "x".into(), payload: "p".repeat(65) }],
-        })
+        let e = render(
+            "1",
+            &Content::Buttons {
+                text: "t".into(),
+                buttons: vec![Button::Postback {
+                    title: "x".into(),
+                    payload: "p".repeat(65),
+                }],
+            },
+        )
         .unwrap_err();
         assert!(matches!(e, SendError::Permanent(d) if d.code == "invalid_request"));
     }
@@ -299,18 +342,32 @@ mod tests {
     #[test]
     fn answers_are_classified() {
         assert_eq!(
-            classify(200, br#"{"ok":true,"result":{"message_id":17,"chat":{"id":1}}}"#),
+            classify(
+                200,
+                br#"{"ok":true,"result":{"message_id":17,"chat":{"id":1}}}"#
+            ),
             Ok(Some("17".into()))
         );
         assert_eq!(
             classify(429, br#"{"ok":false,"error_code":429,"description":"Too Many Requests: retry after 7","parameters":{"retry_after":7}}"#),
             Err(SendError::Retryable { reason: "Too Many Requests: retry after 7".into(), after: Some(Duration::from_secs(7)) })
         );
-        assert!(matches!(classify(502, b"<html>"), Err(SendError::Retryable { after: None, .. })));
+        assert!(matches!(
+            classify(502, b"<html>"),
+            Err(SendError::Retryable { after: None, .. })
+        ));
         let blocked = classify(403, br#"{"ok":false,"error_code":403,"description":"Forbidden: bot was blocked by the user"}"#);
-        assert!(matches!(blocked, Err(SendError::Permanent(ref d)) if d.code == "blocked" && d.platform_code == Some(403)));
-        assert!(matches!(classify(401, br#"{"ok":false,"error_code":401,"description":"Unauthorized"}"#), Err(SendError::Permanent(d)) if d.code == "unauthorized"));
-        assert!(matches!(classify(400, br#"{"ok":false,"error_code":400,"description":"Bad Request: chat not found"}"#), Err(SendError::Permanent(d)) if d.code == "invalid_request"));
-        assert!(matches!(classify(400, br#"{"ok":false,"error_code":400,"description":"Bad Request: group chat was upgraded","parameters":{"migrate_to_chat_id":-100}}"#), Err(SendError::Permanent(d)) if d.code == "chat_migrated"));
+        assert!(
+            matches!(blocked, Err(SendError::Permanent(ref d)) if d.code == "blocked" && d.platform_code == Some(403))
+        );
+        assert!(
+            matches!(classify(401, br#"{"ok":false,"error_code":401,"description":"Unauthorized"}"#), Err(SendError::Permanent(d)) if d.code == "unauthorized")
+        );
+        assert!(
+            matches!(classify(400, br#"{"ok":false,"error_code":400,"description":"Bad Request: chat not found"}"#), Err(SendError::Permanent(d)) if d.code == "invalid_request")
+        );
+        assert!(
+            matches!(classify(400, br#"{"ok":false,"error_code":400,"description":"Bad Request: group chat was upgraded","parameters":{"migrate_to_chat_id":-100}}"#), Err(SendError::Permanent(d)) if d.code == "chat_migrated")
+        );
     }
 }

@@ -1,0 +1,41 @@
+# Patchbay — the two commands a newcomer needs are `make run` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+export PATH := $(CURDIR)/.tools/bin:$(PATH)
+
+CARGO ?= cargo
+
+.PHONY: help tools build run test lint fmt schemas clean
+
+help: ## Show the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+tools: ## Install what is missing: a pinned nats-server into .tools/, PostgreSQL server binaries.
+	@./scripts/install-tools.sh
+
+build: ## Build every binary (debug).
+	$(CARGO) build --workspace --bins
+
+run: tools ## Start NATS, PostgreSQL and every service (patchbay all) on 127.0.0.1:8080.
+	@./scripts/run.sh
+
+test: tools ## The whole suite (unit, integration, end to end) against real NATS and PostgreSQL.
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(CARGO) nextest run --workspace --no-fail-fast; \
+	else \
+		$(CARGO) test --workspace --no-fail-fast; \
+	fi
+
+lint: ## rustfmt and clippy, warnings are errors.
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## Format the code.
+	$(CARGO) fmt --all
+
+schemas: ## Regenerate proto-schemas/ from the wire types.
+	PATCHBAY_UPDATE_SCHEMAS=1 $(CARGO) test -p patchbay-contract --lib schema
+
+clean: ## Remove build output and local data (.data/).
+	$(CARGO) clean
+	rm -rf .data

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# `make run`: NATS (JetStream) and PostgreSQL under $PATCHBAY_DATA_DIR (default ./.data), the
+# demo tenant and Telegram API, and every Patchbay service in one process (`patchbay all`).
+# Ctrl-C stops everything. Ports: PATCHBAY_HTTP_ADDR (127.0.0.1:8080), PATCHBAY_NATS_PORT
+# (4222), PATCHBAY_PG_PORT (54329), PATCHBAY_FAKES_PORT (8090, and the next one); a busy port is
+# replaced by a free one, so two stacks can run side by side with different data dirs.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+DATA="$(mkdir -p "${PATCHBAY_DATA_DIR:-$ROOT/.data}" && cd "${PATCHBAY_DATA_DIR:-$ROOT/.data}" && pwd)"
+NATS_BIN="$ROOT/.tools/bin/nats-server"
+PG_BIN="${PATCHBAY_PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}"
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+pick_port() {
+  local p=$1
+  while ! port_free "$p"; do p=$((p + 1)); done
+  echo "$p"
+}
+as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+HTTP_ADDR="${PATCHBAY_HTTP_ADDR:-127.0.0.1:8080}"
+HTTP_HOST="${HTTP_ADDR%:*}"
+HTTP_PORT="$(pick_port "${HTTP_ADDR##*:}")"
+NATS_PORT="$(pick_port "${PATCHBAY_NATS_PORT:-4222}")"
+PG_PORT="$(pick_port "${PATCHBAY_PG_PORT:-54329}")"
+FAKE_TENANT_PORT="$(pick_port "${PATCHBAY_FAKES_PORT:-8090}")"
+FAKE_TG_PORT="$(pick_port $((FAKE_TENANT_PORT + 1)))"
+
+echo "building patchbay…"
+cargo build --quiet -p patchbay -p patchbay-testkit --bins
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
+
+pids=()
+cleanup() {
+  echo
+  echo "stopping…"
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  as_pg "$PG_BIN/pg_ctl" -D "$DATA/pg" -m fast stop >/dev/null 2>&1 || true
+}
+trap cleanup EXIT INT TERM
+
+# NATS with JetStream, file storage under the data dir.
+"$NATS_BIN" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$DATA/nats" -l "$DATA/nats.log" &
+pids+=($!)
+
+# PostgreSQL: a cluster of our own under the data dir (initdb refuses root: run as postgres).
+if [ ! -f "$DATA/pg/PG_VERSION" ]; then
+  mkdir -p "$DATA/pg"
+  [ "$(id -u)" -eq 0 ] && chown -R postgres: "$DATA/pg"
+  as_pg "$PG_BIN/initdb" -D "$DATA/pg" -U postgres -A trust -E UTF8 >/dev/null
+fi
+mkdir -p "$DATA/pgsock"
+[ "$(id -u)" -eq 0 ] && chown postgres: "$DATA/pgsock" && touch "$DATA/pg.log" && chown postgres: "$DATA/pg.log"
+as_pg "$PG_BIN/pg_ctl" -D "$DATA/pg" -l "$DATA/pg.log" -w \
+  -o "-p $PG_PORT -k $DATA/pgsock -c listen_addresses=127.0.0.1" start >/dev/null
+
+# Secrets that survive restarts of the demo.
+[ -f "$DATA/master.key" ] || "$BIN/patchbay" gen-master-key > "$DATA/master.key"
+if [ -n "${PATCHBAY_ADMIN_TOKEN:-}" ]; then
+  ADMIN_TOKEN="$PATCHBAY_ADMIN_TOKEN"
+else
+  [ -f "$DATA/admin.token" ] || echo "op_$(head -c 24 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')" > "$DATA/admin.token"
+  ADMIN_TOKEN="$(cat "$DATA/admin.token")"
+fi
+
+"$BIN/patchbay-fakes" "127.0.0.1:$FAKE_TENANT_PORT" "127.0.0.1:$FAKE_TG_PORT" > "$DATA/fakes.log" 2>&1 &
+pids+=($!)
+
+export PATCHBAY_HTTP_ADDR="$HTTP_HOST:$HTTP_PORT"
+export PATCHBAY_NATS_URL="nats://127.0.0.1:$NATS_PORT"
+export PATCHBAY_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+export PATCHBAY_MASTER_KEY="$(cat "$DATA/master.key")"
+export PATCHBAY_ADMIN_TOKEN="$ADMIN_TOKEN"
+export PATCHBAY_ALLOW_PRIVATE_CALLBACKS=true
+export PATCHBAY_LOG_FORMAT="${PATCHBAY_LOG_FORMAT:-text}"
+"$BIN/patchbay" all > >(tee -a "$DATA/patchbay.log") 2>&1 &
+pids+=($!)
+
+URL="http://$HTTP_HOST:$HTTP_PORT"
+for _ in $(seq 1 300); do
+  curl -sf "$URL/readyz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+curl -sf "$URL/readyz" >/dev/null || { echo "patchbay did not become ready; see $DATA/patchbay.log"; exit 1; }
+
+cat <<EOT
+
+Patchbay is running on $URL   (data: $DATA)
+  operator token:  $ADMIN_TOKEN
+  NATS:            nats://127.0.0.1:$NATS_PORT      PostgreSQL: 127.0.0.1:$PG_PORT
+  demo tenant:     http://127.0.0.1:$FAKE_TENANT_PORT/hook   demo Telegram API: http://127.0.0.1:$FAKE_TG_PORT
+  what the demo tenant and Telegram API receive:  tail -f $DATA/fakes.log
+
+Quickstart (in another shell):
+
+  export PATCHBAY_URL=$URL PATCHBAY_ADMIN_TOKEN=$ADMIN_TOKEN
+
+  # 1. a bot that calls the demo tenant (it answers every message with "echo: <text>")
+  curl -s -X POST \$PATCHBAY_URL/admin/v1/bots -H "Authorization: Bearer \$PATCHBAY_ADMIN_TOKEN" \\
+    -H 'content-type: application/json' \\
+    -d '{"name": "demo", "webhook": {"url": "http://127.0.0.1:$FAKE_TENANT_PORT/hook", "flavour": "native"}}'
+  #    → {"id": "bot_…", "api_key": "pbk_…", "webhook_secret": "whsec_…", …}   export BOT=bot_…
+
+  # 2. a Telegram channel for it, pointed at the demo Telegram API
+  curl -s -X POST \$PATCHBAY_URL/admin/v1/bots/\$BOT/channels -H "Authorization: Bearer \$PATCHBAY_ADMIN_TOKEN" \\
+    -H 'content-type: application/json' \\
+    -d '{"platform": "telegram", "credentials": {"bot_token": "123:demo", "secret_token": "s3cret"},
+         "api_base_url": "http://127.0.0.1:$FAKE_TG_PORT"}'
+  #    → {"id": "ch_…", "webhook_path": "/webhooks/telegram/ch_…"}   export CH=ch_…
+
+  # 3. a Telegram update, as Telegram would send it
+  curl -s -X POST \$PATCHBAY_URL/webhooks/telegram/\$CH -H 'X-Telegram-Bot-Api-Secret-Token: s3cret' \\
+    -H 'content-type: application/json' \\
+    -d '{"update_id": 1, "message": {"message_id": 1, "date": 1767225600, "chat": {"id": 4242, "type": "private"},
+         "from": {"id": 4242, "is_bot": false, "first_name": "Ada"}, "text": "hello"}}'
+
+  # 4. see the signed event at the tenant and the reply at Telegram
+  tail $DATA/fakes.log
+
+The same with the CLI: target/debug/patchbay bots create --name demo --webhook-url http://127.0.0.1:$FAKE_TENANT_PORT/hook
+Ctrl-C stops everything; data stays in $DATA (make clean removes it).
+EOT
+wait "${pids[-1]}"

@@ -1,0 +1,54 @@
+//! `patchbay-fakes`: the demo's tenant and Telegram API, for `make run` and benchmarks.
+//!
+//! The tenant answers every `message.received` with an inline reply `echo: <text>`; the
+//! Telegram API accepts any bot token. Both print one line per request.
+//! Usage: `patchbay-fakes [TENANT_ADDR] [TELEGRAM_ADDR]` (default 127.0.0.1:8090 and :8091).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use patchbay_testkit::telegram::FakeTelegram;
+use patchbay_testkit::tenant::FakeTenant;
+use serde_json::json;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let tenant_addr = args.next().unwrap_or_else(|| "127.0.0.1:8090".into());
+    let telegram_addr = args.next().unwrap_or_else(|| "127.0.0.1:8091".into());
+    let tenant = FakeTenant::start_on(&tenant_addr).await;
+    tenant.respond_with(|r| {
+        let event = r.json();
+        match event["message"]["content"]["text"].as_str() {
+            Some(text) if event["type"] == "message.received" => (
+                StatusCode::OK,
+                Some(json!({"messages": [{"type": "text", "text": format!("echo: {text}")}]})),
+            ),
+            _ => (StatusCode::OK, None),
+        }
+    });
+    let telegram = FakeTelegram::start_on(&telegram_addr).await;
+    telegram.accept_any_token();
+    println!("fake tenant:   {} (replies 'echo: <text>')", tenant.url());
+    println!("fake Telegram: {}", telegram.base_url());
+    let (mut seen_events, mut seen_calls) = (0, 0);
+    loop {
+        let events = tenant.received();
+        for r in &events[seen_events..] {
+            println!(
+                "tenant <- {} {}",
+                r.header("webhook-id").unwrap_or_default(),
+                String::from_utf8_lossy(&r.body)
+            );
+        }
+        seen_events = events.len();
+        let calls = telegram.calls();
+        for c in &calls[seen_calls..] {
+            println!("telegram <- {} {}", c.method, c.body);
+        }
+        seen_calls = calls.len();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
