@@ -119,7 +119,9 @@ impl Stack {
         };
         (options.configure)(&mut config);
         config.validate().expect("test configuration is valid");
-        let _ = patchbay_runtime::telemetry::init("patchbay-tests", &config);
+        static TELEMETRY: std::sync::OnceLock<Option<patchbay_runtime::telemetry::TelemetryGuard>> =
+            std::sync::OnceLock::new();
+        TELEMETRY.get_or_init(|| patchbay_runtime::telemetry::init("patchbay-tests", &config).ok());
         let mut stack = Self {
             nats,
             pg,

@@ -252,3 +252,49 @@ async fn any_nats_client_can_send_with_hand_written_json() {
     );
     stack.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_follows_a_message_from_the_webhook_to_the_platform_api() {
+    let stack = Stack::start().await;
+    let bot = stack.bot().await;
+    stack.tenant.respond_with(|r| {
+        if r.json()["type"] == "message.received" {
+            (
+                StatusCode::OK,
+                Some(json!([{"type": "text", "text": "traced"}])),
+            )
+        } else {
+            (StatusCode::OK, None)
+        }
+    });
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let status = stack
+        .http
+        .post(format!("{}{}", stack.ingress_url(), bot.webhook_path))
+        .header("X-Telegram-Bot-Api-Secret-Token", &bot.secret_token)
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .json(&fixtures::text_update(31, 4242, "trace me"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+
+    let callback = &stack.events_of("message.received", 1).await[0];
+    let at_tenant = callback
+        .header("traceparent")
+        .expect("the callback carries traceparent");
+    assert_eq!(at_tenant.split('-').nth(1), Some(trace_id), "{at_tenant}");
+    let calls = stack.telegram.wait_for("sendMessage", 1, TIMEOUT).await;
+    let at_platform = calls[0]
+        .traceparent
+        .clone()
+        .expect("the API call carries traceparent");
+    assert_eq!(
+        at_platform.split('-').nth(1),
+        Some(trace_id),
+        "{at_platform}"
+    );
+    assert_ne!(at_platform, at_tenant, "each hop has its own span");
+    stack.shutdown().await;
+}

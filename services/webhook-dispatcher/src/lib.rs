@@ -175,6 +175,7 @@ impl Dispatcher {
         let sent = self
             .http
             .post(url)
+            .headers(patchbay_platform::http::trace_headers())
             .header("content-type", "application/json")
             .header("webhook-id", id)
             .header("webhook-timestamp", ts.to_string())

@@ -415,6 +415,23 @@ mod tests {
         });
     }
 
+    /// `docs/configuration.md` documents every setting.
+    #[test]
+    fn every_key_is_documented() {
+        let doc = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md"),
+        )
+        .expect("docs/configuration.md exists");
+        let fields = serde_json::to_value(Config::default()).unwrap();
+        for field in fields.as_object().unwrap().keys() {
+            let key = env_key(field);
+            assert!(
+                doc.contains(&format!("`{key}`")),
+                "{key} is not in docs/configuration.md"
+            );
+        }
+    }
+
     #[test]
     fn missing_required_keys_are_named() {
         let c = Config::default();

@@ -78,6 +78,51 @@ pub async fn check_callback_url(raw: &str, allow_private: bool) -> Result<url::U
     Ok(url)
 }
 
+struct HttpInject<'a>(&'a mut axum::http::HeaderMap);
+
+impl opentelemetry::propagation::Injector for HttpInject<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (
+            axum::http::HeaderName::from_bytes(key.as_bytes()),
+            axum::http::HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(name, value);
+        }
+    }
+}
+
+struct HttpExtract<'a>(&'a axum::http::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for HttpExtract<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// W3C trace context of the current span, as HTTP headers for an outgoing request.
+pub fn trace_headers() -> axum::http::HeaderMap {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let mut headers = axum::http::HeaderMap::new();
+    let cx = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(&cx, &mut HttpInject(&mut headers));
+    });
+    headers
+}
+
+/// Makes the trace context of an incoming request (if any) the parent of `span`.
+pub fn adopt_trace(span: &tracing::Span, headers: &axum::http::HeaderMap) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    if headers.contains_key("traceparent") {
+        let cx =
+            opentelemetry::global::get_text_map_propagator(|p| p.extract(&HttpExtract(headers)));
+        let _ = span.set_parent(cx);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,6 +21,7 @@ use patchbay_contract::ids::{new_id, prefix};
 use patchbay_contract::{ChannelRecord, IngressEnvelope, V1};
 use patchbay_runtime::{ApiError, BoxError, Deps, Service};
 use serde::de::DeserializeOwned;
+use tracing::Instrument;
 
 use crate::{InboundAdapter, Rejection};
 
@@ -105,6 +106,28 @@ async fn receive<A: InboundAdapter>(
             }
         })?;
     let subject = s.bus.subjects().ingress(A::PLATFORM, &channel_id)?;
+    let span = tracing::info_span!(
+        "webhook",
+        otel.kind = "server",
+        messaging.system = "nats",
+        messaging.destination.name = %subject,
+        platform,
+    );
+    crate::http::adopt_trace(&span, &headers);
+    publish_all::<A>(&s.bus, &subject, &channel, splits, outcome)
+        .instrument(span)
+        .await?;
+    Ok(StatusCode::OK)
+}
+
+async fn publish_all<A: InboundAdapter>(
+    bus: &Bus,
+    subject: &str,
+    channel: &ChannelRecord,
+    splits: Vec<crate::Split>,
+    outcome: impl Fn(&'static str),
+) -> Result<(), ApiError> {
+    let channel_id = &channel.id;
     for split in splits {
         let envelope = IngressEnvelope {
             v: V1,
@@ -116,9 +139,8 @@ async fn receive<A: InboundAdapter>(
             dedupe_key: split.dedupe_key,
             body: split.body,
         };
-        let published = s
-            .bus
-            .publish(&subject, &envelope.dedupe_key, &envelope)
+        let published = bus
+            .publish(subject, &envelope.dedupe_key, &envelope)
             .await
             .inspect_err(|_| outcome("unavailable"))?;
         outcome(if published.duplicate {
@@ -127,5 +149,5 @@ async fn receive<A: InboundAdapter>(
             "accepted"
         });
     }
-    Ok(StatusCode::OK)
+    Ok(())
 }

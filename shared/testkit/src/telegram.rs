@@ -25,6 +25,8 @@ pub struct Call {
     pub method: String,
     /// The JSON body.
     pub body: Value,
+    /// The W3C `traceparent` header, if the caller sent one.
+    pub traceparent: Option<String>,
 }
 
 /// A failure to answer instead of success.
@@ -196,6 +198,10 @@ async fn call(
         token: token.to_owned(),
         method: method.clone(),
         body: body.clone(),
+        traceparent: headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
     });
     if let Some(f) = s.failures.pop_front() {
         return match f {

@@ -251,6 +251,7 @@ impl OutboundAdapter for TelegramSender {
             let response = self
                 .http
                 .post(&url)
+                .headers(patchbay_platform::http::trace_headers())
                 .json(&call.body)
                 .send()
                 .await
