@@ -72,15 +72,17 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             allow_private: deps.config.allow_private_callbacks,
         });
         let republish = auth.clone();
-        let responder = auth.clone();
+        let handler = auth.clone();
+        let responder = deps
+            .bus
+            .responder(deps.bus.subjects().rpc_all("auth"), "auth".into())
+            .await?;
         let service = Service::new("auth")
             .task(async move { republish.publish_all().await })
-            .task(deps.bus.clone().serve_owned(
-                deps.bus.subjects().rpc_all("auth"),
-                "auth".into(),
+            .task(responder.serve(
                 deps.config.consumer_concurrency,
                 move |op, body| {
-                    let auth = responder.clone();
+                    let auth = handler.clone();
                     async move { auth.dispatch(&op, body).await }
                 },
                 deps.shutdown.clone(),

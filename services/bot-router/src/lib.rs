@@ -67,6 +67,10 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
         let c = deps.config.consumer_concurrency;
         let grace = deps.config.shutdown_grace();
         let rpc = router.clone();
+        let responder = deps
+            .bus
+            .responder(s.rpc_all("router"), "bot-router".into())
+            .await?;
         let service = Service::new("bot-router")
             .task(run_consumer::<InboundEvent, _>(
                 deps.bus.clone(),
@@ -92,9 +96,7 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
                 deps.shutdown.clone(),
                 grace,
             ))
-            .task(deps.bus.clone().serve_owned(
-                s.rpc_all("router"),
-                "bot-router".into(),
+            .task(responder.serve(
                 c,
                 move |op, body| {
                     let r = rpc.clone();

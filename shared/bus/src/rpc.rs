@@ -44,54 +44,59 @@ impl Bus {
         })
     }
 
-    /// [`Bus::serve`] on an owned bus, for spawning as a task.
-    pub async fn serve_owned<F, Fut>(
-        self,
-        subject: String,
-        queue: String,
-        concurrency: usize,
-        handler: F,
-        shutdown: CancellationToken,
-    ) -> Result<(), BusError>
-    where
-        F: Fn(String, Bytes) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Vec<u8>> + Send + 'static,
-    {
-        self.serve(subject, queue, concurrency, handler, shutdown)
-            .await
-    }
-
-    /// Answers requests on `subject` (may end in `>`) in queue group `queue` until `shutdown`.
-    /// The handler gets the last subject token (the operation) and the body, and returns the
-    /// reply body; at most `concurrency` requests are handled at once.
-    pub async fn serve<F, Fut>(
-        &self,
-        subject: String,
-        queue: String,
-        concurrency: usize,
-        handler: F,
-        shutdown: CancellationToken,
-    ) -> Result<(), BusError>
-    where
-        F: Fn(String, Bytes) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Vec<u8>> + Send + 'static,
-    {
-        let mut sub = self
+    /// Subscribes to `subject` (may end in `>`) in queue group `queue`. Done at start, so a
+    /// service is subscribed before its process accepts any HTTP request; serving is
+    /// [`Responder::serve`], run as a task.
+    pub async fn responder(&self, subject: String, queue: String) -> Result<Responder, BusError> {
+        let sub = self
             .client()
             .queue_subscribe(subject.clone(), queue)
             .await
             .map_err(|e| BusError::Setup(format!("subscribe {subject}: {e}")))?;
+        // Make sure the server registered the subscription before we report "started".
+        self.client()
+            .flush()
+            .await
+            .map_err(|e| BusError::Setup(format!("subscribe {subject}: {e}")))?;
+        Ok(Responder {
+            sub,
+            client: self.client().clone(),
+        })
+    }
+}
+
+/// A subscription that answers requests.
+#[derive(Debug)]
+pub struct Responder {
+    sub: async_nats::Subscriber,
+    client: async_nats::Client,
+}
+
+impl Responder {
+    /// Answers requests until `shutdown`. The handler gets the last subject token (the
+    /// operation) and the body, and returns the reply body; at most `concurrency` requests are
+    /// handled at once.
+    pub async fn serve<F, Fut>(
+        mut self,
+        concurrency: usize,
+        handler: F,
+        shutdown: CancellationToken,
+    ) -> Result<(), BusError>
+    where
+        F: Fn(String, Bytes) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<u8>> + Send + 'static,
+    {
         let handler = Arc::new(handler);
         let permits = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
         loop {
             let msg = tokio::select! {
-                m = sub.next() => match m { Some(m) => m, None => break },
+                m = self.sub.next() => match m { Some(m) => m, None => break },
                 () = shutdown.cancelled() => break,
             };
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 break;
             };
-            let client = self.client().clone();
+            let client = self.client.clone();
             let handler = handler.clone();
             tokio::spawn(async move {
                 let op = msg
@@ -111,7 +116,7 @@ impl Bus {
                 drop(permit);
             });
         }
-        let _ = sub.unsubscribe().await;
+        let _ = self.sub.unsubscribe().await;
         Ok(())
     }
 }
