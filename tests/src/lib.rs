@@ -322,6 +322,15 @@ impl Stack {
         out
     }
 
+    /// Waits for `n` `message.received` callbacks and returns their texts in arrival order.
+    pub async fn received_texts(&self, n: usize) -> Vec<Value> {
+        self.events_of("message.received", n)
+            .await
+            .iter()
+            .map(|r| r.json()["message"]["content"]["text"].clone())
+            .collect()
+    }
+
     /// Waits for `n` callbacks whose type is `event_type`.
     pub async fn events_of(
         &self,

@@ -98,12 +98,11 @@ async fn a_repeated_update_is_delivered_once() {
             .await,
         200
     );
-    let got = stack.events_of("message.received", 2).await;
-    let texts: Vec<_> = got
-        .iter()
-        .map(|r| r.json()["message"]["content"]["text"].clone())
-        .collect();
-    assert_eq!(texts, vec![json!("A"), json!("B")], "A once, then B");
+    assert_eq!(
+        stack.received_texts(2).await,
+        vec![json!("A"), json!("B")],
+        "A once, then B"
+    );
     stack.shutdown().await;
 }
 
@@ -136,13 +135,8 @@ async fn a_retry_after_the_duplicate_window_is_caught_by_the_router() {
             .await,
         200
     );
-    let got = stack.events_of("message.received", 2).await;
-    let texts: Vec<_> = got
-        .iter()
-        .map(|r| r.json()["message"]["content"]["text"].clone())
-        .collect();
     assert_eq!(
-        texts,
+        stack.received_texts(2).await,
         vec![json!("A"), json!("B")],
         "the router dropped the late retry of A"
     );

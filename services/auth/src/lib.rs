@@ -8,7 +8,6 @@
 mod store;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -51,18 +50,7 @@ struct Auth {
 pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
     Box::pin(async move {
         let key = deps.config.require_master_key()?;
-        let url = deps.config.require_database_url()?;
-        let pool = patchbay_store::connect(
-            url,
-            "auth",
-            deps.config.database_max_connections,
-            MIGRATIONS,
-            Duration::from_secs(60),
-        )
-        .await?;
-        let readiness_pool = pool.clone();
-        deps.readiness
-            .add("postgres:auth", move || !readiness_pool.is_closed());
+        let pool = deps.database("auth", MIGRATIONS).await?;
         let bucket = deps.bus.subjects().bucket(Bucket::Config);
         let kv = deps.bus.jetstream().get_key_value(&bucket).await?;
         let auth = Arc::new(Auth {

@@ -15,12 +15,11 @@
 mod store;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use patchbay_bus::rpc::{decode, encode};
-use patchbay_bus::{Bus, ConfigView, Delivery, Handler, HandlerError, run_consumer};
+use patchbay_bus::{Bus, ConfigView, Delivery, Handler, HandlerError};
 use patchbay_contract::ids::{derive_id, message_ids, prefix};
 use patchbay_contract::{
     BotRecord, DeliveryStatus, DispatchJob, EventMessage, EventType, GetUserRequest, InboundEvent,
@@ -46,18 +45,7 @@ struct Statuses(Arc<Router>);
 /// Starts the service.
 pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
     Box::pin(async move {
-        let url = deps.config.require_database_url()?;
-        let pool = patchbay_store::connect(
-            url,
-            "router",
-            deps.config.database_max_connections,
-            MIGRATIONS,
-            Duration::from_secs(60),
-        )
-        .await?;
-        let readiness_pool = pool.clone();
-        deps.readiness
-            .add("postgres:router", move || !readiness_pool.is_closed());
+        let pool = deps.database("router", MIGRATIONS).await?;
         let router = Arc::new(Router {
             pool,
             bus: deps.bus.clone(),
@@ -65,36 +53,23 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
         });
         let s = deps.bus.subjects();
         let c = deps.config.consumer_concurrency;
-        let grace = deps.config.shutdown_grace();
         let rpc = router.clone();
         let responder = deps
             .bus
             .responder(s.rpc_all("router"), "bot-router".into())
             .await?;
         let service = Service::new("bot-router")
-            .task(run_consumer::<InboundEvent, _>(
-                deps.bus.clone(),
+            .task(deps.consumer::<InboundEvent, _>(
                 topology::router_inbound(s),
-                c,
                 Arc::new(Inbound(router.clone())),
-                deps.shutdown.clone(),
-                grace,
             ))
-            .task(run_consumer::<SendCommand, _>(
-                deps.bus.clone(),
+            .task(deps.consumer::<SendCommand, _>(
                 topology::router_send(s),
-                c,
                 Arc::new(Sends(router.clone())),
-                deps.shutdown.clone(),
-                grace,
             ))
-            .task(run_consumer::<StatusEvent, _>(
-                deps.bus.clone(),
+            .task(deps.consumer::<StatusEvent, _>(
                 topology::router_status(s),
-                c,
                 Arc::new(Statuses(router.clone())),
-                deps.shutdown.clone(),
-                grace,
             ))
             .task(responder.serve(
                 c,

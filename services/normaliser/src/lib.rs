@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use patchbay_bus::{Bus, Delivery, Handler, HandlerError, run_consumer};
+use patchbay_bus::{Bus, Delivery, Handler, HandlerError};
 use patchbay_contract::{IngressEnvelope, Platform, topology};
 use patchbay_platform::InboundAdapter;
 use patchbay_runtime::{BoxError, Deps, Service};
@@ -22,15 +22,7 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
         let handler = Arc::new(Normaliser {
             bus: deps.bus.clone(),
         });
-        let task = run_consumer::<IngressEnvelope, _>(
-            deps.bus.clone(),
-            spec,
-            deps.config.consumer_concurrency,
-            handler,
-            deps.shutdown.clone(),
-            deps.config.shutdown_grace(),
-        );
-        Ok(Service::new("normaliser").task(task))
+        Ok(Service::new("normaliser").task(deps.consumer::<IngressEnvelope, _>(spec, handler)))
     })
 }
 

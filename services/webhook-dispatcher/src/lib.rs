@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use patchbay_bus::{Bus, ConfigView, Delivery, Handler, HandlerError, run_consumer};
+use patchbay_bus::{Bus, ConfigView, Delivery, Handler, HandlerError};
 use patchbay_config::{MasterKey, RetrySchedule};
 use patchbay_contract::{
     BotRecord, DispatchJob, InlineReply, Recipient, SendCommand, SendSource, V1, topology,
@@ -45,18 +45,7 @@ struct Dispatcher {
 pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
     Box::pin(async move {
         let key = deps.config.require_master_key()?;
-        let url = deps.config.require_database_url()?;
-        let pool = patchbay_store::connect(
-            url,
-            "dispatcher",
-            deps.config.database_max_connections,
-            MIGRATIONS,
-            Duration::from_secs(60),
-        )
-        .await?;
-        let readiness_pool = pool.clone();
-        deps.readiness
-            .add("postgres:dispatcher", move || !readiness_pool.is_closed());
+        let pool = deps.database("dispatcher", MIGRATIONS).await?;
         let allow_private = deps.config.allow_private_callbacks;
         let http = patchbay_platform::http::client_builder(Duration::from_millis(
             deps.config.webhook_timeout_ms,
@@ -77,15 +66,7 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             allow_private,
             max_body: deps.config.webhook_response_max_bytes,
         });
-        let task = run_consumer::<DispatchJob, _>(
-            deps.bus.clone(),
-            spec,
-            deps.config.consumer_concurrency,
-            handler,
-            deps.shutdown.clone(),
-            deps.config.shutdown_grace(),
-        );
-        Ok(Service::new("webhook-dispatcher").task(task))
+        Ok(Service::new("webhook-dispatcher").task(deps.consumer::<DispatchJob, _>(spec, handler)))
     })
 }
 

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use patchbay_bus::{ConfigView, Delivery, Handler, HandlerError, run_consumer};
+use patchbay_bus::{ConfigView, Delivery, Handler, HandlerError};
 use patchbay_config::MasterKey;
 use patchbay_contract::ids::{hashed_id, prefix};
 use patchbay_contract::{DeliveryError, DeliveryStatus, OutboundJob, StatusEvent, V1, topology};
@@ -36,15 +36,7 @@ pub fn service<A: OutboundAdapter>(
         key: deps.config.require_master_key()?,
         max_attempts: spec.max_attempts,
     });
-    let task = run_consumer::<OutboundJob, _>(
-        deps.bus.clone(),
-        spec,
-        deps.config.consumer_concurrency,
-        handler,
-        deps.shutdown.clone(),
-        deps.config.shutdown_grace(),
-    );
-    Ok(Service::new(name).task(task))
+    Ok(Service::new(name).task(deps.consumer::<OutboundJob, _>(spec, handler)))
 }
 
 impl<A: OutboundAdapter> Sender<A> {

@@ -43,6 +43,51 @@ pub struct Deps {
     pub readiness: Readiness,
 }
 
+impl Deps {
+    /// Opens the service's own PostgreSQL schema (created and migrated if needed) and adds it
+    /// to `/readyz`.
+    pub async fn database(
+        &self,
+        schema: &'static str,
+        migrations: &[patchbay_store::EmbeddedMigration],
+    ) -> Result<sqlx::PgPool, BoxError> {
+        let url = self.config.require_database_url()?;
+        let pool = patchbay_store::connect(
+            url,
+            schema,
+            self.config.database_max_connections,
+            migrations,
+            std::time::Duration::from_secs(60),
+        )
+        .await?;
+        let check = pool.clone();
+        self.readiness
+            .add(format!("postgres:{schema}"), move || !check.is_closed());
+        Ok(pool)
+    }
+
+    /// Runs `handler` on the durable consumer `spec` with the configured concurrency, until
+    /// shutdown (then drains within the grace period).
+    pub fn consumer<T, H>(
+        &self,
+        spec: patchbay_contract::topology::ConsumerSpec,
+        handler: Arc<H>,
+    ) -> impl std::future::Future<Output = Result<(), patchbay_bus::BusError>> + Send + 'static
+    where
+        T: serde::de::DeserializeOwned + Send + 'static,
+        H: patchbay_bus::Handler<T>,
+    {
+        patchbay_bus::run_consumer::<T, H>(
+            self.bus.clone(),
+            spec,
+            self.config.consumer_concurrency,
+            handler,
+            self.shutdown.clone(),
+            self.config.shutdown_grace(),
+        )
+    }
+}
+
 /// A started service: its HTTP routes and its background tasks.
 pub struct Service {
     /// Its name, for logs.
