@@ -130,6 +130,10 @@ impl Router {
 }
 
 impl Handler<InboundEvent> for Inbound {
+    fn key(&self, ev: &InboundEvent) -> Option<String> {
+        Some(format!("{}:{}", ev.channel.id, ev.address))
+    }
+
     async fn handle(&self, d: Delivery<InboundEvent>) -> Result<(), HandlerError> {
         let r = &self.0;
         let ev = &d.payload;
@@ -169,6 +173,17 @@ impl Handler<InboundEvent> for Inbound {
 }
 
 impl Handler<SendCommand> for Sends {
+    fn key(&self, cmd: &SendCommand) -> Option<String> {
+        Some(match &cmd.to {
+            patchbay_contract::Recipient::User { user_id } => user_id.clone(),
+            patchbay_contract::Recipient::Address {
+                platform, address, ..
+            } => {
+                format!("{platform}:{address}")
+            }
+        })
+    }
+
     async fn handle(&self, d: Delivery<SendCommand>) -> Result<(), HandlerError> {
         let r = &self.0;
         let cmd = &d.payload;

@@ -27,6 +27,13 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
 }
 
 impl Handler<IngressEnvelope> for Normaliser {
+    fn key(&self, env: &IngressEnvelope) -> Option<String> {
+        Some(match &env.order_key {
+            Some(k) => format!("{}:{k}", env.channel_id),
+            None => env.channel_id.clone(),
+        })
+    }
+
     async fn handle(&self, d: Delivery<IngressEnvelope>) -> Result<(), HandlerError> {
         let env = &d.payload;
         let events = match env.platform {

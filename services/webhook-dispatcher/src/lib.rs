@@ -301,6 +301,10 @@ impl Dispatcher {
 }
 
 impl Handler<DispatchJob> for Dispatcher {
+    fn key(&self, job: &DispatchJob) -> Option<String> {
+        Some(job.event.conversation_id.clone())
+    }
+
     async fn handle(&self, d: Delivery<DispatchJob>) -> Result<(), HandlerError> {
         let job = &d.payload;
         let bot = self

@@ -8,9 +8,23 @@
 //!   dead-letter copy with the reason, then term.
 //!
 //! A dead-letter copy is stored before the original is terminated; if storing it fails, the
-//! original is nak'ed instead, so nothing is ever dropped. Concurrency is bounded by a
-//! semaphore; slow handlers send progress so the server does not redeliver them; on shutdown
-//! the runtime stops pulling and waits (up to a grace period) for what it holds.
+//! original is nak'ed instead, so nothing is ever dropped. Slow handlers send progress so the
+//! server does not redeliver them; on shutdown the runtime stops pulling and waits (up to a
+//! grace period) for what it holds.
+//!
+//! **Order.** A handler may give each message an ordering key ([`Handler::key`]). Messages with
+//! the same key are handled one at a time, in stream order ("lanes"); different keys run in
+//! parallel, at most `concurrency` at once. A transient failure of a keyed message is retried
+//! in place (the lane waits), because a nak would let the next message of the key overtake it.
+//! Handlers of keyed consumers therefore ask only for short retries; the dispatcher moves long
+//! ones out of the stream altogether.
+//!
+//! **Recovery in order.** After a crash, JetStream redelivers the dead instance's unacked
+//! messages only when their ack wait expires, while new messages flow at once, which would
+//! reorder a key. So at start the runtime looks at the consumer's range between ack floor and
+//! last delivered sequence: in a work-queue stream, a message still present there is exactly
+//! one that was handed out and never acknowledged. Those are handled first, in order; when
+//! JetStream redelivers them later, the (idempotent) handler runs again and they are acked.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -24,7 +38,10 @@ use futures::{FutureExt, StreamExt};
 use patchbay_contract::headers;
 use patchbay_contract::topology::ConsumerSpec;
 use serde::de::DeserializeOwned;
-use tokio::sync::Semaphore;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -107,11 +124,46 @@ pub struct Delivery<T> {
 
 /// A message handler.
 pub trait Handler<T>: Send + Sync + 'static {
+    /// The ordering key of a message: messages with equal keys are handled one at a time, in
+    /// stream order. `None` (the default): no ordering.
+    fn key(&self, _payload: &T) -> Option<String> {
+        None
+    }
+
     /// Handles one message. Must be idempotent: a message can arrive more than once.
     fn handle(
         &self,
         delivery: Delivery<T>,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+}
+
+/// Where a message in hand came from.
+enum Source {
+    /// Delivered to this instance: it acks, naks or terms it.
+    Live(Box<jetstream::Message>),
+    /// Read from the stream at start (handed to a dead instance): handled, never settled here;
+    /// JetStream's redelivery settles it.
+    Recovered,
+}
+
+struct Work<T> {
+    payload: T,
+    subject: String,
+    headers: Option<HeaderMap>,
+    stream_sequence: u64,
+    delivered: u64,
+    source: Source,
+    keyed: bool,
+    _buffered: Option<OwnedSemaphorePermit>,
+}
+
+struct Runner<T, H> {
+    bus: Bus,
+    spec: ConsumerSpec,
+    handler: Arc<H>,
+    running: Arc<Semaphore>,
+    lanes: Mutex<HashMap<String, VecDeque<Work<T>>>>,
+    shutdown: CancellationToken,
 }
 
 /// Runs a durable pull consumer until `shutdown`, then waits up to `grace` for messages in
@@ -125,17 +177,38 @@ pub async fn run_consumer<T, H>(
     grace: Duration,
 ) -> Result<(), BusError>
 where
-    T: DeserializeOwned + Send + 'static,
+    T: DeserializeOwned + Clone + Send + Sync + 'static,
     H: Handler<T>,
 {
-    let spec = Arc::new(spec);
     let concurrency = concurrency.max(1);
-    let consumer = tokio::select! {
+    let mut consumer = tokio::select! {
         c = create_consumer(&bus, &spec) => c?,
         () = shutdown.cancelled() => return Ok(()),
     };
-    let permits = Arc::new(Semaphore::new(concurrency));
+    let runner = Arc::new(Runner {
+        bus: bus.clone(),
+        spec,
+        handler,
+        running: Arc::new(Semaphore::new(concurrency)),
+        lanes: Mutex::new(HashMap::new()),
+        shutdown: shutdown.clone(),
+    });
+    let spec = &runner.spec;
+    // Messages pulled but not finished, across all lanes: bounds memory.
+    let buffered = Arc::new(Semaphore::new(concurrency * 4));
     let mut tasks = JoinSet::new();
+
+    let recovered = runner.recover(&mut consumer).await;
+    if !recovered.is_empty() {
+        tracing::info!(
+            consumer = spec.durable,
+            messages = recovered.len(),
+            "re-handling messages a previous instance held, in order"
+        );
+    }
+    for work in recovered {
+        runner.enqueue(work, &mut tasks);
+    }
     tracing::info!(consumer = spec.durable, filter = %spec.filter, concurrency, "consumer started");
 
     'outer: while !shutdown.is_cancelled() {
@@ -158,7 +231,7 @@ where
         };
         loop {
             let permit = tokio::select! {
-                p = permits.clone().acquire_owned() => match p {
+                p = buffered.clone().acquire_owned() => match p {
                     Ok(p) => p,
                     Err(_) => break 'outer,
                 },
@@ -171,13 +244,39 @@ where
             while tasks.try_join_next().is_some() {}
             match next {
                 Some(Ok(msg)) => {
-                    let bus = bus.clone();
-                    let spec = spec.clone();
-                    let handler = handler.clone();
-                    tasks.spawn(async move {
-                        process::<T, H>(&bus, &spec, &*handler, msg).await;
-                        drop(permit);
-                    });
+                    let (stream_sequence, delivered) = match msg.info() {
+                        Ok(i) => (i.stream_sequence, u64::try_from(i.delivered).unwrap_or(1)),
+                        Err(_) => (0, 1),
+                    };
+                    match serde_json::from_slice::<T>(&msg.payload) {
+                        Ok(payload) => {
+                            let keyed = runner.handler.key(&payload);
+                            let work = Work {
+                                payload,
+                                subject: msg.subject.to_string(),
+                                headers: msg.headers.clone(),
+                                stream_sequence,
+                                delivered,
+                                keyed: keyed.is_some(),
+                                source: Source::Live(Box::new(msg)),
+                                _buffered: Some(permit),
+                            };
+                            match keyed {
+                                Some(key) => runner.enqueue_keyed(key, work, &mut tasks),
+                                None => runner.enqueue(work, &mut tasks),
+                            }
+                        }
+                        Err(e) => {
+                            let runner = runner.clone();
+                            tasks.spawn(async move {
+                                let reason = format!("malformed payload: {e}");
+                                runner
+                                    .reject(&msg, stream_sequence, delivered, &reason)
+                                    .await;
+                                drop(permit);
+                            });
+                        }
+                    }
                 }
                 Some(Err(e)) => {
                     tracing::debug!(consumer = spec.durable, error = %e, "pull interrupted");
@@ -202,6 +301,277 @@ where
     }
     tracing::info!(consumer = spec.durable, "consumer stopped");
     Ok(())
+}
+
+/// Whether `subject` matches the NATS subject filter `filter` (`*` one token, `>` the rest).
+pub fn subject_matches(filter: &str, subject: &str) -> bool {
+    let mut f = filter.split('.');
+    let mut s = subject.split('.');
+    loop {
+        match (f.next(), s.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+impl<T, H> Runner<T, H>
+where
+    T: DeserializeOwned + Clone + Send + Sync + 'static,
+    H: Handler<T>,
+{
+    /// Messages handed to a previous instance and never acknowledged, in stream order.
+    async fn recover(
+        &self,
+        consumer: &mut jetstream::consumer::Consumer<pull::Config>,
+    ) -> Vec<Work<T>> {
+        let (floor, last) = match consumer.info().await {
+            Ok(i) => (i.ack_floor.stream_sequence, i.delivered.stream_sequence),
+            Err(e) => {
+                tracing::warn!(consumer = self.spec.durable, error = %e, "no consumer info; skipping recovery");
+                return Vec::new();
+            }
+        };
+        if last <= floor {
+            return Vec::new();
+        }
+        let stream_name = self.bus.subjects().stream(self.spec.stream);
+        let Ok(stream) = self.bus.jetstream().get_stream(&stream_name).await else {
+            return Vec::new();
+        };
+        let limit = u64::try_from(self.spec.max_ack_pending)
+            .unwrap_or(1000)
+            .max(1)
+            * 2;
+        let mut out = Vec::new();
+        for seq in (floor + 1)..=last.min(floor + limit) {
+            let Ok(m) = stream.get_raw_message(seq).await else {
+                continue;
+            };
+            if !subject_matches(&self.spec.filter, &m.subject) {
+                continue;
+            }
+            let Ok(payload) = serde_json::from_slice::<T>(&m.payload) else {
+                continue;
+            };
+            let keyed = self.handler.key(&payload).is_some();
+            out.push(Work {
+                payload,
+                subject: m.subject.to_string(),
+                headers: Some(m.headers.clone()),
+                stream_sequence: seq,
+                delivered: 1,
+                source: Source::Recovered,
+                keyed,
+                _buffered: None,
+            });
+        }
+        out
+    }
+
+    fn enqueue(self: &Arc<Self>, work: Work<T>, tasks: &mut JoinSet<()>) {
+        if work.keyed
+            && let Some(key) = self.handler.key(&work.payload)
+        {
+            return self.enqueue_keyed(key, work, tasks);
+        }
+        let runner = self.clone();
+        tasks.spawn(async move { runner.run_one(work).await });
+    }
+
+    fn enqueue_keyed(self: &Arc<Self>, key: String, work: Work<T>, tasks: &mut JoinSet<()>) {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(queue) = lanes.get_mut(&key) {
+            queue.push_back(work);
+            return;
+        }
+        lanes.insert(key.clone(), VecDeque::new());
+        drop(lanes);
+        let runner = self.clone();
+        tasks.spawn(async move { runner.run_lane(key, work).await });
+    }
+
+    async fn run_lane(self: Arc<Self>, key: String, first: Work<T>) {
+        let mut work = first;
+        loop {
+            self.run_one(work).await;
+            let next = {
+                let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+                match lanes.get_mut(&key).and_then(VecDeque::pop_front) {
+                    Some(w) => w,
+                    None => {
+                        lanes.remove(&key);
+                        return;
+                    }
+                }
+            };
+            work = next;
+        }
+    }
+
+    async fn run_one(&self, work: Work<T>) {
+        let Ok(_running) = self.running.clone().acquire_owned().await else {
+            return;
+        };
+        let spec = &self.spec;
+        let span = tracing::info_span!(
+            "process",
+            otel.kind = "consumer",
+            messaging.system = "nats",
+            messaging.operation = "process",
+            messaging.destination.name = %work.subject,
+            messaging.consumer.group.name = spec.durable,
+            messaging.message.id = tracing::field::Empty,
+            delivered = work.delivered,
+        );
+        crate::trace::set_parent(&span, work.headers.as_ref());
+        if let Some(id) = work.headers.as_ref().and_then(|h| h.get(headers::MSG_ID)) {
+            span.record("messaging.message.id", id.as_str());
+        }
+        let started = Instant::now();
+        let label = self.attempts(&work).instrument(span).await;
+        metrics::counter!("patchbay_consumer_messages_total", "consumer" => spec.durable, "outcome" => label)
+            .increment(1);
+        metrics::histogram!("patchbay_consumer_handle_seconds", "consumer" => spec.durable)
+            .record(started.elapsed().as_secs_f64());
+    }
+
+    /// Handles `work`, retrying keyed messages in place, and settles it. Returns the outcome
+    /// label for metrics.
+    async fn attempts(&self, work: &Work<T>) -> &'static str {
+        let spec = &self.spec;
+        let mut attempt = work.delivered;
+        loop {
+            let outcome = self.attempt(work, attempt).await;
+            let live = match &work.source {
+                Source::Live(m) => m,
+                Source::Recovered => {
+                    return if outcome.is_ok() {
+                        "recovered"
+                    } else {
+                        "recovery_failed"
+                    };
+                }
+            };
+            match outcome {
+                Ok(()) => {
+                    if let Err(e) = live.ack().await {
+                        tracing::warn!(error = %e, "ack failed; message will be redelivered");
+                    }
+                    return "ack";
+                }
+                Err(HandlerError::Retry { reason, after })
+                    if attempt < u64::from(spec.max_attempts) =>
+                {
+                    let delay = after.unwrap_or_else(|| spec.backoff_for(attempt));
+                    tracing::info!(%reason, delay_ms = delay.as_millis() as u64, attempt, "retrying later");
+                    if !work.keyed {
+                        let _ = live.ack_with(AckKind::Nak(Some(delay))).await;
+                        return "retry";
+                    }
+                    if !self.wait_in_place(live, delay).await {
+                        let _ = live.ack_with(AckKind::Nak(None)).await;
+                        return "retry";
+                    }
+                    metrics::counter!("patchbay_consumer_messages_total", "consumer" => spec.durable, "outcome" => "retry_in_place").increment(1);
+                    attempt += 1;
+                }
+                Err(e) => {
+                    let reason = match e {
+                        HandlerError::Retry { reason, .. } => {
+                            format!("gave up after {attempt} attempts: {reason}")
+                        }
+                        HandlerError::Reject { reason } => reason,
+                    };
+                    return self
+                        .reject(live, work.stream_sequence, attempt, &reason)
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// Runs the handler once, sending progress while it works and catching panics.
+    async fn attempt(&self, work: &Work<T>, attempt: u64) -> Result<(), HandlerError> {
+        let delivery = Delivery {
+            payload: work.payload.clone(),
+            subject: work.subject.clone(),
+            stream_sequence: work.stream_sequence,
+            delivered: attempt,
+            headers: work.headers.clone(),
+        };
+        let handling = AssertUnwindSafe(self.handler.handle(delivery)).catch_unwind();
+        tokio::pin!(handling);
+        let mut progress = tokio::time::interval(self.spec.ack_wait / 3);
+        progress.tick().await;
+        loop {
+            tokio::select! {
+                r = &mut handling => {
+                    return r.unwrap_or_else(|_| Err(HandlerError::retry("handler panicked")));
+                }
+                _ = progress.tick() => {
+                    if let Source::Live(m) = &work.source {
+                        let _ = m.ack_with(AckKind::Progress).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits `delay` holding the message (progress keeps it ours); false on shutdown.
+    async fn wait_in_place(&self, msg: &jetstream::Message, delay: Duration) -> bool {
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        let mut progress = tokio::time::interval(self.spec.ack_wait / 3);
+        progress.tick().await;
+        loop {
+            tokio::select! {
+                () = &mut sleep => return true,
+                () = self.shutdown.cancelled() => return false,
+                _ = progress.tick() => {
+                    let _ = msg.ack_with(AckKind::Progress).await;
+                }
+            }
+        }
+    }
+
+    /// Dead-letters `msg` with `reason` and terminates it; if the copy cannot be stored, naks.
+    async fn reject(
+        &self,
+        msg: &jetstream::Message,
+        stream_sequence: u64,
+        delivered: u64,
+        reason: &str,
+    ) -> &'static str {
+        let spec = &self.spec;
+        let copy = DeadLetter {
+            consumer: spec.durable,
+            stream: self.bus.subjects().stream(spec.stream),
+            subject: msg.subject.to_string(),
+            stream_sequence,
+            delivered,
+            reason: reason.to_owned(),
+            payload: msg.payload.clone(),
+            headers: msg.headers.clone(),
+        };
+        match copy.store(&self.bus).await {
+            Ok(()) => {
+                tracing::warn!(%reason, "dead-lettered");
+                let _ = msg.ack_with(AckKind::Term).await;
+                "dead_letter"
+            }
+            Err(err) => {
+                tracing::error!(%reason, error = %err, "cannot store dead letter; will retry");
+                let _ = msg
+                    .ack_with(AckKind::Nak(Some(spec.backoff_for(delivered))))
+                    .await;
+                "retry"
+            }
+        }
+    }
 }
 
 async fn create_consumer(
@@ -248,141 +618,92 @@ async fn create_consumer(
     )))
 }
 
-async fn process<T, H>(bus: &Bus, spec: &ConsumerSpec, handler: &H, msg: jetstream::Message)
-where
-    T: DeserializeOwned + Send + 'static,
-    H: Handler<T>,
-{
-    let (stream_sequence, delivered) = match msg.info() {
-        Ok(i) => (i.stream_sequence, u64::try_from(i.delivered).unwrap_or(1)),
-        Err(_) => (0, 1),
-    };
-    let subject = msg.subject.to_string();
-    let span = tracing::info_span!(
-        "process",
-        otel.kind = "consumer",
-        messaging.system = "nats",
-        messaging.operation = "process",
-        messaging.destination.name = %subject,
-        messaging.consumer.group.name = spec.durable,
-        messaging.message.id = tracing::field::Empty,
-        delivered,
-    );
-    crate::trace::set_parent(&span, msg.headers.as_ref());
-    if let Some(id) = msg.headers.as_ref().and_then(|h| h.get(headers::MSG_ID)) {
-        span.record("messaging.message.id", id.as_str());
-    }
-    let started = Instant::now();
-    let outcome = async {
-        let payload: T = match serde_json::from_slice(&msg.payload) {
-            Ok(p) => p,
-            Err(e) => return Err(HandlerError::reject(format!("malformed payload: {e}"))),
-        };
-        let delivery = Delivery {
-            payload,
-            subject: subject.clone(),
-            stream_sequence,
-            delivered,
-            headers: msg.headers.clone(),
-        };
-        let work = AssertUnwindSafe(handler.handle(delivery)).catch_unwind();
-        tokio::pin!(work);
-        let mut progress = tokio::time::interval(spec.ack_wait / 3);
-        progress.tick().await;
-        loop {
-            tokio::select! {
-                r = &mut work => {
-                    return r.unwrap_or_else(|_| Err(HandlerError::retry("handler panicked")));
-                }
-                _ = progress.tick() => {
-                    let _ = msg.ack_with(AckKind::Progress).await;
-                }
-            }
-        }
-    }
-    .instrument(span.clone())
-    .await;
-
-    let consumer = spec.durable;
-    let label = match &outcome {
-        Ok(()) => {
-            if let Err(e) = msg.ack().await {
-                tracing::warn!(parent: &span, error = %e, "ack failed; message will be redelivered");
-            }
-            "ack"
-        }
-        Err(HandlerError::Retry { reason, after }) if delivered < u64::from(spec.max_attempts) => {
-            let delay = after.unwrap_or_else(|| spec.backoff_for(delivered));
-            tracing::info!(parent: &span, %reason, delay_ms = delay.as_millis() as u64, "retrying later");
-            let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
-            "retry"
-        }
-        Err(e) => {
-            let reason = match e {
-                HandlerError::Retry { reason, .. } => {
-                    format!("gave up after {delivered} attempts: {reason}")
-                }
-                HandlerError::Reject { reason } => reason.clone(),
-            };
-            match dead_letter(bus, spec, &msg, stream_sequence, delivered, &reason).await {
-                Ok(()) => {
-                    tracing::warn!(parent: &span, %reason, "dead-lettered");
-                    let _ = msg.ack_with(AckKind::Term).await;
-                    "dead_letter"
-                }
-                Err(err) => {
-                    tracing::error!(parent: &span, %reason, error = %err, "cannot store dead letter; will retry");
-                    let _ = msg
-                        .ack_with(AckKind::Nak(Some(spec.backoff_for(delivered))))
-                        .await;
-                    "retry"
-                }
-            }
-        }
-    };
-    metrics::counter!("patchbay_consumer_messages_total", "consumer" => consumer, "outcome" => label)
-        .increment(1);
-    metrics::histogram!("patchbay_consumer_handle_seconds", "consumer" => consumer)
-        .record(started.elapsed().as_secs_f64());
+/// A dead-letter copy of a message, stored on `<p>.dlq.<consumer>` with the reason and where
+/// the message came from in `Pb-Dlq-*` headers.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// The durable consumer that gave up.
+    pub consumer: &'static str,
+    /// The stream the message came from.
+    pub stream: String,
+    /// The subject it was published on.
+    pub subject: String,
+    /// Its sequence in that stream (0 when not known).
+    pub stream_sequence: u64,
+    /// How many times it was attempted.
+    pub delivered: u64,
+    /// Why it was given up.
+    pub reason: String,
+    /// The payload, unchanged.
+    pub payload: Bytes,
+    /// The original headers (trace context is kept).
+    pub headers: Option<HeaderMap>,
 }
 
-/// Stores a copy of `msg` on `<p>.dlq.<consumer>` with the reason in headers.
-async fn dead_letter(
-    bus: &Bus,
-    spec: &ConsumerSpec,
-    msg: &jetstream::Message,
-    stream_sequence: u64,
-    delivered: u64,
-    reason: &str,
-) -> Result<(), BusError> {
-    let subject = bus.subjects().dlq(spec.durable)?;
-    let stream = bus.subjects().stream(spec.stream);
-    let mut h = HeaderMap::new();
-    // Header values cannot hold newlines.
-    let reason: String = reason
-        .chars()
-        .take(1000)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    h.insert(headers::DLQ_REASON, reason.as_str());
-    h.insert(headers::DLQ_CONSUMER, spec.durable);
-    h.insert(headers::DLQ_SUBJECT, msg.subject.as_str());
-    h.insert(headers::DLQ_STREAM, stream.as_str());
-    h.insert(
-        headers::DLQ_STREAM_SEQ,
-        stream_sequence.to_string().as_str(),
-    );
-    h.insert(headers::DLQ_DELIVERIES, delivered.to_string().as_str());
-    h.insert(headers::DLQ_AT, chrono::Utc::now().to_rfc3339().as_str());
-    if let Some(orig) = &msg.headers {
-        for name in [headers::TRACEPARENT, headers::TRACESTATE] {
-            if let Some(v) = orig.get(name) {
-                h.insert(name, v.as_str());
+impl DeadLetter {
+    /// Stores the copy. Its `Nats-Msg-Id` is `dlq:<stream>:<seq>` (or the given id), so storing
+    /// it twice keeps one copy.
+    pub async fn store(&self, bus: &Bus) -> Result<(), BusError> {
+        self.store_with_id(
+            bus,
+            &format!("dlq:{}:{}", self.stream, self.stream_sequence),
+        )
+        .await
+    }
+
+    /// [`DeadLetter::store`] with an explicit de-duplication id.
+    pub async fn store_with_id(&self, bus: &Bus, id: &str) -> Result<(), BusError> {
+        let subject = bus.subjects().dlq(self.consumer)?;
+        let mut h = HeaderMap::new();
+        // Header values cannot hold newlines.
+        let reason: String = self
+            .reason
+            .chars()
+            .take(1000)
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        h.insert(headers::DLQ_REASON, reason.as_str());
+        h.insert(headers::DLQ_CONSUMER, self.consumer);
+        h.insert(headers::DLQ_SUBJECT, self.subject.as_str());
+        h.insert(headers::DLQ_STREAM, self.stream.as_str());
+        h.insert(
+            headers::DLQ_STREAM_SEQ,
+            self.stream_sequence.to_string().as_str(),
+        );
+        h.insert(headers::DLQ_DELIVERIES, self.delivered.to_string().as_str());
+        h.insert(headers::DLQ_AT, chrono::Utc::now().to_rfc3339().as_str());
+        if let Some(orig) = &self.headers {
+            for name in [headers::TRACEPARENT, headers::TRACESTATE] {
+                if let Some(v) = orig.get(name) {
+                    h.insert(name, v.as_str());
+                }
             }
         }
+        bus.publish_bytes(&subject, id, self.payload.clone(), h)
+            .await
+            .map(|_| ())
     }
-    let id = format!("dlq:{stream}:{stream_sequence}");
-    bus.publish_bytes(&subject, &id, Bytes::copy_from_slice(&msg.payload), h)
-        .await
-        .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::subject_matches;
+
+    #[test]
+    fn subject_filters_match_like_nats() {
+        assert!(subject_matches("pb.ingress.>", "pb.ingress.telegram.ch_1"));
+        assert!(!subject_matches("pb.ingress.>", "pb.ingress"));
+        assert!(subject_matches(
+            "pb.outbound.telegram.>",
+            "pb.outbound.telegram.ch_1"
+        ));
+        assert!(!subject_matches(
+            "pb.outbound.telegram.>",
+            "pb.outbound.line.ch_1"
+        ));
+        assert!(subject_matches("pb.send.*", "pb.send.bot_1"));
+        assert!(!subject_matches("pb.send.*", "pb.send.bot_1.x"));
+        assert!(subject_matches("a.b", "a.b"));
+        assert!(!subject_matches("a.b", "a.b.c"));
+    }
 }

@@ -163,6 +163,10 @@ pub struct IngressEnvelope {
     pub dedupe_key: String,
     /// The request body: the JSON document as received, or a string for non-JSON platforms.
     pub body: serde_json::Value,
+    /// The conversation on the platform (Telegram: the chat id), when the ingress could tell:
+    /// envelopes with the same key are normalised in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_key: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------

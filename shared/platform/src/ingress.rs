@@ -138,6 +138,7 @@ async fn publish_all<A: InboundAdapter>(
             received_at: chrono::Utc::now(),
             dedupe_key: split.dedupe_key,
             body: split.body,
+            order_key: split.order_key,
         };
         let published = bus
             .publish(subject, &envelope.dedupe_key, &envelope)

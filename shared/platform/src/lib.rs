@@ -42,6 +42,8 @@ pub struct Split {
     pub dedupe_key: String,
     /// The body to carry.
     pub body: serde_json::Value,
+    /// The conversation it belongs to on the platform (a chat id), if known.
+    pub order_key: Option<String>,
 }
 
 /// Why an envelope cannot be normalised (it goes to the dead-letter stream with this text).

@@ -95,6 +95,10 @@ impl<A: OutboundAdapter> Sender<A> {
 }
 
 impl<A: OutboundAdapter> Handler<OutboundJob> for Sender<A> {
+    fn key(&self, job: &OutboundJob) -> Option<String> {
+        Some(format!("{}:{}", job.channel.id, job.address))
+    }
+
     async fn handle(&self, d: Delivery<OutboundJob>) -> Result<(), HandlerError> {
         let job = &d.payload;
         let result = self.attempt(job, d.delivered).await?;

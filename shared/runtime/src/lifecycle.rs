@@ -74,7 +74,7 @@ impl Deps {
         handler: Arc<H>,
     ) -> impl std::future::Future<Output = Result<(), patchbay_bus::BusError>> + Send + 'static
     where
-        T: serde::de::DeserializeOwned + Send + 'static,
+        T: serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
         H: patchbay_bus::Handler<T>,
     {
         patchbay_bus::run_consumer::<T, H>(

@@ -260,9 +260,21 @@ impl InboundAdapter for Telegram {
             .get("update_id")
             .and_then(serde_json::Value::as_i64)
             .ok_or_else(|| Rejection::Malformed("an Update needs an integer update_id".into()))?;
+        // The chat the update belongs to, wherever this kind of update keeps it.
+        let order_key = value.as_object().and_then(|o| {
+            o.iter().find_map(|(k, v)| {
+                (k != "update_id").then(|| {
+                    v.pointer("/chat/id")
+                        .or_else(|| v.pointer("/message/chat/id"))
+                        .or_else(|| v.pointer("/from/id"))
+                        .map(|id| id.to_string())
+                })?
+            })
+        });
         Ok(vec![Split {
             dedupe_key: format!("telegram:{channel_id}:{update_id}"),
             body: value,
+            order_key,
         }])
     }
 
@@ -370,6 +382,7 @@ mod tests {
             received_at: Utc::now(),
             dedupe_key: "telegram:ch_1:1".into(),
             body,
+            order_key: None,
         }
     }
 
@@ -473,8 +486,21 @@ mod tests {
 
     #[test]
     fn split_keys_by_update_id() {
-        let s = Telegram::split("ch_9", br#"{"update_id": 90001, "message": {}}"#).unwrap();
+        let s = Telegram::split(
+            "ch_9",
+            br#"{"update_id": 90001, "message": {"chat": {"id": -42}}}"#,
+        )
+        .unwrap();
         assert_eq!(s[0].dedupe_key, "telegram:ch_9:90001");
+        assert_eq!(s[0].order_key.as_deref(), Some("-42"));
+        let cb =
+            serde_json::to_vec(&patchbay_testkit::fixtures::callback_update(1, 77, "x")).unwrap();
+        assert_eq!(
+            Telegram::split("ch_9", &cb).unwrap()[0]
+                .order_key
+                .as_deref(),
+            Some("77")
+        );
         assert!(matches!(
             Telegram::split("ch_9", b"{nope"),
             Err(Rejection::Malformed(_))
