@@ -238,11 +238,16 @@ impl Stack {
 
     /// [`Stack::bot`] with explicit event subscriptions.
     pub async fn bot_with_events(&self, events: Option<Vec<&str>>) -> TestBot {
+        self.bot_for(&self.tenant.url(), events).await
+    }
+
+    /// A bot whose callback is `url`, with a Telegram channel on the fake Telegram API.
+    pub async fn bot_for(&self, url: &str, events: Option<Vec<&str>>) -> TestBot {
         let (status, bot) = self
             .post(
                 &format!("{}/admin/v1/bots", self.api_url()),
                 self.admin_token(),
-                &json!({"name": "Test bot", "webhook": {"url": self.tenant.url(), "flavour": "native", "events": events}}),
+                &json!({"name": "Test bot", "webhook": {"url": url, "flavour": "native", "events": events}}),
             )
             .await;
         assert_eq!(status, 201, "create bot: {bot}");

@@ -15,6 +15,6 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             &deps.config.telegram_api_base_url,
             Duration::from_millis(deps.config.outbound_timeout_ms),
         )?;
-        patchbay_platform::outbound::service("outbound-telegram", &deps, sender)
+        patchbay_platform::outbound::service("outbound-telegram", &deps, sender).await
     })
 }

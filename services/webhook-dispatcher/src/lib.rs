@@ -1,34 +1,55 @@
 //! `webhook-dispatcher`: delivers events from `<p>.dispatch.>` to each bot's callback URL,
 //! signed per Standard Webhooks (`webhook-id` = event id, stable across retries), and owns the
-//! attempt log (schema `dispatcher`).
+//! attempt log, the delivered-events record and the outbox (schema `dispatcher`).
 //!
 //! * a 2xx is a delivery; its body may carry an inline reply (`{"messages": [...]}` or a bare
 //!   array), stored as a send command on `<p>.send.<bot>` with an id derived from the event, so
-//!   a repeated delivery cannot send the reply twice;
-//! * anything else (non-2xx, redirect, timeout, connection error) is a failed attempt, retried
-//!   on `PATCHBAY_WEBHOOK_RETRY_SCHEDULE` with ±20 % jitter, a `Retry-After` honoured within
-//!   one to two times the scheduled delay; after the last attempt the event is dead-lettered;
+//!   a repeated delivery cannot send the reply twice; a delivered event is never posted again;
+//! * anything else (non-2xx, redirect, timeout, connection error) is a failed attempt. The
+//!   event is **parked** in the outbox (PostgreSQL) and acknowledged to JetStream, so a failing
+//!   tenant never holds messages in the consumer all tenants share. Later events of the same
+//!   conversation queue behind it. The scheduler retries the head of each conversation on
+//!   `PATCHBAY_WEBHOOK_RETRY_SCHEDULE` (±20 % jitter; `Retry-After` honoured within one to two
+//!   times the scheduled delay); after the last attempt the event is dead-lettered and the next
+//!   one of the conversation goes;
+//! * a failing bot's endpoint opens a short circuit breaker, and each bot may have only a few
+//!   attempts in flight per process: new events beyond that are parked at once, so a slow
+//!   tenant cannot occupy the handlers other tenants need;
 //! * every attempt is logged: status, duration, the first bytes of the response, the error;
 //! * callbacks never go to loopback or private addresses unless the operator allows them.
 
 mod resolver;
 pub mod signing;
+mod store;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
+use patchbay_bus::consume::DeadLetter;
 use patchbay_bus::{Bus, ConfigView, Delivery, Handler, HandlerError};
 use patchbay_config::{MasterKey, RetrySchedule};
+use patchbay_contract::subjects::Stream;
 use patchbay_contract::{
     BotRecord, DispatchJob, InlineReply, Recipient, SendCommand, SendSource, V1, topology,
 };
 use patchbay_runtime::{BoxError, Deps, Service};
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
 /// Embedded migrations of schema `dispatcher`.
-pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] =
-    &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] = &[
+    (1, "init", include_str!("../migrations/0001_init.sql")),
+    (2, "outbox", include_str!("../migrations/0002_outbox.sql")),
+];
+
+/// Attempts one bot may have in flight per process before its new events are parked.
+const MAX_IN_FLIGHT_PER_BOT: usize = 4;
+/// Longest a failing endpoint's breaker stays open.
+const MAX_BREAKER: Duration = Duration::from_secs(30);
+/// Parked conversations the scheduler works on at once.
+const SCHEDULER_CONCURRENCY: usize = 16;
 
 struct Dispatcher {
     pool: PgPool,
@@ -39,6 +60,11 @@ struct Dispatcher {
     schedule: RetrySchedule,
     allow_private: bool,
     max_body: usize,
+    lease: Duration,
+    /// Bots whose endpoint failed recently, and until when to leave them alone.
+    breakers: Mutex<HashMap<String, Instant>>,
+    /// Attempts in flight per bot.
+    in_flight: Mutex<HashMap<String, usize>>,
 }
 
 /// Starts the service.
@@ -47,16 +73,14 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
         let key = deps.config.require_master_key()?;
         let pool = deps.database("dispatcher", MIGRATIONS).await?;
         let allow_private = deps.config.allow_private_callbacks;
-        let http = patchbay_platform::http::client_builder(Duration::from_millis(
-            deps.config.webhook_timeout_ms,
-        ))
-        .dns_resolver(Arc::new(resolver::GuardedResolver { allow_private }))
-        .user_agent(concat!("Patchbay-Webhooks/", env!("CARGO_PKG_VERSION")))
-        .build()?;
+        let timeout = Duration::from_millis(deps.config.webhook_timeout_ms);
+        let http = patchbay_platform::http::client_builder(timeout)
+            .dns_resolver(Arc::new(resolver::GuardedResolver { allow_private }))
+            .user_agent(concat!("Patchbay-Webhooks/", env!("CARGO_PKG_VERSION")))
+            .build()?;
         let schedule = deps.config.webhook_retry_schedule.clone();
-        let attempts = u32::try_from(schedule.0.len()).unwrap_or(u32::MAX);
-        let spec = topology::dispatcher(deps.bus.subjects(), attempts);
-        let handler = Arc::new(Dispatcher {
+        let spec = topology::dispatcher(deps.bus.subjects(), 10);
+        let dispatcher = Arc::new(Dispatcher {
             pool,
             bus: deps.bus.clone(),
             view: deps.view.clone(),
@@ -65,8 +89,17 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             schedule,
             allow_private,
             max_body: deps.config.webhook_response_max_bytes,
+            lease: timeout * 2 + Duration::from_secs(5),
+            breakers: Mutex::default(),
+            in_flight: Mutex::default(),
         });
-        Ok(Service::new("webhook-dispatcher").task(deps.consumer::<DispatchJob, _>(spec, handler)))
+        let scheduler = dispatcher.clone().schedule_loop(deps.shutdown.clone());
+        Ok(Service::new("webhook-dispatcher")
+            .task(deps.consumer::<DispatchJob, _>(spec, Arc::new(Intake(dispatcher))))
+            .task(async move {
+                scheduler.await;
+                Ok::<(), BoxError>(())
+            }))
     })
 }
 
@@ -86,9 +119,9 @@ fn jitter(d: Duration) -> Duration {
 }
 
 impl Dispatcher {
-    /// The delay before attempt `delivered + 1`, honouring `Retry-After` within 1–2× of it.
-    fn next_delay(&self, delivered: u64, retry_after: Option<Duration>) -> Duration {
-        let idx = usize::try_from(delivered).unwrap_or(usize::MAX);
+    /// The delay before attempt `attempts + 1`, honouring `Retry-After` within 1–2× of it.
+    fn next_delay(&self, attempts: u64, retry_after: Option<Duration>) -> Duration {
+        let idx = usize::try_from(attempts).unwrap_or(usize::MAX);
         let scheduled = self
             .schedule
             .0
@@ -300,21 +333,77 @@ impl Dispatcher {
     }
 }
 
-impl Handler<DispatchJob> for Dispatcher {
-    fn key(&self, job: &DispatchJob) -> Option<String> {
-        Some(job.event.conversation_id.clone())
+/// What became of one attempt.
+enum Attempted {
+    /// 2xx: delivered.
+    Delivered,
+    /// Failed: retry after this delay (already including `Retry-After` and jitter).
+    Failed {
+        /// Why.
+        reason: String,
+        /// Suggested delay before the next attempt.
+        retry_after: Option<Duration>,
+    },
+    /// Nothing to do: the bot is gone or has no callback URL.
+    Skipped,
+}
+
+fn to_chrono(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+impl Dispatcher {
+    fn breaker_open(&self, bot_id: &str) -> Option<Instant> {
+        let now = Instant::now();
+        let mut b = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        match b.get(bot_id) {
+            Some(until) if *until > now => Some(*until),
+            Some(_) => {
+                b.remove(bot_id);
+                None
+            }
+            None => None,
+        }
     }
 
-    async fn handle(&self, d: Delivery<DispatchJob>) -> Result<(), HandlerError> {
-        let job = &d.payload;
-        let bot = self
-            .view
-            .bot(&job.event.bot_id)
-            .await?
-            .ok_or_else(|| HandlerError::reject(format!("unknown bot {}", job.event.bot_id)))?;
+    fn trip_breaker(&self, bot_id: &str, delay: Duration) {
+        let until = Instant::now() + delay.min(MAX_BREAKER);
+        self.breakers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(bot_id.to_owned(), until);
+    }
+
+    fn reset_breaker(&self, bot_id: &str) {
+        self.breakers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(bot_id);
+    }
+
+    /// Takes an in-flight slot for `bot_id`, or `None` when the bot has too many already.
+    fn slot(self: &Arc<Self>, bot_id: &str) -> Option<Slot> {
+        let mut m = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(bot_id.to_owned()).or_insert(0);
+        if *n >= MAX_IN_FLIGHT_PER_BOT {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            dispatcher: self.clone(),
+            bot_id: bot_id.to_owned(),
+        })
+    }
+
+    /// One attempt to deliver `job` (attempt number `attempt`), logged.
+    async fn deliver(&self, job: &DispatchJob, attempt: u64) -> Result<Attempted, HandlerError> {
+        let Some(bot) = self.view.bot(&job.event.bot_id).await? else {
+            tracing::info!(bot_id = %job.event.bot_id, event_id = %job.event.id, "bot no longer exists; event dropped");
+            return Ok(Attempted::Skipped);
+        };
         let Some(url) = bot.webhook.url.clone() else {
             tracing::info!(bot_id = %bot.id, event_id = %job.event.id, "bot has no callback URL; event not delivered");
-            return Ok(());
+            return Ok(Attempted::Skipped);
         };
         let body = serde_json::to_vec(&job.event).map_err(HandlerError::reject)?;
         let ts = chrono::Utc::now().timestamp();
@@ -322,21 +411,257 @@ impl Handler<DispatchJob> for Dispatcher {
         let started = Instant::now();
         let outcome = self.post(&url, &job.event.id, ts, &signature, body).await;
         let took = started.elapsed();
-        let delivered = outcome.error.is_none();
+        let ok = outcome.error.is_none();
         metrics::histogram!("patchbay_webhook_attempt_seconds").record(took.as_secs_f64());
-        metrics::counter!("patchbay_webhook_attempts_total", "outcome" => if delivered { "delivered" } else { "failed" }).increment(1);
-        if delivered {
+        metrics::counter!("patchbay_webhook_attempts_total", "outcome" => if ok { "delivered" } else { "failed" }).increment(1);
+        if ok {
+            store::mark_delivered(&self.pool, &job.event.id)
+                .await
+                .map_err(|e| HandlerError::retry(format!("database: {e}")))?;
             let note = self.inline_reply(job, &outcome.body).await?;
-            self.log_attempt(job, d.delivered, &url, &outcome, took, note.as_deref())
+            self.log_attempt(job, attempt, &url, &outcome, took, note.as_deref())
                 .await;
+            self.reset_breaker(&bot.id);
+            return Ok(Attempted::Delivered);
+        }
+        self.log_attempt(job, attempt, &url, &outcome, took, None)
+            .await;
+        Ok(Attempted::Failed {
+            reason: format!(
+                "callback to bot {} failed: {}",
+                bot.id,
+                outcome.error.unwrap_or_default()
+            ),
+            retry_after: outcome.retry_after,
+        })
+    }
+
+    /// Stores the event on the dead-letter stream.
+    async fn dead_letter(
+        &self,
+        job: &DispatchJob,
+        attempts: u64,
+        reason: &str,
+    ) -> Result<(), HandlerError> {
+        let subject = self.bus.subjects().dispatch(&job.event.bot_id)?;
+        let letter = DeadLetter {
+            consumer: "webhook-dispatcher",
+            stream: self.bus.subjects().stream(Stream::Dispatch),
+            subject,
+            stream_sequence: 0,
+            delivered: attempts,
+            reason: reason.to_owned(),
+            payload: serde_json::to_vec(job)
+                .map_err(HandlerError::reject)?
+                .into(),
+            headers: None,
+        };
+        letter
+            .store_with_id(&self.bus, &format!("dlq:dispatch:{}", job.event.id))
+            .await?;
+        tracing::warn!(event_id = %job.event.id, %reason, "event dead-lettered");
+        metrics::counter!("patchbay_webhook_dead_letters_total").increment(1);
+        Ok(())
+    }
+
+    /// After failed attempt number `attempts`: park for the next attempt, or dead-letter.
+    /// Returns whether the event is still waiting.
+    async fn after_failure(
+        &self,
+        job: &DispatchJob,
+        parked_id: Option<i64>,
+        attempts: u64,
+        reason: &str,
+        retry_after: Option<Duration>,
+    ) -> Result<bool, HandlerError> {
+        let db = |e: sqlx::Error| HandlerError::retry(format!("database: {e}"));
+        if attempts >= self.schedule.0.len() as u64 {
+            self.dead_letter(
+                job,
+                attempts,
+                &format!("gave up after {attempts} attempts: {reason}"),
+            )
+            .await?;
+            if let Some(id) = parked_id {
+                store::unpark(&self.pool, id).await.map_err(db)?;
+            }
+            return Ok(false);
+        }
+        let delay = self.next_delay(attempts, retry_after);
+        self.trip_breaker(&job.event.bot_id, delay);
+        let next = chrono::Utc::now() + to_chrono(delay);
+        let attempts = i32::try_from(attempts).unwrap_or(i32::MAX);
+        match parked_id {
+            Some(id) => store::reschedule(&self.pool, id, attempts, next)
+                .await
+                .map_err(db)?,
+            None => store::park(&self.pool, job, attempts, next)
+                .await
+                .map_err(db)?,
+        }
+        Ok(true)
+    }
+
+    /// Retries parked events: the due head of each conversation, then its successors while
+    /// they go through, until shutdown.
+    async fn schedule_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = shutdown.cancelled() => return,
+            }
+            let heads =
+                match store::claim_due_heads(&self.pool, SCHEDULER_CONCURRENCY as i64, self.lease)
+                    .await
+                {
+                    Ok(h) => h,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the outbox");
+                        continue;
+                    }
+                };
+            let mut set = tokio::task::JoinSet::new();
+            for head in heads {
+                let me = self.clone();
+                set.spawn(async move { me.drain(head).await });
+            }
+            while set.join_next().await.is_some() {}
+        }
+    }
+
+    /// Works through one conversation's parked events, starting at its leased head.
+    async fn drain(&self, first: store::Parked) {
+        let conversation = first.job.event.conversation_id.clone();
+        let mut current = Some(first);
+        while let Some(p) = current.take() {
+            match self.retry_parked(&p).await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    tracing::warn!(event_id = %p.job.event.id, error = %e, "outbox retry failed; will try again");
+                    let next = chrono::Utc::now() + chrono::Duration::seconds(1);
+                    let _ = store::reschedule(&self.pool, p.id, p.attempts, next).await;
+                    return;
+                }
+            }
+            current = match store::claim_next(&self.pool, &conversation, self.lease).await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the outbox");
+                    None
+                }
+            };
+        }
+    }
+
+    /// One parked event; `Ok(true)` when it is done (delivered, dropped or dead-lettered) and
+    /// the conversation may go on.
+    async fn retry_parked(&self, p: &store::Parked) -> Result<bool, HandlerError> {
+        let db = |e: sqlx::Error| HandlerError::retry(format!("database: {e}"));
+        let job = &p.job;
+        if store::delivered(&self.pool, &job.event.id)
+            .await
+            .map_err(db)?
+        {
+            store::unpark(&self.pool, p.id).await.map_err(db)?;
+            return Ok(true);
+        }
+        if let Some(until) = self.breaker_open(&job.event.bot_id) {
+            let next =
+                chrono::Utc::now() + to_chrono(until.saturating_duration_since(Instant::now()));
+            store::reschedule(&self.pool, p.id, p.attempts, next)
+                .await
+                .map_err(db)?;
+            return Ok(false);
+        }
+        let attempt = u64::try_from(p.attempts).unwrap_or(0) + 1;
+        match self.deliver(job, attempt).await? {
+            Attempted::Delivered | Attempted::Skipped => {
+                store::unpark(&self.pool, p.id).await.map_err(db)?;
+                Ok(true)
+            }
+            Attempted::Failed {
+                reason,
+                retry_after,
+            } => {
+                let waiting = self
+                    .after_failure(job, Some(p.id), attempt, &reason, retry_after)
+                    .await?;
+                Ok(!waiting)
+            }
+        }
+    }
+}
+
+/// An in-flight slot of one bot; released when dropped.
+struct Slot {
+    dispatcher: Arc<Dispatcher>,
+    bot_id: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut m = self
+            .dispatcher
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.bot_id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.bot_id);
+            }
+        }
+    }
+}
+
+/// The consumer side: deliver at once when nothing stands in the way, otherwise park.
+struct Intake(Arc<Dispatcher>);
+
+impl Handler<DispatchJob> for Intake {
+    fn key(&self, job: &DispatchJob) -> Option<String> {
+        Some(job.event.conversation_id.clone())
+    }
+
+    async fn handle(&self, d: Delivery<DispatchJob>) -> Result<(), HandlerError> {
+        let me = &self.0;
+        let job = &d.payload;
+        let db = |e: sqlx::Error| HandlerError::retry(format!("database: {e}"));
+        if store::delivered(&me.pool, &job.event.id)
+            .await
+            .map_err(db)?
+        {
             return Ok(());
         }
-        self.log_attempt(job, d.delivered, &url, &outcome, took, None)
-            .await;
-        let reason = outcome.error.unwrap_or_default();
-        Err(HandlerError::retry_after(
-            format!("callback to bot {} failed: {reason}", bot.id),
-            self.next_delay(d.delivered, outcome.retry_after),
-        ))
+        let now = chrono::Utc::now();
+        if store::has_parked(&me.pool, &job.event.conversation_id)
+            .await
+            .map_err(db)?
+        {
+            // Earlier events of this conversation are waiting: queue behind them.
+            return store::park(&me.pool, job, 0, now).await.map_err(db);
+        }
+        if let Some(until) = me.breaker_open(&job.event.bot_id) {
+            let next = now + to_chrono(until.saturating_duration_since(Instant::now()));
+            return store::park(&me.pool, job, 0, next).await.map_err(db);
+        }
+        let Some(_slot) = me.slot(&job.event.bot_id) else {
+            // This bot already has its share of attempts in flight.
+            return store::park(&me.pool, job, 0, now + chrono::Duration::milliseconds(200))
+                .await
+                .map_err(db);
+        };
+        match me.deliver(job, 1).await? {
+            Attempted::Delivered | Attempted::Skipped => Ok(()),
+            Attempted::Failed {
+                reason,
+                retry_after,
+            } => me
+                .after_failure(job, None, 1, &reason, retry_after)
+                .await
+                .map(|_| ()),
+        }
     }
 }

@@ -56,6 +56,9 @@ pub enum Bucket {
     Config,
     /// One-time codes for web views (TTL).
     Codes,
+    /// Messages the platforms accepted (message id → platform message id), so a redelivered
+    /// outbound job is not sent twice (TTL).
+    Sent,
 }
 
 impl Bucket {
@@ -64,6 +67,7 @@ impl Bucket {
         match self {
             Bucket::Config => "config",
             Bucket::Codes => "codes",
+            Bucket::Sent => "sent",
         }
     }
 }

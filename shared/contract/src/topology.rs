@@ -83,6 +83,7 @@ pub fn buckets(settings: &TopologySettings) -> Vec<(Bucket, Option<Duration>)> {
     vec![
         (Bucket::Config, None),
         (Bucket::Codes, Some(settings.code_ttl)),
+        (Bucket::Sent, Some(7 * DAY)),
     ]
 }
 

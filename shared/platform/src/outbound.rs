@@ -16,6 +16,7 @@ use crate::{OutboundAdapter, SendError, Target};
 
 struct Sender<A> {
     adapter: A,
+    sent: async_nats::jetstream::kv::Store,
     deps: Deps,
     view: ConfigView,
     key: MasterKey,
@@ -23,14 +24,20 @@ struct Sender<A> {
 }
 
 /// The outbound service of adapter `A`.
-pub fn service<A: OutboundAdapter>(
+pub async fn service<A: OutboundAdapter>(
     name: &'static str,
     deps: &Deps,
     adapter: A,
 ) -> Result<Service, BoxError> {
     let spec = topology::outbound(deps.bus.subjects(), A::PLATFORM);
+    let bucket = deps
+        .bus
+        .subjects()
+        .bucket(patchbay_contract::subjects::Bucket::Sent);
+    let sent = deps.bus.jetstream().get_key_value(&bucket).await?;
     let handler = Arc::new(Sender {
         adapter,
+        sent,
         deps: deps.clone(),
         view: deps.view.clone(),
         key: deps.config.require_master_key()?,
@@ -101,7 +108,28 @@ impl<A: OutboundAdapter> Handler<OutboundJob> for Sender<A> {
 
     async fn handle(&self, d: Delivery<OutboundJob>) -> Result<(), HandlerError> {
         let job = &d.payload;
-        let result = self.attempt(job, d.delivered).await?;
+        // A redelivery of a message the platform already accepted: report, do not resend.
+        let already = self
+            .sent
+            .get(&job.message_id)
+            .await
+            .map_err(|e| HandlerError::retry(format!("sent-messages bucket: {e}")))?;
+        let result = match already {
+            Some(id) => Ok(crate::Sent {
+                platform_message_id: (!id.is_empty())
+                    .then(|| String::from_utf8_lossy(&id).into_owned()),
+            }),
+            None => {
+                let result = self.attempt(job, d.delivered).await?;
+                if let Ok(sent) = &result {
+                    let id = sent.platform_message_id.clone().unwrap_or_default();
+                    if let Err(e) = self.sent.put(&job.message_id, id.into_bytes().into()).await {
+                        tracing::warn!(message_id = %job.message_id, error = %e, "could not record the sent message");
+                    }
+                }
+                result
+            }
+        };
         let (status, platform_message_id, error) = match result {
             Ok(sent) => (DeliveryStatus::Sent, sent.platform_message_id, None),
             Err(e) => {

@@ -23,6 +23,8 @@ pub struct Received {
     pub headers: HeaderMap,
     /// The raw body.
     pub body: Bytes,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 impl Received {
@@ -47,6 +49,7 @@ pub type Responder = Arc<dyn Fn(&Received) -> (StatusCode, Option<Value>) + Send
 struct Inner {
     received: Arc<Mutex<Vec<Received>>>,
     responder: Arc<Mutex<Responder>>,
+    delay: Arc<Mutex<Duration>>,
 }
 
 /// The fake tenant. Stops when dropped.
@@ -67,6 +70,7 @@ impl FakeTenant {
         let inner = Inner {
             received: Arc::default(),
             responder: Arc::new(Mutex::new(Arc::new(|_: &Received| (StatusCode::OK, None)))),
+            delay: Arc::default(),
         };
         let app = axum::Router::new()
             .route("/hook", post(receive).get(challenge))
@@ -98,6 +102,11 @@ impl FakeTenant {
         *self.inner.responder.lock().expect("lock") = Arc::new(f);
     }
 
+    /// Waits this long before answering each request (a slow endpoint).
+    pub fn set_delay(&self, delay: Duration) {
+        *self.inner.delay.lock().expect("lock") = delay;
+    }
+
     /// Everything received so far.
     pub fn received(&self) -> Vec<Received> {
         self.inner.received.lock().expect("lock").clone()
@@ -118,7 +127,15 @@ impl FakeTenant {
 }
 
 async fn receive(State(s): State<Inner>, headers: HeaderMap, body: Bytes) -> Response {
-    let r = Received { headers, body };
+    let delay = *s.delay.lock().expect("lock");
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let r = Received {
+        headers,
+        body,
+        at: std::time::Instant::now(),
+    };
     let responder = s.responder.lock().expect("lock").clone();
     let (status, reply) = responder(&r);
     s.received.lock().expect("lock").push(r);

@@ -1,0 +1,227 @@
+//! Callback retries, dead letters and tenant isolation, with the faults injected for real.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use patchbay_testkit::fixtures;
+use patchbay_testkit::tenant::FakeTenant;
+use patchbay_tests::{Options, Stack, TIMEOUT, eventually};
+use reqwest::StatusCode;
+
+fn text_of(r: &patchbay_testkit::tenant::Received) -> String {
+    r.json()["message"]["content"]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// A failing event is retried on the schedule with the same `webhook-id`; the next events of
+/// its conversation wait for it; after the last attempt it is dead-lettered and they go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_are_retried_on_schedule_in_order_then_dead_lettered() {
+    let stack = Stack::start_with(Options {
+        configure: Box::new(|c| {
+            c.webhook_retry_schedule = "0s,100ms,150ms,200ms".parse().unwrap();
+        }),
+        ..Options::default()
+    })
+    .await;
+    let bot = stack.bot().await;
+    // What the tenant answered, in order: (text, status).
+    let answers: Arc<Mutex<Vec<(String, u16)>>> = Arc::default();
+    let tries: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+    let (a, t) = (answers.clone(), tries.clone());
+    stack.tenant.respond_with(move |r| {
+        let text = text_of(r);
+        let mut tries = t.lock().unwrap();
+        let n = tries.entry(text.clone()).or_insert(0);
+        *n += 1;
+        let status = match text.as_str() {
+            "poison" => StatusCode::INTERNAL_SERVER_ERROR,
+            "flaky" if *n < 3 => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::OK,
+        };
+        a.lock().unwrap().push((text, status.as_u16()));
+        (status, None)
+    });
+    for (i, text) in ["a", "flaky", "b", "poison", "c"].iter().enumerate() {
+        let update = fixtures::text_update(100 + i as i64, 4242, text);
+        assert_eq!(stack.post_update(&bot, &update).await, 200);
+    }
+    eventually(TIMEOUT, "c delivered", || async {
+        answers
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(t, s)| t == "c" && *s == 200)
+            .then_some(())
+    })
+    .await;
+    let answers = answers.lock().unwrap().clone();
+    let delivered: Vec<&str> = answers
+        .iter()
+        .filter(|(_, s)| *s == 200)
+        .map(|(t, _)| t.as_str())
+        .collect();
+    assert_eq!(delivered, ["a", "flaky", "b", "c"], "{answers:?}");
+    let poison = answers.iter().filter(|(t, _)| t == "poison").count();
+    assert_eq!(poison, 4, "the schedule has four attempts: {answers:?}");
+    let flaky_last = answers.iter().rposition(|(t, _)| t == "flaky").unwrap();
+    let b_first = answers.iter().position(|(t, _)| t == "b").unwrap();
+    assert!(b_first > flaky_last, "b waited for flaky: {answers:?}");
+    let poison_last = answers.iter().rposition(|(t, _)| t == "poison").unwrap();
+    let c_first = answers.iter().position(|(t, _)| t == "c").unwrap();
+    assert!(
+        c_first > poison_last,
+        "c waited until poison was dead-lettered: {answers:?}"
+    );
+
+    // Every attempt of one event carried the same webhook-id.
+    let mut ids: HashMap<String, std::collections::HashSet<String>> = HashMap::new();
+    for r in stack.tenant.received() {
+        ids.entry(text_of(&r))
+            .or_default()
+            .insert(r.header("webhook-id").unwrap());
+    }
+    assert!(ids.values().all(|s| s.len() == 1), "{ids:?}");
+
+    // The dead letter holds the event and says why.
+    let js = async_nats::jetstream::new(stack.raw_nats().await);
+    let dlq = js
+        .get_stream(format!("{}_DLQ", stack.config.nats_prefix.to_uppercase()))
+        .await
+        .unwrap();
+    let consumer = dlq
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            filter_subject: format!("{}.dlq.webhook-dispatcher", stack.config.nats_prefix),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut msgs = consumer
+        .fetch()
+        .max_messages(1)
+        .expires(TIMEOUT)
+        .messages()
+        .await
+        .unwrap();
+    let m = msgs.next().await.expect("a dead letter").unwrap();
+    let reason = m
+        .headers
+        .as_ref()
+        .unwrap()
+        .get("Pb-Dlq-Reason")
+        .unwrap()
+        .to_string();
+    assert!(
+        reason.starts_with("gave up after 4 attempts") && reason.contains("HTTP 500"),
+        "{reason}"
+    );
+    let job: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+    assert_eq!(job["event"]["message"]["content"]["text"], "poison");
+    stack.shutdown().await;
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx]
+}
+
+/// A tenant whose endpoint times out does not hold up another tenant's deliveries; when it
+/// recovers, its parked events arrive in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_tenant_does_not_delay_another() {
+    let stack = Stack::start_with(Options {
+        configure: Box::new(|c| {
+            c.consumer_concurrency = 16;
+            c.webhook_timeout_ms = 300;
+            c.webhook_retry_schedule = "0s,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms".parse().unwrap();
+        }),
+        ..Options::default()
+    })
+    .await;
+    let slow = FakeTenant::start().await;
+    slow.set_delay(Duration::from_secs(5));
+    let slow_bot = stack.bot_for(&slow.url(), None).await;
+    let good_bot = stack.bot().await;
+
+    let (chats, per_chat) = (8_i64, 5_i64);
+    let mut sent_at = HashMap::new();
+    for n in 0..per_chat {
+        for chat in 0..chats {
+            let text = format!("{chat}-{n}");
+            let id = 1 + chat * 100 + n;
+            assert_eq!(
+                stack
+                    .post_update(&slow_bot, &fixtures::text_update(id, 500 + chat, &text))
+                    .await,
+                200
+            );
+            sent_at.insert(text.clone(), Instant::now());
+            assert_eq!(
+                stack
+                    .post_update(&good_bot, &fixtures::text_update(id, 600 + chat, &text))
+                    .await,
+                200
+            );
+            // Only the healthy tenant's updates are timed.
+        }
+    }
+    let total = usize::try_from(chats * per_chat).unwrap();
+    let good = stack.tenant.wait_for(total, TIMEOUT).await;
+    let mut latencies: Vec<Duration> = good
+        .iter()
+        .map(|r| r.at.saturating_duration_since(sent_at[&text_of(r)]))
+        .collect();
+    latencies.sort();
+    let slow_delivered_meanwhile = slow.received().len();
+    println!(
+        "healthy tenant: {total} events, p50 {:?}, p99 {:?} (update posted to callback received); slow tenant meanwhile: {} answered (its endpoint times out)",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        slow_delivered_meanwhile
+    );
+
+    // The slow tenant recovers: everything it missed arrives, in order per conversation.
+    slow.set_delay(Duration::ZERO);
+    let started = Instant::now();
+    let received = eventually(TIMEOUT, "the slow tenant's backlog", || async {
+        let mut firsts: HashMap<String, usize> = HashMap::new();
+        let all = slow.received();
+        for (i, r) in all.iter().enumerate() {
+            firsts.entry(text_of(r)).or_insert(i);
+        }
+        (firsts.len() == total).then_some(all)
+    })
+    .await;
+    println!(
+        "slow tenant after recovery: {total} events in {:?}",
+        started.elapsed()
+    );
+    // Order: per chat, the last delivery of n must come before the first of n + 1 is answered.
+    for chat in 0..chats {
+        let texts: Vec<String> = received
+            .iter()
+            .map(text_of)
+            .filter(|t| t.starts_with(&format!("{chat}-")))
+            .collect();
+        let mut firsts: Vec<i64> = Vec::new();
+        for t in &texts {
+            let n: i64 = t.split('-').nth(1).unwrap().parse().unwrap();
+            if firsts.last() != Some(&n) && !firsts.contains(&n) {
+                firsts.push(n);
+            }
+        }
+        assert_eq!(
+            firsts,
+            (0..per_chat).collect::<Vec<_>>(),
+            "chat {chat}: {texts:?}"
+        );
+    }
+    assert_eq!(good.len(), total);
+    stack.shutdown().await;
+}
