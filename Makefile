@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/.tools/bin:$(PATH)
 
 CARGO ?= cargo
 
-.PHONY: help tools build run test lint fmt schemas clean
+.PHONY: help tools build run test chaos lint fmt schemas clean
 
 help: ## Show the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ test: tools ## The whole suite (unit, integration, end to end) against real NATS
 	else \
 		$(CARGO) test --workspace --no-fail-fast; \
 	fi
+
+chaos: tools ## The chaos suite at ten times the size used by `make test` (real processes).
+	PATCHBAY_CHAOS_SCALE=10 $(CARGO) nextest run -p patchbay -E 'binary(chaos)' --no-fail-fast --no-capture
 
 lint: ## rustfmt and clippy, warnings are errors.
 	$(CARGO) fmt --all -- --check

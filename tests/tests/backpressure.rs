@@ -15,11 +15,21 @@ async fn nats_down_means_503_and_everything_resumes_when_it_is_back() {
     })
     .await;
     let bot = stack.bot().await;
-    assert_eq!(stack.post_update(&bot, &fixtures::text_update(1, 4242, "before")).await, 200);
+    assert_eq!(
+        stack
+            .post_update(&bot, &fixtures::text_update(1, 4242, "before"))
+            .await,
+        200
+    );
     let user = stack.events_of("message.received", 1).await[0].json()["user"]["id"].clone();
 
     stack.nats.kill();
-    assert_eq!(stack.post_update(&bot, &fixtures::text_update(2, 4242, "during")).await, 503);
+    assert_eq!(
+        stack
+            .post_update(&bot, &fixtures::text_update(2, 4242, "during"))
+            .await,
+        503
+    );
     let (status, body) = stack
         .post(
             &format!("{}/v1/messages", stack.api_url()),
@@ -28,16 +38,30 @@ async fn nats_down_means_503_and_everything_resumes_when_it_is_back() {
         )
         .await;
     assert_eq!(status, 503, "{body}");
-    let ready = stack.http.get(format!("{}/readyz", stack.api_url())).send().await.unwrap();
+    let ready = stack
+        .http
+        .get(format!("{}/readyz", stack.api_url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status().as_u16(), 503, "not ready without NATS");
 
     stack.nats.restart().await.unwrap();
     // The platform retries until we answer 200; do the same.
     eventually(TIMEOUT, "the ingress accepting again", || async {
-        (stack.post_update(&bot, &fixtures::text_update(2, 4242, "during")).await == 200).then_some(())
+        (stack
+            .post_update(&bot, &fixtures::text_update(2, 4242, "during"))
+            .await
+            == 200)
+            .then_some(())
     })
     .await;
-    assert_eq!(stack.post_update(&bot, &fixtures::text_update(3, 4242, "after")).await, 200);
+    assert_eq!(
+        stack
+            .post_update(&bot, &fixtures::text_update(3, 4242, "after"))
+            .await,
+        200
+    );
     assert_eq!(
         stack.received_texts(3).await,
         vec![json!("before"), json!("during"), json!("after")]
@@ -57,7 +81,10 @@ async fn a_full_stream_means_503_until_it_drains() {
     let mut accepted = 0;
     let mut refused_at = None;
     for n in 0..100 {
-        match stack.post_update(&bot, &fixtures::text_update(10 + n, 4242, &n.to_string())).await {
+        match stack
+            .post_update(&bot, &fixtures::text_update(10 + n, 4242, &n.to_string()))
+            .await
+        {
             200 => accepted += 1,
             503 => {
                 refused_at = Some(n);

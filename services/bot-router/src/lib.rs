@@ -84,7 +84,11 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
 }
 
 fn db(e: sqlx::Error) -> HandlerError {
-    HandlerError::retry(format!("database: {e}"))
+    if patchbay_store::is_unavailable(&e) {
+        HandlerError::unavailable(format!("database: {e}"))
+    } else {
+        HandlerError::retry(format!("database: {e}"))
+    }
 }
 
 impl Router {

@@ -348,6 +348,14 @@ enum Attempted {
     Skipped,
 }
 
+fn db(e: sqlx::Error) -> HandlerError {
+    if patchbay_store::is_unavailable(&e) {
+        HandlerError::unavailable(format!("database: {e}"))
+    } else {
+        HandlerError::retry(format!("database: {e}"))
+    }
+}
+
 fn to_chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
@@ -415,10 +423,13 @@ impl Dispatcher {
         metrics::histogram!("patchbay_webhook_attempt_seconds").record(took.as_secs_f64());
         metrics::counter!("patchbay_webhook_attempts_total", "outcome" => if ok { "delivered" } else { "failed" }).increment(1);
         if ok {
+            // The reply first, the record second: a crash in between re-posts the event (same
+            // webhook-id; the reply's command id is derived from it, so it is not sent twice),
+            // while the other order would lose the reply.
+            let note = self.inline_reply(job, &outcome.body).await?;
             store::mark_delivered(&self.pool, &job.event.id)
                 .await
-                .map_err(|e| HandlerError::retry(format!("database: {e}")))?;
-            let note = self.inline_reply(job, &outcome.body).await?;
+                .map_err(db)?;
             self.log_attempt(job, attempt, &url, &outcome, took, note.as_deref())
                 .await;
             self.reset_breaker(&bot.id);
@@ -474,7 +485,6 @@ impl Dispatcher {
         reason: &str,
         retry_after: Option<Duration>,
     ) -> Result<bool, HandlerError> {
-        let db = |e: sqlx::Error| HandlerError::retry(format!("database: {e}"));
         if attempts >= self.schedule.0.len() as u64 {
             self.dead_letter(
                 job,
@@ -559,7 +569,6 @@ impl Dispatcher {
     /// One parked event; `Ok(true)` when it is done (delivered, dropped or dead-lettered) and
     /// the conversation may go on.
     async fn retry_parked(&self, p: &store::Parked) -> Result<bool, HandlerError> {
-        let db = |e: sqlx::Error| HandlerError::retry(format!("database: {e}"));
         let job = &p.job;
         if store::delivered(&self.pool, &job.event.id)
             .await
@@ -628,7 +637,6 @@ impl Handler<DispatchJob> for Intake {
     async fn handle(&self, d: Delivery<DispatchJob>) -> Result<(), HandlerError> {
         let me = &self.0;
         let job = &d.payload;
-        let db = |e: sqlx::Error| HandlerError::retry(format!("database: {e}"));
         if store::delivered(&me.pool, &job.event.id)
             .await
             .map_err(db)?

@@ -65,6 +65,13 @@ pub enum HandlerError {
         /// Why.
         reason: String,
     },
+    /// Infrastructure (NATS, the database) is unavailable: not the message's fault. Retried
+    /// without limit, every few seconds at most, and never dead-lettered.
+    #[error("unavailable: {reason}")]
+    Unavailable {
+        /// Why.
+        reason: String,
+    },
 }
 
 impl HandlerError {
@@ -81,6 +88,13 @@ impl HandlerError {
         HandlerError::Retry {
             reason: reason.to_string(),
             after: Some(after),
+        }
+    }
+
+    /// Infrastructure is unavailable.
+    pub fn unavailable(reason: impl std::fmt::Display) -> Self {
+        HandlerError::Unavailable {
+            reason: reason.to_string(),
         }
     }
 
@@ -102,7 +116,7 @@ impl From<BusError> for HandlerError {
     fn from(e: BusError) -> Self {
         match e {
             BusError::Encoding(_) | BusError::Contract(_) => HandlerError::reject(e),
-            _ => HandlerError::retry(e),
+            _ => HandlerError::unavailable(e),
         }
     }
 }
@@ -145,6 +159,9 @@ enum Source {
     /// JetStream's redelivery settles it.
     Recovered,
 }
+
+/// Longest wait between retries while NATS or the database is unavailable.
+const UNAVAILABLE_RETRY_CAP: Duration = Duration::from_secs(5);
 
 struct Work<T> {
     payload: T,
@@ -463,6 +480,20 @@ where
                     }
                     return "ack";
                 }
+                Err(HandlerError::Unavailable { reason }) => {
+                    // Not the message's fault: retry without counting, every few seconds.
+                    let delay = spec.backoff_for(attempt).min(UNAVAILABLE_RETRY_CAP);
+                    tracing::warn!(%reason, delay_ms = delay.as_millis() as u64, "infrastructure unavailable; retrying");
+                    if !work.keyed {
+                        let _ = live.ack_with(AckKind::Nak(Some(delay))).await;
+                        return "unavailable";
+                    }
+                    if !self.wait_in_place(live, delay).await {
+                        let _ = live.ack_with(AckKind::Nak(None)).await;
+                        return "unavailable";
+                    }
+                    metrics::counter!("patchbay_consumer_messages_total", "consumer" => spec.durable, "outcome" => "unavailable").increment(1);
+                }
                 Err(HandlerError::Retry { reason, after })
                     if attempt < u64::from(spec.max_attempts) =>
                 {
@@ -484,7 +515,9 @@ where
                         HandlerError::Retry { reason, .. } => {
                             format!("gave up after {attempt} attempts: {reason}")
                         }
-                        HandlerError::Reject { reason } => reason,
+                        HandlerError::Reject { reason } | HandlerError::Unavailable { reason } => {
+                            reason
+                        }
                     };
                     return self
                         .reject(live, work.stream_sequence, attempt, &reason)
@@ -584,8 +617,9 @@ async fn create_consumer(
         filter_subject: spec.filter.clone(),
         ack_policy: jetstream::consumer::AckPolicy::Explicit,
         ack_wait: spec.ack_wait,
-        // A backstop only: the runtime dead-letters after `max_attempts` itself.
-        max_deliver: i64::from(spec.max_attempts) + 5,
+        // Unlimited: the runtime dead-letters after `max_attempts` failures of the message
+        // itself, and retries infrastructure outages for as long as they last.
+        max_deliver: -1,
         max_ack_pending: spec.max_ack_pending,
         ..Default::default()
     };

@@ -113,7 +113,7 @@ impl<A: OutboundAdapter> Handler<OutboundJob> for Sender<A> {
             .sent
             .get(&job.message_id)
             .await
-            .map_err(|e| HandlerError::retry(format!("sent-messages bucket: {e}")))?;
+            .map_err(|e| HandlerError::unavailable(format!("sent-messages bucket: {e}")))?;
         let result = match already {
             Some(id) => Ok(crate::Sent {
                 platform_message_id: (!id.is_empty())

@@ -84,3 +84,17 @@ pub async fn connect(
     })?;
     Ok(pool)
 }
+
+/// Whether `e` means the database is unreachable or overloaded (retry without limit), as
+/// opposed to a statement failing (which counts against the message).
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+    ) || matches!(e, sqlx::Error::Database(d) if d.code().is_some_and(|c| c.starts_with("08") || c == "57P01" || c == "57P03" || c == "53300"))
+}

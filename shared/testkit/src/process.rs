@@ -16,15 +16,15 @@ impl Guarded {
         let _ = self.0.wait();
     }
 
-    /// Sends SIGTERM and waits for the process to exit.
-    pub fn terminate(&mut self) {
+    /// Sends SIGTERM and waits for the process to exit; its exit status.
+    pub fn terminate(&mut self) -> std::io::Result<std::process::ExitStatus> {
         if let Ok(pid) = i32::try_from(self.0.id()) {
             // SAFETY: kill(2) on our own child's pid has no memory-safety implications.
             unsafe {
                 libc::kill(pid, libc::SIGTERM);
             }
         }
-        let _ = self.0.wait();
+        self.0.wait()
     }
 }
 

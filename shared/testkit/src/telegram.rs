@@ -27,6 +27,8 @@ pub struct Call {
     pub body: Value,
     /// The W3C `traceparent` header, if the caller sent one.
     pub traceparent: Option<String>,
+    /// The HTTP status the fake answered.
+    pub status: u16,
 }
 
 /// A failure to answer instead of success.
@@ -44,6 +46,8 @@ pub enum Failure {
 #[derive(Default)]
 struct Inner {
     any_token: bool,
+    /// Per mille of send calls answered 429 (retry_after 1) and 500, at random.
+    random_failures: (u32, u32),
     tokens: HashSet<String>,
     blocked: HashSet<i64>,
     calls: Vec<Call>,
@@ -103,6 +107,13 @@ impl FakeTelegram {
         self.inner.lock().expect("lock").any_token = true;
     }
 
+    /// Answers a share of send calls at random with 429 (`retry_after` 1 s) and 500, in per
+    /// mille of calls.
+    pub fn fail_randomly(&self, too_many_per_mille: u32, server_error_per_mille: u32) {
+        self.inner.lock().expect("lock").random_failures =
+            (too_many_per_mille, server_error_per_mille);
+    }
+
     /// Makes `chat_id` answer 403 "bot was blocked by the user".
     pub fn block_chat(&self, chat_id: i64) {
         self.inner.lock().expect("lock").blocked.insert(chat_id);
@@ -123,6 +134,14 @@ impl FakeTelegram {
         self.calls()
             .into_iter()
             .filter(|c| c.method == method)
+            .collect()
+    }
+
+    /// Calls of `method` that the fake accepted (answered 200).
+    pub fn accepted(&self, method: &str) -> Vec<Call> {
+        self.calls_of(method)
+            .into_iter()
+            .filter(|c| c.status == 200)
             .collect()
     }
 
@@ -173,10 +192,27 @@ async fn call(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let mut s = inner.lock().expect("lock");
+    let before = s.calls.len();
+    let response = answer(&mut s, bot, method, &headers, body);
+    if s.calls.len() > before
+        && let Some(last) = s.calls.last_mut()
+    {
+        last.status = response.status().as_u16();
+    }
+    response
+}
+
+fn answer(
+    s: &mut Inner,
+    bot: String,
+    method: String,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response {
     let Some(token) = bot.strip_prefix("bot") else {
         return error(StatusCode::NOT_FOUND, "Not Found", None);
     };
-    let mut s = inner.lock().expect("lock");
     if !s.any_token && !s.tokens.contains(token) {
         return error(StatusCode::UNAUTHORIZED, "Unauthorized", None);
     }
@@ -202,8 +238,24 @@ async fn call(
             .get("traceparent")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
+        status: 0,
     });
-    if let Some(f) = s.failures.pop_front() {
+    let (too_many, server_error) = s.random_failures;
+    let random_failure = if too_many + server_error > 0 && method.starts_with("send") {
+        let mut b = [0u8; 2];
+        let _ = getrandom::fill(&mut b);
+        let roll = u32::from(u16::from_le_bytes(b)) % 1000;
+        if roll < too_many {
+            Some(Failure::TooManyRequests { retry_after: 1 })
+        } else if roll < too_many + server_error {
+            Some(Failure::ServerError)
+        } else {
+            None
+        }
+    } else {
+        None
+    };
+    if let Some(f) = s.failures.pop_front().or(random_failure) {
         return match f {
             Failure::TooManyRequests { retry_after } => error(
                 StatusCode::TOO_MANY_REQUESTS,

@@ -1,0 +1,441 @@
+//! Chaos tests with real processes: every service runs as its own `patchbay service <name>`
+//! process against a real nats-server and PostgreSQL, a stream of numbered messages flows
+//! across many conversations, and faults are injected for real (SIGKILL, a NATS restart, a
+//! flaky platform). At the end, counted like NATS's own chaos test, at the fake tenant and the
+//! fake Telegram API: none lost, no event delivered under two `webhook-id`s, order kept per
+//! conversation.
+//!
+//! Size: `PATCHBAY_CHAOS_SCALE` (default 1: 20 conversations × 15 messages, a few minutes for
+//! the whole file); `make chaos` runs with 10.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{HashMap, HashSet};
+use std::process::{Command, ExitStatus};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use patchbay_testkit::nats::NatsServer;
+use patchbay_testkit::postgres::PgServer;
+use patchbay_testkit::process::{Guarded, spawn};
+use patchbay_testkit::telegram::FakeTelegram;
+use patchbay_testkit::tenant::FakeTenant;
+use patchbay_testkit::{eventually, fixtures};
+use serde_json::{Value, json};
+
+const SERVICES: [&str; 7] = [
+    "auth",
+    "bot-router",
+    "normaliser",
+    "webhook-dispatcher",
+    "outbound-telegram",
+    "ingress-telegram",
+    "api",
+];
+const SETTLE: Duration = Duration::from_secs(120);
+
+fn scale() -> i64 {
+    std::env::var("PATCHBAY_CHAOS_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The installation as separate processes, plus its fakes.
+struct Cluster {
+    nats: NatsServer,
+    _pg: PgServer,
+    dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+    procs: HashMap<&'static str, Guarded>,
+    ports: HashMap<&'static str, u16>,
+    tenant: FakeTenant,
+    telegram: FakeTelegram,
+    http: reqwest::Client,
+}
+
+impl Cluster {
+    async fn start() -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (nats, pg, tenant, telegram) = tokio::join!(
+            NatsServer::start(),
+            PgServer::start(),
+            FakeTenant::start(),
+            FakeTelegram::start()
+        );
+        let (nats, pg) = (nats.unwrap(), pg.unwrap());
+        let admin = format!("admin-{}", patchbay_testkit::unique_prefix());
+        let env = vec![
+            ("PATCHBAY_NATS_URL", nats.url()),
+            ("PATCHBAY_NATS_PREFIX", patchbay_testkit::unique_prefix()),
+            ("PATCHBAY_DATABASE_URL", pg.url()),
+            ("PATCHBAY_DATABASE_MAX_CONNECTIONS", "4".into()),
+            (
+                "PATCHBAY_MASTER_KEY",
+                patchbay_config::MasterKey::generate_base64().unwrap(),
+            ),
+            ("PATCHBAY_ADMIN_TOKEN", admin),
+            ("PATCHBAY_ALLOW_PRIVATE_CALLBACKS", "true".into()),
+            ("PATCHBAY_LOG_FORMAT", "text".into()),
+            ("PATCHBAY_CONSUMER_CONCURRENCY", "16".into()),
+            (
+                "PATCHBAY_WEBHOOK_RETRY_SCHEDULE",
+                "0s,100ms,200ms,400ms,800ms,1s,1s,1s,1s,1s,1s,1s".into(),
+            ),
+            ("PATCHBAY_SHUTDOWN_GRACE_MS", "3000".into()),
+            ("PATCHBAY_TELEGRAM_API_BASE_URL", telegram.base_url()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        telegram.accept_any_token();
+        let mut c = Self {
+            nats,
+            _pg: pg,
+            dir: tempfile::tempdir().unwrap(),
+            env,
+            procs: HashMap::new(),
+            ports: HashMap::new(),
+            tenant,
+            telegram,
+            http: reqwest::Client::new(),
+        };
+        for s in SERVICES {
+            c.launch(s).await;
+        }
+        c
+    }
+
+    fn url(&self, service: &str) -> String {
+        format!("http://127.0.0.1:{}", self.ports[service])
+    }
+
+    fn env(&self, key: &str) -> String {
+        self.env.iter().find(|(k, _)| k == key).unwrap().1.clone()
+    }
+
+    /// Starts `service` (on its previous port after a restart) and waits until it is ready.
+    async fn launch(&mut self, service: &'static str) {
+        let port = *self.ports.entry(service).or_insert_with(free_port);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_patchbay"));
+        cmd.args(["service", service])
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("PATCHBAY_HTTP_ADDR", format!("127.0.0.1:{port}"));
+        let log = self.dir.path().join(format!("{service}.log"));
+        self.procs.insert(service, spawn(cmd, &log, None).unwrap());
+        let url = format!("{}/readyz", self.url(service));
+        let http = self.http.clone();
+        eventually(
+            Duration::from_secs(60),
+            &format!("{service} ready"),
+            || async {
+                let r = http.get(&url).send().await.ok()?;
+                r.status().is_success().then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// SIGKILL.
+    fn kill9(&mut self, service: &str) {
+        if let Some(mut p) = self.procs.remove(service) {
+            p.kill();
+        }
+    }
+
+    /// SIGTERM; the exit status.
+    fn terminate(&mut self, service: &str) -> ExitStatus {
+        self.procs.remove(service).unwrap().terminate().unwrap()
+    }
+
+    async fn create_bot(&self) -> (String, String, String) {
+        let admin = self.env("PATCHBAY_ADMIN_TOKEN");
+        let api = self.url("api");
+        let bot: Value = self
+            .http
+            .post(format!("{api}/admin/v1/bots"))
+            .bearer_auth(&admin)
+            .json(&json!({"name": "chaos", "webhook": {"url": self.tenant.url()}}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let bot_id = bot["id"].as_str().unwrap().to_owned();
+        let ch: Value = self
+            .http
+            .post(format!("{api}/admin/v1/bots/{bot_id}/channels"))
+            .bearer_auth(&admin)
+            .json(&json!({"platform": "telegram",
+                          "credentials": {"bot_token": "42:chaos", "secret_token": "chaos_secret"}}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (
+            bot_id,
+            ch["webhook_path"].as_str().unwrap().to_owned(),
+            "chaos_secret".into(),
+        )
+    }
+}
+
+/// Posts every update like Telegram does: one chat's updates in order, retried until 200.
+async fn send_all(
+    c: Arc<tokio::sync::RwLock<Cluster>>,
+    path: String,
+    secret: String,
+    chats: i64,
+    per_chat: i64,
+) {
+    let http = c.read().await.http.clone();
+    let sends = (0..chats).map(|chat| {
+        let (c, http, path, secret) = (c.clone(), http.clone(), path.clone(), secret.clone());
+        async move {
+            for n in 0..per_chat {
+                let update = fixtures::text_update(
+                    1 + chat * 100_000 + n,
+                    1000 + chat,
+                    &format!("{chat}:{n}"),
+                );
+                loop {
+                    let url = format!("{}{path}", c.read().await.url("ingress-telegram"));
+                    let ok = http
+                        .post(url)
+                        .header("X-Telegram-Bot-Api-Secret-Token", &secret)
+                        .json(&update)
+                        .timeout(Duration::from_secs(10))
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success());
+                    if ok {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    });
+    futures::future::join_all(sends).await;
+}
+
+/// Counts of one scenario.
+#[derive(Debug, Default)]
+struct Counts {
+    sent: usize,
+    delivered: usize,
+    duplicates: usize,
+    split_ids: usize,
+    out_of_order: usize,
+    replies: usize,
+    reply_duplicates: usize,
+    replies_out_of_order: usize,
+}
+
+/// Waits until every message reached the tenant and every reply reached Telegram, then counts.
+async fn settle(c: &Cluster, chats: i64, per_chat: i64) -> Counts {
+    let total = usize::try_from(chats * per_chat).unwrap();
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let events: HashSet<String> = c
+            .tenant
+            .received()
+            .iter()
+            .filter_map(|r| {
+                r.json()["message"]["content"]["text"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .collect();
+        let replies: HashSet<String> = c
+            .telegram
+            .accepted("sendMessage")
+            .iter()
+            .filter_map(|call| call.body["text"].as_str().map(str::to_owned))
+            .collect();
+        if events.len() >= total && replies.len() >= total {
+            break;
+        }
+        if Instant::now() > deadline {
+            for s in SERVICES {
+                let log = std::fs::read_to_string(c.dir.path().join(format!("{s}.log")))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(25).collect();
+                eprintln!("---- {s} (last lines, newest first)\n{}", tail.join("\n"));
+            }
+            panic!(
+                "not settled after {SETTLE:?}: {} of {total} events, {} of {total} replies",
+                events.len(),
+                replies.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut counts = Counts {
+        sent: total,
+        ..Counts::default()
+    };
+    let mut ids: HashMap<String, HashSet<String>> = HashMap::new();
+    let mut order: HashMap<String, Vec<i64>> = HashMap::new();
+    let mut seen = HashSet::new();
+    for r in c.tenant.received() {
+        let text = r.json()["message"]["content"]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        ids.entry(text.clone())
+            .or_default()
+            .insert(r.header("webhook-id").unwrap_or_default());
+        if !seen.insert(text.clone()) {
+            counts.duplicates += 1;
+            continue;
+        }
+        let (chat, n) = text.split_once(':').unwrap();
+        order
+            .entry(chat.to_owned())
+            .or_default()
+            .push(n.parse().unwrap());
+    }
+    counts.delivered = seen.len();
+    counts.split_ids = ids.values().filter(|s| s.len() > 1).count();
+    counts.out_of_order = order
+        .values()
+        .map(|ns| ns.windows(2).filter(|w| w[0] > w[1]).count())
+        .sum();
+    let mut reply_order: HashMap<i64, Vec<i64>> = HashMap::new();
+    let mut seen = HashSet::new();
+    for call in c.telegram.accepted("sendMessage") {
+        let text = call.body["text"].as_str().unwrap_or_default().to_owned();
+        if !seen.insert(text.clone()) {
+            counts.reply_duplicates += 1;
+            continue;
+        }
+        let n: i64 = text.rsplit(':').next().unwrap().parse().unwrap();
+        reply_order
+            .entry(call.body["chat_id"].as_i64().unwrap())
+            .or_default()
+            .push(n);
+    }
+    counts.replies = seen.len();
+    counts.replies_out_of_order = reply_order
+        .values()
+        .map(|ns| ns.windows(2).filter(|w| w[0] > w[1]).count())
+        .sum();
+    counts
+}
+
+fn check(name: &str, counts: &Counts, started: Instant) {
+    println!("chaos {name}: {counts:?} in {:?}", started.elapsed());
+    assert_eq!(counts.delivered, counts.sent, "{name}: events lost");
+    assert_eq!(counts.replies, counts.sent, "{name}: replies lost");
+    assert_eq!(
+        counts.split_ids, 0,
+        "{name}: an event delivered under two webhook-ids"
+    );
+    assert_eq!(counts.out_of_order, 0, "{name}: events out of order");
+    assert_eq!(
+        counts.replies_out_of_order, 0,
+        "{name}: replies out of order"
+    );
+}
+
+/// The tenant echoes every message, so each one also produces a reply at Telegram.
+fn echo(tenant: &FakeTenant) {
+    tenant.respond_with(|r| {
+        let e = r.json();
+        match e["message"]["content"]["text"].as_str() {
+            Some(t) => (
+                reqwest::StatusCode::OK,
+                Some(json!({"messages": [{"type": "text", "text": format!("re {t}")}]})),
+            ),
+            None => (reqwest::StatusCode::OK, None),
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_each_service_in_turn_mid_stream() {
+    let started = Instant::now();
+    let c = Cluster::start().await;
+    echo(&c.tenant);
+    let (_, path, secret) = c.create_bot().await;
+    let (chats, per_chat) = (20, 15 * scale());
+    let c = Arc::new(tokio::sync::RwLock::new(c));
+    let sender = tokio::spawn(send_all(c.clone(), path, secret, chats, per_chat));
+    for service in SERVICES {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        c.write().await.kill9(service);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        c.write().await.launch(service).await;
+    }
+    sender.await.unwrap();
+    let c = c.read().await;
+    let counts = settle(&c, chats, per_chat).await;
+    check("kill -9 each service", &counts, started);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_restart_mid_stream() {
+    let started = Instant::now();
+    let c = Cluster::start().await;
+    echo(&c.tenant);
+    let (_, path, secret) = c.create_bot().await;
+    let (chats, per_chat) = (20, 15 * scale());
+    let c = Arc::new(tokio::sync::RwLock::new(c));
+    let sender = tokio::spawn(send_all(c.clone(), path, secret, chats, per_chat));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    c.write().await.nats.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.write().await.nats.restart().await.unwrap();
+    sender.await.unwrap();
+    let c = c.read().await;
+    let counts = settle(&c, chats, per_chat).await;
+    check("nats-server restart", &counts, started);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flaky_platform_with_429_and_5xx() {
+    let started = Instant::now();
+    let c = Cluster::start().await;
+    echo(&c.tenant);
+    // 10 % of sends answered 429 (retry_after 1 s), 10 % answered 500.
+    c.telegram.fail_randomly(100, 100);
+    let (_, path, secret) = c.create_bot().await;
+    let (chats, per_chat) = (20, 10 * scale());
+    let c = Arc::new(tokio::sync::RwLock::new(c));
+    send_all(c.clone(), path, secret, chats, per_chat).await;
+    let c = c.read().await;
+    let counts = settle(&c, chats, per_chat).await;
+    let all = c.telegram.calls_of("sendMessage");
+    let refused = all.iter().filter(|call| call.status != 200).count();
+    println!(
+        "flaky platform: {refused} of {} calls answered 429/500, all retried",
+        all.len()
+    );
+    assert!(refused > 0, "the platform did fail some calls");
+    check("flaky platform", &counts, started);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_exits_zero() {
+    let mut c = Cluster::start().await;
+    for service in SERVICES {
+        let status = c.terminate(service);
+        assert!(
+            status.success(),
+            "{service} exited with {status} on SIGTERM"
+        );
+    }
+}
