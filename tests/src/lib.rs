@@ -115,6 +115,10 @@ impl Stack {
             webhook_timeout_ms: 5_000,
             shutdown_grace_ms: 3_000,
             telegram_api_base_url: telegram.base_url(),
+            // Tests send bursts to one chat; the pacing test sets real limits.
+            telegram_per_bot_per_second: 10_000,
+            telegram_per_chat_per_second: 10_000,
+            telegram_per_chat_burst: 10_000,
             ..Config::default()
         };
         (options.configure)(&mut config);

@@ -298,3 +298,68 @@ async fn one_trace_follows_a_message_from_the_webhook_to_the_platform_api() {
     assert_ne!(at_platform, at_tenant, "each hop has its own span");
     stack.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_are_paced_per_chat_without_holding_up_other_chats() {
+    let stack = patchbay_tests::Stack::start_with(patchbay_tests::Options {
+        configure: Box::new(|c| {
+            c.telegram_per_chat_per_second = 5;
+            c.telegram_per_chat_burst = 1;
+        }),
+        ..patchbay_tests::Options::default()
+    })
+    .await;
+    let bot = stack.bot().await;
+    for (i, chat) in [7001, 7002].iter().enumerate() {
+        assert_eq!(
+            stack
+                .post_update(&bot, &fixtures::text_update(i as i64 + 1, *chat, "hi"))
+                .await,
+            200
+        );
+    }
+    let users: Vec<serde_json::Value> = stack
+        .events_of("message.received", 2)
+        .await
+        .iter()
+        .map(|r| r.json()["user"]["id"].clone())
+        .collect();
+    let url = format!("{}/v1/messages", stack.api_url());
+    let ten: Vec<_> = (0..10)
+        .map(|n| json!({"type": "text", "text": format!("busy {n}")}))
+        .collect();
+    let (status, _) = stack
+        .post(
+            &url,
+            &bot.api_key,
+            &json!({"user_id": users[0], "messages": ten}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let (status, _) = stack
+        .post(
+            &url,
+            &bot.api_key,
+            &json!({"user_id": users[1], "messages": [{"type": "text", "text": "quiet"}]}),
+        )
+        .await;
+    assert_eq!(status, 202);
+
+    let calls = stack.telegram.wait_for("sendMessage", 11, TIMEOUT).await;
+    let busy: Vec<_> = calls
+        .iter()
+        .filter(|c| c.body["text"].as_str().unwrap().starts_with("busy"))
+        .collect();
+    let quiet = calls.iter().find(|c| c.body["text"] == "quiet").unwrap();
+    // Ten messages to one chat at 5/s with a burst of 1 take at least 9 / 5 s.
+    let spread = busy[9].at.duration_since(busy[0].at);
+    assert!(
+        spread >= std::time::Duration::from_millis(1800),
+        "busy chat paced: {spread:?}"
+    );
+    assert!(
+        quiet.at < busy[9].at,
+        "the other chat did not wait for the busy one"
+    );
+    stack.shutdown().await;
+}

@@ -11,9 +11,15 @@ use patchbay_telegram::TelegramSender;
 /// Starts the service.
 pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
     Box::pin(async move {
+        let c = &deps.config;
         let sender = TelegramSender::new(
-            &deps.config.telegram_api_base_url,
-            Duration::from_millis(deps.config.outbound_timeout_ms),
+            &c.telegram_api_base_url,
+            Duration::from_millis(c.outbound_timeout_ms),
+            patchbay_platform::Limits {
+                per_channel_per_second: c.telegram_per_bot_per_second,
+                per_conversation_per_second: c.telegram_per_chat_per_second,
+                per_conversation_burst: c.telegram_per_chat_burst,
+            },
         )?;
         patchbay_platform::outbound::service("outbound-telegram", &deps, sender).await
     })

@@ -92,6 +92,9 @@ impl Cluster {
             ),
             ("PATCHBAY_SHUTDOWN_GRACE_MS", "3000".into()),
             ("PATCHBAY_TELEGRAM_API_BASE_URL", telegram.base_url()),
+            ("PATCHBAY_TELEGRAM_PER_BOT_PER_SECOND", "10000".into()),
+            ("PATCHBAY_TELEGRAM_PER_CHAT_PER_SECOND", "10000".into()),
+            ("PATCHBAY_TELEGRAM_PER_CHAT_BURST", "10000".into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

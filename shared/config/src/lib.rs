@@ -80,6 +80,12 @@ pub struct Config {
     pub telegram_api_base_url: String,
     /// Per-call timeout of platform API calls.
     pub outbound_timeout_ms: u64,
+    /// Telegram pace per bot (messages per second; the Bots FAQ says about 30).
+    pub telegram_per_bot_per_second: u32,
+    /// Telegram pace per chat (messages per second; the Bots FAQ says about 1).
+    pub telegram_per_chat_per_second: u32,
+    /// Messages a Telegram chat may get in a burst before the per-chat pace applies.
+    pub telegram_per_chat_burst: u32,
 }
 
 impl Default for Config {
@@ -108,6 +114,9 @@ impl Default for Config {
             shutdown_grace_ms: 10_000,
             telegram_api_base_url: "https://api.telegram.org".into(),
             outbound_timeout_ms: 10_000,
+            telegram_per_bot_per_second: 30,
+            telegram_per_chat_per_second: 1,
+            telegram_per_chat_burst: 3,
         }
     }
 }
@@ -218,6 +227,21 @@ impl Config {
                 "webhook_retry_schedule",
                 "needs at least one attempt",
             ));
+        }
+        for (field, v) in [
+            (
+                "telegram_per_bot_per_second",
+                self.telegram_per_bot_per_second,
+            ),
+            (
+                "telegram_per_chat_per_second",
+                self.telegram_per_chat_per_second,
+            ),
+            ("telegram_per_chat_burst", self.telegram_per_chat_burst),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::invalid(field, "must be at least 1"));
+            }
         }
         if self.ingress_max_body_bytes < 1024 {
             return Err(ConfigError::invalid(

@@ -112,6 +112,17 @@ pub struct Target<'a, C> {
     pub base_url: &'a str,
 }
 
+/// How fast a platform may be called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Sends per second per channel (a bot, a page, a phone number).
+    pub per_channel_per_second: u32,
+    /// Sends per second per conversation (a chat).
+    pub per_conversation_per_second: u32,
+    /// Sends a conversation may get at once before the pace applies.
+    pub per_conversation_burst: u32,
+}
+
 /// The outbound face of a messenger.
 pub trait OutboundAdapter: Send + Sync + 'static {
     /// Which messenger.
@@ -124,6 +135,9 @@ pub trait OutboundAdapter: Send + Sync + 'static {
 
     /// The default API base URL from the configuration.
     fn default_base_url(&self) -> &str;
+
+    /// The platform's pace.
+    fn limits(&self) -> Limits;
 
     /// Sends one message (after [`degrade`], possibly several platform calls).
     fn send(

@@ -14,8 +14,33 @@ use patchbay_runtime::{BoxError, Deps, Service};
 use crate::ingress::open_credentials;
 use crate::{OutboundAdapter, SendError, Target};
 
+type Keyed = governor::DefaultKeyedRateLimiter<String>;
+
+/// Per-channel and per-conversation pace (GCRA, in memory: with one active sender per
+/// consumer, this replica sees all of a channel's sends).
+struct Pace {
+    channel: Keyed,
+    conversation: Keyed,
+}
+
+impl Pace {
+    fn new(l: crate::Limits) -> Self {
+        use governor::Quota;
+        use std::num::NonZeroU32;
+        let nz = |v: u32| NonZeroU32::new(v.max(1)).unwrap_or(NonZeroU32::MIN);
+        Self {
+            channel: governor::RateLimiter::keyed(Quota::per_second(nz(l.per_channel_per_second))),
+            conversation: governor::RateLimiter::keyed(
+                Quota::per_second(nz(l.per_conversation_per_second))
+                    .allow_burst(nz(l.per_conversation_burst)),
+            ),
+        }
+    }
+}
+
 struct Sender<A> {
     adapter: A,
+    pace: Pace,
     sent: async_nats::jetstream::kv::Store,
     deps: Deps,
     view: ConfigView,
@@ -35,7 +60,9 @@ pub async fn service<A: OutboundAdapter>(
         .subjects()
         .bucket(patchbay_contract::subjects::Bucket::Sent);
     let sent = deps.bus.jetstream().get_key_value(&bucket).await?;
+    let pace = Pace::new(adapter.limits());
     let handler = Arc::new(Sender {
+        pace,
         adapter,
         sent,
         deps: deps.clone(),
@@ -43,7 +70,23 @@ pub async fn service<A: OutboundAdapter>(
         key: deps.config.require_master_key()?,
         max_attempts: spec.max_attempts,
     });
-    Ok(Service::new(name).task(deps.consumer::<OutboundJob, _>(spec, handler)))
+    let prune = handler.clone();
+    let shutdown = deps.shutdown.clone();
+    Ok(Service::new(name)
+        .task(deps.consumer::<OutboundJob, _>(spec, handler))
+        .task(async move {
+            // Forget the pace of keys that have been idle.
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {
+                        prune.pace.channel.retain_recent();
+                        prune.pace.conversation.retain_recent();
+                    }
+                    () = shutdown.cancelled() => return Ok::<(), BoxError>(()),
+                }
+            }
+        }))
 }
 
 impl<A: OutboundAdapter> Sender<A> {
@@ -83,6 +126,14 @@ impl<A: OutboundAdapter> Sender<A> {
             credentials: &creds,
             base_url,
         };
+        let waited = std::time::Instant::now();
+        self.pace
+            .conversation
+            .until_key_ready(&format!("{}:{}", job.channel.id, job.address))
+            .await;
+        self.pace.channel.until_key_ready(&job.channel.id).await;
+        metrics::histogram!("patchbay_outbound_pace_wait_seconds", "platform" => A::PLATFORM.as_str())
+            .record(waited.elapsed().as_secs_f64());
         match self.adapter.send(target, job).await {
             Ok(sent) => Ok(Ok(sent)),
             Err(SendError::Retryable { reason, after })

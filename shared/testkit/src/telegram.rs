@@ -17,7 +17,7 @@ use axum::routing::post;
 use serde_json::{Value, json};
 
 /// One API call the fake received.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Call {
     /// The bot token from the path.
     pub token: String,
@@ -29,6 +29,8 @@ pub struct Call {
     pub traceparent: Option<String>,
     /// The HTTP status the fake answered.
     pub status: u16,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 /// A failure to answer instead of success.
@@ -239,6 +241,7 @@ fn answer(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
         status: 0,
+        at: std::time::Instant::now(),
     });
     let (too_many, server_error) = s.random_failures;
     let random_failure = if too_many + server_error > 0 && method.starts_with("send") {

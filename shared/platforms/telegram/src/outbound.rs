@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use patchbay_contract::content::{Button, Media};
 use patchbay_contract::{Content, OutboundJob, Platform};
-use patchbay_platform::{Capabilities, OutboundAdapter, SendError, Sent, Target, degrade};
+use patchbay_platform::{Capabilities, Limits, OutboundAdapter, SendError, Sent, Target, degrade};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -28,15 +28,17 @@ pub struct TelegramSender {
     http: reqwest::Client,
     base_url: String,
     caps: Capabilities,
+    limits: Limits,
 }
 
 impl TelegramSender {
-    /// A sender with `base_url` as default API and `timeout` per call.
-    pub fn new(base_url: &str, timeout: Duration) -> Result<Self, reqwest::Error> {
+    /// A sender with `base_url` as default API, `timeout` per call and the given pace.
+    pub fn new(base_url: &str, timeout: Duration, limits: Limits) -> Result<Self, reqwest::Error> {
         Ok(Self {
             http: patchbay_platform::http::client_builder(timeout).build()?,
             base_url: base_url.trim_end_matches('/').to_owned(),
             caps: crate::capabilities::capabilities(),
+            limits,
         })
     }
 }
@@ -228,6 +230,10 @@ impl OutboundAdapter for TelegramSender {
 
     fn default_base_url(&self) -> &str {
         &self.base_url
+    }
+
+    fn limits(&self) -> Limits {
+        self.limits
     }
 
     async fn send(
