@@ -225,3 +225,146 @@ async fn a_slow_tenant_does_not_delay_another() {
     assert_eq!(good.len(), total);
     stack.shutdown().await;
 }
+
+/// An endpoint answering 410 Gone is disabled: its events go to the dead-letter stream without
+/// attempts until an operator re-enables it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gone_disables_the_endpoint_until_re_enabled() {
+    let stack = Stack::start().await;
+    let bot = stack.bot().await;
+    let gone = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let g = gone.clone();
+    stack.tenant.respond_with(move |_| {
+        if g.load(std::sync::atomic::Ordering::SeqCst) {
+            (StatusCode::GONE, None)
+        } else {
+            (StatusCode::OK, None)
+        }
+    });
+    let js = async_nats::jetstream::new(stack.raw_nats().await);
+    let dlq = js
+        .get_stream(format!("{}_DLQ", stack.config.nats_prefix.to_uppercase()))
+        .await
+        .unwrap();
+    let reasons = || {
+        let dlq = dlq.clone();
+        async move {
+            let consumer = dlq
+                .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
+                .await
+                .unwrap();
+            let mut out = Vec::new();
+            let mut msgs = consumer
+                .fetch()
+                .max_messages(100)
+                .expires(Duration::from_millis(300))
+                .messages()
+                .await
+                .unwrap();
+            while let Some(Ok(m)) = msgs.next().await {
+                out.push(
+                    m.headers
+                        .as_ref()
+                        .unwrap()
+                        .get("Pb-Dlq-Reason")
+                        .unwrap()
+                        .to_string(),
+                );
+            }
+            out
+        }
+    };
+    assert_eq!(
+        stack
+            .post_update(&bot, &fixtures::text_update(1, 4242, "first"))
+            .await,
+        200
+    );
+    let first = eventually(TIMEOUT, "the first event dead-lettered", || async {
+        let r = reasons().await;
+        (!r.is_empty()).then_some(r)
+    })
+    .await;
+    assert!(
+        first[0].starts_with("callback answered 410 Gone"),
+        "{first:?}"
+    );
+
+    // Once the disabled state reached the dispatcher, events are dead-lettered unattempted.
+    let deadline = Instant::now() + TIMEOUT;
+    let mut n: i64 = 1;
+    let all = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no event was dead-lettered as 'endpoint disabled'"
+        );
+        n += 1;
+        assert_eq!(
+            stack
+                .post_update(&bot, &fixtures::text_update(n, 4242, "later"))
+                .await,
+            200
+        );
+        let wanted = usize::try_from(n).unwrap();
+        let r = eventually(TIMEOUT, "the probe dead-lettered", || async {
+            let r = reasons().await;
+            (r.len() >= wanted).then_some(r)
+        })
+        .await;
+        if r.iter().any(|x| x.starts_with("endpoint disabled")) {
+            break r;
+        }
+    };
+    let gone_answers = all
+        .iter()
+        .filter(|r| r.starts_with("callback answered 410 Gone"))
+        .count();
+    assert_eq!(
+        stack.tenant.received().len(),
+        gone_answers,
+        "no attempts while disabled: {all:?}"
+    );
+
+    // The operator re-enables it: events flow again.
+    gone.store(false, std::sync::atomic::Ordering::SeqCst);
+    let r = stack
+        .http
+        .post(format!(
+            "{}/admin/v1/bots/{}/webhook/enable",
+            stack.api_url(),
+            bot.id
+        ))
+        .bearer_auth(stack.admin_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "nothing delivered after re-enabling"
+        );
+        n += 1;
+        let text = format!("again {n}");
+        assert_eq!(
+            stack
+                .post_update(&bot, &fixtures::text_update(n, 4242, &text))
+                .await,
+            200
+        );
+        let wanted = usize::try_from(n).unwrap();
+        // Each probe ends up either delivered or dead-lettered; wait for whichever.
+        let delivered = eventually(TIMEOUT, "the probe settled", || async {
+            if stack.tenant.received().iter().any(|r| text_of(r) == text) {
+                return Some(true);
+            }
+            (reasons().await.len() >= wanted).then_some(false)
+        })
+        .await;
+        if delivered {
+            break;
+        }
+    }
+    stack.shutdown().await;
+}

@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | `POST /admin/v1/bots` | operator token | create a bot (201 with its API key and webhook secret) |
 //! | `POST /admin/v1/bots/{bot_id}/channels` | operator token | connect a messenger account (201) |
+//! | `POST /admin/v1/bots/{bot_id}/webhook/enable` | operator token | re-enable an endpoint disabled by a 410 (204) |
 //! | `POST /v1/messages` | bot API key | send messages to a user (202 with message ids) |
 
 mod auth;
@@ -54,6 +55,10 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
         let routes = Router::new()
             .route("/admin/v1/bots", post(create_bot))
             .route("/admin/v1/bots/{bot_id}/channels", post(create_channel))
+            .route(
+                "/admin/v1/bots/{bot_id}/webhook/enable",
+                post(enable_webhook),
+            )
             .route("/v1/messages", post(send_messages))
             .with_state(api);
         Ok(Service::new("api").routes(routes))
@@ -113,6 +118,21 @@ async fn create_channel(
     let subject = api.bus.subjects().rpc("auth", auth_ops::CREATE_CHANNEL);
     let channel: CreatedChannel = api.bus.request(&subject, &req, RPC_TIMEOUT).await??;
     Ok((StatusCode::CREATED, axum::Json(channel)))
+}
+
+async fn enable_webhook(
+    _: Admin,
+    State(api): State<Arc<Api>>,
+    Path(bot_id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let req = patchbay_contract::WebhookStateRequest {
+        v: V1,
+        bot_id,
+        reason: None,
+    };
+    let subject = api.bus.subjects().rpc("auth", auth_ops::ENABLE_WEBHOOK);
+    let () = api.bus.request(&subject, &req, RPC_TIMEOUT).await??;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Body of `POST /v1/messages`: a `user_id`, or a `platform` and `address`, and messages.

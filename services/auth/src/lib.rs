@@ -24,8 +24,14 @@ use patchbay_runtime::{BoxError, Deps, Service};
 use sqlx::PgPool;
 
 /// Embedded migrations of schema `auth`.
-pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] =
-    &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] = &[
+    (1, "init", include_str!("../migrations/0001_init.sql")),
+    (
+        2,
+        "webhook_disabled",
+        include_str!("../migrations/0002_webhook_disabled.sql"),
+    ),
+];
 
 /// Event subscription patterns a bot may use.
 const KNOWN_EVENTS: &[&str] = &[
@@ -99,6 +105,16 @@ impl Auth {
                 Ok(req) => self.create_channel(req).await,
                 Err(e) => Err(e),
             }),
+            auth_ops::DISABLE_WEBHOOK | auth_ops::ENABLE_WEBHOOK => encode(
+                match decode::<patchbay_contract::WebhookStateRequest>(&body) {
+                    Ok(req) => {
+                        let reason = (op == auth_ops::DISABLE_WEBHOOK)
+                            .then(|| req.reason.unwrap_or_else(|| "disabled".into()));
+                        self.set_webhook_state(&req.bot_id, reason).await
+                    }
+                    Err(e) => Err(e),
+                },
+            ),
             other => encode::<()>(Err(RpcError::new(
                 404,
                 "unknown_operation",
@@ -140,6 +156,7 @@ impl Auth {
             url,
             flavour: webhook_in.flavour,
             events,
+            disabled_reason: None,
         };
         let bot_id = new_id(prefix::BOT);
         let api_key = new_api_key().map_err(internal)?;
@@ -210,6 +227,16 @@ impl Auth {
             platform: req.platform,
             created_at,
         })
+    }
+
+    async fn set_webhook_state(
+        &self,
+        bot_id: &str,
+        reason: Option<String>,
+    ) -> Result<(), RpcError> {
+        store::set_webhook_disabled(&self.pool, bot_id, reason.as_deref()).await?;
+        tracing::warn!(%bot_id, reason = ?reason, "webhook endpoint state changed");
+        self.publish_bot(bot_id).await
     }
 
     async fn put<T: serde::Serialize>(&self, key: String, value: &T) -> Result<(), RpcError> {

@@ -75,6 +75,29 @@ pub async fn insert_bot(pool: &PgPool, b: &NewBot<'_>) -> Result<DateTime<Utc>, 
     Ok(created)
 }
 
+/// Disables (with a reason) or re-enables a bot's callback endpoint.
+pub async fn set_webhook_disabled(
+    pool: &PgPool,
+    bot_id: &str,
+    reason: Option<&str>,
+) -> Result<(), RpcError> {
+    let done = sqlx::query(
+        "update bots set webhook_disabled_reason = $2,
+                         webhook_disabled_at = case when $2::text is null then null else now() end,
+                         updated_at = now()
+         where id = $1",
+    )
+    .bind(bot_id)
+    .bind(reason)
+    .execute(pool)
+    .await
+    .map_err(db)?;
+    if done.rows_affected() == 0 {
+        return Err(RpcError::new(404, "not_found", format!("no bot {bot_id}")));
+    }
+    Ok(())
+}
+
 pub async fn bot_exists(pool: &PgPool, id: &str) -> Result<bool, RpcError> {
     Ok(sqlx::query("select 1 from bots where id = $1")
         .bind(id)
@@ -113,7 +136,8 @@ pub async fn load_bot(
     id: &str,
 ) -> Result<(BotRecord, Vec<(String, ApiKeyRecord)>), RpcError> {
     let row = sqlx::query(
-        "select tenant_id, name, enabled, webhook_url, webhook_flavour, webhook_events, updated_at
+        "select tenant_id, name, enabled, webhook_url, webhook_flavour, webhook_events,
+                webhook_disabled_reason, updated_at
          from bots where id = $1",
     )
     .bind(id)
@@ -147,6 +171,7 @@ pub async fn load_bot(
             url: row.get("webhook_url"),
             flavour: serde_json::from_value(serde_json::Value::String(flavour)).unwrap_or_default(),
             events: events.0,
+            disabled_reason: row.get("webhook_disabled_reason"),
         },
         webhook_secrets: secrets,
         updated_at: row.get("updated_at"),

@@ -346,6 +346,8 @@ enum Attempted {
     },
     /// Nothing to do: the bot is gone or has no callback URL.
     Skipped,
+    /// The endpoint is disabled (it answered 410 Gone): dead-letter without attempts.
+    Disabled(String),
 }
 
 fn db(e: sqlx::Error) -> HandlerError {
@@ -409,6 +411,9 @@ impl Dispatcher {
             tracing::info!(bot_id = %job.event.bot_id, event_id = %job.event.id, "bot no longer exists; event dropped");
             return Ok(Attempted::Skipped);
         };
+        if let Some(reason) = &bot.webhook.disabled_reason {
+            return Ok(Attempted::Disabled(format!("endpoint disabled: {reason}")));
+        }
         let Some(url) = bot.webhook.url.clone() else {
             tracing::info!(bot_id = %bot.id, event_id = %job.event.id, "bot has no callback URL; event not delivered");
             return Ok(Attempted::Skipped);
@@ -437,6 +442,28 @@ impl Dispatcher {
         }
         self.log_attempt(job, attempt, &url, &outcome, took, None)
             .await;
+        if outcome.status == Some(410) {
+            let reason = format!(
+                "{url} answered 410 Gone at {}",
+                chrono::Utc::now().to_rfc3339()
+            );
+            let req = patchbay_contract::WebhookStateRequest {
+                v: V1,
+                bot_id: bot.id.clone(),
+                reason: Some(reason.clone()),
+            };
+            let subject = self
+                .bus
+                .subjects()
+                .rpc("auth", patchbay_contract::auth_ops::DISABLE_WEBHOOK);
+            self.bus
+                .request::<_, ()>(&subject, &req, Duration::from_secs(5))
+                .await?
+                .map_err(|e| HandlerError::unavailable(format!("disabling the endpoint: {e}")))?;
+            return Ok(Attempted::Disabled(format!(
+                "callback answered 410 Gone; endpoint disabled ({reason})"
+            )));
+        }
         Ok(Attempted::Failed {
             reason: format!(
                 "callback to bot {} failed: {}",
@@ -591,6 +618,11 @@ impl Dispatcher {
                 store::unpark(&self.pool, p.id).await.map_err(db)?;
                 Ok(true)
             }
+            Attempted::Disabled(reason) => {
+                self.dead_letter(job, attempt, &reason).await?;
+                store::unpark(&self.pool, p.id).await.map_err(db)?;
+                Ok(true)
+            }
             Attempted::Failed {
                 reason,
                 retry_after,
@@ -663,6 +695,7 @@ impl Handler<DispatchJob> for Intake {
         };
         match me.deliver(job, 1).await? {
             Attempted::Delivered | Attempted::Skipped => Ok(()),
+            Attempted::Disabled(reason) => me.dead_letter(job, 1, &reason).await,
             Attempted::Failed {
                 reason,
                 retry_after,

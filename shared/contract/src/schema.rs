@@ -181,6 +181,13 @@ pub fn payloads() -> Vec<Payload> {
                 subject: "<p>.rpc.auth.create_channel (reply)",
             },
         ),
+        payload::<WebhookStateRequest>(
+            "webhook_state_request.v1",
+            "Disable (after 410 Gone) or re-enable a bot's callback endpoint.",
+            Rpc {
+                subject: "<p>.rpc.auth.disable_webhook | <p>.rpc.auth.enable_webhook",
+            },
+        ),
         payload::<GetUserRequest>(
             "get_user_request.v1",
             "Look up one user of a bot.",

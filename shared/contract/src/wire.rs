@@ -522,6 +522,10 @@ pub struct WebhookSettings {
     pub flavour: WebhookFlavour,
     /// Event types delivered; `*` and `prefix.*` wildcards allowed.
     pub events: Vec<String>,
+    /// Why the endpoint is disabled (it answered 410 Gone), if it is; events then go to the
+    /// dead-letter stream until an operator re-enables it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_reason: Option<String>,
 }
 
 impl WebhookSettings {
@@ -641,6 +645,10 @@ pub mod auth_ops {
     pub const CREATE_BOT: &str = "create_bot";
     /// [`super::CreateChannelRequest`] → [`super::CreatedChannel`].
     pub const CREATE_CHANNEL: &str = "create_channel";
+    /// [`super::WebhookStateRequest`] with a reason → `()`: the endpoint answered 410.
+    pub const DISABLE_WEBHOOK: &str = "disable_webhook";
+    /// [`super::WebhookStateRequest`] → `()`: an operator re-enables the endpoint.
+    pub const ENABLE_WEBHOOK: &str = "enable_webhook";
 }
 
 /// Operation names of the `bot-router` service (subject `<p>.rpc.router.<op>`).
@@ -728,6 +736,19 @@ pub struct CreatedChannel {
     pub webhook_path: String,
     /// Creation time.
     pub created_at: DateTime<Utc>,
+}
+
+/// Disable or re-enable a bot's callback endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct WebhookStateRequest {
+    /// Payload version.
+    #[serde(default)]
+    pub v: V1,
+    /// The bot.
+    pub bot_id: String,
+    /// Why it is disabled (for `disable_webhook`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Look up one user of a bot.
@@ -822,6 +843,7 @@ mod tests {
             url: None,
             flavour: WebhookFlavour::Native,
             events: WebhookSettings::default_events(),
+            disabled_reason: None,
         };
         assert!(w.subscribed(EventType::MessageReceived));
         assert!(w.subscribed(EventType::UserSubscribed));
