@@ -180,6 +180,8 @@ struct Runner<T, H> {
     handler: Arc<H>,
     running: Arc<Semaphore>,
     lanes: Mutex<HashMap<String, VecDeque<Work<T>>>>,
+    /// Stream sequences of live messages this instance holds (queued or in flight).
+    held: Mutex<std::collections::HashSet<u64>>,
     shutdown: CancellationToken,
 }
 
@@ -208,6 +210,7 @@ where
         handler,
         running: Arc::new(Semaphore::new(concurrency)),
         lanes: Mutex::new(HashMap::new()),
+        held: Mutex::default(),
         shutdown: shutdown.clone(),
     });
     let spec = &runner.spec;
@@ -215,17 +218,8 @@ where
     let buffered = Arc::new(Semaphore::new(concurrency * 4));
     let mut tasks = JoinSet::new();
 
-    let recovered = runner.recover(&mut consumer).await;
-    if !recovered.is_empty() {
-        tracing::info!(
-            consumer = spec.durable,
-            messages = recovered.len(),
-            "re-handling messages a previous instance held, in order"
-        );
-    }
-    for work in recovered {
-        runner.enqueue(work, &mut tasks);
-    }
+    let mut connections = bus.connections();
+    runner.recover_and_enqueue(&mut consumer, &mut tasks).await;
     tracing::info!(consumer = spec.durable, filter = %spec.filter, concurrency, "consumer started");
 
     'outer: while !shutdown.is_cancelled() {
@@ -259,12 +253,19 @@ where
                 () = shutdown.cancelled() => break 'outer,
             };
             while tasks.try_join_next().is_some() {}
+            // After a reconnect, messages that were in transit are pending on the server and
+            // would come back only after their ack wait: handle them before anything newer.
+            if bus.connections() != connections {
+                connections = bus.connections();
+                runner.recover_and_enqueue(&mut consumer, &mut tasks).await;
+            }
             match next {
                 Some(Ok(msg)) => {
                     let (stream_sequence, delivered) = match msg.info() {
                         Ok(i) => (i.stream_sequence, u64::try_from(i.delivered).unwrap_or(1)),
                         Err(_) => (0, 1),
                     };
+                    runner.hold(stream_sequence);
                     match serde_json::from_slice::<T>(&msg.payload) {
                         Ok(payload) => {
                             let keyed = runner.handler.key(&payload);
@@ -290,6 +291,7 @@ where
                                 runner
                                     .reject(&msg, stream_sequence, delivered, &reason)
                                     .await;
+                                runner.release(stream_sequence);
                                 drop(permit);
                             });
                         }
@@ -340,6 +342,47 @@ where
     T: DeserializeOwned + Clone + Send + Sync + 'static,
     H: Handler<T>,
 {
+    /// Notes that this instance holds the live message at `seq`.
+    fn hold(&self, seq: u64) {
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(seq);
+    }
+
+    fn release(&self, seq: u64) {
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&seq);
+    }
+
+    fn holds(&self, seq: u64) -> bool {
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&seq)
+    }
+
+    /// Recovers unacknowledged messages this instance does not hold and queues them, in order.
+    async fn recover_and_enqueue(
+        self: &Arc<Self>,
+        consumer: &mut jetstream::consumer::Consumer<pull::Config>,
+        tasks: &mut JoinSet<()>,
+    ) {
+        let recovered = self.recover(consumer).await;
+        if !recovered.is_empty() {
+            tracing::info!(
+                consumer = self.spec.durable,
+                messages = recovered.len(),
+                "re-handling unacknowledged messages first, in order"
+            );
+        }
+        for work in recovered {
+            self.enqueue(work, tasks);
+        }
+    }
+
     /// Messages handed to a previous instance and never acknowledged, in stream order.
     async fn recover(
         &self,
@@ -365,6 +408,9 @@ where
             * 2;
         let mut out = Vec::new();
         for seq in (floor + 1)..=last.min(floor + limit) {
+            if self.holds(seq) {
+                continue;
+            }
             let Ok(m) = stream.get_raw_message(seq).await else {
                 continue;
             };
@@ -450,6 +496,9 @@ where
         }
         let started = Instant::now();
         let label = self.attempts(&work).instrument(span).await;
+        if let Source::Live(_) = work.source {
+            self.release(work.stream_sequence);
+        }
         metrics::counter!("patchbay_consumer_messages_total", "consumer" => spec.durable, "outcome" => label)
             .increment(1);
         metrics::histogram!("patchbay_consumer_handle_seconds", "consumer" => spec.durable)

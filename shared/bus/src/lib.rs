@@ -58,6 +58,7 @@ pub struct Bus {
     js: jetstream::Context,
     subjects: Arc<Subjects>,
     publish_timeout: Duration,
+    reconnects: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Bus {
@@ -77,15 +78,27 @@ impl Bus {
         subjects: Subjects,
         publish_timeout: Duration,
     ) -> Result<Self, BusError> {
+        let reconnects = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = reconnects.clone();
         let client = async_nats::ConnectOptions::new()
             .name(name)
+            .event_callback(move |event| {
+                let counter = counter.clone();
+                async move {
+                    if matches!(event, async_nats::Event::Connected) {
+                        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+            })
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
             .request_timeout(Some(publish_timeout))
             .connect(url.split(',').map(str::trim).collect::<Vec<_>>().as_slice())
             .await
             .map_err(|e| BusError::Unavailable(e.to_string()))?;
-        Ok(Self::from_client(client, subjects, publish_timeout))
+        let mut bus = Self::from_client(client, subjects, publish_timeout);
+        bus.reconnects = reconnects;
+        Ok(bus)
     }
 
     /// A bus over an existing client (tests, single-binary mode).
@@ -101,6 +114,7 @@ impl Bus {
             js,
             subjects: Arc::new(subjects),
             publish_timeout,
+            reconnects: Arc::default(),
         }
     }
 
@@ -117,6 +131,12 @@ impl Bus {
     /// The JetStream context.
     pub fn jetstream(&self) -> &jetstream::Context {
         &self.js
+    }
+
+    /// How many times the connection was (re-)established. Consumers compare it to notice a
+    /// reconnect, after which messages in transit may have been lost and must be recovered.
+    pub fn connections(&self) -> u64 {
+        self.reconnects.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Whether the connection is up (for `/readyz`).
