@@ -8,6 +8,10 @@
 //! | `POST /admin/v1/bots/{bot_id}/channels` | operator token | connect a messenger account (201) |
 //! | `POST /admin/v1/bots/{bot_id}/webhook/enable` | operator token | re-enable an endpoint disabled by a 410 (204) |
 //! | `POST /v1/messages` | bot API key | send messages to a user (202 with message ids) |
+//! | `GET /v1/deliveries` | bot API key | the bot's deliveries, newest first (`status`, `event_type`, `since`, `until`, `cursor`, `limit`) |
+//! | `GET /v1/deliveries/{event_id}` | bot API key | one delivery with its event and every attempt |
+//! | `POST /v1/deliveries/{event_id}/retry` | bot API key | deliver it once more, same `webhook-id` (202) |
+//! | `POST /v1/deliveries/replay` | bot API key | deliver the dead-lettered events since a time again (202) |
 
 mod auth;
 
@@ -25,7 +29,7 @@ use patchbay_contract::ids::{hashed_id, message_ids, new_id, prefix};
 use patchbay_contract::{
     Content, CreateBotRequest, CreateChannelRequest, CreatedBot, CreatedChannel, GetUserRequest,
     Platform, Recipient, SendCommand, SendSource, UserProfile, V1, WebhookInput, auth_ops,
-    router_ops,
+    dispatcher_ops, router_ops,
 };
 use patchbay_runtime::http::ApiJson;
 use patchbay_runtime::{ApiError, BoxError, Deps, Service};
@@ -60,6 +64,13 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
                 post(enable_webhook),
             )
             .route("/v1/messages", post(send_messages))
+            .route("/v1/deliveries", axum::routing::get(list_deliveries))
+            .route("/v1/deliveries/replay", post(replay_deliveries))
+            .route(
+                "/v1/deliveries/{event_id}",
+                axum::routing::get(get_delivery),
+            )
+            .route("/v1/deliveries/{event_id}/retry", post(retry_delivery))
             .with_state(api);
         Ok(Service::new("api").routes(routes))
     })
@@ -133,6 +144,111 @@ async fn enable_webhook(
     let subject = api.bus.subjects().rpc("auth", auth_ops::ENABLE_WEBHOOK);
     let () = api.bus.request(&subject, &req, RPC_TIMEOUT).await??;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Query of `GET /v1/deliveries`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeliveryQuery {
+    #[serde(default)]
+    status: Option<patchbay_contract::DeliveryState>,
+    #[serde(default)]
+    event_type: Option<String>,
+    #[serde(default)]
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default)]
+    until: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+async fn list_deliveries(
+    bot: BotAuth,
+    State(api): State<Arc<Api>>,
+    query: Result<axum::extract::Query<DeliveryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let axum::extract::Query(q) =
+        query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    if q.limit.is_some_and(|l| !(1..=100).contains(&l)) {
+        return Err(unprocessable("limit: must be between 1 and 100"));
+    }
+    let req = patchbay_contract::ListDeliveriesRequest {
+        v: V1,
+        bot_id: bot.bot_id,
+        status: q.status,
+        event_type: q.event_type,
+        since: q.since,
+        until: q.until,
+        cursor: q.cursor,
+        limit: q.limit,
+    };
+    let subject = api.bus.subjects().rpc("dispatcher", dispatcher_ops::LIST);
+    let page: patchbay_contract::DeliveryPage =
+        api.bus.request(&subject, &req, RPC_TIMEOUT).await??;
+    Ok(axum::Json(page))
+}
+
+async fn get_delivery(
+    bot: BotAuth,
+    State(api): State<Arc<Api>>,
+    Path(event_id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let req = patchbay_contract::DeliveryRef {
+        v: V1,
+        bot_id: bot.bot_id,
+        event_id,
+    };
+    let subject = api.bus.subjects().rpc("dispatcher", dispatcher_ops::GET);
+    let detail: patchbay_contract::DeliveryDetail =
+        api.bus.request(&subject, &req, RPC_TIMEOUT).await??;
+    Ok(axum::Json(detail))
+}
+
+async fn retry_delivery(
+    bot: BotAuth,
+    State(api): State<Arc<Api>>,
+    Path(event_id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let req = patchbay_contract::DeliveryRef {
+        v: V1,
+        bot_id: bot.bot_id,
+        event_id,
+    };
+    let subject = api.bus.subjects().rpc("dispatcher", dispatcher_ops::RETRY);
+    let delivery: patchbay_contract::Delivery =
+        api.bus.request(&subject, &req, RPC_TIMEOUT).await??;
+    Ok((StatusCode::ACCEPTED, axum::Json(delivery)))
+}
+
+/// Body of `POST /v1/deliveries/replay`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayBody {
+    since: chrono::DateTime<chrono::Utc>,
+    #[serde(default)]
+    until: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default)]
+    event_type: Option<String>,
+}
+
+async fn replay_deliveries(
+    bot: BotAuth,
+    State(api): State<Arc<Api>>,
+    ApiJson(body): ApiJson<ReplayBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let req = patchbay_contract::ReplayRequest {
+        v: V1,
+        bot_id: bot.bot_id,
+        since: body.since,
+        until: body.until,
+        event_type: body.event_type,
+    };
+    let subject = api.bus.subjects().rpc("dispatcher", dispatcher_ops::REPLAY);
+    let replayed: patchbay_contract::Replayed =
+        api.bus.request(&subject, &req, RPC_TIMEOUT).await??;
+    Ok((StatusCode::ACCEPTED, axum::Json(replayed)))
 }
 
 /// Body of `POST /v1/messages`: a `user_id`, or a `platform` and `address`, and messages.

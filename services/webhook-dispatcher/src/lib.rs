@@ -28,11 +28,14 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use patchbay_bus::consume::DeadLetter;
+use patchbay_bus::rpc::{decode, encode};
 use patchbay_bus::{Bus, ConfigView, Delivery, Handler, HandlerError};
 use patchbay_config::{MasterKey, RetrySchedule};
 use patchbay_contract::subjects::Stream;
 use patchbay_contract::{
-    BotRecord, DispatchJob, InlineReply, Recipient, SendCommand, SendSource, V1, topology,
+    BotRecord, DeliveryRef, DeliveryState, DispatchJob, InlineReply, ListDeliveriesRequest,
+    Recipient, ReplayRequest, Replayed, RpcError, SendCommand, SendSource, V1, dispatcher_ops,
+    topology,
 };
 use patchbay_runtime::{BoxError, Deps, Service};
 use sqlx::PgPool;
@@ -94,12 +97,28 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             in_flight: Mutex::default(),
         });
         let scheduler = dispatcher.clone().schedule_loop(deps.shutdown.clone());
+        let responder = deps
+            .bus
+            .responder(
+                deps.bus.subjects().rpc_all("dispatcher"),
+                "webhook-dispatcher".into(),
+            )
+            .await?;
+        let rpc = dispatcher.clone();
         Ok(Service::new("webhook-dispatcher")
             .task(deps.consumer::<DispatchJob, _>(spec, Arc::new(Intake(dispatcher))))
             .task(async move {
                 scheduler.await;
                 Ok::<(), BoxError>(())
-            }))
+            })
+            .task(responder.serve(
+                deps.config.consumer_concurrency,
+                move |op, body| {
+                    let d = rpc.clone();
+                    async move { d.answer(&op, body).await }
+                },
+                deps.shutdown.clone(),
+            )))
     })
 }
 
@@ -432,9 +451,15 @@ impl Dispatcher {
             // webhook-id; the reply's command id is derived from it, so it is not sent twice),
             // while the other order would lose the reply.
             let note = self.inline_reply(job, &outcome.body).await?;
-            store::mark_delivered(&self.pool, &job.event.id)
-                .await
-                .map_err(db)?;
+            store::record_attempt(
+                &self.pool,
+                &job.event.id,
+                true,
+                outcome.status,
+                note.as_deref(),
+            )
+            .await
+            .map_err(db)?;
             self.log_attempt(job, attempt, &url, &outcome, took, note.as_deref())
                 .await;
             self.reset_breaker(&bot.id);
@@ -442,6 +467,15 @@ impl Dispatcher {
         }
         self.log_attempt(job, attempt, &url, &outcome, took, None)
             .await;
+        store::record_attempt(
+            &self.pool,
+            &job.event.id,
+            false,
+            outcome.status,
+            outcome.error.as_deref(),
+        )
+        .await
+        .map_err(db)?;
         if outcome.status == Some(410) {
             let reason = format!(
                 "{url} answered 410 Gone at {}",
@@ -495,8 +529,11 @@ impl Dispatcher {
             headers: None,
         };
         letter
-            .store_with_id(&self.bus, &format!("dlq:dispatch:{}", job.event.id))
+            .store_with_id(&self.bus, &patchbay_contract::ids::new_id("dlq"))
             .await?;
+        store::mark_failed(&self.pool, &job.event.id, reason)
+            .await
+            .map_err(db)?;
         tracing::warn!(event_id = %job.event.id, %reason, "event dead-lettered");
         metrics::counter!("patchbay_webhook_dead_letters_total").increment(1);
         Ok(())
@@ -597,9 +634,8 @@ impl Dispatcher {
     /// the conversation may go on.
     async fn retry_parked(&self, p: &store::Parked) -> Result<bool, HandlerError> {
         let job = &p.job;
-        if store::delivered(&self.pool, &job.event.id)
-            .await
-            .map_err(db)?
+        if store::status(&self.pool, &job.event.id).await.map_err(db)?
+            == Some(DeliveryState::Delivered)
         {
             store::unpark(&self.pool, p.id).await.map_err(db)?;
             return Ok(true);
@@ -636,6 +672,94 @@ impl Dispatcher {
     }
 }
 
+fn rpc_db(e: sqlx::Error) -> RpcError {
+    tracing::error!(error = %e, "delivery query failed");
+    RpcError::new(
+        503,
+        "unavailable",
+        "the database is unavailable; retry shortly",
+    )
+}
+
+impl Dispatcher {
+    /// The delivery API, by request/reply.
+    async fn answer(&self, op: &str, body: bytes::Bytes) -> Vec<u8> {
+        match op {
+            dispatcher_ops::LIST => encode(match decode::<ListDeliveriesRequest>(&body) {
+                Ok(req) => store::list(&self.pool, &req).await.map_err(rpc_db),
+                Err(e) => Err(e),
+            }),
+            dispatcher_ops::GET => encode(match decode::<DeliveryRef>(&body) {
+                Ok(r) => store::detail(&self.pool, &r.bot_id, &r.event_id)
+                    .await
+                    .map_err(rpc_db)
+                    .and_then(|d| d.ok_or_else(|| not_found(&r.event_id))),
+                Err(e) => Err(e),
+            }),
+            dispatcher_ops::RETRY => encode(match decode::<DeliveryRef>(&body) {
+                Ok(r) => self.retry(&r).await,
+                Err(e) => Err(e),
+            }),
+            dispatcher_ops::REPLAY => encode(match decode::<ReplayRequest>(&body) {
+                Ok(r) => self.replay(&r).await,
+                Err(e) => Err(e),
+            }),
+            other => encode::<()>(Err(RpcError::new(
+                404,
+                "unknown_operation",
+                format!("webhook-dispatcher has no operation {other:?}"),
+            ))),
+        }
+    }
+
+    /// Publishes a reopened job again; a fresh `Nats-Msg-Id`, the same event (and webhook-id).
+    async fn redispatch(&self, job: &DispatchJob) -> Result<(), RpcError> {
+        let subject = self
+            .bus
+            .subjects()
+            .dispatch(&job.event.bot_id)
+            .map_err(|e| RpcError::new(400, "invalid_request", e.to_string()))?;
+        let id = format!(
+            "again:{}:{}",
+            job.event.id,
+            patchbay_contract::ids::new_id("r")
+        );
+        self.bus.publish(&subject, &id, job).await.map_err(|e| {
+            tracing::warn!(error = %e, "cannot publish a retry");
+            RpcError::new(
+                503,
+                "unavailable",
+                "cannot queue the retry; try again shortly",
+            )
+        })?;
+        Ok(())
+    }
+
+    async fn retry(&self, r: &DeliveryRef) -> Result<patchbay_contract::Delivery, RpcError> {
+        let (delivery, job) = store::reopen(&self.pool, &r.bot_id, &r.event_id)
+            .await
+            .map_err(rpc_db)?
+            .ok_or_else(|| not_found(&r.event_id))?;
+        self.redispatch(&job).await?;
+        Ok(delivery)
+    }
+
+    async fn replay(&self, r: &ReplayRequest) -> Result<Replayed, RpcError> {
+        let jobs = store::reopen_failed(&self.pool, r).await.map_err(rpc_db)?;
+        for job in &jobs {
+            self.redispatch(job).await?;
+        }
+        tracing::info!(bot_id = %r.bot_id, replayed = jobs.len(), "dead letters replayed");
+        Ok(Replayed {
+            replayed: u32::try_from(jobs.len()).unwrap_or(u32::MAX),
+        })
+    }
+}
+
+fn not_found(event_id: &str) -> RpcError {
+    RpcError::new(404, "not_found", format!("no delivery of event {event_id}"))
+}
+
 /// An in-flight slot of one bot; released when dropped.
 struct Slot {
     dispatcher: Arc<Dispatcher>,
@@ -669,10 +793,9 @@ impl Handler<DispatchJob> for Intake {
     async fn handle(&self, d: Delivery<DispatchJob>) -> Result<(), HandlerError> {
         let me = &self.0;
         let job = &d.payload;
-        if store::delivered(&me.pool, &job.event.id)
-            .await
-            .map_err(db)?
-        {
+        // Delivered, or dead-lettered, already: a redelivery. (Retries and replays set the
+        // delivery back to pending before they publish the job again.)
+        if store::admit(&me.pool, job).await.map_err(db)? != DeliveryState::Pending {
             return Ok(());
         }
         let now = chrono::Utc::now();

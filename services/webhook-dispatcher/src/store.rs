@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use patchbay_contract::DispatchJob;
+use patchbay_contract::{
+    Delivery, DeliveryAttempt, DeliveryDetail, DeliveryPage, DeliveryState, DispatchJob,
+    ListDeliveriesRequest, ReplayRequest,
+};
 use sqlx::{PgPool, Row};
 
 /// A parked event claimed by the scheduler.
@@ -14,22 +17,242 @@ pub struct Parked {
     pub attempts: i32,
 }
 
-/// Whether the event was delivered already.
-pub async fn delivered(pool: &PgPool, event_id: &str) -> Result<bool, sqlx::Error> {
-    Ok(sqlx::query("select 1 from delivered where event_id = $1")
-        .bind(event_id)
-        .fetch_optional(pool)
-        .await?
-        .is_some())
+/// Registers an event for delivery (once) and returns where its delivery stands.
+pub async fn admit(pool: &PgPool, job: &DispatchJob) -> Result<DeliveryState, sqlx::Error> {
+    let status: String = sqlx::query(
+        "insert into deliveries (event_id, bot_id, conversation_id, event_type, status, job)
+         values ($1, $2, $3, $4, 'pending', $5)
+         on conflict (event_id) do update set event_id = excluded.event_id
+         returning status",
+    )
+    .bind(&job.event.id)
+    .bind(&job.event.bot_id)
+    .bind(&job.event.conversation_id)
+    .bind(job.event.event_type.as_str())
+    .bind(sqlx::types::Json(job))
+    .fetch_one(pool)
+    .await?
+    .get(0);
+    Ok(state(&status))
 }
 
-/// Records a delivery.
-pub async fn mark_delivered(pool: &PgPool, event_id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("insert into delivered (event_id) values ($1) on conflict do nothing")
-        .bind(event_id)
-        .execute(pool)
-        .await?;
+fn state(s: &str) -> DeliveryState {
+    match s {
+        "delivered" => DeliveryState::Delivered,
+        "failed" => DeliveryState::Failed,
+        _ => DeliveryState::Pending,
+    }
+}
+
+/// Where the delivery of `event_id` stands, if the event is known.
+pub async fn status(pool: &PgPool, event_id: &str) -> Result<Option<DeliveryState>, sqlx::Error> {
+    Ok(
+        sqlx::query("select status from deliveries where event_id = $1")
+            .bind(event_id)
+            .fetch_optional(pool)
+            .await?
+            .map(|r| state(r.get::<&str, _>(0))),
+    )
+}
+
+/// Records the outcome of one attempt on the delivery's summary.
+pub async fn record_attempt(
+    pool: &PgPool,
+    event_id: &str,
+    delivered: bool,
+    status_code: Option<u16>,
+    error: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update deliveries set attempts = attempts + 1, last_status_code = $3, last_error = $4,
+             status = case when $2 then 'delivered' else status end, updated_at = now()
+         where event_id = $1",
+    )
+    .bind(event_id)
+    .bind(delivered)
+    .bind(status_code.map(i32::from))
+    .bind(error)
+    .execute(pool)
+    .await?;
     Ok(())
+}
+
+/// Marks a delivery failed (dead-lettered).
+pub async fn mark_failed(pool: &PgPool, event_id: &str, reason: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update deliveries set status = 'failed', last_error = $2, updated_at = now()
+         where event_id = $1",
+    )
+    .bind(event_id)
+    .bind(reason)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+fn delivery(r: &sqlx::postgres::PgRow) -> Delivery {
+    Delivery {
+        event_id: r.get("event_id"),
+        event_type: r.get("event_type"),
+        conversation_id: r.get("conversation_id"),
+        status: state(r.get::<&str, _>("status")),
+        attempts: u32::try_from(r.get::<i32, _>("attempts")).unwrap_or(0),
+        last_status_code: r
+            .get::<Option<i32>, _>("last_status_code")
+            .and_then(|c| u16::try_from(c).ok()),
+        last_error: r.get("last_error"),
+        created_at: r.get("created_at"),
+        updated_at: r.get("updated_at"),
+    }
+}
+
+const DELIVERY_COLUMNS: &str = "event_id, event_type, conversation_id, status, attempts, \
+     last_status_code, last_error, created_at, updated_at";
+
+/// A page of a bot's deliveries, newest first; the cursor is `<created_at>|<event_id>` of the
+/// last item.
+pub async fn list(pool: &PgPool, req: &ListDeliveriesRequest) -> Result<DeliveryPage, sqlx::Error> {
+    let limit = i64::from(req.limit.unwrap_or(50).clamp(1, 100));
+    let cursor = req.cursor.as_deref().and_then(|c| {
+        let (t, id) = c.split_once('|')?;
+        Some((
+            DateTime::parse_from_rfc3339(t).ok()?.with_timezone(&Utc),
+            id.to_owned(),
+        ))
+    });
+    let status = req.status.map(|s| match s {
+        DeliveryState::Pending => "pending",
+        DeliveryState::Delivered => "delivered",
+        DeliveryState::Failed => "failed",
+    });
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "select {DELIVERY_COLUMNS} from deliveries
+         where bot_id = $1
+           and ($2::text is null or status = $2)
+           and ($3::text is null or event_type = $3)
+           and ($4::timestamptz is null or created_at >= $4)
+           and ($5::timestamptz is null or created_at < $5)
+           and ($6::timestamptz is null or (created_at, event_id) < ($6, $7))
+         order by created_at desc, event_id desc
+         limit $8"
+    )))
+    .bind(&req.bot_id)
+    .bind(status)
+    .bind(&req.event_type)
+    .bind(req.since)
+    .bind(req.until)
+    .bind(cursor.as_ref().map(|c| c.0))
+    .bind(cursor.as_ref().map(|c| c.1.clone()))
+    .bind(limit + 1)
+    .fetch_all(pool)
+    .await?;
+    let mut items: Vec<Delivery> = rows.iter().map(delivery).collect();
+    let next_cursor = if items.len() > usize::try_from(limit).unwrap_or(50) {
+        items.pop();
+        items
+            .last()
+            .map(|d| format!("{}|{}", d.created_at.to_rfc3339(), d.event_id))
+    } else {
+        None
+    };
+    Ok(DeliveryPage { items, next_cursor })
+}
+
+/// A delivery of `bot_id` with its event and attempts.
+pub async fn detail(
+    pool: &PgPool,
+    bot_id: &str,
+    event_id: &str,
+) -> Result<Option<DeliveryDetail>, sqlx::Error> {
+    let Some(row) = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "select {DELIVERY_COLUMNS}, job from deliveries where bot_id = $1 and event_id = $2"
+    )))
+    .bind(bot_id)
+    .bind(event_id)
+    .fetch_optional(pool)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let job: sqlx::types::Json<DispatchJob> = row.get("job");
+    let attempts_log = sqlx::query(
+        "select attempt, url, status_code, duration_ms, response_body, error, created_at
+         from attempts where event_id = $1 order by id",
+    )
+    .bind(event_id)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| DeliveryAttempt {
+        attempt: u32::try_from(r.get::<i32, _>("attempt")).unwrap_or(0),
+        url: r.get("url"),
+        status_code: r
+            .get::<Option<i32>, _>("status_code")
+            .and_then(|c| u16::try_from(c).ok()),
+        duration_ms: u32::try_from(r.get::<i32, _>("duration_ms")).unwrap_or(0),
+        response_body: r
+            .get::<Option<String>, _>("response_body")
+            .filter(|b| !b.is_empty()),
+        error: r.get("error"),
+        at: r.get("created_at"),
+    })
+    .collect();
+    Ok(Some(DeliveryDetail {
+        delivery: delivery(&row),
+        event: job.0.event,
+        attempts_log,
+    }))
+}
+
+/// Sets a delivery of `bot_id` back to pending and returns its job, for a retry.
+pub async fn reopen(
+    pool: &PgPool,
+    bot_id: &str,
+    event_id: &str,
+) -> Result<Option<(Delivery, DispatchJob)>, sqlx::Error> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "update deliveries set status = 'pending', updated_at = now()
+         where bot_id = $1 and event_id = $2
+         returning {DELIVERY_COLUMNS}, job"
+    )))
+    .bind(bot_id)
+    .bind(event_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| {
+        let job: sqlx::types::Json<DispatchJob> = r.get("job");
+        (delivery(&r), job.0)
+    }))
+}
+
+/// Sets a bot's failed deliveries in a time range back to pending and returns their jobs,
+/// oldest first.
+pub async fn reopen_failed(
+    pool: &PgPool,
+    req: &ReplayRequest,
+) -> Result<Vec<DispatchJob>, sqlx::Error> {
+    let rows = sqlx::query(
+        "update deliveries set status = 'pending', updated_at = now()
+         where bot_id = $1 and status = 'failed' and created_at >= $2
+           and ($3::timestamptz is null or created_at < $3)
+           and ($4::text is null or event_type = $4)
+         returning job, created_at",
+    )
+    .bind(&req.bot_id)
+    .bind(req.since)
+    .bind(req.until)
+    .bind(&req.event_type)
+    .fetch_all(pool)
+    .await?;
+    let mut jobs: Vec<(DateTime<Utc>, DispatchJob)> = rows
+        .iter()
+        .map(|r| {
+            let job: sqlx::types::Json<DispatchJob> = r.get("job");
+            (r.get("created_at"), job.0)
+        })
+        .collect();
+    jobs.sort_by_key(|(t, _)| *t);
+    Ok(jobs.into_iter().map(|(_, j)| j).collect())
 }
 
 /// Whether the conversation has events waiting (new ones must queue behind them).

@@ -188,6 +188,41 @@ pub fn payloads() -> Vec<Payload> {
                 subject: "<p>.rpc.auth.disable_webhook | <p>.rpc.auth.enable_webhook",
             },
         ),
+        payload::<ListDeliveriesRequest>(
+            "list_deliveries_request.v1",
+            "List a bot's deliveries, newest first.",
+            Rpc {
+                subject: "<p>.rpc.dispatcher.list_deliveries",
+            },
+        ),
+        payload::<RpcReply<DeliveryPage>>(
+            "list_deliveries_reply.v1",
+            "A page of deliveries, or an error.",
+            Rpc {
+                subject: "<p>.rpc.dispatcher.list_deliveries (reply)",
+            },
+        ),
+        payload::<DeliveryRef>(
+            "delivery_ref.v1",
+            "One delivery: for get_delivery and retry_delivery.",
+            Rpc {
+                subject: "<p>.rpc.dispatcher.get_delivery | <p>.rpc.dispatcher.retry_delivery",
+            },
+        ),
+        payload::<RpcReply<DeliveryDetail>>(
+            "get_delivery_reply.v1",
+            "A delivery with its event and attempts, or an error.",
+            Rpc {
+                subject: "<p>.rpc.dispatcher.get_delivery (reply)",
+            },
+        ),
+        payload::<ReplayRequest>(
+            "replay_request.v1",
+            "Deliver a bot's dead-lettered events again.",
+            Rpc {
+                subject: "<p>.rpc.dispatcher.replay_deliveries",
+            },
+        ),
         payload::<GetUserRequest>(
             "get_user_request.v1",
             "Look up one user of a bot.",

@@ -651,6 +651,164 @@ pub mod auth_ops {
     pub const ENABLE_WEBHOOK: &str = "enable_webhook";
 }
 
+/// Operation names of the `webhook-dispatcher` service (subject `<p>.rpc.dispatcher.<op>`).
+pub mod dispatcher_ops {
+    /// [`super::ListDeliveriesRequest`] → [`super::DeliveryPage`].
+    pub const LIST: &str = "list_deliveries";
+    /// [`super::DeliveryRef`] → [`super::DeliveryDetail`].
+    pub const GET: &str = "get_delivery";
+    /// [`super::DeliveryRef`] → [`super::Delivery`]: deliver once more (same `webhook-id`).
+    pub const RETRY: &str = "retry_delivery";
+    /// [`super::ReplayRequest`] → [`super::Replayed`]: dead letters since a time, again.
+    pub const REPLAY: &str = "replay_deliveries";
+}
+
+/// Where an event's delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Not delivered yet: in progress or waiting for a retry.
+    Pending,
+    /// The tenant answered 2xx.
+    Delivered,
+    /// Dead-lettered after the last attempt (or the endpoint was disabled).
+    Failed,
+}
+
+/// One event's delivery to its bot's callback URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Delivery {
+    /// The event id (also its `webhook-id`).
+    pub event_id: String,
+    /// The event type.
+    pub event_type: String,
+    /// The conversation.
+    pub conversation_id: String,
+    /// Where it stands.
+    pub status: DeliveryState,
+    /// Attempts made.
+    pub attempts: u32,
+    /// HTTP status of the last attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_status_code: Option<u16>,
+    /// Error of the last attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// When the event was first handed to the dispatcher.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One attempt to deliver an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DeliveryAttempt {
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// The URL called.
+    pub url: String,
+    /// HTTP status, if a response came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<u16>,
+    /// How long it took.
+    pub duration_ms: u32,
+    /// The first bytes of the response body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_body: Option<String>,
+    /// What went wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// A delivery with its event and attempts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DeliveryDetail {
+    /// The delivery.
+    #[serde(flatten)]
+    pub delivery: Delivery,
+    /// The event as delivered (the callback body).
+    pub event: TenantEvent,
+    /// Every attempt, oldest first.
+    pub attempts_log: Vec<DeliveryAttempt>,
+}
+
+/// List a bot's deliveries, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ListDeliveriesRequest {
+    /// Payload version.
+    #[serde(default)]
+    pub v: V1,
+    /// The bot.
+    pub bot_id: String,
+    /// Only this status.
+    #[serde(default)]
+    pub status: Option<DeliveryState>,
+    /// Only this event type.
+    #[serde(default)]
+    pub event_type: Option<String>,
+    /// Created at or after.
+    #[serde(default)]
+    pub since: Option<DateTime<Utc>>,
+    /// Created before.
+    #[serde(default)]
+    pub until: Option<DateTime<Utc>>,
+    /// From a previous page's `next_cursor`.
+    #[serde(default)]
+    pub cursor: Option<String>,
+    /// Page size, 1–100 (default 50).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// A page of deliveries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DeliveryPage {
+    /// The deliveries, newest first.
+    pub items: Vec<Delivery>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// One delivery of one bot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DeliveryRef {
+    /// Payload version.
+    #[serde(default)]
+    pub v: V1,
+    /// The bot.
+    pub bot_id: String,
+    /// The event.
+    pub event_id: String,
+}
+
+/// Deliver a bot's dead-lettered events again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ReplayRequest {
+    /// Payload version.
+    #[serde(default)]
+    pub v: V1,
+    /// The bot.
+    pub bot_id: String,
+    /// Failed deliveries created at or after this time.
+    pub since: DateTime<Utc>,
+    /// And before this time.
+    #[serde(default)]
+    pub until: Option<DateTime<Utc>>,
+    /// Only this event type.
+    #[serde(default)]
+    pub event_type: Option<String>,
+}
+
+/// How many deliveries a replay started again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Replayed {
+    /// Count.
+    pub replayed: u32,
+}
+
 /// Operation names of the `bot-router` service (subject `<p>.rpc.router.<op>`).
 pub mod router_ops {
     /// [`super::GetUserRequest`] → [`super::UserProfile`].
