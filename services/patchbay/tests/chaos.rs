@@ -15,7 +15,7 @@ use std::process::{Command, ExitStatus};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use patchbay_testkit::nats::NatsServer;
+use patchbay_testkit::nats::{NatsCluster, NatsServer};
 use patchbay_testkit::postgres::PgServer;
 use patchbay_testkit::process::{Guarded, spawn};
 use patchbay_testkit::telegram::FakeTelegram;
@@ -51,7 +51,8 @@ fn free_port() -> u16 {
 
 /// The installation as separate processes, plus its fakes.
 struct Cluster {
-    nats: NatsServer,
+    nats: Option<NatsServer>,
+    nats_cluster: Option<NatsCluster>,
     _pg: PgServer,
     dir: tempfile::TempDir,
     env: Vec<(String, String)>,
@@ -64,17 +65,34 @@ struct Cluster {
 
 impl Cluster {
     async fn start() -> Self {
+        Self::start_on(None).await
+    }
+
+    /// With `Some(n)`: an n-node NATS cluster and streams with n replicas.
+    async fn start_on(cluster_size: Option<usize>) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let (nats, pg, tenant, telegram) = tokio::join!(
-            NatsServer::start(),
+        let (pg, tenant, telegram) = tokio::join!(
             PgServer::start(),
             FakeTenant::start(),
             FakeTelegram::start()
         );
-        let (nats, pg) = (nats.unwrap(), pg.unwrap());
+        let pg = pg.unwrap();
+        let (nats, nats_cluster, url, replicas) = match cluster_size {
+            None => {
+                let n = NatsServer::start().await.unwrap();
+                let url = n.url();
+                (Some(n), None, url, 1)
+            }
+            Some(size) => {
+                let c = NatsCluster::start(size).await.unwrap();
+                let url = c.urls();
+                (None, Some(c), url, size)
+            }
+        };
         let admin = format!("admin-{}", patchbay_testkit::unique_prefix());
         let env = vec![
-            ("PATCHBAY_NATS_URL", nats.url()),
+            ("PATCHBAY_NATS_URL", url),
+            ("PATCHBAY_NATS_REPLICAS", replicas.to_string()),
             ("PATCHBAY_NATS_PREFIX", patchbay_testkit::unique_prefix()),
             ("PATCHBAY_DATABASE_URL", pg.url()),
             ("PATCHBAY_DATABASE_MAX_CONNECTIONS", "4".into()),
@@ -102,6 +120,7 @@ impl Cluster {
         telegram.accept_any_token();
         let mut c = Self {
             nats,
+            nats_cluster,
             _pg: pg,
             dir: tempfile::tempdir().unwrap(),
             env,
@@ -399,9 +418,16 @@ async fn nats_restart_mid_stream() {
     let c = Arc::new(tokio::sync::RwLock::new(c));
     let sender = tokio::spawn(send_all(c.clone(), path, secret, chats, per_chat));
     tokio::time::sleep(Duration::from_millis(800)).await;
-    c.write().await.nats.kill();
+    c.write().await.nats.as_mut().unwrap().kill();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    c.write().await.nats.restart().await.unwrap();
+    c.write()
+        .await
+        .nats
+        .as_mut()
+        .unwrap()
+        .restart()
+        .await
+        .unwrap();
     sender.await.unwrap();
     let c = c.read().await;
     let counts = settle(&c, chats, per_chat).await;
@@ -441,4 +467,34 @@ async fn sigterm_drains_and_exits_zero() {
             "{service} exited with {status} on SIGTERM"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_node_cluster_loses_a_node_mid_stream() {
+    let started = Instant::now();
+    let c = Cluster::start_on(Some(3)).await;
+    echo(&c.tenant);
+    let (_, path, secret) = c.create_bot().await;
+    let (chats, per_chat) = (20, 15 * scale());
+    let c = Arc::new(tokio::sync::RwLock::new(c));
+    let sender = tokio::spawn(send_all(c.clone(), path, secret, chats, per_chat));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    c.write().await.nats_cluster.as_mut().unwrap().kill(0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    c.write()
+        .await
+        .nats_cluster
+        .as_mut()
+        .unwrap()
+        .restart(0)
+        .await
+        .unwrap();
+    sender.await.unwrap();
+    let c = c.read().await;
+    let counts = settle(&c, chats, per_chat).await;
+    check(
+        "three-node cluster, one node killed and restarted",
+        &counts,
+        started,
+    );
 }

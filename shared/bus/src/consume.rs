@@ -388,12 +388,27 @@ where
         &self,
         consumer: &mut jetstream::consumer::Consumer<pull::Config>,
     ) -> Vec<Work<T>> {
-        let (floor, last) = match consumer.info().await {
-            Ok(i) => (i.ack_floor.stream_sequence, i.delivered.stream_sequence),
-            Err(e) => {
-                tracing::warn!(consumer = self.spec.durable, error = %e, "no consumer info; skipping recovery");
-                return Vec::new();
+        // Right after a node failure the consumer may be electing a new leader: keep asking
+        // for a little while before giving up on recovery.
+        let mut info = None;
+        for attempt in 0..25u32 {
+            match consumer.info().await {
+                Ok(i) => {
+                    info = Some((i.ack_floor.stream_sequence, i.delivered.stream_sequence));
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(consumer = self.spec.durable, attempt, error = %e, "no consumer info yet");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
             }
+        }
+        let Some((floor, last)) = info else {
+            tracing::warn!(
+                consumer = self.spec.durable,
+                "no consumer info; recovery skipped, unacked messages return after their ack wait"
+            );
+            return Vec::new();
         };
         if last <= floor {
             return Vec::new();

@@ -108,3 +108,129 @@ fn read_port(dir: &Path) -> Option<u16> {
     let url = v["nats"].as_array()?.first()?.as_str()?;
     url.rsplit(':').next()?.parse().ok()
 }
+
+/// A JetStream cluster of real `nats-server` processes on loopback, joined by routes.
+#[derive(Debug)]
+pub struct NatsCluster {
+    nodes: Vec<ClusterNode>,
+    _dir: tempfile::TempDir,
+    binary: PathBuf,
+}
+
+#[derive(Debug)]
+struct ClusterNode {
+    child: Option<Guarded>,
+    name: String,
+    port: u16,
+    cluster_port: u16,
+    monitor_port: u16,
+    dir: PathBuf,
+}
+
+fn free_port() -> Result<u16, KitError> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl NatsCluster {
+    /// Starts `size` nodes and waits until every one reports JetStream healthy.
+    pub async fn start(size: usize) -> Result<Self, KitError> {
+        let dir = tempfile::Builder::new()
+            .prefix("pb-nats-cluster-")
+            .tempdir()?;
+        let mut nodes = Vec::new();
+        for i in 0..size {
+            let node_dir = dir.path().join(format!("n{i}"));
+            std::fs::create_dir_all(&node_dir)?;
+            nodes.push(ClusterNode {
+                child: None,
+                name: format!("n{i}"),
+                port: free_port()?,
+                cluster_port: free_port()?,
+                monitor_port: free_port()?,
+                dir: node_dir,
+            });
+        }
+        let mut cluster = Self {
+            nodes,
+            _dir: dir,
+            binary: binary()?,
+        };
+        for i in 0..size {
+            cluster.launch(i)?;
+        }
+        for i in 0..size {
+            cluster.wait_healthy(i).await?;
+        }
+        Ok(cluster)
+    }
+
+    fn launch(&mut self, i: usize) -> Result<(), KitError> {
+        let routes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("nats://127.0.0.1:{}", n.cluster_port))
+            .collect();
+        let n = &mut self.nodes[i];
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(["-a", "127.0.0.1", "-p", &n.port.to_string()])
+            .args(["-m", &n.monitor_port.to_string()])
+            .args(["-js", "-sd"])
+            .arg(n.dir.join("store"))
+            .args(["-n", &n.name, "--cluster_name", "patchbay-test"])
+            .args(["--cluster", &format!("nats://127.0.0.1:{}", n.cluster_port)])
+            .args(["--routes", &routes.join(",")]);
+        n.child = Some(spawn(cmd, &n.dir.join("nats.log"), None)?);
+        Ok(())
+    }
+
+    async fn wait_healthy(&self, i: usize) -> Result<(), KitError> {
+        let port = self.nodes[i].monitor_port;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let req = "GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+                if s.write_all(req.as_bytes()).await.is_ok() {
+                    let mut buf = String::new();
+                    let _ = s.read_to_string(&mut buf).await;
+                    if buf.starts_with("HTTP/1.0 200") || buf.starts_with("HTTP/1.1 200") {
+                        return Ok(());
+                    }
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                let log =
+                    std::fs::read_to_string(self.nodes[i].dir.join("nats.log")).unwrap_or_default();
+                return Err(KitError::Start(format!(
+                    "cluster node n{i} not healthy:\n{log}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Every node's client URL, comma separated (what `PATCHBAY_NATS_URL` takes).
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("nats://127.0.0.1:{}", n.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Kills node `i` (SIGKILL), keeping its store.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            c.kill();
+        }
+    }
+
+    /// Starts node `i` again with its store and waits until it is healthy.
+    pub async fn restart(&mut self, i: usize) -> Result<(), KitError> {
+        self.kill(i);
+        self.launch(i)?;
+        self.wait_healthy(i).await
+    }
+}
