@@ -179,13 +179,17 @@ impl Cluster {
     }
 
     async fn create_bot(&self) -> (String, String, String) {
+        self.create_bot_for(&self.tenant.url()).await
+    }
+
+    async fn create_bot_for(&self, callback: &str) -> (String, String, String) {
         let admin = self.env("PATCHBAY_ADMIN_TOKEN");
         let api = self.url("api");
         let bot: Value = self
             .http
             .post(format!("{api}/admin/v1/bots"))
             .bearer_auth(&admin)
-            .json(&json!({"name": "chaos", "webhook": {"url": self.tenant.url()}}))
+            .json(&json!({"name": "chaos", "webhook": {"url": callback}}))
             .send()
             .await
             .unwrap()
@@ -496,5 +500,111 @@ async fn three_node_cluster_loses_a_node_mid_stream() {
         "three-node cluster, one node killed and restarted",
         &counts,
         started,
+    );
+}
+
+fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration) {
+    v.sort();
+    let at = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
+    (at(0.5), at(0.99))
+}
+
+/// Latency from each update's acceptance to its first callback, per text.
+fn latencies(sent: &HashMap<String, Instant>, tenant: &FakeTenant) -> Vec<Duration> {
+    let mut first: HashMap<String, Instant> = HashMap::new();
+    for r in tenant.received() {
+        if let Some(t) = r.json()["message"]["content"]["text"].as_str() {
+            first.entry(t.to_owned()).or_insert(r.at);
+        }
+    }
+    first
+        .iter()
+        .filter_map(|(t, at)| Some(at.saturating_duration_since(*sent.get(t)?)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tenant_down_for_the_whole_run() {
+    let started = Instant::now();
+    let c = Cluster::start().await;
+    let down = FakeTenant::start().await;
+    down.respond_with(|_| (reqwest::StatusCode::SERVICE_UNAVAILABLE, None));
+    let (_, down_path, secret) = c.create_bot_for(&down.url()).await;
+    let (_, up_path, _) = c.create_bot().await;
+    let (chats, per_chat) = (10_i64, 15 * scale());
+    let mut sent: HashMap<String, Instant> = HashMap::new();
+    for n in 0..per_chat {
+        for chat in 0..chats {
+            let text = format!("{chat}:{n}");
+            for path in [&down_path, &up_path] {
+                let update = fixtures::text_update(1 + chat * 100_000 + n, 1000 + chat, &text);
+                let r = c
+                    .http
+                    .post(format!("{}{path}", c.url("ingress-telegram")))
+                    .header("X-Telegram-Bot-Api-Secret-Token", &secret)
+                    .json(&update)
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(r.status().is_success());
+            }
+            sent.insert(text, Instant::now());
+        }
+    }
+    let total = usize::try_from(chats * per_chat).unwrap();
+    let up = c.tenant.wait_for(total, SETTLE).await;
+    let (p50, p99) = percentiles(latencies(&sent, &c.tenant));
+    println!(
+        "healthy tenant: {} events, p50 {p50:?}, p99 {p99:?}; tenant down: {} attempts answered 503, 0 delivered",
+        up.len(),
+        down.received().len()
+    );
+    // The down tenant comes back: its backlog arrives, complete and in order.
+    let recovered_at = Instant::now();
+    down.respond_with(|_| (reqwest::StatusCode::OK, None));
+    let deadline = Instant::now() + SETTLE;
+    let backlog = loop {
+        let ok: Vec<String> = down
+            .received()
+            .iter()
+            .filter(|r| r.at >= recovered_at)
+            .filter_map(|r| {
+                r.json()["message"]["content"]["text"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .collect();
+        let unique: HashSet<&String> = ok.iter().collect();
+        if unique.len() >= total {
+            break ok;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "backlog incomplete: {} of {total}",
+            unique.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut order: HashMap<String, Vec<i64>> = HashMap::new();
+    let mut seen = HashSet::new();
+    for t in &backlog {
+        if seen.insert(t.clone()) {
+            let (chat, n) = t.split_once(':').unwrap();
+            order
+                .entry(chat.to_owned())
+                .or_default()
+                .push(n.parse().unwrap());
+        }
+    }
+    for (chat, ns) in &order {
+        assert!(
+            ns.windows(2).all(|w| w[0] < w[1]),
+            "chat {chat} out of order: {ns:?}"
+        );
+    }
+    println!(
+        "tenant that was down: backlog of {total} delivered in {:?} after it came back (whole run {:?})",
+        recovered_at.elapsed(),
+        started.elapsed()
     );
 }
