@@ -70,6 +70,11 @@ impl Cluster {
 
     /// With `Some(n)`: an n-node NATS cluster and streams with n replicas.
     async fn start_on(cluster_size: Option<usize>) -> Self {
+        Self::start_with(cluster_size, &[]).await
+    }
+
+    /// [`Cluster::start_on`] with extra `PATCHBAY_*` settings.
+    async fn start_with(cluster_size: Option<usize>, extra: &[(&str, &str)]) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let (pg, tenant, telegram) = tokio::join!(
             PgServer::start(),
@@ -116,7 +121,12 @@ impl Cluster {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+        .collect::<Vec<(String, String)>>();
+        let mut env = env;
+        for (k, v) in extra {
+            env.retain(|(key, _)| key != k);
+            env.push(((*k).to_owned(), (*v).to_owned()));
+        }
         telegram.accept_any_token();
         let mut c = Self {
             nats,
@@ -526,7 +536,10 @@ fn latencies(sent: &HashMap<String, Instant>, tenant: &FakeTenant) -> Vec<Durati
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_tenant_down_for_the_whole_run() {
     let started = Instant::now();
-    let c = Cluster::start().await;
+    // Retries that outlast the run: the down tenant's events must still be waiting when it
+    // comes back (with the short schedule of the other scenarios they would be dead-lettered).
+    let long_schedule = format!("0s,200ms,500ms,1s{}", ",2s".repeat(70));
+    let c = Cluster::start_with(None, &[("PATCHBAY_WEBHOOK_RETRY_SCHEDULE", &long_schedule)]).await;
     let down = FakeTenant::start().await;
     down.respond_with(|_| (reqwest::StatusCode::SERVICE_UNAVAILABLE, None));
     let (_, down_path, secret) = c.create_bot_for(&down.url()).await;
