@@ -68,6 +68,9 @@ struct Dispatcher {
     breakers: Mutex<HashMap<String, Instant>>,
     /// Attempts in flight per bot.
     in_flight: Mutex<HashMap<String, usize>>,
+    /// Bodies of 2xx answers whose follow-up (inline reply, record) has not been stored yet:
+    /// a retry after a bus hiccup reuses the answer instead of posting the event again.
+    answered: Mutex<HashMap<String, String>>,
 }
 
 /// Starts the service.
@@ -95,6 +98,7 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             lease: timeout * 2 + Duration::from_secs(5),
             breakers: Mutex::default(),
             in_flight: Mutex::default(),
+            answered: Mutex::default(),
         });
         let scheduler = dispatcher.clone().schedule_loop(deps.shutdown.clone());
         let responder = deps
@@ -437,11 +441,35 @@ impl Dispatcher {
             tracing::info!(bot_id = %bot.id, event_id = %job.event.id, "bot has no callback URL; event not delivered");
             return Ok(Attempted::Skipped);
         };
-        let body = serde_json::to_vec(&job.event).map_err(HandlerError::reject)?;
-        let ts = chrono::Utc::now().timestamp();
-        let signature = self.signatures(&bot, &job.event.id, ts, &body)?;
+        let earlier = self
+            .answered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&job.event.id)
+            .cloned();
         let started = Instant::now();
-        let outcome = self.post(&url, &job.event.id, ts, &signature, body).await;
+        let outcome = match earlier {
+            // Posted and answered 2xx already; only the follow-up failed.
+            Some(body) => Outcome {
+                status: Some(200),
+                body,
+                error: None,
+                retry_after: None,
+            },
+            None => {
+                let body = serde_json::to_vec(&job.event).map_err(HandlerError::reject)?;
+                let ts = chrono::Utc::now().timestamp();
+                let signature = self.signatures(&bot, &job.event.id, ts, &body)?;
+                let outcome = self.post(&url, &job.event.id, ts, &signature, body).await;
+                if outcome.error.is_none() {
+                    self.answered
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(job.event.id.clone(), outcome.body.clone());
+                }
+                outcome
+            }
+        };
         let took = started.elapsed();
         let ok = outcome.error.is_none();
         metrics::histogram!("patchbay_webhook_attempt_seconds").record(took.as_secs_f64());
@@ -460,6 +488,10 @@ impl Dispatcher {
             )
             .await
             .map_err(db)?;
+            self.answered
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&job.event.id);
             self.log_attempt(job, attempt, &url, &outcome, took, note.as_deref())
                 .await;
             self.reset_breaker(&bot.id);

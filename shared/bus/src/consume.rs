@@ -219,6 +219,7 @@ where
     let mut tasks = JoinSet::new();
 
     let mut connections = bus.connections();
+    let mut last_seen: u64 = 0;
     runner.recover_and_enqueue(&mut consumer, &mut tasks).await;
     tracing::info!(consumer = spec.durable, filter = %spec.filter, concurrency, "consumer started");
 
@@ -265,6 +266,16 @@ where
                         Ok(i) => (i.stream_sequence, u64::try_from(i.delivered).unwrap_or(1)),
                         Err(_) => (0, 1),
                     };
+                    // Messages of our filter reach us in stream order: a gap since the last
+                    // one seen holds other subjects or messages lost in transit (a leader
+                    // change, a reconnect). Lost ones are still in the work queue: handle them
+                    // first.
+                    if last_seen > 0 && stream_sequence > last_seen + 1 {
+                        for work in runner.lost_between(last_seen, stream_sequence).await {
+                            runner.enqueue(work, &mut tasks);
+                        }
+                    }
+                    last_seen = last_seen.max(stream_sequence);
                     runner.hold(stream_sequence);
                     match serde_json::from_slice::<T>(&msg.payload) {
                         Ok(payload) => {
@@ -298,9 +309,17 @@ where
                     }
                 }
                 Some(Err(e)) => {
+                    // A pull cut short (leader change, missed heartbeats, reconnect) may have
+                    // lost messages in transit: recover them before anything newer.
                     tracing::debug!(consumer = spec.durable, error = %e, "pull interrupted");
+                    drop(permit);
+                    runner.recover_and_enqueue(&mut consumer, &mut tasks).await;
                 }
-                None => continue 'outer,
+                None => {
+                    drop(permit);
+                    runner.recover_and_enqueue(&mut consumer, &mut tasks).await;
+                    continue 'outer;
+                }
             }
         }
     }
@@ -362,6 +381,53 @@ where
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .contains(&seq)
+    }
+
+    /// Messages of this consumer's filter strictly between two stream sequences that are
+    /// still in the stream and not held here: handed out and lost in transit.
+    async fn lost_between(&self, from: u64, to: u64) -> Vec<Work<T>> {
+        let stream_name = self.bus.subjects().stream(self.spec.stream);
+        let Ok(stream) = self.bus.jetstream().get_stream(&stream_name).await else {
+            return Vec::new();
+        };
+        let limit = u64::try_from(self.spec.max_ack_pending)
+            .unwrap_or(1000)
+            .max(1)
+            * 2;
+        let mut out = Vec::new();
+        for seq in (from + 1)..to.min(from + 1 + limit) {
+            if self.holds(seq) {
+                continue;
+            }
+            let Ok(m) = stream.get_raw_message(seq).await else {
+                continue;
+            };
+            if !subject_matches(&self.spec.filter, &m.subject) {
+                continue;
+            }
+            let Ok(payload) = serde_json::from_slice::<T>(&m.payload) else {
+                continue;
+            };
+            let keyed = self.handler.key(&payload).is_some();
+            out.push(Work {
+                payload,
+                subject: m.subject.to_string(),
+                headers: Some(m.headers.clone()),
+                stream_sequence: seq,
+                delivered: 1,
+                source: Source::Recovered,
+                keyed,
+                _buffered: None,
+            });
+        }
+        if !out.is_empty() {
+            tracing::info!(
+                consumer = self.spec.durable,
+                messages = out.len(),
+                "messages lost in transit; handling them first"
+            );
+        }
+        out
     }
 
     /// Recovers unacknowledged messages this instance does not hold and queues them, in order.

@@ -40,6 +40,9 @@ impl Pace {
 
 struct Sender<A> {
     adapter: A,
+    /// Messages the platform accepted whose status is not stored yet (message id → platform
+    /// id): a retry after a bus hiccup reports them instead of sending again.
+    accepted: std::sync::Mutex<std::collections::HashMap<String, Option<String>>>,
     pace: Pace,
     sent: async_nats::jetstream::kv::Store,
     deps: Deps,
@@ -62,6 +65,7 @@ pub async fn service<A: OutboundAdapter>(
     let sent = deps.bus.jetstream().get_key_value(&bucket).await?;
     let pace = Pace::new(adapter.limits());
     let handler = Arc::new(Sender {
+        accepted: std::sync::Mutex::default(),
         pace,
         adapter,
         sent,
@@ -159,12 +163,22 @@ impl<A: OutboundAdapter> Handler<OutboundJob> for Sender<A> {
 
     async fn handle(&self, d: Delivery<OutboundJob>) -> Result<(), HandlerError> {
         let job = &d.payload;
-        // A redelivery of a message the platform already accepted: report, do not resend.
-        let already = self
-            .sent
+        // Accepted by the platform in an earlier try in this process, or recorded in the
+        // sent-messages bucket: report, do not resend.
+        let here = self
+            .accepted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
             .get(&job.message_id)
-            .await
-            .map_err(|e| HandlerError::unavailable(format!("sent-messages bucket: {e}")))?;
+            .cloned();
+        let already = match here {
+            Some(id) => Some(id.unwrap_or_default().into_bytes().into()),
+            None => self
+                .sent
+                .get(&job.message_id)
+                .await
+                .map_err(|e| HandlerError::unavailable(format!("sent-messages bucket: {e}")))?,
+        };
         let result = match already {
             Some(id) => Ok(crate::Sent {
                 platform_message_id: (!id.is_empty())
@@ -173,6 +187,10 @@ impl<A: OutboundAdapter> Handler<OutboundJob> for Sender<A> {
             None => {
                 let result = self.attempt(job, d.delivered).await?;
                 if let Ok(sent) = &result {
+                    self.accepted
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(job.message_id.clone(), sent.platform_message_id.clone());
                     let id = sent.platform_message_id.clone().unwrap_or_default();
                     if let Err(e) = self.sent.put(&job.message_id, id.into_bytes().into()).await {
                         tracing::warn!(message_id = %job.message_id, error = %e, "could not record the sent message");
@@ -206,6 +224,10 @@ impl<A: OutboundAdapter> Handler<OutboundJob> for Sender<A> {
         };
         let subject = self.deps.bus.subjects().status(&job.bot_id)?;
         self.deps.bus.publish(&subject, &event.id, &event).await?;
+        self.accepted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&job.message_id);
         Ok(())
     }
 }
