@@ -76,6 +76,17 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
     })
 }
 
+/// Asks `service` to do `op` by request/reply; its errors become HTTP errors.
+async fn ask<Req: Serialize, Resp: serde::de::DeserializeOwned>(
+    api: &Api,
+    service: &str,
+    op: &str,
+    req: &Req,
+) -> Result<Resp, ApiError> {
+    let subject = api.bus.subjects().rpc(service, op);
+    Ok(api.bus.request(&subject, req, RPC_TIMEOUT).await??)
+}
+
 /// Body of `POST /admin/v1/bots`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -98,8 +109,7 @@ async fn create_bot(
         tenant_id: body.tenant_id,
         webhook: body.webhook,
     };
-    let subject = api.bus.subjects().rpc("auth", auth_ops::CREATE_BOT);
-    let bot: CreatedBot = api.bus.request(&subject, &req, RPC_TIMEOUT).await??;
+    let bot: CreatedBot = ask(&api, "auth", auth_ops::CREATE_BOT, &req).await?;
     Ok((StatusCode::CREATED, axum::Json(bot)))
 }
 
@@ -126,8 +136,7 @@ async fn create_channel(
         credentials: body.credentials,
         api_base_url: body.api_base_url,
     };
-    let subject = api.bus.subjects().rpc("auth", auth_ops::CREATE_CHANNEL);
-    let channel: CreatedChannel = api.bus.request(&subject, &req, RPC_TIMEOUT).await??;
+    let channel: CreatedChannel = ask(&api, "auth", auth_ops::CREATE_CHANNEL, &req).await?;
     Ok((StatusCode::CREATED, axum::Json(channel)))
 }
 
@@ -141,8 +150,7 @@ async fn enable_webhook(
         bot_id,
         reason: None,
     };
-    let subject = api.bus.subjects().rpc("auth", auth_ops::ENABLE_WEBHOOK);
-    let () = api.bus.request(&subject, &req, RPC_TIMEOUT).await??;
+    let () = ask(&api, "auth", auth_ops::ENABLE_WEBHOOK, &req).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -184,9 +192,8 @@ async fn list_deliveries(
         cursor: q.cursor,
         limit: q.limit,
     };
-    let subject = api.bus.subjects().rpc("dispatcher", dispatcher_ops::LIST);
     let page: patchbay_contract::DeliveryPage =
-        api.bus.request(&subject, &req, RPC_TIMEOUT).await??;
+        ask(&api, "dispatcher", dispatcher_ops::LIST, &req).await?;
     Ok(axum::Json(page))
 }
 
@@ -200,9 +207,8 @@ async fn get_delivery(
         bot_id: bot.bot_id,
         event_id,
     };
-    let subject = api.bus.subjects().rpc("dispatcher", dispatcher_ops::GET);
     let detail: patchbay_contract::DeliveryDetail =
-        api.bus.request(&subject, &req, RPC_TIMEOUT).await??;
+        ask(&api, "dispatcher", dispatcher_ops::GET, &req).await?;
     Ok(axum::Json(detail))
 }
 
@@ -216,9 +222,8 @@ async fn retry_delivery(
         bot_id: bot.bot_id,
         event_id,
     };
-    let subject = api.bus.subjects().rpc("dispatcher", dispatcher_ops::RETRY);
     let delivery: patchbay_contract::Delivery =
-        api.bus.request(&subject, &req, RPC_TIMEOUT).await??;
+        ask(&api, "dispatcher", dispatcher_ops::RETRY, &req).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(delivery)))
 }
 
@@ -245,9 +250,8 @@ async fn replay_deliveries(
         until: body.until,
         event_type: body.event_type,
     };
-    let subject = api.bus.subjects().rpc("dispatcher", dispatcher_ops::REPLAY);
     let replayed: patchbay_contract::Replayed =
-        api.bus.request(&subject, &req, RPC_TIMEOUT).await??;
+        ask(&api, "dispatcher", dispatcher_ops::REPLAY, &req).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(replayed)))
 }
 

@@ -383,6 +383,30 @@ where
             .contains(&seq)
     }
 
+    /// The message at `seq` as recovered work, if it is still in the stream, belongs to this
+    /// consumer's filter, decodes, and is not held here.
+    async fn recovered_at(&self, stream: &jetstream::stream::Stream, seq: u64) -> Option<Work<T>> {
+        if self.holds(seq) {
+            return None;
+        }
+        let m = stream.get_raw_message(seq).await.ok()?;
+        if !subject_matches(&self.spec.filter, &m.subject) {
+            return None;
+        }
+        let payload = serde_json::from_slice::<T>(&m.payload).ok()?;
+        let keyed = self.handler.key(&payload).is_some();
+        Some(Work {
+            payload,
+            subject: m.subject.to_string(),
+            headers: Some(m.headers.clone()),
+            stream_sequence: seq,
+            delivered: 1,
+            source: Source::Recovered,
+            keyed,
+            _buffered: None,
+        })
+    }
+
     /// Messages of this consumer's filter strictly between two stream sequences that are
     /// still in the stream and not held here: handed out and lost in transit.
     async fn lost_between(&self, from: u64, to: u64) -> Vec<Work<T>> {
@@ -396,29 +420,9 @@ where
             * 2;
         let mut out = Vec::new();
         for seq in (from + 1)..to.min(from + 1 + limit) {
-            if self.holds(seq) {
-                continue;
+            if let Some(work) = self.recovered_at(&stream, seq).await {
+                out.push(work);
             }
-            let Ok(m) = stream.get_raw_message(seq).await else {
-                continue;
-            };
-            if !subject_matches(&self.spec.filter, &m.subject) {
-                continue;
-            }
-            let Ok(payload) = serde_json::from_slice::<T>(&m.payload) else {
-                continue;
-            };
-            let keyed = self.handler.key(&payload).is_some();
-            out.push(Work {
-                payload,
-                subject: m.subject.to_string(),
-                headers: Some(m.headers.clone()),
-                stream_sequence: seq,
-                delivered: 1,
-                source: Source::Recovered,
-                keyed,
-                _buffered: None,
-            });
         }
         if !out.is_empty() {
             tracing::info!(
@@ -489,29 +493,9 @@ where
             * 2;
         let mut out = Vec::new();
         for seq in (floor + 1)..=last.min(floor + limit) {
-            if self.holds(seq) {
-                continue;
+            if let Some(work) = self.recovered_at(&stream, seq).await {
+                out.push(work);
             }
-            let Ok(m) = stream.get_raw_message(seq).await else {
-                continue;
-            };
-            if !subject_matches(&self.spec.filter, &m.subject) {
-                continue;
-            }
-            let Ok(payload) = serde_json::from_slice::<T>(&m.payload) else {
-                continue;
-            };
-            let keyed = self.handler.key(&payload).is_some();
-            out.push(Work {
-                payload,
-                subject: m.subject.to_string(),
-                headers: Some(m.headers.clone()),
-                stream_sequence: seq,
-                delivered: 1,
-                source: Source::Recovered,
-                keyed,
-                _buffered: None,
-            });
         }
         out
     }
