@@ -401,74 +401,80 @@ fn echo(tenant: &FakeTenant) {
     });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_each_service_in_turn_mid_stream() {
+type Shared = Arc<tokio::sync::RwLock<Cluster>>;
+
+/// Streams 20 conversations × `per_chat` numbered messages through `c` (the tenant echoing
+/// each), injects `fault` while they flow, waits until everything settled and checks the
+/// invariants. Returns the cluster for scenario-specific checks.
+async fn stream_through_fault(
+    name: &str,
+    c: Cluster,
+    per_chat: i64,
+    fault: impl AsyncFnOnce(&Shared),
+) -> Shared {
     let started = Instant::now();
-    let c = Cluster::start().await;
     echo(&c.tenant);
     let (_, path, secret) = c.create_bot().await;
-    let (chats, per_chat) = (20, 15 * scale());
-    let c = Arc::new(tokio::sync::RwLock::new(c));
+    let chats = 20;
+    let c: Shared = Arc::new(tokio::sync::RwLock::new(c));
     let sender = tokio::spawn(send_all(c.clone(), path, secret, chats, per_chat));
-    for service in SERVICES {
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        c.write().await.kill9(service);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        c.write().await.launch(service).await;
-    }
+    fault(&c).await;
     sender.await.unwrap();
-    let c = c.read().await;
-    let counts = settle(&c, chats, per_chat).await;
-    check("kill -9 each service", &counts, started);
+    let counts = settle(&*c.read().await, chats, per_chat).await;
+    check(name, &counts, started);
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_each_service_in_turn_mid_stream() {
+    let c = Cluster::start().await;
+    stream_through_fault(
+        "kill -9 each service",
+        c,
+        15 * scale(),
+        async |c: &Shared| {
+            for service in SERVICES {
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                c.write().await.kill9(service);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                c.write().await.launch(service).await;
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_restart_mid_stream() {
-    let started = Instant::now();
     let c = Cluster::start().await;
-    echo(&c.tenant);
-    let (_, path, secret) = c.create_bot().await;
-    let (chats, per_chat) = (20, 15 * scale());
-    let c = Arc::new(tokio::sync::RwLock::new(c));
-    let sender = tokio::spawn(send_all(c.clone(), path, secret, chats, per_chat));
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    c.write().await.nats.as_mut().unwrap().kill();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    c.write()
-        .await
-        .nats
-        .as_mut()
-        .unwrap()
-        .restart()
-        .await
-        .unwrap();
-    sender.await.unwrap();
-    let c = c.read().await;
-    let counts = settle(&c, chats, per_chat).await;
-    check("nats-server restart", &counts, started);
+    stream_through_fault(
+        "nats-server restart",
+        c,
+        15 * scale(),
+        async |c: &Shared| {
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            c.write().await.nats.as_mut().unwrap().kill();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let mut c = c.write().await;
+            c.nats.as_mut().unwrap().restart().await.unwrap();
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flaky_platform_with_429_and_5xx() {
-    let started = Instant::now();
     let c = Cluster::start().await;
-    echo(&c.tenant);
     // 10 % of sends answered 429 (retry_after 1 s), 10 % answered 500.
     c.telegram.fail_randomly(100, 100);
-    let (_, path, secret) = c.create_bot().await;
-    let (chats, per_chat) = (20, 10 * scale());
-    let c = Arc::new(tokio::sync::RwLock::new(c));
-    send_all(c.clone(), path, secret, chats, per_chat).await;
-    let c = c.read().await;
-    let counts = settle(&c, chats, per_chat).await;
-    let all = c.telegram.calls_of("sendMessage");
+    let c = stream_through_fault("flaky platform", c, 10 * scale(), async |_: &Shared| {}).await;
+    let all = c.read().await.telegram.calls_of("sendMessage");
     let refused = all.iter().filter(|call| call.status != 200).count();
     println!(
         "flaky platform: {refused} of {} calls answered 429/500, all retried",
         all.len()
     );
     assert!(refused > 0, "the platform did fail some calls");
-    check("flaky platform", &counts, started);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -485,32 +491,16 @@ async fn sigterm_drains_and_exits_zero() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_node_cluster_loses_a_node_mid_stream() {
-    let started = Instant::now();
     let c = Cluster::start_on(Some(3)).await;
-    echo(&c.tenant);
-    let (_, path, secret) = c.create_bot().await;
-    let (chats, per_chat) = (20, 15 * scale());
-    let c = Arc::new(tokio::sync::RwLock::new(c));
-    let sender = tokio::spawn(send_all(c.clone(), path, secret, chats, per_chat));
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    c.write().await.nats_cluster.as_mut().unwrap().kill(0);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    c.write()
-        .await
-        .nats_cluster
-        .as_mut()
-        .unwrap()
-        .restart(0)
-        .await
-        .unwrap();
-    sender.await.unwrap();
-    let c = c.read().await;
-    let counts = settle(&c, chats, per_chat).await;
-    check(
-        "three-node cluster, one node killed and restarted",
-        &counts,
-        started,
-    );
+    let name = "three-node cluster, one node killed and restarted";
+    stream_through_fault(name, c, 15 * scale(), async |c: &Shared| {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        c.write().await.nats_cluster.as_mut().unwrap().kill(0);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut c = c.write().await;
+        c.nats_cluster.as_mut().unwrap().restart(0).await.unwrap();
+    })
+    .await;
 }
 
 fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration) {

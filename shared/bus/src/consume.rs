@@ -271,7 +271,15 @@ where
                     // change, a reconnect). Lost ones are still in the work queue: handle them
                     // first.
                     if last_seen > 0 && stream_sequence > last_seen + 1 {
-                        for work in runner.lost_between(last_seen, stream_sequence).await {
+                        let lost = runner.unacked_between(last_seen, stream_sequence).await;
+                        if !lost.is_empty() {
+                            tracing::info!(
+                                consumer = spec.durable,
+                                messages = lost.len(),
+                                "messages lost in transit; handling them first"
+                            );
+                        }
+                        for work in lost {
                             runner.enqueue(work, &mut tasks);
                         }
                     }
@@ -408,8 +416,8 @@ where
     }
 
     /// Messages of this consumer's filter strictly between two stream sequences that are
-    /// still in the stream and not held here: handed out and lost in transit.
-    async fn lost_between(&self, from: u64, to: u64) -> Vec<Work<T>> {
+    /// still in the (work-queue) stream and not held here: handed out and never acknowledged.
+    async fn unacked_between(&self, from: u64, to: u64) -> Vec<Work<T>> {
         let stream_name = self.bus.subjects().stream(self.spec.stream);
         let Ok(stream) = self.bus.jetstream().get_stream(&stream_name).await else {
             return Vec::new();
@@ -423,13 +431,6 @@ where
             if let Some(work) = self.recovered_at(&stream, seq).await {
                 out.push(work);
             }
-        }
-        if !out.is_empty() {
-            tracing::info!(
-                consumer = self.spec.durable,
-                messages = out.len(),
-                "messages lost in transit; handling them first"
-            );
         }
         out
     }
@@ -483,21 +484,7 @@ where
         if last <= floor {
             return Vec::new();
         }
-        let stream_name = self.bus.subjects().stream(self.spec.stream);
-        let Ok(stream) = self.bus.jetstream().get_stream(&stream_name).await else {
-            return Vec::new();
-        };
-        let limit = u64::try_from(self.spec.max_ack_pending)
-            .unwrap_or(1000)
-            .max(1)
-            * 2;
-        let mut out = Vec::new();
-        for seq in (floor + 1)..=last.min(floor + limit) {
-            if let Some(work) = self.recovered_at(&stream, seq).await {
-                out.push(work);
-            }
-        }
-        out
+        self.unacked_between(floor, last + 1).await
     }
 
     fn enqueue(self: &Arc<Self>, work: Work<T>, tasks: &mut JoinSet<()>) {
