@@ -207,6 +207,37 @@ impl Stack {
         self.running.push((service, r));
     }
 
+    /// Starts one more replica of `service` (split layout), as another pod would.
+    pub async fn add_replica(&mut self, service: &'static str) {
+        assert_eq!(self.layout, Layout::Split, "replicas need the split layout");
+        let start = patchbay::by_name(service).unwrap();
+        let r = self.launch(service, &[start]).await;
+        self.running.push((service, r));
+    }
+
+    /// The live members of the consumer group `consumer`, each with the partitions it runs,
+    /// as they publish themselves in the members bucket.
+    pub async fn group_members(&self, consumer: &str) -> Vec<Vec<u32>> {
+        let js = async_nats::jetstream::new(self.raw_nats().await);
+        let bucket = patchbay_contract::Subjects::new(&self.config.nats_prefix)
+            .unwrap()
+            .bucket(patchbay_contract::subjects::Bucket::Members);
+        let kv = js.get_key_value(bucket).await.unwrap();
+        let mut keys = kv.keys().await.unwrap();
+        let mut out = Vec::new();
+        while let Some(key) = futures::StreamExt::next(&mut keys).await {
+            let key = key.unwrap();
+            if !key.starts_with(&format!("{consumer}.")) {
+                continue;
+            }
+            if let Some(v) = kv.get(&key).await.unwrap() {
+                let record: Value = serde_json::from_slice(&v).unwrap();
+                out.push(serde_json::from_value(record["owns"].clone()).unwrap());
+            }
+        }
+        out
+    }
+
     /// Stops everything, each service cleanly.
     pub async fn shutdown(mut self) {
         for (name, r) in self.running.drain(..) {

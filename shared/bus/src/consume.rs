@@ -19,12 +19,16 @@
 //! Handlers of keyed consumers therefore ask only for short retries; the dispatcher moves long
 //! ones out of the stream altogether.
 //!
-//! **Recovery in order.** After a crash, JetStream redelivers the dead instance's unacked
+//! **Recovery in order.** After a crash, JetStream redelivers the dead reader's unacked
 //! messages only when their ack wait expires, while new messages flow at once, which would
-//! reorder a key. So at start the runtime looks at the consumer's range between ack floor and
-//! last delivered sequence: in a work-queue stream, a message still present there is exactly
-//! one that was handed out and never acknowledged. Those are handled first, in order; when
-//! JetStream redelivers them later, the (idempotent) handler runs again and they are acked.
+//! reorder a key. So before a partition's reader handles the first message it is given (when it
+//! is sure to hold the partition's pin, see [`crate::group`]), and again after a reconnect, an
+//! interrupted pull or a gap in the consumer's delivery sequence, it looks at the consumer's
+//! range between ack floor and last delivered sequence: in a work-queue stream, a message of
+//! the partition still present there is exactly one that was handed out and never
+//! acknowledged. Those are handled first, merged in stream order with the message just
+//! received; when JetStream redelivers them later, the (idempotent) handler runs again and
+//! they are acked.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -177,6 +181,9 @@ struct Work<T> {
 struct Runner<T, H> {
     bus: Bus,
     spec: ConsumerSpec,
+    /// This partition's durable consumer and filter.
+    durable: String,
+    filter: String,
     handler: Arc<H>,
     running: Arc<Semaphore>,
     lanes: Mutex<HashMap<String, VecDeque<Work<T>>>>,
@@ -185,56 +192,94 @@ struct Runner<T, H> {
     shutdown: CancellationToken,
 }
 
-/// Runs a durable pull consumer until `shutdown`, then waits up to `grace` for messages in
-/// hand. The consumer is created, or updated to `spec`, first.
-pub async fn run_consumer<T, H>(
-    bus: Bus,
-    spec: ConsumerSpec,
-    concurrency: usize,
-    handler: Arc<H>,
-    shutdown: CancellationToken,
-    grace: Duration,
-) -> Result<(), BusError>
+/// The priority group every partition consumer pins its reader in.
+pub(crate) const PIN_GROUP: &str = "patchbay";
+
+/// How long a pull request waits on the server; well below the pin timeout, so a reader that
+/// keeps pulling keeps its pin.
+const PULL_EXPIRES: Duration = Duration::from_secs(5);
+
+/// One partition of a consumer group, as the group runs it.
+pub(crate) struct PartitionRun<H> {
+    pub(crate) bus: Bus,
+    pub(crate) spec: ConsumerSpec,
+    pub(crate) partition: u32,
+    /// How long a silent reader keeps its pin (see [`crate::group`]).
+    pub(crate) pin_timeout: Duration,
+    /// Shared by the partitions of one group in this process.
+    pub(crate) running: Arc<Semaphore>,
+    pub(crate) handler: Arc<H>,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) grace: Duration,
+    /// Set once the server delivered a message to this reader (it holds the pin).
+    pub(crate) delivering: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Runs one partition's durable pull consumer until `shutdown`, then waits up to `grace` for
+/// the messages in hand. The consumer is created, or updated, first.
+///
+/// Before it handles the first message it is given (the moment it is sure to hold the pin),
+/// and again after a reconnect, an interrupted pull or a gap in the consumer's delivery
+/// sequence, it handles the messages that were handed out and never acknowledged first, in
+/// stream order, merged with the message just received.
+pub(crate) async fn run_partition<T, H>(run: PartitionRun<H>) -> Result<(), BusError>
 where
     T: DeserializeOwned + Clone + Send + Sync + 'static,
     H: Handler<T>,
 {
-    let concurrency = concurrency.max(1);
+    let PartitionRun {
+        bus,
+        spec,
+        partition,
+        pin_timeout,
+        running,
+        handler,
+        shutdown,
+        grace,
+        delivering,
+    } = run;
+    let durable = spec.partition_durable(partition);
+    let filter = spec.partition_filter(partition);
     let mut consumer = tokio::select! {
-        c = create_consumer(&bus, &spec) => c?,
+        c = create_consumer(&bus, &spec, &durable, &filter, pin_timeout) => c?,
         () = shutdown.cancelled() => return Ok(()),
     };
+    let batch = running.available_permits().max(1);
     let runner = Arc::new(Runner {
         bus: bus.clone(),
         spec,
+        durable,
+        filter,
         handler,
-        running: Arc::new(Semaphore::new(concurrency)),
+        running,
         lanes: Mutex::new(HashMap::new()),
         held: Mutex::default(),
         shutdown: shutdown.clone(),
     });
-    let spec = &runner.spec;
-    // Messages pulled but not finished, across all lanes: bounds memory.
-    let buffered = Arc::new(Semaphore::new(concurrency * 4));
+    // The server never hands out more than `max_ack_pending` unacknowledged messages, so this
+    // bound is reached only then: the loop keeps pulling (and keeps its pin) otherwise.
+    let bound = usize::try_from(runner.spec.max_ack_pending.max(1)).unwrap_or(1000) + batch;
+    let buffered = Arc::new(Semaphore::new(bound));
     let mut tasks = JoinSet::new();
 
     let mut connections = bus.connections();
-    let mut last_seen: u64 = 0;
-    runner.recover_and_enqueue(&mut consumer, &mut tasks).await;
-    tracing::info!(consumer = spec.durable, filter = %spec.filter, concurrency, "consumer started");
+    let mut last_consumer_seq: u64 = 0;
+    let mut recover_first = true;
+    tracing::debug!(consumer = runner.durable, filter = %runner.filter, "partition started");
 
     'outer: while !shutdown.is_cancelled() {
         let mut messages = match consumer
             .stream()
-            .max_messages_per_batch(concurrency)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
+            .group(PIN_GROUP)
+            .max_messages_per_batch(batch)
+            .heartbeat(Duration::from_secs(2))
+            .expires(PULL_EXPIRES)
             .messages()
             .await
         {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!(consumer = spec.durable, error = %e, "cannot pull; retrying");
+                tracing::warn!(consumer = runner.durable, error = %e, "cannot pull; retrying");
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_secs(1)) => continue,
                     () = shutdown.cancelled() => break,
@@ -258,50 +303,45 @@ where
             // would come back only after their ack wait: handle them before anything newer.
             if bus.connections() != connections {
                 connections = bus.connections();
-                runner.recover_and_enqueue(&mut consumer, &mut tasks).await;
+                recover_first = true;
             }
             match next {
                 Some(Ok(msg)) => {
-                    let (stream_sequence, delivered) = match msg.info() {
-                        Ok(i) => (i.stream_sequence, u64::try_from(i.delivered).unwrap_or(1)),
-                        Err(_) => (0, 1),
+                    delivering.store(true, std::sync::atomic::Ordering::Relaxed);
+                    let (stream_sequence, consumer_sequence, delivered) = match msg.info() {
+                        Ok(i) => (
+                            i.stream_sequence,
+                            i.consumer_sequence,
+                            u64::try_from(i.delivered).unwrap_or(1),
+                        ),
+                        Err(_) => (0, 0, 1),
                     };
-                    // Messages of our filter reach us in stream order: a gap since the last
-                    // one seen holds other subjects or messages lost in transit (a leader
-                    // change, a reconnect). Lost ones are still in the work queue: handle them
-                    // first.
-                    if last_seen > 0 && stream_sequence > last_seen + 1 {
-                        let lost = runner.unacked_between(last_seen, stream_sequence).await;
-                        if !lost.is_empty() {
-                            tracing::info!(
-                                consumer = spec.durable,
-                                messages = lost.len(),
-                                "messages lost in transit; handling them first"
-                            );
-                        }
-                        for work in lost {
-                            runner.enqueue(work, &mut tasks);
-                        }
+                    // Every delivery of this consumer goes to this reader while it holds the
+                    // pin: a gap in the delivery sequence is a delivery lost in transit (a
+                    // leader change, a reconnect).
+                    if last_consumer_seq > 0 && consumer_sequence > last_consumer_seq + 1 {
+                        recover_first = true;
                     }
-                    last_seen = last_seen.max(stream_sequence);
+                    last_consumer_seq = last_consumer_seq.max(consumer_sequence);
                     runner.hold(stream_sequence);
+                    let mut batch = if std::mem::take(&mut recover_first) {
+                        runner.recover(&mut consumer).await
+                    } else {
+                        Vec::new()
+                    };
                     match serde_json::from_slice::<T>(&msg.payload) {
                         Ok(payload) => {
-                            let keyed = runner.handler.key(&payload);
-                            let work = Work {
+                            let keyed = runner.handler.key(&payload).is_some();
+                            batch.push(Work {
                                 payload,
-                                subject: msg.subject.to_string(),
+                                subject: unpartitioned(&msg.subject),
                                 headers: msg.headers.clone(),
                                 stream_sequence,
                                 delivered,
-                                keyed: keyed.is_some(),
+                                keyed,
                                 source: Source::Live(Box::new(msg)),
                                 _buffered: Some(permit),
-                            };
-                            match keyed {
-                                Some(key) => runner.enqueue_keyed(key, work, &mut tasks),
-                                None => runner.enqueue(work, &mut tasks),
-                            }
+                            });
                         }
                         Err(e) => {
                             let runner = runner.clone();
@@ -315,17 +355,28 @@ where
                             });
                         }
                     }
+                    if batch.len() > 1 {
+                        tracing::info!(
+                            consumer = runner.durable,
+                            messages = batch.len() - 1,
+                            "re-handling unacknowledged messages first, in order"
+                        );
+                    }
+                    batch.sort_by_key(|w| w.stream_sequence);
+                    for work in batch {
+                        runner.enqueue(work, &mut tasks);
+                    }
                 }
                 Some(Err(e)) => {
                     // A pull cut short (leader change, missed heartbeats, reconnect) may have
                     // lost messages in transit: recover them before anything newer.
-                    tracing::debug!(consumer = spec.durable, error = %e, "pull interrupted");
+                    tracing::debug!(consumer = runner.durable, error = %e, "pull interrupted");
                     drop(permit);
-                    runner.recover_and_enqueue(&mut consumer, &mut tasks).await;
+                    recover_first = true;
                 }
                 None => {
                     drop(permit);
-                    runner.recover_and_enqueue(&mut consumer, &mut tasks).await;
+                    recover_first = true;
                     continue 'outer;
                 }
             }
@@ -337,7 +388,7 @@ where
         let left = deadline.saturating_duration_since(Instant::now());
         if tokio::time::timeout(left, tasks.join_next()).await.is_err() {
             tracing::warn!(
-                consumer = spec.durable,
+                consumer = runner.durable,
                 unfinished = tasks.len(),
                 "grace period over; unfinished messages will be redelivered"
             );
@@ -345,23 +396,18 @@ where
             break;
         }
     }
-    tracing::info!(consumer = spec.durable, "consumer stopped");
+    tracing::debug!(consumer = runner.durable, "partition stopped");
     Ok(())
 }
 
-/// Whether `subject` matches the NATS subject filter `filter` (`*` one token, `>` the rest).
-pub fn subject_matches(filter: &str, subject: &str) -> bool {
-    let mut f = filter.split('.');
-    let mut s = subject.split('.');
-    loop {
-        match (f.next(), s.next()) {
-            (Some(">"), Some(_)) => return true,
-            (Some("*"), Some(_)) => {}
-            (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
-            _ => return false,
-        }
+/// The subject as its publisher named it: the stream's partition token (the one before the
+/// last) removed, e.g. `pb.dispatch.3.bot_1` → `pb.dispatch.bot_1`.
+pub fn unpartitioned(subject: &str) -> String {
+    let mut tokens: Vec<&str> = subject.split('.').collect();
+    if tokens.len() >= 3 {
+        tokens.remove(tokens.len() - 2);
     }
+    tokens.join(".")
 }
 
 impl<T, H> Runner<T, H>
@@ -391,70 +437,58 @@ where
             .contains(&seq)
     }
 
-    /// The message at `seq` as recovered work, if it is still in the stream, belongs to this
-    /// consumer's filter, decodes, and is not held here.
-    async fn recovered_at(&self, stream: &jetstream::stream::Stream, seq: u64) -> Option<Work<T>> {
-        if self.holds(seq) {
-            return None;
-        }
-        let m = stream.get_raw_message(seq).await.ok()?;
-        if !subject_matches(&self.spec.filter, &m.subject) {
-            return None;
-        }
-        let payload = serde_json::from_slice::<T>(&m.payload).ok()?;
-        let keyed = self.handler.key(&payload).is_some();
-        Some(Work {
-            payload,
-            subject: m.subject.to_string(),
-            headers: Some(m.headers.clone()),
-            stream_sequence: seq,
-            delivered: 1,
-            source: Source::Recovered,
-            keyed,
-            _buffered: None,
-        })
-    }
-
-    /// Messages of this consumer's filter strictly between two stream sequences that are
-    /// still in the (work-queue) stream and not held here: handed out and never acknowledged.
-    async fn unacked_between(&self, from: u64, to: u64) -> Vec<Work<T>> {
+    /// Messages of this partition with stream sequences in `from..=to` that are still in the
+    /// (work-queue) stream and not held here: handed out and never acknowledged.
+    async fn unacked_in(&self, from: u64, to: u64) -> Vec<Work<T>> {
         let stream_name = self.bus.subjects().stream(self.spec.stream);
         let Ok(stream) = self.bus.jetstream().get_stream(&stream_name).await else {
             return Vec::new();
         };
-        let limit = u64::try_from(self.spec.max_ack_pending)
+        let limit = usize::try_from(self.spec.max_ack_pending.max(1))
             .unwrap_or(1000)
-            .max(1)
-            * 2;
+            .saturating_mul(2);
         let mut out = Vec::new();
-        for seq in (from + 1)..to.min(from + 1 + limit) {
-            if let Some(work) = self.recovered_at(&stream, seq).await {
-                out.push(work);
+        let mut seq = from;
+        while seq <= to && out.len() < limit {
+            // The next message of this partition at or after `seq` (only its own messages are
+            // read, whatever else the stream holds).
+            let Ok(m) = stream
+                .raw_message_builder()
+                .sequence(seq)
+                .next_by_subject(self.filter.clone())
+                .send()
+                .await
+            else {
+                break;
+            };
+            if m.sequence > to {
+                break;
             }
+            seq = m.sequence + 1;
+            if self.holds(m.sequence) {
+                continue;
+            }
+            let Ok(payload) = serde_json::from_slice::<T>(&m.payload) else {
+                // Its live delivery dead-letters it.
+                continue;
+            };
+            let keyed = self.handler.key(&payload).is_some();
+            out.push(Work {
+                payload,
+                subject: unpartitioned(&m.subject),
+                headers: Some(m.headers.clone()),
+                stream_sequence: m.sequence,
+                delivered: 1,
+                source: Source::Recovered,
+                keyed,
+                _buffered: None,
+            });
         }
         out
     }
 
-    /// Recovers unacknowledged messages this instance does not hold and queues them, in order.
-    async fn recover_and_enqueue(
-        self: &Arc<Self>,
-        consumer: &mut jetstream::consumer::Consumer<pull::Config>,
-        tasks: &mut JoinSet<()>,
-    ) {
-        let recovered = self.recover(consumer).await;
-        if !recovered.is_empty() {
-            tracing::info!(
-                consumer = self.spec.durable,
-                messages = recovered.len(),
-                "re-handling unacknowledged messages first, in order"
-            );
-        }
-        for work in recovered {
-            self.enqueue(work, tasks);
-        }
-    }
-
-    /// Messages handed to a previous instance and never acknowledged, in stream order.
+    /// Messages handed out earlier (to this reader or a previous one) and never
+    /// acknowledged, in stream order.
     async fn recover(
         &self,
         consumer: &mut jetstream::consumer::Consumer<pull::Config>,
@@ -469,14 +503,14 @@ where
                     break;
                 }
                 Err(e) => {
-                    tracing::debug!(consumer = self.spec.durable, attempt, error = %e, "no consumer info yet");
+                    tracing::debug!(consumer = self.durable, attempt, error = %e, "no consumer info yet");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
         }
         let Some((floor, last)) = info else {
             tracing::warn!(
-                consumer = self.spec.durable,
+                consumer = self.durable,
                 "no consumer info; recovery skipped, unacked messages return after their ack wait"
             );
             return Vec::new();
@@ -484,7 +518,7 @@ where
         if last <= floor {
             return Vec::new();
         }
-        self.unacked_between(floor, last + 1).await
+        self.unacked_in(floor + 1, last).await
     }
 
     fn enqueue(self: &Arc<Self>, work: Work<T>, tasks: &mut JoinSet<()>) {
@@ -684,7 +718,7 @@ where
         let copy = DeadLetter {
             consumer: spec.durable,
             stream: self.bus.subjects().stream(spec.stream),
-            subject: msg.subject.to_string(),
+            subject: unpartitioned(&msg.subject),
             stream_sequence,
             delivered,
             reason: reason.to_owned(),
@@ -711,17 +745,25 @@ where
 async fn create_consumer(
     bus: &Bus,
     spec: &ConsumerSpec,
+    durable: &str,
+    filter: &str,
+    pin_timeout: Duration,
 ) -> Result<jetstream::consumer::Consumer<pull::Config>, BusError> {
     let stream_name = bus.subjects().stream(spec.stream);
     let config = pull::Config {
-        durable_name: Some(spec.durable.to_owned()),
-        filter_subject: spec.filter.clone(),
+        durable_name: Some(durable.to_owned()),
+        filter_subject: filter.to_owned(),
         ack_policy: jetstream::consumer::AckPolicy::Explicit,
         ack_wait: spec.ack_wait,
         // Unlimited: the runtime dead-letters after `max_attempts` failures of the message
         // itself, and retries infrastructure outages for as long as they last.
         max_deliver: -1,
         max_ack_pending: spec.max_ack_pending,
+        // One reader at a time: the server pins the first puller and delivers only to it
+        // until it stops pulling for `pin_timeout` or is unpinned.
+        priority_policy: jetstream::consumer::PriorityPolicy::PinnedClient,
+        priority_groups: vec![PIN_GROUP.to_owned()],
+        priority_timeout: pin_timeout,
         ..Default::default()
     };
     let mut last = String::new();
@@ -741,15 +783,14 @@ async fn create_consumer(
         match result {
             Ok(c) => return Ok(c),
             Err(e) => {
-                tracing::debug!(consumer = spec.durable, attempt, error = %e, "creating consumer failed; retrying");
+                tracing::debug!(consumer = durable, attempt, error = %e, "creating consumer failed; retrying");
                 last = e;
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
     }
     Err(BusError::Setup(format!(
-        "consumer {} on {stream_name}: {last}",
-        spec.durable
+        "consumer {durable} on {stream_name}: {last}"
     )))
 }
 
@@ -822,23 +863,14 @@ impl DeadLetter {
 
 #[cfg(test)]
 mod tests {
-    use super::subject_matches;
+    use super::unpartitioned;
 
     #[test]
-    fn subject_filters_match_like_nats() {
-        assert!(subject_matches("pb.ingress.>", "pb.ingress.telegram.ch_1"));
-        assert!(!subject_matches("pb.ingress.>", "pb.ingress"));
-        assert!(subject_matches(
-            "pb.outbound.telegram.>",
-            "pb.outbound.telegram.ch_1"
-        ));
-        assert!(!subject_matches(
-            "pb.outbound.telegram.>",
-            "pb.outbound.line.ch_1"
-        ));
-        assert!(subject_matches("pb.send.*", "pb.send.bot_1"));
-        assert!(!subject_matches("pb.send.*", "pb.send.bot_1.x"));
-        assert!(subject_matches("a.b", "a.b"));
-        assert!(!subject_matches("a.b", "a.b.c"));
+    fn handlers_see_the_subject_their_publisher_used() {
+        assert_eq!(unpartitioned("pb.dispatch.3.bot_1"), "pb.dispatch.bot_1");
+        assert_eq!(
+            unpartitioned("pb.ingress.telegram.0.ch_1"),
+            "pb.ingress.telegram.ch_1"
+        );
     }
 }

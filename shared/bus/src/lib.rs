@@ -5,6 +5,7 @@
 
 pub mod config_view;
 pub mod consume;
+pub mod group;
 pub mod rpc;
 pub mod trace;
 
@@ -19,7 +20,8 @@ use patchbay_contract::{Subjects, headers};
 use serde::Serialize;
 
 pub use config_view::ConfigView;
-pub use consume::{Delivery, Handler, HandlerError, run_consumer};
+pub use consume::{Delivery, Handler, HandlerError};
+pub use group::{GroupOptions, run_group};
 
 /// Errors talking to NATS.
 #[derive(Debug, thiserror::Error)]
@@ -147,7 +149,7 @@ impl Bus {
     /// Creates or updates every stream and bucket of the topology. Safe to run from many
     /// replicas at once: creation races are resolved by re-reading.
     pub async fn ensure_topology(&self, settings: &TopologySettings) -> Result<(), BusError> {
-        for spec in topology::streams(settings) {
+        for spec in topology::streams(&self.subjects, settings) {
             let name = self.subjects.stream(spec.stream);
             let pipeline = spec.retention == Retention::WorkQueue;
             let config = stream::Config {
@@ -171,6 +173,13 @@ impl Bus {
                 } else {
                     stream::DiscardPolicy::Old
                 },
+                subject_transform: spec
+                    .partitioning
+                    .as_ref()
+                    .map(|p| stream::SubjectTransform {
+                        source: p.source.clone(),
+                        destination: p.destination.clone(),
+                    }),
                 ..Default::default()
             };
             retry_setup(|| async {

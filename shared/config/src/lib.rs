@@ -43,6 +43,9 @@ pub struct Config {
     pub nats_replicas: usize,
     /// Byte limit of each pipeline stream; beyond it publishes fail and edges answer 503.
     pub nats_max_stream_bytes: i64,
+    /// Partitions of each pipeline stream: the most replicas of one worker that share its
+    /// work (more stand by). Set it once per installation.
+    pub partitions: u32,
     /// JetStream's de-duplication window of the pipeline streams; platform retries later than
     /// this are caught by the router's unique key in PostgreSQL instead.
     pub nats_duplicate_window_ms: u64,
@@ -96,6 +99,7 @@ impl Default for Config {
             nats_prefix: patchbay_contract::subjects::DEFAULT_PREFIX.into(),
             nats_replicas: 1,
             nats_max_stream_bytes: 1 << 30,
+            partitions: patchbay_contract::topology::DEFAULT_PARTITIONS,
             nats_duplicate_window_ms: 120_000,
             publish_timeout_ms: 5_000,
             database_url: None,
@@ -208,6 +212,15 @@ impl Config {
             return Err(ConfigError::invalid(
                 "nats_replicas",
                 "must be between 1 and 5",
+            ));
+        }
+        if !(1..=patchbay_contract::topology::MAX_PARTITIONS).contains(&self.partitions) {
+            return Err(ConfigError::invalid(
+                "partitions",
+                format!(
+                    "must be between 1 and {}",
+                    patchbay_contract::topology::MAX_PARTITIONS
+                ),
             ));
         }
         if self.nats_duplicate_window_ms < 100 {

@@ -59,6 +59,9 @@ pub enum Bucket {
     /// Messages the platforms accepted (message id → platform message id), so a redelivered
     /// outbound job is not sent twice (TTL).
     Sent,
+    /// Live replicas of each consumer group and the partitions they run (short TTL,
+    /// refreshed by heartbeats).
+    Members,
 }
 
 impl Bucket {
@@ -68,6 +71,7 @@ impl Bucket {
             Bucket::Config => "config",
             Bucket::Codes => "codes",
             Bucket::Sent => "sent",
+            Bucket::Members => "members",
         }
     }
 }

@@ -28,6 +28,26 @@ pub struct StreamSpec {
     pub max_age: Duration,
     /// Window in which a repeated `Nats-Msg-Id` is dropped as a duplicate.
     pub duplicate_window: Duration,
+    /// How the stream splits its subjects into partitions (`None`: not partitioned).
+    pub partitioning: Option<Partitioning>,
+}
+
+/// How a pipeline stream is split into partitions, so several replicas of a consumer can share
+/// its work while each bot's (or channel's) messages stay with one of them, in order.
+///
+/// Publishers use plain subjects (`<p>.dispatch.<bot>`); the stream's subject transform
+/// inserts a partition number before the last token, computed by the server from that token
+/// (`{{partition(n,k)}}`, a hash of the bot or channel id), so the stored subject is
+/// `<p>.dispatch.<n>.<bot>`. Every partition has its own durable consumer that one replica
+/// at a time reads (see `patchbay-bus`'s consumer groups).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partitioning {
+    /// What publishers publish to, e.g. `pb.dispatch.*` or `pb.ingress.*.*`.
+    pub source: String,
+    /// The stored subject, e.g. `pb.dispatch.{{partition(8,1)}}.{{wildcard(1)}}`.
+    pub destination: String,
+    /// Number of partitions.
+    pub count: u32,
 }
 
 /// Settings of the whole topology that operators may change.
@@ -42,6 +62,9 @@ pub struct TopologySettings {
     pub duplicate_window: Duration,
     /// How long a one-time code lives in the codes bucket.
     pub code_ttl: Duration,
+    /// Partitions of each pipeline stream (see [`Partitioning`]): the most replicas of one
+    /// consumer that share its work.
+    pub partitions: u32,
 }
 
 impl Default for TopologySettings {
@@ -51,14 +74,53 @@ impl Default for TopologySettings {
             max_stream_bytes: 1 << 30,
             duplicate_window: Duration::from_secs(120),
             code_ttl: Duration::from_secs(300),
+            partitions: DEFAULT_PARTITIONS,
         }
     }
 }
 
+/// How often a consumer-group replica renews its membership.
+pub const MEMBER_HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// A replica that has not renewed its membership for this long is gone: its partitions are
+/// given to the others.
+pub const MEMBER_TTL: Duration = Duration::from_secs(5);
+
+/// Default number of partitions of each pipeline stream.
+pub const DEFAULT_PARTITIONS: u32 = 8;
+
+/// The most partitions a stream may have.
+pub const MAX_PARTITIONS: u32 = 256;
+
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
+/// Keyed streams name a platform before the key: `<p>.ingress.<platform>.<channel>`.
+fn platform_token(stream: Stream) -> bool {
+    matches!(stream, Stream::Ingress | Stream::Outbound)
+}
+
+fn partitioning(s: &Subjects, stream: Stream, count: u32) -> Partitioning {
+    let count = count.clamp(1, MAX_PARTITIONS);
+    let base = format!("{}.{}", s.prefix(), stream.token());
+    if platform_token(stream) {
+        Partitioning {
+            source: format!("{base}.*.*"),
+            destination: format!(
+                "{base}.{{{{wildcard(1)}}}}.{{{{partition({count},2)}}}}.{{{{wildcard(2)}}}}"
+            ),
+            count,
+        }
+    } else {
+        Partitioning {
+            source: format!("{base}.*"),
+            destination: format!("{base}.{{{{partition({count},1)}}}}.{{{{wildcard(1)}}}}"),
+            count,
+        }
+    }
+}
+
 /// The settings of every stream.
-pub fn streams(settings: &TopologySettings) -> Vec<StreamSpec> {
+pub fn streams(subjects: &Subjects, settings: &TopologySettings) -> Vec<StreamSpec> {
     Stream::ALL
         .iter()
         .map(|&stream| match stream {
@@ -67,12 +129,14 @@ pub fn streams(settings: &TopologySettings) -> Vec<StreamSpec> {
                 retention: Retention::Limits,
                 max_age: 30 * DAY,
                 duplicate_window: settings.duplicate_window,
+                partitioning: None,
             },
             _ => StreamSpec {
                 stream,
                 retention: Retention::WorkQueue,
                 max_age: 7 * DAY,
                 duplicate_window: settings.duplicate_window,
+                partitioning: Some(partitioning(subjects, stream, settings.partitions)),
             },
         })
         .collect()
@@ -84,6 +148,7 @@ pub fn buckets(settings: &TopologySettings) -> Vec<(Bucket, Option<Duration>)> {
         (Bucket::Config, None),
         (Bucket::Codes, Some(settings.code_ttl)),
         (Bucket::Sent, Some(7 * DAY)),
+        (Bucket::Members, Some(MEMBER_TTL)),
     ]
 }
 
@@ -94,8 +159,11 @@ pub struct ConsumerSpec {
     pub durable: &'static str,
     /// The stream it reads.
     pub stream: Stream,
-    /// Subject filter within the stream.
+    /// Subject filter within the stream, as publishers name subjects (all partitions).
     pub filter: String,
+    /// The filter of one partition without its last two tokens: `<base>.<n>.*` is
+    /// partition `n`'s filter.
+    pub partition_base: String,
     /// How long the server waits for an ack before redelivering.
     pub ack_wait: Duration,
     /// Deliveries after which the runtime dead-letters a message that still fails.
@@ -107,6 +175,16 @@ pub struct ConsumerSpec {
 }
 
 impl ConsumerSpec {
+    /// The durable consumer of partition `n`: `<durable>-p<n>`.
+    pub fn partition_durable(&self, n: u32) -> String {
+        format!("{}-p{n}", self.durable)
+    }
+
+    /// The subject filter of partition `n` (stored subjects, after the stream's transform).
+    pub fn partition_filter(&self, n: u32) -> String {
+        format!("{}.{n}.*", self.partition_base)
+    }
+
     /// The delay before attempt `delivered + 1`, from the backoff list (its last entry repeats).
     pub fn backoff_for(&self, delivered: u64) -> Duration {
         let idx = usize::try_from(delivered.saturating_sub(1)).unwrap_or(usize::MAX);
@@ -126,10 +204,19 @@ fn pipeline_backoff() -> Vec<Duration> {
 }
 
 fn pipeline(durable: &'static str, stream: Stream, filter: String) -> ConsumerSpec {
+    // `pb.ingress.>` → `pb.ingress.*`; `pb.outbound.telegram.>` → `pb.outbound.telegram`;
+    // `pb.dispatch.>` → `pb.dispatch`.
+    let trimmed = filter.trim_end_matches(".>");
+    let partition_base = if platform_token(stream) && trimmed.split('.').count() == 2 {
+        format!("{trimmed}.*")
+    } else {
+        trimmed.to_owned()
+    };
     ConsumerSpec {
         durable,
         stream,
         filter,
+        partition_base,
         ack_wait: Duration::from_secs(30),
         max_attempts: 10,
         max_ack_pending: 1000,
@@ -210,8 +297,45 @@ mod tests {
     }
 
     #[test]
+    fn partitions_are_inserted_before_the_key() {
+        let s = Subjects::new("pb").unwrap();
+        let settings = TopologySettings {
+            partitions: 4,
+            ..TopologySettings::default()
+        };
+        let specs = streams(&s, &settings);
+        let by = |st: Stream| specs.iter().find(|x| x.stream == st).unwrap().clone();
+        let d = by(Stream::Dispatch).partitioning.unwrap();
+        assert_eq!(d.source, "pb.dispatch.*");
+        assert_eq!(
+            d.destination,
+            "pb.dispatch.{{partition(4,1)}}.{{wildcard(1)}}"
+        );
+        let i = by(Stream::Ingress).partitioning.unwrap();
+        assert_eq!(i.source, "pb.ingress.*.*");
+        assert_eq!(
+            i.destination,
+            "pb.ingress.{{wildcard(1)}}.{{partition(4,2)}}.{{wildcard(2)}}"
+        );
+        assert!(by(Stream::Dlq).partitioning.is_none());
+
+        assert_eq!(dispatcher(&s, 3).partition_filter(2), "pb.dispatch.2.*");
+        assert_eq!(normaliser(&s).partition_filter(0), "pb.ingress.*.0.*");
+        assert_eq!(
+            outbound(&s, Platform::Telegram).partition_filter(7),
+            "pb.outbound.telegram.7.*"
+        );
+        assert_eq!(
+            outbound(&s, Platform::Telegram).partition_durable(7),
+            "outbound-telegram-p7"
+        );
+        assert_eq!(router_status(&s).partition_filter(1), "pb.status.1.*");
+    }
+
+    #[test]
     fn only_dead_letters_are_kept_after_consumption() {
-        for spec in streams(&TopologySettings::default()) {
+        let s = Subjects::new("pb").unwrap();
+        for spec in streams(&s, &TopologySettings::default()) {
             let expected = if spec.stream == Stream::Dlq {
                 Retention::Limits
             } else {

@@ -31,6 +31,8 @@ pub type StartFn = fn(Deps) -> BoxFuture<'static, Result<Service, BoxError>>;
 /// What every service is given.
 #[derive(Clone, Debug)]
 pub struct Deps {
+    /// The process's name (`patchbay` or the service's), for logs and group membership.
+    pub process: Arc<str>,
     /// The configuration.
     pub config: Arc<Config>,
     /// The bus.
@@ -66,8 +68,9 @@ impl Deps {
         Ok(pool)
     }
 
-    /// Runs `handler` on the durable consumer `spec` with the configured concurrency, until
-    /// shutdown (then drains within the grace period).
+    /// Runs `handler` as this process's member of the consumer group `spec` (the partitions
+    /// assigned to it, with the configured concurrency) until shutdown, then drains within
+    /// the grace period and hands its partitions over.
     pub fn consumer<T, H>(
         &self,
         spec: patchbay_contract::topology::ConsumerSpec,
@@ -77,13 +80,17 @@ impl Deps {
         T: serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
         H: patchbay_bus::Handler<T>,
     {
-        patchbay_bus::run_consumer::<T, H>(
+        patchbay_bus::run_group::<T, H>(
             self.bus.clone(),
             spec,
-            self.config.consumer_concurrency,
+            patchbay_bus::GroupOptions {
+                partitions: self.config.partitions,
+                concurrency: self.config.consumer_concurrency,
+                grace: self.config.shutdown_grace(),
+                process: self.process.to_string(),
+            },
             handler,
             self.shutdown.clone(),
-            self.config.shutdown_grace(),
         )
     }
 }
@@ -161,6 +168,7 @@ pub fn topology_settings(config: &Config) -> TopologySettings {
         replicas: config.nats_replicas,
         max_stream_bytes: config.nats_max_stream_bytes,
         duplicate_window: std::time::Duration::from_millis(config.nats_duplicate_window_ms),
+        partitions: config.partitions,
         ..TopologySettings::default()
     }
 }
@@ -189,6 +197,7 @@ pub async fn launch(
     let nats = bus.clone();
     readiness.add("nats", move || nats.is_connected());
     let deps = Deps {
+        process: Arc::from(process),
         config: Arc::new(config),
         bus,
         view,
