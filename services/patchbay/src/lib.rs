@@ -1,6 +1,10 @@
-//! The catalogue of services, for `patchbay all`, `patchbay service <name>` and the tests.
+//! The catalogue of services, for `patchbay all`, `patchbay service <name>`, `patchbay migrate`
+//! and the tests.
 
-use patchbay_runtime::StartFn;
+use std::time::Duration;
+
+use patchbay_config::Config;
+use patchbay_runtime::{BoxError, StartFn};
 
 /// Every service by name, in start order (owners of state first, HTTP edges last).
 pub const SERVICES: &[(&str, StartFn)] = &[
@@ -21,4 +25,42 @@ pub fn all() -> Vec<StartFn> {
 /// The start function of the service `name`.
 pub fn by_name(name: &str) -> Option<StartFn> {
     SERVICES.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
+}
+
+/// Every PostgreSQL schema and its migrations, by owning service.
+pub const SCHEMAS: &[(&str, &[patchbay_store::EmbeddedMigration])] = &[
+    ("auth", patchbay_auth::MIGRATIONS),
+    ("router", patchbay_bot_router::MIGRATIONS),
+    ("dispatcher", patchbay_webhook_dispatcher::MIGRATIONS),
+];
+
+/// Creates or updates every JetStream stream and bucket and applies every schema's
+/// migrations, then returns: what a Kubernetes Job runs before the services start. Safe to run
+/// many times and from several places at once (topology calls are idempotent; migrations run
+/// under PostgreSQL advisory locks). Services do the same for their own part at start, so this
+/// is the ordered path, not the only one.
+pub async fn migrate(config: &Config) -> Result<(), BoxError> {
+    let subjects = patchbay_contract::Subjects::new(&config.nats_prefix)?;
+    let bus = patchbay_bus::Bus::connect(
+        &config.nats_url,
+        "patchbay-migrate",
+        subjects,
+        config.publish_timeout(),
+    )
+    .await?;
+    bus.ensure_topology(&patchbay_runtime::lifecycle::topology_settings(config))
+        .await?;
+    tracing::info!(
+        prefix = config.nats_prefix,
+        partitions = config.partitions,
+        "JetStream streams and buckets are up to date"
+    );
+    let url = config.require_database_url()?;
+    for (schema, migrations) in SCHEMAS {
+        let pool =
+            patchbay_store::connect(url, schema, 1, migrations, Duration::from_secs(120)).await?;
+        pool.close().await;
+        tracing::info!(schema, "schema is up to date");
+    }
+    Ok(())
 }

@@ -47,6 +47,9 @@ enum Command {
         /// ingress-telegram, api.
         name: String,
     },
+    /// Create or update the JetStream streams and buckets and apply every PostgreSQL
+    /// migration, then exit (run it as a Job before the services; safe to run concurrently).
+    Migrate,
     /// Bots.
     #[command(subcommand)]
     Bots(Bots),
@@ -124,6 +127,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Migrate => migrate(),
         _ => match admin(cli) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -132,6 +136,38 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+fn migrate() -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = match patchbay_config::Config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("patchbay migrate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("patchbay migrate: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let _telemetry = patchbay_runtime::telemetry::init("patchbay-migrate", &config).ok();
+        match patchbay::migrate(&config).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "migration failed");
+                eprintln!("patchbay migrate: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 fn admin(cli: Cli) -> anyhow::Result<()> {
@@ -183,7 +219,9 @@ fn admin(cli: Cli) -> anyhow::Result<()> {
                     json!({"user_id": user, "messages": [{"type": "text", "text": text}]}),
                     &["id", "message_ids"],
                 ),
-                Command::All | Command::Service { .. } => unreachable!("handled in main"),
+                Command::All | Command::Service { .. } | Command::Migrate => {
+                    unreachable!("handled in main")
+                }
             };
         let bearer = bearer.context("no token: pass --token or set PATCHBAY_ADMIN_TOKEN")?;
         let response = http
