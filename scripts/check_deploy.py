@@ -696,6 +696,10 @@ def check() -> int:
         except RuntimeError as e:
             report.fail(path, str(e))
     for path, docs in rendered.items():
+        if path.startswith("k8s/overlays/"):
+            for d in docs:
+                if not d["metadata"].get("namespace"):
+                    report.fail(path, f"{name_of(d)} has no namespace (set `namespace:` in the overlay)")
         validate_objects(path, docs, report, kv, seen)
         report.problems += check_binaries(path, bins, docs)
         check_pods(path, docs, documented, report)
