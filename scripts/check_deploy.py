@@ -684,6 +684,8 @@ def check() -> int:
         return 1
     documented = documented_keys()
     consumers = topology_consumers()
+    if not consumers:
+        report.fail("shared/contract/src/topology.rs", 'no consumer found (`pipeline("<durable>", Stream::<S>`); update topology_consumers()')
     for durable, spec in ((d, s) for w in KEDA_WORKERS.values() for s, d, _ in w["consumers"]):
         if consumers.get(durable) != spec:
             report.fail("scripts/check_deploy.py", f"KEDA_WORKERS names {durable} on {spec}; topology.rs has {consumers.get(durable)}")
