@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/.tools/bin:$(PATH)
 
 CARGO ?= cargo
 
-.PHONY: help tools build run test chaos lint fmt schemas clean
+.PHONY: help tools build run test check-deploy chaos lint fmt schemas clean
 
 help: ## Show the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -20,11 +20,15 @@ run: tools ## Start NATS, PostgreSQL and every service (patchbay all) on 127.0.0
 	@./scripts/run.sh
 
 test: tools ## The whole suite (unit, integration, end to end) against real NATS and PostgreSQL.
+	@./scripts/check-deploy.sh
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --workspace --no-fail-fast; \
 	else \
 		$(CARGO) test --workspace --no-fail-fast; \
 	fi
+
+check-deploy: ## Render and validate k8s/ and deploy/ offline (part of `make test`).
+	@./scripts/check-deploy.sh
 
 chaos: tools ## The chaos suite at ten times the size used by `make test` (real processes).
 	PATCHBAY_CHAOS_SCALE=10 $(CARGO) nextest run -p patchbay -E 'binary(chaos)' --no-fail-fast --no-capture
