@@ -64,7 +64,7 @@ PUBLIC_NAMES = {"api"}
 PRESTOP_MARGIN_S = 5
 # Keys the manifests set before docs/configuration.md names them: the change that adds them to
 # the code documents them. Listed here only until then (a note says when to remove one).
-PENDING_KEYS = {"PATCHBAY_PARTITIONS": "ordered scale-out (partitioned consumers)"}
+PENDING_KEYS: dict[str, str] = {}
 KEDA_FILE = "k8s/components/keda/scaledobjects.yaml"
 NATS_MONITORING = "nats-headless.nats.svc.cluster.local:8222"
 
