@@ -56,8 +56,8 @@ struct Cluster {
     _pg: PgServer,
     dir: tempfile::TempDir,
     env: Vec<(String, String)>,
-    procs: HashMap<&'static str, Guarded>,
-    ports: HashMap<&'static str, u16>,
+    procs: HashMap<String, Guarded>,
+    ports: HashMap<String, u16>,
     tenant: FakeTenant,
     telegram: FakeTelegram,
     http: reqwest::Client,
@@ -156,18 +156,24 @@ impl Cluster {
 
     /// Starts `service` (on its previous port after a restart) and waits until it is ready.
     async fn launch(&mut self, service: &'static str) {
-        let port = *self.ports.entry(service).or_insert_with(free_port);
+        self.launch_as(service, service).await;
+    }
+
+    /// Starts `service` as the process `name` (a second replica is `<service>#2`).
+    async fn launch_as(&mut self, name: &str, service: &'static str) {
+        let port = *self.ports.entry(name.to_owned()).or_insert_with(free_port);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_patchbay"));
         cmd.args(["service", service])
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("PATCHBAY_HTTP_ADDR", format!("127.0.0.1:{port}"));
-        let log = self.dir.path().join(format!("{service}.log"));
-        self.procs.insert(service, spawn(cmd, &log, None).unwrap());
-        let url = format!("{}/readyz", self.url(service));
+        let log = self.dir.path().join(format!("{name}.log"));
+        self.procs
+            .insert(name.to_owned(), spawn(cmd, &log, None).unwrap());
+        let url = format!("http://127.0.0.1:{port}/readyz");
         let http = self.http.clone();
         eventually(
             Duration::from_secs(60),
-            &format!("{service} ready"),
+            &format!("{name} ready"),
             || async {
                 let r = http.get(&url).send().await.ok()?;
                 r.status().is_success().then_some(())
@@ -232,11 +238,11 @@ async fn send_all(
     c: Arc<tokio::sync::RwLock<Cluster>>,
     path: String,
     secret: String,
-    chats: i64,
+    chats: std::ops::Range<i64>,
     per_chat: i64,
 ) {
     let http = c.read().await.http.clone();
-    let sends = (0..chats).map(|chat| {
+    let sends = chats.map(|chat| {
         let (c, http, path, secret) = (c.clone(), http.clone(), path.clone(), secret.clone());
         async move {
             for n in 0..per_chat {
@@ -305,11 +311,14 @@ async fn settle(c: &Cluster, chats: i64, per_chat: i64) -> Counts {
             break;
         }
         if Instant::now() > deadline {
-            for s in SERVICES {
-                let log = std::fs::read_to_string(c.dir.path().join(format!("{s}.log")))
-                    .unwrap_or_default();
+            for entry in std::fs::read_dir(c.dir.path()).unwrap().flatten() {
+                let log = std::fs::read_to_string(entry.path()).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(25).collect();
-                eprintln!("---- {s} (last lines, newest first)\n{}", tail.join("\n"));
+                eprintln!(
+                    "---- {} (last lines, newest first)\n{}",
+                    entry.file_name().to_string_lossy(),
+                    tail.join("\n")
+                );
             }
             panic!(
                 "not settled after {SETTLE:?}: {} of {total} events, {} of {total} replies",
@@ -412,14 +421,43 @@ async fn stream_through_fault(
     per_chat: i64,
     fault: impl AsyncFnOnce(&Shared),
 ) -> Shared {
+    stream_through_fault_on(name, c, 1, per_chat, fault).await
+}
+
+/// [`stream_through_fault`] with the 20 conversations spread over `bots` bots (so over the
+/// streams' partitions).
+async fn stream_through_fault_on(
+    name: &str,
+    c: Cluster,
+    bots: i64,
+    per_chat: i64,
+    fault: impl AsyncFnOnce(&Shared),
+) -> Shared {
     let started = Instant::now();
     echo(&c.tenant);
-    let (_, path, secret) = c.create_bot().await;
     let chats = 20;
+    let per_bot = chats / bots;
+    let mut senders = Vec::new();
+    let mut paths = Vec::new();
+    for _ in 0..bots {
+        let (_, path, secret) = c.create_bot().await;
+        paths.push((path, secret));
+    }
     let c: Shared = Arc::new(tokio::sync::RwLock::new(c));
-    let sender = tokio::spawn(send_all(c.clone(), path, secret, chats, per_chat));
+    for (b, (path, secret)) in (0..bots).zip(paths) {
+        let range = b * per_bot..(b + 1) * per_bot;
+        senders.push(tokio::spawn(send_all(
+            c.clone(),
+            path,
+            secret,
+            range,
+            per_chat,
+        )));
+    }
     fault(&c).await;
-    sender.await.unwrap();
+    for s in senders {
+        s.await.unwrap();
+    }
     let counts = settle(&*c.read().await, chats, per_chat).await;
     check(name, &counts, started);
     c
@@ -438,6 +476,35 @@ async fn kill_9_each_service_in_turn_mid_stream() {
                 c.write().await.kill9(service);
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 c.write().await.launch(service).await;
+            }
+        },
+    )
+    .await;
+}
+
+/// The JetStream workers: the services that may run as several replicas.
+const WORKERS: [&str; 4] = [
+    "normaliser",
+    "bot-router",
+    "webhook-dispatcher",
+    "outbound-telegram",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_of_each_worker_one_of_each_killed_mid_stream() {
+    let mut c = Cluster::start().await;
+    for w in WORKERS {
+        c.launch_as(&format!("{w}#2"), w).await;
+    }
+    stream_through_fault_on(
+        "two replicas of each worker, one of each killed",
+        c,
+        10,
+        15 * scale(),
+        async |c: &Shared| {
+            for w in WORKERS {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                c.write().await.kill9(w);
             }
         },
     )

@@ -50,6 +50,7 @@ struct Inner {
     received: Arc<Mutex<Vec<Received>>>,
     responder: Arc<Mutex<Responder>>,
     delay: Arc<Mutex<Duration>>,
+    headers: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 /// The fake tenant. Stops when dropped.
@@ -71,6 +72,7 @@ impl FakeTenant {
             received: Arc::default(),
             responder: Arc::new(Mutex::new(Arc::new(|_: &Received| (StatusCode::OK, None)))),
             delay: Arc::default(),
+            headers: Arc::default(),
         };
         let app = axum::Router::new()
             .route("/hook", post(receive).get(challenge))
@@ -107,6 +109,14 @@ impl FakeTenant {
         *self.inner.delay.lock().expect("lock") = delay;
     }
 
+    /// Adds these headers to every answer from now on (`Retry-After`, `Location`, …).
+    pub fn set_response_headers(&self, headers: &[(&str, &str)]) {
+        *self.inner.headers.lock().expect("lock") = headers
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+    }
+
     /// Everything received so far.
     pub fn received(&self) -> Vec<Received> {
         self.inner.received.lock().expect("lock").clone()
@@ -139,10 +149,19 @@ async fn receive(State(s): State<Inner>, headers: HeaderMap, body: Bytes) -> Res
     let responder = s.responder.lock().expect("lock").clone();
     let (status, reply) = responder(&r);
     s.received.lock().expect("lock").push(r);
-    match reply {
+    let mut response = match reply {
         Some(v) => (status, axum::Json(v)).into_response(),
         None => status.into_response(),
+    };
+    for (k, v) in s.headers.lock().expect("lock").iter() {
+        if let (Ok(k), Ok(v)) = (
+            axum::http::HeaderName::try_from(k.as_str()),
+            axum::http::HeaderValue::try_from(v.as_str()),
+        ) {
+            response.headers_mut().insert(k, v);
+        }
     }
+    response
 }
 
 async fn challenge(Query(q): Query<std::collections::HashMap<String, String>>) -> Response {
