@@ -284,6 +284,8 @@ struct Counts {
     replies: usize,
     reply_duplicates: usize,
     replies_out_of_order: usize,
+    /// The first few reorderings, for the report.
+    reorders: Vec<String>,
 }
 
 /// Waits until every message reached the tenant and every reply reached Telegram, then counts.
@@ -359,6 +361,13 @@ async fn settle(c: &Cluster, chats: i64, per_chat: i64) -> Counts {
         .values()
         .map(|ns| ns.windows(2).filter(|w| w[0] > w[1]).count())
         .sum();
+    for (chat, ns) in &order {
+        for w in ns.windows(2).filter(|w| w[0] > w[1]).take(3) {
+            counts
+                .reorders
+                .push(format!("event chat {chat}: {} before {}", w[0], w[1]));
+        }
+    }
     let mut reply_order: HashMap<i64, Vec<i64>> = HashMap::new();
     let mut seen = HashSet::new();
     for call in c.telegram.accepted("sendMessage") {
@@ -378,6 +387,13 @@ async fn settle(c: &Cluster, chats: i64, per_chat: i64) -> Counts {
         .values()
         .map(|ns| ns.windows(2).filter(|w| w[0] > w[1]).count())
         .sum();
+    for (chat, ns) in &reply_order {
+        for w in ns.windows(2).filter(|w| w[0] > w[1]).take(3) {
+            counts
+                .reorders
+                .push(format!("reply chat {chat}: {} before {}", w[0], w[1]));
+        }
+    }
     counts
 }
 
@@ -459,8 +475,25 @@ async fn stream_through_fault_on(
         s.await.unwrap();
     }
     let counts = settle(&*c.read().await, chats, per_chat).await;
+    if counts.out_of_order + counts.replies_out_of_order + counts.split_ids > 0 {
+        keep_logs(&*c.read().await, name);
+    }
     check(name, &counts, started);
     c
+}
+
+/// Copies the processes' logs somewhere that outlives the test, and says where.
+fn keep_logs(c: &Cluster, name: &str) {
+    let dest = std::env::temp_dir().join(format!(
+        "patchbay-chaos-{}-{}",
+        name.replace(|ch: char| !ch.is_ascii_alphanumeric(), "-"),
+        std::process::id()
+    ));
+    let _ = std::fs::create_dir_all(&dest);
+    for entry in std::fs::read_dir(c.dir.path()).unwrap().flatten() {
+        let _ = std::fs::copy(entry.path(), dest.join(entry.file_name()));
+    }
+    eprintln!("chaos {name}: logs kept in {}", dest.display());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

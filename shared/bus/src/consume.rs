@@ -601,11 +601,27 @@ where
             let live = match &work.source {
                 Source::Live(m) => m,
                 Source::Recovered => {
-                    return if outcome.is_ok() {
-                        "recovered"
-                    } else {
-                        "recovery_failed"
+                    // Retried in place like a live keyed message: the messages after it in
+                    // its lane must not overtake it. Right after a failure (which is when
+                    // recovery happens) the next stream may well be unavailable for a while.
+                    let delay = match &outcome {
+                        Ok(()) => return "recovered",
+                        Err(HandlerError::Unavailable { .. }) => {
+                            spec.backoff_for(attempt).min(UNAVAILABLE_RETRY_CAP)
+                        }
+                        Err(HandlerError::Retry { after, .. })
+                            if attempt < u64::from(spec.max_attempts) =>
+                        {
+                            attempt += 1;
+                            after.unwrap_or_else(|| spec.backoff_for(attempt))
+                        }
+                        // Its live redelivery dead-letters it.
+                        Err(_) => return "recovery_failed",
                     };
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => continue,
+                        () = self.shutdown.cancelled() => return "recovery_failed",
+                    }
                 }
             };
             match outcome {
