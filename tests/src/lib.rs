@@ -362,6 +362,33 @@ impl Stack {
         out
     }
 
+    /// Messages held now and the last sequence ever stored, of one stream.
+    pub async fn stream_state(&self, stream: patchbay_contract::subjects::Stream) -> (u64, u64) {
+        let js = async_nats::jetstream::new(self.raw_nats().await);
+        let name = patchbay_contract::Subjects::new(&self.config.nats_prefix)
+            .unwrap()
+            .stream(stream);
+        let mut s = js.get_stream(&name).await.unwrap();
+        let state = s.info().await.unwrap().state.clone();
+        (state.messages, state.last_sequence)
+    }
+
+    /// Waits until the bot-router has taken every inbound event there is (the work-queue
+    /// stream is empty once they are all acknowledged): a barrier for "was it dropped?".
+    pub async fn router_idle(&self) {
+        eventually(WAIT, "the router took every inbound event", || async {
+            // Ingress first: once it is empty, what it held is in the inbound stream or done.
+            let (ingress, _) = self
+                .stream_state(patchbay_contract::subjects::Stream::Ingress)
+                .await;
+            let (held, _) = self
+                .stream_state(patchbay_contract::subjects::Stream::Inbound)
+                .await;
+            (held == 0 && ingress == 0).then_some(())
+        })
+        .await;
+    }
+
     /// Waits for `n` `message.received` callbacks and returns their texts in arrival order.
     pub async fn received_texts(&self, n: usize) -> Vec<Value> {
         self.events_of("message.received", n)

@@ -12,8 +12,17 @@
 //! | `GET /v1/deliveries/{event_id}` | bot API key | one delivery with its event and every attempt |
 //! | `POST /v1/deliveries/{event_id}/retry` | bot API key | deliver it once more, same `webhook-id` (202) |
 //! | `POST /v1/deliveries/replay` | bot API key | deliver the dead-lettered events since a time again (202) |
+//! | `GET /v1/webhook` | bot API key | the callback settings |
+//! | `PUT /v1/webhook` | bot API key | change URL, flavour, events (wildcards), platforms; a new URL must echo `hub.challenge` first |
+//! | `POST /v1/webhook/secret/rotate` | bot API key | new signing secret (201); both sign until the overlap ends |
+//! | `POST /v1/keys/rotate` | bot API key | new API key (201); the current ones work until the overlap ends |
+//! | `DELETE /v1/keys/{key_id}` | bot API key | revoke one of the bot's keys at once (204) |
+//! | `PATCH /admin/v1/bots/{bot_id}` | operator token | `{"enabled": false}` disables a bot everywhere (204) |
+//! | `POST /admin/v1/bots/{bot_id}/keys/rotate` | operator token | new API key (201) |
+//! | `POST /admin/v1/bots/{bot_id}/keys/{key_id}/revoke` | operator token | revoke a key at once (204) |
 
 mod auth;
+mod settings;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,13 +80,14 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
                 axum::routing::get(get_delivery),
             )
             .route("/v1/deliveries/{event_id}/retry", post(retry_delivery))
+            .merge(settings::routes())
             .with_state(api);
         Ok(Service::new("api").routes(routes))
     })
 }
 
 /// Asks `service` to do `op` by request/reply; its errors become HTTP errors.
-async fn ask<Req: Serialize, Resp: serde::de::DeserializeOwned>(
+pub(crate) async fn ask<Req: Serialize, Resp: serde::de::DeserializeOwned>(
     api: &Api,
     service: &str,
     op: &str,

@@ -17,8 +17,9 @@ use patchbay_config::secrets::{api_key_hash, new_api_key, new_webhook_secret};
 use patchbay_contract::ids::{new_id, prefix};
 use patchbay_contract::subjects::Bucket;
 use patchbay_contract::{
-    CreateBotRequest, CreateChannelRequest, CreatedBot, CreatedChannel, RpcError, WebhookSettings,
-    auth_ops, credentials,
+    BotStateRequest, CreateBotRequest, CreateChannelRequest, CreatedBot, CreatedChannel,
+    RevokeKeyRequest, RotateRequest, RotatedKey, RotatedSecret, RpcError, UpdateWebhookRequest, V1,
+    VerifyEndpointRequest, WebhookInput, WebhookSettings, auth_ops, credentials,
 };
 use patchbay_runtime::{BoxError, Deps, Service};
 use sqlx::PgPool;
@@ -31,7 +32,16 @@ pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] = &[
         "webhook_disabled",
         include_str!("../migrations/0002_webhook_disabled.sql"),
     ),
+    (
+        3,
+        "webhook_platforms",
+        include_str!("../migrations/0003_webhook_platforms.sql"),
+    ),
 ];
+
+/// How long verifying a new callback URL may take (the dispatcher's own timeout applies
+/// inside).
+const VERIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Event subscription patterns a bot may use.
 const KNOWN_EVENTS: &[&str] = &[
@@ -47,9 +57,12 @@ const KNOWN_EVENTS: &[&str] = &[
 
 struct Auth {
     pool: PgPool,
+    bus: patchbay_bus::Bus,
     kv: async_nats::jetstream::kv::Store,
     key: MasterKey,
     allow_private: bool,
+    /// Default overlap of a key or secret rotation.
+    overlap: std::time::Duration,
 }
 
 /// Starts the service.
@@ -61,9 +74,11 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
         let kv = deps.bus.jetstream().get_key_value(&bucket).await?;
         let auth = Arc::new(Auth {
             pool,
+            bus: deps.bus.clone(),
             kv,
             key,
             allow_private: deps.config.allow_private_callbacks,
+            overlap: std::time::Duration::from_millis(deps.config.key_rotation_overlap_ms),
         });
         let republish = auth.clone();
         let handler = auth.clone();
@@ -115,6 +130,31 @@ impl Auth {
                     Err(e) => Err(e),
                 },
             ),
+            auth_ops::UPDATE_WEBHOOK => encode(match decode(&body) {
+                Ok(req) => self.update_webhook(req).await,
+                Err(e) => Err(e),
+            }),
+            auth_ops::ROTATE_KEY => encode(match decode(&body) {
+                Ok(req) => self.rotate_key(req).await,
+                Err(e) => Err(e),
+            }),
+            auth_ops::ROTATE_SECRET => encode(match decode(&body) {
+                Ok(req) => self.rotate_secret(req).await,
+                Err(e) => Err(e),
+            }),
+            auth_ops::REVOKE_KEY => encode(match decode(&body) {
+                Ok(req) => self.revoke_key(req).await,
+                Err(e) => Err(e),
+            }),
+            auth_ops::SET_BOT_STATE => encode(match decode::<BotStateRequest>(&body) {
+                Ok(req) => {
+                    match store::set_bot_enabled(&self.pool, &req.bot_id, req.enabled).await {
+                        Ok(()) => self.publish_bot(&req.bot_id).await,
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
+            }),
             other => encode::<()>(Err(RpcError::new(
                 404,
                 "unknown_operation",
@@ -129,34 +169,15 @@ impl Auth {
             return Err(invalid("name", "must be 1 to 200 characters"));
         }
         let tenant_id = req.tenant_id.unwrap_or_else(|| "ten_default".into());
-        let webhook_in = req.webhook.unwrap_or(patchbay_contract::WebhookInput {
-            url: None,
-            flavour: Default::default(),
-            events: None,
-        });
-        let url = match &webhook_in.url {
-            Some(u) => Some(
-                patchbay_platform::http::check_callback_url(u, self.allow_private)
-                    .await
-                    .map_err(|e| invalid("webhook.url", e))?
-                    .to_string(),
-            ),
-            None => None,
-        };
-        let events = webhook_in
-            .events
-            .unwrap_or_else(WebhookSettings::default_events);
-        if let Some(bad) = events.iter().find(|e| !KNOWN_EVENTS.contains(&e.as_str())) {
-            return Err(invalid(
-                "webhook.events",
-                format!("unknown event {bad:?}; known: {}", KNOWN_EVENTS.join(", ")),
-            ));
-        }
-        let webhook = WebhookSettings {
-            url,
-            flavour: webhook_in.flavour,
-            events,
-            disabled_reason: None,
+        let webhook = match req.webhook {
+            Some(input) => self.webhook_settings(input, None).await?,
+            None => WebhookSettings {
+                url: None,
+                flavour: Default::default(),
+                events: WebhookSettings::default_events(),
+                disabled_reason: None,
+                platforms: Vec::new(),
+            },
         };
         let bot_id = new_id(prefix::BOT);
         let api_key = new_api_key().map_err(internal)?;
@@ -227,6 +248,145 @@ impl Auth {
             platform: req.platform,
             created_at,
         })
+    }
+
+    /// Validates callback settings, starting from `current` (absent input fields keep its
+    /// values).
+    async fn webhook_settings(
+        &self,
+        input: WebhookInput,
+        current: Option<&WebhookSettings>,
+    ) -> Result<WebhookSettings, RpcError> {
+        let url = match &input.url {
+            Some(u) => Some(
+                patchbay_platform::http::check_callback_url(u, self.allow_private)
+                    .await
+                    .map_err(|e| invalid("webhook.url", e))?
+                    .to_string(),
+            ),
+            None => current.and_then(|c| c.url.clone()),
+        };
+        let events = input
+            .events
+            .or_else(|| current.map(|c| c.events.clone()))
+            .unwrap_or_else(WebhookSettings::default_events);
+        if events.is_empty() {
+            return Err(invalid("webhook.events", "subscribe to at least one event"));
+        }
+        if let Some(bad) = events.iter().find(|e| !KNOWN_EVENTS.contains(&e.as_str())) {
+            return Err(invalid(
+                "webhook.events",
+                format!("unknown event {bad:?}; known: {}", KNOWN_EVENTS.join(", ")),
+            ));
+        }
+        let mut platforms = input
+            .platforms
+            .or_else(|| current.map(|c| c.platforms.clone()))
+            .unwrap_or_default();
+        platforms.sort_by_key(|p| p.as_str());
+        platforms.dedup();
+        Ok(WebhookSettings {
+            url,
+            flavour: input.flavour,
+            events,
+            disabled_reason: current.and_then(|c| c.disabled_reason.clone()),
+            platforms,
+        })
+    }
+
+    /// `PUT /v1/webhook`: a new URL must echo the subscription challenge before it is used.
+    async fn update_webhook(&self, req: UpdateWebhookRequest) -> Result<WebhookSettings, RpcError> {
+        let (current, _) = store::load_bot(&self.pool, &req.bot_id).await?;
+        let verify_token = req
+            .webhook
+            .verify_token
+            .clone()
+            .unwrap_or_else(|| req.bot_id.clone());
+        let mut next = self
+            .webhook_settings(req.webhook, Some(&current.webhook))
+            .await?;
+        if let Some(url) = next
+            .url
+            .clone()
+            .filter(|u| Some(u) != current.webhook.url.as_ref())
+        {
+            let subject = self.bus.subjects().rpc(
+                "dispatcher",
+                patchbay_contract::dispatcher_ops::VERIFY_ENDPOINT,
+            );
+            let check = VerifyEndpointRequest {
+                v: V1,
+                url,
+                verify_token,
+            };
+            self.bus
+                .request::<_, ()>(&subject, &check, VERIFY_TIMEOUT)
+                .await
+                .map_err(|e| RpcError::new(503, "unavailable", e.to_string()))??;
+            next.disabled_reason = None;
+        }
+        store::update_webhook(&self.pool, &req.bot_id, &next).await?;
+        self.publish_bot(&req.bot_id).await?;
+        tracing::info!(bot_id = %req.bot_id, url = ?next.url, "webhook settings changed");
+        Ok(next)
+    }
+
+    fn overlap_of(&self, req: &RotateRequest) -> Result<std::time::Duration, RpcError> {
+        match req.overlap_seconds {
+            None => Ok(self.overlap),
+            Some(s) if s <= 30 * 24 * 3600 => Ok(std::time::Duration::from_secs(s)),
+            Some(_) => Err(invalid("overlap_seconds", "at most 30 days")),
+        }
+    }
+
+    async fn rotate_key(&self, req: RotateRequest) -> Result<RotatedKey, RpcError> {
+        let overlap = self.overlap_of(&req)?;
+        let api_key = new_api_key().map_err(internal)?;
+        let key_id = new_id(prefix::KEY);
+        let until = store::rotate_key(
+            &self.pool,
+            &req.bot_id,
+            &key_id,
+            &api_key_hash(&api_key),
+            overlap,
+        )
+        .await?;
+        self.publish_bot(&req.bot_id).await?;
+        tracing::info!(bot_id = %req.bot_id, %key_id, previous_expire_at = %until, "API key rotated");
+        Ok(RotatedKey {
+            key_id,
+            api_key,
+            previous_expire_at: until,
+        })
+    }
+
+    async fn rotate_secret(&self, req: RotateRequest) -> Result<RotatedSecret, RpcError> {
+        let overlap = self.overlap_of(&req)?;
+        let secret = new_webhook_secret().map_err(internal)?;
+        let sealed = self
+            .key
+            .seal(&req.bot_id, secret.as_bytes())
+            .map_err(internal)?;
+        let until = store::rotate_secret(&self.pool, &req.bot_id, &sealed, overlap).await?;
+        self.publish_bot(&req.bot_id).await?;
+        tracing::info!(bot_id = %req.bot_id, previous_expire_at = %until, "webhook secret rotated");
+        Ok(RotatedSecret {
+            webhook_secret: secret,
+            previous_expire_at: until,
+        })
+    }
+
+    async fn revoke_key(&self, req: RevokeKeyRequest) -> Result<(), RpcError> {
+        let hash = store::revoke_key(&self.pool, &req.bot_id, &req.key_id).await?;
+        self.kv
+            .delete(patchbay_contract::config_keys::api_key(&hash))
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot remove a revoked key from the config bucket");
+                RpcError::new(503, "unavailable", "revoked, but not yet everywhere; retry")
+            })?;
+        tracing::info!(bot_id = %req.bot_id, key_id = %req.key_id, "API key revoked");
+        Ok(())
     }
 
     async fn set_webhook_state(

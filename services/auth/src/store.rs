@@ -40,13 +40,11 @@ pub async fn insert_bot(pool: &PgPool, b: &NewBot<'_>) -> Result<DateTime<Utc>, 
             format!("no tenant {}", b.tenant_id),
         ));
     }
-    let flavour = serde_json::to_value(b.webhook.flavour)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| "native".into());
+    let flavour = flavour_name(b.webhook);
     let created: DateTime<Utc> = sqlx::query(
-        "insert into bots (id, tenant_id, name, webhook_url, webhook_flavour, webhook_events)
-         values ($1, $2, $3, $4, $5, $6) returning created_at",
+        "insert into bots (id, tenant_id, name, webhook_url, webhook_flavour, webhook_events,
+                           webhook_platforms)
+         values ($1, $2, $3, $4, $5, $6, $7) returning created_at",
     )
     .bind(b.id)
     .bind(b.tenant_id)
@@ -54,6 +52,7 @@ pub async fn insert_bot(pool: &PgPool, b: &NewBot<'_>) -> Result<DateTime<Utc>, 
     .bind(b.webhook.url.as_deref())
     .bind(flavour)
     .bind(sqlx::types::Json(&b.webhook.events))
+    .bind(sqlx::types::Json(&b.webhook.platforms))
     .fetch_one(&mut *tx)
     .await
     .map_err(db)?
@@ -137,7 +136,7 @@ pub async fn load_bot(
 ) -> Result<(BotRecord, Vec<(String, ApiKeyRecord)>), RpcError> {
     let row = sqlx::query(
         "select tenant_id, name, enabled, webhook_url, webhook_flavour, webhook_events,
-                webhook_disabled_reason, updated_at
+                webhook_platforms, webhook_disabled_reason, updated_at
          from bots where id = $1",
     )
     .bind(id)
@@ -146,6 +145,7 @@ pub async fn load_bot(
     .map_err(db)?
     .ok_or_else(|| RpcError::new(404, "not_found", format!("no bot {id}")))?;
     let events: sqlx::types::Json<Vec<String>> = row.get("webhook_events");
+    let platforms: sqlx::types::Json<Vec<Platform>> = row.get("webhook_platforms");
     let flavour: String = row.get("webhook_flavour");
     let secrets = sqlx::query(
         "select sealed, expires_at from webhook_secrets
@@ -172,6 +172,7 @@ pub async fn load_bot(
             flavour: serde_json::from_value(serde_json::Value::String(flavour)).unwrap_or_default(),
             events: events.0,
             disabled_reason: row.get("webhook_disabled_reason"),
+            platforms: platforms.0,
         },
         webhook_secrets: secrets,
         updated_at: row.get("updated_at"),
@@ -239,4 +240,169 @@ pub async fn all_ids(pool: &PgPool) -> Result<(Vec<String>, Vec<String>), RpcErr
         .await
         .map_err(db)?;
     Ok((bots, channels))
+}
+
+fn flavour_name(w: &WebhookSettings) -> String {
+    serde_json::to_value(w.flavour)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "native".into())
+}
+
+fn not_found(bot_id: &str) -> RpcError {
+    RpcError::new(404, "not_found", format!("no bot {bot_id}"))
+}
+
+/// Stores a bot's callback settings; a new URL clears a 410 Gone state.
+pub async fn update_webhook(
+    pool: &PgPool,
+    bot_id: &str,
+    w: &WebhookSettings,
+) -> Result<(), RpcError> {
+    let done = sqlx::query(
+        "update bots set webhook_url = $2, webhook_flavour = $3, webhook_events = $4,
+                         webhook_platforms = $5,
+                         webhook_disabled_reason = case when webhook_url is distinct from $2
+                                                   then null else webhook_disabled_reason end,
+                         webhook_disabled_at = case when webhook_url is distinct from $2
+                                               then null else webhook_disabled_at end,
+                         updated_at = now()
+         where id = $1",
+    )
+    .bind(bot_id)
+    .bind(w.url.as_deref())
+    .bind(flavour_name(w))
+    .bind(sqlx::types::Json(&w.events))
+    .bind(sqlx::types::Json(&w.platforms))
+    .execute(pool)
+    .await
+    .map_err(db)?;
+    if done.rows_affected() == 0 {
+        return Err(not_found(bot_id));
+    }
+    Ok(())
+}
+
+/// Issues a new API key; the bot's working keys expire after `overlap` (sooner if they
+/// already would).
+pub async fn rotate_key(
+    pool: &PgPool,
+    bot_id: &str,
+    key_id: &str,
+    key_hash: &str,
+    overlap: std::time::Duration,
+) -> Result<DateTime<Utc>, RpcError> {
+    let mut tx = pool.begin().await.map_err(db)?;
+    let until: DateTime<Utc> = sqlx::query_scalar("select now() + make_interval(secs => $1)")
+        .bind(overlap.as_secs_f64())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?;
+    if sqlx::query("select 1 from bots where id = $1 for update")
+        .bind(bot_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?
+        .is_none()
+    {
+        return Err(not_found(bot_id));
+    }
+    sqlx::query(
+        "update api_keys set expires_at = least(coalesce(expires_at, $2), $2)
+         where bot_id = $1 and revoked_at is null and (expires_at is null or expires_at > now())",
+    )
+    .bind(bot_id)
+    .bind(until)
+    .execute(&mut *tx)
+    .await
+    .map_err(db)?;
+    sqlx::query("insert into api_keys (id, bot_id, key_hash) values ($1, $2, $3)")
+        .bind(key_id)
+        .bind(bot_id)
+        .bind(key_hash)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+    tx.commit().await.map_err(db)?;
+    Ok(until)
+}
+
+/// Adds a new webhook secret; the current ones expire after `overlap`.
+pub async fn rotate_secret(
+    pool: &PgPool,
+    bot_id: &str,
+    sealed: &str,
+    overlap: std::time::Duration,
+) -> Result<DateTime<Utc>, RpcError> {
+    let mut tx = pool.begin().await.map_err(db)?;
+    let until: DateTime<Utc> = sqlx::query_scalar("select now() + make_interval(secs => $1)")
+        .bind(overlap.as_secs_f64())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?;
+    if sqlx::query("select 1 from bots where id = $1 for update")
+        .bind(bot_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?
+        .is_none()
+    {
+        return Err(not_found(bot_id));
+    }
+    sqlx::query(
+        "update webhook_secrets set expires_at = least(coalesce(expires_at, $2), $2)
+         where bot_id = $1 and (expires_at is null or expires_at > now())",
+    )
+    .bind(bot_id)
+    .bind(until)
+    .execute(&mut *tx)
+    .await
+    .map_err(db)?;
+    sqlx::query("insert into webhook_secrets (bot_id, sealed) values ($1, $2)")
+        .bind(bot_id)
+        .bind(sealed)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+    sqlx::query("update bots set updated_at = now() where id = $1")
+        .bind(bot_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+    tx.commit().await.map_err(db)?;
+    Ok(until)
+}
+
+/// Revokes a key at once; its hash, so it can be removed from the config bucket.
+pub async fn revoke_key(pool: &PgPool, bot_id: &str, key_id: &str) -> Result<String, RpcError> {
+    sqlx::query_scalar(
+        "update api_keys set revoked_at = coalesce(revoked_at, now())
+         where id = $1 and bot_id = $2 returning key_hash",
+    )
+    .bind(key_id)
+    .bind(bot_id)
+    .fetch_optional(pool)
+    .await
+    .map_err(db)?
+    .ok_or_else(|| {
+        RpcError::new(
+            404,
+            "not_found",
+            format!("bot {bot_id} has no key {key_id}"),
+        )
+    })
+}
+
+/// Enables or disables a bot.
+pub async fn set_bot_enabled(pool: &PgPool, bot_id: &str, enabled: bool) -> Result<(), RpcError> {
+    let done = sqlx::query("update bots set enabled = $2, updated_at = now() where id = $1")
+        .bind(bot_id)
+        .bind(enabled)
+        .execute(pool)
+        .await
+        .map_err(db)?;
+    if done.rows_affected() == 0 {
+        return Err(not_found(bot_id));
+    }
+    Ok(())
 }

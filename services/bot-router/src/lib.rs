@@ -99,9 +99,14 @@ impl Router {
             .ok_or_else(|| HandlerError::reject(format!("unknown bot {bot_id}")))
     }
 
-    /// Stores `event` as a dispatch job if the bot subscribes to its type and has a callback.
+    /// Stores `event` as a dispatch job if the bot has a callback that accepts its type and
+    /// platform.
     async fn dispatch(&self, bot: &BotRecord, event: TenantEvent) -> Result<(), HandlerError> {
-        if bot.webhook.url.is_none() || !bot.webhook.subscribed(event.event_type) {
+        if bot.webhook.url.is_none()
+            || !bot
+                .webhook
+                .accepts(event.event_type, event.channel.platform)
+        {
             return Ok(());
         }
         let subject = self.bus.subjects().dispatch(&bot.id)?;

@@ -736,12 +736,79 @@ impl Dispatcher {
                 Ok(r) => self.replay(&r).await,
                 Err(e) => Err(e),
             }),
+            dispatcher_ops::VERIFY_ENDPOINT => encode(
+                match decode::<patchbay_contract::VerifyEndpointRequest>(&body) {
+                    Ok(r) => self.verify_endpoint(&r).await,
+                    Err(e) => Err(e),
+                },
+            ),
             other => encode::<()>(Err(RpcError::new(
                 404,
                 "unknown_operation",
                 format!("webhook-dispatcher has no operation {other:?}"),
             ))),
         }
+    }
+
+    /// Checks that a callback URL echoes a fresh `hub.challenge` (GET with `hub.mode=subscribe`
+    /// and the tenant's `hub.verify_token`), through the same guarded client as callbacks: no
+    /// private addresses, no redirects, the per-attempt timeout.
+    async fn verify_endpoint(
+        &self,
+        r: &patchbay_contract::VerifyEndpointRequest,
+    ) -> Result<(), RpcError> {
+        let failed = |why: String| {
+            RpcError::new(
+                422,
+                "webhook_verification_failed",
+                format!("{}: {why}", r.url),
+            )
+        };
+        let mut url = reqwest::Url::parse(&r.url).map_err(|e| failed(e.to_string()))?;
+        let literal = match url.host() {
+            Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
+            _ => None,
+        };
+        if let Some(ip) = literal
+            && !self.allow_private
+            && !patchbay_platform::http::is_public_ip(ip)
+        {
+            return Err(failed(format!("{ip} is a loopback or private address")));
+        }
+        let challenge = patchbay_contract::ids::new_id("chl");
+        url.query_pairs_mut()
+            .append_pair("hub.mode", "subscribe")
+            .append_pair("hub.challenge", &challenge)
+            .append_pair("hub.verify_token", &r.verify_token);
+        let mut response = self
+            .http
+            .get(url)
+            .headers(patchbay_platform::http::trace_headers())
+            .send()
+            .await
+            .map_err(|e| failed(format!("the challenge request failed: {}", e.without_url())))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(failed(format!(
+                "answered the challenge with HTTP {}",
+                status.as_u16()
+            )));
+        }
+        let mut buf = Vec::new();
+        while let Ok(Some(chunk)) = response.chunk().await {
+            buf.extend_from_slice(&chunk);
+            if buf.len() > 4096 {
+                break;
+            }
+        }
+        if String::from_utf8_lossy(&buf).trim() != challenge {
+            return Err(failed(
+                "did not answer with the hub.challenge value as its body".into(),
+            ));
+        }
+        tracing::info!(url = %r.url, "callback endpoint verified");
+        Ok(())
     }
 
     /// Publishes a reopened job again; a fresh `Nats-Msg-Id`, the same event (and webhook-id).

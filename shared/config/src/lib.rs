@@ -59,6 +59,9 @@ pub struct Config {
     pub master_key: Option<String>,
     /// The operator's Bearer token for `/admin/v1`.
     pub admin_token: Option<String>,
+    /// How long a rotated API key or webhook secret keeps working beside the new one, unless
+    /// the rotation asks for another overlap.
+    pub key_rotation_overlap_ms: u64,
     /// Allow callback URLs on loopback and private networks (development only).
     pub allow_private_callbacks: bool,
     /// `json` or `text`.
@@ -106,6 +109,7 @@ impl Default for Config {
             database_max_connections: 10,
             master_key: None,
             admin_token: None,
+            key_rotation_overlap_ms: 24 * 3600 * 1000,
             allow_private_callbacks: false,
             log_format: LogFormat::Json,
             log_level: "info".into(),

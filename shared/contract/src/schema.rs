@@ -188,6 +188,55 @@ pub fn payloads() -> Vec<Payload> {
                 subject: "<p>.rpc.auth.disable_webhook | <p>.rpc.auth.enable_webhook",
             },
         ),
+        payload::<UpdateWebhookRequest>(
+            "update_webhook_request.v1",
+            "Change a bot's callback settings; a new URL is verified first.",
+            Rpc {
+                subject: "<p>.rpc.auth.update_webhook",
+            },
+        ),
+        payload::<RotateRequest>(
+            "rotate_request.v1",
+            "Rotate a bot's API key or webhook secret, with an overlap.",
+            Rpc {
+                subject: "<p>.rpc.auth.rotate_key | <p>.rpc.auth.rotate_secret",
+            },
+        ),
+        payload::<RpcReply<RotatedKey>>(
+            "rotate_key_reply.v1",
+            "The new API key, or an error.",
+            Rpc {
+                subject: "<p>.rpc.auth.rotate_key (reply)",
+            },
+        ),
+        payload::<RpcReply<RotatedSecret>>(
+            "rotate_secret_reply.v1",
+            "The new webhook secret, or an error.",
+            Rpc {
+                subject: "<p>.rpc.auth.rotate_secret (reply)",
+            },
+        ),
+        payload::<RevokeKeyRequest>(
+            "revoke_key_request.v1",
+            "Revoke one API key at once.",
+            Rpc {
+                subject: "<p>.rpc.auth.revoke_key",
+            },
+        ),
+        payload::<BotStateRequest>(
+            "bot_state_request.v1",
+            "Enable or disable a bot.",
+            Rpc {
+                subject: "<p>.rpc.auth.set_bot_state",
+            },
+        ),
+        payload::<VerifyEndpointRequest>(
+            "verify_endpoint_request.v1",
+            "Check that a callback URL echoes the subscription challenge.",
+            Rpc {
+                subject: "<p>.rpc.dispatcher.verify_endpoint",
+            },
+        ),
         payload::<ListDeliveriesRequest>(
             "list_deliveries_request.v1",
             "List a bot's deliveries, newest first.",

@@ -526,9 +526,19 @@ pub struct WebhookSettings {
     /// dead-letter stream until an operator re-enables it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled_reason: Option<String>,
+    /// Platforms whose events are delivered; empty: every platform.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<Platform>,
 }
 
 impl WebhookSettings {
+    /// Whether an event of `event_type` from `platform` is delivered: subscribed, and from a
+    /// platform the filter lets through.
+    pub fn accepts(&self, event_type: EventType, platform: Platform) -> bool {
+        self.subscribed(event_type)
+            && (self.platforms.is_empty() || self.platforms.contains(&platform))
+    }
+
     /// The subscriptions a new bot gets: everything users do, not delivery reports.
     pub fn default_events() -> Vec<String> {
         vec!["message.received".into(), "user.*".into()]
@@ -649,6 +659,16 @@ pub mod auth_ops {
     pub const DISABLE_WEBHOOK: &str = "disable_webhook";
     /// [`super::WebhookStateRequest`] → `()`: an operator re-enables the endpoint.
     pub const ENABLE_WEBHOOK: &str = "enable_webhook";
+    /// [`super::UpdateWebhookRequest`] → [`super::WebhookSettings`].
+    pub const UPDATE_WEBHOOK: &str = "update_webhook";
+    /// [`super::RotateRequest`] → [`super::RotatedKey`].
+    pub const ROTATE_KEY: &str = "rotate_key";
+    /// [`super::RotateRequest`] → [`super::RotatedSecret`].
+    pub const ROTATE_SECRET: &str = "rotate_secret";
+    /// [`super::RevokeKeyRequest`] → `()`.
+    pub const REVOKE_KEY: &str = "revoke_key";
+    /// [`super::BotStateRequest`] → `()`.
+    pub const SET_BOT_STATE: &str = "set_bot_state";
 }
 
 /// Operation names of the `webhook-dispatcher` service (subject `<p>.rpc.dispatcher.<op>`).
@@ -661,6 +681,8 @@ pub mod dispatcher_ops {
     pub const RETRY: &str = "retry_delivery";
     /// [`super::ReplayRequest`] → [`super::Replayed`]: dead letters since a time, again.
     pub const REPLAY: &str = "replay_deliveries";
+    /// [`super::VerifyEndpointRequest`] → `()`: the endpoint echoed the challenge.
+    pub const VERIFY_ENDPOINT: &str = "verify_endpoint";
 }
 
 /// Where an event's delivery stands.
@@ -827,6 +849,96 @@ pub struct WebhookInput {
     /// Subscriptions; defaults to `message.received` and `user.*`.
     #[serde(default)]
     pub events: Option<Vec<String>>,
+    /// Platforms whose events are delivered; every platform when absent or empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platforms: Option<Vec<Platform>>,
+    /// Sent as `hub.verify_token` when a new URL is verified, so the endpoint can tell the
+    /// request comes from its own configuration (the bot id when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_token: Option<String>,
+}
+
+/// Change a bot's callback settings (`PUT /v1/webhook`). A new URL is verified first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct UpdateWebhookRequest {
+    /// Payload version.
+    #[serde(default)]
+    pub v: V1,
+    /// The bot.
+    pub bot_id: String,
+    /// The new settings (absent fields keep their current value).
+    pub webhook: WebhookInput,
+}
+
+/// Rotate a bot's API key or webhook signing secret: a new one is issued and the current ones
+/// keep working for the overlap, then stop.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RotateRequest {
+    /// Payload version.
+    #[serde(default)]
+    pub v: V1,
+    /// The bot.
+    pub bot_id: String,
+    /// How long the current key or secret stays valid (the configured default when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap_seconds: Option<u64>,
+}
+
+/// A new API key, shown once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RotatedKey {
+    /// The new key's public id.
+    pub key_id: String,
+    /// The new key (Bearer token). Shown once; stored hashed.
+    pub api_key: String,
+    /// When the keys it replaces stop working.
+    pub previous_expire_at: DateTime<Utc>,
+}
+
+/// A new webhook signing secret, shown once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RotatedSecret {
+    /// The new secret (`whsec_…`).
+    pub webhook_secret: String,
+    /// Until then callbacks carry a signature with the previous secret too.
+    pub previous_expire_at: DateTime<Utc>,
+}
+
+/// Revoke one API key at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RevokeKeyRequest {
+    /// Payload version.
+    #[serde(default)]
+    pub v: V1,
+    /// The bot.
+    pub bot_id: String,
+    /// The key's public id (`key_…`).
+    pub key_id: String,
+}
+
+/// Enable or disable a bot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct BotStateRequest {
+    /// Payload version.
+    #[serde(default)]
+    pub v: V1,
+    /// The bot.
+    pub bot_id: String,
+    /// Whether it receives and sends.
+    pub enabled: bool,
+}
+
+/// Check that a callback URL answers the subscription challenge (GET with `hub.mode`,
+/// `hub.challenge`, `hub.verify_token`; the endpoint must echo the challenge).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct VerifyEndpointRequest {
+    /// Payload version.
+    #[serde(default)]
+    pub v: V1,
+    /// The URL.
+    pub url: String,
+    /// The verify token to send.
+    pub verify_token: String,
 }
 
 /// Create a bot.
@@ -1002,6 +1114,7 @@ mod tests {
             flavour: WebhookFlavour::Native,
             events: WebhookSettings::default_events(),
             disabled_reason: None,
+            platforms: Vec::new(),
         };
         assert!(w.subscribed(EventType::MessageReceived));
         assert!(w.subscribed(EventType::UserSubscribed));
@@ -1017,6 +1130,13 @@ mod tests {
         };
         assert!(msg.subscribed(EventType::MessageSent));
         assert!(!msg.subscribed(EventType::UserUnsubscribed));
+        let whatsapp_only = WebhookSettings {
+            platforms: vec![Platform::Whatsapp],
+            ..msg
+        };
+        assert!(whatsapp_only.accepts(EventType::MessageSent, Platform::Whatsapp));
+        assert!(!whatsapp_only.accepts(EventType::MessageSent, Platform::Telegram));
+        assert!(!whatsapp_only.accepts(EventType::UserSubscribed, Platform::Whatsapp));
     }
 
     #[test]

@@ -1,0 +1,171 @@
+//! A bot's own settings: its callback (`/v1/webhook`), key and secret rotation, and the
+//! operator's key revocation and bot switch. `auth` does the work; a change reaches every
+//! service through the config bucket within a second.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{delete, patch, post, put};
+use patchbay_contract::{
+    BotStateRequest, RevokeKeyRequest, RotateRequest, RotatedKey, RotatedSecret,
+    UpdateWebhookRequest, V1, WebhookInput, WebhookSettings, auth_ops,
+};
+use patchbay_runtime::ApiError;
+use patchbay_runtime::http::ApiJson;
+use serde::Deserialize;
+
+use crate::auth::{Admin, BotAuth};
+use crate::{Api, ask};
+
+/// The routes of this module.
+pub(crate) fn routes() -> Router<Arc<Api>> {
+    Router::new()
+        .route("/v1/webhook", put(put_webhook).get(get_webhook))
+        .route("/v1/webhook/secret/rotate", post(rotate_secret))
+        .route("/v1/keys/rotate", post(rotate_key))
+        .route("/v1/keys/{key_id}", delete(revoke_own_key))
+        .route("/admin/v1/bots/{bot_id}", patch(set_bot_state))
+        .route(
+            "/admin/v1/bots/{bot_id}/keys/rotate",
+            post(admin_rotate_key),
+        )
+        .route(
+            "/admin/v1/bots/{bot_id}/keys/{key_id}/revoke",
+            post(admin_revoke_key),
+        )
+}
+
+async fn get_webhook(
+    bot: BotAuth,
+    State(api): State<Arc<Api>>,
+) -> Result<axum::Json<WebhookSettings>, ApiError> {
+    let record = api
+        .view
+        .bot(&bot.bot_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such bot"))?;
+    Ok(axum::Json(record.webhook.clone()))
+}
+
+async fn put_webhook(
+    bot: BotAuth,
+    State(api): State<Arc<Api>>,
+    ApiJson(webhook): ApiJson<WebhookInput>,
+) -> Result<axum::Json<WebhookSettings>, ApiError> {
+    let req = UpdateWebhookRequest {
+        v: V1,
+        bot_id: bot.bot_id,
+        webhook,
+    };
+    Ok(axum::Json(
+        ask(&api, "auth", auth_ops::UPDATE_WEBHOOK, &req).await?,
+    ))
+}
+
+/// Body of the rotation routes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateBody {
+    #[serde(default)]
+    overlap_seconds: Option<u64>,
+}
+
+/// The rotation request; the body is optional (`{}` or none: the configured overlap).
+fn rotation(bot_id: String, body: &Bytes) -> Result<RotateRequest, ApiError> {
+    let parsed: RotateBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RotateBody::default()
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?
+    };
+    Ok(RotateRequest {
+        v: V1,
+        bot_id,
+        overlap_seconds: parsed.overlap_seconds,
+    })
+}
+
+async fn rotate_key(
+    bot: BotAuth,
+    State(api): State<Arc<Api>>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let req = rotation(bot.bot_id, &body)?;
+    let key: RotatedKey = ask(&api, "auth", auth_ops::ROTATE_KEY, &req).await?;
+    Ok((StatusCode::CREATED, axum::Json(key)))
+}
+
+async fn rotate_secret(
+    bot: BotAuth,
+    State(api): State<Arc<Api>>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let req = rotation(bot.bot_id, &body)?;
+    let secret: RotatedSecret = ask(&api, "auth", auth_ops::ROTATE_SECRET, &req).await?;
+    Ok((StatusCode::CREATED, axum::Json(secret)))
+}
+
+async fn revoke_own_key(
+    bot: BotAuth,
+    State(api): State<Arc<Api>>,
+    Path(key_id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let req = RevokeKeyRequest {
+        v: V1,
+        bot_id: bot.bot_id,
+        key_id,
+    };
+    let () = ask(&api, "auth", auth_ops::REVOKE_KEY, &req).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn admin_rotate_key(
+    _: Admin,
+    State(api): State<Arc<Api>>,
+    Path(bot_id): Path<String>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let req = rotation(bot_id, &body)?;
+    let key: RotatedKey = ask(&api, "auth", auth_ops::ROTATE_KEY, &req).await?;
+    Ok((StatusCode::CREATED, axum::Json(key)))
+}
+
+async fn admin_revoke_key(
+    _: Admin,
+    State(api): State<Arc<Api>>,
+    Path((bot_id, key_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let req = RevokeKeyRequest {
+        v: V1,
+        bot_id,
+        key_id,
+    };
+    let () = ask(&api, "auth", auth_ops::REVOKE_KEY, &req).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Body of `PATCH /admin/v1/bots/{bot_id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BotPatch {
+    enabled: bool,
+}
+
+async fn set_bot_state(
+    _: Admin,
+    State(api): State<Arc<Api>>,
+    Path(bot_id): Path<String>,
+    ApiJson(body): ApiJson<BotPatch>,
+) -> Result<StatusCode, ApiError> {
+    let req = BotStateRequest {
+        v: V1,
+        bot_id,
+        enabled: body.enabled,
+    };
+    let () = ask(&api, "auth", auth_ops::SET_BOT_STATE, &req).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
