@@ -56,6 +56,12 @@ enum Command {
     /// Channels.
     #[command(subcommand)]
     Channels(Channels),
+    /// API keys (operator).
+    #[command(subcommand)]
+    Keys(Keys),
+    /// A bot's callback settings (with the bot's API key).
+    #[command(subcommand)]
+    Webhook(Webhook),
     /// Send a text message as a bot (uses the bot's API key).
     Send {
         /// The bot's API key.
@@ -88,6 +94,71 @@ enum Bots {
         /// Owning tenant (default tenant when absent).
         #[arg(long)]
         tenant: Option<String>,
+    },
+    /// Disable a bot: it receives and sends nothing, its keys stop working.
+    Disable {
+        /// The bot.
+        #[arg(long)]
+        bot: String,
+    },
+    /// Enable a disabled bot.
+    Enable {
+        /// The bot.
+        #[arg(long)]
+        bot: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum Keys {
+    /// Issue a new API key; the bot's current keys keep working for the overlap.
+    Rotate {
+        /// The bot.
+        #[arg(long)]
+        bot: String,
+        /// Seconds the current keys stay valid (the server's default when absent).
+        #[arg(long)]
+        overlap_seconds: Option<u64>,
+    },
+    /// Revoke one key at once.
+    Revoke {
+        /// The bot.
+        #[arg(long)]
+        bot: String,
+        /// The key's id (`key_…`).
+        #[arg(long)]
+        key: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum Webhook {
+    /// Change the callback settings (a new URL must echo hub.challenge first).
+    Set {
+        /// The bot's API key.
+        #[arg(long, env = "PATCHBAY_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// Callback URL.
+        #[arg(long)]
+        url: Option<String>,
+        /// Event subscriptions, comma separated (wildcards: `message.*`, `*`).
+        #[arg(long, value_delimiter = ',')]
+        events: Option<Vec<String>>,
+        /// Platforms whose events are delivered, comma separated (all when absent).
+        #[arg(long, value_delimiter = ',')]
+        platforms: Option<Vec<String>>,
+        /// `native` or `brandchat`.
+        #[arg(long, default_value = "native")]
+        flavour: String,
+    },
+    /// Rotate the signing secret; both sign callbacks during the overlap.
+    RotateSecret {
+        /// The bot's API key.
+        #[arg(long, env = "PATCHBAY_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// Seconds the current secret keeps signing (the server's default when absent).
+        #[arg(long)]
+        overlap_seconds: Option<u64>,
     },
 }
 
@@ -178,6 +249,7 @@ fn admin(cli: Cli) -> anyhow::Result<()> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::new();
         let base = cli.url.trim_end_matches('/').to_owned();
+        let mut method = reqwest::Method::POST;
         let (path, bearer, body, summary): (String, Option<String>, Value, &[&str]) =
             match cli.command {
                 Command::GenMasterKey => {
@@ -195,6 +267,64 @@ fn admin(cli: Cli) -> anyhow::Result<()> {
                     json!({"name": name, "tenant_id": tenant,
                        "webhook": {"url": webhook_url, "flavour": "native", "events": events}}),
                     &["id", "api_key", "webhook_secret"],
+                ),
+                Command::Bots(Bots::Disable { bot }) => {
+                    method = reqwest::Method::PATCH;
+                    (
+                        format!("/admin/v1/bots/{bot}"),
+                        cli.token.clone(),
+                        json!({"enabled": false}),
+                        &[],
+                    )
+                }
+                Command::Bots(Bots::Enable { bot }) => {
+                    method = reqwest::Method::PATCH;
+                    (
+                        format!("/admin/v1/bots/{bot}"),
+                        cli.token.clone(),
+                        json!({"enabled": true}),
+                        &[],
+                    )
+                }
+                Command::Keys(Keys::Rotate {
+                    bot,
+                    overlap_seconds,
+                }) => (
+                    format!("/admin/v1/bots/{bot}/keys/rotate"),
+                    cli.token.clone(),
+                    json!({"overlap_seconds": overlap_seconds}),
+                    &["key_id", "api_key", "previous_expire_at"],
+                ),
+                Command::Keys(Keys::Revoke { bot, key }) => (
+                    format!("/admin/v1/bots/{bot}/keys/{key}/revoke"),
+                    cli.token.clone(),
+                    json!({}),
+                    &[],
+                ),
+                Command::Webhook(Webhook::Set {
+                    api_key,
+                    url,
+                    events,
+                    platforms,
+                    flavour,
+                }) => {
+                    method = reqwest::Method::PUT;
+                    (
+                        "/v1/webhook".into(),
+                        Some(api_key),
+                        json!({"url": url, "events": events, "platforms": platforms,
+                               "flavour": flavour}),
+                        &["url", "events", "platforms"],
+                    )
+                }
+                Command::Webhook(Webhook::RotateSecret {
+                    api_key,
+                    overlap_seconds,
+                }) => (
+                    "/v1/webhook/secret/rotate".into(),
+                    Some(api_key),
+                    json!({"overlap_seconds": overlap_seconds}),
+                    &["webhook_secret", "previous_expire_at"],
                 ),
                 Command::Channels(Channels::CreateTelegram {
                     bot,
@@ -225,7 +355,7 @@ fn admin(cli: Cli) -> anyhow::Result<()> {
             };
         let bearer = bearer.context("no token: pass --token or set PATCHBAY_ADMIN_TOKEN")?;
         let response = http
-            .post(format!("{base}{path}"))
+            .request(method, format!("{base}{path}"))
             .bearer_auth(bearer)
             .json(&body)
             .send()
