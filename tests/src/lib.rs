@@ -177,6 +177,15 @@ impl Stack {
         format!("http://{}", r.addr)
     }
 
+    /// Base URLs of every running replica of `service` (split layout).
+    pub fn urls_of(&self, service: &str) -> Vec<String> {
+        self.running
+            .iter()
+            .filter(|(n, _)| *n == service)
+            .map(|(_, r)| format!("http://{}", r.addr))
+            .collect()
+    }
+
     /// Base URL of the tenant API.
     pub fn api_url(&self) -> String {
         self.addr_of("api")

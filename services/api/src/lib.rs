@@ -20,8 +20,12 @@
 //! | `PATCH /admin/v1/bots/{bot_id}` | operator token | `{"enabled": false}` disables a bot everywhere (204) |
 //! | `POST /admin/v1/bots/{bot_id}/keys/rotate` | operator token | new API key (201) |
 //! | `POST /admin/v1/bots/{bot_id}/keys/{key_id}/revoke` | operator token | revoke a key at once (204) |
+//!
+//! Every `/v1` request counts against the bot's request limit (`limits`): 429 with
+//! `Retry-After` beyond it, `RateLimit-*` headers on every answer.
 
 mod auth;
+mod limits;
 mod settings;
 
 use std::sync::Arc;
@@ -55,15 +59,29 @@ pub(crate) struct Api {
     bus: Bus,
     view: ConfigView,
     admin_token: String,
+    limits: limits::Limits,
 }
 
 /// Starts the service.
 pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
     Box::pin(async move {
+        let presence = patchbay_bus::Presence::join(
+            &deps.bus,
+            "api",
+            deps.process.to_string(),
+            deps.shutdown.clone(),
+        );
         let api = Arc::new(Api {
             bus: deps.bus.clone(),
             view: deps.view.clone(),
             admin_token: deps.config.require_admin_token()?.to_owned(),
+            limits: limits::Limits::new(
+                patchbay_contract::RateLimit {
+                    per_second: deps.config.api_rate_per_second,
+                    burst: deps.config.api_rate_burst,
+                },
+                presence,
+            ),
         });
         let routes = Router::new()
             .route("/admin/v1/bots", post(create_bot))
@@ -81,6 +99,10 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             )
             .route("/v1/deliveries/{event_id}/retry", post(retry_delivery))
             .merge(settings::routes())
+            .layer(axum::middleware::from_fn_with_state(
+                api.clone(),
+                limits::limit,
+            ))
             .with_state(api);
         Ok(Service::new("api").routes(routes))
     })

@@ -152,7 +152,10 @@ async fn admin_revoke_key(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BotPatch {
-    enabled: bool,
+    #[serde(default)]
+    enabled: Option<bool>,
+    #[serde(default)]
+    rate_limit: Option<patchbay_contract::RateLimit>,
 }
 
 async fn set_bot_state(
@@ -165,6 +168,7 @@ async fn set_bot_state(
         v: V1,
         bot_id,
         enabled: body.enabled,
+        rate_limit: body.rate_limit,
     };
     let () = ask(&api, "auth", auth_ops::SET_BOT_STATE, &req).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -37,6 +37,11 @@ pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] = &[
         "webhook_platforms",
         include_str!("../migrations/0003_webhook_platforms.sql"),
     ),
+    (
+        4,
+        "rate_limits",
+        include_str!("../migrations/0004_rate_limits.sql"),
+    ),
 ];
 
 /// How long verifying a new callback URL may take (the dispatcher's own timeout applies
@@ -147,12 +152,7 @@ impl Auth {
                 Err(e) => Err(e),
             }),
             auth_ops::SET_BOT_STATE => encode(match decode::<BotStateRequest>(&body) {
-                Ok(req) => {
-                    match store::set_bot_enabled(&self.pool, &req.bot_id, req.enabled).await {
-                        Ok(()) => self.publish_bot(&req.bot_id).await,
-                        Err(e) => Err(e),
-                    }
-                }
+                Ok(req) => self.set_bot_state(req).await,
                 Err(e) => Err(e),
             }),
             other => encode::<()>(Err(RpcError::new(
@@ -387,6 +387,20 @@ impl Auth {
             })?;
         tracing::info!(bot_id = %req.bot_id, key_id = %req.key_id, "API key revoked");
         Ok(())
+    }
+
+    async fn set_bot_state(&self, req: BotStateRequest) -> Result<(), RpcError> {
+        if let Some(r) = req.rate_limit
+            && (r.per_second == 0 || r.burst == 0 || r.per_second > 100_000 || r.burst > 100_000)
+        {
+            return Err(invalid(
+                "rate_limit",
+                "per_second and burst must be between 1 and 100000",
+            ));
+        }
+        store::set_bot_state(&self.pool, &req.bot_id, req.enabled, req.rate_limit).await?;
+        tracing::info!(bot_id = %req.bot_id, enabled = ?req.enabled, rate_limit = ?req.rate_limit, "bot state changed");
+        self.publish_bot(&req.bot_id).await
     }
 
     async fn set_webhook_state(

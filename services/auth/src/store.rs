@@ -2,7 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use patchbay_contract::{
-    ApiKeyRecord, BotRecord, ChannelRecord, Platform, RpcError, SealedSecret, V1, WebhookSettings,
+    ApiKeyRecord, BotRecord, ChannelRecord, Platform, RateLimit, RpcError, SealedSecret, V1,
+    WebhookSettings,
 };
 use sqlx::{PgPool, Row};
 
@@ -136,7 +137,8 @@ pub async fn load_bot(
 ) -> Result<(BotRecord, Vec<(String, ApiKeyRecord)>), RpcError> {
     let row = sqlx::query(
         "select tenant_id, name, enabled, webhook_url, webhook_flavour, webhook_events,
-                webhook_platforms, webhook_disabled_reason, updated_at
+                webhook_platforms, webhook_disabled_reason, rate_per_second, rate_burst,
+                updated_at
          from bots where id = $1",
     )
     .bind(id)
@@ -175,6 +177,16 @@ pub async fn load_bot(
             platforms: platforms.0,
         },
         webhook_secrets: secrets,
+        rate_limit: match (
+            row.get::<Option<i32>, _>("rate_per_second"),
+            row.get::<Option<i32>, _>("rate_burst"),
+        ) {
+            (Some(p), Some(b)) => Some(RateLimit {
+                per_second: u32::try_from(p).unwrap_or(1),
+                burst: u32::try_from(b).unwrap_or(1),
+            }),
+            _ => None,
+        },
         updated_at: row.get("updated_at"),
     };
     let keys = sqlx::query(
@@ -393,14 +405,27 @@ pub async fn revoke_key(pool: &PgPool, bot_id: &str, key_id: &str) -> Result<Str
     })
 }
 
-/// Enables or disables a bot.
-pub async fn set_bot_enabled(pool: &PgPool, bot_id: &str, enabled: bool) -> Result<(), RpcError> {
-    let done = sqlx::query("update bots set enabled = $2, updated_at = now() where id = $1")
-        .bind(bot_id)
-        .bind(enabled)
-        .execute(pool)
-        .await
-        .map_err(db)?;
+/// Enables or disables a bot and sets its API request limit; absent values stay.
+pub async fn set_bot_state(
+    pool: &PgPool,
+    bot_id: &str,
+    enabled: Option<bool>,
+    rate: Option<RateLimit>,
+) -> Result<(), RpcError> {
+    let done = sqlx::query(
+        "update bots set enabled = coalesce($2, enabled),
+                         rate_per_second = coalesce($3, rate_per_second),
+                         rate_burst = coalesce($4, rate_burst),
+                         updated_at = now()
+         where id = $1",
+    )
+    .bind(bot_id)
+    .bind(enabled)
+    .bind(rate.map(|r| i32::try_from(r.per_second).unwrap_or(i32::MAX)))
+    .bind(rate.map(|r| i32::try_from(r.burst).unwrap_or(i32::MAX)))
+    .execute(pool)
+    .await
+    .map_err(db)?;
     if done.rows_affected() == 0 {
         return Err(not_found(bot_id));
     }

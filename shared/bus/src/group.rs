@@ -66,12 +66,12 @@ struct Record {
 }
 
 #[derive(Debug, Clone)]
-struct Seen {
+pub(crate) struct Seen {
     at: Instant,
     owns: Vec<u32>,
 }
 
-type Members = Arc<std::sync::Mutex<HashMap<String, Seen>>>;
+pub(crate) type Members = Arc<std::sync::Mutex<HashMap<String, Seen>>>;
 
 struct Running {
     stop: CancellationToken,
@@ -254,7 +254,7 @@ async fn unpin(bus: &Bus, spec: &ConsumerSpec, partition: u32) {
     }
 }
 
-async fn members_bucket(bus: &Bus, shutdown: &CancellationToken) -> Option<kv::Store> {
+pub(crate) async fn members_bucket(bus: &Bus, shutdown: &CancellationToken) -> Option<kv::Store> {
     let name = bus.subjects().bucket(Bucket::Members);
     loop {
         match bus.jetstream().get_key_value(&name).await {
@@ -279,7 +279,7 @@ async fn put_record(
     put_owns(bucket, key, process, owns).await
 }
 
-async fn put_owns(bucket: &kv::Store, key: &str, process: &str, owns: Vec<u32>) -> bool {
+pub(crate) async fn put_owns(bucket: &kv::Store, key: &str, process: &str, owns: Vec<u32>) -> bool {
     let record = Record {
         process: process.to_owned(),
         owns,
@@ -298,7 +298,7 @@ async fn put_owns(bucket: &kv::Store, key: &str, process: &str, owns: Vec<u32>) 
 }
 
 /// Follows the group's records; expired ones simply stop being renewed.
-async fn watch_members(
+pub(crate) async fn watch_members(
     bucket: kv::Store,
     consumer: &'static str,
     members: Members,
@@ -361,7 +361,7 @@ async fn watch_members(
 }
 
 /// Members whose record is fresh, with what they own; always includes `me`.
-fn live_members(members: &Members, me: &str) -> HashMap<String, Vec<u32>> {
+pub(crate) fn live_members(members: &Members, me: &str) -> HashMap<String, Vec<u32>> {
     let map = members.lock().unwrap_or_else(|p| p.into_inner());
     let mut live: HashMap<String, Vec<u32>> = map
         .iter()

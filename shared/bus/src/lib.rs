@@ -6,6 +6,7 @@
 pub mod config_view;
 pub mod consume;
 pub mod group;
+pub mod presence;
 pub mod rpc;
 pub mod trace;
 
@@ -22,6 +23,7 @@ use serde::Serialize;
 pub use config_view::ConfigView;
 pub use consume::{Delivery, Handler, HandlerError};
 pub use group::{GroupOptions, run_group};
+pub use presence::Presence;
 
 /// Errors talking to NATS.
 #[derive(Debug, thiserror::Error)]

@@ -62,6 +62,10 @@ pub struct Config {
     /// How long a rotated API key or webhook secret keeps working beside the new one, unless
     /// the rotation asks for another overlap.
     pub key_rotation_overlap_ms: u64,
+    /// API requests per second a bot may make (installation-wide), unless it has its own limit.
+    pub api_rate_per_second: u32,
+    /// API requests a bot may make at once before the per-second rate applies.
+    pub api_rate_burst: u32,
     /// Allow callback URLs on loopback and private networks (development only).
     pub allow_private_callbacks: bool,
     /// `json` or `text`.
@@ -110,6 +114,8 @@ impl Default for Config {
             master_key: None,
             admin_token: None,
             key_rotation_overlap_ms: 24 * 3600 * 1000,
+            api_rate_per_second: 50,
+            api_rate_burst: 100,
             allow_private_callbacks: false,
             log_format: LogFormat::Json,
             log_level: "info".into(),
@@ -231,6 +237,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "nats_duplicate_window_ms",
                 "must be at least 100",
+            ));
+        }
+        if self.api_rate_per_second == 0 || self.api_rate_burst == 0 {
+            return Err(ConfigError::invalid(
+                "api_rate_per_second",
+                "the API rate and burst must be at least 1",
             ));
         }
         if self.consumer_concurrency == 0 {

@@ -573,6 +573,9 @@ pub struct BotRecord {
     pub webhook: WebhookSettings,
     /// Webhook signing secrets (`whsec_…`, sealed); several during a rotation.
     pub webhook_secrets: Vec<SealedSecret>,
+    /// Its own API request limit (the installation's default when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
 }
@@ -916,7 +919,17 @@ pub struct RevokeKeyRequest {
     pub key_id: String,
 }
 
-/// Enable or disable a bot.
+/// A bot's API request limit, for the whole installation (each `api` replica enforces its
+/// share).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RateLimit {
+    /// Requests per second, sustained.
+    pub per_second: u32,
+    /// Requests allowed at once before the sustained rate applies.
+    pub burst: u32,
+}
+
+/// Change a bot's state: enable or disable it, set its API request limit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct BotStateRequest {
     /// Payload version.
@@ -924,8 +937,12 @@ pub struct BotStateRequest {
     pub v: V1,
     /// The bot.
     pub bot_id: String,
-    /// Whether it receives and sends.
-    pub enabled: bool,
+    /// Whether it receives and sends (unchanged when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Its API request limit (unchanged when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// Check that a callback URL answers the subscription challenge (GET with `hub.mode`,
