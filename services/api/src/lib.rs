@@ -21,11 +21,14 @@
 //! | `POST /admin/v1/bots/{bot_id}/keys/rotate` | operator token | new API key (201) |
 //! | `POST /admin/v1/bots/{bot_id}/keys/{key_id}/revoke` | operator token | revoke a key at once (204) |
 //!
+//! | `GET /openapi.json` | none | the OpenAPI 3.1 document of all of the above |
+//!
 //! Every `/v1` request counts against the bot's request limit (`limits`): 429 with
 //! `Retry-After` beyond it, `RateLimit-*` headers on every answer.
 
 mod auth;
 mod limits;
+mod openapi;
 mod settings;
 
 use std::sync::Arc;
@@ -99,6 +102,10 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             )
             .route("/v1/deliveries/{event_id}/retry", post(retry_delivery))
             .merge(settings::routes())
+            .route(
+                "/openapi.json",
+                axum::routing::get(|| async { axum::Json(openapi::document()) }),
+            )
             .layer(axum::middleware::from_fn_with_state(
                 api.clone(),
                 limits::limit,
@@ -120,9 +127,9 @@ pub(crate) async fn ask<Req: Serialize, Resp: serde::de::DeserializeOwned>(
 }
 
 /// Body of `POST /admin/v1/bots`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateBotBody {
+pub(crate) struct CreateBotBody {
     name: String,
     #[serde(default)]
     tenant_id: Option<String>,
@@ -146,9 +153,9 @@ async fn create_bot(
 }
 
 /// Body of `POST /admin/v1/bots/{bot_id}/channels`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateChannelBody {
+pub(crate) struct CreateChannelBody {
     platform: Platform,
     credentials: serde_json::Value,
     #[serde(default)]
@@ -187,9 +194,9 @@ async fn enable_webhook(
 }
 
 /// Query of `GET /v1/deliveries`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct DeliveryQuery {
+pub(crate) struct DeliveryQuery {
     #[serde(default)]
     status: Option<patchbay_contract::DeliveryState>,
     #[serde(default)]
@@ -260,9 +267,9 @@ async fn retry_delivery(
 }
 
 /// Body of `POST /v1/deliveries/replay`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ReplayBody {
+pub(crate) struct ReplayBody {
     since: chrono::DateTime<chrono::Utc>,
     #[serde(default)]
     until: Option<chrono::DateTime<chrono::Utc>>,
@@ -288,9 +295,9 @@ async fn replay_deliveries(
 }
 
 /// Body of `POST /v1/messages`: a `user_id`, or a `platform` and `address`, and messages.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct SendBody {
+pub(crate) struct SendBody {
     #[serde(default)]
     user_id: Option<String>,
     #[serde(default)]
@@ -303,8 +310,8 @@ struct SendBody {
 }
 
 /// Answer of `POST /v1/messages`.
-#[derive(Debug, Serialize)]
-struct Accepted {
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct Accepted {
     id: String,
     message_ids: Vec<String>,
     status: &'static str,

@@ -67,9 +67,9 @@ async fn put_webhook(
 }
 
 /// Body of the rotation routes.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RotateBody {
+pub(crate) struct RotateBody {
     #[serde(default)]
     overlap_seconds: Option<u64>,
 }
@@ -149,9 +149,9 @@ async fn admin_revoke_key(
 }
 
 /// Body of `PATCH /admin/v1/bots/{bot_id}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct BotPatch {
+pub(crate) struct BotPatch {
     #[serde(default)]
     enabled: Option<bool>,
     #[serde(default)]

@@ -1,0 +1,406 @@
+//! The OpenAPI 3.1 document of the API, served at `/openapi.json`. Request and response
+//! schemas are generated from the very types the handlers (de)serialise (`schemars`, JSON
+//! Schema 2020-12, which OpenAPI 3.1 uses as is); the operations are listed in [`OPERATIONS`],
+//! and a test fails when a route mounted in this crate is missing from it (or the other way
+//! round).
+
+use schemars::generate::SchemaSettings;
+use schemars::{JsonSchema, SchemaGenerator};
+use serde_json::{Map, Value, json};
+
+use crate::settings::{BotPatch, RotateBody};
+use crate::{Accepted, CreateBotBody, CreateChannelBody, ReplayBody, SendBody};
+
+/// Who may call an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Caller {
+    /// The operator token.
+    Operator,
+    /// A bot's API key.
+    Bot,
+    /// Anyone.
+    Public,
+}
+
+type SchemaFn = fn(&mut SchemaGenerator) -> schemars::Schema;
+
+fn schema<T: JsonSchema>(g: &mut SchemaGenerator) -> schemars::Schema {
+    g.subschema_for::<T>()
+}
+
+/// One operation of the API.
+pub(crate) struct Operation {
+    pub(crate) method: &'static str,
+    pub(crate) path: &'static str,
+    caller: Caller,
+    summary: &'static str,
+    request: Option<SchemaFn>,
+    /// The success status and its body, if any.
+    response: (u16, Option<SchemaFn>),
+    /// Query parameters: name, description.
+    query: &'static [(&'static str, &'static str)],
+}
+
+const fn op(
+    method: &'static str,
+    path: &'static str,
+    caller: Caller,
+    summary: &'static str,
+    request: Option<SchemaFn>,
+    response: (u16, Option<SchemaFn>),
+) -> Operation {
+    Operation {
+        method,
+        path,
+        caller,
+        summary,
+        request,
+        response,
+        query: &[],
+    }
+}
+
+/// Every operation the `api` service serves.
+pub(crate) const OPERATIONS: &[Operation] = &[
+    op(
+        "post",
+        "/admin/v1/bots",
+        Caller::Operator,
+        "Create a bot; its API key and webhook secret are shown once.",
+        Some(schema::<CreateBotBody>),
+        (201, Some(schema::<patchbay_contract::CreatedBot>)),
+    ),
+    op(
+        "patch",
+        "/admin/v1/bots/{bot_id}",
+        Caller::Operator,
+        "Enable or disable a bot, or set its API request limit.",
+        Some(schema::<BotPatch>),
+        (204, None),
+    ),
+    op(
+        "post",
+        "/admin/v1/bots/{bot_id}/channels",
+        Caller::Operator,
+        "Connect a bot to a messenger account.",
+        Some(schema::<CreateChannelBody>),
+        (201, Some(schema::<patchbay_contract::CreatedChannel>)),
+    ),
+    op(
+        "post",
+        "/admin/v1/bots/{bot_id}/webhook/enable",
+        Caller::Operator,
+        "Re-enable a callback endpoint disabled after it answered 410 Gone.",
+        None,
+        (204, None),
+    ),
+    op(
+        "post",
+        "/admin/v1/bots/{bot_id}/keys/rotate",
+        Caller::Operator,
+        "Issue a new API key; the current ones work until the overlap ends.",
+        Some(schema::<RotateBody>),
+        (201, Some(schema::<patchbay_contract::RotatedKey>)),
+    ),
+    op(
+        "post",
+        "/admin/v1/bots/{bot_id}/keys/{key_id}/revoke",
+        Caller::Operator,
+        "Revoke an API key at once.",
+        None,
+        (204, None),
+    ),
+    op(
+        "post",
+        "/v1/messages",
+        Caller::Bot,
+        "Send messages to a user (by user id, or platform and address); 202 once stored.",
+        Some(schema::<SendBody>),
+        (202, Some(schema::<Accepted>)),
+    ),
+    Operation {
+        query: &[
+            ("status", "pending, delivered or failed"),
+            ("event_type", "e.g. message.received"),
+            ("since", "RFC 3339 time, inclusive"),
+            ("until", "RFC 3339 time, exclusive"),
+            ("cursor", "next_cursor of the previous page"),
+            ("limit", "1 to 100 (default 50)"),
+        ],
+        ..op(
+            "get",
+            "/v1/deliveries",
+            Caller::Bot,
+            "The bot's deliveries, newest first, paginated.",
+            None,
+            (200, Some(schema::<patchbay_contract::DeliveryPage>)),
+        )
+    },
+    op(
+        "get",
+        "/v1/deliveries/{event_id}",
+        Caller::Bot,
+        "One delivery with its event and every attempt.",
+        None,
+        (200, Some(schema::<patchbay_contract::DeliveryDetail>)),
+    ),
+    op(
+        "post",
+        "/v1/deliveries/{event_id}/retry",
+        Caller::Bot,
+        "Deliver an event once more, with its original webhook-id.",
+        None,
+        (202, Some(schema::<patchbay_contract::Delivery>)),
+    ),
+    op(
+        "post",
+        "/v1/deliveries/replay",
+        Caller::Bot,
+        "Deliver the dead-lettered events since a time again.",
+        Some(schema::<ReplayBody>),
+        (202, Some(schema::<patchbay_contract::Replayed>)),
+    ),
+    op(
+        "get",
+        "/v1/webhook",
+        Caller::Bot,
+        "The bot's callback settings.",
+        None,
+        (200, Some(schema::<patchbay_contract::WebhookSettings>)),
+    ),
+    op(
+        "put",
+        "/v1/webhook",
+        Caller::Bot,
+        "Change the callback settings; a new URL must echo hub.challenge first.",
+        Some(schema::<patchbay_contract::WebhookInput>),
+        (200, Some(schema::<patchbay_contract::WebhookSettings>)),
+    ),
+    op(
+        "post",
+        "/v1/webhook/secret/rotate",
+        Caller::Bot,
+        "Issue a new signing secret; both sign callbacks until the overlap ends.",
+        Some(schema::<RotateBody>),
+        (201, Some(schema::<patchbay_contract::RotatedSecret>)),
+    ),
+    op(
+        "post",
+        "/v1/keys/rotate",
+        Caller::Bot,
+        "Issue a new API key; the current ones work until the overlap ends.",
+        Some(schema::<RotateBody>),
+        (201, Some(schema::<patchbay_contract::RotatedKey>)),
+    ),
+    op(
+        "delete",
+        "/v1/keys/{key_id}",
+        Caller::Bot,
+        "Revoke one of the bot's API keys at once.",
+        None,
+        (204, None),
+    ),
+    op(
+        "get",
+        "/openapi.json",
+        Caller::Public,
+        "This document.",
+        None,
+        (200, None),
+    ),
+];
+
+/// An error answer's body.
+#[derive(schemars::JsonSchema)]
+#[allow(dead_code)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(schemars::JsonSchema)]
+#[allow(dead_code)]
+struct ErrorDetail {
+    /// Machine-readable, e.g. `invalid_request`, `rate_limited`.
+    code: String,
+    /// For people.
+    message: String,
+}
+
+fn path_parameters(path: &str) -> Vec<Value> {
+    path.split('/')
+        .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+        .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+        .collect()
+}
+
+/// The whole document.
+pub(crate) fn document() -> Value {
+    let mut settings = SchemaSettings::draft2020_12();
+    settings.definitions_path = "/components/schemas".into();
+    let mut g = settings.into_generator();
+    let error = g.subschema_for::<ErrorBody>();
+    let mut paths: Map<String, Value> = Map::new();
+    for o in OPERATIONS {
+        let mut parameters = path_parameters(o.path);
+        parameters.extend(o.query.iter().map(|(name, description)| {
+            json!({"name": name, "in": "query", "required": false,
+                   "description": description, "schema": {"type": "string"}})
+        }));
+        let (status, body) = o.response;
+        let mut responses = Map::new();
+        let success = match body {
+            Some(f) => json!({"description": "Success",
+                              "content": {"application/json": {"schema": f(&mut g)}}}),
+            None => json!({"description": "Success"}),
+        };
+        responses.insert(status.to_string(), success);
+        let error_response = |d: &str| json!({"description": d, "content": {"application/json": {"schema": error.clone()}}});
+        if o.caller != Caller::Public {
+            responses.insert("401".into(), error_response("Missing or wrong credentials"));
+        }
+        if o.request.is_some() {
+            responses.insert(
+                "422".into(),
+                error_response("Invalid request; the message names the field"),
+            );
+        }
+        if o.caller == Caller::Bot {
+            responses.insert(
+                "429".into(),
+                json!({"description": "Over the bot's request limit; see Retry-After",
+                       "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                       "content": {"application/json": {"schema": error.clone()}}}),
+            );
+        }
+        responses.insert(
+            "503".into(),
+            error_response("A dependency is unavailable; retry"),
+        );
+        let mut operation = json!({
+            "summary": o.summary,
+            "operationId": format!("{}{}", o.method, o.path.replace(['/', '{', '}', '.'], "_")),
+            "responses": responses,
+        });
+        if !parameters.is_empty() {
+            operation["parameters"] = Value::Array(parameters);
+        }
+        if let Some(f) = o.request {
+            operation["requestBody"] = json!({
+                "required": true,
+                "content": {"application/json": {"schema": f(&mut g)}}
+            });
+        }
+        match o.caller {
+            Caller::Operator => operation["security"] = json!([{"operatorToken": []}]),
+            Caller::Bot => operation["security"] = json!([{"botApiKey": []}]),
+            Caller::Public => {}
+        }
+        let entry = paths
+            .entry(o.path.to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
+        entry[o.method] = operation;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Patchbay API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "One API for every messenger. Errors are {\"error\": {\"code\", \"message\"}}."
+        },
+        "paths": paths,
+        "components": {
+            "schemas": g.take_definitions(true),
+            "securitySchemes": {
+                "botApiKey": {"type": "http", "scheme": "bearer",
+                              "description": "A bot's API key"},
+                "operatorToken": {"type": "http", "scheme": "bearer",
+                                  "description": "The operator token (PATCHBAY_ADMIN_TOKEN)"}
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// Every `(method, path)` mounted with `.route(path, ...)` in this crate's sources.
+    fn mounted() -> BTreeSet<(String, String)> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
+        let mut out = BTreeSet::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            for chunk in text.split(".route(").skip(1) {
+                let Some(rest) = chunk.trim_start().strip_prefix('"') else {
+                    continue;
+                };
+                let Some((path, after)) = rest.split_once('"') else {
+                    continue;
+                };
+                // The method router runs to the closing parenthesis of `.route(`.
+                let mut depth = 1;
+                let end = after
+                    .char_indices()
+                    .find(|(_, c)| {
+                        match c {
+                            '(' => depth += 1,
+                            ')' => depth -= 1,
+                            _ => {}
+                        }
+                        depth == 0
+                    })
+                    .map_or(after.len(), |(i, _)| i);
+                let router = &after[..end];
+                for method in ["get", "post", "put", "patch", "delete"] {
+                    let called = router
+                        .match_indices(&format!("{method}("))
+                        .any(|(i, _)| i == 0 || !router.as_bytes()[i - 1].is_ascii_alphanumeric());
+                    if called {
+                        out.insert((method.to_owned(), path.to_owned()));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_mounted_route_is_documented_and_nothing_else() {
+        let mounted = mounted();
+        assert!(
+            mounted.len() > 10,
+            "the route scan found too little: {mounted:?}"
+        );
+        let documented: BTreeSet<(String, String)> = OPERATIONS
+            .iter()
+            .map(|o| (o.method.to_owned(), o.path.to_owned()))
+            .collect();
+        let undocumented: Vec<_> = mounted.difference(&documented).collect();
+        let stale: Vec<_> = documented.difference(&mounted).collect();
+        assert!(
+            undocumented.is_empty(),
+            "routes missing from OPERATIONS: {undocumented:?}"
+        );
+        assert!(
+            stale.is_empty(),
+            "OPERATIONS lists routes that are not mounted: {stale:?}"
+        );
+    }
+
+    #[test]
+    fn the_document_is_openapi_3_1_with_resolvable_references() {
+        let doc = document();
+        assert_eq!(doc["openapi"], "3.1.0");
+        let text = doc.to_string();
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        for part in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+            let name = part.split('"').next().unwrap();
+            assert!(schemas.contains_key(name), "dangling $ref to {name}");
+        }
+        let send = &doc["paths"]["/v1/messages"]["post"];
+        assert!(send["requestBody"]["content"]["application/json"]["schema"].is_object());
+        assert!(send["responses"]["429"].is_object());
+    }
+}
