@@ -51,6 +51,19 @@ async fn webhook_changes_apply_everywhere_without_a_restart() {
         ..Options::default()
     })
     .await;
+    // The API describes itself, without credentials.
+    let doc: Value = stack
+        .http
+        .get(format!("{}/openapi.json", stack.api_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(doc["paths"]["/v1/webhook"]["put"].is_object());
+
     let bot = stack.bot().await;
     assert_eq!(
         stack
