@@ -17,6 +17,8 @@
 //! | `POST /v1/webhook/secret/rotate` | bot API key | new signing secret (201); both sign until the overlap ends |
 //! | `POST /v1/keys/rotate` | bot API key | new API key (201); the current ones work until the overlap ends |
 //! | `DELETE /v1/keys/{key_id}` | bot API key | revoke one of the bot's keys at once (204) |
+//! | `POST /admin/v1/tenants`, `GET /admin/v1/tenants` | operator token | create a tenant (201), list tenants |
+//! | `GET /admin/v1/bots` | operator token | list bots, optionally `?tenant_id=` |
 //! | `PATCH /admin/v1/bots/{bot_id}` | operator token | `{"enabled": false}` disables a bot everywhere (204) |
 //! | `POST /admin/v1/bots/{bot_id}/keys/rotate` | operator token | new API key (201) |
 //! | `POST /admin/v1/bots/{bot_id}/keys/{key_id}/revoke` | operator token | revoke a key at once (204) |

@@ -8,7 +8,7 @@ use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 
-use crate::settings::{BotPatch, RotateBody};
+use crate::settings::{BotPatch, CreateTenantBody, Items, RotateBody};
 use crate::{Accepted, CreateBotBody, CreateChannelBody, ReplayBody, SendBody};
 
 /// Who may call an operation.
@@ -70,6 +70,33 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         Some(schema::<CreateBotBody>),
         (201, Some(schema::<patchbay_contract::CreatedBot>)),
     ),
+    op(
+        "post",
+        "/admin/v1/tenants",
+        Caller::Operator,
+        "Create a tenant.",
+        Some(schema::<CreateTenantBody>),
+        (201, Some(schema::<patchbay_contract::Tenant>)),
+    ),
+    op(
+        "get",
+        "/admin/v1/tenants",
+        Caller::Operator,
+        "Every tenant, with its number of bots.",
+        None,
+        (200, Some(schema::<Items<patchbay_contract::Tenant>>)),
+    ),
+    Operation {
+        query: &[("tenant_id", "only this tenant's bots")],
+        ..op(
+            "get",
+            "/admin/v1/bots",
+            Caller::Operator,
+            "Every bot (no secrets), or one tenant's.",
+            None,
+            (200, Some(schema::<Items<patchbay_contract::BotSummary>>)),
+        )
+    },
     op(
         "patch",
         "/admin/v1/bots/{bot_id}",

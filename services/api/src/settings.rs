@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{delete, patch, post, put};
+use axum::routing::{delete, get, patch, post, put};
 use patchbay_contract::{
     BotStateRequest, RevokeKeyRequest, RotateRequest, RotatedKey, RotatedSecret,
     UpdateWebhookRequest, V1, WebhookInput, WebhookSettings, auth_ops,
@@ -29,6 +29,8 @@ pub(crate) fn routes() -> Router<Arc<Api>> {
         .route("/v1/keys/rotate", post(rotate_key))
         .route("/v1/keys/{key_id}", delete(revoke_own_key))
         .route("/admin/v1/bots/{bot_id}", patch(set_bot_state))
+        .route("/admin/v1/tenants", post(create_tenant).get(list_tenants))
+        .route("/admin/v1/bots", get(list_bots))
         .route(
             "/admin/v1/bots/{bot_id}/keys/rotate",
             post(admin_rotate_key),
@@ -172,4 +174,62 @@ async fn set_bot_state(
     };
     let () = ask(&api, "auth", auth_ops::SET_BOT_STATE, &req).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A list answer.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub(crate) struct Items<T> {
+    pub(crate) items: Vec<T>,
+}
+
+/// Body of `POST /admin/v1/tenants`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateTenantBody {
+    name: String,
+}
+
+async fn create_tenant(
+    _: Admin,
+    State(api): State<Arc<Api>>,
+    ApiJson(body): ApiJson<CreateTenantBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let req = patchbay_contract::CreateTenantRequest {
+        v: V1,
+        name: body.name,
+    };
+    let tenant: patchbay_contract::Tenant =
+        ask(&api, "auth", auth_ops::CREATE_TENANT, &req).await?;
+    Ok((StatusCode::CREATED, axum::Json(tenant)))
+}
+
+async fn list_tenants(
+    _: Admin,
+    State(api): State<Arc<Api>>,
+) -> Result<axum::Json<Items<patchbay_contract::Tenant>>, ApiError> {
+    let items = ask(&api, "auth", auth_ops::LIST_TENANTS, &serde_json::json!({})).await?;
+    Ok(axum::Json(Items { items }))
+}
+
+/// Query of `GET /admin/v1/bots`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BotsQuery {
+    #[serde(default)]
+    tenant_id: Option<String>,
+}
+
+async fn list_bots(
+    _: Admin,
+    State(api): State<Arc<Api>>,
+    query: Result<axum::extract::Query<BotsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<Items<patchbay_contract::BotSummary>>, ApiError> {
+    let axum::extract::Query(q) =
+        query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let req = patchbay_contract::ListBotsRequest {
+        v: V1,
+        tenant_id: q.tenant_id,
+    };
+    let items = ask(&api, "auth", auth_ops::LIST_BOTS, &req).await?;
+    Ok(axum::Json(Items { items }))
 }

@@ -17,9 +17,10 @@ use patchbay_config::secrets::{api_key_hash, new_api_key, new_webhook_secret};
 use patchbay_contract::ids::{new_id, prefix};
 use patchbay_contract::subjects::Bucket;
 use patchbay_contract::{
-    BotStateRequest, CreateBotRequest, CreateChannelRequest, CreatedBot, CreatedChannel,
-    RevokeKeyRequest, RotateRequest, RotatedKey, RotatedSecret, RpcError, UpdateWebhookRequest, V1,
-    VerifyEndpointRequest, WebhookInput, WebhookSettings, auth_ops, credentials,
+    BotStateRequest, CreateBotRequest, CreateChannelRequest, CreateTenantRequest, CreatedBot,
+    CreatedChannel, ListBotsRequest, RevokeKeyRequest, RotateRequest, RotatedKey, RotatedSecret,
+    RpcError, UpdateWebhookRequest, V1, VerifyEndpointRequest, WebhookInput, WebhookSettings,
+    auth_ops, credentials,
 };
 use patchbay_runtime::{BoxError, Deps, Service};
 use sqlx::PgPool;
@@ -153,6 +154,22 @@ impl Auth {
             }),
             auth_ops::SET_BOT_STATE => encode(match decode::<BotStateRequest>(&body) {
                 Ok(req) => self.set_bot_state(req).await,
+                Err(e) => Err(e),
+            }),
+            auth_ops::CREATE_TENANT => encode(match decode::<CreateTenantRequest>(&body) {
+                Ok(req) => {
+                    let name = req.name.trim();
+                    if name.is_empty() || name.chars().count() > 200 {
+                        Err(invalid("name", "must be 1 to 200 characters"))
+                    } else {
+                        store::insert_tenant(&self.pool, &new_id(prefix::TENANT), name).await
+                    }
+                }
+                Err(e) => Err(e),
+            }),
+            auth_ops::LIST_TENANTS => encode(store::list_tenants(&self.pool).await),
+            auth_ops::LIST_BOTS => encode(match decode::<ListBotsRequest>(&body) {
+                Ok(req) => store::list_bots(&self.pool, req.tenant_id.as_deref()).await,
                 Err(e) => Err(e),
             }),
             other => encode::<()>(Err(RpcError::new(

@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use patchbay_contract::{
-    ApiKeyRecord, BotRecord, ChannelRecord, Platform, RateLimit, RpcError, SealedSecret, V1,
-    WebhookSettings,
+    ApiKeyRecord, BotRecord, BotSummary, ChannelRecord, Platform, RateLimit, RpcError,
+    SealedSecret, Tenant, V1, WebhookSettings,
 };
 use sqlx::{PgPool, Row};
 
@@ -430,4 +430,69 @@ pub async fn set_bot_state(
         return Err(not_found(bot_id));
     }
     Ok(())
+}
+
+pub async fn insert_tenant(pool: &PgPool, id: &str, name: &str) -> Result<Tenant, RpcError> {
+    let created_at: DateTime<Utc> =
+        sqlx::query_scalar("insert into tenants (id, name) values ($1, $2) returning created_at")
+            .bind(id)
+            .bind(name)
+            .fetch_one(pool)
+            .await
+            .map_err(db)?;
+    Ok(Tenant {
+        id: id.to_owned(),
+        name: name.to_owned(),
+        bots: 0,
+        created_at,
+    })
+}
+
+pub async fn list_tenants(pool: &PgPool) -> Result<Vec<Tenant>, RpcError> {
+    let rows = sqlx::query(
+        "select t.id, t.name, t.created_at, count(b.id) as bots
+         from tenants t left join bots b on b.tenant_id = t.id
+         group by t.id order by t.created_at, t.id",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(db)?;
+    Ok(rows
+        .iter()
+        .map(|r| Tenant {
+            id: r.get("id"),
+            name: r.get("name"),
+            bots: u64::try_from(r.get::<i64, _>("bots")).unwrap_or(0),
+            created_at: r.get("created_at"),
+        })
+        .collect())
+}
+
+pub async fn list_bots(
+    pool: &PgPool,
+    tenant_id: Option<&str>,
+) -> Result<Vec<BotSummary>, RpcError> {
+    let rows = sqlx::query(
+        "select b.id, b.tenant_id, b.name, b.enabled, b.webhook_url, b.created_at,
+                count(c.id) as channels
+         from bots b left join channels c on c.bot_id = b.id
+         where $1::text is null or b.tenant_id = $1
+         group by b.id order by b.created_at, b.id",
+    )
+    .bind(tenant_id)
+    .fetch_all(pool)
+    .await
+    .map_err(db)?;
+    Ok(rows
+        .iter()
+        .map(|r| BotSummary {
+            id: r.get("id"),
+            tenant_id: r.get("tenant_id"),
+            name: r.get("name"),
+            enabled: r.get("enabled"),
+            webhook_url: r.get("webhook_url"),
+            channels: u64::try_from(r.get::<i64, _>("channels")).unwrap_or(0),
+            created_at: r.get("created_at"),
+        })
+        .collect())
 }

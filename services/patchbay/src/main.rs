@@ -56,9 +56,15 @@ enum Command {
     /// Channels.
     #[command(subcommand)]
     Channels(Channels),
+    /// Tenants (operator).
+    #[command(subcommand)]
+    Tenants(Tenants),
     /// API keys (operator).
     #[command(subcommand)]
     Keys(Keys),
+    /// A bot's deliveries (with the bot's API key).
+    #[command(subcommand)]
+    Deliveries(Deliveries),
     /// A bot's callback settings (with the bot's API key).
     #[command(subcommand)]
     Webhook(Webhook),
@@ -95,6 +101,12 @@ enum Bots {
         #[arg(long)]
         tenant: Option<String>,
     },
+    /// List bots (no secrets).
+    List {
+        /// Only this tenant's bots.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
     /// Disable a bot: it receives and sends nothing, its keys stop working.
     Disable {
         /// The bot.
@@ -106,6 +118,52 @@ enum Bots {
         /// The bot.
         #[arg(long)]
         bot: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum Tenants {
+    /// Create a tenant.
+    Create {
+        /// Name.
+        #[arg(long)]
+        name: String,
+    },
+    /// List tenants.
+    List,
+}
+
+#[derive(Subcommand)]
+enum Deliveries {
+    /// The bot's deliveries, newest first.
+    List {
+        /// The bot's API key.
+        #[arg(long, env = "PATCHBAY_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// pending, delivered or failed.
+        #[arg(long)]
+        status: Option<String>,
+        /// At most this many (1 to 100).
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Deliver one event once more (same webhook-id).
+    Retry {
+        /// The bot's API key.
+        #[arg(long, env = "PATCHBAY_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// The event id (`evt_…`).
+        #[arg(long)]
+        event: String,
+    },
+    /// Deliver the dead-lettered events since a time again.
+    Replay {
+        /// The bot's API key.
+        #[arg(long, env = "PATCHBAY_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// RFC 3339 time, e.g. 2026-11-21T10:00:00Z.
+        #[arg(long)]
+        since: String,
     },
 }
 
@@ -138,9 +196,9 @@ enum Webhook {
         /// The bot's API key.
         #[arg(long, env = "PATCHBAY_API_KEY", hide_env_values = true)]
         api_key: String,
-        /// Callback URL.
+        /// Callback URL (`--url` is Patchbay's own).
         #[arg(long)]
-        url: Option<String>,
+        callback_url: Option<String>,
         /// Event subscriptions, comma separated (wildcards: `message.*`, `*`).
         #[arg(long, value_delimiter = ',')]
         events: Option<Vec<String>>,
@@ -209,6 +267,52 @@ fn main() -> ExitCode {
     }
 }
 
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `items` as a table with the `columns` given, each as wide as its widest cell.
+fn table(columns: &[&str], items: &[Value]) -> String {
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|item| columns.iter().map(|c| cell(&item[*c])).collect())
+        .collect();
+    let widths: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain(std::iter::once(c.len()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<String>| {
+        let mut out = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ");
+        out.truncate(out.trim_end().len());
+        out.push('\n');
+        out
+    };
+    let mut out = line(columns.iter().map(|c| c.to_uppercase()).collect());
+    for r in rows {
+        out.push_str(&line(r));
+    }
+    if items.is_empty() {
+        out.push_str("(none)\n");
+    }
+    out
+}
+
 fn migrate() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = match patchbay_config::Config::load() {
@@ -268,6 +372,72 @@ fn admin(cli: Cli) -> anyhow::Result<()> {
                        "webhook": {"url": webhook_url, "flavour": "native", "events": events}}),
                     &["id", "api_key", "webhook_secret"],
                 ),
+                Command::Bots(Bots::List { tenant }) => {
+                    method = reqwest::Method::GET;
+                    let query = tenant
+                        .map(|t| format!("?tenant_id={t}"))
+                        .unwrap_or_default();
+                    (
+                        format!("/admin/v1/bots{query}"),
+                        cli.token.clone(),
+                        Value::Null,
+                        &[
+                            "id",
+                            "tenant_id",
+                            "name",
+                            "enabled",
+                            "channels",
+                            "webhook_url",
+                        ],
+                    )
+                }
+                Command::Tenants(Tenants::Create { name }) => (
+                    "/admin/v1/tenants".into(),
+                    cli.token.clone(),
+                    json!({"name": name}),
+                    &["id", "name"],
+                ),
+                Command::Tenants(Tenants::List) => {
+                    method = reqwest::Method::GET;
+                    (
+                        "/admin/v1/tenants".into(),
+                        cli.token.clone(),
+                        Value::Null,
+                        &["id", "name", "bots", "created_at"],
+                    )
+                }
+                Command::Deliveries(Deliveries::List {
+                    api_key,
+                    status,
+                    limit,
+                }) => {
+                    method = reqwest::Method::GET;
+                    let status = status.map(|s| format!("&status={s}")).unwrap_or_default();
+                    (
+                        format!("/v1/deliveries?limit={limit}{status}"),
+                        Some(api_key),
+                        Value::Null,
+                        &[
+                            "event_id",
+                            "event_type",
+                            "status",
+                            "attempts",
+                            "last_status_code",
+                        ],
+                    )
+                }
+                Command::Deliveries(Deliveries::Retry { api_key, event }) => (
+                    format!("/v1/deliveries/{event}/retry"),
+                    Some(api_key),
+                    json!({}),
+                    &["event_id", "status"],
+                ),
+                Command::Deliveries(Deliveries::Replay { api_key, since }) => (
+                    "/v1/deliveries/replay".into(),
+                    Some(api_key),
+                    json!({"since": since}),
+                    &["replayed"],
+                ),
                 Command::Bots(Bots::Disable { bot }) => {
                     method = reqwest::Method::PATCH;
                     (
@@ -303,7 +473,7 @@ fn admin(cli: Cli) -> anyhow::Result<()> {
                 ),
                 Command::Webhook(Webhook::Set {
                     api_key,
-                    url,
+                    callback_url,
                     events,
                     platforms,
                     flavour,
@@ -312,7 +482,7 @@ fn admin(cli: Cli) -> anyhow::Result<()> {
                     (
                         "/v1/webhook".into(),
                         Some(api_key),
-                        json!({"url": url, "events": events, "platforms": platforms,
+                        json!({"url": callback_url, "events": events, "platforms": platforms,
                                "flavour": flavour}),
                         &["url", "events", "platforms"],
                     )
@@ -354,10 +524,13 @@ fn admin(cli: Cli) -> anyhow::Result<()> {
                 }
             };
         let bearer = bearer.context("no token: pass --token or set PATCHBAY_ADMIN_TOKEN")?;
-        let response = http
-            .request(method, format!("{base}{path}"))
-            .bearer_auth(bearer)
-            .json(&body)
+        let mut request = http
+            .request(method.clone(), format!("{base}{path}"))
+            .bearer_auth(bearer);
+        if method != reqwest::Method::GET {
+            request = request.json(&body);
+        }
+        let response = request
             .send()
             .await
             .with_context(|| format!("cannot reach {base}"))?;
@@ -371,6 +544,8 @@ fn admin(cli: Cli) -> anyhow::Result<()> {
         }
         if cli.json {
             println!("{}", serde_json::to_string_pretty(&answer)?);
+        } else if let Some(items) = answer["items"].as_array() {
+            print!("{}", table(summary, items));
         } else {
             for key in summary {
                 let v = &answer[*key];

@@ -230,6 +230,34 @@ pub fn payloads() -> Vec<Payload> {
                 subject: "<p>.rpc.auth.set_bot_state",
             },
         ),
+        payload::<CreateTenantRequest>(
+            "create_tenant_request.v1",
+            "Create a tenant (admin).",
+            Rpc {
+                subject: "<p>.rpc.auth.create_tenant",
+            },
+        ),
+        payload::<RpcReply<Vec<Tenant>>>(
+            "list_tenants_reply.v1",
+            "Every tenant, or an error.",
+            Rpc {
+                subject: "<p>.rpc.auth.list_tenants (reply)",
+            },
+        ),
+        payload::<ListBotsRequest>(
+            "list_bots_request.v1",
+            "List bots, of one tenant or all (admin).",
+            Rpc {
+                subject: "<p>.rpc.auth.list_bots",
+            },
+        ),
+        payload::<RpcReply<Vec<BotSummary>>>(
+            "list_bots_reply.v1",
+            "The bots, or an error.",
+            Rpc {
+                subject: "<p>.rpc.auth.list_bots (reply)",
+            },
+        ),
         payload::<VerifyEndpointRequest>(
             "verify_endpoint_request.v1",
             "Check that a callback URL echoes the subscription challenge.",

@@ -672,6 +672,12 @@ pub mod auth_ops {
     pub const REVOKE_KEY: &str = "revoke_key";
     /// [`super::BotStateRequest`] → `()`.
     pub const SET_BOT_STATE: &str = "set_bot_state";
+    /// [`super::CreateTenantRequest`] → [`super::Tenant`].
+    pub const CREATE_TENANT: &str = "create_tenant";
+    /// `{}` → a list of [`super::Tenant`].
+    pub const LIST_TENANTS: &str = "list_tenants";
+    /// [`super::ListBotsRequest`] → a list of [`super::BotSummary`].
+    pub const LIST_BOTS: &str = "list_bots";
 }
 
 /// Operation names of the `webhook-dispatcher` service (subject `<p>.rpc.dispatcher.<op>`).
@@ -917,6 +923,60 @@ pub struct RevokeKeyRequest {
     pub bot_id: String,
     /// The key's public id (`key_…`).
     pub key_id: String,
+}
+
+/// Create a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CreateTenantRequest {
+    /// Payload version.
+    #[serde(default)]
+    pub v: V1,
+    /// Name.
+    pub name: String,
+}
+
+/// A tenant: an organisation owning bots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Tenant {
+    /// Tenant id (`ten_…`).
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Its bots.
+    pub bots: u64,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+}
+
+/// List bots, of one tenant or all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ListBotsRequest {
+    /// Payload version.
+    #[serde(default)]
+    pub v: V1,
+    /// Only this tenant's bots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+}
+
+/// A bot in a list (no secrets).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct BotSummary {
+    /// Bot id.
+    pub id: String,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// Name.
+    pub name: String,
+    /// Whether it receives and sends.
+    pub enabled: bool,
+    /// Callback URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    /// Channels connected.
+    pub channels: u64,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
 }
 
 /// A bot's API request limit, for the whole installation (each `api` replica enforces its

@@ -1,0 +1,202 @@
+//! The `patchbay` CLI against a running `patchbay all`: tenants, bots, keys, webhook settings
+//! and deliveries, as tables for people and `--json` for scripts; errors exit non-zero.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use patchbay_testkit::eventually;
+use patchbay_testkit::nats::NatsServer;
+use patchbay_testkit::postgres::PgServer;
+use patchbay_testkit::process::spawn;
+use patchbay_testkit::tenant::FakeTenant;
+use serde_json::Value;
+
+struct Installation {
+    url: String,
+    admin: String,
+    _nats: NatsServer,
+    _pg: PgServer,
+    _dir: tempfile::TempDir,
+    _process: patchbay_testkit::process::Guarded,
+}
+
+async fn start() -> Installation {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (nats, pg) = tokio::join!(NatsServer::start(), PgServer::start());
+    let (nats, pg) = (nats.unwrap(), pg.unwrap());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let admin = format!("admin-{}", patchbay_testkit::unique_prefix());
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_patchbay"));
+    cmd.arg("all")
+        .env("PATCHBAY_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("PATCHBAY_NATS_URL", nats.url())
+        .env("PATCHBAY_NATS_PREFIX", patchbay_testkit::unique_prefix())
+        .env("PATCHBAY_DATABASE_URL", pg.url())
+        .env(
+            "PATCHBAY_MASTER_KEY",
+            patchbay_config::MasterKey::generate_base64().unwrap(),
+        )
+        .env("PATCHBAY_ADMIN_TOKEN", &admin)
+        .env("PATCHBAY_ALLOW_PRIVATE_CALLBACKS", "true")
+        .env("PATCHBAY_LOG_FORMAT", "text");
+    let process = spawn(cmd, &dir.path().join("patchbay.log"), None).unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let ready = format!("{url}/readyz");
+    eventually(Duration::from_secs(60), "patchbay all ready", || async {
+        let r = reqwest::get(&ready).await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+    Installation {
+        url,
+        admin,
+        _nats: nats,
+        _pg: pg,
+        _dir: dir,
+        _process: process,
+    }
+}
+
+fn cli(i: &Installation, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_patchbay"))
+        .args(args)
+        .env("PATCHBAY_URL", &i.url)
+        .env("PATCHBAY_ADMIN_TOKEN", &i.admin)
+        .output()
+        .unwrap()
+}
+
+/// Runs the CLI, which must succeed; its standard output.
+fn ok(i: &Installation, args: &[&str]) -> String {
+    let out = cli(i, args);
+    assert!(
+        out.status.success(),
+        "patchbay {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The value printed for `key` in a `key  value` summary.
+fn field(output: &str, key: &str) -> String {
+    output
+        .lines()
+        .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_owned()))
+        .unwrap_or_else(|| panic!("no {key} in {output}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_and_bot_developers_work_from_the_command_line() {
+    let i = start().await;
+    let tenant = FakeTenant::start().await;
+
+    let created = ok(&i, &["tenants", "create", "--name", "Acme"]);
+    let tenant_id = field(&created, "id");
+    assert!(tenant_id.starts_with("ten_"), "{created}");
+    let bot = ok(
+        &i,
+        &[
+            "bots",
+            "create",
+            "--name",
+            "Helper",
+            "--tenant",
+            &tenant_id,
+            "--webhook-url",
+            &tenant.url(),
+        ],
+    );
+    let bot_id = field(&bot, "id");
+
+    // Tables for people.
+    let tenants = ok(&i, &["tenants", "list"]);
+    let header = tenants.lines().next().unwrap();
+    assert!(
+        header.starts_with("ID") && header.contains("BOTS"),
+        "{tenants}"
+    );
+    let acme = tenants.lines().find(|l| l.contains("Acme")).unwrap();
+    assert!(
+        acme.contains(&tenant_id) && acme.split_whitespace().nth(2) == Some("1"),
+        "{acme}"
+    );
+    let bots = ok(&i, &["bots", "list", "--tenant", &tenant_id]);
+    assert_eq!(bots.lines().count(), 2, "{bots}");
+    assert!(bots.contains(&bot_id) && bots.contains("Helper"), "{bots}");
+
+    // JSON for scripts.
+    let json: Value = serde_json::from_str(&ok(&i, &["--json", "bots", "list"])).unwrap();
+    assert!(
+        json["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["id"] == bot_id.as_str())
+    );
+
+    // Keys and webhook settings.
+    let rotated = ok(
+        &i,
+        &[
+            "keys",
+            "rotate",
+            "--bot",
+            &bot_id,
+            "--overlap-seconds",
+            "60",
+        ],
+    );
+    let key = field(&rotated, "api_key");
+    let settings = ok(
+        &i,
+        &[
+            "webhook",
+            "set",
+            "--api-key",
+            &key,
+            "--events",
+            "message.*,user.*",
+        ],
+    );
+    assert!(
+        field(&settings, "events").contains("message.*"),
+        "{settings}"
+    );
+    let deliveries = ok(&i, &["deliveries", "list", "--api-key", &key]);
+    assert!(deliveries.contains("(none)"), "{deliveries}");
+    let revoked = ok(
+        &i,
+        &[
+            "keys",
+            "revoke",
+            "--bot",
+            &bot_id,
+            "--key",
+            &field(&rotated, "key_id"),
+        ],
+    );
+    assert!(revoked.trim().is_empty(), "{revoked}");
+
+    // Errors say what went wrong and exit non-zero.
+    let missing = cli(&i, &["bots", "disable", "--bot", "bot_nope"]);
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        stderr.contains("404") && stderr.contains("bot_nope"),
+        "{stderr}"
+    );
+    let unauthorised = Command::new(env!("CARGO_BIN_EXE_patchbay"))
+        .args(["tenants", "list", "--token", "wrong-token-wrong-token"])
+        .env("PATCHBAY_URL", &i.url)
+        .output()
+        .unwrap();
+    assert!(!unauthorised.status.success());
+    assert!(String::from_utf8_lossy(&unauthorised.stderr).contains("401"));
+}
