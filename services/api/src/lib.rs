@@ -12,8 +12,14 @@
 //! | `GET /v1/deliveries/{event_id}` | bot API key | one delivery with its event and every attempt |
 //! | `POST /v1/deliveries/{event_id}/retry` | bot API key | deliver it once more, same `webhook-id` (202) |
 //! | `POST /v1/deliveries/replay` | bot API key | deliver the dead-lettered events since a time again (202) |
+//! | `GET /v1/users/{user_id}` | bot API key | a user's profile (404 for another bot's user) |
+//! | `GET /v1/users?platform=…&platform_user_id=…` | bot API key | the same, by the platform's user id |
+//! | `POST /v1/codes/claim` | bot API key | claim a one-time code once: the user's profile (410 otherwise) |
+//! | `GET /go/{token}` | none (the user's browser) | mint a one-time code, 302 to the tenant's page |
 
 mod auth;
+mod codes;
+mod users;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +62,7 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             view: deps.view.clone(),
             admin_token: deps.config.require_admin_token()?.to_owned(),
         });
+        let codes = codes::Codes::open(&deps).await?;
         let routes = Router::new()
             .route("/admin/v1/bots", post(create_bot))
             .route("/admin/v1/bots/{bot_id}/channels", post(create_channel))
@@ -71,6 +78,9 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
                 axum::routing::get(get_delivery),
             )
             .route("/v1/deliveries/{event_id}/retry", post(retry_delivery))
+            .route("/v1/users", axum::routing::get(users::find_user))
+            .route("/v1/users/{user_id}", axum::routing::get(users::get_user))
+            .merge(codes::routes(codes))
             .with_state(api);
         Ok(Service::new("api").routes(routes))
     })
