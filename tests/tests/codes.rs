@@ -277,6 +277,29 @@ async fn an_expired_code_cannot_be_claimed() {
     let (status, body) = claim(&stack, &bot.api_key, &code).await;
     assert_eq!(status, 410, "{body}");
     assert_eq!(body["error"]["code"], "code_invalid");
+
+    // A link past its expiry time (as the router would have written it a day ago) is a 410
+    // page, even before the links bucket's TTL removed it.
+    let links = js
+        .get_key_value(
+            patchbay_contract::Subjects::new(&stack.config.nats_prefix)
+                .unwrap()
+                .bucket(patchbay_contract::subjects::Bucket::Links),
+        )
+        .await
+        .unwrap();
+    let token = "C".repeat(43);
+    let record = json!({"v": 1, "bot_id": bot.id, "user_id": user_id,
+                        "url": "https://shop.example/page?c=:code",
+                        "expires_at": "2020-01-01T00:00:00Z"});
+    links
+        .put(&token, serde_json::to_vec(&record).unwrap().into())
+        .await
+        .unwrap();
+    let (status, location, page) = open(&stack, &format!("{PUBLIC_URL}/go/{token}")).await;
+    assert_eq!(status, 410, "{page}");
+    assert_eq!(location, None);
+    assert!(page.contains("expired"), "{page}");
     stack.shutdown().await;
 }
 
@@ -321,6 +344,16 @@ async fn a_profile_is_found_by_id_or_platform_id_only_within_its_bot() {
     .await;
     assert_eq!(status, 200, "{found}");
     assert_eq!(found, profile);
+
+    // The next message moves last_seen_at.
+    let mut update = fixtures::text_update(2, 4242, "again");
+    update["message"]["date"] = json!(1767225660);
+    assert_eq!(stack.post_update(&bot, &update).await, 200);
+    eventually(TIMEOUT, "last_seen_at follows the new message", || async {
+        let (_, p) = get(format!("/v1/users/{user_id}"), bot.api_key.clone()).await;
+        (p["last_seen_at"] == "2026-01-01T00:01:00Z").then_some(())
+    })
+    .await;
 
     // Another bot sees neither form.
     let (status, body) = get(format!("/v1/users/{user_id}"), other.api_key.clone()).await;
