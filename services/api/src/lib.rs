@@ -12,6 +12,10 @@
 //! | `GET /v1/deliveries/{event_id}` | bot API key | one delivery with its event and every attempt |
 //! | `POST /v1/deliveries/{event_id}/retry` | bot API key | deliver it once more, same `webhook-id` (202) |
 //! | `POST /v1/deliveries/replay` | bot API key | deliver the dead-lettered events since a time again (202) |
+//! | `GET /v1/users/{user_id}` | bot API key | a user's profile (404 for another bot's user) |
+//! | `GET /v1/users?platform=…&platform_user_id=…` | bot API key | the same, by the platform's user id |
+//! | `POST /v1/codes/claim` | bot API key | claim a one-time code once: the user's profile (410 otherwise) |
+//! | `GET /go/{token}` | none (the user's browser) | mint a one-time code, 302 to the tenant's page |
 //! | `GET /v1/webhook` | bot API key | the callback settings |
 //! | `PUT /v1/webhook` | bot API key | change URL, flavour, events (wildcards), platforms; a new URL must echo `hub.challenge` first |
 //! | `POST /v1/webhook/secret/rotate` | bot API key | new signing secret (201); both sign until the overlap ends |
@@ -22,16 +26,17 @@
 //! | `PATCH /admin/v1/bots/{bot_id}` | operator token | `{"enabled": false}` disables a bot everywhere (204) |
 //! | `POST /admin/v1/bots/{bot_id}/keys/rotate` | operator token | new API key (201) |
 //! | `POST /admin/v1/bots/{bot_id}/keys/{key_id}/revoke` | operator token | revoke a key at once (204) |
-//!
 //! | `GET /openapi.json` | none | the OpenAPI 3.1 document of all of the above |
 //!
 //! Every `/v1` request counts against the bot's request limit (`limits`): 429 with
 //! `Retry-After` beyond it, `RateLimit-*` headers on every answer.
 
 mod auth;
+mod codes;
 mod limits;
 mod openapi;
 mod settings;
+mod users;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,6 +93,7 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
                 presence,
             ),
         });
+        let codes = codes::Codes::open(&deps).await?;
         let routes = Router::new()
             .route("/admin/v1/bots", post(create_bot))
             .route("/admin/v1/bots/{bot_id}/channels", post(create_channel))
@@ -103,6 +109,9 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
                 axum::routing::get(get_delivery),
             )
             .route("/v1/deliveries/{event_id}/retry", post(retry_delivery))
+            .route("/v1/users", axum::routing::get(users::find_user))
+            .route("/v1/users/{user_id}", axum::routing::get(users::get_user))
+            .merge(codes::routes(codes))
             .merge(settings::routes())
             .route(
                 "/openapi.json",

@@ -8,7 +8,9 @@ use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 
+use crate::codes::ClaimBody;
 use crate::settings::{BotPatch, CreateTenantBody, Items, RotateBody};
+use crate::users::Profile;
 use crate::{Accepted, CreateBotBody, CreateChannelBody, ReplayBody, SendBody};
 
 /// Who may call an operation.
@@ -226,6 +228,48 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         "Revoke one of the bot's API keys at once.",
         None,
         (204, None),
+    ),
+    op(
+        "get",
+        "/v1/users/{user_id}",
+        Caller::Bot,
+        "A user's profile (404 for another bot's user).",
+        None,
+        (200, Some(schema::<Profile>)),
+    ),
+    Operation {
+        query: &[
+            ("platform", "e.g. telegram (required)"),
+            (
+                "platform_user_id",
+                "the platform's id of the user (required)",
+            ),
+        ],
+        ..op(
+            "get",
+            "/v1/users",
+            Caller::Bot,
+            "A user's profile, by the platform's user id.",
+            None,
+            (200, Some(schema::<Profile>)),
+        )
+    },
+    op(
+        "post",
+        "/v1/codes/claim",
+        Caller::Bot,
+        "Claim a one-time code once: the user's profile; 410 when unknown, expired or used.",
+        Some(schema::<ClaimBody>),
+        (200, Some(schema::<Profile>)),
+    ),
+    op(
+        "get",
+        "/go/{token}",
+        Caller::Public,
+        "Opened by the user's browser: mints a one-time code and redirects (302) to the \
+         tenant's page; 404 or 410 pages otherwise.",
+        None,
+        (302, None),
     ),
     op(
         "get",

@@ -10,8 +10,11 @@
 //!   job per message, in order, on `<p>.outbound.<platform>.<channel>`;
 //! * status (`<p>.status.>`): records the platform's verdict and tells subscribed tenants
 //!   (`message.sent`, `message.failed`);
-//! * request/reply `<p>.rpc.router.get_user`.
+//! * URL buttons containing `:code` become Patchbay links on the way out (`links.rs`);
+//! * request/reply `<p>.rpc.router.get_user` (by Patchbay id) and `find_user` (by platform
+//!   user id), always within the asking bot.
 
+mod links;
 mod store;
 
 use std::sync::Arc;
@@ -22,20 +25,28 @@ use patchbay_bus::rpc::{decode, encode};
 use patchbay_bus::{Bus, ConfigView, Delivery, Handler, HandlerError};
 use patchbay_contract::ids::{derive_id, message_ids, prefix};
 use patchbay_contract::{
-    BotRecord, DeliveryStatus, DispatchJob, EventMessage, EventType, GetUserRequest, InboundEvent,
-    OutboundJob, RpcError, SendCommand, StatusEvent, TenantEvent, V1, router_ops, topology,
+    BotRecord, DeliveryStatus, DispatchJob, EventMessage, EventType, FindUserRequest,
+    GetUserRequest, InboundEvent, OutboundJob, RpcError, SendCommand, StatusEvent, TenantEvent, V1,
+    router_ops, topology,
 };
 use patchbay_runtime::{BoxError, Deps, Service};
 use sqlx::PgPool;
 
 /// Embedded migrations of schema `router`.
-pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] =
-    &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] = &[
+    (1, "init", include_str!("../migrations/0001_init.sql")),
+    (
+        2,
+        "users_by_platform_id",
+        include_str!("../migrations/0002_users_by_platform_id.sql"),
+    ),
+];
 
 struct Router {
     pool: PgPool,
     bus: Bus,
     view: ConfigView,
+    links: links::Links,
 }
 
 struct Inbound(Arc<Router>);
@@ -46,10 +57,20 @@ struct Statuses(Arc<Router>);
 pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
     Box::pin(async move {
         let pool = deps.database("router", MIGRATIONS).await?;
+        let links_bucket = deps
+            .bus
+            .subjects()
+            .bucket(patchbay_contract::subjects::Bucket::Links);
+        let links = links::Links::new(
+            deps.bus.jetstream().get_key_value(&links_bucket).await?,
+            &deps.config.public_url,
+            std::time::Duration::from_millis(deps.config.link_ttl_ms),
+        );
         let router = Arc::new(Router {
             pool,
             bus: deps.bus.clone(),
             view: deps.view.clone(),
+            links,
         });
         let s = deps.bus.subjects();
         let c = deps.config.consumer_concurrency;
@@ -120,13 +141,14 @@ impl Router {
     async fn answer(&self, op: &str, body: Bytes) -> Vec<u8> {
         match op {
             router_ops::GET_USER => encode(match decode::<GetUserRequest>(&body) {
-                Ok(req) => store::user_profile(&self.pool, &req.bot_id, &req.user_id)
-                    .await
-                    .map_err(|e| {
-                        tracing::error!(error = %e, "get_user failed");
-                        RpcError::new(503, "unavailable", "the database is unavailable")
-                    })
-                    .and_then(|p| p.ok_or_else(|| RpcError::new(404, "not_found", "no such user"))),
+                Ok(req) => found(store::user_profile(&self.pool, &req.bot_id, &req.user_id).await),
+                Err(e) => Err(e),
+            }),
+            router_ops::FIND_USER => encode(match decode::<FindUserRequest>(&body) {
+                Ok(req) => found(
+                    store::find_user(&self.pool, &req.bot_id, req.platform, &req.platform_user_id)
+                        .await,
+                ),
                 Err(e) => Err(e),
             }),
             other => encode::<()>(Err(RpcError::new(
@@ -136,6 +158,17 @@ impl Router {
             ))),
         }
     }
+}
+
+/// A profile lookup's answer: 404 when the bot has no such user, 503 when the database fails.
+fn found(
+    r: Result<Option<patchbay_contract::UserProfile>, sqlx::Error>,
+) -> Result<patchbay_contract::UserProfile, RpcError> {
+    r.map_err(|e| {
+        tracing::error!(error = %e, "user lookup failed");
+        RpcError::new(503, "unavailable", "the database is unavailable")
+    })
+    .and_then(|p| p.ok_or_else(|| RpcError::new(404, "not_found", "no such user")))
 }
 
 impl Handler<InboundEvent> for Inbound {
@@ -235,6 +268,10 @@ impl Handler<SendCommand> for Sends {
         let subject = r.bus.subjects().outbound(channel.platform, &channel.id)?;
         let now = chrono::Utc::now();
         for (id, content) in ids.iter().zip(&cmd.messages) {
+            let content = r
+                .links
+                .rewrite(&bot_id, &recipient.user_id, content)
+                .await?;
             let job = OutboundJob {
                 v: V1,
                 message_id: id.clone(),
@@ -243,7 +280,7 @@ impl Handler<SendCommand> for Sends {
                 user_id: recipient.user_id.clone(),
                 conversation_id: recipient.conversation_id.clone(),
                 address: recipient.address.clone(),
-                content: content.clone(),
+                content,
                 source: cmd.source,
                 created_at: now,
             };

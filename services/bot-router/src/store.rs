@@ -287,36 +287,60 @@ pub async fn record_status(
     Ok(Some(owner))
 }
 
+const PROFILE: &str = "select id, bot_id, channel_id, platform, platform_user_id, display_name,
+                              username, locale, avatar_url, subscribed, last_seen_at
+                       from users";
+
+fn profile(r: &sqlx::postgres::PgRow) -> Option<UserProfile> {
+    Some(UserProfile {
+        id: r.get("id"),
+        bot_id: r.get("bot_id"),
+        channel: ChannelRef {
+            id: r.get("channel_id"),
+            platform: r.get::<String, _>("platform").parse().ok()?,
+        },
+        platform_user_id: r.get("platform_user_id"),
+        display_name: r.get("display_name"),
+        username: r.get("username"),
+        locale: r.get("locale"),
+        avatar_url: r.get("avatar_url"),
+        subscribed: r.get("subscribed"),
+        last_seen_at: r.get("last_seen_at"),
+    })
+}
+
 /// A user's profile, if `user_id` belongs to `bot_id`.
 pub async fn user_profile(
     pool: &PgPool,
     bot_id: &str,
     user_id: &str,
 ) -> Result<Option<UserProfile>, sqlx::Error> {
-    let row = sqlx::query(
-        "select id, bot_id, channel_id, platform, platform_user_id, display_name, username, locale,
-                avatar_url, subscribed, last_seen_at
-         from users where id = $1 and bot_id = $2",
-    )
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{PROFILE} where id = $1 and bot_id = $2"
+    )))
     .bind(user_id)
     .bind(bot_id)
     .fetch_optional(pool)
     .await?;
-    Ok(row.and_then(|r| {
-        Some(UserProfile {
-            id: r.get("id"),
-            bot_id: r.get("bot_id"),
-            channel: ChannelRef {
-                id: r.get("channel_id"),
-                platform: r.get::<String, _>("platform").parse().ok()?,
-            },
-            platform_user_id: r.get("platform_user_id"),
-            display_name: r.get("display_name"),
-            username: r.get("username"),
-            locale: r.get("locale"),
-            avatar_url: r.get("avatar_url"),
-            subscribed: r.get("subscribed"),
-            last_seen_at: r.get("last_seen_at"),
-        })
-    }))
+    Ok(row.as_ref().and_then(profile))
+}
+
+/// The profile of `bot_id`'s user with this platform user id. A bot with several channels of
+/// one platform may know the same person through each; the most recently seen one wins.
+pub async fn find_user(
+    pool: &PgPool,
+    bot_id: &str,
+    platform: Platform,
+    platform_user_id: &str,
+) -> Result<Option<UserProfile>, sqlx::Error> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{PROFILE} where bot_id = $1 and platform = $2 and platform_user_id = $3
+         order by last_seen_at desc nulls last limit 1"
+    )))
+    .bind(bot_id)
+    .bind(platform.as_str())
+    .bind(platform_user_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.as_ref().and_then(profile))
 }

@@ -42,7 +42,7 @@ async fn two_migrations_at_once_both_succeed() {
             );
         }
     }
-    for bucket in ["config", "codes", "sent", "members"] {
+    for bucket in ["config", "codes", "sent", "members", "links"] {
         js.get_key_value(format!("{prefix}_{bucket}"))
             .await
             .unwrap_or_else(|e| panic!("bucket {bucket}: {e}"));

@@ -96,6 +96,12 @@ pub struct Config {
     pub telegram_per_chat_per_second: u32,
     /// Messages a Telegram chat may get in a burst before the per-chat pace applies.
     pub telegram_per_chat_burst: u32,
+    /// Public base URL of the `api` service as users' browsers reach it (links `/go/<token>`).
+    pub public_url: String,
+    /// How long a Patchbay link that replaced a `:code` URL button stays valid.
+    pub link_ttl_ms: u64,
+    /// How long a one-time code minted by a Patchbay link may be claimed.
+    pub code_ttl_ms: u64,
 }
 
 impl Default for Config {
@@ -131,6 +137,9 @@ impl Default for Config {
             telegram_per_bot_per_second: 30,
             telegram_per_chat_per_second: 1,
             telegram_per_chat_burst: 3,
+            public_url: "http://localhost:8080".into(),
+            link_ttl_ms: 86_400_000,
+            code_ttl_ms: 300_000,
         }
     }
 }
@@ -288,8 +297,17 @@ impl Config {
                 "must be at least 16 characters",
             ));
         }
+        for (field, ms) in [
+            ("link_ttl_ms", self.link_ttl_ms),
+            ("code_ttl_ms", self.code_ttl_ms),
+        ] {
+            if ms < 1_000 {
+                return Err(ConfigError::invalid(field, "must be at least 1000"));
+            }
+        }
         for (field, url) in [
             ("telegram_api_base_url", Some(&self.telegram_api_base_url)),
+            ("public_url", Some(&self.public_url)),
             ("otlp_endpoint", self.otlp_endpoint.as_ref()),
         ] {
             if let Some(u) = url

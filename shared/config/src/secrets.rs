@@ -110,6 +110,12 @@ pub fn new_api_key() -> Result<String, SecretError> {
     ))
 }
 
+/// A new unguessable token for URLs and one-time codes: 32 random bytes (256 bits) in URL-safe
+/// base64 without padding (43 characters of `A-Za-z0-9-_`, valid as a NATS KV key).
+pub fn new_url_token() -> Result<String, SecretError> {
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>()?))
+}
+
 /// A new Standard Webhooks signing secret: `whsec_` and base64 of 32 random bytes.
 pub fn new_webhook_secret() -> Result<String, SecretError> {
     Ok(format!("whsec_{}", STANDARD.encode(random_bytes::<32>()?)))

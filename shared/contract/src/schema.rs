@@ -314,6 +314,29 @@ pub fn payloads() -> Vec<Payload> {
                 subject: "<p>.rpc.router.get_user (reply)",
             },
         ),
+        payload::<FindUserRequest>(
+            "find_user_request.v1",
+            "Look up a bot's user by platform and platform user id.",
+            Rpc {
+                subject: "<p>.rpc.router.find_user",
+            },
+        ),
+        payload::<LinkRecord>(
+            "link_record.v1",
+            "A Patchbay link (`/go/<token>`) standing for a tenant URL with `:code`.",
+            KeyValue {
+                bucket: "links",
+                key: "{token}",
+            },
+        ),
+        payload::<CodeRecord>(
+            "code_record.v1",
+            "A one-time code for a web view, claimable once by its bot.",
+            KeyValue {
+                bucket: "codes",
+                key: "{code}",
+            },
+        ),
         payload::<TenantEvent>(
             "tenant_event.v1",
             "The body of a native callback to a tenant (Standard Webhooks signed).",

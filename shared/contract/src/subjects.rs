@@ -54,8 +54,11 @@ impl Stream {
 pub enum Bucket {
     /// Current configuration of bots, channels and API keys, written by `auth`.
     Config,
-    /// One-time codes for web views (TTL).
+    /// One-time codes for web views (TTL, `PATCHBAY_CODE_TTL_MS`).
     Codes,
+    /// Patchbay links (`/go/<token>`) that replaced URL buttons with `:code` (TTL,
+    /// `PATCHBAY_LINK_TTL_MS`).
+    Links,
     /// Messages the platforms accepted (message id → platform message id), so a redelivered
     /// outbound job is not sent twice (TTL).
     Sent,
@@ -70,6 +73,7 @@ impl Bucket {
         match self {
             Bucket::Config => "config",
             Bucket::Codes => "codes",
+            Bucket::Links => "links",
             Bucket::Sent => "sent",
             Bucket::Members => "members",
         }

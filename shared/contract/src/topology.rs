@@ -62,6 +62,8 @@ pub struct TopologySettings {
     pub duplicate_window: Duration,
     /// How long a one-time code lives in the codes bucket.
     pub code_ttl: Duration,
+    /// How long a Patchbay link (`/go/<token>`) lives in the links bucket.
+    pub link_ttl: Duration,
     /// Partitions of each pipeline stream (see [`Partitioning`]): the most replicas of one
     /// consumer that share its work.
     pub partitions: u32,
@@ -74,6 +76,7 @@ impl Default for TopologySettings {
             max_stream_bytes: 1 << 30,
             duplicate_window: Duration::from_secs(120),
             code_ttl: Duration::from_secs(300),
+            link_ttl: DAY,
             partitions: DEFAULT_PARTITIONS,
         }
     }
@@ -147,6 +150,7 @@ pub fn buckets(settings: &TopologySettings) -> Vec<(Bucket, Option<Duration>)> {
     vec![
         (Bucket::Config, None),
         (Bucket::Codes, Some(settings.code_ttl)),
+        (Bucket::Links, Some(settings.link_ttl)),
         (Bucket::Sent, Some(7 * DAY)),
         (Bucket::Members, Some(MEMBER_TTL)),
     ]

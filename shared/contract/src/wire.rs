@@ -844,6 +844,8 @@ pub struct Replayed {
 pub mod router_ops {
     /// [`super::GetUserRequest`] → [`super::UserProfile`].
     pub const GET_USER: &str = "get_user";
+    /// [`super::FindUserRequest`] → [`super::UserProfile`].
+    pub const FIND_USER: &str = "find_user";
 }
 
 /// Callback settings when creating a bot.
@@ -1138,6 +1140,49 @@ pub struct UserProfile {
     /// Last inbound activity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen_at: Option<DateTime<Utc>>,
+}
+
+/// Look up a bot's user by the platform's user id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct FindUserRequest {
+    /// Payload version.
+    #[serde(default)]
+    pub v: V1,
+    /// The bot asking.
+    pub bot_id: String,
+    /// The platform.
+    pub platform: Platform,
+    /// The platform's user id (e.g. Telegram's `from.id`).
+    pub platform_user_id: String,
+}
+
+/// A Patchbay link that replaced a URL button containing `:code`. Key `<token>` of the links
+/// bucket; opening `/go/<token>` mints a [`CodeRecord`] and redirects to `url` with the code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct LinkRecord {
+    /// Payload version.
+    pub v: V1,
+    /// The bot that sent the button.
+    pub bot_id: String,
+    /// The recipient.
+    pub user_id: String,
+    /// The tenant's URL, still containing `:code`.
+    pub url: String,
+    /// When the link stops working.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A one-time code for a web view. Key `<code>` of the codes bucket; claimed (deleted) once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CodeRecord {
+    /// Payload version.
+    pub v: V1,
+    /// The bot that may claim it.
+    pub bot_id: String,
+    /// The user it identifies.
+    pub user_id: String,
+    /// When it stops being claimable.
+    pub expires_at: DateTime<Utc>,
 }
 
 #[cfg(test)]

@@ -1,0 +1,244 @@
+//! One-time codes for web views (DESIGN.md, "One-time codes").
+//!
+//! * `GET /go/{token}` (public, opened by the user's browser): the token is a Patchbay link the
+//!   router put in place of a URL button containing `:code` (links bucket, bound to bot, user
+//!   and the tenant's URL). Mints a one-time code (256 random bits, URL-safe), stores it in the
+//!   codes bucket (TTL `PATCHBAY_CODE_TTL_MS`, 5 minutes), substitutes it for `:code` and
+//!   answers 302 to the tenant's page. A link may be opened many times until it expires; each
+//!   opening mints a new code. Unknown link: 404 page; expired link or disabled bot: 410 page.
+//! * `POST /v1/codes/claim` (bot API key), `{"code": "…"}`: the user's profile, once. The
+//!   code's entry is deleted with its revision as the expected last revision, so of any number
+//!   of concurrent claims exactly one deletes it and gets 200. Every claim that cannot succeed
+//!   (unknown, expired, already claimed, or minted for another bot) answers the same 410
+//!   `code_invalid`, so a bot learns nothing about other bots' codes; a claim by the wrong bot
+//!   does not consume the code.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::kv::{self, Operation, UpdateErrorKind};
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use patchbay_contract::subjects::Bucket;
+use patchbay_contract::{CodeRecord, LinkRecord, V1};
+use patchbay_runtime::http::ApiJson;
+use patchbay_runtime::{ApiError, BoxError, Deps};
+use serde::Deserialize;
+
+use crate::Api;
+use crate::auth::BotAuth;
+use crate::users::{Profile, profile};
+
+/// The placeholder replaced by the code.
+const CODE_PLACEHOLDER: &str = ":code";
+
+/// The buckets behind links and codes.
+pub(crate) struct Codes {
+    links: kv::Store,
+    codes: kv::Store,
+    code_ttl: Duration,
+}
+
+impl Codes {
+    /// Opens the links and codes buckets (created by `ensure_topology`).
+    pub(crate) async fn open(deps: &Deps) -> Result<Arc<Self>, BoxError> {
+        let s = deps.bus.subjects();
+        let js = deps.bus.jetstream();
+        Ok(Arc::new(Self {
+            links: js.get_key_value(s.bucket(Bucket::Links)).await?,
+            codes: js.get_key_value(s.bucket(Bucket::Codes)).await?,
+            code_ttl: Duration::from_millis(deps.config.code_ttl_ms),
+        }))
+    }
+}
+
+/// The routes, to merge into the api's router.
+pub(crate) fn routes(codes: Arc<Codes>) -> Router<Arc<Api>> {
+    Router::new()
+        .route("/go/{token}", get(open_link))
+        .route("/v1/codes/claim", post(claim))
+        .layer(Extension(codes))
+}
+
+/// Tokens and codes are 43 characters of URL-safe base64; anything else is not looked up
+/// (and cannot be an invalid KV key).
+fn well_formed(token: &str) -> bool {
+    (20..=100).contains(&token.len())
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A short page for the user's browser (this route is opened by people, not programs).
+fn page(status: StatusCode, title: &str, text: &str) -> Response {
+    let body = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width\"><title>{title}</title></head>\
+         <body><h1>{title}</h1><p>{text}</p></body></html>"
+    );
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn unavailable_page() -> Response {
+    page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Try again",
+        "This page is temporarily unavailable. Please try again in a moment.",
+    )
+}
+
+async fn open_link(
+    State(api): State<Arc<Api>>,
+    Extension(codes): Extension<Arc<Codes>>,
+    Path(token): Path<String>,
+) -> Response {
+    let unknown = || {
+        page(
+            StatusCode::NOT_FOUND,
+            "Link not found",
+            "This link is unknown or has expired. Open the page again from the chat.",
+        )
+    };
+    let expired = || {
+        page(
+            StatusCode::GONE,
+            "Link expired",
+            "This link has expired. Open the page again from a newer message in the chat.",
+        )
+    };
+    if !well_formed(&token) {
+        return unknown();
+    }
+    let link: LinkRecord = match codes.links.get(&token).await {
+        Ok(Some(body)) => match serde_json::from_slice(&body) {
+            Ok(link) => link,
+            Err(e) => {
+                tracing::error!(error = %e, "undecodable link record");
+                return unknown();
+            }
+        },
+        Ok(None) => return unknown(),
+        Err(e) => {
+            tracing::warn!(error = %e, "links bucket unavailable");
+            return unavailable_page();
+        }
+    };
+    let now = chrono::Utc::now();
+    if link.expires_at <= now {
+        return expired();
+    }
+    match api.view.bot(&link.bot_id).await {
+        Ok(Some(bot)) if bot.enabled => {}
+        Ok(_) => return expired(),
+        Err(e) => {
+            tracing::warn!(error = %e, "config view unavailable");
+            return unavailable_page();
+        }
+    }
+    let (code, ttl) = match (
+        patchbay_config::secrets::new_url_token(),
+        chrono::Duration::from_std(codes.code_ttl),
+    ) {
+        (Ok(code), Ok(ttl)) => (code, ttl),
+        (Err(e), _) => {
+            tracing::error!(error = %e, "no randomness for a code");
+            return unavailable_page();
+        }
+        (_, Err(e)) => {
+            tracing::error!(error = %e, "code TTL out of range");
+            return unavailable_page();
+        }
+    };
+    let record = CodeRecord {
+        v: V1,
+        bot_id: link.bot_id,
+        user_id: link.user_id,
+        expires_at: now + ttl,
+    };
+    let stored = match serde_json::to_vec(&record) {
+        Ok(body) => codes.codes.create(&code, body.into()).await.map(|_| ()),
+        Err(e) => {
+            tracing::error!(error = %e, "code record not encodable");
+            return unavailable_page();
+        }
+    };
+    if let Err(e) = stored {
+        tracing::warn!(error = %e, "codes bucket unavailable");
+        return unavailable_page();
+    }
+    let location = link.url.replace(CODE_PLACEHOLDER, &code);
+    (
+        StatusCode::FOUND,
+        [
+            (header::LOCATION, location.as_str()),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+    )
+        .into_response()
+}
+
+/// Body of `POST /v1/codes/claim`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ClaimBody {
+    code: String,
+}
+
+fn invalid_code() -> ApiError {
+    ApiError::new(
+        StatusCode::GONE,
+        "code_invalid",
+        "this code cannot be claimed: it is unknown, expired, already claimed, or not this \
+         bot's (codes are single use and expire a few minutes after the user opened the link)",
+    )
+}
+
+fn bucket_unavailable(e: impl std::fmt::Display) -> ApiError {
+    tracing::warn!(error = %e, "codes bucket unavailable");
+    ApiError::unavailable("temporarily unable to check the code; retry shortly")
+}
+
+async fn claim(
+    bot: BotAuth,
+    State(api): State<Arc<Api>>,
+    Extension(codes): Extension<Arc<Codes>>,
+    ApiJson(body): ApiJson<ClaimBody>,
+) -> Result<axum::Json<Profile>, ApiError> {
+    if !well_formed(&body.code) {
+        return Err(invalid_code());
+    }
+    let entry = codes
+        .codes
+        .entry(&body.code)
+        .await
+        .map_err(bucket_unavailable)?
+        .filter(|e| e.operation == Operation::Put)
+        .ok_or_else(invalid_code)?;
+    let record: CodeRecord = serde_json::from_slice(&entry.value).map_err(ApiError::internal)?;
+    if record.bot_id != bot.bot_id || record.expires_at <= chrono::Utc::now() {
+        return Err(invalid_code());
+    }
+    // Read the profile before consuming the code, so a router hiccup does not burn it.
+    let profile = profile(&api, &bot.bot_id, &record.user_id).await?;
+    match codes
+        .codes
+        .delete_expect_revision(&body.code, Some(entry.revision))
+        .await
+    {
+        Ok(()) => Ok(axum::Json(profile)),
+        Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Err(invalid_code()),
+        Err(e) => Err(bucket_unavailable(e)),
+    }
+}

@@ -1,0 +1,95 @@
+//! Patchbay links for web views: a URL button whose URL contains `:code` is sent as
+//! `<public_url>/go/<token>` instead, the token bound to the bot, the recipient and the
+//! original URL in the links bucket (TTL `PATCHBAY_LINK_TTL_MS`). The `api` service answers
+//! `/go/<token>` by minting a one-time code and redirecting to the original URL with it.
+//!
+//! This runs in the router's send handler, after the messages are stored (they keep the
+//! tenant's URL; the token is a credential and stays out of PostgreSQL) and before the
+//! outbound jobs are published, so every platform's sender gets the rewritten content.
+
+use async_nats::jetstream::kv;
+use patchbay_bus::HandlerError;
+use patchbay_contract::content::{Button, Card};
+use patchbay_contract::{Content, LinkRecord, V1};
+
+/// The placeholder a tenant puts in a URL button to ask for a one-time code.
+pub const CODE_PLACEHOLDER: &str = ":code";
+
+/// Writes link records and rewrites content.
+pub struct Links {
+    store: kv::Store,
+    public_url: String,
+    ttl: std::time::Duration,
+}
+
+impl Links {
+    /// Links in `store`, served under `public_url`, valid for `ttl`.
+    pub fn new(store: kv::Store, public_url: &str, ttl: std::time::Duration) -> Self {
+        Self {
+            store,
+            public_url: public_url.trim_end_matches('/').to_owned(),
+            ttl,
+        }
+    }
+
+    /// `content` with every URL button containing `:code` replaced by a fresh Patchbay link
+    /// for `user_id` of `bot_id`; other content is returned unchanged.
+    pub async fn rewrite(
+        &self,
+        bot_id: &str,
+        user_id: &str,
+        content: &Content,
+    ) -> Result<Content, HandlerError> {
+        let mut out = content.clone();
+        match &mut out {
+            Content::Buttons { buttons, .. } => {
+                self.rewrite_buttons(bot_id, user_id, buttons).await?;
+            }
+            Content::Carousel { cards } => {
+                for Card { buttons, .. } in cards.iter_mut() {
+                    self.rewrite_buttons(bot_id, user_id, buttons).await?;
+                }
+            }
+            _ => {}
+        }
+        Ok(out)
+    }
+
+    async fn rewrite_buttons(
+        &self,
+        bot_id: &str,
+        user_id: &str,
+        buttons: &mut [Button],
+    ) -> Result<(), HandlerError> {
+        for b in buttons {
+            if let Button::Url { url, .. } = b
+                && url.contains(CODE_PLACEHOLDER)
+            {
+                *url = self.link(bot_id, user_id, url).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores a new link for `url` and returns its public address.
+    async fn link(&self, bot_id: &str, user_id: &str, url: &str) -> Result<String, HandlerError> {
+        let token = patchbay_config::secrets::new_url_token()
+            .map_err(|e| HandlerError::retry(format!("link token: {e}")))?;
+        let ttl = chrono::Duration::from_std(self.ttl)
+            .map_err(|e| HandlerError::reject(format!("link TTL: {e}")))?;
+        let record = LinkRecord {
+            v: V1,
+            bot_id: bot_id.to_owned(),
+            user_id: user_id.to_owned(),
+            url: url.to_owned(),
+            expires_at: chrono::Utc::now() + ttl,
+        };
+        let body = serde_json::to_vec(&record)
+            .map_err(|e| HandlerError::reject(format!("link record: {e}")))?;
+        self.store
+            .create(&token, body.into())
+            .await
+            .map_err(|e| HandlerError::unavailable(format!("links bucket: {e}")))?;
+        Ok(format!("{}/go/{token}", self.public_url))
+    }
+}
