@@ -212,13 +212,16 @@ pub async fn closed(
     .await
 }
 
-/// Open loop: `rate` per second for `duration`, over `users` conversations.
+/// Open loop: `rate` per second for `duration`, over `users` conversations whose chat ids
+/// start at `chat_base`.
+#[allow(clippy::too_many_arguments)]
 pub async fn open(
     ctx: Arc<Ctx>,
     t: Target,
     run: &str,
     rate: f64,
     users: i64,
+    chat_base: i64,
     duration: Duration,
     settle: Duration,
 ) -> Outcome {
@@ -239,7 +242,7 @@ pub async fn open(
         let (ctx, sent, errors) = (ctx.clone(), sent.clone(), errors.clone());
         let id = ctx.next_id(t, run);
         #[allow(clippy::cast_possible_wrap)]
-        let chat = 100_000 + (i as i64 % users);
+        let chat = chat_base + (i as i64 % users);
         tasks.push(tokio::spawn(async move {
             if ctx.fire(t, &id, chat).await {
                 sent.lock().expect("lock").push((id, at));

@@ -3,7 +3,7 @@
 //! generator; runs the scenarios, measures the JetStream ceiling in the same run, and writes
 //! `latest.json`, `latest.md` and `latency.svg` into the output directory.
 //!
-//! Usage: `patchbay-bench [--short] [--out DIR] [--self-services]`; `patchbay-bench service
+//! Usage: `patchbay-bench [--short] [--out DIR] [--rates 100,250,…] [--self-services]`; `patchbay-bench service
 //! <name>` runs one service (the same code as `patchbay service <name>`). See
 //! `docs/benchmarks.md`.
 
@@ -30,6 +30,8 @@ struct Plan {
     open_users: i64,
     settle: Duration,
     ceiling_n: usize,
+    /// Scenario 4: (rate, seconds, conversation counts).
+    many: Option<(f64, u64, Vec<i64>)>,
 }
 
 impl Plan {
@@ -44,17 +46,19 @@ impl Plan {
                 open_users: 50,
                 settle: Duration::from_secs(30),
                 ceiling_n: 2_000,
+                many: None,
             }
         } else {
             Self {
                 short,
                 closed_workers: 64,
-                closed_secs: 20,
+                closed_secs: 15,
                 open_rates: vec![100.0, 250.0, 500.0, 1000.0],
-                open_secs: 15,
+                open_secs: 10,
                 open_users: 1000,
                 settle: Duration::from_secs(30),
                 ceiling_n: 50_000,
+                many: Some((200.0, 10, vec![10, 1_000, 100_000])),
             }
         }
     }
@@ -77,6 +81,14 @@ fn main() -> ExitCode {
         .position(|a| a == "--out")
         .and_then(|i| args.get(i + 1))
         .map_or_else(|| std::path::PathBuf::from("bench/results"), Into::into);
+    let mut plan = Plan::new(short);
+    if let Some(rates) = args
+        .iter()
+        .position(|a| a == "--rates")
+        .and_then(|i| args.get(i + 1))
+    {
+        plan.open_rates = rates.split(',').filter_map(|r| r.parse().ok()).collect();
+    }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -88,7 +100,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(Plan::new(short), force_self, &out)) {
+    match rt.block_on(run(plan, force_self, &out)) {
         Ok(clean) if clean => ExitCode::SUCCESS,
         Ok(_) => {
             eprintln!("messages were lost or duplicated: see {}", out.display());
@@ -102,6 +114,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Result<bool> {
+    let load_at_start = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let fakes = fakes::Fakes::start().await?;
     let stack = stack::Stack::start(&fakes, force_self).await?;
     let bot = stack.create_bot(&fakes).await?;
@@ -121,7 +134,7 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
 
     let mut scenarios: Vec<Value> = Vec::new();
     let mut clean = true;
-    let mut runs: Vec<(String, &str, RunFn)> = Vec::new();
+    let mut runs: Vec<(String, &str, u8, RunFn)> = Vec::new();
     let (w, cs, os, users, settle) = (
         plan.closed_workers,
         Duration::from_secs(plan.closed_secs),
@@ -132,6 +145,7 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
     runs.push((
         format!("round trip, closed loop ({w} conversations)"),
         "round_trip",
+        1,
         Box::new(move |c| Box::pin(load::closed(c, Target::RoundTrip, "c", w, cs, settle))),
     ));
     for (i, rate) in plan.open_rates.iter().copied().enumerate() {
@@ -139,10 +153,21 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
         runs.push((
             format!("round trip, open loop {rate}/s ({users} conversations)"),
             "round_trip",
+            1,
             Box::new(move |c| {
                 let run = run.clone();
                 Box::pin(async move {
-                    load::open(c, Target::RoundTrip, &run, rate, users, os, settle).await
+                    load::open(
+                        c,
+                        Target::RoundTrip,
+                        &run,
+                        rate,
+                        users,
+                        1_000_000,
+                        os,
+                        settle,
+                    )
+                    .await
                 })
             }),
         ));
@@ -150,15 +175,47 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
     runs.push((
         format!("inbound only, closed loop ({w} conversations)"),
         "inbound",
+        2,
         Box::new(move |c| Box::pin(load::closed(c, Target::Inbound, "c", w, cs, settle))),
     ));
     runs.push((
         format!("outbound only, closed loop ({w} conversations)"),
         "outbound",
+        3,
         Box::new(move |c| Box::pin(load::closed(c, Target::Outbound, "c", w, cs, settle))),
     ));
 
-    for (name, path, f) in runs {
+    if let Some((rate, secs, counts)) = plan.many.clone() {
+        // Scenario 4: the same offered load over few or many conversations. Every run uses
+        // fresh chat ids, so with 100,000 conversations nearly every message creates a user.
+        for (i, users) in counts.into_iter().enumerate() {
+            let run = format!("m{i}");
+            #[allow(clippy::cast_possible_wrap)]
+            let base = 10_000_000 * (i as i64 + 1);
+            runs.push((
+                format!("round trip, open loop {rate}/s, {users} conversations"),
+                "round_trip",
+                4,
+                Box::new(move |c| {
+                    let run = run.clone();
+                    Box::pin(async move {
+                        load::open(
+                            c,
+                            Target::RoundTrip,
+                            &run,
+                            rate,
+                            users,
+                            base,
+                            Duration::from_secs(secs),
+                            settle,
+                        )
+                        .await
+                    })
+                }),
+            ));
+        }
+    }
+    for (name, path, scenario, f) in runs {
         eprintln!("running: {name}");
         let accounts = stack.accounts();
         let cpu0: Vec<f64> = accounts
@@ -202,6 +259,7 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
         };
         scenarios.push(json!({
             "name": name,
+            "scenario": scenario,
             "path": path,
             "mode": mode,
             "offered_per_s": offered,
@@ -262,6 +320,7 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
         "mode": if plan.short { "short" } else { "full" },
         "build": if cfg!(debug_assertions) { "debug" } else { "release" },
         "machine": report::machine(),
+        "loadavg_at_start": load_at_start.trim(),
         "services_program": stack::service_program(force_self)?.1,
         "scenarios": scenarios,
         "ceiling": {

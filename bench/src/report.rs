@@ -25,6 +25,8 @@ pub fn machine() -> Value {
         "cores": std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
         "memory_gib": (mem_gib * 10.0).round() / 10.0,
         "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        // Other work on the machine skews every number: the load average at the end of the run.
+        "loadavg": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
     })
 }
 
@@ -38,7 +40,7 @@ pub fn markdown(r: &Value) -> String {
     let m = &r["machine"];
     let _ = writeln!(
         s,
-        "# Patchbay benchmark ({} mode, {} build)\n\n{} · {} · {} cores · {} GiB · {}\n",
+        "# Patchbay benchmark ({} mode, {} build)\n\n{} · {} · {} cores · {} GiB · {} · load average at the end: {}\n",
         r["mode"].as_str().unwrap_or(""),
         r["build"].as_str().unwrap_or(""),
         r["generated_at"].as_str().unwrap_or(""),
@@ -46,6 +48,7 @@ pub fn markdown(r: &Value) -> String {
         m["cores"],
         m["memory_gib"],
         m["kernel"].as_str().unwrap_or(""),
+        m["loadavg"].as_str().unwrap_or(""),
     );
     let _ = writeln!(
         s,
@@ -171,7 +174,7 @@ pub fn svg(r: &Value) -> String {
         .as_array()
         .unwrap_or(&empty)
         .iter()
-        .filter(|s| s["mode"] == "open" && s["path"] == "round_trip")
+        .filter(|s| s["mode"] == "open" && s["scenario"] == 1)
         .map(|s| {
             (
                 f(&s["offered_per_s"]),
