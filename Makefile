@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/.tools/bin:$(PATH)
 
 CARGO ?= cargo
 
-.PHONY: help tools build run test check-deploy chaos lint fmt schemas clean
+.PHONY: help tools build run test check-deploy chaos bench bench-short lint fmt schemas clean
 
 help: ## Show the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -32,6 +32,14 @@ check-deploy: ## Render and validate k8s/ and deploy/ offline (part of `make tes
 
 chaos: tools ## The chaos suite at ten times the size used by `make test` (real processes).
 	PATCHBAY_CHAOS_SCALE=10 $(CARGO) nextest run -p patchbay -E 'binary(chaos)' --no-fail-fast --no-capture
+
+bench: tools ## Release build, then the full benchmark: bench/results/latest.{json,md}, latency.svg.
+	$(CARGO) build --release -p patchbay -p patchbay-bench --bins
+	$${CARGO_TARGET_DIR:-target}/release/patchbay-bench --out bench/results
+
+bench-short: tools ## The benchmark's short mode (debug build, seconds; also runs in `make test`).
+	$(CARGO) build -p patchbay -p patchbay-bench --bins
+	$${CARGO_TARGET_DIR:-target}/debug/patchbay-bench --short --out bench/results/short
 
 lint: ## rustfmt and clippy, warnings are errors.
 	$(CARGO) fmt --all -- --check

@@ -1,0 +1,409 @@
+//! The load generator: closed loop (N workers, each waits for its own message to come out at
+//! the far end before sending the next) and open loop (a paced schedule at a fixed offered
+//! rate; latency counted from the scheduled time, so a stalled system cannot hide its queue).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::fakes::{Fakes, Recorder};
+use crate::stack::{Bot, Stack};
+
+/// What one message exercises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Update in → tenant callback → inline reply → `sendMessage` at the fake API.
+    RoundTrip,
+    /// Update in → tenant callback.
+    Inbound,
+    /// `POST /v1/messages` → `sendMessage` at the fake API.
+    Outbound,
+}
+
+impl Target {
+    fn tag(self) -> &'static str {
+        match self {
+            Self::RoundTrip => "rt",
+            Self::Inbound => "in",
+            Self::Outbound => "out",
+        }
+    }
+}
+
+/// Shared by every request.
+pub struct Ctx {
+    pub http: reqwest::Client,
+    pub bot: Bot,
+    pub api_url: String,
+    pub tenant: Arc<Recorder>,
+    pub telegram: Arc<Recorder>,
+    update_id: AtomicI64,
+    seq: AtomicU64,
+}
+
+impl Ctx {
+    pub fn new(stack: &Stack, fakes: &Fakes, bot: Bot) -> Self {
+        Self {
+            http: stack.http.clone(),
+            bot,
+            api_url: stack.url("api"),
+            tenant: fakes.tenant.clone(),
+            telegram: fakes.telegram.clone(),
+            update_id: AtomicI64::new(1),
+            seq: AtomicU64::new(0),
+        }
+    }
+
+    fn recorder(&self, t: Target) -> &Recorder {
+        match t {
+            Target::Inbound => &self.tenant,
+            Target::RoundTrip | Target::Outbound => &self.telegram,
+        }
+    }
+
+    fn next_id(&self, t: Target, run: &str) -> String {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{run}-{n}", t.tag())
+    }
+
+    /// Sends one message; true when Patchbay accepted it (stored).
+    async fn fire(&self, t: Target, id: &str, chat: i64) -> bool {
+        let req = match t {
+            Target::RoundTrip | Target::Inbound => {
+                let uid = self.update_id.fetch_add(1, Ordering::Relaxed);
+                self.http
+                    .post(&self.bot.webhook_url)
+                    .header("X-Telegram-Bot-Api-Secret-Token", &self.bot.secret)
+                    .json(&patchbay_testkit::fixtures::text_update(uid, chat, id))
+            }
+            Target::Outbound => self
+                .http
+                .post(format!("{}/v1/messages", self.api_url))
+                .bearer_auth(&self.bot.api_key)
+                .json(&json!({"platform": "telegram", "address": chat.to_string(),
+                              "channel_id": self.bot.channel_id,
+                              "messages": [{"type": "text", "text": id}]})),
+        };
+        req.timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    }
+}
+
+/// How a run was driven.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// `workers` concurrent conversations, each one message in flight.
+    Closed { workers: usize },
+    /// A fixed offered rate per second over `users` conversations.
+    Open { rate: f64, users: i64 },
+}
+
+/// The raw outcome of a run.
+#[derive(Debug)]
+pub struct Outcome {
+    pub mode: Mode,
+    pub sent: usize,
+    pub errors: usize,
+    pub delivered: usize,
+    pub lost: usize,
+    pub duplicated: u64,
+    pub elapsed_s: f64,
+    pub latencies_ms: Vec<f64>,
+}
+
+impl Outcome {
+    pub fn throughput(&self) -> f64 {
+        if self.elapsed_s > 0.0 {
+            f64_of(self.delivered) / self.elapsed_s
+        } else {
+            0.0
+        }
+    }
+
+    /// The `q` quantile of latency, ms (nearest rank).
+    pub fn quantile(&self, q: f64) -> f64 {
+        let v = &self.latencies_ms;
+        if v.is_empty() {
+            return 0.0;
+        }
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
+        let i = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
+        v[i]
+    }
+}
+
+pub fn f64_of(n: usize) -> f64 {
+    #[allow(clippy::cast_precision_loss)]
+    let f = n as f64;
+    f
+}
+
+/// Sent ids and their start (or scheduled) times.
+type Sent = Arc<Mutex<Vec<(String, Instant)>>>;
+
+/// Closed loop for `duration`.
+pub async fn closed(
+    ctx: Arc<Ctx>,
+    t: Target,
+    run: &str,
+    workers: usize,
+    duration: Duration,
+    settle: Duration,
+) -> Outcome {
+    let sent: Sent = Arc::default();
+    let errors = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let (ctx, sent, errors, run) = (ctx.clone(), sent.clone(), errors.clone(), run.to_owned());
+        #[allow(clippy::cast_possible_wrap)]
+        let chat = 10_000 + w as i64;
+        tasks.push(tokio::spawn(async move {
+            let mut last = start;
+            while Instant::now() < deadline {
+                let id = ctx.next_id(t, &run);
+                let rx = ctx.recorder(t).wait(&id);
+                let t0 = Instant::now();
+                if !ctx.fire(t, &id, chat).await {
+                    ctx.recorder(t).unwait(&id);
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                sent.lock().expect("lock").push((id.clone(), t0));
+                match tokio::time::timeout(Duration::from_secs(30), rx).await {
+                    Ok(Ok(at)) => last = last.max(at),
+                    _ => {
+                        ctx.recorder(t).unwait(&id);
+                        break; // lost or very late: settle() counts it
+                    }
+                }
+            }
+            last
+        }));
+    }
+    let mut end = start;
+    for task in tasks {
+        if let Ok(last) = task.await {
+            end = end.max(last);
+        }
+    }
+    let errors = usize::try_from(errors.load(Ordering::Relaxed)).unwrap_or(0);
+    finish(
+        &ctx,
+        t,
+        Mode::Closed { workers },
+        sent,
+        errors,
+        start,
+        end,
+        settle,
+    )
+    .await
+}
+
+/// Open loop: `rate` per second for `duration`, over `users` conversations whose chat ids
+/// start at `chat_base`.
+#[allow(clippy::too_many_arguments)]
+pub async fn open(
+    ctx: Arc<Ctx>,
+    t: Target,
+    run: &str,
+    rate: f64,
+    users: i64,
+    chat_base: i64,
+    duration: Duration,
+    settle: Duration,
+) -> Outcome {
+    let sent: Sent = Arc::default();
+    let errors = Arc::new(AtomicU64::new(0));
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let n = (rate * duration.as_secs_f64()).round() as u64;
+    let start = Instant::now() + Duration::from_millis(20);
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        #[allow(clippy::cast_precision_loss)]
+        let at = start + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(at.into()).await;
+        let (ctx, sent, errors) = (ctx.clone(), sent.clone(), errors.clone());
+        let id = ctx.next_id(t, run);
+        #[allow(clippy::cast_possible_wrap)]
+        let chat = chat_base + (i as i64 % users);
+        tasks.push(tokio::spawn(async move {
+            if ctx.fire(t, &id, chat).await {
+                sent.lock().expect("lock").push((id, at));
+            } else {
+                errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    let errors = usize::try_from(errors.load(Ordering::Relaxed)).unwrap_or(0);
+    finish(
+        &ctx,
+        t,
+        Mode::Open { rate, users },
+        sent,
+        errors,
+        start,
+        start,
+        settle,
+    )
+    .await
+}
+
+/// Waits until every accepted message arrived (or `settle` passed without progress), then
+/// counts latency, loss and duplicates.
+#[allow(clippy::too_many_arguments)]
+async fn finish(
+    ctx: &Ctx,
+    t: Target,
+    mode: Mode,
+    sent: Sent,
+    errors: usize,
+    start: Instant,
+    end: Instant,
+    settle: Duration,
+) -> Outcome {
+    let sent = std::mem::take(&mut *sent.lock().expect("lock"));
+    let rec = ctx.recorder(t);
+    let mut arrived = rec.count_arrived(sent.iter().map(|(id, _)| id));
+    let mut progress = Instant::now();
+    while arrived < sent.len() && progress.elapsed() < settle {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = rec.count_arrived(sent.iter().map(|(id, _)| id));
+        if now > arrived {
+            progress = Instant::now();
+            arrived = now;
+        }
+    }
+    // A short grace for duplicates that would trail the last original.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut latencies = Vec::with_capacity(sent.len());
+    let (mut delivered, mut duplicated, mut last) = (0, 0u64, end);
+    for (id, t0) in &sent {
+        if let Some((at, count)) = rec.get(id) {
+            delivered += 1;
+            duplicated += u64::from(count.saturating_sub(1));
+            latencies.push(at.saturating_duration_since(*t0).as_secs_f64() * 1000.0);
+            last = last.max(at);
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    Outcome {
+        mode,
+        sent: sent.len(),
+        errors,
+        delivered,
+        lost: sent.len() - delivered,
+        duplicated,
+        elapsed_s: last.saturating_duration_since(start).as_secs_f64(),
+        latencies_ms: latencies,
+    }
+}
+
+/// One summary (`quantile` lines plus `_sum` and `_count`) from a Prometheus text page.
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    pub quantiles: BTreeMap<String, f64>,
+    pub sum: f64,
+    pub count: f64,
+}
+
+/// Summaries of the stage metrics by `(service, metric{labels})`.
+pub fn parse_summaries(pages: &[(&'static str, String)]) -> BTreeMap<String, Summary> {
+    const METRICS: [&str; 4] = [
+        "patchbay_consumer_handle_seconds",
+        "patchbay_publish_seconds",
+        "patchbay_http_request_seconds",
+        "patchbay_webhook_attempt_seconds",
+    ];
+    let mut out: BTreeMap<String, Summary> = BTreeMap::new();
+    for (service, text) in pages {
+        for line in text.lines() {
+            let Some(metric) = METRICS.iter().find(|m| line.starts_with(*m)) else {
+                continue;
+            };
+            let Some((head, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(value) = value.parse::<f64>() else {
+                continue;
+            };
+            let rest = &head[metric.len()..];
+            let (suffix, labels) = match rest.split_once('{') {
+                Some((s, l)) => (s, l.trim_end_matches('}')),
+                None => (rest, ""),
+            };
+            let mut quantile = None;
+            let kept: Vec<&str> = labels
+                .split(',')
+                .filter(|l| !l.is_empty())
+                .filter(|l| match l.strip_prefix("quantile=") {
+                    Some(q) => {
+                        quantile = Some(q.trim_matches('"').to_owned());
+                        false
+                    }
+                    None => true,
+                })
+                .collect();
+            let key = format!("{service} {metric}{{{}}}", kept.join(","));
+            let e = out.entry(key).or_default();
+            match (suffix, quantile) {
+                ("", Some(q)) => {
+                    e.quantiles.insert(q, value);
+                }
+                ("_sum", _) => e.sum = value,
+                ("_count", _) => e.count = value,
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// Per-stage rows for one scenario: mean from the `_sum`/`_count` difference over the
+/// scenario, p50 and p99 from the service's own summary after it (its recent window).
+pub fn stage_rows(
+    before: &BTreeMap<String, Summary>,
+    after: &BTreeMap<String, Summary>,
+) -> Vec<Value> {
+    let mut rows = Vec::new();
+    for (key, a) in after {
+        if ["/metrics", "/readyz", "/healthz"]
+            .iter()
+            .any(|r| key.contains(&format!("route=\"{r}\"")))
+        {
+            continue;
+        }
+        let b = before.get(key).cloned().unwrap_or_default();
+        let n = a.count - b.count;
+        if n < 1.0 {
+            continue;
+        }
+        rows.push(json!({
+            "stage": key,
+            "count": n,
+            "mean_ms": (a.sum - b.sum) / n * 1000.0,
+            "p50_ms": a.quantiles.get("0.5").copied().unwrap_or(0.0) * 1000.0,
+            "p99_ms": a.quantiles.get("0.99").copied().unwrap_or(0.0) * 1000.0,
+        }));
+    }
+    rows
+}

@@ -1,0 +1,354 @@
+//! `patchbay-bench`: starts the real stack (nats-server with file storage, PostgreSQL, every
+//! service as its own process), lean fakes of a tenant and the Telegram API, and a load
+//! generator; runs the scenarios, measures the JetStream ceiling in the same run, and writes
+//! `latest.json`, `latest.md` and `latency.svg` into the output directory.
+//!
+//! Usage: `patchbay-bench [--short] [--out DIR] [--rates 100,250,…] [--self-services]`; `patchbay-bench service
+//! <name>` runs one service (the same code as `patchbay service <name>`). See
+//! `docs/benchmarks.md`.
+
+mod ceiling;
+mod fakes;
+mod load;
+mod report;
+mod stack;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use load::{Ctx, Target};
+use serde_json::{Value, json};
+
+/// The plan of a run.
+struct Plan {
+    short: bool,
+    closed_workers: usize,
+    closed_secs: u64,
+    open_rates: Vec<f64>,
+    open_secs: u64,
+    open_users: i64,
+    settle: Duration,
+    ceiling_n: usize,
+    /// Scenario 4: (rate, seconds, conversation counts).
+    many: Option<(f64, u64, Vec<i64>)>,
+}
+
+impl Plan {
+    fn new(short: bool) -> Self {
+        if short {
+            Self {
+                short,
+                closed_workers: 8,
+                closed_secs: 2,
+                open_rates: vec![50.0, 100.0],
+                open_secs: 1,
+                open_users: 50,
+                settle: Duration::from_secs(30),
+                ceiling_n: 2_000,
+                many: None,
+            }
+        } else {
+            Self {
+                short,
+                closed_workers: 64,
+                closed_secs: 15,
+                open_rates: vec![100.0, 250.0, 500.0, 1000.0],
+                open_secs: 10,
+                open_users: 1000,
+                settle: Duration::from_secs(30),
+                ceiling_n: 50_000,
+                many: Some((200.0, 10, vec![10, 1_000, 100_000])),
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("service") {
+        let name = args.get(1).map(String::as_str).unwrap_or_default();
+        let Some((process, start)) = patchbay::SERVICES.iter().find(|(n, _)| *n == name) else {
+            eprintln!("unknown service {name:?}");
+            return ExitCode::from(2);
+        };
+        return patchbay_runtime::lifecycle::main(process, &[*start]);
+    }
+    let short = args.iter().any(|a| a == "--short");
+    let force_self = args.iter().any(|a| a == "--self-services");
+    let out = args
+        .iter()
+        .position(|a| a == "--out")
+        .and_then(|i| args.get(i + 1))
+        .map_or_else(|| std::path::PathBuf::from("bench/results"), Into::into);
+    let mut plan = Plan::new(short);
+    if let Some(rates) = args
+        .iter()
+        .position(|a| a == "--rates")
+        .and_then(|i| args.get(i + 1))
+    {
+        plan.open_rates = rates.split(',').filter_map(|r| r.parse().ok()).collect();
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(plan, force_self, &out)) {
+        Ok(clean) if clean => ExitCode::SUCCESS,
+        Ok(_) => {
+            eprintln!("messages were lost or duplicated: see {}", out.display());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("patchbay-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Result<bool> {
+    let load_at_start = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let fakes = fakes::Fakes::start().await?;
+    let stack = stack::Stack::start(&fakes, force_self).await?;
+    let bot = stack.create_bot(&fakes).await?;
+    let ctx = Arc::new(Ctx::new(&stack, &fakes, bot));
+    let tck = stack::clk_tck();
+    // Warm up: config views, connections, the first conversation rows.
+    let warm = load::closed(
+        ctx.clone(),
+        Target::RoundTrip,
+        "warm",
+        4,
+        Duration::from_secs(1),
+        plan.settle,
+    )
+    .await;
+    eprintln!("warm-up: {} round trips", warm.delivered);
+
+    let mut scenarios: Vec<Value> = Vec::new();
+    let mut clean = true;
+    let mut runs: Vec<(String, &str, u8, RunFn)> = Vec::new();
+    let (w, cs, os, users, settle) = (
+        plan.closed_workers,
+        Duration::from_secs(plan.closed_secs),
+        Duration::from_secs(plan.open_secs),
+        plan.open_users,
+        plan.settle,
+    );
+    runs.push((
+        format!("round trip, closed loop ({w} conversations)"),
+        "round_trip",
+        1,
+        Box::new(move |c| Box::pin(load::closed(c, Target::RoundTrip, "c", w, cs, settle))),
+    ));
+    for (i, rate) in plan.open_rates.iter().copied().enumerate() {
+        let run = format!("o{i}");
+        runs.push((
+            format!("round trip, open loop {rate}/s ({users} conversations)"),
+            "round_trip",
+            1,
+            Box::new(move |c| {
+                let run = run.clone();
+                Box::pin(async move {
+                    load::open(
+                        c,
+                        Target::RoundTrip,
+                        &run,
+                        rate,
+                        users,
+                        1_000_000,
+                        os,
+                        settle,
+                    )
+                    .await
+                })
+            }),
+        ));
+    }
+    runs.push((
+        format!("inbound only, closed loop ({w} conversations)"),
+        "inbound",
+        2,
+        Box::new(move |c| Box::pin(load::closed(c, Target::Inbound, "c", w, cs, settle))),
+    ));
+    runs.push((
+        format!("outbound only, closed loop ({w} conversations)"),
+        "outbound",
+        3,
+        Box::new(move |c| Box::pin(load::closed(c, Target::Outbound, "c", w, cs, settle))),
+    ));
+
+    if let Some((rate, secs, counts)) = plan.many.clone() {
+        // Scenario 4: the same offered load over few or many conversations. Every run uses
+        // fresh chat ids, so with 100,000 conversations nearly every message creates a user.
+        for (i, users) in counts.into_iter().enumerate() {
+            let run = format!("m{i}");
+            #[allow(clippy::cast_possible_wrap)]
+            let base = 10_000_000 * (i as i64 + 1);
+            runs.push((
+                format!("round trip, open loop {rate}/s, {users} conversations"),
+                "round_trip",
+                4,
+                Box::new(move |c| {
+                    let run = run.clone();
+                    Box::pin(async move {
+                        load::open(
+                            c,
+                            Target::RoundTrip,
+                            &run,
+                            rate,
+                            users,
+                            base,
+                            Duration::from_secs(secs),
+                            settle,
+                        )
+                        .await
+                    })
+                }),
+            ));
+        }
+    }
+    for (name, path, scenario, f) in runs {
+        eprintln!("running: {name}");
+        let accounts = stack.accounts();
+        let cpu0: Vec<f64> = accounts
+            .iter()
+            .map(|(n, pid)| stack::cpu_seconds(*pid, tck, !n.starts_with("bench")))
+            .collect();
+        let m0 = load::parse_summaries(&stack.scrape().await);
+        let o = f(ctx.clone()).await;
+        let m1 = load::parse_summaries(&stack.scrape().await);
+        let mut cpu = serde_json::Map::new();
+        let mut total = 0.0;
+        for ((n, pid), before) in accounts.iter().zip(cpu0) {
+            let used = stack::cpu_seconds(*pid, tck, !n.starts_with("bench")) - before;
+            total += used;
+            let per_k = if o.delivered > 0 {
+                used / load::f64_of(o.delivered) * 1000.0
+            } else {
+                0.0
+            };
+            *cpu.entry(n.clone()).or_insert(json!(0.0)) = json!(round3(per_k));
+        }
+        let total_per_k = if o.delivered > 0 {
+            total / load::f64_of(o.delivered) * 1000.0
+        } else {
+            0.0
+        };
+        clean &= o.lost == 0 && o.duplicated == 0;
+        eprintln!(
+            "  {:.0}/s, p50 {:.1} ms, p99 {:.1} ms, delivered {}, lost {}, duplicated {}, errors {}",
+            o.throughput(),
+            o.quantile(0.5),
+            o.quantile(0.99),
+            o.delivered,
+            o.lost,
+            o.duplicated,
+            o.errors
+        );
+        let (mode, offered, conc) = match o.mode {
+            load::Mode::Closed { workers } => ("closed", Value::Null, json!(workers)),
+            load::Mode::Open { rate, users } => ("open", json!(rate), json!(users)),
+        };
+        scenarios.push(json!({
+            "name": name,
+            "scenario": scenario,
+            "path": path,
+            "mode": mode,
+            "offered_per_s": offered,
+            "conversations": conc,
+            "sent": o.sent,
+            "rejected": o.errors,
+            "delivered": o.delivered,
+            "lost": o.lost,
+            "duplicated": o.duplicated,
+            "throughput_per_s": round3(o.throughput()),
+            "p50_ms": round3(o.quantile(0.5)),
+            "p90_ms": round3(o.quantile(0.9)),
+            "p99_ms": round3(o.quantile(0.99)),
+            "max_ms": round3(o.quantile(1.0)),
+            "cpu_s_per_1000": cpu,
+            "cpu_s_per_1000_total": round3(total_per_k),
+            "stages": load::stage_rows(&m0, &m1),
+        }));
+    }
+
+    eprintln!("running: JetStream ceiling");
+    let payload = 1024;
+    let mut ceilings = Vec::new();
+    for (path, hops) in [("round_trip", 6usize), ("inbound", 3), ("outbound", 3)] {
+        if ceilings
+            .iter()
+            .any(|(_, h, _): &(&str, usize, f64)| *h == hops)
+        {
+            let r = ceilings
+                .iter()
+                .find(|(_, h, _)| *h == hops)
+                .map_or(0.0, |(_, _, r)| *r);
+            ceilings.push((path, hops, r));
+            continue;
+        }
+        let r = ceiling::run(&stack.nats.url(), hops, plan.ceiling_n, payload).await?;
+        eprintln!("  {hops} hops: {r:.0}/s");
+        ceilings.push((path, hops, r));
+    }
+    for s in &mut scenarios {
+        if let Some((_, hops, r)) = ceilings.iter().find(|(p, _, _)| s["path"] == *p) {
+            let t = s["throughput_per_s"].as_f64().unwrap_or(0.0);
+            s["ceiling_per_s"] = json!(round3(*r));
+            s["hops"] = json!(hops);
+            s["fraction_of_ceiling"] = json!(round3(t / r));
+        }
+    }
+
+    let mut rss = serde_json::Map::new();
+    for (n, pid) in stack.accounts() {
+        rss.insert(
+            n.clone(),
+            json!(round3(stack::peak_rss_mib(pid, !n.starts_with("bench")))),
+        );
+    }
+    let result = json!({
+        "generated_at": chrono::Utc::now().to_rfc3339(),
+        "mode": if plan.short { "short" } else { "full" },
+        "build": if cfg!(debug_assertions) { "debug" } else { "release" },
+        "machine": report::machine(),
+        "loadavg_at_start": load_at_start.trim(),
+        "services_program": stack::service_program(force_self)?.1,
+        "scenarios": scenarios,
+        "ceiling": {
+            "payload_bytes": payload,
+            "messages": plan.ceiling_n,
+            "storage": "file",
+            "runs": ceilings.iter().map(|(p, h, r)| json!({"path": p, "hops": h, "ceiling_per_s": round3(*r)})).collect::<Vec<_>>(),
+        },
+        "peak_rss_mib": rss,
+        "clean": clean,
+    });
+    std::fs::create_dir_all(out)?;
+    std::fs::write(
+        out.join("latest.json"),
+        serde_json::to_string_pretty(&result)?,
+    )?;
+    std::fs::write(out.join("latest.md"), report::markdown(&result))?;
+    std::fs::write(out.join("latency.svg"), report::svg(&result))?;
+    eprintln!(
+        "wrote {}/latest.json, latest.md, latency.svg",
+        out.display()
+    );
+    Ok(clean)
+}
+
+type RunFut = std::pin::Pin<Box<dyn std::future::Future<Output = load::Outcome> + Send>>;
+type RunFn = Box<dyn Fn(Arc<Ctx>) -> RunFut>;
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}

@@ -1,0 +1,262 @@
+//! `latest.md` and `latency.svg` from the result JSON, and a description of the machine.
+
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+
+/// CPU model, cores and memory, from `/proc`.
+pub fn machine() -> Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_default();
+    let mem_kib: u64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    #[allow(clippy::cast_precision_loss)]
+    let mem_gib = mem_kib as f64 / 1024.0 / 1024.0;
+    json!({
+        "cpu": model,
+        "cores": std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+        "memory_gib": (mem_gib * 10.0).round() / 10.0,
+        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        // Other work on the machine skews every number: the load average at the end of the run.
+        "loadavg": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
+    })
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(0.0)
+}
+
+/// The Markdown report.
+pub fn markdown(r: &Value) -> String {
+    let mut s = String::new();
+    let m = &r["machine"];
+    let _ = writeln!(
+        s,
+        "# Patchbay benchmark ({} mode, {} build)\n\n{} · {} · {} cores · {} GiB · {} · load average at the end: {}\n",
+        r["mode"].as_str().unwrap_or(""),
+        r["build"].as_str().unwrap_or(""),
+        r["generated_at"].as_str().unwrap_or(""),
+        m["cpu"].as_str().unwrap_or(""),
+        m["cores"],
+        m["memory_gib"],
+        m["kernel"].as_str().unwrap_or(""),
+        m["loadavg"].as_str().unwrap_or(""),
+    );
+    let _ = writeln!(
+        s,
+        "Latency: from the request leaving the load generator (open loop: its scheduled time) to \
+         the message arriving at the fake platform (inbound only: at the fake tenant).\n"
+    );
+    let _ = writeln!(
+        s,
+        "| scenario | msgs/s | JetStream ceiling (hops) | fraction | p50 ms | p90 ms | p99 ms | max ms | CPU s / 1000 msgs | lost | duplicated | rejected |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    let empty = Vec::new();
+    let scenarios = r["scenarios"].as_array().unwrap_or(&empty);
+    for sc in scenarios {
+        let _ = writeln!(
+            s,
+            "| {} | {:.0} | {:.0} ({}) | {:.3} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {} | {} | {} |",
+            sc["name"].as_str().unwrap_or(""),
+            f(&sc["throughput_per_s"]),
+            f(&sc["ceiling_per_s"]),
+            sc["hops"],
+            f(&sc["fraction_of_ceiling"]),
+            f(&sc["p50_ms"]),
+            f(&sc["p90_ms"]),
+            f(&sc["p99_ms"]),
+            f(&sc["max_ms"]),
+            f(&sc["cpu_s_per_1000_total"]),
+            sc["lost"],
+            sc["duplicated"],
+            sc["rejected"],
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\n## CPU seconds per 1,000 messages, by process\n\n(PostgreSQL includes its backends.)\n"
+    );
+    if let Some(first) = scenarios
+        .first()
+        .and_then(|x| x["cpu_s_per_1000"].as_object())
+    {
+        let names: Vec<&String> = first.keys().collect();
+        let _ = writeln!(
+            s,
+            "| scenario | {} |\n|---|{}",
+            names
+                .iter()
+                .map(|n| n.as_str())
+                .collect::<Vec<_>>()
+                .join(" | "),
+            "---|".repeat(names.len())
+        );
+        for sc in scenarios {
+            let cells: Vec<String> = names
+                .iter()
+                .map(|n| format!("{:.2}", f(&sc["cpu_s_per_1000"][n.as_str()])))
+                .collect();
+            let _ = writeln!(
+                s,
+                "| {} | {} |",
+                sc["name"].as_str().unwrap_or(""),
+                cells.join(" | ")
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\n## Peak RSS (VmHWM) per process, MiB, over the whole run\n\n| process | MiB |\n|---|---|"
+    );
+    if let Some(rss) = r["peak_rss_mib"].as_object() {
+        for (n, v) in rss {
+            let _ = writeln!(s, "| {n} | {:.1} |", f(v));
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\n## Per-stage latency from the services' own metrics\n\nMean over the scenario \
+         (from `_sum`/`_count`); p50/p99 are the service's summary over its recent window.\n"
+    );
+    for sc in scenarios {
+        let _ = writeln!(
+            s,
+            "### {}\n\n| stage | count | mean ms | p50 ms | p99 ms |\n|---|---|---|---|---|",
+            sc["name"].as_str().unwrap_or("")
+        );
+        for st in sc["stages"].as_array().unwrap_or(&empty) {
+            let _ = writeln!(
+                s,
+                "| `{}` | {:.0} | {:.2} | {:.2} | {:.2} |",
+                st["stage"].as_str().unwrap_or(""),
+                f(&st["count"]),
+                f(&st["mean_ms"]),
+                f(&st["p50_ms"]),
+                f(&st["p99_ms"]),
+            );
+        }
+        let _ = writeln!(s);
+    }
+    let c = &r["ceiling"];
+    let _ = writeln!(
+        s,
+        "## JetStream ceiling\n\n{} messages of {} bytes, {} storage, through a chain of \
+         work-queue streams: publish with ack, durable pull consumer, explicit ack after the next \
+         publish was acked.\n\n| path | hops | msgs/s |\n|---|---|---|",
+        c["messages"],
+        c["payload_bytes"],
+        c["storage"].as_str().unwrap_or("")
+    );
+    for run in c["runs"].as_array().unwrap_or(&empty) {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.0} |",
+            run["path"].as_str().unwrap_or(""),
+            run["hops"],
+            f(&run["ceiling_per_s"])
+        );
+    }
+    s
+}
+
+/// An SVG chart of p50 and p99 round-trip latency against offered load (open-loop runs).
+pub fn svg(r: &Value) -> String {
+    let empty = Vec::new();
+    let points: Vec<(f64, f64, f64, f64)> = r["scenarios"]
+        .as_array()
+        .unwrap_or(&empty)
+        .iter()
+        .filter(|s| s["mode"] == "open" && s["scenario"] == 1)
+        .map(|s| {
+            (
+                f(&s["offered_per_s"]),
+                f(&s["p50_ms"]),
+                f(&s["p99_ms"]),
+                f(&s["throughput_per_s"]),
+            )
+        })
+        .collect();
+    let (w, h, left, right, top, bottom) = (640.0, 400.0, 70.0, 20.0, 40.0, 50.0);
+    let max_x = points.iter().map(|p| p.0).fold(1.0, f64::max) * 1.1;
+    let max_y = points.iter().map(|p| p.2).fold(1.0, f64::max) * 1.1;
+    let x = |v: f64| left + v / max_x * (w - left - right);
+    let y = |v: f64| h - bottom - v / max_y * (h - top - bottom);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(
+        s,
+        r#"<rect width="{w}" height="{h}" fill="white"/><text x="{}" y="20" text-anchor="middle" font-size="14">Round-trip latency against offered load (open loop)</text>"#,
+        w / 2.0
+    );
+    let _ = writeln!(
+        s,
+        r#"<line x1="{left}" y1="{}" x2="{}" y2="{}" stroke="black"/><line x1="{left}" y1="{top}" x2="{left}" y2="{}" stroke="black"/>"#,
+        h - bottom,
+        w - right,
+        h - bottom,
+        h - bottom
+    );
+    for i in 0..=5 {
+        let fx = max_x * f64::from(i) / 5.0;
+        let fy = max_y * f64::from(i) / 5.0;
+        let _ = writeln!(
+            s,
+            r##"<text x="{:.1}" y="{}" text-anchor="middle">{fx:.0}</text><text x="{}" y="{:.1}" text-anchor="end">{fy:.0}</text><line x1="{left}" y1="{:.1}" x2="{}" y2="{:.1}" stroke="#ddd"/>"##,
+            x(fx),
+            h - bottom + 16.0,
+            left - 6.0,
+            y(fy) + 4.0,
+            y(fy),
+            w - right,
+            y(fy)
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">offered load (messages/s)</text><text x="16" y="{}" transform="rotate(-90 16 {})" text-anchor="middle">latency (ms)</text>"#,
+        (left + w - right) / 2.0,
+        h - 12.0,
+        h / 2.0,
+        h / 2.0
+    );
+    for (label, idx, color) in [("p50", 1usize, "#1f77b4"), ("p99", 2, "#d62728")] {
+        let pts: Vec<String> = points
+            .iter()
+            .map(|p| {
+                let v = if idx == 1 { p.1 } else { p.2 };
+                format!("{:.1},{:.1}", x(p.0), y(v))
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
+            pts.join(" ")
+        );
+        for pt in &pts {
+            let (px, py) = pt.split_once(',').unwrap_or(("0", "0"));
+            let _ = writeln!(s, r#"<circle cx="{px}" cy="{py}" r="3" fill="{color}"/>"#);
+        }
+        let ly = if idx == 1 { 50.0 } else { 66.0 };
+        let _ = writeln!(
+            s,
+            r#"<line x1="{}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="2"/><text x="{}" y="{}">{label}</text>"#,
+            left + 10.0,
+            left + 30.0,
+            left + 36.0,
+            ly + 4.0
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}

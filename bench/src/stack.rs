@@ -1,0 +1,324 @@
+//! The real stack as on Kubernetes: nats-server (file storage), PostgreSQL, and every service
+//! as its own process (`patchbay service <name>`), started the way `services/patchbay/tests/
+//! chaos.rs` does it. Also CPU and memory of those processes, from `/proc`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use patchbay_testkit::nats::NatsServer;
+use patchbay_testkit::postgres::PgServer;
+use patchbay_testkit::process::{Guarded, spawn};
+use serde_json::{Value, json};
+
+use crate::fakes::Fakes;
+
+/// Start order: owners of state first, HTTP edges last.
+pub const SERVICES: [&str; 7] = [
+    "auth",
+    "bot-router",
+    "normaliser",
+    "webhook-dispatcher",
+    "outbound-telegram",
+    "ingress-telegram",
+    "api",
+];
+
+/// The running installation.
+pub struct Stack {
+    pub nats: NatsServer,
+    _pg: PgServer,
+    pub dir: tempfile::TempDir,
+    pub procs: Vec<(&'static str, Guarded)>,
+    ports: HashMap<&'static str, u16>,
+    pub admin: String,
+    pub http: reqwest::Client,
+}
+
+/// A bot with its Telegram channel.
+pub struct Bot {
+    pub api_key: String,
+    pub channel_id: String,
+    pub webhook_url: String,
+    pub secret: String,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// The program that runs a service: `patchbay` beside this binary (or beside its parent
+/// directory, for test executables in `deps/`), else this binary itself, whose hidden
+/// `service <name>` subcommand runs the same code as `patchbay service <name>`.
+pub fn service_program(force_self: bool) -> anyhow::Result<(PathBuf, &'static str)> {
+    let me = std::env::current_exe()?;
+    if !force_self && let Some(dir) = me.parent() {
+        for d in [Some(dir), dir.parent()].into_iter().flatten() {
+            let p = d.join("patchbay");
+            if p.is_file() {
+                return Ok((p, "patchbay"));
+            }
+        }
+    }
+    Ok((me, "patchbay-bench"))
+}
+
+impl Stack {
+    /// Starts everything and waits until every service is ready.
+    pub async fn start(fakes: &Fakes, force_self: bool) -> anyhow::Result<Self> {
+        let (pg, nats) = tokio::join!(PgServer::start(), NatsServer::start());
+        let pg = pg.context("PostgreSQL")?;
+        let nats = nats.context("nats-server")?;
+        let admin = format!("admin-{}", patchbay_testkit::unique_prefix());
+        let master = patchbay_config::MasterKey::generate_base64()
+            .map_err(|e| anyhow::anyhow!("master key: {e}"))?;
+        let env: Vec<(&str, String)> = vec![
+            ("PATCHBAY_NATS_URL", nats.url()),
+            ("PATCHBAY_NATS_PREFIX", patchbay_testkit::unique_prefix()),
+            ("PATCHBAY_DATABASE_URL", pg.url()),
+            ("PATCHBAY_MASTER_KEY", master),
+            ("PATCHBAY_ADMIN_TOKEN", admin.clone()),
+            ("PATCHBAY_ALLOW_PRIVATE_CALLBACKS", "true".into()),
+            ("PATCHBAY_LOG_FORMAT", "text".into()),
+            ("PATCHBAY_LOG_LEVEL", "warn".into()),
+            ("PATCHBAY_TELEGRAM_API_BASE_URL", fakes.telegram_url.clone()),
+            // The fake platform has no rate limits; Patchbay's pacing would be the bottleneck.
+            ("PATCHBAY_TELEGRAM_PER_BOT_PER_SECOND", "1000000".into()),
+            ("PATCHBAY_TELEGRAM_PER_CHAT_PER_SECOND", "1000000".into()),
+            ("PATCHBAY_TELEGRAM_PER_CHAT_BURST", "1000000".into()),
+            ("PATCHBAY_SHUTDOWN_GRACE_MS", "2000".into()),
+        ];
+        let (program, how) = service_program(force_self)?;
+        eprintln!("services run as `{} service <name>`", program.display());
+        let mut stack = Self {
+            nats,
+            _pg: pg,
+            dir: tempfile::Builder::new().prefix("pb-bench-").tempdir()?,
+            procs: Vec::new(),
+            ports: HashMap::new(),
+            admin,
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(1024)
+                .build()?,
+        };
+        let _ = how;
+        for s in SERVICES {
+            let port = free_port()?;
+            stack.ports.insert(s, port);
+            let mut cmd = Command::new(&program);
+            cmd.args(["service", s])
+                .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+                .env("PATCHBAY_HTTP_ADDR", format!("127.0.0.1:{port}"));
+            let log = stack.dir.path().join(format!("{s}.log"));
+            stack.procs.push((s, spawn(cmd, &log, None)?));
+            stack.wait_ready(s).await?;
+        }
+        Ok(stack)
+    }
+
+    /// `http://127.0.0.1:<port>` of a service.
+    pub fn url(&self, service: &str) -> String {
+        format!("http://127.0.0.1:{}", self.ports[service])
+    }
+
+    async fn wait_ready(&self, service: &str) -> anyhow::Result<()> {
+        let url = format!("{}/readyz", self.url(service));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = self.http.get(&url).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                let log = std::fs::read_to_string(self.dir.path().join(format!("{service}.log")))
+                    .unwrap_or_default();
+                bail!("{service} not ready after 60 s:\n{log}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Creates a bot whose callback is the fake tenant, and its Telegram channel.
+    pub async fn create_bot(&self, fakes: &Fakes) -> anyhow::Result<Bot> {
+        let api = self.url("api");
+        let bot: Value = self
+            .http
+            .post(format!("{api}/admin/v1/bots"))
+            .bearer_auth(&self.admin)
+            .json(&json!({"name": "bench", "webhook": {"url": fakes.tenant_url}}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let bot_id = bot["id"].as_str().context("bot id")?.to_owned();
+        let api_key = bot["api_key"].as_str().context("api key")?.to_owned();
+        let secret = "bench_secret".to_owned();
+        let ch: Value = self
+            .http
+            .post(format!("{api}/admin/v1/bots/{bot_id}/channels"))
+            .bearer_auth(&self.admin)
+            .json(&json!({"platform": "telegram",
+                          "credentials": {"bot_token": "42:bench", "secret_token": secret},
+                          "api_base_url": fakes.telegram_url}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        Ok(Bot {
+            api_key,
+            channel_id: ch["id"].as_str().context("channel id")?.to_owned(),
+            webhook_url: format!(
+                "{}{}",
+                self.url("ingress-telegram"),
+                ch["webhook_path"].as_str().context("webhook path")?
+            ),
+            secret,
+        })
+    }
+
+    /// Every process to account for: the services, nats-server and PostgreSQL (with its
+    /// backends), and this process (load generator and fakes).
+    pub fn accounts(&self) -> Vec<(String, u32)> {
+        let mut v: Vec<(String, u32)> = self
+            .procs
+            .iter()
+            .map(|(n, g)| ((*n).to_owned(), g.0.id()))
+            .collect();
+        let me = std::process::id();
+        for (pid, comm) in children(me) {
+            if comm == "nats-server" || comm == "postgres" {
+                v.push((comm, pid));
+            }
+        }
+        v.push(("bench (load + fakes)".into(), me));
+        v
+    }
+
+    /// The `/metrics` text of every service.
+    pub async fn scrape(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        for s in SERVICES {
+            let text = match self
+                .http
+                .get(format!("{}/metrics", self.url(s)))
+                .send()
+                .await
+            {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            out.push((s, text));
+        }
+        out
+    }
+}
+
+/// Direct children of `pid`: (pid, comm).
+fn children(pid: u32) -> Vec<(u32, String)> {
+    all_procs()
+        .into_iter()
+        .filter(|(_, ppid, _)| *ppid == pid)
+        .map(|(p, _, c)| (p, c))
+        .collect()
+}
+
+/// Every process: (pid, ppid, comm).
+fn all_procs() -> Vec<(u32, u32, String)> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let st = stat(pid)?;
+            Some((pid, st.ppid, st.comm))
+        })
+        .collect()
+}
+
+struct Stat {
+    comm: String,
+    ppid: u32,
+    /// utime + stime, and cutime + cstime, in clock ticks.
+    own: u64,
+    reaped: u64,
+}
+
+fn stat(pid: u32) -> Option<Stat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text[open + 1..close].to_owned();
+    let f: Vec<&str> = text[close + 2..].split(' ').collect();
+    // After the comm: state(0) ppid(1) … utime(11) stime(12) cutime(13) cstime(14).
+    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    Some(Stat {
+        comm,
+        ppid: u32::try_from(n(1)).ok()?,
+        own: n(11) + n(12),
+        reaped: n(13) + n(14),
+    })
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`, 100 on Linux).
+pub fn clk_tck() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// CPU seconds used so far by `pid` (with `tree`: and every descendant, live or reaped).
+pub fn cpu_seconds(pid: u32, tck: f64, tree: bool) -> f64 {
+    let procs = if tree { all_procs() } else { Vec::new() };
+    let mut todo = vec![pid];
+    let mut ticks = 0u64;
+    while let Some(p) = todo.pop() {
+        if let Some(st) = stat(p) {
+            ticks += st.own + st.reaped;
+        }
+        todo.extend(
+            procs
+                .iter()
+                .filter(|(_, ppid, _)| *ppid == p)
+                .map(|(c, _, _)| *c),
+        );
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let t = ticks as f64;
+    t / tck
+}
+
+/// Peak resident set (VmHWM) of `pid` (with `tree`: plus its descendants'), in MiB.
+pub fn peak_rss_mib(pid: u32, tree: bool) -> f64 {
+    let procs = if tree { all_procs() } else { Vec::new() };
+    let mut todo = vec![pid];
+    let mut kib = 0u64;
+    while let Some(p) = todo.pop() {
+        if let Ok(text) = std::fs::read_to_string(format!("/proc/{p}/status")) {
+            kib += text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        todo.extend(
+            procs
+                .iter()
+                .filter(|(_, ppid, _)| *ppid == p)
+                .map(|(c, _, _)| *c),
+        );
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let k = kib as f64;
+    k / 1024.0
+}

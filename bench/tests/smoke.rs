@@ -1,0 +1,42 @@
+//! The short mode as a smoke test: the whole stack as separate processes (this crate's binary
+//! runs each service with the same code as `patchbay service <name>`), every scenario and the
+//! ceiling for a few seconds. No timing assertions; nothing may be lost or duplicated.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+
+#[test]
+fn short_mode_loses_and_duplicates_nothing() {
+    let out = tempfile::tempdir().unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_patchbay-bench"))
+        .args(["--short", "--self-services", "--out"])
+        .arg(out.path())
+        .status()
+        .unwrap();
+    let json = std::fs::read_to_string(out.path().join("latest.json"))
+        .unwrap_or_else(|e| panic!("no latest.json (exit {status}): {e}"));
+    let r: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let scenarios = r["scenarios"].as_array().unwrap();
+    assert!(scenarios.len() >= 4, "{json}");
+    for s in scenarios {
+        assert!(
+            s["delivered"].as_u64().unwrap() > 0,
+            "nothing delivered: {s}"
+        );
+        assert_eq!(s["lost"], 0, "lost: {s}");
+        assert_eq!(s["duplicated"], 0, "duplicated: {s}");
+        for key in [
+            "throughput_per_s",
+            "p50_ms",
+            "p99_ms",
+            "ceiling_per_s",
+            "hops",
+        ] {
+            assert!(s.get(key).is_some(), "{key} missing: {s}");
+        }
+    }
+    assert!(out.path().join("latest.md").exists());
+    assert!(out.path().join("latency.svg").exists());
+    assert!(status.success(), "exit {status}");
+}
