@@ -90,6 +90,9 @@ impl Stack {
             ("PATCHBAY_TELEGRAM_PER_BOT_PER_SECOND", "1000000".into()),
             ("PATCHBAY_TELEGRAM_PER_CHAT_PER_SECOND", "1000000".into()),
             ("PATCHBAY_TELEGRAM_PER_CHAT_BURST", "1000000".into()),
+            // The load generator is one bot: its API request limit must not be what is measured.
+            ("PATCHBAY_API_RATE_PER_SECOND", "1000000".into()),
+            ("PATCHBAY_API_RATE_BURST", "1000000".into()),
             ("PATCHBAY_SHUTDOWN_GRACE_MS", "2000".into()),
         ];
         let (program, how) = service_program(force_self)?;
