@@ -547,6 +547,18 @@ where
         let mut work = first;
         loop {
             self.run_one(work).await;
+            if self.shutdown.is_cancelled() {
+                // Stopping: the message just handled may have been left unsettled (nak'ed
+                // because NATS or the database was unavailable); handling the next ones would
+                // let them overtake it. Leave the rest of the lane, in order, to the next
+                // reader (redelivery, or its recovery of unacked messages).
+                let rest = {
+                    let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+                    lanes.remove(&key).unwrap_or_default()
+                };
+                self.abandon(rest).await;
+                return;
+            }
             let next = {
                 let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
                 match lanes.get_mut(&key).and_then(VecDeque::pop_front) {
@@ -558,6 +570,17 @@ where
                 }
             };
             work = next;
+        }
+    }
+
+    /// Gives queued messages back to the server unhandled (a nak: redelivered at once, to
+    /// whichever reader holds the partition next).
+    async fn abandon(&self, rest: VecDeque<Work<T>>) {
+        for w in rest {
+            if let Source::Live(m) = &w.source {
+                let _ = m.ack_with(AckKind::Nak(None)).await;
+                self.release(w.stream_sequence);
+            }
         }
     }
 

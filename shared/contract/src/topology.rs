@@ -86,8 +86,10 @@ impl Default for TopologySettings {
 pub const MEMBER_HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// A replica that has not renewed its membership for this long is gone: its partitions are
-/// given to the others.
-pub const MEMBER_TTL: Duration = Duration::from_secs(5);
+/// given to the others. Longer than a JetStream leader election after a node failure (a few
+/// seconds, during which renewals fail), so that one does not make every replica give its
+/// partitions up.
+pub const MEMBER_TTL: Duration = Duration::from_secs(10);
 
 /// Default number of partitions of each pipeline stream.
 pub const DEFAULT_PARTITIONS: u32 = 8;
