@@ -152,11 +152,15 @@ impl Dispatcher {
             .or(self.schedule.0.last())
             .copied()
             .unwrap_or(Duration::from_secs(5));
-        let base = match retry_after {
-            Some(ra) if ra > scheduled => ra.min(scheduled * 2),
-            _ => scheduled,
-        };
-        jitter(base).max(Duration::from_millis(100))
+        match retry_after {
+            // The tenant asked for more time: never sooner than it asked (within the bound),
+            // jitter only adding to it.
+            Some(ra) if ra > scheduled => {
+                let asked = ra.min(scheduled * 2);
+                jitter(asked).max(asked)
+            }
+            _ => jitter(scheduled).max(Duration::from_millis(100)),
+        }
     }
 
     fn signatures(
