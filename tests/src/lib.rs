@@ -287,11 +287,26 @@ impl Stack {
 
     /// A bot whose callback is `url`, with a Telegram channel on the fake Telegram API.
     pub async fn bot_for(&self, url: &str, events: Option<Vec<&str>>) -> TestBot {
+        self.bot_of(None, url, events).await
+    }
+
+    /// A bot of tenant `tenant_id` calling the fake tenant, with a Telegram channel.
+    pub async fn bot_in(&self, tenant_id: &str) -> TestBot {
+        self.bot_of(Some(tenant_id), &self.tenant.url(), None).await
+    }
+
+    async fn bot_of(
+        &self,
+        tenant_id: Option<&str>,
+        url: &str,
+        events: Option<Vec<&str>>,
+    ) -> TestBot {
         let (status, bot) = self
             .post(
                 &format!("{}/admin/v1/bots", self.api_url()),
                 self.admin_token(),
-                &json!({"name": "Test bot", "webhook": {"url": url, "flavour": "native", "events": events}}),
+                &json!({"name": "Test bot", "tenant_id": tenant_id,
+                        "webhook": {"url": url, "flavour": "native", "events": events}}),
             )
             .await;
         assert_eq!(status, 201, "create bot: {bot}");

@@ -1,0 +1,268 @@
+//! Access control on every route, driven by the API's own OpenAPI document (so a new route is
+//! covered, or this test fails): no credentials → 401 on every protected route; a bot key on
+//! operator routes → 401, and the operator token on bot routes → 401; and a bot naming another
+//! tenant's bot's resources (its event, key, user, code) never gets them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+
+use patchbay_testkit::fixtures;
+use patchbay_tests::{Options, Stack, TIMEOUT, TestBot, eventually};
+use serde_json::{Value, json};
+
+const PUBLIC_URL: &str = "https://patchbay.example";
+
+async fn call(
+    stack: &Stack,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let mut req = stack.http.request(
+        method.to_uppercase().parse().unwrap(),
+        format!("{}{path}", stack.api_url()),
+    );
+    if let Some(b) = bearer {
+        req = req.bearer_auth(b);
+    }
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Bot B's resources, which bot A must never reach.
+struct Victim {
+    bot: TestBot,
+    event_id: String,
+    user_id: String,
+    key_id: String,
+    code: String,
+}
+
+async fn victim(stack: &Stack) -> Victim {
+    let (status, tenant) = call(
+        stack,
+        "post",
+        "/admin/v1/tenants",
+        Some(stack.admin_token()),
+        Some(&json!({"name": "Other tenant"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{tenant}");
+    let bot = stack.bot_in(tenant["id"].as_str().unwrap()).await;
+    assert_eq!(
+        stack
+            .post_update(&bot, &fixtures::text_update(1, 7700, "secret"))
+            .await,
+        200
+    );
+    let event = eventually(TIMEOUT, "B's event", || async {
+        stack
+            .tenant
+            .received()
+            .into_iter()
+            .map(|r| r.json())
+            .find(|e| e["bot_id"] == bot.id && e["type"] == "message.received")
+    })
+    .await;
+    let user_id = event["user"]["id"].as_str().unwrap().to_owned();
+    let (status, rotated) = call(
+        stack,
+        "post",
+        "/v1/keys/rotate",
+        Some(&bot.api_key),
+        Some(&json!({"overlap_seconds": 3600})),
+    )
+    .await;
+    assert_eq!(status, 201, "{rotated}");
+    // A one-time code for B's user: a `:code` button, its link opened by the user's browser.
+    let (status, _) = call(
+        stack,
+        "post",
+        "/v1/messages",
+        Some(&bot.api_key),
+        Some(
+            &json!({"user_id": user_id, "messages": [{"type": "buttons", "text": "open",
+                     "buttons": [{"type": "url", "title": "Go",
+                                  "url": "https://shop.example/?c=:code"}]}]}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let link = eventually(TIMEOUT, "the link reaches Telegram", || async {
+        let call = stack
+            .telegram
+            .calls_of("sendMessage")
+            .into_iter()
+            .find(|c| c.body["text"] == "open")?;
+        call.body["reply_markup"]["inline_keyboard"][0][0]["url"]
+            .as_str()
+            .map(str::to_owned)
+    })
+    .await;
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = browser
+        .get(format!(
+            "{}{}",
+            stack.api_url(),
+            link.strip_prefix(PUBLIC_URL).unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    let code = location.rsplit("c=").next().unwrap().to_owned();
+    Victim {
+        bot,
+        event_id: event["id"].as_str().unwrap().to_owned(),
+        user_id,
+        key_id: rotated["key_id"].as_str().unwrap().to_owned(),
+        code,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_route_lets_a_caller_past_its_rights() {
+    let stack = Stack::start_with(Options {
+        configure: Box::new(|c| c.public_url = PUBLIC_URL.into()),
+        ..Options::default()
+    })
+    .await;
+    let attacker = stack.bot().await;
+    let b = victim(&stack).await;
+    let (_, doc) = call(&stack, "get", "/openapi.json", None, None).await;
+    let paths = doc["paths"].as_object().unwrap();
+
+    // Every operation's path with its parameters filled in with B's resources.
+    let fill = |path: &str| {
+        path.replace("{bot_id}", &b.bot.id)
+            .replace("{event_id}", &b.event_id)
+            .replace("{user_id}", &b.user_id)
+            .replace("{key_id}", &b.key_id)
+            .replace("{token}", "unknown-token")
+    };
+    let mut checked = 0;
+    for (path, ops) in paths {
+        for (method, op) in ops.as_object().unwrap() {
+            let url = fill(path);
+            assert!(
+                !url.contains('{'),
+                "add a value for the parameters of {path}"
+            );
+            let scheme = op["security"][0]
+                .as_object()
+                .and_then(|s| s.keys().next().cloned());
+            let body = op.get("requestBody").map(|_| json!({}));
+            let Some(scheme) = scheme else {
+                continue;
+            };
+            let (status, answer) = call(&stack, method, &url, None, body.as_ref()).await;
+            assert_eq!(status, 401, "{method} {path} without credentials: {answer}");
+            let wrong = match scheme.as_str() {
+                "operatorToken" => attacker.api_key.clone(),
+                "botApiKey" => stack.admin_token().to_owned(),
+                other => panic!("unknown security scheme {other}"),
+            };
+            let (status, answer) = call(&stack, method, &url, Some(&wrong), body.as_ref()).await;
+            assert_eq!(
+                status, 401,
+                "{method} {path} with the wrong kind of token: {answer}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "only {checked} protected operations found");
+    println!("{checked} protected operations refuse missing and wrong credentials");
+
+    // Bot A names B's resources on every bot route that takes a resource: never a 2xx, and
+    // never B's data. A new bot route with a path parameter must be added here.
+    let attempts: Vec<(&str, String, Option<Value>)> = vec![
+        ("get", format!("/v1/deliveries/{}", b.event_id), None),
+        ("post", format!("/v1/deliveries/{}/retry", b.event_id), None),
+        ("get", format!("/v1/users/{}", b.user_id), None),
+        (
+            "get",
+            "/v1/users?platform=telegram&platform_user_id=7700".into(),
+            None,
+        ),
+        ("delete", format!("/v1/keys/{}", b.key_id), None),
+        (
+            "post",
+            "/v1/messages".into(),
+            Some(json!({"user_id": b.user_id, "messages": [{"type": "text", "text": "x"}]})),
+        ),
+        (
+            "post",
+            "/v1/codes/claim".into(),
+            Some(json!({"code": b.code})),
+        ),
+    ];
+    let parametrised: BTreeSet<String> = paths
+        .iter()
+        .filter(|(p, ops)| {
+            p.contains('{')
+                && ops
+                    .as_object()
+                    .unwrap()
+                    .values()
+                    .any(|op| op["security"][0].get("botApiKey").is_some())
+        })
+        .map(|(p, _)| p.clone())
+        .collect();
+    let covered: BTreeSet<String> = [
+        "/v1/deliveries/{event_id}",
+        "/v1/deliveries/{event_id}/retry",
+        "/v1/users/{user_id}",
+        "/v1/keys/{key_id}",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    assert_eq!(
+        parametrised, covered,
+        "a bot route takes a resource this test does not try across bots"
+    );
+    for (method, path, body) in &attempts {
+        let (status, answer) =
+            call(&stack, method, path, Some(&attacker.api_key), body.as_ref()).await;
+        assert!(
+            [404, 410, 422].contains(&status),
+            "{method} {path} with another bot's resource answered {status}: {answer}"
+        );
+        assert!(
+            !answer.to_string().contains("secret"),
+            "{method} {path} leaked B's data: {answer}"
+        );
+    }
+    // B's own key and code still work afterwards: nothing was spent by the attempts.
+    let (status, _) = call(
+        &stack,
+        "get",
+        &format!("/v1/users/{}", b.user_id),
+        Some(&b.bot.api_key),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, profile) = call(
+        &stack,
+        "post",
+        "/v1/codes/claim",
+        Some(&b.bot.api_key),
+        Some(&json!({"code": b.code})),
+    )
+    .await;
+    assert_eq!(status, 200, "{profile}");
+    let (status, _) = call(&stack, "get", "/v1/webhook", Some(&b.bot.api_key), None).await;
+    assert_eq!(status, 200, "B's key was revoked by another bot");
+    stack.shutdown().await;
+}
