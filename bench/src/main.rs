@@ -74,6 +74,25 @@ fn main() -> ExitCode {
         };
         return patchbay_runtime::lifecycle::main(process, &[*start]);
     }
+    const USAGE: &str = "usage: patchbay-bench [--short] [--out DIR] [--rates 100,250,...] \
+                         [--self-services]\n       patchbay-bench service <name>\n\
+                         See docs/benchmarks.md.";
+    const KNOWN: [&str; 5] = ["--short", "--self-services", "--out", "--rates", "--help"];
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let mut expect_value = false;
+    for a in &args {
+        if std::mem::take(&mut expect_value) {
+            continue;
+        }
+        if !KNOWN.contains(&a.as_str()) {
+            eprintln!("unknown argument {a:?}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+        expect_value = a == "--out" || a == "--rates";
+    }
     let short = args.iter().any(|a| a == "--short");
     let force_self = args.iter().any(|a| a == "--self-services");
     let out = args
