@@ -16,8 +16,8 @@ use crate::{OutboundAdapter, SendError, Target};
 
 type Keyed = governor::DefaultKeyedRateLimiter<String>;
 
-/// Per-channel and per-conversation pace (GCRA, in memory: with one active sender per
-/// consumer, this replica sees all of a channel's sends).
+/// Per-channel and per-conversation pace (GCRA, in memory: a channel's partition is read by
+/// one replica at a time, so this replica sees all of the channel's sends).
 struct Pace {
     channel: Keyed,
     conversation: Keyed,
@@ -38,11 +38,25 @@ impl Pace {
     }
 }
 
+/// A platform's acceptance of one message, as remembered here.
+#[derive(Debug, Clone)]
+struct Accepted {
+    platform_message_id: Option<String>,
+    /// Stored in the sent-messages bucket.
+    recorded: bool,
+    at: std::time::Instant,
+}
+
+/// How long an accepted message is remembered here after it was recorded.
+const REMEMBER_ACCEPTED: std::time::Duration = std::time::Duration::from_secs(180);
+
 struct Sender<A> {
     adapter: A,
-    /// Messages the platform accepted whose status is not stored yet (message id → platform
-    /// id): a retry after a bus hiccup reports them instead of sending again.
-    accepted: std::sync::Mutex<std::collections::HashMap<String, Option<String>>>,
+    /// Messages the platform accepted recently (message id → what it answered): a retry
+    /// after a bus hiccup, or a redelivery right after a recovered copy was handled, reports
+    /// them instead of sending again, even before the sent-messages bucket has the record (or
+    /// while a replica answering reads lags behind). Kept until recorded and a few minutes old.
+    accepted: std::sync::Mutex<std::collections::HashMap<String, Accepted>>,
     pace: Pace,
     sent: async_nats::jetstream::kv::Store,
     deps: Deps,
@@ -86,6 +100,11 @@ pub async fn service<A: OutboundAdapter>(
                     _ = every.tick() => {
                         prune.pace.channel.retain_recent();
                         prune.pace.conversation.retain_recent();
+                        prune
+                            .accepted
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .retain(|_, a| !a.recorded || a.at.elapsed() < REMEMBER_ACCEPTED);
                     }
                     () = shutdown.cancelled() => return Ok::<(), BoxError>(()),
                 }
@@ -163,41 +182,54 @@ impl<A: OutboundAdapter> Handler<OutboundJob> for Sender<A> {
 
     async fn handle(&self, d: Delivery<OutboundJob>) -> Result<(), HandlerError> {
         let job = &d.payload;
-        // Accepted by the platform in an earlier try in this process, or recorded in the
-        // sent-messages bucket: report, do not resend.
+        // Accepted by the platform in an earlier try here, or recorded in the sent-messages
+        // bucket: report, do not resend.
         let here = self
             .accepted
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&job.message_id)
             .cloned();
-        let already = match here {
-            Some(id) => Some(id.unwrap_or_default().into_bytes().into()),
-            None => self
+        let result = match here {
+            Some(a) => {
+                if !a.recorded {
+                    self.record(&job.message_id).await?;
+                }
+                Ok(crate::Sent {
+                    platform_message_id: a.platform_message_id,
+                })
+            }
+            None => match self
                 .sent
                 .get(&job.message_id)
                 .await
-                .map_err(|e| HandlerError::unavailable(format!("sent-messages bucket: {e}")))?,
-        };
-        let result = match already {
-            Some(id) => Ok(crate::Sent {
-                platform_message_id: (!id.is_empty())
-                    .then(|| String::from_utf8_lossy(&id).into_owned()),
-            }),
-            None => {
-                let result = self.attempt(job, d.delivered).await?;
-                if let Ok(sent) = &result {
-                    self.accepted
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(job.message_id.clone(), sent.platform_message_id.clone());
-                    let id = sent.platform_message_id.clone().unwrap_or_default();
-                    if let Err(e) = self.sent.put(&job.message_id, id.into_bytes().into()).await {
-                        tracing::warn!(message_id = %job.message_id, error = %e, "could not record the sent message");
+                .map_err(|e| HandlerError::unavailable(format!("sent-messages bucket: {e}")))?
+            {
+                Some(id) => Ok(crate::Sent {
+                    platform_message_id: (!id.is_empty())
+                        .then(|| String::from_utf8_lossy(&id).into_owned()),
+                }),
+                None => {
+                    let result = self.attempt(job, d.delivered).await?;
+                    if let Ok(sent) = &result {
+                        self.accepted
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(
+                                job.message_id.clone(),
+                                Accepted {
+                                    platform_message_id: sent.platform_message_id.clone(),
+                                    recorded: false,
+                                    at: std::time::Instant::now(),
+                                },
+                            );
+                        // Until this is stored, a retry here reports instead of resending;
+                        // if it cannot be stored now, the message is retried in place.
+                        self.record(&job.message_id).await?;
                     }
+                    result
                 }
-                result
-            }
+            },
         };
         let (status, platform_message_id, error) = match result {
             Ok(sent) => (DeliveryStatus::Sent, sent.platform_message_id, None),
@@ -224,10 +256,34 @@ impl<A: OutboundAdapter> Handler<OutboundJob> for Sender<A> {
         };
         let subject = self.deps.bus.subjects().status(&job.bot_id)?;
         self.deps.bus.publish(&subject, &event.id, &event).await?;
-        self.accepted
+        Ok(())
+    }
+}
+
+impl<A: OutboundAdapter> Sender<A> {
+    /// Stores the platform's acceptance of `message_id` in the sent-messages bucket, so a
+    /// redelivery anywhere reports it instead of sending again.
+    async fn record(&self, message_id: &str) -> Result<(), HandlerError> {
+        let id = self
+            .accepted
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&job.message_id);
+            .get(message_id)
+            .map(|a| a.platform_message_id.clone().unwrap_or_default())
+            .unwrap_or_default();
+        self.sent
+            .put(message_id, id.into_bytes().into())
+            .await
+            .map_err(|e| HandlerError::unavailable(format!("recording a sent message: {e}")))?;
+        if let Some(a) = self
+            .accepted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(message_id)
+        {
+            a.recorded = true;
+            a.at = std::time::Instant::now();
+        }
         Ok(())
     }
 }
