@@ -117,6 +117,7 @@ where
     let running_permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
     let mut running: HashMap<u32, Running> = HashMap::new();
     let mut renewed: Option<Instant> = None;
+    let mut assigned: BTreeSet<u32> = BTreeSet::new();
     let mut tick = tokio::time::interval(MEMBER_HEARTBEAT);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::info!(consumer = spec.durable, %member, partitions, "joined consumer group");
@@ -165,6 +166,15 @@ where
             .copied()
             .filter(|p| !running.contains_key(p))
             .collect();
+        if wanted != assigned {
+            tracing::info!(
+                consumer = spec.durable,
+                members = live.len(),
+                partitions = ?wanted,
+                "partitions assigned to this replica"
+            );
+            assigned.clone_from(&wanted);
+        }
         if !new.is_empty() {
             // List a partition before reading it, so a new owner never mistakes this member's
             // pin for a stale one.
@@ -175,7 +185,7 @@ where
             }
             renewed = Some(Instant::now());
             for p in new {
-                tracing::info!(consumer = spec.durable, partition = p, "taking partition");
+                tracing::debug!(consumer = spec.durable, partition = p, "taking partition");
                 let stop = shutdown.child_token();
                 let settled = Arc::new(AtomicBool::new(false));
                 let run = PartitionRun {
