@@ -430,13 +430,13 @@ type Shared = Arc<tokio::sync::RwLock<Cluster>>;
 
 /// Streams 20 conversations × `per_chat` numbered messages through `c` (the tenant echoing
 /// each), injects `fault` while they flow, waits until everything settled and checks the
-/// invariants. Returns the cluster for scenario-specific checks.
+/// invariants. Returns the cluster and the counts for scenario-specific checks.
 async fn stream_through_fault(
     name: &str,
     c: Cluster,
     per_chat: i64,
     fault: impl AsyncFnOnce(&Shared),
-) -> Shared {
+) -> (Shared, Counts) {
     stream_through_fault_on(name, c, 1, per_chat, fault).await
 }
 
@@ -448,7 +448,7 @@ async fn stream_through_fault_on(
     bots: i64,
     per_chat: i64,
     fault: impl AsyncFnOnce(&Shared),
-) -> Shared {
+) -> (Shared, Counts) {
     let started = Instant::now();
     echo(&c.tenant);
     let chats = 20;
@@ -479,7 +479,16 @@ async fn stream_through_fault_on(
         keep_logs(&*c.read().await, name);
     }
     check(name, &counts, started);
-    c
+    (c, counts)
+}
+
+/// No sender process died in this scenario, so nothing excuses sending a reply twice: the
+/// platform's acceptance is recorded (and remembered) before the status is reported.
+fn sent_once(name: &str, counts: &Counts) {
+    assert_eq!(
+        counts.reply_duplicates, 0,
+        "{name}: a reply was sent to the platform twice"
+    );
 }
 
 /// Copies the processes' logs somewhere that outlives the test, and says where.
@@ -547,7 +556,7 @@ async fn two_replicas_of_each_worker_one_of_each_killed_mid_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_restart_mid_stream() {
     let c = Cluster::start().await;
-    stream_through_fault(
+    let (_, counts) = stream_through_fault(
         "nats-server restart",
         c,
         15 * scale(),
@@ -560,6 +569,7 @@ async fn nats_restart_mid_stream() {
         },
     )
     .await;
+    sent_once("nats-server restart", &counts);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -567,7 +577,9 @@ async fn flaky_platform_with_429_and_5xx() {
     let c = Cluster::start().await;
     // 10 % of sends answered 429 (retry_after 1 s), 10 % answered 500.
     c.telegram.fail_randomly(100, 100);
-    let c = stream_through_fault("flaky platform", c, 10 * scale(), async |_: &Shared| {}).await;
+    let (c, counts) =
+        stream_through_fault("flaky platform", c, 10 * scale(), async |_: &Shared| {}).await;
+    sent_once("flaky platform", &counts);
     let all = c.read().await.telegram.calls_of("sendMessage");
     let refused = all.iter().filter(|call| call.status != 200).count();
     println!(
@@ -593,7 +605,7 @@ async fn sigterm_drains_and_exits_zero() {
 async fn three_node_cluster_loses_a_node_mid_stream() {
     let c = Cluster::start_on(Some(3)).await;
     let name = "three-node cluster, one node killed and restarted";
-    stream_through_fault(name, c, 15 * scale(), async |c: &Shared| {
+    let (_, counts) = stream_through_fault(name, c, 15 * scale(), async |c: &Shared| {
         tokio::time::sleep(Duration::from_millis(800)).await;
         c.write().await.nats_cluster.as_mut().unwrap().kill(0);
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -601,6 +613,7 @@ async fn three_node_cluster_loses_a_node_mid_stream() {
         c.nats_cluster.as_mut().unwrap().restart(0).await.unwrap();
     })
     .await;
+    sent_once(name, &counts);
 }
 
 fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration) {
