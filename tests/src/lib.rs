@@ -270,6 +270,30 @@ impl Stack {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// Calls the API: `method` on `path` (under the API's base URL), with an optional Bearer
+    /// token and JSON body; returns status and JSON body (`Null` when there is none).
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut req = self.http.request(
+            method.to_uppercase().parse().unwrap(),
+            format!("{}{path}", self.api_url()),
+        );
+        if let Some(b) = bearer {
+            req = req.bearer_auth(b);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
     /// The operator token.
     pub fn admin_token(&self) -> &str {
         self.config.admin_token.as_deref().unwrap()

@@ -19,17 +19,7 @@ async fn call(
     key: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let url = format!("{}{path}", stack.api_url());
-    let mut req = stack
-        .http
-        .request(method.parse().unwrap(), url)
-        .bearer_auth(key);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let r = req.send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
+    stack.call(method, path, Some(key), body.as_ref()).await
 }
 
 fn texts(tenant: &FakeTenant) -> Vec<String> {

@@ -13,28 +13,6 @@ use serde_json::{Value, json};
 
 const PUBLIC_URL: &str = "https://patchbay.example";
 
-async fn call(
-    stack: &Stack,
-    method: &str,
-    path: &str,
-    bearer: Option<&str>,
-    body: Option<&Value>,
-) -> (u16, Value) {
-    let mut req = stack.http.request(
-        method.to_uppercase().parse().unwrap(),
-        format!("{}{path}", stack.api_url()),
-    );
-    if let Some(b) = bearer {
-        req = req.bearer_auth(b);
-    }
-    if let Some(b) = body {
-        req = req.json(b);
-    }
-    let r = req.send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
 /// Bot B's resources, which bot A must never reach.
 struct Victim {
     bot: TestBot,
@@ -45,14 +23,14 @@ struct Victim {
 }
 
 async fn victim(stack: &Stack) -> Victim {
-    let (status, tenant) = call(
-        stack,
-        "post",
-        "/admin/v1/tenants",
-        Some(stack.admin_token()),
-        Some(&json!({"name": "Other tenant"})),
-    )
-    .await;
+    let (status, tenant) = stack
+        .call(
+            "post",
+            "/admin/v1/tenants",
+            Some(stack.admin_token()),
+            Some(&json!({"name": "Other tenant"})),
+        )
+        .await;
     assert_eq!(status, 201, "{tenant}");
     let bot = stack.bot_in(tenant["id"].as_str().unwrap()).await;
     assert_eq!(
@@ -71,28 +49,28 @@ async fn victim(stack: &Stack) -> Victim {
     })
     .await;
     let user_id = event["user"]["id"].as_str().unwrap().to_owned();
-    let (status, rotated) = call(
-        stack,
-        "post",
-        "/v1/keys/rotate",
-        Some(&bot.api_key),
-        Some(&json!({"overlap_seconds": 3600})),
-    )
-    .await;
+    let (status, rotated) = stack
+        .call(
+            "post",
+            "/v1/keys/rotate",
+            Some(&bot.api_key),
+            Some(&json!({"overlap_seconds": 3600})),
+        )
+        .await;
     assert_eq!(status, 201, "{rotated}");
     // A one-time code for B's user: a `:code` button, its link opened by the user's browser.
-    let (status, _) = call(
-        stack,
-        "post",
-        "/v1/messages",
-        Some(&bot.api_key),
-        Some(
-            &json!({"user_id": user_id, "messages": [{"type": "buttons", "text": "open",
+    let (status, _) = stack
+        .call(
+            "post",
+            "/v1/messages",
+            Some(&bot.api_key),
+            Some(
+                &json!({"user_id": user_id, "messages": [{"type": "buttons", "text": "open",
                      "buttons": [{"type": "url", "title": "Go",
                                   "url": "https://shop.example/?c=:code"}]}]}),
-        ),
-    )
-    .await;
+            ),
+        )
+        .await;
     assert_eq!(status, 202);
     let link = eventually(TIMEOUT, "the link reaches Telegram", || async {
         let call = stack
@@ -139,7 +117,7 @@ async fn no_route_lets_a_caller_past_its_rights() {
     .await;
     let attacker = stack.bot().await;
     let b = victim(&stack).await;
-    let (_, doc) = call(&stack, "get", "/openapi.json", None, None).await;
+    let (_, doc) = stack.call("get", "/openapi.json", None, None).await;
     let paths = doc["paths"].as_object().unwrap();
 
     // Every operation's path with its parameters filled in with B's resources.
@@ -165,14 +143,14 @@ async fn no_route_lets_a_caller_past_its_rights() {
             let Some(scheme) = scheme else {
                 continue;
             };
-            let (status, answer) = call(&stack, method, &url, None, body.as_ref()).await;
+            let (status, answer) = stack.call(method, &url, None, body.as_ref()).await;
             assert_eq!(status, 401, "{method} {path} without credentials: {answer}");
             let wrong = match scheme.as_str() {
                 "operatorToken" => attacker.api_key.clone(),
                 "botApiKey" => stack.admin_token().to_owned(),
                 other => panic!("unknown security scheme {other}"),
             };
-            let (status, answer) = call(&stack, method, &url, Some(&wrong), body.as_ref()).await;
+            let (status, answer) = stack.call(method, &url, Some(&wrong), body.as_ref()).await;
             assert_eq!(
                 status, 401,
                 "{method} {path} with the wrong kind of token: {answer}"
@@ -232,8 +210,9 @@ async fn no_route_lets_a_caller_past_its_rights() {
         "a bot route takes a resource this test does not try across bots"
     );
     for (method, path, body) in &attempts {
-        let (status, answer) =
-            call(&stack, method, path, Some(&attacker.api_key), body.as_ref()).await;
+        let (status, answer) = stack
+            .call(method, path, Some(&attacker.api_key), body.as_ref())
+            .await;
         assert!(
             [404, 410, 422].contains(&status),
             "{method} {path} with another bot's resource answered {status}: {answer}"
@@ -244,25 +223,27 @@ async fn no_route_lets_a_caller_past_its_rights() {
         );
     }
     // B's own key and code still work afterwards: nothing was spent by the attempts.
-    let (status, _) = call(
-        &stack,
-        "get",
-        &format!("/v1/users/{}", b.user_id),
-        Some(&b.bot.api_key),
-        None,
-    )
-    .await;
+    let (status, _) = stack
+        .call(
+            "get",
+            &format!("/v1/users/{}", b.user_id),
+            Some(&b.bot.api_key),
+            None,
+        )
+        .await;
     assert_eq!(status, 200);
-    let (status, profile) = call(
-        &stack,
-        "post",
-        "/v1/codes/claim",
-        Some(&b.bot.api_key),
-        Some(&json!({"code": b.code})),
-    )
-    .await;
+    let (status, profile) = stack
+        .call(
+            "post",
+            "/v1/codes/claim",
+            Some(&b.bot.api_key),
+            Some(&json!({"code": b.code})),
+        )
+        .await;
     assert_eq!(status, 200, "{profile}");
-    let (status, _) = call(&stack, "get", "/v1/webhook", Some(&b.bot.api_key), None).await;
+    let (status, _) = stack
+        .call("get", "/v1/webhook", Some(&b.bot.api_key), None)
+        .await;
     assert_eq!(status, 200, "B's key was revoked by another bot");
     stack.shutdown().await;
 }

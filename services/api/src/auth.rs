@@ -3,23 +3,42 @@
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
+use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use patchbay_config::secrets::api_key_hash;
+use patchbay_contract::BotRecord;
 use patchbay_runtime::ApiError;
 use subtle::ConstantTimeEq;
 
 use crate::Api;
 
-fn bearer(parts: &Parts) -> Result<&str, ApiError> {
-    parts
-        .headers
+/// The Bearer token of a request, if it carries one.
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .filter(|t| !t.is_empty())
+}
+
+fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    bearer_token(&parts.headers)
         .ok_or_else(|| ApiError::unauthorized("send Authorization: Bearer <token>"))
+}
+
+/// The bot an API key belongs to, as the rate-limit layer already resolved it for this request
+/// (so the key is hashed and looked up once): `None` when the key is valid but its bot is gone.
+#[derive(Debug, Clone)]
+pub(crate) struct KeyOwner(pub(crate) Option<Arc<BotRecord>>);
+
+/// Resolves a bearer key: `None` when it is no valid API key, else its owner as in [`KeyOwner`].
+pub(crate) async fn key_owner(api: &Api, key: &str) -> Result<Option<KeyOwner>, ApiError> {
+    let Some(record) = api.view.api_key(&api_key_hash(key)).await? else {
+        return Ok(None);
+    };
+    Ok(Some(KeyOwner(api.view.bot(&record.bot_id).await?)))
 }
 
 /// The caller holds the operator token.
@@ -51,15 +70,14 @@ impl FromRequestParts<Arc<Api>> for BotAuth {
 
     async fn from_request_parts(parts: &mut Parts, api: &Arc<Api>) -> Result<Self, ApiError> {
         let key = bearer(parts)?;
-        let record = api
-            .view
-            .api_key(&api_key_hash(key))
-            .await?
-            .ok_or_else(|| ApiError::unauthorized("invalid API key"))?;
-        let bot = api
-            .view
-            .bot(&record.bot_id)
-            .await?
+        let owner = match parts.extensions.get::<KeyOwner>() {
+            Some(owner) => owner.clone(),
+            None => key_owner(api, key)
+                .await?
+                .ok_or_else(|| ApiError::unauthorized("invalid API key"))?,
+        };
+        let bot = owner
+            .0
             .filter(|b| b.enabled)
             .ok_or_else(|| ApiError::unauthorized("this API key's bot is disabled or deleted"))?;
         Ok(BotAuth {

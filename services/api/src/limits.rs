@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Request, State};
-use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -23,11 +22,11 @@ use governor::middleware::StateInformationMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use patchbay_bus::Presence;
-use patchbay_config::secrets::api_key_hash;
 use patchbay_contract::RateLimit;
 use patchbay_runtime::ApiError;
 
 use crate::Api;
+use crate::auth::{bearer_token, key_owner};
 
 type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
 
@@ -94,27 +93,21 @@ fn set(headers: &mut HeaderMap, name: &'static str, value: u64) {
 
 /// Applies the calling bot's limit to `/v1` requests; others pass (the handlers' own
 /// authentication answers a missing or wrong key).
-pub(crate) async fn limit(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response {
+pub(crate) async fn limit(State(api): State<Arc<Api>>, mut req: Request, next: Next) -> Response {
     if !req.uri().path().starts_with("/v1/") {
         return next.run(req).await;
     }
-    let key = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty());
-    let Some(key) = key else {
+    let Some(key) = bearer_token(req.headers()) else {
         return next.run(req).await;
     };
-    let bot = match api.view.api_key(&api_key_hash(key)).await {
-        Ok(Some(record)) => api.view.bot(&record.bot_id).await.ok().flatten(),
-        _ => None,
-    };
-    let Some(bot) = bot else {
+    let Ok(Some(owner)) = key_owner(&api, key).await else {
         return next.run(req).await;
     };
+    let Some(bot) = owner.0.clone() else {
+        return next.run(req).await;
+    };
+    // The handler's authentication uses this instead of resolving the key again.
+    req.extensions_mut().insert(owner);
     let (share, limiter) = api.limits.limiter(&bot.id, bot.rate_limit);
     let full_in = |remaining: u32| {
         (share.period * share.burst.saturating_sub(remaining))

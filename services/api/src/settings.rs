@@ -91,14 +91,34 @@ fn rotation(bot_id: String, body: &Bytes) -> Result<RotateRequest, ApiError> {
     })
 }
 
+/// Issues a new API key for `bot_id` (for the bot itself or its operator).
+async fn new_key(
+    api: &Api,
+    bot_id: String,
+    body: &Bytes,
+) -> Result<(StatusCode, axum::Json<RotatedKey>), ApiError> {
+    let req = rotation(bot_id, body)?;
+    let key: RotatedKey = ask(api, "auth", auth_ops::ROTATE_KEY, &req).await?;
+    Ok((StatusCode::CREATED, axum::Json(key)))
+}
+
+/// Revokes key `key_id` of `bot_id` at once (for the bot itself or its operator).
+async fn revoke(api: &Api, bot_id: String, key_id: String) -> Result<StatusCode, ApiError> {
+    let req = RevokeKeyRequest {
+        v: V1,
+        bot_id,
+        key_id,
+    };
+    let () = ask(api, "auth", auth_ops::REVOKE_KEY, &req).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 async fn rotate_key(
     bot: BotAuth,
     State(api): State<Arc<Api>>,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
-    let req = rotation(bot.bot_id, &body)?;
-    let key: RotatedKey = ask(&api, "auth", auth_ops::ROTATE_KEY, &req).await?;
-    Ok((StatusCode::CREATED, axum::Json(key)))
+    new_key(&api, bot.bot_id, &body).await
 }
 
 async fn rotate_secret(
@@ -116,13 +136,7 @@ async fn revoke_own_key(
     State(api): State<Arc<Api>>,
     Path(key_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let req = RevokeKeyRequest {
-        v: V1,
-        bot_id: bot.bot_id,
-        key_id,
-    };
-    let () = ask(&api, "auth", auth_ops::REVOKE_KEY, &req).await?;
-    Ok(StatusCode::NO_CONTENT)
+    revoke(&api, bot.bot_id, key_id).await
 }
 
 async fn admin_rotate_key(
@@ -131,9 +145,7 @@ async fn admin_rotate_key(
     Path(bot_id): Path<String>,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
-    let req = rotation(bot_id, &body)?;
-    let key: RotatedKey = ask(&api, "auth", auth_ops::ROTATE_KEY, &req).await?;
-    Ok((StatusCode::CREATED, axum::Json(key)))
+    new_key(&api, bot_id, &body).await
 }
 
 async fn admin_revoke_key(
@@ -141,13 +153,7 @@ async fn admin_revoke_key(
     State(api): State<Arc<Api>>,
     Path((bot_id, key_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let req = RevokeKeyRequest {
-        v: V1,
-        bot_id,
-        key_id,
-    };
-    let () = ask(&api, "auth", auth_ops::REVOKE_KEY, &req).await?;
-    Ok(StatusCode::NO_CONTENT)
+    revoke(&api, bot_id, key_id).await
 }
 
 /// Body of `PATCH /admin/v1/bots/{bot_id}`.

@@ -295,6 +295,24 @@ pub async fn update_webhook(
     Ok(())
 }
 
+/// Locks the bot for a rotation (so two rotations take turns) and returns when the current
+/// keys or secrets stop working: now + `overlap`, by the database's clock.
+async fn begin_rotation(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    bot_id: &str,
+    overlap: std::time::Duration,
+) -> Result<DateTime<Utc>, RpcError> {
+    sqlx::query_scalar(
+        "select now() + make_interval(secs => $2) from bots where id = $1 for update",
+    )
+    .bind(bot_id)
+    .bind(overlap.as_secs_f64())
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(db)?
+    .ok_or_else(|| not_found(bot_id))
+}
+
 /// Issues a new API key; the bot's working keys expire after `overlap` (sooner if they
 /// already would).
 pub async fn rotate_key(
@@ -305,20 +323,7 @@ pub async fn rotate_key(
     overlap: std::time::Duration,
 ) -> Result<DateTime<Utc>, RpcError> {
     let mut tx = pool.begin().await.map_err(db)?;
-    let until: DateTime<Utc> = sqlx::query_scalar("select now() + make_interval(secs => $1)")
-        .bind(overlap.as_secs_f64())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db)?;
-    if sqlx::query("select 1 from bots where id = $1 for update")
-        .bind(bot_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db)?
-        .is_none()
-    {
-        return Err(not_found(bot_id));
-    }
+    let until = begin_rotation(&mut tx, bot_id, overlap).await?;
     sqlx::query(
         "update api_keys set expires_at = least(coalesce(expires_at, $2), $2)
          where bot_id = $1 and revoked_at is null and (expires_at is null or expires_at > now())",
@@ -347,20 +352,7 @@ pub async fn rotate_secret(
     overlap: std::time::Duration,
 ) -> Result<DateTime<Utc>, RpcError> {
     let mut tx = pool.begin().await.map_err(db)?;
-    let until: DateTime<Utc> = sqlx::query_scalar("select now() + make_interval(secs => $1)")
-        .bind(overlap.as_secs_f64())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(db)?;
-    if sqlx::query("select 1 from bots where id = $1 for update")
-        .bind(bot_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db)?
-        .is_none()
-    {
-        return Err(not_found(bot_id));
-    }
+    let until = begin_rotation(&mut tx, bot_id, overlap).await?;
     sqlx::query(
         "update webhook_secrets set expires_at = least(coalesce(expires_at, $2), $2)
          where bot_id = $1 and (expires_at is null or expires_at > now())",

@@ -357,17 +357,7 @@ async fn settle(c: &Cluster, chats: i64, per_chat: i64) -> Counts {
     }
     counts.delivered = seen.len();
     counts.split_ids = ids.values().filter(|s| s.len() > 1).count();
-    counts.out_of_order = order
-        .values()
-        .map(|ns| ns.windows(2).filter(|w| w[0] > w[1]).count())
-        .sum();
-    for (chat, ns) in &order {
-        for w in ns.windows(2).filter(|w| w[0] > w[1]).take(3) {
-            counts
-                .reorders
-                .push(format!("event chat {chat}: {} before {}", w[0], w[1]));
-        }
-    }
+    counts.out_of_order = inversions("event", &order, &mut counts.reorders);
     let mut reply_order: HashMap<i64, Vec<i64>> = HashMap::new();
     let mut seen = HashSet::new();
     for call in c.telegram.accepted("sendMessage") {
@@ -383,18 +373,26 @@ async fn settle(c: &Cluster, chats: i64, per_chat: i64) -> Counts {
             .push(n);
     }
     counts.replies = seen.len();
-    counts.replies_out_of_order = reply_order
-        .values()
-        .map(|ns| ns.windows(2).filter(|w| w[0] > w[1]).count())
-        .sum();
-    for (chat, ns) in &reply_order {
-        for w in ns.windows(2).filter(|w| w[0] > w[1]).take(3) {
-            counts
-                .reorders
-                .push(format!("reply chat {chat}: {} before {}", w[0], w[1]));
+    counts.replies_out_of_order = inversions("reply", &reply_order, &mut counts.reorders);
+    counts
+}
+
+/// How many neighbours are out of order across the sequences of `order` (per chat); the first
+/// few of each chat are described in `report`.
+fn inversions<K: std::fmt::Display>(
+    what: &str,
+    order: &HashMap<K, Vec<i64>>,
+    report: &mut Vec<String>,
+) -> usize {
+    let mut total = 0;
+    for (chat, ns) in order {
+        let inverted: Vec<&[i64]> = ns.windows(2).filter(|w| w[0] > w[1]).collect();
+        total += inverted.len();
+        for w in inverted.iter().take(3) {
+            report.push(format!("{what} chat {chat}: {} before {}", w[0], w[1]));
         }
     }
-    counts
+    total
 }
 
 fn check(name: &str, counts: &Counts, started: Instant) {

@@ -193,23 +193,27 @@ impl Dispatcher {
         Ok(sigs.join(" "))
     }
 
+    /// Host names go through the guarded resolver; IP literals bypass it, so they are checked
+    /// here: why `url` is refused, if it names a loopback or private address.
+    fn refused_literal(&self, url: &reqwest::Url) -> Option<String> {
+        let ip = match url.host()? {
+            url::Host::Ipv4(ip) => std::net::IpAddr::V4(ip),
+            url::Host::Ipv6(ip) => std::net::IpAddr::V6(ip),
+            url::Host::Domain(_) => return None,
+        };
+        (!self.allow_private && !patchbay_platform::http::is_public_ip(ip))
+            .then(|| format!("{ip} is a loopback or private address"))
+    }
+
     async fn post(&self, url: &str, id: &str, ts: i64, signature: &str, body: Vec<u8>) -> Outcome {
-        // Host names go through the guarded resolver; IP literals bypass it, so check them here.
-        let literal = reqwest::Url::parse(url).ok().and_then(|u| match u.host() {
-            Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
-            Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
-            _ => None,
-        });
-        if let Some(ip) = literal
-            && !self.allow_private
-            && !patchbay_platform::http::is_public_ip(ip)
+        if let Some(why) = reqwest::Url::parse(url)
+            .ok()
+            .and_then(|u| self.refused_literal(&u))
         {
             return Outcome {
                 status: None,
                 body: String::new(),
-                error: Some(format!(
-                    "callback URL refused: {ip} is a loopback or private address"
-                )),
+                error: Some(format!("callback URL refused: {why}")),
                 retry_after: None,
             };
         }
@@ -769,16 +773,8 @@ impl Dispatcher {
             )
         };
         let mut url = reqwest::Url::parse(&r.url).map_err(|e| failed(e.to_string()))?;
-        let literal = match url.host() {
-            Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
-            Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
-            _ => None,
-        };
-        if let Some(ip) = literal
-            && !self.allow_private
-            && !patchbay_platform::http::is_public_ip(ip)
-        {
-            return Err(failed(format!("{ip} is a loopback or private address")));
+        if let Some(why) = self.refused_literal(&url) {
+            return Err(failed(why));
         }
         let challenge = patchbay_contract::ids::new_id("chl");
         url.query_pairs_mut()

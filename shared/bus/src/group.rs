@@ -312,7 +312,7 @@ pub(crate) async fn watch_members(
     bucket: kv::Store,
     consumer: &'static str,
     members: Members,
-    changed: Arc<Notify>,
+    wake: Arc<Notify>,
     stop: CancellationToken,
 ) {
     let prefix = format!("{consumer}.");
@@ -337,12 +337,8 @@ pub(crate) async fn watch_members(
                 continue;
             };
             let mut map = members.lock().unwrap_or_else(|p| p.into_inner());
-            let before: Vec<String> = {
-                let mut v: Vec<String> = map.keys().cloned().collect();
-                v.sort();
-                v
-            };
-            match entry.operation {
+            // Whether a member joined or left (a renewal changes nothing to wake up for).
+            let changed = match entry.operation {
                 kv::Operation::Put => {
                     let owns = serde_json::from_slice::<Record>(&entry.value)
                         .map(|r| r.owns)
@@ -354,17 +350,13 @@ pub(crate) async fn watch_members(
                     let at = Instant::now()
                         .checked_sub(age.min(MEMBER_TTL))
                         .unwrap_or_else(Instant::now);
-                    map.insert(id.to_owned(), Seen { at, owns });
+                    map.insert(id.to_owned(), Seen { at, owns }).is_none()
                 }
-                kv::Operation::Delete | kv::Operation::Purge => {
-                    map.remove(id);
-                }
-            }
-            let mut after: Vec<String> = map.keys().cloned().collect();
-            after.sort();
+                kv::Operation::Delete | kv::Operation::Purge => map.remove(id).is_some(),
+            };
             drop(map);
-            if before != after {
-                changed.notify_one();
+            if changed {
+                wake.notify_one();
             }
         }
     }
