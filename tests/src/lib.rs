@@ -196,6 +196,38 @@ impl Stack {
         self.addr_of("ingress-telegram")
     }
 
+    /// Base URL of the custom channels' ingress.
+    pub fn custom_url(&self) -> String {
+        self.addr_of("ingress-custom")
+    }
+
+    /// Adds a custom channel to `bot` whose event webhook is `event_webhook_url`; returns the
+    /// channel id, its domain key and its event webhook secret.
+    pub async fn custom_channel(
+        &self,
+        bot: &TestBot,
+        event_webhook_url: Option<&str>,
+    ) -> (String, String, String) {
+        let (status, ch) = self
+            .post(
+                &format!("{}/admin/v1/bots/{}/channels", self.api_url(), bot.id),
+                self.admin_token(),
+                &json!({"platform": "custom",
+                        "credentials": {"event_webhook_url": event_webhook_url}}),
+            )
+            .await;
+        assert_eq!(status, 201, "create custom channel: {ch}");
+        let generated = &ch["generated"];
+        (
+            ch["id"].as_str().unwrap().to_owned(),
+            generated["domain_key"].as_str().unwrap().to_owned(),
+            generated["event_webhook_secret"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        )
+    }
+
     /// Stops one service (split layout) and waits until it stopped cleanly.
     pub async fn stop(&mut self, service: &str) {
         let idx = self

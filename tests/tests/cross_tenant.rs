@@ -20,6 +20,9 @@ struct Victim {
     user_id: String,
     key_id: String,
     code: String,
+    conversation_id: String,
+    custom_channel: String,
+    custom_token: String,
 }
 
 async fn victim(stack: &Stack) -> Victim {
@@ -49,6 +52,16 @@ async fn victim(stack: &Stack) -> Victim {
     })
     .await;
     let user_id = event["user"]["id"].as_str().unwrap().to_owned();
+    let conversation_id = event["conversation_id"].as_str().unwrap().to_owned();
+    let (custom_channel, domain_key, _) = stack.custom_channel(&bot, None).await;
+    let (status, app_user) = stack
+        .post(
+            &format!("{}/v1/custom/{custom_channel}/users", stack.custom_url()),
+            &domain_key,
+            &json!({"external_id": "b-user"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{app_user}");
     let (status, rotated) = stack
         .call(
             "post",
@@ -105,6 +118,9 @@ async fn victim(stack: &Stack) -> Victim {
         user_id,
         key_id: rotated["key_id"].as_str().unwrap().to_owned(),
         code,
+        conversation_id,
+        custom_channel,
+        custom_token: app_user["token"].as_str().unwrap().to_owned(),
     }
 }
 
@@ -127,6 +143,8 @@ async fn no_route_lets_a_caller_past_its_rights() {
             .replace("{user_id}", &b.user_id)
             .replace("{key_id}", &b.key_id)
             .replace("{token}", "unknown-token")
+            .replace("{conversation_id}", &b.conversation_id)
+            .replace("{channel_id}", &b.custom_channel)
     };
     let mut checked = 0;
     for (path, ops) in paths {
@@ -148,6 +166,7 @@ async fn no_route_lets_a_caller_past_its_rights() {
             let wrong = match scheme.as_str() {
                 "operatorToken" => attacker.api_key.clone(),
                 "botApiKey" => stack.admin_token().to_owned(),
+                "customDomainKey" | "customUserToken" => attacker.api_key.clone(),
                 other => panic!("unknown security scheme {other}"),
             };
             let (status, answer) = stack.call(method, &url, Some(&wrong), body.as_ref()).await;
@@ -173,6 +192,11 @@ async fn no_route_lets_a_caller_past_its_rights() {
             None,
         ),
         ("delete", format!("/v1/keys/{}", b.key_id), None),
+        (
+            "get",
+            format!("/v1/conversations/{}/messages", b.conversation_id),
+            None,
+        ),
         (
             "post",
             "/v1/messages".into(),
@@ -201,6 +225,7 @@ async fn no_route_lets_a_caller_past_its_rights() {
         "/v1/deliveries/{event_id}/retry",
         "/v1/users/{user_id}",
         "/v1/keys/{key_id}",
+        "/v1/conversations/{conversation_id}/messages",
     ]
     .into_iter()
     .map(str::to_owned)
@@ -245,5 +270,31 @@ async fn no_route_lets_a_caller_past_its_rights() {
         .call("get", "/v1/webhook", Some(&b.bot.api_key), None)
         .await;
     assert_eq!(status, 200, "B's key was revoked by another bot");
+
+    // Custom channels: A's user token and domain key do not work on B's channel, and B's user
+    // token does not work on A's; B's user still can send.
+    let (a_channel, a_key, _) = stack.custom_channel(&attacker, None).await;
+    let (_, a_user) = stack
+        .post(
+            &format!("{}/v1/custom/{a_channel}/users", stack.custom_url()),
+            &a_key,
+            &json!({"external_id": "b-user"}),
+        )
+        .await;
+    let a_token = a_user["token"].as_str().unwrap();
+    let text = json!({"content": {"type": "text", "text": "x"}, "wait_ms": 0});
+    let on = |ch: &str, what: &str| format!("{}/v1/custom/{ch}/{what}", stack.custom_url());
+    for (url, bearer, body) in [
+        (on(&b.custom_channel, "messages"), a_token, &text),
+        (on(&b.custom_channel, "users"), a_key.as_str(), &json!({})),
+        (on(&a_channel, "messages"), b.custom_token.as_str(), &text),
+    ] {
+        let (status, answer) = stack.post(&url, bearer, body).await;
+        assert_eq!(status, 401, "{url}: {answer}");
+    }
+    let (status, answer) = stack
+        .post(&on(&b.custom_channel, "messages"), &b.custom_token, &text)
+        .await;
+    assert_eq!(status, 200, "{answer}");
     stack.shutdown().await;
 }

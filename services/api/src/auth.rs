@@ -3,8 +3,6 @@
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
-use axum::http::HeaderMap;
-use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use patchbay_config::secrets::api_key_hash;
 use patchbay_contract::BotRecord;
@@ -13,15 +11,7 @@ use subtle::ConstantTimeEq;
 
 use crate::Api;
 
-/// The Bearer token of a request, if it carries one.
-pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-}
+pub(crate) use patchbay_runtime::http::bearer_token;
 
 fn bearer(parts: &Parts) -> Result<&str, ApiError> {
     bearer_token(&parts.headers)

@@ -33,6 +33,7 @@
 
 mod auth;
 mod codes;
+mod conversations;
 mod limits;
 mod openapi;
 mod settings;
@@ -109,6 +110,11 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
                 axum::routing::get(get_delivery),
             )
             .route("/v1/deliveries/{event_id}/retry", post(retry_delivery))
+            .route("/v1/conversations", post(conversations::upsert))
+            .route(
+                "/v1/conversations/{conversation_id}/messages",
+                axum::routing::get(conversations::history),
+            )
             .route("/v1/users", axum::routing::get(users::find_user))
             .route("/v1/users/{user_id}", axum::routing::get(users::get_user))
             .merge(codes::routes(codes))
@@ -318,17 +324,49 @@ pub(crate) struct SendBody {
     #[serde(default)]
     channel_id: Option<String>,
     messages: Vec<Content>,
+    /// Who sends: `api` (the bot, default), `human` (an agent; Messenger's `HUMAN_AGENT` tag,
+    /// custom channels' `X-Patchbay-Source: human`) or `broadcast`.
+    #[serde(default)]
+    source: Option<ApiSource>,
+    /// The agent's or broadcast's id (`X-Patchbay-Source-Id` on custom channels).
+    #[serde(default)]
+    source_id: Option<String>,
+}
+
+/// Who sends a message through the API.
+#[derive(Debug, Clone, Copy, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ApiSource {
+    /// The bot.
+    Api,
+    /// A human agent.
+    Human,
+    /// A broadcast.
+    Broadcast,
+}
+
+impl From<ApiSource> for SendSource {
+    fn from(s: ApiSource) -> Self {
+        match s {
+            ApiSource::Api => SendSource::Api,
+            ApiSource::Human => SendSource::Human,
+            ApiSource::Broadcast => SendSource::Broadcast,
+        }
+    }
 }
 
 /// Answer of `POST /v1/messages`.
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub(crate) struct Accepted {
-    id: String,
-    message_ids: Vec<String>,
-    status: &'static str,
+    /// The send command's id.
+    pub(crate) id: String,
+    /// The messages' ids, in order.
+    pub(crate) message_ids: Vec<String>,
+    /// `queued`.
+    pub(crate) status: &'static str,
 }
 
-fn unprocessable(message: impl Into<String>) -> ApiError {
+pub(crate) fn unprocessable(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
 }
 
@@ -351,44 +389,78 @@ async fn send_messages(
             ));
         }
     };
-    if body.messages.is_empty() || body.messages.len() > 10 {
-        return Err(unprocessable(
-            "messages: must have between 1 and 10 entries",
-        ));
-    }
-    for (i, m) in body.messages.iter().enumerate() {
-        m.validate()
-            .map_err(|e| unprocessable(e.within(&format!("messages[{i}]")).to_string()))?;
-    }
+    check_messages(&body.messages, 1)?;
     if let Recipient::User { user_id } = &to {
         check_recipient(&api, &bot.bot_id, user_id).await?;
     }
+    let accepted = queue(
+        &api,
+        &bot.bot_id,
+        &headers,
+        to,
+        body.messages,
+        body.source,
+        body.source_id,
+    )
+    .await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(accepted)))
+}
+
+/// Stores a send command of validated `messages` for `to`: the command id comes from the
+/// `Idempotency-Key` header when there is one.
+pub(crate) async fn queue(
+    api: &Api,
+    bot_id: &str,
+    headers: &HeaderMap,
+    to: Recipient,
+    messages: Vec<Content>,
+    source: Option<ApiSource>,
+    source_id: Option<String>,
+) -> Result<Accepted, ApiError> {
     let command_id = match headers.get("idempotency-key").and_then(|v| v.to_str().ok()) {
         Some(key) if !key.is_empty() && key.len() <= 200 => {
-            hashed_id(prefix::COMMAND, &[&bot.bot_id, key])
+            hashed_id(prefix::COMMAND, &[bot_id, key])
         }
         Some(_) => return Err(unprocessable("Idempotency-Key must be 1 to 200 characters")),
         None => new_id(prefix::COMMAND),
     };
-    let ids = message_ids(&bot.bot_id, &command_id, body.messages.len());
+    if source_id
+        .as_ref()
+        .is_some_and(|s| s.is_empty() || s.len() > 200)
+    {
+        return Err(unprocessable("source_id: must be 1 to 200 characters"));
+    }
+    let ids = message_ids(bot_id, &command_id, messages.len());
     let command = SendCommand {
         v: V1,
         id: Some(command_id.clone()),
         to,
-        messages: body.messages,
-        source: SendSource::Api,
+        messages,
+        source: source.map_or(SendSource::Api, SendSource::from),
+        source_id,
         in_reply_to: None,
     };
-    let subject = api.bus.subjects().send(&bot.bot_id)?;
+    let subject = api.bus.subjects().send(bot_id)?;
     api.bus.publish(&subject, &command_id, &command).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        axum::Json(Accepted {
-            id: command_id,
-            message_ids: ids,
-            status: "queued",
-        }),
-    ))
+    Ok(Accepted {
+        id: command_id,
+        message_ids: ids,
+        status: "queued",
+    })
+}
+
+/// Checks 1 to 10 messages; the error names the field.
+pub(crate) fn check_messages(messages: &[Content], min: usize) -> Result<(), ApiError> {
+    if messages.len() < min || messages.len() > 10 {
+        return Err(unprocessable(format!(
+            "messages: must have between {min} and 10 entries"
+        )));
+    }
+    for (i, m) in messages.iter().enumerate() {
+        m.validate()
+            .map_err(|e| unprocessable(e.within(&format!("messages[{i}]")).to_string()))?;
+    }
+    Ok(())
 }
 
 /// Refuses unknown users up front when the router can say so; accepts when it cannot answer

@@ -8,7 +8,11 @@ use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 
+use patchbay_contract::HistoryPage;
+use patchbay_custom::api::{RegisterUser, RegisteredUser, SendAsUser, SentAsUser};
+
 use crate::codes::ClaimBody;
+use crate::conversations::{UpsertBody, Upserted};
 use crate::settings::{BotPatch, CreateTenantBody, Items, RotateBody};
 use crate::users::Profile;
 use crate::{Accepted, CreateBotBody, CreateChannelBody, ReplayBody, SendBody};
@@ -20,6 +24,10 @@ pub(crate) enum Caller {
     Operator,
     /// A bot's API key.
     Bot,
+    /// A custom channel's domain key.
+    DomainKey,
+    /// A custom channel's user token.
+    UserToken,
     /// Anyone.
     Public,
 }
@@ -230,6 +238,47 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         (204, None),
     ),
     op(
+        "post",
+        "/v1/conversations",
+        Caller::Bot,
+        "Find a contact by phone (E.164) or e-mail, or create them on a channel that can reach them, and send them messages: 201 when the contact is new, 200 when the bot knew them.",
+        Some(schema::<UpsertBody>),
+        (201, Some(schema::<Upserted>)),
+    ),
+    Operation {
+        query: &[
+            (
+                "before",
+                "a message id: only older messages (the previous page's next_cursor)",
+            ),
+            ("limit", "page size, 1 to 200 (default 50)"),
+        ],
+        ..op(
+            "get",
+            "/v1/conversations/{conversation_id}/messages",
+            Caller::Bot,
+            "A conversation's messages, newest first (404 for another bot's conversation).",
+            None,
+            (200, Some(schema::<HistoryPage>)),
+        )
+    },
+    op(
+        "post",
+        "/v1/custom/{channel_id}/users",
+        Caller::DomainKey,
+        "Register a user of a custom channel (served by ingress-custom): their id and token. The same external_id always gets the same user and token.",
+        Some(schema::<RegisterUser>),
+        (201, Some(schema::<RegisteredUser>)),
+    ),
+    op(
+        "post",
+        "/v1/custom/{channel_id}/messages",
+        Caller::UserToken,
+        "Send as a custom channel's user (served by ingress-custom); answers with the bot's replies, waiting at most wait_ms.",
+        Some(schema::<SendAsUser>),
+        (200, Some(schema::<SentAsUser>)),
+    ),
+    op(
         "get",
         "/v1/users/{user_id}",
         Caller::Bot,
@@ -364,6 +413,8 @@ pub(crate) fn document() -> Value {
         match o.caller {
             Caller::Operator => operation["security"] = json!([{"operatorToken": []}]),
             Caller::Bot => operation["security"] = json!([{"botApiKey": []}]),
+            Caller::DomainKey => operation["security"] = json!([{"customDomainKey": []}]),
+            Caller::UserToken => operation["security"] = json!([{"customUserToken": []}]),
             Caller::Public => {}
         }
         let entry = paths
@@ -385,7 +436,11 @@ pub(crate) fn document() -> Value {
                 "botApiKey": {"type": "http", "scheme": "bearer",
                               "description": "A bot's API key"},
                 "operatorToken": {"type": "http", "scheme": "bearer",
-                                  "description": "The operator token (PATCHBAY_ADMIN_TOKEN)"}
+                                  "description": "The operator token (PATCHBAY_ADMIN_TOKEN)"},
+                "customDomainKey": {"type": "http", "scheme": "bearer",
+                                    "description": "A custom channel's domain key"},
+                "customUserToken": {"type": "http", "scheme": "bearer",
+                                    "description": "A custom channel's user token"}
             }
         }
     })
@@ -397,11 +452,15 @@ mod tests {
 
     use super::*;
 
-    /// Every `(method, path)` mounted with `.route(path, ...)` in this crate's sources.
+    /// Every `(method, path)` mounted with `.route(path, ...)` in the sources of this crate and
+    /// of `ingress-custom`, whose routes the document describes as well.
     fn mounted() -> BTreeSet<(String, String)> {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
+        let dirs = [
+            concat!(env!("CARGO_MANIFEST_DIR"), "/src"),
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../ingress-custom/src"),
+        ];
         let mut out = BTreeSet::new();
-        for entry in std::fs::read_dir(dir).unwrap() {
+        for entry in dirs.iter().flat_map(|d| std::fs::read_dir(d).unwrap()) {
             let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
             for chunk in text.split(".route(").skip(1) {
                 let Some(rest) = chunk.trim_start().strip_prefix('"') else {

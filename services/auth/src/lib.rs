@@ -13,14 +13,14 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use patchbay_bus::rpc::{decode, encode};
 use patchbay_config::MasterKey;
-use patchbay_config::secrets::{api_key_hash, new_api_key, new_webhook_secret};
+use patchbay_config::secrets::{api_key_hash, new_api_key, new_url_token, new_webhook_secret};
 use patchbay_contract::ids::{new_id, prefix};
 use patchbay_contract::subjects::Bucket;
 use patchbay_contract::{
     BotStateRequest, CreateBotRequest, CreateChannelRequest, CreateTenantRequest, CreatedBot,
-    CreatedChannel, ListBotsRequest, RevokeKeyRequest, RotateRequest, RotatedKey, RotatedSecret,
-    RpcError, UpdateWebhookRequest, V1, VerifyEndpointRequest, WebhookInput, WebhookSettings,
-    auth_ops, credentials,
+    CreatedChannel, ListBotsRequest, Platform, RevokeKeyRequest, RotateRequest, RotatedKey,
+    RotatedSecret, RpcError, UpdateWebhookRequest, V1, VerifyEndpointRequest, WebhookInput,
+    WebhookSettings, auth_ops, credentials,
 };
 use patchbay_runtime::{BoxError, Deps, Service};
 use sqlx::PgPool;
@@ -42,6 +42,11 @@ pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] = &[
         4,
         "rate_limits",
         include_str!("../migrations/0004_rate_limits.sql"),
+    ),
+    (
+        5,
+        "sealed_api_keys",
+        include_str!("../migrations/0005_sealed_api_keys.sql"),
     ),
 ];
 
@@ -104,6 +109,38 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             ));
         Ok(service)
     })
+}
+
+/// The credentials to store for a new channel, and what Patchbay generated for it (shown
+/// once). Custom channels get a domain key (unless given), the users' token key and an event
+/// webhook secret; other platforms' credentials are stored as given.
+fn complete_credentials(
+    platform: Platform,
+    given: serde_json::Value,
+) -> Result<(serde_json::Value, Option<serde_json::Value>), RpcError> {
+    if platform != Platform::Custom {
+        return Ok((given, None));
+    }
+    let input: patchbay_contract::credentials::CustomChannelInput =
+        serde_json::from_value(given).map_err(|e| invalid("credentials", e))?;
+    let domain_key_given = input.domain_key.is_some();
+    let creds = patchbay_contract::credentials::CustomCredentials {
+        domain_key: match input.domain_key {
+            Some(k) => k,
+            None => format!("dk_{}", new_url_token().map_err(internal)?),
+        },
+        token_secret: new_url_token().map_err(internal)?,
+        event_webhook_url: input.event_webhook_url,
+        event_webhook_secret: new_webhook_secret().map_err(internal)?,
+    };
+    let mut generated = serde_json::json!({"event_webhook_secret": creds.event_webhook_secret});
+    if !domain_key_given {
+        generated["domain_key"] = creds.domain_key.clone().into();
+    }
+    Ok((
+        serde_json::to_value(&creds).map_err(internal)?,
+        Some(generated),
+    ))
 }
 
 fn invalid(field: &str, message: impl std::fmt::Display) -> RpcError {
@@ -213,6 +250,7 @@ impl Auth {
                 sealed_secret: &sealed,
                 key_id: &new_id(prefix::KEY),
                 key_hash: &api_key_hash(&api_key),
+                key_sealed: &self.seal_key(&bot_id, &api_key)?,
             },
         )
         .await?;
@@ -245,7 +283,8 @@ impl Auth {
             ));
         }
         let id = new_id(prefix::CHANNEL);
-        let plain = serde_json::to_vec(&req.credentials).map_err(internal)?;
+        let (credentials, generated) = complete_credentials(req.platform, req.credentials)?;
+        let plain = serde_json::to_vec(&credentials).map_err(internal)?;
         let sealed = self.key.seal(&id, &plain).map_err(internal)?;
         let created_at = store::insert_channel(
             &self.pool,
@@ -257,9 +296,15 @@ impl Auth {
         )
         .await?;
         self.publish_channel(&id).await?;
+        // The bot's record lists its channels.
+        self.publish_bot(&req.bot_id).await?;
         tracing::info!(channel_id = %id, bot_id = %req.bot_id, platform = %req.platform, "channel created");
         Ok(CreatedChannel {
-            webhook_path: format!("/webhooks/{}/{id}", req.platform),
+            webhook_path: match req.platform {
+                Platform::Custom => format!("/v1/custom/{id}"),
+                p => format!("/webhooks/{p}/{id}"),
+            },
+            generated,
             id,
             bot_id: req.bot_id,
             platform: req.platform,
@@ -356,6 +401,17 @@ impl Auth {
         }
     }
 
+    /// An API key sealed for its bot (the associated data tells it from the bot's webhook
+    /// secrets).
+    fn seal_key(&self, bot_id: &str, api_key: &str) -> Result<String, RpcError> {
+        self.key
+            .seal(
+                &patchbay_contract::brandchat::key_owner(bot_id),
+                api_key.as_bytes(),
+            )
+            .map_err(internal)
+    }
+
     async fn rotate_key(&self, req: RotateRequest) -> Result<RotatedKey, RpcError> {
         let overlap = self.overlap_of(&req)?;
         let api_key = new_api_key().map_err(internal)?;
@@ -365,6 +421,7 @@ impl Auth {
             &req.bot_id,
             &key_id,
             &api_key_hash(&api_key),
+            &self.seal_key(&req.bot_id, &api_key)?,
             overlap,
         )
         .await?;

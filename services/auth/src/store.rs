@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use patchbay_contract::{
-    ApiKeyRecord, BotRecord, BotSummary, ChannelRecord, Platform, RateLimit, RpcError,
-    SealedSecret, Tenant, V1, WebhookSettings,
+    ApiKeyRecord, BotRecord, BotSummary, ChannelRecord, ChannelRef, Platform, RateLimit, RpcError,
+    SealedSecret, Tenant, V1, WebhookFlavour, WebhookSettings,
 };
 use sqlx::{PgPool, Row};
 
@@ -25,6 +25,7 @@ pub struct NewBot<'a> {
     pub sealed_secret: &'a str,
     pub key_id: &'a str,
     pub key_hash: &'a str,
+    pub key_sealed: &'a str,
 }
 
 pub async fn insert_bot(pool: &PgPool, b: &NewBot<'_>) -> Result<DateTime<Utc>, RpcError> {
@@ -64,10 +65,11 @@ pub async fn insert_bot(pool: &PgPool, b: &NewBot<'_>) -> Result<DateTime<Utc>, 
         .execute(&mut *tx)
         .await
         .map_err(db)?;
-    sqlx::query("insert into api_keys (id, bot_id, key_hash) values ($1, $2, $3)")
+    sqlx::query("insert into api_keys (id, bot_id, key_hash, sealed) values ($1, $2, $3, $4)")
         .bind(b.key_id)
         .bind(b.id)
         .bind(b.key_hash)
+        .bind(b.key_sealed)
         .execute(&mut *tx)
         .await
         .map_err(db)?;
@@ -163,7 +165,22 @@ pub async fn load_bot(
         expires_at: r.get("expires_at"),
     })
     .collect();
+    let channels = sqlx::query("select id, platform from channels where bot_id = $1 order by id")
+        .bind(id)
+        .fetch_all(pool)
+        .await
+        .map_err(db)?
+        .into_iter()
+        .filter_map(|r| {
+            Some(ChannelRef {
+                id: r.get("id"),
+                platform: r.get::<String, _>("platform").parse().ok()?,
+            })
+        })
+        .collect();
     let bot = BotRecord {
+        channels,
+        brandchat_keys: Vec::new(),
         v: V1,
         id: id.to_owned(),
         tenant_id: row.get("tenant_id"),
@@ -190,26 +207,40 @@ pub async fn load_bot(
         updated_at: row.get("updated_at"),
     };
     let keys = sqlx::query(
-        "select id, key_hash, expires_at from api_keys
-         where bot_id = $1 and revoked_at is null and (expires_at is null or expires_at > now())",
+        "select id, key_hash, expires_at, sealed from api_keys
+         where bot_id = $1 and revoked_at is null and (expires_at is null or expires_at > now())
+         order by created_at, id",
     )
     .bind(id)
     .fetch_all(pool)
     .await
-    .map_err(db)?
-    .into_iter()
-    .map(|r| {
-        (
-            r.get::<String, _>("key_hash"),
-            ApiKeyRecord {
-                v: V1,
-                key_id: r.get("id"),
-                bot_id: id.to_owned(),
-                expires_at: r.get("expires_at"),
-            },
-        )
-    })
-    .collect();
+    .map_err(db)?;
+    let mut bot = bot;
+    if bot.webhook.flavour == WebhookFlavour::Brandchat {
+        bot.brandchat_keys = keys
+            .iter()
+            .filter_map(|r| {
+                Some(SealedSecret {
+                    sealed: r.get::<Option<String>, _>("sealed")?,
+                    expires_at: r.get("expires_at"),
+                })
+            })
+            .collect();
+    }
+    let keys = keys
+        .into_iter()
+        .map(|r| {
+            (
+                r.get::<String, _>("key_hash"),
+                ApiKeyRecord {
+                    v: V1,
+                    key_id: r.get("id"),
+                    bot_id: id.to_owned(),
+                    expires_at: r.get("expires_at"),
+                },
+            )
+        })
+        .collect();
     Ok((bot, keys))
 }
 
@@ -320,6 +351,7 @@ pub async fn rotate_key(
     bot_id: &str,
     key_id: &str,
     key_hash: &str,
+    key_sealed: &str,
     overlap: std::time::Duration,
 ) -> Result<DateTime<Utc>, RpcError> {
     let mut tx = pool.begin().await.map_err(db)?;
@@ -333,10 +365,11 @@ pub async fn rotate_key(
     .execute(&mut *tx)
     .await
     .map_err(db)?;
-    sqlx::query("insert into api_keys (id, bot_id, key_hash) values ($1, $2, $3)")
+    sqlx::query("insert into api_keys (id, bot_id, key_hash, sealed) values ($1, $2, $3, $4)")
         .bind(key_id)
         .bind(bot_id)
         .bind(key_hash)
+        .bind(key_sealed)
         .execute(&mut *tx)
         .await
         .map_err(db)?;

@@ -25,9 +25,9 @@ use patchbay_bus::rpc::{decode, encode};
 use patchbay_bus::{Bus, ConfigView, Delivery, Handler, HandlerError};
 use patchbay_contract::ids::{derive_id, message_ids, prefix};
 use patchbay_contract::{
-    BotRecord, DeliveryStatus, DispatchJob, EventMessage, EventType, FindUserRequest,
-    GetUserRequest, InboundEvent, OutboundJob, RpcError, SendCommand, StatusEvent, TenantEvent, V1,
-    router_ops, topology,
+    BotRecord, CustomOutcome, DeliveryStatus, DispatchJob, EventMessage, EventType,
+    FindUserRequest, GetUserRequest, HistoryRequest, InboundEvent, OutboundJob, Platform, RpcError,
+    SendCommand, StatusEvent, TenantEvent, UpsertContactRequest, V1, router_ops, topology,
 };
 use patchbay_runtime::{BoxError, Deps, Service};
 use sqlx::PgPool;
@@ -39,6 +39,11 @@ pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] = &[
         2,
         "users_by_platform_id",
         include_str!("../migrations/0002_users_by_platform_id.sql"),
+    ),
+    (
+        3,
+        "contacts",
+        include_str!("../migrations/0003_contacts.sql"),
     ),
 ];
 
@@ -122,20 +127,21 @@ impl Router {
 
     /// Stores `event` as a dispatch job if the bot has a callback that accepts its type and
     /// platform.
-    async fn dispatch(&self, bot: &BotRecord, event: TenantEvent) -> Result<(), HandlerError> {
+    /// Stores the dispatch job of `event` if the bot wants it; whether it did.
+    async fn dispatch(&self, bot: &BotRecord, event: TenantEvent) -> Result<bool, HandlerError> {
         if bot.webhook.url.is_none()
             || !bot
                 .webhook
                 .accepts(event.event_type, event.channel.platform)
         {
-            return Ok(());
+            return Ok(false);
         }
         let subject = self.bus.subjects().dispatch(&bot.id)?;
         let id = event.id.clone();
         self.bus
             .publish(&subject, &id, &DispatchJob { v: V1, event })
             .await?;
-        Ok(())
+        Ok(true)
     }
 
     async fn answer(&self, op: &str, body: Bytes) -> Vec<u8> {
@@ -149,6 +155,14 @@ impl Router {
                     store::find_user(&self.pool, &req.bot_id, req.platform, &req.platform_user_id)
                         .await,
                 ),
+                Err(e) => Err(e),
+            }),
+            router_ops::UPSERT_CONTACT => encode(match decode::<UpsertContactRequest>(&body) {
+                Ok(req) => store::upsert_contact(&self.pool, &req).await,
+                Err(e) => Err(e),
+            }),
+            router_ops::HISTORY => encode(match decode::<HistoryRequest>(&body) {
+                Ok(req) => store::history(&self.pool, &req).await,
                 Err(e) => Err(e),
             }),
             other => encode::<()>(Err(RpcError::new(
@@ -186,8 +200,9 @@ impl Handler<InboundEvent> for Inbound {
             tracing::info!(event_id = %stored.event_id, "platform retry of an event already handled; dropped");
             return Ok(());
         }
-        if !bot.enabled {
+        let dispatched = if !bot.enabled {
             tracing::info!(bot_id = %bot.id, "bot disabled; event stored, not delivered");
+            false
         } else {
             let event = TenantEvent {
                 id: stored.event_id.clone(),
@@ -205,7 +220,24 @@ impl Handler<InboundEvent> for Inbound {
                 error: None,
                 referral: ev.referral.clone(),
             };
-            r.dispatch(&bot, event).await?;
+            r.dispatch(&bot, event).await?
+        };
+        if !dispatched && ev.channel.platform == Platform::Custom {
+            // A custom channel's request may be waiting for the tenant's answer: there will be
+            // none.
+            let outcome = CustomOutcome {
+                v: V1,
+                event_id: stored.event_id.clone(),
+                delivered: false,
+                replies: 0,
+            };
+            if let (Ok(subject), Ok(body)) = (
+                r.bus.subjects().custom_outcome(&stored.event_id),
+                serde_json::to_vec(&outcome),
+            ) && let Err(e) = r.bus.client().publish(subject, body.into()).await
+            {
+                tracing::debug!(error = %e, "custom outcome not announced");
+            }
         }
         store::mark_dispatched(&r.pool, &ev.dedupe_key)
             .await
@@ -282,6 +314,8 @@ impl Handler<SendCommand> for Sends {
                 address: recipient.address.clone(),
                 content,
                 source: cmd.source,
+                source_id: cmd.source_id.clone(),
+                in_reply_to: cmd.in_reply_to.clone(),
                 created_at: now,
             };
             r.bus.publish(&subject, id, &job).await?;
@@ -321,6 +355,6 @@ impl Handler<StatusEvent> for Statuses {
             error: st.error.clone(),
             referral: None,
         };
-        r.dispatch(&bot, event).await
+        r.dispatch(&bot, event).await.map(drop)
     }
 }

@@ -1,10 +1,11 @@
 //! SQL of the `router` schema.
 
 use chrono::{DateTime, Utc};
-use patchbay_contract::ids::{derive_id, new_id, prefix};
+use patchbay_contract::ids::{derive_id, new_id, prefix, user_id};
 use patchbay_contract::{
-    ChannelRef, DeliveryStatus, EventType, EventUser, InboundEvent, Platform, Recipient,
-    SendCommand, StatusEvent, UserProfile,
+    ChannelRef, DeliveryStatus, EventType, EventUser, HistoryMessage, HistoryPage, HistoryRequest,
+    InboundEvent, Platform, Recipient, RpcError, SendCommand, StatusEvent, UpsertContactRequest,
+    UpsertedContact, UserProfile,
 };
 use sqlx::{PgPool, Row};
 
@@ -62,19 +63,22 @@ pub async fn record_inbound(
     let s = &ev.sender;
     let user = sqlx::query(
         "insert into users (id, bot_id, channel_id, platform, platform_user_id, address,
-                            display_name, username, locale, avatar_url, subscribed, last_seen_at)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                            display_name, username, locale, avatar_url, subscribed, last_seen_at,
+                            email, phone)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
          on conflict (channel_id, platform_user_id) do update set
              address = excluded.address,
              display_name = coalesce(excluded.display_name, users.display_name),
              username = coalesce(excluded.username, users.username),
              locale = coalesce(excluded.locale, users.locale),
              avatar_url = coalesce(excluded.avatar_url, users.avatar_url),
+             email = coalesce(excluded.email, users.email),
+             phone = coalesce(excluded.phone, users.phone),
              subscribed = excluded.subscribed,
              last_seen_at = greatest(users.last_seen_at, excluded.last_seen_at)
          returning id, display_name, username, locale",
     )
-    .bind(new_id(prefix::USER))
+    .bind(user_id(&ev.channel.id, &s.platform_user_id))
     .bind(&ev.bot_id)
     .bind(&ev.channel.id)
     .bind(ev.channel.platform.as_str())
@@ -86,6 +90,8 @@ pub async fn record_inbound(
     .bind(&s.avatar_url)
     .bind(ev.event_type != EventType::UserUnsubscribed)
     .bind(ev.occurred_at)
+    .bind(&s.email)
+    .bind(&s.phone)
     .fetch_one(&mut *tx)
     .await?;
     let user = EventUser {
@@ -288,7 +294,7 @@ pub async fn record_status(
 }
 
 const PROFILE: &str = "select id, bot_id, channel_id, platform, platform_user_id, display_name,
-                              username, locale, avatar_url, subscribed, last_seen_at
+                              username, locale, avatar_url, subscribed, last_seen_at, email, phone
                        from users";
 
 fn profile(r: &sqlx::postgres::PgRow) -> Option<UserProfile> {
@@ -304,6 +310,8 @@ fn profile(r: &sqlx::postgres::PgRow) -> Option<UserProfile> {
         username: r.get("username"),
         locale: r.get("locale"),
         avatar_url: r.get("avatar_url"),
+        email: r.get("email"),
+        phone: r.get("phone"),
         subscribed: r.get("subscribed"),
         last_seen_at: r.get("last_seen_at"),
     })
@@ -343,4 +351,168 @@ pub async fn find_user(
     .fetch_optional(pool)
     .await?;
     Ok(row.as_ref().and_then(profile))
+}
+
+fn rpc_db(e: sqlx::Error) -> RpcError {
+    if patchbay_store::is_unavailable(&e) {
+        tracing::warn!(error = %e, "database unavailable");
+        RpcError::new(503, "unavailable", "the router's database is unavailable")
+    } else {
+        tracing::error!(error = %e, "database");
+        RpcError::new(500, "internal", "internal error; see the router's logs")
+    }
+}
+
+/// Finds `req.bot_id`'s user by phone or e-mail (the most recently seen), or creates one on
+/// `req.channel` with a conversation whose messaging window is closed (the contact has not
+/// written yet).
+pub async fn upsert_contact(
+    pool: &PgPool,
+    req: &UpsertContactRequest,
+) -> Result<UpsertedContact, RpcError> {
+    let c = &req.contact;
+    let mut tx = pool.begin().await.map_err(rpc_db)?;
+    let existing = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{PROFILE} where bot_id = $1 and (phone = $2 or email = $3)
+         order by (phone is not distinct from $2) desc, last_seen_at desc nulls last, created_at
+         limit 1"
+    )))
+    .bind(&req.bot_id)
+    .bind(&c.phone)
+    .bind(&c.email)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(rpc_db)?;
+    let (user, created) = match existing.as_ref().and_then(profile) {
+        Some(user) => {
+            // Fill in what the contact adds.
+            sqlx::query(
+                "update users set phone = coalesce(phone, $2), email = coalesce(email, $3),
+                                  display_name = coalesce(display_name, $4)
+                 where id = $1",
+            )
+            .bind(&user.id)
+            .bind(&c.phone)
+            .bind(&c.email)
+            .bind(&c.name)
+            .execute(&mut *tx)
+            .await
+            .map_err(rpc_db)?;
+            (user, false)
+        }
+        None => {
+            let (Some(channel), Some(puid)) = (&req.channel, &req.platform_user_id) else {
+                return Err(RpcError::new(
+                    422,
+                    "no_channel",
+                    "this bot knows no one by that phone or e-mail, and has no channel to reach a new contact on",
+                ));
+            };
+            let id = user_id(&channel.id, puid);
+            let row = sqlx::query(
+                "insert into users (id, bot_id, channel_id, platform, platform_user_id,
+                                    address, display_name, email, phone)
+                 values ($1, $2, $3, $4, $5, $5, $6, $7, $8)
+                 on conflict (channel_id, platform_user_id) do update set
+                     phone = coalesce(users.phone, excluded.phone),
+                     email = coalesce(users.email, excluded.email),
+                     display_name = coalesce(users.display_name, excluded.display_name)
+                 returning id, bot_id, channel_id, platform, platform_user_id, display_name,
+                           username, locale, avatar_url, subscribed, last_seen_at, email, phone",
+            )
+            .bind(&id)
+            .bind(&req.bot_id)
+            .bind(&channel.id)
+            .bind(channel.platform.as_str())
+            .bind(puid)
+            .bind(&c.name)
+            .bind(&c.email)
+            .bind(&c.phone)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(rpc_db)?;
+            let user = profile(&row).ok_or_else(|| {
+                RpcError::new(500, "internal", "stored user has an unknown platform")
+            })?;
+            (user, true)
+        }
+    };
+    let conversation_id: String = sqlx::query(
+        "insert into conversations (id, bot_id, user_id) values ($1, $2, $3)
+         on conflict (user_id) do update set user_id = excluded.user_id
+         returning id",
+    )
+    .bind(new_id(prefix::CONVERSATION))
+    .bind(&req.bot_id)
+    .bind(&user.id)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(rpc_db)?
+    .get("id");
+    tx.commit().await.map_err(rpc_db)?;
+    Ok(UpsertedContact {
+        user,
+        conversation_id,
+        created,
+    })
+}
+
+/// A page of a conversation's messages, newest first; 404 when it is not the bot's.
+pub async fn history(pool: &PgPool, req: &HistoryRequest) -> Result<HistoryPage, RpcError> {
+    let owned: Option<String> =
+        sqlx::query_scalar("select id from conversations where id = $1 and bot_id = $2")
+            .bind(&req.conversation_id)
+            .bind(&req.bot_id)
+            .fetch_optional(pool)
+            .await
+            .map_err(rpc_db)?;
+    if owned.is_none() {
+        return Err(RpcError::new(
+            404,
+            "not_found",
+            format!("this bot has no conversation {}", req.conversation_id),
+        ));
+    }
+    let limit = i64::from(req.limit.clamp(1, 200));
+    let rows = sqlx::query(
+        "select id, direction, content, status, source, platform_message_id, error, created_at
+         from messages m
+         where conversation_id = $1
+           and ($2::text is null or (created_at, id) < (
+                select created_at, id from messages where id = $2 and conversation_id = $1))
+         order by created_at desc, id desc
+         limit $3",
+    )
+    .bind(&req.conversation_id)
+    .bind(&req.before)
+    .bind(limit + 1)
+    .fetch_all(pool)
+    .await
+    .map_err(rpc_db)?;
+    let mut messages: Vec<HistoryMessage> = rows
+        .iter()
+        .filter_map(|r| {
+            Some(HistoryMessage {
+                id: r.get("id"),
+                direction: r.get("direction"),
+                content: serde_json::from_value(r.get("content")).ok()?,
+                status: r.get("status"),
+                source: r.get("source"),
+                platform_message_id: r.get("platform_message_id"),
+                error: r
+                    .get::<Option<serde_json::Value>, _>("error")
+                    .and_then(|e| serde_json::from_value(e).ok()),
+                created_at: r.get("created_at"),
+            })
+        })
+        .collect();
+    let more = rows.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+    messages.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next_cursor = more
+        .then(|| messages.last().map(|m| m.id.clone()))
+        .flatten();
+    Ok(HistoryPage {
+        messages,
+        next_cursor,
+    })
 }

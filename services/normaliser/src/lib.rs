@@ -38,6 +38,7 @@ impl Handler<IngressEnvelope> for Normaliser {
         let env = &d.payload;
         let events = match env.platform {
             Platform::Telegram => patchbay_telegram::Telegram::normalise(env),
+            Platform::Custom => patchbay_custom::inbound::normalise(env),
             other => {
                 return Err(HandlerError::reject(format!(
                     "no normaliser for platform {other} in this release"

@@ -14,6 +14,8 @@ pub const SERVICES: &[(&str, StartFn)] = &[
     ("webhook-dispatcher", patchbay_webhook_dispatcher::start),
     ("outbound-telegram", patchbay_outbound_telegram::start),
     ("ingress-telegram", patchbay_ingress_telegram::start),
+    ("outbound-custom", patchbay_outbound_custom::start),
+    ("ingress-custom", patchbay_ingress_custom::start),
     ("api", patchbay_api::start),
 ];
 

@@ -237,6 +237,19 @@ enum Channels {
         #[arg(long)]
         api_base_url: Option<String>,
     },
+    /// Create a custom channel (an app, a device, your own web chat). Prints the generated
+    /// domain key and event webhook secret once.
+    CreateCustom {
+        /// The bot.
+        #[arg(long)]
+        bot: String,
+        /// Where messages for the channel's users are pushed (signed).
+        #[arg(long)]
+        event_webhook_url: Option<String>,
+        /// Your own domain key (at least 22 characters); generated when absent.
+        #[arg(long, env = "CUSTOM_DOMAIN_KEY", hide_env_values = true)]
+        domain_key: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -508,6 +521,18 @@ fn admin(cli: Cli) -> anyhow::Result<()> {
                        "credentials": {"bot_token": bot_token, "secret_token": secret_token},
                        "api_base_url": api_base_url}),
                     &["id", "webhook_path"],
+                ),
+                Command::Channels(Channels::CreateCustom {
+                    bot,
+                    event_webhook_url,
+                    domain_key,
+                }) => (
+                    format!("/admin/v1/bots/{bot}/channels"),
+                    cli.token.clone(),
+                    json!({"platform": "custom",
+                       "credentials": {"event_webhook_url": event_webhook_url,
+                                       "domain_key": domain_key}}),
+                    &["id", "webhook_path", "generated"],
                 ),
                 Command::Send {
                     api_key,

@@ -1,5 +1,5 @@
-//! The `patchbay` CLI against a running `patchbay all`: tenants, bots, keys, webhook settings
-//! and deliveries, as tables for people and `--json` for scripts; errors exit non-zero.
+//! The `patchbay` CLI against a running `patchbay all`: tenants, bots, custom channels, keys,
+//! webhook settings and deliveries, as tables for people and `--json` for scripts; errors exit non-zero.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -183,6 +183,27 @@ async fn operators_and_bot_developers_work_from_the_command_line() {
         ],
     );
     assert!(revoked.trim().is_empty(), "{revoked}");
+
+    // A custom channel: its domain key is shown once and registers users.
+    let channel: Value = serde_json::from_str(&ok(
+        &i,
+        &["--json", "channels", "create-custom", "--bot", &bot_id],
+    ))
+    .unwrap();
+    let channel_id = channel["id"].as_str().unwrap();
+    assert_eq!(
+        channel["webhook_path"],
+        format!("/v1/custom/{channel_id}").as_str()
+    );
+    let domain_key = channel["generated"]["domain_key"].as_str().unwrap();
+    let registered = reqwest::Client::new()
+        .post(format!("{}/v1/custom/{channel_id}/users", i.url))
+        .bearer_auth(domain_key)
+        .json(&serde_json::json!({"external_id": "cli-user"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201);
 
     // Errors say what went wrong and exit non-zero.
     let missing = cli(&i, &["bots", "disable", "--bot", "bot_nope"]);

@@ -18,9 +18,7 @@
 //! * every attempt is logged: status, duration, the first bytes of the response, the error;
 //! * callbacks never go to loopback or private addresses unless the operator allows them.
 
-mod resolver;
-pub mod signing;
-mod store;
+pub mod store;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -33,9 +31,9 @@ use patchbay_bus::{Bus, ConfigView, Delivery, Handler, HandlerError};
 use patchbay_config::{MasterKey, RetrySchedule};
 use patchbay_contract::subjects::Stream;
 use patchbay_contract::{
-    BotRecord, DeliveryRef, DeliveryState, DispatchJob, InlineReply, ListDeliveriesRequest,
-    Recipient, ReplayRequest, Replayed, RpcError, SendCommand, SendSource, V1, dispatcher_ops,
-    topology,
+    BotRecord, CustomOutcome, DeliveryRef, DeliveryState, DispatchJob, EventType, InlineReply,
+    ListDeliveriesRequest, Platform, Recipient, ReplayRequest, Replayed, RpcError, SendCommand,
+    SendSource, V1, WebhookFlavour, dispatcher_ops, topology,
 };
 use patchbay_runtime::{BoxError, Deps, Service};
 use sqlx::PgPool;
@@ -80,10 +78,11 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
         let pool = deps.database("dispatcher", MIGRATIONS).await?;
         let allow_private = deps.config.allow_private_callbacks;
         let timeout = Duration::from_millis(deps.config.webhook_timeout_ms);
-        let http = patchbay_platform::http::client_builder(timeout)
-            .dns_resolver(Arc::new(resolver::GuardedResolver { allow_private }))
-            .user_agent(concat!("Patchbay-Webhooks/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let http = patchbay_platform::webhook::tenant_client(
+            timeout,
+            allow_private,
+            concat!("Patchbay-Webhooks/", env!("CARGO_PKG_VERSION")),
+        )?;
         let schedule = deps.config.webhook_retry_schedule.clone();
         let spec = topology::dispatcher(deps.bus.subjects(), 10);
         let dispatcher = Arc::new(Dispatcher {
@@ -163,6 +162,30 @@ impl Dispatcher {
         }
     }
 
+    /// The newest working API key of a `brandchat` bot: BrandChat signs with the key itself.
+    fn brandchat_key(&self, bot: &BotRecord) -> Result<String, HandlerError> {
+        let now = chrono::Utc::now();
+        let sealed = bot
+            .brandchat_keys
+            .iter()
+            .rev()
+            .find(|k| k.expires_at.is_none_or(|t| t > now))
+            .ok_or_else(|| {
+                HandlerError::retry(format!(
+                    "bot {} has no API key readable for BrandChat signatures; rotate its key",
+                    bot.id
+                ))
+            })?;
+        let key = self
+            .key
+            .open(
+                &patchbay_contract::brandchat::key_owner(&bot.id),
+                &sealed.sealed,
+            )
+            .map_err(|e| HandlerError::retry(format!("bot {}: {e}", bot.id)))?;
+        Ok(String::from_utf8_lossy(&key).into_owned())
+    }
+
     fn signatures(
         &self,
         bot: &BotRecord,
@@ -182,7 +205,10 @@ impl Dispatcher {
                 .open(&bot.id, &s.sealed)
                 .map_err(|e| HandlerError::retry(format!("bot {}: {e}", bot.id)))?;
             let secret = String::from_utf8_lossy(&secret);
-            sigs.push(signing::sign(&secret, id, ts, body).map_err(HandlerError::reject)?);
+            sigs.push(
+                patchbay_platform::webhook::sign(&secret, id, ts, body)
+                    .map_err(HandlerError::reject)?,
+            );
         }
         if sigs.is_empty() {
             return Err(HandlerError::retry(format!(
@@ -193,22 +219,15 @@ impl Dispatcher {
         Ok(sigs.join(" "))
     }
 
-    /// Host names go through the guarded resolver; IP literals bypass it, so they are checked
-    /// here: why `url` is refused, if it names a loopback or private address.
-    fn refused_literal(&self, url: &reqwest::Url) -> Option<String> {
-        let ip = match url.host()? {
-            url::Host::Ipv4(ip) => std::net::IpAddr::V4(ip),
-            url::Host::Ipv6(ip) => std::net::IpAddr::V6(ip),
-            url::Host::Domain(_) => return None,
-        };
-        (!self.allow_private && !patchbay_platform::http::is_public_ip(ip))
-            .then(|| format!("{ip} is a loopback or private address"))
-    }
-
-    async fn post(&self, url: &str, id: &str, ts: i64, signature: &str, body: Vec<u8>) -> Outcome {
+    async fn post(
+        &self,
+        url: &str,
+        headers: Vec<(&'static str, String)>,
+        body: Vec<u8>,
+    ) -> Outcome {
         if let Some(why) = reqwest::Url::parse(url)
             .ok()
-            .and_then(|u| self.refused_literal(&u))
+            .and_then(|u| patchbay_platform::webhook::refused_literal(&u, self.allow_private))
         {
             return Outcome {
                 status: None,
@@ -221,10 +240,10 @@ impl Dispatcher {
             .http
             .post(url)
             .headers(patchbay_platform::http::trace_headers())
-            .header("content-type", "application/json")
-            .header("webhook-id", id)
-            .header("webhook-timestamp", ts.to_string())
-            .header("webhook-signature", signature)
+            .header("content-type", "application/json");
+        let sent = headers
+            .into_iter()
+            .fold(sent, |r, (name, value)| r.header(name, value))
             .body(body)
             .send()
             .await;
@@ -280,37 +299,57 @@ impl Dispatcher {
         }
     }
 
-    /// Turns a 2xx body into a send command, if it holds an inline reply. Returns a note for the
-    /// attempt log when the body looked like a reply but was not a valid one.
+    /// Turns a 2xx body into a send command, if it holds an inline reply. Returns how many
+    /// messages it sends, and a note for the attempt log when the body looked like a reply but
+    /// was not a valid one.
     async fn inline_reply(
         &self,
         job: &DispatchJob,
+        flavour: WebhookFlavour,
         body: &str,
-    ) -> Result<Option<String>, HandlerError> {
+    ) -> Result<(u32, Option<String>), HandlerError> {
         let Ok(value) = serde_json::from_str::<serde_json::Value>(body) else {
-            return Ok(None);
+            return Ok((0, None));
         };
         if !(value.is_array() || value.get("messages").is_some()) {
-            return Ok(None);
+            return Ok((0, None));
         }
-        let messages = match serde_json::from_value::<InlineReply>(value) {
-            Ok(r) => r.into_messages(),
-            Err(e) => return Ok(Some(format!("inline reply ignored: {e}"))),
+        let messages = if flavour == WebhookFlavour::Brandchat {
+            // BrandChat's reply: a JSON array of its messages, all valid or none sent.
+            match serde_json::from_value::<Vec<patchbay_contract::brandchat::BrandchatMessage>>(
+                value,
+            )
+            .map_err(|e| e.to_string())
+            .and_then(|m| {
+                patchbay_contract::brandchat::contents(&m, false).map_err(|e| e.to_string())
+            }) {
+                Ok(m) => m,
+                Err(e) => return Ok((0, Some(format!("inline reply ignored: {e}")))),
+            }
+        } else {
+            match serde_json::from_value::<InlineReply>(value) {
+                Ok(r) => r.into_messages(),
+                Err(e) => return Ok((0, Some(format!("inline reply ignored: {e}")))),
+            }
         };
         if messages.is_empty() {
-            return Ok(None);
+            return Ok((0, None));
         }
         if messages.len() > 10 {
-            return Ok(Some("inline reply ignored: at most 10 messages".into()));
+            return Ok((0, Some("inline reply ignored: at most 10 messages".into())));
         }
         for (i, m) in messages.iter().enumerate() {
             if let Err(e) = m.validate() {
-                return Ok(Some(format!(
-                    "inline reply ignored: {}",
-                    e.within(&format!("messages[{i}]"))
-                )));
+                return Ok((
+                    0,
+                    Some(format!(
+                        "inline reply ignored: {}",
+                        e.within(&format!("messages[{i}]"))
+                    )),
+                ));
             }
         }
+        let count = u32::try_from(messages.len()).unwrap_or(10);
         let id = format!("inline:{}", job.event.id);
         let command = SendCommand {
             v: V1,
@@ -320,11 +359,35 @@ impl Dispatcher {
             },
             messages,
             source: SendSource::Inline,
+            source_id: None,
             in_reply_to: Some(job.event.id.clone()),
         };
         let subject = self.bus.subjects().send(&job.event.bot_id)?;
         self.bus.publish(&subject, &id, &command).await?;
-        Ok(None)
+        Ok((count, None))
+    }
+
+    /// Tells a custom channel's request waiting for this event's replies what became of it
+    /// (core NATS; nobody may be listening).
+    async fn announce(&self, job: &DispatchJob, delivered: bool, replies: u32) {
+        if job.event.channel.platform != Platform::Custom
+            || job.event.event_type != EventType::MessageReceived
+        {
+            return;
+        }
+        let outcome = CustomOutcome {
+            v: V1,
+            event_id: job.event.id.clone(),
+            delivered,
+            replies,
+        };
+        if let (Ok(subject), Ok(body)) = (
+            self.bus.subjects().custom_outcome(&job.event.id),
+            serde_json::to_vec(&outcome),
+        ) && let Err(e) = self.bus.client().publish(subject, body.into()).await
+        {
+            tracing::debug!(error = %e, "custom outcome not announced");
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -379,6 +442,17 @@ enum Attempted {
     Skipped,
     /// The endpoint is disabled (it answered 410 Gone): dead-letter without attempts.
     Disabled(String),
+}
+
+/// `url` with `bot=<bot id>` added to its query, as BrandChat's clients check it.
+fn with_bot(url: &str, bot_id: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            u.query_pairs_mut().append_pair("bot", bot_id);
+            u.into()
+        }
+        Err(_) => url.to_owned(),
+    }
 }
 
 fn db(e: sqlx::Error) -> HandlerError {
@@ -465,10 +539,45 @@ impl Dispatcher {
                 retry_after: None,
             },
             None => {
-                let body = serde_json::to_vec(&job.event).map_err(HandlerError::reject)?;
-                let ts = chrono::Utc::now().timestamp();
-                let signature = self.signatures(&bot, &job.event.id, ts, &body)?;
-                let outcome = self.post(&url, &job.event.id, ts, &signature, body).await;
+                let (url, headers, body) = match bot.webhook.flavour {
+                    WebhookFlavour::Native => {
+                        let body = serde_json::to_vec(&job.event).map_err(HandlerError::reject)?;
+                        let ts = chrono::Utc::now().timestamp();
+                        let signature = self.signatures(&bot, &job.event.id, ts, &body)?;
+                        let headers = vec![
+                            ("webhook-id", job.event.id.clone()),
+                            ("webhook-timestamp", ts.to_string()),
+                            ("webhook-signature", signature),
+                        ];
+                        (url.clone(), headers, body)
+                    }
+                    WebhookFlavour::Brandchat => {
+                        let Some(body) = patchbay_contract::brandchat::callback_body(&job.event)
+                        else {
+                            tracing::debug!(event_id = %job.event.id, "BrandChat has no such event; not delivered");
+                            return Ok(Attempted::Skipped);
+                        };
+                        let body = serde_json::to_vec(&body).map_err(HandlerError::reject)?;
+                        let key = match self.brandchat_key(&bot) {
+                            Ok(k) => k,
+                            Err(e) => {
+                                return Ok(Attempted::Failed {
+                                    reason: e.to_string(),
+                                    retry_after: None,
+                                });
+                            }
+                        };
+                        let headers = vec![
+                            (
+                                "x-chat-signature",
+                                patchbay_platform::webhook::chat_signature(&key, &body),
+                            ),
+                            ("webhook-id", job.event.id.clone()),
+                        ];
+                        (with_bot(&url, &bot.id), headers, body)
+                    }
+                };
+                let outcome = self.post(&url, headers, body).await;
                 if outcome.error.is_none() {
                     self.answered
                         .lock()
@@ -486,7 +595,9 @@ impl Dispatcher {
             // The reply first, the record second: a crash in between re-posts the event (same
             // webhook-id; the reply's command id is derived from it, so it is not sent twice),
             // while the other order would lose the reply.
-            let note = self.inline_reply(job, &outcome.body).await?;
+            let (replies, note) = self
+                .inline_reply(job, bot.webhook.flavour, &outcome.body)
+                .await?;
             store::record_attempt(
                 &self.pool,
                 &job.event.id,
@@ -503,10 +614,12 @@ impl Dispatcher {
             self.log_attempt(job, attempt, &url, &outcome, took, note.as_deref())
                 .await;
             self.reset_breaker(&bot.id);
+            self.announce(job, true, replies).await;
             return Ok(Attempted::Delivered);
         }
         self.log_attempt(job, attempt, &url, &outcome, took, None)
             .await;
+        self.announce(job, false, 0).await;
         store::record_attempt(
             &self.pool,
             &job.event.id,
@@ -773,7 +886,7 @@ impl Dispatcher {
             )
         };
         let mut url = reqwest::Url::parse(&r.url).map_err(|e| failed(e.to_string()))?;
-        if let Some(why) = self.refused_literal(&url) {
+        if let Some(why) = patchbay_platform::webhook::refused_literal(&url, self.allow_private) {
             return Err(failed(why));
         }
         let challenge = patchbay_contract::ids::new_id("chl");

@@ -102,6 +102,8 @@ pub struct Config {
     pub link_ttl_ms: u64,
     /// How long a one-time code minted by a Patchbay link may be claimed.
     pub code_ttl_ms: u64,
+    /// How long a custom channel's message request waits for the bot's replies at most.
+    pub custom_reply_wait_ms: u64,
 }
 
 impl Default for Config {
@@ -140,6 +142,7 @@ impl Default for Config {
             public_url: "http://localhost:8080".into(),
             link_ttl_ms: 86_400_000,
             code_ttl_ms: 300_000,
+            custom_reply_wait_ms: 10_000,
         }
     }
 }
@@ -295,6 +298,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "admin_token",
                 "must be at least 16 characters",
+            ));
+        }
+        if self.custom_reply_wait_ms > 60_000 {
+            return Err(ConfigError::invalid(
+                "custom_reply_wait_ms",
+                "must be at most 60000",
             ));
         }
         for (field, ms) in [

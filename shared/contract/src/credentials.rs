@@ -50,10 +50,73 @@ impl TelegramCredentials {
     }
 }
 
+/// A custom channel as the operator creates it. Patchbay generates what is not given.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CustomChannelInput {
+    /// The channel's secret domain key, which apps present to register users (at least 22
+    /// characters, so at least 128 bits when random). Generated when absent.
+    #[serde(default)]
+    pub domain_key: Option<String>,
+    /// Where messages that reach a user later (a human agent, a broadcast, the bot) are
+    /// pushed, signed per Standard Webhooks with `event_webhook_secret`.
+    #[serde(default)]
+    pub event_webhook_url: Option<String>,
+}
+
+impl CustomChannelInput {
+    /// Checks the given fields.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if let Some(k) = &self.domain_key
+            && !(22..=256).contains(&k.len())
+        {
+            return Err(FieldError::new(
+                "credentials.domain_key",
+                "must be 22 to 256 characters (make it unguessable)",
+            ));
+        }
+        if let Some(k) = &self.domain_key
+            && !k.chars().all(|c| c.is_ascii_graphic())
+        {
+            return Err(FieldError::new(
+                "credentials.domain_key",
+                "must be printable ASCII without spaces",
+            ));
+        }
+        if let Some(u) = &self.event_webhook_url
+            && !(u.starts_with("https://") || u.starts_with("http://"))
+        {
+            return Err(FieldError::new(
+                "credentials.event_webhook_url",
+                "must be an http or https URL",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A custom channel's stored credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CustomCredentials {
+    /// Presented by apps (`Authorization: Bearer <domain key>`) to register users.
+    pub domain_key: String,
+    /// Server-side key of the users' tokens (HMAC-SHA256); never shown.
+    pub token_secret: String,
+    /// The channel's event webhook.
+    #[serde(default)]
+    pub event_webhook_url: Option<String>,
+    /// Its Standard Webhooks signing secret (`whsec_…`).
+    pub event_webhook_secret: String,
+}
+
 /// Validates `credentials` for `platform`: the error names the field.
 pub fn validate(platform: Platform, credentials: &serde_json::Value) -> Result<(), FieldError> {
     match platform {
         Platform::Telegram => serde_json::from_value::<TelegramCredentials>(credentials.clone())
+            .map_err(|e| FieldError::new("credentials", e.to_string()))?
+            .validate(),
+        Platform::Custom => serde_json::from_value::<CustomChannelInput>(credentials.clone())
             .map_err(|e| FieldError::new("credentials", e.to_string()))?
             .validate(),
         other => Err(FieldError::new(

@@ -59,6 +59,12 @@ pub fn hashed_id(prefix: &str, parts: &[&str]) -> String {
     format!("{prefix}_{}", ulid::Ulid(u128::from_be_bytes(bytes)))
 }
 
+/// A user's id: derived from the channel and the platform's user id (a user is unique per
+/// channel), so an ingress can name the user before the router has stored them.
+pub fn user_id(channel_id: &str, platform_user_id: &str) -> String {
+    hashed_id(prefix::USER, &[channel_id, platform_user_id])
+}
+
 /// The ids of the messages a send command creates, in order. The API computes them to answer
 /// 202 at once; the router computes the same ones when it stores the messages.
 pub fn message_ids(bot_id: &str, command_key: &str, count: usize) -> Vec<String> {

@@ -27,6 +27,15 @@ pub enum Transport {
         /// Key pattern.
         key: &'static str,
     },
+    /// A core NATS message (not stored; best effort).
+    Core {
+        /// The subject pattern.
+        subject: &'static str,
+        /// The services that publish it.
+        producer: &'static str,
+        /// The service that listens.
+        consumer: &'static str,
+    },
     /// A request or reply body.
     Rpc {
         /// The subject pattern.
@@ -314,6 +323,52 @@ pub fn payloads() -> Vec<Payload> {
                 subject: "<p>.rpc.router.get_user (reply)",
             },
         ),
+        payload::<UpsertContactRequest>(
+            "upsert_contact_request.v1",
+            "Find a bot's user by phone or e-mail, or create one on a channel.",
+            Rpc {
+                subject: "<p>.rpc.router.upsert_contact",
+            },
+        ),
+        payload::<RpcReply<UpsertedContact>>(
+            "upsert_contact_reply.v1",
+            "The user and conversation found or created, or an error.",
+            Rpc {
+                subject: "<p>.rpc.router.upsert_contact (reply)",
+            },
+        ),
+        payload::<HistoryRequest>(
+            "history_request.v1",
+            "A page of one conversation's messages, newest first.",
+            Rpc {
+                subject: "<p>.rpc.router.history",
+            },
+        ),
+        payload::<RpcReply<HistoryPage>>(
+            "history_reply.v1",
+            "The page, or an error.",
+            Rpc {
+                subject: "<p>.rpc.router.history (reply)",
+            },
+        ),
+        payload::<CustomReply>(
+            "custom_reply.v1",
+            "A message a custom channel delivers to its user (also the body pushed to the channel's event webhook).",
+            Core {
+                subject: "<p>.custom.replies.{channel_id}.{user_id}",
+                producer: "outbound-custom",
+                consumer: "ingress-custom (a request waiting for the user's replies)",
+            },
+        ),
+        payload::<CustomOutcome>(
+            "custom_outcome.v1",
+            "What became of a custom channel's event at the tenant.",
+            Core {
+                subject: "<p>.custom.outcome.{event_id}",
+                producer: "webhook-dispatcher, bot-router",
+                consumer: "ingress-custom (a request waiting for the event's replies)",
+            },
+        ),
         payload::<FindUserRequest>(
             "find_user_request.v1",
             "Look up a bot's user by platform and platform user id.",
@@ -382,6 +437,17 @@ pub fn asyncapi() -> String {
                 format!("$KV.<p>_{bucket}.{key}"),
                 format!(
                     "Key-value bucket <p>_{bucket}, key {key}. Written by auth; watched by every service."
+                ),
+                "send",
+            ),
+            Transport::Core {
+                subject,
+                producer,
+                consumer,
+            } => (
+                subject.to_owned(),
+                format!(
+                    "Core NATS, not stored: published by {producer}, listened to by {consumer}; nobody may be listening."
                 ),
                 "send",
             ),

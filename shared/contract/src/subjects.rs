@@ -190,6 +190,28 @@ impl Subjects {
         Ok(format!("{}.dlq.{}", self.prefix, check_token(consumer)?))
     }
 
+    /// `<p>.custom.replies.<channel>.<user>` (core NATS, not stored): the custom channel's
+    /// sender announces each message it delivers to a user, for a request waiting for the bot's
+    /// replies ([`crate::CustomReply`]).
+    pub fn custom_replies(&self, channel_id: &str, user_id: &str) -> Result<String, ContractError> {
+        Ok(format!(
+            "{}.custom.replies.{}.{}",
+            self.prefix,
+            check_token(channel_id)?,
+            check_token(user_id)?
+        ))
+    }
+
+    /// `<p>.custom.outcome.<event>` (core NATS, not stored): what became of a custom channel's
+    /// event at the tenant ([`crate::CustomOutcome`]).
+    pub fn custom_outcome(&self, event_id: &str) -> Result<String, ContractError> {
+        Ok(format!(
+            "{}.custom.outcome.{}",
+            self.prefix,
+            check_token(event_id)?
+        ))
+    }
+
     /// Request/reply subject of a service operation: `<p>.rpc.<service>.<op>`.
     pub fn rpc(&self, service: &str, op: &str) -> String {
         format!("{}.rpc.{service}.{op}", self.prefix)

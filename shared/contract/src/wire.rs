@@ -189,6 +189,12 @@ pub struct PlatformUser {
     /// Avatar URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub avatar_url: Option<String>,
+    /// E-mail address, where the platform or the app gave one (custom channels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Phone number in E.164 (WhatsApp, custom channels), where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
 }
 
 /// A message inside an inbound event.
@@ -291,6 +297,9 @@ pub struct SendCommand {
     /// Where the command came from.
     #[serde(default)]
     pub source: SendSource,
+    /// Who within the source: the human agent's or the broadcast's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_id: Option<String>,
     /// The event this answers, for inline replies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_reply_to: Option<String>,
@@ -321,8 +330,61 @@ pub struct OutboundJob {
     pub content: Content,
     /// Where the message came from.
     pub source: SendSource,
+    /// Who within the source: the human agent's or the broadcast's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_id: Option<String>,
+    /// The event this message answers (inline replies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_reply_to: Option<String>,
     /// When the router accepted it.
     pub created_at: DateTime<Utc>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// <p>.custom.replies.<channel>.<user> and <p>.custom.outcome.<event> (core NATS)
+
+/// A message a custom channel delivers to its user: announced on
+/// `<p>.custom.replies.<channel>.<user>` for a request waiting for replies, and the body
+/// pushed to the channel's event webhook.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CustomReply {
+    /// Payload version.
+    pub v: V1,
+    /// Message id (`msg_…`); also the `webhook-id` of the push.
+    pub id: String,
+    /// The channel.
+    pub channel_id: String,
+    /// The recipient's Patchbay id.
+    pub user_id: String,
+    /// The recipient's id in the app (`platform_user_id`).
+    pub platform_user_id: String,
+    /// The conversation.
+    pub conversation_id: String,
+    /// What to show.
+    pub content: Content,
+    /// Who sent it: `bot`, `human` or `broadcast` (`X-Patchbay-Source`).
+    pub source: String,
+    /// The bot's, agent's or broadcast's id (`X-Patchbay-Source-Id`).
+    pub source_id: String,
+    /// The event (the user's message) it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_reply_to: Option<String>,
+    /// When the bot sent it.
+    pub created_at: DateTime<Utc>,
+}
+
+/// What became of a custom channel's event at the tenant, announced on
+/// `<p>.custom.outcome.<event>` so a request waiting for replies knows how many to expect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CustomOutcome {
+    /// Payload version.
+    pub v: V1,
+    /// The event.
+    pub event_id: String,
+    /// The tenant answered 2xx.
+    pub delivered: bool,
+    /// How many messages its inline reply holds (0 when none, or not delivered).
+    pub replies: u32,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -576,6 +638,13 @@ pub struct BotRecord {
     /// Its own API request limit (the installation's default when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// Its channels (enabled or not), oldest first.
+    #[serde(default)]
+    pub channels: Vec<ChannelRef>,
+    /// Its working API keys, sealed (owner [`crate::brandchat::key_owner`]), oldest first:
+    /// BrandChat signs with the key itself. Only for bots with the `brandchat` flavour.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub brandchat_keys: Vec<SealedSecret>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
 }
@@ -846,6 +915,10 @@ pub mod router_ops {
     pub const GET_USER: &str = "get_user";
     /// [`super::FindUserRequest`] → [`super::UserProfile`].
     pub const FIND_USER: &str = "find_user";
+    /// [`super::UpsertContactRequest`] → [`super::UpsertedContact`].
+    pub const UPSERT_CONTACT: &str = "upsert_contact";
+    /// [`super::HistoryRequest`] → [`super::HistoryPage`].
+    pub const HISTORY: &str = "history";
 }
 
 /// Callback settings when creating a bot.
@@ -1073,7 +1146,7 @@ pub struct CreateChannelRequest {
 }
 
 /// A new channel.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct CreatedChannel {
     /// Channel id.
     pub id: String,
@@ -1081,8 +1154,13 @@ pub struct CreatedChannel {
     pub bot_id: String,
     /// The messenger.
     pub platform: Platform,
-    /// Where the platform must send webhooks, e.g. `/webhooks/telegram/ch_…`.
+    /// Where the platform must send webhooks, e.g. `/webhooks/telegram/ch_…` (custom
+    /// channels: the base of their API, `/v1/custom/ch_…`).
     pub webhook_path: String,
+    /// Credentials Patchbay generated for the channel (custom channels: `domain_key`,
+    /// `event_webhook_secret`). Shown once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generated: Option<serde_json::Value>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
 }
@@ -1135,6 +1213,12 @@ pub struct UserProfile {
     /// Avatar URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub avatar_url: Option<String>,
+    /// E-mail address, where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Phone number (E.164), where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
     /// Whether the user currently receives messages from the bot.
     pub subscribed: bool,
     /// Last inbound activity.
@@ -1154,6 +1238,169 @@ pub struct FindUserRequest {
     pub platform: Platform,
     /// The platform's user id (e.g. Telegram's `from.id`).
     pub platform_user_id: String,
+}
+
+/// A contact as `POST /v1/conversations` names them: a phone number or an e-mail address (at
+/// least one), and a name.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Contact {
+    /// Phone number in E.164, e.g. `+31612345678`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    /// E-mail address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// The contact's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// Whether `phone` is E.164: `+`, then 8 to 15 digits, the first not 0.
+pub fn is_e164(phone: &str) -> bool {
+    phone.strip_prefix('+').is_some_and(|d| {
+        (8..=15).contains(&d.len()) && d.chars().all(|c| c.is_ascii_digit()) && !d.starts_with('0')
+    })
+}
+
+/// A plausible e-mail address, lowercased: one `@`, a local part, a domain with a dot, no
+/// spaces, at most 254 characters.
+pub fn normalise_email(email: &str) -> Option<String> {
+    let e = email.trim().to_lowercase();
+    let (local, domain) = e.split_once('@')?;
+    let ok = e.len() <= 254
+        && !local.is_empty()
+        && !domain.contains('@')
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !e.chars().any(|c| c.is_whitespace() || c.is_control());
+    ok.then_some(e)
+}
+
+impl Contact {
+    /// The contact with its phone checked (E.164) and its e-mail checked and lowercased; at
+    /// least one of them must be given. The error names the field.
+    pub fn normalised(self) -> Result<Contact, crate::content::FieldError> {
+        use crate::content::FieldError;
+        let phone = self
+            .phone
+            .map(|p| p.trim().to_owned())
+            .filter(|p| !p.is_empty());
+        let email = self
+            .email
+            .map(|e| e.trim().to_owned())
+            .filter(|e| !e.is_empty());
+        if phone.is_none() && email.is_none() {
+            return Err(FieldError::new(
+                "contact",
+                "give a phone number or an e-mail address",
+            ));
+        }
+        if let Some(p) = &phone
+            && !is_e164(p)
+        {
+            return Err(FieldError::new(
+                "contact.phone",
+                "must be E.164, e.g. +31612345678",
+            ));
+        }
+        let email = match email {
+            Some(e) => Some(
+                normalise_email(&e)
+                    .ok_or_else(|| FieldError::new("contact.email", "not an e-mail address"))?,
+            ),
+            None => None,
+        };
+        let name = self
+            .name
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty());
+        if name.as_ref().is_some_and(|n| n.chars().count() > 200) {
+            return Err(FieldError::new("contact.name", "at most 200 characters"));
+        }
+        Ok(Contact { phone, email, name })
+    }
+}
+
+/// Find a bot's user by phone or e-mail, or create one on `channel`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct UpsertContactRequest {
+    /// Payload version.
+    #[serde(default)]
+    pub v: V1,
+    /// The bot.
+    pub bot_id: String,
+    /// Who (phone already E.164, e-mail lowercase).
+    pub contact: Contact,
+    /// Where to create the user when the bot knows no one by that phone or e-mail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<ChannelRef>,
+    /// The new user's id on that channel (WhatsApp: the phone's digits; custom: the e-mail).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_user_id: Option<String>,
+}
+
+/// The user and conversation a contact upsert found or created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct UpsertedContact {
+    /// The user.
+    pub user: UserProfile,
+    /// Their conversation with the bot.
+    pub conversation_id: String,
+    /// Created now (else it existed).
+    pub created: bool,
+}
+
+/// A page of one conversation's messages, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HistoryRequest {
+    /// Payload version.
+    #[serde(default)]
+    pub v: V1,
+    /// The bot asking.
+    pub bot_id: String,
+    /// The conversation.
+    pub conversation_id: String,
+    /// Only messages older than this message id (the previous page's `next_cursor`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
+    /// Page size, 1–200.
+    pub limit: u32,
+}
+
+/// One stored message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct HistoryMessage {
+    /// Message id (`msg_…`).
+    pub id: String,
+    /// `inbound` (from the user) or `outbound` (to the user).
+    pub direction: String,
+    /// The content.
+    pub content: Content,
+    /// `received`, `queued`, `sent` or `failed`.
+    pub status: String,
+    /// Where an outbound message came from (`api`, `inline`, `human`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The platform's id of the message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_message_id: Option<String>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<DeliveryError>,
+    /// When it was stored.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Answer of a history request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct HistoryPage {
+    /// The messages, newest first.
+    pub messages: Vec<HistoryMessage>,
+    /// Pass as `before` for the next (older) page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// A Patchbay link that replaced a URL button containing `:code`. Key `<token>` of the links
@@ -1268,5 +1515,33 @@ mod tests {
         let b: InlineReply =
             serde_json::from_value(json!([{"type": "text", "text": "a"}])).unwrap();
         assert_eq!(a.into_messages(), b.into_messages());
+    }
+
+    #[test]
+    fn phones_and_emails_are_checked() {
+        assert!(is_e164("+31612345678"));
+        for bad in [
+            "31612345678",
+            "+0612345678",
+            "+3161234567890123",
+            "+31 6123",
+            "+1234567",
+        ] {
+            assert!(!is_e164(bad), "{bad:?}");
+        }
+        assert_eq!(
+            normalise_email(" Ada@Example.COM ").as_deref(),
+            Some("ada@example.com")
+        );
+        for bad in [
+            "ada",
+            "ada@",
+            "@example.com",
+            "ada@example",
+            "a da@example.com",
+            "a@b@c.d",
+        ] {
+            assert_eq!(normalise_email(bad), None, "{bad:?}");
+        }
     }
 }

@@ -14,6 +14,7 @@ pub mod degrade;
 pub mod http;
 pub mod ingress;
 pub mod outbound;
+pub mod webhook;
 
 use std::future::Future;
 use std::time::Duration;

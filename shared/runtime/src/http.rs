@@ -224,6 +224,14 @@ where
     }
 }
 
+/// Parses a JSON body read as bytes (when the caller must be authenticated before the body is
+/// looked at), with the same field-naming errors as [`ApiJson`].
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    Json::<T>::from_bytes(body)
+        .map(|Json(v)| v)
+        .map_err(json_rejection)
+}
+
 fn json_rejection(r: JsonRejection) -> ApiError {
     match r {
         JsonRejection::MissingJsonContentType(_) => ApiError::new(
@@ -248,4 +256,14 @@ fn json_rejection(r: JsonRejection) -> ApiError {
         }
         other => ApiError::bad_request("invalid_request", other.body_text()),
     }
+}
+
+/// The Bearer token of a request, if it carries one.
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
 }

@@ -154,6 +154,8 @@ fn sender(u: &User) -> PlatformUser {
         username: u.username.clone(),
         locale: u.language_code.clone(),
         avatar_url: None,
+        email: None,
+        phone: None,
     }
 }
 

@@ -1,0 +1,194 @@
+//! `POST /v1/conversations`: find a contact by phone or e-mail, or create them, and send them
+//! messages in one call, as Web1on1's conversation upsert does (201 when the contact is new,
+//! 200 when the bot knew them). `GET /v1/conversations/{id}/messages`: the history, newest
+//! first. Both answered by `bot-router`, always within the caller's bot.
+//!
+//! A new contact is created on a channel that can reach them: the request's `channel_id`, or
+//! the bot's first WhatsApp channel for a phone number (the user id is the number's digits, as
+//! WhatsApp's `wa_id`), or its first custom channel for an e-mail address (the user id is the
+//! address; the app that registers that user with `external_id` = the address gets the same
+//! user). A new contact has not written yet, so platforms with a messaging window accept only
+//! templates until they do.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use patchbay_contract::{
+    ChannelRef, Contact, Content, HistoryPage, HistoryRequest, Platform, Recipient,
+    UpsertContactRequest, UpsertedContact, V1, router_ops,
+};
+use patchbay_runtime::ApiError;
+use patchbay_runtime::http::ApiJson;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::BotAuth;
+use crate::users::Profile;
+use crate::{Accepted, Api, ApiSource, ask, check_messages, queue, unprocessable};
+
+/// Body of `POST /v1/conversations`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UpsertBody {
+    /// Who: `phone` (E.164) and/or `email`, and a `name`.
+    contact: Contact,
+    /// The channel to create a new contact on (default: WhatsApp for a phone number, a custom
+    /// channel for an e-mail address).
+    #[serde(default)]
+    channel_id: Option<String>,
+    /// Up to ten messages to send to the contact (WhatsApp outside the window: templates).
+    #[serde(default)]
+    messages: Vec<Content>,
+    /// Who sends them (`api`, `human`, `broadcast`).
+    #[serde(default)]
+    source: Option<ApiSource>,
+    /// The agent's or broadcast's id.
+    #[serde(default)]
+    source_id: Option<String>,
+}
+
+/// Answer of `POST /v1/conversations`.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct Upserted {
+    /// The conversation (`conv_…`).
+    conversation_id: String,
+    /// The contact's profile.
+    user: Profile,
+    /// The contact is new.
+    created: bool,
+    /// The messages sent, when there were any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    send: Option<Accepted>,
+}
+
+/// The channel and user id a new contact would get, if the bot has a channel for them.
+fn new_contact_target(
+    channels: &[ChannelRef],
+    wanted: Option<&str>,
+    contact: &Contact,
+) -> Result<Option<(ChannelRef, String)>, ApiError> {
+    let digits = contact
+        .phone
+        .as_ref()
+        .map(|p| p.trim_start_matches('+').to_owned());
+    let user_on = |c: &ChannelRef| match c.platform {
+        Platform::Whatsapp => digits.clone(),
+        Platform::Custom => contact.email.clone().or_else(|| digits.clone()),
+        _ => None,
+    };
+    if let Some(id) = wanted {
+        let c = channels
+            .iter()
+            .find(|c| c.id == id)
+            .ok_or_else(|| unprocessable(format!("channel_id: this bot has no channel {id}")))?;
+        let user = user_on(c).ok_or_else(|| {
+            unprocessable(format!(
+                "channel_id: a new contact cannot be reached on a {} channel by phone or e-mail",
+                c.platform
+            ))
+        })?;
+        return Ok(Some((c.clone(), user)));
+    }
+    let pick = |platform: Platform| channels.iter().find(|c| c.platform == platform);
+    let channel = match (&contact.phone, &contact.email) {
+        (Some(_), _) if pick(Platform::Whatsapp).is_some() => pick(Platform::Whatsapp),
+        _ => pick(Platform::Custom),
+    };
+    Ok(channel.and_then(|c| Some((c.clone(), user_on(c)?))))
+}
+
+pub(crate) async fn upsert(
+    bot: BotAuth,
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<UpsertBody>,
+) -> Result<(StatusCode, axum::Json<Upserted>), ApiError> {
+    let contact = body
+        .contact
+        .normalised()
+        .map_err(|e| unprocessable(e.to_string()))?;
+    check_messages(&body.messages, 0)?;
+    let record = api
+        .view
+        .bot(&bot.bot_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no bot {}", bot.bot_id)))?;
+    let target = new_contact_target(&record.channels, body.channel_id.as_deref(), &contact)?;
+    let (channel, platform_user_id) = target.unzip();
+    let req = UpsertContactRequest {
+        v: V1,
+        bot_id: bot.bot_id.clone(),
+        contact,
+        channel,
+        platform_user_id,
+    };
+    let found: UpsertedContact = ask(&api, "router", router_ops::UPSERT_CONTACT, &req).await?;
+    let send = if body.messages.is_empty() {
+        None
+    } else {
+        Some(
+            queue(
+                &api,
+                &bot.bot_id,
+                &headers,
+                Recipient::User {
+                    user_id: found.user.id.clone(),
+                },
+                body.messages,
+                body.source,
+                body.source_id,
+            )
+            .await?,
+        )
+    };
+    let status = if found.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        axum::Json(Upserted {
+            conversation_id: found.conversation_id,
+            user: found.user.into(),
+            created: found.created,
+            send,
+        }),
+    ))
+}
+
+/// Query of `GET /v1/conversations/{id}/messages`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HistoryQuery {
+    #[serde(default)]
+    before: Option<String>,
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+pub(crate) async fn history(
+    bot: BotAuth,
+    State(api): State<Arc<Api>>,
+    Path(conversation_id): Path<String>,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<HistoryPage>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "limit: must be 1 to 200",
+        ));
+    }
+    let req = HistoryRequest {
+        v: V1,
+        bot_id: bot.bot_id,
+        conversation_id,
+        before: q.before,
+        limit,
+    };
+    Ok(axum::Json(
+        ask(&api, "router", router_ops::HISTORY, &req).await?,
+    ))
+}
