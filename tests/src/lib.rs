@@ -343,12 +343,19 @@ impl Stack {
 
     /// A bot whose callback is `url`, with a Telegram channel on the fake Telegram API.
     pub async fn bot_for(&self, url: &str, events: Option<Vec<&str>>) -> TestBot {
-        self.bot_of(None, url, events).await
+        self.bot_of(None, url, events, "native").await
     }
 
     /// A bot of tenant `tenant_id` calling the fake tenant, with a Telegram channel.
     pub async fn bot_in(&self, tenant_id: &str) -> TestBot {
-        self.bot_of(Some(tenant_id), &self.tenant.url(), None).await
+        self.bot_of(Some(tenant_id), &self.tenant.url(), None, "native")
+            .await
+    }
+
+    /// A bot calling the fake tenant with callbacks of `flavour` (`native`, `brandchat`), with a
+    /// Telegram channel.
+    pub async fn bot_with_flavour(&self, flavour: &str) -> TestBot {
+        self.bot_of(None, &self.tenant.url(), None, flavour).await
     }
 
     async fn bot_of(
@@ -356,13 +363,14 @@ impl Stack {
         tenant_id: Option<&str>,
         url: &str,
         events: Option<Vec<&str>>,
+        flavour: &str,
     ) -> TestBot {
         let (status, bot) = self
             .post(
                 &format!("{}/admin/v1/bots", self.api_url()),
                 self.admin_token(),
                 &json!({"name": "Test bot", "tenant_id": tenant_id,
-                        "webhook": {"url": url, "flavour": "native", "events": events}}),
+                        "webhook": {"url": url, "flavour": flavour, "events": events}}),
             )
             .await;
         assert_eq!(status, 201, "create bot: {bot}");

@@ -4,6 +4,8 @@
 //! signed, with `X-Patchbay-Source`; `POST /v1/conversations` finds or creates contacts by
 //! e-mail or phone, and the history pages the conversation.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use patchbay_testkit::tenant::{FakeTenant, verify_standard_webhook};
 use patchbay_tests::{Layout, Options, Stack, WAIT, eventually};
 use reqwest::StatusCode;

@@ -216,28 +216,41 @@ async fn claim(
     Extension(codes): Extension<Arc<Codes>>,
     ApiJson(body): ApiJson<ClaimBody>,
 ) -> Result<axum::Json<Profile>, ApiError> {
-    if !well_formed(&body.code) {
+    Ok(axum::Json(
+        claim_code(&api, &codes, &bot.bot_id, &body.code).await?,
+    ))
+}
+
+/// Claims `code` for `bot_id` once: the user's profile; 410 `code_invalid` otherwise (unknown,
+/// expired, claimed, another bot's; a wrong bot's attempt does not consume it).
+pub(crate) async fn claim_code(
+    api: &Api,
+    codes: &Codes,
+    bot_id: &str,
+    code: &str,
+) -> Result<Profile, ApiError> {
+    if !well_formed(code) {
         return Err(invalid_code());
     }
     let entry = codes
         .codes
-        .entry(&body.code)
+        .entry(code)
         .await
         .map_err(bucket_unavailable)?
         .filter(|e| e.operation == Operation::Put)
         .ok_or_else(invalid_code)?;
     let record: CodeRecord = serde_json::from_slice(&entry.value).map_err(ApiError::internal)?;
-    if record.bot_id != bot.bot_id || record.expires_at <= chrono::Utc::now() {
+    if record.bot_id != bot_id || record.expires_at <= chrono::Utc::now() {
         return Err(invalid_code());
     }
     // Read the profile before consuming the code, so a router hiccup does not burn it.
-    let profile = profile(&api, &bot.bot_id, &record.user_id).await?;
+    let profile = profile(api, bot_id, &record.user_id).await?;
     match codes
         .codes
-        .delete_expect_revision(&body.code, Some(entry.revision))
+        .delete_expect_revision(code, Some(entry.revision))
         .await
     {
-        Ok(()) => Ok(axum::Json(profile)),
+        Ok(()) => Ok(profile),
         Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Err(invalid_code()),
         Err(e) => Err(bucket_unavailable(e)),
     }

@@ -32,6 +32,7 @@
 //! `Retry-After` beyond it, `RateLimit-*` headers on every answer.
 
 mod auth;
+mod brandchat;
 mod codes;
 mod conversations;
 mod limits;
@@ -95,6 +96,13 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             ),
         });
         let codes = codes::Codes::open(&deps).await?;
+        // BrandChat's signatures need the bots' API keys, sealed with the master key.
+        let master_key = deps
+            .config
+            .master_key
+            .as_deref()
+            .map(patchbay_config::MasterKey::from_base64)
+            .transpose()?;
         let routes = Router::new()
             .route("/admin/v1/bots", post(create_bot))
             .route("/admin/v1/bots/{bot_id}/channels", post(create_channel))
@@ -117,6 +125,7 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             )
             .route("/v1/users", axum::routing::get(users::find_user))
             .route("/v1/users/{user_id}", axum::routing::get(users::get_user))
+            .merge(brandchat::routes(codes.clone(), master_key))
             .merge(codes::routes(codes))
             .merge(settings::routes())
             .route(

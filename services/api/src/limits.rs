@@ -66,6 +66,19 @@ impl Limits {
         }
     }
 
+    /// Counts one request of `bot_id` against its share: `Err(seconds to wait)` beyond it.
+    pub(crate) fn admit(&self, bot_id: &str, limit: Option<RateLimit>) -> Result<(), u64> {
+        let (_, limiter) = self.limiter(bot_id, limit);
+        limiter.check().map(drop).map_err(|not_until| {
+            metrics::counter!("patchbay_api_rate_limited_total").increment(1);
+            not_until
+                .wait_time_from(DefaultClock::default().now())
+                .as_secs_f64()
+                .ceil()
+                .max(1.0) as u64
+        })
+    }
+
     fn limiter(&self, bot_id: &str, limit: Option<RateLimit>) -> (Share, Arc<Limiter>) {
         let share = Share::of(limit.unwrap_or(self.default), self.presence.replicas());
         let mut map = self.limiters.lock().unwrap_or_else(|p| p.into_inner());

@@ -9,6 +9,7 @@ use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 
 use patchbay_contract::HistoryPage;
+use patchbay_contract::brandchat::{BrandchatMessage, BrandchatProfile};
 use patchbay_custom::api::{RegisterUser, RegisteredUser, SendAsUser, SentAsUser};
 
 use crate::codes::ClaimBody;
@@ -24,6 +25,8 @@ pub(crate) enum Caller {
     Operator,
     /// A bot's API key.
     Bot,
+    /// BrandChat's `?bot=` and `X-Chat-Signature`.
+    Brandchat,
     /// A custom channel's domain key.
     DomainKey,
     /// A custom channel's user token.
@@ -264,6 +267,30 @@ pub(crate) const OPERATIONS: &[Operation] = &[
     },
     op(
         "post",
+        "/brandchat/api/user/profile",
+        Caller::Brandchat,
+        "BrandChat: a user's profile object by numeric userId ({\"userId\": 1337}).",
+        Some(schema::<BrandchatUserBody>),
+        (200, Some(schema::<BrandchatProfile>)),
+    ),
+    op(
+        "post",
+        "/brandchat/api/send/messages",
+        Caller::Brandchat,
+        "BrandChat: send 1 to 10 messages (an array, each with userId); all valid or none sent; 200 with an empty body.",
+        Some(schema::<Vec<BrandchatMessage>>),
+        (200, None),
+    ),
+    op(
+        "post",
+        "/brandchat/api/code/claim",
+        Caller::Brandchat,
+        "BrandChat: claim a one-time code once ({\"code\": \"…\"}); the user's profile object.",
+        Some(schema::<ClaimBody>),
+        (200, Some(schema::<BrandchatProfile>)),
+    ),
+    op(
+        "post",
         "/v1/custom/{channel_id}/users",
         Caller::DomainKey,
         "Register a user of a custom channel (served by ingress-custom): their id and token. The same external_id always gets the same user and token.",
@@ -335,6 +362,15 @@ pub(crate) const OPERATIONS: &[Operation] = &[
 #[allow(dead_code)]
 struct ErrorBody {
     error: ErrorDetail,
+}
+
+/// Body of BrandChat's `user/profile`.
+#[derive(schemars::JsonSchema)]
+#[allow(dead_code)]
+struct BrandchatUserBody {
+    /// BrandChat's numeric user id.
+    #[serde(rename = "userId")]
+    user_id: i64,
 }
 
 #[derive(schemars::JsonSchema)]
@@ -414,6 +450,7 @@ pub(crate) fn document() -> Value {
             Caller::Operator => operation["security"] = json!([{"operatorToken": []}]),
             Caller::Bot => operation["security"] = json!([{"botApiKey": []}]),
             Caller::DomainKey => operation["security"] = json!([{"customDomainKey": []}]),
+            Caller::Brandchat => operation["security"] = json!([{"brandchatSignature": []}]),
             Caller::UserToken => operation["security"] = json!([{"customUserToken": []}]),
             Caller::Public => {}
         }
@@ -437,6 +474,8 @@ pub(crate) fn document() -> Value {
                               "description": "A bot's API key"},
                 "operatorToken": {"type": "http", "scheme": "bearer",
                                   "description": "The operator token (PATCHBAY_ADMIN_TOKEN)"},
+                "brandchatSignature": {"type": "apiKey", "in": "header", "name": "X-Chat-Signature",
+                                       "description": "BrandChat compatibility: hex HMAC-SHA1 of the raw body keyed with the bot's API key; the bot is named by ?bot=<bot id>"},
                 "customDomainKey": {"type": "http", "scheme": "bearer",
                                     "description": "A custom channel's domain key"},
                 "customUserToken": {"type": "http", "scheme": "bearer",

@@ -22,6 +22,13 @@ pub(crate) struct Profile {
     platform: Platform,
 }
 
+impl Profile {
+    /// The router's profile.
+    pub(crate) fn inner(&self) -> &UserProfile {
+        &self.profile
+    }
+}
+
 impl From<UserProfile> for Profile {
     fn from(profile: UserProfile) -> Self {
         Self {

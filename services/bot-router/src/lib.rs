@@ -26,8 +26,9 @@ use patchbay_bus::{Bus, ConfigView, Delivery, Handler, HandlerError};
 use patchbay_contract::ids::{derive_id, message_ids, prefix};
 use patchbay_contract::{
     BotRecord, CustomOutcome, DeliveryStatus, DispatchJob, EventMessage, EventType,
-    FindUserRequest, GetUserRequest, HistoryRequest, InboundEvent, OutboundJob, Platform, RpcError,
-    SendCommand, StatusEvent, TenantEvent, UpsertContactRequest, V1, router_ops, topology,
+    FindNumberedUserRequest, FindUserRequest, GetUserRequest, HistoryRequest, InboundEvent,
+    OutboundJob, Platform, RpcError, SendCommand, StatusEvent, TenantEvent, UpsertContactRequest,
+    V1, router_ops, topology,
 };
 use patchbay_runtime::{BoxError, Deps, Service};
 use sqlx::PgPool;
@@ -44,6 +45,11 @@ pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] = &[
         3,
         "contacts",
         include_str!("../migrations/0003_contacts.sql"),
+    ),
+    (
+        4,
+        "brandchat_user_ids",
+        include_str!("../migrations/0004_brandchat_user_ids.sql"),
     ),
 ];
 
@@ -157,6 +163,14 @@ impl Router {
                 ),
                 Err(e) => Err(e),
             }),
+            router_ops::FIND_NUMBERED_USER => {
+                encode(match decode::<FindNumberedUserRequest>(&body) {
+                    Ok(req) => {
+                        found(store::find_numbered_user(&self.pool, &req.bot_id, req.number).await)
+                    }
+                    Err(e) => Err(e),
+                })
+            }
             router_ops::UPSERT_CONTACT => encode(match decode::<UpsertContactRequest>(&body) {
                 Ok(req) => store::upsert_contact(&self.pool, &req).await,
                 Err(e) => Err(e),

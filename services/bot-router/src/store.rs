@@ -333,6 +333,22 @@ pub async fn user_profile(
     Ok(row.as_ref().and_then(profile))
 }
 
+/// The profile of `bot_id`'s user with BrandChat's numeric id `number`.
+pub async fn find_numbered_user(
+    pool: &PgPool,
+    bot_id: &str,
+    number: i64,
+) -> Result<Option<UserProfile>, sqlx::Error> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{PROFILE} where bot_id = $1 and numeric_id = $2 limit 1"
+    )))
+    .bind(bot_id)
+    .bind(number)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.as_ref().and_then(profile))
+}
+
 /// The profile of `bot_id`'s user with this platform user id. A bot with several channels of
 /// one platform may know the same person through each; the most recently seen one wins.
 pub async fn find_user(

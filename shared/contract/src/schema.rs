@@ -323,6 +323,13 @@ pub fn payloads() -> Vec<Payload> {
                 subject: "<p>.rpc.router.get_user (reply)",
             },
         ),
+        payload::<FindNumberedUserRequest>(
+            "find_numbered_user_request.v1",
+            "Look up a bot's user by BrandChat's numeric user id.",
+            Rpc {
+                subject: "<p>.rpc.router.find_numbered_user",
+            },
+        ),
         payload::<UpsertContactRequest>(
             "upsert_contact_request.v1",
             "Find a bot's user by phone or e-mail, or create one on a channel.",

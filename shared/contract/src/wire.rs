@@ -915,6 +915,8 @@ pub mod router_ops {
     pub const GET_USER: &str = "get_user";
     /// [`super::FindUserRequest`] → [`super::UserProfile`].
     pub const FIND_USER: &str = "find_user";
+    /// [`super::FindNumberedUserRequest`] → [`super::UserProfile`].
+    pub const FIND_NUMBERED_USER: &str = "find_numbered_user";
     /// [`super::UpsertContactRequest`] → [`super::UpsertedContact`].
     pub const UPSERT_CONTACT: &str = "upsert_contact";
     /// [`super::HistoryRequest`] → [`super::HistoryPage`].
@@ -1238,6 +1240,19 @@ pub struct FindUserRequest {
     pub platform: Platform,
     /// The platform's user id (e.g. Telegram's `from.id`).
     pub platform_user_id: String,
+}
+
+/// Look up a bot's user by BrandChat's numeric user id
+/// ([`crate::brandchat::numeric_user_id`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct FindNumberedUserRequest {
+    /// Payload version.
+    #[serde(default)]
+    pub v: V1,
+    /// The bot asking.
+    pub bot_id: String,
+    /// The numeric id.
+    pub number: i64,
 }
 
 /// A contact as `POST /v1/conversations` names them: a phone number or an e-mail address (at

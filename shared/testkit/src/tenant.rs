@@ -19,6 +19,8 @@ use serde_json::Value;
 /// One request the tenant received.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// The query string (BrandChat callbacks carry `bot=<bot id>`), if any.
+    pub query: Option<String>,
     /// Request headers.
     pub headers: HeaderMap,
     /// The raw body.
@@ -136,12 +138,18 @@ impl FakeTenant {
     }
 }
 
-async fn receive(State(s): State<Inner>, headers: HeaderMap, body: Bytes) -> Response {
+async fn receive(
+    State(s): State<Inner>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let delay = *s.delay.lock().expect("lock");
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
     let r = Received {
+        query: uri.query().map(str::to_owned),
         headers,
         body,
         at: std::time::Instant::now(),
