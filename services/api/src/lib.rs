@@ -50,9 +50,9 @@ use futures::future::BoxFuture;
 use patchbay_bus::{Bus, BusError, ConfigView};
 use patchbay_contract::ids::{hashed_id, message_ids, new_id, prefix};
 use patchbay_contract::{
-    Content, CreateBotRequest, CreateChannelRequest, CreatedBot, CreatedChannel, GetUserRequest,
-    Platform, Recipient, SendCommand, SendSource, UserProfile, V1, WebhookInput, auth_ops,
-    dispatcher_ops, router_ops,
+    Content, CreateBotRequest, CreateChannelRequest, CreatedBot, CreatedChannel, Platform,
+    Recipient, ResolveRecipientRequest, SendCommand, SendSource, UserProfile, V1, WebhookInput,
+    auth_ops, dispatcher_ops, router_ops,
 };
 use patchbay_runtime::http::ApiJson;
 use patchbay_runtime::{ApiError, BoxError, Deps, Service};
@@ -360,9 +360,7 @@ async fn send_messages(
         m.validate()
             .map_err(|e| unprocessable(e.within(&format!("messages[{i}]")).to_string()))?;
     }
-    if let Recipient::User { user_id } = &to {
-        check_recipient(&api, &bot.bot_id, user_id).await?;
-    }
+    check_recipient(&api, &bot.bot_id, &to, &body.messages, SendSource::Api).await?;
     let command_id = match headers.get("idempotency-key").and_then(|v| v.to_str().ok()) {
         Some(key) if !key.is_empty() && key.len() <= 200 => {
             hashed_id(prefix::COMMAND, &[&bot.bot_id, key])
@@ -391,25 +389,42 @@ async fn send_messages(
     ))
 }
 
-/// Refuses unknown users up front when the router can say so; accepts when it cannot answer
-/// in time (the router checks again and reports a failure on the event stream).
-async fn check_recipient(api: &Api, bot_id: &str, user_id: &str) -> Result<(), ApiError> {
-    let subject = api.bus.subjects().rpc("router", router_ops::GET_USER);
-    let req = GetUserRequest {
+/// Refuses up front what the router would refuse, when it can say so: an unknown user, and a
+/// free-form message outside the platform's messaging window when the bot has no fallback
+/// template for it (422 `outside_window`, naming the message and when the window closed).
+/// Accepts when the router cannot answer in time: it checks again and reports a failure as a
+/// `message.failed` event (as it does when the window closes between this check and the send).
+async fn check_recipient(
+    api: &Api,
+    bot_id: &str,
+    to: &Recipient,
+    messages: &[Content],
+    source: SendSource,
+) -> Result<(), ApiError> {
+    let subject = api
+        .bus
+        .subjects()
+        .rpc("router", router_ops::RESOLVE_RECIPIENT);
+    let req = ResolveRecipientRequest {
         v: V1,
         bot_id: bot_id.to_owned(),
-        user_id: user_id.to_owned(),
+        to: to.clone(),
     };
     match api
         .bus
         .request::<_, UserProfile>(&subject, &req, RECIPIENT_CHECK_TIMEOUT)
         .await
     {
-        Ok(Ok(_)) => Ok(()),
+        Ok(Ok(user)) => check_window(api, bot_id, &user, messages, source).await,
         Ok(Err(e)) if e.status == 404 => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "user_not_found",
-            format!("this bot has no user {user_id}"),
+            match to {
+                Recipient::User { user_id } => format!("this bot has no user {user_id}"),
+                Recipient::Address {
+                    platform, address, ..
+                } => format!("this bot has no {platform} user at address {address}"),
+            },
         )),
         Ok(Err(e)) => Err(e.into()),
         Err(e @ (BusError::NoResponders(_) | BusError::Unavailable(_))) => {
@@ -418,4 +433,36 @@ async fn check_recipient(api: &Api, bot_id: &str, user_id: &str) -> Result<(), A
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The window check of [`check_recipient`], with the same table the router uses.
+async fn check_window(
+    api: &Api,
+    bot_id: &str,
+    user: &UserProfile,
+    messages: &[Content],
+    source: SendSource,
+) -> Result<(), ApiError> {
+    let platform = user.channel.platform;
+    let policy = patchbay_contract::windows::policy(platform);
+    let now = chrono::Utc::now();
+    let refused = messages.iter().enumerate().find_map(|(i, m)| {
+        match policy.check(user.last_inbound_at, now, m, source) {
+            patchbay_contract::windows::Verdict::Closed { closed_at } => Some((i, closed_at)),
+            _ => None,
+        }
+    });
+    let Some((i, closed_at)) = refused else {
+        return Ok(());
+    };
+    let bot = api.view.bot(bot_id).await?;
+    if bot.is_some_and(|b| b.fallback_templates.contains_key(&platform)) {
+        return Ok(());
+    }
+    let e = policy.refusal(closed_at);
+    Err(ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        patchbay_contract::windows::OUTSIDE_WINDOW,
+        format!("messages[{i}]: {}", e.message),
+    ))
 }

@@ -1,9 +1,11 @@
 //! SQL of the `auth` schema.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use patchbay_contract::{
-    ApiKeyRecord, BotRecord, BotSummary, ChannelRecord, Platform, RateLimit, RpcError,
-    SealedSecret, Tenant, V1, WebhookSettings,
+    ApiKeyRecord, BotRecord, BotSummary, ChannelRecord, FallbackTemplate, Platform, RateLimit,
+    RpcError, SealedSecret, Tenant, V1, WebhookSettings,
 };
 use sqlx::{PgPool, Row};
 
@@ -138,7 +140,7 @@ pub async fn load_bot(
     let row = sqlx::query(
         "select tenant_id, name, enabled, webhook_url, webhook_flavour, webhook_events,
                 webhook_platforms, webhook_disabled_reason, rate_per_second, rate_burst,
-                updated_at
+                fallback_templates, updated_at
          from bots where id = $1",
     )
     .bind(id)
@@ -187,6 +189,9 @@ pub async fn load_bot(
             }),
             _ => None,
         },
+        fallback_templates: row
+            .get::<sqlx::types::Json<BTreeMap<Platform, FallbackTemplate>>, _>("fallback_templates")
+            .0,
         updated_at: row.get("updated_at"),
     };
     let keys = sqlx::query(
@@ -397,17 +402,31 @@ pub async fn revoke_key(pool: &PgPool, bot_id: &str, key_id: &str) -> Result<Str
     })
 }
 
-/// Enables or disables a bot and sets its API request limit; absent values stay.
+/// Enables or disables a bot, sets its API request limit and its fallback templates (a
+/// platform mapped to `None` loses its template); absent values stay.
 pub async fn set_bot_state(
     pool: &PgPool,
     bot_id: &str,
     enabled: Option<bool>,
     rate: Option<RateLimit>,
+    templates: Option<&BTreeMap<Platform, Option<FallbackTemplate>>>,
 ) -> Result<(), RpcError> {
+    let set: BTreeMap<Platform, &FallbackTemplate> = templates
+        .into_iter()
+        .flatten()
+        .filter_map(|(p, t)| t.as_ref().map(|t| (*p, t)))
+        .collect();
+    let removed: Vec<&str> = templates
+        .into_iter()
+        .flatten()
+        .filter(|(_, t)| t.is_none())
+        .map(|(p, _)| p.as_str())
+        .collect();
     let done = sqlx::query(
         "update bots set enabled = coalesce($2, enabled),
                          rate_per_second = coalesce($3, rate_per_second),
                          rate_burst = coalesce($4, rate_burst),
+                         fallback_templates = (fallback_templates || $5) - $6::text[],
                          updated_at = now()
          where id = $1",
     )
@@ -415,6 +434,8 @@ pub async fn set_bot_state(
     .bind(enabled)
     .bind(rate.map(|r| i32::try_from(r.per_second).unwrap_or(i32::MAX)))
     .bind(rate.map(|r| i32::try_from(r.burst).unwrap_or(i32::MAX)))
+    .bind(sqlx::types::Json(&set))
+    .bind(&removed)
     .execute(pool)
     .await
     .map_err(db)?;

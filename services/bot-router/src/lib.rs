@@ -5,14 +5,21 @@
 //!   on `<p>.dispatch.<bot>`. Effectively once: JetStream drops platform retries inside the
 //!   duplicate window; `inbound_events` catches later ones and remembers whether the dispatch
 //!   job was stored, so a redelivery after a crash finishes the job instead of dropping it;
-//! * sends (`<p>.send.>`): resolves the recipient and channel, stores outbound messages (ids
-//!   derived from the command, so redeliveries create nothing twice), and stores one outbound
-//!   job per message, in order, on `<p>.outbound.<platform>.<channel>`;
+//! * sends (`<p>.send.>`): resolves the recipient and channel, checks each message against the
+//!   platform's messaging window (`patchbay_contract::windows`; the window starts at the
+//!   conversation's `last_inbound_at`, which the inbound side keeps in the same upsert that
+//!   resolves the conversation), stores outbound messages (ids derived from the command, so
+//!   redeliveries create nothing twice), and stores one outbound job per message, in order, on
+//!   `<p>.outbound.<platform>.<channel>`. A free-form message outside the window is not sent:
+//!   the bot's fallback template for the platform goes out in its place (once per command),
+//!   or the message fails with `outside_window` (a status on `<p>.status.<bot>`, so it is
+//!   recorded and reported as `message.failed` like any platform failure);
 //! * status (`<p>.status.>`): records the platform's verdict and tells subscribed tenants
 //!   (`message.sent`, `message.failed`);
 //! * URL buttons containing `:code` become Patchbay links on the way out (`links.rs`);
-//! * request/reply `<p>.rpc.router.get_user` (by Patchbay id) and `find_user` (by platform
-//!   user id), always within the asking bot.
+//! * request/reply `<p>.rpc.router.get_user` (by Patchbay id), `find_user` (by platform
+//!   user id) and `resolve_recipient` (the API's check before it stores a send), always within
+//!   the asking bot.
 
 mod links;
 mod store;
@@ -23,11 +30,13 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use patchbay_bus::rpc::{decode, encode};
 use patchbay_bus::{Bus, ConfigView, Delivery, Handler, HandlerError};
-use patchbay_contract::ids::{derive_id, message_ids, prefix};
+use patchbay_contract::ids::{derive_id, hashed_id, message_ids, prefix};
+use patchbay_contract::windows::{self, Verdict};
 use patchbay_contract::{
-    BotRecord, DeliveryStatus, DispatchJob, EventMessage, EventType, FindUserRequest,
-    GetUserRequest, InboundEvent, OutboundJob, RpcError, SendCommand, StatusEvent, TenantEvent, V1,
-    router_ops, topology,
+    BotRecord, Content, DeliveryError, DeliveryStatus, DispatchJob, EventMessage, EventType,
+    FindUserRequest, GetUserRequest, InboundEvent, MessageTag, OutboundJob,
+    ResolveRecipientRequest, RpcError, SendCommand, StatusEvent, TenantEvent, V1, router_ops,
+    topology,
 };
 use patchbay_runtime::{BoxError, Deps, Service};
 use sqlx::PgPool;
@@ -151,6 +160,14 @@ impl Router {
                 ),
                 Err(e) => Err(e),
             }),
+            router_ops::RESOLVE_RECIPIENT => {
+                encode(match decode::<ResolveRecipientRequest>(&body) {
+                    Ok(req) => {
+                        found(store::recipient_profile(&self.pool, &req.bot_id, &req.to).await)
+                    }
+                    Err(e) => Err(e),
+                })
+            }
             other => encode::<()>(Err(RpcError::new(
                 404,
                 "unknown_operation",
@@ -262,12 +279,61 @@ impl Handler<SendCommand> for Sends {
             .clone()
             .unwrap_or_else(|| format!("seq:{}", d.stream_sequence));
         let ids = message_ids(&bot_id, &key, cmd.messages.len());
-        store::insert_outbound(&r.pool, &bot_id, &recipient.conversation_id, &ids, cmd)
-            .await
-            .map_err(db)?;
-        let subject = r.bus.subjects().outbound(channel.platform, &channel.id)?;
         let now = chrono::Utc::now();
-        for (id, content) in ids.iter().zip(&cmd.messages) {
+        let fallback = bot
+            .fallback_templates
+            .get(&recipient.channel.platform)
+            .map(|f| f.content());
+        let plan = plan(
+            recipient.channel.platform,
+            recipient.last_inbound_at,
+            now,
+            cmd,
+            fallback.as_ref(),
+        );
+        let stored: Vec<&Content> = plan.iter().map(Planned::stored).collect();
+        store::insert_outbound(
+            &r.pool,
+            &bot_id,
+            &recipient.conversation_id,
+            &ids,
+            &stored,
+            cmd.source,
+        )
+        .await
+        .map_err(db)?;
+        let subject = r.bus.subjects().outbound(channel.platform, &channel.id)?;
+        let platform = recipient.channel.platform.as_str();
+        for (id, planned) in ids.iter().zip(&plan) {
+            let (content, tag) = match planned {
+                Planned::Send { content, tag } => (*content, *tag),
+                Planned::Substitute { template, refusal } => {
+                    metrics::counter!("patchbay_router_window_total", "platform" => platform, "outcome" => "substituted").increment(1);
+                    tracing::info!(message_id = %id, %bot_id, user_id = %recipient.user_id, reason = %refusal.message, "outside the messaging window: the bot's fallback template is sent in place of the message");
+                    (*template, None)
+                }
+                Planned::Refuse { error, .. } => {
+                    metrics::counter!("patchbay_router_window_total", "platform" => platform, "outcome" => "refused").increment(1);
+                    tracing::info!(message_id = %id, %bot_id, user_id = %recipient.user_id, reason = %error.message, "outside the messaging window: message refused before any platform call");
+                    let status = StatusEvent {
+                        v: V1,
+                        id: hashed_id(prefix::EVENT, &[id, "failed"]),
+                        message_id: id.clone(),
+                        bot_id: bot_id.clone(),
+                        channel: recipient.channel.clone(),
+                        status: DeliveryStatus::Failed,
+                        platform_message_id: None,
+                        error: Some(error.clone()),
+                        at: now,
+                    };
+                    let status_subject = r.bus.subjects().status(&bot_id)?;
+                    r.bus.publish(&status_subject, &status.id, &status).await?;
+                    continue;
+                }
+            };
+            if tag.is_some() {
+                metrics::counter!("patchbay_router_window_total", "platform" => platform, "outcome" => "human_agent").increment(1);
+            }
             let content = r
                 .links
                 .rewrite(&bot_id, &recipient.user_id, content)
@@ -282,12 +348,95 @@ impl Handler<SendCommand> for Sends {
                 address: recipient.address.clone(),
                 content,
                 source: cmd.source,
+                tag,
                 created_at: now,
             };
             r.bus.publish(&subject, id, &job).await?;
         }
         Ok(())
     }
+}
+
+/// What happens to one message of a send command.
+enum Planned<'a> {
+    /// Sent as given, with a message tag when the window needs one.
+    Send {
+        content: &'a Content,
+        tag: Option<MessageTag>,
+    },
+    /// Outside the window: the bot's fallback template goes out instead.
+    Substitute {
+        template: &'a Content,
+        refusal: DeliveryError,
+    },
+    /// Outside the window, no fallback: stored as asked, fails with `outside_window`, never
+    /// reaches the platform.
+    Refuse {
+        content: &'a Content,
+        error: DeliveryError,
+    },
+}
+
+impl Planned<'_> {
+    /// The content stored for the message: what is sent, or what was refused.
+    fn stored(&self) -> &Content {
+        match self {
+            Planned::Send { content, .. } | Planned::Refuse { content, .. } => content,
+            Planned::Substitute { template, .. } => template,
+        }
+    }
+}
+
+/// Checks every message of `cmd` against `platform`'s messaging window at `now`. Outside it,
+/// the first free-form message becomes `fallback` (when the bot has one); the others fail, so
+/// the user gets the template once, not once per message.
+fn plan<'a>(
+    platform: patchbay_contract::Platform,
+    last_inbound: Option<chrono::DateTime<chrono::Utc>>,
+    now: chrono::DateTime<chrono::Utc>,
+    cmd: &'a SendCommand,
+    fallback: Option<&'a Content>,
+) -> Vec<Planned<'a>> {
+    let policy = windows::policy(platform);
+    let mut substituted = false;
+    cmd.messages
+        .iter()
+        .map(
+            |content| match policy.check(last_inbound, now, content, cmd.source) {
+                Verdict::Closed { closed_at } => {
+                    let refusal = policy.refusal(closed_at);
+                    match fallback {
+                        Some(template) if !substituted => {
+                            substituted = true;
+                            Planned::Substitute { template, refusal }
+                        }
+                        Some(_) => Planned::Refuse {
+                            content,
+                            error: DeliveryError {
+                                message: format!(
+                                    "{}; the fallback template was sent once, in place of the first such message of this request",
+                                    refusal.message
+                                ),
+                                ..refusal
+                            },
+                        },
+                        None => Planned::Refuse {
+                            content,
+                            error: refusal,
+                        },
+                    }
+                }
+                Verdict::HumanAgent { .. } => Planned::Send {
+                    content,
+                    tag: Some(MessageTag::HumanAgent),
+                },
+                Verdict::Unlimited | Verdict::Open { .. } | Verdict::Template => Planned::Send {
+                    content,
+                    tag: None,
+                },
+            },
+        )
+        .collect()
 }
 
 impl Handler<StatusEvent> for Statuses {

@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 use patchbay_contract::ids::{derive_id, new_id, prefix};
 use patchbay_contract::{
-    ChannelRef, DeliveryStatus, EventType, EventUser, InboundEvent, Platform, Recipient,
-    SendCommand, StatusEvent, UserProfile,
+    ChannelRef, Content, DeliveryStatus, EventType, EventUser, InboundEvent, Platform, Recipient,
+    SendSource, StatusEvent, UserProfile,
 };
 use sqlx::{PgPool, Row};
 
@@ -151,6 +151,8 @@ pub struct Resolved {
     pub channel: ChannelRef,
     pub address: String,
     pub conversation_id: String,
+    /// When the user last wrote, by the platform's clock: where the messaging window starts.
+    pub last_inbound_at: Option<DateTime<Utc>>,
 }
 
 /// Finds the user a command is for, within `bot_id`.
@@ -159,7 +161,9 @@ pub async fn resolve_recipient(
     bot_id: &str,
     to: &Recipient,
 ) -> Result<Option<Resolved>, sqlx::Error> {
-    const SELECT: &str = "select u.id, u.channel_id, u.platform, u.address, c.id as conversation_id
+    const SELECT: &str =
+        "select u.id, u.channel_id, u.platform, u.address, c.id as conversation_id,
+                                 c.last_inbound_at
                           from users u join conversations c on c.user_id = u.id";
     let row = match to {
         Recipient::User { user_id } => {
@@ -199,24 +203,26 @@ pub async fn resolve_recipient(
             },
             address: r.get("address"),
             conversation_id: r.get("conversation_id"),
+            last_inbound_at: r.get("last_inbound_at"),
         })
     }))
 }
 
-/// Stores the outbound messages of a command (idempotent: ids are derived from the command).
+/// Stores the outbound messages of a command as they will be sent (a fallback template in
+/// place of a message the window refused). Idempotent: ids are derived from the command.
 pub async fn insert_outbound(
     pool: &PgPool,
     bot_id: &str,
     conversation_id: &str,
     ids: &[String],
-    cmd: &SendCommand,
+    messages: &[&Content],
+    source: SendSource,
 ) -> Result<(), sqlx::Error> {
-    let contents: Vec<serde_json::Value> = cmd
-        .messages
+    let contents: Vec<serde_json::Value> = messages
         .iter()
         .map(|c| serde_json::to_value(c).unwrap_or_default())
         .collect();
-    let source = serde_json::to_value(cmd.source)
+    let source = serde_json::to_value(source)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned));
     sqlx::query(
@@ -287,9 +293,10 @@ pub async fn record_status(
     Ok(Some(owner))
 }
 
-const PROFILE: &str = "select id, bot_id, channel_id, platform, platform_user_id, display_name,
-                              username, locale, avatar_url, subscribed, last_seen_at
-                       from users";
+const PROFILE: &str = "select u.id, u.bot_id, u.channel_id, u.platform, u.platform_user_id,
+                              u.display_name, u.username, u.locale, u.avatar_url, u.subscribed,
+                              u.last_seen_at, c.last_inbound_at
+                       from users u left join conversations c on c.user_id = u.id";
 
 fn profile(r: &sqlx::postgres::PgRow) -> Option<UserProfile> {
     Some(UserProfile {
@@ -306,6 +313,7 @@ fn profile(r: &sqlx::postgres::PgRow) -> Option<UserProfile> {
         avatar_url: r.get("avatar_url"),
         subscribed: r.get("subscribed"),
         last_seen_at: r.get("last_seen_at"),
+        last_inbound_at: r.get("last_inbound_at"),
     })
 }
 
@@ -316,7 +324,7 @@ pub async fn user_profile(
     user_id: &str,
 ) -> Result<Option<UserProfile>, sqlx::Error> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "{PROFILE} where id = $1 and bot_id = $2"
+        "{PROFILE} where u.id = $1 and u.bot_id = $2"
     )))
     .bind(user_id)
     .bind(bot_id)
@@ -334,12 +342,41 @@ pub async fn find_user(
     platform_user_id: &str,
 ) -> Result<Option<UserProfile>, sqlx::Error> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "{PROFILE} where bot_id = $1 and platform = $2 and platform_user_id = $3
-         order by last_seen_at desc nulls last limit 1"
+        "{PROFILE} where u.bot_id = $1 and u.platform = $2 and u.platform_user_id = $3
+         order by u.last_seen_at desc nulls last limit 1"
     )))
     .bind(bot_id)
     .bind(platform.as_str())
     .bind(platform_user_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.as_ref().and_then(profile))
+}
+
+/// The profile of the user a send is for: by id, or by platform address (the most recently
+/// seen one when several channels know it), always within `bot_id`.
+pub async fn recipient_profile(
+    pool: &PgPool,
+    bot_id: &str,
+    to: &Recipient,
+) -> Result<Option<UserProfile>, sqlx::Error> {
+    let (platform, address, channel_id) = match to {
+        Recipient::User { user_id } => return user_profile(pool, bot_id, user_id).await,
+        Recipient::Address {
+            platform,
+            address,
+            channel_id,
+        } => (platform, address, channel_id),
+    };
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{PROFILE} where u.bot_id = $1 and u.platform = $2 and u.address = $3
+           and ($4::text is null or u.channel_id = $4)
+         order by u.last_seen_at desc nulls last limit 1"
+    )))
+    .bind(bot_id)
+    .bind(platform.as_str())
+    .bind(address)
+    .bind(channel_id)
     .fetch_optional(pool)
     .await?;
     Ok(row.as_ref().and_then(profile))
