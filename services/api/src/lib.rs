@@ -318,6 +318,11 @@ pub(crate) struct SendBody {
     #[serde(default)]
     channel_id: Option<String>,
     messages: Vec<Content>,
+    /// `api` (the default), or `human` when a person (an agent) wrote the messages: on
+    /// Messenger those may be sent with the `HUMAN_AGENT` tag up to 7 days after the user's
+    /// last message, beyond the 24-hour window.
+    #[serde(default)]
+    source: Option<SendSource>,
 }
 
 /// Answer of `POST /v1/messages`.
@@ -360,7 +365,12 @@ async fn send_messages(
         m.validate()
             .map_err(|e| unprocessable(e.within(&format!("messages[{i}]")).to_string()))?;
     }
-    check_recipient(&api, &bot.bot_id, &to, &body.messages, SendSource::Api).await?;
+    let source = match body.source {
+        None | Some(SendSource::Api) => SendSource::Api,
+        Some(SendSource::Human) => SendSource::Human,
+        Some(_) => return Err(unprocessable("source: must be api or human")),
+    };
+    check_recipient(&api, &bot.bot_id, &to, &body.messages, source).await?;
     let command_id = match headers.get("idempotency-key").and_then(|v| v.to_str().ok()) {
         Some(key) if !key.is_empty() && key.len() <= 200 => {
             hashed_id(prefix::COMMAND, &[&bot.bot_id, key])
@@ -374,7 +384,7 @@ async fn send_messages(
         id: Some(command_id.clone()),
         to,
         messages: body.messages,
-        source: SendSource::Api,
+        source,
         in_reply_to: None,
     };
     let subject = api.bus.subjects().send(&bot.bot_id)?;
