@@ -473,3 +473,95 @@ impl Handler<StatusEvent> for Statuses {
         r.dispatch(&bot, event).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use patchbay_contract::{Platform, Recipient, SendSource};
+
+    fn command(messages: Vec<Content>, source: SendSource) -> SendCommand {
+        SendCommand {
+            v: V1,
+            id: Some("c".into()),
+            to: Recipient::User {
+                user_id: "usr_1".into(),
+            },
+            messages,
+            source,
+            in_reply_to: None,
+        }
+    }
+
+    fn text(t: &str) -> Content {
+        Content::Text { text: t.into() }
+    }
+
+    /// What each message of a plan became: `send`, `send+tag`, `substitute`, `refuse`.
+    fn outline(plan: &[Planned<'_>]) -> Vec<&'static str> {
+        plan.iter()
+            .map(|p| match p {
+                Planned::Send { tag: None, .. } => "send",
+                Planned::Send { tag: Some(_), .. } => "send+tag",
+                Planned::Substitute { .. } => "substitute",
+                Planned::Refuse { .. } => "refuse",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn outside_the_window_the_fallback_template_replaces_one_message_only() {
+        let now = chrono::Utc::now();
+        let last = Some(now - chrono::TimeDelta::hours(30));
+        let template = Content::Template(patchbay_contract::content::Template::with_body(
+            "we_miss_you",
+            "en",
+            &[],
+        ));
+        let cmd = command(
+            vec![text("a"), template.clone(), text("b")],
+            SendSource::Api,
+        );
+        let with = plan(Platform::Whatsapp, last, now, &cmd, Some(&template));
+        assert_eq!(outline(&with), ["substitute", "send", "refuse"]);
+        let Planned::Refuse { content, error } = &with[2] else {
+            unreachable!()
+        };
+        assert_eq!(*content, &text("b"), "a refused message is stored as asked");
+        assert_eq!(error.code, "outside_window");
+        assert!(error.message.contains("fallback template was sent once"));
+        let without = plan(Platform::Whatsapp, last, now, &cmd, None);
+        assert_eq!(outline(&without), ["refuse", "send", "refuse"]);
+        // Inside the window, or on a platform without one, nothing changes.
+        let fresh = Some(now - chrono::TimeDelta::hours(1));
+        assert_eq!(
+            outline(&plan(Platform::Whatsapp, fresh, now, &cmd, None)),
+            ["send", "send", "send"]
+        );
+        assert_eq!(
+            outline(&plan(Platform::Telegram, last, now, &cmd, None)),
+            ["send", "send", "send"]
+        );
+    }
+
+    #[test]
+    fn a_human_agent_on_messenger_is_tagged_after_24_hours() {
+        let now = chrono::Utc::now();
+        let cmd = command(vec![text("a")], SendSource::Human);
+        let days = |d| Some(now - chrono::TimeDelta::days(d));
+        assert_eq!(
+            outline(&plan(Platform::Messenger, days(3), now, &cmd, None)),
+            ["send+tag"]
+        );
+        assert_eq!(
+            outline(&plan(Platform::Messenger, days(8), now, &cmd, None)),
+            ["refuse"]
+        );
+        let bot = command(vec![text("a")], SendSource::Api);
+        assert_eq!(
+            outline(&plan(Platform::Messenger, days(3), now, &bot, None)),
+            ["refuse"]
+        );
+    }
+}
