@@ -7,7 +7,7 @@
 //! | `POST /admin/v1/bots` | operator token | create a bot (201 with its API key and webhook secret) |
 //! | `POST /admin/v1/bots/{bot_id}/channels` | operator token | connect a messenger account (201) |
 //! | `POST /admin/v1/bots/{bot_id}/webhook/enable` | operator token | re-enable an endpoint disabled by a 410 (204) |
-//! | `POST /v1/messages` | bot API key | send messages to a user (202 with message ids) |
+//! | `POST /v1/messages` | bot API key | send messages to a user (202 with message ids); 422 `outside_window` outside the platform's messaging window without a fallback template |
 //! | `GET /v1/deliveries` | bot API key | the bot's deliveries, newest first (`status`, `event_type`, `since`, `until`, `cursor`, `limit`) |
 //! | `GET /v1/deliveries/{event_id}` | bot API key | one delivery with its event and every attempt |
 //! | `POST /v1/deliveries/{event_id}/retry` | bot API key | deliver it once more, same `webhook-id` (202) |
@@ -23,7 +23,7 @@
 //! | `DELETE /v1/keys/{key_id}` | bot API key | revoke one of the bot's keys at once (204) |
 //! | `POST /admin/v1/tenants`, `GET /admin/v1/tenants` | operator token | create a tenant (201), list tenants |
 //! | `GET /admin/v1/bots` | operator token | list bots, optionally `?tenant_id=` |
-//! | `PATCH /admin/v1/bots/{bot_id}` | operator token | `{"enabled": false}` disables a bot everywhere (204) |
+//! | `PATCH /admin/v1/bots/{bot_id}` | operator token | `{"enabled": false}` disables a bot everywhere; `rate_limit`; `fallback_templates` per platform (204) |
 //! | `POST /admin/v1/bots/{bot_id}/keys/rotate` | operator token | new API key (201) |
 //! | `POST /admin/v1/bots/{bot_id}/keys/{key_id}/revoke` | operator token | revoke a key at once (204) |
 //! | `GET /openapi.json` | none | the OpenAPI 3.1 document of all of the above |
