@@ -279,7 +279,9 @@ impl Handler<SendCommand> for Sends {
             .clone()
             .unwrap_or_else(|| format!("seq:{}", d.stream_sequence));
         let ids = message_ids(&bot_id, &key, cmd.messages.len());
-        let now = chrono::Utc::now();
+        // The window is judged at the time the command was stored, so a redelivery decides
+        // as the first delivery did.
+        let now = d.published_at;
         let fallback = bot
             .fallback_templates
             .get(&recipient.channel.platform)
@@ -349,7 +351,7 @@ impl Handler<SendCommand> for Sends {
                 content,
                 source: cmd.source,
                 tag,
-                created_at: now,
+                created_at: chrono::Utc::now(),
             };
             r.bus.publish(&subject, id, &job).await?;
         }
