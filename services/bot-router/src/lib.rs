@@ -49,6 +49,11 @@ pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] = &[
         "users_by_platform_id",
         include_str!("../migrations/0002_users_by_platform_id.sql"),
     ),
+    (
+        3,
+        "replaced_content",
+        include_str!("../migrations/0003_replaced_content.sql"),
+    ),
 ];
 
 struct Router {
@@ -293,7 +298,7 @@ impl Handler<SendCommand> for Sends {
             cmd,
             fallback.as_ref(),
         );
-        let stored: Vec<&Content> = plan.iter().map(Planned::stored).collect();
+        let stored: Vec<(&Content, Option<&Content>)> = plan.iter().map(Planned::stored).collect();
         store::insert_outbound(
             &r.pool,
             &bot_id,
@@ -309,7 +314,9 @@ impl Handler<SendCommand> for Sends {
         for (id, planned) in ids.iter().zip(&plan) {
             let (content, tag) = match planned {
                 Planned::Send { content, tag } => (*content, *tag),
-                Planned::Substitute { template, refusal } => {
+                Planned::Substitute {
+                    template, refusal, ..
+                } => {
                     metrics::counter!("patchbay_router_window_total", "platform" => platform, "outcome" => "substituted").increment(1);
                     tracing::info!(message_id = %id, %bot_id, user_id = %recipient.user_id, reason = %refusal.message, "outside the messaging window: the bot's fallback template is sent in place of the message");
                     (*template, None)
@@ -366,9 +373,10 @@ enum Planned<'a> {
         content: &'a Content,
         tag: Option<MessageTag>,
     },
-    /// Outside the window: the bot's fallback template goes out instead.
+    /// Outside the window: the bot's fallback template goes out instead of `replaced`.
     Substitute {
         template: &'a Content,
+        replaced: &'a Content,
         refusal: DeliveryError,
     },
     /// Outside the window, no fallback: stored as asked, fails with `outside_window`, never
@@ -380,11 +388,14 @@ enum Planned<'a> {
 }
 
 impl Planned<'_> {
-    /// The content stored for the message: what is sent, or what was refused.
-    fn stored(&self) -> &Content {
+    /// What is stored for the message: the content sent (or refused), and the tenant's
+    /// content a fallback template replaced.
+    fn stored(&self) -> (&Content, Option<&Content>) {
         match self {
-            Planned::Send { content, .. } | Planned::Refuse { content, .. } => content,
-            Planned::Substitute { template, .. } => template,
+            Planned::Send { content, .. } | Planned::Refuse { content, .. } => (content, None),
+            Planned::Substitute {
+                template, replaced, ..
+            } => (template, Some(replaced)),
         }
     }
 }
@@ -410,7 +421,11 @@ fn plan<'a>(
                     match fallback {
                         Some(template) if !substituted => {
                             substituted = true;
-                            Planned::Substitute { template, refusal }
+                            Planned::Substitute {
+                                template,
+                                replaced: content,
+                                refusal,
+                            }
                         }
                         Some(_) => Planned::Refuse {
                             content,
@@ -527,6 +542,11 @@ mod tests {
         );
         let with = plan(Platform::Whatsapp, last, now, &cmd, Some(&template));
         assert_eq!(outline(&with), ["substitute", "send", "refuse"]);
+        assert_eq!(
+            with[0].stored(),
+            (&template, Some(&text("a"))),
+            "the tenant's message is kept beside the template sent in its place"
+        );
         let Planned::Refuse { content, error } = &with[2] else {
             unreachable!()
         };

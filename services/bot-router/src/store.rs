@@ -208,31 +208,34 @@ pub async fn resolve_recipient(
     }))
 }
 
-/// Stores the outbound messages of a command as they will be sent (a fallback template in
-/// place of a message the window refused). Idempotent: ids are derived from the command.
+/// Stores the outbound messages of a command as they will be sent, each `(sent, replaced)`:
+/// the content handed to the sender (or refused), and, when a fallback template goes out in
+/// its place, what the tenant asked to send. Idempotent: ids are derived from the command.
 pub async fn insert_outbound(
     pool: &PgPool,
     bot_id: &str,
     conversation_id: &str,
     ids: &[String],
-    messages: &[&Content],
+    messages: &[(&Content, Option<&Content>)],
     source: SendSource,
 ) -> Result<(), sqlx::Error> {
-    let contents: Vec<serde_json::Value> = messages
-        .iter()
-        .map(|c| serde_json::to_value(c).unwrap_or_default())
-        .collect();
+    let json = |c: &Content| serde_json::to_value(c).unwrap_or_default();
+    let contents: Vec<serde_json::Value> = messages.iter().map(|(c, _)| json(c)).collect();
+    let replaced: Vec<Option<serde_json::Value>> =
+        messages.iter().map(|(_, r)| r.map(json)).collect();
     let source = serde_json::to_value(source)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned));
     sqlx::query(
-        "insert into messages (id, conversation_id, bot_id, direction, content, source, status)
-         select id, $3, $4, 'outbound', content, $5, 'queued'
-         from unnest($1::text[], $2::jsonb[]) as t(id, content)
+        "insert into messages (id, conversation_id, bot_id, direction, content, replaced_content,
+                               source, status)
+         select id, $4, $5, 'outbound', content, replaced, $6, 'queued'
+         from unnest($1::text[], $2::jsonb[], $3::jsonb[]) as t(id, content, replaced)
          on conflict (id) do nothing",
     )
     .bind(ids)
     .bind(&contents)
+    .bind(&replaced)
     .bind(conversation_id)
     .bind(bot_id)
     .bind(source)
