@@ -416,7 +416,8 @@ pub enum TemplateComponent {
     Button {
         /// The kind of button.
         sub_type: TemplateButtonKind,
-        /// The button's position in the template, 0 to 9.
+        /// The button's position in the template, 0 to 9 (a number here; WhatsApp's API
+        /// takes it as a string).
         index: u8,
         /// Exactly one parameter: `payload` for a quick reply, `text` (the URL suffix) for a
         /// URL button, `text` (the code) for a copy-code button.
