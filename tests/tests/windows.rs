@@ -330,6 +330,19 @@ async fn whatsapp_sends_outside_the_window_are_refused_or_replaced_by_a_template
         )
         .await;
     assert_eq!(status, 204, "{body}");
+    let (_, bots) = stack
+        .call("GET", "/admin/v1/bots", Some(stack.admin_token()), None)
+        .await;
+    let listed = bots["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["id"] == bot.id.as_str())
+        .unwrap();
+    assert_eq!(
+        listed["fallback_templates"],
+        json!({"whatsapp": {"name": "we_miss_you", "language": "en_US", "body_parameters": ["Ana"]}})
+    );
     let accepted = eventually(TIMEOUT, "the fallback template applies", || async {
         let (status, body) = send(
             &stack,

@@ -487,7 +487,7 @@ pub async fn list_bots(
 ) -> Result<Vec<BotSummary>, RpcError> {
     let rows = sqlx::query(
         "select b.id, b.tenant_id, b.name, b.enabled, b.webhook_url, b.created_at,
-                count(c.id) as channels
+                b.fallback_templates, count(c.id) as channels
          from bots b left join channels c on c.bot_id = b.id
          where $1::text is null or b.tenant_id = $1
          group by b.id order by b.created_at, b.id",
@@ -505,6 +505,11 @@ pub async fn list_bots(
             enabled: r.get("enabled"),
             webhook_url: r.get("webhook_url"),
             channels: u64::try_from(r.get::<i64, _>("channels")).unwrap_or(0),
+            fallback_templates: r
+                .get::<sqlx::types::Json<BTreeMap<Platform, FallbackTemplate>>, _>(
+                    "fallback_templates",
+                )
+                .0,
             created_at: r.get("created_at"),
         })
         .collect())

@@ -1054,6 +1054,9 @@ pub struct BotSummary {
     pub webhook_url: Option<String>,
     /// Channels connected.
     pub channels: u64,
+    /// Fallback templates per platform (see [`BotRecord::fallback_templates`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fallback_templates: BTreeMap<Platform, FallbackTemplate>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
 }
