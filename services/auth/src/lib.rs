@@ -44,9 +44,9 @@ pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] = &[
         include_str!("../migrations/0004_rate_limits.sql"),
     ),
     (
-        5,
+        6,
         "fallback_templates",
-        include_str!("../migrations/0005_fallback_templates.sql"),
+        include_str!("../migrations/0006_fallback_templates.sql"),
     ),
 ];
 

@@ -50,9 +50,9 @@ pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] = &[
         include_str!("../migrations/0002_users_by_platform_id.sql"),
     ),
     (
-        3,
+        5,
         "replaced_content",
-        include_str!("../migrations/0003_replaced_content.sql"),
+        include_str!("../migrations/0005_replaced_content.sql"),
     ),
 ];
 
