@@ -15,7 +15,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use patchbay_contract::{
-    ChannelRef, Contact, Content, HistoryPage, HistoryRequest, Platform, Recipient,
+    ChannelRef, Contact, Content, HistoryPage, HistoryRequest, Platform, Recipient, SendSource,
     UpsertContactRequest, UpsertedContact, V1, router_ops,
 };
 use patchbay_runtime::ApiError;
@@ -135,7 +135,7 @@ pub(crate) async fn upsert(
                     user_id: found.user.id.clone(),
                 },
                 body.messages,
-                body.source,
+                body.source.map_or(SendSource::Api, SendSource::from),
                 body.source_id,
             )
             .await?,

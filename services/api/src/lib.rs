@@ -7,7 +7,7 @@
 //! | `POST /admin/v1/bots` | operator token | create a bot (201 with its API key and webhook secret) |
 //! | `POST /admin/v1/bots/{bot_id}/channels` | operator token | connect a messenger account (201) |
 //! | `POST /admin/v1/bots/{bot_id}/webhook/enable` | operator token | re-enable an endpoint disabled by a 410 (204) |
-//! | `POST /v1/messages` | bot API key | send messages to a user (202 with message ids) |
+//! | `POST /v1/messages` | bot API key | send messages to a user (202 with message ids); 422 `outside_window` outside the platform's messaging window without a fallback template |
 //! | `GET /v1/deliveries` | bot API key | the bot's deliveries, newest first (`status`, `event_type`, `since`, `until`, `cursor`, `limit`) |
 //! | `GET /v1/deliveries/{event_id}` | bot API key | one delivery with its event and every attempt |
 //! | `POST /v1/deliveries/{event_id}/retry` | bot API key | deliver it once more, same `webhook-id` (202) |
@@ -23,7 +23,7 @@
 //! | `DELETE /v1/keys/{key_id}` | bot API key | revoke one of the bot's keys at once (204) |
 //! | `POST /admin/v1/tenants`, `GET /admin/v1/tenants` | operator token | create a tenant (201), list tenants |
 //! | `GET /admin/v1/bots` | operator token | list bots, optionally `?tenant_id=` |
-//! | `PATCH /admin/v1/bots/{bot_id}` | operator token | `{"enabled": false}` disables a bot everywhere (204) |
+//! | `PATCH /admin/v1/bots/{bot_id}` | operator token | `{"enabled": false}` disables a bot everywhere; `rate_limit`; `fallback_templates` per platform (204) |
 //! | `POST /admin/v1/bots/{bot_id}/keys/rotate` | operator token | new API key (201) |
 //! | `POST /admin/v1/bots/{bot_id}/keys/{key_id}/revoke` | operator token | revoke a key at once (204) |
 //! | `GET /openapi.json` | none | the OpenAPI 3.1 document of all of the above |
@@ -52,9 +52,9 @@ use futures::future::BoxFuture;
 use patchbay_bus::{Bus, BusError, ConfigView};
 use patchbay_contract::ids::{hashed_id, message_ids, new_id, prefix};
 use patchbay_contract::{
-    Content, CreateBotRequest, CreateChannelRequest, CreatedBot, CreatedChannel, GetUserRequest,
-    Platform, Recipient, SendCommand, SendSource, UserProfile, V1, WebhookInput, auth_ops,
-    dispatcher_ops, router_ops,
+    Content, CreateBotRequest, CreateChannelRequest, CreatedBot, CreatedChannel, Platform,
+    Recipient, ResolveRecipientRequest, SendCommand, SendSource, UserProfile, V1, WebhookInput,
+    auth_ops, dispatcher_ops, router_ops,
 };
 use patchbay_runtime::http::ApiJson;
 use patchbay_runtime::{ApiError, BoxError, Deps, Service};
@@ -333,8 +333,9 @@ pub(crate) struct SendBody {
     #[serde(default)]
     channel_id: Option<String>,
     messages: Vec<Content>,
-    /// Who sends: `api` (the bot, default), `human` (an agent; Messenger's `HUMAN_AGENT` tag,
-    /// custom channels' `X-Patchbay-Source: human`) or `broadcast`.
+    /// Who sends: `api` (the bot, default), `human` when a person (an agent) wrote the
+    /// messages (on Messenger those may be sent with the `HUMAN_AGENT` tag up to 7 days after
+    /// the user's last message; custom channels' `X-Patchbay-Source: human`), or `broadcast`.
     #[serde(default)]
     source: Option<ApiSource>,
     /// The agent's or broadcast's id (`X-Patchbay-Source-Id` on custom channels).
@@ -399,16 +400,15 @@ async fn send_messages(
         }
     };
     check_messages(&body.messages, 1)?;
-    if let Recipient::User { user_id } = &to {
-        check_recipient(&api, &bot.bot_id, user_id).await?;
-    }
+    let source = body.source.map_or(SendSource::Api, SendSource::from);
+    check_recipient(&api, &bot.bot_id, &to, &body.messages, source).await?;
     let accepted = queue(
         &api,
         &bot.bot_id,
         &headers,
         to,
         body.messages,
-        body.source,
+        source,
         body.source_id,
     )
     .await?;
@@ -423,7 +423,7 @@ pub(crate) async fn queue(
     headers: &HeaderMap,
     to: Recipient,
     messages: Vec<Content>,
-    source: Option<ApiSource>,
+    source: SendSource,
     source_id: Option<String>,
 ) -> Result<Accepted, ApiError> {
     let command_id = match headers.get("idempotency-key").and_then(|v| v.to_str().ok()) {
@@ -445,7 +445,7 @@ pub(crate) async fn queue(
         id: Some(command_id.clone()),
         to,
         messages,
-        source: source.map_or(SendSource::Api, SendSource::from),
+        source,
         source_id,
         in_reply_to: None,
     };
@@ -472,25 +472,42 @@ pub(crate) fn check_messages(messages: &[Content], min: usize) -> Result<(), Api
     Ok(())
 }
 
-/// Refuses unknown users up front when the router can say so; accepts when it cannot answer
-/// in time (the router checks again and reports a failure on the event stream).
-async fn check_recipient(api: &Api, bot_id: &str, user_id: &str) -> Result<(), ApiError> {
-    let subject = api.bus.subjects().rpc("router", router_ops::GET_USER);
-    let req = GetUserRequest {
+/// Refuses up front what the router would refuse, when it can say so: an unknown user, and a
+/// free-form message outside the platform's messaging window when the bot has no fallback
+/// template for it (422 `outside_window`, naming the message and when the window closed).
+/// Accepts when the router cannot answer in time: it checks again and reports a failure as a
+/// `message.failed` event (as it does when the window closes between this check and the send).
+async fn check_recipient(
+    api: &Api,
+    bot_id: &str,
+    to: &Recipient,
+    messages: &[Content],
+    source: SendSource,
+) -> Result<(), ApiError> {
+    let subject = api
+        .bus
+        .subjects()
+        .rpc("router", router_ops::RESOLVE_RECIPIENT);
+    let req = ResolveRecipientRequest {
         v: V1,
         bot_id: bot_id.to_owned(),
-        user_id: user_id.to_owned(),
+        to: to.clone(),
     };
     match api
         .bus
         .request::<_, UserProfile>(&subject, &req, RECIPIENT_CHECK_TIMEOUT)
         .await
     {
-        Ok(Ok(_)) => Ok(()),
+        Ok(Ok(user)) => check_window(api, bot_id, &user, messages, source).await,
         Ok(Err(e)) if e.status == 404 => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "user_not_found",
-            format!("this bot has no user {user_id}"),
+            match to {
+                Recipient::User { user_id } => format!("this bot has no user {user_id}"),
+                Recipient::Address {
+                    platform, address, ..
+                } => format!("this bot has no {platform} user at address {address}"),
+            },
         )),
         Ok(Err(e)) => Err(e.into()),
         Err(e @ (BusError::NoResponders(_) | BusError::Unavailable(_))) => {
@@ -499,4 +516,36 @@ async fn check_recipient(api: &Api, bot_id: &str, user_id: &str) -> Result<(), A
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The window check of [`check_recipient`], with the same table the router uses.
+async fn check_window(
+    api: &Api,
+    bot_id: &str,
+    user: &UserProfile,
+    messages: &[Content],
+    source: SendSource,
+) -> Result<(), ApiError> {
+    let platform = user.channel.platform;
+    let policy = patchbay_contract::windows::policy(platform);
+    let now = chrono::Utc::now();
+    let refused = messages.iter().enumerate().find_map(|(i, m)| {
+        match policy.check(user.last_inbound_at, now, m, source) {
+            patchbay_contract::windows::Verdict::Closed { closed_at } => Some((i, closed_at)),
+            _ => None,
+        }
+    });
+    let Some((i, closed_at)) = refused else {
+        return Ok(());
+    };
+    let bot = api.view.bot(bot_id).await?;
+    if bot.is_some_and(|b| b.fallback_templates.contains_key(&platform)) {
+        return Ok(());
+    }
+    let e = policy.refusal(closed_at);
+    Err(ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        patchbay_contract::windows::OUTSIDE_WINDOW,
+        format!("messages[{i}]: {}", e.message),
+    ))
 }

@@ -114,7 +114,8 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         "patch",
         "/admin/v1/bots/{bot_id}",
         Caller::Operator,
-        "Enable or disable a bot, or set its API request limit.",
+        "Enable or disable a bot, set its API request limit or its fallback templates per \
+         platform (null removes one).",
         Some(schema::<BotPatch>),
         (204, None),
     ),
@@ -154,7 +155,9 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         "post",
         "/v1/messages",
         Caller::Bot,
-        "Send messages to a user (by user id, or platform and address); 202 once stored.",
+        "Send messages to a user (by user id, or platform and address); 202 once stored. 404 \
+         user_not_found for an unknown recipient; 422 outside_window for a free-form message \
+         outside the platform's messaging window when the bot has no fallback template.",
         Some(schema::<SendBody>),
         (202, Some(schema::<Accepted>)),
     ),

@@ -164,6 +164,15 @@ pub(crate) struct BotPatch {
     enabled: Option<bool>,
     #[serde(default)]
     rate_limit: Option<patchbay_contract::RateLimit>,
+    /// Per platform: the template sent instead of a free-form message outside the platform's
+    /// messaging window (`null` removes it; platforms not named keep theirs).
+    #[serde(default)]
+    fallback_templates: Option<
+        std::collections::BTreeMap<
+            patchbay_contract::Platform,
+            Option<patchbay_contract::FallbackTemplate>,
+        >,
+    >,
 }
 
 async fn set_bot_state(
@@ -177,6 +186,7 @@ async fn set_bot_state(
         bot_id,
         enabled: body.enabled,
         rate_limit: body.rate_limit,
+        fallback_templates: body.fallback_templates,
     };
     let () = ask(&api, "auth", auth_ops::SET_BOT_STATE, &req).await?;
     Ok(StatusCode::NO_CONTENT)

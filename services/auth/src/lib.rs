@@ -48,6 +48,11 @@ pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] = &[
         "sealed_api_keys",
         include_str!("../migrations/0005_sealed_api_keys.sql"),
     ),
+    (
+        6,
+        "fallback_templates",
+        include_str!("../migrations/0006_fallback_templates.sql"),
+    ),
 ];
 
 /// How long verifying a new callback URL may take (the dispatcher's own timeout applies
@@ -472,8 +477,21 @@ impl Auth {
                 "per_second and burst must be between 1 and 100000",
             ));
         }
-        store::set_bot_state(&self.pool, &req.bot_id, req.enabled, req.rate_limit).await?;
-        tracing::info!(bot_id = %req.bot_id, enabled = ?req.enabled, rate_limit = ?req.rate_limit, "bot state changed");
+        for (platform, template) in req.fallback_templates.iter().flatten() {
+            if let Some(t) = template {
+                t.validate(*platform)
+                    .map_err(|e| RpcError::new(422, "invalid_request", e.to_string()))?;
+            }
+        }
+        store::set_bot_state(
+            &self.pool,
+            &req.bot_id,
+            req.enabled,
+            req.rate_limit,
+            req.fallback_templates.as_ref(),
+        )
+        .await?;
+        tracing::info!(bot_id = %req.bot_id, enabled = ?req.enabled, rate_limit = ?req.rate_limit, fallback_templates = ?req.fallback_templates, "bot state changed");
         self.publish_bot(&req.bot_id).await
     }
 

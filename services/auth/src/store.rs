@@ -1,9 +1,11 @@
 //! SQL of the `auth` schema.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use patchbay_contract::{
-    ApiKeyRecord, BotRecord, BotSummary, ChannelRecord, ChannelRef, Platform, RateLimit, RpcError,
-    SealedSecret, Tenant, V1, WebhookFlavour, WebhookSettings,
+    ApiKeyRecord, BotRecord, BotSummary, ChannelRecord, ChannelRef, FallbackTemplate, Platform,
+    RateLimit, RpcError, SealedSecret, Tenant, V1, WebhookFlavour, WebhookSettings,
 };
 use sqlx::{PgPool, Row};
 
@@ -140,7 +142,7 @@ pub async fn load_bot(
     let row = sqlx::query(
         "select tenant_id, name, enabled, webhook_url, webhook_flavour, webhook_events,
                 webhook_platforms, webhook_disabled_reason, rate_per_second, rate_burst,
-                updated_at
+                fallback_templates, updated_at
          from bots where id = $1",
     )
     .bind(id)
@@ -204,6 +206,9 @@ pub async fn load_bot(
             }),
             _ => None,
         },
+        fallback_templates: row
+            .get::<sqlx::types::Json<BTreeMap<Platform, FallbackTemplate>>, _>("fallback_templates")
+            .0,
         updated_at: row.get("updated_at"),
     };
     let keys = sqlx::query(
@@ -430,17 +435,31 @@ pub async fn revoke_key(pool: &PgPool, bot_id: &str, key_id: &str) -> Result<Str
     })
 }
 
-/// Enables or disables a bot and sets its API request limit; absent values stay.
+/// Enables or disables a bot, sets its API request limit and its fallback templates (a
+/// platform mapped to `None` loses its template); absent values stay.
 pub async fn set_bot_state(
     pool: &PgPool,
     bot_id: &str,
     enabled: Option<bool>,
     rate: Option<RateLimit>,
+    templates: Option<&BTreeMap<Platform, Option<FallbackTemplate>>>,
 ) -> Result<(), RpcError> {
+    let set: BTreeMap<Platform, &FallbackTemplate> = templates
+        .into_iter()
+        .flatten()
+        .filter_map(|(p, t)| t.as_ref().map(|t| (*p, t)))
+        .collect();
+    let removed: Vec<&str> = templates
+        .into_iter()
+        .flatten()
+        .filter(|(_, t)| t.is_none())
+        .map(|(p, _)| p.as_str())
+        .collect();
     let done = sqlx::query(
         "update bots set enabled = coalesce($2, enabled),
                          rate_per_second = coalesce($3, rate_per_second),
                          rate_burst = coalesce($4, rate_burst),
+                         fallback_templates = (fallback_templates || $5) - $6::text[],
                          updated_at = now()
          where id = $1",
     )
@@ -448,6 +467,8 @@ pub async fn set_bot_state(
     .bind(enabled)
     .bind(rate.map(|r| i32::try_from(r.per_second).unwrap_or(i32::MAX)))
     .bind(rate.map(|r| i32::try_from(r.burst).unwrap_or(i32::MAX)))
+    .bind(sqlx::types::Json(&set))
+    .bind(&removed)
     .execute(pool)
     .await
     .map_err(db)?;
@@ -499,7 +520,7 @@ pub async fn list_bots(
 ) -> Result<Vec<BotSummary>, RpcError> {
     let rows = sqlx::query(
         "select b.id, b.tenant_id, b.name, b.enabled, b.webhook_url, b.created_at,
-                count(c.id) as channels
+                b.fallback_templates, count(c.id) as channels
          from bots b left join channels c on c.bot_id = b.id
          where $1::text is null or b.tenant_id = $1
          group by b.id order by b.created_at, b.id",
@@ -517,6 +538,11 @@ pub async fn list_bots(
             enabled: r.get("enabled"),
             webhook_url: r.get("webhook_url"),
             channels: u64::try_from(r.get::<i64, _>("channels")).unwrap_or(0),
+            fallback_templates: r
+                .get::<sqlx::types::Json<BTreeMap<Platform, FallbackTemplate>>, _>(
+                    "fallback_templates",
+                )
+                .0,
             created_at: r.get("created_at"),
         })
         .collect())

@@ -5,14 +5,21 @@
 //!   on `<p>.dispatch.<bot>`. Effectively once: JetStream drops platform retries inside the
 //!   duplicate window; `inbound_events` catches later ones and remembers whether the dispatch
 //!   job was stored, so a redelivery after a crash finishes the job instead of dropping it;
-//! * sends (`<p>.send.>`): resolves the recipient and channel, stores outbound messages (ids
-//!   derived from the command, so redeliveries create nothing twice), and stores one outbound
-//!   job per message, in order, on `<p>.outbound.<platform>.<channel>`;
+//! * sends (`<p>.send.>`): resolves the recipient and channel, checks each message against the
+//!   platform's messaging window (`patchbay_contract::windows`; the window starts at the
+//!   conversation's `last_inbound_at`, which the inbound side keeps in the same upsert that
+//!   resolves the conversation), stores outbound messages (ids derived from the command, so
+//!   redeliveries create nothing twice), and stores one outbound job per message, in order, on
+//!   `<p>.outbound.<platform>.<channel>`. A free-form message outside the window is not sent:
+//!   the bot's fallback template for the platform goes out in its place (once per command),
+//!   or the message fails with `outside_window` (a status on `<p>.status.<bot>`, so it is
+//!   recorded and reported as `message.failed` like any platform failure);
 //! * status (`<p>.status.>`): records the platform's verdict and tells subscribed tenants
 //!   (`message.sent`, `message.failed`);
 //! * URL buttons containing `:code` become Patchbay links on the way out (`links.rs`);
-//! * request/reply `<p>.rpc.router.get_user` (by Patchbay id) and `find_user` (by platform
-//!   user id), always within the asking bot.
+//! * request/reply `<p>.rpc.router.get_user` (by Patchbay id), `find_user` (by platform
+//!   user id) and `resolve_recipient` (the API's check before it stores a send), always within
+//!   the asking bot.
 
 mod links;
 mod store;
@@ -23,12 +30,13 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use patchbay_bus::rpc::{decode, encode};
 use patchbay_bus::{Bus, ConfigView, Delivery, Handler, HandlerError};
-use patchbay_contract::ids::{derive_id, message_ids, prefix};
+use patchbay_contract::ids::{derive_id, hashed_id, message_ids, prefix};
+use patchbay_contract::windows::{self, Verdict};
 use patchbay_contract::{
-    BotRecord, CustomOutcome, DeliveryStatus, DispatchJob, EventMessage, EventType,
-    FindNumberedUserRequest, FindUserRequest, GetUserRequest, HistoryRequest, InboundEvent,
-    OutboundJob, Platform, RpcError, SendCommand, StatusEvent, TenantEvent, UpsertContactRequest,
-    V1, router_ops, topology,
+    BotRecord, Content, CustomOutcome, DeliveryError, DeliveryStatus, DispatchJob, EventMessage,
+    EventType, FindNumberedUserRequest, FindUserRequest, GetUserRequest, HistoryRequest,
+    InboundEvent, MessageTag, OutboundJob, Platform, ResolveRecipientRequest, RpcError,
+    SendCommand, StatusEvent, TenantEvent, UpsertContactRequest, V1, router_ops, topology,
 };
 use patchbay_runtime::{BoxError, Deps, Service};
 use sqlx::PgPool;
@@ -50,6 +58,11 @@ pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] = &[
         4,
         "brandchat_user_ids",
         include_str!("../migrations/0004_brandchat_user_ids.sql"),
+    ),
+    (
+        5,
+        "replaced_content",
+        include_str!("../migrations/0005_replaced_content.sql"),
     ),
 ];
 
@@ -167,6 +180,14 @@ impl Router {
                 encode(match decode::<FindNumberedUserRequest>(&body) {
                     Ok(req) => {
                         found(store::find_numbered_user(&self.pool, &req.bot_id, req.number).await)
+                    }
+                    Err(e) => Err(e),
+                })
+            }
+            router_ops::RESOLVE_RECIPIENT => {
+                encode(match decode::<ResolveRecipientRequest>(&body) {
+                    Ok(req) => {
+                        found(store::recipient_profile(&self.pool, &req.bot_id, &req.to).await)
                     }
                     Err(e) => Err(e),
                 })
@@ -308,12 +329,65 @@ impl Handler<SendCommand> for Sends {
             .clone()
             .unwrap_or_else(|| format!("seq:{}", d.stream_sequence));
         let ids = message_ids(&bot_id, &key, cmd.messages.len());
-        store::insert_outbound(&r.pool, &bot_id, &recipient.conversation_id, &ids, cmd)
-            .await
-            .map_err(db)?;
+        // The window is judged at the time the command was stored, so a redelivery decides
+        // as the first delivery did.
+        let now = d.published_at;
+        let fallback = bot
+            .fallback_templates
+            .get(&recipient.channel.platform)
+            .map(|f| f.content());
+        let plan = plan(
+            recipient.channel.platform,
+            recipient.last_inbound_at,
+            now,
+            cmd,
+            fallback.as_ref(),
+        );
+        let stored: Vec<(&Content, Option<&Content>)> = plan.iter().map(Planned::stored).collect();
+        store::insert_outbound(
+            &r.pool,
+            &bot_id,
+            &recipient.conversation_id,
+            &ids,
+            &stored,
+            cmd.source,
+        )
+        .await
+        .map_err(db)?;
         let subject = r.bus.subjects().outbound(channel.platform, &channel.id)?;
-        let now = chrono::Utc::now();
-        for (id, content) in ids.iter().zip(&cmd.messages) {
+        let platform = recipient.channel.platform.as_str();
+        for (id, planned) in ids.iter().zip(&plan) {
+            let (content, tag) = match planned {
+                Planned::Send { content, tag } => (*content, *tag),
+                Planned::Substitute {
+                    template, refusal, ..
+                } => {
+                    metrics::counter!("patchbay_router_window_total", "platform" => platform, "outcome" => "substituted").increment(1);
+                    tracing::info!(message_id = %id, %bot_id, user_id = %recipient.user_id, reason = %refusal.message, "outside the messaging window: the bot's fallback template is sent in place of the message");
+                    (*template, None)
+                }
+                Planned::Refuse { error, .. } => {
+                    metrics::counter!("patchbay_router_window_total", "platform" => platform, "outcome" => "refused").increment(1);
+                    tracing::info!(message_id = %id, %bot_id, user_id = %recipient.user_id, reason = %error.message, "outside the messaging window: message refused before any platform call");
+                    let status = StatusEvent {
+                        v: V1,
+                        id: hashed_id(prefix::EVENT, &[id, "failed"]),
+                        message_id: id.clone(),
+                        bot_id: bot_id.clone(),
+                        channel: recipient.channel.clone(),
+                        status: DeliveryStatus::Failed,
+                        platform_message_id: None,
+                        error: Some(error.clone()),
+                        at: now,
+                    };
+                    let status_subject = r.bus.subjects().status(&bot_id)?;
+                    r.bus.publish(&status_subject, &status.id, &status).await?;
+                    continue;
+                }
+            };
+            if tag.is_some() {
+                metrics::counter!("patchbay_router_window_total", "platform" => platform, "outcome" => "human_agent").increment(1);
+            }
             let content = r
                 .links
                 .rewrite(&bot_id, &recipient.user_id, content)
@@ -330,12 +404,103 @@ impl Handler<SendCommand> for Sends {
                 source: cmd.source,
                 source_id: cmd.source_id.clone(),
                 in_reply_to: cmd.in_reply_to.clone(),
-                created_at: now,
+                tag,
+                created_at: chrono::Utc::now(),
             };
             r.bus.publish(&subject, id, &job).await?;
         }
         Ok(())
     }
+}
+
+/// What happens to one message of a send command.
+enum Planned<'a> {
+    /// Sent as given, with a message tag when the window needs one.
+    Send {
+        content: &'a Content,
+        tag: Option<MessageTag>,
+    },
+    /// Outside the window: the bot's fallback template goes out instead of `replaced`.
+    Substitute {
+        template: &'a Content,
+        replaced: &'a Content,
+        refusal: DeliveryError,
+    },
+    /// Outside the window, no fallback: stored as asked, fails with `outside_window`, never
+    /// reaches the platform.
+    Refuse {
+        content: &'a Content,
+        error: DeliveryError,
+    },
+}
+
+impl Planned<'_> {
+    /// What is stored for the message: the content sent (or refused), and the tenant's
+    /// content a fallback template replaced.
+    fn stored(&self) -> (&Content, Option<&Content>) {
+        match self {
+            Planned::Send { content, .. } | Planned::Refuse { content, .. } => (content, None),
+            Planned::Substitute {
+                template, replaced, ..
+            } => (template, Some(replaced)),
+        }
+    }
+}
+
+/// Checks every message of `cmd` against `platform`'s messaging window at `now`. Outside it,
+/// the first free-form message becomes `fallback` (when the bot has one); the others fail, so
+/// the user gets the template once, not once per message.
+fn plan<'a>(
+    platform: patchbay_contract::Platform,
+    last_inbound: Option<chrono::DateTime<chrono::Utc>>,
+    now: chrono::DateTime<chrono::Utc>,
+    cmd: &'a SendCommand,
+    fallback: Option<&'a Content>,
+) -> Vec<Planned<'a>> {
+    let policy = windows::policy(platform);
+    let mut substituted = false;
+    cmd.messages
+        .iter()
+        .map(
+            |content| match policy.check(last_inbound, now, content, cmd.source) {
+                Verdict::Closed { closed_at } => {
+                    let refusal = policy.refusal(closed_at);
+                    match fallback {
+                        Some(template) if !substituted => {
+                            substituted = true;
+                            Planned::Substitute {
+                                template,
+                                replaced: content,
+                                refusal,
+                            }
+                        }
+                        Some(_) => Planned::Refuse {
+                            content,
+                            error: DeliveryError {
+                                message: format!(
+                                    "{}; the fallback template was sent once, in place of the first such message of this request",
+                                    refusal.message
+                                ),
+                                ..refusal
+                            },
+                        },
+                        None => Planned::Refuse {
+                            content,
+                            error: refusal,
+                        },
+                    }
+                }
+                Verdict::HumanAgent { .. } => Planned::Send {
+                    content,
+                    tag: Some(MessageTag::HumanAgent),
+                },
+                Verdict::Unlimited | Verdict::Open { .. } | Verdict::Template => Planned::Send {
+                    content,
+                    tag: None,
+                },
+            },
+        )
+        .collect()
 }
 
 impl Handler<StatusEvent> for Statuses {
@@ -370,5 +535,103 @@ impl Handler<StatusEvent> for Statuses {
             referral: None,
         };
         r.dispatch(&bot, event).await.map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use patchbay_contract::{Recipient, SendSource};
+
+    fn command(messages: Vec<Content>, source: SendSource) -> SendCommand {
+        SendCommand {
+            v: V1,
+            id: Some("c".into()),
+            to: Recipient::User {
+                user_id: "usr_1".into(),
+            },
+            messages,
+            source,
+            source_id: None,
+            in_reply_to: None,
+        }
+    }
+
+    fn text(t: &str) -> Content {
+        Content::Text { text: t.into() }
+    }
+
+    /// What each message of a plan became: `send`, `send+tag`, `substitute`, `refuse`.
+    fn outline(plan: &[Planned<'_>]) -> Vec<&'static str> {
+        plan.iter()
+            .map(|p| match p {
+                Planned::Send { tag: None, .. } => "send",
+                Planned::Send { tag: Some(_), .. } => "send+tag",
+                Planned::Substitute { .. } => "substitute",
+                Planned::Refuse { .. } => "refuse",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn outside_the_window_the_fallback_template_replaces_one_message_only() {
+        let now = chrono::Utc::now();
+        let last = Some(now - chrono::TimeDelta::hours(30));
+        let template = Content::Template(patchbay_contract::content::Template::with_body(
+            "we_miss_you",
+            "en",
+            &[],
+        ));
+        let cmd = command(
+            vec![text("a"), template.clone(), text("b")],
+            SendSource::Api,
+        );
+        let with = plan(Platform::Whatsapp, last, now, &cmd, Some(&template));
+        assert_eq!(outline(&with), ["substitute", "send", "refuse"]);
+        assert_eq!(
+            with[0].stored(),
+            (&template, Some(&text("a"))),
+            "the tenant's message is kept beside the template sent in its place"
+        );
+        let Planned::Refuse { content, error } = &with[2] else {
+            unreachable!()
+        };
+        assert_eq!(*content, &text("b"), "a refused message is stored as asked");
+        assert_eq!(error.code, "outside_window");
+        assert!(error.message.contains("fallback template was sent once"));
+        let without = plan(Platform::Whatsapp, last, now, &cmd, None);
+        assert_eq!(outline(&without), ["refuse", "send", "refuse"]);
+        // Inside the window, or on a platform without one, nothing changes.
+        let fresh = Some(now - chrono::TimeDelta::hours(1));
+        assert_eq!(
+            outline(&plan(Platform::Whatsapp, fresh, now, &cmd, None)),
+            ["send", "send", "send"]
+        );
+        assert_eq!(
+            outline(&plan(Platform::Telegram, last, now, &cmd, None)),
+            ["send", "send", "send"]
+        );
+    }
+
+    #[test]
+    fn a_human_agent_on_messenger_is_tagged_after_24_hours() {
+        let now = chrono::Utc::now();
+        let cmd = command(vec![text("a")], SendSource::Human);
+        let days = |d| Some(now - chrono::TimeDelta::days(d));
+        assert_eq!(
+            outline(&plan(Platform::Messenger, days(3), now, &cmd, None)),
+            ["send+tag"]
+        );
+        assert_eq!(
+            outline(&plan(Platform::Messenger, days(8), now, &cmd, None)),
+            ["refuse"]
+        );
+        let bot = command(vec![text("a")], SendSource::Api);
+        assert_eq!(
+            outline(&plan(Platform::Messenger, days(3), now, &bot, None)),
+            ["refuse"]
+        );
     }
 }

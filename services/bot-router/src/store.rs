@@ -3,9 +3,9 @@
 use chrono::{DateTime, Utc};
 use patchbay_contract::ids::{derive_id, new_id, prefix, user_id};
 use patchbay_contract::{
-    ChannelRef, DeliveryStatus, EventType, EventUser, HistoryMessage, HistoryPage, HistoryRequest,
-    InboundEvent, Platform, Recipient, RpcError, SendCommand, StatusEvent, UpsertContactRequest,
-    UpsertedContact, UserProfile,
+    ChannelRef, Content, DeliveryStatus, EventType, EventUser, HistoryMessage, HistoryPage,
+    HistoryRequest, InboundEvent, Platform, Recipient, RpcError, SendSource, StatusEvent,
+    UpsertContactRequest, UpsertedContact, UserProfile,
 };
 use sqlx::{PgPool, Row};
 
@@ -157,6 +157,8 @@ pub struct Resolved {
     pub channel: ChannelRef,
     pub address: String,
     pub conversation_id: String,
+    /// When the user last wrote, by the platform's clock: where the messaging window starts.
+    pub last_inbound_at: Option<DateTime<Utc>>,
 }
 
 /// Finds the user a command is for, within `bot_id`.
@@ -165,7 +167,9 @@ pub async fn resolve_recipient(
     bot_id: &str,
     to: &Recipient,
 ) -> Result<Option<Resolved>, sqlx::Error> {
-    const SELECT: &str = "select u.id, u.channel_id, u.platform, u.address, c.id as conversation_id
+    const SELECT: &str =
+        "select u.id, u.channel_id, u.platform, u.address, c.id as conversation_id,
+                                 c.last_inbound_at
                           from users u join conversations c on c.user_id = u.id";
     let row = match to {
         Recipient::User { user_id } => {
@@ -205,34 +209,39 @@ pub async fn resolve_recipient(
             },
             address: r.get("address"),
             conversation_id: r.get("conversation_id"),
+            last_inbound_at: r.get("last_inbound_at"),
         })
     }))
 }
 
-/// Stores the outbound messages of a command (idempotent: ids are derived from the command).
+/// Stores the outbound messages of a command as they will be sent, each `(sent, replaced)`:
+/// the content handed to the sender (or refused), and, when a fallback template goes out in
+/// its place, what the tenant asked to send. Idempotent: ids are derived from the command.
 pub async fn insert_outbound(
     pool: &PgPool,
     bot_id: &str,
     conversation_id: &str,
     ids: &[String],
-    cmd: &SendCommand,
+    messages: &[(&Content, Option<&Content>)],
+    source: SendSource,
 ) -> Result<(), sqlx::Error> {
-    let contents: Vec<serde_json::Value> = cmd
-        .messages
-        .iter()
-        .map(|c| serde_json::to_value(c).unwrap_or_default())
-        .collect();
-    let source = serde_json::to_value(cmd.source)
+    let json = |c: &Content| serde_json::to_value(c).unwrap_or_default();
+    let contents: Vec<serde_json::Value> = messages.iter().map(|(c, _)| json(c)).collect();
+    let replaced: Vec<Option<serde_json::Value>> =
+        messages.iter().map(|(_, r)| r.map(json)).collect();
+    let source = serde_json::to_value(source)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned));
     sqlx::query(
-        "insert into messages (id, conversation_id, bot_id, direction, content, source, status)
-         select id, $3, $4, 'outbound', content, $5, 'queued'
-         from unnest($1::text[], $2::jsonb[]) as t(id, content)
+        "insert into messages (id, conversation_id, bot_id, direction, content, replaced_content,
+                               source, status)
+         select id, $4, $5, 'outbound', content, replaced, $6, 'queued'
+         from unnest($1::text[], $2::jsonb[], $3::jsonb[]) as t(id, content, replaced)
          on conflict (id) do nothing",
     )
     .bind(ids)
     .bind(&contents)
+    .bind(&replaced)
     .bind(conversation_id)
     .bind(bot_id)
     .bind(source)
@@ -293,9 +302,10 @@ pub async fn record_status(
     Ok(Some(owner))
 }
 
-const PROFILE: &str = "select id, bot_id, channel_id, platform, platform_user_id, display_name,
-                              username, locale, avatar_url, subscribed, last_seen_at, email, phone
-                       from users";
+const PROFILE: &str = "select u.id, u.bot_id, u.channel_id, u.platform, u.platform_user_id,
+                              u.display_name, u.username, u.locale, u.avatar_url, u.subscribed,
+                              u.last_seen_at, u.email, u.phone, c.last_inbound_at
+                       from users u left join conversations c on c.user_id = u.id";
 
 fn profile(r: &sqlx::postgres::PgRow) -> Option<UserProfile> {
     Some(UserProfile {
@@ -314,6 +324,7 @@ fn profile(r: &sqlx::postgres::PgRow) -> Option<UserProfile> {
         phone: r.get("phone"),
         subscribed: r.get("subscribed"),
         last_seen_at: r.get("last_seen_at"),
+        last_inbound_at: r.get("last_inbound_at"),
     })
 }
 
@@ -324,7 +335,7 @@ pub async fn user_profile(
     user_id: &str,
 ) -> Result<Option<UserProfile>, sqlx::Error> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "{PROFILE} where id = $1 and bot_id = $2"
+        "{PROFILE} where u.id = $1 and u.bot_id = $2"
     )))
     .bind(user_id)
     .bind(bot_id)
@@ -340,7 +351,7 @@ pub async fn find_numbered_user(
     number: i64,
 ) -> Result<Option<UserProfile>, sqlx::Error> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "{PROFILE} where bot_id = $1 and numeric_id = $2 limit 1"
+        "{PROFILE} where u.bot_id = $1 and u.numeric_id = $2 limit 1"
     )))
     .bind(bot_id)
     .bind(number)
@@ -358,8 +369,8 @@ pub async fn find_user(
     platform_user_id: &str,
 ) -> Result<Option<UserProfile>, sqlx::Error> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "{PROFILE} where bot_id = $1 and platform = $2 and platform_user_id = $3
-         order by last_seen_at desc nulls last limit 1"
+        "{PROFILE} where u.bot_id = $1 and u.platform = $2 and u.platform_user_id = $3
+         order by u.last_seen_at desc nulls last limit 1"
     )))
     .bind(bot_id)
     .bind(platform.as_str())
@@ -389,8 +400,9 @@ pub async fn upsert_contact(
     let c = &req.contact;
     let mut tx = pool.begin().await.map_err(rpc_db)?;
     let existing = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "{PROFILE} where bot_id = $1 and (phone = $2 or email = $3)
-         order by (phone is not distinct from $2) desc, last_seen_at desc nulls last, created_at
+        "{PROFILE} where u.bot_id = $1 and (u.phone = $2 or u.email = $3)
+         order by (u.phone is not distinct from $2) desc, u.last_seen_at desc nulls last,
+                  u.created_at
          limit 1"
     )))
     .bind(&req.bot_id)
@@ -434,7 +446,9 @@ pub async fn upsert_contact(
                      email = coalesce(users.email, excluded.email),
                      display_name = coalesce(users.display_name, excluded.display_name)
                  returning id, bot_id, channel_id, platform, platform_user_id, display_name,
-                           username, locale, avatar_url, subscribed, last_seen_at, email, phone",
+                           username, locale, avatar_url, subscribed, last_seen_at, email, phone,
+                           (select last_inbound_at from conversations c
+                            where c.user_id = users.id) as last_inbound_at",
             )
             .bind(&id)
             .bind(&req.bot_id)
@@ -531,4 +545,33 @@ pub async fn history(pool: &PgPool, req: &HistoryRequest) -> Result<HistoryPage,
         messages,
         next_cursor,
     })
+}
+
+/// The profile of the user a send is for: by id, or by platform address (the most recently
+/// seen one when several channels know it), always within `bot_id`.
+pub async fn recipient_profile(
+    pool: &PgPool,
+    bot_id: &str,
+    to: &Recipient,
+) -> Result<Option<UserProfile>, sqlx::Error> {
+    let (platform, address, channel_id) = match to {
+        Recipient::User { user_id } => return user_profile(pool, bot_id, user_id).await,
+        Recipient::Address {
+            platform,
+            address,
+            channel_id,
+        } => (platform, address, channel_id),
+    };
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{PROFILE} where u.bot_id = $1 and u.platform = $2 and u.address = $3
+           and ($4::text is null or u.channel_id = $4)
+         order by u.last_seen_at desc nulls last limit 1"
+    )))
+    .bind(bot_id)
+    .bind(platform.as_str())
+    .bind(address)
+    .bind(channel_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.as_ref().and_then(profile))
 }

@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind, consumer::pull};
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use futures::{FutureExt, StreamExt};
 use patchbay_contract::headers;
 use patchbay_contract::topology::ConsumerSpec;
@@ -134,6 +135,9 @@ pub struct Delivery<T> {
     pub subject: String,
     /// Its sequence in the stream.
     pub stream_sequence: u64,
+    /// When the stream stored it (the same on every redelivery, so decisions that depend on
+    /// time, such as a messaging window, come out the same).
+    pub published_at: DateTime<Utc>,
     /// Which delivery this is (1 for the first).
     pub delivered: u64,
     /// Its headers.
@@ -172,6 +176,7 @@ struct Work<T> {
     subject: String,
     headers: Option<HeaderMap>,
     stream_sequence: u64,
+    published_at: DateTime<Utc>,
     delivered: u64,
     source: Source,
     keyed: bool,
@@ -308,14 +313,16 @@ where
             match next {
                 Some(Ok(msg)) => {
                     delivering.store(true, std::sync::atomic::Ordering::Relaxed);
-                    let (stream_sequence, consumer_sequence, delivered) = match msg.info() {
-                        Ok(i) => (
-                            i.stream_sequence,
-                            i.consumer_sequence,
-                            u64::try_from(i.delivered).unwrap_or(1),
-                        ),
-                        Err(_) => (0, 0, 1),
-                    };
+                    let (stream_sequence, consumer_sequence, delivered, published_at) =
+                        match msg.info() {
+                            Ok(i) => (
+                                i.stream_sequence,
+                                i.consumer_sequence,
+                                u64::try_from(i.delivered).unwrap_or(1),
+                                i.published.with_timezone(&Utc),
+                            ),
+                            Err(_) => (0, 0, 1, Utc::now()),
+                        };
                     // Every delivery of this consumer goes to this reader while it holds the
                     // pin: a gap in the delivery sequence is a delivery lost in transit (a
                     // leader change, a reconnect).
@@ -337,6 +344,7 @@ where
                                 subject: unpartitioned(&msg.subject),
                                 headers: msg.headers.clone(),
                                 stream_sequence,
+                                published_at,
                                 delivered,
                                 keyed,
                                 source: Source::Live(Box::new(msg)),
@@ -478,6 +486,7 @@ where
                 subject: unpartitioned(&m.subject),
                 headers: Some(m.headers.clone()),
                 stream_sequence: m.sequence,
+                published_at: m.time.with_timezone(&Utc),
                 delivered: 1,
                 source: Source::Recovered,
                 keyed,
@@ -707,6 +716,7 @@ where
             payload: work.payload.clone(),
             subject: work.subject.clone(),
             stream_sequence: work.stream_sequence,
+            published_at: work.published_at,
             delivered: attempt,
             headers: work.headers.clone(),
         };

@@ -144,10 +144,7 @@ impl Content {
                 }
                 Ok(())
             }
-            Content::Template(t) => {
-                non_empty("name", &t.name)?;
-                non_empty("language", &t.language)
-            }
+            Content::Template(t) => t.validate(),
             Content::Postback { payload, .. } => non_empty("payload", payload),
         }
     }
@@ -296,17 +293,353 @@ pub struct Card {
     pub buttons: Vec<Button>,
 }
 
-/// A pre-approved template message.
+/// A pre-approved template message, shaped like the WhatsApp Cloud API's `template` object so a
+/// sender can render it field by field: `{"type": "template", "name": "order_ready",
+/// "language": "en_US", "components": [{"type": "body", "parameters": [{"type": "text",
+/// "text": "A-17"}]}]}` becomes `"template": {"name", "language": {"code"}, "components"}`.
+/// Templates are the only content WhatsApp accepts outside its customer-service window.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Template {
-    /// The template's name.
+    /// The template's name as approved on the platform (`a-z`, `0-9`, `_`; at most 512).
     pub name: String,
-    /// Its language code, e.g. `en_US`.
+    /// Its language code, e.g. `en_US` (WhatsApp's `language.code`).
     pub language: String,
-    /// Header, body and button parameters, in the platform's own shape.
+    /// Values for the template's variables: at most one header, one body, and up to ten
+    /// buttons (each `index` once). Absent when the template has no variables.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub components: Vec<serde_json::Value>,
+    pub components: Vec<TemplateComponent>,
+}
+
+impl Template {
+    /// A template whose body variables are `body_parameters`, in order (none: no components).
+    pub fn with_body(name: &str, language: &str, body_parameters: &[String]) -> Self {
+        let components = if body_parameters.is_empty() {
+            Vec::new()
+        } else {
+            vec![TemplateComponent::Body {
+                parameters: body_parameters
+                    .iter()
+                    .map(|t| TemplateParameter::Text {
+                        text: t.clone(),
+                        parameter_name: None,
+                    })
+                    .collect(),
+            }]
+        };
+        Self {
+            name: name.to_owned(),
+            language: language.to_owned(),
+            components,
+        }
+    }
+
+    /// Checks name, language and components; the error names the field, e.g.
+    /// `components[1].parameters[0].text`.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if self.name.is_empty()
+            || self.name.len() > 512
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            return Err(FieldError::new(
+                "name",
+                "must be 1-512 characters of a-z, 0-9 and '_'",
+            ));
+        }
+        let lang_ok = (2..=16).contains(&self.language.len())
+            && self
+                .language
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !lang_ok {
+            return Err(FieldError::new(
+                "language",
+                "must be a language code such as en or en_US",
+            ));
+        }
+        let (mut header, mut body) = (false, false);
+        let mut button_indexes = Vec::new();
+        for (i, c) in self.components.iter().enumerate() {
+            let at = format!("components[{i}]");
+            let mut button = false;
+            let seen = match c {
+                TemplateComponent::Header { .. } => &mut header,
+                TemplateComponent::Body { .. } => &mut body,
+                TemplateComponent::Button { index, .. } => {
+                    if *index > 9 {
+                        return Err(FieldError::new(
+                            format!("{at}.index"),
+                            "must be between 0 and 9",
+                        ));
+                    }
+                    if button_indexes.contains(index) {
+                        return Err(FieldError::new(
+                            format!("{at}.index"),
+                            format!("button {index} is given twice"),
+                        ));
+                    }
+                    button_indexes.push(*index);
+                    &mut button
+                }
+            };
+            if *seen {
+                return Err(FieldError::new(
+                    format!("{at}.type"),
+                    "at most one header and one body component",
+                ));
+            }
+            *seen = true;
+            c.validate().map_err(|e| e.within(&at))?;
+        }
+        Ok(())
+    }
+}
+
+/// The variables of one part of a template, tagged by `type` as in WhatsApp's `components[]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TemplateComponent {
+    /// The header's variable: one text, or the media of a media header.
+    Header {
+        /// Exactly one parameter (`text`, `image`, `video` or `document`).
+        parameters: Vec<TemplateParameter>,
+    },
+    /// The body's variables, in order (`{{1}}`, `{{2}}`, …) or named (`parameter_name`).
+    Body {
+        /// One to a hundred parameters (`text`, `currency` or `date_time`).
+        parameters: Vec<TemplateParameter>,
+    },
+    /// The variable of one button of the template.
+    Button {
+        /// The kind of button.
+        sub_type: TemplateButtonKind,
+        /// The button's position in the template, 0 to 9 (a number here; WhatsApp's API
+        /// takes it as a string).
+        index: u8,
+        /// Exactly one parameter: `payload` for a quick reply, `text` (the URL suffix) for a
+        /// URL button, `text` (the code) for a copy-code button.
+        parameters: Vec<TemplateParameter>,
+    },
+}
+
+impl TemplateComponent {
+    fn validate(&self) -> Result<(), FieldError> {
+        let (parameters, max, allowed): (&[TemplateParameter], usize, &[&str]) = match self {
+            TemplateComponent::Header { parameters } => {
+                (parameters, 1, &["text", "image", "video", "document"])
+            }
+            TemplateComponent::Body { parameters } => {
+                (parameters, 100, &["text", "currency", "date_time"])
+            }
+            TemplateComponent::Button {
+                sub_type,
+                parameters,
+                ..
+            } => (
+                parameters,
+                1,
+                match sub_type {
+                    TemplateButtonKind::QuickReply => &["payload"],
+                    TemplateButtonKind::Url | TemplateButtonKind::CopyCode => &["text"],
+                },
+            ),
+        };
+        if parameters.is_empty() || parameters.len() > max {
+            return Err(FieldError::new(
+                "parameters",
+                format!("must have between 1 and {max} entries"),
+            ));
+        }
+        for (j, p) in parameters.iter().enumerate() {
+            let at = format!("parameters[{j}]");
+            if !allowed.contains(&p.kind()) {
+                return Err(FieldError::new(
+                    format!("{at}.type"),
+                    format!("must be one of {}", allowed.join(", ")),
+                ));
+            }
+            p.validate().map_err(|e| e.within(&at))?;
+        }
+        Ok(())
+    }
+}
+
+/// The kind of a template button with a variable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TemplateButtonKind {
+    /// A quick-reply button; its `payload` comes back when tapped.
+    QuickReply,
+    /// A URL button whose URL ends with a variable.
+    Url,
+    /// A copy-code button (coupon, one-time password).
+    CopyCode,
+}
+
+/// One variable's value, tagged by `type` as in WhatsApp's `parameters[]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TemplateParameter {
+    /// Text (header: at most 60 characters; body: at most 1024).
+    Text {
+        /// The value.
+        text: String,
+        /// The variable's name, for templates with named variables.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parameter_name: Option<String>,
+    },
+    /// An amount of money.
+    Currency {
+        /// The amount.
+        currency: TemplateCurrency,
+        /// The variable's name, for templates with named variables.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parameter_name: Option<String>,
+    },
+    /// A date and time, shown as given.
+    DateTime {
+        /// The value.
+        date_time: TemplateDateTime,
+        /// The variable's name, for templates with named variables.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parameter_name: Option<String>,
+    },
+    /// A header image.
+    Image {
+        /// The image.
+        image: TemplateMedia,
+    },
+    /// A header video.
+    Video {
+        /// The video.
+        video: TemplateMedia,
+    },
+    /// A header document.
+    Document {
+        /// The document.
+        document: TemplateMedia,
+    },
+    /// What a quick-reply button sends back when tapped.
+    Payload {
+        /// 1 to 1000 bytes.
+        payload: String,
+    },
+}
+
+impl TemplateParameter {
+    /// The `type` tag.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TemplateParameter::Text { .. } => "text",
+            TemplateParameter::Currency { .. } => "currency",
+            TemplateParameter::DateTime { .. } => "date_time",
+            TemplateParameter::Image { .. } => "image",
+            TemplateParameter::Video { .. } => "video",
+            TemplateParameter::Document { .. } => "document",
+            TemplateParameter::Payload { .. } => "payload",
+        }
+    }
+
+    fn validate(&self) -> Result<(), FieldError> {
+        match self {
+            TemplateParameter::Text { text, .. } => {
+                if text.trim().is_empty() || text.chars().count() > 1024 {
+                    return Err(FieldError::new("text", "must be 1 to 1024 characters"));
+                }
+                Ok(())
+            }
+            TemplateParameter::Currency { currency, .. } => {
+                if currency.fallback_value.trim().is_empty() {
+                    return Err(FieldError::new(
+                        "currency.fallback_value",
+                        "must not be empty",
+                    ));
+                }
+                if currency.code.len() != 3
+                    || !currency.code.chars().all(|c| c.is_ascii_uppercase())
+                {
+                    return Err(FieldError::new(
+                        "currency.code",
+                        "must be an ISO 4217 code such as EUR",
+                    ));
+                }
+                Ok(())
+            }
+            TemplateParameter::DateTime { date_time, .. } => {
+                if date_time.fallback_value.trim().is_empty() {
+                    return Err(FieldError::new(
+                        "date_time.fallback_value",
+                        "must not be empty",
+                    ));
+                }
+                Ok(())
+            }
+            TemplateParameter::Image { image: m } => m.validate("image"),
+            TemplateParameter::Video { video: m } => m.validate("video"),
+            TemplateParameter::Document { document: m } => m.validate("document"),
+            TemplateParameter::Payload { payload } => {
+                if payload.is_empty() || payload.len() > 1000 {
+                    return Err(FieldError::new("payload", "must be 1 to 1000 bytes"));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A currency value (WhatsApp: `{"fallback_value", "code", "amount_1000"}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateCurrency {
+    /// Shown where the amount cannot be localised, e.g. `€12.50`.
+    pub fallback_value: String,
+    /// ISO 4217 code, e.g. `EUR`.
+    pub code: String,
+    /// The amount times 1000 (12.50 → 12500).
+    pub amount_1000: i64,
+}
+
+/// A date and time value (WhatsApp: `{"fallback_value"}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateDateTime {
+    /// The text shown, e.g. `February 25, 1977`.
+    pub fallback_value: String,
+}
+
+/// The media of a media header: a public `link`, or a media `id` uploaded to the platform.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateMedia {
+    /// An absolute http(s) URL the platform fetches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    /// The platform's media id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The file name shown, for documents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+}
+
+impl TemplateMedia {
+    fn validate(&self, field: &str) -> Result<(), FieldError> {
+        match (&self.link, &self.id) {
+            (None, None) | (Some(_), Some(_)) => {
+                Err(FieldError::new(field, "give exactly one of link and id"))
+            }
+            (Some(u), None) if !(u.starts_with("https://") || u.starts_with("http://")) => Err(
+                FieldError::new(format!("{field}.link"), "must be an absolute http(s) URL"),
+            ),
+            (None, Some(id)) if id.trim().is_empty() => {
+                Err(FieldError::new(format!("{field}.id"), "must not be empty"))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// A validation error that names the field at fault.
@@ -372,6 +705,79 @@ mod tests {
         check(
             json!({"type": "location", "latitude": 91.0, "longitude": 0.0}),
             Err("latitude: must be between -90 and 90"),
+        );
+    }
+
+    #[test]
+    fn templates_are_checked_like_whatsapp_checks_them() {
+        let t = |components: serde_json::Value| {
+            json!({"type": "template", "name": "order_ready", "language": "en_US",
+                   "components": components})
+        };
+        check(t(json!([])), Ok(()));
+        check(
+            t(json!([
+                {"type": "header", "parameters": [{"type": "image", "image": {"link": "https://x/y.jpg"}}]},
+                {"type": "body", "parameters": [
+                    {"type": "text", "text": "A-17", "parameter_name": "order_no"},
+                    {"type": "currency", "currency": {"fallback_value": "€12.50", "code": "EUR", "amount_1000": 12500}},
+                    {"type": "date_time", "date_time": {"fallback_value": "May 1"}}]},
+                {"type": "button", "sub_type": "quick_reply", "index": 0,
+                 "parameters": [{"type": "payload", "payload": "STOP"}]},
+                {"type": "button", "sub_type": "url", "index": 1,
+                 "parameters": [{"type": "text", "text": "track/A-17"}]}])),
+            Ok(()),
+        );
+        check(
+            json!({"type": "template", "name": "Order Ready", "language": "en_US"}),
+            Err("name: must be 1-512 characters of a-z, 0-9 and '_'"),
+        );
+        check(
+            json!({"type": "template", "name": "x", "language": ""}),
+            Err("language: must be a language code such as en or en_US"),
+        );
+        check(
+            t(
+                json!([{"type": "body", "parameters": [{"type": "text", "text": "a"}, {"type": "text", "text": " "}]}]),
+            ),
+            Err("components[0].parameters[1].text: must be 1 to 1024 characters"),
+        );
+        check(
+            t(
+                json!([{"type": "body", "parameters": [{"type": "text", "text": "a"}]},
+                     {"type": "body", "parameters": [{"type": "text", "text": "b"}]}]),
+            ),
+            Err("components[1].type: at most one header and one body component"),
+        );
+        check(
+            t(json!([{"type": "header", "parameters": [{"type": "image", "image": {}}]}])),
+            Err("components[0].parameters[0].image: give exactly one of link and id"),
+        );
+        check(
+            t(
+                json!([{"type": "button", "sub_type": "quick_reply", "index": 0,
+                      "parameters": [{"type": "text", "text": "x"}]}]),
+            ),
+            Err("components[0].parameters[0].type: must be one of payload"),
+        );
+        check(
+            t(
+                json!([{"type": "button", "sub_type": "url", "index": 2, "parameters": [{"type": "text", "text": "a"}]},
+                     {"type": "button", "sub_type": "url", "index": 2, "parameters": [{"type": "text", "text": "b"}]}]),
+            ),
+            Err("components[1].index: button 2 is given twice"),
+        );
+        check(
+            t(json!([{"type": "body", "parameters": []}])),
+            Err("components[0].parameters: must have between 1 and 100 entries"),
+        );
+        // The shape is serde-stable: what parses serialises back the same.
+        let full = t(json!([{"type": "body", "parameters": [{"type": "text", "text": "A-17"}]}]));
+        let c: Content = serde_json::from_value(full.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&c).unwrap(), full);
+        assert!(
+            serde_json::from_value::<Content>(t(json!([{"type": "footer", "parameters": []}])))
+                .is_err()
         );
     }
 

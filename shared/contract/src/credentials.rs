@@ -110,15 +110,115 @@ pub struct CustomCredentials {
     pub event_webhook_secret: String,
 }
 
+/// Messenger: one Facebook Page of a Meta app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MessengerCredentials {
+    /// The Page's id (`entry[].id` of its webhooks; the Send API's `/{page_id}/messages`).
+    pub page_id: String,
+    /// A Page access token with `pages_messaging`.
+    pub page_access_token: String,
+    /// The Meta app's secret: `X-Hub-Signature-256` is its HMAC-SHA256 of the body.
+    pub app_secret: String,
+    /// The verify token the webhook handshake (`hub.verify_token`) must carry.
+    pub verify_token: String,
+    /// Operator-only override of the Graph API's base URL (fakes, proxies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_base_url: Option<String>,
+}
+
+/// WhatsApp Business Cloud API: one business phone number of a Meta app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WhatsappCredentials {
+    /// The phone number's id (`metadata.phone_number_id`; `/{phone_number_id}/messages`).
+    pub phone_number_id: String,
+    /// A system-user or business-integration access token.
+    pub access_token: String,
+    /// The Meta app's secret: `X-Hub-Signature-256` is its HMAC-SHA256 of the body.
+    pub app_secret: String,
+    /// The verify token the webhook handshake (`hub.verify_token`) must carry.
+    pub verify_token: String,
+    /// Operator-only override of the Graph API's base URL (fakes, proxies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_base_url: Option<String>,
+}
+
+/// Checks that each named field is non-empty and has no whitespace or control characters.
+fn tokens(fields: &[(&str, &str)]) -> Result<(), FieldError> {
+    for (name, value) in fields {
+        if value.is_empty() || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(FieldError::new(
+                format!("credentials.{name}"),
+                "must be non-empty, without spaces or control characters",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a Graph object id (digits only).
+fn graph_id(name: &str, value: &str) -> Result<(), FieldError> {
+    if value.is_empty() || !value.chars().all(|c| c.is_ascii_digit()) {
+        return Err(FieldError::new(
+            format!("credentials.{name}"),
+            "must be the numeric id Meta shows",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks an optional base URL override.
+fn base_url(value: Option<&str>) -> Result<(), FieldError> {
+    match value {
+        Some(u) if !(u.starts_with("https://") || u.starts_with("http://")) => {
+            Err(FieldError::new(
+                "credentials.api_base_url",
+                "must be an absolute http(s) URL",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+impl MessengerCredentials {
+    /// Checks the forms Meta uses.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        graph_id("page_id", &self.page_id)?;
+        tokens(&[
+            ("page_access_token", &self.page_access_token),
+            ("app_secret", &self.app_secret),
+            ("verify_token", &self.verify_token),
+        ])?;
+        base_url(self.api_base_url.as_deref())
+    }
+}
+
+impl WhatsappCredentials {
+    /// Checks the forms Meta uses.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        graph_id("phone_number_id", &self.phone_number_id)?;
+        tokens(&[
+            ("access_token", &self.access_token),
+            ("app_secret", &self.app_secret),
+            ("verify_token", &self.verify_token),
+        ])?;
+        base_url(self.api_base_url.as_deref())
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(credentials: &serde_json::Value) -> Result<T, FieldError> {
+    serde_json::from_value::<T>(credentials.clone())
+        .map_err(|e| FieldError::new("credentials", e.to_string()))
+}
+
 /// Validates `credentials` for `platform`: the error names the field.
 pub fn validate(platform: Platform, credentials: &serde_json::Value) -> Result<(), FieldError> {
     match platform {
-        Platform::Telegram => serde_json::from_value::<TelegramCredentials>(credentials.clone())
-            .map_err(|e| FieldError::new("credentials", e.to_string()))?
-            .validate(),
-        Platform::Custom => serde_json::from_value::<CustomChannelInput>(credentials.clone())
-            .map_err(|e| FieldError::new("credentials", e.to_string()))?
-            .validate(),
+        Platform::Telegram => parse::<TelegramCredentials>(credentials)?.validate(),
+        Platform::Messenger => parse::<MessengerCredentials>(credentials)?.validate(),
+        Platform::Whatsapp => parse::<WhatsappCredentials>(credentials)?.validate(),
+        Platform::Custom => parse::<CustomChannelInput>(credentials)?.validate(),
         other => Err(FieldError::new(
             "platform",
             format!("{other} channels are not supported by this release yet"),
@@ -151,6 +251,45 @@ mod tests {
                 .unwrap_err()
                 .message
                 .contains("secret_token")
+        );
+    }
+
+    #[test]
+    fn meta_credentials_are_checked() {
+        let wa = json!({"phone_number_id": "106540352242922", "access_token": "EAAG1",
+                        "app_secret": "s3cr3t", "verify_token": "vt"});
+        assert_eq!(validate(Platform::Whatsapp, &wa), Ok(()));
+        let mut with_base = wa.clone();
+        with_base["api_base_url"] = json!("http://127.0.0.1:9");
+        assert_eq!(validate(Platform::Whatsapp, &with_base), Ok(()));
+        let mut bad_id = wa.clone();
+        bad_id["phone_number_id"] = json!("PNID");
+        assert_eq!(
+            validate(Platform::Whatsapp, &bad_id).unwrap_err().field,
+            "credentials.phone_number_id"
+        );
+        let mut unknown = wa.clone();
+        unknown["page_id"] = json!("1");
+        assert!(
+            validate(Platform::Whatsapp, &unknown)
+                .unwrap_err()
+                .message
+                .contains("unknown field")
+        );
+        let fb = json!({"page_id": "1234", "page_access_token": "EAAB", "app_secret": "a",
+                        "verify_token": "v"});
+        assert_eq!(validate(Platform::Messenger, &fb), Ok(()));
+        let mut bad_token = fb.clone();
+        bad_token["page_access_token"] = json!("has space");
+        assert_eq!(
+            validate(Platform::Messenger, &bad_token).unwrap_err().field,
+            "credentials.page_access_token"
+        );
+        let mut bad_base = fb;
+        bad_base["api_base_url"] = json!("ftp://x");
+        assert_eq!(
+            validate(Platform::Messenger, &bad_base).unwrap_err().field,
+            "credentials.api_base_url"
         );
     }
 }

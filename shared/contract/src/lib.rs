@@ -14,6 +14,7 @@ pub mod ids;
 pub mod schema;
 pub mod subjects;
 pub mod topology;
+pub mod windows;
 pub mod wire;
 
 pub use content::Content;

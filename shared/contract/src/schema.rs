@@ -383,6 +383,15 @@ pub fn payloads() -> Vec<Payload> {
                 subject: "<p>.rpc.router.find_user",
             },
         ),
+        payload::<ResolveRecipientRequest>(
+            "resolve_recipient_request.v1",
+            "Look up the user a send is for (`user_id`, or `platform` and `address`); \
+             answered with the user's profile, including `last_inbound_at` (the start of the \
+             messaging window).",
+            Rpc {
+                subject: "<p>.rpc.router.resolve_recipient",
+            },
+        ),
         payload::<LinkRecord>(
             "link_record.v1",
             "A Patchbay link (`/go/<token>`) standing for a tenant URL with `:code`.",

@@ -3,6 +3,7 @@
 //! gets a new type with `"v": 2`, never an edit in place. Frozen by the schema snapshot test.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
@@ -46,7 +47,9 @@ impl JsonSchema for V1 {
 }
 
 /// A messenger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Platform {
     /// Telegram Bot API.
@@ -336,8 +339,21 @@ pub struct OutboundJob {
     /// The event this message answers (inline replies).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_reply_to: Option<String>,
+    /// A message tag the sender must send it with: set by the router when the platform's
+    /// standard window is closed but the tag allows the message (Messenger: `HUMAN_AGENT`,
+    /// `messaging_type: MESSAGE_TAG`). Absent: an ordinary message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<MessageTag>,
     /// When the router accepted it.
     pub created_at: DateTime<Utc>,
+}
+
+/// A platform message tag that allows a message outside the standard window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum MessageTag {
+    /// Messenger: a human agent answers within 7 days of the user's last message.
+    HumanAgent,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -645,8 +661,67 @@ pub struct BotRecord {
     /// BrandChat signs with the key itself. Only for bots with the `brandchat` flavour.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub brandchat_keys: Vec<SealedSecret>,
+    /// Per platform, the template sent instead of a free-form message that the platform's
+    /// messaging window no longer allows (see `windows`); none: such sends are refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fallback_templates: BTreeMap<Platform, FallbackTemplate>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+}
+
+/// A bot's fallback template for one platform: sent in place of a free-form message outside
+/// the platform's messaging window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackTemplate {
+    /// The approved template's name.
+    pub name: String,
+    /// Its language code, e.g. `en_US`.
+    pub language: String,
+    /// Values of its body variables, in order (`{{1}}`, `{{2}}`, …).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub body_parameters: Vec<String>,
+}
+
+impl FallbackTemplate {
+    /// The template as message content.
+    pub fn content(&self) -> Content {
+        Content::Template(crate::content::Template::with_body(
+            &self.name,
+            &self.language,
+            &self.body_parameters,
+        ))
+    }
+
+    /// Checks it as a fallback for `platform`; the error names the field under
+    /// `fallback_templates.<platform>`.
+    pub fn validate(&self, platform: Platform) -> Result<(), crate::content::FieldError> {
+        let at = format!("fallback_templates.{platform}");
+        if !crate::windows::policy(platform).templates_outside {
+            return Err(crate::content::FieldError::new(
+                at,
+                format!("{platform} has no messaging window that a template could bridge"),
+            ));
+        }
+        crate::content::Template::with_body(&self.name, &self.language, &[])
+            .validate()
+            .map_err(|e| e.within(&at))?;
+        if self.body_parameters.len() > 100 {
+            return Err(crate::content::FieldError::new(
+                format!("{at}.body_parameters"),
+                "must have at most 100 entries",
+            ));
+        }
+        for (i, p) in self.body_parameters.iter().enumerate() {
+            if p.trim().is_empty() || p.chars().count() > 1024 {
+                return Err(crate::content::FieldError::new(
+                    format!("{at}.body_parameters[{i}]"),
+                    "must be 1 to 1024 characters",
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A channel as every service sees it. Key `channel.<id>` of the config bucket.
@@ -921,6 +996,8 @@ pub mod router_ops {
     pub const UPSERT_CONTACT: &str = "upsert_contact";
     /// [`super::HistoryRequest`] → [`super::HistoryPage`].
     pub const HISTORY: &str = "history";
+    /// [`super::ResolveRecipientRequest`] → [`super::UserProfile`].
+    pub const RESOLVE_RECIPIENT: &str = "resolve_recipient";
 }
 
 /// Callback settings when creating a bot.
@@ -1052,6 +1129,9 @@ pub struct BotSummary {
     pub webhook_url: Option<String>,
     /// Channels connected.
     pub channels: u64,
+    /// Fallback templates per platform (see [`BotRecord::fallback_templates`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fallback_templates: BTreeMap<Platform, FallbackTemplate>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
 }
@@ -1066,7 +1146,8 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
-/// Change a bot's state: enable or disable it, set its API request limit.
+/// Change a bot's state: enable or disable it, set its API request limit and its fallback
+/// templates.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct BotStateRequest {
     /// Payload version.
@@ -1080,6 +1161,10 @@ pub struct BotStateRequest {
     /// Its API request limit (unchanged when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// Fallback templates per platform: a template sets that platform's, `null` removes it;
+    /// platforms not named keep theirs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_templates: Option<BTreeMap<Platform, Option<FallbackTemplate>>>,
 }
 
 /// Check that a callback URL answers the subscription challenge (GET with `hub.mode`,
@@ -1226,6 +1311,24 @@ pub struct UserProfile {
     /// Last inbound activity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen_at: Option<DateTime<Utc>>,
+    /// When the user last wrote (or acted) by the platform's clock: the start of the
+    /// platform's messaging window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_inbound_at: Option<DateTime<Utc>>,
+}
+
+/// Look up the user a send is for (`user_id`, or `platform` + `address`), to check it before
+/// the command is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ResolveRecipientRequest {
+    /// Payload version.
+    #[serde(default)]
+    pub v: V1,
+    /// The bot asking.
+    pub bot_id: String,
+    /// The recipient.
+    #[serde(flatten)]
+    pub to: Recipient,
 }
 
 /// Look up a bot's user by the platform's user id.
