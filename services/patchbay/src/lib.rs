@@ -14,6 +14,10 @@ pub const SERVICES: &[(&str, StartFn)] = &[
     ("webhook-dispatcher", patchbay_webhook_dispatcher::start),
     ("outbound-telegram", patchbay_outbound_telegram::start),
     ("ingress-telegram", patchbay_ingress_telegram::start),
+    ("outbound-messenger", patchbay_outbound_messenger::start),
+    ("ingress-messenger", patchbay_ingress_messenger::start),
+    ("outbound-whatsapp", patchbay_outbound_whatsapp::start),
+    ("ingress-whatsapp", patchbay_ingress_whatsapp::start),
     ("api", patchbay_api::start),
 ];
 

@@ -44,7 +44,8 @@ enum Command {
     /// Run one service (the same as its own binary).
     Service {
         /// One of: auth, bot-router, normaliser, webhook-dispatcher, outbound-telegram,
-        /// ingress-telegram, api.
+        /// ingress-telegram, outbound-messenger, ingress-messenger, outbound-whatsapp,
+        /// ingress-whatsapp, api.
         name: String,
     },
     /// Create or update the JetStream streams and buckets and apply every PostgreSQL

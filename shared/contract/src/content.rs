@@ -144,10 +144,7 @@ impl Content {
                 }
                 Ok(())
             }
-            Content::Template(t) => {
-                non_empty("name", &t.name)?;
-                non_empty("language", &t.language)
-            }
+            Content::Template(t) => t.validate(),
             Content::Postback { payload, .. } => non_empty("payload", payload),
         }
     }
@@ -296,17 +293,217 @@ pub struct Card {
     pub buttons: Vec<Button>,
 }
 
-/// A pre-approved template message.
+/// A pre-approved template message (WhatsApp Cloud API `type: "template"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Template {
-    /// The template's name.
+    /// The template's name as approved (lowercase letters, digits and `_`).
     pub name: String,
     /// Its language code, e.g. `en_US`.
     pub language: String,
-    /// Header, body and button parameters, in the platform's own shape.
+    /// Values for the template's variables, per component.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub components: Vec<serde_json::Value>,
+    pub components: Vec<TemplateComponent>,
+}
+
+/// Which part of a template a component fills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TemplateComponentKind {
+    /// The header (text or media).
+    Header,
+    /// The body.
+    Body,
+    /// One of the buttons (`sub_type` and `index` say which).
+    Button,
+}
+
+/// The kind of a template button whose parameters are given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TemplateButtonKind {
+    /// A quick-reply button: its parameter is the `payload` sent back when tapped.
+    QuickReply,
+    /// A URL button: its parameter is the URL's variable suffix.
+    Url,
+    /// A copy-code button: its parameter is the `coupon_code`.
+    CopyCode,
+}
+
+/// The values of one template component.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateComponent {
+    /// Header, body or button.
+    #[serde(rename = "type")]
+    pub kind: TemplateComponentKind,
+    /// For buttons: the button's kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_type: Option<TemplateButtonKind>,
+    /// For buttons: the button's position in the template, 0 to 9.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<u8>,
+    /// The values, in order (or named with `parameter_name`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parameters: Vec<TemplateParameter>,
+}
+
+/// One template variable's value, tagged by `type`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TemplateParameter {
+    /// Text.
+    Text {
+        /// The value.
+        text: String,
+        /// The variable's name, for templates with named variables.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parameter_name: Option<String>,
+    },
+    /// An amount of money.
+    Currency {
+        /// Shown where the amount cannot be localised.
+        fallback_value: String,
+        /// ISO 4217 code.
+        code: String,
+        /// The amount times 1000.
+        amount_1000: i64,
+        /// The variable's name, for templates with named variables.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parameter_name: Option<String>,
+    },
+    /// A date and time, shown as given.
+    DateTime {
+        /// The text shown.
+        fallback_value: String,
+        /// The variable's name, for templates with named variables.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parameter_name: Option<String>,
+    },
+    /// A header image.
+    Image(Media),
+    /// A header video.
+    Video(Media),
+    /// A header document.
+    Document(Media),
+    /// A quick-reply button's payload.
+    Payload {
+        /// What comes back when the button is tapped.
+        payload: String,
+    },
+    /// A copy-code button's code.
+    CouponCode {
+        /// The code.
+        coupon_code: String,
+    },
+}
+
+impl Template {
+    fn validate(&self) -> Result<(), FieldError> {
+        if self.name.is_empty()
+            || self.name.len() > 512
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            return Err(FieldError::new(
+                "name",
+                "must be 1-512 lowercase letters, digits or '_'",
+            ));
+        }
+        if self.language.trim().is_empty() {
+            return Err(FieldError::new("language", "must not be empty"));
+        }
+        for (i, c) in self.components.iter().enumerate() {
+            c.validate()
+                .map_err(|e| e.within(&format!("components[{i}]")))?;
+        }
+        Ok(())
+    }
+}
+
+impl TemplateComponent {
+    fn validate(&self) -> Result<(), FieldError> {
+        match self.kind {
+            TemplateComponentKind::Button => {
+                if self.sub_type.is_none() {
+                    return Err(FieldError::new("sub_type", "is required for buttons"));
+                }
+                if self.index.is_none_or(|i| i > 9) {
+                    return Err(FieldError::new("index", "is required for buttons, 0 to 9"));
+                }
+            }
+            _ => {
+                if self.sub_type.is_some() {
+                    return Err(FieldError::new("sub_type", "is only for buttons"));
+                }
+                if self.index.is_some() {
+                    return Err(FieldError::new("index", "is only for buttons"));
+                }
+            }
+        }
+        for (i, p) in self.parameters.iter().enumerate() {
+            let field = format!("parameters[{i}]");
+            let media = matches!(
+                p,
+                TemplateParameter::Image(_)
+                    | TemplateParameter::Video(_)
+                    | TemplateParameter::Document(_)
+            );
+            if media && self.kind != TemplateComponentKind::Header {
+                return Err(FieldError::new(
+                    field,
+                    "media parameters are only for headers",
+                ));
+            }
+            let button_only = matches!(
+                p,
+                TemplateParameter::Payload { .. } | TemplateParameter::CouponCode { .. }
+            );
+            if button_only && self.kind != TemplateComponentKind::Button {
+                return Err(FieldError::new(
+                    field,
+                    "payload and coupon_code parameters are only for buttons",
+                ));
+            }
+            let empty = |name: &str, v: &str| {
+                if v.trim().is_empty() {
+                    Err(FieldError::new(
+                        format!("{field}.{name}"),
+                        "must not be empty",
+                    ))
+                } else {
+                    Ok(())
+                }
+            };
+            match p {
+                TemplateParameter::Text { text, .. } => empty("text", text)?,
+                TemplateParameter::Currency {
+                    fallback_value,
+                    code,
+                    ..
+                } => {
+                    empty("fallback_value", fallback_value)?;
+                    if code.len() != 3 || !code.chars().all(|c| c.is_ascii_uppercase()) {
+                        return Err(FieldError::new(
+                            format!("{field}.code"),
+                            "must be an ISO 4217 code such as USD",
+                        ));
+                    }
+                }
+                TemplateParameter::DateTime { fallback_value, .. } => {
+                    empty("fallback_value", fallback_value)?
+                }
+                TemplateParameter::Image(m)
+                | TemplateParameter::Video(m)
+                | TemplateParameter::Document(m) => m.validate().map_err(|e| e.within(&field))?,
+                TemplateParameter::Payload { payload } => empty("payload", payload)?,
+                TemplateParameter::CouponCode { coupon_code } => empty("coupon_code", coupon_code)?,
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A validation error that names the field at fault.
@@ -372,6 +569,40 @@ mod tests {
         check(
             json!({"type": "location", "latitude": 91.0, "longitude": 0.0}),
             Err("latitude: must be between -90 and 90"),
+        );
+    }
+
+    #[test]
+    fn templates_name_the_field_at_fault() {
+        let t = |components: serde_json::Value| json!({"type": "template", "name": "order_ready", "language": "en_US", "components": components});
+        check(
+            t(json!([
+                {"type": "header", "parameters": [{"type": "image", "url": "https://x.test/a.png"}]},
+                {"type": "body", "parameters": [{"type": "text", "text": "A-17", "parameter_name": "order_no"},
+                    {"type": "currency", "fallback_value": "$1", "code": "USD", "amount_1000": 1000}]},
+                {"type": "button", "sub_type": "quick_reply", "index": 0, "parameters": [{"type": "payload", "payload": "p"}]}
+            ])),
+            Ok(()),
+        );
+        check(
+            json!({"type": "template", "name": "Order Ready", "language": "en"}),
+            Err("name: must be 1-512 lowercase letters, digits or '_'"),
+        );
+        check(
+            t(json!([{"type": "button", "index": 0}])),
+            Err("components[0].sub_type: is required for buttons"),
+        );
+        check(
+            t(json!([{"type": "body", "parameters": [{"type": "text", "text": ""}]}])),
+            Err("components[0].parameters[0].text: must not be empty"),
+        );
+        check(
+            t(json!([{"type": "body", "parameters": [{"type": "image", "url": "https://x"}]}])),
+            Err("components[0].parameters[0]: media parameters are only for headers"),
+        );
+        check(
+            t(json!([{"type": "header", "parameters": [{"type": "image"}]}])),
+            Err("components[0].parameters[0].url: either url or file_id is required"),
         );
     }
 

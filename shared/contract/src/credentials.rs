@@ -50,12 +50,98 @@ impl TelegramCredentials {
     }
 }
 
+/// Facebook Messenger: one Facebook Page of a Meta app (`reference/platforms.md` §2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MessengerCredentials {
+    /// The Page's numeric id (`entry[].id` and `recipient.id` in webhooks).
+    pub page_id: String,
+    /// A Page access token with `pages_messaging`.
+    pub page_access_token: String,
+    /// The Meta app's secret: the key of `X-Hub-Signature-256`.
+    pub app_secret: String,
+    /// The verify token entered in the App Dashboard with the callback URL.
+    pub verify_token: String,
+}
+
+impl MessengerCredentials {
+    /// Checks the forms Meta issues.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        numeric_id("credentials.page_id", &self.page_id)?;
+        token("credentials.page_access_token", &self.page_access_token)?;
+        token("credentials.app_secret", &self.app_secret)?;
+        verify_token("credentials.verify_token", &self.verify_token)
+    }
+}
+
+/// WhatsApp Business Cloud API: one business phone number of a Meta app (§3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WhatsappCredentials {
+    /// The phone number's id (`metadata.phone_number_id` in webhooks), not the number.
+    pub phone_number_id: String,
+    /// A system-user or business integration token (sent as `Authorization: Bearer`).
+    pub access_token: String,
+    /// The Meta app's secret: the key of `X-Hub-Signature-256`.
+    pub app_secret: String,
+    /// The verify token entered in the App Dashboard with the callback URL.
+    pub verify_token: String,
+}
+
+impl WhatsappCredentials {
+    /// Checks the forms Meta issues.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        numeric_id("credentials.phone_number_id", &self.phone_number_id)?;
+        token("credentials.access_token", &self.access_token)?;
+        token("credentials.app_secret", &self.app_secret)?;
+        verify_token("credentials.verify_token", &self.verify_token)
+    }
+}
+
+/// Meta object ids: 1–32 digits.
+fn numeric_id(field: &str, v: &str) -> Result<(), FieldError> {
+    if v.is_empty() || v.len() > 32 || !v.chars().all(|c| c.is_ascii_digit()) {
+        return Err(FieldError::new(
+            field,
+            "must be Meta's numeric id (1-32 digits)",
+        ));
+    }
+    Ok(())
+}
+
+/// Tokens and secrets: 1–1024 printable ASCII characters without spaces.
+fn token(field: &str, v: &str) -> Result<(), FieldError> {
+    if v.is_empty() || v.len() > 1024 || !v.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(FieldError::new(
+            field,
+            "must be 1-1024 printable ASCII characters without spaces",
+        ));
+    }
+    Ok(())
+}
+
+/// The verify token travels in a query string: 1–256 printable ASCII characters.
+fn verify_token(field: &str, v: &str) -> Result<(), FieldError> {
+    if v.is_empty() || v.len() > 256 || !v.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(FieldError::new(
+            field,
+            "must be 1-256 printable ASCII characters without spaces",
+        ));
+    }
+    Ok(())
+}
+
+fn parse<T: serde::de::DeserializeOwned>(credentials: &serde_json::Value) -> Result<T, FieldError> {
+    serde_json::from_value::<T>(credentials.clone())
+        .map_err(|e| FieldError::new("credentials", e.to_string()))
+}
+
 /// Validates `credentials` for `platform`: the error names the field.
 pub fn validate(platform: Platform, credentials: &serde_json::Value) -> Result<(), FieldError> {
     match platform {
-        Platform::Telegram => serde_json::from_value::<TelegramCredentials>(credentials.clone())
-            .map_err(|e| FieldError::new("credentials", e.to_string()))?
-            .validate(),
+        Platform::Telegram => parse::<TelegramCredentials>(credentials)?.validate(),
+        Platform::Messenger => parse::<MessengerCredentials>(credentials)?.validate(),
+        Platform::Whatsapp => parse::<WhatsappCredentials>(credentials)?.validate(),
         other => Err(FieldError::new(
             "platform",
             format!("{other} channels are not supported by this release yet"),
@@ -88,6 +174,51 @@ mod tests {
                 .unwrap_err()
                 .message
                 .contains("secret_token")
+        );
+    }
+
+    #[test]
+    fn meta_credentials_are_checked() {
+        let ok = json!({"page_id": "1061", "page_access_token": "EAAB", "app_secret": "a1", "verify_token": "vt"});
+        assert_eq!(validate(Platform::Messenger, &ok), Ok(()));
+        let check = |platform, body: serde_json::Value, field: &str| {
+            let e = validate(platform, &body).unwrap_err();
+            assert!(
+                e.field == field || e.message.contains(field),
+                "{field}: {e}"
+            );
+        };
+        check(
+            Platform::Messenger,
+            json!({"page_id": "PAGE", "page_access_token": "t", "app_secret": "a", "verify_token": "v"}),
+            "credentials.page_id",
+        );
+        check(
+            Platform::Messenger,
+            json!({"page_id": "1", "page_access_token": "t", "app_secret": "a b", "verify_token": "v"}),
+            "credentials.app_secret",
+        );
+        check(
+            Platform::Messenger,
+            json!({"page_id": "1", "page_access_token": "t", "app_secret": "a", "verify_token": "v", "extra": 1}),
+            "extra",
+        );
+        let ok = json!({"phone_number_id": "106", "access_token": "EAAG", "app_secret": "s", "verify_token": "v"});
+        assert_eq!(validate(Platform::Whatsapp, &ok), Ok(()));
+        check(
+            Platform::Whatsapp,
+            json!({"phone_number_id": "106", "access_token": "", "app_secret": "s", "verify_token": "v"}),
+            "credentials.access_token",
+        );
+        check(
+            Platform::Whatsapp,
+            json!({"phone_number_id": "106", "access_token": "t", "app_secret": "s", "verify_token": ""}),
+            "credentials.verify_token",
+        );
+        check(
+            Platform::Whatsapp,
+            json!({"phone_number_id": "106", "access_token": "t", "app_secret": "s"}),
+            "verify_token",
         );
     }
 }

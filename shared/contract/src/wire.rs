@@ -115,6 +115,12 @@ pub enum EventType {
     /// A message the bot sent could not be delivered.
     #[serde(rename = "message.failed")]
     MessageFailed,
+    /// The platform reports a message the bot sent as delivered to the user's device.
+    #[serde(rename = "message.delivered")]
+    MessageDelivered,
+    /// The platform reports a message the bot sent as read (or played) by the user.
+    #[serde(rename = "message.read")]
+    MessageRead,
 }
 
 impl EventType {
@@ -126,6 +132,8 @@ impl EventType {
             EventType::UserUnsubscribed => "user.unsubscribed",
             EventType::MessageSent => "message.sent",
             EventType::MessageFailed => "message.failed",
+            EventType::MessageDelivered => "message.delivered",
+            EventType::MessageRead => "message.read",
         }
     }
 }
@@ -230,6 +238,25 @@ pub struct InboundEvent {
     /// Deep-link or referral parameter of a subscription (Telegram `/start <ref>`).
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "ref")]
     pub referral: Option<String>,
+    /// For `message.delivered`, `message.read` and `message.failed` reported by the platform
+    /// after the send: which of the bot's messages the report is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<Receipt>,
+}
+
+/// A platform's report about messages the bot sent, as the platform names them. The router
+/// finds them by the platform message id its senders reported (`message.sent`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Receipt {
+    /// The platform's ids of the messages concerned (WhatsApp `wamid`, Messenger `mid`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platform_message_ids: Vec<String>,
+    /// Every message sent to this user up to this time is concerned (Messenger watermarks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<DateTime<Utc>>,
+    /// Why delivery failed, for `message.failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<DeliveryError>,
 }
 
 // ---------------------------------------------------------------------------------------------
