@@ -10,6 +10,11 @@
 //!   job per message, in order, on `<p>.outbound.<platform>.<channel>`;
 //! * status (`<p>.status.>`): records the platform's verdict and tells subscribed tenants
 //!   (`message.sent`, `message.failed`);
+//! * receipts (inbound events with a `receipt`: `message.delivered`, `message.read`, and
+//!   `message.failed` reported after the send, as WhatsApp does): finds the bot's outbound
+//!   messages by the platform message id its senders reported (or, for Messenger watermarks,
+//!   every message to that user up to the time), moves their status forward only (sent →
+//!   delivered → read; failed from sent or delivered) and tells subscribed tenants;
 //! * URL buttons containing `:code` become Patchbay links on the way out (`links.rs`);
 //! * request/reply `<p>.rpc.router.get_user` (by Patchbay id) and `find_user` (by platform
 //!   user id), always within the asking bot.
@@ -39,6 +44,11 @@ pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] = &[
         2,
         "users_by_platform_id",
         include_str!("../migrations/0002_users_by_platform_id.sql"),
+    ),
+    (
+        3,
+        "messages_by_platform_id",
+        include_str!("../migrations/0003_messages_by_platform_id.sql"),
     ),
 ];
 
@@ -180,6 +190,9 @@ impl Handler<InboundEvent> for Inbound {
         let r = &self.0;
         let ev = &d.payload;
         let bot = r.bot(&ev.bot_id).await?;
+        if let Some(receipt) = &ev.receipt {
+            return r.receipt(&bot, ev, receipt).await;
+        }
         let stored = store::record_inbound(&r.pool, ev).await.map_err(db)?;
         if stored.already_dispatched {
             metrics::counter!("patchbay_router_duplicates_total").increment(1);
@@ -208,6 +221,76 @@ impl Handler<InboundEvent> for Inbound {
             r.dispatch(&bot, event).await?;
         }
         store::mark_dispatched(&r.pool, &ev.dedupe_key)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+}
+
+/// How long after the platform's time a receipt naming an unknown message is retried: the
+/// sender's `message.sent` (which records the platform id) may still be on its way.
+const RECEIPT_GRACE: chrono::TimeDelta = chrono::TimeDelta::minutes(2);
+
+impl Router {
+    /// Applies a platform receipt to the bot's outbound messages and tells the tenant.
+    async fn receipt(
+        &self,
+        bot: &BotRecord,
+        ev: &InboundEvent,
+        receipt: &patchbay_contract::Receipt,
+    ) -> Result<(), HandlerError> {
+        let Some(to) = store::ReceiptStatus::of(ev.event_type) else {
+            return Err(HandlerError::reject(format!(
+                "a receipt cannot be a {} event",
+                ev.event_type.as_str()
+            )));
+        };
+        let found = store::receipt_targets(&self.pool, ev, receipt, to)
+            .await
+            .map_err(db)?;
+        if found.is_empty() {
+            let known = receipt.platform_message_ids.is_empty()
+                || store::any_outbound_with_platform_id(
+                    &self.pool,
+                    &ev.bot_id,
+                    &receipt.platform_message_ids,
+                )
+                .await
+                .map_err(db)?;
+            if !known && chrono::Utc::now() - ev.occurred_at < RECEIPT_GRACE {
+                return Err(HandlerError::retry_after(
+                    "receipt for a message whose platform id is not recorded yet",
+                    std::time::Duration::from_secs(1),
+                ));
+            }
+            tracing::info!(event_id = %ev.id, known, "receipt changes no message; dropped");
+            return Ok(());
+        }
+        if bot.enabled {
+            for (i, m) in found.iter().enumerate() {
+                let event = TenantEvent {
+                    id: derive_id(prefix::EVENT, &ev.id, i as u32),
+                    event_type: ev.event_type,
+                    created_at: ev.occurred_at,
+                    bot_id: ev.bot_id.clone(),
+                    channel: ev.channel.clone(),
+                    user: m.user.clone(),
+                    conversation_id: m.conversation_id.clone(),
+                    message: Some(EventMessage {
+                        id: m.message_id.clone(),
+                        platform_message_id: m.platform_message_id.clone(),
+                        content: None,
+                    }),
+                    error: receipt.error.clone(),
+                    referral: None,
+                };
+                self.dispatch(bot, event).await?;
+            }
+        }
+        // After the dispatch jobs: a redelivery before this finds the same messages and
+        // republishes under the same event ids, which JetStream drops.
+        let ids: Vec<String> = found.into_iter().map(|m| m.message_id).collect();
+        store::apply_receipt(&self.pool, &ids, to, receipt.error.as_ref())
             .await
             .map_err(db)?;
         Ok(())
