@@ -1,0 +1,231 @@
+//! WhatsApp Cloud API end to end through every service, on real NATS and PostgreSQL, with a
+//! fake Graph API and webhooks signed as Meta signs them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use patchbay_contract::subjects::Stream;
+use patchbay_testkit::fixtures::whatsapp as fx;
+use patchbay_testkit::tenant::verify_standard_webhook;
+use patchbay_tests::{Stack, TIMEOUT};
+use reqwest::StatusCode;
+use serde_json::json;
+
+const SECRET: &str = "wa-app-secret";
+
+/// A `statuses` value for `wamid` stamped now (older reports of unknown messages are not
+/// waited for).
+fn status_now(wamid: &str, status: &str) -> serde_json::Value {
+    let mut v = fx::status(wamid, status);
+    v["statuses"][0]["timestamp"] = json!(chrono::Utc::now().timestamp().to_string());
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_in_signed_event_out_reply_buttons_to_the_cloud_api_and_statuses_back() {
+    let stack = Stack::start().await;
+    let bot = stack
+        .whatsapp_bot(fx::PHONE_NUMBER_ID, SECRET, Some(vec!["message.*"]))
+        .await;
+    stack.tenant.respond_with(|r| {
+        if r.json()["type"] == "message.received" {
+            (
+                StatusCode::OK,
+                Some(
+                    json!([{"type": "buttons", "text": "Confirm the order?", "buttons": [
+                    {"type": "postback", "title": "Confirm", "payload": "confirm"},
+                    {"type": "reply", "title": "Cancel"}]}]),
+                ),
+            )
+        } else {
+            (StatusCode::OK, None)
+        }
+    });
+    let post = fx::post(&[(
+        fx::PHONE_NUMBER_ID,
+        fx::from_user(fx::text("wamid.IN1", "hello")),
+    )]);
+    assert_eq!(
+        stack
+            .post_meta("whatsapp", &bot.webhook_path, Some(SECRET), &post)
+            .await,
+        200
+    );
+    let got = stack.events_of("message.received", 1).await;
+    verify_standard_webhook(&bot.webhook_secret, &got[0]).expect("signed with the bot's secret");
+    let event = got[0].json();
+    assert_eq!(
+        event["channel"],
+        json!({"id": bot.channel_id, "platform": "whatsapp"})
+    );
+    assert_eq!(event["user"]["platform_user_id"], fx::BSUID);
+    assert_eq!(event["user"]["display_name"], "Ana");
+    assert_eq!(event["message"]["platform_message_id"], "wamid.IN1");
+
+    let calls = stack
+        .graph
+        .wait_for_sends(fx::PHONE_NUMBER_ID, 1, TIMEOUT)
+        .await;
+    assert_eq!(calls[0].token.as_deref(), Some(bot.token.as_str()));
+    assert_eq!(
+        calls[0].body,
+        json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": fx::WA_ID,
+               "type": "interactive", "interactive": {"type": "button",
+                 "body": {"text": "Confirm the order?"},
+                 "action": {"buttons": [
+                     {"type": "reply", "reply": {"id": "confirm", "title": "Confirm"}},
+                     {"type": "reply", "reply": {"id": "Cancel", "title": "Cancel"}}]}}})
+    );
+    let sent = stack.events_of("message.sent", 1).await[0].json();
+    assert_eq!(sent["message"]["platform_message_id"], "wamid.OUT1");
+
+    // The tap comes back as a postback; statuses find the sent message by its wamid.
+    let tap = fx::post(&[(
+        fx::PHONE_NUMBER_ID,
+        fx::from_user(fx::button_reply(
+            "wamid.IN2",
+            "wamid.OUT1",
+            "confirm",
+            "Confirm",
+        )),
+    )]);
+    let mut statuses = status_now("wamid.OUT1", "delivered");
+    statuses["statuses"]
+        .as_array_mut()
+        .unwrap()
+        .push(status_now("wamid.OUT1", "read")["statuses"][0].clone());
+    let both = fx::post(&[(fx::PHONE_NUMBER_ID, statuses)]);
+    for body in [&tap, &both] {
+        assert_eq!(
+            stack
+                .post_meta("whatsapp", &bot.webhook_path, Some(SECRET), body)
+                .await,
+            200
+        );
+    }
+    let received = stack.events_of("message.received", 2).await;
+    assert_eq!(
+        received[1].json()["message"]["content"],
+        json!({"type": "postback", "payload": "confirm", "title": "Confirm"})
+    );
+    let read = stack.events_of("message.read", 1).await[0].json();
+    assert_eq!(read["message"]["id"], sent["message"]["id"]);
+    assert_eq!(read["user"]["id"], event["user"]["id"]);
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_go_out_and_failed_statuses_become_message_failed() {
+    let stack = Stack::start().await;
+    let bot = stack
+        .whatsapp_bot(fx::PHONE_NUMBER_ID, SECRET, Some(vec!["message.*"]))
+        .await;
+    let post = fx::post(&[(
+        fx::PHONE_NUMBER_ID,
+        fx::from_user(fx::text("wamid.IN1", "hi")),
+    )]);
+    assert_eq!(
+        stack
+            .post_meta("whatsapp", &bot.webhook_path, Some(SECRET), &post)
+            .await,
+        200
+    );
+    let user_id = stack.events_of("message.received", 1).await[0].json()["user"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let url = format!("{}/v1/messages", stack.api_url());
+    let (status, body) = stack
+        .post(&url, &bot.api_key, &json!({"user_id": user_id, "messages": [{
+            "type": "template", "name": "order_ready", "language": "en_US", "components": [
+                {"type": "body", "parameters": [{"type": "text", "parameter_name": "order_no", "text": "A-17"}]}]}]}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let calls = stack
+        .graph
+        .wait_for_sends(fx::PHONE_NUMBER_ID, 1, TIMEOUT)
+        .await;
+    assert_eq!(
+        calls[0].body["template"],
+        json!({"name": "order_ready", "language": {"code": "en_US"}, "components": [
+            {"type": "body", "parameters": [{"type": "text", "text": "A-17", "parameter_name": "order_no"}]}]})
+    );
+    let sent = stack.events_of("message.sent", 1).await[0].json();
+    assert_eq!(sent["message"]["id"], body["message_ids"][0]);
+
+    // A template error names the field at fault before anything is sent.
+    let (status, bad) = stack
+        .post(
+            &url,
+            &bot.api_key,
+            &json!({"user_id": user_id, "messages": [{
+            "type": "template", "name": "order_ready", "language": "en_US",
+            "components": [{"type": "button", "index": 0}]}]}),
+        )
+        .await;
+    assert_eq!(status, 422, "{bad}");
+    assert_eq!(
+        bad["error"]["message"],
+        "messages[0].components[0].sub_type: is required for buttons"
+    );
+
+    // Meta accepted the message but reports it failed later.
+    let mut failed = fx::failed("wamid.OUT1", 131047, "Re-engagement message");
+    failed["statuses"][0]["timestamp"] = json!(chrono::Utc::now().timestamp().to_string());
+    assert_eq!(
+        stack
+            .post_meta(
+                "whatsapp",
+                &bot.webhook_path,
+                Some(SECRET),
+                &fx::post(&[(fx::PHONE_NUMBER_ID, failed)])
+            )
+            .await,
+        200
+    );
+    let failed = stack.events_of("message.failed", 1).await[0].json();
+    assert_eq!(failed["message"]["id"], body["message_ids"][0]);
+    assert_eq!(failed["error"]["code"], "outside_window");
+    assert_eq!(failed["error"]["platform_code"], 131047);
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_signatures_are_refused_and_the_handshake_needs_the_verify_token() {
+    let stack = Stack::start().await;
+    let bot = stack.whatsapp_bot(fx::PHONE_NUMBER_ID, SECRET, None).await;
+    let post = fx::post(&[(
+        fx::PHONE_NUMBER_ID,
+        fx::from_user(fx::text("wamid.X", "hi")),
+    )]);
+    for secret in [Some("wrong-secret"), None] {
+        for path in [bot.webhook_path.as_str(), "/webhooks/whatsapp"] {
+            assert_eq!(stack.post_meta("whatsapp", path, secret, &post).await, 401);
+        }
+    }
+    assert_eq!(
+        stack.stream_state(Stream::Ingress).await,
+        (0, 0),
+        "nothing stored"
+    );
+    for path in [bot.webhook_path.as_str(), "/webhooks/whatsapp"] {
+        assert_eq!(
+            stack
+                .meta_handshake("whatsapp", path, &bot.verify_token)
+                .await,
+            (200, "1158201444".to_owned())
+        );
+        assert_eq!(stack.meta_handshake("whatsapp", path, "nope").await.0, 403);
+    }
+    // Signed right, through the per-app URL: routed by phone_number_id.
+    assert_eq!(
+        stack
+            .post_meta("whatsapp", "/webhooks/whatsapp", Some(SECRET), &post)
+            .await,
+        200
+    );
+    assert_eq!(
+        stack.events_of("message.received", 1).await[0].json()["bot_id"],
+        bot.id
+    );
+    stack.shutdown().await;
+}
