@@ -38,6 +38,10 @@ async fn message_in_signed_event_out_inline_reply_to_the_send_api_and_receipts_b
         .messenger_bot(fx::PAGE_ID, SECRET, Some(vec!["message.*"]))
         .await;
     reply_with_echo(&stack);
+    stack.graph.set_profile(
+        fx::PSID,
+        json!({"first_name": "Ana", "last_name": "Lima", "profile_pic": "https://cdn.example/ana.jpg"}),
+    );
     let post = fx::post(&[(fx::PAGE_ID, vec![fx::text(fx::PSID, "m_in_1", "hello")])]);
     assert_eq!(
         stack
@@ -55,6 +59,33 @@ async fn message_in_signed_event_out_inline_reply_to_the_send_api_and_receipts_b
         json!({"id": bot.channel_id, "platform": "messenger"})
     );
     assert_eq!(event["user"]["platform_user_id"], fx::PSID);
+    assert_eq!(
+        event["user"]["display_name"], "Ana Lima",
+        "from the user profile API"
+    );
+    let lookups: Vec<_> = stack
+        .graph
+        .calls()
+        .into_iter()
+        .filter(|c| c.method == "GET")
+        .collect();
+    assert_eq!(lookups.len(), 1);
+    assert_eq!(lookups[0].id, fx::PSID);
+    assert_eq!(lookups[0].token.as_deref(), Some(bot.token.as_str()));
+    assert_eq!(
+        lookups[0].query["fields"],
+        "first_name,last_name,profile_pic"
+    );
+    let (status, user) = stack
+        .call(
+            "GET",
+            &format!("/v1/users/{}", event["user"]["id"].as_str().unwrap()),
+            Some(&bot.api_key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{user}");
+    assert_eq!(user["avatar_url"], "https://cdn.example/ana.jpg");
     assert_eq!(event["message"]["platform_message_id"], "m_in_1");
     assert_eq!(
         event["message"]["content"],
@@ -92,6 +123,25 @@ async fn message_in_signed_event_out_inline_reply_to_the_send_api_and_receipts_b
     );
     let read = stack.events_of("message.read", 1).await[0].json();
     assert_eq!(read["message"]["id"], sent["message"]["id"]);
+    let again = fx::post(&[(fx::PAGE_ID, vec![fx::text(fx::PSID, "m_in_2", "again")])]);
+    assert_eq!(
+        stack
+            .post_meta("messenger", &bot.webhook_path, Some(SECRET), &again)
+            .await,
+        200
+    );
+    let second = stack.events_of("message.received", 2).await[1].json();
+    assert_eq!(second["user"]["display_name"], "Ana Lima");
+    assert_eq!(
+        stack
+            .graph
+            .calls()
+            .iter()
+            .filter(|c| c.method == "GET")
+            .count(),
+        1,
+        "the profile is cached"
+    );
     stack.shutdown().await;
 }
 

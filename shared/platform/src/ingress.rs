@@ -40,6 +40,10 @@ struct State_<A> {
     bus: Bus,
     view: ConfigView,
     key: MasterKey,
+    /// For [`InboundAdapter::enrich`].
+    http: reqwest::Client,
+    api_base_url: Option<String>,
+    cache: crate::enrich::Cache,
     _adapter: PhantomData<fn() -> A>,
 }
 
@@ -60,6 +64,12 @@ pub fn service<A: InboundAdapter>(name: &'static str, deps: &Deps) -> Result<Ser
         bus: deps.bus.clone(),
         view: deps.view.clone(),
         key: deps.config.require_master_key()?,
+        http: crate::http::client_builder(std::time::Duration::from_millis(
+            deps.config.outbound_timeout_ms,
+        ))
+        .build()?,
+        api_base_url: A::api_base_url(&deps.config),
+        cache: crate::enrich::Cache::default(),
         _adapter: PhantomData,
     });
     let path = format!("/webhooks/{}/{{channel_id}}", A::PLATFORM.as_str());
@@ -240,7 +250,7 @@ async fn deliver<A: InboundAdapter>(
     }
     for (o, route) in targets {
         let channel = &o.channel;
-        let splits: Vec<_> = A::split(&channel.id, body)
+        let mut splits: Vec<_> = A::split(&channel.id, body)
             .map_err(|r| refuse(platform, &channel.id, r))?
             .into_iter()
             .filter(|sp| match &route {
@@ -248,6 +258,26 @@ async fn deliver<A: InboundAdapter>(
                 None => sp.route.is_none() || sp.route == own_route,
             })
             .collect();
+        if let Some(base_url) = channel
+            .api_base_url
+            .as_deref()
+            .or(s.api_base_url.as_deref())
+        {
+            let ctx = crate::enrich::Context {
+                http: &s.http,
+                creds: &o.creds,
+                base_url,
+                channel_id: &channel.id,
+                cache: &s.cache,
+            };
+            let enriched = A::enrich(ctx, &mut splits);
+            if tokio::time::timeout(crate::enrich::BUDGET, enriched)
+                .await
+                .is_err()
+            {
+                tracing::info!(channel_id = %channel.id, "enrichment took too long; published without it");
+            }
+        }
         let subject = s.bus.subjects().ingress(A::PLATFORM, &channel.id)?;
         let span = tracing::info_span!(
             "webhook",

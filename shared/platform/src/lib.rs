@@ -11,6 +11,7 @@
 //! See `docs/adding-a-messenger.md`.
 
 pub mod degrade;
+pub mod enrich;
 pub mod http;
 pub mod ingress;
 pub mod meta;
@@ -85,6 +86,23 @@ pub trait InboundAdapter: Send + Sync + 'static {
         _query: &std::collections::HashMap<String, String>,
     ) -> Option<Result<String, Rejection>> {
         None
+    }
+
+    /// The platform API's base URL for [`InboundAdapter::enrich`] from the configuration
+    /// (a channel's `api_base_url` overrides it); `None` (the default): no enrichment.
+    fn api_base_url(_config: &patchbay_config::Config) -> Option<String> {
+        None
+    }
+
+    /// Adds to the envelopes what the webhook lacks but the platform's API tells (Messenger:
+    /// the sender's name and picture), before they are published. Runs within
+    /// [`enrich::BUDGET`] (the ingress stops waiting after that and publishes what it has) and
+    /// never fails: a lookup that cannot be made leaves the envelope as it is.
+    fn enrich(
+        _ctx: enrich::Context<'_, Self::Credentials>,
+        _splits: &mut [Split],
+    ) -> impl Future<Output = ()> + Send {
+        std::future::ready(())
     }
 
     /// The id a payload names this channel by when one URL receives several channels'

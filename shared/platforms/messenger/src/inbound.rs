@@ -20,7 +20,11 @@
 //! | `read` | `message.read` for everything up to the watermark |
 //! | echoes, reactions, edits, handovers, other attachment kinds | none (counted, not an error) |
 //!
-//! The sender's name and picture are not in the webhook; see `outbound::profile`.
+//! The sender's name and picture are not in the webhook. The ingress looks them up with the
+//! Graph user profile API ([`crate::outbound::profile`], Page token, cached per process for a
+//! day, an hour when Meta shares nothing) before publishing, within
+//! `patchbay_platform::enrich::BUDGET`, and adds them to the envelope as `patchbay_profile`
+//! (`display_name`, `avatar_url`, `locale`); the router keeps the last known values.
 
 use std::collections::HashMap;
 
@@ -31,6 +35,7 @@ use patchbay_contract::{
     ChannelRef, Content, EventType, InboundEvent, InboundMessage, IngressEnvelope, Platform,
     PlatformUser, Receipt, V1,
 };
+use patchbay_platform::enrich::Context;
 use patchbay_platform::meta::{handshake, time_ms, verify_signature};
 use patchbay_platform::{InboundAdapter, NormaliseError, Rejection, Split};
 use serde::Deserialize;
@@ -47,6 +52,33 @@ struct Post {
     object: String,
     #[serde(default)]
     entry: Vec<Entry>,
+    /// Added by the ingress ([`Messenger::enrich`]), not by Meta.
+    #[serde(default)]
+    patchbay_profile: Option<ProfileHint>,
+}
+
+/// The sender's profile as the ingress found it.
+#[derive(Debug, Default, Deserialize)]
+struct ProfileHint {
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    avatar_url: Option<String>,
+    #[serde(default)]
+    locale: Option<String>,
+}
+
+/// The key under which the ingress adds the sender's profile to an envelope.
+pub const PROFILE_FIELD: &str = "patchbay_profile";
+
+/// Whether a `messaging` event is from a person whose profile is worth knowing (not an echo,
+/// not a receipt).
+fn wants_profile(event: &Value) -> bool {
+    let echo = event.pointer("/message/is_echo").and_then(Value::as_bool) == Some(true);
+    !echo
+        && ["message", "postback", "referral", "optin"]
+            .iter()
+            .any(|k| event.get(*k).is_some())
 }
 
 #[derive(Debug, Deserialize)]
@@ -278,6 +310,59 @@ impl InboundAdapter for Messenger {
         Some(creds.page_id.clone())
     }
 
+    fn api_base_url(config: &patchbay_config::Config) -> Option<String> {
+        Some(config.messenger_api_base_url.clone())
+    }
+
+    async fn enrich(ctx: Context<'_, MessengerCredentials>, splits: &mut [Split]) {
+        let mut wanted: Vec<String> = splits
+            .iter()
+            .filter(|s| {
+                s.body
+                    .pointer("/entry/0/messaging/0")
+                    .is_some_and(wants_profile)
+            })
+            .filter_map(|s| s.order_key.clone())
+            .collect();
+        wanted.sort();
+        wanted.dedup();
+        let key = |psid: &str| format!("{}:{psid}", ctx.channel_id);
+        let lookups = wanted
+            .iter()
+            .filter(|psid| ctx.cache.get(&key(psid)).is_none())
+            .map(|psid| async {
+                let found = tokio::time::timeout(
+                    patchbay_platform::enrich::BUDGET,
+                    crate::outbound::profile(
+                        ctx.http,
+                        ctx.base_url,
+                        &ctx.creds.page_access_token,
+                        psid,
+                    ),
+                )
+                .await;
+                // A timeout is not remembered: the next message tries again.
+                if let Ok(found) = found {
+                    let value = found.map(|u| {
+                        serde_json::json!({"display_name": u.display_name,
+                                           "avatar_url": u.avatar_url, "locale": u.locale})
+                    });
+                    ctx.cache.put(key(psid), value);
+                }
+            });
+        futures::future::join_all(lookups).await;
+        for s in splits.iter_mut() {
+            let Some(psid) = &s.order_key else { continue };
+            if let Some(Some(profile)) = ctx.cache.get(&key(psid))
+                && s.body
+                    .pointer("/entry/0/messaging/0")
+                    .is_some_and(wants_profile)
+            {
+                s.body[PROFILE_FIELD] = profile;
+            }
+        }
+    }
+
     fn split(channel_id: &str, body: &[u8]) -> Result<Vec<Split>, Rejection> {
         let post: Post = serde_json::from_slice(body)
             .map_err(|e| Rejection::Malformed(format!("not a Messenger webhook: {e}")))?;
@@ -327,6 +412,7 @@ impl InboundAdapter for Messenger {
             return Ok(vec![]);
         };
         let occurred_at = e.timestamp.map_or(env.received_at, time_ms);
+        let profile = post.patchbay_profile.unwrap_or_default();
         let mut out = Vec::new();
         let mut push = |event_type,
                         message: Option<InboundMessage>,
@@ -345,10 +431,10 @@ impl InboundAdapter for Messenger {
                 occurred_at,
                 sender: PlatformUser {
                     platform_user_id: psid.clone(),
-                    display_name: None,
+                    display_name: profile.display_name.clone(),
                     username: None,
-                    locale: None,
-                    avatar_url: None,
+                    locale: profile.locale.clone(),
+                    avatar_url: profile.avatar_url.clone(),
                 },
                 address: psid.clone(),
                 dedupe_key: format!("{}:{index}", env.dedupe_key),
