@@ -222,6 +222,10 @@ enum Webhook {
 }
 
 #[derive(Subcommand)]
+#[expect(
+    clippy::enum_variant_names,
+    reason = "the subcommands are create-<platform>"
+)]
 enum Channels {
     /// Connect a bot to a Telegram bot.
     CreateTelegram {
@@ -235,6 +239,48 @@ enum Channels {
         #[arg(long)]
         secret_token: String,
         /// Another Bot API server (operators only).
+        #[arg(long)]
+        api_base_url: Option<String>,
+    },
+    /// Connect a bot to a Facebook Page (Messenger).
+    CreateMessenger {
+        /// The bot.
+        #[arg(long)]
+        bot: String,
+        /// The Page's numeric id.
+        #[arg(long)]
+        page_id: String,
+        /// A Page access token with pages_messaging.
+        #[arg(long, env = "MESSENGER_PAGE_ACCESS_TOKEN", hide_env_values = true)]
+        page_access_token: String,
+        /// The Meta app's secret (signs the webhooks).
+        #[arg(long, env = "META_APP_SECRET", hide_env_values = true)]
+        app_secret: String,
+        /// The verify token entered in the App Dashboard.
+        #[arg(long)]
+        verify_token: String,
+        /// Another Graph API base URL, with its version (operators only).
+        #[arg(long)]
+        api_base_url: Option<String>,
+    },
+    /// Connect a bot to a WhatsApp business phone number (Cloud API).
+    CreateWhatsapp {
+        /// The bot.
+        #[arg(long)]
+        bot: String,
+        /// The phone number's id (not the number).
+        #[arg(long)]
+        phone_number_id: String,
+        /// A system-user or business integration token.
+        #[arg(long, env = "WHATSAPP_ACCESS_TOKEN", hide_env_values = true)]
+        access_token: String,
+        /// The Meta app's secret (signs the webhooks).
+        #[arg(long, env = "META_APP_SECRET", hide_env_values = true)]
+        app_secret: String,
+        /// The verify token entered in the App Dashboard.
+        #[arg(long)]
+        verify_token: String,
+        /// Another Graph API base URL, with its version (operators only).
         #[arg(long)]
         api_base_url: Option<String>,
     },
@@ -507,6 +553,38 @@ fn admin(cli: Cli) -> anyhow::Result<()> {
                     cli.token.clone(),
                     json!({"platform": "telegram",
                        "credentials": {"bot_token": bot_token, "secret_token": secret_token},
+                       "api_base_url": api_base_url}),
+                    &["id", "webhook_path"],
+                ),
+                Command::Channels(Channels::CreateMessenger {
+                    bot,
+                    page_id,
+                    page_access_token,
+                    app_secret,
+                    verify_token,
+                    api_base_url,
+                }) => (
+                    format!("/admin/v1/bots/{bot}/channels"),
+                    cli.token.clone(),
+                    json!({"platform": "messenger",
+                       "credentials": {"page_id": page_id, "page_access_token": page_access_token,
+                                       "app_secret": app_secret, "verify_token": verify_token},
+                       "api_base_url": api_base_url}),
+                    &["id", "webhook_path"],
+                ),
+                Command::Channels(Channels::CreateWhatsapp {
+                    bot,
+                    phone_number_id,
+                    access_token,
+                    app_secret,
+                    verify_token,
+                    api_base_url,
+                }) => (
+                    format!("/admin/v1/bots/{bot}/channels"),
+                    cli.token.clone(),
+                    json!({"platform": "whatsapp",
+                       "credentials": {"phone_number_id": phone_number_id, "access_token": access_token,
+                                       "app_secret": app_secret, "verify_token": verify_token},
                        "api_base_url": api_base_url}),
                     &["id", "webhook_path"],
                 ),
