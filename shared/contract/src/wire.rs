@@ -124,7 +124,19 @@ pub enum EventType {
 }
 
 impl EventType {
-    /// The dotted name, e.g. `message.received`.
+    /// Every event type.
+    pub const ALL: &[EventType] = &[
+        EventType::MessageReceived,
+        EventType::UserSubscribed,
+        EventType::UserUnsubscribed,
+        EventType::MessageSent,
+        EventType::MessageFailed,
+        EventType::MessageDelivered,
+        EventType::MessageRead,
+    ];
+
+    /// The dotted name, e.g. `message.received`. (Adding a variant: add it to [`Self::ALL`]
+    /// too; `all_lists_every_type` checks.)
     pub fn as_str(self) -> &'static str {
         match self {
             EventType::MessageReceived => "message.received",
@@ -1216,6 +1228,30 @@ pub struct CodeRecord {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn all_lists_every_type() {
+        // An exhaustive match: a new variant fails to compile here until it is handled, and
+        // then this test fails until it is in `ALL`.
+        for t in EventType::ALL {
+            match t {
+                EventType::MessageReceived
+                | EventType::UserSubscribed
+                | EventType::UserUnsubscribed
+                | EventType::MessageSent
+                | EventType::MessageFailed
+                | EventType::MessageDelivered
+                | EventType::MessageRead => {}
+            }
+        }
+        let names: std::collections::BTreeSet<&str> =
+            EventType::ALL.iter().map(|t| t.as_str()).collect();
+        assert_eq!(names.len(), 7);
+        for t in EventType::ALL {
+            let back: EventType = serde_json::from_value(json!(t.as_str())).unwrap();
+            assert_eq!(back, *t);
+        }
+    }
 
     #[test]
     fn versions_other_than_one_are_refused_with_a_reason() {
