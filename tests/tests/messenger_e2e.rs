@@ -326,3 +326,47 @@ async fn human_agents_send_with_the_tag_and_platform_errors_are_explained() {
     assert_eq!(texts, vec![json!("Colour?"), json!("late")], "not retried");
     stack.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_for_messages_patchbay_did_not_send_hold_nothing_up_and_are_dropped() {
+    let stack = Stack::start().await;
+    let bot = stack
+        .messenger_bot(fx::PAGE_ID, SECRET, Some(vec!["message.*"]))
+        .await;
+    // A delivery report for a message the Page sent from its inbox, stamped now: the router
+    // waits a few seconds for a `message.sent` that never comes...
+    let mut receipt = fx::delivery(fx::PSID, &["m_from_the_inbox"], 1);
+    receipt["timestamp"] = json!(chrono::Utc::now().timestamp_millis());
+    let post = fx::post(&[(fx::PAGE_ID, vec![receipt])]);
+    assert_eq!(
+        stack
+            .post_meta("messenger", &bot.webhook_path, Some(SECRET), &post)
+            .await,
+        200
+    );
+    // ...without holding up the user's next message.
+    let post = fx::post(&[(fx::PAGE_ID, vec![fx::text(fx::PSID, "m_next", "next")])]);
+    assert_eq!(
+        stack
+            .post_meta("messenger", &bot.webhook_path, Some(SECRET), &post)
+            .await,
+        200
+    );
+    stack.events_of("message.received", 1).await;
+    let (held, _) = stack.stream_state(Stream::Inbound).await;
+    assert_eq!(
+        held, 1,
+        "the receipt is still waiting while the message went through"
+    );
+    // Then it is dropped: no event, no dead letter.
+    stack.router_idle().await;
+    assert!(
+        stack
+            .tenant
+            .received()
+            .iter()
+            .all(|r| r.json()["type"] == "message.received")
+    );
+    assert_eq!(stack.stream_state(Stream::Dlq).await.0, 0);
+    stack.shutdown().await;
+}

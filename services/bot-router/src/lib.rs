@@ -183,6 +183,11 @@ fn found(
 
 impl Handler<InboundEvent> for Inbound {
     fn key(&self, ev: &InboundEvent) -> Option<String> {
+        // Receipts need no order (statuses only move forward) and may wait for a
+        // `message.sent`: they must not hold the user's next messages up.
+        if ev.receipt.is_some() {
+            return None;
+        }
         Some(format!("{}:{}", ev.channel.id, ev.address))
     }
 
@@ -191,7 +196,7 @@ impl Handler<InboundEvent> for Inbound {
         let ev = &d.payload;
         let bot = r.bot(&ev.bot_id).await?;
         if let Some(receipt) = &ev.receipt {
-            return r.receipt(&bot, ev, receipt).await;
+            return r.receipt(&bot, ev, receipt, d.delivered).await;
         }
         let stored = store::record_inbound(&r.pool, ev).await.map_err(db)?;
         if stored.already_dispatched {
@@ -227,8 +232,12 @@ impl Handler<InboundEvent> for Inbound {
     }
 }
 
-/// How long after the platform's time a receipt naming an unknown message is retried: the
-/// sender's `message.sent` (which records the platform id) may still be on its way.
+/// A receipt naming a message whose platform id is not recorded yet is tried this many times,
+/// a second apart, while it is younger than [`RECEIPT_GRACE`]: the sender's `message.sent`
+/// (which records the platform id) may still be on its way. Then it is dropped with a log
+/// line (messages sent to the user outside Patchbay, e.g. from the Page inbox, get receipts
+/// too).
+const RECEIPT_TRIES: u64 = 5;
 const RECEIPT_GRACE: chrono::TimeDelta = chrono::TimeDelta::minutes(2);
 
 impl Router {
@@ -238,6 +247,7 @@ impl Router {
         bot: &BotRecord,
         ev: &InboundEvent,
         receipt: &patchbay_contract::Receipt,
+        delivered: u64,
     ) -> Result<(), HandlerError> {
         let Some(to) = store::ReceiptStatus::of(ev.event_type) else {
             return Err(HandlerError::reject(format!(
@@ -257,7 +267,10 @@ impl Router {
                 )
                 .await
                 .map_err(db)?;
-            if !known && chrono::Utc::now() - ev.occurred_at < RECEIPT_GRACE {
+            if !known
+                && delivered < RECEIPT_TRIES
+                && chrono::Utc::now() - ev.occurred_at < RECEIPT_GRACE
+            {
                 return Err(HandlerError::retry_after(
                     "receipt for a message whose platform id is not recorded yet",
                     std::time::Duration::from_secs(1),
