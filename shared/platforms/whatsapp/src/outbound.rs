@@ -20,8 +20,8 @@
 //! | carousel | card by card (`degrade`) |
 //! | template | `template` with name, language and header / body / button parameters |
 //!
-//! Titles longer than WhatsApp allows (buttons 20, list rows 24 characters) are refused with
-//! `invalid_request`.
+//! Titles longer than WhatsApp allows (buttons 20, list rows 24 characters) and texts above
+//! reply buttons over 1024 characters are refused with `invalid_request`.
 //!
 //! | Cloud API error code | Patchbay |
 //! |---|---|
@@ -108,6 +108,7 @@ fn media_object(m: &Media) -> Value {
 /// than ten.
 fn choices(text: &str, items: &[(String, String)]) -> Result<Option<Value>, SendError> {
     if items.len() <= 3 {
+        limited("reply-button texts", text, 1024)?;
         let buttons = items
             .iter()
             .map(|(id, title)| {
@@ -639,6 +640,13 @@ mod tests {
             }],
         });
         assert!(matches!(long, Err(SendError::Permanent(d)) if d.code == "invalid_request"));
+        let long = render(&Content::Buttons {
+            text: "t".repeat(1025),
+            buttons: vec![Button::Reply { title: "x".into() }],
+        });
+        assert!(
+            matches!(long, Err(SendError::Permanent(d)) if d.code == "invalid_request" && d.message.contains("1024"))
+        );
     }
 
     #[test]
