@@ -108,7 +108,11 @@ fn media_object(m: &Media) -> Value {
 /// than ten.
 fn choices(text: &str, items: &[(String, String)]) -> Result<Option<Value>, SendError> {
     if items.len() <= 3 {
-        limited("reply-button texts", text, 1024)?;
+        if text.chars().count() > 1024 {
+            return Err(invalid(
+                "WhatsApp texts above reply buttons are limited to 1024 characters",
+            ));
+        }
         let buttons = items
             .iter()
             .map(|(id, title)| {
