@@ -229,3 +229,66 @@ async fn bad_signatures_are_refused_and_the_handshake_needs_the_verify_token() {
     );
     stack.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_payloads_are_refused_or_dead_lettered_with_the_reason() {
+    use futures::StreamExt;
+    let stack = Stack::start().await;
+    let bot = stack.whatsapp_bot(fx::PHONE_NUMBER_ID, SECRET, None).await;
+    // Not a WhatsApp webhook at all: 400, nothing stored.
+    let not_whatsapp = json!({"object": "page", "entry": []});
+    assert_eq!(
+        stack
+            .post_meta("whatsapp", &bot.webhook_path, Some(SECRET), &not_whatsapp)
+            .await,
+        400
+    );
+    assert_eq!(stack.stream_state(Stream::Ingress).await, (0, 0));
+    // Split can cut it, but the message cannot be read: dead-lettered with the reason, and
+    // the next message flows on.
+    let mut bad = fx::text("wamid.BAD", "x");
+    bad["type"] = json!(7);
+    let body = fx::post(&[(fx::PHONE_NUMBER_ID, fx::from_user(bad))]);
+    assert_eq!(
+        stack
+            .post_meta("whatsapp", &bot.webhook_path, Some(SECRET), &body)
+            .await,
+        200
+    );
+    let good = fx::post(&[(
+        fx::PHONE_NUMBER_ID,
+        fx::from_user(fx::text("wamid.OK", "fine")),
+    )]);
+    assert_eq!(
+        stack
+            .post_meta("whatsapp", &bot.webhook_path, Some(SECRET), &good)
+            .await,
+        200
+    );
+    let got = stack.events_of("message.received", 1).await;
+    assert_eq!(got[0].json()["message"]["platform_message_id"], "wamid.OK");
+
+    let prefix = &stack.config.nats_prefix;
+    let js = async_nats::jetstream::new(stack.raw_nats().await);
+    let dlq = js
+        .get_stream(format!("{}_DLQ", prefix.to_uppercase()))
+        .await
+        .unwrap();
+    let consumer = dlq
+        .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
+        .await
+        .unwrap();
+    let mut messages = consumer
+        .fetch()
+        .max_messages(1)
+        .expires(TIMEOUT)
+        .messages()
+        .await
+        .unwrap();
+    let m = messages.next().await.expect("a dead letter").unwrap();
+    let h = m.headers.clone().unwrap();
+    assert_eq!(h.get("Pb-Dlq-Consumer").unwrap().as_str(), "normaliser");
+    let reason = h.get("Pb-Dlq-Reason").unwrap().to_string();
+    assert!(reason.contains("not a WhatsApp messages value"), "{reason}");
+    stack.shutdown().await;
+}
