@@ -383,7 +383,10 @@ pub async fn record_status(
     };
     let row = sqlx::query(
         "with m as (
-             update messages set status = $2,
+             update messages set
+                 -- A redelivered `sent` never undoes a platform receipt.
+                 status = case when $2 = 'sent' and status in ('delivered', 'read')
+                               then status else $2 end,
                  platform_message_id = coalesce($3, platform_message_id),
                  error = $4, updated_at = now()
              where id = $1 and direction = 'outbound'
