@@ -292,3 +292,40 @@ async fn malformed_payloads_are_refused_or_dead_lettered_with_the_reason() {
     assert!(reason.contains("not a WhatsApp messages value"), "{reason}");
     stack.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_without_a_phone_number_are_answered_by_their_business_scoped_id() {
+    let stack = Stack::start().await;
+    let bot = stack.whatsapp_bot(fx::PHONE_NUMBER_ID, SECRET, None).await;
+    stack.tenant.respond_with(|r| {
+        if r.json()["type"] == "message.received" {
+            (
+                StatusCode::OK,
+                Some(json!([{"type": "text", "text": "hi Bea"}])),
+            )
+        } else {
+            (StatusCode::OK, None)
+        }
+    });
+    let post = fx::post(&[(
+        fx::PHONE_NUMBER_ID,
+        fx::from_username_only("wamid.U1", "hello"),
+    )]);
+    assert_eq!(
+        stack
+            .post_meta("whatsapp", &bot.webhook_path, Some(SECRET), &post)
+            .await,
+        200
+    );
+    let event = stack.events_of("message.received", 1).await[0].json();
+    assert_eq!(event["user"]["platform_user_id"], "US.998877");
+    assert_eq!(event["user"]["username"], "bea");
+    let calls = stack
+        .graph
+        .wait_for_sends(fx::PHONE_NUMBER_ID, 1, TIMEOUT)
+        .await;
+    assert_eq!(calls[0].body["recipient"], "US.998877");
+    assert!(calls[0].body.get("to").is_none(), "{}", calls[0].body);
+    assert_eq!(calls[0].body["text"]["body"], "hi Bea");
+    stack.shutdown().await;
+}
