@@ -73,6 +73,8 @@ impl Failure {
 
 #[derive(Default)]
 struct Inner {
+    /// Demo mode: any id and token; the product is told by the body.
+    any: bool,
     /// Sending object id → (product, token).
     senders: HashMap<String, (Product, String)>,
     /// PSID → profile.
@@ -92,12 +94,17 @@ pub struct FakeGraph {
 impl FakeGraph {
     /// Starts on `127.0.0.1:0`.
     pub async fn start() -> Self {
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    /// Starts on `addr`.
+    pub async fn start_on(addr: &str) -> Self {
         let inner = Arc::new(Mutex::new(Inner::default()));
         let app = axum::Router::new()
             .route("/v25.0/{id}/messages", post(send))
             .route("/v25.0/{id}", get(profile))
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
             .expect("bind fake graph");
         let addr = listener.local_addr().expect("addr");
@@ -129,6 +136,12 @@ impl FakeGraph {
             phone_number_id.to_owned(),
             (Product::Whatsapp, token.to_owned()),
         );
+    }
+
+    /// Accepts any sending id and token (for the demo): a body with `messaging_product` is a
+    /// WhatsApp send, any other a Messenger send.
+    pub fn accept_any(&self) {
+        self.lock().any = true;
     }
 
     /// Makes `GET /<psid>` answer these profile fields.
@@ -305,7 +318,17 @@ fn answer_send(s: &mut Inner, id: &str, token: Option<&str>, body: &Value) -> (S
             error_body(&f),
         )
     };
-    let Some((product, expected)) = s.senders.get(id).cloned() else {
+    let known = s.senders.get(id).cloned().or_else(|| {
+        s.any.then(|| {
+            let product = if body.get("messaging_product").is_some() {
+                Product::Whatsapp
+            } else {
+                Product::Messenger
+            };
+            (product, token.unwrap_or_default().to_owned())
+        })
+    });
+    let Some((product, expected)) = known else {
         return as_pair(Failure::graph(
             400,
             100,
@@ -359,10 +382,10 @@ async fn profile(
 ) -> Response {
     let mut s = inner.lock().unwrap_or_else(|p| p.into_inner());
     let token = token(&headers, &query);
-    let known_token = s
-        .senders
-        .values()
-        .any(|(p, t)| *p == Product::Messenger && Some(t.as_str()) == token.as_deref());
+    let known_token = (s.any && token.is_some())
+        || s.senders
+            .values()
+            .any(|(p, t)| *p == Product::Messenger && Some(t.as_str()) == token.as_deref());
     let (status, body) = if !known_token {
         (
             StatusCode::UNAUTHORIZED,
