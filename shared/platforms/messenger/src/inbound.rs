@@ -806,6 +806,61 @@ mod tests {
         assert!(Messenger::normalise(&env).is_err());
     }
 
+    #[tokio::test]
+    async fn enrichment_adds_shared_profiles_and_remembers_missing_ones() {
+        let graph = patchbay_testkit::graph::FakeGraph::start().await;
+        graph.add_page(fx::PAGE_ID, "EAAB");
+        graph.set_profile(
+            "1",
+            json!({"first_name": "Ana", "profile_pic": "https://p/a.jpg"}),
+        );
+        let creds = MessengerCredentials {
+            page_id: fx::PAGE_ID.into(),
+            page_access_token: "EAAB".into(),
+            app_secret: "s".into(),
+            verify_token: "v".into(),
+        };
+        let http = patchbay_platform::http::client_builder(std::time::Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let cache = patchbay_platform::enrich::Cache::default();
+        let base = graph.base_url();
+        let post = fx::post(&[(
+            fx::PAGE_ID,
+            vec![
+                fx::text("1", "m_1", "a"),
+                fx::text("2", "m_2", "b"),
+                fx::read("1", 5),
+            ],
+        )]);
+        let body = serde_json::to_vec(&post).unwrap();
+        for _ in 0..2 {
+            let mut splits = Messenger::split("ch_1", &body).unwrap();
+            let ctx = Context {
+                http: &http,
+                creds: &creds,
+                base_url: &base,
+                channel_id: "ch_1",
+                cache: &cache,
+            };
+            Messenger::enrich(ctx, &mut splits).await;
+            assert_eq!(
+                splits[0].body[PROFILE_FIELD],
+                json!({"display_name": "Ana", "avatar_url": "https://p/a.jpg", "locale": null})
+            );
+            assert!(
+                splits[1].body.get(PROFILE_FIELD).is_none(),
+                "Meta shared nothing"
+            );
+            assert!(
+                splits[2].body.get(PROFILE_FIELD).is_none(),
+                "receipts need no profile"
+            );
+        }
+        let lookups: Vec<String> = graph.calls().into_iter().map(|c| c.id).collect();
+        assert_eq!(lookups, vec!["1", "2"], "one lookup per user, found or not");
+    }
+
     #[test]
     fn signature_and_handshake_use_the_channel_secrets() {
         let creds = MessengerCredentials {
