@@ -46,9 +46,9 @@ pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] = &[
         include_str!("../migrations/0002_users_by_platform_id.sql"),
     ),
     (
-        3,
+        6,
         "messages_by_platform_id",
-        include_str!("../migrations/0003_messages_by_platform_id.sql"),
+        include_str!("../migrations/0006_messages_by_platform_id.sql"),
     ),
 ];
 
