@@ -82,6 +82,8 @@ KEDA_WORKERS = {
     },
     "webhook-dispatcher": {"target": 200, "consumers": [("DISPATCH", "webhook-dispatcher", "dispatch")]},
     "outbound-telegram": {"target": 200, "consumers": [("OUTBOUND", "outbound-telegram", "outbound")]},
+    "outbound-messenger": {"target": 200, "consumers": [("OUTBOUND", "outbound-messenger", "outbound")]},
+    "outbound-whatsapp": {"target": 200, "consumers": [("OUTBOUND", "outbound-whatsapp", "outbound")]},
 }
 KEDA_PARTITIONS = 8  # the base's PATCHBAY_PARTITIONS; every render checks its own value
 

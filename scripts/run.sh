@@ -27,6 +27,7 @@ NATS_PORT="$(pick_port "${PATCHBAY_NATS_PORT:-4222}")"
 PG_PORT="$(pick_port "${PATCHBAY_PG_PORT:-54329}")"
 FAKE_TENANT_PORT="$(pick_port "${PATCHBAY_FAKES_PORT:-8090}")"
 FAKE_TG_PORT="$(pick_port $((FAKE_TENANT_PORT + 1)))"
+FAKE_GRAPH_PORT="$(pick_port $((FAKE_TG_PORT + 1)))"
 
 echo "building patchbay…"
 cargo build --quiet -p patchbay -p patchbay-testkit --bins
@@ -66,7 +67,7 @@ else
   ADMIN_TOKEN="$(cat "$DATA/admin.token")"
 fi
 
-"$BIN/patchbay-fakes" "127.0.0.1:$FAKE_TENANT_PORT" "127.0.0.1:$FAKE_TG_PORT" > "$DATA/fakes.log" 2>&1 &
+"$BIN/patchbay-fakes" "127.0.0.1:$FAKE_TENANT_PORT" "127.0.0.1:$FAKE_TG_PORT" "127.0.0.1:$FAKE_GRAPH_PORT" > "$DATA/fakes.log" 2>&1 &
 pids+=($!)
 
 export PATCHBAY_HTTP_ADDR="$HTTP_HOST:$HTTP_PORT"
@@ -92,6 +93,7 @@ Patchbay is running on $URL   (data: $DATA)
   operator token:  $ADMIN_TOKEN
   NATS:            nats://127.0.0.1:$NATS_PORT      PostgreSQL: 127.0.0.1:$PG_PORT
   demo tenant:     http://127.0.0.1:$FAKE_TENANT_PORT/hook   demo Telegram API: http://127.0.0.1:$FAKE_TG_PORT
+  demo Meta Graph API (Messenger, WhatsApp; give it as a channel's api_base_url): http://127.0.0.1:$FAKE_GRAPH_PORT/v25.0
   what the demo tenant and Telegram API receive:  tail -f $DATA/fakes.log
 
 Quickstart (in another shell):

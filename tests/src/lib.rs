@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use patchbay_config::{Config, LogFormat, MasterKey, RetrySchedule};
 use patchbay_runtime::lifecycle::{Running, launch};
+use patchbay_testkit::graph::FakeGraph;
 use patchbay_testkit::nats::NatsServer;
 use patchbay_testkit::postgres::PgServer;
 use patchbay_testkit::telegram::FakeTelegram;
@@ -38,6 +39,8 @@ pub struct Stack {
     pub tenant: FakeTenant,
     /// The fake Telegram API.
     pub telegram: FakeTelegram,
+    /// The fake Meta Graph API (Messenger and WhatsApp).
+    pub graph: FakeGraph,
     /// An HTTP client.
     pub http: reqwest::Client,
     layout: Layout,
@@ -61,6 +64,30 @@ pub struct TestBot {
     pub secret_token: String,
     /// The channel's bot token.
     pub bot_token: String,
+}
+
+/// A bot created through the admin API with a Messenger or WhatsApp channel on the fake
+/// Graph API.
+#[derive(Debug, Clone)]
+pub struct MetaBot {
+    /// Bot id.
+    pub id: String,
+    /// API key.
+    pub api_key: String,
+    /// Standard Webhooks secret.
+    pub webhook_secret: String,
+    /// Channel id.
+    pub channel_id: String,
+    /// `/webhooks/<platform>/<channel>`.
+    pub webhook_path: String,
+    /// The Page id or phone number id.
+    pub route_id: String,
+    /// The Page access token or WhatsApp access token.
+    pub token: String,
+    /// The Meta app secret that signs webhooks.
+    pub app_secret: String,
+    /// The verify token of the `hub.*` handshake.
+    pub verify_token: String,
 }
 
 /// Options for [`Stack::start_with`].
@@ -89,11 +116,12 @@ impl Stack {
     /// A stack with options.
     pub async fn start_with(options: Options) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let (nats, pg, tenant, telegram) = tokio::join!(
+        let (nats, pg, tenant, telegram, graph) = tokio::join!(
             NatsServer::start(),
             PgServer::start(),
             FakeTenant::start(),
-            FakeTelegram::start()
+            FakeTelegram::start(),
+            FakeGraph::start()
         );
         let (nats, pg) = (
             nats.expect("nats-server starts"),
@@ -119,6 +147,10 @@ impl Stack {
             telegram_per_bot_per_second: 10_000,
             telegram_per_chat_per_second: 10_000,
             telegram_per_chat_burst: 10_000,
+            messenger_api_base_url: graph.base_url(),
+            whatsapp_api_base_url: graph.base_url(),
+            messenger_per_user_burst: 10_000,
+            whatsapp_per_user_burst: 10_000,
             ..Config::default()
         };
         (options.configure)(&mut config);
@@ -132,6 +164,7 @@ impl Stack {
             config,
             tenant,
             telegram,
+            graph,
             http: reqwest::Client::new(),
             layout: options.layout,
             running: Vec::new(),
@@ -401,6 +434,142 @@ impl Stack {
             secret_token,
             bot_token,
         }
+    }
+
+    async fn create_bot(
+        &self,
+        tenant_id: Option<&str>,
+        url: &str,
+        events: Option<Vec<&str>>,
+    ) -> Value {
+        let (status, bot) = self
+            .post(
+                &format!("{}/admin/v1/bots", self.api_url()),
+                self.admin_token(),
+                &json!({"name": "Test bot", "tenant_id": tenant_id,
+                        "webhook": {"url": url, "flavour": "native", "events": events}}),
+            )
+            .await;
+        assert_eq!(status, 201, "create bot: {bot}");
+        bot
+    }
+
+    /// A bot calling the fake tenant with a Messenger channel for `page_id` (or, with
+    /// `app_secret`, a channel of that Meta app) on the fake Graph API.
+    pub async fn messenger_bot(
+        &self,
+        page_id: &str,
+        app_secret: &str,
+        events: Option<Vec<&str>>,
+    ) -> MetaBot {
+        let token = format!("EAAB{}", patchbay_testkit::unique_prefix());
+        self.graph.add_page(page_id, &token);
+        let creds = json!({"page_id": page_id, "page_access_token": token,
+                           "app_secret": app_secret, "verify_token": format!("vt-{page_id}")});
+        self.meta_bot("messenger", creds, page_id, &token, app_secret, events)
+            .await
+    }
+
+    /// A bot calling the fake tenant with a WhatsApp channel for `phone_number_id`.
+    pub async fn whatsapp_bot(
+        &self,
+        phone_number_id: &str,
+        app_secret: &str,
+        events: Option<Vec<&str>>,
+    ) -> MetaBot {
+        let token = format!("EAAG{}", patchbay_testkit::unique_prefix());
+        self.graph.add_phone_number(phone_number_id, &token);
+        let creds = json!({"phone_number_id": phone_number_id, "access_token": token,
+                           "app_secret": app_secret,
+                           "verify_token": format!("vt-{phone_number_id}")});
+        self.meta_bot(
+            "whatsapp",
+            creds,
+            phone_number_id,
+            &token,
+            app_secret,
+            events,
+        )
+        .await
+    }
+
+    async fn meta_bot(
+        &self,
+        platform: &str,
+        credentials: Value,
+        route_id: &str,
+        token: &str,
+        app_secret: &str,
+        events: Option<Vec<&str>>,
+    ) -> MetaBot {
+        let bot = self.create_bot(None, &self.tenant.url(), events).await;
+        let id = bot["id"].as_str().unwrap().to_owned();
+        let (status, ch) = self
+            .post(
+                &format!("{}/admin/v1/bots/{id}/channels", self.api_url()),
+                self.admin_token(),
+                &json!({"platform": platform, "credentials": credentials,
+                        "api_base_url": self.graph.base_url()}),
+            )
+            .await;
+        assert_eq!(status, 201, "create channel: {ch}");
+        MetaBot {
+            id,
+            api_key: bot["api_key"].as_str().unwrap().to_owned(),
+            webhook_secret: bot["webhook_secret"].as_str().unwrap().to_owned(),
+            channel_id: ch["id"].as_str().unwrap().to_owned(),
+            webhook_path: ch["webhook_path"].as_str().unwrap().to_owned(),
+            route_id: route_id.to_owned(),
+            token: token.to_owned(),
+            app_secret: app_secret.to_owned(),
+            verify_token: credentials["verify_token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// Posts `body` to `path` of the `platform`'s ingress as Meta would, signed with
+    /// `app_secret` (unsigned with `None`); returns the status.
+    pub async fn post_meta(
+        &self,
+        platform: &str,
+        path: &str,
+        app_secret: Option<&str>,
+        body: &Value,
+    ) -> u16 {
+        let raw = serde_json::to_vec(body).unwrap();
+        let mut req = self
+            .http
+            .post(format!(
+                "{}{path}",
+                self.addr_of(&format!("ingress-{platform}"))
+            ))
+            .header("content-type", "application/json");
+        if let Some(secret) = app_secret {
+            req = req.header(
+                "X-Hub-Signature-256",
+                format!("sha256={}", fixtures::meta_signature(secret, &raw)),
+            );
+        }
+        req.body(raw).send().await.unwrap().status().as_u16()
+    }
+
+    /// Meta's `GET` verification of `path` with `verify_token`: status and body.
+    pub async fn meta_handshake(
+        &self,
+        platform: &str,
+        path: &str,
+        verify_token: &str,
+    ) -> (u16, String) {
+        let r = self
+            .http
+            .get(format!(
+                "{}{path}?hub.mode=subscribe&hub.verify_token={verify_token}&hub.challenge=1158201444",
+                self.addr_of(&format!("ingress-{platform}"))
+            ))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap())
     }
 
     /// Posts a Telegram update to the bot's webhook with `secret` in the secret header.

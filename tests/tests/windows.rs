@@ -80,6 +80,7 @@ async fn user_wrote(
             },
         }),
         referral: None,
+        receipt: None,
     };
     let subject = subjects(stack).inbound(&bot.id).unwrap();
     let mut headers = async_nats::HeaderMap::new();

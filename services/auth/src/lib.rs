@@ -59,7 +59,7 @@ pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] = &[
 /// inside).
 const VERIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Event subscription patterns a bot may use.
+/// Event subscription patterns a bot may use: the wildcards and every event type.
 const KNOWN_EVENTS: &[&str] = &[
     "*",
     "message.*",
@@ -67,6 +67,8 @@ const KNOWN_EVENTS: &[&str] = &[
     "message.received",
     "message.sent",
     "message.failed",
+    "message.delivered",
+    "message.read",
     "user.subscribed",
     "user.unsubscribed",
 ];
@@ -553,5 +555,25 @@ impl Auth {
             "config bucket republished"
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KNOWN_EVENTS;
+    use patchbay_contract::EventType;
+
+    #[test]
+    fn every_event_type_can_be_subscribed_to() {
+        for t in EventType::ALL {
+            assert!(KNOWN_EVENTS.contains(&t.as_str()), "{}", t.as_str());
+        }
+        let names: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+        for pattern in KNOWN_EVENTS {
+            assert!(
+                pattern.ends_with('*') || names.contains(pattern),
+                "{pattern} names no event type"
+            );
+        }
     }
 }

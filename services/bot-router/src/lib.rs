@@ -16,6 +16,11 @@
 //!   recorded and reported as `message.failed` like any platform failure);
 //! * status (`<p>.status.>`): records the platform's verdict and tells subscribed tenants
 //!   (`message.sent`, `message.failed`);
+//! * receipts (inbound events with a `receipt`: `message.delivered`, `message.read`, and
+//!   `message.failed` reported after the send, as WhatsApp does): finds the bot's outbound
+//!   messages by the platform message id its senders reported (or, for Messenger watermarks,
+//!   every message to that user up to the time), moves their status forward only (sent →
+//!   delivered → read; failed from sent or delivered) and tells subscribed tenants;
 //! * URL buttons containing `:code` become Patchbay links on the way out (`links.rs`);
 //! * request/reply `<p>.rpc.router.get_user` (by Patchbay id), `find_user` (by platform
 //!   user id) and `resolve_recipient` (the API's check before it stores a send), always within
@@ -63,6 +68,11 @@ pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] = &[
         5,
         "replaced_content",
         include_str!("../migrations/0005_replaced_content.sql"),
+    ),
+    (
+        6,
+        "messages_by_platform_id",
+        include_str!("../migrations/0006_messages_by_platform_id.sql"),
     ),
 ];
 
@@ -222,6 +232,11 @@ fn found(
 
 impl Handler<InboundEvent> for Inbound {
     fn key(&self, ev: &InboundEvent) -> Option<String> {
+        // Receipts need no order (statuses only move forward) and may wait for a
+        // `message.sent`: they must not hold the user's next messages up.
+        if ev.receipt.is_some() {
+            return None;
+        }
         Some(format!("{}:{}", ev.channel.id, ev.address))
     }
 
@@ -229,6 +244,9 @@ impl Handler<InboundEvent> for Inbound {
         let r = &self.0;
         let ev = &d.payload;
         let bot = r.bot(&ev.bot_id).await?;
+        if let Some(receipt) = &ev.receipt {
+            return r.receipt(&bot, ev, receipt, d.delivered).await;
+        }
         let stored = store::record_inbound(&r.pool, ev).await.map_err(db)?;
         if stored.already_dispatched {
             metrics::counter!("patchbay_router_duplicates_total").increment(1);
@@ -275,6 +293,84 @@ impl Handler<InboundEvent> for Inbound {
             }
         }
         store::mark_dispatched(&r.pool, &ev.dedupe_key)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+}
+
+/// A receipt naming a message whose platform id is not recorded yet is tried this many times,
+/// a second apart, while it is younger than [`RECEIPT_GRACE`]: the sender's `message.sent`
+/// (which records the platform id) may still be on its way. Then it is dropped with a log
+/// line (messages sent to the user outside Patchbay, e.g. from the Page inbox, get receipts
+/// too).
+const RECEIPT_TRIES: u64 = 5;
+const RECEIPT_GRACE: chrono::TimeDelta = chrono::TimeDelta::minutes(2);
+
+impl Router {
+    /// Applies a platform receipt to the bot's outbound messages and tells the tenant.
+    async fn receipt(
+        &self,
+        bot: &BotRecord,
+        ev: &InboundEvent,
+        receipt: &patchbay_contract::Receipt,
+        delivered: u64,
+    ) -> Result<(), HandlerError> {
+        let Some(to) = store::ReceiptStatus::of(ev.event_type) else {
+            return Err(HandlerError::reject(format!(
+                "a receipt cannot be a {} event",
+                ev.event_type.as_str()
+            )));
+        };
+        let found = store::receipt_targets(&self.pool, ev, receipt, to)
+            .await
+            .map_err(db)?;
+        if found.is_empty() {
+            let known = receipt.platform_message_ids.is_empty()
+                || store::any_outbound_with_platform_id(
+                    &self.pool,
+                    &ev.bot_id,
+                    &receipt.platform_message_ids,
+                )
+                .await
+                .map_err(db)?;
+            if !known
+                && delivered < RECEIPT_TRIES
+                && chrono::Utc::now() - ev.occurred_at < RECEIPT_GRACE
+            {
+                return Err(HandlerError::retry_after(
+                    "receipt for a message whose platform id is not recorded yet",
+                    std::time::Duration::from_secs(1),
+                ));
+            }
+            tracing::info!(event_id = %ev.id, known, "receipt changes no message; dropped");
+            return Ok(());
+        }
+        if bot.enabled {
+            for (i, m) in found.iter().enumerate() {
+                let event = TenantEvent {
+                    id: derive_id(prefix::EVENT, &ev.id, i as u32),
+                    event_type: ev.event_type,
+                    created_at: ev.occurred_at,
+                    bot_id: ev.bot_id.clone(),
+                    channel: ev.channel.clone(),
+                    user: m.user.clone(),
+                    conversation_id: m.conversation_id.clone(),
+                    message: Some(EventMessage {
+                        id: m.message_id.clone(),
+                        platform_message_id: m.platform_message_id.clone(),
+                        content: None,
+                    }),
+                    error: receipt.error.clone(),
+                    referral: None,
+                };
+                self.dispatch(bot, event).await?;
+            }
+        }
+        // After the dispatch jobs: a redelivery before this finds the same messages and
+        // republishes under the same event ids, which JetStream drops.
+        let ids: Vec<String> = found.into_iter().map(|m| m.message_id).collect();
+        store::apply_receipt(&self.pool, &ids, to, receipt.error.as_ref())
             .await
             .map_err(db)?;
         Ok(())

@@ -256,6 +256,136 @@ pub struct StatusOwner {
     pub conversation_id: String,
 }
 
+/// The status a platform receipt moves outbound messages to, and from which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiptStatus {
+    /// From `sent`.
+    Delivered,
+    /// From `sent` or `delivered`.
+    Read,
+    /// From `sent` or `delivered` (WhatsApp reports most failures after accepting).
+    Failed,
+}
+
+impl ReceiptStatus {
+    /// The receipt status of an event type, if it is one.
+    pub fn of(t: EventType) -> Option<Self> {
+        match t {
+            EventType::MessageDelivered => Some(Self::Delivered),
+            EventType::MessageRead => Some(Self::Read),
+            EventType::MessageFailed => Some(Self::Failed),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Read => "read",
+            Self::Failed => "failed",
+        }
+    }
+
+    fn from(self) -> &'static [&'static str] {
+        match self {
+            Self::Delivered => &["sent"],
+            Self::Read | Self::Failed => &["sent", "delivered"],
+        }
+    }
+}
+
+/// An outbound message a receipt concerns.
+pub struct ReceiptTarget {
+    pub message_id: String,
+    pub platform_message_id: Option<String>,
+    pub conversation_id: String,
+    pub user: EventUser,
+}
+
+/// The bot's outbound messages on the event's channel that `receipt` moves to `to`: those
+/// with one of its platform ids, or (watermark) every one to the event's user created up to
+/// the watermark; only those whose status can still move there. Oldest first.
+pub async fn receipt_targets(
+    pool: &PgPool,
+    ev: &InboundEvent,
+    receipt: &patchbay_contract::Receipt,
+    to: ReceiptStatus,
+) -> Result<Vec<ReceiptTarget>, sqlx::Error> {
+    let from: Vec<String> = to.from().iter().map(|s| (*s).to_owned()).collect();
+    let rows = sqlx::query(
+        "select m.id as message_id, m.platform_message_id, c.id as conversation_id,
+                u.id, u.platform_user_id, u.display_name, u.username, u.locale
+         from messages m join conversations c on c.id = m.conversation_id
+              join users u on u.id = c.user_id
+         where m.bot_id = $1 and u.channel_id = $2 and m.direction = 'outbound'
+           and m.status = any($3)
+           and ((m.platform_message_id = any($4))
+                or ($5::timestamptz is not null and u.platform_user_id = $6
+                    and m.created_at <= $5))
+         order by m.created_at, m.id",
+    )
+    .bind(&ev.bot_id)
+    .bind(&ev.channel.id)
+    .bind(&from)
+    .bind(&receipt.platform_message_ids)
+    .bind(receipt.watermark)
+    .bind(&ev.sender.platform_user_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|row| ReceiptTarget {
+            message_id: row.get("message_id"),
+            platform_message_id: row.get("platform_message_id"),
+            conversation_id: row.get("conversation_id"),
+            user: EventUser {
+                id: row.get("id"),
+                platform_user_id: row.get("platform_user_id"),
+                display_name: row.get("display_name"),
+                username: row.get("username"),
+                locale: row.get("locale"),
+            },
+        })
+        .collect())
+}
+
+/// Whether the bot has an outbound message with any of these platform ids.
+pub async fn any_outbound_with_platform_id(
+    pool: &PgPool,
+    bot_id: &str,
+    platform_ids: &[String],
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "select exists (select 1 from messages where bot_id = $1 and direction = 'outbound'
+                        and platform_message_id = any($2))",
+    )
+    .bind(bot_id)
+    .bind(platform_ids)
+    .fetch_one(pool)
+    .await
+}
+
+/// Moves `ids` to `to` (only those still in a status it can move from).
+pub async fn apply_receipt(
+    pool: &PgPool,
+    ids: &[String],
+    to: ReceiptStatus,
+    error: Option<&patchbay_contract::DeliveryError>,
+) -> Result<(), sqlx::Error> {
+    let from: Vec<String> = to.from().iter().map(|s| (*s).to_owned()).collect();
+    sqlx::query(
+        "update messages set status = $2, error = coalesce($3, error), updated_at = now()
+         where id = any($1) and status = any($4)",
+    )
+    .bind(ids)
+    .bind(to.name())
+    .bind(error.map(sqlx::types::Json))
+    .bind(&from)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// Records a platform verdict on an outbound message; `None` if the message is unknown. A
 /// `blocked` failure marks the user unsubscribed.
 pub async fn record_status(
@@ -268,7 +398,10 @@ pub async fn record_status(
     };
     let row = sqlx::query(
         "with m as (
-             update messages set status = $2,
+             update messages set
+                 -- A redelivered `sent` never undoes a platform receipt.
+                 status = case when $2 = 'sent' and status in ('delivered', 'read')
+                               then status else $2 end,
                  platform_message_id = coalesce($3, platform_message_id),
                  error = $4, updated_at = now()
              where id = $1 and direction = 'outbound'

@@ -39,6 +39,8 @@ impl Handler<IngressEnvelope> for Normaliser {
         let events = match env.platform {
             Platform::Telegram => patchbay_telegram::Telegram::normalise(env),
             Platform::Custom => patchbay_custom::inbound::normalise(env),
+            Platform::Messenger => patchbay_messenger::Messenger::normalise(env),
+            Platform::Whatsapp => patchbay_whatsapp::Whatsapp::normalise(env),
             other => {
                 return Err(HandlerError::reject(format!(
                     "no normaliser for platform {other} in this release"

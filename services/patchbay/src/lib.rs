@@ -16,6 +16,10 @@ pub const SERVICES: &[(&str, StartFn)] = &[
     ("ingress-telegram", patchbay_ingress_telegram::start),
     ("outbound-custom", patchbay_outbound_custom::start),
     ("ingress-custom", patchbay_ingress_custom::start),
+    ("outbound-messenger", patchbay_outbound_messenger::start),
+    ("ingress-messenger", patchbay_ingress_messenger::start),
+    ("outbound-whatsapp", patchbay_outbound_whatsapp::start),
+    ("ingress-whatsapp", patchbay_ingress_whatsapp::start),
     ("api", patchbay_api::start),
 ];
 

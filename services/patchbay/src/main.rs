@@ -44,7 +44,8 @@ enum Command {
     /// Run one service (the same as its own binary).
     Service {
         /// One of: auth, bot-router, normaliser, webhook-dispatcher, outbound-telegram,
-        /// ingress-telegram, api.
+        /// ingress-telegram, outbound-messenger, ingress-messenger, outbound-whatsapp,
+        /// ingress-whatsapp, api.
         name: String,
     },
     /// Create or update the JetStream streams and buckets and apply every PostgreSQL
@@ -221,6 +222,10 @@ enum Webhook {
 }
 
 #[derive(Subcommand)]
+#[expect(
+    clippy::enum_variant_names,
+    reason = "the subcommands are create-<platform>"
+)]
 enum Channels {
     /// Connect a bot to a Telegram bot.
     CreateTelegram {
@@ -249,6 +254,48 @@ enum Channels {
         /// Your own domain key (at least 22 characters); generated when absent.
         #[arg(long, env = "CUSTOM_DOMAIN_KEY", hide_env_values = true)]
         domain_key: Option<String>,
+    },
+    /// Connect a bot to a Facebook Page (Messenger).
+    CreateMessenger {
+        /// The bot.
+        #[arg(long)]
+        bot: String,
+        /// The Page's numeric id.
+        #[arg(long)]
+        page_id: String,
+        /// A Page access token with pages_messaging.
+        #[arg(long, env = "MESSENGER_PAGE_ACCESS_TOKEN", hide_env_values = true)]
+        page_access_token: String,
+        /// The Meta app's secret (signs the webhooks).
+        #[arg(long, env = "META_APP_SECRET", hide_env_values = true)]
+        app_secret: String,
+        /// The verify token entered in the App Dashboard.
+        #[arg(long)]
+        verify_token: String,
+        /// Another Graph API base URL, with its version (operators only).
+        #[arg(long)]
+        api_base_url: Option<String>,
+    },
+    /// Connect a bot to a WhatsApp business phone number (Cloud API).
+    CreateWhatsapp {
+        /// The bot.
+        #[arg(long)]
+        bot: String,
+        /// The phone number's id (not the number).
+        #[arg(long)]
+        phone_number_id: String,
+        /// A system-user or business integration token.
+        #[arg(long, env = "WHATSAPP_ACCESS_TOKEN", hide_env_values = true)]
+        access_token: String,
+        /// The Meta app's secret (signs the webhooks).
+        #[arg(long, env = "META_APP_SECRET", hide_env_values = true)]
+        app_secret: String,
+        /// The verify token entered in the App Dashboard.
+        #[arg(long)]
+        verify_token: String,
+        /// Another Graph API base URL, with its version (operators only).
+        #[arg(long)]
+        api_base_url: Option<String>,
     },
 }
 
@@ -533,6 +580,38 @@ fn admin(cli: Cli) -> anyhow::Result<()> {
                        "credentials": {"event_webhook_url": event_webhook_url,
                                        "domain_key": domain_key}}),
                     &["id", "webhook_path", "generated"],
+                ),
+                Command::Channels(Channels::CreateMessenger {
+                    bot,
+                    page_id,
+                    page_access_token,
+                    app_secret,
+                    verify_token,
+                    api_base_url,
+                }) => (
+                    format!("/admin/v1/bots/{bot}/channels"),
+                    cli.token.clone(),
+                    json!({"platform": "messenger",
+                       "credentials": {"page_id": page_id, "page_access_token": page_access_token,
+                                       "app_secret": app_secret, "verify_token": verify_token},
+                       "api_base_url": api_base_url}),
+                    &["id", "webhook_path"],
+                ),
+                Command::Channels(Channels::CreateWhatsapp {
+                    bot,
+                    phone_number_id,
+                    access_token,
+                    app_secret,
+                    verify_token,
+                    api_base_url,
+                }) => (
+                    format!("/admin/v1/bots/{bot}/channels"),
+                    cli.token.clone(),
+                    json!({"platform": "whatsapp",
+                       "credentials": {"phone_number_id": phone_number_id, "access_token": access_token,
+                                       "app_secret": app_secret, "verify_token": verify_token},
+                       "api_base_url": api_base_url}),
+                    &["id", "webhook_path"],
                 ),
                 Command::Send {
                     api_key,

@@ -141,6 +141,73 @@ async fn operators_and_bot_developers_work_from_the_command_line() {
             .any(|b| b["id"] == bot_id.as_str())
     );
 
+    // Meta channels.
+    let page = ok(
+        &i,
+        &[
+            "channels",
+            "create-messenger",
+            "--bot",
+            &bot_id,
+            "--page-id",
+            "1061",
+            "--page-access-token",
+            "EAAB1",
+            "--app-secret",
+            "s3cret",
+            "--verify-token",
+            "vt",
+        ],
+    );
+    assert!(
+        field(&page, "webhook_path").starts_with("/webhooks/messenger/ch_"),
+        "{page}"
+    );
+    let number = ok(
+        &i,
+        &[
+            "channels",
+            "create-whatsapp",
+            "--bot",
+            &bot_id,
+            "--phone-number-id",
+            "1065",
+            "--access-token",
+            "EAAG1",
+            "--app-secret",
+            "s3cret",
+            "--verify-token",
+            "vt",
+        ],
+    );
+    assert!(
+        field(&number, "webhook_path").starts_with("/webhooks/whatsapp/ch_"),
+        "{number}"
+    );
+    let refused = cli(
+        &i,
+        &[
+            "channels",
+            "create-whatsapp",
+            "--bot",
+            &bot_id,
+            "--phone-number-id",
+            "+351",
+            "--access-token",
+            "t",
+            "--app-secret",
+            "s",
+            "--verify-token",
+            "vt",
+        ],
+    );
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("credentials.phone_number_id"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
     // Keys and webhook settings.
     let rotated = ok(
         &i,

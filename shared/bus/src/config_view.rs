@@ -168,6 +168,20 @@ impl ConfigView {
         })
     }
 
+    /// Every enabled channel of `platform` the view has seen (for platforms that post one
+    /// app's webhooks for many channels to one URL, routed by an id inside the payload).
+    pub fn channels(&self, platform: patchbay_contract::Platform) -> Vec<Arc<ChannelRecord>> {
+        self.entries
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter_map(|slot| match &slot.record {
+                Record::Channel(c) if c.platform == platform && c.enabled => Some(c.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The API key whose SHA-256 hex is `hash`, if it exists and has not expired.
     pub async fn api_key(&self, hash: &str) -> Result<Option<Arc<ApiKeyRecord>>, BusError> {
         Ok(match self.lookup(config_keys::api_key(hash)).await? {

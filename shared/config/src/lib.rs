@@ -96,6 +96,23 @@ pub struct Config {
     pub telegram_per_chat_per_second: u32,
     /// Messages a Telegram chat may get in a burst before the per-chat pace applies.
     pub telegram_per_chat_burst: u32,
+    /// Graph API base URL for Messenger, with the version (channels may override it).
+    pub messenger_api_base_url: String,
+    /// Messenger pace per Page (messages per second; Meta allows 300 for text, 10 for media).
+    pub messenger_per_page_per_second: u32,
+    /// Messenger pace per user (messages per second).
+    pub messenger_per_user_per_second: u32,
+    /// Messages a Messenger user may get in a burst before the per-user pace applies.
+    pub messenger_per_user_burst: u32,
+    /// Graph API base URL for WhatsApp, with the version (channels may override it).
+    pub whatsapp_api_base_url: String,
+    /// WhatsApp pace per business phone number (messages per second; 80 by default at Meta).
+    pub whatsapp_per_number_per_second: u32,
+    /// WhatsApp pace per user (messages per second; Meta's pair limit is about one per 6 s
+    /// with bursts, and its 131056 answers are retried).
+    pub whatsapp_per_user_per_second: u32,
+    /// Messages a WhatsApp user may get in a burst before the per-user pace applies.
+    pub whatsapp_per_user_burst: u32,
     /// Public base URL of the `api` service as users' browsers reach it (links `/go/<token>`).
     pub public_url: String,
     /// How long a Patchbay link that replaced a `:code` URL button stays valid.
@@ -139,6 +156,14 @@ impl Default for Config {
             telegram_per_bot_per_second: 30,
             telegram_per_chat_per_second: 1,
             telegram_per_chat_burst: 3,
+            messenger_api_base_url: "https://graph.facebook.com/v25.0".into(),
+            messenger_per_page_per_second: 250,
+            messenger_per_user_per_second: 1,
+            messenger_per_user_burst: 5,
+            whatsapp_api_base_url: "https://graph.facebook.com/v25.0".into(),
+            whatsapp_per_number_per_second: 80,
+            whatsapp_per_user_per_second: 1,
+            whatsapp_per_user_burst: 10,
             public_url: "http://localhost:8080".into(),
             link_ttl_ms: 86_400_000,
             code_ttl_ms: 300_000,
@@ -279,6 +304,24 @@ impl Config {
                 self.telegram_per_chat_per_second,
             ),
             ("telegram_per_chat_burst", self.telegram_per_chat_burst),
+            (
+                "messenger_per_page_per_second",
+                self.messenger_per_page_per_second,
+            ),
+            (
+                "messenger_per_user_per_second",
+                self.messenger_per_user_per_second,
+            ),
+            ("messenger_per_user_burst", self.messenger_per_user_burst),
+            (
+                "whatsapp_per_number_per_second",
+                self.whatsapp_per_number_per_second,
+            ),
+            (
+                "whatsapp_per_user_per_second",
+                self.whatsapp_per_user_per_second,
+            ),
+            ("whatsapp_per_user_burst", self.whatsapp_per_user_burst),
         ] {
             if v == 0 {
                 return Err(ConfigError::invalid(field, "must be at least 1"));
@@ -316,6 +359,8 @@ impl Config {
         }
         for (field, url) in [
             ("telegram_api_base_url", Some(&self.telegram_api_base_url)),
+            ("messenger_api_base_url", Some(&self.messenger_api_base_url)),
+            ("whatsapp_api_base_url", Some(&self.whatsapp_api_base_url)),
             ("public_url", Some(&self.public_url)),
             ("otlp_endpoint", self.otlp_endpoint.as_ref()),
         ] {

@@ -8,7 +8,8 @@
 //!   and survives JavaScript clients (below 2^53). The router stores the same number (a
 //!   generated column) to find the user again.
 //! * **Callbacks**: `subscribe`, `unsubscribe`, `message` (`text`, `image`, `voice`, `video`,
-//!   `location`) with `type` and `timestamp` ([`callback_body`]); other events are not sent to
+//!   `location`) with `type` and `timestamp` ([`callback_body`]); other events (sent, delivered,
+//!   read, failed) are not sent to
 //!   BrandChat clients.
 //! * **Messages** from BrandChat clients (`send/messages`, inline replies): `text` (at most 1000
 //!   characters, optional `buttons`), `image`, `voice`, `video`, `audio` with a `url`
@@ -275,7 +276,10 @@ pub fn callback_body(event: &TenantEvent) -> Option<Value> {
             };
             Some(json!({"type": "message", "timestamp": timestamp, "message": message}))
         }
-        EventType::MessageSent | EventType::MessageFailed => None,
+        EventType::MessageSent
+        | EventType::MessageFailed
+        | EventType::MessageDelivered
+        | EventType::MessageRead => None,
     }
 }
 

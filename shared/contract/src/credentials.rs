@@ -122,9 +122,6 @@ pub struct MessengerCredentials {
     pub app_secret: String,
     /// The verify token the webhook handshake (`hub.verify_token`) must carry.
     pub verify_token: String,
-    /// Operator-only override of the Graph API's base URL (fakes, proxies).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub api_base_url: Option<String>,
 }
 
 /// WhatsApp Business Cloud API: one business phone number of a Meta app.
@@ -139,9 +136,6 @@ pub struct WhatsappCredentials {
     pub app_secret: String,
     /// The verify token the webhook handshake (`hub.verify_token`) must carry.
     pub verify_token: String,
-    /// Operator-only override of the Graph API's base URL (fakes, proxies).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub api_base_url: Option<String>,
 }
 
 /// Checks that each named field is non-empty and has no whitespace or control characters.
@@ -168,19 +162,6 @@ fn graph_id(name: &str, value: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
-/// Checks an optional base URL override.
-fn base_url(value: Option<&str>) -> Result<(), FieldError> {
-    match value {
-        Some(u) if !(u.starts_with("https://") || u.starts_with("http://")) => {
-            Err(FieldError::new(
-                "credentials.api_base_url",
-                "must be an absolute http(s) URL",
-            ))
-        }
-        _ => Ok(()),
-    }
-}
-
 impl MessengerCredentials {
     /// Checks the forms Meta uses.
     pub fn validate(&self) -> Result<(), FieldError> {
@@ -189,8 +170,7 @@ impl MessengerCredentials {
             ("page_access_token", &self.page_access_token),
             ("app_secret", &self.app_secret),
             ("verify_token", &self.verify_token),
-        ])?;
-        base_url(self.api_base_url.as_deref())
+        ])
     }
 }
 
@@ -202,8 +182,7 @@ impl WhatsappCredentials {
             ("access_token", &self.access_token),
             ("app_secret", &self.app_secret),
             ("verify_token", &self.verify_token),
-        ])?;
-        base_url(self.api_base_url.as_deref())
+        ])
     }
 }
 
@@ -261,7 +240,10 @@ mod tests {
         assert_eq!(validate(Platform::Whatsapp, &wa), Ok(()));
         let mut with_base = wa.clone();
         with_base["api_base_url"] = json!("http://127.0.0.1:9");
-        assert_eq!(validate(Platform::Whatsapp, &with_base), Ok(()));
+        assert!(
+            validate(Platform::Whatsapp, &with_base).is_err(),
+            "api_base_url goes beside credentials, not in them"
+        );
         let mut bad_id = wa.clone();
         bad_id["phone_number_id"] = json!("PNID");
         assert_eq!(
@@ -284,12 +266,6 @@ mod tests {
         assert_eq!(
             validate(Platform::Messenger, &bad_token).unwrap_err().field,
             "credentials.page_access_token"
-        );
-        let mut bad_base = fb;
-        bad_base["api_base_url"] = json!("ftp://x");
-        assert_eq!(
-            validate(Platform::Messenger, &bad_base).unwrap_err().field,
-            "credentials.api_base_url"
         );
     }
 }

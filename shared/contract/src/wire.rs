@@ -118,10 +118,28 @@ pub enum EventType {
     /// A message the bot sent could not be delivered.
     #[serde(rename = "message.failed")]
     MessageFailed,
+    /// The platform reports a message the bot sent as delivered to the user's device.
+    #[serde(rename = "message.delivered")]
+    MessageDelivered,
+    /// The platform reports a message the bot sent as read (or played) by the user.
+    #[serde(rename = "message.read")]
+    MessageRead,
 }
 
 impl EventType {
-    /// The dotted name, e.g. `message.received`.
+    /// Every event type.
+    pub const ALL: &[EventType] = &[
+        EventType::MessageReceived,
+        EventType::UserSubscribed,
+        EventType::UserUnsubscribed,
+        EventType::MessageSent,
+        EventType::MessageFailed,
+        EventType::MessageDelivered,
+        EventType::MessageRead,
+    ];
+
+    /// The dotted name, e.g. `message.received`. (Adding a variant: add it to [`Self::ALL`]
+    /// too; `all_lists_every_type` checks.)
     pub fn as_str(self) -> &'static str {
         match self {
             EventType::MessageReceived => "message.received",
@@ -129,6 +147,8 @@ impl EventType {
             EventType::UserUnsubscribed => "user.unsubscribed",
             EventType::MessageSent => "message.sent",
             EventType::MessageFailed => "message.failed",
+            EventType::MessageDelivered => "message.delivered",
+            EventType::MessageRead => "message.read",
         }
     }
 }
@@ -239,6 +259,25 @@ pub struct InboundEvent {
     /// Deep-link or referral parameter of a subscription (Telegram `/start <ref>`).
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "ref")]
     pub referral: Option<String>,
+    /// For `message.delivered`, `message.read` and `message.failed` reported by the platform
+    /// after the send: which of the bot's messages the report is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<Receipt>,
+}
+
+/// A platform's report about messages the bot sent, as the platform names them. The router
+/// finds them by the platform message id its senders reported (`message.sent`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Receipt {
+    /// The platform's ids of the messages concerned (WhatsApp `wamid`, Messenger `mid`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platform_message_ids: Vec<String>,
+    /// Every message sent to this user up to this time is concerned (Messenger watermarks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<DateTime<Utc>>,
+    /// Why delivery failed, for `message.failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<DeliveryError>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1554,6 +1593,30 @@ pub struct CodeRecord {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn all_lists_every_type() {
+        // An exhaustive match: a new variant fails to compile here until it is handled, and
+        // then this test fails until it is in `ALL`.
+        for t in EventType::ALL {
+            match t {
+                EventType::MessageReceived
+                | EventType::UserSubscribed
+                | EventType::UserUnsubscribed
+                | EventType::MessageSent
+                | EventType::MessageFailed
+                | EventType::MessageDelivered
+                | EventType::MessageRead => {}
+            }
+        }
+        let names: std::collections::BTreeSet<&str> =
+            EventType::ALL.iter().map(|t| t.as_str()).collect();
+        assert_eq!(names.len(), 7);
+        for t in EventType::ALL {
+            let back: EventType = serde_json::from_value(json!(t.as_str())).unwrap();
+            assert_eq!(back, *t);
+        }
+    }
 
     #[test]
     fn versions_other_than_one_are_refused_with_a_reason() {

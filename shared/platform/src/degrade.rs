@@ -4,6 +4,8 @@
 //! * a carousel becomes a sequence of cards, each a picture or text with its buttons;
 //! * buttons on a platform without buttons become a numbered text list (URLs spelled out);
 //! * quick replies on a platform without them become a numbered text list;
+//! * a location on a platform that cannot send one becomes a text: its name, its address and
+//!   a map link (`https://www.openstreetmap.org/?mlat=…&mlon=…`);
 //! * anything else unsupported is refused with `unsupported_content`.
 
 use patchbay_contract::content::{Button, Media};
@@ -128,6 +130,20 @@ pub fn degrade(
             _ => Err(unsupported("template", platform)),
         },
         Content::Postback { .. } => Err(unsupported("postback (inbound-only)", platform)),
+        Content::Location(l) if (caps.media)("location") == Support::Degraded => {
+            let mut lines: Vec<String> = [&l.name, &l.address]
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect();
+            lines.push(format!(
+                "https://www.openstreetmap.org/?mlat={}&mlon={}",
+                l.latitude, l.longitude
+            ));
+            Ok(vec![Content::Text {
+                text: lines.join("\n"),
+            }])
+        }
         other => match (caps.media)(other.kind()) {
             Support::Unsupported => Err(unsupported(other.kind(), platform)),
             _ => Ok(vec![other.clone()]),
@@ -205,6 +221,32 @@ mod tests {
         assert_eq!(out.len(), 2);
         assert!(matches!(&out[0], Content::Image(m) if m.caption.as_deref() == Some("A\na")));
         assert!(matches!(&out[1], Content::Buttons { text, .. } if text == "B"));
+    }
+
+    #[test]
+    fn locations_become_a_text_with_a_map_link_where_degraded() {
+        let caps = Capabilities {
+            media: |k| {
+                if k == "location" {
+                    Support::Degraded
+                } else {
+                    Support::Native
+                }
+            },
+            ..caps(Support::Native)
+        };
+        let l = Content::Location(patchbay_contract::content::Location {
+            latitude: 38.5,
+            longitude: -9.25,
+            name: Some("Rossio".into()),
+            address: None,
+        });
+        assert_eq!(
+            degrade(&l, &caps, "x").unwrap(),
+            vec![Content::Text {
+                text: "Rossio\nhttps://www.openstreetmap.org/?mlat=38.5&mlon=-9.25".into()
+            }]
+        );
     }
 
     #[test]

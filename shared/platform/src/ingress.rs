@@ -1,18 +1,29 @@
-//! The body of every `ingress-<platform>` service: `POST /webhooks/<platform>/{channel_id}`.
+//! The body of every `ingress-<platform>` service: `POST /webhooks/<platform>/{channel_id}`,
+//! plus `GET` for platforms with an ownership handshake and, for platforms whose apps post
+//! several channels' events to one URL (Meta), `POST`/`GET /webhooks/<platform>`.
 //!
 //! Raw body first (size-capped, 413 beyond), channel looked up in the config view (404 when
 //! unknown or disabled), authenticity checked over the raw bytes with the channel's opened
 //! credentials (401, nothing published), body split into envelopes (400 when malformed), each
 //! envelope published with the platform's event id as `Nats-Msg-Id`, and 200 only after
 //! JetStream stored them all (503 when it could not, so the platform retries).
+//!
+//! Routing (adapters with [`InboundAdapter::ROUTED`]): each envelope names the platform
+//! object it is for ([`crate::Split::route`], a Page id or `phone_number_id`); it is
+//! published for the enabled channel whose [`InboundAdapter::route_id`] is that id, whichever
+//! URL received it. The body must verify with the credentials of every channel concerned (one
+//! Meta app signs all its Pages' events with its one secret), else 401 and nothing is
+//! published. Envelopes for ids no channel has are dropped with a log line; the others still
+//! go through.
 
+use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use patchbay_bus::{Bus, ConfigView};
@@ -29,6 +40,10 @@ struct State_<A> {
     bus: Bus,
     view: ConfigView,
     key: MasterKey,
+    /// For [`InboundAdapter::enrich`].
+    http: reqwest::Client,
+    api_base_url: Option<String>,
+    cache: crate::enrich::Cache,
     _adapter: PhantomData<fn() -> A>,
 }
 
@@ -49,29 +64,37 @@ pub fn service<A: InboundAdapter>(name: &'static str, deps: &Deps) -> Result<Ser
         bus: deps.bus.clone(),
         view: deps.view.clone(),
         key: deps.config.require_master_key()?,
+        http: crate::http::client_builder(std::time::Duration::from_millis(
+            deps.config.outbound_timeout_ms,
+        ))
+        .build()?,
+        api_base_url: A::api_base_url(&deps.config),
+        cache: crate::enrich::Cache::default(),
         _adapter: PhantomData,
     });
     let path = format!("/webhooks/{}/{{channel_id}}", A::PLATFORM.as_str());
-    let routes = Router::new()
-        .route(&path, post(receive::<A>))
+    let mut routes = Router::new().route(&path, post(receive::<A>).get(challenge::<A>));
+    if A::ROUTED {
+        let app_path = format!("/webhooks/{}", A::PLATFORM.as_str());
+        routes = routes.route(&app_path, post(receive_app::<A>).get(challenge_app::<A>));
+    }
+    let routes = routes
         .layer(DefaultBodyLimit::max(deps.config.ingress_max_body_bytes))
         .with_state(state);
     Ok(Service::new(name).routes(routes))
 }
 
-async fn receive<A: InboundAdapter>(
-    State(s): State<Arc<State_<A>>>,
-    Path(channel_id): Path<String>,
-    headers: HeaderMap,
+fn outcome(platform: &'static str, o: &'static str) {
+    metrics::counter!("patchbay_ingress_requests_total", "platform" => platform, "outcome" => o)
+        .increment(1);
+}
+
+fn read_body(
+    platform: &'static str,
     body: Result<Bytes, BytesRejection>,
-) -> Result<StatusCode, ApiError> {
-    let platform = A::PLATFORM.as_str();
-    let outcome = |o: &'static str| {
-        metrics::counter!("patchbay_ingress_requests_total", "platform" => platform, "outcome" => o)
-            .increment(1);
-    };
-    let body = body.map_err(|e| {
-        outcome("rejected");
+) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        outcome(platform, "rejected");
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -81,43 +104,233 @@ async fn receive<A: InboundAdapter>(
         } else {
             ApiError::bad_request("malformed_payload", "could not read the request body")
         }
-    })?;
-    let channel = s
-        .view
-        .channel(&channel_id)
-        .await?
-        .filter(|c| c.platform == A::PLATFORM && c.enabled)
-        .ok_or_else(|| {
-            outcome("unknown_channel");
-            ApiError::not_found(format!("no {platform} channel {channel_id}"))
-        })?;
-    let creds: A::Credentials = open_credentials(&s.key, &channel).map_err(ApiError::internal)?;
-    let splits = A::verify(&creds, &headers, &body)
-        .and_then(|()| A::split(&channel_id, &body))
-        .map_err(|r| match r {
-            Rejection::Unauthorized(m) => {
-                outcome("unauthorized");
-                tracing::info!(channel_id, reason = %m, "webhook refused");
-                ApiError::unauthorized("signature check failed")
+    })
+}
+
+/// An enabled channel of `A`'s platform with its opened credentials.
+struct Opened<C> {
+    channel: Arc<ChannelRecord>,
+    creds: C,
+}
+
+impl<A: InboundAdapter> State_<A> {
+    async fn channel(&self, channel_id: &str) -> Result<Opened<A::Credentials>, ApiError> {
+        let platform = A::PLATFORM.as_str();
+        let channel = self
+            .view
+            .channel(channel_id)
+            .await?
+            .filter(|c| c.platform == A::PLATFORM && c.enabled)
+            .ok_or_else(|| {
+                outcome(platform, "unknown_channel");
+                ApiError::not_found(format!("no {platform} channel {channel_id}"))
+            })?;
+        let creds = open_credentials(&self.key, &channel).map_err(ApiError::internal)?;
+        Ok(Opened { channel, creds })
+    }
+
+    /// Every enabled channel of the platform with its credentials (unreadable ones are
+    /// logged and skipped).
+    fn all_channels(&self) -> Vec<Opened<A::Credentials>> {
+        self.view
+            .channels(A::PLATFORM)
+            .into_iter()
+            .filter_map(|channel| match open_credentials(&self.key, &channel) {
+                Ok(creds) => Some(Opened { channel, creds }),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot open channel credentials");
+                    None
+                }
+            })
+            .collect()
+    }
+}
+
+fn refuse(platform: &'static str, channel: &str, r: Rejection) -> ApiError {
+    match r {
+        Rejection::Unauthorized(m) => {
+            outcome(platform, "unauthorized");
+            tracing::info!(channel, reason = %m, "webhook refused");
+            ApiError::unauthorized("signature check failed")
+        }
+        Rejection::Malformed(m) => {
+            outcome(platform, "malformed");
+            ApiError::bad_request("malformed_payload", m)
+        }
+    }
+}
+
+async fn receive<A: InboundAdapter>(
+    State(s): State<Arc<State_<A>>>,
+    Path(channel_id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    let platform = A::PLATFORM.as_str();
+    let body = read_body(platform, body)?;
+    let own = s.channel(&channel_id).await?;
+    A::verify(&own.creds, &headers, &body).map_err(|r| refuse(platform, &channel_id, r))?;
+    deliver::<A>(&s, Some(own), &headers, &body).await
+}
+
+async fn receive_app<A: InboundAdapter>(
+    State(s): State<Arc<State_<A>>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    let body = read_body(A::PLATFORM.as_str(), body)?;
+    deliver::<A>(&s, None, &headers, &body).await
+}
+
+/// Splits `body`, routes each envelope to its channel (the receiving channel `own` for
+/// envelopes without a route or with its route id), checks the signature with the
+/// credentials of every other channel concerned, and publishes.
+async fn deliver<A: InboundAdapter>(
+    s: &State_<A>,
+    own: Option<Opened<A::Credentials>>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<StatusCode, ApiError> {
+    let platform = A::PLATFORM.as_str();
+    let own_id = own
+        .as_ref()
+        .map_or("", |o| o.channel.id.as_str())
+        .to_owned();
+    let probe = A::split(&own_id, body).map_err(|r| refuse(platform, &own_id, r))?;
+    let own_route = own.as_ref().and_then(|o| A::route_id(&o.creds));
+    let foreign: Vec<String> = {
+        let mut v: Vec<String> = probe
+            .iter()
+            .filter_map(|p| p.route.clone())
+            .filter(|r| own.is_none() || Some(r) != own_route.as_ref())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    // Channels concerned: the receiving one (if any envelope stays there) and one per
+    // foreign route id that a channel claims.
+    let mut targets: Vec<(Opened<A::Credentials>, Option<String>)> = Vec::new();
+    let stays = probe
+        .iter()
+        .any(|p| p.route.is_none() || p.route == own_route);
+    if !foreign.is_empty() {
+        let mut by_route: HashMap<String, Opened<A::Credentials>> = HashMap::new();
+        for o in s.all_channels() {
+            if let Some(r) = A::route_id(&o.creds)
+                && foreign.contains(&r)
+            {
+                // Two channels claiming one id: the first seen wins, logged.
+                if let Some(prev) = by_route.get(&r) {
+                    tracing::warn!(route = %r, kept = %prev.channel.id, ignored = %o.channel.id,
+                        "two channels claim one platform id");
+                    continue;
+                }
+                by_route.insert(r, o);
             }
-            Rejection::Malformed(m) => {
-                outcome("malformed");
-                ApiError::bad_request("malformed_payload", m)
+        }
+        for r in &foreign {
+            match by_route.remove(r) {
+                Some(o) => targets.push((o, Some(r.clone()))),
+                None => {
+                    outcome(platform, "unknown_route");
+                    tracing::warn!(route = %r, "webhook entry for an id no channel has; dropped");
+                }
             }
-        })?;
-    let subject = s.bus.subjects().ingress(A::PLATFORM, &channel_id)?;
-    let span = tracing::info_span!(
-        "webhook",
-        otel.kind = "server",
-        messaging.system = "nats",
-        messaging.destination.name = %subject,
-        platform,
-    );
-    crate::http::adopt_trace(&span, &headers);
-    publish_all::<A>(&s.bus, &subject, &channel, splits, outcome)
-        .instrument(span)
-        .await?;
+        }
+    }
+    // Every channel concerned must accept the signature.
+    for (o, _) in &targets {
+        A::verify(&o.creds, headers, body).map_err(|r| refuse(platform, &o.channel.id, r))?;
+    }
+    if let Some(o) = own
+        && stays
+    {
+        targets.insert(0, (o, None));
+    }
+    for (o, route) in targets {
+        let channel = &o.channel;
+        let mut splits: Vec<_> = A::split(&channel.id, body)
+            .map_err(|r| refuse(platform, &channel.id, r))?
+            .into_iter()
+            .filter(|sp| match &route {
+                Some(r) => sp.route.as_ref() == Some(r),
+                None => sp.route.is_none() || sp.route == own_route,
+            })
+            .collect();
+        if let Some(base_url) = channel
+            .api_base_url
+            .as_deref()
+            .or(s.api_base_url.as_deref())
+        {
+            let ctx = crate::enrich::Context {
+                http: &s.http,
+                creds: &o.creds,
+                base_url,
+                channel_id: &channel.id,
+                cache: &s.cache,
+            };
+            let enriched = A::enrich(ctx, &mut splits);
+            if tokio::time::timeout(crate::enrich::BUDGET, enriched)
+                .await
+                .is_err()
+            {
+                tracing::info!(channel_id = %channel.id, "enrichment took too long; published without it");
+            }
+        }
+        let subject = s.bus.subjects().ingress(A::PLATFORM, &channel.id)?;
+        let span = tracing::info_span!(
+            "webhook",
+            otel.kind = "server",
+            messaging.system = "nats",
+            messaging.destination.name = %subject,
+            platform,
+        );
+        crate::http::adopt_trace(&span, headers);
+        publish_all::<A>(&s.bus, &subject, channel, splits)
+            .instrument(span)
+            .await?;
+    }
     Ok(StatusCode::OK)
+}
+
+async fn challenge<A: InboundAdapter>(
+    State(s): State<Arc<State_<A>>>,
+    Path(channel_id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<(StatusCode, String), ApiError> {
+    let own = s.channel(&channel_id).await?;
+    match A::challenge(&own.creds, &query) {
+        None => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this platform has no GET handshake",
+        )),
+        Some(Ok(body)) => Ok((StatusCode::OK, body)),
+        Some(Err(r)) => {
+            tracing::info!(channel_id, reason = %r, "webhook handshake refused");
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "verification failed",
+            ))
+        }
+    }
+}
+
+/// The handshake of the per-app URL: answered when any channel of the platform accepts it.
+async fn challenge_app<A: InboundAdapter>(
+    State(s): State<Arc<State_<A>>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<(StatusCode, String), ApiError> {
+    s.all_channels()
+        .iter()
+        .find_map(|o| A::challenge(&o.creds, &query).and_then(Result::ok))
+        .map(|body| (StatusCode::OK, body))
+        .ok_or_else(|| {
+            tracing::info!("per-app webhook handshake matched no channel");
+            ApiError::new(StatusCode::FORBIDDEN, "forbidden", "verification failed")
+        })
 }
 
 async fn publish_all<A: InboundAdapter>(
@@ -125,8 +338,8 @@ async fn publish_all<A: InboundAdapter>(
     subject: &str,
     channel: &ChannelRecord,
     splits: Vec<crate::Split>,
-    outcome: impl Fn(&'static str),
 ) -> Result<(), ApiError> {
+    let platform = A::PLATFORM.as_str();
     let channel_id = &channel.id;
     for split in splits {
         let envelope = IngressEnvelope {
@@ -143,12 +356,15 @@ async fn publish_all<A: InboundAdapter>(
         let published = bus
             .publish(subject, &envelope.dedupe_key, &envelope)
             .await
-            .inspect_err(|_| outcome("unavailable"))?;
-        outcome(if published.duplicate {
-            "duplicate"
-        } else {
-            "accepted"
-        });
+            .inspect_err(|_| outcome(platform, "unavailable"))?;
+        outcome(
+            platform,
+            if published.duplicate {
+                "duplicate"
+            } else {
+                "accepted"
+            },
+        );
     }
     Ok(())
 }

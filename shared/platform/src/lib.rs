@@ -11,8 +11,10 @@
 //! See `docs/adding-a-messenger.md`.
 
 pub mod degrade;
+pub mod enrich;
 pub mod http;
 pub mod ingress;
+pub mod meta;
 pub mod outbound;
 pub mod webhook;
 
@@ -45,6 +47,10 @@ pub struct Split {
     pub body: serde_json::Value,
     /// The conversation it belongs to on the platform (a chat id), if known.
     pub order_key: Option<String>,
+    /// The platform object the event is for, when one POST can carry events of several
+    /// channels (Meta: the Page id, the WhatsApp `phone_number_id`); compared with
+    /// [`InboundAdapter::route_id`] to route it. `None`: the channel whose URL received it.
+    pub route: Option<String>,
 }
 
 /// Why an envelope cannot be normalised (it goes to the dead-letter stream with this text).
@@ -58,6 +64,10 @@ pub trait InboundAdapter: Send + Sync + 'static {
     const PLATFORM: Platform;
     /// Its credentials, as sealed in the channel record.
     type Credentials: DeserializeOwned + Send + Sync;
+    /// Whether one URL may receive several channels' events, routed by
+    /// [`Split::route`] and [`InboundAdapter::route_id`] (Meta apps): the ingress then also
+    /// serves `/webhooks/<platform>` without a channel id.
+    const ROUTED: bool = false;
 
     /// Checks the request's authenticity with the channel's credentials, over the raw body.
     fn verify(creds: &Self::Credentials, headers: &HeaderMap, body: &[u8])
@@ -68,6 +78,40 @@ pub trait InboundAdapter: Send + Sync + 'static {
 
     /// Turns an envelope into canonical events (none for updates Patchbay does not handle).
     fn normalise(envelope: &IngressEnvelope) -> Result<Vec<InboundEvent>, NormaliseError>;
+
+    /// The platform's ownership check on `GET` of the webhook URL (Meta's `hub.*`
+    /// handshake): `Some(Ok(body))` answers 200 with `body`, `Some(Err(_))` 403; `None` (the
+    /// default) means the platform has none, and `GET` answers 405.
+    fn challenge(
+        _creds: &Self::Credentials,
+        _query: &std::collections::HashMap<String, String>,
+    ) -> Option<Result<String, Rejection>> {
+        None
+    }
+
+    /// The platform API's base URL for [`InboundAdapter::enrich`] from the configuration
+    /// (a channel's `api_base_url` overrides it); `None` (the default): no enrichment.
+    fn api_base_url(_config: &patchbay_config::Config) -> Option<String> {
+        None
+    }
+
+    /// Adds to the envelopes what the webhook lacks but the platform's API tells (Messenger:
+    /// the sender's name and picture), before they are published. Runs within
+    /// [`enrich::BUDGET`] (the ingress stops waiting after that and publishes what it has) and
+    /// never fails: a lookup that cannot be made leaves the envelope as it is.
+    fn enrich(
+        _ctx: enrich::Context<'_, Self::Credentials>,
+        _splits: &mut [Split],
+    ) -> impl Future<Output = ()> + Send {
+        std::future::ready(())
+    }
+
+    /// The id a payload names this channel by when one URL receives several channels'
+    /// events (Meta: Page id, `phone_number_id`). `None` (the default): the platform posts
+    /// each channel's events to its own URL only, and there is no per-app route.
+    fn route_id(_creds: &Self::Credentials) -> Option<String> {
+        None
+    }
 }
 
 /// What the platform said when a message was sent.

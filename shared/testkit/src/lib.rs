@@ -4,7 +4,8 @@
 //! * [`postgres::PgServer`]: a real PostgreSQL cluster in a temporary directory;
 //! * [`tenant::FakeTenant`]: a tenant's callback server that records and verifies what it gets;
 //! * [`telegram::FakeTelegram`]: the Telegram Bot API, speaking its real wire format;
-//! * [`fixtures`]: Telegram updates as the platform sends them;
+//! * [`graph::FakeGraph`]: Meta's Graph API for Messenger and WhatsApp (sends, profiles);
+//! * [`fixtures`]: Telegram updates and Messenger / WhatsApp webhooks as the platforms send them;
 //! * [`unique_prefix`]: a random subject prefix, so tests share nothing.
 //!
 //! Child processes write to log files (never to the test's pipes), die with the test process,
@@ -13,6 +14,7 @@
 #![allow(unsafe_code)] // pre_exec for the parent-death signal and dropping root for PostgreSQL.
 
 pub mod fixtures;
+pub mod graph;
 pub mod nats;
 pub mod postgres;
 pub mod process;

@@ -277,6 +277,7 @@ impl InboundAdapter for Telegram {
             dedupe_key: format!("telegram:{channel_id}:{update_id}"),
             body: value,
             order_key,
+            route: None,
         }])
     }
 
@@ -300,6 +301,7 @@ impl InboundAdapter for Telegram {
                     dedupe_key: format!("{}:0", env.dedupe_key),
                     message,
                     referral,
+                    receipt: None,
                 }
             };
         if let Some(m) = &update.message {

@@ -1,14 +1,18 @@
-//! `patchbay-fakes`: the demo's tenant and Telegram API, for `make run` and benchmarks.
+//! `patchbay-fakes`: the demo's tenant, Telegram API and Meta Graph API, for `make run` and
+//! benchmarks.
 //!
 //! The tenant answers every `message.received` with an inline reply `echo: <text>`; the
-//! Telegram API accepts any bot token. Both print one line per request.
-//! Usage: `patchbay-fakes [TENANT_ADDR] [TELEGRAM_ADDR]` (default 127.0.0.1:8090 and :8091).
+//! Telegram API accepts any bot token, the Graph API any Page, phone number and token. All
+//! print one line per request.
+//! Usage: `patchbay-fakes [TENANT_ADDR] [TELEGRAM_ADDR] [GRAPH_ADDR]` (default 127.0.0.1:8090,
+//! :8091 and :8092).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use patchbay_testkit::graph::FakeGraph;
 use patchbay_testkit::telegram::FakeTelegram;
 use patchbay_testkit::tenant::FakeTenant;
 use serde_json::json;
@@ -18,6 +22,7 @@ async fn main() {
     let mut args = std::env::args().skip(1);
     let tenant_addr = args.next().unwrap_or_else(|| "127.0.0.1:8090".into());
     let telegram_addr = args.next().unwrap_or_else(|| "127.0.0.1:8091".into());
+    let graph_addr = args.next().unwrap_or_else(|| "127.0.0.1:8092".into());
     let tenant = FakeTenant::start_on(&tenant_addr).await;
     tenant.respond_with(|r| {
         let event = r.json();
@@ -33,7 +38,10 @@ async fn main() {
     telegram.accept_any_token();
     println!("fake tenant:   {} (replies 'echo: <text>')", tenant.url());
     println!("fake Telegram: {}", telegram.base_url());
-    let (mut seen_events, mut seen_calls) = (0, 0);
+    let graph = FakeGraph::start_on(&graph_addr).await;
+    graph.accept_any();
+    println!("fake Graph API: {}", graph.base_url());
+    let (mut seen_events, mut seen_calls, mut seen_graph) = (0, 0, 0);
     loop {
         let events = tenant.received();
         for r in &events[seen_events..] {
@@ -49,6 +57,11 @@ async fn main() {
             println!("telegram <- {} {}", c.method, c.body);
         }
         seen_calls = calls.len();
+        let calls = graph.calls();
+        for c in &calls[seen_graph..] {
+            println!("graph <- {} /{} {}", c.method, c.id, c.body);
+        }
+        seen_graph = calls.len();
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
