@@ -51,6 +51,43 @@ async fn brandchat(
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// `file/upload` as BrandChat's PHP client sends it: multipart with the file in field `media`,
+/// `X-Chat-Signature` over the file's bytes.
+async fn upload(
+    stack: &Stack,
+    bot: &TestBot,
+    content_type: &str,
+    file: &[u8],
+    signature: &str,
+) -> (u16, Value) {
+    let boundary = "----patchbay-test-boundary";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"media\"; filename=\"upload\"\r\n\
+         Content-Type: {content_type}\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(file);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let r = stack
+        .http
+        .post(format!(
+            "{}/brandchat/api/file/upload?bot={}",
+            stack.api_url(),
+            bot.id
+        ))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .header("X-Chat-Signature", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
 async fn signed(stack: &Stack, bot: &TestBot, route: &str, body: &Value) -> (u16, Value) {
     let sig = sign(&bot.api_key, &serde_json::to_vec(body).unwrap());
     brandchat(stack, Some(&bot.id), route, body, Some(sig)).await
@@ -222,6 +259,61 @@ async fn a_brandchat_client_works_unchanged() {
         })
     })
     .await;
+
+    // file/upload: one file, signed over its bytes; messages name it by fileId, and the
+    // platform fetches it from Patchbay.
+    let png: Vec<u8> = [b"\x89PNG\r\n\x1a\n".as_slice(), &[7u8; 2000]].concat();
+    let (status, uploaded) =
+        upload(&stack, &bot, "image/png", &png, &sign(&bot.api_key, &png)).await;
+    assert_eq!(status, 200, "{uploaded}");
+    let file_id = uploaded["fileId"].as_i64().expect("an integer fileId");
+    let (status, _) = upload(&stack, &bot, "image/png", &png, &sign("nope", &png)).await;
+    assert_eq!(status, 403, "wrong signature");
+    let big = vec![1u8; 128 * 1024 + 1];
+    let (status, answer) = upload(&stack, &bot, "image/png", &big, &sign(&bot.api_key, &big)).await;
+    assert_eq!(status, 400, "{answer}");
+    let (status, answer) = upload(
+        &stack,
+        &bot,
+        "application/pdf",
+        &png,
+        &sign(&bot.api_key, &png),
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+    let (status, answer) = signed(
+        &stack,
+        &bot,
+        "send/messages",
+        &json!([{"type": "image", "userId": user_id, "fileId": file_id}]),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let photo = eventually(WAIT, "the uploaded image at Telegram", || async {
+        stack
+            .telegram
+            .calls_of("sendPhoto")
+            .into_iter()
+            .find_map(|c| c.body["photo"].as_str().map(str::to_owned))
+    })
+    .await;
+    assert_eq!(
+        photo,
+        format!("{PUBLIC_URL}/brandchat/files/{}/{file_id}", bot.id)
+    );
+    let served = stack
+        .http
+        .get(format!(
+            "{}{}",
+            stack.api_url(),
+            photo.strip_prefix(PUBLIC_URL).unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served.status(), 200);
+    assert_eq!(served.headers()["content-type"], "image/png");
+    assert_eq!(served.bytes().await.unwrap().as_ref(), png.as_slice());
 
     // code/claim: the web view's code gives the profile once.
     let browser = reqwest::Client::builder()

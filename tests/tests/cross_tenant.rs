@@ -144,6 +144,7 @@ async fn no_route_lets_a_caller_past_its_rights() {
             .replace("{key_id}", &b.key_id)
             .replace("{token}", "unknown-token")
             .replace("{conversation_id}", &b.conversation_id)
+            .replace("{file_id}", "1")
             .replace("{channel_id}", &b.custom_channel)
     };
     let mut checked = 0;

@@ -6,14 +6,14 @@
 //! one is configured (a change through the admin API applies without a restart), and lets a
 //! human agent answer on Messenger for 7 days with the `HUMAN_AGENT` tag.
 //!
-//! No WhatsApp or Messenger sender runs on this branch, so their outbound jobs stay in the
-//! outbound stream, where the test reads them.
+//! The outbound jobs the router publishes are watched on their subjects (core NATS sees every
+//! publish), since the Messenger and WhatsApp senders consume the stream; the channels point
+//! at the fake Graph API, so nothing leaves the machine.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use patchbay_contract::ids::{message_ids, new_id};
-use patchbay_contract::subjects::Stream;
 use patchbay_contract::{
     ChannelRef, Content, EventType, InboundEvent, InboundMessage, OutboundJob, Platform,
     PlatformUser, Subjects, V1,
@@ -29,12 +29,19 @@ async fn channel(stack: &Stack, bot: &TestBot, platform: Platform) -> String {
         _ => json!({"page_id": "1234567890", "page_access_token": "EAAB-placeholder",
             "app_secret": "app-secret", "verify_token": "vt"}),
     };
+    match platform {
+        Platform::Whatsapp => stack
+            .graph
+            .add_phone_number("106540352242922", "EAAG-placeholder"),
+        _ => stack.graph.add_page("1234567890", "EAAB-placeholder"),
+    }
     let (status, ch) = stack
         .call(
             "POST",
             &format!("/admin/v1/bots/{}/channels", bot.id),
             Some(stack.admin_token()),
-            Some(&json!({"platform": platform, "credentials": credentials})),
+            Some(&json!({"platform": platform, "credentials": credentials,
+                         "api_base_url": stack.graph.base_url()})),
         )
         .await;
     assert_eq!(status, 201, "{ch}");
@@ -118,31 +125,46 @@ async fn send(stack: &Stack, bot: &TestBot, body: Value) -> (u16, Value) {
 }
 
 /// Every job in the outbound stream (no sender consumes WhatsApp or Messenger jobs here).
-async fn outbound_jobs(stack: &Stack) -> Vec<OutboundJob> {
-    let js = async_nats::jetstream::new(stack.raw_nats().await);
-    let stream = js
-        .get_stream(subjects(stack).stream(Stream::Outbound))
+/// The outbound jobs published since it started, one per message id, in order.
+#[derive(Clone)]
+struct Watch(std::sync::Arc<std::sync::Mutex<Vec<OutboundJob>>>);
+
+/// Watches `<p>.outbound.>` from now on.
+async fn watch(stack: &Stack) -> Watch {
+    let client = stack.raw_nats().await;
+    let mut sub = client
+        .subscribe(format!("{}.outbound.>", subjects(stack).prefix()))
         .await
         .unwrap();
-    let last = stream.get_info().await.unwrap().state.last_sequence;
-    let mut jobs = Vec::new();
-    for seq in 1..=last {
-        if let Ok(m) = stream.get_raw_message(seq).await {
-            jobs.push(serde_json::from_slice(&m.payload).unwrap());
+    client.flush().await.unwrap();
+    let watch = Watch(std::sync::Arc::default());
+    let jobs = watch.0.clone();
+    tokio::spawn(async move {
+        let _client = client;
+        while let Some(m) = futures::StreamExt::next(&mut sub).await {
+            let job: OutboundJob = serde_json::from_slice(&m.payload).unwrap();
+            let mut jobs = jobs.lock().unwrap();
+            if !jobs.iter().any(|j| j.message_id == job.message_id) {
+                jobs.push(job);
+            }
         }
-    }
-    jobs
+    });
+    watch
 }
 
-/// Waits for the outbound job of `message_id`.
-async fn job(stack: &Stack, message_id: &Value) -> OutboundJob {
-    eventually(TIMEOUT, "the outbound job", || async {
-        outbound_jobs(stack)
-            .await
-            .into_iter()
-            .find(|j| json!(j.message_id) == *message_id)
-    })
-    .await
+impl Watch {
+    fn jobs(&self) -> Vec<OutboundJob> {
+        self.0.lock().unwrap().clone()
+    }
+
+    async fn job(&self, message_id: &Value) -> OutboundJob {
+        eventually(TIMEOUT, "the outbound job", || async {
+            self.jobs()
+                .into_iter()
+                .find(|j| json!(j.message_id) == *message_id)
+        })
+        .await
+    }
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -156,6 +178,7 @@ fn text(t: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whatsapp_sends_outside_the_window_are_refused_or_replaced_by_a_template() {
     let stack = Stack::start().await;
+    let watch = watch(&stack).await;
     let bot = stack.bot_with_events(Some(vec!["*"])).await;
     let wa = channel(&stack, &bot, Platform::Whatsapp).await;
     // Whole seconds, as WhatsApp's timestamps are.
@@ -190,7 +213,7 @@ async fn whatsapp_sends_outside_the_window_are_refused_or_replaced_by_a_template
     )
     .await;
     assert_eq!(status, 202, "{body}");
-    let inside = job(&stack, &body["message_ids"][0]).await;
+    let inside = watch.job(&body["message_ids"][0]).await;
     assert_eq!(
         inside.content,
         Content::Text {
@@ -257,7 +280,7 @@ async fn whatsapp_sends_outside_the_window_are_refused_or_replaced_by_a_template
         message.contains(&format!("closed at {closed_at}")),
         "{message}"
     );
-    let jobs = outbound_jobs(&stack).await;
+    let jobs = watch.jobs();
     assert!(jobs.iter().all(|j| j.message_id != refused_id), "{jobs:?}");
     assert_eq!(
         jobs.len(),
@@ -277,7 +300,7 @@ async fn whatsapp_sends_outside_the_window_are_refused_or_replaced_by_a_template
     )
     .await;
     assert_eq!(status, 202, "{body}");
-    let sent = job(&stack, &body["message_ids"][0]).await;
+    let sent = watch.job(&body["message_ids"][0]).await;
     assert_eq!(serde_json::to_value(&sent.content).unwrap(), template);
     let mut bad = template.clone();
     bad["components"][1]["parameters"][0] = json!({"type": "text", "text": "STOP"});
@@ -356,7 +379,7 @@ async fn whatsapp_sends_outside_the_window_are_refused_or_replaced_by_a_template
         (status == 202).then_some(body)
     })
     .await;
-    let substituted = job(&stack, &accepted["message_ids"][0]).await;
+    let substituted = watch.job(&accepted["message_ids"][0]).await;
     assert_eq!(
         serde_json::to_value(&substituted.content).unwrap(),
         json!({"type": "template", "name": "we_miss_you", "language": "en_US",
@@ -370,7 +393,7 @@ async fn whatsapp_sends_outside_the_window_are_refused_or_replaced_by_a_template
     )
     .await;
     assert_eq!(
-        job(&stack, &body["message_ids"][0]).await.content,
+        watch.job(&body["message_ids"][0]).await.content,
         Content::Text {
             text: "still open".into()
         }
@@ -402,6 +425,7 @@ async fn whatsapp_sends_outside_the_window_are_refused_or_replaced_by_a_template
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messenger_lets_a_human_agent_answer_for_seven_days() {
     let stack = Stack::start().await;
+    let watch = watch(&stack).await;
     let bot = stack.bot_with_events(Some(vec!["*"])).await;
     let fb = channel(&stack, &bot, Platform::Messenger).await;
     let now = DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap();
@@ -439,7 +463,7 @@ async fn messenger_lets_a_human_agent_answer_for_seven_days() {
     )
     .await;
     assert_eq!(status, 202, "{body}");
-    let tagged = job(&stack, &body["message_ids"][0]).await;
+    let tagged = watch.job(&body["message_ids"][0]).await;
     assert_eq!(tagged.tag, Some(patchbay_contract::MessageTag::HumanAgent));
     assert_eq!(serde_json::to_value(tagged.tag).unwrap(), "HUMAN_AGENT");
     assert_eq!(tagged.source, patchbay_contract::SendSource::Human);
@@ -451,7 +475,7 @@ async fn messenger_lets_a_human_agent_answer_for_seven_days() {
         json!({"user_id": fresh, "source": "human", "messages": text("agent, early")}),
     )
     .await;
-    assert_eq!(job(&stack, &body["message_ids"][0]).await.tag, None);
+    assert_eq!(watch.job(&body["message_ids"][0]).await.tag, None);
 
     // After seven days nobody may write.
     let (status, body) = send(
@@ -481,6 +505,6 @@ async fn messenger_lets_a_human_agent_answer_for_seven_days() {
     .await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["error"]["code"], "outside_window");
-    assert_eq!(outbound_jobs(&stack).await.len(), 2);
+    assert_eq!(watch.jobs().len(), 2);
     stack.shutdown().await;
 }

@@ -125,7 +125,11 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             )
             .route("/v1/users", axum::routing::get(users::find_user))
             .route("/v1/users/{user_id}", axum::routing::get(users::get_user))
-            .merge(brandchat::routes(codes.clone(), master_key))
+            .merge(brandchat::routes(
+                codes.clone(),
+                brandchat::Files::open(&deps).await?,
+                master_key,
+            ))
             .merge(codes::routes(codes))
             .merge(settings::routes())
             .route(

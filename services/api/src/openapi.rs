@@ -294,6 +294,22 @@ pub(crate) const OPERATIONS: &[Operation] = &[
     ),
     op(
         "post",
+        "/brandchat/api/file/upload",
+        Caller::Brandchat,
+        "BrandChat: upload one file (multipart/form-data, field media; X-Chat-Signature over the file's bytes): image/jpeg or image/png up to 128 kB, audio/amr 256 kB, video/mp4 1 MB; answers {\"fileId\": <int64>}.",
+        None,
+        (200, Some(schema::<FileUploaded>)),
+    ),
+    op(
+        "get",
+        "/brandchat/files/{bot_id}/{file_id}",
+        Caller::Public,
+        "A file uploaded through BrandChat's file/upload, for the platforms to fetch.",
+        None,
+        (200, None),
+    ),
+    op(
+        "post",
         "/v1/custom/{channel_id}/users",
         Caller::DomainKey,
         "Register a user of a custom channel (served by ingress-custom): their id and token. The same external_id always gets the same user and token.",
@@ -365,6 +381,15 @@ pub(crate) const OPERATIONS: &[Operation] = &[
 #[allow(dead_code)]
 struct ErrorBody {
     error: ErrorDetail,
+}
+
+/// Answer of BrandChat's `file/upload`.
+#[derive(schemars::JsonSchema)]
+#[allow(dead_code)]
+struct FileUploaded {
+    /// The file's id, for messages' `fileId`.
+    #[serde(rename = "fileId")]
+    file_id: i64,
 }
 
 /// Body of BrandChat's `user/profile`.

@@ -61,6 +61,8 @@ struct Dispatcher {
     schedule: RetrySchedule,
     allow_private: bool,
     max_body: usize,
+    /// Where BrandChat uploads are served (inline replies may name them by `fileId`).
+    public_url: String,
     lease: Duration,
     /// Bots whose endpoint failed recently, and until when to leave them alone.
     breakers: Mutex<HashMap<String, Instant>>,
@@ -94,6 +96,7 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             schedule,
             allow_private,
             max_body: deps.config.webhook_response_max_bytes,
+            public_url: deps.config.public_url.clone(),
             lease: timeout * 2 + Duration::from_secs(5),
             breakers: Mutex::default(),
             in_flight: Mutex::default(),
@@ -321,7 +324,10 @@ impl Dispatcher {
             )
             .map_err(|e| e.to_string())
             .and_then(|m| {
-                patchbay_contract::brandchat::contents(&m, false).map_err(|e| e.to_string())
+                let files = |id: i64| {
+                    patchbay_contract::brandchat::file_url(&self.public_url, &job.event.bot_id, id)
+                };
+                patchbay_contract::brandchat::contents(&m, false, &files).map_err(|e| e.to_string())
             }) {
                 Ok(m) => m,
                 Err(e) => return Ok((0, Some(format!("inline reply ignored: {e}")))),

@@ -12,8 +12,11 @@
 //!   read, failed) are not sent to
 //!   BrandChat clients.
 //! * **Messages** from BrandChat clients (`send/messages`, inline replies): `text` (at most 1000
-//!   characters, optional `buttons`), `image`, `voice`, `video`, `audio` with a `url`
-//!   ([`BrandchatMessage`]); at most 10 per call, all valid or none sent.
+//!   characters, optional `buttons`), `image`, `voice`, `video`, `audio` with a `url` or the
+//!   `fileId` of an upload ([`BrandchatMessage`]); at most 10 per call, all valid or none sent.
+//! * **Uploads** (`file/upload`): one file of BrandChat's types and sizes ([`upload_kind`]),
+//!   kept in the `<p>_files` object store and served at `/brandchat/files/<bot>/<fileId>`
+//!   ([`file_url`]), which is the URL the platforms fetch.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -33,6 +36,31 @@ pub const MAX_TEXT: usize = 1000;
 /// bot's webhook secret or the other way round.
 pub fn key_owner(bot_id: &str) -> String {
     format!("{bot_id}/api-key")
+}
+
+/// What BrandChat accepts in `file/upload` (1 kB = 1024 B): the message type a content type is
+/// for, and its size limit; `None` for other content types.
+pub fn upload_kind(content_type: &str) -> Option<(&'static str, usize)> {
+    let ct = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    match ct.as_str() {
+        "image/jpg" | "image/jpeg" | "image/png" => Some(("image", 128 * 1024)),
+        "audio/amr" => Some(("voice", 256 * 1024)),
+        "video/mp4" => Some(("video", 1024 * 1024)),
+        _ => None,
+    }
+}
+
+/// Where an uploaded file is served: `<public_url>/brandchat/files/<bot_id>/<file_id>`.
+pub fn file_url(public_url: &str, bot_id: &str, file_id: i64) -> String {
+    format!(
+        "{}/brandchat/files/{bot_id}/{file_id}",
+        public_url.trim_end_matches('/')
+    )
 }
 
 /// BrandChat's 64-bit user id of a Patchbay user: the first 52 bits of SHA-256 of the id.
@@ -131,25 +159,23 @@ pub struct BrandchatMessage {
     /// The media's URL (`image`, `voice`, `video`, `audio`).
     #[serde(default)]
     pub url: Option<String>,
-    /// An uploaded file (`file/upload`); Patchbay does not keep uploads, so this is refused.
+    /// An uploaded file (`file/upload`), instead of `url`.
     #[serde(default)]
     pub file_id: Option<i64>,
 }
 
 impl BrandchatMessage {
-    /// Patchbay's content for this message, or the field at fault.
-    pub fn to_content(&self) -> Result<Content, FieldError> {
+    /// Patchbay's content for this message, or the field at fault. `files` turns a `fileId`
+    /// into the URL its upload is served at ([`file_url`] without the id).
+    pub fn to_content(&self, files: &dyn Fn(i64) -> String) -> Result<Content, FieldError> {
         let media = || -> Result<Media, FieldError> {
-            if self.file_id.is_some() {
-                return Err(FieldError::new(
-                    "fileId",
-                    "uploaded files are not supported by this gateway; give a url",
-                ));
-            }
-            let url = self
-                .url
-                .clone()
-                .ok_or_else(|| FieldError::new("url", "required"))?;
+            let url = match (&self.url, self.file_id) {
+                (Some(u), None) => u.clone(),
+                (None, Some(id)) => files(id),
+                _ => {
+                    return Err(FieldError::new("url", "give exactly one of url and fileId"));
+                }
+            };
             Ok(Media {
                 url: Some(url),
                 file_id: None,
@@ -218,6 +244,7 @@ impl BrandchatMessage {
 pub fn contents(
     messages: &[BrandchatMessage],
     need_user: bool,
+    files: &dyn Fn(i64) -> String,
 ) -> Result<Vec<Content>, FieldError> {
     if messages.is_empty() || messages.len() > MAX_MESSAGES {
         return Err(FieldError::new(
@@ -232,7 +259,7 @@ pub fn contents(
             if need_user && m.user_id.is_none() {
                 return Err(FieldError::new(format!("[{i}].userId"), "required"));
             }
-            m.to_content().map_err(|e| e.within(&format!("[{i}]")))
+            m.to_content(files).map_err(|e| e.within(&format!("[{i}]")))
         })
         .collect()
 }
@@ -288,6 +315,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn uploads_are_limited_by_type_as_brandchat_limits_them() {
+        assert_eq!(upload_kind("image/png"), Some(("image", 131072)));
+        assert_eq!(
+            upload_kind("IMAGE/JPG; charset=binary"),
+            Some(("image", 131072))
+        );
+        assert_eq!(upload_kind("audio/amr"), Some(("voice", 262144)));
+        assert_eq!(upload_kind("video/mp4"), Some(("video", 1048576)));
+        assert_eq!(upload_kind("application/pdf"), None);
+    }
+
+    #[test]
     fn user_ids_are_stable_52_bit_integers() {
         let a = numeric_user_id("usr_01JD5W2Q8Y3T9K6V1M4N7P0R2S");
         assert_eq!(a, numeric_user_id("usr_01JD5W2Q8Y3T9K6V1M4N7P0R2S"));
@@ -297,6 +336,7 @@ mod tests {
 
     #[test]
     fn messages_map_to_contents_all_or_nothing() {
+        let files = |id: i64| file_url("https://p.example/", "bot_1", id);
         let batch: Vec<BrandchatMessage> = serde_json::from_value(json!([
             {"type": "text", "userId": 1337, "text": "Hello"},
             {"type": "text", "userId": 1337, "text": "Pick",
@@ -304,7 +344,7 @@ mod tests {
             {"type": "image", "userId": 1337, "url": "https://x.example/a.png"}
         ]))
         .unwrap();
-        let c = contents(&batch, true).unwrap();
+        let c = contents(&batch, true, &files).unwrap();
         assert_eq!(
             c[0],
             Content::Text {
@@ -318,18 +358,32 @@ mod tests {
             {"type": "text", "userId": 1, "text": "x".repeat(1001)}
         ]))
         .unwrap();
-        assert_eq!(contents(&bad, true).unwrap_err().field, "[1].text");
+        assert_eq!(contents(&bad, true, &files).unwrap_err().field, "[1].text");
         let eleven = vec![batch[0].clone(); 11];
-        assert_eq!(contents(&eleven, true).unwrap_err().field, "messages");
+        assert_eq!(
+            contents(&eleven, true, &files).unwrap_err().field,
+            "messages"
+        );
         let no_user: Vec<BrandchatMessage> =
             serde_json::from_value(json!([{"type": "text", "text": "hi"}])).unwrap();
-        assert_eq!(contents(&no_user, true).unwrap_err().field, "[0].userId");
+        assert_eq!(
+            contents(&no_user, true, &files).unwrap_err().field,
+            "[0].userId"
+        );
         assert!(
-            contents(&no_user, false).is_ok(),
+            contents(&no_user, false, &files).is_ok(),
             "inline replies need no userId"
         );
         let file: Vec<BrandchatMessage> =
             serde_json::from_value(json!([{"type": "image", "fileId": 7}])).unwrap();
-        assert_eq!(contents(&file, false).unwrap_err().field, "[0].fileId");
+        let c = contents(&file, false, &files).unwrap();
+        assert!(
+            matches!(&c[0], Content::Image(m) if m.url.as_deref() == Some("https://p.example/brandchat/files/bot_1/7"))
+        );
+        let both: Vec<BrandchatMessage> = serde_json::from_value(
+            json!([{"type": "image", "fileId": 7, "url": "https://x.example/a.png"}]),
+        )
+        .unwrap();
+        assert_eq!(contents(&both, false, &files).unwrap_err().field, "[0].url");
     }
 }

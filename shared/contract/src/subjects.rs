@@ -135,6 +135,11 @@ impl Subjects {
         format!("{}_{}", self.prefix.replace('-', "_"), bucket.token())
     }
 
+    /// The object store of files uploaded through BrandChat's `file/upload`: `<p>_files`.
+    pub fn files_store(&self) -> String {
+        format!("{}_files", self.prefix.replace('-', "_"))
+    }
+
     /// Every subject a stream holds, e.g. `pb.ingress.>`.
     pub fn stream_filter(&self, stream: Stream) -> String {
         format!("{}.{}.>", self.prefix, stream.token())
