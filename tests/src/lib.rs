@@ -229,6 +229,26 @@ impl Stack {
         self.addr_of("ingress-telegram")
     }
 
+    /// Opens a Patchbay link (`<public_url>/go/<token>`) as a user's browser would, without
+    /// following the redirect; asserts the 302 and returns where it points (the tenant's page
+    /// with a fresh one-time code in place of `:code`).
+    pub async fn open_link(&self, link: &str) -> String {
+        let path = link
+            .strip_prefix(self.config.public_url.trim_end_matches('/'))
+            .unwrap_or_else(|| panic!("{link} is not under {}", self.config.public_url));
+        let browser = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let r = browser
+            .get(format!("{}{path}", self.api_url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 302, "opening {link}");
+        r.headers()["location"].to_str().unwrap().to_owned()
+    }
+
     /// Base URL of the custom channels' ingress.
     pub fn custom_url(&self) -> String {
         self.addr_of("ingress-custom")

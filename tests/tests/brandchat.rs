@@ -316,21 +316,7 @@ async fn a_brandchat_client_works_unchanged() {
     assert_eq!(served.bytes().await.unwrap().as_ref(), png.as_slice());
 
     // code/claim: the web view's code gives the profile once.
-    let browser = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let r = browser
-        .get(format!(
-            "{}{}",
-            stack.api_url(),
-            link.strip_prefix(PUBLIC_URL).unwrap()
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 302);
-    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    let location = stack.open_link(&link).await;
     let code = location.rsplit("c=").next().unwrap().to_owned();
     let (status, claimed) = signed(&stack, &bot, "code/claim", &json!({"code": code})).await;
     assert_eq!(status, 200, "{claimed}");

@@ -96,21 +96,7 @@ async fn victim(stack: &Stack) -> Victim {
             .map(str::to_owned)
     })
     .await;
-    let browser = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let r = browser
-        .get(format!(
-            "{}{}",
-            stack.api_url(),
-            link.strip_prefix(PUBLIC_URL).unwrap()
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 302);
-    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    let location = stack.open_link(&link).await;
     let code = location.rsplit("c=").next().unwrap().to_owned();
     Victim {
         bot,

@@ -178,6 +178,31 @@ pub async fn post_json(
     Ok((status, headers, body))
 }
 
+/// How a Graph answer is read: the platform's message id, or why the send failed.
+pub type Classify =
+    fn(u16, &reqwest::header::HeaderMap, &[u8]) -> Result<Option<String>, crate::SendError>;
+
+/// Posts `bodies` to `url` in order (one content may take several requests, e.g. a caption
+/// after its picture), stopping at the first failure; the first message id is the one Patchbay
+/// records for the message.
+pub async fn post_each(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    bodies: impl IntoIterator<Item = serde_json::Value>,
+    platform: &str,
+    classify: Classify,
+) -> Result<crate::Sent, SendError> {
+    let mut first_id = None;
+    for body in bodies {
+        let (status, headers, answer) = post_json(http, url, token, &body, platform).await?;
+        first_id = first_id.or(classify(status, &headers, &answer)?);
+    }
+    Ok(crate::Sent {
+        platform_message_id: first_id,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

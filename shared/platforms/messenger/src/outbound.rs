@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use patchbay_contract::content::{Button, Card, Media, QuickReply};
 use patchbay_contract::{Content, MessageTag, OutboundJob, Platform, PlatformUser, SendSource};
-use patchbay_platform::meta::{graph_error, post_json, retry_after};
+use patchbay_platform::meta::{graph_error, post_each, retry_after};
 use patchbay_platform::{Capabilities, Limits, OutboundAdapter, SendError, Sent, Target, degrade};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -363,23 +363,18 @@ impl OutboundAdapter for MessengerSender {
             target.base_url.trim_end_matches('/'),
             target.credentials.page_id
         );
-        let mut first_id = None;
-        for message in messages {
-            let body = request(&job.address, human_agent(job), message);
-            let (status, headers, answer) = post_json(
-                &self.http,
-                &url,
-                &target.credentials.page_access_token,
-                &body,
-                "Messenger",
-            )
-            .await?;
-            let id = classify(status, &headers, &answer)?;
-            first_id = first_id.or(id);
-        }
-        Ok(Sent {
-            platform_message_id: first_id,
-        })
+        let tagged = human_agent(job);
+        post_each(
+            &self.http,
+            &url,
+            &target.credentials.page_access_token,
+            messages
+                .into_iter()
+                .map(|m| request(&job.address, tagged, m)),
+            "Messenger",
+            classify,
+        )
+        .await
     }
 }
 

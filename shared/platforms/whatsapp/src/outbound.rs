@@ -45,7 +45,7 @@ use std::time::Duration;
 
 use patchbay_contract::content::{Button, Media};
 use patchbay_contract::{Content, OutboundJob, Platform};
-use patchbay_platform::meta::{graph_error, post_json, retry_after};
+use patchbay_platform::meta::{graph_error, post_each, retry_after};
 use patchbay_platform::{
     Capabilities, Limits, OutboundAdapter, SendError, Sent, Support, Target, degrade,
 };
@@ -386,23 +386,15 @@ impl OutboundAdapter for WhatsappSender {
             target.base_url.trim_end_matches('/'),
             target.credentials.phone_number_id
         );
-        let mut first_id = None;
-        for message in messages {
-            let body = request(&job.address, message);
-            let (status, headers, answer) = post_json(
-                &self.http,
-                &url,
-                &target.credentials.access_token,
-                &body,
-                "WhatsApp",
-            )
-            .await?;
-            let id = classify(status, &headers, &answer)?;
-            first_id = first_id.or(id);
-        }
-        Ok(Sent {
-            platform_message_id: first_id,
-        })
+        post_each(
+            &self.http,
+            &url,
+            &target.credentials.access_token,
+            messages.into_iter().map(|m| request(&job.address, m)),
+            "WhatsApp",
+            classify,
+        )
+        .await
     }
 }
 
