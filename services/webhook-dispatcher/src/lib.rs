@@ -389,42 +389,6 @@ impl Dispatcher {
             tracing::debug!(error = %e, "custom outcome not announced");
         }
     }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn log_attempt(
-        &self,
-        job: &DispatchJob,
-        attempt: u64,
-        url: &str,
-        o: &Outcome,
-        duration: Duration,
-        note: Option<&str>,
-    ) {
-        let error = match (&o.error, note) {
-            (Some(e), _) => Some(e.clone()),
-            (None, Some(n)) => Some(n.to_owned()),
-            (None, None) => None,
-        };
-        let result = sqlx::query(
-            "insert into attempts (event_id, bot_id, event_type, attempt, url, status_code,
-                                   duration_ms, response_body, error)
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(&job.event.id)
-        .bind(&job.event.bot_id)
-        .bind(job.event.event_type.as_str())
-        .bind(i32::try_from(attempt).unwrap_or(i32::MAX))
-        .bind(url)
-        .bind(o.status.map(i32::from))
-        .bind(i32::try_from(duration.as_millis()).unwrap_or(i32::MAX))
-        .bind(&o.body)
-        .bind(error)
-        .execute(&self.pool)
-        .await;
-        if let Err(e) = result {
-            tracing::warn!(event_id = %job.event.id, error = %e, "could not log the attempt");
-        }
-    }
 }
 
 /// What became of one attempt.
@@ -600,10 +564,16 @@ impl Dispatcher {
                 .await?;
             store::record_attempt(
                 &self.pool,
-                &job.event.id,
-                true,
-                outcome.status,
-                note.as_deref(),
+                &store::Attempt {
+                    job,
+                    attempt,
+                    url: &url,
+                    delivered: true,
+                    status_code: outcome.status,
+                    duration: took,
+                    response_body: &outcome.body,
+                    error: note.as_deref(),
+                },
             )
             .await
             .map_err(db)?;
@@ -611,24 +581,26 @@ impl Dispatcher {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&job.event.id);
-            self.log_attempt(job, attempt, &url, &outcome, took, note.as_deref())
-                .await;
             self.reset_breaker(&bot.id);
             self.announce(job, true, replies).await;
             return Ok(Attempted::Delivered);
         }
-        self.log_attempt(job, attempt, &url, &outcome, took, None)
-            .await;
-        self.announce(job, false, 0).await;
         store::record_attempt(
             &self.pool,
-            &job.event.id,
-            false,
-            outcome.status,
-            outcome.error.as_deref(),
+            &store::Attempt {
+                job,
+                attempt,
+                url: &url,
+                delivered: false,
+                status_code: outcome.status,
+                duration: took,
+                response_body: &outcome.body,
+                error: outcome.error.as_deref(),
+            },
         )
         .await
         .map_err(db)?;
+        self.announce(job, false, 0).await;
         if outcome.status == Some(410) {
             let reason = format!(
                 "{url} answered 410 Gone at {}",
@@ -1007,14 +979,12 @@ impl Handler<DispatchJob> for Intake {
         let job = &d.payload;
         // Delivered, or dead-lettered, already: a redelivery. (Retries and replays set the
         // delivery back to pending before they publish the job again.)
-        if store::admit(&me.pool, job).await.map_err(db)? != DeliveryState::Pending {
+        let (state, parked) = store::admit(&me.pool, job).await.map_err(db)?;
+        if state != DeliveryState::Pending {
             return Ok(());
         }
         let now = chrono::Utc::now();
-        if store::has_parked(&me.pool, &job.event.conversation_id)
-            .await
-            .map_err(db)?
-        {
+        if parked {
             // Earlier events of this conversation are waiting: queue behind them.
             return store::park(&me.pool, job, 0, now).await.map_err(db);
         }
