@@ -13,8 +13,9 @@
 //!   times the scheduled delay); after the last attempt the event is dead-lettered and the next
 //!   one of the conversation goes;
 //! * a failing bot's endpoint opens a short circuit breaker, and each bot may have only a few
-//!   attempts in flight per process: new events beyond that are parked at once, so a slow
-//!   tenant cannot occupy the handlers other tenants need;
+//!   attempts in flight per process (more while half the handler slots are free): new events
+//!   beyond that are parked at once, so a slow tenant cannot occupy the handlers other tenants
+//!   need;
 //! * every attempt is logged: status, duration, the first bytes of the response, the error;
 //! * callbacks never go to loopback or private addresses unless the operator allows them.
 
@@ -45,7 +46,8 @@ pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] = &[
     (2, "outbox", include_str!("../migrations/0002_outbox.sql")),
 ];
 
-/// Attempts one bot may have in flight per process before its new events are parked.
+/// Attempts one bot may always have in flight per process; beyond that, its new events are
+/// parked unless fewer than half the handler slots are taken (see [`InFlight`]).
 const MAX_IN_FLIGHT_PER_BOT: usize = 4;
 /// Longest a failing endpoint's breaker stays open.
 const MAX_BREAKER: Duration = Duration::from_secs(30);
@@ -64,8 +66,11 @@ struct Dispatcher {
     lease: Duration,
     /// Bots whose endpoint failed recently, and until when to leave them alone.
     breakers: Mutex<HashMap<String, Instant>>,
-    /// Attempts in flight per bot.
-    in_flight: Mutex<HashMap<String, usize>>,
+    /// Attempts in flight.
+    in_flight: Mutex<InFlight>,
+    /// Attempts in flight (all bots) below which a bot may exceed [`MAX_IN_FLIGHT_PER_BOT`]:
+    /// half the consumer's handler slots.
+    shared_slots: usize,
     /// Bodies of 2xx answers whose follow-up (inline reply, record) has not been stored yet:
     /// a retry after a bus hiccup reuses the answer instead of posting the event again.
     answered: Mutex<HashMap<String, String>>,
@@ -97,6 +102,7 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             lease: timeout * 2 + Duration::from_secs(5),
             breakers: Mutex::default(),
             in_flight: Mutex::default(),
+            shared_slots: deps.config.consumer_concurrency / 2,
             answered: Mutex::default(),
         });
         let scheduler = dispatcher.clone().schedule_loop(deps.shutdown.clone());
@@ -123,6 +129,16 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
                 deps.shutdown.clone(),
             )))
     })
+}
+
+/// Attempts in flight in this process. A bot may always have [`MAX_IN_FLIGHT_PER_BOT`]; more
+/// only while fewer than half the handler slots are taken by attempts, so a lone busy tenant
+/// is not parked (and delayed by the scheduler) while the handlers sit idle, yet slow tenants
+/// together hold no more than half of them beyond their own few.
+#[derive(Default)]
+struct InFlight {
+    per_bot: HashMap<String, usize>,
+    total: usize,
 }
 
 /// The result of one attempt.
@@ -460,14 +476,16 @@ impl Dispatcher {
             .remove(bot_id);
     }
 
-    /// Takes an in-flight slot for `bot_id`, or `None` when the bot has too many already.
+    /// Takes an in-flight slot for `bot_id`, or `None` when the bot has its share already.
     fn slot(self: &Arc<Self>, bot_id: &str) -> Option<Slot> {
         let mut m = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        let n = m.entry(bot_id.to_owned()).or_insert(0);
-        if *n >= MAX_IN_FLIGHT_PER_BOT {
+        let InFlight { per_bot, total } = &mut *m;
+        let n = per_bot.entry(bot_id.to_owned()).or_insert(0);
+        if *n >= MAX_IN_FLIGHT_PER_BOT && *total >= self.shared_slots {
             return None;
         }
         *n += 1;
+        *total += 1;
         Some(Slot {
             dispatcher: self.clone(),
             bot_id: bot_id.to_owned(),
@@ -957,10 +975,12 @@ impl Drop for Slot {
             .in_flight
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = m.get_mut(&self.bot_id) {
+        let InFlight { per_bot, total } = &mut *m;
+        if let Some(n) = per_bot.get_mut(&self.bot_id) {
             *n = n.saturating_sub(1);
+            *total = total.saturating_sub(1);
             if *n == 0 {
-                m.remove(&self.bot_id);
+                per_bot.remove(&self.bot_id);
             }
         }
     }
