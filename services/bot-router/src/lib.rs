@@ -45,6 +45,7 @@ use patchbay_contract::{
 };
 use patchbay_runtime::{BoxError, Deps, Service};
 use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot};
 
 /// Embedded migrations of schema `router`.
 pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] = &[
@@ -81,6 +82,48 @@ struct Router {
     bus: Bus,
     view: ConfigView,
     links: links::Links,
+    marks: Marks,
+}
+
+/// A mark waiting for its batch: the event's dedupe key, and who to tell once it is stored.
+type Mark = (String, oneshot::Sender<Result<(), HandlerError>>);
+
+/// Group commit of `inbound_events.dispatched_at`: the marks of the handlers waiting at the
+/// same time go out as one statement while the previous one runs (no timer: one waiting mark
+/// goes at once), and each handler returns (and its message is acknowledged) only after its
+/// own mark is stored.
+struct Marks(mpsc::UnboundedSender<Mark>);
+
+/// Marks stored by one statement at most.
+const MARK_BATCH: usize = 256;
+
+impl Marks {
+    /// Starts the writer; it stops when the last sender is dropped.
+    fn start(pool: PgPool) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Mark>();
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(MARK_BATCH);
+            while rx.recv_many(&mut batch, MARK_BATCH).await > 0 {
+                let keys: Vec<String> = batch.iter().map(|(k, _)| k.clone()).collect();
+                let stored = store::mark_dispatched(&pool, &keys).await;
+                for (_, done) in batch.drain(..) {
+                    let _ = done.send(stored.as_ref().map(|_| ()).map_err(db_ref));
+                }
+            }
+        });
+        Self(tx)
+    }
+
+    /// Stores the mark of `dedupe_key`; returns once it is committed.
+    async fn mark(&self, dedupe_key: &str) -> Result<(), HandlerError> {
+        let (done, stored) = oneshot::channel();
+        self.0
+            .send((dedupe_key.to_owned(), done))
+            .map_err(|_| HandlerError::retry("the mark writer stopped"))?;
+        stored
+            .await
+            .map_err(|_| HandlerError::retry("the mark writer stopped"))?
+    }
 }
 
 struct Inbound(Arc<Router>);
@@ -101,10 +144,11 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             std::time::Duration::from_millis(deps.config.link_ttl_ms),
         );
         let router = Arc::new(Router {
-            pool,
+            pool: pool.clone(),
             bus: deps.bus.clone(),
             view: deps.view.clone(),
             links,
+            marks: Marks::start(pool.clone()),
         });
         let s = deps.bus.subjects();
         let c = deps.config.consumer_concurrency;
@@ -139,7 +183,11 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
 }
 
 fn db(e: sqlx::Error) -> HandlerError {
-    if patchbay_store::is_unavailable(&e) {
+    db_ref(&e)
+}
+
+fn db_ref(e: &sqlx::Error) -> HandlerError {
+    if patchbay_store::is_unavailable(e) {
         HandlerError::unavailable(format!("database: {e}"))
     } else {
         HandlerError::retry(format!("database: {e}"))
@@ -292,10 +340,7 @@ impl Handler<InboundEvent> for Inbound {
                 tracing::debug!(error = %e, "custom outcome not announced");
             }
         }
-        store::mark_dispatched(&r.pool, &ev.dedupe_key)
-            .await
-            .map_err(db)?;
-        Ok(())
+        r.marks.mark(&ev.dedupe_key).await
     }
 }
 

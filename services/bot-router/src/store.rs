@@ -23,63 +23,65 @@ pub struct StoredInbound {
     pub message_id: String,
 }
 
-/// Records an inbound event: de-duplication row, user, conversation (window), message.
+/// Records an inbound event: de-duplication row, user, conversation (window), message, in
+/// one statement (so one round trip and one commit). A platform retry whose dispatch job was
+/// already stored changes nothing but is reported as such.
 pub async fn record_inbound(
     pool: &PgPool,
     ev: &InboundEvent,
 ) -> Result<StoredInbound, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let s = &ev.sender;
+    let window_opened = (ev.event_type != EventType::UserUnsubscribed).then_some(ev.occurred_at);
+    // The message id derives from the event id first assigned to this platform event: almost
+    // always this delivery's (`ev.id`). When an earlier envelope of the same platform event
+    // got another id, the message is stored by a second statement below.
+    let message_id = derive_id(prefix::MESSAGE, &ev.id, 0);
     let row = sqlx::query(
-        "insert into inbound_events (dedupe_key, event_id, bot_id, event_type)
-         values ($1, $2, $3, $4)
-         on conflict (dedupe_key) do update set dedupe_key = excluded.dedupe_key
-         returning event_id, dispatched_at",
+        "with ie as (
+             insert into inbound_events (dedupe_key, event_id, bot_id, event_type)
+             values ($1, $2, $3, $4)
+             on conflict (dedupe_key) do update set dedupe_key = excluded.dedupe_key
+             returning event_id, dispatched_at),
+         u as (
+             insert into users (id, bot_id, channel_id, platform, platform_user_id, address,
+                                display_name, username, locale, avatar_url, subscribed,
+                                last_seen_at, email, phone)
+             select $5, $3, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17
+             from ie where ie.dispatched_at is null
+             on conflict (channel_id, platform_user_id) do update set
+                 address = excluded.address,
+                 display_name = coalesce(excluded.display_name, users.display_name),
+                 username = coalesce(excluded.username, users.username),
+                 locale = coalesce(excluded.locale, users.locale),
+                 avatar_url = coalesce(excluded.avatar_url, users.avatar_url),
+                 email = coalesce(excluded.email, users.email),
+                 phone = coalesce(excluded.phone, users.phone),
+                 subscribed = excluded.subscribed,
+                 last_seen_at = greatest(users.last_seen_at, excluded.last_seen_at)
+             returning id, display_name, username, locale),
+         c as (
+             insert into conversations (id, bot_id, user_id, last_inbound_at)
+             select $18, $3, u.id, $19 from u
+             on conflict (user_id) do update set
+                 last_inbound_at = greatest(conversations.last_inbound_at,
+                                            excluded.last_inbound_at)
+             returning id),
+         m as (
+             insert into messages (id, conversation_id, bot_id, direction, event_id,
+                                   platform_message_id, content, status, created_at)
+             select $20, c.id, $3, 'inbound', ie.event_id, $21, $22, 'received', $15
+             from c cross join ie
+             where $23 and ie.event_id = $2
+             on conflict (id) do nothing)
+         select ie.event_id, ie.dispatched_at, u.id as user_id, u.display_name, u.username,
+                u.locale, c.id as conversation_id
+         from ie left join u on true left join c on true",
     )
     .bind(&ev.dedupe_key)
     .bind(&ev.id)
     .bind(&ev.bot_id)
     .bind(ev.event_type.as_str())
-    .fetch_one(&mut *tx)
-    .await?;
-    let event_id: String = row.get("event_id");
-    let dispatched: Option<DateTime<Utc>> = row.get("dispatched_at");
-    let message_id = derive_id(prefix::MESSAGE, &event_id, 0);
-    if dispatched.is_some() {
-        tx.commit().await?;
-        return Ok(StoredInbound {
-            event_id,
-            already_dispatched: true,
-            user: EventUser {
-                id: String::new(),
-                platform_user_id: ev.sender.platform_user_id.clone(),
-                display_name: None,
-                username: None,
-                locale: None,
-            },
-            conversation_id: String::new(),
-            message_id,
-        });
-    }
-    let s = &ev.sender;
-    let user = sqlx::query(
-        "insert into users (id, bot_id, channel_id, platform, platform_user_id, address,
-                            display_name, username, locale, avatar_url, subscribed, last_seen_at,
-                            email, phone)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-         on conflict (channel_id, platform_user_id) do update set
-             address = excluded.address,
-             display_name = coalesce(excluded.display_name, users.display_name),
-             username = coalesce(excluded.username, users.username),
-             locale = coalesce(excluded.locale, users.locale),
-             avatar_url = coalesce(excluded.avatar_url, users.avatar_url),
-             email = coalesce(excluded.email, users.email),
-             phone = coalesce(excluded.phone, users.phone),
-             subscribed = excluded.subscribed,
-             last_seen_at = greatest(users.last_seen_at, excluded.last_seen_at)
-         returning id, display_name, username, locale",
-    )
     .bind(user_id(&ev.channel.id, &s.platform_user_id))
-    .bind(&ev.bot_id)
     .bind(&ev.channel.id)
     .bind(ev.channel.platform.as_str())
     .bind(&s.platform_user_id)
@@ -92,47 +94,63 @@ pub async fn record_inbound(
     .bind(ev.occurred_at)
     .bind(&s.email)
     .bind(&s.phone)
-    .fetch_one(&mut *tx)
-    .await?;
-    let user = EventUser {
-        id: user.get("id"),
-        platform_user_id: s.platform_user_id.clone(),
-        display_name: user.get("display_name"),
-        username: user.get("username"),
-        locale: user.get("locale"),
-    };
-    let window_opened = (ev.event_type != EventType::UserUnsubscribed).then_some(ev.occurred_at);
-    let conversation_id: String = sqlx::query(
-        "insert into conversations (id, bot_id, user_id, last_inbound_at) values ($1, $2, $3, $4)
-         on conflict (user_id) do update set
-             last_inbound_at = greatest(conversations.last_inbound_at, excluded.last_inbound_at)
-         returning id",
-    )
     .bind(new_id(prefix::CONVERSATION))
-    .bind(&ev.bot_id)
-    .bind(&user.id)
     .bind(window_opened)
-    .fetch_one(&mut *tx)
-    .await?
-    .get("id");
-    if let Some(m) = &ev.message {
-        sqlx::query(
-            "insert into messages (id, conversation_id, bot_id, direction, event_id,
-                                   platform_message_id, content, status, created_at)
-             values ($1, $2, $3, 'inbound', $4, $5, $6, 'received', $7)
-             on conflict (id) do nothing",
-        )
-        .bind(&message_id)
-        .bind(&conversation_id)
-        .bind(&ev.bot_id)
-        .bind(&event_id)
-        .bind(&m.platform_message_id)
-        .bind(sqlx::types::Json(&m.content))
-        .bind(ev.occurred_at)
-        .execute(&mut *tx)
-        .await?;
+    .bind(&message_id)
+    .bind(ev.message.as_ref().map(|m| &m.platform_message_id))
+    .bind(ev.message.as_ref().map(|m| sqlx::types::Json(&m.content)))
+    .bind(ev.message.is_some())
+    .fetch_one(pool)
+    .await?;
+    let event_id: String = row.get("event_id");
+    let dispatched: Option<DateTime<Utc>> = row.get("dispatched_at");
+    if dispatched.is_some() {
+        return Ok(StoredInbound {
+            message_id: derive_id(prefix::MESSAGE, &event_id, 0),
+            event_id,
+            already_dispatched: true,
+            user: EventUser {
+                id: String::new(),
+                platform_user_id: s.platform_user_id.clone(),
+                display_name: None,
+                username: None,
+                locale: None,
+            },
+            conversation_id: String::new(),
+        });
     }
-    tx.commit().await?;
+    let user = EventUser {
+        id: row.get("user_id"),
+        platform_user_id: s.platform_user_id.clone(),
+        display_name: row.get("display_name"),
+        username: row.get("username"),
+        locale: row.get("locale"),
+    };
+    let conversation_id: String = row.get("conversation_id");
+    let message_id = if event_id == ev.id {
+        message_id
+    } else {
+        // A later envelope of a platform event first stored under another event id.
+        let message_id = derive_id(prefix::MESSAGE, &event_id, 0);
+        if let Some(m) = &ev.message {
+            sqlx::query(
+                "insert into messages (id, conversation_id, bot_id, direction, event_id,
+                                       platform_message_id, content, status, created_at)
+                 values ($1, $2, $3, 'inbound', $4, $5, $6, 'received', $7)
+                 on conflict (id) do nothing",
+            )
+            .bind(&message_id)
+            .bind(&conversation_id)
+            .bind(&ev.bot_id)
+            .bind(&event_id)
+            .bind(&m.platform_message_id)
+            .bind(sqlx::types::Json(&m.content))
+            .bind(ev.occurred_at)
+            .execute(pool)
+            .await?;
+        }
+        message_id
+    };
     Ok(StoredInbound {
         event_id,
         already_dispatched: false,
@@ -142,10 +160,10 @@ pub async fn record_inbound(
     })
 }
 
-/// Notes that the tenant event of `dedupe_key` is stored (or was not wanted).
-pub async fn mark_dispatched(pool: &PgPool, dedupe_key: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("update inbound_events set dispatched_at = now() where dedupe_key = $1")
-        .bind(dedupe_key)
+/// Notes that the tenant events of `dedupe_keys` are stored (or were not wanted).
+pub async fn mark_dispatched(pool: &PgPool, dedupe_keys: &[String]) -> Result<(), sqlx::Error> {
+    sqlx::query("update inbound_events set dispatched_at = now() where dedupe_key = any($1)")
+        .bind(dedupe_keys)
         .execute(pool)
         .await?;
     Ok(())

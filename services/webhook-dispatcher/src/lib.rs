@@ -13,8 +13,9 @@
 //!   times the scheduled delay); after the last attempt the event is dead-lettered and the next
 //!   one of the conversation goes;
 //! * a failing bot's endpoint opens a short circuit breaker, and each bot may have only a few
-//!   attempts in flight per process: new events beyond that are parked at once, so a slow
-//!   tenant cannot occupy the handlers other tenants need;
+//!   attempts in flight per process (more while half the handler slots are free): new events
+//!   beyond that are parked at once, so a slow tenant cannot occupy the handlers other tenants
+//!   need;
 //! * every attempt is logged: status, duration, the first bytes of the response, the error;
 //! * callbacks never go to loopback or private addresses unless the operator allows them.
 
@@ -45,7 +46,8 @@ pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] = &[
     (2, "outbox", include_str!("../migrations/0002_outbox.sql")),
 ];
 
-/// Attempts one bot may have in flight per process before its new events are parked.
+/// Attempts one bot may always have in flight per process; beyond that, its new events are
+/// parked unless fewer than half the handler slots are taken (see [`InFlight`]).
 const MAX_IN_FLIGHT_PER_BOT: usize = 4;
 /// Longest a failing endpoint's breaker stays open.
 const MAX_BREAKER: Duration = Duration::from_secs(30);
@@ -66,8 +68,11 @@ struct Dispatcher {
     lease: Duration,
     /// Bots whose endpoint failed recently, and until when to leave them alone.
     breakers: Mutex<HashMap<String, Instant>>,
-    /// Attempts in flight per bot.
-    in_flight: Mutex<HashMap<String, usize>>,
+    /// Attempts in flight.
+    in_flight: Mutex<InFlight>,
+    /// Attempts in flight (all bots) below which a bot may exceed [`MAX_IN_FLIGHT_PER_BOT`]:
+    /// half the consumer's handler slots.
+    shared_slots: usize,
     /// Bodies of 2xx answers whose follow-up (inline reply, record) has not been stored yet:
     /// a retry after a bus hiccup reuses the answer instead of posting the event again.
     answered: Mutex<HashMap<String, String>>,
@@ -100,6 +105,7 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             lease: timeout * 2 + Duration::from_secs(5),
             breakers: Mutex::default(),
             in_flight: Mutex::default(),
+            shared_slots: deps.config.consumer_concurrency / 2,
             answered: Mutex::default(),
         });
         let scheduler = dispatcher.clone().schedule_loop(deps.shutdown.clone());
@@ -126,6 +132,16 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
                 deps.shutdown.clone(),
             )))
     })
+}
+
+/// Attempts in flight in this process. A bot may always have [`MAX_IN_FLIGHT_PER_BOT`]; more
+/// only while fewer than half the handler slots are taken by attempts, so a lone busy tenant
+/// is not parked (and delayed by the scheduler) while the handlers sit idle, yet slow tenants
+/// together hold no more than half of them beyond their own few.
+#[derive(Default)]
+struct InFlight {
+    per_bot: HashMap<String, usize>,
+    total: usize,
 }
 
 /// The result of one attempt.
@@ -395,42 +411,6 @@ impl Dispatcher {
             tracing::debug!(error = %e, "custom outcome not announced");
         }
     }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn log_attempt(
-        &self,
-        job: &DispatchJob,
-        attempt: u64,
-        url: &str,
-        o: &Outcome,
-        duration: Duration,
-        note: Option<&str>,
-    ) {
-        let error = match (&o.error, note) {
-            (Some(e), _) => Some(e.clone()),
-            (None, Some(n)) => Some(n.to_owned()),
-            (None, None) => None,
-        };
-        let result = sqlx::query(
-            "insert into attempts (event_id, bot_id, event_type, attempt, url, status_code,
-                                   duration_ms, response_body, error)
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(&job.event.id)
-        .bind(&job.event.bot_id)
-        .bind(job.event.event_type.as_str())
-        .bind(i32::try_from(attempt).unwrap_or(i32::MAX))
-        .bind(url)
-        .bind(o.status.map(i32::from))
-        .bind(i32::try_from(duration.as_millis()).unwrap_or(i32::MAX))
-        .bind(&o.body)
-        .bind(error)
-        .execute(&self.pool)
-        .await;
-        if let Err(e) = result {
-            tracing::warn!(event_id = %job.event.id, error = %e, "could not log the attempt");
-        }
-    }
 }
 
 /// What became of one attempt.
@@ -502,14 +482,16 @@ impl Dispatcher {
             .remove(bot_id);
     }
 
-    /// Takes an in-flight slot for `bot_id`, or `None` when the bot has too many already.
+    /// Takes an in-flight slot for `bot_id`, or `None` when the bot has its share already.
     fn slot(self: &Arc<Self>, bot_id: &str) -> Option<Slot> {
         let mut m = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        let n = m.entry(bot_id.to_owned()).or_insert(0);
-        if *n >= MAX_IN_FLIGHT_PER_BOT {
+        let InFlight { per_bot, total } = &mut *m;
+        let n = per_bot.entry(bot_id.to_owned()).or_insert(0);
+        if *n >= MAX_IN_FLIGHT_PER_BOT && *total >= self.shared_slots {
             return None;
         }
         *n += 1;
+        *total += 1;
         Some(Slot {
             dispatcher: self.clone(),
             bot_id: bot_id.to_owned(),
@@ -606,10 +588,16 @@ impl Dispatcher {
                 .await?;
             store::record_attempt(
                 &self.pool,
-                &job.event.id,
-                true,
-                outcome.status,
-                note.as_deref(),
+                &store::Attempt {
+                    job,
+                    attempt,
+                    url: &url,
+                    delivered: true,
+                    status_code: outcome.status,
+                    duration: took,
+                    response_body: &outcome.body,
+                    error: note.as_deref(),
+                },
             )
             .await
             .map_err(db)?;
@@ -617,24 +605,26 @@ impl Dispatcher {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&job.event.id);
-            self.log_attempt(job, attempt, &url, &outcome, took, note.as_deref())
-                .await;
             self.reset_breaker(&bot.id);
             self.announce(job, true, replies).await;
             return Ok(Attempted::Delivered);
         }
-        self.log_attempt(job, attempt, &url, &outcome, took, None)
-            .await;
-        self.announce(job, false, 0).await;
         store::record_attempt(
             &self.pool,
-            &job.event.id,
-            false,
-            outcome.status,
-            outcome.error.as_deref(),
+            &store::Attempt {
+                job,
+                attempt,
+                url: &url,
+                delivered: false,
+                status_code: outcome.status,
+                duration: took,
+                response_body: &outcome.body,
+                error: outcome.error.as_deref(),
+            },
         )
         .await
         .map_err(db)?;
+        self.announce(job, false, 0).await;
         if outcome.status == Some(410) {
             let reason = format!(
                 "{url} answered 410 Gone at {}",
@@ -991,10 +981,12 @@ impl Drop for Slot {
             .in_flight
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = m.get_mut(&self.bot_id) {
+        let InFlight { per_bot, total } = &mut *m;
+        if let Some(n) = per_bot.get_mut(&self.bot_id) {
             *n = n.saturating_sub(1);
+            *total = total.saturating_sub(1);
             if *n == 0 {
-                m.remove(&self.bot_id);
+                per_bot.remove(&self.bot_id);
             }
         }
     }
@@ -1013,14 +1005,12 @@ impl Handler<DispatchJob> for Intake {
         let job = &d.payload;
         // Delivered, or dead-lettered, already: a redelivery. (Retries and replays set the
         // delivery back to pending before they publish the job again.)
-        if store::admit(&me.pool, job).await.map_err(db)? != DeliveryState::Pending {
+        let (state, parked) = store::admit(&me.pool, job).await.map_err(db)?;
+        if state != DeliveryState::Pending {
             return Ok(());
         }
         let now = chrono::Utc::now();
-        if store::has_parked(&me.pool, &job.event.conversation_id)
-            .await
-            .map_err(db)?
-        {
+        if parked {
             // Earlier events of this conversation are waiting: queue behind them.
             return store::park(&me.pool, job, 0, now).await.map_err(db);
         }

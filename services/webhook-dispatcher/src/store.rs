@@ -17,13 +17,19 @@ pub struct Parked {
     pub attempts: i32,
 }
 
-/// Registers an event for delivery (once) and returns where its delivery stands.
-pub async fn admit(pool: &PgPool, job: &DispatchJob) -> Result<DeliveryState, sqlx::Error> {
-    let status: String = sqlx::query(
-        "insert into deliveries (event_id, bot_id, conversation_id, event_type, status, job)
-         values ($1, $2, $3, $4, 'pending', $5)
-         on conflict (event_id) do update set event_id = excluded.event_id
-         returning status",
+/// Registers an event for delivery (once) and returns where its delivery stands, and whether
+/// earlier events of its conversation are parked (new ones must queue behind them), in one
+/// statement.
+pub async fn admit(pool: &PgPool, job: &DispatchJob) -> Result<(DeliveryState, bool), sqlx::Error> {
+    let row = sqlx::query(
+        "with d as (
+             insert into deliveries (event_id, bot_id, conversation_id, event_type, status, job)
+             values ($1, $2, $3, $4, 'pending', $5)
+             on conflict (event_id) do update set event_id = excluded.event_id
+             returning status)
+         select d.status,
+                exists (select 1 from parked where conversation_id = $3) as parked
+         from d",
     )
     .bind(&job.event.id)
     .bind(&job.event.bot_id)
@@ -31,9 +37,8 @@ pub async fn admit(pool: &PgPool, job: &DispatchJob) -> Result<DeliveryState, sq
     .bind(job.event.event_type.as_str())
     .bind(sqlx::types::Json(job))
     .fetch_one(pool)
-    .await?
-    .get(0);
-    Ok(state(&status))
+    .await?;
+    Ok((state(row.get("status")), row.get("parked")))
 }
 
 fn state(s: &str) -> DeliveryState {
@@ -55,23 +60,41 @@ pub async fn status(pool: &PgPool, event_id: &str) -> Result<Option<DeliveryStat
     )
 }
 
-/// Records the outcome of one attempt on the delivery's summary.
-pub async fn record_attempt(
-    pool: &PgPool,
-    event_id: &str,
-    delivered: bool,
-    status_code: Option<u16>,
-    error: Option<&str>,
-) -> Result<(), sqlx::Error> {
+/// One callback attempt, as logged.
+pub struct Attempt<'a> {
+    pub job: &'a DispatchJob,
+    /// Its number (1 for the first).
+    pub attempt: u64,
+    pub url: &'a str,
+    pub delivered: bool,
+    pub status_code: Option<u16>,
+    pub duration: Duration,
+    pub response_body: &'a str,
+    /// The error, or a note on a delivered attempt (an inline reply ignored).
+    pub error: Option<&'a str>,
+}
+
+/// Logs one attempt and records its outcome on the delivery's summary, in one statement.
+pub async fn record_attempt(pool: &PgPool, a: &Attempt<'_>) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "update deliveries set attempts = attempts + 1, last_status_code = $3, last_error = $4,
+        "with logged as (
+             insert into attempts (event_id, bot_id, event_type, attempt, url, status_code,
+                                   duration_ms, response_body, error)
+             values ($1, $5, $6, $7, $8, $3, $9, $10, $4))
+         update deliveries set attempts = attempts + 1, last_status_code = $3, last_error = $4,
              status = case when $2 then 'delivered' else status end, updated_at = now()
          where event_id = $1",
     )
-    .bind(event_id)
-    .bind(delivered)
-    .bind(status_code.map(i32::from))
-    .bind(error)
+    .bind(&a.job.event.id)
+    .bind(a.delivered)
+    .bind(a.status_code.map(i32::from))
+    .bind(a.error)
+    .bind(&a.job.event.bot_id)
+    .bind(a.job.event.event_type.as_str())
+    .bind(i32::try_from(a.attempt).unwrap_or(i32::MAX))
+    .bind(a.url)
+    .bind(i32::try_from(a.duration.as_millis()).unwrap_or(i32::MAX))
+    .bind(a.response_body)
     .execute(pool)
     .await?;
     Ok(())
@@ -253,17 +276,6 @@ pub async fn reopen_failed(
         .collect();
     jobs.sort_by_key(|(t, _)| *t);
     Ok(jobs.into_iter().map(|(_, j)| j).collect())
-}
-
-/// Whether the conversation has events waiting (new ones must queue behind them).
-pub async fn has_parked(pool: &PgPool, conversation_id: &str) -> Result<bool, sqlx::Error> {
-    Ok(
-        sqlx::query("select 1 from parked where conversation_id = $1 limit 1")
-            .bind(conversation_id)
-            .fetch_optional(pool)
-            .await?
-            .is_some(),
-    )
 }
 
 /// Parks an event (idempotent per event id).
