@@ -67,16 +67,29 @@ pub async fn insert_bot(pool: &PgPool, b: &NewBot<'_>) -> Result<DateTime<Utc>, 
         .execute(&mut *tx)
         .await
         .map_err(db)?;
-    sqlx::query("insert into api_keys (id, bot_id, key_hash, sealed) values ($1, $2, $3, $4)")
-        .bind(b.key_id)
-        .bind(b.id)
-        .bind(b.key_hash)
-        .bind(b.key_sealed)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
+    insert_key(&mut tx, b.id, b.key_id, b.key_hash, b.key_sealed).await?;
     tx.commit().await.map_err(db)?;
     Ok(created)
+}
+
+/// Stores a new API key of `bot_id`: its hash, to find it, and its sealed form, for BrandChat's
+/// signatures.
+async fn insert_key(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    bot_id: &str,
+    key_id: &str,
+    key_hash: &str,
+    key_sealed: &str,
+) -> Result<(), RpcError> {
+    sqlx::query("insert into api_keys (id, bot_id, key_hash, sealed) values ($1, $2, $3, $4)")
+        .bind(key_id)
+        .bind(bot_id)
+        .bind(key_hash)
+        .bind(key_sealed)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+    Ok(())
 }
 
 /// Disables (with a reason) or re-enables a bot's callback endpoint.
@@ -370,14 +383,7 @@ pub async fn rotate_key(
     .execute(&mut *tx)
     .await
     .map_err(db)?;
-    sqlx::query("insert into api_keys (id, bot_id, key_hash, sealed) values ($1, $2, $3, $4)")
-        .bind(key_id)
-        .bind(bot_id)
-        .bind(key_hash)
-        .bind(key_sealed)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
+    insert_key(&mut tx, bot_id, key_id, key_hash, key_sealed).await?;
     tx.commit().await.map_err(db)?;
     Ok(until)
 }

@@ -38,10 +38,10 @@ use patchbay_bus::{Bus, ConfigView, Delivery, Handler, HandlerError};
 use patchbay_contract::ids::{derive_id, hashed_id, message_ids, prefix};
 use patchbay_contract::windows::{self, Verdict};
 use patchbay_contract::{
-    BotRecord, Content, CustomOutcome, DeliveryError, DeliveryStatus, DispatchJob, EventMessage,
-    EventType, FindNumberedUserRequest, FindUserRequest, GetUserRequest, HistoryRequest,
-    InboundEvent, MessageTag, OutboundJob, Platform, ResolveRecipientRequest, RpcError,
-    SendCommand, StatusEvent, TenantEvent, UpsertContactRequest, V1, router_ops, topology,
+    BotRecord, Content, DeliveryError, DeliveryStatus, DispatchJob, EventMessage, EventType,
+    FindNumberedUserRequest, FindUserRequest, GetUserRequest, HistoryRequest, InboundEvent,
+    MessageTag, OutboundJob, Platform, ResolveRecipientRequest, RpcError, SendCommand, StatusEvent,
+    TenantEvent, UpsertContactRequest, V1, router_ops, topology,
 };
 use patchbay_runtime::{BoxError, Deps, Service};
 use sqlx::PgPool;
@@ -326,19 +326,9 @@ impl Handler<InboundEvent> for Inbound {
         if !dispatched && ev.channel.platform == Platform::Custom {
             // A custom channel's request may be waiting for the tenant's answer: there will be
             // none.
-            let outcome = CustomOutcome {
-                v: V1,
-                event_id: stored.event_id.clone(),
-                delivered: false,
-                replies: 0,
-            };
-            if let (Ok(subject), Ok(body)) = (
-                r.bus.subjects().custom_outcome(&stored.event_id),
-                serde_json::to_vec(&outcome),
-            ) && let Err(e) = r.bus.client().publish(subject, body.into()).await
-            {
-                tracing::debug!(error = %e, "custom outcome not announced");
-            }
+            r.bus
+                .announce_custom_outcome(&stored.event_id, false, 0)
+                .await;
         }
         r.marks.mark(&ev.dedupe_key).await
     }

@@ -32,7 +32,7 @@ use patchbay_bus::{Bus, ConfigView, Delivery, Handler, HandlerError};
 use patchbay_config::{MasterKey, RetrySchedule};
 use patchbay_contract::subjects::Stream;
 use patchbay_contract::{
-    BotRecord, CustomOutcome, DeliveryRef, DeliveryState, DispatchJob, EventType, InlineReply,
+    BotRecord, DeliveryRef, DeliveryState, DispatchJob, EventType, InlineReply,
     ListDeliveriesRequest, Platform, Recipient, ReplayRequest, Replayed, RpcError, SendCommand,
     SendSource, V1, WebhookFlavour, dispatcher_ops, topology,
 };
@@ -283,12 +283,7 @@ impl Dispatcher {
             }
         };
         let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = patchbay_platform::webhook::retry_after(response.headers());
         let mut buf = Vec::new();
         let mut error = None;
         loop {
@@ -397,19 +392,9 @@ impl Dispatcher {
         {
             return;
         }
-        let outcome = CustomOutcome {
-            v: V1,
-            event_id: job.event.id.clone(),
-            delivered,
-            replies,
-        };
-        if let (Ok(subject), Ok(body)) = (
-            self.bus.subjects().custom_outcome(&job.event.id),
-            serde_json::to_vec(&outcome),
-        ) && let Err(e) = self.bus.client().publish(subject, body.into()).await
-        {
-            tracing::debug!(error = %e, "custom outcome not announced");
-        }
+        self.bus
+            .announce_custom_outcome(&job.event.id, delivered, replies)
+            .await;
     }
 }
 

@@ -255,6 +255,24 @@ impl Bus {
             .await
     }
 
+    /// Tells a custom channel's request that may be waiting for `event_id`'s replies what
+    /// became of the event at the tenant (core NATS, best effort: nobody may be listening).
+    pub async fn announce_custom_outcome(&self, event_id: &str, delivered: bool, replies: u32) {
+        let outcome = patchbay_contract::CustomOutcome {
+            v: patchbay_contract::V1,
+            event_id: event_id.to_owned(),
+            delivered,
+            replies,
+        };
+        if let (Ok(subject), Ok(body)) = (
+            self.subjects.custom_outcome(event_id),
+            serde_json::to_vec(&outcome),
+        ) && let Err(e) = self.client.publish(subject, body.into()).await
+        {
+            tracing::debug!(error = %e, "custom outcome not announced");
+        }
+    }
+
     /// Publishes raw bytes with extra headers; `Nats-Msg-Id` and trace context are added.
     pub async fn publish_bytes(
         &self,

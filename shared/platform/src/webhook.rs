@@ -85,6 +85,18 @@ impl Resolve for GuardedResolver {
     }
 }
 
+/// A tenant endpoint's `Retry-After`, in seconds (the form endpoints send).
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
 /// Host names go through [`GuardedResolver`]; IP literals bypass it, so they are checked here:
 /// why `url` is refused, if it names a loopback or private address.
 pub fn refused_literal(url: &reqwest::Url, allow_private: bool) -> Option<String> {

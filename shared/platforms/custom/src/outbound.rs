@@ -15,8 +15,6 @@
 //! | other 4xx | failed, `event_webhook_refused`, the status as the platform code |
 //! | a loopback or private address (unless allowed) | failed, `event_webhook_refused` |
 
-use std::time::Duration;
-
 use patchbay_contract::credentials::CustomCredentials;
 use patchbay_contract::{CustomReply, OutboundJob, Platform, SendSource, Subjects, V1};
 use patchbay_platform::{
@@ -89,17 +87,6 @@ pub fn reply_of(job: &OutboundJob) -> CustomReply {
     }
 }
 
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
-}
-
 impl CustomSender {
     async fn push(
         &self,
@@ -150,7 +137,7 @@ impl CustomSender {
         if code == 408 || code == 429 || status.is_server_error() {
             return Err(SendError::Retryable {
                 reason: format!("event webhook answered {code}"),
-                after: retry_after(answer.headers()),
+                after: webhook::retry_after(answer.headers()),
             });
         }
         Err(SendError::permanent(
