@@ -134,8 +134,25 @@ fn free_port() -> Result<u16, KitError> {
 }
 
 impl NatsCluster {
-    /// Starts `size` nodes and waits until every one reports JetStream healthy.
+    /// Starts `size` nodes and waits until every one reports JetStream healthy. The nodes'
+    /// ports must be chosen before any of them starts (each names the others' routes), so
+    /// another process may take one in between: then the whole cluster starts again on fresh
+    /// ports (at most three times).
     pub async fn start(size: usize) -> Result<Self, KitError> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(size).await {
+                Err(KitError::Start(log))
+                    if attempt < 3 && log.contains("address already in use") =>
+                {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn start_once(size: usize) -> Result<Self, KitError> {
         let dir = tempfile::Builder::new()
             .prefix("pb-nats-cluster-")
             .tempdir()?;
@@ -200,11 +217,13 @@ impl NatsCluster {
                     }
                 }
             }
-            if tokio::time::Instant::now() > deadline {
-                let log =
-                    std::fs::read_to_string(self.nodes[i].dir.join("nats.log")).unwrap_or_default();
+            let log =
+                || std::fs::read_to_string(self.nodes[i].dir.join("nats.log")).unwrap_or_default();
+            // A fatal error (a port taken) ends the node at once: no point waiting.
+            if tokio::time::Instant::now() > deadline || log().contains("[FTL]") {
                 return Err(KitError::Start(format!(
-                    "cluster node n{i} not healthy:\n{log}"
+                    "cluster node n{i} not healthy:\n{}",
+                    log()
                 )));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
