@@ -3,7 +3,8 @@
 //! generator; runs the scenarios, measures the JetStream ceiling in the same run, and writes
 //! `latest.json`, `latest.md` and `latency.svg` into the output directory.
 //!
-//! Usage: `patchbay-bench [--short] [--out DIR] [--rates 100,250,…] [--self-services]`; `patchbay-bench service
+//! Usage: `patchbay-bench [--short] [--out DIR] [--rates 100,250,…] [--only closed,open,…]
+//! [--self-services]`; `patchbay-bench service
 //! <name>` runs one service (the same code as `patchbay service <name>`). See
 //! `docs/benchmarks.md`.
 
@@ -32,6 +33,19 @@ struct Plan {
     ceiling_n: usize,
     /// Scenario 4: (rate, seconds, conversation counts).
     many: Option<(f64, u64, Vec<i64>)>,
+    /// The kinds of scenario to run (`None`: all), from [`SCENARIO_KINDS`].
+    only: Option<Vec<String>>,
+}
+
+/// The kinds of scenario `--only` selects.
+const SCENARIO_KINDS: [&str; 5] = ["closed", "open", "inbound", "outbound", "many"];
+
+impl Plan {
+    fn runs(&self, kind: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|o| o.iter().any(|k| k == kind))
+    }
 }
 
 impl Plan {
@@ -47,6 +61,7 @@ impl Plan {
                 settle: Duration::from_secs(30),
                 ceiling_n: 2_000,
                 many: None,
+                only: None,
             }
         } else {
             Self {
@@ -59,6 +74,7 @@ impl Plan {
                 settle: Duration::from_secs(30),
                 ceiling_n: 50_000,
                 many: Some((200.0, 10, vec![10, 1_000, 100_000])),
+                only: None,
             }
         }
     }
@@ -75,9 +91,17 @@ fn main() -> ExitCode {
         return patchbay_runtime::lifecycle::main(process, &[*start]);
     }
     const USAGE: &str = "usage: patchbay-bench [--short] [--out DIR] [--rates 100,250,...] \
-                         [--self-services]\n       patchbay-bench service <name>\n\
+                         [--only closed,open,inbound,outbound,many] [--self-services]\n       \
+                         patchbay-bench service <name>\n\
                          See docs/benchmarks.md.";
-    const KNOWN: [&str; 5] = ["--short", "--self-services", "--out", "--rates", "--help"];
+    const KNOWN: [&str; 6] = [
+        "--short",
+        "--self-services",
+        "--out",
+        "--rates",
+        "--only",
+        "--help",
+    ];
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!("{USAGE}");
         return ExitCode::SUCCESS;
@@ -91,7 +115,7 @@ fn main() -> ExitCode {
             eprintln!("unknown argument {a:?}\n{USAGE}");
             return ExitCode::from(2);
         }
-        expect_value = a == "--out" || a == "--rates";
+        expect_value = a == "--out" || a == "--rates" || a == "--only";
     }
     let short = args.iter().any(|a| a == "--short");
     let force_self = args.iter().any(|a| a == "--self-services");
@@ -107,6 +131,18 @@ fn main() -> ExitCode {
         .and_then(|i| args.get(i + 1))
     {
         plan.open_rates = rates.split(',').filter_map(|r| r.parse().ok()).collect();
+    }
+    if let Some(only) = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+    {
+        let kinds: Vec<&str> = only.split(',').map(str::trim).collect();
+        if let Some(bad) = kinds.iter().find(|k| !SCENARIO_KINDS.contains(k)) {
+            eprintln!("unknown scenario {bad:?} in --only\n{USAGE}");
+            return ExitCode::from(2);
+        }
+        plan.only = Some(kinds.into_iter().map(str::to_owned).collect());
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -161,13 +197,20 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
         plan.open_users,
         plan.settle,
     );
-    runs.push((
-        format!("round trip, closed loop ({w} conversations)"),
-        "round_trip",
-        1,
-        Box::new(move |c| Box::pin(load::closed(c, Target::RoundTrip, "c", w, cs, settle))),
-    ));
-    for (i, rate) in plan.open_rates.iter().copied().enumerate() {
+    let rates = if plan.runs("open") {
+        plan.open_rates.clone()
+    } else {
+        Vec::new()
+    };
+    if plan.runs("closed") {
+        runs.push((
+            format!("round trip, closed loop ({w} conversations)"),
+            "round_trip",
+            1,
+            Box::new(move |c| Box::pin(load::closed(c, Target::RoundTrip, "c", w, cs, settle))),
+        ));
+    }
+    for (i, rate) in rates.into_iter().enumerate() {
         let run = format!("o{i}");
         runs.push((
             format!("round trip, open loop {rate}/s ({users} conversations)"),
@@ -191,20 +234,24 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
             }),
         ));
     }
-    runs.push((
-        format!("inbound only, closed loop ({w} conversations)"),
-        "inbound",
-        2,
-        Box::new(move |c| Box::pin(load::closed(c, Target::Inbound, "c", w, cs, settle))),
-    ));
-    runs.push((
-        format!("outbound only, closed loop ({w} conversations)"),
-        "outbound",
-        3,
-        Box::new(move |c| Box::pin(load::closed(c, Target::Outbound, "c", w, cs, settle))),
-    ));
+    if plan.runs("inbound") {
+        runs.push((
+            format!("inbound only, closed loop ({w} conversations)"),
+            "inbound",
+            2,
+            Box::new(move |c| Box::pin(load::closed(c, Target::Inbound, "c", w, cs, settle))),
+        ));
+    }
+    if plan.runs("outbound") {
+        runs.push((
+            format!("outbound only, closed loop ({w} conversations)"),
+            "outbound",
+            3,
+            Box::new(move |c| Box::pin(load::closed(c, Target::Outbound, "c", w, cs, settle))),
+        ));
+    }
 
-    if let Some((rate, secs, counts)) = plan.many.clone() {
+    if let Some((rate, secs, counts)) = plan.many.clone().filter(|_| plan.runs("many")) {
         // Scenario 4: the same offered load over few or many conversations. Every run uses
         // fresh chat ids, so with 100,000 conversations nearly every message creates a user.
         for (i, users) in counts.into_iter().enumerate() {

@@ -44,8 +44,8 @@ use patchbay_contract::{
     TenantEvent, UpsertContactRequest, V1, router_ops, topology,
 };
 use patchbay_runtime::{BoxError, Deps, Service};
+use patchbay_store::batch::{BatchError, Batchable, GroupCommit};
 use sqlx::PgPool;
-use tokio::sync::{mpsc, oneshot};
 
 /// Embedded migrations of schema `router`.
 pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] = &[
@@ -82,47 +82,58 @@ struct Router {
     bus: Bus,
     view: ConfigView,
     links: links::Links,
-    marks: Marks,
+    batches: Batches,
 }
 
-/// A mark waiting for its batch: the event's dedupe key, and who to tell once it is stored.
-type Mark = (String, oneshot::Sender<Result<(), HandlerError>>);
+/// Group commit of the hot path's statements (see [`patchbay_store::batch`]): the handlers
+/// waiting at the same time share one statement per step, and each returns (and its message
+/// is acknowledged) only after its own rows are committed.
+struct Batches {
+    inbound: GroupCommit<store::InboundRecord, store::StoredInbound>,
+    /// `inbound_events.dispatched_at`, once the dispatch job is published.
+    marks: GroupCommit<Mark, ()>,
+    recipients: GroupCommit<store::RecipientQuery, Option<store::Resolved>>,
+    outbound: GroupCommit<store::OutboundRows, ()>,
+    statuses: GroupCommit<store::StatusRecord, Option<store::StatusOwner>>,
+}
 
-/// Group commit of `inbound_events.dispatched_at`: the marks of the handlers waiting at the
-/// same time go out as one statement while the previous one runs (no timer: one waiting mark
-/// goes at once), and each handler returns (and its message is acknowledged) only after its
-/// own mark is stored.
-struct Marks(mpsc::UnboundedSender<Mark>);
+/// Writers per batched statement: one runs while the next batch gathers.
+const BATCH_WRITERS: usize = 2;
+/// Requests in one statement at most.
+const MAX_BATCH: usize = 128;
 
-/// Marks stored by one statement at most.
-const MARK_BATCH: usize = 256;
+/// The dedupe key of an inbound event whose dispatch job is stored.
+#[derive(Clone)]
+struct Mark(String);
 
-impl Marks {
-    /// Starts the writer; it stops when the last sender is dropped.
-    fn start(pool: PgPool) -> Self {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Mark>();
-        tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(MARK_BATCH);
-            while rx.recv_many(&mut batch, MARK_BATCH).await > 0 {
-                let keys: Vec<String> = batch.iter().map(|(k, _)| k.clone()).collect();
-                let stored = store::mark_dispatched(&pool, &keys).await;
-                for (_, done) in batch.drain(..) {
-                    let _ = done.send(stored.as_ref().map(|_| ()).map_err(db_ref));
+impl Batchable for Mark {}
+
+impl Batches {
+    fn start(pool: &PgPool) -> Self {
+        macro_rules! batch {
+            ($name:literal, $f:expr) => {{
+                let pool = pool.clone();
+                GroupCommit::start($name, BATCH_WRITERS, MAX_BATCH, move |b| {
+                    let pool = pool.clone();
+                    async move { $f(&pool, b).await }
+                })
+            }};
+        }
+        Self {
+            inbound: batch!("router_inbound", store::record_inbound),
+            marks: batch!("router_marks", |pool: &PgPool, b: Vec<Mark>| {
+                let keys: Vec<String> = b.into_iter().map(|m| m.0).collect();
+                let n = keys.len();
+                let pool = pool.clone();
+                async move {
+                    store::mark_dispatched(&pool, &keys).await?;
+                    Ok(vec![(); n])
                 }
-            }
-        });
-        Self(tx)
-    }
-
-    /// Stores the mark of `dedupe_key`; returns once it is committed.
-    async fn mark(&self, dedupe_key: &str) -> Result<(), HandlerError> {
-        let (done, stored) = oneshot::channel();
-        self.0
-            .send((dedupe_key.to_owned(), done))
-            .map_err(|_| HandlerError::retry("the mark writer stopped"))?;
-        stored
-            .await
-            .map_err(|_| HandlerError::retry("the mark writer stopped"))?
+            }),
+            recipients: batch!("router_recipients", store::resolve_recipients),
+            outbound: batch!("router_outbound", store::insert_outbound),
+            statuses: batch!("router_statuses", store::record_status),
+        }
     }
 }
 
@@ -148,7 +159,7 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             bus: deps.bus.clone(),
             view: deps.view.clone(),
             links,
-            marks: Marks::start(pool.clone()),
+            batches: Batches::start(&pool),
         });
         let s = deps.bus.subjects();
         let c = deps.config.consumer_concurrency;
@@ -184,6 +195,14 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
 
 fn db(e: sqlx::Error) -> HandlerError {
     db_ref(&e)
+}
+
+fn batch_failed(e: BatchError) -> HandlerError {
+    if e.unavailable {
+        HandlerError::unavailable(format!("database: {}", e.message))
+    } else {
+        HandlerError::retry(format!("database: {}", e.message))
+    }
 }
 
 fn db_ref(e: &sqlx::Error) -> HandlerError {
@@ -295,7 +314,12 @@ impl Handler<InboundEvent> for Inbound {
         if let Some(receipt) = &ev.receipt {
             return r.receipt(&bot, ev, receipt, d.delivered).await;
         }
-        let stored = store::record_inbound(&r.pool, ev).await.map_err(db)?;
+        let stored = r
+            .batches
+            .inbound
+            .submit(store::InboundRecord(Arc::new(ev.clone())))
+            .await
+            .map_err(batch_failed)?;
         if stored.already_dispatched {
             metrics::counter!("patchbay_router_duplicates_total").increment(1);
             tracing::info!(event_id = %stored.event_id, "platform retry of an event already handled; dropped");
@@ -330,7 +354,11 @@ impl Handler<InboundEvent> for Inbound {
                 .announce_custom_outcome(&stored.event_id, false, 0)
                 .await;
         }
-        r.marks.mark(&ev.dedupe_key).await
+        r.batches
+            .marks
+            .submit(Mark(ev.dedupe_key.clone()))
+            .await
+            .map_err(batch_failed)
     }
 }
 
@@ -441,9 +469,15 @@ impl Handler<SendCommand> for Sends {
             m.validate()
                 .map_err(|e| HandlerError::reject(e.within(&format!("messages[{i}]"))))?;
         }
-        let recipient = store::resolve_recipient(&r.pool, &bot_id, &cmd.to)
+        let recipient = r
+            .batches
+            .recipients
+            .submit(store::RecipientQuery {
+                bot_id: bot_id.clone(),
+                to: cmd.to.clone(),
+            })
             .await
-            .map_err(db)?
+            .map_err(batch_failed)?
             .ok_or_else(|| {
                 HandlerError::reject(format!("bot {bot_id} has no recipient {:?}", cmd.to))
             })?;
@@ -474,17 +508,24 @@ impl Handler<SendCommand> for Sends {
             cmd,
             fallback.as_ref(),
         );
-        let stored: Vec<(&Content, Option<&Content>)> = plan.iter().map(Planned::stored).collect();
-        store::insert_outbound(
-            &r.pool,
-            &bot_id,
-            &recipient.conversation_id,
-            &ids,
-            &stored,
-            cmd.source,
-        )
-        .await
-        .map_err(db)?;
+        let messages = ids
+            .iter()
+            .zip(&plan)
+            .map(|(id, p)| {
+                let (sent, replaced) = p.stored();
+                (id.clone(), sent.clone(), replaced.cloned())
+            })
+            .collect();
+        r.batches
+            .outbound
+            .submit(store::OutboundRows {
+                bot_id: bot_id.clone(),
+                conversation_id: recipient.conversation_id.clone(),
+                source: cmd.source,
+                messages,
+            })
+            .await
+            .map_err(batch_failed)?;
         let subject = r.bus.subjects().outbound(channel.platform, &channel.id)?;
         let platform = recipient.channel.platform.as_str();
         for (id, planned) in ids.iter().zip(&plan) {
@@ -638,7 +679,13 @@ impl Handler<StatusEvent> for Statuses {
     async fn handle(&self, d: Delivery<StatusEvent>) -> Result<(), HandlerError> {
         let r = &self.0;
         let st = &d.payload;
-        let Some(found) = store::record_status(&r.pool, st).await.map_err(db)? else {
+        let Some(found) = r
+            .batches
+            .statuses
+            .submit(store::StatusRecord(Arc::new(st.clone())))
+            .await
+            .map_err(batch_failed)?
+        else {
             return Err(HandlerError::reject(format!(
                 "unknown message {}",
                 st.message_id

@@ -7,6 +7,9 @@ use patchbay_contract::{
     HistoryRequest, InboundEvent, Platform, Recipient, RpcError, SendSource, StatusEvent,
     UpsertContactRequest, UpsertedContact, UserProfile,
 };
+use std::sync::Arc;
+
+use patchbay_store::batch::Batchable;
 use sqlx::{PgPool, Row};
 
 /// What storing an inbound event found or created.
@@ -23,31 +26,61 @@ pub struct StoredInbound {
     pub message_id: String,
 }
 
-/// Records an inbound event: de-duplication row, user, conversation (window), message, in
-/// one statement (so one round trip and one commit). A platform retry whose dispatch job was
-/// already stored changes nothing but is reported as such.
+/// An inbound event to record (see [`record_inbound`]).
+#[derive(Clone)]
+pub struct InboundRecord(pub Arc<InboundEvent>);
+
+impl Batchable for InboundRecord {
+    fn keys(&self) -> Vec<String> {
+        let ev = &self.0;
+        vec![
+            format!("d:{}", ev.dedupe_key),
+            format!("u:{}:{}", ev.channel.id, ev.sender.platform_user_id),
+        ]
+    }
+}
+
+/// Records inbound events: for each its de-duplication row, user, conversation (window) and
+/// message, all of them in one statement (one round trip and one commit for the batch). A
+/// platform retry whose dispatch job was already stored changes nothing but is reported as
+/// such. No two events of a batch may share a dedupe key or a user ([`InboundRecord::keys`]).
 pub async fn record_inbound(
     pool: &PgPool,
-    ev: &InboundEvent,
-) -> Result<StoredInbound, sqlx::Error> {
-    let s = &ev.sender;
-    let window_opened = (ev.event_type != EventType::UserUnsubscribed).then_some(ev.occurred_at);
-    // The message id derives from the event id first assigned to this platform event: almost
-    // always this delivery's (`ev.id`). When an earlier envelope of the same platform event
-    // got another id, the message is stored by a second statement below.
-    let message_id = derive_id(prefix::MESSAGE, &ev.id, 0);
-    let row = sqlx::query(
-        "with ie as (
+    batch: Vec<InboundRecord>,
+) -> Result<Vec<StoredInbound>, sqlx::Error> {
+    let n = batch.len();
+    let mut a = InboundArrays::with_capacity(n);
+    for InboundRecord(ev) in &batch {
+        a.push(ev);
+    }
+    let rows = sqlx::query(
+        "with t as (
+             select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                  $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+                                  $11::text[], $12::text[], $13::text[], $14::bool[],
+                                  $15::timestamptz[], $16::text[], $17::text[], $18::text[],
+                                  $19::timestamptz[], $20::text[], $21::text[], $22::jsonb[])
+                 with ordinality as t(dedupe_key, event_id, bot_id, event_type, user_id,
+                                      channel_id, platform, platform_user_id, address,
+                                      display_name, username, locale, avatar_url, subscribed,
+                                      occurred_at, email, phone, conversation_id,
+                                      window_opened, message_id, platform_message_id, content,
+                                      i)),
+         ie as (
              insert into inbound_events (dedupe_key, event_id, bot_id, event_type)
-             values ($1, $2, $3, $4)
+             select dedupe_key, event_id, bot_id, event_type from t order by i
              on conflict (dedupe_key) do update set dedupe_key = excluded.dedupe_key
-             returning event_id, dispatched_at),
+             returning dedupe_key, event_id, dispatched_at),
          u as (
              insert into users (id, bot_id, channel_id, platform, platform_user_id, address,
                                 display_name, username, locale, avatar_url, subscribed,
                                 last_seen_at, email, phone)
-             select $5, $3, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17
-             from ie where ie.dispatched_at is null
+             select t.user_id, t.bot_id, t.channel_id, t.platform, t.platform_user_id,
+                    t.address, t.display_name, t.username, t.locale, t.avatar_url,
+                    t.subscribed, t.occurred_at, t.email, t.phone
+             from t join ie on ie.dedupe_key = t.dedupe_key
+             where ie.dispatched_at is null
+             order by t.i
              on conflict (channel_id, platform_user_id) do update set
                  address = excluded.address,
                  display_name = coalesce(excluded.display_name, users.display_name),
@@ -58,50 +91,170 @@ pub async fn record_inbound(
                  phone = coalesce(excluded.phone, users.phone),
                  subscribed = excluded.subscribed,
                  last_seen_at = greatest(users.last_seen_at, excluded.last_seen_at)
-             returning id, display_name, username, locale),
+             returning id, channel_id, platform_user_id, display_name, username, locale),
          c as (
              insert into conversations (id, bot_id, user_id, last_inbound_at)
-             select $18, $3, u.id, $19 from u
+             select t.conversation_id, t.bot_id, u.id, t.window_opened
+             from t join u on u.channel_id = t.channel_id
+                          and u.platform_user_id = t.platform_user_id
+             order by t.i
              on conflict (user_id) do update set
                  last_inbound_at = greatest(conversations.last_inbound_at,
                                             excluded.last_inbound_at)
-             returning id),
+             returning id, user_id),
          m as (
              insert into messages (id, conversation_id, bot_id, direction, event_id,
                                    platform_message_id, content, status, created_at)
-             select $20, c.id, $3, 'inbound', ie.event_id, $21, $22, 'received', $15
-             from c cross join ie
-             where $23 and ie.event_id = $2
+             select t.message_id, c.id, t.bot_id, 'inbound', ie.event_id,
+                    t.platform_message_id, t.content, 'received', t.occurred_at
+             from t join ie on ie.dedupe_key = t.dedupe_key
+                    join u on u.channel_id = t.channel_id
+                          and u.platform_user_id = t.platform_user_id
+                    join c on c.user_id = u.id
+             where t.content is not null and ie.event_id = t.event_id
+             order by t.i
              on conflict (id) do nothing)
-         select ie.event_id, ie.dispatched_at, u.id as user_id, u.display_name, u.username,
-                u.locale, c.id as conversation_id
-         from ie left join u on true left join c on true",
+         select t.i, ie.event_id, ie.dispatched_at, u.id as user_id, u.display_name,
+                u.username, u.locale, c.id as conversation_id
+         from t join ie on ie.dedupe_key = t.dedupe_key
+                left join u on u.channel_id = t.channel_id
+                           and u.platform_user_id = t.platform_user_id
+                left join c on c.user_id = u.id
+         order by t.i",
     )
-    .bind(&ev.dedupe_key)
-    .bind(&ev.id)
-    .bind(&ev.bot_id)
-    .bind(ev.event_type.as_str())
-    .bind(user_id(&ev.channel.id, &s.platform_user_id))
-    .bind(&ev.channel.id)
-    .bind(ev.channel.platform.as_str())
-    .bind(&s.platform_user_id)
-    .bind(&ev.address)
-    .bind(&s.display_name)
-    .bind(&s.username)
-    .bind(&s.locale)
-    .bind(&s.avatar_url)
-    .bind(ev.event_type != EventType::UserUnsubscribed)
-    .bind(ev.occurred_at)
-    .bind(&s.email)
-    .bind(&s.phone)
-    .bind(new_id(prefix::CONVERSATION))
-    .bind(window_opened)
-    .bind(&message_id)
-    .bind(ev.message.as_ref().map(|m| &m.platform_message_id))
-    .bind(ev.message.as_ref().map(|m| sqlx::types::Json(&m.content)))
-    .bind(ev.message.is_some())
-    .fetch_one(pool)
+    .bind(a.dedupe_key)
+    .bind(a.event_id)
+    .bind(a.bot_id)
+    .bind(a.event_type)
+    .bind(a.user_id)
+    .bind(a.channel_id)
+    .bind(a.platform)
+    .bind(a.platform_user_id)
+    .bind(a.address)
+    .bind(a.display_name)
+    .bind(a.username)
+    .bind(a.locale)
+    .bind(a.avatar_url)
+    .bind(a.subscribed)
+    .bind(a.occurred_at)
+    .bind(a.email)
+    .bind(a.phone)
+    .bind(a.conversation_id)
+    .bind(a.window_opened)
+    .bind(a.message_id)
+    .bind(a.platform_message_id)
+    .bind(a.content)
+    .fetch_all(pool)
     .await?;
+    if rows.len() != n {
+        return Err(sqlx::Error::Protocol(format!(
+            "recording {n} inbound events returned {} rows",
+            rows.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(n);
+    for (InboundRecord(ev), row) in batch.iter().zip(&rows) {
+        out.push(stored_inbound(pool, ev, row).await?);
+    }
+    Ok(out)
+}
+
+/// The columns of a batch of inbound events, as arrays.
+struct InboundArrays<'a> {
+    dedupe_key: Vec<&'a str>,
+    event_id: Vec<&'a str>,
+    bot_id: Vec<&'a str>,
+    event_type: Vec<&'static str>,
+    user_id: Vec<String>,
+    channel_id: Vec<&'a str>,
+    platform: Vec<&'static str>,
+    platform_user_id: Vec<&'a str>,
+    address: Vec<&'a str>,
+    display_name: Vec<Option<&'a str>>,
+    username: Vec<Option<&'a str>>,
+    locale: Vec<Option<&'a str>>,
+    avatar_url: Vec<Option<&'a str>>,
+    subscribed: Vec<bool>,
+    occurred_at: Vec<DateTime<Utc>>,
+    email: Vec<Option<&'a str>>,
+    phone: Vec<Option<&'a str>>,
+    conversation_id: Vec<String>,
+    window_opened: Vec<Option<DateTime<Utc>>>,
+    message_id: Vec<String>,
+    platform_message_id: Vec<Option<&'a str>>,
+    content: Vec<Option<sqlx::types::Json<&'a Content>>>,
+}
+
+impl<'a> InboundArrays<'a> {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            dedupe_key: Vec::with_capacity(n),
+            event_id: Vec::with_capacity(n),
+            bot_id: Vec::with_capacity(n),
+            event_type: Vec::with_capacity(n),
+            user_id: Vec::with_capacity(n),
+            channel_id: Vec::with_capacity(n),
+            platform: Vec::with_capacity(n),
+            platform_user_id: Vec::with_capacity(n),
+            address: Vec::with_capacity(n),
+            display_name: Vec::with_capacity(n),
+            username: Vec::with_capacity(n),
+            locale: Vec::with_capacity(n),
+            avatar_url: Vec::with_capacity(n),
+            subscribed: Vec::with_capacity(n),
+            occurred_at: Vec::with_capacity(n),
+            email: Vec::with_capacity(n),
+            phone: Vec::with_capacity(n),
+            conversation_id: Vec::with_capacity(n),
+            window_opened: Vec::with_capacity(n),
+            message_id: Vec::with_capacity(n),
+            platform_message_id: Vec::with_capacity(n),
+            content: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, ev: &'a InboundEvent) {
+        let s = &ev.sender;
+        let subscribed = ev.event_type != EventType::UserUnsubscribed;
+        self.dedupe_key.push(&ev.dedupe_key);
+        self.event_id.push(&ev.id);
+        self.bot_id.push(&ev.bot_id);
+        self.event_type.push(ev.event_type.as_str());
+        self.user_id
+            .push(user_id(&ev.channel.id, &s.platform_user_id));
+        self.channel_id.push(&ev.channel.id);
+        self.platform.push(ev.channel.platform.as_str());
+        self.platform_user_id.push(&s.platform_user_id);
+        self.address.push(&ev.address);
+        self.display_name.push(s.display_name.as_deref());
+        self.username.push(s.username.as_deref());
+        self.locale.push(s.locale.as_deref());
+        self.avatar_url.push(s.avatar_url.as_deref());
+        self.subscribed.push(subscribed);
+        self.occurred_at.push(ev.occurred_at);
+        self.email.push(s.email.as_deref());
+        self.phone.push(s.phone.as_deref());
+        self.conversation_id.push(new_id(prefix::CONVERSATION));
+        self.window_opened
+            .push(subscribed.then_some(ev.occurred_at));
+        // The message id derives from the event id first assigned to this platform event:
+        // almost always this delivery's. When an earlier envelope of the same platform event
+        // got another id, the message is stored by `stored_inbound`.
+        self.message_id.push(derive_id(prefix::MESSAGE, &ev.id, 0));
+        self.platform_message_id
+            .push(ev.message.as_ref().map(|m| m.platform_message_id.as_str()));
+        self.content
+            .push(ev.message.as_ref().map(|m| sqlx::types::Json(&m.content)));
+    }
+}
+
+/// What the batch statement found for one event.
+async fn stored_inbound(
+    pool: &PgPool,
+    ev: &InboundEvent,
+    row: &sqlx::postgres::PgRow,
+) -> Result<StoredInbound, sqlx::Error> {
+    let s = &ev.sender;
     let event_id: String = row.get("event_id");
     let dispatched: Option<DateTime<Utc>> = row.get("dispatched_at");
     if dispatched.is_some() {
@@ -127,30 +280,27 @@ pub async fn record_inbound(
         locale: row.get("locale"),
     };
     let conversation_id: String = row.get("conversation_id");
-    let message_id = if event_id == ev.id {
-        message_id
-    } else {
+    let message_id = derive_id(prefix::MESSAGE, &event_id, 0);
+    if event_id != ev.id
+        && let Some(m) = &ev.message
+    {
         // A later envelope of a platform event first stored under another event id.
-        let message_id = derive_id(prefix::MESSAGE, &event_id, 0);
-        if let Some(m) = &ev.message {
-            sqlx::query(
-                "insert into messages (id, conversation_id, bot_id, direction, event_id,
-                                       platform_message_id, content, status, created_at)
-                 values ($1, $2, $3, 'inbound', $4, $5, $6, 'received', $7)
-                 on conflict (id) do nothing",
-            )
-            .bind(&message_id)
-            .bind(&conversation_id)
-            .bind(&ev.bot_id)
-            .bind(&event_id)
-            .bind(&m.platform_message_id)
-            .bind(sqlx::types::Json(&m.content))
-            .bind(ev.occurred_at)
-            .execute(pool)
-            .await?;
-        }
-        message_id
-    };
+        sqlx::query(
+            "insert into messages (id, conversation_id, bot_id, direction, event_id,
+                                   platform_message_id, content, status, created_at)
+             values ($1, $2, $3, 'inbound', $4, $5, $6, 'received', $7)
+             on conflict (id) do nothing",
+        )
+        .bind(&message_id)
+        .bind(&conversation_id)
+        .bind(&ev.bot_id)
+        .bind(&event_id)
+        .bind(&m.platform_message_id)
+        .bind(sqlx::types::Json(&m.content))
+        .bind(ev.occurred_at)
+        .execute(pool)
+        .await?;
+    }
     Ok(StoredInbound {
         event_id,
         already_dispatched: false,
@@ -179,93 +329,159 @@ pub struct Resolved {
     pub last_inbound_at: Option<DateTime<Utc>>,
 }
 
-/// Finds the user a command is for, within `bot_id`.
-pub async fn resolve_recipient(
-    pool: &PgPool,
-    bot_id: &str,
-    to: &Recipient,
-) -> Result<Option<Resolved>, sqlx::Error> {
-    const SELECT: &str =
-        "select u.id, u.channel_id, u.platform, u.address, c.id as conversation_id,
-                                 c.last_inbound_at
-                          from users u join conversations c on c.user_id = u.id";
-    let row = match to {
-        Recipient::User { user_id } => {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "{SELECT} where u.id = $1 and u.bot_id = $2"
-            )))
-            .bind(user_id)
-            .bind(bot_id)
-            .fetch_optional(pool)
-            .await?
-        }
-        Recipient::Address {
-            platform,
-            address,
-            channel_id,
-        } => {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "{SELECT} where u.bot_id = $1 and u.platform = $2 and u.address = $3
-                   and ($4::text is null or u.channel_id = $4)
-                 order by u.last_seen_at desc nulls last limit 1"
-            )))
-            .bind(bot_id)
-            .bind(platform.as_str())
-            .bind(address)
-            .bind(channel_id)
-            .fetch_optional(pool)
-            .await?
-        }
-    };
-    Ok(row.and_then(|r| {
-        let platform: Platform = r.get::<String, _>("platform").parse().ok()?;
-        Some(Resolved {
-            user_id: r.get("id"),
-            channel: ChannelRef {
-                id: r.get("channel_id"),
-                platform,
-            },
-            address: r.get("address"),
-            conversation_id: r.get("conversation_id"),
-            last_inbound_at: r.get("last_inbound_at"),
-        })
-    }))
+/// A recipient to resolve within a bot (see [`resolve_recipients`]).
+#[derive(Clone)]
+pub struct RecipientQuery {
+    pub bot_id: String,
+    pub to: Recipient,
 }
 
-/// Stores the outbound messages of a command as they will be sent, each `(sent, replaced)`:
-/// the content handed to the sender (or refused), and, when a fallback template goes out in
-/// its place, what the tenant asked to send. Idempotent: ids are derived from the command.
+impl Batchable for RecipientQuery {}
+
+/// Finds the users commands are for, each within its bot, in one query: by user id, or by
+/// platform address (the most recently seen user with it, on the given channel if any).
+pub async fn resolve_recipients(
+    pool: &PgPool,
+    batch: Vec<RecipientQuery>,
+) -> Result<Vec<Option<Resolved>>, sqlx::Error> {
+    let n = batch.len();
+    let mut bot_ids = Vec::with_capacity(n);
+    let mut user_ids = Vec::with_capacity(n);
+    let mut platforms = Vec::with_capacity(n);
+    let mut addresses = Vec::with_capacity(n);
+    let mut channel_ids = Vec::with_capacity(n);
+    for q in &batch {
+        bot_ids.push(q.bot_id.as_str());
+        match &q.to {
+            Recipient::User { user_id } => {
+                user_ids.push(Some(user_id.as_str()));
+                platforms.push(None);
+                addresses.push(None);
+                channel_ids.push(None);
+            }
+            Recipient::Address {
+                platform,
+                address,
+                channel_id,
+            } => {
+                user_ids.push(None);
+                platforms.push(Some(platform.as_str()));
+                addresses.push(Some(address.as_str()));
+                channel_ids.push(channel_id.as_deref());
+            }
+        }
+    }
+    let rows = sqlx::query(
+        "select t.i, r.id, r.channel_id, r.platform, r.address, r.conversation_id,
+                r.last_inbound_at
+         from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+                  with ordinality as t(bot_id, user_id, platform, address, channel_id, i)
+         left join lateral (
+             (select u.id, u.channel_id, u.platform, u.address, c.id as conversation_id,
+                     c.last_inbound_at
+              from users u join conversations c on c.user_id = u.id
+              where t.user_id is not null and u.id = t.user_id and u.bot_id = t.bot_id)
+             union all
+             (select u.id, u.channel_id, u.platform, u.address, c.id as conversation_id,
+                     c.last_inbound_at
+              from users u join conversations c on c.user_id = u.id
+              where t.user_id is null and u.bot_id = t.bot_id and u.platform = t.platform
+                and u.address = t.address
+                and (t.channel_id is null or u.channel_id = t.channel_id)
+              order by u.last_seen_at desc nulls last limit 1)
+         ) r on true
+         order by t.i",
+    )
+    .bind(&bot_ids)
+    .bind(&user_ids)
+    .bind(&platforms)
+    .bind(&addresses)
+    .bind(&channel_ids)
+    .fetch_all(pool)
+    .await?;
+    if rows.len() != n {
+        return Err(sqlx::Error::Protocol(format!(
+            "resolving {n} recipients returned {} rows",
+            rows.len()
+        )));
+    }
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let id: Option<String> = r.get("id");
+            id?;
+            let platform: Platform = r.get::<String, _>("platform").parse().ok()?;
+            Some(Resolved {
+                user_id: r.get("id"),
+                channel: ChannelRef {
+                    id: r.get("channel_id"),
+                    platform,
+                },
+                address: r.get("address"),
+                conversation_id: r.get("conversation_id"),
+                last_inbound_at: r.get("last_inbound_at"),
+            })
+        })
+        .collect())
+}
+
+/// The outbound messages of one send command as they will be sent (see [`insert_outbound`]).
+#[derive(Clone)]
+pub struct OutboundRows {
+    pub bot_id: String,
+    pub conversation_id: String,
+    pub source: SendSource,
+    /// Each message's id, the content handed to the sender (or refused), and, when a fallback
+    /// template goes out in its place, what the tenant asked to send.
+    pub messages: Vec<(String, Content, Option<Content>)>,
+}
+
+impl Batchable for OutboundRows {}
+
+/// Stores the outbound messages of send commands, in one statement. Idempotent: ids are
+/// derived from the commands.
 pub async fn insert_outbound(
     pool: &PgPool,
-    bot_id: &str,
-    conversation_id: &str,
-    ids: &[String],
-    messages: &[(&Content, Option<&Content>)],
-    source: SendSource,
-) -> Result<(), sqlx::Error> {
+    batch: Vec<OutboundRows>,
+) -> Result<Vec<()>, sqlx::Error> {
     let json = |c: &Content| serde_json::to_value(c).unwrap_or_default();
-    let contents: Vec<serde_json::Value> = messages.iter().map(|(c, _)| json(c)).collect();
-    let replaced: Vec<Option<serde_json::Value>> =
-        messages.iter().map(|(_, r)| r.map(json)).collect();
-    let source = serde_json::to_value(source)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned));
+    let total: usize = batch.iter().map(|b| b.messages.len()).sum();
+    let mut ids = Vec::with_capacity(total);
+    let mut contents = Vec::with_capacity(total);
+    let mut replaced = Vec::with_capacity(total);
+    let mut conversations = Vec::with_capacity(total);
+    let mut bots = Vec::with_capacity(total);
+    let mut sources = Vec::with_capacity(total);
+    for b in &batch {
+        let source = serde_json::to_value(b.source)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned));
+        for (id, content, replaces) in &b.messages {
+            ids.push(id.as_str());
+            contents.push(json(content));
+            replaced.push(replaces.as_ref().map(json));
+            conversations.push(b.conversation_id.as_str());
+            bots.push(b.bot_id.as_str());
+            sources.push(source.clone());
+        }
+    }
     sqlx::query(
         "insert into messages (id, conversation_id, bot_id, direction, content, replaced_content,
                                source, status)
-         select id, $4, $5, 'outbound', content, replaced, $6, 'queued'
-         from unnest($1::text[], $2::jsonb[], $3::jsonb[]) as t(id, content, replaced)
+         select id, conversation_id, bot_id, 'outbound', content, replaced, source, 'queued'
+         from unnest($1::text[], $2::jsonb[], $3::jsonb[], $4::text[], $5::text[], $6::text[])
+             as t(id, content, replaced, conversation_id, bot_id, source)
          on conflict (id) do nothing",
     )
-    .bind(ids)
+    .bind(&ids)
     .bind(&contents)
     .bind(&replaced)
-    .bind(conversation_id)
-    .bind(bot_id)
-    .bind(source)
+    .bind(&conversations)
+    .bind(&bots)
+    .bind(&sources)
     .execute(pool)
     .await?;
-    Ok(())
+    Ok(vec![(); batch.len()])
 }
 
 /// Who a status is about.
@@ -404,53 +620,94 @@ pub async fn apply_receipt(
     Ok(())
 }
 
-/// Records a platform verdict on an outbound message; `None` if the message is unknown. A
-/// `blocked` failure marks the user unsubscribed.
+/// A platform verdict to record (see [`record_status`]).
+#[derive(Clone)]
+pub struct StatusRecord(pub Arc<StatusEvent>);
+
+impl Batchable for StatusRecord {
+    fn keys(&self) -> Vec<String> {
+        vec![self.0.message_id.clone()]
+    }
+}
+
+/// Records platform verdicts on outbound messages, in one statement; each answers `None` if
+/// its message is unknown. A `blocked` failure marks the user unsubscribed.
 pub async fn record_status(
     pool: &PgPool,
-    st: &StatusEvent,
-) -> Result<Option<StatusOwner>, sqlx::Error> {
-    let status = match st.status {
-        DeliveryStatus::Sent => "sent",
-        DeliveryStatus::Failed => "failed",
-    };
-    let row = sqlx::query(
-        "with m as (
+    batch: Vec<StatusRecord>,
+) -> Result<Vec<Option<StatusOwner>>, sqlx::Error> {
+    let n = batch.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut statuses = Vec::with_capacity(n);
+    let mut platform_ids = Vec::with_capacity(n);
+    let mut errors = Vec::with_capacity(n);
+    for StatusRecord(st) in &batch {
+        ids.push(st.message_id.as_str());
+        statuses.push(match st.status {
+            DeliveryStatus::Sent => "sent",
+            DeliveryStatus::Failed => "failed",
+        });
+        platform_ids.push(st.platform_message_id.as_deref());
+        errors.push(st.error.as_ref().map(sqlx::types::Json));
+    }
+    let rows = sqlx::query(
+        "with t as (
+             select * from unnest($1::text[], $2::text[], $3::text[], $4::jsonb[])
+                 with ordinality as t(id, status, platform_message_id, error, i)),
+         m as (
              update messages set
                  -- A redelivered `sent` never undoes a platform receipt.
-                 status = case when $2 = 'sent' and status in ('delivered', 'read')
-                               then status else $2 end,
-                 platform_message_id = coalesce($3, platform_message_id),
-                 error = $4, updated_at = now()
-             where id = $1 and direction = 'outbound'
-             returning conversation_id)
-         select c.id as conversation_id, u.id, u.platform_user_id, u.display_name, u.username, u.locale
-         from m join conversations c on c.id = m.conversation_id join users u on u.id = c.user_id",
+                 status = case when t.status = 'sent' and messages.status in ('delivered', 'read')
+                               then messages.status else t.status end,
+                 platform_message_id = coalesce(t.platform_message_id,
+                                                messages.platform_message_id),
+                 error = t.error, updated_at = now()
+             from t
+             where messages.id = t.id and messages.direction = 'outbound'
+             returning messages.id, messages.conversation_id)
+         select t.i, c.id as conversation_id, u.id, u.platform_user_id, u.display_name,
+                u.username, u.locale
+         from t left join m on m.id = t.id
+                left join conversations c on c.id = m.conversation_id
+                left join users u on u.id = c.user_id
+         order by t.i",
     )
-    .bind(&st.message_id)
-    .bind(status)
-    .bind(&st.platform_message_id)
-    .bind(st.error.as_ref().map(sqlx::types::Json))
-    .fetch_optional(pool)
+    .bind(&ids)
+    .bind(&statuses)
+    .bind(&platform_ids)
+    .bind(&errors)
+    .fetch_all(pool)
     .await?;
-    let Some(row) = row else { return Ok(None) };
-    let owner = StatusOwner {
-        conversation_id: row.get("conversation_id"),
-        user: EventUser {
-            id: row.get("id"),
-            platform_user_id: row.get("platform_user_id"),
-            display_name: row.get("display_name"),
-            username: row.get("username"),
-            locale: row.get("locale"),
-        },
-    };
-    if st.error.as_ref().is_some_and(|e| e.code == "blocked") {
-        sqlx::query("update users set subscribed = false where id = $1")
-            .bind(&owner.user.id)
-            .execute(pool)
-            .await?;
+    if rows.len() != n {
+        return Err(sqlx::Error::Protocol(format!(
+            "recording {n} statuses returned {} rows",
+            rows.len()
+        )));
     }
-    Ok(Some(owner))
+    let mut out = Vec::with_capacity(n);
+    for (StatusRecord(st), row) in batch.iter().zip(&rows) {
+        let Some(user_id) = row.get::<Option<String>, _>("id") else {
+            out.push(None);
+            continue;
+        };
+        if st.error.as_ref().is_some_and(|e| e.code == "blocked") {
+            sqlx::query("update users set subscribed = false where id = $1")
+                .bind(&user_id)
+                .execute(pool)
+                .await?;
+        }
+        out.push(Some(StatusOwner {
+            conversation_id: row.get("conversation_id"),
+            user: EventUser {
+                id: user_id,
+                platform_user_id: row.get("platform_user_id"),
+                display_name: row.get("display_name"),
+                username: row.get("username"),
+                locale: row.get("locale"),
+            },
+        }));
+    }
+    Ok(out)
 }
 
 const PROFILE: &str = "select u.id, u.bot_id, u.channel_id, u.platform, u.platform_user_id,

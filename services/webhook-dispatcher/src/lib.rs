@@ -37,6 +37,7 @@ use patchbay_contract::{
     SendSource, V1, WebhookFlavour, dispatcher_ops, topology,
 };
 use patchbay_runtime::{BoxError, Deps, Service};
+use patchbay_store::batch::{BatchError, GroupCommit};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -76,6 +77,22 @@ struct Dispatcher {
     /// Bodies of 2xx answers whose follow-up (inline reply, record) has not been stored yet:
     /// a retry after a bus hiccup reuses the answer instead of posting the event again.
     answered: Mutex<HashMap<String, String>>,
+    /// Group commit of the hot path's two statements (see [`patchbay_store::batch`]).
+    admissions: GroupCommit<store::Admission, (DeliveryState, bool)>,
+    attempts: GroupCommit<store::Attempt, ()>,
+}
+
+/// Writers per batched statement: one runs while the next batch gathers.
+const BATCH_WRITERS: usize = 2;
+/// Requests in one statement at most.
+const MAX_BATCH: usize = 128;
+
+fn batch_failed(e: BatchError) -> HandlerError {
+    if e.unavailable {
+        HandlerError::unavailable(format!("database: {}", e.message))
+    } else {
+        HandlerError::retry(format!("database: {}", e.message))
+    }
 }
 
 /// Starts the service.
@@ -92,8 +109,24 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
         )?;
         let schedule = deps.config.webhook_retry_schedule.clone();
         let spec = topology::dispatcher(deps.bus.subjects(), 10);
+        let admissions = {
+            let pool = pool.clone();
+            GroupCommit::start("dispatcher_admit", BATCH_WRITERS, MAX_BATCH, move |b| {
+                let pool = pool.clone();
+                async move { store::admit(&pool, b).await }
+            })
+        };
+        let attempts = {
+            let pool = pool.clone();
+            GroupCommit::start("dispatcher_attempts", BATCH_WRITERS, MAX_BATCH, move |b| {
+                let pool = pool.clone();
+                async move { store::record_attempt(&pool, b).await }
+            })
+        };
         let dispatcher = Arc::new(Dispatcher {
             pool,
+            admissions,
+            attempts,
             bus: deps.bus.clone(),
             view: deps.view.clone(),
             key,
@@ -571,21 +604,21 @@ impl Dispatcher {
             let (replies, note) = self
                 .inline_reply(job, bot.webhook.flavour, &outcome.body)
                 .await?;
-            store::record_attempt(
-                &self.pool,
-                &store::Attempt {
-                    job,
+            self.attempts
+                .submit(store::Attempt {
+                    event_id: job.event.id.clone(),
+                    bot_id: job.event.bot_id.clone(),
+                    event_type: job.event.event_type.as_str(),
                     attempt,
-                    url: &url,
+                    url: url.clone(),
                     delivered: true,
                     status_code: outcome.status,
                     duration: took,
-                    response_body: &outcome.body,
-                    error: note.as_deref(),
-                },
-            )
-            .await
-            .map_err(db)?;
+                    response_body: outcome.body.clone(),
+                    error: note,
+                })
+                .await
+                .map_err(batch_failed)?;
             self.answered
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -594,21 +627,21 @@ impl Dispatcher {
             self.announce(job, true, replies).await;
             return Ok(Attempted::Delivered);
         }
-        store::record_attempt(
-            &self.pool,
-            &store::Attempt {
-                job,
+        self.attempts
+            .submit(store::Attempt {
+                event_id: job.event.id.clone(),
+                bot_id: job.event.bot_id.clone(),
+                event_type: job.event.event_type.as_str(),
                 attempt,
-                url: &url,
+                url: url.clone(),
                 delivered: false,
                 status_code: outcome.status,
                 duration: took,
-                response_body: &outcome.body,
-                error: outcome.error.as_deref(),
-            },
-        )
-        .await
-        .map_err(db)?;
+                response_body: outcome.body.clone(),
+                error: outcome.error.clone(),
+            })
+            .await
+            .map_err(batch_failed)?;
         self.announce(job, false, 0).await;
         if outcome.status == Some(410) {
             let reason = format!(
@@ -990,7 +1023,11 @@ impl Handler<DispatchJob> for Intake {
         let job = &d.payload;
         // Delivered, or dead-lettered, already: a redelivery. (Retries and replays set the
         // delivery back to pending before they publish the job again.)
-        let (state, parked) = store::admit(&me.pool, job).await.map_err(db)?;
+        let (state, parked) = me
+            .admissions
+            .submit(store::Admission(Arc::new(job.clone())))
+            .await
+            .map_err(batch_failed)?;
         if state != DeliveryState::Pending {
             return Ok(());
         }

@@ -8,6 +8,9 @@ use patchbay_contract::{
     Delivery, DeliveryAttempt, DeliveryDetail, DeliveryPage, DeliveryState, DispatchJob,
     ListDeliveriesRequest, ReplayRequest,
 };
+use std::sync::Arc;
+
+use patchbay_store::batch::Batchable;
 use sqlx::{PgPool, Row};
 
 /// A parked event claimed by the scheduler.
@@ -17,28 +20,69 @@ pub struct Parked {
     pub attempts: i32,
 }
 
-/// Registers an event for delivery (once) and returns where its delivery stands, and whether
-/// earlier events of its conversation are parked (new ones must queue behind them), in one
-/// statement.
-pub async fn admit(pool: &PgPool, job: &DispatchJob) -> Result<(DeliveryState, bool), sqlx::Error> {
-    let row = sqlx::query(
-        "with d as (
+/// An event to register for delivery (see [`admit`]).
+#[derive(Clone)]
+pub struct Admission(pub Arc<DispatchJob>);
+
+impl Batchable for Admission {
+    fn keys(&self) -> Vec<String> {
+        vec![self.0.event.id.clone()]
+    }
+}
+
+/// Registers events for delivery (each once) and returns where each delivery stands, and
+/// whether earlier events of its conversation are parked (new ones must queue behind them),
+/// in one statement for the batch.
+pub async fn admit(
+    pool: &PgPool,
+    batch: Vec<Admission>,
+) -> Result<Vec<(DeliveryState, bool)>, sqlx::Error> {
+    let n = batch.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut bots = Vec::with_capacity(n);
+    let mut conversations = Vec::with_capacity(n);
+    let mut types = Vec::with_capacity(n);
+    let mut jobs = Vec::with_capacity(n);
+    for Admission(job) in &batch {
+        ids.push(job.event.id.as_str());
+        bots.push(job.event.bot_id.as_str());
+        conversations.push(job.event.conversation_id.as_str());
+        types.push(job.event.event_type.as_str());
+        jobs.push(sqlx::types::Json(&**job));
+    }
+    let rows = sqlx::query(
+        "with t as (
+             select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[])
+                 with ordinality as t(event_id, bot_id, conversation_id, event_type, job, i)),
+         d as (
              insert into deliveries (event_id, bot_id, conversation_id, event_type, status, job)
-             values ($1, $2, $3, $4, 'pending', $5)
+             select event_id, bot_id, conversation_id, event_type, 'pending', job
+             from t order by i
              on conflict (event_id) do update set event_id = excluded.event_id
-             returning status)
+             returning event_id, status)
          select d.status,
-                exists (select 1 from parked where conversation_id = $3) as parked
-         from d",
+                exists (select 1 from parked p where p.conversation_id = t.conversation_id)
+                    as parked
+         from t join d on d.event_id = t.event_id
+         order by t.i",
     )
-    .bind(&job.event.id)
-    .bind(&job.event.bot_id)
-    .bind(&job.event.conversation_id)
-    .bind(job.event.event_type.as_str())
-    .bind(sqlx::types::Json(job))
-    .fetch_one(pool)
+    .bind(&ids)
+    .bind(&bots)
+    .bind(&conversations)
+    .bind(&types)
+    .bind(&jobs)
+    .fetch_all(pool)
     .await?;
-    Ok((state(row.get("status")), row.get("parked")))
+    if rows.len() != n {
+        return Err(sqlx::Error::Protocol(format!(
+            "admitting {n} events returned {} rows",
+            rows.len()
+        )));
+    }
+    Ok(rows
+        .iter()
+        .map(|row| (state(row.get("status")), row.get("parked")))
+        .collect())
 }
 
 fn state(s: &str) -> DeliveryState {
@@ -61,43 +105,86 @@ pub async fn status(pool: &PgPool, event_id: &str) -> Result<Option<DeliveryStat
 }
 
 /// One callback attempt, as logged.
-pub struct Attempt<'a> {
-    pub job: &'a DispatchJob,
+#[derive(Clone)]
+pub struct Attempt {
+    pub event_id: String,
+    pub bot_id: String,
+    pub event_type: &'static str,
     /// Its number (1 for the first).
     pub attempt: u64,
-    pub url: &'a str,
+    pub url: String,
     pub delivered: bool,
     pub status_code: Option<u16>,
     pub duration: Duration,
-    pub response_body: &'a str,
+    pub response_body: String,
     /// The error, or a note on a delivered attempt (an inline reply ignored).
-    pub error: Option<&'a str>,
+    pub error: Option<String>,
 }
 
-/// Logs one attempt and records its outcome on the delivery's summary, in one statement.
-pub async fn record_attempt(pool: &PgPool, a: &Attempt<'_>) -> Result<(), sqlx::Error> {
+impl Batchable for Attempt {
+    fn keys(&self) -> Vec<String> {
+        vec![self.event_id.clone()]
+    }
+}
+
+/// Logs attempts and records each outcome on its delivery's summary, in one statement for the
+/// batch.
+pub async fn record_attempt(pool: &PgPool, batch: Vec<Attempt>) -> Result<Vec<()>, sqlx::Error> {
+    let n = batch.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut delivered = Vec::with_capacity(n);
+    let mut codes = Vec::with_capacity(n);
+    let mut errors = Vec::with_capacity(n);
+    let mut bots = Vec::with_capacity(n);
+    let mut types = Vec::with_capacity(n);
+    let mut numbers = Vec::with_capacity(n);
+    let mut urls = Vec::with_capacity(n);
+    let mut durations = Vec::with_capacity(n);
+    let mut bodies = Vec::with_capacity(n);
+    for a in &batch {
+        ids.push(a.event_id.as_str());
+        delivered.push(a.delivered);
+        codes.push(a.status_code.map(i32::from));
+        errors.push(a.error.as_deref());
+        bots.push(a.bot_id.as_str());
+        types.push(a.event_type);
+        numbers.push(i32::try_from(a.attempt).unwrap_or(i32::MAX));
+        urls.push(a.url.as_str());
+        durations.push(i32::try_from(a.duration.as_millis()).unwrap_or(i32::MAX));
+        bodies.push(a.response_body.as_str());
+    }
     sqlx::query(
-        "with logged as (
+        "with t as (
+             select * from unnest($1::text[], $2::bool[], $3::int[], $4::text[], $5::text[],
+                                  $6::text[], $7::int[], $8::text[], $9::int[], $10::text[])
+                 with ordinality as t(event_id, delivered, status_code, error, bot_id,
+                                      event_type, attempt, url, duration_ms, response_body, i)),
+         logged as (
              insert into attempts (event_id, bot_id, event_type, attempt, url, status_code,
                                    duration_ms, response_body, error)
-             values ($1, $5, $6, $7, $8, $3, $9, $10, $4))
-         update deliveries set attempts = attempts + 1, last_status_code = $3, last_error = $4,
-             status = case when $2 then 'delivered' else status end, updated_at = now()
-         where event_id = $1",
+             select event_id, bot_id, event_type, attempt, url, status_code, duration_ms,
+                    response_body, error
+             from t order by i)
+         update deliveries set attempts = attempts + 1, last_status_code = t.status_code,
+             last_error = t.error,
+             status = case when t.delivered then 'delivered' else deliveries.status end,
+             updated_at = now()
+         from t
+         where deliveries.event_id = t.event_id",
     )
-    .bind(&a.job.event.id)
-    .bind(a.delivered)
-    .bind(a.status_code.map(i32::from))
-    .bind(a.error)
-    .bind(&a.job.event.bot_id)
-    .bind(a.job.event.event_type.as_str())
-    .bind(i32::try_from(a.attempt).unwrap_or(i32::MAX))
-    .bind(a.url)
-    .bind(i32::try_from(a.duration.as_millis()).unwrap_or(i32::MAX))
-    .bind(a.response_body)
+    .bind(&ids)
+    .bind(&delivered)
+    .bind(&codes)
+    .bind(&errors)
+    .bind(&bots)
+    .bind(&types)
+    .bind(&numbers)
+    .bind(&urls)
+    .bind(&durations)
+    .bind(&bodies)
     .execute(pool)
     .await?;
-    Ok(())
+    Ok(vec![(); n])
 }
 
 /// Marks a delivery failed (dead-lettered).

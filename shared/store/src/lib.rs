@@ -4,6 +4,8 @@
 //! accident. Migrations are embedded in the binaries and applied at start under sqlx's advisory
 //! lock, so replicas starting together do not race.
 
+pub mod batch;
+
 use std::borrow::Cow;
 use std::str::FromStr;
 use std::time::Duration;
