@@ -328,7 +328,8 @@ pub struct Summary {
 
 /// Summaries of the stage metrics by `(service, metric{labels})`.
 pub fn parse_summaries(pages: &[(&'static str, String)]) -> BTreeMap<String, Summary> {
-    const METRICS: [&str; 4] = [
+    const METRICS: [&str; 5] = [
+        "patchbay_db_batch_size",
         "patchbay_consumer_handle_seconds",
         "patchbay_publish_seconds",
         "patchbay_http_request_seconds",
@@ -380,12 +381,40 @@ pub fn parse_summaries(pages: &[(&'static str, String)]) -> BTreeMap<String, Sum
 
 /// Per-stage rows for one scenario: mean from the `_sum`/`_count` difference over the
 /// scenario, p50 and p99 from the service's own summary after it (its recent window).
+const BATCH_SIZE: &str = "patchbay_db_batch_size";
+
+/// Group commit: per batched statement, how many statements ran during the scenario and how
+/// many requests each carried on average (`patchbay_db_batch_size`).
+pub fn batch_rows(
+    before: &BTreeMap<String, Summary>,
+    after: &BTreeMap<String, Summary>,
+) -> Vec<Value> {
+    let mut rows = Vec::new();
+    for (key, a) in after.iter().filter(|(k, _)| k.contains(BATCH_SIZE)) {
+        let b = before.get(key).cloned().unwrap_or_default();
+        let n = a.count - b.count;
+        if n < 1.0 {
+            continue;
+        }
+        rows.push(json!({
+            "batch": key,
+            "statements": n,
+            "mean_requests": (a.sum - b.sum) / n,
+            "p99_requests": a.quantiles.get("0.99").copied().unwrap_or(0.0),
+        }));
+    }
+    rows
+}
+
 pub fn stage_rows(
     before: &BTreeMap<String, Summary>,
     after: &BTreeMap<String, Summary>,
 ) -> Vec<Value> {
     let mut rows = Vec::new();
     for (key, a) in after {
+        if key.contains(BATCH_SIZE) {
+            continue;
+        }
         if ["/metrics", "/readyz", "/healthz"]
             .iter()
             .any(|r| key.contains(&format!("route=\"{r}\"")))

@@ -168,6 +168,69 @@ fn main() -> ExitCode {
     }
 }
 
+/// What PostgreSQL did for a scenario, from `pg_stat_statements`: statements per delivered
+/// message, execution and planning time per message, and the statements that took most.
+fn database(
+    before: &std::collections::BTreeMap<i64, stack::Statement>,
+    after: &std::collections::BTreeMap<i64, stack::Statement>,
+    delivered: usize,
+) -> Value {
+    let per = |x: f64| {
+        if delivered == 0 {
+            0.0
+        } else {
+            x / load::f64_of(delivered)
+        }
+    };
+    let mut rows: Vec<(String, f64, f64, f64)> = after
+        .iter()
+        .filter_map(|(id, a)| {
+            let b = before.get(id).cloned().unwrap_or_default();
+            #[allow(clippy::cast_precision_loss)]
+            let calls = (a.calls - b.calls) as f64;
+            (calls > 0.0).then(|| {
+                (
+                    a.query.split_whitespace().collect::<Vec<_>>().join(" "),
+                    calls,
+                    a.exec_ms - b.exec_ms,
+                    a.plan_ms - b.plan_ms,
+                )
+            })
+        })
+        .collect();
+    rows.sort_by(|x, y| (y.2 + y.3).total_cmp(&(x.2 + x.3)));
+    let calls: f64 = rows.iter().map(|r| r.1).sum();
+    let exec: f64 = rows.iter().map(|r| r.2).sum();
+    let plan: f64 = rows.iter().map(|r| r.3).sum();
+    let top: Vec<Value> = rows
+        .iter()
+        .take(8)
+        .map(|(q, c, e, p)| {
+            let mut q = q.clone();
+            if q.len() > 120 {
+                let mut cut = 120;
+                while !q.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                q.truncate(cut);
+                q.push('…');
+            }
+            json!({
+                "query": q,
+                "calls_per_message": round3(per(*c)),
+                "exec_ms_per_call": round3(e / c),
+                "plan_ms_per_call": round3(p / c),
+            })
+        })
+        .collect();
+    json!({
+        "statements_per_message": round3(per(calls)),
+        "exec_ms_per_message": round3(per(exec)),
+        "plan_ms_per_message": round3(per(plan)),
+        "top": top,
+    })
+}
+
 async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Result<bool> {
     let load_at_start = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let fakes = fakes::Fakes::start().await?;
@@ -289,8 +352,10 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
             .map(|(n, pid)| stack::cpu_seconds(*pid, tck, !n.starts_with("bench")))
             .collect();
         let m0 = load::parse_summaries(&stack.scrape().await);
+        let q0 = stack.statements().await;
         let o = f(ctx.clone()).await;
         let m1 = load::parse_summaries(&stack.scrape().await);
+        let q1 = stack.statements().await;
         let mut cpu = serde_json::Map::new();
         let mut total = 0.0;
         for ((n, pid), before) in accounts.iter().zip(cpu0) {
@@ -343,6 +408,8 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
             "cpu_s_per_1000": cpu,
             "cpu_s_per_1000_total": round3(total_per_k),
             "stages": load::stage_rows(&m0, &m1),
+            "batches": load::batch_rows(&m0, &m1),
+            "database": database(&q0, &q1, o.delivered),
         }));
     }
 

@@ -143,6 +143,45 @@ pub fn markdown(r: &Value) -> String {
                 f(&st["p99_ms"]),
             );
         }
+        let batches = sc["batches"].as_array().unwrap_or(&empty);
+        if !batches.is_empty() {
+            let _ = writeln!(
+                s,
+                "\n| group commit | statements | requests per statement (mean) | p99 |\n|---|---|---|---|"
+            );
+        }
+        let db = &sc["database"];
+        if db.is_object() {
+            let _ = writeln!(
+                s,
+                "\nPostgreSQL (`pg_stat_statements`): {:.2} statements, {:.3} ms executing and \
+                 {:.3} ms planning per message.\n\n| statement | per message | exec ms per call | \
+                 plan ms per call |\n|---|---|---|---|",
+                f(&db["statements_per_message"]),
+                f(&db["exec_ms_per_message"]),
+                f(&db["plan_ms_per_message"]),
+            );
+            for q in db["top"].as_array().unwrap_or(&empty) {
+                let _ = writeln!(
+                    s,
+                    "| `{}` | {:.2} | {:.3} | {:.3} |",
+                    q["query"].as_str().unwrap_or("").replace('|', "\\|"),
+                    f(&q["calls_per_message"]),
+                    f(&q["exec_ms_per_call"]),
+                    f(&q["plan_ms_per_call"]),
+                );
+            }
+        }
+        for b in batches {
+            let _ = writeln!(
+                s,
+                "| `{}` | {:.0} | {:.2} | {:.0} |",
+                b["batch"].as_str().unwrap_or(""),
+                f(&b["statements"]),
+                f(&b["mean_requests"]),
+                f(&b["p99_requests"]),
+            );
+        }
         let _ = writeln!(s);
     }
     let c = &r["ceiling"];

@@ -2,7 +2,7 @@
 //! as its own process (`patchbay service <name>`), started the way `services/patchbay/tests/
 //! chaos.rs` does it. Also CPU and memory of those processes, from `/proc`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -12,6 +12,7 @@ use patchbay_testkit::nats::NatsServer;
 use patchbay_testkit::postgres::PgServer;
 use patchbay_testkit::process::{Guarded, spawn};
 use serde_json::{Value, json};
+use sqlx::Row;
 
 use crate::fakes::Fakes;
 
@@ -26,10 +27,21 @@ pub const SERVICES: [&str; 7] = [
     "api",
 ];
 
+/// One statement's totals in `pg_stat_statements`.
+#[derive(Debug, Clone, Default)]
+pub struct Statement {
+    pub query: String,
+    pub calls: i64,
+    pub exec_ms: f64,
+    pub plan_ms: f64,
+}
+
 /// The running installation.
 pub struct Stack {
     pub nats: NatsServer,
     _pg: PgServer,
+    /// To PostgreSQL's `pg_stat_statements`.
+    pub pg: sqlx::PgPool,
     pub dir: tempfile::TempDir,
     pub procs: Vec<(&'static str, Guarded)>,
     ports: HashMap<&'static str, u16>,
@@ -70,8 +82,28 @@ pub fn service_program(force_self: bool) -> anyhow::Result<(PathBuf, &'static st
 impl Stack {
     /// Starts everything and waits until every service is ready.
     pub async fn start(fakes: &Fakes, force_self: bool) -> anyhow::Result<Self> {
-        let (pg, nats) = tokio::join!(PgServer::start(), NatsServer::start());
+        let (pg, nats) = tokio::join!(
+            // Durable, as in production (the tests' PostgreSQL skips fsync): every commit waits
+            // for its WAL flush, which is what group commit saves.
+            PgServer::start_with(&[
+                "fsync=on",
+                "synchronous_commit=on",
+                "full_page_writes=on",
+                "shared_preload_libraries=pg_stat_statements",
+                "pg_stat_statements.track_planning=on",
+            ]),
+            NatsServer::start()
+        );
         let pg = pg.context("PostgreSQL")?;
+        let stats = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&pg.url())
+            .await
+            .context("connecting to PostgreSQL")?;
+        sqlx::query("create extension if not exists pg_stat_statements")
+            .execute(&stats)
+            .await
+            .context("pg_stat_statements")?;
         let nats = nats.context("nats-server")?;
         let admin = format!("admin-{}", patchbay_testkit::unique_prefix());
         let master = patchbay_config::MasterKey::generate_base64()
@@ -100,6 +132,7 @@ impl Stack {
         let mut stack = Self {
             nats,
             _pg: pg,
+            pg: stats,
             dir: tempfile::Builder::new().prefix("pb-bench-").tempdir()?,
             procs: Vec::new(),
             ports: HashMap::new(),
@@ -121,6 +154,32 @@ impl Stack {
             stack.wait_ready(s).await?;
         }
         Ok(stack)
+    }
+
+    /// Every statement PostgreSQL ran so far (`pg_stat_statements`), by query id: the query,
+    /// calls, execution and planning milliseconds. The benchmark's own queries are left out.
+    pub async fn statements(&self) -> BTreeMap<i64, Statement> {
+        let rows = sqlx::query(
+            "select queryid, query, calls, total_exec_time, total_plan_time
+             from pg_stat_statements
+             where query not like '%pg_stat_statements%' and queryid is not null",
+        )
+        .fetch_all(&self.pg)
+        .await
+        .unwrap_or_default();
+        rows.iter()
+            .map(|r| {
+                (
+                    r.get("queryid"),
+                    Statement {
+                        query: r.get("query"),
+                        calls: r.get("calls"),
+                        exec_ms: r.get("total_exec_time"),
+                        plan_ms: r.get("total_plan_time"),
+                    },
+                )
+            })
+            .collect()
     }
 
     /// `http://127.0.0.1:<port>` of a service.

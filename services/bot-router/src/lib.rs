@@ -44,7 +44,7 @@ use patchbay_contract::{
     TenantEvent, UpsertContactRequest, V1, router_ops, topology,
 };
 use patchbay_runtime::{BoxError, Deps, Service};
-use patchbay_store::batch::{BatchError, Batchable, GroupCommit};
+use patchbay_store::batch::{BatchError, GroupCommit};
 use sqlx::PgPool;
 
 /// Embedded migrations of schema `router`.
@@ -75,6 +75,16 @@ pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] = &[
         "messages_by_platform_id",
         include_str!("../migrations/0006_messages_by_platform_id.sql"),
     ),
+    (
+        7,
+        "batch_functions",
+        include_str!("../migrations/0007_batch_functions.sql"),
+    ),
+    (
+        8,
+        "room_for_hot_updates",
+        include_str!("../migrations/0008_room_for_hot_updates.sql"),
+    ),
 ];
 
 struct Router {
@@ -97,16 +107,14 @@ struct Batches {
     statuses: GroupCommit<store::StatusRecord, Option<store::StatusOwner>>,
 }
 
-/// Writers per batched statement: one runs while the next batch gathers.
-const BATCH_WRITERS: usize = 2;
+/// Writers per batched statement: while one runs, the next batch gathers.
+const BATCH_WRITERS: usize = 1;
 /// Requests in one statement at most.
 const MAX_BATCH: usize = 128;
 
 /// The dedupe key of an inbound event whose dispatch job is stored.
 #[derive(Clone)]
 struct Mark(String);
-
-impl Batchable for Mark {}
 
 impl Batches {
     fn start(pool: &PgPool) -> Self {

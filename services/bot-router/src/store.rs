@@ -9,7 +9,6 @@ use patchbay_contract::{
 };
 use std::sync::Arc;
 
-use patchbay_store::batch::Batchable;
 use sqlx::{PgPool, Row};
 
 /// What storing an inbound event found or created.
@@ -30,20 +29,10 @@ pub struct StoredInbound {
 #[derive(Clone)]
 pub struct InboundRecord(pub Arc<InboundEvent>);
 
-impl Batchable for InboundRecord {
-    fn keys(&self) -> Vec<String> {
-        let ev = &self.0;
-        vec![
-            format!("d:{}", ev.dedupe_key),
-            format!("u:{}:{}", ev.channel.id, ev.sender.platform_user_id),
-        ]
-    }
-}
-
 /// Records inbound events: for each its de-duplication row, user, conversation (window) and
-/// message, all of them in one statement (one round trip and one commit for the batch). A
-/// platform retry whose dispatch job was already stored changes nothing but is reported as
-/// such. No two events of a batch may share a dedupe key or a user ([`InboundRecord::keys`]).
+/// message, by one call for the batch (`record_inbound_batch`, migration 0007: one round trip
+/// and one commit). A platform retry whose dispatch job was already stored changes nothing
+/// but is reported as such.
 pub async fn record_inbound(
     pool: &PgPool,
     batch: Vec<InboundRecord>,
@@ -54,73 +43,11 @@ pub async fn record_inbound(
         a.push(ev);
     }
     let rows = sqlx::query(
-        "with t as (
-             select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                  $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
-                                  $11::text[], $12::text[], $13::text[], $14::bool[],
-                                  $15::timestamptz[], $16::text[], $17::text[], $18::text[],
-                                  $19::timestamptz[], $20::text[], $21::text[], $22::jsonb[])
-                 with ordinality as t(dedupe_key, event_id, bot_id, event_type, user_id,
-                                      channel_id, platform, platform_user_id, address,
-                                      display_name, username, locale, avatar_url, subscribed,
-                                      occurred_at, email, phone, conversation_id,
-                                      window_opened, message_id, platform_message_id, content,
-                                      i)),
-         ie as (
-             insert into inbound_events (dedupe_key, event_id, bot_id, event_type)
-             select dedupe_key, event_id, bot_id, event_type from t order by i
-             on conflict (dedupe_key) do update set dedupe_key = excluded.dedupe_key
-             returning dedupe_key, event_id, dispatched_at),
-         u as (
-             insert into users (id, bot_id, channel_id, platform, platform_user_id, address,
-                                display_name, username, locale, avatar_url, subscribed,
-                                last_seen_at, email, phone)
-             select t.user_id, t.bot_id, t.channel_id, t.platform, t.platform_user_id,
-                    t.address, t.display_name, t.username, t.locale, t.avatar_url,
-                    t.subscribed, t.occurred_at, t.email, t.phone
-             from t join ie on ie.dedupe_key = t.dedupe_key
-             where ie.dispatched_at is null
-             order by t.i
-             on conflict (channel_id, platform_user_id) do update set
-                 address = excluded.address,
-                 display_name = coalesce(excluded.display_name, users.display_name),
-                 username = coalesce(excluded.username, users.username),
-                 locale = coalesce(excluded.locale, users.locale),
-                 avatar_url = coalesce(excluded.avatar_url, users.avatar_url),
-                 email = coalesce(excluded.email, users.email),
-                 phone = coalesce(excluded.phone, users.phone),
-                 subscribed = excluded.subscribed,
-                 last_seen_at = greatest(users.last_seen_at, excluded.last_seen_at)
-             returning id, channel_id, platform_user_id, display_name, username, locale),
-         c as (
-             insert into conversations (id, bot_id, user_id, last_inbound_at)
-             select t.conversation_id, t.bot_id, u.id, t.window_opened
-             from t join u on u.channel_id = t.channel_id
-                          and u.platform_user_id = t.platform_user_id
-             order by t.i
-             on conflict (user_id) do update set
-                 last_inbound_at = greatest(conversations.last_inbound_at,
-                                            excluded.last_inbound_at)
-             returning id, user_id),
-         m as (
-             insert into messages (id, conversation_id, bot_id, direction, event_id,
-                                   platform_message_id, content, status, created_at)
-             select t.message_id, c.id, t.bot_id, 'inbound', ie.event_id,
-                    t.platform_message_id, t.content, 'received', t.occurred_at
-             from t join ie on ie.dedupe_key = t.dedupe_key
-                    join u on u.channel_id = t.channel_id
-                          and u.platform_user_id = t.platform_user_id
-                    join c on c.user_id = u.id
-             where t.content is not null and ie.event_id = t.event_id
-             order by t.i
-             on conflict (id) do nothing)
-         select t.i, ie.event_id, ie.dispatched_at, u.id as user_id, u.display_name,
-                u.username, u.locale, c.id as conversation_id
-         from t join ie on ie.dedupe_key = t.dedupe_key
-                left join u on u.channel_id = t.channel_id
-                           and u.platform_user_id = t.platform_user_id
-                left join c on c.user_id = u.id
-         order by t.i",
+        "select i, event_id, dispatched_at, user_id, display_name, username, locale,
+                conversation_id
+         from record_inbound_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+                                   $14, $15, $16, $17, $18, $19, $20, $21, $22)
+         order by i",
     )
     .bind(a.dedupe_key)
     .bind(a.event_id)
@@ -336,10 +263,9 @@ pub struct RecipientQuery {
     pub to: Recipient,
 }
 
-impl Batchable for RecipientQuery {}
-
-/// Finds the users commands are for, each within its bot, in one query: by user id, or by
-/// platform address (the most recently seen user with it, on the given channel if any).
+/// Finds the users commands are for, each within its bot, by one call for the batch
+/// (`resolve_recipients_batch`): by user id, or by platform address (the most recently seen
+/// user with it, on the given channel if any).
 pub async fn resolve_recipients(
     pool: &PgPool,
     batch: Vec<RecipientQuery>,
@@ -372,25 +298,8 @@ pub async fn resolve_recipients(
         }
     }
     let rows = sqlx::query(
-        "select t.i, r.id, r.channel_id, r.platform, r.address, r.conversation_id,
-                r.last_inbound_at
-         from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
-                  with ordinality as t(bot_id, user_id, platform, address, channel_id, i)
-         left join lateral (
-             (select u.id, u.channel_id, u.platform, u.address, c.id as conversation_id,
-                     c.last_inbound_at
-              from users u join conversations c on c.user_id = u.id
-              where t.user_id is not null and u.id = t.user_id and u.bot_id = t.bot_id)
-             union all
-             (select u.id, u.channel_id, u.platform, u.address, c.id as conversation_id,
-                     c.last_inbound_at
-              from users u join conversations c on c.user_id = u.id
-              where t.user_id is null and u.bot_id = t.bot_id and u.platform = t.platform
-                and u.address = t.address
-                and (t.channel_id is null or u.channel_id = t.channel_id)
-              order by u.last_seen_at desc nulls last limit 1)
-         ) r on true
-         order by t.i",
+        "select i, user_id, channel_id, platform, address, conversation_id, last_inbound_at
+         from resolve_recipients_batch($1, $2, $3, $4, $5)",
     )
     .bind(&bot_ids)
     .bind(&user_ids)
@@ -399,20 +308,15 @@ pub async fn resolve_recipients(
     .bind(&channel_ids)
     .fetch_all(pool)
     .await?;
-    if rows.len() != n {
-        return Err(sqlx::Error::Protocol(format!(
-            "resolving {n} recipients returned {} rows",
-            rows.len()
-        )));
-    }
-    Ok(rows
-        .iter()
-        .map(|r| {
-            let id: Option<String> = r.get("id");
-            id?;
+    let mut out: Vec<Option<Resolved>> = (0..n).map(|_| None).collect();
+    for r in &rows {
+        let Some(slot) = index(r, n).and_then(|i| out.get_mut(i)) else {
+            continue;
+        };
+        *slot = (|| {
             let platform: Platform = r.get::<String, _>("platform").parse().ok()?;
             Some(Resolved {
-                user_id: r.get("id"),
+                user_id: r.get("user_id"),
                 channel: ChannelRef {
                     id: r.get("channel_id"),
                     platform,
@@ -421,8 +325,16 @@ pub async fn resolve_recipients(
                 conversation_id: r.get("conversation_id"),
                 last_inbound_at: r.get("last_inbound_at"),
             })
-        })
-        .collect())
+        })();
+    }
+    Ok(out)
+}
+
+/// The 0-based request index of a batch function's row (`i`, 1-based), if within `n`.
+fn index(row: &sqlx::postgres::PgRow, n: usize) -> Option<usize> {
+    let i: i32 = row.try_get("i").ok()?;
+    let i = usize::try_from(i).ok()?.checked_sub(1)?;
+    (i < n).then_some(i)
 }
 
 /// The outbound messages of one send command as they will be sent (see [`insert_outbound`]).
@@ -435,8 +347,6 @@ pub struct OutboundRows {
     /// template goes out in its place, what the tenant asked to send.
     pub messages: Vec<(String, Content, Option<Content>)>,
 }
-
-impl Batchable for OutboundRows {}
 
 /// Stores the outbound messages of send commands, in one statement. Idempotent: ids are
 /// derived from the commands.
@@ -624,14 +534,9 @@ pub async fn apply_receipt(
 #[derive(Clone)]
 pub struct StatusRecord(pub Arc<StatusEvent>);
 
-impl Batchable for StatusRecord {
-    fn keys(&self) -> Vec<String> {
-        vec![self.0.message_id.clone()]
-    }
-}
-
-/// Records platform verdicts on outbound messages, in one statement; each answers `None` if
-/// its message is unknown. A `blocked` failure marks the user unsubscribed.
+/// Records platform verdicts on outbound messages by one call for the batch
+/// (`record_status_batch`); each answers `None` if its message is unknown. A `blocked`
+/// failure marks the user unsubscribed.
 pub async fn record_status(
     pool: &PgPool,
     batch: Vec<StatusRecord>,
@@ -641,6 +546,7 @@ pub async fn record_status(
     let mut statuses = Vec::with_capacity(n);
     let mut platform_ids = Vec::with_capacity(n);
     let mut errors = Vec::with_capacity(n);
+    let mut blocked = Vec::with_capacity(n);
     for StatusRecord(st) in &batch {
         ids.push(st.message_id.as_str());
         statuses.push(match st.status {
@@ -649,63 +555,33 @@ pub async fn record_status(
         });
         platform_ids.push(st.platform_message_id.as_deref());
         errors.push(st.error.as_ref().map(sqlx::types::Json));
+        blocked.push(st.error.as_ref().is_some_and(|e| e.code == "blocked"));
     }
     let rows = sqlx::query(
-        "with t as (
-             select * from unnest($1::text[], $2::text[], $3::text[], $4::jsonb[])
-                 with ordinality as t(id, status, platform_message_id, error, i)),
-         m as (
-             update messages set
-                 -- A redelivered `sent` never undoes a platform receipt.
-                 status = case when t.status = 'sent' and messages.status in ('delivered', 'read')
-                               then messages.status else t.status end,
-                 platform_message_id = coalesce(t.platform_message_id,
-                                                messages.platform_message_id),
-                 error = t.error, updated_at = now()
-             from t
-             where messages.id = t.id and messages.direction = 'outbound'
-             returning messages.id, messages.conversation_id)
-         select t.i, c.id as conversation_id, u.id, u.platform_user_id, u.display_name,
-                u.username, u.locale
-         from t left join m on m.id = t.id
-                left join conversations c on c.id = m.conversation_id
-                left join users u on u.id = c.user_id
-         order by t.i",
+        "select i, conversation_id, user_id, platform_user_id, display_name, username, locale
+         from record_status_batch($1, $2, $3, $4, $5)",
     )
     .bind(&ids)
     .bind(&statuses)
     .bind(&platform_ids)
     .bind(&errors)
+    .bind(&blocked)
     .fetch_all(pool)
     .await?;
-    if rows.len() != n {
-        return Err(sqlx::Error::Protocol(format!(
-            "recording {n} statuses returned {} rows",
-            rows.len()
-        )));
-    }
-    let mut out = Vec::with_capacity(n);
-    for (StatusRecord(st), row) in batch.iter().zip(&rows) {
-        let Some(user_id) = row.get::<Option<String>, _>("id") else {
-            out.push(None);
-            continue;
-        };
-        if st.error.as_ref().is_some_and(|e| e.code == "blocked") {
-            sqlx::query("update users set subscribed = false where id = $1")
-                .bind(&user_id)
-                .execute(pool)
-                .await?;
+    let mut out: Vec<Option<StatusOwner>> = (0..n).map(|_| None).collect();
+    for row in &rows {
+        if let Some(slot) = index(row, n).and_then(|i| out.get_mut(i)) {
+            *slot = Some(StatusOwner {
+                conversation_id: row.get("conversation_id"),
+                user: EventUser {
+                    id: row.get("user_id"),
+                    platform_user_id: row.get("platform_user_id"),
+                    display_name: row.get("display_name"),
+                    username: row.get("username"),
+                    locale: row.get("locale"),
+                },
+            });
         }
-        out.push(Some(StatusOwner {
-            conversation_id: row.get("conversation_id"),
-            user: EventUser {
-                id: user_id,
-                platform_user_id: row.get("platform_user_id"),
-                display_name: row.get("display_name"),
-                username: row.get("username"),
-                locale: row.get("locale"),
-            },
-        }));
     }
     Ok(out)
 }

@@ -45,6 +45,11 @@ use tokio_util::sync::CancellationToken;
 pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] = &[
     (1, "init", include_str!("../migrations/0001_init.sql")),
     (2, "outbox", include_str!("../migrations/0002_outbox.sql")),
+    (
+        3,
+        "batch_functions",
+        include_str!("../migrations/0003_batch_functions.sql"),
+    ),
 ];
 
 /// Attempts one bot may always have in flight per process; beyond that, its new events are
@@ -82,8 +87,8 @@ struct Dispatcher {
     attempts: GroupCommit<store::Attempt, ()>,
 }
 
-/// Writers per batched statement: one runs while the next batch gathers.
-const BATCH_WRITERS: usize = 2;
+/// Writers per batched statement: while one runs, the next batch gathers.
+const BATCH_WRITERS: usize = 1;
 /// Requests in one statement at most.
 const MAX_BATCH: usize = 128;
 

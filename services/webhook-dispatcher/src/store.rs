@@ -10,7 +10,6 @@ use patchbay_contract::{
 };
 use std::sync::Arc;
 
-use patchbay_store::batch::Batchable;
 use sqlx::{PgPool, Row};
 
 /// A parked event claimed by the scheduler.
@@ -24,15 +23,9 @@ pub struct Parked {
 #[derive(Clone)]
 pub struct Admission(pub Arc<DispatchJob>);
 
-impl Batchable for Admission {
-    fn keys(&self) -> Vec<String> {
-        vec![self.0.event.id.clone()]
-    }
-}
-
 /// Registers events for delivery (each once) and returns where each delivery stands, and
 /// whether earlier events of its conversation are parked (new ones must queue behind them),
-/// in one statement for the batch.
+/// by one call for the batch (`admit_batch`, migration 0003).
 pub async fn admit(
     pool: &PgPool,
     batch: Vec<Admission>,
@@ -50,29 +43,15 @@ pub async fn admit(
         types.push(job.event.event_type.as_str());
         jobs.push(sqlx::types::Json(&**job));
     }
-    let rows = sqlx::query(
-        "with t as (
-             select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[])
-                 with ordinality as t(event_id, bot_id, conversation_id, event_type, job, i)),
-         d as (
-             insert into deliveries (event_id, bot_id, conversation_id, event_type, status, job)
-             select event_id, bot_id, conversation_id, event_type, 'pending', job
-             from t order by i
-             on conflict (event_id) do update set event_id = excluded.event_id
-             returning event_id, status)
-         select d.status,
-                exists (select 1 from parked p where p.conversation_id = t.conversation_id)
-                    as parked
-         from t join d on d.event_id = t.event_id
-         order by t.i",
-    )
-    .bind(&ids)
-    .bind(&bots)
-    .bind(&conversations)
-    .bind(&types)
-    .bind(&jobs)
-    .fetch_all(pool)
-    .await?;
+    let rows =
+        sqlx::query("select i, status, parked from admit_batch($1, $2, $3, $4, $5) order by i")
+            .bind(&ids)
+            .bind(&bots)
+            .bind(&conversations)
+            .bind(&types)
+            .bind(&jobs)
+            .fetch_all(pool)
+            .await?;
     if rows.len() != n {
         return Err(sqlx::Error::Protocol(format!(
             "admitting {n} events returned {} rows",
@@ -121,14 +100,8 @@ pub struct Attempt {
     pub error: Option<String>,
 }
 
-impl Batchable for Attempt {
-    fn keys(&self) -> Vec<String> {
-        vec![self.event_id.clone()]
-    }
-}
-
-/// Logs attempts and records each outcome on its delivery's summary, in one statement for the
-/// batch.
+/// Logs attempts and records each outcome on its delivery's summary, by one call for the
+/// batch (`record_attempt_batch`).
 pub async fn record_attempt(pool: &PgPool, batch: Vec<Attempt>) -> Result<Vec<()>, sqlx::Error> {
     let n = batch.len();
     let mut ids = Vec::with_capacity(n);
@@ -153,37 +126,19 @@ pub async fn record_attempt(pool: &PgPool, batch: Vec<Attempt>) -> Result<Vec<()
         durations.push(i32::try_from(a.duration.as_millis()).unwrap_or(i32::MAX));
         bodies.push(a.response_body.as_str());
     }
-    sqlx::query(
-        "with t as (
-             select * from unnest($1::text[], $2::bool[], $3::int[], $4::text[], $5::text[],
-                                  $6::text[], $7::int[], $8::text[], $9::int[], $10::text[])
-                 with ordinality as t(event_id, delivered, status_code, error, bot_id,
-                                      event_type, attempt, url, duration_ms, response_body, i)),
-         logged as (
-             insert into attempts (event_id, bot_id, event_type, attempt, url, status_code,
-                                   duration_ms, response_body, error)
-             select event_id, bot_id, event_type, attempt, url, status_code, duration_ms,
-                    response_body, error
-             from t order by i)
-         update deliveries set attempts = attempts + 1, last_status_code = t.status_code,
-             last_error = t.error,
-             status = case when t.delivered then 'delivered' else deliveries.status end,
-             updated_at = now()
-         from t
-         where deliveries.event_id = t.event_id",
-    )
-    .bind(&ids)
-    .bind(&delivered)
-    .bind(&codes)
-    .bind(&errors)
-    .bind(&bots)
-    .bind(&types)
-    .bind(&numbers)
-    .bind(&urls)
-    .bind(&durations)
-    .bind(&bodies)
-    .execute(pool)
-    .await?;
+    sqlx::query("select record_attempt_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+        .bind(&ids)
+        .bind(&delivered)
+        .bind(&codes)
+        .bind(&errors)
+        .bind(&bots)
+        .bind(&types)
+        .bind(&numbers)
+        .bind(&urls)
+        .bind(&durations)
+        .bind(&bodies)
+        .execute(pool)
+        .await?;
     Ok(vec![(); n])
 }
 

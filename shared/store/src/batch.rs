@@ -7,16 +7,14 @@
 //! costs no latency at low load and grows by itself with the load. Each caller waits for its
 //! own answer, so a message is acknowledged only after its own row is committed.
 //!
-//! **Conflicts within a batch.** PostgreSQL refuses an `insert … on conflict do update` that
-//! touches one row twice in one statement. Requests declare the rows they write
-//! ([`Batchable::keys`]); [`rounds`] splits a batch into rounds in which no key repeats, each
-//! run as its own statement, in arrival order.
+//! The statements behind a group commit are usually functions that take parallel arrays and
+//! run the single-row statement once per element, in order, inside one call: the plans stay
+//! the single-row ones, and two requests touching one row simply run one after the other.
 //!
 //! **One bad request does not fail the others.** When a batch of several fails with an error
 //! that is not the database being unavailable, each request is run again alone, so only the
 //! one at fault gets the error.
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -50,39 +48,6 @@ impl BatchError {
     }
 }
 
-/// A request that can share a statement with others.
-pub trait Batchable {
-    /// The rows this request writes with `on conflict do update` (or updates): two requests
-    /// sharing a key never go in one statement.
-    fn keys(&self) -> Vec<String> {
-        Vec::new()
-    }
-}
-
-/// Splits `items` into rounds in which no key appears twice, keeping arrival order within and
-/// across rounds for requests that share a key.
-pub fn rounds<T: Batchable>(items: Vec<T>) -> Vec<Vec<T>> {
-    let mut out: Vec<(HashSet<String>, Vec<T>)> = Vec::new();
-    for item in items {
-        let keys = item.keys();
-        // After the last round that holds one of its keys, so same-key requests keep order.
-        let after = out
-            .iter()
-            .rposition(|(used, _)| keys.iter().any(|k| used.contains(k)))
-            .map_or(0, |i| i + 1);
-        let slot = match out.get_mut(after) {
-            Some(s) => s,
-            None => {
-                out.push((HashSet::new(), Vec::new()));
-                out.last_mut().expect("just pushed")
-            }
-        };
-        slot.0.extend(keys);
-        slot.1.push(item);
-    }
-    out.into_iter().map(|(_, v)| v).collect()
-}
-
 type Answer<R> = oneshot::Sender<Result<R, BatchError>>;
 type RunFuture<R> = Pin<Box<dyn Future<Output = Result<Vec<R>, sqlx::Error>> + Send>>;
 type RunFn<Q, R> = dyn Fn(Vec<Q>) -> RunFuture<R> + Send + Sync;
@@ -102,7 +67,7 @@ impl<Q, R> Clone for GroupCommit<Q, R> {
 
 impl<Q, R> GroupCommit<Q, R>
 where
-    Q: Batchable + Clone + Send + 'static,
+    Q: Clone + Send + 'static,
     R: Send + 'static,
 {
     /// Starts `writers` writer tasks running batches of at most `max_batch` requests with
@@ -150,78 +115,52 @@ where
     }
 }
 
-/// Runs one batch round by round and answers every caller.
-async fn execute<Q, R>(run: &RunFn<Q, R>, requests: Vec<Q>, answers: Vec<Answer<R>>)
-where
-    Q: Batchable + Clone,
-{
-    let mut answers: Vec<Option<Answer<R>>> = answers.into_iter().map(Some).collect();
-    let indexed: Vec<Indexed<Q>> = requests
-        .into_iter()
-        .enumerate()
-        .map(|(i, q)| Indexed(i, q))
-        .collect();
-    for round in rounds(indexed) {
-        let (idx, reqs): (Vec<usize>, Vec<Q>) =
-            round.into_iter().map(|Indexed(i, q)| (i, q)).unzip();
-        let single = reqs.len() == 1;
-        match run(reqs.clone()).await {
-            Ok(results) if results.len() == idx.len() => {
-                for (i, r) in idx.into_iter().zip(results) {
-                    if let Some(a) = answers[i].take() {
-                        let _ = a.send(Ok(r));
-                    }
-                }
-            }
-            Ok(results) => {
-                let err = BatchError {
-                    unavailable: false,
-                    message: format!(
-                        "a batch of {} requests got {} answers",
-                        idx.len(),
-                        results.len()
-                    ),
-                };
-                for i in idx {
-                    if let Some(a) = answers[i].take() {
-                        let _ = a.send(Err(err.clone()));
-                    }
-                }
-            }
-            Err(e) if single || crate::is_unavailable(&e) => {
-                let err = BatchError::of(&e);
-                for i in idx {
-                    if let Some(a) = answers[i].take() {
-                        let _ = a.send(Err(err.clone()));
-                    }
-                }
-            }
-            Err(e) => {
-                // One request may be at fault: each alone, so only it fails.
-                tracing::debug!(error = %e, requests = idx.len(), "batch failed; running its requests one by one");
-                for (i, q) in idx.into_iter().zip(reqs) {
-                    let r = match run(vec![q]).await {
-                        Ok(mut v) if v.len() == 1 => Ok(v.remove(0)),
-                        Ok(v) => Err(BatchError {
-                            unavailable: false,
-                            message: format!("a request got {} answers", v.len()),
-                        }),
-                        Err(e) => Err(BatchError::of(&e)),
-                    };
-                    if let Some(a) = answers[i].take() {
-                        let _ = a.send(r);
-                    }
-                }
+/// Runs one batch and answers every caller.
+async fn execute<Q: Clone, R>(run: &RunFn<Q, R>, requests: Vec<Q>, answers: Vec<Answer<R>>) {
+    let n = requests.len();
+    let failed = |message: String| BatchError {
+        unavailable: false,
+        message,
+    };
+    // A copy only when a failure may need the requests one by one.
+    let (outcome, requests) = if n == 1 {
+        (run(requests).await, Vec::new())
+    } else {
+        (run(requests.clone()).await, requests)
+    };
+    match outcome {
+        Ok(results) if results.len() == n => {
+            for (answer, r) in answers.into_iter().zip(results) {
+                let _ = answer.send(Ok(r));
             }
         }
-    }
-}
-
-struct Indexed<Q>(usize, Q);
-
-impl<Q: Batchable> Batchable for Indexed<Q> {
-    fn keys(&self) -> Vec<String> {
-        self.1.keys()
+        Ok(results) => {
+            let err = failed(format!(
+                "a batch of {n} requests got {} answers",
+                results.len()
+            ));
+            for answer in answers {
+                let _ = answer.send(Err(err.clone()));
+            }
+        }
+        Err(e) if n == 1 || crate::is_unavailable(&e) => {
+            let err = BatchError::of(&e);
+            for answer in answers {
+                let _ = answer.send(Err(err.clone()));
+            }
+        }
+        Err(e) => {
+            // One request may be at fault: each alone, so only it fails.
+            tracing::debug!(error = %e, requests = n, "batch failed; running its requests one by one");
+            for (answer, q) in answers.into_iter().zip(requests) {
+                let r = match run(vec![q]).await {
+                    Ok(mut v) if v.len() == 1 => Ok(v.remove(0)),
+                    Ok(v) => Err(failed(format!("a request got {} answers", v.len()))),
+                    Err(e) => Err(BatchError::of(&e)),
+                };
+                let _ = answer.send(r);
+            }
+        }
     }
 }
 
@@ -229,38 +168,8 @@ impl<Q: Batchable> Batchable for Indexed<Q> {
 mod tests {
     use super::*;
 
-    #[derive(Clone, Debug, PartialEq)]
-    struct K(&'static str, u32);
-
-    impl Batchable for K {
-        fn keys(&self) -> Vec<String> {
-            vec![self.0.to_owned()]
-        }
-    }
-
-    #[test]
-    fn rounds_keep_keys_apart_and_order_within_a_key() {
-        let r = rounds(vec![
-            K("a", 1),
-            K("b", 2),
-            K("a", 3),
-            K("c", 4),
-            K("a", 5),
-            K("b", 6),
-        ]);
-        assert_eq!(
-            r,
-            vec![
-                vec![K("a", 1), K("b", 2), K("c", 4)],
-                vec![K("a", 3), K("b", 6)],
-                vec![K("a", 5)],
-            ]
-        );
-    }
-
     #[derive(Clone, Debug)]
     struct N(u32);
-    impl Batchable for N {}
 
     /// While the only writer is busy with a first request, the others wait and then go
     /// together, each answered with its own result.
@@ -340,30 +249,5 @@ mod tests {
         let e = gc.submit(N(1)).await.expect_err("fails");
         assert!(e.unavailable);
         assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
-    }
-
-    #[test]
-    fn a_request_goes_after_every_round_holding_one_of_its_keys() {
-        #[derive(Clone, Debug, PartialEq)]
-        struct Two(&'static str, &'static str);
-        impl Batchable for Two {
-            fn keys(&self) -> Vec<String> {
-                vec![self.0.to_owned(), self.1.to_owned()]
-            }
-        }
-        let r = rounds(vec![
-            Two("a", "x"),
-            Two("a", "y"),
-            Two("b", "y"),
-            Two("c", "z"),
-        ]);
-        assert_eq!(
-            r,
-            vec![
-                vec![Two("a", "x"), Two("c", "z")],
-                vec![Two("a", "y")],
-                vec![Two("b", "y")],
-            ]
-        );
     }
 }

@@ -62,6 +62,12 @@ fn free_port() -> Result<u16, KitError> {
 impl PgServer {
     /// Creates a cluster and starts it; returns once it accepts connections.
     pub async fn start() -> Result<Self, KitError> {
+        Self::start_with(&[]).await
+    }
+
+    /// Like [`PgServer::start`], with more server settings (`name=value`, as `postgres -c`),
+    /// e.g. `shared_preload_libraries=pg_stat_statements` for the benchmark.
+    pub async fn start_with(settings: &[&str]) -> Result<Self, KitError> {
         let bin = bin_dir()?;
         let ids = postgres_ids()?;
         let dir = tempfile::Builder::new().prefix("pb-pg-").tempdir()?;
@@ -105,6 +111,9 @@ impl PgServer {
                     "-c",
                     "max_connections=200",
                 ]);
+            for setting in settings {
+                cmd.args(["-c", setting]);
+            }
             let mut child = spawn(cmd, &log, ids)?;
             let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
             loop {
