@@ -33,6 +33,8 @@ struct Plan {
     ceiling_n: usize,
     /// Scenario 4: (rate, seconds, conversation counts).
     many: Option<(f64, u64, Vec<i64>)>,
+    /// Users stored (with a conversation and a message each) before scenario 4.
+    stored_users: i64,
     /// The kinds of scenario to run (`None`: all), from [`SCENARIO_KINDS`].
     only: Option<Vec<String>>,
 }
@@ -61,6 +63,7 @@ impl Plan {
                 settle: Duration::from_secs(30),
                 ceiling_n: 2_000,
                 many: None,
+                stored_users: 0,
                 only: None,
             }
         } else {
@@ -74,6 +77,7 @@ impl Plan {
                 settle: Duration::from_secs(30),
                 ceiling_n: 50_000,
                 many: Some((200.0, 10, vec![10, 1_000, 100_000])),
+                stored_users: 1_000_000,
                 only: None,
             }
         }
@@ -175,6 +179,9 @@ fn database(
     after: &std::collections::BTreeMap<i64, stack::Statement>,
     delivered: usize,
 ) -> Value {
+    if after.is_empty() {
+        return Value::Null; // no pg_stat_statements
+    }
     let per = |x: f64| {
         if delivered == 0 {
             0.0
@@ -315,14 +322,21 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
     }
 
     if let Some((rate, secs, counts)) = plan.many.clone().filter(|_| plan.runs("many")) {
-        // Scenario 4: the same offered load over few or many conversations. Every run uses
-        // fresh chat ids, so with 100,000 conversations nearly every message creates a user.
+        // Scenario 4: the same offered load over few or many conversations, with many users
+        // stored. Every run uses fresh chat ids, so with 100,000 conversations nearly every
+        // message creates a user.
+        let stored = plan.stored_users;
+        let with = if stored > 0 {
+            format!(" ({stored} users stored)")
+        } else {
+            String::new()
+        };
         for (i, users) in counts.into_iter().enumerate() {
             let run = format!("m{i}");
             #[allow(clippy::cast_possible_wrap)]
             let base = 10_000_000 * (i as i64 + 1);
             runs.push((
-                format!("round trip, open loop {rate}/s, {users} conversations"),
+                format!("round trip, open loop {rate}/s, {users} conversations{with}"),
                 "round_trip",
                 4,
                 Box::new(move |c| {
@@ -344,7 +358,18 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
             ));
         }
     }
+    let mut seeded = false;
     for (name, path, scenario, f) in runs {
+        if scenario == 4 && !seeded && plan.stored_users > 0 {
+            seeded = true;
+            let started = std::time::Instant::now();
+            stack.seed_users(&ctx.bot, plan.stored_users).await?;
+            eprintln!(
+                "stored {} users with a conversation and a message each in {:.0} s",
+                plan.stored_users,
+                started.elapsed().as_secs_f64()
+            );
+        }
         eprintln!("running: {name}");
         let accounts = stack.accounts();
         let cpu0: Vec<f64> = accounts

@@ -51,6 +51,7 @@ pub struct Stack {
 
 /// A bot with its Telegram channel.
 pub struct Bot {
+    pub id: String,
     pub api_key: String,
     pub channel_id: String,
     pub webhook_url: String,
@@ -82,28 +83,33 @@ pub fn service_program(force_self: bool) -> anyhow::Result<(PathBuf, &'static st
 impl Stack {
     /// Starts everything and waits until every service is ready.
     pub async fn start(fakes: &Fakes, force_self: bool) -> anyhow::Result<Self> {
-        let (pg, nats) = tokio::join!(
-            // Durable, as in production (the tests' PostgreSQL skips fsync): every commit waits
-            // for its WAL flush, which is what group commit saves.
-            PgServer::start_with(&[
-                "fsync=on",
-                "synchronous_commit=on",
-                "full_page_writes=on",
-                "shared_preload_libraries=pg_stat_statements",
-                "pg_stat_statements.track_planning=on",
-            ]),
-            NatsServer::start()
-        );
-        let pg = pg.context("PostgreSQL")?;
+        // Durable, as in production (the tests' PostgreSQL skips fsync): every commit waits
+        // for its WAL flush, which is what group commit saves.
+        const DURABLE: [&str; 3] = ["fsync=on", "synchronous_commit=on", "full_page_writes=on"];
+        const STATS: [&str; 2] = [
+            "shared_preload_libraries=pg_stat_statements",
+            "pg_stat_statements.track_planning=on",
+        ];
+        let with_stats: Vec<&str> = DURABLE.iter().chain(&STATS).copied().collect();
+        let (pg, nats) = tokio::join!(PgServer::start_with(&with_stats), NatsServer::start());
+        let pg = match pg {
+            Ok(pg) => pg,
+            Err(e) => {
+                eprintln!("PostgreSQL without pg_stat_statements (no statement report): {e}");
+                PgServer::start_with(&DURABLE).await.context("PostgreSQL")?
+            }
+        };
         let stats = sqlx::postgres::PgPoolOptions::new()
             .max_connections(1)
             .connect(&pg.url())
             .await
             .context("connecting to PostgreSQL")?;
-        sqlx::query("create extension if not exists pg_stat_statements")
+        if let Err(e) = sqlx::query("create extension if not exists pg_stat_statements")
             .execute(&stats)
             .await
-            .context("pg_stat_statements")?;
+        {
+            eprintln!("no pg_stat_statements (no statement report): {e}");
+        }
         let nats = nats.context("nats-server")?;
         let admin = format!("admin-{}", patchbay_testkit::unique_prefix());
         let master = patchbay_config::MasterKey::generate_base64()
@@ -182,6 +188,48 @@ impl Stack {
             .collect()
     }
 
+    /// Stores `users` users of `bot` on its channel, each with a conversation and a message
+    /// (straight into the router's tables, as years of traffic would leave them), then
+    /// analyzes the tables, as autovacuum would have.
+    pub async fn seed_users(&self, bot: &Bot, users: i64) -> anyhow::Result<()> {
+        sqlx::query(
+            "insert into router.users (id, bot_id, channel_id, platform, platform_user_id,
+                                       address, display_name, subscribed, last_seen_at)
+             select 'usr_seed' || g, $1, $2, 'telegram', 'seed' || g, 'seed' || g,
+                    'User ' || g, true, now() - make_interval(secs => g)
+             from generate_series(1, $3) g",
+        )
+        .bind(&bot.id)
+        .bind(&bot.channel_id)
+        .bind(users)
+        .execute(&self.pg)
+        .await
+        .context("seeding users")?;
+        for sql in [
+            "insert into router.conversations (id, bot_id, user_id, last_inbound_at)
+             select 'cnv_seed' || g, $1, 'usr_seed' || g, now() - make_interval(secs => g)
+             from generate_series(1, $2) g",
+            "insert into router.messages (id, conversation_id, bot_id, direction, content,
+                                          status, created_at)
+             select 'msg_seed' || g, 'cnv_seed' || g, $1, 'inbound',
+                    '{\"type\": \"text\", \"text\": \"hello\"}', 'received',
+                    now() - make_interval(secs => g)
+             from generate_series(1, $2) g",
+        ] {
+            sqlx::query(sql)
+                .bind(&bot.id)
+                .bind(users)
+                .execute(&self.pg)
+                .await
+                .context("seeding conversations")?;
+        }
+        sqlx::query("analyze router.users, router.conversations, router.messages")
+            .execute(&self.pg)
+            .await
+            .context("analyze")?;
+        Ok(())
+    }
+
     /// `http://127.0.0.1:<port>` of a service.
     pub fn url(&self, service: &str) -> String {
         format!("http://127.0.0.1:{}", self.ports[service])
@@ -234,6 +282,7 @@ impl Stack {
             .json()
             .await?;
         Ok(Bot {
+            id: bot_id.clone(),
             api_key,
             channel_id: ch["id"].as_str().context("channel id")?.to_owned(),
             webhook_url: format!(
