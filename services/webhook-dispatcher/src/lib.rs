@@ -76,6 +76,12 @@ struct Dispatcher {
     breakers: Mutex<HashMap<String, Instant>>,
     /// Attempts in flight.
     in_flight: Mutex<InFlight>,
+    /// Set when an event was parked because its bot had its share of attempts in flight; the
+    /// next attempt to finish then wakes the scheduler ([`Dispatcher::wake`]) instead of
+    /// leaving the event to its next tick.
+    parked_for_slots: std::sync::atomic::AtomicBool,
+    /// Wakes the scheduler before its tick.
+    wake: tokio::sync::Notify,
     /// Attempts in flight (all bots) below which a bot may exceed [`MAX_IN_FLIGHT_PER_BOT`]:
     /// half the consumer's handler slots.
     shared_slots: usize,
@@ -143,6 +149,8 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             lease: timeout * 2 + Duration::from_secs(5),
             breakers: Mutex::default(),
             in_flight: Mutex::default(),
+            parked_for_slots: std::sync::atomic::AtomicBool::new(false),
+            wake: tokio::sync::Notify::new(),
             shared_slots: deps.config.consumer_concurrency / 2,
             answered: Mutex::default(),
         });
@@ -756,6 +764,7 @@ impl Dispatcher {
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
+                () = self.wake.notified() => {}
                 () = shutdown.cancelled() => return,
             }
             let heads =
@@ -1012,6 +1021,14 @@ impl Drop for Slot {
                 per_bot.remove(&self.bot_id);
             }
         }
+        drop(m);
+        if self
+            .dispatcher
+            .parked_for_slots
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
+            self.dispatcher.wake.notify_one();
+        }
     }
 }
 
@@ -1047,9 +1064,11 @@ impl Handler<DispatchJob> for Intake {
         }
         let Some(_slot) = me.slot(&job.event.bot_id) else {
             // This bot already has its share of attempts in flight.
-            return store::park(&me.pool, job, 0, now + chrono::Duration::milliseconds(200))
-                .await
-                .map_err(db);
+            // Due at once: the next attempt of this replica to finish wakes the scheduler.
+            store::park(&me.pool, job, 0, now).await.map_err(db)?;
+            me.parked_for_slots
+                .store(true, std::sync::atomic::Ordering::Release);
+            return Ok(());
         };
         match me.deliver(job, 1).await? {
             Attempted::Delivered | Attempted::Skipped => Ok(()),
