@@ -46,6 +46,15 @@ impl BatchError {
             message: "the batch writer stopped".to_owned(),
         }
     }
+
+    /// The batch's execution panicked: counted against the request (so a request that always
+    /// panics is dead-lettered in the end), while the writer goes on with the next batch.
+    fn abandoned() -> Self {
+        Self {
+            unavailable: false,
+            message: "the batch was abandoned (its execution panicked)".to_owned(),
+        }
+    }
 }
 
 type Answer<R> = oneshot::Sender<Result<R, BatchError>>;
@@ -94,7 +103,11 @@ where
                     }
                     metrics::histogram!("patchbay_db_batch_size", "batch" => name).record(n as f64);
                     let (requests, answers): (Vec<Q>, Vec<Answer<R>>) = taken.drain(..).unzip();
-                    execute(&*run, requests, answers).await;
+                    // Its own task, so a panic drops this batch's answers (its callers get
+                    // an error) and not the writer.
+                    if let Err(e) = tokio::spawn(execute(run.clone(), requests, answers)).await {
+                        tracing::error!(batch = name, error = %e, "a batch panicked");
+                    }
                 }
             });
         }
@@ -110,13 +123,13 @@ where
             if !queued {
                 return Err(BatchError::stopped());
             }
-            answered.await.map_err(|_| BatchError::stopped())?
+            answered.await.map_err(|_| BatchError::abandoned())?
         }
     }
 }
 
 /// Runs one batch and answers every caller.
-async fn execute<Q: Clone, R>(run: &RunFn<Q, R>, requests: Vec<Q>, answers: Vec<Answer<R>>) {
+async fn execute<Q: Clone, R>(run: Arc<RunFn<Q, R>>, requests: Vec<Q>, answers: Vec<Answer<R>>) {
     let n = requests.len();
     let failed = |message: String| BatchError {
         unavailable: false,
@@ -234,6 +247,22 @@ mod tests {
                 assert_eq!(r.expect("the others succeed"), i);
             }
         }
+    }
+
+    /// A batch whose execution panics fails its callers (not as unavailable), and the writer
+    /// goes on with the next batch.
+    #[tokio::test]
+    async fn a_panicking_batch_fails_its_callers_and_the_writer_goes_on() {
+        let gc = GroupCommit::start("test", 1, 64, |batch: Vec<N>| async move {
+            assert!(batch.iter().all(|n| n.0 != 13), "request 13 panics");
+            Ok(batch.into_iter().map(|n| n.0).collect())
+        });
+        let e = gc
+            .submit(N(13))
+            .await
+            .expect_err("the panicking batch fails");
+        assert!(!e.unavailable, "{e}");
+        assert_eq!(gc.submit(N(14)).await.expect("the next batch runs"), 14);
     }
 
     /// The database being unavailable fails the whole batch as unavailable, without retrying
