@@ -43,8 +43,9 @@ use patchbay_contract::{
     MessageTag, OutboundJob, Platform, ResolveRecipientRequest, RpcError, SendCommand, StatusEvent,
     TenantEvent, UpsertContactRequest, V1, router_ops, topology,
 };
+use patchbay_runtime::db::{batch_error, db_error};
 use patchbay_runtime::{BoxError, Deps, Service};
-use patchbay_store::batch::{BatchError, GroupCommit};
+use patchbay_store::batch::GroupCommit;
 use sqlx::PgPool;
 
 /// Embedded migrations of schema `router`.
@@ -100,28 +101,19 @@ struct Router {
 /// is acknowledged) only after its own rows are committed.
 struct Batches {
     inbound: GroupCommit<store::InboundRecord, store::StoredInbound>,
-    /// `inbound_events.dispatched_at`, once the dispatch job is published.
-    marks: GroupCommit<Mark, ()>,
+    /// `inbound_events.dispatched_at` by dedupe key, once the dispatch job is published.
+    marks: GroupCommit<String, ()>,
     recipients: GroupCommit<store::RecipientQuery, Option<store::Resolved>>,
     outbound: GroupCommit<store::OutboundRows, ()>,
     statuses: GroupCommit<store::StatusRecord, Option<store::StatusOwner>>,
 }
 
-/// Writers per batched statement: while one runs, the next batch gathers.
-const BATCH_WRITERS: usize = 1;
-/// Requests in one statement at most.
-const MAX_BATCH: usize = 128;
-
-/// The dedupe key of an inbound event whose dispatch job is stored.
-#[derive(Clone)]
-struct Mark(String);
-
 impl Batches {
     fn start(pool: &PgPool) -> Self {
         macro_rules! batch {
-            ($name:literal, $f:expr) => {{
+            ($name:literal, $f:path) => {{
                 let pool = pool.clone();
-                GroupCommit::start($name, BATCH_WRITERS, MAX_BATCH, move |b| {
+                GroupCommit::start($name, move |b| {
                     let pool = pool.clone();
                     async move { $f(&pool, b).await }
                 })
@@ -129,15 +121,7 @@ impl Batches {
         }
         Self {
             inbound: batch!("router_inbound", store::record_inbound),
-            marks: batch!("router_marks", |pool: &PgPool, b: Vec<Mark>| {
-                let keys: Vec<String> = b.into_iter().map(|m| m.0).collect();
-                let n = keys.len();
-                let pool = pool.clone();
-                async move {
-                    store::mark_dispatched(&pool, &keys).await?;
-                    Ok(vec![(); n])
-                }
-            }),
+            marks: batch!("router_marks", store::mark_dispatched),
             recipients: batch!("router_recipients", store::resolve_recipients),
             outbound: batch!("router_outbound", store::insert_outbound),
             statuses: batch!("router_statuses", store::record_status),
@@ -199,26 +183,6 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             ));
         Ok(service)
     })
-}
-
-fn db(e: sqlx::Error) -> HandlerError {
-    db_ref(&e)
-}
-
-fn batch_failed(e: BatchError) -> HandlerError {
-    if e.unavailable {
-        HandlerError::unavailable(format!("database: {}", e.message))
-    } else {
-        HandlerError::retry(format!("database: {}", e.message))
-    }
-}
-
-fn db_ref(e: &sqlx::Error) -> HandlerError {
-    if patchbay_store::is_unavailable(e) {
-        HandlerError::unavailable(format!("database: {e}"))
-    } else {
-        HandlerError::retry(format!("database: {e}"))
-    }
 }
 
 impl Router {
@@ -317,17 +281,19 @@ impl Handler<InboundEvent> for Inbound {
 
     async fn handle(&self, d: Delivery<InboundEvent>) -> Result<(), HandlerError> {
         let r = &self.0;
-        let ev = &d.payload;
+        let delivered = d.delivered;
+        // Shared with the batch without a copy.
+        let ev = Arc::new(d.payload);
         let bot = r.bot(&ev.bot_id).await?;
         if let Some(receipt) = &ev.receipt {
-            return r.receipt(&bot, ev, receipt, d.delivered).await;
+            return r.receipt(&bot, &ev, receipt, delivered).await;
         }
         let stored = r
             .batches
             .inbound
-            .submit(store::InboundRecord(Arc::new(ev.clone())))
+            .submit(store::InboundRecord(ev.clone()))
             .await
-            .map_err(batch_failed)?;
+            .map_err(batch_error)?;
         if stored.already_dispatched {
             metrics::counter!("patchbay_router_duplicates_total").increment(1);
             tracing::info!(event_id = %stored.event_id, "platform retry of an event already handled; dropped");
@@ -364,9 +330,9 @@ impl Handler<InboundEvent> for Inbound {
         }
         r.batches
             .marks
-            .submit(Mark(ev.dedupe_key.clone()))
+            .submit(ev.dedupe_key.clone())
             .await
-            .map_err(batch_failed)
+            .map_err(batch_error)
     }
 }
 
@@ -395,7 +361,7 @@ impl Router {
         };
         let found = store::receipt_targets(&self.pool, ev, receipt, to)
             .await
-            .map_err(db)?;
+            .map_err(db_error)?;
         if found.is_empty() {
             let known = receipt.platform_message_ids.is_empty()
                 || store::any_outbound_with_platform_id(
@@ -404,7 +370,7 @@ impl Router {
                     &receipt.platform_message_ids,
                 )
                 .await
-                .map_err(db)?;
+                .map_err(db_error)?;
             if !known
                 && delivered < RECEIPT_TRIES
                 && chrono::Utc::now() - ev.occurred_at < RECEIPT_GRACE
@@ -443,7 +409,7 @@ impl Router {
         let ids: Vec<String> = found.into_iter().map(|m| m.message_id).collect();
         store::apply_receipt(&self.pool, &ids, to, receipt.error.as_ref())
             .await
-            .map_err(db)?;
+            .map_err(db_error)?;
         Ok(())
     }
 }
@@ -485,7 +451,7 @@ impl Handler<SendCommand> for Sends {
                 to: cmd.to.clone(),
             })
             .await
-            .map_err(batch_failed)?
+            .map_err(batch_error)?
             .ok_or_else(|| {
                 HandlerError::reject(format!("bot {bot_id} has no recipient {:?}", cmd.to))
             })?;
@@ -533,7 +499,7 @@ impl Handler<SendCommand> for Sends {
                 messages,
             })
             .await
-            .map_err(batch_failed)?;
+            .map_err(batch_error)?;
         let subject = r.bus.subjects().outbound(channel.platform, &channel.id)?;
         let platform = recipient.channel.platform.as_str();
         for (id, planned) in ids.iter().zip(&plan) {
@@ -686,13 +652,14 @@ fn plan<'a>(
 impl Handler<StatusEvent> for Statuses {
     async fn handle(&self, d: Delivery<StatusEvent>) -> Result<(), HandlerError> {
         let r = &self.0;
-        let st = &d.payload;
+        // Shared with the batch without a copy.
+        let st = Arc::new(d.payload);
         let Some(found) = r
             .batches
             .statuses
-            .submit(store::StatusRecord(Arc::new(st.clone())))
+            .submit(store::StatusRecord(st.clone()))
             .await
-            .map_err(batch_failed)?
+            .map_err(batch_error)?
         else {
             return Err(HandlerError::reject(format!(
                 "unknown message {}",

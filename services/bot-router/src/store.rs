@@ -238,12 +238,15 @@ async fn stored_inbound(
 }
 
 /// Notes that the tenant events of `dedupe_keys` are stored (or were not wanted).
-pub async fn mark_dispatched(pool: &PgPool, dedupe_keys: &[String]) -> Result<(), sqlx::Error> {
+pub async fn mark_dispatched(
+    pool: &PgPool,
+    dedupe_keys: Vec<String>,
+) -> Result<Vec<()>, sqlx::Error> {
     sqlx::query("update inbound_events set dispatched_at = now() where dedupe_key = any($1)")
-        .bind(dedupe_keys)
+        .bind(&dedupe_keys)
         .execute(pool)
         .await?;
-    Ok(())
+    Ok(vec![(); dedupe_keys.len()])
 }
 
 /// A resolved recipient.
@@ -354,7 +357,6 @@ pub async fn insert_outbound(
     pool: &PgPool,
     batch: Vec<OutboundRows>,
 ) -> Result<Vec<()>, sqlx::Error> {
-    let json = |c: &Content| serde_json::to_value(c).unwrap_or_default();
     let total: usize = batch.iter().map(|b| b.messages.len()).sum();
     let mut ids = Vec::with_capacity(total);
     let mut contents = Vec::with_capacity(total);
@@ -368,8 +370,8 @@ pub async fn insert_outbound(
             .and_then(|v| v.as_str().map(str::to_owned));
         for (id, content, replaces) in &b.messages {
             ids.push(id.as_str());
-            contents.push(json(content));
-            replaced.push(replaces.as_ref().map(json));
+            contents.push(sqlx::types::Json(content));
+            replaced.push(replaces.as_ref().map(sqlx::types::Json));
             conversations.push(b.conversation_id.as_str());
             bots.push(b.bot_id.as_str());
             sources.push(source.clone());

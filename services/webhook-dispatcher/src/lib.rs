@@ -36,8 +36,9 @@ use patchbay_contract::{
     ListDeliveriesRequest, Platform, Recipient, ReplayRequest, Replayed, RpcError, SendCommand,
     SendSource, V1, WebhookFlavour, dispatcher_ops, topology,
 };
+use patchbay_runtime::db::{batch_error, db_error};
 use patchbay_runtime::{BoxError, Deps, Service};
-use patchbay_store::batch::{BatchError, GroupCommit};
+use patchbay_store::batch::GroupCommit;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -93,19 +94,6 @@ struct Dispatcher {
     attempts: GroupCommit<store::Attempt, ()>,
 }
 
-/// Writers per batched statement: while one runs, the next batch gathers.
-const BATCH_WRITERS: usize = 1;
-/// Requests in one statement at most.
-const MAX_BATCH: usize = 128;
-
-fn batch_failed(e: BatchError) -> HandlerError {
-    if e.unavailable {
-        HandlerError::unavailable(format!("database: {}", e.message))
-    } else {
-        HandlerError::retry(format!("database: {}", e.message))
-    }
-}
-
 /// Starts the service.
 pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
     Box::pin(async move {
@@ -122,14 +110,14 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
         let spec = topology::dispatcher(deps.bus.subjects(), 10);
         let admissions = {
             let pool = pool.clone();
-            GroupCommit::start("dispatcher_admit", BATCH_WRITERS, MAX_BATCH, move |b| {
+            GroupCommit::start("dispatcher_admit", move |b| {
                 let pool = pool.clone();
                 async move { store::admit(&pool, b).await }
             })
         };
         let attempts = {
             let pool = pool.clone();
-            GroupCommit::start("dispatcher_attempts", BATCH_WRITERS, MAX_BATCH, move |b| {
+            GroupCommit::start("dispatcher_attempts", move |b| {
                 let pool = pool.clone();
                 async move { store::record_attempt(&pool, b).await }
             })
@@ -472,14 +460,6 @@ fn with_bot(url: &str, bot_id: &str) -> String {
     }
 }
 
-fn db(e: sqlx::Error) -> HandlerError {
-    if patchbay_store::is_unavailable(&e) {
-        HandlerError::unavailable(format!("database: {e}"))
-    } else {
-        HandlerError::retry(format!("database: {e}"))
-    }
-}
-
 fn to_chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
@@ -627,11 +607,11 @@ impl Dispatcher {
                     delivered: true,
                     status_code: outcome.status,
                     duration: took,
-                    response_body: outcome.body.clone(),
+                    response_body: outcome.body,
                     error: note,
                 })
                 .await
-                .map_err(batch_failed)?;
+                .map_err(batch_error)?;
             self.answered
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -650,11 +630,11 @@ impl Dispatcher {
                 delivered: false,
                 status_code: outcome.status,
                 duration: took,
-                response_body: outcome.body.clone(),
+                response_body: outcome.body,
                 error: outcome.error.clone(),
             })
             .await
-            .map_err(batch_failed)?;
+            .map_err(batch_error)?;
         self.announce(job, false, 0).await;
         if outcome.status == Some(410) {
             let reason = format!(
@@ -713,7 +693,7 @@ impl Dispatcher {
             .await?;
         store::mark_failed(&self.pool, &job.event.id, reason)
             .await
-            .map_err(db)?;
+            .map_err(db_error)?;
         tracing::warn!(event_id = %job.event.id, %reason, "event dead-lettered");
         metrics::counter!("patchbay_webhook_dead_letters_total").increment(1);
         Ok(())
@@ -737,7 +717,7 @@ impl Dispatcher {
             )
             .await?;
             if let Some(id) = parked_id {
-                store::unpark(&self.pool, id).await.map_err(db)?;
+                store::unpark(&self.pool, id).await.map_err(db_error)?;
             }
             return Ok(false);
         }
@@ -748,10 +728,10 @@ impl Dispatcher {
         match parked_id {
             Some(id) => store::reschedule(&self.pool, id, attempts, next)
                 .await
-                .map_err(db)?,
+                .map_err(db_error)?,
             None => store::park(&self.pool, job, attempts, next)
                 .await
-                .map_err(db)?,
+                .map_err(db_error)?,
         }
         Ok(true)
     }
@@ -815,10 +795,12 @@ impl Dispatcher {
     /// the conversation may go on.
     async fn retry_parked(&self, p: &store::Parked) -> Result<bool, HandlerError> {
         let job = &p.job;
-        if store::status(&self.pool, &job.event.id).await.map_err(db)?
+        if store::status(&self.pool, &job.event.id)
+            .await
+            .map_err(db_error)?
             == Some(DeliveryState::Delivered)
         {
-            store::unpark(&self.pool, p.id).await.map_err(db)?;
+            store::unpark(&self.pool, p.id).await.map_err(db_error)?;
             return Ok(true);
         }
         if let Some(until) = self.breaker_open(&job.event.bot_id) {
@@ -826,18 +808,18 @@ impl Dispatcher {
                 chrono::Utc::now() + to_chrono(until.saturating_duration_since(Instant::now()));
             store::reschedule(&self.pool, p.id, p.attempts, next)
                 .await
-                .map_err(db)?;
+                .map_err(db_error)?;
             return Ok(false);
         }
         let attempt = u64::try_from(p.attempts).unwrap_or(0) + 1;
         match self.deliver(job, attempt).await? {
             Attempted::Delivered | Attempted::Skipped => {
-                store::unpark(&self.pool, p.id).await.map_err(db)?;
+                store::unpark(&self.pool, p.id).await.map_err(db_error)?;
                 Ok(true)
             }
             Attempted::Disabled(reason) => {
                 self.dead_letter(job, attempt, &reason).await?;
-                store::unpark(&self.pool, p.id).await.map_err(db)?;
+                store::unpark(&self.pool, p.id).await.map_err(db_error)?;
                 Ok(true)
             }
             Attempted::Failed {
@@ -1042,30 +1024,32 @@ impl Handler<DispatchJob> for Intake {
 
     async fn handle(&self, d: Delivery<DispatchJob>) -> Result<(), HandlerError> {
         let me = &self.0;
-        let job = &d.payload;
+        // Shared with the batch without a copy.
+        let job = Arc::new(d.payload);
         // Delivered, or dead-lettered, already: a redelivery. (Retries and replays set the
         // delivery back to pending before they publish the job again.)
         let (state, parked) = me
             .admissions
-            .submit(store::Admission(Arc::new(job.clone())))
+            .submit(store::Admission(job.clone()))
             .await
-            .map_err(batch_failed)?;
+            .map_err(batch_error)?;
+        let job = &*job;
         if state != DeliveryState::Pending {
             return Ok(());
         }
         let now = chrono::Utc::now();
         if parked {
             // Earlier events of this conversation are waiting: queue behind them.
-            return store::park(&me.pool, job, 0, now).await.map_err(db);
+            return store::park(&me.pool, job, 0, now).await.map_err(db_error);
         }
         if let Some(until) = me.breaker_open(&job.event.bot_id) {
             let next = now + to_chrono(until.saturating_duration_since(Instant::now()));
-            return store::park(&me.pool, job, 0, next).await.map_err(db);
+            return store::park(&me.pool, job, 0, next).await.map_err(db_error);
         }
         let Some(_slot) = me.slot(&job.event.bot_id) else {
             // This bot already has its share of attempts in flight.
             // Due at once: the next attempt of this replica to finish wakes the scheduler.
-            store::park(&me.pool, job, 0, now).await.map_err(db)?;
+            store::park(&me.pool, job, 0, now).await.map_err(db_error)?;
             me.parked_for_slots
                 .store(true, std::sync::atomic::Ordering::Release);
             return Ok(());

@@ -3,6 +3,7 @@
 //! [`lifecycle::StartFn`]; its binary's `main` is one call to [`lifecycle::main`], and
 //! `patchbay all` passes every service's `StartFn` to the same function.
 
+pub mod db;
 pub mod http;
 pub mod lifecycle;
 pub mod telemetry;

@@ -1,11 +1,11 @@
 //! Group commit: the requests of concurrent callers go to the database together, as one
 //! statement over arrays, instead of one round trip (and one commit) each.
 //!
-//! A [`GroupCommit`] has a few writer tasks sharing one queue. A writer takes everything that
-//! is waiting (up to a maximum) and runs it as one batch; while it does, the next requests
-//! queue up for the next writer. There is no timer: a lone request goes at once, so batching
-//! costs no latency at low load and grows by itself with the load. Each caller waits for its
-//! own answer, so a message is acknowledged only after its own row is committed.
+//! A [`GroupCommit`] has one writer task and a queue. The writer takes everything that is
+//! waiting (up to [`MAX_BATCH`]) and runs it as one batch; while it does, the next requests
+//! queue up. There is no timer: a lone request goes at once, so batching costs no latency at
+//! low load and grows by itself with the load. Each caller waits for its own answer, so a
+//! message is acknowledged only after its own row is committed.
 //!
 //! The statements behind a group commit are usually functions that take parallel arrays and
 //! run the single-row statement once per element, in order, inside one call: the plans stay
@@ -19,7 +19,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
+
+/// Requests in one batch at most.
+pub const MAX_BATCH: usize = 128;
 
 /// A failed batch, as each of its callers sees it.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -79,38 +82,29 @@ where
     Q: Clone + Send + 'static,
     R: Send + 'static,
 {
-    /// Starts `writers` writer tasks running batches of at most `max_batch` requests with
-    /// `run`, which answers one `R` per request, in order. They stop when the last handle is
-    /// dropped. `name` labels the batch-size histogram (`patchbay_db_batch_size{batch}`).
-    pub fn start<F, Fut>(name: &'static str, writers: usize, max_batch: usize, run: F) -> Self
+    /// Starts the writer, which runs batches of at most [`MAX_BATCH`] requests with `run`;
+    /// `run` answers one `R` per request, in order. It stops when the last handle is dropped.
+    /// `name` labels the batch-size histogram (`patchbay_db_batch_size{batch}`).
+    pub fn start<F, Fut>(name: &'static str, run: F) -> Self
     where
         F: Fn(Vec<Q>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Vec<R>, sqlx::Error>> + Send + 'static,
     {
-        let (tx, rx) = mpsc::unbounded_channel::<(Q, Answer<R>)>();
-        let rx = Arc::new(Mutex::new(rx));
+        let (tx, mut rx) = mpsc::unbounded_channel::<(Q, Answer<R>)>();
         let run: Arc<RunFn<Q, R>> = Arc::new(move |batch| Box::pin(run(batch)));
-        let max_batch = max_batch.max(1);
-        for _ in 0..writers.max(1) {
-            let rx = rx.clone();
-            let run = run.clone();
-            tokio::spawn(async move {
-                let mut taken = Vec::with_capacity(max_batch);
-                loop {
-                    let n = rx.lock().await.recv_many(&mut taken, max_batch).await;
-                    if n == 0 {
-                        break;
-                    }
-                    metrics::histogram!("patchbay_db_batch_size", "batch" => name).record(n as f64);
-                    let (requests, answers): (Vec<Q>, Vec<Answer<R>>) = taken.drain(..).unzip();
-                    // Its own task, so a panic drops this batch's answers (its callers get
-                    // an error) and not the writer.
-                    if let Err(e) = tokio::spawn(execute(run.clone(), requests, answers)).await {
-                        tracing::error!(batch = name, error = %e, "a batch panicked");
-                    }
+        tokio::spawn(async move {
+            let mut taken = Vec::with_capacity(MAX_BATCH);
+            while rx.recv_many(&mut taken, MAX_BATCH).await > 0 {
+                metrics::histogram!("patchbay_db_batch_size", "batch" => name)
+                    .record(taken.len() as f64);
+                let (requests, answers): (Vec<Q>, Vec<Answer<R>>) = taken.drain(..).unzip();
+                // Its own task, so a panic drops this batch's answers (its callers get an
+                // error) and not the writer.
+                if let Err(e) = tokio::spawn(execute(run.clone(), requests, answers)).await {
+                    tracing::error!(batch = name, error = %e, "a batch panicked");
                 }
-            });
-        }
+            }
+        });
         Self { tx }
     }
 
@@ -191,7 +185,7 @@ mod tests {
         let (started_tx, started_rx) = std::sync::mpsc::channel::<usize>();
         let gate = Arc::new(tokio::sync::Semaphore::new(0));
         let g = gate.clone();
-        let gc = GroupCommit::start("test", 1, 64, move |batch: Vec<N>| {
+        let gc = GroupCommit::start("test", move |batch: Vec<N>| {
             let started = started_tx.clone();
             let g = g.clone();
             async move {
@@ -226,7 +220,7 @@ mod tests {
     /// A batch that fails is run again request by request, so only the bad one fails.
     #[tokio::test]
     async fn a_bad_request_fails_alone() {
-        let gc = GroupCommit::start("test", 1, 64, |batch: Vec<N>| async move {
+        let gc = GroupCommit::start("test", |batch: Vec<N>| async move {
             if batch.iter().any(|n| n.0 == 13) {
                 return Err(sqlx::Error::RowNotFound);
             }
@@ -253,7 +247,7 @@ mod tests {
     /// goes on with the next batch.
     #[tokio::test]
     async fn a_panicking_batch_fails_its_callers_and_the_writer_goes_on() {
-        let gc = GroupCommit::start("test", 1, 64, |batch: Vec<N>| async move {
+        let gc = GroupCommit::start("test", |batch: Vec<N>| async move {
             assert!(batch.iter().all(|n| n.0 != 13), "request 13 panics");
             Ok(batch.into_iter().map(|n| n.0).collect())
         });
@@ -271,7 +265,7 @@ mod tests {
     async fn unavailable_fails_the_batch_as_unavailable() {
         let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let c = calls.clone();
-        let gc = GroupCommit::start("test", 1, 64, move |_batch: Vec<N>| {
+        let gc = GroupCommit::start("test", move |_batch: Vec<N>| {
             c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             async move { Err::<Vec<u32>, _>(sqlx::Error::PoolTimedOut) }
         });
