@@ -318,16 +318,59 @@ async fn finish(
     }
 }
 
-/// One summary (`quantile` lines plus `_sum` and `_count`) from a Prometheus text page.
+/// One histogram (`_bucket` lines plus `_sum` and `_count`) from a Prometheus text page.
 #[derive(Debug, Default, Clone)]
-pub struct Summary {
-    pub quantiles: BTreeMap<String, f64>,
+pub struct Histogram {
+    /// Upper bound → cumulative count, `+Inf` included.
+    pub buckets: Vec<(f64, f64)>,
     pub sum: f64,
     pub count: f64,
 }
 
-/// Summaries of the stage metrics by `(service, metric{labels})`.
-pub fn parse_summaries(pages: &[(&'static str, String)]) -> BTreeMap<String, Summary> {
+impl Histogram {
+    /// The `q` quantile of what was recorded between `before` and `self`, interpolated within
+    /// its bucket as Prometheus' `histogram_quantile` does.
+    pub fn quantile_since(&self, before: &Histogram, q: f64) -> f64 {
+        let delta: Vec<(f64, f64)> = self
+            .buckets
+            .iter()
+            .map(|(le, c)| {
+                let b = before
+                    .buckets
+                    .iter()
+                    .find(|(l, _)| l == le)
+                    .map_or(0.0, |(_, c)| *c);
+                (*le, c - b)
+            })
+            .collect();
+        let Some(&(_, total)) = delta.last() else {
+            return 0.0;
+        };
+        if total <= 0.0 {
+            return 0.0;
+        }
+        let rank = q * total;
+        let mut lower = (0.0, 0.0);
+        for &(le, c) in &delta {
+            if c >= rank {
+                if le.is_infinite() {
+                    return lower.0; // beyond the last bound: the last bound is all we know
+                }
+                let within = c - lower.1;
+                return if within > 0.0 {
+                    lower.0 + (le - lower.0) * (rank - lower.1) / within
+                } else {
+                    le
+                };
+            }
+            lower = (le, c);
+        }
+        lower.0
+    }
+}
+
+/// Histograms of the stage metrics by `(service, metric{labels})`.
+pub fn parse_histograms(pages: &[(&'static str, String)]) -> BTreeMap<String, Histogram> {
     const METRICS: [&str; 5] = [
         "patchbay_db_batch_size",
         "patchbay_consumer_handle_seconds",
@@ -335,7 +378,7 @@ pub fn parse_summaries(pages: &[(&'static str, String)]) -> BTreeMap<String, Sum
         "patchbay_http_request_seconds",
         "patchbay_webhook_attempt_seconds",
     ];
-    let mut out: BTreeMap<String, Summary> = BTreeMap::new();
+    let mut out: BTreeMap<String, Histogram> = BTreeMap::new();
     for (service, text) in pages {
         for line in text.lines() {
             let Some(metric) = METRICS.iter().find(|m| line.starts_with(*m)) else {
@@ -352,13 +395,13 @@ pub fn parse_summaries(pages: &[(&'static str, String)]) -> BTreeMap<String, Sum
                 Some((s, l)) => (s, l.trim_end_matches('}')),
                 None => (rest, ""),
             };
-            let mut quantile = None;
+            let mut le = None;
             let kept: Vec<&str> = labels
                 .split(',')
                 .filter(|l| !l.is_empty())
-                .filter(|l| match l.strip_prefix("quantile=") {
-                    Some(q) => {
-                        quantile = Some(q.trim_matches('"').to_owned());
+                .filter(|l| match l.strip_prefix("le=") {
+                    Some(b) => {
+                        le = b.trim_matches('"').parse::<f64>().ok();
                         false
                     }
                     None => true,
@@ -366,28 +409,29 @@ pub fn parse_summaries(pages: &[(&'static str, String)]) -> BTreeMap<String, Sum
                 .collect();
             let key = format!("{service} {metric}{{{}}}", kept.join(","));
             let e = out.entry(key).or_default();
-            match (suffix, quantile) {
-                ("", Some(q)) => {
-                    e.quantiles.insert(q, value);
-                }
+            match (suffix, le) {
+                ("_bucket", Some(le)) => e.buckets.push((le, value)),
                 ("_sum", _) => e.sum = value,
                 ("_count", _) => e.count = value,
                 _ => {}
             }
         }
     }
+    for h in out.values_mut() {
+        h.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
     out
 }
 
-/// Per-stage rows for one scenario: mean from the `_sum`/`_count` difference over the
-/// scenario, p50 and p99 from the service's own summary after it (its recent window).
+/// Per-stage rows for one scenario: mean, p50 and p99 of what the services recorded during
+/// it (differences of `_sum`, `_count` and the buckets).
 const BATCH_SIZE: &str = "patchbay_db_batch_size";
 
 /// Group commit: per batched statement, how many statements ran during the scenario and how
 /// many requests each carried on average (`patchbay_db_batch_size`).
 pub fn batch_rows(
-    before: &BTreeMap<String, Summary>,
-    after: &BTreeMap<String, Summary>,
+    before: &BTreeMap<String, Histogram>,
+    after: &BTreeMap<String, Histogram>,
 ) -> Vec<Value> {
     let mut rows = Vec::new();
     for (key, a) in after.iter().filter(|(k, _)| k.contains(BATCH_SIZE)) {
@@ -400,15 +444,15 @@ pub fn batch_rows(
             "batch": key,
             "statements": n,
             "mean_requests": (a.sum - b.sum) / n,
-            "p99_requests": a.quantiles.get("0.99").copied().unwrap_or(0.0),
+            "p99_requests": a.quantile_since(&b, 0.99),
         }));
     }
     rows
 }
 
 pub fn stage_rows(
-    before: &BTreeMap<String, Summary>,
-    after: &BTreeMap<String, Summary>,
+    before: &BTreeMap<String, Histogram>,
+    after: &BTreeMap<String, Histogram>,
 ) -> Vec<Value> {
     let mut rows = Vec::new();
     for (key, a) in after {
@@ -430,9 +474,60 @@ pub fn stage_rows(
             "stage": key,
             "count": n,
             "mean_ms": (a.sum - b.sum) / n * 1000.0,
-            "p50_ms": a.quantiles.get("0.5").copied().unwrap_or(0.0) * 1000.0,
-            "p99_ms": a.quantiles.get("0.99").copied().unwrap_or(0.0) * 1000.0,
+            "p50_ms": a.quantile_since(&b, 0.5) * 1000.0,
+            "p99_ms": a.quantile_since(&b, 0.99) * 1000.0,
         }));
     }
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(buckets: &[(&str, u32)], sum: f64) -> String {
+        let mut s = String::new();
+        for (le, c) in buckets {
+            s.push_str(&format!(
+                "patchbay_publish_seconds_bucket{{stream=\"S\",le=\"{le}\"}} {c}\n"
+            ));
+        }
+        let count = buckets.last().map_or(0, |b| b.1);
+        s.push_str(&format!(
+            "patchbay_publish_seconds_sum{{stream=\"S\"}} {sum}\npatchbay_publish_seconds_count{{stream=\"S\"}} {count}\n"
+        ));
+        s
+    }
+
+    #[test]
+    fn quantiles_come_from_what_was_recorded_in_between() {
+        // Before: 100 fast observations. During: 10 more fast ones and 90 between 10 and 25 ms.
+        let before = parse_histograms(&[(
+            "router",
+            page(&[("0.01", 100), ("0.025", 100), ("+Inf", 100)], 0.5),
+        )]);
+        let after = parse_histograms(&[(
+            "router",
+            page(&[("0.01", 110), ("0.025", 200), ("+Inf", 200)], 2.3),
+        )]);
+        let key = "router patchbay_publish_seconds{stream=\"S\"}";
+        let (b, a) = (&before[key], &after[key]);
+        assert_eq!(a.count - b.count, 100.0);
+        // Rank 50 of 100: the 40th of the 90 in (0.01, 0.025].
+        let p50 = a.quantile_since(b, 0.5);
+        assert!((p50 - (0.01 + 0.015 * 40.0 / 90.0)).abs() < 1e-9, "{p50}");
+        // Rank 5: within the first bucket, interpolated from 0.
+        let p05 = a.quantile_since(b, 0.05);
+        assert!((p05 - 0.005).abs() < 1e-9, "{p05}");
+        // Nothing recorded in between: 0.
+        assert_eq!(a.quantile_since(a, 0.99), 0.0);
+    }
+
+    #[test]
+    fn beyond_the_last_bound_reports_the_last_bound() {
+        let before = parse_histograms(&[("x", page(&[("1", 0), ("+Inf", 0)], 0.0))]);
+        let after = parse_histograms(&[("x", page(&[("1", 1), ("+Inf", 10)], 50.0))]);
+        let key = "x patchbay_publish_seconds{stream=\"S\"}";
+        assert_eq!(after[key].quantile_since(&before[key], 0.99), 1.0);
+    }
 }

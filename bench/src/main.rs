@@ -238,6 +238,39 @@ fn database(
     })
 }
 
+/// What nats-server carried for a scenario: messages in (published by clients: publishes,
+/// acks, pull requests, KV requests) and out (deliveries, publish acks, replies) per delivered
+/// message, JetStream API requests per message, and the split by client connection.
+fn messaging(before: &stack::NatsCounters, after: &stack::NatsCounters, delivered: usize) -> Value {
+    if after.by_name.is_empty() || delivered == 0 {
+        return Value::Null; // monitoring unreachable
+    }
+    let per = |x: u64| {
+        round3(load::f64_of(usize::try_from(x).unwrap_or(usize::MAX)) / load::f64_of(delivered))
+    };
+    let mut rows: Vec<(String, u64, u64)> = after
+        .by_name
+        .iter()
+        .map(|(name, (i, o))| {
+            let (bi, bo) = before.by_name.get(name).copied().unwrap_or_default();
+            (name.clone(), i.saturating_sub(bi), o.saturating_sub(bo))
+        })
+        .filter(|(_, i, o)| i + o > 0)
+        .collect();
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1 + r.2));
+    let (sum_in, sum_out) = rows.iter().fold((0, 0), |(a, b), r| (a + r.1, b + r.2));
+    json!({
+        "in_per_message": per(sum_in),
+        "out_per_message": per(sum_out),
+        "api_per_message": per(after.api.saturating_sub(before.api)),
+        "connections": rows.iter().map(|(n, i, o)| json!({
+            "name": n,
+            "in_per_message": per(*i),
+            "out_per_message": per(*o),
+        })).collect::<Vec<_>>(),
+    })
+}
+
 async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Result<bool> {
     let load_at_start = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let fakes = fakes::Fakes::start().await?;
@@ -376,10 +409,12 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
             .iter()
             .map(|(n, pid)| stack::cpu_seconds(*pid, tck, !n.starts_with("bench")))
             .collect();
-        let m0 = load::parse_summaries(&stack.scrape().await);
+        let m0 = load::parse_histograms(&stack.scrape().await);
         let q0 = stack.statements().await;
+        let n0 = stack.nats_counters().await;
         let o = f(ctx.clone()).await;
-        let m1 = load::parse_summaries(&stack.scrape().await);
+        let n1 = stack.nats_counters().await;
+        let m1 = load::parse_histograms(&stack.scrape().await);
         let q1 = stack.statements().await;
         let mut cpu = serde_json::Map::new();
         let mut total = 0.0;
@@ -435,12 +470,14 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
             "stages": load::stage_rows(&m0, &m1),
             "batches": load::batch_rows(&m0, &m1),
             "database": database(&q0, &q1, o.delivered),
+            "nats": messaging(&n0, &n1, o.delivered),
         }));
     }
 
     eprintln!("running: JetStream ceiling");
     let payload = 1024;
     let mut ceilings = Vec::new();
+    let mut ceiling_nats = Vec::new();
     for (path, hops) in [("round_trip", 6usize), ("inbound", 3), ("outbound", 3)] {
         if ceilings
             .iter()
@@ -453,8 +490,26 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
             ceilings.push((path, hops, r));
             continue;
         }
+        let n0 = stack.nats_counters().await;
         let r = ceiling::run(&stack.nats.url(), hops, plan.ceiling_n, payload).await?;
-        eprintln!("  {hops} hops: {r:.0}/s");
+        let n1 = stack.nats_counters().await;
+        let per = |a: u64, b: u64| {
+            round3(
+                load::f64_of(usize::try_from(a.saturating_sub(b)).unwrap_or(0))
+                    / load::f64_of(plan.ceiling_n),
+            )
+        };
+        eprintln!(
+            "  {hops} hops: {r:.0}/s; nats-server: {} in, {} out per message",
+            per(n1.total.0, n0.total.0),
+            per(n1.total.1, n0.total.1)
+        );
+        ceiling_nats.push(json!({
+            "hops": hops,
+            "in_per_message": per(n1.total.0, n0.total.0),
+            "out_per_message": per(n1.total.1, n0.total.1),
+            "api_per_message": per(n1.api, n0.api),
+        }));
         ceilings.push((path, hops, r));
     }
     for s in &mut scenarios {
@@ -486,6 +541,7 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
             "messages": plan.ceiling_n,
             "storage": "file",
             "runs": ceilings.iter().map(|(p, h, r)| json!({"path": p, "hops": h, "ceiling_per_s": round3(*r)})).collect::<Vec<_>>(),
+            "nats": ceiling_nats,
         },
         "peak_rss_mib": rss,
         "clean": clean,

@@ -123,8 +123,9 @@ pub fn markdown(r: &Value) -> String {
     }
     let _ = writeln!(
         s,
-        "\n## Per-stage latency from the services' own metrics\n\nMean over the scenario \
-         (from `_sum`/`_count`); p50/p99 are the service's summary over its recent window.\n"
+        "\n## Per-stage latency from the services' own metrics\n\nMean, p50 and p99 of \
+         what each service recorded during the scenario (differences of its histograms: `_sum`, \
+         `_count`, and the buckets, interpolated within a bucket as `histogram_quantile` does).\n"
     );
     for sc in scenarios {
         let _ = writeln!(
@@ -150,6 +151,16 @@ pub fn markdown(r: &Value) -> String {
                 "\n| group commit | statements | requests per statement (mean) | p99 |\n|---|---|---|---|"
             );
         }
+        for b in batches {
+            let _ = writeln!(
+                s,
+                "| `{}` | {:.0} | {:.2} | {:.0} |",
+                b["batch"].as_str().unwrap_or(""),
+                f(&b["statements"]),
+                f(&b["mean_requests"]),
+                f(&b["p99_requests"]),
+            );
+        }
         let db = &sc["database"];
         if db.is_object() {
             let _ = writeln!(
@@ -172,15 +183,25 @@ pub fn markdown(r: &Value) -> String {
                 );
             }
         }
-        for b in batches {
+        let nats = &sc["nats"];
+        if nats.is_object() {
             let _ = writeln!(
                 s,
-                "| `{}` | {:.0} | {:.2} | {:.0} |",
-                b["batch"].as_str().unwrap_or(""),
-                f(&b["statements"]),
-                f(&b["mean_requests"]),
-                f(&b["p99_requests"]),
+                "\nnats-server: {:.2} messages in and {:.2} out, {:.2} JetStream API requests per \
+                 message.\n\n| connection | in per message | out per message |\n|---|---|---|",
+                f(&nats["in_per_message"]),
+                f(&nats["out_per_message"]),
+                f(&nats["api_per_message"]),
             );
+            for c in nats["connections"].as_array().unwrap_or(&empty) {
+                let _ = writeln!(
+                    s,
+                    "| {} | {:.2} | {:.2} |",
+                    c["name"].as_str().unwrap_or(""),
+                    f(&c["in_per_message"]),
+                    f(&c["out_per_message"]),
+                );
+            }
         }
         let _ = writeln!(s);
     }
@@ -202,6 +223,24 @@ pub fn markdown(r: &Value) -> String {
             run["hops"],
             f(&run["ceiling_per_s"])
         );
+    }
+    let ceiling_nats = c["nats"].as_array().unwrap_or(&empty);
+    if !ceiling_nats.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nWhat nats-server carried for it, per message:\n\n| hops | messages in | messages out | \
+             JetStream API requests |\n|---|---|---|---|"
+        );
+        for n in ceiling_nats {
+            let _ = writeln!(
+                s,
+                "| {} | {:.2} | {:.2} | {:.2} |",
+                n["hops"],
+                f(&n["in_per_message"]),
+                f(&n["out_per_message"]),
+                f(&n["api_per_message"]),
+            );
+        }
     }
     s
 }

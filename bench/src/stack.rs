@@ -36,6 +36,17 @@ pub struct Statement {
     pub plan_ms: f64,
 }
 
+/// nats-server's message counters (`/connz`, `/jsz`), by client connection name.
+#[derive(Debug, Clone, Default)]
+pub struct NatsCounters {
+    /// Connection name → (messages the server received from it, messages it sent to it).
+    pub by_name: BTreeMap<String, (u64, u64)>,
+    /// JetStream API requests served so far.
+    pub api: u64,
+    /// Messages in and out over all connections, closed ones included (`/varz`).
+    pub total: (u64, u64),
+}
+
 /// The running installation.
 pub struct Stack {
     pub nats: NatsServer,
@@ -310,6 +321,39 @@ impl Stack {
         }
         v.push(("bench (load + fakes)".into(), me));
         v
+    }
+
+    /// nats-server's counters now: what each open connection sent and received, summed by
+    /// connection name, and JetStream API requests.
+    pub async fn nats_counters(&self) -> NatsCounters {
+        let base = self.nats.monitor_url();
+        let get = |path: &str| {
+            let url = format!("{base}{path}");
+            let http = self.http.clone();
+            async move {
+                match http.get(url).send().await {
+                    Ok(r) => r.json::<serde_json::Value>().await.unwrap_or_default(),
+                    Err(_) => serde_json::Value::Null,
+                }
+            }
+        };
+        let (connz, jsz, varz) =
+            tokio::join!(get("/connz?limit=100000"), get("/jsz"), get("/varz"));
+        let mut by_name: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for c in connz["connections"].as_array().into_iter().flatten() {
+            let name = c["name"].as_str().unwrap_or("(unnamed)").to_owned();
+            let e = by_name.entry(name).or_default();
+            e.0 += c["in_msgs"].as_u64().unwrap_or(0);
+            e.1 += c["out_msgs"].as_u64().unwrap_or(0);
+        }
+        NatsCounters {
+            by_name,
+            api: jsz["api"]["total"].as_u64().unwrap_or(0),
+            total: (
+                varz["in_msgs"].as_u64().unwrap_or(0),
+                varz["out_msgs"].as_u64().unwrap_or(0),
+            ),
+        }
     }
 
     /// The `/metrics` text of every service.

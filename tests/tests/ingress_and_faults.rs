@@ -324,3 +324,71 @@ async fn callbacks_to_private_addresses_need_the_operator_flag() {
     }
     stack.shutdown().await;
 }
+
+/// A send command handled again after JetStream's duplicate window (a redelivery long after a
+/// crash, a republished command) finds its messages stored: the router marks their jobs as not
+/// fresh, so the sender looks them up among sent messages and reports them instead of sending
+/// them again. A new command's jobs are fresh: their first delivery skips that lookup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_send_command_is_reported_not_sent_again() {
+    let stack = Stack::start().await;
+    let bot = stack.bot().await;
+    assert_eq!(
+        stack
+            .post_update(&bot, &fixtures::text_update(1, 4242, "hi"))
+            .await,
+        200
+    );
+    let got = stack.events_of("message.received", 1).await;
+    let user_id = got[0].json()["user"]["id"].as_str().unwrap().to_owned();
+
+    let nats = stack.raw_nats().await;
+    let prefix = stack.config.nats_prefix.clone();
+    let mut jobs = nats
+        .subscribe(format!("{prefix}.outbound.>"))
+        .await
+        .unwrap();
+    nats.flush().await.unwrap();
+    let js = async_nats::jetstream::new(nats.clone());
+    let command = json!({
+        "v": 1, "id": "cmd_repeated", "user_id": user_id,
+        "messages": [{"type": "text", "text": "only once"}], "source": "internal",
+    });
+    let subject = format!("{prefix}.send.{}", bot.id);
+    for copy in ["first", "second"] {
+        // Distinct message ids: the second copy gets past JetStream's de-duplication.
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("cmd_repeated-{copy}").as_str());
+        js.publish_with_headers(
+            subject.clone(),
+            headers,
+            serde_json::to_vec(&command).unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+        let job = tokio::time::timeout(TIMEOUT, jobs.next())
+            .await
+            .expect("an outbound job")
+            .unwrap();
+        let job: patchbay_contract::OutboundJob = serde_json::from_slice(&job.payload).unwrap();
+        assert_eq!(job.fresh, copy == "first", "the {copy} copy's job");
+        // Handled once the sender took it: the outbound stream is a work queue.
+        patchbay_tests::eventually(TIMEOUT, "the sender took the job", || async {
+            let (held, _) = stack
+                .stream_state(patchbay_contract::subjects::Stream::Outbound)
+                .await;
+            (held == 0).then_some(())
+        })
+        .await;
+    }
+    let sent: Vec<_> = stack
+        .telegram
+        .calls_of("sendMessage")
+        .into_iter()
+        .filter(|c| c.body["text"] == "only once")
+        .collect();
+    assert_eq!(sent.len(), 1, "sent once: {sent:?}");
+    stack.shutdown().await;
+}

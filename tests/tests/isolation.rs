@@ -324,6 +324,34 @@ async fn gone_disables_the_endpoint_until_re_enabled() {
         gone_answers,
         "no attempts while disabled: {all:?}"
     );
+    // The delivery log has every dead letter as failed, the unattempted ones with no attempts.
+    let log: serde_json::Value = stack
+        .http
+        .get(format!(
+            "{}/v1/deliveries?status=failed&limit=100",
+            stack.api_url()
+        ))
+        .bearer_auth(&bot.api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let failed = log["items"].as_array().unwrap();
+    assert_eq!(failed.len(), all.len(), "{log}");
+    let unattempted = failed.iter().filter(|d| d["attempts"] == 0).count();
+    assert_eq!(unattempted, all.len() - gone_answers, "{log}");
+    assert!(
+        failed
+            .iter()
+            .filter(|d| d["attempts"] == 0)
+            .all(|d| d["last_error"]
+                .as_str()
+                .unwrap()
+                .starts_with("endpoint disabled")),
+        "{log}"
+    );
 
     // The operator re-enables it: events flow again.
     gone.store(false, std::sync::atomic::Ordering::SeqCst);

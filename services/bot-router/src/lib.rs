@@ -104,7 +104,7 @@ struct Batches {
     /// `inbound_events.dispatched_at` by dedupe key, once the dispatch job is published.
     marks: GroupCommit<String, ()>,
     recipients: GroupCommit<store::RecipientQuery, Option<store::Resolved>>,
-    outbound: GroupCommit<store::OutboundRows, ()>,
+    outbound: GroupCommit<store::OutboundRows, Vec<bool>>,
     statuses: GroupCommit<store::StatusRecord, Option<store::StatusOwner>>,
 }
 
@@ -490,7 +490,8 @@ impl Handler<SendCommand> for Sends {
                 (id.clone(), sent.clone(), replaced.cloned())
             })
             .collect();
-        r.batches
+        let stored_before = r
+            .batches
             .outbound
             .submit(store::OutboundRows {
                 bot_id: bot_id.clone(),
@@ -502,7 +503,7 @@ impl Handler<SendCommand> for Sends {
             .map_err(batch_error)?;
         let subject = r.bus.subjects().outbound(channel.platform, &channel.id)?;
         let platform = recipient.channel.platform.as_str();
-        for (id, planned) in ids.iter().zip(&plan) {
+        for ((id, planned), stored_before) in ids.iter().zip(&plan).zip(stored_before) {
             let (content, tag) = match planned {
                 Planned::Send { content, tag } => (*content, *tag),
                 Planned::Substitute {
@@ -552,6 +553,9 @@ impl Handler<SendCommand> for Sends {
                 in_reply_to: cmd.in_reply_to.clone(),
                 tag,
                 created_at: chrono::Utc::now(),
+                // Not stored by an earlier handling of this command (or a command with its
+                // id), so never published before.
+                fresh: !stored_before,
             };
             r.bus.publish(&subject, id, &job).await?;
         }

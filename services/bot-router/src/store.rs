@@ -352,11 +352,12 @@ pub struct OutboundRows {
 }
 
 /// Stores the outbound messages of send commands, in one statement. Idempotent: ids are
-/// derived from the commands.
+/// derived from the commands. For each command, which of its messages were stored already
+/// (a redelivered or repeated command: they may have been published, even sent, before).
 pub async fn insert_outbound(
     pool: &PgPool,
     batch: Vec<OutboundRows>,
-) -> Result<Vec<()>, sqlx::Error> {
+) -> Result<Vec<Vec<bool>>, sqlx::Error> {
     let total: usize = batch.iter().map(|b| b.messages.len()).sum();
     let mut ids = Vec::with_capacity(total);
     let mut contents = Vec::with_capacity(total);
@@ -377,13 +378,14 @@ pub async fn insert_outbound(
             sources.push(source.clone());
         }
     }
-    sqlx::query(
+    let rows = sqlx::query(
         "insert into messages (id, conversation_id, bot_id, direction, content, replaced_content,
                                source, status)
          select id, conversation_id, bot_id, 'outbound', content, replaced, source, 'queued'
          from unnest($1::text[], $2::jsonb[], $3::jsonb[], $4::text[], $5::text[], $6::text[])
              as t(id, content, replaced, conversation_id, bot_id, source)
-         on conflict (id) do nothing",
+         on conflict (id) do nothing
+         returning id",
     )
     .bind(&ids)
     .bind(&contents)
@@ -391,9 +393,19 @@ pub async fn insert_outbound(
     .bind(&conversations)
     .bind(&bots)
     .bind(&sources)
-    .execute(pool)
+    .fetch_all(pool)
     .await?;
-    Ok(vec![(); batch.len()])
+    let new: std::collections::HashSet<String> =
+        rows.iter().map(|r| r.get::<String, _>(0)).collect();
+    Ok(batch
+        .iter()
+        .map(|b| {
+            b.messages
+                .iter()
+                .map(|(id, _, _)| !new.contains(id))
+                .collect()
+        })
+        .collect())
 }
 
 /// Who a status is about.

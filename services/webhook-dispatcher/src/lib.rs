@@ -51,11 +51,21 @@ pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] = &[
         "batch_functions",
         include_str!("../migrations/0003_batch_functions.sql"),
     ),
+    (
+        4,
+        "delivery_written_once",
+        include_str!("../migrations/0004_delivery_written_once.sql"),
+    ),
 ];
 
 /// Attempts one bot may always have in flight per process; beyond that, its new events are
 /// parked unless fewer than half the handler slots are taken (see [`InFlight`]).
 const MAX_IN_FLIGHT_PER_BOT: usize = 4;
+/// A handler may wait in place for an in-flight slot of a bot whose attempts take less than
+/// this (a moving average), for at most [`SLOT_WAIT`], before its event is parked instead (see
+/// [`Dispatcher::wait_for_slot`]).
+const FAST_ATTEMPT: Duration = Duration::from_millis(50);
+const SLOT_WAIT: Duration = Duration::from_millis(100);
 /// Longest a failing endpoint's breaker stays open.
 const MAX_BREAKER: Duration = Duration::from_secs(30);
 /// Parked conversations the scheduler works on at once.
@@ -83,6 +93,8 @@ struct Dispatcher {
     parked_for_slots: std::sync::atomic::AtomicBool,
     /// Wakes the scheduler before its tick.
     wake: tokio::sync::Notify,
+    /// Wakes the handlers waiting for an in-flight slot when one is released.
+    slot_freed: tokio::sync::Notify,
     /// Attempts in flight (all bots) below which a bot may exceed [`MAX_IN_FLIGHT_PER_BOT`]:
     /// half the consumer's handler slots.
     shared_slots: usize,
@@ -139,6 +151,7 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             in_flight: Mutex::default(),
             parked_for_slots: std::sync::atomic::AtomicBool::new(false),
             wake: tokio::sync::Notify::new(),
+            slot_freed: tokio::sync::Notify::new(),
             shared_slots: deps.config.consumer_concurrency / 2,
             answered: Mutex::default(),
         });
@@ -176,6 +189,10 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
 struct InFlight {
     per_bot: HashMap<String, usize>,
     total: usize,
+    /// Handlers waiting for a slot, per bot.
+    waiting: HashMap<String, usize>,
+    /// How long each bot's attempts take: an exponentially weighted moving average.
+    attempt_time: HashMap<String, Duration>,
 }
 
 /// The result of one attempt.
@@ -496,7 +513,7 @@ impl Dispatcher {
     /// Takes an in-flight slot for `bot_id`, or `None` when the bot has its share already.
     fn slot(self: &Arc<Self>, bot_id: &str) -> Option<Slot> {
         let mut m = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        let InFlight { per_bot, total } = &mut *m;
+        let InFlight { per_bot, total, .. } = &mut *m;
         let n = per_bot.entry(bot_id.to_owned()).or_insert(0);
         if *n >= MAX_IN_FLIGHT_PER_BOT && *total >= self.shared_slots {
             return None;
@@ -509,8 +526,64 @@ impl Dispatcher {
         })
     }
 
+    /// A slot for `bot_id` once one is released, waiting in place at most [`SLOT_WAIT`], when
+    /// its attempts are fast (under [`FAST_ATTEMPT`] on average, so a slot is due within
+    /// milliseconds) and fewer than half the handler slots wait for it already; `None`: park
+    /// instead. Waiting keeps a busy but healthy tenant's events off the outbox (a parked event
+    /// costs five more statements and waits for the scheduler); a slow tenant's events are
+    /// parked at once, so its handlers never wait.
+    async fn wait_for_slot(self: &Arc<Self>, bot_id: &str) -> Option<Slot> {
+        {
+            let mut m = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            let fast = m
+                .attempt_time
+                .get(bot_id)
+                .is_some_and(|t| *t < FAST_ATTEMPT);
+            let w = m.waiting.entry(bot_id.to_owned()).or_insert(0);
+            if !fast || *w >= self.shared_slots.max(1) {
+                if *w == 0 {
+                    m.waiting.remove(bot_id);
+                }
+                return None;
+            }
+            *w += 1;
+        }
+        let deadline = tokio::time::Instant::now() + SLOT_WAIT;
+        let slot = loop {
+            let freed = self.slot_freed.notified();
+            tokio::pin!(freed);
+            // Registered before the check, so a slot released in between is not missed.
+            freed.as_mut().enable();
+            if let Some(slot) = self.slot(bot_id) {
+                break Some(slot);
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                break None;
+            }
+        };
+        let mut m = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = m.waiting.get_mut(bot_id) {
+            *w -= 1;
+            if *w == 0 {
+                m.waiting.remove(bot_id);
+            }
+        }
+        slot
+    }
+
+    /// Folds one attempt's duration into the bot's moving average.
+    fn note_attempt_time(&self, bot_id: &str, took: Duration) {
+        let mut m = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        let t = m.attempt_time.entry(bot_id.to_owned()).or_insert(took);
+        *t = (*t * 4 + took) / 5;
+    }
+
     /// One attempt to deliver `job` (attempt number `attempt`), logged.
-    async fn deliver(&self, job: &DispatchJob, attempt: u64) -> Result<Attempted, HandlerError> {
+    async fn deliver(
+        &self,
+        job: &Arc<DispatchJob>,
+        attempt: u64,
+    ) -> Result<Attempted, HandlerError> {
         let Some(bot) = self.view.bot(&job.event.bot_id).await? else {
             tracing::info!(bot_id = %job.event.bot_id, event_id = %job.event.id, "bot no longer exists; event dropped");
             return Ok(Attempted::Skipped);
@@ -587,6 +660,7 @@ impl Dispatcher {
             }
         };
         let took = started.elapsed();
+        self.note_attempt_time(&bot.id, took);
         let ok = outcome.error.is_none();
         metrics::histogram!("patchbay_webhook_attempt_seconds").record(took.as_secs_f64());
         metrics::counter!("patchbay_webhook_attempts_total", "outcome" => if ok { "delivered" } else { "failed" }).increment(1);
@@ -599,8 +673,7 @@ impl Dispatcher {
                 .await?;
             self.attempts
                 .submit(store::Attempt {
-                    event_id: job.event.id.clone(),
-                    bot_id: job.event.bot_id.clone(),
+                    job: job.clone(),
                     event_type: job.event.event_type.as_str(),
                     attempt,
                     url: url.clone(),
@@ -622,8 +695,7 @@ impl Dispatcher {
         }
         self.attempts
             .submit(store::Attempt {
-                event_id: job.event.id.clone(),
-                bot_id: job.event.bot_id.clone(),
+                job: job.clone(),
                 event_type: job.event.event_type.as_str(),
                 attempt,
                 url: url.clone(),
@@ -691,7 +763,7 @@ impl Dispatcher {
         letter
             .store_with_id(&self.bus, &patchbay_contract::ids::new_id("dlq"))
             .await?;
-        store::mark_failed(&self.pool, &job.event.id, reason)
+        store::mark_failed(&self.pool, job, reason)
             .await
             .map_err(db_error)?;
         tracing::warn!(event_id = %job.event.id, %reason, "event dead-lettered");
@@ -995,7 +1067,7 @@ impl Drop for Slot {
             .in_flight
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let InFlight { per_bot, total } = &mut *m;
+        let InFlight { per_bot, total, .. } = &mut *m;
         if let Some(n) = per_bot.get_mut(&self.bot_id) {
             *n = n.saturating_sub(1);
             *total = total.saturating_sub(1);
@@ -1004,6 +1076,7 @@ impl Drop for Slot {
             }
         }
         drop(m);
+        self.dispatcher.slot_freed.notify_waiters();
         if self
             .dispatcher
             .parked_for_slots
@@ -1027,41 +1100,48 @@ impl Handler<DispatchJob> for Intake {
         // Shared with the batch without a copy.
         let job = Arc::new(d.payload);
         // Delivered, or dead-lettered, already: a redelivery. (Retries and replays set the
-        // delivery back to pending before they publish the job again.)
+        // delivery back to pending before they publish the job again; a new event has no
+        // delivery yet, which its first outcome creates.)
         let (state, parked) = me
             .admissions
             .submit(store::Admission(job.clone()))
             .await
             .map_err(batch_error)?;
-        let job = &*job;
         if state != DeliveryState::Pending {
             return Ok(());
         }
         let now = chrono::Utc::now();
         if parked {
             // Earlier events of this conversation are waiting: queue behind them.
-            return store::park(&me.pool, job, 0, now).await.map_err(db_error);
+            return store::park(&me.pool, &job, 0, now).await.map_err(db_error);
         }
         if let Some(until) = me.breaker_open(&job.event.bot_id) {
             let next = now + to_chrono(until.saturating_duration_since(Instant::now()));
-            return store::park(&me.pool, job, 0, next).await.map_err(db_error);
+            return store::park(&me.pool, &job, 0, next).await.map_err(db_error);
         }
-        let Some(_slot) = me.slot(&job.event.bot_id) else {
-            // This bot already has its share of attempts in flight.
-            // Due at once: the next attempt of this replica to finish wakes the scheduler.
-            store::park(&me.pool, job, 0, now).await.map_err(db_error)?;
+        let slot = match me.slot(&job.event.bot_id) {
+            Some(slot) => Some(slot),
+            None => me.wait_for_slot(&job.event.bot_id).await,
+        };
+        let Some(_slot) = slot else {
+            // This bot already has its share of attempts in flight, and enough handlers
+            // waiting for one. Due at once: the next attempt of this replica to finish wakes
+            // the scheduler.
+            store::park(&me.pool, &job, 0, now)
+                .await
+                .map_err(db_error)?;
             me.parked_for_slots
                 .store(true, std::sync::atomic::Ordering::Release);
             return Ok(());
         };
-        match me.deliver(job, 1).await? {
+        match me.deliver(&job, 1).await? {
             Attempted::Delivered | Attempted::Skipped => Ok(()),
-            Attempted::Disabled(reason) => me.dead_letter(job, 1, &reason).await,
+            Attempted::Disabled(reason) => me.dead_letter(&job, 1, &reason).await,
             Attempted::Failed {
                 reason,
                 retry_after,
             } => me
-                .after_failure(job, None, 1, &reason, retry_after)
+                .after_failure(&job, None, 1, &reason, retry_after)
                 .await
                 .map(|_| ()),
         }

@@ -15,43 +15,34 @@ use sqlx::{PgPool, Row};
 /// A parked event claimed by the scheduler.
 pub struct Parked {
     pub id: i64,
-    pub job: DispatchJob,
+    pub job: Arc<DispatchJob>,
     pub attempts: i32,
 }
 
-/// An event to register for delivery (see [`admit`]).
+/// An event to admit for delivery (see [`admit`]).
 #[derive(Clone)]
 pub struct Admission(pub Arc<DispatchJob>);
 
-/// Registers events for delivery (each once) and returns where each delivery stands, and
-/// whether earlier events of its conversation are parked (new ones must queue behind them),
-/// by one call for the batch (`admit_batch`, migration 0003).
+/// Where each event's delivery stands (`Pending` when it is not known yet: its row is written
+/// with its first outcome), and whether earlier events of its conversation are parked (new
+/// ones must queue behind them), by one read-only call for the batch (`admission_batch`,
+/// migration 0004).
 pub async fn admit(
     pool: &PgPool,
     batch: Vec<Admission>,
 ) -> Result<Vec<(DeliveryState, bool)>, sqlx::Error> {
     let n = batch.len();
     let mut ids = Vec::with_capacity(n);
-    let mut bots = Vec::with_capacity(n);
     let mut conversations = Vec::with_capacity(n);
-    let mut types = Vec::with_capacity(n);
-    let mut jobs = Vec::with_capacity(n);
     for Admission(job) in &batch {
         ids.push(job.event.id.as_str());
-        bots.push(job.event.bot_id.as_str());
         conversations.push(job.event.conversation_id.as_str());
-        types.push(job.event.event_type.as_str());
-        jobs.push(sqlx::types::Json(&**job));
     }
-    let rows =
-        sqlx::query("select i, status, parked from admit_batch($1, $2, $3, $4, $5) order by i")
-            .bind(&ids)
-            .bind(&bots)
-            .bind(&conversations)
-            .bind(&types)
-            .bind(&jobs)
-            .fetch_all(pool)
-            .await?;
+    let rows = sqlx::query("select i, status, parked from admission_batch($1, $2) order by i")
+        .bind(&ids)
+        .bind(&conversations)
+        .fetch_all(pool)
+        .await?;
     if rows.len() != n {
         return Err(sqlx::Error::Protocol(format!(
             "admitting {n} events returned {} rows",
@@ -60,7 +51,13 @@ pub async fn admit(
     }
     Ok(rows
         .iter()
-        .map(|row| (state(row.get("status")), row.get("parked")))
+        .map(|row| {
+            let status: Option<&str> = row.get("status");
+            (
+                status.map_or(DeliveryState::Pending, state),
+                row.get("parked"),
+            )
+        })
         .collect())
 }
 
@@ -86,8 +83,8 @@ pub async fn status(pool: &PgPool, event_id: &str) -> Result<Option<DeliveryStat
 /// One callback attempt, as logged.
 #[derive(Clone)]
 pub struct Attempt {
-    pub event_id: String,
-    pub bot_id: String,
+    /// The event's job: its delivery is created with it on the first attempt.
+    pub job: Arc<DispatchJob>,
     pub event_type: &'static str,
     /// Its number (1 for the first).
     pub attempt: u64,
@@ -100,8 +97,8 @@ pub struct Attempt {
     pub error: Option<String>,
 }
 
-/// Logs attempts and records each outcome on its delivery's summary, by one call for the
-/// batch (`record_attempt_batch`).
+/// Logs attempts and records each outcome on its delivery (created on the first attempt), by
+/// one call for the batch (`record_attempts_batch`, migration 0004).
 pub async fn record_attempt(pool: &PgPool, batch: Vec<Attempt>) -> Result<Vec<()>, sqlx::Error> {
     let n = batch.len();
     let mut ids = Vec::with_capacity(n);
@@ -114,19 +111,23 @@ pub async fn record_attempt(pool: &PgPool, batch: Vec<Attempt>) -> Result<Vec<()
     let mut urls = Vec::with_capacity(n);
     let mut durations = Vec::with_capacity(n);
     let mut bodies = Vec::with_capacity(n);
+    let mut conversations = Vec::with_capacity(n);
+    let mut jobs = Vec::with_capacity(n);
     for a in &batch {
-        ids.push(a.event_id.as_str());
+        ids.push(a.job.event.id.as_str());
         delivered.push(a.delivered);
         codes.push(a.status_code.map(i32::from));
         errors.push(a.error.as_deref());
-        bots.push(a.bot_id.as_str());
+        bots.push(a.job.event.bot_id.as_str());
+        conversations.push(a.job.event.conversation_id.as_str());
+        jobs.push(sqlx::types::Json(&*a.job));
         types.push(a.event_type);
         numbers.push(i32::try_from(a.attempt).unwrap_or(i32::MAX));
         urls.push(a.url.as_str());
         durations.push(i32::try_from(a.duration.as_millis()).unwrap_or(i32::MAX));
         bodies.push(a.response_body.as_str());
     }
-    sqlx::query("select record_attempt_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+    sqlx::query("select record_attempts_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
         .bind(&ids)
         .bind(&delivered)
         .bind(&codes)
@@ -137,18 +138,32 @@ pub async fn record_attempt(pool: &PgPool, batch: Vec<Attempt>) -> Result<Vec<()
         .bind(&urls)
         .bind(&durations)
         .bind(&bodies)
+        .bind(&conversations)
+        .bind(&jobs)
         .execute(pool)
         .await?;
     Ok(vec![(); n])
 }
 
-/// Marks a delivery failed (dead-lettered).
-pub async fn mark_failed(pool: &PgPool, event_id: &str, reason: &str) -> Result<(), sqlx::Error> {
+/// Marks a delivery failed (dead-lettered), creating it if the event was never attempted (its
+/// endpoint disabled).
+pub async fn mark_failed(
+    pool: &PgPool,
+    job: &DispatchJob,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "update deliveries set status = 'failed', last_error = $2, updated_at = now()
-         where event_id = $1",
+        "insert into deliveries (event_id, bot_id, conversation_id, event_type, status, job,
+                                 last_error)
+         values ($1, $2, $3, $4, 'failed', $5, $6)
+         on conflict (event_id) do update set
+             status = 'failed', last_error = excluded.last_error, updated_at = now()",
     )
-    .bind(event_id)
+    .bind(&job.event.id)
+    .bind(&job.event.bot_id)
+    .bind(&job.event.conversation_id)
+    .bind(job.event.event_type.as_str())
+    .bind(sqlx::types::Json(job))
     .bind(reason)
     .execute(pool)
     .await?;
@@ -320,15 +335,20 @@ pub async fn reopen_failed(
     Ok(jobs.into_iter().map(|(_, j)| j).collect())
 }
 
-/// Parks an event (idempotent per event id).
+/// Parks an event (idempotent per event id), creating its delivery (pending) if no attempt
+/// did.
 pub async fn park(
     pool: &PgPool,
     job: &DispatchJob,
     attempts: i32,
     next_attempt_at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
+    // Its delivery too, pending, unless an attempt created it already.
     sqlx::query(
-        "insert into parked (conversation_id, bot_id, event_id, job, attempts, next_attempt_at)
+        "with d as (
+             insert into deliveries (event_id, bot_id, conversation_id, event_type, status, job)
+             values ($3, $2, $1, $7, 'pending', $4) on conflict (event_id) do nothing)
+         insert into parked (conversation_id, bot_id, event_id, job, attempts, next_attempt_at)
          values ($1, $2, $3, $4, $5, $6) on conflict (event_id) do nothing",
     )
     .bind(&job.event.conversation_id)
@@ -337,6 +357,7 @@ pub async fn park(
     .bind(sqlx::types::Json(job))
     .bind(attempts)
     .bind(next_attempt_at)
+    .bind(job.event.event_type.as_str())
     .execute(pool)
     .await?;
     Ok(())
@@ -346,7 +367,7 @@ fn parked(row: &sqlx::postgres::PgRow) -> Option<Parked> {
     let job: sqlx::types::Json<DispatchJob> = row.try_get("job").ok()?;
     Some(Parked {
         id: row.get("id"),
-        job: job.0,
+        job: Arc::new(job.0),
         attempts: row.get("attempts"),
     })
 }

@@ -140,6 +140,10 @@ pub struct Delivery<T> {
     pub published_at: DateTime<Utc>,
     /// Which delivery this is (1 for the first).
     pub delivered: u64,
+    /// Whether this message may have been handled before: a redelivery, a retry in place, or
+    /// a copy recovered after a reader lost track of it (which counts as delivery 1 for
+    /// attempts, but was handed out before). `false` only for a message's first delivery.
+    pub redelivered: bool,
     /// Its headers.
     pub headers: Option<HeaderMap>,
 }
@@ -718,6 +722,7 @@ where
             stream_sequence: work.stream_sequence,
             published_at: work.published_at,
             delivered: attempt,
+            redelivered: attempt > 1 || matches!(work.source, Source::Recovered),
             headers: work.headers.clone(),
         };
         let handling = AssertUnwindSafe(self.handler.handle(delivery)).catch_unwind();

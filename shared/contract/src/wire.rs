@@ -385,6 +385,12 @@ pub struct OutboundJob {
     pub tag: Option<MessageTag>,
     /// When the router accepted it.
     pub created_at: DateTime<Utc>,
+    /// Set by the router when it stored this message just now, so no copy of it was published
+    /// before: on its first delivery the sender need not look it up among sent messages.
+    /// Absent or `false` (a redelivered or repeated command, or an older router): it may have
+    /// been sent already, and the sender checks.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fresh: bool,
 }
 
 /// A platform message tag that allows a message outside the standard window.

@@ -199,6 +199,9 @@ impl<A: OutboundAdapter> Handler<OutboundJob> for Sender<A> {
                     platform_message_id: a.platform_message_id,
                 })
             }
+            // The router stored this message just now and this is its first delivery: no copy
+            // of it can have been sent, so the bucket is not asked.
+            None if job.fresh && !d.redelivered => self.send_new(job, d.delivered).await?,
             None => match self
                 .sent
                 .get(&job.message_id)
@@ -209,26 +212,7 @@ impl<A: OutboundAdapter> Handler<OutboundJob> for Sender<A> {
                     platform_message_id: (!id.is_empty())
                         .then(|| String::from_utf8_lossy(&id).into_owned()),
                 }),
-                None => {
-                    let result = self.attempt(job, d.delivered).await?;
-                    if let Ok(sent) = &result {
-                        self.accepted
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(
-                                job.message_id.clone(),
-                                Accepted {
-                                    platform_message_id: sent.platform_message_id.clone(),
-                                    recorded: false,
-                                    at: std::time::Instant::now(),
-                                },
-                            );
-                        // Until this is stored, a retry here reports instead of resending;
-                        // if it cannot be stored now, the message is retried in place.
-                        self.record(&job.message_id).await?;
-                    }
-                    result
-                }
+                None => self.send_new(job, d.delivered).await?,
             },
         };
         let (status, platform_message_id, error) = match result {
@@ -261,6 +245,32 @@ impl<A: OutboundAdapter> Handler<OutboundJob> for Sender<A> {
 }
 
 impl<A: OutboundAdapter> Sender<A> {
+    /// Sends a message not sent before, and records the platform's acceptance.
+    async fn send_new(
+        &self,
+        job: &OutboundJob,
+        delivered: u64,
+    ) -> Result<Result<crate::Sent, DeliveryError>, HandlerError> {
+        let result = self.attempt(job, delivered).await?;
+        if let Ok(sent) = &result {
+            self.accepted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(
+                    job.message_id.clone(),
+                    Accepted {
+                        platform_message_id: sent.platform_message_id.clone(),
+                        recorded: false,
+                        at: std::time::Instant::now(),
+                    },
+                );
+            // Until this is stored, a retry here reports instead of resending; if it cannot
+            // be stored now, the message is retried in place.
+            self.record(&job.message_id).await?;
+        }
+        Ok(result)
+    }
+
     /// Stores the platform's acceptance of `message_id` in the sent-messages bucket, so a
     /// redelivery anywhere reports it instead of sending again.
     async fn record(&self, message_id: &str) -> Result<(), HandlerError> {

@@ -3,11 +3,12 @@
 //! `traceparent` travels through NATS either way), W3C propagation, and the Prometheus recorder.
 //!
 //! Metric names follow one scheme: `patchbay_<area>_<what>_<unit>` with `_total` for counters
-//! and `_seconds` for histograms; labels name the consumer, stream, route or platform.
+//! and `_seconds` for histograms (exported as Prometheus histograms with fixed buckets);
+//! labels name the consumer, stream, route or platform.
 
 use std::sync::OnceLock;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
@@ -103,11 +104,35 @@ pub fn install_globals() {
     });
 }
 
+/// Bucket bounds of every `_seconds` histogram: from half a millisecond (a publish, a
+/// group-committed statement) to half a minute (a slow tenant's timeout). Histograms rather
+/// than summaries, so replicas aggregate (`histogram_quantile` over `sum by (le)`) and any
+/// window can be asked for.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Bucket bounds of `patchbay_db_batch_size` (requests per group-committed statement, at most
+/// 128).
+const BATCH_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
+
 /// The Prometheus recorder's handle, installing the recorder on first use.
 pub fn metrics_handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("patchbay_db_batch_size".into()),
+                    BATCH_SIZE_BUCKETS,
+                )
+            })
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "histogram buckets refused; exporting summaries");
+                PrometheusBuilder::new()
+            })
+            .build_recorder();
         let handle = recorder.handle();
         if metrics::set_global_recorder(recorder).is_err() {
             tracing::warn!("a metrics recorder was already installed; /metrics may be empty");

@@ -12,6 +12,7 @@ use crate::{KitError, workspace_root};
 pub struct NatsServer {
     child: Option<Guarded>,
     port: u16,
+    monitor_port: u16,
     dir: tempfile::TempDir,
     binary: PathBuf,
 }
@@ -41,6 +42,7 @@ impl NatsServer {
         let mut server = Self {
             child: None,
             port: 0,
+            monitor_port: 0,
             dir,
             binary: binary()?,
         };
@@ -55,6 +57,7 @@ impl NatsServer {
         let mut cmd = Command::new(&self.binary);
         cmd.args(["-a", "127.0.0.1", "-p"])
             .arg(port.map_or("-1".to_owned(), |p| p.to_string()))
+            .args(["-m", "-1"])
             .args(["-js", "-sd"])
             .arg(self.dir.path().join("store"))
             .arg("--ports_file_dir")
@@ -63,12 +66,13 @@ impl NatsServer {
         self.child = Some(child);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
-            if let Some(p) = read_port(&ports_dir)
+            if let Some((p, m)) = read_ports(&ports_dir)
                 && tokio::net::TcpStream::connect(("127.0.0.1", p))
                     .await
                     .is_ok()
             {
                 self.port = p;
+                self.monitor_port = m;
                 return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
@@ -87,6 +91,12 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// `http://127.0.0.1:<port>` of the monitoring endpoints (`/varz`, `/connz`, `/jsz`), on
+    /// a random port of its own.
+    pub fn monitor_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.monitor_port)
+    }
+
     /// Kills the server (SIGKILL), keeping its store.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -101,12 +111,16 @@ impl NatsServer {
     }
 }
 
-fn read_port(dir: &Path) -> Option<u16> {
+/// The client and monitoring ports the server wrote to its ports file.
+fn read_ports(dir: &Path) -> Option<(u16, u16)> {
     let entry = std::fs::read_dir(dir).ok()?.flatten().next()?;
     let text = std::fs::read_to_string(entry.path()).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let url = v["nats"].as_array()?.first()?.as_str()?;
-    url.rsplit(':').next()?.parse().ok()
+    let port = |key: &str| -> Option<u16> {
+        let url = v[key].as_array()?.first()?.as_str()?;
+        url.rsplit(':').next()?.parse().ok()
+    };
+    Some((port("nats")?, port("monitoring")?))
 }
 
 /// A JetStream cluster of real `nats-server` processes on loopback, joined by routes.
