@@ -55,7 +55,9 @@ impl NatsServer {
         let _ = std::fs::remove_dir_all(&ports_dir);
         std::fs::create_dir_all(&ports_dir)?;
         let mut cmd = Command::new(&self.binary);
-        cmd.args(["-a", "127.0.0.1", "-p"])
+        cmd.arg("-c")
+            .arg(limits_file(self.dir.path())?)
+            .args(["-a", "127.0.0.1", "-p"])
             .arg(port.map_or("-1".to_owned(), |p| p.to_string()))
             .args(["-m", "-1"])
             .args(["-js", "-sd"])
@@ -109,6 +111,16 @@ impl NatsServer {
         self.kill();
         self.launch(Some(self.port)).await
     }
+}
+
+/// A configuration file that lifts JetStream's file storage limit, which otherwise follows
+/// the disk's free space: every stack reserves its streams' caps (1 GiB each by default), and
+/// the parallel tests' servers must not fail on a machine with less free disk than that sum.
+/// What the tests store is a few megabytes.
+fn limits_file(dir: &Path) -> Result<PathBuf, KitError> {
+    let path = dir.join("limits.conf");
+    std::fs::write(&path, "jetstream {\n  max_file_store: 1T\n}\n")?;
+    Ok(path)
 }
 
 /// The client and monitoring ports the server wrote to its ports file.
@@ -205,7 +217,9 @@ impl NatsCluster {
             .collect();
         let n = &mut self.nodes[i];
         let mut cmd = Command::new(&self.binary);
-        cmd.args(["-a", "127.0.0.1", "-p", &n.port.to_string()])
+        cmd.arg("-c")
+            .arg(limits_file(&n.dir)?)
+            .args(["-a", "127.0.0.1", "-p", &n.port.to_string()])
             .args(["-m", &n.monitor_port.to_string()])
             .args(["-js", "-sd"])
             .arg(n.dir.join("store"))
