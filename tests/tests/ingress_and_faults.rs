@@ -107,7 +107,7 @@ async fn a_repeated_update_is_delivered_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_retry_after_the_duplicate_window_is_caught_by_the_router() {
+async fn a_retry_after_the_duplicate_window_is_not_delivered_again() {
     let window = std::time::Duration::from_millis(300);
     let stack = Stack::start_with(Options {
         configure: Box::new(move |c| {
@@ -138,7 +138,7 @@ async fn a_retry_after_the_duplicate_window_is_caught_by_the_router() {
     assert_eq!(
         stack.received_texts(2).await,
         vec![json!("A"), json!("B")],
-        "the router dropped the late retry of A"
+        "the late retry of A was dropped (by the dispatcher, which knows its event id)"
     );
     stack.shutdown().await;
 }

@@ -101,7 +101,8 @@ struct Router {
 /// is acknowledged) only after its own rows are committed.
 struct Batches {
     inbound: GroupCommit<store::InboundRecord, store::StoredInbound>,
-    /// `inbound_events.dispatched_at` by dedupe key, once the dispatch job is published.
+    /// `inbound_events.dispatched_at` by dedupe key, for events the tenant does not get (see
+    /// [`Inbound`]'s handler).
     marks: GroupCommit<String, ()>,
     recipients: GroupCommit<store::RecipientQuery, Option<store::Resolved>>,
     outbound: GroupCommit<store::OutboundRows, Vec<bool>>,
@@ -321,13 +322,21 @@ impl Handler<InboundEvent> for Inbound {
             };
             r.dispatch(&bot, event).await?
         };
-        if !dispatched && ev.channel.platform == Platform::Custom {
+        if dispatched {
+            // No mark on the hot path: a platform retry after JetStream's duplicate window is
+            // dispatched again under the same event id, and the dispatcher, whose delivery
+            // record knows the event, drops it.
+            return Ok(());
+        }
+        if ev.channel.platform == Platform::Custom {
             // A custom channel's request may be waiting for the tenant's answer: there will be
             // none.
             r.bus
                 .announce_custom_outcome(&stored.event_id, false, 0)
                 .await;
         }
+        // Not for the tenant (a disabled bot, no callback for it): remember that, so a late
+        // platform retry is not delivered either, whatever changed meanwhile.
         r.batches
             .marks
             .submit(ev.dedupe_key.clone())

@@ -237,7 +237,8 @@ async fn stored_inbound(
     })
 }
 
-/// Notes that the tenant events of `dedupe_keys` are stored (or were not wanted).
+/// Notes that the events of `dedupe_keys` were handled without a dispatch (the tenant does not
+/// get them), so their platform retries are dropped here.
 pub async fn mark_dispatched(
     pool: &PgPool,
     dedupe_keys: Vec<String>,
