@@ -325,19 +325,15 @@ async fn gone_disables_the_endpoint_until_re_enabled() {
         "no attempts while disabled: {all:?}"
     );
     // The delivery log has every dead letter as failed, the unattempted ones with no attempts.
-    let log: serde_json::Value = stack
-        .http
-        .get(format!(
-            "{}/v1/deliveries?status=failed&limit=100",
-            stack.api_url()
-        ))
-        .bearer_auth(&bot.api_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, log) = stack
+        .call(
+            "GET",
+            "/v1/deliveries?status=failed&limit=100",
+            Some(&bot.api_key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{log}");
     let failed = log["items"].as_array().unwrap();
     assert_eq!(failed.len(), all.len(), "{log}");
     let unattempted = failed.iter().filter(|d| d["attempts"] == 0).count();
