@@ -490,9 +490,20 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
             ceilings.push((path, hops, r));
             continue;
         }
+        let nats_pid = stack
+            .accounts()
+            .into_iter()
+            .find(|(n, _)| n == "nats-server")
+            .map(|(_, pid)| pid);
+        let nats_cpu = || nats_pid.map_or(0.0, |pid| stack::cpu_seconds(pid, tck, false));
         let n0 = stack.nats_counters().await;
+        let c0 = nats_cpu();
         let r = ceiling::run(&stack.nats.url(), hops, plan.ceiling_n, payload).await?;
+        let c1 = nats_cpu();
         let n1 = stack.nats_counters().await;
+        // nats-server's CPU per 1,000 messages through all the hops: what the bare hops cost
+        // the server, to hold against its column in the scenarios.
+        let nats_cpu_per_k = round3((c1 - c0) / load::f64_of(plan.ceiling_n) * 1000.0);
         let per = |a: u64, b: u64| {
             round3(
                 load::f64_of(usize::try_from(a.saturating_sub(b)).unwrap_or(0))
@@ -500,12 +511,13 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
             )
         };
         eprintln!(
-            "  {hops} hops: {r:.0}/s; nats-server: {} in, {} out per message",
+            "  {hops} hops: {r:.0}/s; nats-server: {} in, {} out per message, {nats_cpu_per_k} CPU-s per 1,000",
             per(n1.total.0, n0.total.0),
             per(n1.total.1, n0.total.1)
         );
         ceiling_nats.push(json!({
             "hops": hops,
+            "cpu_s_per_1000": nats_cpu_per_k,
             "in_per_message": per(n1.total.0, n0.total.0),
             "out_per_message": per(n1.total.1, n0.total.1),
             "api_per_message": per(n1.api, n0.api),

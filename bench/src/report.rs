@@ -228,17 +228,18 @@ pub fn markdown(r: &Value) -> String {
     if !ceiling_nats.is_empty() {
         let _ = writeln!(
             s,
-            "\nWhat nats-server carried for it, per message:\n\n| hops | messages in | messages out | \
-             JetStream API requests |\n|---|---|---|---|"
+            "\nWhat nats-server carried for it, per message, and its CPU:\n\n| hops | messages in | \
+             messages out | JetStream API requests | nats-server CPU s / 1000 msgs |\n|---|---|---|---|---|"
         );
         for n in ceiling_nats {
             let _ = writeln!(
                 s,
-                "| {} | {:.2} | {:.2} | {:.2} |",
+                "| {} | {:.2} | {:.2} | {:.2} | {:.3} |",
                 n["hops"],
                 f(&n["in_per_message"]),
                 f(&n["out_per_message"]),
                 f(&n["api_per_message"]),
+                f(&n["cpu_s_per_1000"]),
             );
         }
     }
