@@ -102,7 +102,10 @@ impl Stack {
             "pg_stat_statements.track_planning=on",
         ];
         let with_stats: Vec<&str> = DURABLE.iter().chain(&STATS).copied().collect();
-        let (pg, nats) = tokio::join!(PgServer::start_with(&with_stats), NatsServer::start());
+        let (pg, nats) = tokio::join!(
+            PgServer::start_with(&with_stats),
+            NatsServer::start_monitored()
+        );
         let pg = match pg {
             Ok(pg) => pg,
             Err(e) => {

@@ -12,7 +12,9 @@ use crate::{KitError, workspace_root};
 pub struct NatsServer {
     child: Option<Guarded>,
     port: u16,
+    /// The monitoring port, when started with one (0 otherwise).
     monitor_port: u16,
+    monitored: bool,
     dir: tempfile::TempDir,
     binary: PathBuf,
 }
@@ -38,11 +40,23 @@ pub fn binary() -> Result<PathBuf, KitError> {
 impl NatsServer {
     /// Starts a server on a random port and waits until JetStream is ready.
     pub async fn start() -> Result<Self, KitError> {
+        Self::start_with_monitoring(false).await
+    }
+
+    /// Starts a server that also serves its monitoring endpoints, on a random port of their
+    /// own ([`Self::monitor_url`]). Only the benchmark needs them: every port a test server
+    /// binds at random is one a cluster test may have picked for a node a moment before.
+    pub async fn start_monitored() -> Result<Self, KitError> {
+        Self::start_with_monitoring(true).await
+    }
+
+    async fn start_with_monitoring(monitored: bool) -> Result<Self, KitError> {
         let dir = tempfile::Builder::new().prefix("pb-nats-").tempdir()?;
         let mut server = Self {
             child: None,
             port: 0,
             monitor_port: 0,
+            monitored,
             dir,
             binary: binary()?,
         };
@@ -58,9 +72,11 @@ impl NatsServer {
         cmd.arg("-c")
             .arg(limits_file(self.dir.path())?)
             .args(["-a", "127.0.0.1", "-p"])
-            .arg(port.map_or("-1".to_owned(), |p| p.to_string()))
-            .args(["-m", "-1"])
-            .args(["-js", "-sd"])
+            .arg(port.map_or("-1".to_owned(), |p| p.to_string()));
+        if self.monitored {
+            cmd.args(["-m", "-1"]);
+        }
+        cmd.args(["-js", "-sd"])
             .arg(self.dir.path().join("store"))
             .arg("--ports_file_dir")
             .arg(&ports_dir);
@@ -69,6 +85,7 @@ impl NatsServer {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
             if let Some((p, m)) = read_ports(&ports_dir)
+                && (!self.monitored || m != 0)
                 && tokio::net::TcpStream::connect(("127.0.0.1", p))
                     .await
                     .is_ok()
@@ -93,8 +110,8 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    /// `http://127.0.0.1:<port>` of the monitoring endpoints (`/varz`, `/connz`, `/jsz`), on
-    /// a random port of its own.
+    /// `http://127.0.0.1:<port>` of the monitoring endpoints (`/varz`, `/connz`, `/jsz`) of a
+    /// server started with [`Self::start_monitored`].
     pub fn monitor_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.monitor_port)
     }
@@ -132,7 +149,7 @@ fn read_ports(dir: &Path) -> Option<(u16, u16)> {
         let url = v[key].as_array()?.first()?.as_str()?;
         url.rsplit(':').next()?.parse().ok()
     };
-    Some((port("nats")?, port("monitoring")?))
+    Some((port("nats")?, port("monitoring").unwrap_or(0)))
 }
 
 /// A JetStream cluster of real `nats-server` processes on loopback, joined by routes.
@@ -204,7 +221,18 @@ impl NatsCluster {
             cluster.launch(i)?;
         }
         for i in 0..size {
-            cluster.wait_healthy(i).await?;
+            if let Err(e) = cluster.wait_healthy(i).await {
+                // A node whose port was taken dies at once and the others wait for it in vain:
+                // every node's log goes into the error, so `start` can tell and retry.
+                let all: Vec<String> = (0..size).map(|j| cluster.log(j)).collect();
+                return Err(match e {
+                    KitError::Start(msg) => KitError::Start(format!(
+                        "{msg}\n--- every node's log ---\n{}",
+                        all.join("\n")
+                    )),
+                    e => e,
+                });
+            }
         }
         Ok(cluster)
     }
@@ -230,6 +258,11 @@ impl NatsCluster {
         Ok(())
     }
 
+    /// Node `i`'s log so far.
+    fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.nodes[i].dir.join("nats.log")).unwrap_or_default()
+    }
+
     async fn wait_healthy(&self, i: usize) -> Result<(), KitError> {
         let port = self.nodes[i].monitor_port;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -245,13 +278,13 @@ impl NatsCluster {
                     }
                 }
             }
-            let log =
-                || std::fs::read_to_string(self.nodes[i].dir.join("nats.log")).unwrap_or_default();
-            // A fatal error (a port taken) ends the node at once: no point waiting.
-            if tokio::time::Instant::now() > deadline || log().contains("[FTL]") {
+            // A fatal error (a port taken) ends a node at once: no point waiting, for it or for
+            // a node that needs it for a quorum.
+            let fatal = (0..self.nodes.len()).any(|j| self.log(j).contains("[FTL]"));
+            if tokio::time::Instant::now() > deadline || fatal {
                 return Err(KitError::Start(format!(
                     "cluster node n{i} not healthy:\n{}",
-                    log()
+                    self.log(i)
                 )));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
