@@ -499,7 +499,7 @@ impl Handler<SendCommand> for Sends {
                 (id.clone(), sent.clone(), replaced.cloned())
             })
             .collect();
-        let stored_before = r
+        let created = r
             .batches
             .outbound
             .submit(store::OutboundRows {
@@ -512,7 +512,7 @@ impl Handler<SendCommand> for Sends {
             .map_err(batch_error)?;
         let subject = r.bus.subjects().outbound(channel.platform, &channel.id)?;
         let platform = recipient.channel.platform.as_str();
-        for ((id, planned), stored_before) in ids.iter().zip(&plan).zip(stored_before) {
+        for ((id, planned), fresh) in ids.iter().zip(&plan).zip(created) {
             let (content, tag) = match planned {
                 Planned::Send { content, tag } => (*content, *tag),
                 Planned::Substitute {
@@ -564,7 +564,7 @@ impl Handler<SendCommand> for Sends {
                 created_at: chrono::Utc::now(),
                 // Not stored by an earlier handling of this command (or a command with its
                 // id), so never published before.
-                fresh: !stored_before,
+                fresh,
             };
             r.bus.publish(&subject, id, &job).await?;
         }

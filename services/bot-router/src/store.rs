@@ -353,8 +353,9 @@ pub struct OutboundRows {
 }
 
 /// Stores the outbound messages of send commands, in one statement. Idempotent: ids are
-/// derived from the commands. For each command, which of its messages were stored already
-/// (a redelivered or repeated command: they may have been published, even sent, before).
+/// derived from the commands. For each command, which of its messages this call created (the
+/// others were stored by a redelivered or repeated command: they may have been published,
+/// even sent, before).
 pub async fn insert_outbound(
     pool: &PgPool,
     batch: Vec<OutboundRows>,
@@ -403,7 +404,7 @@ pub async fn insert_outbound(
         .map(|b| {
             b.messages
                 .iter()
-                .map(|(id, _, _)| !new.contains(id))
+                .map(|(id, _, _)| new.contains(id))
                 .collect()
         })
         .collect())

@@ -539,14 +539,11 @@ impl Dispatcher {
                 .attempt_time
                 .get(bot_id)
                 .is_some_and(|t| *t < FAST_ATTEMPT);
-            let w = m.waiting.entry(bot_id.to_owned()).or_insert(0);
-            if !fast || *w >= self.shared_slots.max(1) {
-                if *w == 0 {
-                    m.waiting.remove(bot_id);
-                }
+            let waiting = m.waiting.get(bot_id).copied().unwrap_or(0);
+            if !fast || waiting >= self.shared_slots.max(1) {
                 return None;
             }
-            *w += 1;
+            *m.waiting.entry(bot_id.to_owned()).or_insert(0) += 1;
         }
         let deadline = tokio::time::Instant::now() + SLOT_WAIT;
         let slot = loop {
@@ -674,7 +671,6 @@ impl Dispatcher {
             self.attempts
                 .submit(store::Attempt {
                     job: job.clone(),
-                    event_type: job.event.event_type.as_str(),
                     attempt,
                     url: url.clone(),
                     delivered: true,
@@ -696,7 +692,6 @@ impl Dispatcher {
         self.attempts
             .submit(store::Attempt {
                 job: job.clone(),
-                event_type: job.event.event_type.as_str(),
                 attempt,
                 url: url.clone(),
                 delivered: false,

@@ -85,7 +85,6 @@ pub async fn status(pool: &PgPool, event_id: &str) -> Result<Option<DeliveryStat
 pub struct Attempt {
     /// The event's job: its delivery is created with it on the first attempt.
     pub job: Arc<DispatchJob>,
-    pub event_type: &'static str,
     /// Its number (1 for the first).
     pub attempt: u64,
     pub url: String,
@@ -121,7 +120,7 @@ pub async fn record_attempt(pool: &PgPool, batch: Vec<Attempt>) -> Result<Vec<()
         bots.push(a.job.event.bot_id.as_str());
         conversations.push(a.job.event.conversation_id.as_str());
         jobs.push(sqlx::types::Json(&*a.job));
-        types.push(a.event_type);
+        types.push(a.job.event.event_type.as_str());
         numbers.push(i32::try_from(a.attempt).unwrap_or(i32::MAX));
         urls.push(a.url.as_str());
         durations.push(i32::try_from(a.duration.as_millis()).unwrap_or(i32::MAX));
