@@ -69,7 +69,7 @@ impl Plan {
         } else {
             Self {
                 short,
-                closed_workers: 64,
+                closed_workers: 256,
                 closed_secs: 15,
                 open_rates: vec![100.0, 250.0, 500.0, 1000.0],
                 open_secs: 10,
@@ -95,11 +95,13 @@ fn main() -> ExitCode {
         return patchbay_runtime::lifecycle::main(process, &[*start]);
     }
     const USAGE: &str = "usage: patchbay-bench [--short] [--out DIR] [--rates 100,250,...] \
-                         [--only closed,open,inbound,outbound,many] [--self-services]\n       \
+                         [--only closed,open,inbound,outbound,many] [--workers N] \
+                         [--self-services]\n       \
                          patchbay-bench service <name>\n\
                          See docs/benchmarks.md.";
-    const KNOWN: [&str; 6] = [
+    const KNOWN: [&str; 7] = [
         "--short",
+        "--workers",
         "--self-services",
         "--out",
         "--rates",
@@ -119,7 +121,7 @@ fn main() -> ExitCode {
             eprintln!("unknown argument {a:?}\n{USAGE}");
             return ExitCode::from(2);
         }
-        expect_value = a == "--out" || a == "--rates" || a == "--only";
+        expect_value = a == "--out" || a == "--rates" || a == "--only" || a == "--workers";
     }
     let short = args.iter().any(|a| a == "--short");
     let force_self = args.iter().any(|a| a == "--self-services");
@@ -135,6 +137,19 @@ fn main() -> ExitCode {
         .and_then(|i| args.get(i + 1))
     {
         plan.open_rates = rates.split(',').filter_map(|r| r.parse().ok()).collect();
+    }
+    if let Some(w) = args
+        .iter()
+        .position(|a| a == "--workers")
+        .and_then(|i| args.get(i + 1))
+    {
+        match w.parse() {
+            Ok(w) if w > 0 => plan.closed_workers = w,
+            _ => {
+                eprintln!("--workers takes a positive number, not {w:?}\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
     }
     if let Some(only) = args
         .iter()
@@ -412,7 +427,9 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
         let m0 = load::parse_histograms(&stack.scrape().await);
         let q0 = stack.statements().await;
         let n0 = stack.nats_counters().await;
+        let host0 = stack::HostCpu::now();
         let o = f(ctx.clone()).await;
+        let (steal, iowait, idle) = stack::HostCpu::now().since(&host0);
         let n1 = stack.nats_counters().await;
         let m1 = load::parse_histograms(&stack.scrape().await);
         let q1 = stack.statements().await;
@@ -435,7 +452,8 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
         };
         clean &= o.lost == 0 && o.duplicated == 0;
         eprintln!(
-            "  {:.0}/s, p50 {:.1} ms, p99 {:.1} ms, delivered {}, lost {}, duplicated {}, errors {}",
+            "  {:.0}/s, p50 {:.1} ms, p99 {:.1} ms, delivered {}, lost {}, duplicated {}, errors {}; \
+             machine: {steal:.1} % stolen, {iowait:.1} % iowait, {idle:.1} % idle",
             o.throughput(),
             o.quantile(0.5),
             o.quantile(0.99),
@@ -461,6 +479,7 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
             "lost": o.lost,
             "duplicated": o.duplicated,
             "throughput_per_s": round3(o.throughput()),
+            "host_cpu_pct": {"steal": round3(steal), "iowait": round3(iowait), "idle": round3(idle)},
             "p50_ms": round3(o.quantile(0.5)),
             "p90_ms": round3(o.quantile(0.9)),
             "p99_ms": round3(o.quantile(0.99)),
@@ -478,6 +497,7 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
     let payload = 1024;
     let mut ceilings = Vec::new();
     let mut ceiling_nats = Vec::new();
+    let mut ceiling_steal: Vec<(usize, f64)> = Vec::new();
     for (path, hops) in [("round_trip", 6usize), ("inbound", 3), ("outbound", 3)] {
         if ceilings
             .iter()
@@ -498,7 +518,9 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
         let nats_cpu = || nats_pid.map_or(0.0, |pid| stack::cpu_seconds(pid, tck, false));
         let n0 = stack.nats_counters().await;
         let c0 = nats_cpu();
+        let host0 = stack::HostCpu::now();
         let r = ceiling::run(&stack.nats.url(), hops, plan.ceiling_n, payload).await?;
+        let (steal, _, _) = stack::HostCpu::now().since(&host0);
         let c1 = nats_cpu();
         let n1 = stack.nats_counters().await;
         // nats-server's CPU per 1,000 messages through all the hops: what the bare hops cost
@@ -511,7 +533,7 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
             )
         };
         eprintln!(
-            "  {hops} hops: {r:.0}/s; nats-server: {} in, {} out per message, {nats_cpu_per_k} CPU-s per 1,000",
+            "  {hops} hops: {r:.0}/s; nats-server: {} in, {} out per message, {nats_cpu_per_k} CPU-s per 1,000; {steal:.1} % stolen",
             per(n1.total.0, n0.total.0),
             per(n1.total.1, n0.total.1)
         );
@@ -523,6 +545,7 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
             "api_per_message": per(n1.api, n0.api),
         }));
         ceilings.push((path, hops, r));
+        ceiling_steal.push((hops, round3(steal)));
     }
     for s in &mut scenarios {
         if let Some((_, hops, r)) = ceilings.iter().find(|(p, _, _)| s["path"] == *p) {
@@ -552,7 +575,12 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
             "payload_bytes": payload,
             "messages": plan.ceiling_n,
             "storage": "file",
-            "runs": ceilings.iter().map(|(p, h, r)| json!({"path": p, "hops": h, "ceiling_per_s": round3(*r)})).collect::<Vec<_>>(),
+            "runs": ceilings.iter().map(|(p, h, r)| json!({
+                "path": p,
+                "hops": h,
+                "ceiling_per_s": round3(*r),
+                "host_steal_pct": ceiling_steal.iter().find(|(sh, _)| sh == h).map(|(_, st)| *st),
+            })).collect::<Vec<_>>(),
             "nats": ceiling_nats,
         },
         "peak_rss_mib": rss,

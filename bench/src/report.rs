@@ -53,18 +53,20 @@ pub fn markdown(r: &Value) -> String {
     let _ = writeln!(
         s,
         "Latency: from the request leaving the load generator (open loop: its scheduled time) to \
-         the message arriving at the fake platform (inbound only: at the fake tenant).\n"
+         the message arriving at the fake platform (inbound only: at the fake tenant). Stolen: the \
+         share of the machine's CPU time its host gave to others during the scenario (from \
+         `/proc/stat`); a run with much of it was slowed by a neighbour, not by Patchbay.\n"
     );
     let _ = writeln!(
         s,
-        "| scenario | msgs/s | JetStream ceiling (hops) | fraction | p50 ms | p90 ms | p99 ms | max ms | CPU s / 1000 msgs | lost | duplicated | rejected |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "| scenario | msgs/s | JetStream ceiling (hops) | fraction | p50 ms | p90 ms | p99 ms | max ms | CPU s / 1000 msgs | lost | duplicated | rejected | stolen % |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     let empty = Vec::new();
     let scenarios = r["scenarios"].as_array().unwrap_or(&empty);
     for sc in scenarios {
         let _ = writeln!(
             s,
-            "| {} | {:.0} | {:.0} ({}) | {:.3} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {} | {} | {} |",
+            "| {} | {:.0} | {:.0} ({}) | {:.3} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {} | {} | {} | {:.1} |",
             sc["name"].as_str().unwrap_or(""),
             f(&sc["throughput_per_s"]),
             f(&sc["ceiling_per_s"]),
@@ -78,6 +80,7 @@ pub fn markdown(r: &Value) -> String {
             sc["lost"],
             sc["duplicated"],
             sc["rejected"],
+            f(&sc["host_cpu_pct"]["steal"]),
         );
     }
     let _ = writeln!(
@@ -210,7 +213,7 @@ pub fn markdown(r: &Value) -> String {
         s,
         "## JetStream ceiling\n\n{} messages of {} bytes, {} storage, through a chain of \
          work-queue streams: publish with ack, durable pull consumer, explicit ack after the next \
-         publish was acked.\n\n| path | hops | msgs/s |\n|---|---|---|",
+         publish was acked.\n\n| path | hops | msgs/s | stolen % |\n|---|---|---|---|",
         c["messages"],
         c["payload_bytes"],
         c["storage"].as_str().unwrap_or("")
@@ -218,10 +221,11 @@ pub fn markdown(r: &Value) -> String {
     for run in c["runs"].as_array().unwrap_or(&empty) {
         let _ = writeln!(
             s,
-            "| {} | {} | {:.0} |",
+            "| {} | {} | {:.0} | {:.1} |",
             run["path"].as_str().unwrap_or(""),
             run["hops"],
-            f(&run["ceiling_per_s"])
+            f(&run["ceiling_per_s"]),
+            f(&run["host_steal_pct"])
         );
     }
     let ceiling_nats = c["nats"].as_array().unwrap_or(&empty);

@@ -480,3 +480,74 @@ pub fn peak_rss_mib(pid: u32, tree: bool) -> f64 {
     let k = kib as f64;
     k / 1024.0
 }
+
+/// The machine's CPU time by kind, from the first line of `/proc/stat` (in ticks): what the
+/// host took (`steal`), waiting for the disk (`iowait`), idle, and all of it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostCpu {
+    pub steal: u64,
+    pub iowait: u64,
+    pub idle: u64,
+    pub total: u64,
+}
+
+impl HostCpu {
+    /// Now (zeros where `/proc/stat` cannot be read).
+    pub fn now() -> Self {
+        std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|s| Self::parse(s.lines().next()?))
+            .unwrap_or_default()
+    }
+
+    /// Parses the `cpu  user nice system idle iowait irq softirq steal ...` line.
+    pub fn parse(line: &str) -> Option<Self> {
+        let mut fields = line.split_whitespace();
+        if fields.next()? != "cpu" {
+            return None;
+        }
+        let v: Vec<u64> = fields.map(|f| f.parse().ok()).collect::<Option<_>>()?;
+        // guest and guest_nice (9th and 10th) are already counted in user and nice.
+        let total = v.iter().take(8).sum();
+        Some(Self {
+            idle: *v.get(3)?,
+            iowait: *v.get(4)?,
+            steal: v.get(7).copied().unwrap_or(0),
+            total,
+        })
+    }
+
+    /// Percentages of the time between `before` and `self`: steal, iowait, idle.
+    pub fn since(&self, before: &Self) -> (f64, f64, f64) {
+        let total = self.total.saturating_sub(before.total);
+        if total == 0 {
+            return (0.0, 0.0, 0.0);
+        }
+        #[allow(clippy::cast_precision_loss)]
+        let pct = |a: u64, b: u64| a.saturating_sub(b) as f64 / total as f64 * 100.0;
+        (
+            pct(self.steal, before.steal),
+            pct(self.iowait, before.iowait),
+            pct(self.idle, before.idle),
+        )
+    }
+}
+
+#[cfg(test)]
+mod host_cpu_tests {
+    use super::HostCpu;
+
+    #[test]
+    fn steal_iowait_and_idle_are_shares_of_all_the_time_between_two_readings() {
+        let a = HostCpu::parse("cpu  100 0 50 800 20 0 10 20 0 0").unwrap();
+        let b = HostCpu::parse("cpu  200 0 100 1000 70 0 10 120 5 0").unwrap();
+        assert_eq!(a.total, 1000);
+        // 100 user + 50 system + 200 idle + 50 iowait + 100 steal = 500; guest is inside user.
+        let (steal, iowait, idle) = b.since(&a);
+        assert!((steal - 20.0).abs() < 1e-9, "{steal}");
+        assert!((iowait - 10.0).abs() < 1e-9, "{iowait}");
+        assert!((idle - 40.0).abs() < 1e-9, "{idle}");
+        assert!(HostCpu::parse("cpu0 1 2 3 4 5 6 7 8").is_none());
+        assert_eq!(b.since(&b), (0.0, 0.0, 0.0));
+    }
+}
