@@ -575,11 +575,16 @@ impl Dispatcher {
         *t = (*t * 4 + took) / 5;
     }
 
-    /// One attempt to deliver `job` (attempt number `attempt`), logged.
+    /// One attempt to deliver `job` (attempt number `attempt`), logged. `slot`, the in-flight
+    /// slot the attempt was admitted with, is given back as soon as the tenant has answered:
+    /// it counts requests at the tenant, and logging the attempt and publishing the inline
+    /// reply (slow only when this machine is) would otherwise hold it, so that a fast tenant's
+    /// next events were parked for want of slots the tenant was not using.
     async fn deliver(
         &self,
         job: &Arc<DispatchJob>,
         attempt: u64,
+        slot: Option<Slot>,
     ) -> Result<Attempted, HandlerError> {
         let Some(bot) = self.view.bot(&job.event.bot_id).await? else {
             tracing::info!(bot_id = %job.event.bot_id, event_id = %job.event.id, "bot no longer exists; event dropped");
@@ -657,6 +662,7 @@ impl Dispatcher {
             }
         };
         let took = started.elapsed();
+        drop(slot);
         self.note_attempt_time(&bot.id, took);
         let ok = outcome.error.is_none();
         metrics::histogram!("patchbay_webhook_attempt_seconds").record(took.as_secs_f64());
@@ -879,7 +885,7 @@ impl Dispatcher {
             return Ok(false);
         }
         let attempt = u64::try_from(p.attempts).unwrap_or(0) + 1;
-        match self.deliver(job, attempt).await? {
+        match self.deliver(job, attempt, None).await? {
             Attempted::Delivered | Attempted::Skipped => {
                 store::unpark(&self.pool, p.id).await.map_err(db_error)?;
                 Ok(true)
@@ -1118,7 +1124,7 @@ impl Handler<DispatchJob> for Intake {
             Some(slot) => Some(slot),
             None => me.wait_for_slot(&job.event.bot_id).await,
         };
-        let Some(_slot) = slot else {
+        let Some(slot) = slot else {
             // This bot already has its share of attempts in flight, and enough handlers
             // waiting for one. Due at once: the next attempt of this replica to finish wakes
             // the scheduler.
@@ -1129,7 +1135,7 @@ impl Handler<DispatchJob> for Intake {
                 .store(true, std::sync::atomic::Ordering::Release);
             return Ok(());
         };
-        match me.deliver(&job, 1).await? {
+        match me.deliver(&job, 1, Some(slot)).await? {
             Attempted::Delivered | Attempted::Skipped => Ok(()),
             Attempted::Disabled(reason) => me.dead_letter(&job, 1, &reason).await,
             Attempted::Failed {
