@@ -108,6 +108,8 @@ fn main() -> ExitCode {
         "--only",
         "--help",
     ];
+    // Those of them followed by a value.
+    const WITH_VALUE: [&str; 4] = ["--out", "--rates", "--only", "--workers"];
     if args.iter().any(|a| a == "--help" || a == "-h") {
         println!("{USAGE}");
         return ExitCode::SUCCESS;
@@ -121,28 +123,22 @@ fn main() -> ExitCode {
             eprintln!("unknown argument {a:?}\n{USAGE}");
             return ExitCode::from(2);
         }
-        expect_value = a == "--out" || a == "--rates" || a == "--only" || a == "--workers";
+        expect_value = WITH_VALUE.contains(&a.as_str());
     }
+    // The word after `flag`.
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+    };
     let short = args.iter().any(|a| a == "--short");
     let force_self = args.iter().any(|a| a == "--self-services");
-    let out = args
-        .iter()
-        .position(|a| a == "--out")
-        .and_then(|i| args.get(i + 1))
-        .map_or_else(|| std::path::PathBuf::from("bench/results"), Into::into);
+    let out = value("--out").map_or_else(|| std::path::PathBuf::from("bench/results"), Into::into);
     let mut plan = Plan::new(short);
-    if let Some(rates) = args
-        .iter()
-        .position(|a| a == "--rates")
-        .and_then(|i| args.get(i + 1))
-    {
+    if let Some(rates) = value("--rates") {
         plan.open_rates = rates.split(',').filter_map(|r| r.parse().ok()).collect();
     }
-    if let Some(w) = args
-        .iter()
-        .position(|a| a == "--workers")
-        .and_then(|i| args.get(i + 1))
-    {
+    if let Some(w) = value("--workers") {
         match w.parse() {
             Ok(w) if w > 0 => plan.closed_workers = w,
             _ => {
@@ -151,11 +147,7 @@ fn main() -> ExitCode {
             }
         }
     }
-    if let Some(only) = args
-        .iter()
-        .position(|a| a == "--only")
-        .and_then(|i| args.get(i + 1))
-    {
+    if let Some(only) = value("--only") {
         let kinds: Vec<&str> = only.split(',').map(str::trim).collect();
         if let Some(bad) = kinds.iter().find(|k| !SCENARIO_KINDS.contains(k)) {
             eprintln!("unknown scenario {bad:?} in --only\n{USAGE}");
@@ -495,27 +487,20 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
 
     eprintln!("running: JetStream ceiling");
     let payload = 1024;
-    let mut ceilings = Vec::new();
+    // (path, hops, messages per second, % of the machine's CPU stolen meanwhile)
+    let mut ceilings: Vec<(&str, usize, f64, f64)> = Vec::new();
     let mut ceiling_nats = Vec::new();
-    let mut ceiling_steal: Vec<(usize, f64)> = Vec::new();
+    let nats_pid = stack
+        .accounts()
+        .into_iter()
+        .find(|(n, _)| n == "nats-server")
+        .map(|(_, pid)| pid);
+    let nats_cpu = || nats_pid.map_or(0.0, |pid| stack::cpu_seconds(pid, tck, false));
     for (path, hops) in [("round_trip", 6usize), ("inbound", 3), ("outbound", 3)] {
-        if ceilings
-            .iter()
-            .any(|(_, h, _): &(&str, usize, f64)| *h == hops)
-        {
-            let r = ceilings
-                .iter()
-                .find(|(_, h, _)| *h == hops)
-                .map_or(0.0, |(_, _, r)| *r);
-            ceilings.push((path, hops, r));
+        if let Some(&(_, _, r, steal)) = ceilings.iter().find(|(_, h, _, _)| *h == hops) {
+            ceilings.push((path, hops, r, steal));
             continue;
         }
-        let nats_pid = stack
-            .accounts()
-            .into_iter()
-            .find(|(n, _)| n == "nats-server")
-            .map(|(_, pid)| pid);
-        let nats_cpu = || nats_pid.map_or(0.0, |pid| stack::cpu_seconds(pid, tck, false));
         let n0 = stack.nats_counters().await;
         let c0 = nats_cpu();
         let host0 = stack::HostCpu::now();
@@ -544,11 +529,10 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
             "out_per_message": per(n1.total.1, n0.total.1),
             "api_per_message": per(n1.api, n0.api),
         }));
-        ceilings.push((path, hops, r));
-        ceiling_steal.push((hops, round3(steal)));
+        ceilings.push((path, hops, r, round3(steal)));
     }
     for s in &mut scenarios {
-        if let Some((_, hops, r)) = ceilings.iter().find(|(p, _, _)| s["path"] == *p) {
+        if let Some((_, hops, r, _)) = ceilings.iter().find(|(p, _, _, _)| s["path"] == *p) {
             let t = s["throughput_per_s"].as_f64().unwrap_or(0.0);
             s["ceiling_per_s"] = json!(round3(*r));
             s["hops"] = json!(hops);
@@ -575,11 +559,11 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
             "payload_bytes": payload,
             "messages": plan.ceiling_n,
             "storage": "file",
-            "runs": ceilings.iter().map(|(p, h, r)| json!({
+            "runs": ceilings.iter().map(|(p, h, r, steal)| json!({
                 "path": p,
                 "hops": h,
                 "ceiling_per_s": round3(*r),
-                "host_steal_pct": ceiling_steal.iter().find(|(sh, _)| sh == h).map(|(_, st)| *st),
+                "host_steal_pct": steal,
             })).collect::<Vec<_>>(),
             "nats": ceiling_nats,
         },
