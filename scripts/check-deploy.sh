@@ -4,9 +4,14 @@
 # that service binaries and Deployments match, and validates deploy/compose.yaml against the
 # Compose Specification. The logic is in scripts/check_deploy.py; this wrapper provides its
 # pinned Python tools in a virtualenv under .tools/ (ignored by git), created on first use.
+# It needs kubectl 1.30 or later (`make tools` installs a pinned one into .tools/bin when the
+# machine has none) and fails without it: nothing here is skipped.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# As in the Makefile: the kubectl that `make tools` installed comes first, also when this script
+# is run by hand.
+export PATH="$ROOT/.tools/bin:$PATH"
 VENV="$ROOT/.tools/deploy-venv"
 # Pinned: kubernetes-validate carries the Kubernetes JSON schemas (1.25 to 1.37);
 # check-jsonschema carries a vendored copy of the Compose Specification schema.
@@ -18,9 +23,16 @@ REQUIREMENTS=(
 )
 
 if ! command -v kubectl >/dev/null 2>&1; then
-  echo "check-deploy: SKIPPED: kubectl is not installed, so the Kustomize overlays cannot be rendered"
-  echo "check-deploy: (install kubectl 1.30 or later, which includes kustomize, to run these checks)"
-  exit 0
+  echo "check-deploy: FAIL: kubectl is not installed, so the Kustomize overlays cannot be rendered;" >&2
+  echo "check-deploy: run \`make tools\` (it installs a pinned kubectl into .tools/bin)" >&2
+  exit 1
+fi
+kubectl_version="$({ kubectl version --client 2>/dev/null || true; } | { grep -oE 'v[0-9]+\.[0-9]+\.[0-9]+' || true; } | head -n 1)"
+kubectl_minor="$(echo "$kubectl_version" | cut -s -d. -f2)"
+if [ -z "$kubectl_minor" ] || [ "${kubectl_version%%.*}" != "v1" ] || [ "$kubectl_minor" -lt 30 ]; then
+  echo "check-deploy: FAIL: $(command -v kubectl) is kubectl ${kubectl_version:-of unknown version}; kubectl 1.30 or later is needed" >&2
+  echo "check-deploy: run \`make tools\` (it installs a pinned kubectl into .tools/bin)" >&2
+  exit 1
 fi
 
 stamp="$VENV/.requirements"

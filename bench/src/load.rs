@@ -42,11 +42,22 @@ pub struct Ctx {
     pub telegram: Arc<Recorder>,
     update_id: AtomicI64,
     seq: AtomicU64,
+    /// For [`Ctx::drained`]: the work-queue streams and the dispatcher's outbox.
+    js: async_nats::jetstream::Context,
+    work_queues: Vec<String>,
+    pg: sqlx::PgPool,
 }
 
 impl Ctx {
-    pub fn new(stack: &Stack, fakes: &Fakes, bot: Bot) -> Self {
-        Self {
+    pub async fn new(stack: &Stack, fakes: &Fakes, bot: Bot) -> anyhow::Result<Self> {
+        let subjects = patchbay_contract::Subjects::new(&stack.prefix)
+            .map_err(|e| anyhow::anyhow!("prefix: {e}"))?;
+        let work_queues = patchbay_contract::subjects::Stream::ALL
+            .into_iter()
+            .filter(|s| *s != patchbay_contract::subjects::Stream::Dlq)
+            .map(|s| subjects.stream(s))
+            .collect();
+        Ok(Self {
             http: stack.http.clone(),
             bot,
             api_url: stack.url("api"),
@@ -54,7 +65,29 @@ impl Ctx {
             telegram: fakes.telegram.clone(),
             update_id: AtomicI64::new(1),
             seq: AtomicU64::new(0),
+            js: async_nats::jetstream::new(async_nats::connect(stack.nats.url()).await?),
+            work_queues,
+            pg: stack.pg.clone(),
+        })
+    }
+
+    /// Whether no work is pending anywhere: every work-queue stream is empty (a message leaves
+    /// one only once its handler is done, its output stored in the next) and the dispatcher
+    /// has no parked event. Then no copy of anything can still arrive.
+    async fn drained(&self) -> bool {
+        for name in &self.work_queues {
+            let held = match self.js.get_stream(name).await {
+                Ok(mut s) => s.info().await.map(|i| i.state.messages),
+                Err(_) => return false,
+            };
+            if held.map_or(true, |n| n > 0) {
+                return false;
+            }
         }
+        sqlx::query_scalar::<_, i64>("select count(*) from dispatcher.parked")
+            .fetch_one(&self.pg)
+            .await
+            .is_ok_and(|n| n == 0)
     }
 
     fn recorder(&self, t: Target) -> &Recorder {
@@ -112,6 +145,9 @@ pub struct Outcome {
     pub delivered: usize,
     pub lost: usize,
     pub duplicated: u64,
+    /// Whether the stack had no work pending when duplicates were counted (see
+    /// [`Ctx::drained`]); `false` when it was still busy after `settle`.
+    pub drained: bool,
     pub elapsed_s: f64,
     pub latencies_ms: Vec<f64>,
 }
@@ -293,8 +329,14 @@ async fn finish(
             arrived = now;
         }
     }
-    // A short grace for duplicates that would trail the last original.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Duplicates may trail the last original (a redelivery, a retried call): counted once no
+    // work is pending anywhere, so none can still come.
+    let drained_by = Instant::now() + settle;
+    let mut drained = ctx.drained().await;
+    while !drained && Instant::now() < drained_by {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drained = ctx.drained().await;
+    }
     let mut latencies = Vec::with_capacity(sent.len());
     let (mut delivered, mut duplicated, mut last) = (0, 0u64, end);
     for (id, t0) in &sent {
@@ -313,6 +355,7 @@ async fn finish(
         delivered,
         lost: sent.len() - delivered,
         duplicated,
+        drained,
         elapsed_s: last.saturating_duration_since(start).as_secs_f64(),
         latencies_ms: latencies,
     }

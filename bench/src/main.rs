@@ -283,7 +283,7 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
     let fakes = fakes::Fakes::start().await?;
     let stack = stack::Stack::start(&fakes, force_self).await?;
     let bot = stack.create_bot(&fakes).await?;
-    let ctx = Arc::new(Ctx::new(&stack, &fakes, bot));
+    let ctx = Arc::new(Ctx::new(&stack, &fakes, bot).await?);
     let tck = stack::clk_tck();
     // Warm up: config views, connections, the first conversation rows.
     let warm = load::closed(
@@ -442,7 +442,7 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
         } else {
             0.0
         };
-        clean &= o.lost == 0 && o.duplicated == 0;
+        clean &= o.lost == 0 && o.duplicated == 0 && o.drained;
         eprintln!(
             "  {:.0}/s, p50 {:.1} ms, p99 {:.1} ms, delivered {}, lost {}, duplicated {}, errors {}; \
              machine: {steal:.1} % stolen, {iowait:.1} % iowait, {idle:.1} % idle",
@@ -470,6 +470,7 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
             "delivered": o.delivered,
             "lost": o.lost,
             "duplicated": o.duplicated,
+            "drained": o.drained,
             "throughput_per_s": round3(o.throughput()),
             "host_cpu_pct": {"steal": round3(steal), "iowait": round3(iowait), "idle": round3(idle)},
             "p50_ms": round3(o.quantile(0.5)),

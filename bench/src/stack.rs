@@ -58,6 +58,8 @@ pub struct Stack {
     ports: HashMap<&'static str, u16>,
     pub admin: String,
     pub http: reqwest::Client,
+    /// The services' subject prefix.
+    pub prefix: String,
 }
 
 /// A bot with its Telegram channel.
@@ -128,9 +130,10 @@ impl Stack {
         let admin = format!("admin-{}", patchbay_testkit::unique_prefix());
         let master = patchbay_config::MasterKey::generate_base64()
             .map_err(|e| anyhow::anyhow!("master key: {e}"))?;
+        let prefix = patchbay_testkit::unique_prefix();
         let env: Vec<(&str, String)> = vec![
             ("PATCHBAY_NATS_URL", nats.url()),
-            ("PATCHBAY_NATS_PREFIX", patchbay_testkit::unique_prefix()),
+            ("PATCHBAY_NATS_PREFIX", prefix.clone()),
             ("PATCHBAY_DATABASE_URL", pg.url()),
             ("PATCHBAY_MASTER_KEY", master),
             ("PATCHBAY_ADMIN_TOKEN", admin.clone()),
@@ -160,6 +163,7 @@ impl Stack {
             http: reqwest::Client::builder()
                 .pool_max_idle_per_host(1024)
                 .build()?,
+            prefix,
         };
         let _ = how;
         for s in SERVICES {

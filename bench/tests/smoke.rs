@@ -1,13 +1,14 @@
 //! The short mode as a smoke test: the whole stack as separate processes (this crate's binary
 //! runs each service with the same code as `patchbay service <name>`), every scenario and the
-//! ceiling for a few seconds. No timing assertions; nothing may be lost or duplicated.
+//! ceiling for a few seconds. No timing assertions; nothing may be refused, lost or duplicated,
+//! and duplicates are counted only once the stack has no work pending.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
 
 #[test]
-fn short_mode_loses_and_duplicates_nothing() {
+fn short_mode_refuses_loses_and_duplicates_nothing() {
     let out = tempfile::tempdir().unwrap();
     let status = Command::new(env!("CARGO_BIN_EXE_patchbay-bench"))
         .args(["--short", "--self-services", "--out"])
@@ -24,7 +25,9 @@ fn short_mode_loses_and_duplicates_nothing() {
             s["delivered"].as_u64().unwrap() > 0,
             "nothing delivered: {s}"
         );
+        assert_eq!(s["rejected"], 0, "refused sends: {s}");
         assert_eq!(s["lost"], 0, "lost: {s}");
+        assert_eq!(s["drained"], true, "work still pending when counted: {s}");
         assert_eq!(s["duplicated"], 0, "duplicated: {s}");
         for key in [
             "throughput_per_s",

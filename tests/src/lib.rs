@@ -599,6 +599,15 @@ impl Stack {
         secret: Option<&str>,
         body: Vec<u8>,
     ) -> u16 {
+        // The user behind the update has started the bot: the fake Telegram lets this bot's
+        // token (and only it) write to their chat from now on.
+        if let Some(chat) = serde_json::from_slice(&body)
+            .ok()
+            .as_ref()
+            .and_then(fixtures::update_chat_id)
+        {
+            self.telegram.open_chat(&bot.bot_token, chat);
+        }
         let mut req = self
             .http
             .post(format!("{}{}", self.ingress_url(), bot.webhook_path))

@@ -86,7 +86,23 @@ async fn webhook_changes_apply_everywhere_without_a_restart() {
     let (_, current) = call(&stack, "GET", "/v1/webhook", &bot.api_key, None).await;
     assert_eq!(current["url"], stack.tenant.url());
 
-    // A URL that echoes hub.challenge is taken, with new subscriptions.
+    // A URL whose owner expects another verify token refuses the challenge: refused too.
+    other.expect_verify_token("mine");
+    let (status, body) = call(
+        &stack,
+        "PUT",
+        "/v1/webhook",
+        &bot.api_key,
+        Some(json!({"url": other.url(), "verify_token": "not-mine"})),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        body["error"]["code"], "webhook_verification_failed",
+        "{body}"
+    );
+
+    // A URL that echoes hub.challenge for its verify token is taken, with new subscriptions.
     let changed = Instant::now();
     let (status, body) = call(
         &stack,

@@ -303,6 +303,50 @@ async fn an_expired_code_cannot_be_claimed() {
     stack.shutdown().await;
 }
 
+/// The API checks a code's own expiry time, not only the bucket's TTL: a record still in the
+/// bucket whose `expires_at` has passed is refused and left in place, while the same record
+/// with a future `expires_at` is claimed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_past_its_expiry_time_is_refused_while_still_stored() {
+    let stack = Stack::start_with(options(300_000)).await;
+    let bot = stack.bot().await;
+    let user_id = user_of(&stack, &bot, 1, 4242).await;
+    let js = async_nats::jetstream::new(stack.raw_nats().await);
+    let kv = js
+        .get_key_value(
+            patchbay_contract::Subjects::new(&stack.config.nats_prefix)
+                .unwrap()
+                .bucket(patchbay_contract::subjects::Bucket::Codes),
+        )
+        .await
+        .unwrap();
+    let store = |code: &'static str, expires_at: chrono::DateTime<chrono::Utc>| {
+        let kv = kv.clone();
+        let record = json!({"v": 1, "bot_id": bot.id, "user_id": user_id,
+                            "expires_at": expires_at});
+        async move {
+            kv.put(code, serde_json::to_vec(&record).unwrap().into())
+                .await
+                .unwrap();
+        }
+    };
+    let (expired, live) = ("expiredcode_0123456789abcdef", "livecode_0123456789abcdef");
+    store(expired, chrono::Utc::now() - chrono::TimeDelta::seconds(1)).await;
+    store(live, chrono::Utc::now() + chrono::TimeDelta::minutes(5)).await;
+
+    let (status, body) = claim(&stack, &bot.api_key, expired).await;
+    assert_eq!(status, 410, "{body}");
+    assert_eq!(body["error"]["code"], "code_invalid");
+    assert!(
+        kv.get(expired).await.unwrap().is_some(),
+        "refused by its expiry time while the bucket still held it"
+    );
+    let (status, profile) = claim(&stack, &bot.api_key, live).await;
+    assert_eq!(status, 200, "{profile}");
+    assert_eq!(profile["id"], user_id.as_str());
+    stack.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_profile_is_found_by_id_or_platform_id_only_within_its_bot() {
     let stack = Stack::start().await;

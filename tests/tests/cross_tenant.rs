@@ -22,7 +22,6 @@ struct Victim {
     code: String,
     conversation_id: String,
     custom_channel: String,
-    custom_token: String,
 }
 
 async fn victim(stack: &Stack) -> Victim {
@@ -53,15 +52,9 @@ async fn victim(stack: &Stack) -> Victim {
     .await;
     let user_id = event["user"]["id"].as_str().unwrap().to_owned();
     let conversation_id = event["conversation_id"].as_str().unwrap().to_owned();
-    let (custom_channel, domain_key, _) = stack.custom_channel(&bot, None).await;
-    let (status, app_user) = stack
-        .post(
-            &format!("{}/v1/custom/{custom_channel}/users", stack.custom_url()),
-            &domain_key,
-            &json!({"external_id": "b-user"}),
-        )
-        .await;
-    assert_eq!(status, 201, "{app_user}");
+    // Channel-scoped credentials (custom channels' keys and user tokens) are refused on
+    // another channel in custom_channels.rs, whichever tenant owns it.
+    let (custom_channel, _, _) = stack.custom_channel(&bot, None).await;
     let (status, rotated) = stack
         .call(
             "post",
@@ -106,7 +99,6 @@ async fn victim(stack: &Stack) -> Victim {
         code,
         conversation_id,
         custom_channel,
-        custom_token: app_user["token"].as_str().unwrap().to_owned(),
     }
 }
 
@@ -151,18 +143,21 @@ async fn no_route_lets_a_caller_past_its_rights() {
             let (status, answer) = stack.call(method, &url, None, body.as_ref()).await;
             assert_eq!(status, 401, "{method} {path} without credentials: {answer}");
             let wrong = match scheme.as_str() {
-                "operatorToken" => attacker.api_key.clone(),
-                "botApiKey" => stack.admin_token().to_owned(),
-                "customDomainKey" | "customUserToken" | "brandchatSignature" => {
-                    attacker.api_key.clone()
-                }
+                "operatorToken" => Some(attacker.api_key.clone()),
+                "botApiKey" => Some(stack.admin_token().to_owned()),
+                "customDomainKey" | "customUserToken" => Some(attacker.api_key.clone()),
+                // These routes read `?bot=` and `X-Chat-Signature`, never a bearer token:
+                // there is no other kind of token to try (brandchat.rs covers their rules).
+                "brandchatSignature" => None,
                 other => panic!("unknown security scheme {other}"),
             };
-            let (status, answer) = stack.call(method, &url, Some(&wrong), body.as_ref()).await;
-            assert_eq!(
-                status, 401,
-                "{method} {path} with the wrong kind of token: {answer}"
-            );
+            if let Some(wrong) = wrong {
+                let (status, answer) = stack.call(method, &url, Some(&wrong), body.as_ref()).await;
+                assert_eq!(
+                    status, 401,
+                    "{method} {path} with the wrong kind of token: {answer}"
+                );
+            }
             checked += 1;
         }
     }
@@ -260,30 +255,5 @@ async fn no_route_lets_a_caller_past_its_rights() {
         .await;
     assert_eq!(status, 200, "B's key was revoked by another bot");
 
-    // Custom channels: A's user token and domain key do not work on B's channel, and B's user
-    // token does not work on A's; B's user still can send.
-    let (a_channel, a_key, _) = stack.custom_channel(&attacker, None).await;
-    let (_, a_user) = stack
-        .post(
-            &format!("{}/v1/custom/{a_channel}/users", stack.custom_url()),
-            &a_key,
-            &json!({"external_id": "b-user"}),
-        )
-        .await;
-    let a_token = a_user["token"].as_str().unwrap();
-    let text = json!({"content": {"type": "text", "text": "x"}, "wait_ms": 0});
-    let on = |ch: &str, what: &str| format!("{}/v1/custom/{ch}/{what}", stack.custom_url());
-    for (url, bearer, body) in [
-        (on(&b.custom_channel, "messages"), a_token, &text),
-        (on(&b.custom_channel, "users"), a_key.as_str(), &json!({})),
-        (on(&a_channel, "messages"), b.custom_token.as_str(), &text),
-    ] {
-        let (status, answer) = stack.post(&url, bearer, body).await;
-        assert_eq!(status, 401, "{url}: {answer}");
-    }
-    let (status, answer) = stack
-        .post(&on(&b.custom_channel, "messages"), &b.custom_token, &text)
-        .await;
-    assert_eq!(status, 200, "{answer}");
     stack.shutdown().await;
 }

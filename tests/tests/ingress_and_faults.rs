@@ -3,7 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::time::Duration;
+
 use futures::StreamExt;
+use patchbay_contract::subjects::Stream;
 use patchbay_testkit::fixtures;
 use patchbay_tests::{Layout, Options, Stack, TIMEOUT};
 use serde_json::json;
@@ -331,7 +334,17 @@ async fn callbacks_to_private_addresses_need_the_operator_flag() {
 /// them again. A new command's jobs are fresh: their first delivery skips that lookup.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_send_command_is_reported_not_sent_again() {
-    let stack = Stack::start().await;
+    // JetStream drops a job published again under its id within the duplicate window, so the
+    // repeat would never reach the sender: a short window lets this test repeat the command
+    // after it, as a client retrying minutes later would.
+    let window = Duration::from_millis(1_000);
+    let stack = Stack::start_with(Options {
+        configure: Box::new(move |c| {
+            c.nats_duplicate_window_ms = u64::try_from(window.as_millis()).unwrap();
+        }),
+        ..Options::default()
+    })
+    .await;
     let bot = stack.bot().await;
     assert_eq!(
         stack
@@ -348,6 +361,8 @@ async fn a_repeated_send_command_is_reported_not_sent_again() {
         .subscribe(format!("{prefix}.outbound.>"))
         .await
         .unwrap();
+    // Core NATS sees every status publish, also one JetStream drops as a duplicate.
+    let mut reports = nats.subscribe(format!("{prefix}.status.>")).await.unwrap();
     nats.flush().await.unwrap();
     let js = async_nats::jetstream::new(nats.clone());
     let command = json!({
@@ -355,10 +370,16 @@ async fn a_repeated_send_command_is_reported_not_sent_again() {
         "messages": [{"type": "text", "text": "only once"}], "source": "internal",
     });
     let subject = format!("{prefix}.send.{}", bot.id);
+    let mut reported = Vec::new();
     for copy in ["first", "second"] {
         // Distinct message ids: the second copy gets past JetStream's de-duplication.
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", format!("cmd_repeated-{copy}").as_str());
+        if copy == "second" {
+            // Past the window the job published again is stored, not dropped as a duplicate.
+            tokio::time::sleep(window * 2).await;
+        }
+        let (_, jobs_before) = stack.stream_state(Stream::Outbound).await;
         js.publish_with_headers(
             subject.clone(),
             headers,
@@ -374,15 +395,38 @@ async fn a_repeated_send_command_is_reported_not_sent_again() {
             .unwrap();
         let job: patchbay_contract::OutboundJob = serde_json::from_slice(&job.payload).unwrap();
         assert_eq!(job.fresh, copy == "first", "the {copy} copy's job");
-        // Handled once the sender took it: the outbound stream is a work queue.
-        patchbay_tests::eventually(TIMEOUT, "the sender took the job", || async {
-            let (held, _) = stack
-                .stream_state(patchbay_contract::subjects::Stream::Outbound)
-                .await;
-            (held == 0).then_some(())
-        })
+        patchbay_tests::eventually(
+            TIMEOUT,
+            &format!("the {copy} copy's job stored for the sender"),
+            || async {
+                let (_, stored) = stack.stream_state(Stream::Outbound).await;
+                (stored == jobs_before + 1).then_some(())
+            },
+        )
         .await;
+        // Each copy's job is reported on the status stream, the second as already sent.
+        let report = tokio::time::timeout(TIMEOUT, reports.next())
+            .await
+            .unwrap_or_else(|_| panic!("the {copy} copy was not reported"))
+            .unwrap();
+        let report: patchbay_contract::StatusEvent =
+            serde_json::from_slice(&report.payload).unwrap();
+        assert_eq!(
+            report.message_id, job.message_id,
+            "the {copy} copy's report"
+        );
+        assert_eq!(
+            report.status,
+            patchbay_contract::DeliveryStatus::Sent,
+            "{report:?}"
+        );
+        reported.push(report.platform_message_id);
     }
+    assert!(reported[0].is_some(), "{reported:?}");
+    assert_eq!(
+        reported[0], reported[1],
+        "the repeat reports the first send's platform message id"
+    );
     let sent: Vec<_> = stack
         .telegram
         .calls_of("sendMessage")

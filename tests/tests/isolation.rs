@@ -135,17 +135,20 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// recovers, its parked events arrive in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_tenant_does_not_delay_another() {
+    // Each attempt at the slow tenant holds a handler for the whole callback timeout: were the
+    // healthy tenant's events to wait behind them, they would wait at least that long.
+    let callback_timeout = Duration::from_secs(2);
     let stack = Stack::start_with(Options {
-        configure: Box::new(|c| {
+        configure: Box::new(move |c| {
             c.consumer_concurrency = 16;
-            c.webhook_timeout_ms = 300;
+            c.webhook_timeout_ms = u64::try_from(callback_timeout.as_millis()).unwrap();
             c.webhook_retry_schedule = "0s,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms".parse().unwrap();
         }),
         ..Options::default()
     })
     .await;
     let slow = FakeTenant::start().await;
-    slow.set_delay(Duration::from_secs(5));
+    slow.set_delay(Duration::from_secs(10));
     let slow_bot = stack.bot_for(&slow.url(), None).await;
     let good_bot = stack.bot().await;
 
@@ -161,14 +164,14 @@ async fn a_slow_tenant_does_not_delay_another() {
                     .await,
                 200
             );
-            sent_at.insert(text.clone(), Instant::now());
+            // Only the healthy tenant's updates are timed.
             assert_eq!(
                 stack
                     .post_update(&good_bot, &fixtures::text_update(id, 600 + chat, &text))
                     .await,
                 200
             );
-            // Only the healthy tenant's updates are timed.
+            sent_at.insert(text.clone(), Instant::now());
         }
     }
     let total = usize::try_from(chats * per_chat).unwrap();
@@ -178,51 +181,54 @@ async fn a_slow_tenant_does_not_delay_another() {
         .map(|r| r.at.saturating_duration_since(sent_at[&text_of(r)]))
         .collect();
     latencies.sort();
-    let slow_delivered_meanwhile = slow.received().len();
+    let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
     println!(
-        "healthy tenant: {total} events, p50 {:?}, p99 {:?} (update posted to callback received); slow tenant meanwhile: {} answered (its endpoint times out)",
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.99),
-        slow_delivered_meanwhile
+        "healthy tenant: {total} events, p50 {p50:?}, p99 {p99:?}, max {:?} (update posted to callback received); slow tenant meanwhile: {} requests",
+        latencies[latencies.len() - 1],
+        slow.received().len()
+    );
+    assert!(
+        good.iter().all(|r| r.status == 200),
+        "the healthy tenant answers 200"
+    );
+    assert_eq!(good.len(), total, "each healthy event delivered once");
+    // Generous for a loaded machine, yet below one attempt at the slow tenant: no healthy
+    // event waited for a handler the slow tenant held.
+    assert!(
+        p99 < callback_timeout,
+        "the healthy tenant's p99 {p99:?} reached the slow tenant's callback timeout {callback_timeout:?}: {latencies:?}"
     );
 
-    // The slow tenant recovers: everything it missed arrives, in order per conversation.
+    // The slow tenant recovers: everything it missed is delivered (answered 2xx at once),
+    // exactly once and in order per conversation.
     slow.set_delay(Duration::ZERO);
     let started = Instant::now();
-    let received = eventually(TIMEOUT, "the slow tenant's backlog", || async {
-        let mut firsts: HashMap<String, usize> = HashMap::new();
-        let all = slow.received();
-        for (i, r) in all.iter().enumerate() {
-            firsts.entry(text_of(r)).or_insert(i);
-        }
-        (firsts.len() == total).then_some(all)
+    let delivered = eventually(TIMEOUT, "the slow tenant's backlog delivered", || async {
+        let delivered: Vec<_> = slow
+            .received()
+            .into_iter()
+            .filter(|r| r.delivered())
+            .collect();
+        (delivered.len() >= total).then_some(delivered)
     })
     .await;
     println!(
         "slow tenant after recovery: {total} events in {:?}",
         started.elapsed()
     );
-    // Order: per chat, the last delivery of n must come before the first of n + 1 is answered.
     for chat in 0..chats {
-        let texts: Vec<String> = received
+        let order: Vec<String> = delivered
             .iter()
             .map(text_of)
             .filter(|t| t.starts_with(&format!("{chat}-")))
             .collect();
-        let mut firsts: Vec<i64> = Vec::new();
-        for t in &texts {
-            let n: i64 = t.split('-').nth(1).unwrap().parse().unwrap();
-            if firsts.last() != Some(&n) && !firsts.contains(&n) {
-                firsts.push(n);
-            }
-        }
+        let expected: Vec<String> = (0..per_chat).map(|n| format!("{chat}-{n}")).collect();
         assert_eq!(
-            firsts,
-            (0..per_chat).collect::<Vec<_>>(),
-            "chat {chat}: {texts:?}"
+            order, expected,
+            "chat {chat}: deliveries in order, once each"
         );
     }
-    assert_eq!(good.len(), total);
+    assert_eq!(delivered.len(), total);
     stack.shutdown().await;
 }
 

@@ -160,6 +160,8 @@ async fn message_in_signed_event_out_inline_reply_to_the_send_api_and_receipts_b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_signatures_are_refused_and_the_handshake_needs_the_verify_token() {
+    // The Meta ingress is one generic service for Messenger and WhatsApp: this test stands for
+    // both (each adapter's unit test shows it reads its own app secret and verify token).
     let stack = Stack::start().await;
     let bot = stack.messenger_bot(fx::PAGE_ID, SECRET, None).await;
     let post = fx::post(&[(fx::PAGE_ID, vec![now(fx::text(fx::PSID, "m_1", "hi"))])]);
@@ -377,8 +379,14 @@ async fn receipts_for_messages_patchbay_did_not_send_hold_nothing_up_and_are_dro
         held, 1,
         "the receipt is still waiting while the message went through"
     );
-    // Then it is dropped: no event, no dead letter.
+    // Then it is dropped: no event, no dead letter. Once the router took every inbound event,
+    // everything it will ever dispatch is in the dispatch stream: the message's event alone.
     stack.router_idle().await;
+    assert_eq!(
+        stack.stream_state(Stream::Dispatch).await.1,
+        1,
+        "only the message was dispatched"
+    );
     assert!(
         stack
             .tenant

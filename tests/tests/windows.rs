@@ -7,13 +7,15 @@
 //! human agent answer on Messenger for 7 days with the `HUMAN_AGENT` tag.
 //!
 //! The outbound jobs the router publishes are watched on their subjects (core NATS sees every
-//! publish), since the Messenger and WhatsApp senders consume the stream; the channels point
+//! publish), since the Messenger and WhatsApp senders consume the stream; absences are checked
+//! against the outbound stream's sequence once the send stream is drained. The channels point
 //! at the fake Graph API, so nothing leaves the machine.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use patchbay_contract::ids::{message_ids, new_id};
+use patchbay_contract::subjects::Stream;
 use patchbay_contract::{
     ChannelRef, Content, EventType, InboundEvent, InboundMessage, OutboundJob, Platform,
     PlatformUser, Subjects, V1,
@@ -124,10 +126,12 @@ async fn send(stack: &Stack, bot: &TestBot, body: Value) -> (u16, Value) {
         .await
 }
 
-/// Every job in the outbound stream (no sender consumes WhatsApp or Messenger jobs here).
-/// The outbound jobs published since it started, one per message id, in order.
+/// The outbound jobs published since it started, one per message id, in order. Core NATS
+/// sees every publish (the Messenger and WhatsApp senders consume the stream itself); a
+/// message the watcher cannot decode is kept as an error that fails the test when read, never
+/// a panic in the watcher's task.
 #[derive(Clone)]
-struct Watch(std::sync::Arc<std::sync::Mutex<Vec<OutboundJob>>>);
+struct Watch(std::sync::Arc<std::sync::Mutex<Vec<Result<OutboundJob, String>>>>);
 
 /// Watches `<p>.outbound.>` from now on.
 async fn watch(stack: &Stack) -> Watch {
@@ -142,9 +146,14 @@ async fn watch(stack: &Stack) -> Watch {
     tokio::spawn(async move {
         let _client = client;
         while let Some(m) = futures::StreamExt::next(&mut sub).await {
-            let job: OutboundJob = serde_json::from_slice(&m.payload).unwrap();
-            let mut jobs = jobs.lock().unwrap();
-            if !jobs.iter().any(|j| j.message_id == job.message_id) {
+            let job = serde_json::from_slice::<OutboundJob>(&m.payload)
+                .map_err(|e| format!("{}: {e}", m.subject));
+            let mut jobs = jobs.lock().unwrap_or_else(|p| p.into_inner());
+            let seen = |j: &OutboundJob| {
+                jobs.iter()
+                    .any(|k| k.as_ref().is_ok_and(|k| k.message_id == j.message_id))
+            };
+            if job.as_ref().map_or(true, |j| !seen(j)) {
                 jobs.push(job);
             }
         }
@@ -154,7 +163,12 @@ async fn watch(stack: &Stack) -> Watch {
 
 impl Watch {
     fn jobs(&self) -> Vec<OutboundJob> {
-        self.0.lock().unwrap().clone()
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|j| j.clone().expect("an outbound job the watcher could decode"))
+            .collect()
     }
 
     async fn job(&self, message_id: &Value) -> OutboundJob {
@@ -164,6 +178,26 @@ impl Watch {
                 .find(|j| json!(j.message_id) == *message_id)
         })
         .await
+    }
+
+    /// Every job there will be for the sends made so far: once the router has taken every
+    /// send command (the send stream is empty), the outbound stream's last sequence counts
+    /// every job stored for them; the watcher has seen exactly that many. A barrier for "was
+    /// nothing else published?".
+    async fn settled(&self, stack: &Stack) -> Vec<OutboundJob> {
+        eventually(TIMEOUT, "the router took every send command", || async {
+            (stack.stream_state(Stream::Send).await.0 == 0).then_some(())
+        })
+        .await;
+        let (_, stored) = stack.stream_state(Stream::Outbound).await;
+        let stored = usize::try_from(stored).unwrap();
+        let jobs = eventually(TIMEOUT, "the watcher saw every stored job", || async {
+            let jobs = self.jobs();
+            (jobs.len() >= stored).then_some(jobs)
+        })
+        .await;
+        assert_eq!(jobs.len(), stored, "one stored job per message: {jobs:?}");
+        jobs
     }
 }
 
@@ -280,7 +314,7 @@ async fn whatsapp_sends_outside_the_window_are_refused_or_replaced_by_a_template
         message.contains(&format!("closed at {closed_at}")),
         "{message}"
     );
-    let jobs = watch.jobs();
+    let jobs = watch.settled(&stack).await;
     assert!(jobs.iter().all(|j| j.message_id != refused_id), "{jobs:?}");
     assert_eq!(
         jobs.len(),
@@ -423,7 +457,7 @@ async fn whatsapp_sends_outside_the_window_are_refused_or_replaced_by_a_template
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn messenger_lets_a_human_agent_answer_for_seven_days() {
+async fn messenger_human_agent_sends_are_tagged_up_to_seven_days_then_refused() {
     let stack = Stack::start().await;
     let watch = watch(&stack).await;
     let bot = stack.bot_with_events(Some(vec!["*"])).await;
@@ -505,6 +539,6 @@ async fn messenger_lets_a_human_agent_answer_for_seven_days() {
     .await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["error"]["code"], "outside_window");
-    assert_eq!(watch.jobs().len(), 2);
+    assert_eq!(watch.settled(&stack).await.len(), 2);
     stack.shutdown().await;
 }

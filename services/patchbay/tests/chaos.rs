@@ -3,7 +3,12 @@
 //! across many conversations, and faults are injected for real (SIGKILL, a NATS restart, a
 //! flaky platform). At the end, counted like NATS's own chaos test, at the fake tenant and the
 //! fake Telegram API: none lost, no event delivered under two `webhook-id`s, order kept per
-//! conversation.
+//! conversation. Every bot has its own Telegram token, which the fake accepts only for the
+//! chats of that bot's users, so a reply sent with the wrong credentials is refused (and
+//! counted). The messages go out in waves, one more than there are faults: each fault fires
+//! once the tenant has seen half of the wave in flight (on progress, never after a fixed
+//! sleep), and the next wave is released as it fires, so every fault meets work in flight and
+//! traffic that follows it; the run checks both.
 //!
 //! Size: `PATCHBAY_CHAOS_SCALE` (default 1: 20 conversations × 15 messages, a few minutes for
 //! the whole file); `make chaos` runs with 10.
@@ -127,7 +132,6 @@ impl Cluster {
             env.retain(|(key, _)| key != k);
             env.push(((*k).to_owned(), (*v).to_owned()));
         }
-        telegram.accept_any_token();
         let mut c = Self {
             nats,
             nats_cluster,
@@ -194,11 +198,13 @@ impl Cluster {
         self.procs.remove(service).unwrap().terminate().unwrap()
     }
 
-    async fn create_bot(&self) -> (String, String, String) {
-        self.create_bot_for(&self.tenant.url()).await
+    async fn create_bot(&self, chats: std::ops::Range<i64>) -> ChaosBot {
+        self.create_bot_for(&self.tenant.url(), chats).await
     }
 
-    async fn create_bot_for(&self, callback: &str) -> (String, String, String) {
+    /// A bot calling `callback`, with a Telegram channel of its own token, whose users are the
+    /// chats `chat_id(chats)`: the fake Telegram accepts the token for those chats only.
+    async fn create_bot_for(&self, callback: &str, chats: std::ops::Range<i64>) -> ChaosBot {
         let admin = self.env("PATCHBAY_ADMIN_TOKEN");
         let api = self.url("api");
         let bot: Value = self
@@ -213,57 +219,167 @@ impl Cluster {
             .await
             .unwrap();
         let bot_id = bot["id"].as_str().unwrap().to_owned();
+        let token = format!(
+            "{}:chaos{}",
+            chats.start + 1,
+            patchbay_testkit::unique_prefix()
+        );
+        let secret = format!("sec_{}", patchbay_testkit::unique_prefix());
+        self.telegram.add_bot(&token);
+        for chat in chats.clone() {
+            self.telegram.open_chat(&token, chat_id(chat));
+        }
         let ch: Value = self
             .http
             .post(format!("{api}/admin/v1/bots/{bot_id}/channels"))
             .bearer_auth(&admin)
             .json(&json!({"platform": "telegram",
-                          "credentials": {"bot_token": "42:chaos", "secret_token": "chaos_secret"}}))
+                          "credentials": {"bot_token": token, "secret_token": secret}}))
             .send()
             .await
             .unwrap()
             .json()
             .await
             .unwrap();
-        (
-            bot_id,
-            ch["webhook_path"].as_str().unwrap().to_owned(),
-            "chaos_secret".into(),
-        )
+        ChaosBot {
+            path: ch["webhook_path"].as_str().unwrap().to_owned(),
+            secret,
+            chats,
+        }
+    }
+
+    /// How many distinct messages the tenant has seen.
+    fn seen(&self) -> usize {
+        self.tenant
+            .received()
+            .iter()
+            .filter_map(|r| {
+                r.json()["message"]["content"]["text"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .collect::<HashSet<_>>()
+            .len()
     }
 }
 
-/// Posts every update like Telegram does: one chat's updates in order, retried until 200.
-async fn send_all(
-    c: Arc<tokio::sync::RwLock<Cluster>>,
+/// A bot of the run: where its updates go and which conversations are its own.
+struct ChaosBot {
     path: String,
     secret: String,
     chats: std::ops::Range<i64>,
+}
+
+/// The Telegram chat (and user) id of conversation `chat`.
+fn chat_id(chat: i64) -> i64 {
+    1000 + chat
+}
+
+/// When a fault fired and how far the run was then.
+#[derive(Debug)]
+struct Fault {
+    what: String,
+    /// Distinct messages the tenant had seen when it fired.
+    seen_before: usize,
+    /// Messages sent at the time (the rest of the run was still to come).
+    released_before: usize,
+}
+
+/// The run the faults are injected into: its messages go out in waves; each fault waits for
+/// the wave in flight to be half seen, fires, and releases the next wave.
+struct Run {
+    c: Shared,
+    chats: i64,
     per_chat: i64,
+    waves: usize,
+    phase: tokio::sync::watch::Sender<usize>,
+    faults: std::sync::Mutex<Vec<Fault>>,
+}
+
+impl Run {
+    /// The wave message `n` of a conversation belongs to.
+    fn wave_of(per_chat: i64, waves: usize, n: i64) -> usize {
+        usize::try_from(n).unwrap() * waves / usize::try_from(per_chat).unwrap()
+    }
+
+    /// Messages in waves before `wave`.
+    fn before(&self, wave: usize) -> usize {
+        let per_chat = (0..self.per_chat)
+            .filter(|n| Self::wave_of(self.per_chat, self.waves, *n) < wave)
+            .count();
+        per_chat * usize::try_from(self.chats).unwrap()
+    }
+
+    /// Waits until the tenant has seen half of the wave now in flight (failing after
+    /// [`SETTLE`]); returns how many messages it has seen.
+    async fn midway(&self) -> usize {
+        let wave = *self.phase.borrow();
+        let (start, end) = (self.before(wave), self.before(wave + 1));
+        let wanted = start + ((end - start) / 2).max(1);
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let seen = self.c.read().await.seen();
+            if seen >= wanted {
+                return seen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no progress: the tenant saw {seen} messages, wave {wave} needs {wanted}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Records a fault that just fired and releases the next wave.
+    fn fired(&self, what: impl Into<String>, seen_before: usize) {
+        let wave = *self.phase.borrow();
+        self.faults.lock().unwrap().push(Fault {
+            what: what.into(),
+            seen_before,
+            released_before: self.before(wave + 1),
+        });
+        self.phase.send_replace((wave + 1).min(self.waves));
+    }
+}
+
+/// Posts every update like Telegram does: one chat's updates in order, each once its wave is
+/// released, retried until 200 for at most [`SETTLE`] (an ingress that never takes an update
+/// fails the test).
+async fn send_all(
+    c: Shared,
+    bot: ChaosBot,
+    per_chat: i64,
+    waves: usize,
+    phase: tokio::sync::watch::Receiver<usize>,
 ) {
     let http = c.read().await.http.clone();
-    let sends = chats.map(|chat| {
-        let (c, http, path, secret) = (c.clone(), http.clone(), path.clone(), secret.clone());
+    let sends = bot.chats.clone().map(|chat| {
+        let (c, http, path, secret) = (c.clone(), http.clone(), bot.path.clone(), bot.secret.clone());
+        let mut phase = phase.clone();
         async move {
             for n in 0..per_chat {
-                let update = fixtures::text_update(
-                    1 + chat * 100_000 + n,
-                    1000 + chat,
-                    &format!("{chat}:{n}"),
-                );
+                let wave = Run::wave_of(per_chat, waves, n);
+                phase.wait_for(|p| *p >= wave).await.unwrap();
+                let text = format!("{chat}:{n}");
+                let update = fixtures::text_update(1 + chat * 100_000 + n, chat_id(chat), &text);
+                let deadline = Instant::now() + SETTLE;
                 loop {
                     let url = format!("{}{path}", c.read().await.url("ingress-telegram"));
-                    let ok = http
+                    let answer = http
                         .post(url)
                         .header("X-Telegram-Bot-Api-Secret-Token", &secret)
                         .json(&update)
                         .timeout(Duration::from_secs(10))
                         .send()
                         .await
-                        .is_ok_and(|r| r.status().is_success());
-                    if ok {
+                        .map(|r| r.status());
+                    if answer.as_ref().is_ok_and(|s| s.is_success()) {
                         break;
                     }
+                    assert!(
+                        Instant::now() < deadline,
+                        "the ingress did not take update {text} in {SETTLE:?}; last answer: {answer:?}"
+                    );
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -284,6 +400,8 @@ struct Counts {
     replies: usize,
     reply_duplicates: usize,
     replies_out_of_order: usize,
+    /// Telegram calls refused for their credentials (401, or 403 for a chat of another bot).
+    refused_credentials: usize,
     /// The first few reorderings, for the report.
     reorders: Vec<String>,
 }
@@ -374,6 +492,12 @@ async fn settle(c: &Cluster, chats: i64, per_chat: i64) -> Counts {
     }
     counts.replies = seen.len();
     counts.replies_out_of_order = inversions("reply", &reply_order, &mut counts.reorders);
+    counts.refused_credentials = c
+        .telegram
+        .calls()
+        .iter()
+        .filter(|call| call.status == 401 || call.status == 403)
+        .count();
     counts
 }
 
@@ -408,6 +532,10 @@ fn check(name: &str, counts: &Counts, started: Instant) {
         counts.replies_out_of_order, 0,
         "{name}: replies out of order"
     );
+    assert_eq!(
+        counts.refused_credentials, 0,
+        "{name}: a reply went out with another bot's token"
+    );
 }
 
 /// The tenant echoes every message, so each one also produces a reply at Telegram.
@@ -427,15 +555,18 @@ fn echo(tenant: &FakeTenant) {
 type Shared = Arc<tokio::sync::RwLock<Cluster>>;
 
 /// Streams 20 conversations × `per_chat` numbered messages through `c` (the tenant echoing
-/// each), injects `fault` while they flow, waits until everything settled and checks the
-/// invariants. Returns the cluster and the counts for scenario-specific checks.
+/// each) in `faults + 1` waves while `fault` injects the faults (see [`Run`]), waits until
+/// everything settled and checks the invariants, and that every fault met messages not yet
+/// seen and messages not yet sent. Returns the cluster and the counts for scenario-specific
+/// checks.
 async fn stream_through_fault(
     name: &str,
     c: Cluster,
     per_chat: i64,
-    fault: impl AsyncFnOnce(&Shared),
+    faults: usize,
+    fault: impl AsyncFnOnce(&Run),
 ) -> (Shared, Counts) {
-    stream_through_fault_on(name, c, 1, per_chat, fault).await
+    stream_through_fault_on(name, c, 1, per_chat, faults, fault).await
 }
 
 /// [`stream_through_fault`] with the 20 conversations spread over `bots` bots (so over the
@@ -445,38 +576,65 @@ async fn stream_through_fault_on(
     c: Cluster,
     bots: i64,
     per_chat: i64,
-    fault: impl AsyncFnOnce(&Shared),
+    faults: usize,
+    fault: impl AsyncFnOnce(&Run),
 ) -> (Shared, Counts) {
     let started = Instant::now();
     echo(&c.tenant);
     let chats = 20;
     let per_bot = chats / bots;
-    let mut senders = Vec::new();
-    let mut paths = Vec::new();
-    for _ in 0..bots {
-        let (_, path, secret) = c.create_bot().await;
-        paths.push((path, secret));
+    let mut created = Vec::new();
+    for b in 0..bots {
+        created.push(c.create_bot(b * per_bot..(b + 1) * per_bot).await);
     }
-    let c: Shared = Arc::new(tokio::sync::RwLock::new(c));
-    for (b, (path, secret)) in (0..bots).zip(paths) {
-        let range = b * per_bot..(b + 1) * per_bot;
-        senders.push(tokio::spawn(send_all(
-            c.clone(),
-            path,
-            secret,
-            range,
-            per_chat,
-        )));
-    }
-    fault(&c).await;
+    let waves = faults + 1;
+    assert!(
+        usize::try_from(per_chat).unwrap() >= waves,
+        "{name}: a message per conversation in every wave"
+    );
+    let (phase, watching) = tokio::sync::watch::channel(0);
+    let run = Run {
+        c: Arc::new(tokio::sync::RwLock::new(c)),
+        chats,
+        per_chat,
+        waves,
+        phase,
+        faults: std::sync::Mutex::default(),
+    };
+    let senders: Vec<_> = created
+        .into_iter()
+        .map(|bot| {
+            tokio::spawn(send_all(
+                run.c.clone(),
+                bot,
+                per_chat,
+                waves,
+                watching.clone(),
+            ))
+        })
+        .collect();
+    fault(&run).await;
+    let fired = std::mem::take(&mut *run.faults.lock().unwrap());
+    assert_eq!(fired.len(), faults, "{name}: faults fired: {fired:?}");
+    run.phase.send_replace(waves);
     for s in senders {
         s.await.unwrap();
     }
+    let c = run.c;
     let counts = settle(&*c.read().await, chats, per_chat).await;
     if counts.out_of_order + counts.replies_out_of_order + counts.split_ids > 0 {
         keep_logs(&*c.read().await, name);
     }
     check(name, &counts, started);
+    println!("chaos {name}: faults {fired:?}");
+    for f in &fired {
+        assert!(
+            f.seen_before < counts.sent && f.released_before < counts.sent,
+            "{name}: {} did not overlap the run: {f:?} of {}",
+            f.what,
+            counts.sent
+        );
+    }
     (c, counts)
 }
 
@@ -510,12 +668,13 @@ async fn kill_9_each_service_in_turn_mid_stream() {
         "kill -9 each service",
         c,
         15 * scale(),
-        async |c: &Shared| {
+        SERVICES.len(),
+        async |run: &Run| {
             for service in SERVICES {
-                tokio::time::sleep(Duration::from_millis(400)).await;
-                c.write().await.kill9(service);
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                c.write().await.launch(service).await;
+                let seen = run.midway().await;
+                run.c.write().await.kill9(service);
+                run.fired(format!("kill -9 {service}"), seen);
+                run.c.write().await.launch(service).await;
             }
         },
     )
@@ -541,10 +700,12 @@ async fn two_replicas_of_each_worker_one_of_each_killed_mid_stream() {
         c,
         10,
         15 * scale(),
-        async |c: &Shared| {
+        WORKERS.len(),
+        async |run: &Run| {
             for w in WORKERS {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                c.write().await.kill9(w);
+                let seen = run.midway().await;
+                run.c.write().await.kill9(w);
+                run.fired(format!("kill -9 {w}"), seen);
             }
         },
     )
@@ -558,11 +719,14 @@ async fn nats_restart_mid_stream() {
         "nats-server restart",
         c,
         15 * scale(),
-        async |c: &Shared| {
-            tokio::time::sleep(Duration::from_millis(800)).await;
-            c.write().await.nats.as_mut().unwrap().kill();
+        1,
+        async |run: &Run| {
+            let seen = run.midway().await;
+            run.c.write().await.nats.as_mut().unwrap().kill();
+            run.fired("nats-server killed", seen);
+            // Down for a while as the next wave is posted (the ingress answers 503 meanwhile).
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let mut c = c.write().await;
+            let mut c = run.c.write().await;
             c.nats.as_mut().unwrap().restart().await.unwrap();
         },
     )
@@ -576,7 +740,7 @@ async fn flaky_platform_with_429_and_5xx() {
     // 10 % of sends answered 429 (retry_after 1 s), 10 % answered 500.
     c.telegram.fail_randomly(100, 100);
     let (c, counts) =
-        stream_through_fault("flaky platform", c, 10 * scale(), async |_: &Shared| {}).await;
+        stream_through_fault("flaky platform", c, 10 * scale(), 0, async |_: &Run| {}).await;
     sent_once("flaky platform", &counts);
     let all = c.read().await.telegram.calls_of("sendMessage");
     let refused = all.iter().filter(|call| call.status != 200).count();
@@ -589,26 +753,40 @@ async fn flaky_platform_with_429_and_5xx() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_and_exits_zero() {
-    let mut c = Cluster::start().await;
-    for service in SERVICES {
-        let status = c.terminate(service);
-        assert!(
-            status.success(),
-            "{service} exited with {status} on SIGTERM"
-        );
-    }
+    let c = Cluster::start().await;
+    let name = "SIGTERM each service in turn";
+    let (_, counts) =
+        stream_through_fault(name, c, 15 * scale(), SERVICES.len(), async |run: &Run| {
+            for service in SERVICES {
+                let seen = run.midway().await;
+                let status = run.c.write().await.terminate(service);
+                assert!(
+                    status.success(),
+                    "{service} exited with {status} on SIGTERM"
+                );
+                run.fired(format!("SIGTERM {service}"), seen);
+                run.c.write().await.launch(service).await;
+            }
+        })
+        .await;
+    // A drained sender finished its calls and recorded them before it exited.
+    sent_once(name, &counts);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_node_cluster_loses_a_node_mid_stream() {
     let c = Cluster::start_on(Some(3)).await;
     let name = "three-node cluster, one node killed and restarted";
-    let (_, counts) = stream_through_fault(name, c, 15 * scale(), async |c: &Shared| {
-        tokio::time::sleep(Duration::from_millis(800)).await;
-        c.write().await.nats_cluster.as_mut().unwrap().kill(0);
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let mut c = c.write().await;
+    let (_, counts) = stream_through_fault(name, c, 15 * scale(), 2, async |run: &Run| {
+        let seen = run.midway().await;
+        run.c.write().await.nats_cluster.as_mut().unwrap().kill(0);
+        run.fired("node 0 killed", seen);
+        // Traffic goes on while the node is down: the other two keep a quorum.
+        let seen = run.midway().await;
+        let mut c = run.c.write().await;
         c.nats_cluster.as_mut().unwrap().restart(0).await.unwrap();
+        drop(c);
+        run.fired("node 0 restarted", seen);
     })
     .await;
     sent_once(name, &counts);
@@ -643,19 +821,19 @@ async fn one_tenant_down_for_the_whole_run() {
     let c = Cluster::start_with(None, &[("PATCHBAY_WEBHOOK_RETRY_SCHEDULE", &long_schedule)]).await;
     let down = FakeTenant::start().await;
     down.respond_with(|_| (reqwest::StatusCode::SERVICE_UNAVAILABLE, None));
-    let (_, down_path, secret) = c.create_bot_for(&down.url()).await;
-    let (_, up_path, _) = c.create_bot().await;
     let (chats, per_chat) = (10_i64, 15 * scale());
+    let down_bot = c.create_bot_for(&down.url(), 0..chats).await;
+    let up_bot = c.create_bot(0..chats).await;
     let mut sent: HashMap<String, Instant> = HashMap::new();
     for n in 0..per_chat {
         for chat in 0..chats {
             let text = format!("{chat}:{n}");
-            for path in [&down_path, &up_path] {
-                let update = fixtures::text_update(1 + chat * 100_000 + n, 1000 + chat, &text);
+            for bot in [&down_bot, &up_bot] {
+                let update = fixtures::text_update(1 + chat * 100_000 + n, chat_id(chat), &text);
                 let r = c
                     .http
-                    .post(format!("{}{path}", c.url("ingress-telegram")))
-                    .header("X-Telegram-Bot-Api-Secret-Token", &secret)
+                    .post(format!("{}{}", c.url("ingress-telegram"), bot.path))
+                    .header("X-Telegram-Bot-Api-Secret-Token", &bot.secret)
                     .json(&update)
                     .send()
                     .await

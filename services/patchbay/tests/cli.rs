@@ -250,6 +250,22 @@ async fn operators_and_bot_developers_work_from_the_command_line() {
         ],
     );
     assert!(revoked.trim().is_empty(), "{revoked}");
+    // The revoked key stops working once every service has the change (the config bucket);
+    // the key the bot was created with, still in its overlap, goes on working.
+    eventually(
+        Duration::from_secs(20),
+        "the revoked key refused",
+        || async {
+            let out = cli(&i, &["deliveries", "list", "--api-key", &key]);
+            (!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("401"))
+                .then_some(())
+        },
+    )
+    .await;
+    ok(
+        &i,
+        &["deliveries", "list", "--api-key", &field(&bot, "api_key")],
+    );
 
     // A custom channel: its domain key is shown once and registers users.
     let channel: Value = serde_json::from_str(&ok(

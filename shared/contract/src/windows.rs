@@ -291,7 +291,7 @@ mod tests {
     }
 
     #[test]
-    fn messenger_lets_a_human_agent_answer_for_seven_days() {
+    fn messenger_policy_gives_human_agents_seven_days() {
         let day = TimeDelta::hours(24);
         let week = TimeDelta::days(7);
         assert!(check(Platform::Messenger, day - MS, &text(), SendSource::Api).allowed());

@@ -66,6 +66,19 @@ pub fn member_update(update_id: i64, user_id: i64, status: &str) -> Value {
     })
 }
 
+/// The chat an update comes from (`chat.id` of its message, button press or membership change,
+/// else its sender's id): the chat whose user the bot may write to once the update is posted.
+pub fn update_chat_id(update: &Value) -> Option<i64> {
+    let object = update
+        .as_object()?
+        .iter()
+        .find_map(|(k, v)| (k != "update_id" && v.is_object()).then_some(v))?;
+    object["chat"]["id"]
+        .as_i64()
+        .or_else(|| object["message"]["chat"]["id"].as_i64())
+        .or_else(|| object["from"]["id"].as_i64())
+}
+
 /// The lowercase hex of HMAC-SHA256(`app_secret`, `body`): what Meta puts after `sha256=` in
 /// `X-Hub-Signature-256` (computed here independently of the ingress).
 pub fn meta_signature(app_secret: &str, body: &[u8]) -> String {

@@ -1,7 +1,9 @@
 //! A fake Telegram Bot API server speaking the real wire format: `POST /bot<token>/<method>`
 //! with a JSON body, answering `{"ok": true, "result": …}` or
-//! `{"ok": false, "error_code", "description", "parameters"?}`. Known tokens only; per-chat
-//! message ids; blocked chats answer 403; failures can be queued to test retries.
+//! `{"ok": false, "error_code", "description", "parameters"?}`. Known tokens only, and each
+//! token may only write to the chats whose users started that bot (as on Telegram: a bot cannot
+//! initiate a conversation); per-chat message ids; blocked chats answer 403; failures can be
+//! queued to test retries. Every call is recorded, refused ones too, with the status answered.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -16,14 +18,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
 
-/// One API call the fake received.
+/// One API call the fake received, refused or not.
 #[derive(Debug, Clone)]
 pub struct Call {
-    /// The bot token from the path.
+    /// The bot token from the path (empty when the path had no `bot` prefix).
     pub token: String,
     /// The method, e.g. `sendMessage`.
     pub method: String,
-    /// The JSON body.
+    /// The JSON body (`Value::Null` when it was not a JSON object).
     pub body: Value,
     /// The W3C `traceparent` header, if the caller sent one.
     pub traceparent: Option<String>,
@@ -51,6 +53,8 @@ struct Inner {
     /// Per mille of send calls answered 429 (retry_after 1) and 500, at random.
     random_failures: (u32, u32),
     tokens: HashSet<String>,
+    /// (token, chat): the chats whose users started each bot.
+    chats: HashSet<(String, i64)>,
     blocked: HashSet<i64>,
     calls: Vec<Call>,
     next_id: HashMap<i64, i64>,
@@ -104,7 +108,18 @@ impl FakeTelegram {
             .insert(token.to_owned());
     }
 
-    /// Accepts every token (for the demo).
+    /// Lets the bot with `token` write to `chat_id`: its user started the bot (the harness
+    /// calls this for every update it posts on the bot's behalf). Without it, sends to the chat
+    /// are refused with 403 "bot can't initiate conversation with a user".
+    pub fn open_chat(&self, token: &str, chat_id: i64) {
+        self.inner
+            .lock()
+            .expect("lock")
+            .chats
+            .insert((token.to_owned(), chat_id));
+    }
+
+    /// Accepts every token for every chat (for the demo only: tests tie tokens to chats).
     pub fn accept_any_token(&self) {
         self.inner.lock().expect("lock").any_token = true;
     }
@@ -195,45 +210,17 @@ async fn call(
     body: Bytes,
 ) -> Response {
     let mut s = inner.lock().expect("lock");
-    let before = s.calls.len();
-    let response = answer(&mut s, bot, method, &headers, body);
-    if s.calls.len() > before
-        && let Some(last) = s.calls.last_mut()
-    {
-        last.status = response.status().as_u16();
-    }
-    response
-}
-
-fn answer(
-    s: &mut Inner,
-    bot: String,
-    method: String,
-    headers: &HeaderMap,
-    body: Bytes,
-) -> Response {
-    let Some(token) = bot.strip_prefix("bot") else {
-        return error(StatusCode::NOT_FOUND, "Not Found", None);
-    };
-    if !s.any_token && !s.tokens.contains(token) {
-        return error(StatusCode::UNAUTHORIZED, "Unauthorized", None);
-    }
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    let body: Value = match (is_json, serde_json::from_slice(&body)) {
-        (true, Ok(v @ Value::Object(_))) => v,
-        _ => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "Bad Request: invalid JSON body",
-                None,
-            );
-        }
+    let body = match serde_json::from_slice(&body) {
+        Ok(v @ Value::Object(_)) if is_json => v,
+        _ => Value::Null,
     };
+    let token = bot.strip_prefix("bot").map(str::to_owned);
     s.calls.push(Call {
-        token: token.to_owned(),
+        token: token.clone().unwrap_or_default(),
         method: method.clone(),
         body: body.clone(),
         traceparent: headers
@@ -243,6 +230,27 @@ fn answer(
         status: 0,
         at: std::time::Instant::now(),
     });
+    let response = answer(&mut s, token, &method, body);
+    if let Some(last) = s.calls.last_mut() {
+        last.status = response.status().as_u16();
+    }
+    response
+}
+
+fn answer(s: &mut Inner, token: Option<String>, method: &str, body: Value) -> Response {
+    let Some(token) = token else {
+        return error(StatusCode::NOT_FOUND, "Not Found", None);
+    };
+    if !s.any_token && !s.tokens.contains(&token) {
+        return error(StatusCode::UNAUTHORIZED, "Unauthorized", None);
+    }
+    if body.is_null() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Bad Request: invalid JSON body",
+            None,
+        );
+    }
     let (too_many, server_error) = s.random_failures;
     let random_failure = if too_many + server_error > 0 && method.starts_with("send") {
         let mut b = [0u8; 2];
@@ -272,7 +280,7 @@ fn answer(
             ),
         };
     }
-    match method.as_str() {
+    match method {
         "getMe" => Json(json!({"ok": true, "result": {"id": 777, "is_bot": true, "first_name": "PatchbayTest", "username": "patchbay_test_bot"}})).into_response(),
         "answerCallbackQuery" => {
             if body["callback_query_id"].as_str().is_none() {
@@ -295,6 +303,9 @@ fn answer(
                 if !(1..=4096).contains(&len) {
                     return error(StatusCode::BAD_REQUEST, "Bad Request: message is too long", None);
                 }
+            }
+            if !s.any_token && !s.chats.contains(&(token.clone(), chat)) {
+                return error(StatusCode::FORBIDDEN, "Forbidden: bot can't initiate conversation with a user", None);
             }
             if s.blocked.contains(&chat) {
                 return error(StatusCode::FORBIDDEN, "Forbidden: bot was blocked by the user", None);

@@ -25,14 +25,24 @@ pub struct Received {
     pub headers: HeaderMap,
     /// The raw body.
     pub body: Bytes,
-    /// When it arrived.
+    /// When it was answered (after [`FakeTenant::set_delay`]'s delay, if any).
     pub at: std::time::Instant,
+    /// How long the answer was held back by [`FakeTenant::set_delay`] (zero when it was not).
+    pub held: Duration,
+    /// The HTTP status the tenant answered.
+    pub status: u16,
 }
 
 impl Received {
     /// The body as JSON.
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// Whether the tenant answered 2xx at once: a delivery the caller saw succeed (an answer
+    /// held back by [`FakeTenant::set_delay`] may have come after the caller gave up).
+    pub fn delivered(&self) -> bool {
+        (200..300).contains(&self.status) && self.held.is_zero()
     }
 
     /// A header as text.
@@ -53,6 +63,7 @@ struct Inner {
     responder: Arc<Mutex<Responder>>,
     delay: Arc<Mutex<Duration>>,
     headers: Arc<Mutex<Vec<(String, String)>>>,
+    verify_token: Arc<Mutex<Option<String>>>,
 }
 
 /// The fake tenant. Stops when dropped.
@@ -75,6 +86,7 @@ impl FakeTenant {
             responder: Arc::new(Mutex::new(Arc::new(|_: &Received| (StatusCode::OK, None)))),
             delay: Arc::default(),
             headers: Arc::default(),
+            verify_token: Arc::default(),
         };
         let app = axum::Router::new()
             .route("/hook", post(receive).get(challenge))
@@ -104,6 +116,12 @@ impl FakeTenant {
         f: impl Fn(&Received) -> (StatusCode, Option<Value>) + Send + Sync + 'static,
     ) {
         *self.inner.responder.lock().expect("lock") = Arc::new(f);
+    }
+
+    /// Answers a subscription challenge (`GET` with `hub.mode=subscribe`) only when its
+    /// `hub.verify_token` is `token`; until this is called, every challenge is refused.
+    pub fn expect_verify_token(&self, token: &str) {
+        *self.inner.verify_token.lock().expect("lock") = Some(token.to_owned());
     }
 
     /// Waits this long before answering each request (a slow endpoint).
@@ -148,14 +166,17 @@ async fn receive(
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let r = Received {
+    let mut r = Received {
         query: uri.query().map(str::to_owned),
         headers,
         body,
         at: std::time::Instant::now(),
+        held: delay,
+        status: 0,
     };
     let responder = s.responder.lock().expect("lock").clone();
     let (status, reply) = responder(&r);
+    r.status = status.as_u16();
     s.received.lock().expect("lock").push(r);
     let mut response = match reply {
         Some(v) => (status, axum::Json(v)).into_response(),
@@ -172,12 +193,22 @@ async fn receive(
     response
 }
 
-async fn challenge(Query(q): Query<std::collections::HashMap<String, String>>) -> Response {
+/// A subscription challenge: echoes `hub.challenge` when `hub.mode` is `subscribe` and
+/// `hub.verify_token` is the one the tenant expects (403 otherwise, as a tenant would).
+async fn challenge(
+    State(s): State<Inner>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let expected = s.verify_token.lock().expect("lock").clone();
+    if q.get("hub.mode").map(String::as_str) != Some("subscribe") {
+        return StatusCode::BAD_REQUEST.into_response();
+    }
+    if expected.is_none() || q.get("hub.verify_token") != expected.as_ref() {
+        return StatusCode::FORBIDDEN.into_response();
+    }
     match q.get("hub.challenge") {
-        Some(c) if q.get("hub.mode").map(String::as_str) == Some("subscribe") => {
-            c.clone().into_response()
-        }
-        _ => StatusCode::BAD_REQUEST.into_response(),
+        Some(c) => c.clone().into_response(),
+        None => StatusCode::BAD_REQUEST.into_response(),
     }
 }
 

@@ -397,7 +397,7 @@ mod tests {
     }
 
     #[test]
-    fn every_documented_error_is_classified() {
+    fn messenger_every_documented_error_is_classified() {
         let permanent: &[(u16, i64, Option<i64>, &str)] = &[
             (400, 10, Some(2018278), "outside_window"),
             (400, 10, Some(2534022), "outside_window"),

@@ -415,7 +415,7 @@ mod tests {
     }
 
     #[test]
-    fn every_documented_error_is_classified() {
+    fn whatsapp_every_documented_error_is_classified() {
         for (code, expected) in [
             (131047, "outside_window"),
             (131026, "user_unavailable"),
