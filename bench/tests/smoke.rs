@@ -21,14 +21,28 @@ fn short_mode_refuses_loses_and_duplicates_nothing() {
     let scenarios = r["scenarios"].as_array().unwrap();
     assert!(scenarios.len() >= 4, "{json}");
     for s in scenarios {
+        let name = &s["name"];
+        let counts = [
+            "sent",
+            "rejected",
+            "delivered",
+            "lost",
+            "duplicated",
+            "drained",
+        ]
+        .map(|k| format!("{k} {}", s[k]))
+        .join(", ");
         assert!(
             s["delivered"].as_u64().unwrap() > 0,
-            "nothing delivered: {s}"
+            "{name}: nothing delivered ({counts})"
         );
-        assert_eq!(s["rejected"], 0, "refused sends: {s}");
-        assert_eq!(s["lost"], 0, "lost: {s}");
-        assert_eq!(s["drained"], true, "work still pending when counted: {s}");
-        assert_eq!(s["duplicated"], 0, "duplicated: {s}");
+        assert_eq!(s["rejected"], 0, "{name}: refused sends ({counts})");
+        assert_eq!(s["lost"], 0, "{name}: lost ({counts})");
+        assert_eq!(
+            s["drained"], true,
+            "{name}: work still pending when duplicates were counted ({counts})"
+        );
+        assert_eq!(s["duplicated"], 0, "{name}: duplicated ({counts})");
         for key in [
             "throughput_per_s",
             "p50_ms",

@@ -136,11 +136,14 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_tenant_does_not_delay_another() {
     // Each attempt at the slow tenant holds a handler for the whole callback timeout: were the
-    // healthy tenant's events to wait behind them, they would wait at least that long.
-    let callback_timeout = Duration::from_secs(2);
+    // healthy tenant's events to wait behind them, they would wait at least that long. One
+    // partition, so both bots share the dispatcher's consumer and its handlers, and as many
+    // slow conversations as handlers: only the dispatcher's admission keeps them apart.
+    let callback_timeout = Duration::from_secs(3);
     let stack = Stack::start_with(Options {
         configure: Box::new(move |c| {
-            c.consumer_concurrency = 16;
+            c.partitions = 1;
+            c.consumer_concurrency = 8;
             c.webhook_timeout_ms = u64::try_from(callback_timeout.as_millis()).unwrap();
             c.webhook_retry_schedule = "0s,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms,200ms".parse().unwrap();
         }),
@@ -192,11 +195,12 @@ async fn a_slow_tenant_does_not_delay_another() {
         "the healthy tenant answers 200"
     );
     assert_eq!(good.len(), total, "each healthy event delivered once");
-    // Generous for a loaded machine, yet below one attempt at the slow tenant: no healthy
-    // event waited for a handler the slow tenant held.
+    // Generous for a loaded machine (tens of milliseconds are usual), yet half of one attempt
+    // at the slow tenant: no healthy event waited for a handler the slow tenant held.
+    let bound = callback_timeout / 2;
     assert!(
-        p99 < callback_timeout,
-        "the healthy tenant's p99 {p99:?} reached the slow tenant's callback timeout {callback_timeout:?}: {latencies:?}"
+        p99 < bound,
+        "the healthy tenant's p99 {p99:?} is not below {bound:?}, half the slow tenant's callback timeout: {latencies:?}"
     );
 
     // The slow tenant recovers: everything it missed is delivered (answered 2xx at once),
