@@ -110,7 +110,7 @@ impl Ctx {
                 self.http
                     .post(&self.bot.webhook_url)
                     .header("X-Telegram-Bot-Api-Secret-Token", &self.bot.secret)
-                    .json(&patchbay_testkit::fixtures::text_update(uid, chat, id))
+                    .json(&patchbay_telegram::fixtures::text_update(uid, chat, id))
             }
             Target::Outbound => self
                 .http

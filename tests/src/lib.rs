@@ -16,7 +16,8 @@ use patchbay_testkit::tenant::FakeTenant;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-pub use patchbay_testkit::{eventually, fixtures, tenant::WAIT};
+pub use patchbay_telegram::fixtures;
+pub use patchbay_testkit::{eventually, tenant::WAIT};
 
 /// How the services are laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -566,7 +567,10 @@ impl Stack {
         if let Some(secret) = app_secret {
             req = req.header(
                 "X-Hub-Signature-256",
-                format!("sha256={}", fixtures::meta_signature(secret, &raw)),
+                format!(
+                    "sha256={}",
+                    patchbay_testkit::fixtures::meta_signature(secret, &raw)
+                ),
             );
         }
         req.body(raw).send().await.unwrap().status().as_u16()

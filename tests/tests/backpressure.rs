@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use patchbay_testkit::fixtures;
+use patchbay_telegram::fixtures;
 use patchbay_tests::{Layout, Options, Stack, TIMEOUT, eventually};
 use serde_json::json;
 

@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use patchbay_contract::subjects::Stream;
-use patchbay_testkit::fixtures;
+use patchbay_telegram::fixtures;
 use patchbay_testkit::tenant::{FakeTenant, verify_standard_webhook};
 use patchbay_tests::{Layout, Options, Stack, TIMEOUT, eventually};
 use serde_json::{Value, json};

@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use hmac::{KeyInit, Mac};
-use patchbay_testkit::fixtures;
+use patchbay_telegram::fixtures;
 use patchbay_tests::{Options, Stack, TestBot, WAIT, eventually};
 use reqwest::StatusCode;
 use serde_json::{Value, json};

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use patchbay_testkit::fixtures;
+use patchbay_telegram::fixtures;
 use patchbay_testkit::tenant::FakeTenant;
 use patchbay_tests::{Options, Stack, TIMEOUT, eventually};
 use reqwest::StatusCode;

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use patchbay_testkit::fixtures;
+use patchbay_telegram::fixtures;
 use patchbay_tests::{Options, Stack, TIMEOUT, TestBot, eventually};
 use serde_json::{Value, json};
 

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use patchbay_testkit::fixtures;
+use patchbay_telegram::fixtures;
 use patchbay_tests::{Options, Stack, TIMEOUT, TestBot, eventually};
 use serde_json::{Value, json};
 

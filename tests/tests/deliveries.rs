@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use patchbay_testkit::fixtures;
+use patchbay_telegram::fixtures;
 use patchbay_tests::{Options, Stack, TIMEOUT, eventually};
 use reqwest::StatusCode;
 use serde_json::{Value, json};

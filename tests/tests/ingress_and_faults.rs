@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use patchbay_contract::subjects::Stream;
-use patchbay_testkit::fixtures;
+use patchbay_telegram::fixtures;
 use patchbay_tests::{Layout, Options, Stack, TIMEOUT};
 use serde_json::json;
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use patchbay_testkit::fixtures;
+use patchbay_telegram::fixtures;
 use patchbay_testkit::tenant::FakeTenant;
 use patchbay_tests::{Options, Stack, TIMEOUT, eventually};
 use reqwest::StatusCode;

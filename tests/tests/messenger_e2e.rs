@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use patchbay_contract::subjects::Stream;
-use patchbay_testkit::fixtures::messenger as fx;
+use patchbay_messenger::fixtures as fx;
 use patchbay_testkit::graph::Failure;
 use patchbay_testkit::tenant::verify_standard_webhook;
 use patchbay_tests::{Stack, TIMEOUT};

@@ -5,7 +5,8 @@
 
 use std::collections::HashMap;
 
-use patchbay_testkit::{eventually, fixtures};
+use patchbay_telegram::fixtures;
+use patchbay_testkit::eventually;
 use patchbay_tests::{Layout, Options, Stack, TIMEOUT};
 use reqwest::StatusCode;
 use serde_json::json;

@@ -7,7 +7,8 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
-use patchbay_testkit::{eventually, fixtures};
+use patchbay_telegram::fixtures;
+use patchbay_testkit::eventually;
 use patchbay_tests::{Layout, Options, Stack, TIMEOUT};
 use serde_json::json;
 

@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use patchbay_testkit::fixtures;
+use patchbay_telegram::fixtures;
 use patchbay_testkit::tenant::verify_standard_webhook;
 use patchbay_tests::{Stack, TIMEOUT};
 use reqwest::StatusCode;

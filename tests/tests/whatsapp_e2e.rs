@@ -4,9 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use patchbay_contract::subjects::Stream;
-use patchbay_testkit::fixtures::whatsapp as fx;
 use patchbay_testkit::tenant::verify_standard_webhook;
 use patchbay_tests::{Stack, TIMEOUT};
+use patchbay_whatsapp::fixtures as fx;
 use reqwest::StatusCode;
 use serde_json::json;
 

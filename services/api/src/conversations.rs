@@ -15,7 +15,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use patchbay_contract::{
-    ChannelRef, Contact, Content, HistoryPage, HistoryRequest, Platform, Recipient, SendSource,
+    ChannelRef, Contact, Content, HistoryPage, HistoryRequest, Recipient, SendSource,
     UpsertContactRequest, UpsertedContact, V1, router_ops,
 };
 use patchbay_runtime::ApiError;
@@ -67,14 +67,11 @@ fn new_contact_target(
     wanted: Option<&str>,
     contact: &Contact,
 ) -> Result<Option<(ChannelRef, String)>, ApiError> {
-    let digits = contact
-        .phone
-        .as_ref()
-        .map(|p| p.trim_start_matches('+').to_owned());
-    let user_on = |c: &ChannelRef| match c.platform {
-        Platform::Whatsapp => digits.clone(),
-        Platform::Custom => contact.email.clone().or_else(|| digits.clone()),
-        _ => None,
+    let user_on = |c: &ChannelRef| {
+        patchbay_registry::spec(c.platform)
+            .ok()?
+            .first_contact
+            .address(contact.phone.as_deref(), contact.email.as_deref())
     };
     if let Some(id) = wanted {
         let c = channels
@@ -89,10 +86,18 @@ fn new_contact_target(
         })?;
         return Ok(Some((c.clone(), user)));
     }
-    let pick = |platform: Platform| channels.iter().find(|c| c.platform == platform);
+    // A phone number goes to the first channel reached by phone; otherwise the first channel
+    // reached by e-mail or phone (a custom channel) takes the contact.
+    let reached_by = |kind: patchbay_registry::FirstContact| {
+        channels
+            .iter()
+            .find(|c| patchbay_registry::spec(c.platform).is_ok_and(|s| s.first_contact == kind))
+    };
     let channel = match (&contact.phone, &contact.email) {
-        (Some(_), _) if pick(Platform::Whatsapp).is_some() => pick(Platform::Whatsapp),
-        _ => pick(Platform::Custom),
+        (Some(_), _) if reached_by(patchbay_registry::FirstContact::Phone).is_some() => {
+            reached_by(patchbay_registry::FirstContact::Phone)
+        }
+        _ => reached_by(patchbay_registry::FirstContact::EmailOrPhone),
     };
     Ok(channel.and_then(|c| Some((c.clone(), user_on(c)?))))
 }

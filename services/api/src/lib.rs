@@ -531,7 +531,7 @@ async fn check_window(
     source: SendSource,
 ) -> Result<(), ApiError> {
     let platform = user.channel.platform;
-    let policy = patchbay_contract::windows::policy(platform);
+    let policy = patchbay_registry::window(platform);
     let now = chrono::Utc::now();
     let refused = messages.iter().enumerate().find_map(|(i, m)| {
         match policy.check(user.last_inbound_at, now, m, source) {

@@ -13,14 +13,14 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use patchbay_bus::rpc::{decode, encode};
 use patchbay_config::MasterKey;
-use patchbay_config::secrets::{api_key_hash, new_api_key, new_url_token, new_webhook_secret};
+use patchbay_config::secrets::{api_key_hash, new_api_key, new_webhook_secret};
 use patchbay_contract::ids::{new_id, prefix};
 use patchbay_contract::subjects::Bucket;
 use patchbay_contract::{
     BotStateRequest, CreateBotRequest, CreateChannelRequest, CreateTenantRequest, CreatedBot,
-    CreatedChannel, ListBotsRequest, Platform, RevokeKeyRequest, RotateRequest, RotatedKey,
-    RotatedSecret, RpcError, UpdateWebhookRequest, V1, VerifyEndpointRequest, WebhookInput,
-    WebhookSettings, auth_ops, credentials,
+    CreatedChannel, ListBotsRequest, RevokeKeyRequest, RotateRequest, RotatedKey, RotatedSecret,
+    RpcError, UpdateWebhookRequest, V1, VerifyEndpointRequest, WebhookInput, WebhookSettings,
+    auth_ops,
 };
 use patchbay_runtime::{BoxError, Deps, Service};
 use sqlx::PgPool;
@@ -116,38 +116,6 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             ));
         Ok(service)
     })
-}
-
-/// The credentials to store for a new channel, and what Patchbay generated for it (shown
-/// once). Custom channels get a domain key (unless given), the users' token key and an event
-/// webhook secret; other platforms' credentials are stored as given.
-fn complete_credentials(
-    platform: Platform,
-    given: serde_json::Value,
-) -> Result<(serde_json::Value, Option<serde_json::Value>), RpcError> {
-    if platform != Platform::Custom {
-        return Ok((given, None));
-    }
-    let input: patchbay_contract::credentials::CustomChannelInput =
-        serde_json::from_value(given).map_err(|e| invalid("credentials", e))?;
-    let domain_key_given = input.domain_key.is_some();
-    let creds = patchbay_contract::credentials::CustomCredentials {
-        domain_key: match input.domain_key {
-            Some(k) => k,
-            None => format!("dk_{}", new_url_token().map_err(internal)?),
-        },
-        token_secret: new_url_token().map_err(internal)?,
-        event_webhook_url: input.event_webhook_url,
-        event_webhook_secret: new_webhook_secret().map_err(internal)?,
-    };
-    let mut generated = serde_json::json!({"event_webhook_secret": creds.event_webhook_secret});
-    if !domain_key_given {
-        generated["domain_key"] = creds.domain_key.clone().into();
-    }
-    Ok((
-        serde_json::to_value(&creds).map_err(internal)?,
-        Some(generated),
-    ))
 }
 
 fn invalid(field: &str, message: impl std::fmt::Display) -> RpcError {
@@ -275,8 +243,11 @@ impl Auth {
     }
 
     async fn create_channel(&self, req: CreateChannelRequest) -> Result<CreatedChannel, RpcError> {
-        credentials::validate(req.platform, &req.credentials)
-            .map_err(|e| invalid(&e.field, e.message))?;
+        let spec = patchbay_registry::spec(req.platform).map_err(|e| invalid("platform", e))?;
+        let completed = (spec.credentials)(req.credentials).map_err(|e| match e {
+            patchbay_registry::CredentialsError::Invalid(e) => invalid(&e.field, e.message),
+            patchbay_registry::CredentialsError::Internal(e) => internal(e),
+        })?;
         if let Some(u) = &req.api_base_url
             && !(u.starts_with("http://") || u.starts_with("https://"))
         {
@@ -290,8 +261,7 @@ impl Auth {
             ));
         }
         let id = new_id(prefix::CHANNEL);
-        let (credentials, generated) = complete_credentials(req.platform, req.credentials)?;
-        let plain = serde_json::to_vec(&credentials).map_err(internal)?;
+        let plain = serde_json::to_vec(&completed.stored).map_err(internal)?;
         let sealed = self.key.seal(&id, &plain).map_err(internal)?;
         let created_at = store::insert_channel(
             &self.pool,
@@ -307,11 +277,8 @@ impl Auth {
         self.publish_bot(&req.bot_id).await?;
         tracing::info!(channel_id = %id, bot_id = %req.bot_id, platform = %req.platform, "channel created");
         Ok(CreatedChannel {
-            webhook_path: match req.platform {
-                Platform::Custom => format!("/v1/custom/{id}"),
-                p => format!("/webhooks/{p}/{id}"),
-            },
-            generated,
+            webhook_path: (spec.webhook_path)(&id),
+            generated: completed.generated,
             id,
             bot_id: req.bot_id,
             platform: req.platform,
@@ -481,7 +448,7 @@ impl Auth {
         }
         for (platform, template) in req.fallback_templates.iter().flatten() {
             if let Some(t) = template {
-                t.validate(*platform)
+                t.validate(&patchbay_registry::window(*platform))
                     .map_err(|e| RpcError::new(422, "invalid_request", e.to_string()))?;
             }
         }

@@ -36,7 +36,7 @@ use futures::future::BoxFuture;
 use patchbay_bus::rpc::{decode, encode};
 use patchbay_bus::{Bus, ConfigView, Delivery, Handler, HandlerError};
 use patchbay_contract::ids::{derive_id, hashed_id, message_ids, prefix};
-use patchbay_contract::windows::{self, Verdict};
+use patchbay_contract::windows::Verdict;
 use patchbay_contract::{
     BotRecord, Content, DeliveryError, DeliveryStatus, DispatchJob, EventMessage, EventType,
     FindNumberedUserRequest, FindUserRequest, GetUserRequest, HistoryRequest, InboundEvent,
@@ -616,7 +616,7 @@ fn plan<'a>(
     cmd: &'a SendCommand,
     fallback: Option<&'a Content>,
 ) -> Vec<Planned<'a>> {
-    let policy = windows::policy(platform);
+    let policy = patchbay_registry::window(platform);
     let mut substituted = false;
     cmd.messages
         .iter()

@@ -31,11 +31,11 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use patchbay_bus::{Bus, ConfigView};
 use patchbay_config::MasterKey;
-use patchbay_contract::credentials::CustomCredentials;
 use patchbay_contract::ids::{derive_id, new_id, prefix, user_id};
 use patchbay_contract::{
     ChannelRecord, Content, CustomOutcome, CustomReply, IngressEnvelope, Platform, V1,
 };
+use patchbay_custom::CustomCredentials;
 use patchbay_custom::api::{RegisterUser, RegisteredUser, SendAsUser, SentAsUser};
 use patchbay_custom::inbound::{AppUser, CustomBody};
 use patchbay_custom::token;

@@ -1,5 +1,5 @@
 //! `normaliser`: consumes raw envelopes from `<p>.ingress.>`, turns each into canonical
-//! events with its platform's adapter, and publishes them to `<p>.inbound.<bot>` keyed by event
+//! events with its platform's adapter (found in `patchbay-registry`), and publishes them to `<p>.inbound.<bot>` keyed by event
 //! id. A pure transformation: it holds no state and calls no platform. An envelope that cannot
 //! be read goes to the dead-letter stream with the reason; the next one flows on.
 
@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use patchbay_bus::{Bus, Delivery, Handler, HandlerError};
-use patchbay_contract::{IngressEnvelope, Platform, topology};
-use patchbay_platform::InboundAdapter;
+use patchbay_contract::{IngressEnvelope, topology};
 use patchbay_runtime::{BoxError, Deps, Service};
 
 struct Normaliser {
@@ -36,18 +35,8 @@ impl Handler<IngressEnvelope> for Normaliser {
 
     async fn handle(&self, d: Delivery<IngressEnvelope>) -> Result<(), HandlerError> {
         let env = &d.payload;
-        let events = match env.platform {
-            Platform::Telegram => patchbay_telegram::Telegram::normalise(env),
-            Platform::Custom => patchbay_custom::inbound::normalise(env),
-            Platform::Messenger => patchbay_messenger::Messenger::normalise(env),
-            Platform::Whatsapp => patchbay_whatsapp::Whatsapp::normalise(env),
-            other => {
-                return Err(HandlerError::reject(format!(
-                    "no normaliser for platform {other} in this release"
-                )));
-            }
-        }
-        .map_err(HandlerError::reject)?;
+        let spec = patchbay_registry::spec(env.platform).map_err(HandlerError::reject)?;
+        let events = (spec.normalise)(env).map_err(HandlerError::reject)?;
         if events.is_empty() {
             metrics::counter!("patchbay_normaliser_ignored_total", "platform" => env.platform.as_str())
                 .increment(1);

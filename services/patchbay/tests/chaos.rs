@@ -20,12 +20,13 @@ use std::process::{Command, ExitStatus};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use patchbay_telegram::fixtures;
+use patchbay_testkit::eventually;
 use patchbay_testkit::nats::{NatsCluster, NatsServer};
 use patchbay_testkit::postgres::PgServer;
 use patchbay_testkit::process::{Guarded, spawn};
 use patchbay_testkit::telegram::FakeTelegram;
 use patchbay_testkit::tenant::FakeTenant;
-use patchbay_testkit::{eventually, fixtures};
 use serde_json::{Value, json};
 
 const SERVICES: [&str; 7] = [

@@ -7,7 +7,6 @@
 
 pub mod brandchat;
 pub mod content;
-pub mod credentials;
 pub mod error;
 pub mod headers;
 pub mod ids;

@@ -1,15 +1,8 @@
-//! Messaging windows: how long after a user's last message each platform lets a bot send
-//! free-form messages, and what it still allows afterwards. One table ([`POLICIES`]), read by
-//! the router (which refuses a send, or substitutes the bot's fallback template, before any
-//! platform call) and by the API (which refuses it synchronously when it can tell).
-//!
-//! | platform | free-form window | outside it |
-//! |---|---|---|
-//! | WhatsApp | 24 h customer-service window | templates only |
-//! | Messenger | 24 h standard window | templates (utility messages), and a human agent's messages (`source: human`, sent with the `HUMAN_AGENT` tag) up to 7 days after the user's last message |
-//! | WeChat | 48 h customer-service window | template messages only |
-//! | LINE | none (a reply token lasts about a minute; the sender falls back to push) | — |
-//! | Telegram, Viber, Kik, custom | none | — |
+//! Messaging windows: how long after a user's last message a platform lets a bot send
+//! free-form messages, and what it still allows afterwards. Each platform crate defines its
+//! [`WindowPolicy`] (its `PlatformSpec`); the router refuses a send, or substitutes the bot's
+//! fallback template, before any platform call, and the API refuses it synchronously when it
+//! can tell. This module holds the rules' arithmetic and the refusal's wording.
 //!
 //! Windows count from the platform's timestamp of the user's last message (what the platforms
 //! count from); a window is open while `now < last + window` and closed from that instant on.
@@ -42,83 +35,23 @@ pub struct WindowPolicy {
     pub name: &'static str,
 }
 
-const HOUR: i64 = 3600;
-const DAY: i64 = 24 * HOUR;
+/// Seconds in an hour.
+pub const HOUR: i64 = 3600;
+/// Seconds in a day.
+pub const DAY: i64 = 24 * HOUR;
 
-/// Every platform's policy, in [`Platform`] order.
-pub const POLICIES: [WindowPolicy; 8] = [
-    WindowPolicy {
-        platform: Platform::Telegram,
-        window_secs: None,
-        templates_outside: false,
-        human_agent_secs: None,
-        reply_token_secs: None,
-        name: "Telegram",
-    },
-    WindowPolicy {
-        platform: Platform::Messenger,
-        window_secs: Some(DAY),
-        templates_outside: true,
-        human_agent_secs: Some(7 * DAY),
-        reply_token_secs: None,
-        name: "Messenger's 24-hour standard messaging window",
-    },
-    WindowPolicy {
-        platform: Platform::Whatsapp,
-        window_secs: Some(DAY),
-        templates_outside: true,
-        human_agent_secs: None,
-        reply_token_secs: None,
-        name: "WhatsApp's 24-hour customer-service window",
-    },
-    WindowPolicy {
-        platform: Platform::Wechat,
-        window_secs: Some(2 * DAY),
-        templates_outside: true,
-        human_agent_secs: None,
-        reply_token_secs: None,
-        name: "WeChat's 48-hour customer-service window",
-    },
-    WindowPolicy {
-        platform: Platform::Kik,
-        window_secs: None,
-        templates_outside: false,
-        human_agent_secs: None,
-        reply_token_secs: None,
-        name: "Kik",
-    },
-    WindowPolicy {
-        platform: Platform::Line,
-        window_secs: None,
-        templates_outside: false,
-        human_agent_secs: None,
-        reply_token_secs: Some(60),
-        name: "LINE",
-    },
-    WindowPolicy {
-        platform: Platform::Viber,
-        window_secs: None,
-        templates_outside: false,
-        human_agent_secs: None,
-        reply_token_secs: None,
-        name: "Viber",
-    },
-    WindowPolicy {
-        platform: Platform::Custom,
-        window_secs: None,
-        templates_outside: false,
-        human_agent_secs: None,
-        reply_token_secs: None,
-        name: "custom channels",
-    },
-];
-
-/// The policy of `platform`.
-pub fn policy(platform: Platform) -> &'static WindowPolicy {
-    POLICIES
-        .iter()
-        .find(|p| p.platform == platform)
-        .unwrap_or(&POLICIES[0])
+impl WindowPolicy {
+    /// A platform without a window: the bot may always write.
+    pub const fn none(platform: Platform, name: &'static str) -> Self {
+        Self {
+            platform,
+            window_secs: None,
+            templates_outside: false,
+            human_agent_secs: None,
+            reply_token_secs: None,
+            name,
+        }
+    }
 }
 
 /// What the window allows for one message.
@@ -202,11 +135,12 @@ impl WindowPolicy {
             None => "was never opened by a message from the user".to_owned(),
         };
         let still = match (self.templates_outside, self.human_agent_secs) {
-            (true, Some(_)) => {
-                "; only templates, or a human agent's messages (source human) within 7 days of the user's last message, can be sent until the user writes again"
-            }
-            (true, None) => "; only templates can be sent until the user writes again",
-            _ => "; nothing can be sent until the user writes again",
+            (true, Some(secs)) => format!(
+                "; only templates, or a human agent's messages (source human) within {} days of the user's last message, can be sent until the user writes again",
+                secs / DAY
+            ),
+            (true, None) => "; only templates can be sent until the user writes again".into(),
+            _ => "; nothing can be sent until the user writes again".into(),
         };
         DeliveryError {
             code: OUTSIDE_WINDOW.to_owned(),
@@ -221,6 +155,22 @@ mod tests {
     use super::*;
     use crate::content::Template;
 
+    /// A window with templates outside it and a week for human agents (the richest rules).
+    const RICH: WindowPolicy = WindowPolicy {
+        platform: Platform::Messenger,
+        window_secs: Some(DAY),
+        templates_outside: true,
+        human_agent_secs: Some(7 * DAY),
+        reply_token_secs: None,
+        name: "a 24-hour window",
+    };
+    /// A window with templates outside it only.
+    const TEMPLATES: WindowPolicy = WindowPolicy {
+        human_agent_secs: None,
+        name: "a 24-hour customer-service window",
+        ..RICH
+    };
+
     fn text() -> Content {
         Content::Text { text: "hi".into() }
     }
@@ -233,147 +183,110 @@ mod tests {
         "2026-11-20T10:00:00Z".parse().unwrap()
     }
 
-    /// `check(platform, seconds since the user's last message, content, source)`.
-    fn check(
-        platform: Platform,
-        after: TimeDelta,
-        content: &Content,
-        source: SendSource,
-    ) -> Verdict {
-        policy(platform).check(Some(t0()), t0() + after, content, source)
+    fn check(p: &WindowPolicy, after: TimeDelta, content: &Content, source: SendSource) -> Verdict {
+        p.check(Some(t0()), t0() + after, content, source)
     }
 
     const MS: TimeDelta = TimeDelta::milliseconds(1);
 
     #[test]
-    fn the_table_covers_every_platform_once_in_order() {
-        let all = [
-            Platform::Telegram,
-            Platform::Messenger,
-            Platform::Whatsapp,
-            Platform::Wechat,
-            Platform::Kik,
-            Platform::Line,
-            Platform::Viber,
-            Platform::Custom,
-        ];
-        for (p, policy) in all.iter().zip(POLICIES.iter()) {
-            assert_eq!(*p, policy.platform);
-            assert_eq!(super::policy(*p).platform, *p);
-        }
-        assert_eq!(policy(Platform::Line).reply_token_secs, Some(60));
-    }
-
-    #[test]
-    fn whatsapp_closes_after_24_hours_except_for_templates() {
+    fn a_window_closes_at_its_end_except_for_templates() {
         let api = SendSource::Api;
         let day = TimeDelta::hours(24);
         assert_eq!(
-            check(Platform::Whatsapp, day - MS, &text(), api),
+            check(&TEMPLATES, day - MS, &text(), api),
             Verdict::Open {
                 closes_at: t0() + day
             }
         );
         assert_eq!(
-            check(Platform::Whatsapp, day, &text(), api),
+            check(&TEMPLATES, day, &text(), api),
             Verdict::Closed {
                 closed_at: Some(t0() + day)
             }
         );
-        assert_eq!(
-            check(Platform::Whatsapp, day, &template(), api),
-            Verdict::Template
-        );
-        // A human agent gets nothing more on WhatsApp.
-        assert!(!check(Platform::Whatsapp, day, &text(), SendSource::Human).allowed());
+        assert_eq!(check(&TEMPLATES, day, &template(), api), Verdict::Template);
+        // No human-agent allowance: a human gets nothing more.
+        assert!(!check(&TEMPLATES, day, &text(), SendSource::Human).allowed());
         // Templates are fine inside the window too.
-        assert!(check(Platform::Whatsapp, day - MS, &template(), api).allowed());
+        assert!(check(&TEMPLATES, day - MS, &template(), api).allowed());
     }
 
     #[test]
-    fn messenger_policy_gives_human_agents_seven_days() {
+    fn a_human_agent_allowance_extends_the_window_for_human_messages_only() {
         let day = TimeDelta::hours(24);
         let week = TimeDelta::days(7);
-        assert!(check(Platform::Messenger, day - MS, &text(), SendSource::Api).allowed());
+        assert!(check(&RICH, day - MS, &text(), SendSource::Api).allowed());
         assert_eq!(
-            check(Platform::Messenger, day, &text(), SendSource::Api),
+            check(&RICH, day, &text(), SendSource::Api),
             Verdict::Closed {
                 closed_at: Some(t0() + day)
             }
         );
         assert_eq!(
-            check(Platform::Messenger, day, &text(), SendSource::Human),
+            check(&RICH, day, &text(), SendSource::Human),
             Verdict::HumanAgent { until: t0() + week }
         );
         assert_eq!(
-            check(Platform::Messenger, week - MS, &text(), SendSource::Human),
+            check(&RICH, week - MS, &text(), SendSource::Human),
             Verdict::HumanAgent { until: t0() + week }
         );
         assert_eq!(
-            check(Platform::Messenger, week, &text(), SendSource::Human),
+            check(&RICH, week, &text(), SendSource::Human),
             Verdict::Closed {
                 closed_at: Some(t0() + week)
             }
         );
         // Inside the standard window a human's message needs no tag.
         assert!(matches!(
-            check(Platform::Messenger, day - MS, &text(), SendSource::Human),
+            check(&RICH, day - MS, &text(), SendSource::Human),
             Verdict::Open { .. }
         ));
     }
 
     #[test]
-    fn wechat_has_48_hours() {
-        let two = TimeDelta::hours(48);
-        assert!(check(Platform::Wechat, two - MS, &text(), SendSource::Api).allowed());
-        assert!(!check(Platform::Wechat, two, &text(), SendSource::Api).allowed());
-    }
-
-    #[test]
-    fn platforms_without_a_window_never_refuse() {
+    fn without_a_window_nothing_is_refused() {
+        let none = WindowPolicy::none(Platform::Telegram, "Telegram");
         let year = TimeDelta::days(365);
-        for p in [
-            Platform::Telegram,
-            Platform::Line,
-            Platform::Viber,
-            Platform::Kik,
-            Platform::Custom,
-        ] {
-            assert_eq!(
-                check(p, year, &text(), SendSource::Api),
-                Verdict::Unlimited,
-                "{p}"
-            );
-            assert_eq!(
-                policy(p).check(None, t0(), &text(), SendSource::Api),
-                Verdict::Unlimited
-            );
-        }
+        assert_eq!(
+            check(&none, year, &text(), SendSource::Api),
+            Verdict::Unlimited
+        );
+        assert_eq!(
+            none.check(None, t0(), &text(), SendSource::Api),
+            Verdict::Unlimited
+        );
     }
 
     #[test]
     fn a_user_who_never_wrote_has_no_window() {
         assert_eq!(
-            policy(Platform::Whatsapp).check(None, t0(), &text(), SendSource::Api),
+            TEMPLATES.check(None, t0(), &text(), SendSource::Api),
             Verdict::Closed { closed_at: None }
         );
         assert_eq!(
-            policy(Platform::Whatsapp).check(None, t0(), &template(), SendSource::Api),
+            TEMPLATES.check(None, t0(), &template(), SendSource::Api),
             Verdict::Template
         );
     }
 
     #[test]
     fn the_refusal_names_the_window_and_its_close_time() {
-        let e = policy(Platform::Whatsapp).refusal(Some(t0()));
+        let e = TEMPLATES.refusal(Some(t0()));
         assert_eq!(e.code, "outside_window");
         assert_eq!(
             e.message,
-            "outside WhatsApp's 24-hour customer-service window, which closed at \
+            "outside a 24-hour customer-service window, which closed at \
              2026-11-20T10:00:00Z; only templates can be sent until the user writes again"
         );
-        let never = policy(Platform::Messenger).refusal(None);
+        let never = RICH.refusal(None);
         assert!(never.message.contains("never opened"), "{}", never.message);
-        assert!(never.message.contains("human agent"), "{}", never.message);
+        assert!(
+            never
+                .message
+                .contains("human agent's messages (source human) within 7 days"),
+            "{}",
+            never.message
+        );
     }
 }

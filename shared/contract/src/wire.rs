@@ -738,11 +738,15 @@ impl FallbackTemplate {
         ))
     }
 
-    /// Checks it as a fallback for `platform`; the error names the field under
+    /// Checks it as a fallback for the platform of `window`; the error names the field under
     /// `fallback_templates.<platform>`.
-    pub fn validate(&self, platform: Platform) -> Result<(), crate::content::FieldError> {
+    pub fn validate(
+        &self,
+        window: &crate::windows::WindowPolicy,
+    ) -> Result<(), crate::content::FieldError> {
+        let platform = window.platform;
         let at = format!("fallback_templates.{platform}");
-        if !crate::windows::policy(platform).templates_outside {
+        if !window.templates_outside {
             return Err(crate::content::FieldError::new(
                 at,
                 format!("{platform} has no messaging window that a template could bridge"),

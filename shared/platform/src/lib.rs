@@ -8,6 +8,8 @@
 //!
 //! [`ingress`] and [`outbound`] turn an adapter into a running service, so
 //! `services/ingress-<platform>` and `services/outbound-<platform>` stay a few lines long.
+//! What the other services need to know about a platform (credentials, window, normalisation,
+//! webhook path, first contact) is its [`PlatformSpec`], which `patchbay-registry` lists.
 //! See `docs/adding-a-messenger.md`.
 
 pub mod degrade;
@@ -16,6 +18,7 @@ pub mod http;
 pub mod ingress;
 pub mod meta;
 pub mod outbound;
+pub mod spec;
 pub mod webhook;
 
 use std::future::Future;
@@ -26,6 +29,7 @@ use patchbay_contract::{DeliveryError, InboundEvent, IngressEnvelope, OutboundJo
 use serde::de::DeserializeOwned;
 
 pub use degrade::{Capabilities, Support, degrade};
+pub use spec::PlatformSpec;
 
 /// Why a webhook was refused at the ingress.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -82,6 +82,17 @@ pub fn handshake(verify_token: &str, query: &HashMap<String, String>) -> Result<
         .ok_or_else(|| Rejection::Malformed("hub.challenge is missing".into()))
 }
 
+/// Checks a Graph object id in a channel's credentials (digits only, as Meta shows them).
+pub fn graph_id(name: &str, value: &str) -> Result<(), patchbay_contract::content::FieldError> {
+    if value.is_empty() || !value.chars().all(|c| c.is_ascii_digit()) {
+        return Err(patchbay_contract::content::FieldError::new(
+            format!("credentials.{name}"),
+            "must be the numeric id Meta shows",
+        ));
+    }
+    Ok(())
+}
+
 /// Meta's time stamps in milliseconds (Messenger) as a time.
 pub fn time_ms(ms: i64) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_millis(ms).unwrap_or_else(chrono::Utc::now)

@@ -9,9 +9,30 @@
 //!   request and pushes it to the channel's event webhook, signed per Standard Webhooks, with
 //!   `X-Patchbay-Source: bot|human|broadcast` and `X-Patchbay-Source-Id`.
 
+//!
+//! [`credentials`] completes what the operator gives with generated secrets; [`SPEC`] is what
+//! the other services ask about custom channels (no window; contacts reached by e-mail or
+//! phone; users' messages arrive at `/v1/custom/{channel_id}`).
+
 pub mod api;
+pub mod credentials;
 pub mod inbound;
 pub mod outbound;
 pub mod token;
 
+pub use credentials::{CustomChannelInput, CustomCredentials};
 pub use outbound::CustomSender;
+
+use patchbay_contract::Platform;
+use patchbay_contract::windows::WindowPolicy;
+use patchbay_platform::spec::{FirstContact, PlatformSpec};
+
+/// Custom channels, as the registry lists them.
+pub const SPEC: PlatformSpec = PlatformSpec {
+    platform: Platform::Custom,
+    window: WindowPolicy::none(Platform::Custom, "custom channels"),
+    credentials: credentials::complete,
+    normalise: inbound::normalise,
+    webhook_path: |channel| format!("/v1/custom/{channel}"),
+    first_contact: FirstContact::EmailOrPhone,
+};

@@ -15,7 +15,7 @@
 //! | other 4xx | failed, `event_webhook_refused`, the status as the platform code |
 //! | a loopback or private address (unless allowed) | failed, `event_webhook_refused` |
 
-use patchbay_contract::credentials::CustomCredentials;
+use crate::credentials::CustomCredentials;
 use patchbay_contract::{CustomReply, OutboundJob, Platform, SendSource, Subjects, V1};
 use patchbay_platform::{
     Capabilities, Limits, OutboundAdapter, SendError, Sent, Support, Target, webhook,

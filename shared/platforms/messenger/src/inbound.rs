@@ -542,8 +542,9 @@ impl InboundAdapter for Messenger {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures as fx;
     use chrono::{DateTime, Utc};
-    use patchbay_testkit::fixtures::{messenger as fx, meta_signature};
+    use patchbay_testkit::fixtures::meta_signature;
     use serde_json::json;
 
     fn at(ms: i64) -> DateTime<Utc> {

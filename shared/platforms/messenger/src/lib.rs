@@ -6,12 +6,45 @@
 //!   replies, referrals, opt-ins and receipts;
 //! * [`outbound`]: the content model rendered for the Send API, error classification, and
 //!   the user profile lookup;
-//! * [`capabilities`]: what Messenger shows natively.
+//! * [`capabilities`]: what Messenger shows natively;
+//! * [`credentials`]: the Page, its access token, the app secret and the verify token;
+//! * [`WINDOW`]: the 24-hour standard window, templates and human agents outside it;
+//! * [`SPEC`]: what the other services ask about Messenger;
+//! * [`fixtures`]: webhooks as Meta sends them, for tests.
 
 pub mod capabilities;
+pub mod credentials;
+pub mod fixtures;
 pub mod inbound;
 pub mod outbound;
 
+pub use credentials::MessengerCredentials;
 pub use inbound::Messenger;
 pub use outbound::MessengerSender;
-pub use patchbay_contract::credentials::MessengerCredentials;
+
+use patchbay_contract::Platform;
+use patchbay_contract::windows::{DAY, WindowPolicy};
+use patchbay_platform::InboundAdapter;
+use patchbay_platform::spec::{self, FirstContact, PlatformSpec};
+
+/// Messenger's 24-hour standard messaging window; outside it templates (utility messages),
+/// and a human agent's messages (`source: human`, sent with the `HUMAN_AGENT` tag) up to 7
+/// days after the user's last message.
+pub const WINDOW: WindowPolicy = WindowPolicy {
+    platform: Platform::Messenger,
+    window_secs: Some(DAY),
+    templates_outside: true,
+    human_agent_secs: Some(7 * DAY),
+    reply_token_secs: None,
+    name: "Messenger's 24-hour standard messaging window",
+};
+
+/// Messenger, as the registry lists it.
+pub const SPEC: PlatformSpec = PlatformSpec {
+    platform: Platform::Messenger,
+    window: WINDOW,
+    credentials: spec::as_given::<MessengerCredentials>,
+    normalise: <Messenger as InboundAdapter>::normalise,
+    webhook_path: |channel| spec::webhook_path_for(Platform::Messenger, channel),
+    first_contact: FirstContact::None,
+};

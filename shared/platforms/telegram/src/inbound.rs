@@ -373,7 +373,7 @@ impl InboundAdapter for Telegram {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use patchbay_testkit::fixtures;
+    use crate::fixtures;
     use serde_json::{Value, json};
 
     fn envelope(body: Value) -> IngressEnvelope {
@@ -497,8 +497,7 @@ mod tests {
         .unwrap();
         assert_eq!(s[0].dedupe_key, "telegram:ch_9:90001");
         assert_eq!(s[0].order_key.as_deref(), Some("-42"));
-        let cb =
-            serde_json::to_vec(&patchbay_testkit::fixtures::callback_update(1, 77, "x")).unwrap();
+        let cb = serde_json::to_vec(&crate::fixtures::callback_update(1, 77, "x")).unwrap();
         assert_eq!(
             Telegram::split("ch_9", &cb).unwrap()[0]
                 .order_key

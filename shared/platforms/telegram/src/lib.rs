@@ -3,12 +3,33 @@
 //! * [`inbound`]: `X-Telegram-Bot-Api-Secret-Token` check, one envelope per `Update` keyed by
 //!   `update_id`, and normalisation of messages, button presses and block/unblock;
 //! * [`outbound`]: rendering of the content model to `send*` methods and error classification;
-//! * [`capabilities`]: what Telegram shows natively.
+//! * [`capabilities`]: what Telegram shows natively;
+//! * [`credentials`]: the bot token and the webhook's secret token;
+//! * [`SPEC`]: what the other services ask about Telegram (no messaging window);
+//! * [`fixtures`]: updates as Telegram sends them, for tests.
 
 pub mod capabilities;
+pub mod credentials;
+pub mod fixtures;
 pub mod inbound;
 pub mod outbound;
 
+pub use credentials::TelegramCredentials;
 pub use inbound::Telegram;
 pub use outbound::TelegramSender;
-pub use patchbay_contract::credentials::TelegramCredentials;
+
+use patchbay_contract::Platform;
+use patchbay_contract::windows::WindowPolicy;
+use patchbay_platform::InboundAdapter;
+use patchbay_platform::spec::{self, FirstContact, PlatformSpec};
+
+/// Telegram, as the registry lists it: bots may write to a chat at any time once its user
+/// started the bot.
+pub const SPEC: PlatformSpec = PlatformSpec {
+    platform: Platform::Telegram,
+    window: WindowPolicy::none(Platform::Telegram, "Telegram"),
+    credentials: spec::as_given::<TelegramCredentials>,
+    normalise: <Telegram as InboundAdapter>::normalise,
+    webhook_path: |channel| spec::webhook_path_for(Platform::Telegram, channel),
+    first_contact: FirstContact::None,
+};

@@ -586,7 +586,8 @@ impl InboundAdapter for Whatsapp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use patchbay_testkit::fixtures::{meta_signature, whatsapp as fx};
+    use crate::fixtures as fx;
+    use patchbay_testkit::fixtures::meta_signature;
 
     fn envelopes(post: &Value) -> Vec<IngressEnvelope> {
         let body = serde_json::to_vec(post).unwrap();

@@ -5,7 +5,13 @@
 //!   routed by `phone_number_id`, and normalisation of messages, replies and statuses;
 //! * [`outbound`]: the content model (templates included) rendered as Cloud API messages, and
 //!   error classification (also used for the errors of `failed` statuses);
-//! * [`capabilities`]: what WhatsApp shows natively.
+//! * [`capabilities`]: what WhatsApp shows natively;
+//! * [`credentials`]: the phone number id, its access token, the app secret and the verify
+//!   token;
+//! * [`WINDOW`]: the 24-hour customer-service window, templates outside it;
+//! * [`SPEC`]: what the other services ask about WhatsApp (a phone number reaches a new
+//!   contact);
+//! * [`fixtures`]: webhooks as Meta sends them, for tests.
 //!
 //! Identity: a user is their business-scoped user id (BSUID, `contacts[].user_id` /
 //! `from_user_id`, sent since April 2026) or, in payloads without one, their `wa_id`, always
@@ -13,9 +19,37 @@
 //! when the payload has one, else the BSUID (users with a username may have no number).
 
 pub mod capabilities;
+pub mod credentials;
+pub mod fixtures;
 pub mod inbound;
 pub mod outbound;
 
+pub use credentials::WhatsappCredentials;
 pub use inbound::Whatsapp;
 pub use outbound::WhatsappSender;
-pub use patchbay_contract::credentials::WhatsappCredentials;
+
+use patchbay_contract::Platform;
+use patchbay_contract::windows::{DAY, WindowPolicy};
+use patchbay_platform::InboundAdapter;
+use patchbay_platform::spec::{self, FirstContact, PlatformSpec};
+
+/// WhatsApp's 24-hour customer-service window; templates only outside it.
+pub const WINDOW: WindowPolicy = WindowPolicy {
+    platform: Platform::Whatsapp,
+    window_secs: Some(DAY),
+    templates_outside: true,
+    human_agent_secs: None,
+    reply_token_secs: None,
+    name: "WhatsApp's 24-hour customer-service window",
+};
+
+/// WhatsApp, as the registry lists it: a phone number reaches a contact who never wrote (with
+/// a template, since the window is closed).
+pub const SPEC: PlatformSpec = PlatformSpec {
+    platform: Platform::Whatsapp,
+    window: WINDOW,
+    credentials: spec::as_given::<WhatsappCredentials>,
+    normalise: <Whatsapp as InboundAdapter>::normalise,
+    webhook_path: |channel| spec::webhook_path_for(Platform::Whatsapp, channel),
+    first_contact: FirstContact::Phone,
+};

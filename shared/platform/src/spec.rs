@@ -1,0 +1,185 @@
+//! What the shared services ask about a messenger, answered by its own crate.
+//!
+//! Every platform crate defines one [`PlatformSpec`] (`SPEC`): how its channels' credentials
+//! are checked and stored, its messaging window, how its envelopes become canonical events,
+//! where its webhooks arrive and how a new contact can be reached on it. `patchbay-registry`
+//! lists the specs, one line per platform, and the services (auth, normaliser, bot-router,
+//! api) look a platform up there instead of matching on it.
+
+use patchbay_contract::content::FieldError;
+use patchbay_contract::windows::WindowPolicy;
+use patchbay_contract::{InboundEvent, IngressEnvelope, Platform};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::NormaliseError;
+
+/// Everything about one messenger that services other than its own ingress and sender need.
+#[derive(Debug)]
+pub struct PlatformSpec {
+    /// Which messenger.
+    pub platform: Platform,
+    /// How long after a user's message the bot may write, and what it may send afterwards.
+    pub window: WindowPolicy,
+    /// Checks the credentials an operator gives for a new channel (the error names the field)
+    /// and completes them into what is sealed, plus what Patchbay generated (shown once).
+    pub credentials: fn(serde_json::Value) -> Result<Completed, CredentialsError>,
+    /// Turns an envelope of the platform's ingress into canonical events (the normaliser).
+    pub normalise: fn(&IngressEnvelope) -> Result<Vec<InboundEvent>, NormaliseError>,
+    /// The path the platform posts a channel's webhooks to, given the channel id.
+    pub webhook_path: fn(&str) -> String,
+    /// How a contact who never wrote can be reached on it (`POST /v1/conversations`).
+    pub first_contact: FirstContact,
+}
+
+/// Credentials ready to seal, and what Patchbay generated for them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completed {
+    /// What the channel record stores (sealed).
+    pub stored: serde_json::Value,
+    /// Secrets Patchbay generated, shown to the operator once.
+    pub generated: Option<serde_json::Value>,
+}
+
+/// Why credentials were not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialsError {
+    /// The operator gave something the platform does not accept (422, the field named).
+    #[error("{}: {}", .0.field, .0.message)]
+    Invalid(FieldError),
+    /// Patchbay could not complete them (no randomness): 500.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<FieldError> for CredentialsError {
+    fn from(e: FieldError) -> Self {
+        CredentialsError::Invalid(e)
+    }
+}
+
+/// A platform's channel credentials, as operators give them and channels store them.
+pub trait ChannelCredentials: Serialize + DeserializeOwned {
+    /// Checks the forms the platform accepts; the error names the field
+    /// (`credentials.<field>`).
+    fn validate(&self) -> Result<(), FieldError>;
+}
+
+/// The [`PlatformSpec::credentials`] of platforms whose credentials are stored as given:
+/// parsed as `C` (unknown fields refused), validated, stored unchanged.
+pub fn as_given<C: ChannelCredentials>(
+    given: serde_json::Value,
+) -> Result<Completed, CredentialsError> {
+    let creds: C = parse(given)?;
+    creds.validate()?;
+    Ok(Completed {
+        stored: serde_json::to_value(&creds)
+            .map_err(|e| CredentialsError::Internal(e.to_string()))?,
+        generated: None,
+    })
+}
+
+/// Parses credentials; a missing, unknown or mistyped field is named in the error.
+pub fn parse<T: DeserializeOwned>(given: serde_json::Value) -> Result<T, FieldError> {
+    serde_json::from_value::<T>(given).map_err(|e| FieldError::new("credentials", e.to_string()))
+}
+
+/// Checks that each named field is non-empty and has no whitespace or control characters.
+pub fn tokens(fields: &[(&str, &str)]) -> Result<(), FieldError> {
+    for (name, value) in fields {
+        if value.is_empty() || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(FieldError::new(
+                format!("credentials.{name}"),
+                "must be non-empty, without spaces or control characters",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `/webhooks/<platform>/<channel id>`: where most platforms post a channel's webhooks.
+pub fn webhook_path_for(platform: Platform, channel_id: &str) -> String {
+    format!("/webhooks/{platform}/{channel_id}")
+}
+
+/// How a contact who never wrote to the bot can be reached on a platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstContact {
+    /// Not at all: the user must write first.
+    None,
+    /// By phone number (digits, without `+`), which is the platform's address.
+    Phone,
+    /// By e-mail address, or else by phone number (the app's own user ids).
+    EmailOrPhone,
+}
+
+impl FirstContact {
+    /// The platform address of a contact with `phone` and `email`, if it can be reached.
+    pub fn address(self, phone: Option<&str>, email: Option<&str>) -> Option<String> {
+        let digits = phone.map(|p| p.trim_start_matches('+').to_owned());
+        match self {
+            FirstContact::None => None,
+            FirstContact::Phone => digits,
+            FirstContact::EmailOrPhone => email.map(str::to_owned).or(digits),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Token {
+        token: String,
+    }
+
+    impl ChannelCredentials for Token {
+        fn validate(&self) -> Result<(), FieldError> {
+            tokens(&[("token", &self.token)])
+        }
+    }
+
+    #[test]
+    fn credentials_as_given_are_parsed_validated_and_stored_unchanged() {
+        let ok = serde_json::json!({"token": "abc"});
+        assert_eq!(
+            as_given::<Token>(ok.clone()),
+            Ok(Completed {
+                stored: ok,
+                generated: None
+            })
+        );
+        let Err(CredentialsError::Invalid(e)) =
+            as_given::<Token>(serde_json::json!({"token": "a b"}))
+        else {
+            panic!("a token with a space is refused");
+        };
+        assert_eq!(e.field, "credentials.token");
+        let Err(CredentialsError::Invalid(e)) =
+            as_given::<Token>(serde_json::json!({"token": "a", "api_base_url": "http://x"}))
+        else {
+            panic!("unknown fields are refused");
+        };
+        assert!(e.message.contains("unknown field"), "{}", e.message);
+    }
+
+    #[test]
+    fn first_contact_addresses() {
+        assert_eq!(
+            FirstContact::Phone.address(Some("+351910000001"), Some("a@b.c")),
+            Some("351910000001".into())
+        );
+        assert_eq!(
+            FirstContact::EmailOrPhone.address(Some("+351"), Some("a@b.c")),
+            Some("a@b.c".into())
+        );
+        assert_eq!(
+            FirstContact::EmailOrPhone.address(Some("+351"), None),
+            Some("351".into())
+        );
+        assert_eq!(FirstContact::None.address(Some("+351"), None), None);
+    }
+}

@@ -1,0 +1,74 @@
+//! Every messenger Patchbay speaks, one line each. The services that are not a platform's own
+//! (auth, normaliser, bot-router, api) look a platform up here: its credentials, window,
+//! normalisation, webhook path and how a new contact is reached all come from its crate's
+//! [`PlatformSpec`]. Adding a messenger adds its crate's `SPEC` to [`PLATFORMS`].
+
+use patchbay_contract::Platform;
+use patchbay_contract::windows::WindowPolicy;
+pub use patchbay_platform::spec::{Completed, CredentialsError, FirstContact, PlatformSpec};
+
+/// The platforms this release supports.
+pub static PLATFORMS: &[&PlatformSpec] = &[
+    &patchbay_telegram::SPEC,
+    &patchbay_messenger::SPEC,
+    &patchbay_whatsapp::SPEC,
+    &patchbay_custom::SPEC,
+];
+
+/// A platform this release does not support (yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{0} channels are not supported by this release yet")]
+pub struct Unsupported(pub Platform);
+
+/// The spec of `platform`.
+pub fn spec(platform: Platform) -> Result<&'static PlatformSpec, Unsupported> {
+    PLATFORMS
+        .iter()
+        .copied()
+        .find(|s| s.platform == platform)
+        .ok_or(Unsupported(platform))
+}
+
+/// The messaging window of `platform` (none for a platform this release does not support: no
+/// channel of it can exist).
+pub fn window(platform: Platform) -> WindowPolicy {
+    spec(platform).map_or_else(
+        |_| WindowPolicy::none(platform, platform.as_str()),
+        |s| s.window,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_platform_is_listed_once_with_its_own_window() {
+        for (i, s) in PLATFORMS.iter().enumerate() {
+            assert_eq!(s.window.platform, s.platform, "{}", s.platform);
+            assert!(
+                PLATFORMS[i + 1..].iter().all(|o| o.platform != s.platform),
+                "{} listed twice",
+                s.platform
+            );
+            assert_eq!(spec(s.platform).unwrap().platform, s.platform);
+        }
+        assert_eq!(
+            spec(Platform::Viber).unwrap_err().to_string(),
+            "viber channels are not supported by this release yet"
+        );
+        assert_eq!(window(Platform::Viber).window_secs, None);
+    }
+
+    #[test]
+    fn webhook_paths() {
+        assert_eq!(
+            (spec(Platform::Telegram).unwrap().webhook_path)("ch_1"),
+            "/webhooks/telegram/ch_1"
+        );
+        assert_eq!(
+            (spec(Platform::Custom).unwrap().webhook_path)("ch_1"),
+            "/v1/custom/ch_1"
+        );
+    }
+}
