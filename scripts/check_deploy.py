@@ -84,6 +84,7 @@ KEDA_WORKERS = {
     "outbound-telegram": {"target": 200, "consumers": [("OUTBOUND", "outbound-telegram", "outbound")]},
     "outbound-messenger": {"target": 200, "consumers": [("OUTBOUND", "outbound-messenger", "outbound")]},
     "outbound-whatsapp": {"target": 200, "consumers": [("OUTBOUND", "outbound-whatsapp", "outbound")]},
+    "outbound-wechat": {"target": 200, "consumers": [("OUTBOUND", "outbound-wechat", "outbound")]},
 }
 KEDA_PARTITIONS = 8  # the base's PATCHBAY_PARTITIONS; every render checks its own value
 

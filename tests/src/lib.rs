@@ -13,6 +13,7 @@ use patchbay_testkit::nats::NatsServer;
 use patchbay_testkit::postgres::PgServer;
 use patchbay_testkit::telegram::FakeTelegram;
 use patchbay_testkit::tenant::FakeTenant;
+use patchbay_testkit::wechat::FakeWechat;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -42,6 +43,8 @@ pub struct Stack {
     pub telegram: FakeTelegram,
     /// The fake Meta Graph API (Messenger and WhatsApp).
     pub graph: FakeGraph,
+    /// The fake WeChat server API.
+    pub wechat: FakeWechat,
     /// An HTTP client.
     pub http: reqwest::Client,
     layout: Layout,
@@ -91,6 +94,37 @@ pub struct MetaBot {
     pub verify_token: String,
 }
 
+/// A bot created through the admin API with a WeChat Official Account channel on the fake
+/// WeChat API.
+#[derive(Debug, Clone)]
+pub struct WechatBot {
+    /// Bot id.
+    pub id: String,
+    /// API key.
+    pub api_key: String,
+    /// Standard Webhooks secret.
+    pub webhook_secret: String,
+    /// Channel id.
+    pub channel_id: String,
+    /// `/webhooks/wechat/<channel>`.
+    pub webhook_path: String,
+    /// The account's AppID.
+    pub app_id: String,
+    /// The server configuration's Token.
+    pub token: String,
+}
+
+/// How a WeChat webhook is posted: the admin console's three message modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WechatMode {
+    /// Plaintext, signed.
+    Plain,
+    /// Both forms in one body, `encrypt_type=aes`.
+    Compatible,
+    /// Encrypted only.
+    Safe,
+}
+
 /// Options for [`Stack::start_with`].
 pub struct Options {
     /// Layout.
@@ -117,12 +151,13 @@ impl Stack {
     /// A stack with options.
     pub async fn start_with(options: Options) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let (nats, pg, tenant, telegram, graph) = tokio::join!(
+        let (nats, pg, tenant, telegram, graph, wechat) = tokio::join!(
             NatsServer::start(),
             PgServer::start(),
             FakeTenant::start(),
             FakeTelegram::start(),
-            FakeGraph::start()
+            FakeGraph::start(),
+            FakeWechat::start()
         );
         let (nats, pg) = (
             nats.expect("nats-server starts"),
@@ -152,6 +187,8 @@ impl Stack {
             whatsapp_api_base_url: graph.base_url(),
             messenger_per_user_burst: 10_000,
             whatsapp_per_user_burst: 10_000,
+            wechat_api_base_url: wechat.base_url(),
+            wechat_per_user_burst: 10_000,
             ..Config::default()
         };
         (options.configure)(&mut config);
@@ -166,6 +203,7 @@ impl Stack {
             tenant,
             telegram,
             graph,
+            wechat,
             http: reqwest::Client::new(),
             layout: options.layout,
             running: Vec::new(),
@@ -592,6 +630,96 @@ impl Stack {
             .send()
             .await
             .unwrap();
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap())
+    }
+
+    /// A bot calling the fake tenant with a WeChat channel (its own AppID on the fake, Token
+    /// and EncodingAESKey of the official samples).
+    pub async fn wechat_bot(&self, events: Option<Vec<&str>>) -> WechatBot {
+        let tail: String = patchbay_testkit::unique_prefix().chars().take(16).collect();
+        let app_id = format!("wx{tail:0<16}");
+        let secret = format!("sec{}", patchbay_testkit::unique_prefix());
+        self.wechat.add_app(&app_id, &secret);
+        let creds = json!({"app_id": app_id, "app_secret": secret,
+                           "token": patchbay_wechat::fixtures::TOKEN,
+                           "encoding_aes_key": patchbay_wechat::fixtures::AES_KEY});
+        let bot = self.create_bot(None, &self.tenant.url(), events).await;
+        let id = bot["id"].as_str().unwrap().to_owned();
+        let (status, ch) = self
+            .post(
+                &format!("{}/admin/v1/bots/{id}/channels", self.api_url()),
+                self.admin_token(),
+                &json!({"platform": "wechat", "credentials": creds,
+                        "api_base_url": self.wechat.base_url()}),
+            )
+            .await;
+        assert_eq!(status, 201, "create channel: {ch}");
+        WechatBot {
+            id,
+            api_key: bot["api_key"].as_str().unwrap().to_owned(),
+            webhook_secret: bot["webhook_secret"].as_str().unwrap().to_owned(),
+            channel_id: ch["id"].as_str().unwrap().to_owned(),
+            webhook_path: ch["webhook_path"].as_str().unwrap().to_owned(),
+            app_id,
+            token: patchbay_wechat::fixtures::TOKEN.to_owned(),
+        }
+    }
+
+    /// Posts `xml` to the bot's WeChat webhook as WeChat would in `mode`, signed with `token`;
+    /// returns the status and the body answered.
+    pub async fn post_wechat(
+        &self,
+        bot: &WechatBot,
+        token: &str,
+        mode: WechatMode,
+        xml: &str,
+    ) -> (u16, String) {
+        use patchbay_wechat::fixtures as fx;
+        let (timestamp, nonce) = (chrono::Utc::now().timestamp().to_string(), "1320562132");
+        let (body, query) = match mode {
+            WechatMode::Plain => (
+                xml.to_owned(),
+                fx::query(token, &timestamp, nonce, fx::OPENID),
+            ),
+            WechatMode::Compatible | WechatMode::Safe => fx::encrypted(
+                xml,
+                token,
+                &bot.app_id,
+                fx::AES_KEY,
+                &timestamp,
+                nonce,
+                mode == WechatMode::Compatible,
+            ),
+        };
+        let url = reqwest::Url::parse_with_params(
+            &format!("{}{}", self.addr_of("ingress-wechat"), bot.webhook_path),
+            &query,
+        )
+        .unwrap();
+        let r = self
+            .http
+            .post(url)
+            .header("content-type", "text/xml")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap())
+    }
+
+    /// WeChat's `GET` check of the server configuration, signed with `token`.
+    pub async fn wechat_handshake(&self, bot: &WechatBot, token: &str) -> (u16, String) {
+        let mut query = patchbay_wechat::fixtures::query(token, "1409735669", "1320562132", "");
+        query.retain(|(k, _)| k != "openid");
+        query.push(("echostr".into(), "5838479218127813673".into()));
+        let url = reqwest::Url::parse_with_params(
+            &format!("{}{}", self.addr_of("ingress-wechat"), bot.webhook_path),
+            &query,
+        )
+        .unwrap();
+        let r = self.http.get(url).send().await.unwrap();
         let status = r.status().as_u16();
         (status, r.text().await.unwrap())
     }

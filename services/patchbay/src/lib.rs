@@ -20,6 +20,8 @@ pub const SERVICES: &[(&str, StartFn)] = &[
     ("ingress-messenger", patchbay_ingress_messenger::start),
     ("outbound-whatsapp", patchbay_outbound_whatsapp::start),
     ("ingress-whatsapp", patchbay_ingress_whatsapp::start),
+    ("outbound-wechat", patchbay_outbound_wechat::start),
+    ("ingress-wechat", patchbay_ingress_wechat::start),
     ("api", patchbay_api::start),
 ];
 

@@ -44,8 +44,9 @@ enum Command {
     /// Run one service (the same as its own binary).
     Service {
         /// One of: auth, bot-router, normaliser, webhook-dispatcher, outbound-telegram,
-        /// ingress-telegram, outbound-messenger, ingress-messenger, outbound-whatsapp,
-        /// ingress-whatsapp, api.
+        /// ingress-telegram, outbound-custom, ingress-custom, outbound-messenger,
+        /// ingress-messenger, outbound-whatsapp, ingress-whatsapp, outbound-wechat,
+        /// ingress-wechat, api.
         name: String,
     },
     /// Create or update the JetStream streams and buckets and apply every PostgreSQL
@@ -294,6 +295,30 @@ enum Channels {
         #[arg(long)]
         verify_token: String,
         /// Another Graph API base URL, with its version (operators only).
+        #[arg(long)]
+        api_base_url: Option<String>,
+    },
+    /// Connect a bot to a WeChat Official Account.
+    CreateWechat {
+        /// The bot.
+        #[arg(long)]
+        bot: String,
+        /// The account's AppID (wx…).
+        #[arg(long)]
+        app_id: String,
+        /// The account's AppSecret (fetches access tokens).
+        #[arg(long, env = "WECHAT_APP_SECRET", hide_env_values = true)]
+        app_secret: String,
+        /// The server configuration's Token (signs the webhooks; `--token` is the operator's).
+        #[arg(long, env = "WECHAT_TOKEN", hide_env_values = true)]
+        wechat_token: String,
+        /// The server configuration's EncodingAESKey (compatible and safe message modes).
+        #[arg(long, env = "WECHAT_ENCODING_AES_KEY", hide_env_values = true)]
+        encoding_aes_key: Option<String>,
+        /// The account has no customer-service message API (unverified subscription account).
+        #[arg(long)]
+        no_customer_service_api: bool,
+        /// Another WeChat API base URL (operators only).
         #[arg(long)]
         api_base_url: Option<String>,
     },
@@ -610,6 +635,24 @@ fn admin(cli: Cli) -> anyhow::Result<()> {
                     json!({"platform": "whatsapp",
                        "credentials": {"phone_number_id": phone_number_id, "access_token": access_token,
                                        "app_secret": app_secret, "verify_token": verify_token},
+                       "api_base_url": api_base_url}),
+                    &["id", "webhook_path"],
+                ),
+                Command::Channels(Channels::CreateWechat {
+                    bot,
+                    app_id,
+                    app_secret,
+                    wechat_token,
+                    encoding_aes_key,
+                    no_customer_service_api,
+                    api_base_url,
+                }) => (
+                    format!("/admin/v1/bots/{bot}/channels"),
+                    cli.token.clone(),
+                    json!({"platform": "wechat",
+                       "credentials": {"app_id": app_id, "app_secret": app_secret, "token": wechat_token,
+                                       "encoding_aes_key": encoding_aes_key,
+                                       "customer_service_api": !no_customer_service_api},
                        "api_base_url": api_base_url}),
                     &["id", "webhook_path"],
                 ),

@@ -184,6 +184,27 @@ async fn operators_and_bot_developers_work_from_the_command_line() {
         field(&number, "webhook_path").starts_with("/webhooks/whatsapp/ch_"),
         "{number}"
     );
+    let account = ok(
+        &i,
+        &[
+            "channels",
+            "create-wechat",
+            "--bot",
+            &bot_id,
+            "--app-id",
+            "wx2c2769f8efd9abc2",
+            "--app-secret",
+            "0123456789abcdef",
+            "--wechat-token",
+            "spamtest",
+            "--encoding-aes-key",
+            "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG",
+        ],
+    );
+    assert!(
+        field(&account, "webhook_path").starts_with("/webhooks/wechat/ch_"),
+        "{account}"
+    );
     let refused = cli(
         &i,
         &[

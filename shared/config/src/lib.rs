@@ -116,6 +116,14 @@ pub struct Config {
     pub whatsapp_per_user_per_second: u32,
     /// Messages a WhatsApp user may get in a burst before the per-user pace applies.
     pub whatsapp_per_user_burst: u32,
+    /// WeChat server API base URL (channels may override it).
+    pub wechat_api_base_url: String,
+    /// WeChat pace per Official Account (messages per second).
+    pub wechat_per_account_per_second: u32,
+    /// WeChat pace per user (messages per second).
+    pub wechat_per_user_per_second: u32,
+    /// Messages a WeChat user may get in a burst before the per-user pace applies.
+    pub wechat_per_user_burst: u32,
     /// Public base URL of the `api` service as users' browsers reach it (links `/go/<token>`).
     pub public_url: String,
     /// How long a Patchbay link that replaced a `:code` URL button stays valid.
@@ -167,6 +175,10 @@ impl Default for Config {
             whatsapp_per_number_per_second: 80,
             whatsapp_per_user_per_second: 1,
             whatsapp_per_user_burst: 10,
+            wechat_api_base_url: "https://api.weixin.qq.com".into(),
+            wechat_per_account_per_second: 100,
+            wechat_per_user_per_second: 1,
+            wechat_per_user_burst: 5,
             public_url: "http://localhost:8080".into(),
             link_ttl_ms: 86_400_000,
             code_ttl_ms: 300_000,
@@ -325,6 +337,15 @@ impl Config {
                 self.whatsapp_per_user_per_second,
             ),
             ("whatsapp_per_user_burst", self.whatsapp_per_user_burst),
+            (
+                "wechat_per_account_per_second",
+                self.wechat_per_account_per_second,
+            ),
+            (
+                "wechat_per_user_per_second",
+                self.wechat_per_user_per_second,
+            ),
+            ("wechat_per_user_burst", self.wechat_per_user_burst),
         ] {
             if v == 0 {
                 return Err(ConfigError::invalid(field, "must be at least 1"));
@@ -364,6 +385,7 @@ impl Config {
             ("telegram_api_base_url", Some(&self.telegram_api_base_url)),
             ("messenger_api_base_url", Some(&self.messenger_api_base_url)),
             ("whatsapp_api_base_url", Some(&self.whatsapp_api_base_url)),
+            ("wechat_api_base_url", Some(&self.wechat_api_base_url)),
             ("public_url", Some(&self.public_url)),
             ("otlp_endpoint", self.otlp_endpoint.as_ref()),
         ] {

@@ -301,7 +301,8 @@ pub struct Card {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Template {
-    /// The template's name as approved on the platform (`a-z`, `0-9`, `_`; at most 512).
+    /// The template's name as approved on the platform (WhatsApp: `a-z`, `0-9`, `_`), or its
+    /// id (WeChat's template ids mix cases and `-`); at most 512 characters.
     pub name: String,
     /// Its language code, e.g. `en_US` (WhatsApp's `language.code`).
     pub language: String,
@@ -342,11 +343,11 @@ impl Template {
             || !self
                 .name
                 .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         {
             return Err(FieldError::new(
                 "name",
-                "must be 1-512 characters of a-z, 0-9 and '_'",
+                "must be 1-512 characters of A-Z, a-z, 0-9, '_' and '-'",
             ));
         }
         let lang_ok = (2..=16).contains(&self.language.len())
@@ -730,7 +731,7 @@ mod tests {
         );
         check(
             json!({"type": "template", "name": "Order Ready", "language": "en_US"}),
-            Err("name: must be 1-512 characters of a-z, 0-9 and '_'"),
+            Err("name: must be 1-512 characters of A-Z, a-z, 0-9, '_' and '-'"),
         );
         check(
             json!({"type": "template", "name": "x", "language": ""}),

@@ -65,6 +65,9 @@ pub enum Bucket {
     /// Live replicas of each consumer group and the partitions they run (short TTL,
     /// refreshed by heartbeats).
     Members,
+    /// Platform access tokens shared by every replica that calls the platform, with the claim
+    /// of the one replica fetching a new one (WeChat: one token per AppID).
+    Tokens,
 }
 
 impl Bucket {
@@ -76,6 +79,7 @@ impl Bucket {
             Bucket::Links => "links",
             Bucket::Sent => "sent",
             Bucket::Members => "members",
+            Bucket::Tokens => "tokens",
         }
     }
 }

@@ -155,6 +155,7 @@ pub fn buckets(settings: &TopologySettings) -> Vec<(Bucket, Option<Duration>)> {
         (Bucket::Links, Some(settings.link_ttl)),
         (Bucket::Sent, Some(7 * DAY)),
         (Bucket::Members, Some(MEMBER_TTL)),
+        (Bucket::Tokens, Some(DAY)),
     ]
 }
 

@@ -3,10 +3,12 @@
 //! several channels' events to one URL (Meta), `POST`/`GET /webhooks/<platform>`.
 //!
 //! Raw body first (size-capped, 413 beyond), channel looked up in the config view (404 when
-//! unknown or disabled), authenticity checked over the raw bytes with the channel's opened
-//! credentials (401, nothing published), body split into envelopes (400 when malformed), each
-//! envelope published with the platform's event id as `Nats-Msg-Id`, and 200 only after
-//! JetStream stored them all (503 when it could not, so the platform retries).
+//! unknown or disabled), authenticity checked over the raw bytes (and the query, for platforms
+//! that sign it) with the channel's opened credentials, and the body decrypted where the
+//! platform encrypts it ([`InboundAdapter::open`]; 401, nothing published), body split into
+//! envelopes (400 when malformed), each envelope published with the platform's event id as
+//! `Nats-Msg-Id`, and 200 (with [`InboundAdapter::ACCEPTED`] as the body) only after JetStream
+//! stored them all (503 when it could not, so the platform retries).
 //!
 //! Routing (adapters with [`InboundAdapter::ROUTED`]): each envelope names the platform
 //! object it is for ([`crate::Split::route`], a Page id or `phone_number_id`); it is
@@ -163,23 +165,27 @@ fn refuse(platform: &'static str, channel: &str, r: Rejection) -> ApiError {
 async fn receive<A: InboundAdapter>(
     State(s): State<Arc<State_<A>>>,
     Path(channel_id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<(StatusCode, &'static str), ApiError> {
     let platform = A::PLATFORM.as_str();
     let body = read_body(platform, body)?;
     let own = s.channel(&channel_id).await?;
-    A::verify(&own.creds, &headers, &body).map_err(|r| refuse(platform, &channel_id, r))?;
-    deliver::<A>(&s, Some(own), &headers, &body).await
+    let opened = A::open(&own.creds, &headers, &query, &body)
+        .map_err(|r| refuse(platform, &channel_id, r))?;
+    deliver::<A>(&s, Some(own), &headers, &opened).await?;
+    Ok((StatusCode::OK, A::ACCEPTED))
 }
 
 async fn receive_app<A: InboundAdapter>(
     State(s): State<Arc<State_<A>>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<(StatusCode, &'static str), ApiError> {
     let body = read_body(A::PLATFORM.as_str(), body)?;
-    deliver::<A>(&s, None, &headers, &body).await
+    deliver::<A>(&s, None, &headers, &body).await?;
+    Ok((StatusCode::OK, A::ACCEPTED))
 }
 
 /// Splits `body`, routes each envelope to its channel (the receiving channel `own` for

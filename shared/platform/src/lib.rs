@@ -73,9 +73,26 @@ pub trait InboundAdapter: Send + Sync + 'static {
     /// serves `/webhooks/<platform>` without a channel id.
     const ROUTED: bool = false;
 
+    /// What the ingress answers once it stored a webhook's envelopes (200 with this body; most
+    /// platforms ignore it, WeChat wants `success`).
+    const ACCEPTED: &'static str = "";
+
     /// Checks the request's authenticity with the channel's credentials, over the raw body.
     fn verify(creds: &Self::Credentials, headers: &HeaderMap, body: &[u8])
     -> Result<(), Rejection>;
+
+    /// The authenticity check of a request to a channel's own URL, and the body
+    /// [`InboundAdapter::split`] parses: by default [`InboundAdapter::verify`] and the body as
+    /// received. Platforms that sign the query string or encrypt the body (WeChat) override it.
+    fn open<'a>(
+        creds: &Self::Credentials,
+        headers: &HeaderMap,
+        _query: &std::collections::HashMap<String, String>,
+        body: &'a [u8],
+    ) -> Result<std::borrow::Cow<'a, [u8]>, Rejection> {
+        Self::verify(creds, headers, body)?;
+        Ok(std::borrow::Cow::Borrowed(body))
+    }
 
     /// Parses the body just enough to split it into envelopes and find their platform ids.
     fn split(channel_id: &str, body: &[u8]) -> Result<Vec<Split>, Rejection>;

@@ -12,6 +12,7 @@ pub static PLATFORMS: &[&PlatformSpec] = &[
     &patchbay_telegram::SPEC,
     &patchbay_messenger::SPEC,
     &patchbay_whatsapp::SPEC,
+    &patchbay_wechat::SPEC,
     &patchbay_custom::SPEC,
 ];
 

@@ -5,6 +5,7 @@
 //! * [`tenant::FakeTenant`]: a tenant's callback server that records and verifies what it gets;
 //! * [`telegram::FakeTelegram`]: the Telegram Bot API, speaking its real wire format;
 //! * [`graph::FakeGraph`]: Meta's Graph API for Messenger and WhatsApp (sends, profiles);
+//! * [`wechat::FakeWechat`]: the WeChat Official Account API (tokens, sends, media, profiles);
 //! * [`fixtures`]: Telegram updates and Messenger / WhatsApp webhooks as the platforms send them;
 //! * [`unique_prefix`]: a random subject prefix, so tests share nothing.
 //!
@@ -20,6 +21,7 @@ pub mod postgres;
 pub mod process;
 pub mod telegram;
 pub mod tenant;
+pub mod wechat;
 
 use std::path::PathBuf;
 use std::time::Duration;

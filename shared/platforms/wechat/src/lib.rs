@@ -1,0 +1,55 @@
+//! WeChat Official Accounts adapter (`reference/platforms.md` §4).
+//!
+//! * [`crypto`]: the server-configuration signature, safe mode's `msg_signature` and its
+//!   AES-256-CBC message encryption (32-byte PKCS#7 blocks, the AppID checked);
+//! * [`inbound`]: the `echostr` handshake, every POST's signature (and decryption in the safe
+//!   and compatible modes), one envelope per message or event, and normalisation;
+//! * [`outbound`]: the content model rendered for the customer-service message API (media
+//!   uploaded as temporary media, `msgmenu` for buttons and quick replies, `news` for cards),
+//!   template messages, every `errcode` classified, and `user/info` profiles;
+//! * [`tokens`]: one access token per AppID for the whole installation, shared by every
+//!   replica through the `<p>_tokens` bucket;
+//! * [`capabilities`]: what WeChat shows natively;
+//! * [`credentials`]: the AppID and AppSecret, the server configuration's Token and
+//!   EncodingAESKey, and whether the account has the customer-service API;
+//! * [`WINDOW`]: the 48-hour customer-service window, template messages outside it;
+//! * [`SPEC`]: what the other services ask about WeChat;
+//! * [`fixtures`]: webhooks as WeChat sends them (plain, compatible and safe), for tests.
+
+pub mod capabilities;
+pub mod credentials;
+pub mod crypto;
+pub mod fixtures;
+pub mod inbound;
+pub mod outbound;
+pub mod tokens;
+
+pub use credentials::WechatCredentials;
+pub use inbound::Wechat;
+pub use outbound::WechatSender;
+
+use patchbay_contract::Platform;
+use patchbay_contract::windows::{DAY, WindowPolicy};
+use patchbay_platform::InboundAdapter;
+use patchbay_platform::spec::{self, FirstContact, PlatformSpec};
+
+/// WeChat's 48-hour customer-service window: customer-service messages for 48 hours after the
+/// user's last message, template messages (service accounts) outside it.
+pub const WINDOW: WindowPolicy = WindowPolicy {
+    platform: Platform::Wechat,
+    window_secs: Some(2 * DAY),
+    templates_outside: true,
+    human_agent_secs: None,
+    reply_token_secs: None,
+    name: "WeChat's 48-hour customer-service window",
+};
+
+/// WeChat, as the registry lists it.
+pub const SPEC: PlatformSpec = PlatformSpec {
+    platform: Platform::Wechat,
+    window: WINDOW,
+    credentials: spec::as_given::<WechatCredentials>,
+    normalise: <Wechat as InboundAdapter>::normalise,
+    webhook_path: |channel| spec::webhook_path_for(Platform::Wechat, channel),
+    first_contact: FirstContact::None,
+};
