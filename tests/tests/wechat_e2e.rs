@@ -271,3 +271,69 @@ async fn wechat_errors_become_message_failed_with_their_code() {
     .await;
     stack.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_messages_per_user_message_then_refused_before_any_call() {
+    let stack = Stack::start().await;
+    let bot = stack.wechat_bot(Some(vec!["*"])).await;
+    stack.wechat.add_follower(&bot.app_id, fx::OPENID);
+    let xml = text_now(fx::OPENID, 11, "hi");
+    assert_eq!(
+        stack
+            .post_wechat(&bot, &bot.token, WechatMode::Plain, &xml)
+            .await
+            .0,
+        200
+    );
+    let user = stack.events_of("message.received", 1).await[0].json()["user"]["id"].clone();
+    let six: Vec<_> = (1..=6)
+        .map(|n| json!({"type": "text", "text": format!("m{n}")}))
+        .collect();
+    let (status, body) = stack
+        .call(
+            "POST",
+            "/v1/messages",
+            Some(&bot.api_key),
+            Some(&json!({"user_id": user, "messages": six})),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let failed = stack.events_of("message.failed", 1).await[0].json();
+    assert_eq!(failed["error"]["code"], "rate_limited", "{failed}");
+    assert_eq!(failed["message"]["id"], body["message_ids"][5], "{failed}");
+    stack.events_of("message.sent", 5).await;
+    let texts: Vec<_> = stack
+        .wechat
+        .calls_to(CUSTOM_SEND_PATH)
+        .iter()
+        .map(|c| c.body["text"]["content"].clone())
+        .collect();
+    assert_eq!(
+        texts,
+        ["m1", "m2", "m3", "m4", "m5"].map(|t| json!(t)),
+        "the sixth never reached WeChat"
+    );
+
+    // The user writes again: five more.
+    let again = text_now(fx::OPENID, 12, "again");
+    assert_eq!(
+        stack
+            .post_wechat(&bot, &bot.token, WechatMode::Plain, &again)
+            .await
+            .0,
+        200
+    );
+    stack.events_of("message.received", 2).await;
+    let (status, body) = stack
+        .call(
+            "POST",
+            "/v1/messages",
+            Some(&bot.api_key),
+            Some(&json!({"user_id": user, "messages": [{"type": "text", "text": "m7"}]})),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    stack.events_of("message.sent", 6).await;
+    assert_eq!(stack.wechat.calls_to(CUSTOM_SEND_PATH).len(), 6);
+    stack.shutdown().await;
+}

@@ -484,9 +484,18 @@ impl Handler<SendCommand> for Sends {
             .fallback_templates
             .get(&recipient.channel.platform)
             .map(|f| f.content());
+        // A quota per message from the user (WeChat's five): what the bot sent since then,
+        // besides this command's own messages (stored already when this is a redelivery).
+        let sent = match patchbay_registry::window(recipient.channel.platform).per_inbound {
+            Some(_) => store::counted_since_last_inbound(&r.pool, &recipient.conversation_id, &ids)
+                .await
+                .map_err(db_error)?,
+            None => 0,
+        };
         let plan = plan(
             recipient.channel.platform,
             recipient.last_inbound_at,
+            sent,
             now,
             cmd,
             fallback.as_ref(),
@@ -606,57 +615,69 @@ impl Planned<'_> {
     }
 }
 
-/// Checks every message of `cmd` against `platform`'s messaging window at `now`. Outside it,
-/// the first free-form message becomes `fallback` (when the bot has one); the others fail, so
-/// the user gets the template once, not once per message.
+/// Checks every message of `cmd` against `platform`'s messaging window at `now`, and against
+/// its quota of free-form messages per message from the user (`sent`: how many the bot sent
+/// since the user's last message). Outside the window or over the quota, the first free-form
+/// message becomes `fallback` (when the bot has one); the others fail, so the user gets the
+/// template once, not once per message.
 fn plan<'a>(
     platform: patchbay_contract::Platform,
     last_inbound: Option<chrono::DateTime<chrono::Utc>>,
+    sent: u32,
     now: chrono::DateTime<chrono::Utc>,
     cmd: &'a SendCommand,
     fallback: Option<&'a Content>,
 ) -> Vec<Planned<'a>> {
     let policy = patchbay_registry::window(platform);
     let mut substituted = false;
+    let mut counted = sent;
+    let mut refuse = |content: &'a Content, refusal: DeliveryError| match fallback {
+        Some(template) if !substituted => {
+            substituted = true;
+            Planned::Substitute {
+                template,
+                replaced: content,
+                refusal,
+            }
+        }
+        Some(_) => Planned::Refuse {
+            content,
+            error: DeliveryError {
+                message: format!(
+                    "{}; the fallback template was sent once, in place of the first such message of this request",
+                    refusal.message
+                ),
+                ..refusal
+            },
+        },
+        None => Planned::Refuse {
+            content,
+            error: refusal,
+        },
+    };
     cmd.messages
         .iter()
         .map(
             |content| match policy.check(last_inbound, now, content, cmd.source) {
-                Verdict::Closed { closed_at } => {
-                    let refusal = policy.refusal(closed_at);
-                    match fallback {
-                        Some(template) if !substituted => {
-                            substituted = true;
-                            Planned::Substitute {
-                                template,
-                                replaced: content,
-                                refusal,
-                            }
-                        }
-                        Some(_) => Planned::Refuse {
-                            content,
-                            error: DeliveryError {
-                                message: format!(
-                                    "{}; the fallback template was sent once, in place of the first such message of this request",
-                                    refusal.message
-                                ),
-                                ..refusal
-                            },
-                        },
-                        None => Planned::Refuse {
-                            content,
-                            error: refusal,
-                        },
+                Verdict::Closed { closed_at } => refuse(content, policy.refusal(closed_at)),
+                Verdict::Open { .. }
+                    if !matches!(content, Content::Template(_))
+                        && policy.per_inbound.is_some_and(|q| counted >= q) =>
+                {
+                    let since = last_inbound.unwrap_or(now);
+                    refuse(content, policy.over_quota(counted, since))
+                }
+                Verdict::Open { .. } => {
+                    if !matches!(content, Content::Template(_)) {
+                        counted += 1;
                     }
+                    Planned::Send { content, tag: None }
                 }
                 Verdict::HumanAgent { .. } => Planned::Send {
                     content,
                     tag: Some(MessageTag::HumanAgent),
                 },
-                Verdict::Unlimited | Verdict::Open { .. } | Verdict::Template => Planned::Send {
-                    content,
-                    tag: None,
-                },
+                Verdict::Unlimited | Verdict::Template => Planned::Send { content, tag: None },
             },
         )
         .collect()
@@ -754,7 +775,7 @@ mod tests {
             vec![text("a"), template.clone(), text("b")],
             SendSource::Api,
         );
-        let with = plan(Platform::Whatsapp, last, now, &cmd, Some(&template));
+        let with = plan(Platform::Whatsapp, last, 0, now, &cmd, Some(&template));
         assert_eq!(outline(&with), ["substitute", "send", "refuse"]);
         assert_eq!(
             with[0].stored(),
@@ -767,16 +788,16 @@ mod tests {
         assert_eq!(*content, &text("b"), "a refused message is stored as asked");
         assert_eq!(error.code, "outside_window");
         assert!(error.message.contains("fallback template was sent once"));
-        let without = plan(Platform::Whatsapp, last, now, &cmd, None);
+        let without = plan(Platform::Whatsapp, last, 0, now, &cmd, None);
         assert_eq!(outline(&without), ["refuse", "send", "refuse"]);
         // Inside the window, or on a platform without one, nothing changes.
         let fresh = Some(now - chrono::TimeDelta::hours(1));
         assert_eq!(
-            outline(&plan(Platform::Whatsapp, fresh, now, &cmd, None)),
+            outline(&plan(Platform::Whatsapp, fresh, 0, now, &cmd, None)),
             ["send", "send", "send"]
         );
         assert_eq!(
-            outline(&plan(Platform::Telegram, last, now, &cmd, None)),
+            outline(&plan(Platform::Telegram, last, 0, now, &cmd, None)),
             ["send", "send", "send"]
         );
     }
@@ -787,17 +808,55 @@ mod tests {
         let cmd = command(vec![text("a")], SendSource::Human);
         let days = |d| Some(now - chrono::TimeDelta::days(d));
         assert_eq!(
-            outline(&plan(Platform::Messenger, days(3), now, &cmd, None)),
+            outline(&plan(Platform::Messenger, days(3), 0, now, &cmd, None)),
             ["send+tag"]
         );
         assert_eq!(
-            outline(&plan(Platform::Messenger, days(8), now, &cmd, None)),
+            outline(&plan(Platform::Messenger, days(8), 0, now, &cmd, None)),
             ["refuse"]
         );
         let bot = command(vec![text("a")], SendSource::Api);
         assert_eq!(
-            outline(&plan(Platform::Messenger, days(3), now, &bot, None)),
+            outline(&plan(Platform::Messenger, days(3), 0, now, &bot, None)),
             ["refuse"]
+        );
+    }
+
+    #[test]
+    fn wechat_allows_five_free_form_messages_per_message_from_the_user() {
+        let now = chrono::Utc::now();
+        let last = Some(now - chrono::TimeDelta::hours(1));
+        let template = Content::Template(patchbay_contract::content::Template::with_body(
+            "order_ready",
+            "zh_CN",
+            &[],
+        ));
+        let cmd = command(
+            vec![text("a"), template.clone(), text("b"), text("c")],
+            SendSource::Api,
+        );
+        // Three sent since the user wrote: two more free-form messages go; templates are
+        // not counted and always go.
+        let p = plan(Platform::Wechat, last, 3, now, &cmd, None);
+        assert_eq!(outline(&p), ["send", "send", "send", "refuse"]);
+        let Planned::Refuse { error, .. } = &p[3] else {
+            unreachable!()
+        };
+        assert_eq!(error.code, "rate_limited");
+        assert!(
+            error
+                .message
+                .contains("5 free-form messages per message from the user, and 5 were sent"),
+            "{}",
+            error.message
+        );
+        // Over the quota, the bot's fallback template goes once in place of the first.
+        let p = plan(Platform::Wechat, last, 5, now, &cmd, Some(&template));
+        assert_eq!(outline(&p), ["substitute", "send", "refuse", "refuse"]);
+        // Other platforms have no quota.
+        assert_eq!(
+            outline(&plan(Platform::Whatsapp, last, 50, now, &cmd, None)),
+            ["send", "send", "send", "send"]
         );
     }
 }

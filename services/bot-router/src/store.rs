@@ -352,6 +352,34 @@ pub struct OutboundRows {
     pub messages: Vec<(String, Content, Option<Content>)>,
 }
 
+/// How many free-form messages the bot sent in `conversation_id` since the user's last
+/// message was stored here, for a platform's quota per message from the user: outbound, not
+/// templates, not failed (a refused message used none of the quota), and not among `except`
+/// (the command being planned, whose messages a redelivery finds stored). Counted from when
+/// Patchbay stored the user's message (an inbound row's `updated_at`: inbound rows are never
+/// updated, and their `created_at` is the platform's timestamp, in whole seconds on WeChat, so
+/// replies in the second before it would count against the new quota).
+pub async fn counted_since_last_inbound(
+    pool: &PgPool,
+    conversation_id: &str,
+    except: &[String],
+) -> Result<u32, sqlx::Error> {
+    let n: i64 = sqlx::query_scalar(
+        "select count(*) from messages m
+         where m.conversation_id = $1 and m.direction = 'outbound'
+           and m.created_at > coalesce((select max(i.updated_at) from messages i
+                                        where i.conversation_id = $1 and i.direction = 'inbound'),
+                                       '-infinity')
+           and m.content->>'type' <> 'template' and m.status <> 'failed'
+           and not (m.id = any($2))",
+    )
+    .bind(conversation_id)
+    .bind(except)
+    .fetch_one(pool)
+    .await?;
+    Ok(u32::try_from(n).unwrap_or(u32::MAX))
+}
+
 /// Stores the outbound messages of send commands, in one statement. Idempotent: ids are
 /// derived from the commands. For each command, which of its messages this call created (the
 /// others were stored by a redelivered or repeated command: they may have been published,

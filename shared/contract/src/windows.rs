@@ -14,6 +14,9 @@ use crate::wire::{DeliveryError, Platform, SendSource};
 
 /// The code of a send refused because the platform's window is closed.
 pub const OUTSIDE_WINDOW: &str = "outside_window";
+/// The code of a send refused because the user's message allows no more (WeChat's five
+/// customer-service messages per message from the user).
+pub const QUOTA_EXCEEDED: &str = "rate_limited";
 
 /// One platform's rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +34,9 @@ pub struct WindowPolicy {
     /// Informational: a reply token stays valid this long (LINE); the sender falls back to a
     /// push message afterwards, so nothing is refused.
     pub reply_token_secs: Option<i64>,
+    /// Free-form messages the bot may send per message from the user, inside the window
+    /// (WeChat: five customer-service messages); templates do not count. `None`: no quota.
+    pub per_inbound: Option<u32>,
     /// How people call the window, for error messages.
     pub name: &'static str,
 }
@@ -49,7 +55,23 @@ impl WindowPolicy {
             templates_outside: false,
             human_agent_secs: None,
             reply_token_secs: None,
+            per_inbound: None,
             name,
+        }
+    }
+
+    /// The error of a free-form message over the quota of [`WindowPolicy::per_inbound`]:
+    /// code [`QUOTA_EXCEEDED`], and a message that says how many were sent since when.
+    pub fn over_quota(&self, sent: u32, since: DateTime<Utc>) -> DeliveryError {
+        let quota = self.per_inbound.unwrap_or(0);
+        DeliveryError {
+            code: QUOTA_EXCEEDED.to_owned(),
+            message: format!(
+                "over the quota of {}: {quota} free-form messages per message from the user, and {sent} were sent since the user's last message at {}; templates can still be sent, or wait until the user writes again",
+                self.name,
+                since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+            platform_code: None,
         }
     }
 }
@@ -162,6 +184,7 @@ mod tests {
         templates_outside: true,
         human_agent_secs: Some(7 * DAY),
         reply_token_secs: None,
+        per_inbound: None,
         name: "a 24-hour window",
     };
     /// A window with templates outside it only.

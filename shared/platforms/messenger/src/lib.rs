@@ -36,6 +36,7 @@ pub const WINDOW: WindowPolicy = WindowPolicy {
     templates_outside: true,
     human_agent_secs: Some(7 * DAY),
     reply_token_secs: None,
+    per_inbound: None,
     name: "Messenger's 24-hour standard messaging window",
 };
 

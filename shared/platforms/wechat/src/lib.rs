@@ -33,14 +33,16 @@ use patchbay_contract::windows::{DAY, WindowPolicy};
 use patchbay_platform::InboundAdapter;
 use patchbay_platform::spec::{self, FirstContact, PlatformSpec};
 
-/// WeChat's 48-hour customer-service window: customer-service messages for 48 hours after the
-/// user's last message, template messages (service accounts) outside it.
+/// WeChat's 48-hour customer-service window: at most five customer-service messages for 48
+/// hours after each message from the user (WeChat answers 45047 beyond them), template
+/// messages (service accounts) outside it and beyond the quota.
 pub const WINDOW: WindowPolicy = WindowPolicy {
     platform: Platform::Wechat,
     window_secs: Some(2 * DAY),
     templates_outside: true,
     human_agent_secs: None,
     reply_token_secs: None,
+    per_inbound: Some(5),
     name: "WeChat's 48-hour customer-service window",
 };
 

@@ -40,6 +40,7 @@ pub const WINDOW: WindowPolicy = WindowPolicy {
     templates_outside: true,
     human_agent_secs: None,
     reply_token_secs: None,
+    per_inbound: None,
     name: "WhatsApp's 24-hour customer-service window",
 };
 
