@@ -637,13 +637,23 @@ impl Stack {
     /// A bot calling the fake tenant with a WeChat channel (its own AppID on the fake, Token
     /// and EncodingAESKey of the official samples).
     pub async fn wechat_bot(&self, events: Option<Vec<&str>>) -> WechatBot {
+        self.wechat_bot_with(events, true).await
+    }
+
+    /// [`Stack::wechat_bot`], for an account with or without the customer-service API.
+    pub async fn wechat_bot_with(
+        &self,
+        events: Option<Vec<&str>>,
+        customer_service_api: bool,
+    ) -> WechatBot {
         let tail: String = patchbay_testkit::unique_prefix().chars().take(16).collect();
         let app_id = format!("wx{tail:0<16}");
         let secret = format!("sec{}", patchbay_testkit::unique_prefix());
         self.wechat.add_app(&app_id, &secret);
         let creds = json!({"app_id": app_id, "app_secret": secret,
                            "token": patchbay_wechat::fixtures::TOKEN,
-                           "encoding_aes_key": patchbay_wechat::fixtures::AES_KEY});
+                           "encoding_aes_key": patchbay_wechat::fixtures::AES_KEY,
+                           "customer_service_api": customer_service_api});
         let bot = self.create_bot(None, &self.tenant.url(), events).await;
         let id = bot["id"].as_str().unwrap().to_owned();
         let (status, ch) = self

@@ -10,7 +10,7 @@ use chrono::Utc;
 use patchbay_contract::subjects::Stream;
 use patchbay_testkit::tenant::verify_standard_webhook;
 use patchbay_testkit::wechat::{CUSTOM_SEND_PATH, TEMPLATE_SEND_PATH};
-use patchbay_tests::{Stack, TIMEOUT, WechatMode, eventually};
+use patchbay_tests::{Options, Stack, TIMEOUT, WechatMode, eventually};
 use patchbay_wechat::fixtures as fx;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -335,5 +335,107 @@ async fn five_messages_per_user_message_then_refused_before_any_call() {
     assert_eq!(status, 202, "{body}");
     stack.events_of("message.sent", 6).await;
     assert_eq!(stack.wechat.calls_to(CUSTOM_SEND_PATH).len(), 6);
+    stack.shutdown().await;
+}
+
+/// An account without the customer-service API (an unverified subscription account) answers
+/// inline: the webhook's response is the bot's reply as passive-reply XML, encrypted in safe
+/// mode; a reply too late, or not a reply, fails and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_customer_service_api_the_bot_answers_inline_within_five_seconds() {
+    // The tenant may take longer than WeChat waits: its callback does not time out first.
+    let stack = Stack::start_with(Options {
+        configure: Box::new(|c| c.webhook_timeout_ms = 15_000),
+        ..Options::default()
+    })
+    .await;
+    reply_with_echo(&stack);
+    let bot = stack.wechat_bot_with(Some(vec!["*"]), false).await;
+
+    let (status, answer) = stack
+        .post_wechat(
+            &bot,
+            &bot.token,
+            WechatMode::Plain,
+            &text_now(fx::OPENID, 21, "plain"),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let reply = patchbay_wechat::inbound::fields(&answer).unwrap();
+    assert_eq!(reply["MsgType"], "text", "{answer}");
+    assert_eq!(reply["Content"], "echo: plain");
+    assert_eq!(reply["ToUserName"], fx::OPENID);
+    assert_eq!(reply["FromUserName"], fx::OA);
+
+    // Safe mode: the reply is encrypted and signed like WeChat's own messages.
+    let (status, answer) = stack
+        .post_wechat(
+            &bot,
+            &bot.token,
+            WechatMode::Safe,
+            &text_now(fx::OPENID, 22, "secret"),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let wrapper = patchbay_wechat::inbound::fields(&answer).unwrap();
+    assert!(
+        patchbay_wechat::crypto::signature_matches(
+            &wrapper["MsgSignature"],
+            &[
+                &bot.token,
+                &wrapper["TimeStamp"],
+                &wrapper["Nonce"],
+                &wrapper["Encrypt"]
+            ]
+        ),
+        "{answer}"
+    );
+    let key = patchbay_wechat::crypto::AesKey::from_encoding_aes_key(fx::AES_KEY).unwrap();
+    let inner = patchbay_wechat::crypto::decrypt(&key, &bot.app_id, &wrapper["Encrypt"]).unwrap();
+    assert_eq!(
+        patchbay_wechat::inbound::fields(&inner).unwrap()["Content"],
+        "echo: secret"
+    );
+    assert!(
+        stack.wechat.calls_to(CUSTOM_SEND_PATH).is_empty(),
+        "no API call"
+    );
+    stack.events_of("message.sent", 2).await;
+
+    // A message that answers nothing inline cannot go out, and says why.
+    let user = stack.events_of("message.received", 1).await[0].json()["user"]["id"].clone();
+    let (status, body) = stack
+        .call(
+            "POST",
+            "/v1/messages",
+            Some(&bot.api_key),
+            Some(&json!({"user_id": user, "messages": [{"type": "text", "text": "news"}]})),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let failed = stack.events_of("message.failed", 1).await[0].json();
+    assert_eq!(failed["error"]["code"], "outside_window", "{failed}");
+    assert!(
+        failed["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("five-second passive-reply window"),
+        "{failed}"
+    );
+
+    // A tenant slower than WeChat's deadline: the webhook is answered without a reply, and
+    // the late reply fails.
+    stack.tenant.set_delay(std::time::Duration::from_secs(6));
+    let (status, answer) = stack
+        .post_wechat(
+            &bot,
+            &bot.token,
+            WechatMode::Plain,
+            &text_now(fx::OPENID, 23, "slow"),
+        )
+        .await;
+    assert_eq!((status, answer.as_str()), (200, "success"));
+    let failed = stack.events_of("message.failed", 2).await;
+    assert_eq!(failed[1].json()["error"]["code"], "outside_window");
     stack.shutdown().await;
 }

@@ -31,7 +31,8 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
         )?
         // Media URLs are fetched to upload them: never from private addresses, unless the
         // operator allows them (as for callbacks).
-        .allow_private_media(c.allow_private_callbacks)?;
+        .allow_private_media(c.allow_private_callbacks)?
+        .with_passive(deps.bus.client().clone(), deps.bus.subjects().clone());
         patchbay_platform::outbound::service("outbound-wechat", &deps, sender).await
     })
 }

@@ -221,6 +221,22 @@ impl Subjects {
         ))
     }
 
+    /// Core NATS subject where a sender hands the bot's reply to an ingress request waiting to
+    /// answer the platform inline (WeChat accounts without the customer-service API):
+    /// `<p>.passive.<platform>.<event>`, the event being the user's message replied to.
+    pub fn passive_reply(
+        &self,
+        platform: Platform,
+        event_id: &str,
+    ) -> Result<String, ContractError> {
+        Ok(format!(
+            "{}.passive.{}.{}",
+            self.prefix,
+            platform.as_str(),
+            check_token(event_id)?
+        ))
+    }
+
     /// Request/reply subject of a service operation: `<p>.rpc.<service>.<op>`.
     pub fn rpc(&self, service: &str, op: &str) -> String {
         format!("{}.rpc.{service}.{op}", self.prefix)

@@ -168,24 +168,100 @@ async fn receive<A: InboundAdapter>(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, &'static str), ApiError> {
+) -> Result<(StatusCode, String), ApiError> {
     let platform = A::PLATFORM.as_str();
     let body = read_body(platform, body)?;
     let own = s.channel(&channel_id).await?;
     let opened = A::open(&own.creds, &headers, &query, &body)
         .map_err(|r| refuse(platform, &channel_id, r))?;
+    if let Some(wait) = A::passive_wait(&own.creds) {
+        return passive::<A>(&s, own, &headers, &query, &opened, wait).await;
+    }
     deliver::<A>(&s, Some(own), &headers, &opened).await?;
-    Ok((StatusCode::OK, A::ACCEPTED))
+    Ok((StatusCode::OK, A::ACCEPTED.to_owned()))
+}
+
+/// A channel that can answer only in the webhook's own response: publishes the envelopes as
+/// [`deliver`] does, having listened first for the bot's reply to each envelope's event, and
+/// answers with the first reply handed over within `wait` (the sender learns it was taken;
+/// later replies to the same message find no one listening). Without one in time, the usual
+/// answer.
+async fn passive<A: InboundAdapter>(
+    s: &State_<A>,
+    own: Opened<A::Credentials>,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+    body: &[u8],
+    wait: std::time::Duration,
+) -> Result<(StatusCode, String), ApiError> {
+    use futures::StreamExt;
+    let platform = A::PLATFORM.as_str();
+    let channel = own.channel.clone();
+    let splits = A::split(&channel.id, body).map_err(|r| refuse(platform, &channel.id, r))?;
+    let envelopes: Vec<(String, crate::Split)> = splits
+        .into_iter()
+        .map(|split| (new_id(prefix::ENVELOPE), split))
+        .collect();
+    let mut listening = Vec::new();
+    for (envelope_id, split) in &envelopes {
+        let event_id = patchbay_contract::ids::derive_id(prefix::EVENT, envelope_id, 0);
+        let subject = s.bus.subjects().passive_reply(A::PLATFORM, &event_id)?;
+        let sub = s
+            .bus
+            .client()
+            .subscribe(subject)
+            .await
+            .map_err(|e| ApiError::unavailable(format!("cannot listen for the reply: {e}")))?;
+        listening.push((sub, split.body.clone()));
+    }
+    let started = tokio::time::Instant::now();
+    let subject = s.bus.subjects().ingress(A::PLATFORM, &channel.id)?;
+    let span = tracing::info_span!(
+        "webhook",
+        otel.kind = "server",
+        messaging.system = "nats",
+        messaging.destination.name = %subject,
+        platform,
+    );
+    crate::http::adopt_trace(&span, headers);
+    publish_all::<A>(&s.bus, &subject, &channel, envelopes)
+        .instrument(span)
+        .await?;
+    let replies = futures::stream::select_all(
+        listening
+            .into_iter()
+            .map(|(sub, split)| sub.map(move |m| (m, split.clone()))),
+    );
+    tokio::pin!(replies);
+    while let Ok(Some((m, split))) = tokio::time::timeout_at(started + wait, replies.next()).await {
+        let Ok(content) = serde_json::from_slice::<patchbay_contract::Content>(&m.payload) else {
+            tracing::warn!(channel_id = %channel.id, "an inline reply that is not content; ignored");
+            continue;
+        };
+        match A::passive_response(&own.creds, query, &split, &content) {
+            Ok(response) => {
+                if let Some(reply) = m.reply {
+                    let _ = s.bus.client().publish(reply, "taken".into()).await;
+                }
+                outcome(platform, "answered_inline");
+                return Ok((StatusCode::OK, response));
+            }
+            Err(e) => {
+                tracing::warn!(channel_id = %channel.id, error = %e, "cannot render the inline reply");
+            }
+        }
+    }
+    Ok((StatusCode::OK, A::ACCEPTED.to_owned()))
 }
 
 async fn receive_app<A: InboundAdapter>(
     State(s): State<Arc<State_<A>>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, &'static str), ApiError> {
+) -> Result<(StatusCode, String), ApiError> {
     let body = read_body(A::PLATFORM.as_str(), body)?;
     deliver::<A>(&s, None, &headers, &body).await?;
-    Ok((StatusCode::OK, A::ACCEPTED))
+    Ok((StatusCode::OK, A::ACCEPTED.to_owned()))
 }
 
 /// Splits `body`, routes each envelope to its channel (the receiving channel `own` for
@@ -293,7 +369,11 @@ async fn deliver<A: InboundAdapter>(
             platform,
         );
         crate::http::adopt_trace(&span, headers);
-        publish_all::<A>(&s.bus, &subject, channel, splits)
+        let envelopes = splits
+            .into_iter()
+            .map(|split| (new_id(prefix::ENVELOPE), split))
+            .collect();
+        publish_all::<A>(&s.bus, &subject, channel, envelopes)
             .instrument(span)
             .await?;
     }
@@ -339,18 +419,19 @@ async fn challenge_app<A: InboundAdapter>(
         })
 }
 
+/// Publishes each split under its envelope id.
 async fn publish_all<A: InboundAdapter>(
     bus: &Bus,
     subject: &str,
     channel: &ChannelRecord,
-    splits: Vec<crate::Split>,
+    envelopes: Vec<(String, crate::Split)>,
 ) -> Result<(), ApiError> {
     let platform = A::PLATFORM.as_str();
     let channel_id = &channel.id;
-    for split in splits {
+    for (id, split) in envelopes {
         let envelope = IngressEnvelope {
             v: V1,
-            id: new_id(prefix::ENVELOPE),
+            id,
             platform: A::PLATFORM,
             channel_id: channel_id.clone(),
             bot_id: channel.bot_id.clone(),

@@ -127,6 +127,27 @@ pub trait InboundAdapter: Send + Sync + 'static {
         std::future::ready(())
     }
 
+    /// For channels that can answer a webhook only in its own response (WeChat accounts
+    /// without the customer-service API): how long the ingress waits for the bot's reply to
+    /// the webhook's event, which the sender hands over on `<p>.passive.<platform>.<event>`.
+    /// `None` (the default): the ingress answers as soon as the envelopes are stored.
+    fn passive_wait(_creds: &Self::Credentials) -> Option<Duration> {
+        None
+    }
+
+    /// The webhook response carrying `reply`, the bot's answer to the envelope body `split`
+    /// (WeChat: the passive-reply XML, encrypted in the safe and compatible modes).
+    fn passive_response(
+        _creds: &Self::Credentials,
+        _query: &std::collections::HashMap<String, String>,
+        _split: &serde_json::Value,
+        _reply: &patchbay_contract::Content,
+    ) -> Result<String, Rejection> {
+        Err(Rejection::Malformed(
+            "this platform has no inline replies".into(),
+        ))
+    }
+
     /// The id a payload names this channel by when one URL receives several channels'
     /// events (Meta: Page id, `phone_number_id`). `None` (the default): the platform posts
     /// each channel's events to its own URL only, and there is no per-app route.

@@ -330,6 +330,49 @@ impl InboundAdapter for Wechat {
         }
     }
 
+    /// Accounts without the customer-service API answer inline: the ingress waits for the
+    /// bot's reply within WeChat's five seconds.
+    fn passive_wait(creds: &WechatCredentials) -> Option<std::time::Duration> {
+        (!creds.customer_service_api).then_some(crate::passive::WAIT)
+    }
+
+    /// The passive-reply XML, encrypted (`<Encrypt>`, `<MsgSignature>`, …) when the webhook
+    /// came in the safe or compatible mode.
+    fn passive_response(
+        creds: &WechatCredentials,
+        query: &HashMap<String, String>,
+        split: &serde_json::Value,
+        reply: &Content,
+    ) -> Result<String, Rejection> {
+        let field = |name: &str| {
+            split[name]
+                .as_str()
+                .ok_or_else(|| Rejection::Malformed(format!("the message has no {name}")))
+        };
+        let now = Utc::now().timestamp();
+        let xml = crate::passive::render(field("FromUserName")?, field("ToUserName")?, now, reply)
+            .map_err(Rejection::Malformed)?;
+        if query.get("encrypt_type").map(String::as_str) != Some("aes") {
+            return Ok(xml);
+        }
+        let key = creds
+            .aes_key()
+            .ok_or_else(|| Rejection::Malformed("no encoding_aes_key to encrypt with".into()))?;
+        let mut random = [0u8; 16];
+        getrandom::fill(&mut random)
+            .map_err(|e| Rejection::Malformed(format!("no randomness: {e}")))?;
+        let nonce = query.get("nonce").map_or("", String::as_str);
+        Ok(crypto::encrypted_reply(
+            &key,
+            &creds.app_id,
+            &creds.token,
+            &now.to_string(),
+            nonce,
+            random,
+            &xml,
+        ))
+    }
+
     /// The server configuration's check: `echostr` back when `signature` matches.
     fn challenge(
         creds: &WechatCredentials,

@@ -7,6 +7,8 @@
 //! * [`outbound`]: the content model rendered for the customer-service message API (media
 //!   uploaded as temporary media, `msgmenu` for buttons and quick replies, `news` for cards),
 //!   template messages, every `errcode` classified, and `user/info` profiles;
+//! * [`passive`]: the passive reply, WeChat's inline answer within five seconds, which
+//!   accounts without the customer-service API answer with;
 //! * [`tokens`]: one access token per AppID for the whole installation, shared by every
 //!   replica through the `<p>_tokens` bucket;
 //! * [`capabilities`]: what WeChat shows natively;
@@ -22,6 +24,7 @@ pub mod crypto;
 pub mod fixtures;
 pub mod inbound;
 pub mod outbound;
+pub mod passive;
 pub mod tokens;
 
 pub use credentials::WechatCredentials;

@@ -35,8 +35,10 @@
 //!
 //! Each customer-service message counts against WeChat's quota of five per message from the
 //! user; a content that takes several messages (a long text, a caption, a carousel) uses
-//! several. Accounts without the customer-service API (`customer_service_api: false`) can only
-//! send templates: anything else is refused with `unauthorized` without calling WeChat.
+//! several. Accounts without the customer-service API (`customer_service_api: false`) send
+//! templates as the others do, and hand anything else to the ingress request waiting to answer
+//! the user's message inline ([`crate::passive`]); a reply with no one waiting (too late, a
+//! second reply, not a reply) fails with `outside_window` and says why.
 //!
 //! Access tokens come from [`AccessTokens`]. When WeChat refuses one (40001, 40014, 42001) it
 //! is invalidated and the call made once more with a fresh one.
@@ -783,6 +785,9 @@ pub struct WechatSender<T: AccessTokens> {
     limits: Limits,
     tokens: T,
     uploads: Mutex<Uploads>,
+    /// Where replies of accounts without the customer-service API are handed to the ingress
+    /// request waiting to answer inline.
+    passive: Option<(async_nats::Client, patchbay_contract::Subjects)>,
 }
 
 impl<T: AccessTokens> std::fmt::Debug for WechatSender<T> {
@@ -821,7 +826,52 @@ impl<T: AccessTokens> WechatSender<T> {
             limits,
             tokens,
             uploads: Mutex::new(HashMap::new()),
+            passive: None,
         })
+    }
+
+    /// Hands the replies of accounts without the customer-service API to the ingress waiting
+    /// to answer inline, over `client` on `<p>.passive.wechat.<event>`.
+    pub fn with_passive(
+        mut self,
+        client: async_nats::Client,
+        subjects: patchbay_contract::Subjects,
+    ) -> Self {
+        self.passive = Some((client, subjects));
+        self
+    }
+
+    /// An account without the customer-service API answers inline only: the reply goes to the
+    /// ingress request that waits (within WeChat's five seconds) for the bot's answer to the
+    /// user's message it replies to, once; no one waiting means the reply came too late.
+    async fn hand_over(&self, job: &OutboundJob) -> Result<Sent, SendError> {
+        let too_late = || {
+            SendError::permanent(
+                patchbay_contract::windows::OUTSIDE_WINDOW,
+                "missed WeChat's five-second passive-reply window: this Official Account has no \
+                 customer-service message API (customer_service_api is false), so the bot can \
+                 only answer a user's message inline, once, within five seconds of it",
+                None,
+            )
+        };
+        crate::passive::supported(&job.content)
+            .map_err(|e| SendError::permanent("unsupported_content", e, None))?;
+        let (Some((client, subjects)), Some(event)) = (&self.passive, &job.in_reply_to) else {
+            return Err(too_late());
+        };
+        let subject = subjects
+            .passive_reply(Platform::Wechat, event)
+            .map_err(|e| SendError::permanent("invalid_request", e.to_string(), None))?;
+        let body = serde_json::to_vec(&job.content)
+            .map_err(|e| SendError::permanent("invalid_request", e.to_string(), None))?;
+        match tokio::time::timeout(Duration::from_secs(2), client.request(subject, body.into()))
+            .await
+        {
+            Ok(Ok(_)) => Ok(Sent {
+                platform_message_id: None,
+            }),
+            _ => Err(too_late()),
+        }
     }
 
     /// Whether media URLs may name loopback and private addresses (the operator's
@@ -1118,19 +1168,13 @@ impl<T: AccessTokens> OutboundAdapter for WechatSender<T> {
         job: &OutboundJob,
     ) -> Result<Sent, SendError> {
         let creds = target.credentials;
+        if !creds.customer_service_api && !matches!(job.content, Content::Template(_)) {
+            return self.hand_over(job).await;
+        }
         let parts = degrade(&job.content, &CAPABILITIES, "WeChat").map_err(SendError::Permanent)?;
         let mut calls = Vec::new();
         for p in &parts {
             calls.extend(render(p)?);
-        }
-        if !creds.customer_service_api && calls.iter().any(|c| !matches!(c, Call::Template(_))) {
-            return Err(SendError::permanent(
-                "unauthorized",
-                "this Official Account has no customer-service message API \
-                 (customer_service_api is false): it can only send template messages, and \
-                 answer inline",
-                None,
-            ));
         }
         let base = target.base_url.trim_end_matches('/');
         let mut first_id = None;
@@ -2060,7 +2104,8 @@ mod tests {
         )
         .await
         .unwrap_err();
-        assert_eq!(code_of(&e), ("unauthorized", None));
+        // Without the customer-service API, a message that answers nothing inline is too late.
+        assert_eq!(code_of(&e), ("outside_window", None));
         assert!(wx.calls_to("custom/send").is_empty());
     }
 
