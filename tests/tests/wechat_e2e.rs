@@ -95,6 +95,9 @@ async fn messages_in_every_mode_reach_the_tenant_once_and_inline_replies_go_out(
         assert_eq!(e["channel"]["platform"], "wechat");
         assert_eq!(e["user"]["platform_user_id"], fx::OPENID);
         assert_eq!(e["bot_id"], bot.id.as_str());
+        // The follower's language from user/info; WeChat tells no names.
+        assert_eq!(e["user"]["locale"], "zh_CN", "{e}");
+        assert!(e["user"].get("display_name").is_none(), "{e}");
     }
 
     // Each inline reply went out through the customer-service API, to the user, with the one
@@ -113,7 +116,9 @@ async fn messages_in_every_mode_reach_the_tenant_once_and_inline_replies_go_out(
         ]
     );
     assert!(sends.iter().all(|c| c.errcode == 0), "{sends:?}");
+    // One access token for the ingress's profile lookups and the sender's calls alike.
     assert_eq!(stack.wechat.token_fetches(&bot.app_id), 1);
+    assert!(!stack.wechat.calls_to("/cgi-bin/user/info").is_empty());
     let sent = stack.events_of("message.sent", 3).await;
     assert!(
         sent.iter()

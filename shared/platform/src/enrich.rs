@@ -31,6 +31,9 @@ pub struct Context<'a, C> {
     pub channel_id: &'a str,
     /// Values looked up before, per process.
     pub cache: &'a Cache,
+    /// The installation's bus, for what platforms share between services (WeChat's access
+    /// tokens, in the `<p>_tokens` bucket); `None` in unit tests.
+    pub bus: Option<&'a patchbay_bus::Bus>,
 }
 
 /// Looked-up values by key (`<channel>:<user>`), with expiry. `Some(None)` from

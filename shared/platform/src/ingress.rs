@@ -351,6 +351,7 @@ async fn deliver<A: InboundAdapter>(
                 base_url,
                 channel_id: &channel.id,
                 cache: &s.cache,
+                bus: Some(&s.bus),
             };
             let enriched = A::enrich(ctx, &mut splits);
             if tokio::time::timeout(crate::enrich::BUDGET, enriched)

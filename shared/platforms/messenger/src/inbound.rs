@@ -845,6 +845,7 @@ mod tests {
                 base_url: &base,
                 channel_id: "ch_1",
                 cache: &cache,
+                bus: None,
             };
             Messenger::enrich(ctx, &mut splits).await;
             assert_eq!(

@@ -26,8 +26,9 @@
 //! | event `TEMPLATESENDJOBFINISH` | `message.delivered` (`success`) or `message.failed` (`blocked` for `failed:user block`, else `platform_error`) for the template message whose `msgid` the sender reported |
 //! | anything else (location reports, scan-code pushes, …) | none (counted, not an error) |
 //!
-//! WeChat no longer tells Official Accounts a user's nickname or avatar: events carry the
-//! OpenID only.
+//! WeChat no longer tells Official Accounts a user's nickname or avatar (since late December
+//! 2021): events carry the OpenID, and the user's language, which the ingress looks up with
+//! `user/info` for followers ([`LOCALE_FIELD`]); nothing else is invented.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -48,6 +49,47 @@ use crate::crypto;
 /// The WeChat adapter.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Wechat;
+
+/// The envelope field the ingress adds with the user's language (`user/info`).
+pub const LOCALE_FIELD: &str = "patchbay_locale";
+
+/// The user-profile lookups of this process, per installation (subject prefix): a sender
+/// that shares the installation's access tokens.
+async fn profiles(
+    bus: &patchbay_bus::Bus,
+) -> Option<std::sync::Arc<crate::WechatSender<crate::tokens::SharedTokens>>> {
+    type Profiles = std::sync::Arc<crate::WechatSender<crate::tokens::SharedTokens>>;
+    static BY_PREFIX: std::sync::Mutex<BTreeMap<String, Profiles>> =
+        std::sync::Mutex::new(BTreeMap::new());
+    let prefix = bus.subjects().prefix().to_owned();
+    if let Some(p) = BY_PREFIX
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&prefix)
+    {
+        return Some(p.clone());
+    }
+    let bucket = bus
+        .subjects()
+        .bucket(patchbay_contract::subjects::Bucket::Tokens);
+    let kv = bus.jetstream().get_key_value(bucket).await.ok()?;
+    let timeout = patchbay_platform::enrich::BUDGET;
+    let tokens = crate::tokens::SharedTokens::new(kv, timeout).ok()?;
+    let limits = patchbay_platform::Limits {
+        per_channel_per_second: 1,
+        per_conversation_per_second: 1,
+        per_conversation_burst: 1,
+    };
+    let sender = std::sync::Arc::new(
+        crate::WechatSender::new(crate::outbound::DEFAULT_BASE_URL, timeout, limits, tokens)
+            .ok()?,
+    );
+    BY_PREFIX
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(prefix, sender.clone());
+    Some(sender)
+}
 
 /// The fields of a `<xml>` document: child element name → text (CDATA included).
 pub fn fields(xml: &str) -> Result<BTreeMap<String, String>, String> {
@@ -201,7 +243,7 @@ impl InboundAdapter for Wechat {
                 platform_user_id: from.to_owned(),
                 display_name: None,
                 username: None,
-                locale: None,
+                locale: get(LOCALE_FIELD).map(str::to_owned),
                 avatar_url: None,
                 email: None,
                 phone: None,
@@ -327,6 +369,53 @@ impl InboundAdapter for Wechat {
                 _ => Ok(vec![]),
             },
             _ => Ok(vec![]),
+        }
+    }
+
+    fn api_base_url(config: &patchbay_config::Config) -> Option<String> {
+        Some(config.wechat_api_base_url.clone())
+    }
+
+    /// The user's language from `user/info` (followers only: WeChat tells nothing of others,
+    /// and no longer tells anyone's nickname or avatar), with the installation's shared access
+    /// token. Added to the envelope as [`LOCALE_FIELD`].
+    async fn enrich(
+        ctx: patchbay_platform::enrich::Context<'_, WechatCredentials>,
+        splits: &mut [Split],
+    ) {
+        let Some(bus) = ctx.bus else { return };
+        let Some(profiles) = profiles(bus).await else {
+            return;
+        };
+        let key = |openid: &str| format!("{}:{openid}", ctx.channel_id);
+        let mut wanted: Vec<String> = splits
+            .iter()
+            .filter(|s| {
+                s.body.get("MsgType").and_then(|t| t.as_str()) != Some("event")
+                    || matches!(
+                        s.body.get("Event").and_then(|e| e.as_str()),
+                        Some("subscribe" | "SCAN" | "CLICK" | "VIEW")
+                    )
+            })
+            .filter_map(|s| s.order_key.clone())
+            .filter(|openid| ctx.cache.get(&key(openid)).is_none())
+            .collect();
+        wanted.sort();
+        wanted.dedup();
+        let lookups = wanted.iter().map(|openid| async {
+            // An error is not remembered: the next message tries again.
+            if let Ok(found) = profiles.profile(ctx.creds, ctx.base_url, openid).await {
+                let locale = found.and_then(|p| p.language);
+                ctx.cache
+                    .put(key(openid), locale.map(serde_json::Value::String));
+            }
+        });
+        futures::future::join_all(lookups).await;
+        for s in splits.iter_mut() {
+            let Some(openid) = &s.order_key else { continue };
+            if let Some(Some(locale)) = ctx.cache.get(&key(openid)) {
+                s.body[LOCALE_FIELD] = locale;
+            }
         }
     }
 
