@@ -28,6 +28,7 @@ PG_PORT="$(pick_port "${PATCHBAY_PG_PORT:-54329}")"
 FAKE_TENANT_PORT="$(pick_port "${PATCHBAY_FAKES_PORT:-8090}")"
 FAKE_TG_PORT="$(pick_port $((FAKE_TENANT_PORT + 1)))"
 FAKE_GRAPH_PORT="$(pick_port $((FAKE_TG_PORT + 1)))"
+FAKE_WECHAT_PORT="$(pick_port $((FAKE_GRAPH_PORT + 1)))"
 
 echo "building patchbay…"
 cargo build --quiet -p patchbay -p patchbay-testkit --bins
@@ -67,7 +68,8 @@ else
   ADMIN_TOKEN="$(cat "$DATA/admin.token")"
 fi
 
-"$BIN/patchbay-fakes" "127.0.0.1:$FAKE_TENANT_PORT" "127.0.0.1:$FAKE_TG_PORT" "127.0.0.1:$FAKE_GRAPH_PORT" > "$DATA/fakes.log" 2>&1 &
+"$BIN/patchbay-fakes" "127.0.0.1:$FAKE_TENANT_PORT" "127.0.0.1:$FAKE_TG_PORT" "127.0.0.1:$FAKE_GRAPH_PORT" \
+  "127.0.0.1:$FAKE_WECHAT_PORT" > "$DATA/fakes.log" 2>&1 &
 pids+=($!)
 
 export PATCHBAY_HTTP_ADDR="$HTTP_HOST:$HTTP_PORT"
@@ -94,6 +96,7 @@ Patchbay is running on $URL   (data: $DATA)
   NATS:            nats://127.0.0.1:$NATS_PORT      PostgreSQL: 127.0.0.1:$PG_PORT
   demo tenant:     http://127.0.0.1:$FAKE_TENANT_PORT/hook   demo Telegram API: http://127.0.0.1:$FAKE_TG_PORT
   demo Meta Graph API (Messenger, WhatsApp; give it as a channel's api_base_url): http://127.0.0.1:$FAKE_GRAPH_PORT/v25.0
+  demo WeChat API (AppID wx2c2769f8efd9abc2, AppSecret demo-secret, follower oUser123): http://127.0.0.1:$FAKE_WECHAT_PORT
   what the demo tenant and Telegram API receive:  tail -f $DATA/fakes.log
 
 Quickstart (in another shell):
@@ -121,6 +124,17 @@ Quickstart (in another shell):
 
   # 4. see the signed event at the tenant and the reply at Telegram
   tail $DATA/fakes.log
+
+  # 5. WeChat: a channel on the demo WeChat API, then a message signed as WeChat signs it
+  curl -s -X POST \$PATCHBAY_URL/admin/v1/bots/\$BOT/channels -H "Authorization: Bearer \$PATCHBAY_ADMIN_TOKEN" \\
+    -H 'content-type: application/json' \\
+    -d '{"platform": "wechat", "credentials": {"app_id": "wx2c2769f8efd9abc2", "app_secret": "demo-secret",
+         "token": "spamtest"}, "api_base_url": "http://127.0.0.1:$FAKE_WECHAT_PORT"}'
+  #    → {"id": "ch_…", "webhook_path": "/webhooks/wechat/ch_…"}   export WX=ch_…
+  TS=\$(date +%s); SIG=\$(printf '%s\n' spamtest \$TS 42 | LC_ALL=C sort | tr -d '\n' | sha1sum | cut -d' ' -f1)
+  curl -s -X POST "\$PATCHBAY_URL/webhooks/wechat/\$WX?signature=\$SIG&timestamp=\$TS&nonce=42&openid=oUser123" \\
+    -d "<xml><ToUserName>gh_demo</ToUserName><FromUserName>oUser123</FromUserName><CreateTime>\$TS</CreateTime><MsgType>text</MsgType><Content>你好</Content><MsgId>1</MsgId></xml>"
+  #    → success; the reply goes out through the customer-service API: tail $DATA/fakes.log
 
 The same with the CLI: target/debug/patchbay bots create --name demo --webhook-url http://127.0.0.1:$FAKE_TENANT_PORT/hook
 Ctrl-C stops everything; data stays in $DATA (make clean removes it).

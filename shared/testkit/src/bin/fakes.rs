@@ -1,11 +1,12 @@
-//! `patchbay-fakes`: the demo's tenant, Telegram API and Meta Graph API, for `make run` and
-//! benchmarks.
+//! `patchbay-fakes`: the demo's tenant, Telegram API, Meta Graph API and WeChat API, for
+//! `make run` and benchmarks.
 //!
 //! The tenant answers every `message.received` with an inline reply `echo: <text>`; the
-//! Telegram API accepts any bot token, the Graph API any Page, phone number and token. All
-//! print one line per request.
-//! Usage: `patchbay-fakes [TENANT_ADDR] [TELEGRAM_ADDR] [GRAPH_ADDR]` (default 127.0.0.1:8090,
-//! :8091 and :8092).
+//! Telegram API accepts any bot token, the Graph API any Page, phone number and token; the
+//! WeChat API knows one Official Account (AppID `wx2c2769f8efd9abc2`, AppSecret
+//! `demo-secret`) followed by the user `oUser123`. All print one line per request.
+//! Usage: `patchbay-fakes [TENANT_ADDR] [TELEGRAM_ADDR] [GRAPH_ADDR] [WECHAT_ADDR]` (default
+//! 127.0.0.1:8090, :8091, :8092 and :8093).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,6 +16,7 @@ use axum::http::StatusCode;
 use patchbay_testkit::graph::FakeGraph;
 use patchbay_testkit::telegram::FakeTelegram;
 use patchbay_testkit::tenant::FakeTenant;
+use patchbay_testkit::wechat::FakeWechat;
 use serde_json::json;
 
 #[tokio::main(flavor = "current_thread")]
@@ -23,6 +25,7 @@ async fn main() {
     let tenant_addr = args.next().unwrap_or_else(|| "127.0.0.1:8090".into());
     let telegram_addr = args.next().unwrap_or_else(|| "127.0.0.1:8091".into());
     let graph_addr = args.next().unwrap_or_else(|| "127.0.0.1:8092".into());
+    let wechat_addr = args.next().unwrap_or_else(|| "127.0.0.1:8093".into());
     let tenant = FakeTenant::start_on(&tenant_addr).await;
     tenant.respond_with(|r| {
         let event = r.json();
@@ -41,7 +44,11 @@ async fn main() {
     let graph = FakeGraph::start_on(&graph_addr).await;
     graph.accept_any();
     println!("fake Graph API: {}", graph.base_url());
-    let (mut seen_events, mut seen_calls, mut seen_graph) = (0, 0, 0);
+    let wechat = FakeWechat::start_on(&wechat_addr).await;
+    wechat.add_app("wx2c2769f8efd9abc2", "demo-secret");
+    wechat.add_follower("wx2c2769f8efd9abc2", "oUser123");
+    println!("fake WeChat API: {}", wechat.base_url());
+    let (mut seen_events, mut seen_calls, mut seen_graph, mut seen_wechat) = (0, 0, 0, 0);
     loop {
         let events = tenant.received();
         for r in &events[seen_events..] {
@@ -62,6 +69,11 @@ async fn main() {
             println!("graph <- {} /{} {}", c.method, c.id, c.body);
         }
         seen_graph = calls.len();
+        let calls = wechat.calls();
+        for c in &calls[seen_wechat..] {
+            println!("wechat <- {} {} {} (errcode {})", c.method, c.path, c.body, c.errcode);
+        }
+        seen_wechat = calls.len();
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
