@@ -7,16 +7,20 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use patchbay_wechat::crypto::AesKey;
 use serde_json::{Value, json};
 
 use crate::fakes::{Fakes, Recorder};
-use crate::stack::{Bot, Stack};
+use crate::stack::{Bot, Stack, WechatChannel};
 
 /// What one message exercises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
     /// Update in → tenant callback → inline reply → `sendMessage` at the fake API.
     RoundTrip,
+    /// A safe-mode (signed, AES-encrypted) WeChat text webhook in → tenant callback → inline
+    /// reply → `custom/send` at the fake WeChat API.
+    WechatRoundTrip,
     /// Update in → tenant callback.
     Inbound,
     /// `POST /v1/messages` → `sendMessage` at the fake API.
@@ -27,6 +31,7 @@ impl Target {
     fn tag(self) -> &'static str {
         match self {
             Self::RoundTrip => "rt",
+            Self::WechatRoundTrip => "wx",
             Self::Inbound => "in",
             Self::Outbound => "out",
         }
@@ -40,7 +45,13 @@ pub struct Ctx {
     pub api_url: String,
     pub tenant: Arc<Recorder>,
     pub telegram: Arc<Recorder>,
+    pub wechat: Arc<Recorder>,
     update_id: AtomicI64,
+    /// WeChat's `MsgId` of the next webhook (ingress collapses retries by it).
+    wechat_msg_id: AtomicI64,
+    /// The WeChat channel's webhook URL and AES key, derived once.
+    wechat_webhook: reqwest::Url,
+    wechat_key: AesKey,
     seq: AtomicU64,
     /// For [`Ctx::drained`]: the work-queue streams and the dispatcher's outbox.
     js: async_nats::jetstream::Context,
@@ -57,13 +68,20 @@ impl Ctx {
             .filter(|s| *s != patchbay_contract::subjects::Stream::Dlq)
             .map(|s| subjects.stream(s))
             .collect();
+        let wechat_webhook = reqwest::Url::parse(&bot.wechat.webhook_url)?;
+        let wechat_key = AesKey::from_encoding_aes_key(&bot.wechat.encoding_aes_key)
+            .map_err(|e| anyhow::anyhow!("WeChat channel: {e}"))?;
         Ok(Self {
             http: stack.http.clone(),
             bot,
             api_url: stack.url("api"),
             tenant: fakes.tenant.clone(),
             telegram: fakes.telegram.clone(),
+            wechat: fakes.wechat.clone(),
             update_id: AtomicI64::new(1),
+            wechat_msg_id: AtomicI64::new(1),
+            wechat_webhook,
+            wechat_key,
             seq: AtomicU64::new(0),
             js: async_nats::jetstream::new(async_nats::connect(stack.nats.url()).await?),
             work_queues,
@@ -94,6 +112,7 @@ impl Ctx {
         match t {
             Target::Inbound => &self.tenant,
             Target::RoundTrip | Target::Outbound => &self.telegram,
+            Target::WechatRoundTrip => &self.wechat,
         }
     }
 
@@ -102,9 +121,10 @@ impl Ctx {
         format!("{}-{run}-{n}", t.tag())
     }
 
-    /// Sends one message; true when Patchbay accepted it (stored).
-    async fn fire(&self, t: Target, id: &str, chat: i64) -> bool {
-        let req = match t {
+    /// The request of one message, ready to send: built (for WeChat: encrypted and signed)
+    /// before its clock starts, so the generator's own work is not in the latency.
+    fn prepare(&self, t: Target, id: &str, chat: i64) -> reqwest::RequestBuilder {
+        match t {
             Target::RoundTrip | Target::Inbound => {
                 let uid = self.update_id.fetch_add(1, Ordering::Relaxed);
                 self.http
@@ -119,12 +139,72 @@ impl Ctx {
                 .json(&json!({"platform": "telegram", "address": chat.to_string(),
                               "channel_id": self.bot.channel_id,
                               "messages": [{"type": "text", "text": id}]})),
-        };
+            Target::WechatRoundTrip => self.wechat_update(id, chat),
+        }
+    }
+
+    /// A WeChat text webhook from user `chat` (see [`wechat_webhook`]).
+    fn wechat_update(&self, id: &str, chat: i64) -> reqwest::RequestBuilder {
+        let msg_id = self.wechat_msg_id.fetch_add(1, Ordering::Relaxed);
+        let (url, body) = wechat_webhook(
+            &self.wechat_webhook,
+            &self.bot.wechat,
+            &self.wechat_key,
+            msg_id,
+            &format!("oBench{chat}"),
+            id,
+            chrono::Utc::now().timestamp(),
+        );
+        self.http
+            .post(url)
+            .header("content-type", "text/xml")
+            .body(body)
+    }
+
+    /// Sends a prepared message; true when Patchbay accepted it (stored).
+    async fn send(req: reqwest::RequestBuilder) -> bool {
         req.timeout(Duration::from_secs(10))
             .send()
             .await
             .is_ok_and(|r| r.status().is_success())
     }
+}
+
+/// A text message `text` from `openid` as WeChat posts it in safe mode, at unix time `now`:
+/// the signed URL and the body. The XML (created `now`, so the 48-hour window is open) is
+/// AES-encrypted for the AppID into `<Encrypt>`; the query is signed with the Token
+/// (`signature` over Token, timestamp and nonce; `msg_signature` also over the ciphertext).
+/// A few microseconds in a release build: AES-256-CBC of ~300 bytes and two SHA-1s.
+pub fn wechat_webhook(
+    webhook: &reqwest::Url,
+    ch: &WechatChannel,
+    key: &AesKey,
+    msg_id: i64,
+    openid: &str,
+    text: &str,
+    now: i64,
+) -> (reqwest::Url, String) {
+    use patchbay_wechat::{crypto, fixtures};
+    let xml = fixtures::text(openid, msg_id, text).replace(
+        &format!("<CreateTime>{}</CreateTime>", fixtures::TIME),
+        &format!("<CreateTime>{now}</CreateTime>"),
+    );
+    // The 16 random bytes WeChat puts first only have to differ: the MsgId does that.
+    let mut random = *b"patchbay-bench-0";
+    random[..8].copy_from_slice(&msg_id.to_be_bytes());
+    let encrypt = crypto::encrypt(key, &ch.app_id, random, &xml);
+    let (timestamp, nonce) = (now.to_string(), msg_id.to_string());
+    let msg_signature = crypto::signature(&[&ch.token, &timestamp, &nonce, &encrypt]);
+    let mut url = webhook.clone();
+    url.query_pairs_mut()
+        .extend_pairs(fixtures::query(&ch.token, &timestamp, &nonce, openid))
+        .append_pair("encrypt_type", "aes")
+        .append_pair("msg_signature", &msg_signature);
+    let body = format!(
+        "<xml><ToUserName><![CDATA[{}]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>",
+        fixtures::OA
+    );
+    (url, body)
 }
 
 /// How a run was driven.
@@ -145,6 +225,9 @@ pub struct Outcome {
     pub delivered: usize,
     pub lost: usize,
     pub duplicated: u64,
+    /// Calls the fake platform refused during the run (the WeChat fake: an access token it did
+    /// not give); counted with `errors` as rejected.
+    pub refused: u64,
     /// Whether the stack had no work pending when duplicates were counted (see
     /// [`Ctx::drained`]); `false` when it was still busy after `settle`.
     pub drained: bool,
@@ -197,6 +280,7 @@ pub async fn closed(
 ) -> Outcome {
     let sent: Sent = Arc::default();
     let errors = Arc::new(AtomicU64::new(0));
+    let refused = ctx.recorder(t).refused();
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = Vec::new();
@@ -209,8 +293,9 @@ pub async fn closed(
             while Instant::now() < deadline {
                 let id = ctx.next_id(t, &run);
                 let rx = ctx.recorder(t).wait(&id);
+                let req = ctx.prepare(t, &id, chat);
                 let t0 = Instant::now();
-                if !ctx.fire(t, &id, chat).await {
+                if !Ctx::send(req).await {
                     ctx.recorder(t).unwait(&id);
                     errors.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -241,6 +326,7 @@ pub async fn closed(
         Mode::Closed { workers },
         sent,
         errors,
+        refused,
         start,
         end,
         settle,
@@ -269,18 +355,21 @@ pub async fn open(
         clippy::cast_precision_loss
     )]
     let n = (rate * duration.as_secs_f64()).round() as u64;
+    let refused = ctx.recorder(t).refused();
     let start = Instant::now() + Duration::from_millis(20);
     let mut tasks = Vec::new();
     for i in 0..n {
         #[allow(clippy::cast_precision_loss)]
         let at = start + Duration::from_secs_f64(i as f64 / rate);
-        tokio::time::sleep_until(at.into()).await;
-        let (ctx, sent, errors) = (ctx.clone(), sent.clone(), errors.clone());
         let id = ctx.next_id(t, run);
         #[allow(clippy::cast_possible_wrap)]
         let chat = chat_base + (i as i64 % users);
+        // Built before its scheduled time, sent on it.
+        let req = ctx.prepare(t, &id, chat);
+        tokio::time::sleep_until(at.into()).await;
+        let (sent, errors) = (sent.clone(), errors.clone());
         tasks.push(tokio::spawn(async move {
-            if ctx.fire(t, &id, chat).await {
+            if Ctx::send(req).await {
                 sent.lock().expect("lock").push((id, at));
             } else {
                 errors.fetch_add(1, Ordering::Relaxed);
@@ -297,6 +386,7 @@ pub async fn open(
         Mode::Open { rate, users },
         sent,
         errors,
+        refused,
         start,
         start,
         settle,
@@ -313,6 +403,7 @@ async fn finish(
     mode: Mode,
     sent: Sent,
     errors: usize,
+    refused_before: u64,
     start: Instant,
     end: Instant,
     settle: Duration,
@@ -355,6 +446,7 @@ async fn finish(
         delivered,
         lost: sent.len() - delivered,
         duplicated,
+        refused: rec.refused().saturating_sub(refused_before),
         drained,
         elapsed_s: last.saturating_duration_since(start).as_secs_f64(),
         latencies_ms: latencies,
@@ -564,6 +656,47 @@ mod tests {
         assert!((p05 - 0.005).abs() < 1e-9, "{p05}");
         // Nothing recorded in between: 0.
         assert_eq!(a.quantile_since(a, 0.99), 0.0);
+    }
+
+    #[test]
+    fn wechat_webhooks_are_signed_and_encrypted_as_the_ingress_checks_them() {
+        use patchbay_wechat::{crypto, fixtures, inbound};
+        let ch = WechatChannel {
+            webhook_url: "http://127.0.0.1:1/webhooks/wechat/ch_1".into(),
+            app_id: "wxbench00000000001".into(),
+            token: fixtures::TOKEN.into(),
+            encoding_aes_key: fixtures::AES_KEY.into(),
+        };
+        let key = AesKey::from_encoding_aes_key(&ch.encoding_aes_key).unwrap();
+        let base = reqwest::Url::parse(&ch.webhook_url).unwrap();
+        let (url, body) = wechat_webhook(&base, &ch, &key, 42, "oBench7", "wx-c-9", 1_800_000_000);
+        assert_eq!(url.path(), "/webhooks/wechat/ch_1");
+        let q: std::collections::HashMap<String, String> = url.query_pairs().into_owned().collect();
+        assert_eq!(q["encrypt_type"], "aes");
+        assert_eq!(q["openid"], "oBench7");
+        let (ts, nonce) = (q["timestamp"].as_str(), q["nonce"].as_str());
+        assert_eq!((ts, nonce), ("1800000000", "42"));
+        assert!(crypto::signature_matches(
+            &q["signature"],
+            &[fixtures::TOKEN, ts, nonce]
+        ));
+        let outer = inbound::fields(&body).unwrap();
+        let encrypt = &outer["Encrypt"];
+        assert!(
+            !outer.contains_key("MsgType"),
+            "safe mode: nothing in the clear"
+        );
+        assert!(crypto::signature_matches(
+            &q["msg_signature"],
+            &[fixtures::TOKEN, ts, nonce, encrypt]
+        ));
+        let xml = crypto::decrypt(&key, &ch.app_id, encrypt).unwrap();
+        let f = inbound::fields(&xml).unwrap();
+        assert_eq!(f["Content"], "wx-c-9");
+        assert_eq!(f["MsgId"], "42");
+        assert_eq!(f["FromUserName"], "oBench7");
+        assert_eq!(f["CreateTime"], "1800000000");
+        assert_eq!(f["MsgType"], "text");
     }
 
     #[test]

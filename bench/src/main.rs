@@ -1,9 +1,9 @@
 //! `patchbay-bench`: starts the real stack (nats-server with file storage, PostgreSQL, every
-//! service as its own process), lean fakes of a tenant and the Telegram API, and a load
-//! generator; runs the scenarios, measures the JetStream ceiling in the same run, and writes
+//! service as its own process), lean fakes of a tenant and the Telegram and WeChat APIs, and a
+//! load generator; runs the scenarios, measures the JetStream ceiling in the same run, and writes
 //! `latest.json`, `latest.md` and `latency.svg` into the output directory.
 //!
-//! Usage: `patchbay-bench [--short] [--out DIR] [--rates 100,250,…] [--only closed,open,…]
+//! Usage: `patchbay-bench [--short] [--out DIR] [--rates 100,250,…] [--only closed,open,wechat,…]
 //! [--self-services]`; `patchbay-bench service
 //! <name>` runs one service (the same code as `patchbay service <name>`). See
 //! `docs/benchmarks.md`.
@@ -39,8 +39,9 @@ struct Plan {
     only: Option<Vec<String>>,
 }
 
-/// The kinds of scenario `--only` selects.
-const SCENARIO_KINDS: [&str; 5] = ["closed", "open", "inbound", "outbound", "many"];
+/// The kinds of scenario `--only` selects (`wechat`: the WeChat round trip, closed and open
+/// loops).
+const SCENARIO_KINDS: [&str; 6] = ["closed", "open", "wechat", "inbound", "outbound", "many"];
 
 impl Plan {
     fn runs(&self, kind: &str) -> bool {
@@ -95,7 +96,7 @@ fn main() -> ExitCode {
         return patchbay_runtime::lifecycle::main(process, &[*start]);
     }
     const USAGE: &str = "usage: patchbay-bench [--short] [--out DIR] [--rates 100,250,...] \
-                         [--only closed,open,inbound,outbound,many] [--workers N] \
+                         [--only closed,open,wechat,inbound,outbound,many] [--workers N] \
                          [--self-services]\n       \
                          patchbay-bench service <name>\n\
                          See docs/benchmarks.md.";
@@ -296,6 +297,19 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
     )
     .await;
     eprintln!("warm-up: {} round trips", warm.delivered);
+    if plan.runs("wechat") {
+        // WeChat's own: the access token fetched, its channel's config views, its users.
+        let warm = load::closed(
+            ctx.clone(),
+            Target::WechatRoundTrip,
+            "warm",
+            4,
+            Duration::from_secs(1),
+            plan.settle,
+        )
+        .await;
+        eprintln!("warm-up: {} WeChat round trips", warm.delivered);
+    }
 
     let mut scenarios: Vec<Value> = Vec::new();
     let mut clean = true;
@@ -343,6 +357,42 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
                 })
             }),
         ));
+    }
+    // Scenario 5: the same round trip on WeChat (XML, signatures and AES on the hot path),
+    // right after Telegram's so the two sit side by side.
+    if plan.runs("wechat") {
+        runs.push((
+            format!("wechat round trip, closed loop ({w} conversations)"),
+            "wechat_round_trip",
+            5,
+            Box::new(move |c| {
+                Box::pin(load::closed(c, Target::WechatRoundTrip, "c", w, cs, settle))
+            }),
+        ));
+        for (i, &rate) in plan.open_rates.iter().enumerate() {
+            let run = format!("o{i}");
+            runs.push((
+                format!("wechat round trip, open loop {rate}/s ({users} conversations)"),
+                "wechat_round_trip",
+                5,
+                Box::new(move |c| {
+                    let run = run.clone();
+                    Box::pin(async move {
+                        load::open(
+                            c,
+                            Target::WechatRoundTrip,
+                            &run,
+                            rate,
+                            users,
+                            1_000_000,
+                            os,
+                            settle,
+                        )
+                        .await
+                    })
+                }),
+            ));
+        }
     }
     if plan.runs("inbound") {
         runs.push((
@@ -444,15 +494,17 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
         };
         clean &= o.lost == 0 && o.duplicated == 0 && o.drained;
         eprintln!(
-            "  {:.0}/s, p50 {:.1} ms, p99 {:.1} ms, delivered {}, lost {}, duplicated {}, errors {}; \
-             machine: {steal:.1} % stolen, {iowait:.1} % iowait, {idle:.1} % idle",
+            "  {:.0}/s, p50 {:.1} ms, p99 {:.1} ms, delivered {}, lost {}, duplicated {}, errors {}, \
+             refused by the platform {}; machine: {steal:.1} % stolen, {iowait:.1} % iowait, \
+             {idle:.1} % idle",
             o.throughput(),
             o.quantile(0.5),
             o.quantile(0.99),
             o.delivered,
             o.lost,
             o.duplicated,
-            o.errors
+            o.errors,
+            o.refused
         );
         let (mode, offered, conc) = match o.mode {
             load::Mode::Closed { workers } => ("closed", Value::Null, json!(workers)),
@@ -466,7 +518,8 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
             "offered_per_s": offered,
             "conversations": conc,
             "sent": o.sent,
-            "rejected": o.errors,
+            "rejected": u64::try_from(o.errors).unwrap_or(u64::MAX).saturating_add(o.refused),
+            "refused_by_platform": o.refused,
             "delivered": o.delivered,
             "lost": o.lost,
             "duplicated": o.duplicated,
@@ -497,7 +550,12 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
         .find(|(n, _)| n == "nats-server")
         .map(|(_, pid)| pid);
     let nats_cpu = || nats_pid.map_or(0.0, |pid| stack::cpu_seconds(pid, tck, false));
-    for (path, hops) in [("round_trip", 6usize), ("inbound", 3), ("outbound", 3)] {
+    for (path, hops) in [
+        ("round_trip", 6usize),
+        ("wechat_round_trip", 6),
+        ("inbound", 3),
+        ("outbound", 3),
+    ] {
         if let Some(&(_, _, r, steal)) = ceilings.iter().find(|(_, h, _, _)| *h == hops) {
             ceilings.push((path, hops, r, steal));
             continue;

@@ -53,7 +53,9 @@ pub fn markdown(r: &Value) -> String {
     let _ = writeln!(
         s,
         "Latency: from the request leaving the load generator (open loop: its scheduled time) to \
-         the message arriving at the fake platform (inbound only: at the fake tenant). Stolen: the \
+         the message arriving at the fake platform (`sendMessage` at Telegram, `custom/send` at \
+         WeChat; inbound only: at the fake tenant). Rejected: refused by Patchbay, or by the fake \
+         platform (WeChat: an access token it did not give). Stolen: the \
          share of the machine's CPU time its host gave to others during the scenario (from \
          `/proc/stat`); a run with much of it was slowed by a neighbour, not by Patchbay.\n"
     );
@@ -250,26 +252,35 @@ pub fn markdown(r: &Value) -> String {
     s
 }
 
-/// An SVG chart of p50 and p99 round-trip latency against offered load (open-loop runs).
+/// An SVG chart of p50 and p99 round-trip latency against offered load (open-loop runs):
+/// Telegram's (scenario 1) in solid lines, WeChat's (scenario 5) dashed.
 pub fn svg(r: &Value) -> String {
     let empty = Vec::new();
-    let points: Vec<(f64, f64, f64, f64)> = r["scenarios"]
-        .as_array()
-        .unwrap_or(&empty)
-        .iter()
-        .filter(|s| s["mode"] == "open" && s["scenario"] == 1)
-        .map(|s| {
-            (
-                f(&s["offered_per_s"]),
-                f(&s["p50_ms"]),
-                f(&s["p99_ms"]),
-                f(&s["throughput_per_s"]),
-            )
-        })
-        .collect();
+    let points_of = |scenario: u64| -> Vec<(f64, f64, f64, f64)> {
+        r["scenarios"]
+            .as_array()
+            .unwrap_or(&empty)
+            .iter()
+            .filter(|s| s["mode"] == "open" && s["scenario"] == scenario)
+            .map(|s| {
+                (
+                    f(&s["offered_per_s"]),
+                    f(&s["p50_ms"]),
+                    f(&s["p99_ms"]),
+                    f(&s["throughput_per_s"]),
+                )
+            })
+            .collect()
+    };
+    // (label, points, stroke-dasharray)
+    let series = [
+        ("Telegram", points_of(1), ""),
+        ("WeChat", points_of(5), "6 4"),
+    ];
+    let all = || series.iter().flat_map(|(_, p, _)| p.iter());
     let (w, h, left, right, top, bottom) = (640.0, 400.0, 70.0, 20.0, 40.0, 50.0);
-    let max_x = points.iter().map(|p| p.0).fold(1.0, f64::max) * 1.1;
-    let max_y = points.iter().map(|p| p.2).fold(1.0, f64::max) * 1.1;
+    let max_x = all().map(|p| p.0).fold(1.0, f64::max) * 1.1;
+    let max_y = all().map(|p| p.2).fold(1.0, f64::max) * 1.1;
     let x = |v: f64| left + v / max_x * (w - left - right);
     let y = |v: f64| h - bottom - v / max_y * (h - top - bottom);
     let mut s = String::new();
@@ -313,32 +324,36 @@ pub fn svg(r: &Value) -> String {
         h / 2.0,
         h / 2.0
     );
-    for (label, idx, color) in [("p50", 1usize, "#1f77b4"), ("p99", 2, "#d62728")] {
-        let pts: Vec<String> = points
-            .iter()
-            .map(|p| {
-                let v = if idx == 1 { p.1 } else { p.2 };
-                format!("{:.1},{:.1}", x(p.0), y(v))
-            })
-            .collect();
-        let _ = writeln!(
-            s,
-            r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
-            pts.join(" ")
-        );
-        for pt in &pts {
-            let (px, py) = pt.split_once(',').unwrap_or(("0", "0"));
-            let _ = writeln!(s, r#"<circle cx="{px}" cy="{py}" r="3" fill="{color}"/>"#);
+    let mut legend = 0.0;
+    for (platform, points, dash) in series.iter().filter(|(_, p, _)| !p.is_empty()) {
+        for (label, idx, color) in [("p50", 1usize, "#1f77b4"), ("p99", 2, "#d62728")] {
+            let pts: Vec<String> = points
+                .iter()
+                .map(|p| {
+                    let v = if idx == 1 { p.1 } else { p.2 };
+                    format!("{:.1},{:.1}", x(p.0), y(v))
+                })
+                .collect();
+            let _ = writeln!(
+                s,
+                r#"<polyline fill="none" stroke="{color}" stroke-width="2" stroke-dasharray="{dash}" points="{}"/>"#,
+                pts.join(" ")
+            );
+            for pt in &pts {
+                let (px, py) = pt.split_once(',').unwrap_or(("0", "0"));
+                let _ = writeln!(s, r#"<circle cx="{px}" cy="{py}" r="3" fill="{color}"/>"#);
+            }
+            let ly = 50.0 + legend * 16.0;
+            legend += 1.0;
+            let _ = writeln!(
+                s,
+                r#"<line x1="{}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="2" stroke-dasharray="{dash}"/><text x="{}" y="{}">{label} {platform}</text>"#,
+                left + 10.0,
+                left + 30.0,
+                left + 36.0,
+                ly + 4.0
+            );
         }
-        let ly = if idx == 1 { 50.0 } else { 66.0 };
-        let _ = writeln!(
-            s,
-            r#"<line x1="{}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="2"/><text x="{}" y="{}">{label}</text>"#,
-            left + 10.0,
-            left + 30.0,
-            left + 36.0,
-            ly + 4.0
-        );
     }
     s.push_str("</svg>\n");
     s

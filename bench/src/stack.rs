@@ -17,13 +17,15 @@ use sqlx::Row;
 use crate::fakes::Fakes;
 
 /// Start order: owners of state first, HTTP edges last.
-pub const SERVICES: [&str; 7] = [
+pub const SERVICES: [&str; 9] = [
     "auth",
     "bot-router",
     "normaliser",
     "webhook-dispatcher",
     "outbound-telegram",
+    "outbound-wechat",
     "ingress-telegram",
+    "ingress-wechat",
     "api",
 ];
 
@@ -62,13 +64,25 @@ pub struct Stack {
     pub prefix: String,
 }
 
-/// A bot with its Telegram channel.
+/// A bot with its Telegram channel (and its WeChat channel).
 pub struct Bot {
     pub id: String,
     pub api_key: String,
     pub channel_id: String,
     pub webhook_url: String,
     pub secret: String,
+    pub wechat: WechatChannel,
+}
+
+/// The bot's WeChat Official Account channel, in safe mode (every webhook AES-encrypted).
+pub struct WechatChannel {
+    /// `<ingress-wechat>/webhooks/wechat/<channel>`, without the signed query.
+    pub webhook_url: String,
+    pub app_id: String,
+    /// The server configuration's Token, which signs every webhook.
+    pub token: String,
+    /// The EncodingAESKey, which encrypts them.
+    pub encoding_aes_key: String,
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -145,6 +159,10 @@ impl Stack {
             ("PATCHBAY_TELEGRAM_PER_BOT_PER_SECOND", "1000000".into()),
             ("PATCHBAY_TELEGRAM_PER_CHAT_PER_SECOND", "1000000".into()),
             ("PATCHBAY_TELEGRAM_PER_CHAT_BURST", "1000000".into()),
+            ("PATCHBAY_WECHAT_API_BASE_URL", fakes.wechat_url.clone()),
+            ("PATCHBAY_WECHAT_PER_ACCOUNT_PER_SECOND", "1000000".into()),
+            ("PATCHBAY_WECHAT_PER_USER_PER_SECOND", "1000000".into()),
+            ("PATCHBAY_WECHAT_PER_USER_BURST", "1000000".into()),
             // The load generator is one bot: its API request limit must not be what is measured.
             ("PATCHBAY_API_RATE_PER_SECOND", "1000000".into()),
             ("PATCHBAY_API_RATE_BURST", "1000000".into()),
@@ -271,7 +289,8 @@ impl Stack {
         }
     }
 
-    /// Creates a bot whose callback is the fake tenant, and its Telegram channel.
+    /// Creates a bot whose callback is the fake tenant, its Telegram channel and its WeChat
+    /// channel (safe mode, on the fake WeChat API).
     pub async fn create_bot(&self, fakes: &Fakes) -> anyhow::Result<Bot> {
         let api = self.url("api");
         let bot: Value = self
@@ -299,6 +318,35 @@ impl Stack {
             .error_for_status()?
             .json()
             .await?;
+        let (wx_token, wx_key) = (
+            patchbay_wechat::fixtures::TOKEN,
+            patchbay_wechat::fixtures::AES_KEY,
+        );
+        let wx: Value = self
+            .http
+            .post(format!("{api}/admin/v1/bots/{bot_id}/channels"))
+            .bearer_auth(&self.admin)
+            .json(&json!({"platform": "wechat",
+                          "credentials": {"app_id": crate::fakes::WECHAT_APP_ID,
+                                          "app_secret": crate::fakes::WECHAT_APP_SECRET,
+                                          "token": wx_token,
+                                          "encoding_aes_key": wx_key},
+                          "api_base_url": fakes.wechat_url}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let wechat = WechatChannel {
+            webhook_url: format!(
+                "{}{}",
+                self.url("ingress-wechat"),
+                wx["webhook_path"].as_str().context("wechat webhook path")?
+            ),
+            app_id: crate::fakes::WECHAT_APP_ID.to_owned(),
+            token: wx_token.to_owned(),
+            encoding_aes_key: wx_key.to_owned(),
+        };
         Ok(Bot {
             id: bot_id.clone(),
             api_key,
@@ -309,6 +357,7 @@ impl Stack {
                 ch["webhook_path"].as_str().context("webhook path")?
             ),
             secret,
+            wechat,
         })
     }
 

@@ -1,7 +1,8 @@
 //! The short mode as a smoke test: the whole stack as separate processes (this crate's binary
-//! runs each service with the same code as `patchbay service <name>`), every scenario and the
-//! ceiling for a few seconds. No timing assertions; nothing may be refused, lost or duplicated,
-//! and duplicates are counted only once the stack has no work pending.
+//! runs each service with the same code as `patchbay service <name>`), every scenario (the
+//! WeChat round trip included) and the ceiling for a few seconds. No timing assertions; nothing
+//! may be refused (by Patchbay, or by the fake platform: a wrong WeChat access token), lost or
+//! duplicated, and duplicates are counted only once the stack has no work pending.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -20,6 +21,19 @@ fn short_mode_refuses_loses_and_duplicates_nothing() {
     let r: serde_json::Value = serde_json::from_str(&json).unwrap();
     let scenarios = r["scenarios"].as_array().unwrap();
     assert!(scenarios.len() >= 4, "{json}");
+    for (path, mode) in [
+        ("round_trip", "closed"),
+        ("round_trip", "open"),
+        ("wechat_round_trip", "closed"),
+        ("wechat_round_trip", "open"),
+    ] {
+        assert!(
+            scenarios
+                .iter()
+                .any(|s| s["path"] == path && s["mode"] == mode),
+            "no {path} {mode} loop: {json}"
+        );
+    }
     for s in scenarios {
         let name = &s["name"];
         let counts = [
@@ -37,6 +51,10 @@ fn short_mode_refuses_loses_and_duplicates_nothing() {
             "{name}: nothing delivered ({counts})"
         );
         assert_eq!(s["rejected"], 0, "{name}: refused sends ({counts})");
+        assert_eq!(
+            s["refused_by_platform"], 0,
+            "{name}: the fake platform refused Patchbay's calls ({counts})"
+        );
         assert_eq!(s["lost"], 0, "{name}: lost ({counts})");
         assert_eq!(
             s["drained"], true,
