@@ -29,6 +29,7 @@ FAKE_TENANT_PORT="$(pick_port "${PATCHBAY_FAKES_PORT:-8090}")"
 FAKE_TG_PORT="$(pick_port $((FAKE_TENANT_PORT + 1)))"
 FAKE_GRAPH_PORT="$(pick_port $((FAKE_TG_PORT + 1)))"
 FAKE_WECHAT_PORT="$(pick_port $((FAKE_GRAPH_PORT + 1)))"
+FAKE_KIK_PORT="$(pick_port $((FAKE_WECHAT_PORT + 1)))"
 
 echo "building patchbay…"
 cargo build --quiet -p patchbay -p patchbay-testkit --bins
@@ -69,7 +70,7 @@ else
 fi
 
 "$BIN/patchbay-fakes" "127.0.0.1:$FAKE_TENANT_PORT" "127.0.0.1:$FAKE_TG_PORT" "127.0.0.1:$FAKE_GRAPH_PORT" \
-  "127.0.0.1:$FAKE_WECHAT_PORT" > "$DATA/fakes.log" 2>&1 &
+  "127.0.0.1:$FAKE_WECHAT_PORT" "127.0.0.1:$FAKE_KIK_PORT" > "$DATA/fakes.log" 2>&1 &
 pids+=($!)
 
 export PATCHBAY_HTTP_ADDR="$HTTP_HOST:$HTTP_PORT"
@@ -97,6 +98,7 @@ Patchbay is running on $URL   (data: $DATA)
   demo tenant:     http://127.0.0.1:$FAKE_TENANT_PORT/hook   demo Telegram API: http://127.0.0.1:$FAKE_TG_PORT
   demo Meta Graph API (Messenger, WhatsApp; give it as a channel's api_base_url): http://127.0.0.1:$FAKE_GRAPH_PORT/v25.0
   demo WeChat API (AppID wx2c2769f8efd9abc2, AppSecret demo-secret, follower oUser123): http://127.0.0.1:$FAKE_WECHAT_PORT
+  demo Kik API (bot demobot, API key demo-key, user ada): http://127.0.0.1:$FAKE_KIK_PORT
   what the demo tenant and Telegram API receive:  tail -f $DATA/fakes.log
 
 Quickstart (in another shell):
@@ -135,6 +137,17 @@ Quickstart (in another shell):
   curl -s -X POST "\$PATCHBAY_URL/webhooks/wechat/\$WX?signature=\$SIG&timestamp=\$TS&nonce=42&openid=oUser123" \\
     -d "<xml><ToUserName>gh_demo</ToUserName><FromUserName>oUser123</FromUserName><CreateTime>\$TS</CreateTime><MsgType>text</MsgType><Content>你好</Content><MsgId>1</MsgId></xml>"
   #    → success; the reply goes out through the customer-service API: tail $DATA/fakes.log
+
+  # 6. Kik: a channel on the demo Kik API, then a message signed as Kik signs it
+  curl -s -X POST \$PATCHBAY_URL/admin/v1/bots/\$BOT/channels -H "Authorization: Bearer \$PATCHBAY_ADMIN_TOKEN" \\
+    -H 'content-type: application/json' \\
+    -d '{"platform": "kik", "credentials": {"username": "demobot", "api_key": "demo-key"},
+         "api_base_url": "http://127.0.0.1:$FAKE_KIK_PORT"}'
+  #    → {"id": "ch_…", "webhook_path": "/webhooks/kik/ch_…"}   export KIK=ch_…
+  BODY='{"messages": [{"type": "text", "id": "6d8d060c-3ae4-46fc-bb18-6e7ba3182c0f", "chatId": "b3be3bc1", "from": "ada", "participants": ["ada"], "timestamp": 1767225600000, "body": "hello"}]}'
+  curl -s -X POST \$PATCHBAY_URL/webhooks/kik/\$KIK -H 'content-type: application/json' -H 'X-Kik-Username: demobot' \\
+    -H "X-Kik-Signature: \$(printf '%s' "\$BODY" | python3 -c 'import hmac,hashlib,sys; print(hmac.new(b"demo-key", sys.stdin.buffer.read(), hashlib.sha1).hexdigest())')" -d "\$BODY"
+  #    → the reply goes out through Kik's /v1/message: tail $DATA/fakes.log
 
 The same with the CLI: target/debug/patchbay bots create --name demo --webhook-url http://127.0.0.1:$FAKE_TENANT_PORT/hook
 Ctrl-C stops everything; data stays in $DATA (make clean removes it).

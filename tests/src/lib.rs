@@ -9,6 +9,7 @@ use std::time::Duration;
 use patchbay_config::{Config, LogFormat, MasterKey, RetrySchedule};
 use patchbay_runtime::lifecycle::{Running, launch};
 use patchbay_testkit::graph::FakeGraph;
+use patchbay_testkit::kik::FakeKik;
 use patchbay_testkit::nats::NatsServer;
 use patchbay_testkit::postgres::PgServer;
 use patchbay_testkit::telegram::FakeTelegram;
@@ -45,6 +46,8 @@ pub struct Stack {
     pub graph: FakeGraph,
     /// The fake WeChat server API.
     pub wechat: FakeWechat,
+    /// The fake Kik bot API.
+    pub kik: FakeKik,
     /// An HTTP client.
     pub http: reqwest::Client,
     layout: Layout,
@@ -114,6 +117,25 @@ pub struct WechatBot {
     pub token: String,
 }
 
+/// A bot created through the admin API with a Kik channel on the fake Kik API.
+#[derive(Debug, Clone)]
+pub struct KikBot {
+    /// Bot id.
+    pub id: String,
+    /// API key.
+    pub api_key: String,
+    /// Standard Webhooks secret.
+    pub webhook_secret: String,
+    /// Channel id.
+    pub channel_id: String,
+    /// `/webhooks/kik/<channel>`.
+    pub webhook_path: String,
+    /// The Kik bot's username.
+    pub username: String,
+    /// The Kik bot's API key (signs webhooks, authenticates calls).
+    pub kik_api_key: String,
+}
+
 /// How a WeChat webhook is posted: the admin console's three message modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WechatMode {
@@ -151,13 +173,14 @@ impl Stack {
     /// A stack with options.
     pub async fn start_with(options: Options) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let (nats, pg, tenant, telegram, graph, wechat) = tokio::join!(
+        let (nats, pg, tenant, telegram, graph, wechat, kik) = tokio::join!(
             NatsServer::start(),
             PgServer::start(),
             FakeTenant::start(),
             FakeTelegram::start(),
             FakeGraph::start(),
-            FakeWechat::start()
+            FakeWechat::start(),
+            FakeKik::start()
         );
         let (nats, pg) = (
             nats.expect("nats-server starts"),
@@ -189,6 +212,8 @@ impl Stack {
             whatsapp_per_user_burst: 10_000,
             wechat_api_base_url: wechat.base_url(),
             wechat_per_user_burst: 10_000,
+            kik_api_base_url: kik.base_url(),
+            kik_per_user_burst: 10_000,
             ..Config::default()
         };
         (options.configure)(&mut config);
@@ -204,6 +229,7 @@ impl Stack {
             telegram,
             graph,
             wechat,
+            kik,
             http: reqwest::Client::new(),
             layout: options.layout,
             running: Vec::new(),
@@ -732,6 +758,82 @@ impl Stack {
         let r = self.http.get(url).send().await.unwrap();
         let status = r.status().as_u16();
         (status, r.text().await.unwrap())
+    }
+
+    /// A bot calling the fake tenant with a Kik channel (its own bot username and API key on
+    /// the fake Kik API).
+    pub async fn kik_bot(&self, events: Option<Vec<&str>>) -> KikBot {
+        let username = format!("pb.{}", patchbay_testkit::unique_prefix());
+        let kik_api_key = format!("key-{}", patchbay_testkit::unique_prefix());
+        self.kik.add_bot(&username, &kik_api_key);
+        let bot = self.create_bot(None, &self.tenant.url(), events).await;
+        let id = bot["id"].as_str().unwrap().to_owned();
+        let (status, ch) = self
+            .post(
+                &format!("{}/admin/v1/bots/{id}/channels", self.api_url()),
+                self.admin_token(),
+                &json!({"platform": "kik",
+                        "credentials": {"username": username, "api_key": kik_api_key},
+                        "api_base_url": self.kik.base_url()}),
+            )
+            .await;
+        assert_eq!(status, 201, "create channel: {ch}");
+        KikBot {
+            id,
+            api_key: bot["api_key"].as_str().unwrap().to_owned(),
+            webhook_secret: bot["webhook_secret"].as_str().unwrap().to_owned(),
+            channel_id: ch["id"].as_str().unwrap().to_owned(),
+            webhook_path: ch["webhook_path"].as_str().unwrap().to_owned(),
+            username,
+            kik_api_key,
+        }
+    }
+
+    /// Posts `messages` to the bot's Kik webhook as Kik would: `{"messages": [...]}`, named
+    /// for the bot in `X-Kik-Username` and signed with its API key; returns the status. The
+    /// senders of messages (not receipts or typing) have chatted with the bot: the fake Kik
+    /// lets it message them, and refills their message bank by one.
+    pub async fn post_kik(&self, bot: &KikBot, messages: Vec<Value>) -> u16 {
+        for m in &messages {
+            let from = m["from"].as_str();
+            let kind = m["type"].as_str().unwrap_or_default();
+            if let Some(from) = from
+                && !matches!(kind, "delivery-receipt" | "read-receipt" | "is-typing")
+            {
+                self.kik.add_user(&bot.username, from);
+            }
+        }
+        self.post_kik_as(
+            bot,
+            &bot.username,
+            &bot.kik_api_key,
+            &json!({ "messages": messages }),
+        )
+        .await
+    }
+
+    /// Posts `body` to the bot's Kik webhook with `username` in `X-Kik-Username`, signed with
+    /// `key`; returns the status.
+    pub async fn post_kik_as(&self, bot: &KikBot, username: &str, key: &str, body: &Value) -> u16 {
+        let raw = serde_json::to_vec(body).unwrap();
+        self.http
+            .post(format!(
+                "{}{}",
+                self.addr_of("ingress-kik"),
+                bot.webhook_path
+            ))
+            .header("content-type", "application/json")
+            .header("X-Kik-Username", username)
+            .header(
+                "X-Kik-Signature",
+                patchbay_kik::fixtures::signature(key, &raw),
+            )
+            .body(raw)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
     }
 
     /// Posts a Telegram update to the bot's webhook with `secret` in the secret header.

@@ -22,6 +22,8 @@ pub const SERVICES: &[(&str, StartFn)] = &[
     ("ingress-whatsapp", patchbay_ingress_whatsapp::start),
     ("outbound-wechat", patchbay_outbound_wechat::start),
     ("ingress-wechat", patchbay_ingress_wechat::start),
+    ("outbound-kik", patchbay_outbound_kik::start),
+    ("ingress-kik", patchbay_ingress_kik::start),
     ("api", patchbay_api::start),
 ];
 

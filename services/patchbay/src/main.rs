@@ -46,7 +46,7 @@ enum Command {
         /// One of: auth, bot-router, normaliser, webhook-dispatcher, outbound-telegram,
         /// ingress-telegram, outbound-custom, ingress-custom, outbound-messenger,
         /// ingress-messenger, outbound-whatsapp, ingress-whatsapp, outbound-wechat,
-        /// ingress-wechat, api.
+        /// ingress-wechat, outbound-kik, ingress-kik, api.
         name: String,
     },
     /// Create or update the JetStream streams and buckets and apply every PostgreSQL
@@ -319,6 +319,21 @@ enum Channels {
         #[arg(long)]
         no_customer_service_api: bool,
         /// Another WeChat API base URL (operators only).
+        #[arg(long)]
+        api_base_url: Option<String>,
+    },
+    /// Connect a bot to a Kik bot (outbound-kik then sets its webhook and features at Kik).
+    CreateKik {
+        /// The bot.
+        #[arg(long)]
+        bot: String,
+        /// The Kik bot's username.
+        #[arg(long)]
+        username: String,
+        /// The Kik bot's API key (signs the webhooks, authenticates the calls).
+        #[arg(long, env = "KIK_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// Another Kik API base URL (operators only).
         #[arg(long)]
         api_base_url: Option<String>,
     },
@@ -653,6 +668,19 @@ fn admin(cli: Cli) -> anyhow::Result<()> {
                        "credentials": {"app_id": app_id, "app_secret": app_secret, "token": wechat_token,
                                        "encoding_aes_key": encoding_aes_key,
                                        "customer_service_api": !no_customer_service_api},
+                       "api_base_url": api_base_url}),
+                    &["id", "webhook_path"],
+                ),
+                Command::Channels(Channels::CreateKik {
+                    bot,
+                    username,
+                    api_key,
+                    api_base_url,
+                }) => (
+                    format!("/admin/v1/bots/{bot}/channels"),
+                    cli.token.clone(),
+                    json!({"platform": "kik",
+                       "credentials": {"username": username, "api_key": api_key},
                        "api_base_url": api_base_url}),
                     &["id", "webhook_path"],
                 ),

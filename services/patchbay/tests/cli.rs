@@ -205,6 +205,26 @@ async fn operators_and_bot_developers_work_from_the_command_line() {
         field(&account, "webhook_path").starts_with("/webhooks/wechat/ch_"),
         "{account}"
     );
+    let kik = ok(
+        &i,
+        &[
+            "channels",
+            "create-kik",
+            "--bot",
+            &bot_id,
+            "--username",
+            "patchbay.bot",
+            "--api-key",
+            "7b939d69-e840-4d22-aab8-4188c2198f8a",
+            // outbound-kik configures a new bot at Kik: a closed local port, not api.kik.com.
+            "--api-base-url",
+            "http://127.0.0.1:9",
+        ],
+    );
+    assert!(
+        field(&kik, "webhook_path").starts_with("/webhooks/kik/ch_"),
+        "{kik}"
+    );
     let refused = cli(
         &i,
         &[

@@ -124,6 +124,14 @@ pub struct Config {
     pub wechat_per_user_per_second: u32,
     /// Messages a WeChat user may get in a burst before the per-user pace applies.
     pub wechat_per_user_burst: u32,
+    /// Kik bot API base URL (channels may override it).
+    pub kik_api_base_url: String,
+    /// Kik pace per bot (sends per second; Kik's global per-second limit was not published).
+    pub kik_per_bot_per_second: u32,
+    /// Kik pace per user (sends per second).
+    pub kik_per_user_per_second: u32,
+    /// Sends a Kik user may get in a burst before the per-user pace applies.
+    pub kik_per_user_burst: u32,
     /// Public base URL of the `api` service as users' browsers reach it (links `/go/<token>`).
     pub public_url: String,
     /// How long a Patchbay link that replaced a `:code` URL button stays valid.
@@ -179,6 +187,10 @@ impl Default for Config {
             wechat_per_account_per_second: 100,
             wechat_per_user_per_second: 1,
             wechat_per_user_burst: 5,
+            kik_api_base_url: "https://api.kik.com".into(),
+            kik_per_bot_per_second: 20,
+            kik_per_user_per_second: 1,
+            kik_per_user_burst: 5,
             public_url: "http://localhost:8080".into(),
             link_ttl_ms: 86_400_000,
             code_ttl_ms: 300_000,
@@ -346,6 +358,9 @@ impl Config {
                 self.wechat_per_user_per_second,
             ),
             ("wechat_per_user_burst", self.wechat_per_user_burst),
+            ("kik_per_bot_per_second", self.kik_per_bot_per_second),
+            ("kik_per_user_per_second", self.kik_per_user_per_second),
+            ("kik_per_user_burst", self.kik_per_user_burst),
         ] {
             if v == 0 {
                 return Err(ConfigError::invalid(field, "must be at least 1"));
@@ -386,6 +401,7 @@ impl Config {
             ("messenger_api_base_url", Some(&self.messenger_api_base_url)),
             ("whatsapp_api_base_url", Some(&self.whatsapp_api_base_url)),
             ("wechat_api_base_url", Some(&self.wechat_api_base_url)),
+            ("kik_api_base_url", Some(&self.kik_api_base_url)),
             ("public_url", Some(&self.public_url)),
             ("otlp_endpoint", self.otlp_endpoint.as_ref()),
         ] {

@@ -13,6 +13,7 @@ pub static PLATFORMS: &[&PlatformSpec] = &[
     &patchbay_messenger::SPEC,
     &patchbay_whatsapp::SPEC,
     &patchbay_wechat::SPEC,
+    &patchbay_kik::SPEC,
     &patchbay_custom::SPEC,
 ];
 

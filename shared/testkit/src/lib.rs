@@ -6,6 +6,7 @@
 //! * [`telegram::FakeTelegram`]: the Telegram Bot API, speaking its real wire format;
 //! * [`graph::FakeGraph`]: Meta's Graph API for Messenger and WhatsApp (sends, profiles);
 //! * [`wechat::FakeWechat`]: the WeChat Official Account API (tokens, sends, media, profiles);
+//! * [`kik::FakeKik`]: the Kik bot API (messages, the bots' configuration, profiles);
 //! * [`fixtures`]: Telegram updates and Messenger / WhatsApp webhooks as the platforms send them;
 //! * [`unique_prefix`]: a random subject prefix, so tests share nothing.
 //!
@@ -16,6 +17,7 @@
 
 pub mod fixtures;
 pub mod graph;
+pub mod kik;
 pub mod nats;
 pub mod postgres;
 pub mod process;

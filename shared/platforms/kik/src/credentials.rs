@@ -80,18 +80,43 @@ mod tests {
         assert_eq!(as_given::<KikCredentials>(ok.clone()).unwrap().stored, ok);
 
         let cases = [
-            (json!({"username": "a", "api_key": "k"}), "credentials.username"),
-            (json!({"username": "has space", "api_key": "k"}), "credentials.username"),
-            (json!({"username": "a:b", "api_key": "k"}), "credentials.username"),
-            (json!({"username": "x".repeat(33), "api_key": "k"}), "credentials.username"),
-            (json!({"username": "bot", "api_key": ""}), "credentials.api_key"),
-            (json!({"username": "bot", "api_key": "a b"}), "credentials.api_key"),
-            (json!({"username": "bot", "api_key": "k".repeat(129)}), "credentials.api_key"),
+            (
+                json!({"username": "a", "api_key": "k"}),
+                "credentials.username",
+            ),
+            (
+                json!({"username": "has space", "api_key": "k"}),
+                "credentials.username",
+            ),
+            (
+                json!({"username": "a:b", "api_key": "k"}),
+                "credentials.username",
+            ),
+            (
+                json!({"username": "x".repeat(33), "api_key": "k"}),
+                "credentials.username",
+            ),
+            (
+                json!({"username": "bot", "api_key": ""}),
+                "credentials.api_key",
+            ),
+            (
+                json!({"username": "bot", "api_key": "a b"}),
+                "credentials.api_key",
+            ),
+            (
+                json!({"username": "bot", "api_key": "k".repeat(129)}),
+                "credentials.api_key",
+            ),
         ];
         for (given, field) in cases {
             assert_eq!(field_of(given.clone()).field, field, "{given}");
         }
-        assert!(field_of(json!({"username": "bot"})).message.contains("api_key"));
+        assert!(
+            field_of(json!({"username": "bot"}))
+                .message
+                .contains("api_key")
+        );
         let unknown = json!({"username": "bot", "api_key": "k", "api_base_url": "http://x"});
         assert!(field_of(unknown).message.contains("unknown field"));
     }

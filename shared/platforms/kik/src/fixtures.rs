@@ -146,12 +146,22 @@ pub fn delivery_receipt(id: &str, from: &str, message_ids: &[&str]) -> Value {
 
 /// Messages of the bot the user read.
 pub fn read_receipt(id: &str, from: &str, message_ids: &[&str]) -> Value {
-    message("read-receipt", id, from, json!({ "messageIds": message_ids }))
+    message(
+        "read-receipt",
+        id,
+        from,
+        json!({ "messageIds": message_ids }),
+    )
 }
 
 /// A message of a type Patchbay does not know.
 pub fn unknown(id: &str, from: &str) -> Value {
-    message("some-new-type", id, from, json!({"anUnknownProperty": [1, 2]}))
+    message(
+        "some-new-type",
+        id,
+        from,
+        json!({"anUnknownProperty": [1, 2]}),
+    )
 }
 
 /// `message` stamped at `ms` (windows and ordering read the platform's time).

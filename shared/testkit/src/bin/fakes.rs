@@ -4,9 +4,10 @@
 //! The tenant answers every `message.received` with an inline reply `echo: <text>`; the
 //! Telegram API accepts any bot token, the Graph API any Page, phone number and token; the
 //! WeChat API knows one Official Account (AppID `wx2c2769f8efd9abc2`, AppSecret
-//! `demo-secret`) followed by the user `oUser123`. All print one line per request.
-//! Usage: `patchbay-fakes [TENANT_ADDR] [TELEGRAM_ADDR] [GRAPH_ADDR] [WECHAT_ADDR]` (default
-//! 127.0.0.1:8090, :8091, :8092 and :8093).
+//! `demo-secret`) followed by the user `oUser123`; the Kik API one bot (`demobot`, API key
+//! `demo-key`) that the user `ada` chats with. All print one line per request.
+//! Usage: `patchbay-fakes [TENANT_ADDR] [TELEGRAM_ADDR] [GRAPH_ADDR] [WECHAT_ADDR] [KIK_ADDR]`
+//! (default 127.0.0.1:8090, :8091, :8092, :8093 and :8094).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use patchbay_testkit::graph::FakeGraph;
+use patchbay_testkit::kik::FakeKik;
 use patchbay_testkit::telegram::FakeTelegram;
 use patchbay_testkit::tenant::FakeTenant;
 use patchbay_testkit::wechat::FakeWechat;
@@ -26,6 +28,7 @@ async fn main() {
     let telegram_addr = args.next().unwrap_or_else(|| "127.0.0.1:8091".into());
     let graph_addr = args.next().unwrap_or_else(|| "127.0.0.1:8092".into());
     let wechat_addr = args.next().unwrap_or_else(|| "127.0.0.1:8093".into());
+    let kik_addr = args.next().unwrap_or_else(|| "127.0.0.1:8094".into());
     let tenant = FakeTenant::start_on(&tenant_addr).await;
     tenant.respond_with(|r| {
         let event = r.json();
@@ -48,7 +51,12 @@ async fn main() {
     wechat.add_app("wx2c2769f8efd9abc2", "demo-secret");
     wechat.add_follower("wx2c2769f8efd9abc2", "oUser123");
     println!("fake WeChat API: {}", wechat.base_url());
-    let (mut seen_events, mut seen_calls, mut seen_graph, mut seen_wechat) = (0, 0, 0, 0);
+    let kik = FakeKik::start_on(&kik_addr).await;
+    kik.add_bot("demobot", "demo-key");
+    kik.add_user("demobot", "ada");
+    println!("fake Kik API: {}", kik.base_url());
+    let (mut seen_events, mut seen_calls, mut seen_graph, mut seen_wechat, mut seen_kik) =
+        (0, 0, 0, 0, 0);
     loop {
         let events = tenant.received();
         for r in &events[seen_events..] {
@@ -71,9 +79,20 @@ async fn main() {
         seen_graph = calls.len();
         let calls = wechat.calls();
         for c in &calls[seen_wechat..] {
-            println!("wechat <- {} {} {} (errcode {})", c.method, c.path, c.body, c.errcode);
+            println!(
+                "wechat <- {} {} {} (errcode {})",
+                c.method, c.path, c.body, c.errcode
+            );
         }
         seen_wechat = calls.len();
+        let calls = kik.calls();
+        for c in &calls[seen_kik..] {
+            println!(
+                "kik <- {} {} {} (HTTP {})",
+                c.method, c.path, c.body, c.status
+            );
+        }
+        seen_kik = calls.len();
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
