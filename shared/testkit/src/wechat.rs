@@ -6,8 +6,8 @@
 //! takes `access_token` in the query string and is checked against the app that token belongs
 //! to: its followers, its uploads, its templates. Errors are answered as WeChat does, with HTTP
 //! 200 and `{"errcode": n, "errmsg": "…"}`; request shapes are checked strictly. Customer-service
-//! windows can be closed and failures queued. Every call is recorded, refused ones too, with the
-//! `errcode` answered.
+//! windows can be closed, and failures queued or answered at random. Every call is recorded,
+//! refused ones too, with the `errcode` answered.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -148,6 +148,8 @@ struct Inner {
     closed: HashSet<(String, String)>,
     uploads: Vec<Upload>,
     failures: VecDeque<i64>,
+    /// Per mille of send calls answered -1 (system busy), at random.
+    busy_per_mille: u32,
     next_msgid: i64,
     calls: Vec<Call>,
 }
@@ -164,6 +166,7 @@ impl Default for Inner {
             closed: HashSet::new(),
             uploads: Vec::new(),
             failures: VecDeque::new(),
+            busy_per_mille: 0,
             next_msgid: 3_100_000_000,
             calls: Vec::new(),
         }
@@ -322,6 +325,13 @@ impl FakeWechat {
         self.lock().failures.push_back(errcode);
     }
 
+    /// Answers `busy_per_mille` per mille of the authenticated calls of a send endpoint (custom
+    /// or template) with -1 (system busy), at random, before any other check (queued failures
+    /// come first). 0 turns it off.
+    pub fn fail_randomly(&self, busy_per_mille: u32) {
+        self.lock().busy_per_mille = busy_per_mille;
+    }
+
     /// Every call so far.
     pub fn calls(&self) -> Vec<Call> {
         self.lock().calls.clone()
@@ -417,6 +427,16 @@ fn random_id(len: usize) -> String {
         .iter()
         .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
         .collect()
+}
+
+/// -1 (system busy) for [`FakeWechat::fail_randomly`]'s share of send calls.
+fn busy(s: &Inner) -> Option<i64> {
+    if s.busy_per_mille == 0 {
+        return None;
+    }
+    let mut b = [0u8; 2];
+    getrandom::fill(&mut b).expect("getrandom");
+    (u32::from(u16::from_le_bytes(b)) % 1000 < s.busy_per_mille).then_some(-1)
 }
 
 /// Issues a new token for the known app `app_id`, replacing its current one.
@@ -813,7 +833,11 @@ async fn handle(State(inner): State<Shared>, req: Request) -> Response {
             Err(code) => (None, Err(error_body(code))),
             Ok(app_id) => {
                 let send = matches!(route, Route::CustomSend | Route::TemplateSend);
-                let queued = if send { s.failures.pop_front() } else { None };
+                let queued = if send {
+                    s.failures.pop_front().or_else(|| busy(&s))
+                } else {
+                    None
+                };
                 let result = match (queued, route) {
                     (Some(code), _) => Err(code),
                     (None, Route::CustomSend) => custom_send(&mut s, &app_id, &body),
@@ -993,6 +1017,31 @@ mod tests {
         assert_eq!(calls[0].app_id.as_deref(), Some(APP));
         assert_eq!(calls[0].query["access_token"], token);
         assert_eq!(wx.accepted("custom/send").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn random_failures_answer_busy_on_sends_only() {
+        let (wx, token) = started().await;
+        let text = json!({"touser": "oFollower", "msgtype": "text", "text": {"content": "hi"}});
+        wx.fail_randomly(1000);
+        assert_eq!(send(&wx, &token, text.clone()).await, error_body(-1));
+        assert_eq!(info(&wx, &token, "oFollower").await["subscribe"], 1);
+        // Queued failures come first.
+        wx.fail_next(45009);
+        assert_eq!(send(&wx, &token, text.clone()).await["errcode"], 45009);
+        wx.fail_randomly(500);
+        let mut codes = HashSet::new();
+        for _ in 0..100 {
+            codes.insert(send(&wx, &token, text.clone()).await["errcode"].as_i64());
+        }
+        assert_eq!(codes, HashSet::from([Some(0), Some(-1)]), "some of each");
+        wx.fail_randomly(0);
+        assert_eq!(send(&wx, &token, text).await["errcode"], 0);
+        assert_eq!(
+            wx.token_fetches(APP),
+            1,
+            "a busy answer is not a token's fault"
+        );
     }
 
     #[tokio::test]

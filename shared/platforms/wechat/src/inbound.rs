@@ -402,12 +402,25 @@ impl InboundAdapter for Wechat {
             .collect();
         wanted.sort();
         wanted.dedup();
-        let lookups = wanted.iter().map(|openid| async {
-            // An error is not remembered: the next message tries again.
-            if let Ok(found) = profiles.profile(ctx.creds, ctx.base_url, openid).await {
-                let locale = found.and_then(|p| p.language);
-                ctx.cache
-                    .put(key(openid), locale.map(serde_json::Value::String));
+        let lookups = wanted.iter().map(|openid| {
+            // In a task of its own: the ingress stops waiting after its budget, but a lookup
+            // that claimed the shared token's refresh must finish it, or every replica would
+            // wait for the claim to lapse (and a token WeChat issued would be lost).
+            let (profiles, creds, base_url, user) = (
+                profiles.clone(),
+                ctx.creds.clone(),
+                ctx.base_url.to_owned(),
+                openid.clone(),
+            );
+            let lookup =
+                tokio::spawn(async move { profiles.profile(&creds, &base_url, &user).await });
+            async move {
+                // An error is not remembered: the next message tries again.
+                if let Ok(Ok(found)) = lookup.await {
+                    let locale = found.and_then(|p| p.language);
+                    ctx.cache
+                        .put(key(openid), locale.map(serde_json::Value::String));
+                }
             }
         });
         futures::future::join_all(lookups).await;
