@@ -88,6 +88,8 @@ struct Inner {
     profiles: HashMap<String, Value>,
     /// (path, failure) queued in order.
     failures: VecDeque<(String, Failure)>,
+    /// Per mille of authenticated sends answered 500 at random.
+    random_server_errors: u32,
     calls: Vec<Call>,
 }
 
@@ -210,6 +212,12 @@ impl FakeKik {
         for f in failures {
             s.failures.push_back((path.to_owned(), f));
         }
+    }
+
+    /// Answers a share of authenticated sends (`POST` [`MESSAGE_PATH`]) at random with 500, in
+    /// per mille (after any failure queued with [`FakeKik::fail_next`]); 0 turns it off.
+    pub fn fail_randomly(&self, server_error_per_mille: u32) {
+        self.lock().random_server_errors = server_error_per_mille.min(1000);
     }
 
     /// Every call so far.
@@ -523,6 +531,17 @@ fn profile(s: &Inner, bot: &str, user: &str) -> Result<Value, Refusal> {
     }))
 }
 
+/// A 500 drawn at random for a send, as [`FakeKik::fail_randomly`] set it.
+fn random_failure(s: &Inner, method: &str, route_path: &str) -> Option<Failure> {
+    if s.random_server_errors == 0 || method != "POST" || route_path != MESSAGE_PATH {
+        return None;
+    }
+    let mut b = [0u8; 2];
+    let _ = getrandom::fill(&mut b);
+    let roll = u32::from(u16::from_le_bytes(b)) % 1000;
+    (roll < s.random_server_errors).then_some(Failure::ServerError)
+}
+
 fn refusal_response(r: Refusal, retry_after: Option<u64>) -> Response {
     let mut response = (r.0, Json(json!({"error": r.1, "message": r.2}))).into_response();
     if let Some(after) = retry_after
@@ -572,7 +591,8 @@ async fn handle(State(inner): State<Shared>, req: Request) -> Response {
             .iter()
             .position(|(p, _)| p == route_path)
             .and_then(|i| s.failures.remove(i))
-            .map(|(_, f)| f);
+            .map(|(_, f)| f)
+            .or_else(|| random_failure(&s, &method, route_path));
         match queued {
             Some(Failure::TooManyRequests { retry_after }) => (
                 Err(Refusal(
@@ -803,5 +823,34 @@ mod tests {
         );
         assert_eq!(get(&kik, CONFIG_PATH).await.0, 500);
         assert_eq!(get(&kik, CONFIG_PATH).await.0, 200);
+    }
+
+    #[tokio::test]
+    async fn sends_fail_at_random_as_set() {
+        let kik = started().await;
+        kik.set_bank(BOT, "ana", 1000);
+        let one = json!({"messages": [text("ana", "hi")]});
+        kik.fail_randomly(1000);
+        assert_eq!(post(&kik, MESSAGE_PATH, KEY, one.clone()).await.0, 500);
+        assert_eq!(get(&kik, CONFIG_PATH).await.0, 200, "only sends fail");
+        assert_eq!(
+            post(&kik, MESSAGE_PATH, "wrong", one.clone()).await.0,
+            401,
+            "credentials are checked first"
+        );
+        kik.fail_randomly(500);
+        let mut statuses = HashSet::new();
+        for _ in 0..200 {
+            statuses.insert(post(&kik, MESSAGE_PATH, KEY, one.clone()).await.0);
+        }
+        assert_eq!(statuses, HashSet::from([200, 500]));
+        kik.fail_randomly(0);
+        assert_eq!(post(&kik, MESSAGE_PATH, KEY, one).await.0, 200);
+        let accepted = u32::try_from(kik.accepted(MESSAGE_PATH).len()).unwrap();
+        assert_eq!(
+            kik.bank(BOT, "ana"),
+            Some(1000 - accepted),
+            "a 500 withdraws nothing"
+        );
     }
 }
