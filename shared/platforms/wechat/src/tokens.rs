@@ -233,6 +233,10 @@ impl AccessTokens for SharedTokens {
         if let Some(t) = self.remembered(app_id, Utc::now()) {
             return Ok(t);
         }
+        // This call's own name in claims: another call of this process claiming the refresh
+        // is waited for like another replica (sharing the process's name let two concurrent
+        // calls each take the claim and fetch).
+        let me = format!("{}/{}", self.me, patchbay_contract::ids::new_id("get"));
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let now = Utc::now();
@@ -245,11 +249,11 @@ impl AccessTokens for SharedTokens {
             let claimed_elsewhere = record
                 .claim
                 .as_ref()
-                .is_some_and(|c| c.by != self.me && now - c.since < CLAIM_TIMEOUT);
+                .is_some_and(|c| c.by != me && now - c.since < CLAIM_TIMEOUT);
             if !claimed_elsewhere {
                 let claim = Record {
                     claim: Some(Claim {
-                        by: self.me.clone(),
+                        by: me.clone(),
                         since: now,
                     }),
                     ..record.clone()
