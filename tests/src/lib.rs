@@ -500,16 +500,14 @@ impl Stack {
         );
         let secret_token = format!("sec_{}", patchbay_testkit::unique_prefix());
         self.telegram.add_bot(&bot_token);
-        let (status, ch) = self
-            .post(
-                &format!("{}/admin/v1/bots/{id}/channels", self.api_url()),
-                self.admin_token(),
-                &json!({"platform": "telegram",
+        let ch = self
+            .add_channel(
+                &id,
+                json!({"platform": "telegram",
                         "credentials": {"bot_token": bot_token, "secret_token": secret_token},
                         "api_base_url": self.telegram.base_url()}),
             )
             .await;
-        assert_eq!(status, 201, "create channel: {ch}");
         TestBot {
             id,
             api_key: bot["api_key"].as_str().unwrap().to_owned(),
@@ -519,6 +517,20 @@ impl Stack {
             secret_token,
             bot_token,
         }
+    }
+
+    /// Connects bot `bot_id` to a messenger account through the admin API (`request`: platform,
+    /// credentials, `api_base_url`), which must answer 201; the created channel.
+    async fn add_channel(&self, bot_id: &str, request: Value) -> Value {
+        let (status, ch) = self
+            .post(
+                &format!("{}/admin/v1/bots/{bot_id}/channels", self.api_url()),
+                self.admin_token(),
+                &request,
+            )
+            .await;
+        assert_eq!(status, 201, "create channel: {ch}");
+        ch
     }
 
     async fn create_bot(
@@ -589,15 +601,13 @@ impl Stack {
     ) -> MetaBot {
         let bot = self.create_bot(None, &self.tenant.url(), events).await;
         let id = bot["id"].as_str().unwrap().to_owned();
-        let (status, ch) = self
-            .post(
-                &format!("{}/admin/v1/bots/{id}/channels", self.api_url()),
-                self.admin_token(),
-                &json!({"platform": platform, "credentials": credentials,
+        let ch = self
+            .add_channel(
+                &id,
+                json!({"platform": platform, "credentials": credentials,
                         "api_base_url": self.graph.base_url()}),
             )
             .await;
-        assert_eq!(status, 201, "create channel: {ch}");
         MetaBot {
             id,
             api_key: bot["api_key"].as_str().unwrap().to_owned(),
@@ -682,15 +692,13 @@ impl Stack {
                            "customer_service_api": customer_service_api});
         let bot = self.create_bot(None, &self.tenant.url(), events).await;
         let id = bot["id"].as_str().unwrap().to_owned();
-        let (status, ch) = self
-            .post(
-                &format!("{}/admin/v1/bots/{id}/channels", self.api_url()),
-                self.admin_token(),
-                &json!({"platform": "wechat", "credentials": creds,
+        let ch = self
+            .add_channel(
+                &id,
+                json!({"platform": "wechat", "credentials": creds,
                         "api_base_url": self.wechat.base_url()}),
             )
             .await;
-        assert_eq!(status, 201, "create channel: {ch}");
         WechatBot {
             id,
             api_key: bot["api_key"].as_str().unwrap().to_owned(),
@@ -768,16 +776,14 @@ impl Stack {
         self.kik.add_bot(&username, &kik_api_key);
         let bot = self.create_bot(None, &self.tenant.url(), events).await;
         let id = bot["id"].as_str().unwrap().to_owned();
-        let (status, ch) = self
-            .post(
-                &format!("{}/admin/v1/bots/{id}/channels", self.api_url()),
-                self.admin_token(),
-                &json!({"platform": "kik",
+        let ch = self
+            .add_channel(
+                &id,
+                json!({"platform": "kik",
                         "credentials": {"username": username, "api_key": kik_api_key},
                         "api_base_url": self.kik.base_url()}),
             )
             .await;
-        assert_eq!(status, 201, "create channel: {ch}");
         KikBot {
             id,
             api_key: bot["api_key"].as_str().unwrap().to_owned(),
