@@ -216,14 +216,7 @@ async fn passive<A: InboundAdapter>(
     }
     let started = tokio::time::Instant::now();
     let subject = s.bus.subjects().ingress(A::PLATFORM, &channel.id)?;
-    let span = tracing::info_span!(
-        "webhook",
-        otel.kind = "server",
-        messaging.system = "nats",
-        messaging.destination.name = %subject,
-        platform,
-    );
-    crate::http::adopt_trace(&span, headers);
+    let span = webhook_span(&subject, platform, headers);
     publish_all::<A>(&s.bus, &subject, &channel, envelopes)
         .instrument(span)
         .await?;
@@ -362,14 +355,7 @@ async fn deliver<A: InboundAdapter>(
             }
         }
         let subject = s.bus.subjects().ingress(A::PLATFORM, &channel.id)?;
-        let span = tracing::info_span!(
-            "webhook",
-            otel.kind = "server",
-            messaging.system = "nats",
-            messaging.destination.name = %subject,
-            platform,
-        );
-        crate::http::adopt_trace(&span, headers);
+        let span = webhook_span(&subject, platform, headers);
         let envelopes = splits
             .into_iter()
             .map(|split| (new_id(prefix::ENVELOPE), split))
@@ -418,6 +404,19 @@ async fn challenge_app<A: InboundAdapter>(
             tracing::info!("per-app webhook handshake matched no channel");
             ApiError::new(StatusCode::FORBIDDEN, "forbidden", "verification failed")
         })
+}
+
+/// The server span of a webhook published to `subject`, joined to the caller's trace.
+fn webhook_span(subject: &str, platform: &'static str, headers: &HeaderMap) -> tracing::Span {
+    let span = tracing::info_span!(
+        "webhook",
+        otel.kind = "server",
+        messaging.system = "nats",
+        messaging.destination.name = %subject,
+        platform,
+    );
+    crate::http::adopt_trace(&span, headers);
+    span
 }
 
 /// Publishes each split under its envelope id.
