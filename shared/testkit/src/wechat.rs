@@ -152,6 +152,8 @@ struct Inner {
     busy_per_mille: u32,
     next_msgid: i64,
     calls: Vec<Call>,
+    /// While set, token answers wait until it turns `true` (see [`FakeWechat::hold_token_answers`]).
+    token_gate: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Default for Inner {
@@ -169,6 +171,7 @@ impl Default for Inner {
             busy_per_mille: 0,
             next_msgid: 3_100_000_000,
             calls: Vec::new(),
+            token_gate: None,
         }
     }
 }
@@ -316,6 +319,15 @@ impl FakeWechat {
         self.lock()
             .closed
             .remove(&(app_id.to_owned(), openid.to_owned()));
+    }
+
+    /// Holds the answers to token fetches from now on: a fetch is served (the token issued and
+    /// the call recorded, so the previous token starts to lapse) when it arrives, but answered
+    /// only once the returned sender is sent `true` (or dropped).
+    pub fn hold_token_answers(&self) -> tokio::sync::watch::Sender<bool> {
+        let (open, gate) = tokio::sync::watch::channel(false);
+        self.lock().token_gate = Some(gate);
+        open
     }
 
     /// Queues `errcode` (e.g. -1 system busy, 45047 out of response count limit, 45009 api freq
@@ -825,45 +837,58 @@ async fn handle(State(inner): State<Shared>, req: Request) -> Response {
         _ => {}
     }
 
-    let mut s = lock(&inner);
-    let (app_id, result) = match route {
-        Route::Unknown => (None, Err(json!(null))),
-        Route::Token => token(&mut s, &query),
-        _ => match authenticate(&s, &query) {
-            Err(code) => (None, Err(error_body(code))),
-            Ok(app_id) => {
-                let send = matches!(route, Route::CustomSend | Route::TemplateSend);
-                let queued = if send {
-                    s.failures.pop_front().or_else(|| busy(&s))
-                } else {
-                    None
-                };
-                let result = match (queued, route) {
-                    (Some(code), _) => Err(code),
-                    (None, Route::CustomSend) => custom_send(&mut s, &app_id, &body),
-                    (None, Route::TemplateSend) => template_send(&mut s, &app_id, &body),
-                    (None, Route::Upload) => upload(&mut s, &app_id, &query, media),
-                    (None, _) => user_info(&s, &app_id, &query),
-                };
-                (Some(app_id), result.map_err(error_body))
+    let (result, gate) = {
+        let mut s = lock(&inner);
+        let (app_id, result) = match route {
+            Route::Unknown => (None, Err(json!(null))),
+            Route::Token => token(&mut s, &query),
+            _ => match authenticate(&s, &query) {
+                Err(code) => (None, Err(error_body(code))),
+                Ok(app_id) => {
+                    let send = matches!(route, Route::CustomSend | Route::TemplateSend);
+                    let queued = if send {
+                        s.failures.pop_front().or_else(|| busy(&s))
+                    } else {
+                        None
+                    };
+                    let result = match (queued, route) {
+                        (Some(code), _) => Err(code),
+                        (None, Route::CustomSend) => custom_send(&mut s, &app_id, &body),
+                        (None, Route::TemplateSend) => template_send(&mut s, &app_id, &body),
+                        (None, Route::Upload) => upload(&mut s, &app_id, &query, media),
+                        (None, _) => user_info(&s, &app_id, &query),
+                    };
+                    (Some(app_id), result.map_err(error_body))
+                }
+            },
+        };
+        let errcode = match (&result, route) {
+            (Ok(_), _) => 0,
+            (Err(_), Route::Unknown) => 404,
+            (Err(e), _) => e["errcode"].as_i64().unwrap_or(-1),
+        };
+        s.calls.push(Call {
+            method,
+            path,
+            query,
+            body,
+            errcode,
+            app_id,
+            at: Instant::now(),
+        });
+        let gate = matches!(route, Route::Token)
+            .then(|| s.token_gate.clone())
+            .flatten();
+        (result, gate)
+    };
+    if let Some(mut gate) = gate {
+        // Issued (and recorded) already, as at WeChat: only the answer is late.
+        while !*gate.borrow_and_update() {
+            if gate.changed().await.is_err() {
+                break;
             }
-        },
-    };
-    let errcode = match (&result, route) {
-        (Ok(_), _) => 0,
-        (Err(_), Route::Unknown) => 404,
-        (Err(e), _) => e["errcode"].as_i64().unwrap_or(-1),
-    };
-    s.calls.push(Call {
-        method,
-        path,
-        query,
-        body,
-        errcode,
-        app_id,
-        at: Instant::now(),
-    });
-    drop(s);
+        }
+    }
     match (result, route) {
         (Err(_), Route::Unknown) => (StatusCode::NOT_FOUND, "Not Found").into_response(),
         (Ok(v) | Err(v), _) => Json(v).into_response(),

@@ -4,7 +4,9 @@
 //! sender replicas: [`SharedTokens`] keeps it in the `<p>_tokens` bucket, and the one replica
 //! that finds it due (a tenth of its life left, or refused with 40001 / 42001) claims the
 //! refresh with a compare-and-set on the bucket entry before it fetches; the others wait for
-//! the new token instead of fetching their own.
+//! the new token instead of fetching their own. A token whose answer arrives while NATS is
+//! down is used at once and shared as soon as NATS is back (for as long as the claim holds), so
+//! an outage does not make another replica fetch a second one.
 
 use std::future::Future;
 
@@ -43,6 +45,8 @@ const CLAIM_TIMEOUT: TimeDelta = TimeDelta::seconds(15);
 const WAIT: Duration = Duration::from_secs(20);
 /// How often a waiting caller looks at the shared entry again.
 const POLL: Duration = Duration::from_millis(50);
+/// The pause between attempts to share a fetched token while NATS does not answer.
+const SHARE_RETRY: Duration = Duration::from_millis(250);
 
 /// The shared entry of one AppID (`wechat.<app id>` in the tokens bucket).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -98,6 +102,8 @@ pub struct SharedTokens {
     me: String,
     /// AppID → (token, refresh time), as last read or fetched here.
     local: Mutex<HashMap<String, (String, DateTime<Utc>)>>,
+    /// Failed attempts to share a fetched token (also `patchbay_wechat_token_share_failures_total`).
+    share_failures: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for SharedTokens {
@@ -128,6 +134,7 @@ impl SharedTokens {
             http: patchbay_platform::http::client_builder(timeout).build()?,
             me: patchbay_contract::ids::new_id("tkn"),
             local: Mutex::default(),
+            share_failures: Default::default(),
         })
     }
 
@@ -159,9 +166,14 @@ impl SharedTokens {
         })
     }
 
-    /// Writes `record` if the entry is still at `revision`; false when another replica
-    /// changed it first.
-    async fn swap(&self, app_id: &str, record: &Record, revision: u64) -> Result<bool, SendError> {
+    /// Writes `record` if the entry is still at `revision`: its new revision, or `None` when
+    /// another replica changed it first.
+    async fn swap(
+        &self,
+        app_id: &str,
+        record: &Record,
+        revision: u64,
+    ) -> Result<Option<u64>, SendError> {
         let value = serde_json::to_vec(record).map_err(unavailable)?;
         let written = if revision == 0 {
             self.kv
@@ -175,9 +187,49 @@ impl SharedTokens {
                 .map_err(|e| e.kind() == kv::UpdateErrorKind::WrongLastRevision)
         };
         match written {
-            Ok(_) => Ok(true),
-            Err(true) => Ok(false),
+            Ok(revision) => Ok(Some(revision)),
+            Err(true) => Ok(None),
             Err(false) => Err(unavailable("the tokens bucket refused a write")),
+        }
+    }
+
+    /// Shares a token this call fetched while holding the claim at `revision`. The token is
+    /// valid whatever happens here, so this never fails the call: it keeps trying through a
+    /// NATS outage for as long as the claim keeps the other replicas waiting, because a
+    /// replica that found the claim lapsed and no token would fetch another one, and that
+    /// fetch would invalidate this one. It stops when another replica took the claim over
+    /// (that one's token will win) or an unanswered write turns out to have landed.
+    async fn share(&self, app_id: &str, record: &Record, revision: u64) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let attempt = self.swap(app_id, record, revision).await;
+            match attempt {
+                Ok(Some(_)) => return,
+                Ok(None) => {
+                    // Changed since the claim: by an earlier attempt whose answer was lost, or
+                    // by a replica that took the lapsed claim over.
+                    if let Ok((now, _)) = self.read(app_id).await
+                        && now.token != record.token
+                    {
+                        tracing::warn!(
+                            app_id,
+                            "another replica took the access-token claim over before this one's token was shared"
+                        );
+                    }
+                    return;
+                }
+                Err(e) => {
+                    self.share_failures
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    metrics::counter!("patchbay_wechat_token_share_failures_total").increment(1);
+                    if tokio::time::Instant::now() >= deadline {
+                        tracing::warn!(app_id, error = %e, "could not share the new access token");
+                        return;
+                    }
+                    tracing::warn!(app_id, error = %e, "sharing the new access token; trying again");
+                    tokio::time::sleep(SHARE_RETRY).await;
+                }
+            }
         }
     }
 
@@ -258,7 +310,7 @@ impl AccessTokens for SharedTokens {
                     }),
                     ..record.clone()
                 };
-                if self.swap(app_id, &claim, revision).await? {
+                if let Some(claimed) = self.swap(app_id, &claim, revision).await? {
                     let fetched = self.fetch(creds, base_url).await;
                     let (token, expires_in) = match fetched {
                         Ok(t) => t,
@@ -282,13 +334,10 @@ impl AccessTokens for SharedTokens {
                         refresh_at: Some(refresh_at),
                         claim: None,
                     };
-                    let value = serde_json::to_vec(&record).map_err(unavailable)?;
-                    self.kv
-                        .put(key(app_id), value.into())
-                        .await
-                        .map_err(unavailable)?;
-                    tracing::info!(app_id, expires_in, "WeChat access token fetched and shared");
+                    // Kept here first: the token is valid even if sharing it fails.
                     self.remember(app_id, &token, refresh_at);
+                    self.share(app_id, &record, claimed).await;
+                    tracing::info!(app_id, expires_in, "WeChat access token fetched and shared");
                     return Ok(token);
                 }
             }
@@ -333,6 +382,7 @@ mod tests {
     use crate::fixtures as fx;
     use patchbay_testkit::nats::NatsServer;
     use patchbay_testkit::wechat::FakeWechat;
+    use std::sync::Arc;
 
     fn creds() -> WechatCredentials {
         WechatCredentials {
@@ -408,6 +458,65 @@ mod tests {
         let third = all_ask(&replicas, &base, 5).await;
         assert_eq!(fake.token_fetches(fx::APP_ID), 3);
         assert_eq!(fake.current_token(fx::APP_ID), Some(third));
+    }
+
+    /// The answer to a token fetch arrives while NATS is down: the replica that fetched it
+    /// keeps trying to share it until NATS is back, so the other replica, waiting on its claim,
+    /// takes that token instead of fetching one that would invalidate it. (Giving up at the
+    /// first failed write, as an early version did, left the claim to lapse: 2 fetches.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_token_fetched_through_a_nats_outage_is_still_shared() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut nats = NatsServer::start().await.expect("nats-server");
+        let url = nats.url();
+        let bucket = || async {
+            let mut js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+            // Writes into the outage fail fast instead of after the default 5 s.
+            js.set_timeout(Duration::from_millis(300));
+            js.create_key_value(kv::Config {
+                bucket: "t_tokens".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+        };
+        let fake = FakeWechat::start().await;
+        fake.add_app(fx::APP_ID, "app-secret");
+        let base = fake.base_url();
+        let first = Arc::new(SharedTokens::new(bucket().await, Duration::from_secs(5)).unwrap());
+        let second = SharedTokens::new(bucket().await, Duration::from_secs(5)).unwrap();
+
+        let answer = fake.hold_token_answers();
+        let fetching = tokio::spawn({
+            let (first, base) = (first.clone(), base.clone());
+            async move { first.get(&creds(), &base).await }
+        });
+        // The fetch reached WeChat (so `first` holds the claim); NATS goes down before the
+        // answer arrives.
+        until(|| fake.token_fetches(fx::APP_ID) == 1).await;
+        nats.kill();
+        answer.send_replace(true);
+        until(|| {
+            first
+                .share_failures
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0
+        })
+        .await;
+        nats.restart().await.expect("nats-server again");
+
+        let token = fetching.await.unwrap().expect("the fetched token");
+        assert_eq!(second.get(&creds(), &base).await.expect("a token"), token);
+        assert_eq!(fake.token_fetches(fx::APP_ID), 1);
+    }
+
+    /// Waits (up to 10 s) until `done`.
+    async fn until(done: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(tokio::time::Instant::now() < deadline, "timed out");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
