@@ -3,7 +3,7 @@
 //! one event per message, inline and API replies through `/v1/message` (Basic auth,
 //! suggested-response keyboards, batches of at most five per user), subscriptions, receipts
 //! for the ids the sender chose, Kik's refusals, profile enrichment, and the bot's
-//! configuration set at Kik when its channel is created.
+//! configuration set at Kik when its channel is created (and shown with the channel).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -357,6 +357,108 @@ async fn a_new_channel_gets_its_webhook_and_features_set_at_kik_and_read_back() 
         calls
             .iter()
             .all(|c| c.authorized && c.username.as_deref() == Some(bot.username.as_str()))
+    );
+
+    // The operator sees it with the channel: configured, with Kik's read-back.
+    let path = format!("/admin/v1/bots/{}/channels/{}", bot.id, bot.channel_id);
+    let channel = eventually(TIMEOUT, "the setup recorded", || async {
+        let (status, v) = stack
+            .call("GET", &path, Some(stack.admin_token()), None)
+            .await;
+        assert_eq!(status, 200, "{v}");
+        (v["setup"]["state"] == "configured").then_some(v)
+    })
+    .await;
+    assert_eq!(channel["platform"], "kik");
+    assert_eq!(channel["webhook_path"], bot.webhook_path.as_str());
+    assert_eq!(
+        channel["setup"]["platform_config"]["webhook"],
+        webhook.as_str()
+    );
+    assert_eq!(channel["setup"]["platform_config"]["features"], features);
+    assert!(channel.get("credentials").is_none(), "{channel}");
+    let (status, list) = stack
+        .call(
+            "GET",
+            &format!("/admin/v1/bots/{}/channels", bot.id),
+            Some(stack.admin_token()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(list["items"], json!([channel]));
+    // Not this bot's channel, or no such bot: 404; not the operator: 401.
+    let other = stack.kik_bot(None).await;
+    let wrong = format!("/admin/v1/bots/{}/channels/{}", other.id, bot.channel_id);
+    let (status, _) = stack
+        .call("GET", &wrong, Some(stack.admin_token()), None)
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = stack
+        .call(
+            "GET",
+            "/admin/v1/bots/bot_none/channels",
+            Some(stack.admin_token()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = stack.call("GET", &path, Some(&bot.api_key), None).await;
+    assert_eq!(status, 401);
+    stack.shutdown().await;
+}
+
+/// Kik refuses the channel's API key: the channel shows the setup refused, with Kik's reason,
+/// and nothing is set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_api_key_shows_in_the_channels_setup() {
+    let stack = Stack::start().await;
+    let username = format!("pb.{}", patchbay_testkit::unique_prefix());
+    stack.kik.add_bot(&username, "the-key-kik-knows");
+    let (status, bot) = stack
+        .post(
+            &format!("{}/admin/v1/bots", stack.api_url()),
+            stack.admin_token(),
+            &json!({"name": "Kik bot", "webhook": {"url": stack.tenant.url()}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{bot}");
+    let bot_id = bot["id"].as_str().unwrap();
+    let (status, ch) = stack
+        .post(
+            &format!("{}/admin/v1/bots/{bot_id}/channels", stack.api_url()),
+            stack.admin_token(),
+            &json!({"platform": "kik",
+                    "credentials": {"username": username, "api_key": "a-wrong-key"},
+                    "api_base_url": stack.kik.base_url()}),
+        )
+        .await;
+    assert_eq!(status, 201, "{ch}");
+    let path = format!(
+        "/admin/v1/bots/{bot_id}/channels/{}",
+        ch["id"].as_str().unwrap()
+    );
+    let channel = eventually(TIMEOUT, "the refusal recorded", || async {
+        let (_, v) = stack
+            .call("GET", &path, Some(stack.admin_token()), None)
+            .await;
+        (v["setup"]["state"] == "refused").then_some(v)
+    })
+    .await;
+    let detail = channel["setup"]["detail"].as_str().unwrap();
+    assert!(detail.contains("401"), "{detail}");
+    assert!(
+        !detail.contains("a-wrong-key"),
+        "no secrets in the detail: {detail}"
+    );
+    assert!(channel["setup"].get("platform_config").is_none());
+    assert!(stack.kik.config(&username).unwrap()["webhook"].is_null());
+    assert!(
+        stack
+            .kik
+            .calls_to(CONFIG_PATH)
+            .iter()
+            .all(|c| c.method == "GET")
     );
     stack.shutdown().await;
 }

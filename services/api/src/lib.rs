@@ -33,6 +33,7 @@
 
 mod auth;
 mod brandchat;
+mod channels;
 mod codes;
 mod conversations;
 mod limits;
@@ -70,6 +71,7 @@ const RECIPIENT_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) struct Api {
     bus: Bus,
     view: ConfigView,
+    setup: patchbay_bus::SetupLog,
     admin_token: String,
     limits: limits::Limits,
 }
@@ -86,6 +88,7 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
         let api = Arc::new(Api {
             bus: deps.bus.clone(),
             view: deps.view.clone(),
+            setup: patchbay_bus::SetupLog::open(&deps.bus).await?,
             admin_token: deps.config.require_admin_token()?.to_owned(),
             limits: limits::Limits::new(
                 patchbay_contract::RateLimit {
@@ -105,7 +108,14 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             .transpose()?;
         let routes = Router::new()
             .route("/admin/v1/bots", post(create_bot))
-            .route("/admin/v1/bots/{bot_id}/channels", post(create_channel))
+            .route(
+                "/admin/v1/bots/{bot_id}/channels",
+                post(create_channel).get(channels::list),
+            )
+            .route(
+                "/admin/v1/bots/{bot_id}/channels/{channel_id}",
+                axum::routing::get(channels::get),
+            )
             .route(
                 "/admin/v1/bots/{bot_id}/webhook/enable",
                 post(enable_webhook),

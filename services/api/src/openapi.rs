@@ -128,6 +128,23 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         (201, Some(schema::<patchbay_contract::CreatedChannel>)),
     ),
     op(
+        "get",
+        "/admin/v1/bots/{bot_id}/channels",
+        Caller::Operator,
+        "The bot's channels (no credentials), each with its setup at the platform.",
+        None,
+        (200, Some(schema::<Items<patchbay_contract::ChannelView>>)),
+    ),
+    op(
+        "get",
+        "/admin/v1/bots/{bot_id}/channels/{channel_id}",
+        Caller::Operator,
+        "One channel (no credentials) with its setup at the platform: for Kik, whether the \
+         bot's webhook and features are set, and the configuration Kik read back.",
+        None,
+        (200, Some(schema::<patchbay_contract::ChannelView>)),
+    ),
+    op(
         "post",
         "/admin/v1/bots/{bot_id}/webhook/enable",
         Caller::Operator,

@@ -28,6 +28,7 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
         )?;
         let configurator = Configurator::new(
             deps.view.clone(),
+            patchbay_bus::SetupLog::open(&deps.bus).await?,
             c.require_master_key()?,
             timeout,
             &c.kik_api_base_url,

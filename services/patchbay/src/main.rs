@@ -223,11 +223,13 @@ enum Webhook {
 }
 
 #[derive(Subcommand)]
-#[expect(
-    clippy::enum_variant_names,
-    reason = "the subcommands are create-<platform>"
-)]
 enum Channels {
+    /// A bot's channels (no credentials), with each one's setup at its platform (Kik).
+    List {
+        /// The bot.
+        #[arg(long)]
+        bot: String,
+    },
     /// Connect a bot to a Telegram bot.
     CreateTelegram {
         /// The bot.
@@ -379,7 +381,16 @@ fn cell(v: &Value) -> String {
 fn table(columns: &[&str], items: &[Value]) -> String {
     let rows: Vec<Vec<String>> = items
         .iter()
-        .map(|item| columns.iter().map(|c| cell(&item[*c])).collect())
+        .map(|item| {
+            columns
+                .iter()
+                .map(|c| {
+                    // `setup.state`: a field of a nested object.
+                    let path = format!("/{}", c.replace('.', "/"));
+                    cell(item.pointer(&path).unwrap_or(&Value::Null))
+                })
+                .collect()
+        })
         .collect();
     let widths: Vec<usize> = columns
         .iter()
@@ -671,6 +682,22 @@ fn admin(cli: Cli) -> anyhow::Result<()> {
                        "api_base_url": api_base_url}),
                     &["id", "webhook_path"],
                 ),
+                Command::Channels(Channels::List { bot }) => {
+                    method = reqwest::Method::GET;
+                    (
+                        format!("/admin/v1/bots/{bot}/channels"),
+                        cli.token.clone(),
+                        Value::Null,
+                        &[
+                            "id",
+                            "platform",
+                            "enabled",
+                            "webhook_path",
+                            "setup.state",
+                            "setup.detail",
+                        ],
+                    )
+                }
                 Command::Channels(Channels::CreateKik {
                     bot,
                     username,

@@ -225,6 +225,34 @@ async fn operators_and_bot_developers_work_from_the_command_line() {
         field(&kik, "webhook_path").starts_with("/webhooks/kik/ch_"),
         "{kik}"
     );
+    // The bot's channels; Kik's setup keeps failing at the closed port, and says so.
+    let kik_id = field(&kik, "id");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let listed = loop {
+        let listed = ok(&i, &["channels", "list", "--bot", &bot_id]);
+        if listed
+            .lines()
+            .any(|l| l.starts_with(&kik_id) && l.contains("retrying"))
+        {
+            break listed;
+        }
+        assert!(std::time::Instant::now() < deadline, "{listed}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert!(listed.starts_with("ID "), "{listed}");
+    assert!(listed.contains("SETUP.STATE"), "{listed}");
+    for (id, platform) in [
+        (field(&page, "id"), "messenger"),
+        (field(&account, "id"), "wechat"),
+        (kik_id, "kik"),
+    ] {
+        assert!(
+            listed
+                .lines()
+                .any(|l| l.starts_with(&id) && l.contains(platform)),
+            "{id} ({platform}) in {listed}"
+        );
+    }
     let refused = cli(
         &i,
         &[

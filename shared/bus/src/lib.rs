@@ -1,13 +1,14 @@
 //! The bus: Patchbay's only way for services to talk. Publishing with `Nats-Msg-Id` and W3C
 //! trace context, idempotent creation of the JetStream topology, a consumer runtime that turns
-//! handler results into ack / nak / dead letter, a watched view of the config bucket, and
-//! request/reply helpers.
+//! handler results into ack / nak / dead letter, a watched view of the config bucket, the
+//! channels' setup records, and request/reply helpers.
 
 pub mod config_view;
 pub mod consume;
 pub mod group;
 pub mod presence;
 pub mod rpc;
+pub mod setup;
 pub mod trace;
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ pub use config_view::ConfigView;
 pub use consume::{Delivery, Handler, HandlerError};
 pub use group::{GroupOptions, run_group};
 pub use presence::Presence;
+pub use setup::SetupLog;
 
 /// Errors talking to NATS.
 #[derive(Debug, thiserror::Error)]

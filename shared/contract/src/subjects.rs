@@ -68,6 +68,9 @@ pub enum Bucket {
     /// Platform access tokens shared by every replica that calls the platform, with the claim
     /// of the one replica fetching a new one (WeChat: one token per AppID).
     Tokens,
+    /// Each channel's setup at its platform (Kik's `/v1/config`, Viber's `set_webhook`) as the
+    /// sender last saw it: [`crate::ChannelSetup`] under the channel id.
+    Setup,
 }
 
 impl Bucket {
@@ -80,6 +83,7 @@ impl Bucket {
             Bucket::Sent => "sent",
             Bucket::Members => "members",
             Bucket::Tokens => "tokens",
+            Bucket::Setup => "setup",
         }
     }
 }

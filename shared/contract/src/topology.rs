@@ -156,6 +156,7 @@ pub fn buckets(settings: &TopologySettings) -> Vec<(Bucket, Option<Duration>)> {
         (Bucket::Sent, Some(7 * DAY)),
         (Bucket::Members, Some(MEMBER_TTL)),
         (Bucket::Tokens, Some(DAY)),
+        (Bucket::Setup, None),
     ]
 }
 

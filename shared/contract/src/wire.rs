@@ -1301,6 +1301,62 @@ pub struct CreatedChannel {
     pub created_at: DateTime<Utc>,
 }
 
+/// A channel as `GET /admin/v1/bots/{bot_id}/channels/{channel_id}` shows it (never its
+/// credentials).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ChannelView {
+    /// Channel id.
+    pub id: String,
+    /// The bot.
+    pub bot_id: String,
+    /// The messenger.
+    pub platform: Platform,
+    /// Whether it receives and sends.
+    pub enabled: bool,
+    /// Where the platform must send webhooks (as in [`CreatedChannel::webhook_path`]).
+    pub webhook_path: String,
+    /// The operator's API base URL for this channel, when it has its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_base_url: Option<String>,
+    /// Its setup at the platform, for platforms Patchbay configures itself (Kik); absent
+    /// elsewhere, and until the sender's first attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setup: Option<ChannelSetup>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// How a platform's configuration of a channel stands (the `<p>_setup` bucket, written by the
+/// platform's sender after each attempt).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ChannelSetup {
+    /// Payload version.
+    pub v: V1,
+    /// The outcome of the last attempt.
+    pub state: SetupState,
+    /// What happened, in words (the platform's refusal, or what is being retried).
+    pub detail: String,
+    /// The configuration as the platform reads it back (Kik: `GET /v1/config`), when it was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_config: Option<serde_json::Value>,
+    /// Attempts since the channel last changed.
+    pub attempts: u32,
+    /// When the last attempt ended.
+    pub at: DateTime<Utc>,
+}
+
+/// [`ChannelSetup::state`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SetupState {
+    /// The platform has what Patchbay needs (read back).
+    Configured,
+    /// The last attempt failed in a way the platform may get over; it is tried again.
+    Retrying,
+    /// The platform refused (wrong credentials): tried again only when the channel changes.
+    Refused,
+}
+
 /// Disable or re-enable a bot's callback endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct WebhookStateRequest {

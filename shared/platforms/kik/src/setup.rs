@@ -20,16 +20,18 @@
 //! 5xx, a read-back that differs) are tried again after 1 s, 2 s, 4 s, … up to 5 minutes;
 //! refusals (a wrong API key) are logged and tried again only when the channel changes. Every
 //! replica does this; the read before the write makes the others' attempts a single `GET`.
-//! The outcome is logged (with the configuration Kik read back) and counted in
-//! `patchbay_kik_config_total{outcome}` (`set`, `unchanged`, `retry`, `refused`).
+//! The outcome is logged (with the configuration Kik read back), counted in
+//! `patchbay_kik_config_total{outcome}` (`set`, `unchanged`, `retry`, `refused`) and recorded
+//! in the `<p>_setup` bucket, where `GET /admin/v1/bots/{bot_id}/channels/{channel_id}` shows
+//! it as the channel's `setup` (`configured` with Kik's read-back, `retrying`, `refused`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use patchbay_bus::ConfigView;
+use patchbay_bus::{ConfigView, SetupLog};
 use patchbay_config::MasterKey;
-use patchbay_contract::{ChannelRecord, Platform};
+use patchbay_contract::{ChannelRecord, Platform, SetupState};
 use patchbay_platform::SendError;
 use patchbay_platform::ingress::open_credentials;
 use serde::{Deserialize, Serialize};
@@ -194,6 +196,7 @@ struct State {
 /// Keeps every enabled Kik channel's bot configured at Kik.
 pub struct Configurator {
     view: ConfigView,
+    log: SetupLog,
     key: MasterKey,
     http: reqwest::Client,
     default_base_url: String,
@@ -216,9 +219,10 @@ fn counted(outcome: &'static str) {
 impl Configurator {
     /// Configures the channels `view` holds, with credentials opened by `key`, calling Kik with
     /// `timeout` at the channel's `api_base_url` or `default_base_url`, webhooks under
-    /// `public_url`.
+    /// `public_url`; each outcome is recorded in `log`.
     pub fn new(
         view: ConfigView,
+        log: SetupLog,
         key: MasterKey,
         timeout: Duration,
         default_base_url: &str,
@@ -226,6 +230,7 @@ impl Configurator {
     ) -> Result<Self, reqwest::Error> {
         Ok(Self {
             view,
+            log,
             key,
             http: patchbay_platform::http::client_builder(timeout).build()?,
             default_base_url: default_base_url.trim_end_matches('/').to_owned(),
@@ -264,7 +269,10 @@ impl Configurator {
                     due.push(c);
                 }
             }
-            let attempts = due.iter().map(|c| self.configure(c));
+            let attempts = due.iter().map(|c| {
+                let attempt = states.get(&c.id).map_or(0, |s| s.attempt);
+                self.configure(c, attempt + 1)
+            });
             let results = tokio::select! {
                 r = futures::future::join_all(attempts) => r,
                 () = shutdown.cancelled() => return Ok(()),
@@ -286,13 +294,19 @@ impl Configurator {
         }
     }
 
-    /// Configures one channel's bot, logging the outcome.
-    async fn configure(&self, channel: &ChannelRecord) -> Result<(), SendError> {
+    /// Configures one channel's bot (the `attempts`-th time since it changed), logging and
+    /// recording the outcome.
+    async fn configure(&self, channel: &ChannelRecord, attempts: u32) -> Result<(), SendError> {
+        let id = channel.id.as_str();
         let creds: KikCredentials = match open_credentials(&self.key, channel) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(channel_id = %channel.id, error = %e, "cannot open Kik credentials");
                 counted("refused");
+                let detail = format!("the channel's credentials cannot be opened: {e}");
+                self.log
+                    .record(id, SetupState::Refused, detail, None, attempts)
+                    .await;
                 return Err(SendError::permanent("channel_misconfigured", e, None));
             }
         };
@@ -306,24 +320,38 @@ impl Configurator {
                 counted("unchanged");
                 tracing::info!(channel_id = %channel.id, bot = %creds.username, config = %found,
                     "Kik bot already configured");
+                let detail = "Kik already had the webhook and features (read)";
+                self.log
+                    .record(id, SetupState::Configured, detail, Some(found), attempts)
+                    .await;
                 Ok(())
             }
             Ok(Outcome::Set(back)) => {
                 counted("set");
                 tracing::info!(channel_id = %channel.id, bot = %creds.username, config = %back,
                     "Kik bot configured (read back)");
+                let detail = "webhook and features set (read back)";
+                self.log
+                    .record(id, SetupState::Configured, detail, Some(back), attempts)
+                    .await;
                 Ok(())
             }
             Err(e @ SendError::Retryable { .. }) => {
                 counted("retry");
                 tracing::warn!(channel_id = %channel.id, bot = %creds.username, error = %e,
                     "could not configure the Kik bot; trying again");
+                self.log
+                    .record(id, SetupState::Retrying, e.to_string(), None, attempts)
+                    .await;
                 Err(e)
             }
             Err(e) => {
                 counted("refused");
                 tracing::error!(channel_id = %channel.id, bot = %creds.username, error = %e,
                     "Kik refused the bot's configuration; fix the channel's credentials");
+                self.log
+                    .record(id, SetupState::Refused, e.to_string(), None, attempts)
+                    .await;
                 Err(e)
             }
         }

@@ -1,0 +1,76 @@
+//! A bot's channels as the operator sees them: `GET /admin/v1/bots/{bot_id}/channels` and
+//! `GET /admin/v1/bots/{bot_id}/channels/{channel_id}`, read from the config view (never the
+//! credentials) with each channel's setup at its platform from the `<p>_setup` bucket (Kik:
+//! whether `outbound-kik` could set the bot's webhook and features, and what Kik read back).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use patchbay_bus::SetupLog;
+use patchbay_contract::{ChannelRecord, ChannelView};
+use patchbay_runtime::ApiError;
+
+use crate::Api;
+use crate::auth::Admin;
+use crate::settings::Items;
+
+fn no_bot(bot_id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no bot {bot_id}"),
+    )
+}
+
+async fn view(log: &SetupLog, c: &ChannelRecord) -> Result<ChannelView, ApiError> {
+    let webhook_path = patchbay_registry::spec(c.platform)
+        .map(|s| (s.webhook_path)(&c.id))
+        .unwrap_or_default();
+    Ok(ChannelView {
+        id: c.id.clone(),
+        bot_id: c.bot_id.clone(),
+        platform: c.platform,
+        enabled: c.enabled,
+        webhook_path,
+        api_base_url: c.api_base_url.clone(),
+        setup: log.read(&c.id).await?,
+        updated_at: c.updated_at,
+    })
+}
+
+/// `GET /admin/v1/bots/{bot_id}/channels`: the bot's channels, oldest first.
+pub(crate) async fn list(
+    _: Admin,
+    State(api): State<Arc<Api>>,
+    Path(bot_id): Path<String>,
+) -> Result<axum::Json<Items<ChannelView>>, ApiError> {
+    let bot = api
+        .view
+        .bot(&bot_id)
+        .await?
+        .ok_or_else(|| no_bot(&bot_id))?;
+    let mut items = Vec::with_capacity(bot.channels.len());
+    for r in &bot.channels {
+        if let Some(c) = api.view.channel(&r.id).await? {
+            items.push(view(&api.setup, &c).await?);
+        }
+    }
+    Ok(axum::Json(Items { items }))
+}
+
+/// `GET /admin/v1/bots/{bot_id}/channels/{channel_id}`.
+pub(crate) async fn get(
+    _: Admin,
+    State(api): State<Arc<Api>>,
+    Path((bot_id, channel_id)): Path<(String, String)>,
+) -> Result<axum::Json<ChannelView>, ApiError> {
+    match api.view.channel(&channel_id).await? {
+        Some(c) if c.bot_id == bot_id => Ok(axum::Json(view(&api.setup, &c).await?)),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("bot {bot_id} has no channel {channel_id}"),
+        )),
+    }
+}
