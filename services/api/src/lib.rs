@@ -37,6 +37,7 @@ mod channels;
 mod codes;
 mod conversations;
 mod limits;
+mod media;
 mod openapi;
 mod settings;
 mod users;
@@ -72,6 +73,9 @@ pub(crate) struct Api {
     bus: Bus,
     view: ConfigView,
     setup: patchbay_bus::SetupLog,
+    /// The media object store (`GET /v1/media/{media_id}`).
+    media: async_nats::jetstream::object_store::ObjectStore,
+    media_max_bytes: u64,
     admin_token: String,
     limits: limits::Limits,
 }
@@ -89,6 +93,12 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             bus: deps.bus.clone(),
             view: deps.view.clone(),
             setup: patchbay_bus::SetupLog::open(&deps.bus).await?,
+            media: deps
+                .bus
+                .jetstream()
+                .get_object_store(&deps.bus.subjects().media_store())
+                .await?,
+            media_max_bytes: deps.config.media_max_bytes,
             admin_token: deps.config.require_admin_token()?.to_owned(),
             limits: limits::Limits::new(
                 patchbay_contract::RateLimit {
@@ -135,6 +145,7 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             )
             .route("/v1/users", axum::routing::get(users::find_user))
             .route("/v1/users/{user_id}", axum::routing::get(users::get_user))
+            .route("/v1/media/{media_id}", axum::routing::get(media::get))
             .merge(brandchat::routes(
                 codes.clone(),
                 brandchat::Files::open(&deps).await?,

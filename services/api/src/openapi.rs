@@ -349,6 +349,16 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         None,
         (200, Some(schema::<Profile>)),
     ),
+    op(
+        "get",
+        "/v1/media/{media_id}",
+        Caller::Bot,
+        "A file a user sent (the `media_id` of a media event), streamed with its Content-Type; \
+         downloaded from the platform on first request. 404 for another bot's media or a file \
+         the platform no longer has, 413 over PATCHBAY_MEDIA_MAX_BYTES.",
+        None,
+        (200, None),
+    ),
     Operation {
         query: &[
             ("platform", "e.g. telegram (required)"),

@@ -94,6 +94,24 @@ struct Router {
     view: ConfigView,
     links: links::Links,
     batches: Batches,
+    /// Where the API is reached from outside (media download URLs).
+    public_url: String,
+}
+
+impl Router {
+    /// `content` with, when it is media, the id and URL the bot downloads it from.
+    fn with_media_link(&self, content: &Content, message_id: &str) -> Content {
+        let mut content = content.clone();
+        if let Some(media) = patchbay_contract::content::Media::of_mut(&mut content) {
+            let id = patchbay_contract::ids::media_id(message_id);
+            media.download_url = Some(format!(
+                "{}/v1/media/{id}",
+                self.public_url.trim_end_matches('/')
+            ));
+            media.media_id = Some(id);
+        }
+        content
+    }
 }
 
 /// Group commit of the hot path's statements (see [`patchbay_store::batch`]): the handlers
@@ -153,6 +171,7 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             view: deps.view.clone(),
             links,
             batches: Batches::start(&pool),
+            public_url: deps.config.public_url.clone(),
         });
         let s = deps.bus.subjects();
         let c = deps.config.consumer_concurrency;
@@ -246,6 +265,20 @@ impl Router {
                 Ok(req) => store::upsert_contact(&self.pool, &req).await,
                 Err(e) => Err(e),
             }),
+            router_ops::MEDIA_SOURCE => encode(
+                match decode::<patchbay_contract::MediaSourceRequest>(&body) {
+                    Ok(req) => store::media_source(&self.pool, &req.bot_id, &req.message_id)
+                        .await
+                        .map_err(|e| {
+                            tracing::error!(error = %e, "media lookup failed");
+                            RpcError::new(503, "unavailable", "the database is unavailable")
+                        })
+                        .and_then(|m| {
+                            m.ok_or_else(|| RpcError::new(404, "not_found", "no such media"))
+                        }),
+                    Err(e) => Err(e),
+                },
+            ),
             router_ops::HISTORY => encode(match decode::<HistoryRequest>(&body) {
                 Ok(req) => store::history(&self.pool, &req).await,
                 Err(e) => Err(e),
@@ -315,7 +348,7 @@ impl Handler<InboundEvent> for Inbound {
                 message: ev.message.as_ref().map(|m| EventMessage {
                     id: stored.message_id.clone(),
                     platform_message_id: Some(m.platform_message_id.clone()),
-                    content: Some(m.content.clone()),
+                    content: Some(r.with_media_link(&m.content, &stored.message_id)),
                 }),
                 error: None,
                 referral: ev.referral.clone(),

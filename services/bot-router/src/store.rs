@@ -656,6 +656,36 @@ fn profile(r: &sqlx::postgres::PgRow) -> Option<UserProfile> {
     })
 }
 
+/// The channel and content of inbound message `message_id`, if it is `bot_id`'s and carries
+/// media (what `GET /v1/media/{media_id}` downloads).
+pub async fn media_source(
+    pool: &PgPool,
+    bot_id: &str,
+    message_id: &str,
+) -> Result<Option<patchbay_contract::MediaSource>, sqlx::Error> {
+    let row = sqlx::query(
+        "select u.channel_id, u.platform, m.content
+         from messages m
+         join conversations c on c.id = m.conversation_id
+         join users u on u.id = c.user_id
+         where m.id = $1 and m.bot_id = $2 and m.direction = 'inbound'",
+    )
+    .bind(message_id)
+    .bind(bot_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.and_then(|r| {
+        let content: sqlx::types::Json<patchbay_contract::Content> = r.try_get("content").ok()?;
+        let platform: String = r.get("platform");
+        patchbay_contract::content::Media::of(&content.0)?;
+        Some(patchbay_contract::MediaSource {
+            channel_id: r.get("channel_id"),
+            platform: serde_json::from_value(serde_json::Value::String(platform)).ok()?,
+            content: content.0,
+        })
+    }))
+}
+
 /// A user's profile, if `user_id` belongs to `bot_id`.
 pub async fn user_profile(
     pool: &PgPool,

@@ -216,6 +216,31 @@ impl Bus {
             .await
             .map_err(|e| BusError::Setup(format!("bucket {name}: {e}")))?;
         }
+        let media = self.subjects.media_store();
+        if self.js.get_object_store(&media).await.is_err() {
+            let config = jetstream::object_store::Config {
+                bucket: media.clone(),
+                description: Some("Media users sent, downloaded when a bot asks".into()),
+                storage: stream::StorageType::File,
+                num_replicas: settings.replicas,
+                max_age: topology::MEDIA_TTL,
+                max_bytes: if settings.max_stream_bytes > 0 {
+                    settings.max_stream_bytes
+                } else {
+                    -1
+                },
+                ..Default::default()
+            };
+            retry_setup(|| async {
+                match self.js.create_object_store(config.clone()).await {
+                    Ok(_) => Ok(()),
+                    Err(_) if self.js.get_object_store(&media).await.is_ok() => Ok(()),
+                    Err(e) => Err(e.to_string()),
+                }
+            })
+            .await
+            .map_err(|e| BusError::Setup(format!("object store {media}: {e}")))?;
+        }
         let files = self.subjects.files_store();
         if self.js.get_object_store(&files).await.is_err() {
             let config = jetstream::object_store::Config {

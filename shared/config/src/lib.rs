@@ -93,6 +93,8 @@ pub struct Config {
     pub telegram_api_base_url: String,
     /// Per-call timeout of platform API calls.
     pub outbound_timeout_ms: u64,
+    /// Largest media file a bot may download through `GET /v1/media/{media_id}` (bytes).
+    pub media_max_bytes: u64,
     /// Telegram pace per bot (messages per second; the Bots FAQ says about 30).
     pub telegram_per_bot_per_second: u32,
     /// Telegram pace per chat (messages per second; the Bots FAQ says about 1).
@@ -172,6 +174,7 @@ impl Default for Config {
             shutdown_grace_ms: 10_000,
             telegram_api_base_url: "https://api.telegram.org".into(),
             outbound_timeout_ms: 10_000,
+            media_max_bytes: 25 * 1024 * 1024,
             telegram_per_bot_per_second: 30,
             telegram_per_chat_per_second: 1,
             telegram_per_chat_burst: 3,
@@ -380,6 +383,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "admin_token",
                 "must be at least 16 characters",
+            ));
+        }
+        if !(1..=100 * 1024 * 1024).contains(&self.media_max_bytes) {
+            return Err(ConfigError::invalid(
+                "media_max_bytes",
+                "must be between 1 and 104857600 (100 MiB)",
             ));
         }
         if self.custom_reply_wait_ms > 60_000 {

@@ -182,6 +182,8 @@ impl BrandchatMessage {
                 caption: None,
                 filename: None,
                 mime_type: None,
+                media_id: None,
+                download_url: None,
             })
         };
         let content = match self.kind.as_str() {

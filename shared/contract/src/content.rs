@@ -151,7 +151,9 @@ impl Content {
 }
 
 /// A media attachment: a public URL for Patchbay or the platform to fetch, or the platform's
-/// own file id (what inbound media carry).
+/// own file id (what inbound media carry). In the events Patchbay delivers, media a user sent
+/// also carry `media_id` and `download_url`, where the bot fetches the file with its API key
+/// (`GET /v1/media/{media_id}`): platform file ids are of no use outside Patchbay.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Media {
@@ -161,6 +163,13 @@ pub struct Media {
     /// The platform's file id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_id: Option<String>,
+    /// Patchbay's id of media a user sent (`med_…`; events only, ignored in sends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_id: Option<String>,
+    /// Where the bot downloads it: `<public URL>/v1/media/<media_id>` (events only, ignored in
+    /// sends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download_url: Option<String>,
     /// A caption shown with the media.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caption: Option<String>,
@@ -173,6 +182,22 @@ pub struct Media {
 }
 
 impl Media {
+    /// The media of `content`, if it is an image, audio, video or file.
+    pub fn of(content: &Content) -> Option<&Media> {
+        match content {
+            Content::Image(m) | Content::Audio(m) | Content::Video(m) | Content::File(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// [`Media::of`], to change.
+    pub fn of_mut(content: &mut Content) -> Option<&mut Media> {
+        match content {
+            Content::Image(m) | Content::Audio(m) | Content::Video(m) | Content::File(m) => Some(m),
+            _ => None,
+        }
+    }
+
     fn validate(&self) -> Result<(), FieldError> {
         match (&self.url, &self.file_id) {
             (None, None) => Err(FieldError::new("url", "either url or file_id is required")),

@@ -25,6 +25,23 @@ pub mod prefix {
     pub const COMMAND: &str = "cmd";
     /// API keys (the public part of the key id).
     pub const KEY: &str = "key";
+    /// Media users sent (`med_` + the ULID of the message that carried it).
+    pub const MEDIA: &str = "med";
+}
+
+/// The id of the media inbound message `message_id` carries: the same ULID under
+/// [`prefix::MEDIA`], so `GET /v1/media/{media_id}` finds the message again.
+pub fn media_id(message_id: &str) -> String {
+    let ulid_part = message_id.rsplit('_').next().unwrap_or(message_id);
+    format!("{}_{ulid_part}", prefix::MEDIA)
+}
+
+/// The message whose media `media_id` is (see [`media_id`]); `None` for anything that is not
+/// a media id.
+pub fn media_message_id(media_id: &str) -> Option<String> {
+    let ulid_part = media_id.strip_prefix("med_")?;
+    ulid::Ulid::from_string(ulid_part).ok()?;
+    Some(format!("{}_{ulid_part}", prefix::MESSAGE))
 }
 
 /// A fresh, time-ordered id such as `evt_01JD5W2Q8Y3T9K6V1M4N7P0R2S`.
@@ -81,6 +98,17 @@ pub fn has_prefix(id: &str, prefix: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn media_ids_lead_back_to_their_message() {
+        let message = new_id(prefix::MESSAGE);
+        let media = media_id(&message);
+        assert!(media.starts_with("med_"));
+        assert_eq!(media_message_id(&media), Some(message));
+        assert_eq!(media_message_id("msg_01JD5W2Q8Y3T9K6V1M4N7P0R2S"), None);
+        assert_eq!(media_message_id("med_not-a-ulid"), None);
+        assert_eq!(media_message_id("med_../../etc"), None);
+    }
 
     #[test]
     fn derived_ids_are_deterministic_and_distinct() {

@@ -148,6 +148,12 @@ impl Subjects {
         format!("{}_files", self.prefix.replace('-', "_"))
     }
 
+    /// The object store of media: what users sent, downloaded from their platform when a bot
+    /// first asks for it (`GET /v1/media/{media_id}`), kept for [`crate::topology::MEDIA_TTL`].
+    pub fn media_store(&self) -> String {
+        format!("{}_media", self.prefix.replace('-', "_"))
+    }
+
     /// Every subject a stream holds, e.g. `pb.ingress.>`.
     pub fn stream_filter(&self, stream: Stream) -> String {
         format!("{}.{}.>", self.prefix, stream.token())

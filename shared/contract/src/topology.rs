@@ -147,6 +147,10 @@ pub fn streams(subjects: &Subjects, settings: &TopologySettings) -> Vec<StreamSp
         .collect()
 }
 
+/// How long a downloaded media file stays in the media store (then it is fetched from the
+/// platform again, as long as the platform keeps it).
+pub const MEDIA_TTL: Duration = DAY;
+
 /// Every key-value bucket and its TTL (`None`: keys live until deleted).
 pub fn buckets(settings: &TopologySettings) -> Vec<(Bucket, Option<Duration>)> {
     vec![

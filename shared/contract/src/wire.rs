@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::content::Content;
+use crate::content::{Content, Media};
 
 /// The version marker `"v": 1`. Deserialising any other number fails with a clear message.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -1047,6 +1047,63 @@ pub mod router_ops {
     pub const HISTORY: &str = "history";
     /// [`super::ResolveRecipientRequest`] → [`super::UserProfile`].
     pub const RESOLVE_RECIPIENT: &str = "resolve_recipient";
+    /// [`super::MediaSourceRequest`] → [`super::MediaSource`].
+    pub const MEDIA_SOURCE: &str = "media_source";
+}
+
+/// Operations every platform sender answers on `<p>.rpc.outbound-<platform>.<op>`.
+pub mod outbound_ops {
+    /// [`super::FetchMediaRequest`] → [`super::FetchedMedia`].
+    pub const FETCH_MEDIA: &str = "fetch_media";
+}
+
+/// The media a user sent in message `message_id`, if it is the bot's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct MediaSourceRequest {
+    /// Payload version.
+    pub v: V1,
+    /// The asking bot.
+    pub bot_id: String,
+    /// The inbound message (`msg_…`).
+    pub message_id: String,
+}
+
+/// Where a user's media came from: the channel it arrived on and the message's content.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct MediaSource {
+    /// The channel.
+    pub channel_id: String,
+    /// Its messenger.
+    pub platform: Platform,
+    /// The message's content as stored (an image, audio, video or file).
+    pub content: Content,
+}
+
+/// Asks a platform's sender to download `media` with `channel_id`'s credentials into the
+/// media store under `object`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct FetchMediaRequest {
+    /// Payload version.
+    pub v: V1,
+    /// The channel the media arrived on.
+    pub channel_id: String,
+    /// The media as the platform described it.
+    pub media: Media,
+    /// The object's name in the media store.
+    pub object: String,
+    /// The bot it is stored for (the object's `bot_id` metadata).
+    pub bot_id: String,
+    /// Largest size accepted, in bytes.
+    pub max_bytes: u64,
+}
+
+/// A file now in the media store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct FetchedMedia {
+    /// Its MIME type.
+    pub content_type: String,
+    /// Its size in bytes.
+    pub size: u64,
 }
 
 /// Callback settings when creating a bot.

@@ -98,6 +98,8 @@ pub fn degrade(
                             caption: card.buttons.is_empty().then(|| text.clone()),
                             filename: None,
                             mime_type: None,
+                            media_id: None,
+                            download_url: None,
                         }));
                         if !card.buttons.is_empty() {
                             out.extend(degrade(

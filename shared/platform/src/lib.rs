@@ -16,6 +16,7 @@ pub mod degrade;
 pub mod enrich;
 pub mod http;
 pub mod ingress;
+pub mod media;
 pub mod meta;
 pub mod outbound;
 pub mod spec;
@@ -232,4 +233,27 @@ pub trait OutboundAdapter: Send + Sync + 'static {
         target: Target<'_, Self::Credentials>,
         job: &OutboundJob,
     ) -> impl Future<Output = Result<Sent, SendError>> + Send;
+
+    /// Downloads media a user sent (see [`media`]): by default the URL the webhook carried,
+    /// through the guarded fetcher; platforms that give file ids override it. At most
+    /// `ctx.max_bytes` (else `too_large`); `not_found` when the platform no longer has it.
+    fn fetch_media(
+        &self,
+        target: Target<'_, Self::Credentials>,
+        media: &patchbay_contract::content::Media,
+        ctx: media::Context<'_>,
+    ) -> impl Future<Output = Result<media::Fetched, SendError>> + Send {
+        let _ = target;
+        let url = media.url.clone();
+        async move {
+            match url {
+                Some(url) => ctx.urls.get(&url, ctx.max_bytes).await,
+                None => Err(SendError::permanent(
+                    "not_found",
+                    "the platform gave no URL for this media",
+                    None,
+                )),
+            }
+        }
+    }
 }

@@ -63,6 +63,10 @@ struct Sender<A> {
     view: ConfigView,
     key: MasterKey,
     max_attempts: u32,
+    /// Downloads of platform CDN URLs (media users sent).
+    urls: crate::media::UrlFetcher,
+    /// The media object store.
+    media: async_nats::jetstream::object_store::ObjectStore,
 }
 
 /// The outbound service of adapter `A`.
@@ -78,6 +82,23 @@ pub async fn service<A: OutboundAdapter>(
         .bucket(patchbay_contract::subjects::Bucket::Sent);
     let sent = deps.bus.jetstream().get_key_value(&bucket).await?;
     let pace = Pace::new(adapter.limits());
+    let media = deps
+        .bus
+        .jetstream()
+        .get_object_store(&deps.bus.subjects().media_store())
+        .await?;
+    let urls = crate::media::UrlFetcher::new(
+        std::time::Duration::from_millis(deps.config.outbound_timeout_ms),
+        deps.config.allow_private_callbacks,
+    )?;
+    let service_name = format!("outbound-{}", A::PLATFORM.as_str());
+    let responder = deps
+        .bus
+        .responder(
+            deps.bus.subjects().rpc_all(&service_name),
+            service_name.clone(),
+        )
+        .await?;
     let handler = Arc::new(Sender {
         accepted: std::sync::Mutex::default(),
         pace,
@@ -87,11 +108,22 @@ pub async fn service<A: OutboundAdapter>(
         view: deps.view.clone(),
         key: deps.config.require_master_key()?,
         max_attempts: spec.max_attempts,
+        urls,
+        media,
     });
     let prune = handler.clone();
+    let rpc = handler.clone();
     let shutdown = deps.shutdown.clone();
     Ok(Service::new(name)
         .task(deps.consumer::<OutboundJob, _>(spec, handler))
+        .task(responder.serve(
+            MEDIA_CONCURRENCY,
+            move |op, body| {
+                let rpc = rpc.clone();
+                async move { rpc.answer(&op, &body).await }
+            },
+            deps.shutdown.clone(),
+        ))
         .task(async move {
             // Forget the pace of keys that have been idle.
             let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
@@ -112,7 +144,106 @@ pub async fn service<A: OutboundAdapter>(
         }))
 }
 
+/// Media downloads one replica runs at once.
+const MEDIA_CONCURRENCY: usize = 8;
+
 impl<A: OutboundAdapter> Sender<A> {
+    /// Answers `<p>.rpc.outbound-<platform>.<op>`.
+    async fn answer(&self, op: &str, body: &[u8]) -> Vec<u8> {
+        use patchbay_bus::rpc::{decode, encode};
+        match op {
+            patchbay_contract::outbound_ops::FETCH_MEDIA => {
+                encode(match decode::<patchbay_contract::FetchMediaRequest>(body) {
+                    Ok(req) => self.fetch_media(&req).await,
+                    Err(e) => Err(e),
+                })
+            }
+            other => encode::<()>(Err(patchbay_contract::RpcError::new(
+                404,
+                "unknown_operation",
+                format!(
+                    "outbound-{} has no operation {other:?}",
+                    A::PLATFORM.as_str()
+                ),
+            ))),
+        }
+    }
+
+    /// Downloads a user's media with the channel's credentials into the media store.
+    async fn fetch_media(
+        &self,
+        req: &patchbay_contract::FetchMediaRequest,
+    ) -> Result<patchbay_contract::FetchedMedia, patchbay_contract::RpcError> {
+        use patchbay_contract::RpcError;
+        let unavailable =
+            |e: &dyn std::fmt::Display| RpcError::new(503, "unavailable", e.to_string());
+        let channel = self
+            .view
+            .channel(&req.channel_id)
+            .await
+            .map_err(|e| unavailable(&e))?
+            .filter(|c| c.platform == A::PLATFORM)
+            .ok_or_else(|| {
+                RpcError::new(404, "not_found", format!("no channel {}", req.channel_id))
+            })?;
+        let creds: A::Credentials = open_credentials(&self.key, &channel)
+            .map_err(|e| RpcError::new(409, "channel_misconfigured", e.to_string()))?;
+        let target = Target {
+            credentials: &creds,
+            base_url: channel
+                .api_base_url
+                .as_deref()
+                .unwrap_or(self.adapter.default_base_url()),
+        };
+        let ctx = crate::media::Context {
+            urls: &self.urls,
+            max_bytes: req.max_bytes,
+        };
+        let fetched = self
+            .adapter
+            .fetch_media(target, &req.media, ctx)
+            .await
+            .map_err(|e| match e {
+                SendError::Retryable { reason, .. } => RpcError::new(503, "unavailable", reason),
+                SendError::Permanent(e) => {
+                    let status = match e.code.as_str() {
+                        "not_found" => 404,
+                        "too_large" => 413,
+                        _ => 502,
+                    };
+                    RpcError::new(status, &e.code, e.message)
+                }
+            })?;
+        let mut fetched = fetched;
+        if fetched.content_type == "application/octet-stream"
+            && let Some(known) = &req.media.mime_type
+        {
+            // What the webhook said (Telegram serves every file as octet-stream).
+            fetched.content_type.clone_from(known);
+        }
+        let size = fetched.bytes.len() as u64;
+        let meta = async_nats::jetstream::object_store::ObjectMetadata {
+            name: req.object.clone(),
+            metadata: [
+                ("content-type".to_owned(), fetched.content_type.clone()),
+                ("bot-id".to_owned(), req.bot_id.clone()),
+            ]
+            .into(),
+            ..Default::default()
+        };
+        self.media
+            .put(meta, &mut fetched.bytes.as_slice())
+            .await
+            .map_err(|e| unavailable(&e))?;
+        metrics::counter!("patchbay_media_downloads_total", "platform" => A::PLATFORM.as_str())
+            .increment(1);
+        tracing::info!(channel_id = %req.channel_id, object = %req.object, size, "media downloaded from the platform");
+        Ok(patchbay_contract::FetchedMedia {
+            content_type: fetched.content_type,
+            size,
+        })
+    }
+
     async fn attempt(
         &self,
         job: &OutboundJob,

@@ -82,6 +82,10 @@ struct Inner {
     calls: Vec<Call>,
     next: u64,
     failures: VecDeque<Failure>,
+    /// WhatsApp media id → (phone number id, MIME type, bytes).
+    media: HashMap<String, (String, String, Vec<u8>)>,
+    /// `http://<addr>`, for the media URLs it hands out.
+    origin: String,
 }
 
 /// The fake. Stops when dropped.
@@ -103,11 +107,13 @@ impl FakeGraph {
         let app = axum::Router::new()
             .route("/v25.0/{id}/messages", post(send))
             .route("/v25.0/{id}", get(profile))
+            .route("/whatsapp_business/attachments/", get(attachment))
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .expect("bind fake graph");
         let addr = listener.local_addr().expect("addr");
+        inner.lock().unwrap_or_else(|p| p.into_inner()).origin = format!("http://{addr}");
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -128,6 +134,21 @@ impl FakeGraph {
         self.lock()
             .senders
             .insert(page_id.to_owned(), (Product::Messenger, token.to_owned()));
+    }
+
+    /// A file a WhatsApp user sent to `phone_number_id`: `GET /v25.0/<media_id>` with that
+    /// number's token answers its short-lived URL, and the URL serves `bytes` to that token.
+    pub fn add_whatsapp_media(
+        &self,
+        phone_number_id: &str,
+        media_id: &str,
+        mime: &str,
+        bytes: &[u8],
+    ) {
+        self.lock().media.insert(
+            media_id.to_owned(),
+            (phone_number_id.to_owned(), mime.to_owned(), bytes.to_vec()),
+        );
     }
 
     /// Accepts sends from the phone number `phone_number_id` with `token`.
@@ -193,6 +214,35 @@ pub fn error_body(f: &Failure) -> Value {
         e["error_subcode"] = json!(s);
     }
     json!({"error": e})
+}
+
+/// `GET /whatsapp_business/attachments/?mid=<media id>`: the file, with the number's token.
+async fn attachment(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let mut s = inner.lock().unwrap_or_else(|p| p.into_inner());
+    let token = token(&headers, &HashMap::new());
+    let id = query.get("mid").cloned().unwrap_or_default();
+    let found = s.media.get(&id).cloned().filter(|(number, _, _)| {
+        s.senders.get(number).map(|(_, t)| t.clone()) == token && token.is_some()
+    });
+    let response = match found {
+        Some((_, mime, bytes)) => {
+            ([(axum::http::header::CONTENT_TYPE, mime)], bytes).into_response()
+        }
+        None => StatusCode::NOT_FOUND.into_response(),
+    };
+    s.calls.push(Call {
+        method: "GET".into(),
+        id: format!("attachment:{id}"),
+        token,
+        query,
+        body: Value::Null,
+        status: response.status().as_u16(),
+    });
+    response
 }
 
 fn token(headers: &HeaderMap, query: &HashMap<String, String>) -> Option<String> {
@@ -382,6 +432,37 @@ async fn profile(
 ) -> Response {
     let mut s = inner.lock().unwrap_or_else(|p| p.into_inner());
     let token = token(&headers, &query);
+    if let Some((number, mime, bytes)) = s.media.get(&id).cloned() {
+        // A WhatsApp media id: its URL, for the number's own token only.
+        let owner = s.senders.get(&number).map(|(_, t)| t.clone());
+        let (status, body) = if token.is_some() && token == owner {
+            let url = format!("{}/whatsapp_business/attachments/?mid={id}", s.origin);
+            (
+                StatusCode::OK,
+                json!({"messaging_product": "whatsapp", "url": url, "mime_type": mime,
+                       "sha256": "unchecked", "file_size": bytes.len(), "id": id}),
+            )
+        } else {
+            (
+                StatusCode::UNAUTHORIZED,
+                error_body(&Failure::graph(
+                    401,
+                    190,
+                    None,
+                    "Invalid OAuth access token.",
+                )),
+            )
+        };
+        s.calls.push(Call {
+            method: "GET".into(),
+            id,
+            token,
+            query,
+            body: Value::Null,
+            status: status.as_u16(),
+        });
+        return (status, Json(body)).into_response();
+    }
     let known_token = (s.any && token.is_some())
         || s.senders
             .values()

@@ -59,6 +59,8 @@ struct Inner {
     calls: Vec<Call>,
     next_id: HashMap<i64, i64>,
     failures: VecDeque<Failure>,
+    /// (token, file_id) → (file_path, bytes): files users sent, for `getFile` and downloads.
+    files: HashMap<(String, String), (String, Vec<u8>)>,
 }
 
 /// The fake. Stops when dropped.
@@ -79,6 +81,7 @@ impl FakeTelegram {
         let inner = Arc::new(Mutex::new(Inner::default()));
         let app = axum::Router::new()
             .route("/{bot}/{method}", post(call))
+            .route("/file/{bot}/{*path}", axum::routing::get(download))
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -97,6 +100,15 @@ impl FakeTelegram {
     /// The base URL to give a channel as `api_base_url`.
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// A file users sent to the bot with `token`: `getFile` answers its `file_path`
+    /// (`photos/<file_id>.jpg`) and `/file/bot<token>/<file_path>` serves `bytes`.
+    pub fn add_file(&self, token: &str, file_id: &str, bytes: &[u8]) {
+        self.inner.lock().expect("lock").files.insert(
+            (token.to_owned(), file_id.to_owned()),
+            (format!("photos/{file_id}.jpg"), bytes.to_vec()),
+        );
     }
 
     /// Accepts `token` from now on.
@@ -174,6 +186,37 @@ impl FakeTelegram {
         )
         .await
     }
+}
+
+/// `GET /file/bot<token>/<file_path>`: the file's bytes (404 for another bot's token or an
+/// unknown path, as Telegram answers).
+async fn download(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    Path((bot, path)): Path<(String, String)>,
+) -> Response {
+    let mut s = inner.lock().expect("lock");
+    let token = bot.strip_prefix("bot").unwrap_or_default().to_owned();
+    s.calls.push(Call {
+        token: token.clone(),
+        method: "file".into(),
+        body: json!({"file_path": path}),
+        traceparent: None,
+        status: 0,
+        at: std::time::Instant::now(),
+    });
+    let found = s
+        .files
+        .iter()
+        .find(|((t, _), (p, _))| *t == token && *p == path)
+        .map(|(_, (_, bytes))| bytes.clone());
+    let response = match found {
+        Some(bytes) => ([(header::CONTENT_TYPE, "image/jpeg")], bytes).into_response(),
+        None => error(StatusCode::NOT_FOUND, "Not Found", None),
+    };
+    if let Some(last) = s.calls.last_mut() {
+        last.status = response.status().as_u16();
+    }
+    response
 }
 
 fn error(status: StatusCode, description: &str, parameters: Option<Value>) -> Response {
@@ -281,6 +324,16 @@ fn answer(s: &mut Inner, token: Option<String>, method: &str, body: Value) -> Re
         };
     }
     match method {
+        "getFile" => {
+            let file_id = body["file_id"].as_str().unwrap_or_default();
+            match s.files.get(&(token.clone(), file_id.to_owned())) {
+                Some((path, bytes)) => Json(json!({"ok": true, "result": {
+                    "file_id": file_id, "file_unique_id": format!("u{file_id}"),
+                    "file_size": bytes.len(), "file_path": path}}))
+                .into_response(),
+                None => error(StatusCode::BAD_REQUEST, "Bad Request: invalid file_id", None),
+            }
+        }
         "getMe" => Json(json!({"ok": true, "result": {"id": 777, "is_bot": true, "first_name": "PatchbayTest", "username": "patchbay_test_bot"}})).into_response(),
         "answerCallbackQuery" => {
             if body["callback_query_id"].as_str().is_none() {

@@ -30,6 +30,8 @@ pub const TEMPLATE_SEND_PATH: &str = "/cgi-bin/message/template/send";
 pub const MEDIA_UPLOAD_PATH: &str = "/cgi-bin/media/upload";
 /// The user profile endpoint.
 pub const USER_INFO_PATH: &str = "/cgi-bin/user/info";
+/// The temporary media download endpoint.
+pub const MEDIA_GET_PATH: &str = "/cgi-bin/media/get";
 
 /// `errmsg` of a replaced or unknown access token.
 const TOKEN_NOT_LATEST: &str = "invalid credential, access_token is invalid or not latest";
@@ -319,6 +321,21 @@ impl FakeWechat {
         self.lock()
             .closed
             .remove(&(app_id.to_owned(), openid.to_owned()));
+    }
+
+    /// A file a follower sent to the app: `GET /cgi-bin/media/get?media_id=<media_id>` with
+    /// one of the app's tokens serves `bytes` as `content_type`.
+    pub fn add_media(&self, app_id: &str, media_id: &str, content_type: &str, bytes: &[u8]) {
+        self.lock().uploads.push(Upload {
+            app_id: app_id.to_owned(),
+            media_id: media_id.to_owned(),
+            kind: "image".into(),
+            filename: None,
+            content_type: Some(content_type.to_owned()),
+            len: bytes.len(),
+            bytes: bytes.to_vec(),
+            created_at: chrono::Utc::now().timestamp(),
+        });
     }
 
     /// Holds the answers to token fetches from now on: a fetch is served (the token issued and
@@ -817,6 +834,9 @@ async fn handle(State(inner): State<Shared>, req: Request) -> Response {
     let query: HashMap<String, String> = Query::try_from_uri(req.uri())
         .map(|Query(q)| q)
         .unwrap_or_default();
+    if method == "GET" && path == MEDIA_GET_PATH {
+        return media_get(&inner, path, query);
+    }
     let route = match (method.as_str(), path.as_str()) {
         ("GET", TOKEN_PATH) => Route::Token,
         ("POST", CUSTOM_SEND_PATH) => Route::CustomSend,
@@ -892,6 +912,47 @@ async fn handle(State(inner): State<Shared>, req: Request) -> Response {
     match (result, route) {
         (Err(_), Route::Unknown) => (StatusCode::NOT_FOUND, "Not Found").into_response(),
         (Ok(v) | Err(v), _) => Json(v).into_response(),
+    }
+}
+
+/// `GET /cgi-bin/media/get`: the file's bytes with its content type, or WeChat's JSON error
+/// (40007 for a media id the app does not have).
+fn media_get(inner: &Shared, path: String, query: HashMap<String, String>) -> Response {
+    let mut s = lock(inner);
+    let found = authenticate(&s, &query).and_then(|app_id| {
+        let id = query
+            .get("media_id")
+            .map(String::as_str)
+            .unwrap_or_default();
+        s.uploads
+            .iter()
+            .find(|u| u.app_id == app_id && u.media_id == id)
+            .map(|u| (app_id.clone(), u.content_type.clone(), u.bytes.clone()))
+            .ok_or(40007)
+    });
+    let (errcode, app_id) = match &found {
+        Ok((app_id, _, _)) => (0, Some(app_id.clone())),
+        Err(code) => (*code, None),
+    };
+    s.calls.push(Call {
+        method: "GET".into(),
+        path,
+        query,
+        body: Value::Null,
+        errcode,
+        app_id,
+        at: Instant::now(),
+    });
+    match found {
+        Ok((_, content_type, bytes)) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                content_type.unwrap_or_else(|| "application/octet-stream".into()),
+            )],
+            bytes,
+        )
+            .into_response(),
+        Err(code) => Json(error_body(code)).into_response(),
     }
 }
 

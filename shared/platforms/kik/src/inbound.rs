@@ -201,6 +201,8 @@ fn url_media(url: String) -> Media {
         caption: None,
         filename: None,
         mime_type: None,
+        media_id: None,
+        download_url: None,
     }
 }
 

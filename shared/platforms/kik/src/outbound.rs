@@ -547,6 +547,8 @@ mod tests {
             caption: caption.map(str::to_owned),
             filename: filename.map(str::to_owned),
             mime_type: None,
+            media_id: None,
+            download_url: None,
         }
     }
 
@@ -641,6 +643,8 @@ mod tests {
                 caption: None,
                 filename: None,
                 mime_type: None,
+                media_id: None,
+                download_url: None,
             }),
         ] {
             let e = render(&refused).unwrap_err();

@@ -240,6 +240,8 @@ fn media(url: Option<String>) -> Media {
         caption: None,
         filename: None,
         mime_type: None,
+        media_id: None,
+        download_url: None,
     }
 }
 

@@ -487,6 +487,8 @@ mod tests {
                 caption: Some("cap".into()),
                 filename: None,
                 mime_type: None,
+                media_id: None,
+                download_url: None,
             }),
             json!([{"attachment": {"type": "image", "payload": {"url": "https://x.test/a.png", "is_reusable": true}}}, {"text": "cap"}]),
         );
@@ -497,6 +499,8 @@ mod tests {
                 caption: None,
                 filename: None,
                 mime_type: None,
+                media_id: None,
+                download_url: None,
             }),
             json!([{"attachment": {"type": "audio", "payload": {"attachment_id": "77"}}}]),
         );

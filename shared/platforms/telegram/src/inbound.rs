@@ -170,6 +170,8 @@ fn media(f: &FileRef, caption: &Option<String>) -> Media {
         caption: caption.clone(),
         filename: f.file_name.clone(),
         mime_type: f.mime_type.clone(),
+        media_id: None,
+        download_url: None,
     }
 }
 

@@ -278,6 +278,70 @@ impl OutboundAdapter for TelegramSender {
             platform_message_id: first_id,
         })
     }
+
+    /// `getFile` for the file's path, then `<base>/file/bot<token>/<file_path>` (the Bot API
+    /// serves files up to 20 MB this way).
+    async fn fetch_media(
+        &self,
+        target: Target<'_, TelegramCredentials>,
+        media: &Media,
+        ctx: patchbay_platform::media::Context<'_>,
+    ) -> Result<patchbay_platform::media::Fetched, SendError> {
+        let Some(file_id) = media.file_id.as_deref() else {
+            return Err(SendError::permanent(
+                "not_found",
+                "the media has no Telegram file_id",
+                None,
+            ));
+        };
+        let base = target.base_url.trim_end_matches('/');
+        let token = &target.credentials.bot_token;
+        let unreachable = |e: reqwest::Error| SendError::Retryable {
+            // Never log the URL: it carries the bot token.
+            reason: format!("Telegram unreachable: {}", e.without_url()),
+            after: None,
+        };
+        let response = self
+            .http
+            .post(format!("{base}/bot{token}/getFile"))
+            .json(&serde_json::json!({ "file_id": file_id }))
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(unreachable)?;
+        let answer: Value = serde_json::from_slice(&body).unwrap_or_default();
+        if !answer["ok"].as_bool().unwrap_or(false) {
+            return Err(match classify(status, &body) {
+                Err(SendError::Permanent(e)) if status == 400 => {
+                    SendError::permanent("not_found", e.message, e.platform_code)
+                }
+                Err(e) => e,
+                Ok(_) => SendError::permanent("platform_error", "getFile failed", None),
+            });
+        }
+        let Some(path) = answer["result"]["file_path"].as_str() else {
+            return Err(SendError::permanent(
+                "not_found",
+                "Telegram gave no file_path (files over 20 MB cannot be downloaded by bots)",
+                None,
+            ));
+        };
+        if answer["result"]["file_size"]
+            .as_u64()
+            .is_some_and(|n| n > ctx.max_bytes)
+        {
+            return Err(patchbay_platform::media::too_large(ctx.max_bytes));
+        }
+        let response = self
+            .http
+            .get(format!("{base}/file/bot{token}/{path}"))
+            .send()
+            .await
+            .map_err(unreachable)?;
+        patchbay_platform::media::check_status(&response, "Telegram")?;
+        patchbay_platform::media::read_limited(response, ctx.max_bytes, "Telegram").await
+    }
 }
 
 #[cfg(test)]

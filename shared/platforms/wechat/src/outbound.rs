@@ -1162,6 +1162,68 @@ impl<T: AccessTokens> OutboundAdapter for WechatSender<T> {
         self.limits
     }
 
+    /// `GET /cgi-bin/media/get?media_id=…` with the access token (WeChat keeps a follower's
+    /// media 3 days): the file, or WeChat's JSON error (40007: no such media).
+    async fn fetch_media(
+        &self,
+        target: Target<'_, WechatCredentials>,
+        media: &Media,
+        ctx: patchbay_platform::media::Context<'_>,
+    ) -> Result<patchbay_platform::media::Fetched, SendError> {
+        let Some(id) = media.file_id.as_deref() else {
+            return Err(SendError::permanent(
+                "not_found",
+                "the media has no WeChat MediaId",
+                None,
+            ));
+        };
+        let (creds, base) = (target.credentials, target.base_url.trim_end_matches('/'));
+        let mut refused_once = false;
+        loop {
+            let token = self.tokens.get(creds, base).await?;
+            let url = api_url(
+                base,
+                "/cgi-bin/media/get",
+                &[("access_token", &token), ("media_id", id)],
+            )?;
+            let response = self
+                .http
+                .get(url)
+                .send()
+                .await
+                .map_err(|e| retry(format!("WeChat unreachable: {}", e.without_url())))?;
+            patchbay_platform::media::check_status(&response, "WeChat")?;
+            let is_error = response
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/plain"));
+            if !is_error {
+                return patchbay_platform::media::read_limited(response, ctx.max_bytes, "WeChat")
+                    .await;
+            }
+            let body: Value = response
+                .json()
+                .await
+                .map_err(|e| retry(format!("reading WeChat's answer: {}", e.without_url())))?;
+            let code = body["errcode"].as_i64().unwrap_or(-1);
+            let errmsg = body["errmsg"].as_str().unwrap_or_default();
+            if TOKEN_REFUSED.contains(&code) && !refused_once {
+                refused_once = true;
+                self.tokens.invalidate(creds, &token).await;
+                continue;
+            }
+            return Err(match code {
+                40007 => SendError::permanent(
+                    "not_found",
+                    format!("WeChat has no such media ({code}: {errmsg})"),
+                    Some(code),
+                ),
+                _ => classify(code, errmsg),
+            });
+        }
+    }
+
     async fn send(
         &self,
         target: Target<'_, WechatCredentials>,
@@ -1351,6 +1413,8 @@ mod tests {
             caption: caption.map(str::to_owned),
             filename: None,
             mime_type: None,
+            media_id: None,
+            download_url: None,
         }
     }
 
@@ -1361,6 +1425,8 @@ mod tests {
             caption: caption.map(str::to_owned),
             filename: None,
             mime_type: None,
+            media_id: None,
+            download_url: None,
         }
     }
 

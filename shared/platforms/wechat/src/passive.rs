@@ -165,6 +165,8 @@ mod tests {
                 caption: Some("menu".into()),
                 filename: None,
                 mime_type: None,
+                media_id: None,
+                download_url: None,
             })
         };
         let xml = render("o", "gh", 1, &image(Some("m_1"), None)).unwrap();

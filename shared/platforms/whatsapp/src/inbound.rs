@@ -235,6 +235,8 @@ fn media(m: &WaMedia) -> Media {
         caption: m.caption.clone(),
         filename: m.filename.clone(),
         mime_type: m.mime_type.clone(),
+        media_id: None,
+        download_url: None,
     }
 }
 
@@ -625,6 +627,8 @@ mod tests {
             caption: caption.map(Into::into),
             filename: filename.map(Into::into),
             mime_type: Some(mime.into()),
+            media_id: None,
+            download_url: None,
         }
     }
 

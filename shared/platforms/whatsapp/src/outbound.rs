@@ -396,6 +396,76 @@ impl OutboundAdapter for WhatsappSender {
         )
         .await
     }
+
+    /// `GET /<media id>` for the media's short-lived URL, then that URL, both with the access
+    /// token (WhatsApp keeps a user's media 30 days).
+    async fn fetch_media(
+        &self,
+        target: Target<'_, WhatsappCredentials>,
+        media: &Media,
+        ctx: patchbay_platform::media::Context<'_>,
+    ) -> Result<patchbay_platform::media::Fetched, SendError> {
+        let Some(id) = media.file_id.as_deref() else {
+            return Err(SendError::permanent(
+                "not_found",
+                "the media has no WhatsApp media id",
+                None,
+            ));
+        };
+        let token = &target.credentials.access_token;
+        let unreachable = |e: reqwest::Error| SendError::Retryable {
+            reason: format!("WhatsApp unreachable: {}", e.without_url()),
+            after: None,
+        };
+        let response = self
+            .http
+            .get(format!("{}/{id}", target.base_url.trim_end_matches('/')))
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.map_err(unreachable)?;
+        if !(200..300).contains(&status) {
+            return Err(match classify(status, &headers, &body) {
+                // Graph's "does not exist" for an id it no longer has.
+                Err(SendError::Permanent(e)) if e.platform_code == Some(100) => {
+                    SendError::permanent("not_found", e.message, e.platform_code)
+                }
+                Err(e) => e,
+                Ok(_) => SendError::permanent("platform_error", "media lookup failed", None),
+            });
+        }
+        let answer: Value = serde_json::from_slice(&body).unwrap_or_default();
+        if answer["file_size"]
+            .as_u64()
+            .is_some_and(|n| n > ctx.max_bytes)
+        {
+            return Err(patchbay_platform::media::too_large(ctx.max_bytes));
+        }
+        let Some(url) = answer["url"].as_str() else {
+            return Err(SendError::permanent(
+                "platform_error",
+                "WhatsApp gave no URL for the media",
+                None,
+            ));
+        };
+        let response = self
+            .http
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        patchbay_platform::media::check_status(&response, "WhatsApp")?;
+        let mut fetched =
+            patchbay_platform::media::read_limited(response, ctx.max_bytes, "WhatsApp").await?;
+        if let Some(mime) = answer["mime_type"].as_str() {
+            mime.clone_into(&mut fetched.content_type);
+        }
+        Ok(fetched)
+    }
 }
 
 #[cfg(test)]
@@ -473,6 +543,8 @@ mod tests {
                 caption: Some("c".into()),
                 filename: None,
                 mime_type: None,
+                media_id: None,
+                download_url: None,
             }),
             json!([{"type": "image", "image": {"id": "MEDIA_1", "caption": "c"}}]),
         );
@@ -483,6 +555,8 @@ mod tests {
                 caption: None,
                 filename: Some("i.pdf".into()),
                 mime_type: None,
+                media_id: None,
+                download_url: None,
             }),
             json!([{"type": "document", "document": {"link": "https://x.test/i.pdf", "filename": "i.pdf"}}]),
         );
@@ -493,6 +567,8 @@ mod tests {
                 caption: Some("listen".into()),
                 filename: None,
                 mime_type: None,
+                media_id: None,
+                download_url: None,
             }),
             json!([{"type": "audio", "audio": {"link": "https://x.test/v.ogg"}}, {"type": "text", "text": {"body": "listen", "preview_url": false}}]),
         );

@@ -1,0 +1,290 @@
+//! `GET /v1/media/{media_id}`: every media event carries a `media_id` and a `download_url`
+//! where the bot downloads the file with its API key, whatever the platform: downloaded once
+//! from the platform with the channel's credentials (Telegram's `getFile`, WhatsApp's media
+//! URL, WeChat's `media/get`, the CDN URL Kik gave), then served from the media store; another
+//! bot's media is not found; a file over the limit is refused.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use patchbay_telegram::fixtures;
+use patchbay_tests::{Stack, TestBot};
+use serde_json::Value;
+
+/// A small JPEG-ish payload (the fakes do not decode it).
+const PHOTO: &[u8] = b"\xff\xd8\xff\xe0 a photo of a receipt \xff\xd9";
+
+/// `GET url` with `key`: status, content type and body.
+async fn download(stack: &Stack, url: &str, key: &str) -> (u16, Option<String>, Vec<u8>) {
+    let r = stack.http.get(url).bearer_auth(key).send().await.unwrap();
+    let status = r.status().as_u16();
+    let content_type = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (status, content_type, r.bytes().await.unwrap().to_vec())
+}
+
+/// The bot's `message.received` event whose content is media.
+async fn media_event(stack: &Stack) -> Value {
+    let got = stack.events_of("message.received", 1).await;
+    got[0].json()
+}
+
+/// The download URL of the event's media, checked against the public URL and the media id.
+fn download_url(stack: &Stack, event: &Value) -> String {
+    let media = &event["message"]["content"];
+    let id = media["media_id"].as_str().expect("a media_id");
+    assert!(id.starts_with("med_"), "{media}");
+    let url = media["download_url"].as_str().expect("a download_url");
+    assert_eq!(
+        url,
+        format!(
+            "{}/v1/media/{id}",
+            stack.config.public_url.trim_end_matches('/')
+        )
+    );
+    // The test reaches the API directly rather than through the public URL.
+    format!("{}/v1/media/{id}", stack.api_url())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_telegram_photo_is_downloaded_once_with_the_bots_token_and_only_for_its_bot() {
+    let stack = Stack::start().await;
+    let bot: TestBot = stack.bot().await;
+    stack.telegram.add_file(&bot.bot_token, "AgAC-large", PHOTO);
+    assert_eq!(
+        stack
+            .post_update(&bot, &fixtures::photo_update(91001, 4242))
+            .await,
+        200
+    );
+    let event = media_event(&stack).await;
+    assert_eq!(event["message"]["content"]["type"], "image");
+    assert_eq!(event["message"]["content"]["file_id"], "AgAC-large");
+    let url = download_url(&stack, &event);
+
+    let (status, content_type, body) = download(&stack, &url, &bot.api_key).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, PHOTO);
+    // Telegram's files come as octet-stream; a photo is a JPEG.
+    assert_eq!(content_type.as_deref(), Some("image/jpeg"));
+    let got_file = stack.telegram.calls_of("getFile");
+    assert_eq!(got_file.len(), 1);
+    assert_eq!(got_file[0].token, bot.bot_token);
+    assert_eq!(got_file[0].body["file_id"], "AgAC-large");
+
+    // Again: from the media store, not from Telegram.
+    let (status, _, again) = download(&stack, &url, &bot.api_key).await;
+    assert_eq!((status, again.as_slice()), (200, PHOTO));
+    assert_eq!(stack.telegram.calls_of("getFile").len(), 1);
+    assert_eq!(stack.telegram.calls_of("file").len(), 1);
+
+    // Another bot, even with the id in hand: not found. No key: 401.
+    let other = stack.bot().await;
+    let (status, _, body) = download(&stack, &url, &other.api_key).await;
+    assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));
+    let r = stack.http.get(&url).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    // Not a media id at all: 404.
+    let (status, _, _) = download(
+        &stack,
+        &format!(
+            "{}/v1/media/msg_01JD5W2Q8Y3T9K6V1M4N7P0R2S",
+            stack.api_url()
+        ),
+        &bot.api_key,
+    )
+    .await;
+    assert_eq!(status, 404);
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_the_platform_no_longer_has_is_not_found_and_nothing_is_stored() {
+    let stack = Stack::start().await;
+    let bot = stack.bot().await;
+    // No file registered at the fake: Telegram answers "invalid file_id".
+    stack
+        .post_update(&bot, &fixtures::photo_update(91002, 4243))
+        .await;
+    let event = media_event(&stack).await;
+    let url = download_url(&stack, &event);
+    let (status, _, body) = download(&stack, &url, &bot.api_key).await;
+    assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));
+    let error: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(error["error"]["code"], "not_found", "{error}");
+    // Asked again, Telegram is asked again (a refusal is not cached).
+    stack.telegram.add_file(&bot.bot_token, "AgAC-large", PHOTO);
+    let (status, _, body) = download(&stack, &url, &bot.api_key).await;
+    assert_eq!((status, body.as_slice()), (200, PHOTO));
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whatsapp_document_is_fetched_through_its_media_url_with_the_numbers_token() {
+    use patchbay_whatsapp::fixtures as fx;
+    let stack = Stack::start().await;
+    let bot = stack
+        .whatsapp_bot(fx::PHONE_NUMBER_ID, "wa-app-secret", None)
+        .await;
+    let pdf = b"%PDF-1.7 an invoice".as_slice();
+    stack.graph.add_whatsapp_media(
+        fx::PHONE_NUMBER_ID,
+        "1037543291543636",
+        "application/pdf",
+        pdf,
+    );
+    let post = fx::post(&[(
+        fx::PHONE_NUMBER_ID,
+        fx::from_user(fx::media(
+            "wamid.DOC1",
+            "document",
+            "1037543291543636",
+            None,
+        )),
+    )]);
+    assert_eq!(
+        stack
+            .post_meta("whatsapp", &bot.webhook_path, Some("wa-app-secret"), &post)
+            .await,
+        200
+    );
+    let event = media_event(&stack).await;
+    assert_eq!(event["message"]["content"]["type"], "file");
+    let url = download_url(&stack, &event);
+    let (status, content_type, body) = download(&stack, &url, &bot.api_key).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        (content_type.as_deref(), body.as_slice()),
+        (Some("application/pdf"), pdf)
+    );
+    // The lookup and the download, both with the number's token.
+    let calls: Vec<_> = stack
+        .graph
+        .calls()
+        .into_iter()
+        .filter(|c| c.method == "GET")
+        .collect();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[0].id, "1037543291543636");
+    assert_eq!(calls[1].id, "attachment:1037543291543636");
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.status == 200 && c.token.as_deref() == Some(bot.token.as_str()))
+    );
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wechat_picture_is_fetched_with_media_get_and_the_shared_access_token() {
+    use patchbay_tests::WechatMode;
+    use patchbay_wechat::fixtures as fx;
+    let stack = Stack::start().await;
+    let bot = stack.wechat_bot(None).await;
+    stack
+        .wechat
+        .add_media(&bot.app_id, "MEDIA_ID_1", "image/png", PHOTO);
+    let xml = fx::image(
+        fx::OPENID,
+        61001,
+        "http://mmbiz.qpic.cn/unreachable.png",
+        "MEDIA_ID_1",
+    );
+    let (status, _) = stack
+        .post_wechat(&bot, &bot.token, WechatMode::Safe, &xml)
+        .await;
+    assert_eq!(status, 200);
+    let event = media_event(&stack).await;
+    assert_eq!(event["message"]["content"]["file_id"], "MEDIA_ID_1");
+    let url = download_url(&stack, &event);
+    let (status, content_type, body) = download(&stack, &url, &bot.api_key).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        (content_type.as_deref(), body.as_slice()),
+        (Some("image/png"), PHOTO)
+    );
+    let gets = stack
+        .wechat
+        .calls_to(patchbay_testkit::wechat::MEDIA_GET_PATH);
+    assert_eq!(gets.len(), 1);
+    assert_eq!(
+        (gets[0].errcode, gets[0].app_id.as_deref()),
+        (0, Some(bot.app_id.as_str()))
+    );
+    assert_eq!(gets[0].query["media_id"], "MEDIA_ID_1");
+    stack.shutdown().await;
+}
+
+/// A CDN serving one file at `/pic.jpg` (Kik's `picUrl`), counting the downloads.
+async fn cdn(bytes: &'static [u8]) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = hits.clone();
+    let app = axum::Router::new().route(
+        "/pic.jpg",
+        axum::routing::get(move || {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move { ([("content-type", "image/jpeg")], bytes) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/pic.jpg"), hits)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kik_picture_is_fetched_from_the_url_kik_gave_and_bounded_in_size() {
+    let stack = Stack::start_with(patchbay_tests::Options {
+        // Just above PHOTO: the second file is refused.
+        configure: Box::new(|c| c.media_max_bytes = PHOTO.len() as u64),
+        ..Default::default()
+    })
+    .await;
+    let bot = stack.kik_bot(None).await;
+    let (url, hits) = cdn(PHOTO).await;
+    let status = stack
+        .post_kik(
+            &bot,
+            vec![patchbay_kik::fixtures::picture(
+                "4b6f6b7e-0001",
+                "ana99",
+                &url,
+            )],
+        )
+        .await;
+    assert_eq!(status, 200);
+    let event = media_event(&stack).await;
+    assert_eq!(event["message"]["content"]["url"], url.as_str());
+    let download_at = download_url(&stack, &event);
+    let (status, content_type, body) = download(&stack, &download_at, &bot.api_key).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        (content_type.as_deref(), body.as_slice()),
+        (Some("image/jpeg"), PHOTO)
+    );
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    // One byte more than allowed: 413, nothing stored.
+    const LARGER: &[u8] = b"\xff\xd8\xff\xe0 a photo of a receipt, larger \xff\xd9";
+    let (url, _) = cdn(LARGER).await;
+    stack
+        .post_kik(
+            &bot,
+            vec![patchbay_kik::fixtures::picture(
+                "4b6f6b7e-0002",
+                "ana99",
+                &url,
+            )],
+        )
+        .await;
+    let got = stack.events_of("message.received", 2).await;
+    let second = got
+        .iter()
+        .map(|r| r.json())
+        .find(|e| e["message"]["content"]["url"] == url.as_str())
+        .unwrap();
+    let (status, _, body) = download(&stack, &download_url(&stack, &second), &bot.api_key).await;
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&body));
+    stack.shutdown().await;
+}
