@@ -22,6 +22,8 @@ struct Victim {
     code: String,
     conversation_id: String,
     custom_channel: String,
+    /// A file B uploaded (`POST /v1/media`).
+    media_id: String,
 }
 
 async fn victim(stack: &Stack) -> Victim {
@@ -91,6 +93,21 @@ async fn victim(stack: &Stack) -> Victim {
     .await;
     let location = stack.open_link(&link).await;
     let code = location.rsplit("c=").next().unwrap().to_owned();
+    let upload = stack
+        .http
+        .post(format!("{}/v1/media", stack.api_url()))
+        .bearer_auth(&bot.api_key)
+        .header("content-type", "multipart/form-data; boundary=B0UNDARY")
+        .body(
+            "--B0UNDARY\r\nContent-Disposition: form-data; name=\"file\"; filename=\"secret.png\"\r\n\
+             Content-Type: image/png\r\n\r\nB's secret picture\r\n--B0UNDARY--\r\n",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upload.status().as_u16(), 201);
+    let uploaded: Value = upload.json().await.unwrap();
+    let media_id = uploaded["media_id"].as_str().unwrap().to_owned();
     Victim {
         bot,
         event_id: event["id"].as_str().unwrap().to_owned(),
@@ -99,6 +116,7 @@ async fn victim(stack: &Stack) -> Victim {
         code,
         conversation_id,
         custom_channel,
+        media_id,
     }
 }
 
@@ -110,6 +128,25 @@ async fn no_route_lets_a_caller_past_its_rights() {
     })
     .await;
     let attacker = stack.bot().await;
+    // A's own user, to send B's upload to.
+    stack
+        .post_update(
+            &attacker,
+            &patchbay_tests::fixtures::text_update(77001, 7801, "hi"),
+        )
+        .await;
+    let attacker_user = eventually(TIMEOUT, "A's user stored", || async {
+        let (status, user) = stack
+            .call(
+                "get",
+                "/v1/users?platform=telegram&platform_user_id=7801",
+                Some(&attacker.api_key),
+                None,
+            )
+            .await;
+        (status == 200).then(|| user["id"].as_str().unwrap().to_owned())
+    })
+    .await;
     let b = victim(&stack).await;
     let (_, doc) = stack.call("get", "/openapi.json", None, None).await;
     let paths = doc["paths"].as_object().unwrap();
@@ -124,6 +161,7 @@ async fn no_route_lets_a_caller_past_its_rights() {
             .replace("{conversation_id}", &b.conversation_id)
             .replace("{file_id}", "1")
             .replace("{channel_id}", &b.custom_channel)
+            .replace("{media_id}", &b.media_id)
     };
     let mut checked = 0;
     for (path, ops) in paths {
@@ -191,6 +229,13 @@ async fn no_route_lets_a_caller_past_its_rights() {
             "/v1/codes/claim".into(),
             Some(json!({"code": b.code})),
         ),
+        ("get", format!("/v1/media/{}", b.media_id), None),
+        (
+            "post",
+            "/v1/messages".into(),
+            Some(json!({"user_id": attacker_user, "messages": [
+                {"type": "image", "media_id": b.media_id}]})),
+        ),
     ];
     let parametrised: BTreeSet<String> = paths
         .iter()
@@ -210,6 +255,7 @@ async fn no_route_lets_a_caller_past_its_rights() {
         "/v1/users/{user_id}",
         "/v1/keys/{key_id}",
         "/v1/conversations/{conversation_id}/messages",
+        "/v1/media/{media_id}",
     ]
     .into_iter()
     .map(str::to_owned)

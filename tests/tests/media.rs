@@ -288,3 +288,209 @@ async fn a_kik_picture_is_fetched_from_the_url_kik_gave_and_bounded_in_size() {
     assert_eq!(status, 413, "{}", String::from_utf8_lossy(&body));
     stack.shutdown().await;
 }
+
+/// `POST /v1/media` with one file part: status and JSON answer.
+async fn upload(
+    stack: &Stack,
+    key: &str,
+    content_type: &str,
+    name: &str,
+    bytes: &[u8],
+) -> (u16, Value) {
+    let boundary = "patchbay-test-boundary-7MA4YWxkTrZu0gW";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\
+         Content-Type: {content_type}\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let r = stack
+        .http
+        .post(format!("{}/v1/media", stack.api_url()))
+        .bearer_auth(key)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uploaded_image_is_sent_by_its_media_id_and_served_to_the_platform_without_credentials()
+{
+    let stack = Stack::start().await;
+    let bot = stack.bot().await;
+    let (status, up) = upload(&stack, &bot.api_key, "image/jpeg", "receipt.jpg", PHOTO).await;
+    assert_eq!(status, 201, "{up}");
+    let media_id = up["media_id"].as_str().unwrap().to_owned();
+    assert!(media_id.starts_with("med_"), "{up}");
+    assert_eq!(up["type"], "image");
+    assert_eq!(up["size"], PHOTO.len());
+    assert_eq!(up["filename"], "receipt.jpg");
+    assert_eq!(up["accepted_by"], serde_json::json!(["telegram"]));
+
+    // The user wrote first (Telegram lets the bot answer); the bot sends the upload.
+    stack
+        .post_update(
+            &bot,
+            &fixtures::text_update(91003, 4244, "the receipt please"),
+        )
+        .await;
+    let user = stack.events_of("message.received", 1).await[0].json()["user"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, sent) = stack
+        .call(
+            "POST",
+            "/v1/messages",
+            Some(&bot.api_key),
+            Some(&serde_json::json!({"user_id": user, "messages": [
+                {"type": "image", "media_id": media_id, "caption": "your receipt"}]})),
+        )
+        .await;
+    assert_eq!(status, 202, "{sent}");
+    let photos = stack
+        .telegram
+        .wait_for("sendPhoto", 1, patchbay_tests::TIMEOUT)
+        .await;
+    let link = photos[0].body["photo"].as_str().unwrap().to_owned();
+    assert_eq!(
+        link,
+        format!(
+            "{}/media/{}/{media_id}",
+            stack.config.public_url.trim_end_matches('/'),
+            bot.id
+        )
+    );
+    assert_eq!(photos[0].body["caption"], "your receipt");
+    // What Telegram fetches: no credentials needed.
+    let public = link.replace(
+        stack.config.public_url.trim_end_matches('/'),
+        &stack.api_url(),
+    );
+    let r = stack.http.get(&public).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers()["content-type"], "image/jpeg");
+    assert_eq!(r.bytes().await.unwrap().as_ref(), PHOTO);
+    // The bot reads its own upload back; another bot can neither read nor send it.
+    let own = format!("{}/v1/media/{media_id}", stack.api_url());
+    let (status, _, body) = download(&stack, &own, &bot.api_key).await;
+    assert_eq!((status, body.as_slice()), (200, PHOTO));
+    let other = stack.bot().await;
+    let (status, _, _) = download(&stack, &own, &other.api_key).await;
+    assert_eq!(status, 404);
+    let (status, refused) = stack
+        .call(
+            "POST",
+            "/v1/messages",
+            Some(&other.api_key),
+            Some(&serde_json::json!({"user_id": user, "messages": [
+                {"type": "image", "media_id": media_id}]})),
+        )
+        .await;
+    assert_eq!(status, 422, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("messages[0].media_id"),
+        "{refused}"
+    );
+    let wrong_bot = public.replace(&bot.id, &other.id);
+    assert_eq!(
+        stack
+            .http
+            .get(&wrong_bot)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        404
+    );
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_are_checked_against_the_bots_platforms_the_size_limit_and_the_quota() {
+    let stack = Stack::start_with(patchbay_tests::Options {
+        configure: Box::new(|c| {
+            c.media_max_bytes = 64;
+            c.media_quota_bytes = 100;
+        }),
+        ..Default::default()
+    })
+    .await;
+    // A WeChat account sends no files; a Telegram bot does.
+    let wechat = stack.wechat_bot(None).await;
+    let (status, refused) = upload(
+        &stack,
+        &wechat.api_key,
+        "application/pdf",
+        "invoice.pdf",
+        b"%PDF-1.7",
+    )
+    .await;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(refused["error"]["code"], "unsupported_media");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("wechat sends no file"),
+        "{refused}"
+    );
+    let bot = stack.bot().await;
+    let (status, up) = upload(
+        &stack,
+        &bot.api_key,
+        "application/pdf",
+        "invoice.pdf",
+        b"%PDF-1.7",
+    )
+    .await;
+    assert_eq!(
+        (status, &up["type"]),
+        (201, &serde_json::json!("file")),
+        "{up}"
+    );
+    // No content type, an empty file, one byte over the limit.
+    let (status, _) = upload(
+        &stack,
+        &bot.api_key,
+        "application/octet-stream",
+        "x",
+        b"abc",
+    )
+    .await;
+    assert_eq!(status, 415);
+    let (status, _) = upload(&stack, &bot.api_key, "image/png", "x.png", b"").await;
+    assert_eq!(status, 422);
+    let (status, big) = upload(&stack, &bot.api_key, "image/png", "x.png", &[7u8; 65]).await;
+    assert_eq!(
+        (status, &big["error"]["code"]),
+        (413, &serde_json::json!("too_large")),
+        "{big}"
+    );
+    // 8 bytes stored of 100: 60 more fit, then 40 do not.
+    let (status, _) = upload(&stack, &bot.api_key, "image/png", "a.png", &[1u8; 60]).await;
+    assert_eq!(status, 201);
+    let (status, over) = upload(&stack, &bot.api_key, "image/png", "b.png", &[2u8; 40]).await;
+    assert_eq!(
+        (status, &over["error"]["code"]),
+        (413, &serde_json::json!("quota_exceeded")),
+        "{over}"
+    );
+    // Another bot has its own quota.
+    let other = stack.bot().await;
+    let (status, _) = upload(&stack, &other.api_key, "image/png", "b.png", &[2u8; 40]).await;
+    assert_eq!(status, 201);
+    stack.shutdown().await;
+}

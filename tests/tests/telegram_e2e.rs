@@ -183,7 +183,7 @@ async fn api_send_reaches_telegram_and_bad_requests_are_explained() {
     assert_eq!(status, 422, "{body}");
     assert_eq!(
         body["error"]["message"],
-        "messages[0].url: either url or file_id is required"
+        "messages[0].url: one of url, file_id or media_id is required"
     );
 
     let (status, body) = stack

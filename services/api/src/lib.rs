@@ -76,6 +76,9 @@ pub(crate) struct Api {
     /// The media object store (`GET /v1/media/{media_id}`).
     media: async_nats::jetstream::object_store::ObjectStore,
     media_max_bytes: u64,
+    /// The uploads object store (`POST /v1/media`).
+    uploads: async_nats::jetstream::object_store::ObjectStore,
+    media_quota_bytes: u64,
     admin_token: String,
     limits: limits::Limits,
 }
@@ -99,6 +102,12 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
                 .get_object_store(&deps.bus.subjects().media_store())
                 .await?,
             media_max_bytes: deps.config.media_max_bytes,
+            uploads: deps
+                .bus
+                .jetstream()
+                .get_object_store(&deps.bus.subjects().uploads_store())
+                .await?,
+            media_quota_bytes: deps.config.media_quota_bytes,
             admin_token: deps.config.require_admin_token()?.to_owned(),
             limits: limits::Limits::new(
                 patchbay_contract::RateLimit {
@@ -146,6 +155,19 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             .route("/v1/users", axum::routing::get(users::find_user))
             .route("/v1/users/{user_id}", axum::routing::get(users::get_user))
             .route("/v1/media/{media_id}", axum::routing::get(media::get))
+            .route(
+                "/v1/media",
+                post(media::upload).layer(axum::extract::DefaultBodyLimit::max(
+                    // The file and its multipart framing.
+                    usize::try_from(deps.config.media_max_bytes)
+                        .unwrap_or(usize::MAX)
+                        .saturating_add(64 * 1024),
+                )),
+            )
+            .route(
+                "/media/{bot_id}/{media_id}",
+                axum::routing::get(media::public),
+            )
             .merge(brandchat::routes(
                 codes.clone(),
                 brandchat::Files::open(&deps).await?,
@@ -401,6 +423,24 @@ pub(crate) struct Accepted {
     pub(crate) status: &'static str,
 }
 
+/// Media given by `media_id` only must be files the bot uploaded (`POST /v1/media`).
+async fn check_uploads(api: &Api, bot_id: &str, messages: &[Content]) -> Result<(), ApiError> {
+    for (i, m) in messages.iter().enumerate() {
+        if let Some(media) = patchbay_contract::content::Media::of(m)
+            && media.url.is_none()
+            && media.file_id.is_none()
+            && let Some(id) = &media.media_id
+            && !media::uploaded(api, bot_id, id).await?
+        {
+            return Err(unprocessable(format!(
+                "messages[{i}].media_id: no upload {id} of this bot (POST /v1/media; uploads \
+                 are kept 30 days)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn unprocessable(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
 }
@@ -425,6 +465,7 @@ async fn send_messages(
         }
     };
     check_messages(&body.messages, 1)?;
+    check_uploads(&api, &bot.bot_id, &body.messages).await?;
     let source = body.source.map_or(SendSource::Api, SendSource::from);
     check_recipient(&api, &bot.bot_id, &to, &body.messages, source).await?;
     let accepted = queue(

@@ -1,23 +1,37 @@
-//! `GET /v1/media/{media_id}`: media a user sent, for the bot whose user it is. Platform file
-//! ids (Telegram's, WhatsApp's, WeChat's) are of no use outside Patchbay, and CDN URLs expire;
-//! every media event carries `media_id` and `download_url` instead. The file is downloaded once
-//! by the platform's sender (the only service that opens the channel's credentials, see
-//! `patchbay_platform::media`) into the media object store under `<bot id>/<media id>`, kept
-//! there a day, and streamed from there.
+//! Media both ways.
+//!
+//! * `GET /v1/media/{media_id}`: media a user sent, for the bot whose user it is. Platform file
+//!   ids (Telegram's, WhatsApp's, WeChat's) are of no use outside Patchbay, and CDN URLs
+//!   expire; every media event carries `media_id` and `download_url` instead. The file is
+//!   downloaded once by the platform's sender (the only service that opens the channel's
+//!   credentials, see `patchbay_platform::media`) into the media object store under
+//!   `<bot id>/<media id>`, kept there a day, and streamed from there. A file the bot uploaded
+//!   is served the same way.
+//! * `POST /v1/media`: one file (multipart), checked against what each platform of the bot's
+//!   channels can send (`PlatformSpec::media`) and the bot's storage quota, kept 30 days in the
+//!   uploads store; any send may then give `{"type": "image", "media_id": "med_…"}`. The
+//!   router turns the id into `<public URL>/media/<bot id>/<media id>`, which platforms fetch
+//!   without credentials (`GET /media/{bot_id}/{media_id}`: the id's 80 random bits are the
+//!   capability) and WeChat's sender downloads to upload it with `media/upload`.
 
 use std::sync::Arc;
 
-use async_nats::jetstream::object_store::{GetErrorKind, ObjectStore};
+use std::collections::BTreeMap;
+
+use async_nats::jetstream::object_store::{GetErrorKind, ObjectMetadata, ObjectStore};
 use axum::body::Body;
+use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use patchbay_contract::content::Media;
 use patchbay_contract::{
-    FetchMediaRequest, FetchedMedia, MediaSource, MediaSourceRequest, V1, ids, outbound_ops,
-    router_ops,
+    FetchMediaRequest, FetchedMedia, MediaSource, MediaSourceRequest, Platform, V1, ids,
+    outbound_ops, router_ops,
 };
 use patchbay_runtime::ApiError;
+use serde::Serialize;
 
 use crate::auth::BotAuth;
 use crate::{Api, ask};
@@ -70,6 +84,9 @@ pub(crate) async fn get(
     let message_id = ids::media_message_id(&media_id).ok_or_else(|| no_media(&media_id))?;
     // Per bot: another bot can never be served this one's copy.
     let object = format!("{}/{media_id}", bot.bot_id);
+    if let Some(response) = stored(&api.uploads, &object).await? {
+        return Ok(response);
+    }
     if let Some(response) = stored(&api.media, &object).await? {
         return Ok(response);
     }
@@ -110,4 +127,220 @@ pub(crate) async fn get(
     stored(&api.media, &object)
         .await?
         .ok_or_else(|| ApiError::unavailable("the media was downloaded but is not stored"))
+}
+
+/// `GET /media/{bot_id}/{media_id}`: a file the bot uploaded, for the platforms to fetch (no
+/// credentials; only uploads, never what users sent).
+pub(crate) async fn public(
+    State(api): State<Arc<Api>>,
+    Path((bot_id, media_id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    if ids::media_message_id(&media_id).is_none() {
+        return Err(ApiError::not_found("no such file"));
+    }
+    stored(&api.uploads, &format!("{bot_id}/{media_id}"))
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such file"))
+}
+
+/// Whether bot `bot_id` uploaded `media_id` (and it has not expired).
+pub(crate) async fn uploaded(api: &Api, bot_id: &str, media_id: &str) -> Result<bool, ApiError> {
+    match api.uploads.info(format!("{bot_id}/{media_id}")).await {
+        Ok(info) => Ok(!info.deleted),
+        Err(e) if e.kind() == async_nats::jetstream::object_store::InfoErrorKind::NotFound => {
+            Ok(false)
+        }
+        Err(e) => Err(ApiError::unavailable(format!("reading the uploads: {e}"))),
+    }
+}
+
+/// The answer to `POST /v1/media`.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct Uploaded {
+    /// The id any send may use: `{"type": "<type>", "media_id": "<id>"}`.
+    media_id: String,
+    /// The content type to send it as: `image`, `audio`, `video` or `file`.
+    #[serde(rename = "type")]
+    kind: String,
+    /// Its MIME type.
+    content_type: String,
+    /// Its size in bytes.
+    size: u64,
+    /// Its file name, when the upload gave one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    filename: Option<String>,
+    /// The platforms of the bot's channels that can send it.
+    accepted_by: Vec<Platform>,
+    /// The ones that cannot, and why.
+    refused_by: BTreeMap<Platform, String>,
+    /// When it is deleted.
+    expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+fn refused(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
+    ApiError::new(status, code, message)
+}
+
+/// `POST /v1/media`: one file part (any field name; `file` by convention).
+pub(crate) async fn upload(
+    bot: BotAuth,
+    State(api): State<Arc<Api>>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<(StatusCode, axum::Json<Uploaded>), ApiError> {
+    let bad = |m: String| refused(StatusCode::BAD_REQUEST, "invalid_upload", m);
+    let mut multipart = multipart.map_err(|e| bad(e.body_text()))?;
+    let mut file = None;
+    while let Some(field) = multipart.next_field().await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large(api.media_max_bytes)
+        } else {
+            bad(e.body_text())
+        }
+    })? {
+        if field.file_name().is_none() && field.name() != Some("file") {
+            continue;
+        }
+        if file.is_some() {
+            return Err(bad("send exactly one file".into()));
+        }
+        let content_type = field
+            .content_type()
+            .unwrap_or("application/octet-stream")
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        let filename = field.file_name().map(str::to_owned);
+        let bytes = field.bytes().await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                too_large(api.media_max_bytes)
+            } else {
+                bad(e.body_text())
+            }
+        })?;
+        file = Some((content_type, filename, bytes));
+    }
+    let (content_type, filename, bytes) =
+        file.ok_or_else(|| bad("send exactly one file (multipart part `file`)".into()))?;
+    let size = bytes.len() as u64;
+    if size == 0 {
+        return Err(refused(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_upload",
+            "the file is empty",
+        ));
+    }
+    if size > api.media_max_bytes {
+        return Err(too_large(api.media_max_bytes));
+    }
+    if !content_type.contains('/') || content_type == "application/octet-stream" {
+        return Err(refused(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "give the file part a Content-Type (image/jpeg, video/mp4, application/pdf, …)",
+        ));
+    }
+
+    // What each platform of the bot's channels can do with it.
+    let record = api
+        .view
+        .bot(&bot.bot_id)
+        .await?
+        .ok_or_else(|| ApiError::unavailable("the bot is not in the configuration view yet"))?;
+    let mut platforms: Vec<Platform> = record.channels.iter().map(|c| c.platform).collect();
+    platforms.sort_by_key(|p| p.as_str());
+    platforms.dedup();
+    let kind = patchbay_platform::spec::MediaKind::of(&content_type);
+    let mut accepted_by = Vec::new();
+    let mut refused_by = BTreeMap::new();
+    for p in platforms {
+        let verdict = patchbay_registry::spec(p)
+            .map_err(|e| e.to_string())
+            .and_then(|spec| spec.media.check(&content_type, size));
+        match verdict {
+            Ok(_) => accepted_by.push(p),
+            Err(why) => {
+                refused_by.insert(p, format!("{} {why}", p.as_str()));
+            }
+        }
+    }
+    if accepted_by.is_empty() && !refused_by.is_empty() {
+        let reasons: Vec<&str> = refused_by.values().map(String::as_str).collect();
+        return Err(refused(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unsupported_media",
+            format!(
+                "none of the bot's channels can send a {} file of {size} bytes: {}",
+                content_type,
+                reasons.join("; ")
+            ),
+        ));
+    }
+
+    // The bot's storage quota.
+    let prefix = format!("{}/", bot.bot_id);
+    let mut used = 0u64;
+    let mut listing = api
+        .uploads
+        .list()
+        .await
+        .map_err(|e| ApiError::unavailable(format!("reading the uploads: {e}")))?;
+    while let Some(info) = listing.next().await {
+        let info = info.map_err(|e| ApiError::unavailable(format!("reading the uploads: {e}")))?;
+        if !info.deleted && info.name.starts_with(&prefix) {
+            used += info.size as u64;
+        }
+    }
+    if used + size > api.media_quota_bytes {
+        return Err(refused(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "quota_exceeded",
+            format!(
+                "the bot's uploads take {used} of its {} bytes (PATCHBAY_MEDIA_QUOTA_BYTES); \
+                 this file needs {size} more; uploads are deleted after 30 days",
+                api.media_quota_bytes
+            ),
+        ));
+    }
+
+    let media_id = ids::new_id(ids::prefix::MEDIA);
+    let mut metadata: std::collections::HashMap<String, String> =
+        [("content-type".to_owned(), content_type.clone())].into();
+    if let Some(name) = &filename {
+        metadata.insert("filename".into(), name.clone());
+    }
+    let meta = ObjectMetadata {
+        name: format!("{prefix}{media_id}"),
+        metadata,
+        ..ObjectMetadata::default()
+    };
+    api.uploads
+        .put(meta, &mut bytes.as_ref())
+        .await
+        .map_err(|e| ApiError::unavailable(format!("storing the file: {e}")))?;
+    tracing::info!(bot_id = %bot.bot_id, %media_id, size, %content_type, "media uploaded");
+    let expires_at = chrono::Utc::now()
+        + chrono::TimeDelta::from_std(patchbay_contract::topology::UPLOAD_TTL).unwrap_or_default();
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(Uploaded {
+            media_id,
+            kind: kind.as_str().to_owned(),
+            content_type,
+            size,
+            filename,
+            accepted_by,
+            refused_by,
+            expires_at,
+        }),
+    ))
+}
+
+fn too_large(max: u64) -> ApiError {
+    refused(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        format!("the file is larger than {max} bytes (PATCHBAY_MEDIA_MAX_BYTES)"),
+    )
 }

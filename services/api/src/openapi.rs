@@ -350,6 +350,27 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         (200, Some(schema::<Profile>)),
     ),
     op(
+        "post",
+        "/v1/media",
+        Caller::Bot,
+        "Upload one file (multipart, part `file` with its Content-Type) for the bot's sends: \
+         `{\"type\": \"image\", \"media_id\": \"med_…\"}` in any message. Checked against \
+         what each platform of the bot's channels can send (422 when none can), \
+         PATCHBAY_MEDIA_MAX_BYTES (413 too_large) and the bot's PATCHBAY_MEDIA_QUOTA_BYTES \
+         (413 quota_exceeded); kept 30 days.",
+        None,
+        (201, Some(schema::<crate::media::Uploaded>)),
+    ),
+    op(
+        "get",
+        "/media/{bot_id}/{media_id}",
+        Caller::Public,
+        "A file the bot uploaded, for the platforms to fetch (the URL sends carry; no \
+         credentials: the media id is the capability). 404 for anything else.",
+        None,
+        (200, None),
+    ),
+    op(
         "get",
         "/v1/media/{media_id}",
         Caller::Bot,

@@ -99,6 +99,24 @@ struct Router {
 }
 
 impl Router {
+    /// `content` with, when it is media given only by the `media_id` of a file the bot
+    /// uploaded, the URL the platform fetches it from (`<public URL>/media/<bot>/<media id>`,
+    /// served by the API without credentials: the id is the capability).
+    fn with_upload_url(&self, bot_id: &str, mut content: Content) -> Content {
+        if let Some(media) = patchbay_contract::content::Media::of_mut(&mut content)
+            && media.url.is_none()
+            && media.file_id.is_none()
+            && let Some(id) = &media.media_id
+        {
+            media.url = Some(patchbay_contract::ids::upload_url(
+                &self.public_url,
+                bot_id,
+                id,
+            ));
+        }
+        content
+    }
+
     /// `content` with, when it is media, the id and URL the bot downloads it from.
     fn with_media_link(&self, content: &Content, message_id: &str) -> Content {
         let mut content = content.clone();
@@ -590,6 +608,7 @@ impl Handler<SendCommand> for Sends {
                 .links
                 .rewrite(&bot_id, &recipient.user_id, content)
                 .await?;
+            let content = r.with_upload_url(&bot_id, content);
             let job = OutboundJob {
                 v: V1,
                 message_id: id.clone(),

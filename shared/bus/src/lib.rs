@@ -216,14 +216,27 @@ impl Bus {
             .await
             .map_err(|e| BusError::Setup(format!("bucket {name}: {e}")))?;
         }
-        let media = self.subjects.media_store();
-        if self.js.get_object_store(&media).await.is_err() {
+        for (store, description, max_age) in [
+            (
+                self.subjects.media_store(),
+                "Media users sent, downloaded when a bot asks",
+                topology::MEDIA_TTL,
+            ),
+            (
+                self.subjects.uploads_store(),
+                "Files bots uploaded for their sends",
+                topology::UPLOAD_TTL,
+            ),
+        ] {
+            if self.js.get_object_store(&store).await.is_ok() {
+                continue;
+            }
             let config = jetstream::object_store::Config {
-                bucket: media.clone(),
-                description: Some("Media users sent, downloaded when a bot asks".into()),
+                bucket: store.clone(),
+                description: Some(description.into()),
                 storage: stream::StorageType::File,
                 num_replicas: settings.replicas,
-                max_age: topology::MEDIA_TTL,
+                max_age,
                 max_bytes: if settings.max_stream_bytes > 0 {
                     settings.max_stream_bytes
                 } else {
@@ -234,12 +247,12 @@ impl Bus {
             retry_setup(|| async {
                 match self.js.create_object_store(config.clone()).await {
                     Ok(_) => Ok(()),
-                    Err(_) if self.js.get_object_store(&media).await.is_ok() => Ok(()),
+                    Err(_) if self.js.get_object_store(&store).await.is_ok() => Ok(()),
                     Err(e) => Err(e.to_string()),
                 }
             })
             .await
-            .map_err(|e| BusError::Setup(format!("object store {media}: {e}")))?;
+            .map_err(|e| BusError::Setup(format!("object store {store}: {e}")))?;
         }
         let files = self.subjects.files_store();
         if self.js.get_object_store(&files).await.is_err() {

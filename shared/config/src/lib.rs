@@ -93,8 +93,11 @@ pub struct Config {
     pub telegram_api_base_url: String,
     /// Per-call timeout of platform API calls.
     pub outbound_timeout_ms: u64,
-    /// Largest media file a bot may download through `GET /v1/media/{media_id}` (bytes).
+    /// Largest media file a bot may download through `GET /v1/media/{media_id}` or upload
+    /// through `POST /v1/media` (bytes).
     pub media_max_bytes: u64,
+    /// What one bot's uploads (`POST /v1/media`, kept 30 days) may take in all (bytes).
+    pub media_quota_bytes: u64,
     /// Telegram pace per bot (messages per second; the Bots FAQ says about 30).
     pub telegram_per_bot_per_second: u32,
     /// Telegram pace per chat (messages per second; the Bots FAQ says about 1).
@@ -175,6 +178,7 @@ impl Default for Config {
             telegram_api_base_url: "https://api.telegram.org".into(),
             outbound_timeout_ms: 10_000,
             media_max_bytes: 25 * 1024 * 1024,
+            media_quota_bytes: 1024 * 1024 * 1024,
             telegram_per_bot_per_second: 30,
             telegram_per_chat_per_second: 1,
             telegram_per_chat_burst: 3,
@@ -389,6 +393,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "media_max_bytes",
                 "must be between 1 and 104857600 (100 MiB)",
+            ));
+        }
+        if self.media_quota_bytes < self.media_max_bytes {
+            return Err(ConfigError::invalid(
+                "media_quota_bytes",
+                "must be at least media_max_bytes",
             ));
         }
         if self.custom_reply_wait_ms > 60_000 {

@@ -163,7 +163,8 @@ pub struct Media {
     /// The platform's file id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_id: Option<String>,
-    /// Patchbay's id of media a user sent (`med_…`; events only, ignored in sends).
+    /// Patchbay's id of the file (`med_…`): in events, of media a user sent; in sends, of a
+    /// file the bot uploaded (`POST /v1/media`), used when neither `url` nor `file_id` is given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_id: Option<String>,
     /// Where the bot downloads it: `<public URL>/v1/media/<media_id>` (events only, ignored in
@@ -200,7 +201,11 @@ impl Media {
 
     fn validate(&self) -> Result<(), FieldError> {
         match (&self.url, &self.file_id) {
-            (None, None) => Err(FieldError::new("url", "either url or file_id is required")),
+            (None, None) if self.media_id.is_some() => Ok(()),
+            (None, None) => Err(FieldError::new(
+                "url",
+                "one of url, file_id or media_id is required",
+            )),
             (Some(u), _) if !(u.starts_with("https://") || u.starts_with("http://")) => {
                 Err(FieldError::new("url", "must be an absolute http(s) URL"))
             }
@@ -719,7 +724,7 @@ mod tests {
         );
         check(
             json!({"type": "image"}),
-            Err("url: either url or file_id is required"),
+            Err("url: one of url, file_id or media_id is required"),
         );
         check(json!({"type": "image", "file_id": "AgAC"}), Ok(()));
         check(

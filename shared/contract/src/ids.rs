@@ -36,6 +36,15 @@ pub fn media_id(message_id: &str) -> String {
     format!("{}_{ulid_part}", prefix::MEDIA)
 }
 
+/// Where platforms fetch the file `media_id` that bot `bot_id` uploaded: no credentials, the
+/// random part of the id is the capability.
+pub fn upload_url(public_url: &str, bot_id: &str, media_id: &str) -> String {
+    format!(
+        "{}/media/{bot_id}/{media_id}",
+        public_url.trim_end_matches('/')
+    )
+}
+
 /// The message whose media `media_id` is (see [`media_id`]); `None` for anything that is not
 /// a media id.
 pub fn media_message_id(media_id: &str) -> Option<String> {

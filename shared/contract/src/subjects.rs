@@ -154,6 +154,12 @@ impl Subjects {
         format!("{}_media", self.prefix.replace('-', "_"))
     }
 
+    /// The object store of files bots uploaded (`POST /v1/media`) for their sends, under
+    /// `<bot id>/<media id>`, kept for [`crate::topology::UPLOAD_TTL`].
+    pub fn uploads_store(&self) -> String {
+        format!("{}_uploads", self.prefix.replace('-', "_"))
+    }
+
     /// Every subject a stream holds, e.g. `pb.ingress.>`.
     pub fn stream_filter(&self, stream: Stream) -> String {
         format!("{}.{}.>", self.prefix, stream.token())

@@ -151,6 +151,9 @@ pub fn streams(subjects: &Subjects, settings: &TopologySettings) -> Vec<StreamSp
 /// platform again, as long as the platform keeps it).
 pub const MEDIA_TTL: Duration = DAY;
 
+/// How long a file a bot uploaded for its sends is kept.
+pub const UPLOAD_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// Every key-value bucket and its TTL (`None`: keys live until deleted).
 pub fn buckets(settings: &TopologySettings) -> Vec<(Bucket, Option<Duration>)> {
     vec![

@@ -30,6 +30,116 @@ pub struct PlatformSpec {
     pub webhook_path: fn(&str) -> String,
     /// How a contact who never wrote can be reached on it (`POST /v1/conversations`).
     pub first_contact: FirstContact,
+    /// What media the bot may send through it (`POST /v1/media` checks uploads against the
+    /// platforms of the bot's channels).
+    pub media: MediaLimits,
+}
+
+/// The kinds of media a bot sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaKind {
+    /// `image`.
+    Image,
+    /// `audio`.
+    Audio,
+    /// `video`.
+    Video,
+    /// `file`.
+    File,
+}
+
+impl MediaKind {
+    /// Patchbay's content type name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Image => "image",
+            Self::Audio => "audio",
+            Self::Video => "video",
+            Self::File => "file",
+        }
+    }
+
+    /// The kind a file of MIME type `mime` is sent as.
+    pub fn of(mime: &str) -> Self {
+        match mime.split('/').next().unwrap_or_default() {
+            "image" => Self::Image,
+            "audio" => Self::Audio,
+            "video" => Self::Video,
+            _ => Self::File,
+        }
+    }
+}
+
+/// One kind's limit on a platform: the largest size, and the MIME types it takes (empty: any).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaLimit {
+    /// Largest size in bytes.
+    pub max_bytes: u64,
+    /// MIME types accepted; empty for any.
+    pub types: &'static [&'static str],
+}
+
+/// What a platform takes per kind of media; `None`: it cannot send that kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaLimits {
+    /// Images.
+    pub image: Option<MediaLimit>,
+    /// Audio.
+    pub audio: Option<MediaLimit>,
+    /// Video.
+    pub video: Option<MediaLimit>,
+    /// Files.
+    pub file: Option<MediaLimit>,
+}
+
+/// `n` MiB.
+pub const fn mib(n: u64) -> u64 {
+    n * 1024 * 1024
+}
+
+impl MediaLimits {
+    /// Any kind, any type, up to `max_bytes` (channels whose app downloads the file itself).
+    pub const fn any(max_bytes: u64) -> Self {
+        let l = Some(MediaLimit {
+            max_bytes,
+            types: &[],
+        });
+        Self {
+            image: l,
+            audio: l,
+            video: l,
+            file: l,
+        }
+    }
+
+    /// Whether the platform can send a file of `mime` and `size` bytes, or why not.
+    pub fn check(&self, mime: &str, size: u64) -> Result<MediaKind, String> {
+        let kind = MediaKind::of(mime);
+        let limit = match kind {
+            MediaKind::Image => self.image,
+            MediaKind::Audio => self.audio,
+            MediaKind::Video => self.video,
+            MediaKind::File => self.file,
+        };
+        let Some(limit) = limit else {
+            return Err(format!("sends no {}", kind.as_str()));
+        };
+        if !limit.types.is_empty() && !limit.types.contains(&mime) {
+            return Err(format!(
+                "takes {} only as {}",
+                kind.as_str(),
+                limit.types.join(", ")
+            ));
+        }
+        if size > limit.max_bytes {
+            return Err(format!(
+                "takes {} of at most {} bytes",
+                kind.as_str(),
+                limit.max_bytes
+            ));
+        }
+        Ok(kind)
+    }
 }
 
 /// Credentials ready to seal, and what Patchbay generated for them.

@@ -30,7 +30,7 @@ pub use outbound::KikSender;
 use patchbay_contract::Platform;
 use patchbay_contract::windows::WindowPolicy;
 use patchbay_platform::InboundAdapter;
-use patchbay_platform::spec::{self, FirstContact, PlatformSpec};
+use patchbay_platform::spec::{self, FirstContact, MediaLimit, MediaLimits, PlatformSpec};
 
 /// Kik, as the registry lists it: no time window (a bot may answer any user who messaged or
 /// subscribed to it; Kik's per-user message bank is Kik's to enforce, and its refusal is
@@ -42,4 +42,17 @@ pub const SPEC: PlatformSpec = PlatformSpec {
     normalise: <Kik as InboundAdapter>::normalise,
     webhook_path: |channel| spec::webhook_path_for(Platform::Kik, channel),
     first_contact: FirstContact::None,
+    // Pictures and videos by URL; Kik has no audio or file messages.
+    media: MediaLimits {
+        image: Some(MediaLimit {
+            max_bytes: spec::mib(25),
+            types: &["image/jpeg", "image/png", "image/gif"],
+        }),
+        audio: None,
+        video: Some(MediaLimit {
+            max_bytes: spec::mib(25),
+            types: &["video/mp4"],
+        }),
+        file: None,
+    },
 };

@@ -25,7 +25,7 @@ pub use outbound::MessengerSender;
 use patchbay_contract::Platform;
 use patchbay_contract::windows::{DAY, WindowPolicy};
 use patchbay_platform::InboundAdapter;
-use patchbay_platform::spec::{self, FirstContact, PlatformSpec};
+use patchbay_platform::spec::{self, FirstContact, MediaLimits, PlatformSpec};
 
 /// Messenger's 24-hour standard messaging window; outside it templates (utility messages),
 /// and a human agent's messages (`source: human`, sent with the `HUMAN_AGENT` tag) up to 7
@@ -48,4 +48,6 @@ pub const SPEC: PlatformSpec = PlatformSpec {
     normalise: <Messenger as InboundAdapter>::normalise,
     webhook_path: |channel| spec::webhook_path_for(Platform::Messenger, channel),
     first_contact: FirstContact::None,
+    // Attachments by URL, up to 25 MB each.
+    media: MediaLimits::any(spec::mib(25)),
 };

@@ -21,7 +21,7 @@ pub use outbound::TelegramSender;
 use patchbay_contract::Platform;
 use patchbay_contract::windows::WindowPolicy;
 use patchbay_platform::InboundAdapter;
-use patchbay_platform::spec::{self, FirstContact, PlatformSpec};
+use patchbay_platform::spec::{self, FirstContact, MediaLimit, MediaLimits, PlatformSpec};
 
 /// Telegram, as the registry lists it: bots may write to a chat at any time once its user
 /// started the bot.
@@ -32,4 +32,23 @@ pub const SPEC: PlatformSpec = PlatformSpec {
     normalise: <Telegram as InboundAdapter>::normalise,
     webhook_path: |channel| spec::webhook_path_for(Platform::Telegram, channel),
     first_contact: FirstContact::None,
+    media: MediaLimits {
+        // Sent by URL: Telegram fetches photos up to 5 MB and other files up to 20 MB.
+        image: Some(MediaLimit {
+            max_bytes: spec::mib(5),
+            types: &["image/jpeg", "image/png", "image/gif", "image/webp"],
+        }),
+        audio: Some(MediaLimit {
+            max_bytes: spec::mib(20),
+            types: &["audio/mpeg", "audio/mp4", "audio/ogg"],
+        }),
+        video: Some(MediaLimit {
+            max_bytes: spec::mib(20),
+            types: &["video/mp4"],
+        }),
+        file: Some(MediaLimit {
+            max_bytes: spec::mib(20),
+            types: &[],
+        }),
+    },
 };

@@ -34,7 +34,7 @@ pub use outbound::WechatSender;
 use patchbay_contract::Platform;
 use patchbay_contract::windows::{DAY, WindowPolicy};
 use patchbay_platform::InboundAdapter;
-use patchbay_platform::spec::{self, FirstContact, PlatformSpec};
+use patchbay_platform::spec::{self, FirstContact, MediaLimit, MediaLimits, PlatformSpec};
 
 /// WeChat's 48-hour customer-service window: at most five customer-service messages for 48
 /// hours after each message from the user (WeChat answers 45047 beyond them), template
@@ -57,4 +57,20 @@ pub const SPEC: PlatformSpec = PlatformSpec {
     normalise: <Wechat as InboundAdapter>::normalise,
     webhook_path: |channel| spec::webhook_path_for(Platform::Wechat, channel),
     first_contact: FirstContact::None,
+    // Temporary media uploads (`media/upload`): no files.
+    media: MediaLimits {
+        image: Some(MediaLimit {
+            max_bytes: spec::mib(10),
+            types: &["image/jpeg", "image/png", "image/gif", "image/bmp"],
+        }),
+        audio: Some(MediaLimit {
+            max_bytes: spec::mib(2),
+            types: &["audio/amr", "audio/mpeg"],
+        }),
+        video: Some(MediaLimit {
+            max_bytes: spec::mib(10),
+            types: &["video/mp4"],
+        }),
+        file: None,
+    },
 };

@@ -31,7 +31,7 @@ pub use outbound::WhatsappSender;
 use patchbay_contract::Platform;
 use patchbay_contract::windows::{DAY, WindowPolicy};
 use patchbay_platform::InboundAdapter;
-use patchbay_platform::spec::{self, FirstContact, PlatformSpec};
+use patchbay_platform::spec::{self, FirstContact, MediaLimit, MediaLimits, PlatformSpec};
 
 /// WhatsApp's 24-hour customer-service window; templates only outside it.
 pub const WINDOW: WindowPolicy = WindowPolicy {
@@ -53,4 +53,28 @@ pub const SPEC: PlatformSpec = PlatformSpec {
     normalise: <Whatsapp as InboundAdapter>::normalise,
     webhook_path: |channel| spec::webhook_path_for(Platform::Whatsapp, channel),
     first_contact: FirstContact::Phone,
+    media: MediaLimits {
+        image: Some(MediaLimit {
+            max_bytes: spec::mib(5),
+            types: &["image/jpeg", "image/png"],
+        }),
+        audio: Some(MediaLimit {
+            max_bytes: spec::mib(16),
+            types: &[
+                "audio/aac",
+                "audio/amr",
+                "audio/mpeg",
+                "audio/mp4",
+                "audio/ogg",
+            ],
+        }),
+        video: Some(MediaLimit {
+            max_bytes: spec::mib(16),
+            types: &["video/mp4", "video/3gpp"],
+        }),
+        file: Some(MediaLimit {
+            max_bytes: spec::mib(100),
+            types: &[],
+        }),
+    },
 };
