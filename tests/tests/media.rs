@@ -370,6 +370,29 @@ async fn an_uploaded_image_is_sent_by_its_media_id_and_served_to_the_platform_wi
         )
     );
     assert_eq!(photos[0].body["caption"], "your receipt");
+    // Sent again: by the file_id Telegram gave it, not fetched again.
+    let (status, _) = stack
+        .call(
+            "POST",
+            "/v1/messages",
+            Some(&bot.api_key),
+            Some(&serde_json::json!({"user_id": user, "messages": [
+                {"type": "image", "media_id": media_id}]})),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let photos = stack
+        .telegram
+        .wait_for("sendPhoto", 2, patchbay_tests::TIMEOUT)
+        .await;
+    assert!(
+        photos[1].body["photo"]
+            .as_str()
+            .unwrap()
+            .starts_with("AgACsent"),
+        "{}",
+        photos[1].body
+    );
     // What Telegram fetches: no credentials needed.
     let public = link.replace(
         stack.config.public_url.trim_end_matches('/'),
@@ -492,5 +515,150 @@ async fn uploads_are_checked_against_the_bots_platforms_the_size_limit_and_the_q
     let other = stack.bot().await;
     let (status, _) = upload(&stack, &other.api_key, "image/png", "b.png", &[2u8; 40]).await;
     assert_eq!(status, 201);
+    stack.shutdown().await;
+}
+
+/// The user's first message, timestamped now (the platform's window counts from it).
+fn whatsapp_now(mut value: Value) -> Value {
+    let ts = chrono::Utc::now().timestamp().to_string();
+    if let Some(messages) = value["messages"].as_array_mut() {
+        for m in messages {
+            m["timestamp"] = serde_json::json!(ts);
+        }
+    }
+    value
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whatsapp_and_wechat_get_uploads_through_their_media_upload_apis_once() {
+    use patchbay_tests::WechatMode;
+    use patchbay_whatsapp::fixtures as wa;
+    let stack = Stack::start().await;
+
+    // WhatsApp: POST /<number>/media (multipart), then {"image": {"id": …}} for every send.
+    let bot = stack
+        .whatsapp_bot(wa::PHONE_NUMBER_ID, "wa-app-secret", None)
+        .await;
+    let post = wa::post(&[(
+        wa::PHONE_NUMBER_ID,
+        whatsapp_now(wa::from_user(wa::text("wamid.IN9", "send it"))),
+    )]);
+    stack
+        .post_meta("whatsapp", &bot.webhook_path, Some("wa-app-secret"), &post)
+        .await;
+    let user = stack.events_of("message.received", 1).await[0].json()["user"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, up) = upload(&stack, &bot.api_key, "image/png", "chart.png", PHOTO).await;
+    assert_eq!(status, 201, "{up}");
+    for _ in 0..2 {
+        let (status, sent) = stack
+            .call(
+                "POST",
+                "/v1/messages",
+                Some(&bot.api_key),
+                Some(&serde_json::json!({"user_id": user, "messages": [
+                    {"type": "image", "media_id": up["media_id"], "caption": "chart"}]})),
+            )
+            .await;
+        assert_eq!(status, 202, "{sent}");
+    }
+    let sends = patchbay_tests::eventually(patchbay_tests::TIMEOUT, "two image sends", || async {
+        let s = stack.graph.sends(wa::PHONE_NUMBER_ID);
+        (s.len() >= 2).then_some(s)
+    })
+    .await;
+    let uploads: Vec<_> = stack
+        .graph
+        .calls()
+        .into_iter()
+        .filter(|c| c.id == format!("{}/media", wa::PHONE_NUMBER_ID))
+        .collect();
+    assert_eq!(uploads.len(), 1, "uploaded once: {uploads:?}");
+    assert_eq!(uploads[0].status, 200);
+    assert_eq!(uploads[0].body["type"], "image/png");
+    assert_eq!(uploads[0].body["file_size"], PHOTO.len());
+    let media_id = sends[0].body["image"]["id"]
+        .as_str()
+        .expect("sent by id")
+        .to_owned();
+    assert_eq!(sends[1].body["image"]["id"], media_id.as_str());
+    assert_eq!(sends[0].body["image"]["caption"], "chart");
+    // What WhatsApp stored is the file.
+    let url = format!("{}/{media_id}", stack.graph.base_url());
+    let answer: Value = stack
+        .http
+        .get(url)
+        .bearer_auth(&bot.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["file_size"], PHOTO.len());
+
+    // WeChat: media/upload as temporary media, then the customer-service image by media_id.
+    let wx = stack.wechat_bot(None).await;
+    stack
+        .wechat
+        .add_follower(&wx.app_id, patchbay_wechat::fixtures::OPENID);
+    let xml = patchbay_wechat::fixtures::text(patchbay_wechat::fixtures::OPENID, 62001, "send it")
+        .replace(
+            &format!(
+                "<CreateTime>{}</CreateTime>",
+                patchbay_wechat::fixtures::TIME
+            ),
+            &format!(
+                "<CreateTime>{}</CreateTime>",
+                chrono::Utc::now().timestamp()
+            ),
+        );
+    stack
+        .post_wechat(&wx, &wx.token, WechatMode::Plain, &xml)
+        .await;
+    let wx_user =
+        patchbay_tests::eventually(patchbay_tests::TIMEOUT, "the WeChat user", || async {
+            stack
+                .events_of("message.received", 2)
+                .await
+                .iter()
+                .map(|r| r.json())
+                .find(|e| e["bot_id"] == wx.id.as_str())
+                .map(|e| e["user"]["id"].as_str().unwrap().to_owned())
+        })
+        .await;
+    let (status, up) = upload(&stack, &wx.api_key, "image/png", "chart.png", PHOTO).await;
+    assert_eq!(status, 201, "{up}");
+    let (status, sent) = stack
+        .call(
+            "POST",
+            "/v1/messages",
+            Some(&wx.api_key),
+            Some(&serde_json::json!({"user_id": wx_user, "messages": [
+                {"type": "image", "media_id": up["media_id"]}]})),
+        )
+        .await;
+    assert_eq!(status, 202, "{sent}");
+    let sends = stack
+        .wechat
+        .wait_for(
+            patchbay_testkit::wechat::CUSTOM_SEND_PATH,
+            1,
+            patchbay_tests::TIMEOUT,
+        )
+        .await;
+    assert_eq!(sends[0].errcode, 0, "{:?}", sends[0]);
+    let uploaded = stack.wechat.uploads();
+    let ours = uploaded
+        .iter()
+        .find(|u| u.app_id == wx.app_id)
+        .expect("uploaded");
+    assert_eq!(
+        (ours.kind.as_str(), ours.bytes.as_slice()),
+        ("image", PHOTO)
+    );
+    assert_eq!(sends[0].body["image"]["media_id"], ours.media_id.as_str());
     stack.shutdown().await;
 }

@@ -123,6 +123,46 @@ pub fn adopt_trace(span: &tracing::Span, headers: &axum::http::HeaderMap) {
     }
 }
 
+/// A `multipart/form-data` body (reqwest is built without its multipart feature): the text
+/// `fields`, then one file part named `file_field`; its `Content-Type` header and bytes. The
+/// boundary is chosen so that it does not occur in the file.
+pub fn multipart(
+    fields: &[(&str, &str)],
+    file_field: &str,
+    filename: &str,
+    content_type: &str,
+    bytes: &[u8],
+) -> (String, Vec<u8>) {
+    let contains = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    let boundary = (0u32..)
+        .map(|i| format!("patchbay-media-{i:08x}"))
+        .find(|b| !contains(b.as_bytes()))
+        .unwrap_or_else(|| "patchbay-media".into());
+    let quoted = |v: &str| v.replace(['"', '\r', '\n'], "_");
+    let mut body = Vec::with_capacity(bytes.len() + 512);
+    for (name, value) in fields {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{}\"\r\n\r\n{value}\r\n",
+                quoted(name)
+            )
+            .as_bytes(),
+        );
+    }
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{}\"; filename=\"{}\"\r\n\
+             Content-Type: {content_type}\r\n\r\n",
+            quoted(file_field),
+            quoted(filename)
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -234,6 +234,25 @@ pub trait OutboundAdapter: Send + Sync + 'static {
         job: &OutboundJob,
     ) -> impl Future<Output = Result<Sent, SendError>> + Send;
 
+    /// How long a reference [`OutboundAdapter::upload_media`] returned stays usable (the
+    /// sender reuses it for that long, less a margin).
+    const MEDIA_REUSE: Duration = Duration::ZERO;
+
+    /// Uploads a file the bot uploaded to Patchbay (`POST /v1/media`) to the platform, for
+    /// platforms that want files uploaded rather than fetched from a URL (WhatsApp, WeChat):
+    /// the platform's reference, which the send then gives as `file_id`. `None` (the default):
+    /// the platform fetches `<public URL>/media/<bot>/<media id>` itself.
+    fn upload_media(
+        &self,
+        target: Target<'_, Self::Credentials>,
+        file: &media::Fetched,
+        kind: spec::MediaKind,
+        filename: Option<&str>,
+    ) -> impl Future<Output = Result<Option<String>, SendError>> + Send {
+        let _ = (target, file, kind, filename);
+        async { Ok(None) }
+    }
+
     /// Downloads media a user sent (see [`media`]): by default the URL the webhook carried,
     /// through the guarded fetcher; platforms that give file ids override it. At most
     /// `ctx.max_bytes` (else `too_large`); `not_found` when the platform no longer has it.

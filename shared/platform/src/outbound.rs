@@ -67,7 +67,16 @@ struct Sender<A> {
     urls: crate::media::UrlFetcher,
     /// The media object store.
     media: async_nats::jetstream::object_store::ObjectStore,
+    /// Files bots uploaded (`POST /v1/media`).
+    uploads: async_nats::jetstream::object_store::ObjectStore,
+    /// (channel, media id) → the platform's reference from [`OutboundAdapter::upload_media`]
+    /// and when it was made: reused for [`OutboundAdapter::MEDIA_REUSE`].
+    uploaded:
+        std::sync::Mutex<std::collections::HashMap<(String, String), (String, std::time::Instant)>>,
 }
+
+/// Uploads remembered at most (then the expired ones are dropped, or all).
+const UPLOADED_MAX: usize = 4096;
 
 /// The outbound service of adapter `A`.
 pub async fn service<A: OutboundAdapter>(
@@ -86,6 +95,11 @@ pub async fn service<A: OutboundAdapter>(
         .bus
         .jetstream()
         .get_object_store(&deps.bus.subjects().media_store())
+        .await?;
+    let uploads = deps
+        .bus
+        .jetstream()
+        .get_object_store(&deps.bus.subjects().uploads_store())
         .await?;
     let urls = crate::media::UrlFetcher::new(
         std::time::Duration::from_millis(deps.config.outbound_timeout_ms),
@@ -110,6 +124,8 @@ pub async fn service<A: OutboundAdapter>(
         max_attempts: spec.max_attempts,
         urls,
         media,
+        uploads,
+        uploaded: std::sync::Mutex::default(),
     });
     let prune = handler.clone();
     let rpc = handler.clone();
@@ -244,6 +260,109 @@ impl<A: OutboundAdapter> Sender<A> {
         })
     }
 
+    /// For media given by the `media_id` of a file the bot uploaded, on a platform that wants
+    /// files uploaded ([`OutboundAdapter::upload_media`]): the job with the platform's
+    /// reference as `file_id` (uploaded now, or reused). `None`: send the job as it is (the
+    /// platform fetches the upload's URL).
+    async fn with_uploaded_media(
+        &self,
+        target: &Target<'_, A::Credentials>,
+        job: &OutboundJob,
+    ) -> Result<Option<OutboundJob>, SendError> {
+        let Some(media) = patchbay_contract::content::Media::of(&job.content) else {
+            return Ok(None);
+        };
+        let Some(media_id) = media.media_id.as_deref() else {
+            return Ok(None);
+        };
+        if media.file_id.is_some() || A::MEDIA_REUSE.is_zero() {
+            return Ok(None);
+        }
+        let key = (job.channel.id.clone(), media_id.to_owned());
+        let reuse = A::MEDIA_REUSE.mul_f32(0.9);
+        let known = self
+            .uploaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .filter(|(_, at)| at.elapsed() < reuse)
+            .map(|(r, _)| r.clone());
+        let reference = match known {
+            Some(r) => r,
+            None => {
+                let name = format!("{}/{media_id}", job.bot_id);
+                let mut object = match self.uploads.get(&name).await {
+                    Ok(o) => o,
+                    Err(e)
+                        if e.kind()
+                            == async_nats::jetstream::object_store::GetErrorKind::NotFound =>
+                    {
+                        return Err(SendError::permanent(
+                            "media_unavailable",
+                            format!("no upload {media_id} of this bot (uploads are kept 30 days)"),
+                            None,
+                        ));
+                    }
+                    Err(e) => {
+                        return Err(SendError::Retryable {
+                            reason: format!("reading the upload: {e}"),
+                            after: None,
+                        });
+                    }
+                };
+                let info = object.info().clone();
+                let mut bytes = Vec::new();
+                tokio::io::AsyncReadExt::read_to_end(&mut object, &mut bytes)
+                    .await
+                    .map_err(|e| SendError::Retryable {
+                        reason: format!("reading the upload: {e}"),
+                        after: None,
+                    })?;
+                let content_type = info
+                    .metadata
+                    .get("content-type")
+                    .cloned()
+                    .unwrap_or_else(|| "application/octet-stream".into());
+                let kind = crate::spec::MediaKind::of(&content_type);
+                let file = crate::media::Fetched {
+                    content_type,
+                    bytes,
+                };
+                let filename = info.metadata.get("filename").map(String::as_str);
+                let Some(reference) = self
+                    .adapter
+                    .upload_media(
+                        Target {
+                            credentials: target.credentials,
+                            base_url: target.base_url,
+                        },
+                        &file,
+                        kind,
+                        filename,
+                    )
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                let mut uploaded = self.uploaded.lock().unwrap_or_else(|p| p.into_inner());
+                if uploaded.len() >= UPLOADED_MAX {
+                    uploaded.retain(|_, (_, at)| at.elapsed() < reuse);
+                    if uploaded.len() >= UPLOADED_MAX {
+                        uploaded.clear();
+                    }
+                }
+                uploaded.insert(key, (reference.clone(), std::time::Instant::now()));
+                tracing::info!(media_id, channel_id = %job.channel.id, "upload handed to the platform");
+                reference
+            }
+        };
+        let mut prepared = job.clone();
+        if let Some(m) = patchbay_contract::content::Media::of_mut(&mut prepared.content) {
+            m.file_id = Some(reference);
+        }
+        Ok(Some(prepared))
+    }
+
     async fn attempt(
         &self,
         job: &OutboundJob,
@@ -288,7 +407,12 @@ impl<A: OutboundAdapter> Sender<A> {
         self.pace.channel.until_key_ready(&job.channel.id).await;
         metrics::histogram!("patchbay_outbound_pace_wait_seconds", "platform" => A::PLATFORM.as_str())
             .record(waited.elapsed().as_secs_f64());
-        match self.adapter.send(target, job).await {
+        let result = match self.with_uploaded_media(&target, job).await {
+            Ok(Some(prepared)) => self.adapter.send(target, &prepared).await,
+            Ok(None) => self.adapter.send(target, job).await,
+            Err(e) => Err(e),
+        };
+        match result {
             Ok(sent) => Ok(Ok(sent)),
             Err(SendError::Retryable { reason, after })
                 if delivered < u64::from(self.max_attempts) =>

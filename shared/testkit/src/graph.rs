@@ -106,6 +106,7 @@ impl FakeGraph {
         let inner = Arc::new(Mutex::new(Inner::default()));
         let app = axum::Router::new()
             .route("/v25.0/{id}/messages", post(send))
+            .route("/v25.0/{id}/media", post(upload))
             .route("/v25.0/{id}", get(profile))
             .route("/whatsapp_business/attachments/", get(attachment))
             .with_state(inner.clone());
@@ -214,6 +215,77 @@ pub fn error_body(f: &Failure) -> Value {
         e["error_subcode"] = json!(s);
     }
     json!({"error": e})
+}
+
+/// `POST /v25.0/<PHONE_NUMBER_ID>/media`: a multipart upload (`messaging_product` =
+/// `whatsapp`, `type` = the file's MIME type, `file`), with the number's token; its media id,
+/// which `GET /v25.0/<media id>` then knows. The call's `body` records the fields and the
+/// file's size.
+async fn upload(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    multipart: Result<axum::extract::Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Response {
+    let token = token(&headers, &HashMap::new());
+    let mut fields = serde_json::Map::new();
+    let mut file: Option<(String, Vec<u8>)> = None;
+    if let Ok(mut m) = multipart {
+        while let Ok(Some(field)) = m.next_field().await {
+            let name = field.name().unwrap_or_default().to_owned();
+            if name == "file" {
+                let ct = field.content_type().unwrap_or_default().to_owned();
+                if let Ok(b) = field.bytes().await {
+                    fields.insert("file_size".into(), json!(b.len()));
+                    file = Some((ct, b.to_vec()));
+                }
+            } else if let Ok(v) = field.text().await {
+                fields.insert(name, json!(v));
+            }
+        }
+    }
+    let mut s = inner.lock().unwrap_or_else(|p| p.into_inner());
+    let owner = s.senders.get(&id).map(|(_, t)| t.clone());
+    let (status, body) = if token.is_none() || token != owner {
+        (
+            StatusCode::UNAUTHORIZED,
+            error_body(&Failure::graph(
+                401,
+                190,
+                None,
+                "Invalid OAuth access token.",
+            )),
+        )
+    } else if fields.get("messaging_product") != Some(&json!("whatsapp")) {
+        (
+            StatusCode::BAD_REQUEST,
+            error_body(&invalid("The parameter messaging_product is required.")),
+        )
+    } else {
+        match file {
+            Some((ct, bytes)) if fields.get("type") == Some(&json!(ct)) && !bytes.is_empty() => {
+                s.next += 1;
+                let media_id = format!("{}", 4_490_000_000_000_000u64 + s.next);
+                s.media.insert(media_id.clone(), (id.clone(), ct, bytes));
+                (StatusCode::OK, json!({"id": media_id}))
+            }
+            _ => (
+                StatusCode::BAD_REQUEST,
+                error_body(&invalid(
+                    "Param file must be a file with a type matching `type`.",
+                )),
+            ),
+        }
+    };
+    s.calls.push(Call {
+        method: "POST".into(),
+        id: format!("{id}/media"),
+        token,
+        query: HashMap::new(),
+        body: Value::Object(fields),
+        status: status.as_u16(),
+    });
+    (status, Json(body)).into_response()
 }
 
 /// `GET /whatsapp_business/attachments/?mid=<media id>`: the file, with the number's token.

@@ -373,6 +373,17 @@ fn answer(s: &mut Inner, token: Option<String>, method: &str, body: Value) -> Re
             if let Some(t) = body.get("text") {
                 result["text"] = t.clone();
             }
+            // Media: the file as Telegram stored it (a new file_id when it fetched a URL).
+            if *field != "text" && *field != "latitude" {
+                let given = body[*field].as_str().unwrap_or_default();
+                let file_id = if given.starts_with("http://") || given.starts_with("https://") {
+                    format!("AgACsent{}x{}", chat.unsigned_abs(), *id)
+                } else {
+                    given.to_owned()
+                };
+                let file = json!({"file_id": file_id, "file_unique_id": format!("u{file_id}")});
+                result[*field] = if *field == "photo" { json!([file]) } else { file };
+            }
             Json(json!({"ok": true, "result": result})).into_response()
         }
     }

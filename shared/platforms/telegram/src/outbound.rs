@@ -12,7 +12,9 @@
 //! | carousel | one message per card (degraded) |
 //! | template | refused: `unsupported_content` |
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use patchbay_contract::content::{Button, Media};
 use patchbay_contract::{Content, OutboundJob, Platform};
@@ -29,6 +31,36 @@ pub struct TelegramSender {
     base_url: String,
     caps: Capabilities,
     limits: Limits,
+    /// (bot token, upload URL) → the `file_id` Telegram gave the file when it first fetched
+    /// it: later sends of the same upload (`POST /v1/media`) reuse it instead of having
+    /// Telegram fetch the file again.
+    learned: Arc<Mutex<Learned>>,
+}
+
+/// (bot token, URL) → (`file_id`, when it was learned).
+type Learned = HashMap<(String, String), (String, Instant)>;
+
+/// How long a learned `file_id` is reused (Telegram keeps them valid far longer).
+const FILE_ID_REUSE: Duration = Duration::from_secs(24 * 3600);
+/// Learned `file_id`s remembered at most.
+const LEARNED_MAX: usize = 4096;
+
+/// The `file_id` of the file a media message carried, from the sent message (the largest
+/// size of a photo).
+pub fn sent_file_id(result: &Value) -> Option<&str> {
+    if let Some(sizes) = result.get("photo").and_then(Value::as_array) {
+        return sizes.last()?.get("file_id")?.as_str();
+    }
+    [
+        "video",
+        "audio",
+        "voice",
+        "document",
+        "animation",
+        "sticker",
+    ]
+    .iter()
+    .find_map(|k| result.get(*k)?.get("file_id")?.as_str())
 }
 
 impl TelegramSender {
@@ -39,6 +71,7 @@ impl TelegramSender {
             base_url: base_url.trim_end_matches('/').to_owned(),
             caps: crate::capabilities::capabilities(),
             limits,
+            learned: Arc::default(),
         })
     }
 }
@@ -241,7 +274,28 @@ impl OutboundAdapter for TelegramSender {
         target: Target<'_, TelegramCredentials>,
         job: &OutboundJob,
     ) -> Result<Sent, SendError> {
-        let parts = degrade(&job.content, &self.caps, "Telegram").map_err(SendError::Permanent)?;
+        // An upload sent before through this bot: by the file_id Telegram gave it.
+        let token = &target.credentials.bot_token;
+        let upload_url = Media::of(&job.content)
+            .filter(|m| m.media_id.is_some() && m.file_id.is_none())
+            .and_then(|m| m.url.clone());
+        let mut content = std::borrow::Cow::Borrowed(&job.content);
+        if let Some(url) = &upload_url {
+            let known = self
+                .learned
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&(token.clone(), url.clone()))
+                .filter(|(_, at)| at.elapsed() < FILE_ID_REUSE)
+                .map(|(id, _)| id.clone());
+            if let Some(id) = known
+                && let Some(m) = Media::of_mut(content.to_mut())
+            {
+                m.file_id = Some(id);
+            }
+        }
+        let learn = upload_url.filter(|_| matches!(content, std::borrow::Cow::Borrowed(_)));
+        let parts = degrade(&content, &self.caps, "Telegram").map_err(SendError::Permanent)?;
         let calls = parts
             .iter()
             .map(|c| render(&job.address, c))
@@ -273,6 +327,22 @@ impl OutboundAdapter for TelegramSender {
             })?;
             let id = classify(status, &body)?;
             first_id = first_id.or(id);
+            if let Some(url) = &learn
+                && let Ok(answer) = serde_json::from_slice::<Value>(&body)
+                && let Some(file_id) = sent_file_id(&answer["result"])
+            {
+                let mut learned = self.learned.lock().unwrap_or_else(|p| p.into_inner());
+                if learned.len() >= LEARNED_MAX {
+                    learned.retain(|_, (_, at)| at.elapsed() < FILE_ID_REUSE);
+                    if learned.len() >= LEARNED_MAX {
+                        learned.clear();
+                    }
+                }
+                learned.insert(
+                    (token.clone(), url.clone()),
+                    (file_id.to_owned(), Instant::now()),
+                );
+            }
         }
         Ok(Sent {
             platform_message_id: first_id,

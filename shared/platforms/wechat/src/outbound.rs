@@ -697,20 +697,13 @@ fn filename(url: &reqwest::Url, content_type: Option<&str>, kind: MediaKind) -> 
 
 /// A `multipart/form-data` body with one file part `media`: its content type and bytes.
 fn multipart(file: &Download) -> (String, Vec<u8>) {
-    let contains = |needle: &[u8]| file.bytes.windows(needle.len()).any(|w| w == needle);
-    let boundary = (0u32..)
-        .map(|i| format!("patchbay-media-{i:08x}"))
-        .find(|b| !contains(b.as_bytes()))
-        .unwrap_or_else(|| "patchbay-media".into());
-    let mut body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"media\"; filename=\"{}\"\r\n\
-         Content-Type: {}\r\n\r\n",
-        file.filename, file.content_type
+    patchbay_platform::http::multipart(
+        &[],
+        "media",
+        &file.filename,
+        &file.content_type,
+        &file.bytes,
     )
-    .into_bytes();
-    body.extend_from_slice(&file.bytes);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
 /// `<base><path>?<query>`, the values percent-encoded.
@@ -1059,7 +1052,27 @@ impl<T: AccessTokens> WechatSender<T> {
             return Ok(id.clone());
         }
         let file = self.download(url, kind).await?;
-        let (content_type, body) = multipart(&file);
+        let media_id = self.upload_file(creds, base_url, kind, &file).await?;
+        let mut uploads = self.uploads();
+        if uploads.len() >= UPLOAD_CACHE_MAX {
+            uploads.retain(|_, (_, at)| at.elapsed() < UPLOAD_REUSE);
+            if uploads.len() >= UPLOAD_CACHE_MAX {
+                uploads.clear();
+            }
+        }
+        uploads.insert(key, (media_id.clone(), Instant::now()));
+        Ok(media_id)
+    }
+
+    /// `media/upload` of `file` as temporary media of `kind`: its `media_id`.
+    async fn upload_file(
+        &self,
+        creds: &WechatCredentials,
+        base_url: &str,
+        kind: MediaKind,
+        file: &Download,
+    ) -> Result<String, SendError> {
+        let (content_type, body) = multipart(file);
         let answer = self
             .api(creds, base_url, "media upload", |token| {
                 let url = api_url(
@@ -1086,14 +1099,6 @@ impl<T: AccessTokens> WechatSender<T> {
                 )
             })?
             .to_owned();
-        let mut uploads = self.uploads();
-        if uploads.len() >= UPLOAD_CACHE_MAX {
-            uploads.retain(|_, (_, at)| at.elapsed() < UPLOAD_REUSE);
-            if uploads.len() >= UPLOAD_CACHE_MAX {
-                uploads.clear();
-            }
-        }
-        uploads.insert(key, (media_id.clone(), Instant::now()));
         Ok(media_id)
     }
 
@@ -1160,6 +1165,52 @@ impl<T: AccessTokens> OutboundAdapter for WechatSender<T> {
 
     fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// Temporary media lasts 3 days.
+    const MEDIA_REUSE: Duration = Duration::from_secs(3 * 24 * 3600);
+
+    /// `media/upload` as temporary media: images, voice (AMR, MP3) and video; WeChat sends no
+    /// files (`unsupported_content`).
+    async fn upload_media(
+        &self,
+        target: Target<'_, WechatCredentials>,
+        file: &patchbay_platform::media::Fetched,
+        kind: patchbay_platform::spec::MediaKind,
+        filename: Option<&str>,
+    ) -> Result<Option<String>, SendError> {
+        use patchbay_platform::spec::MediaKind as Kind;
+        let kind = match kind {
+            Kind::Image => MediaKind::Image,
+            Kind::Audio => MediaKind::Voice,
+            Kind::Video => MediaKind::Video,
+            Kind::File => return Err(unsupported("WeChat cannot send files")),
+        };
+        if file.bytes.len() > kind.max_bytes() {
+            return Err(invalid(format!(
+                "the {} is larger than WeChat takes ({} MB)",
+                kind.as_str(),
+                kind.max_bytes() >> 20
+            )));
+        }
+        let named = reqwest::Url::parse(&format!(
+            "https://upload.invalid/{}",
+            filename.unwrap_or("media")
+        ))
+        .ok();
+        let filename = named.map_or_else(
+            || format!("media.{}", kind.extensions()[0]),
+            |u| self::filename(&u, Some(&file.content_type), kind),
+        );
+        let download = Download {
+            filename,
+            content_type: file.content_type.clone(),
+            bytes: file.bytes.clone(),
+        };
+        let base = target.base_url.trim_end_matches('/');
+        self.upload_file(target.credentials, base, kind, &download)
+            .await
+            .map(Some)
     }
 
     /// `GET /cgi-bin/media/get?media_id=…` with the access token (WeChat keeps a follower's

@@ -397,6 +397,60 @@ impl OutboundAdapter for WhatsappSender {
         .await
     }
 
+    /// Uploaded media lasts 30 days.
+    const MEDIA_REUSE: Duration = Duration::from_secs(30 * 24 * 3600);
+
+    /// `POST /<PHONE_NUMBER_ID>/media` (multipart: `messaging_product`, `type`, `file`): the
+    /// media id sends give as `{"id": …}` (WhatsApp's preferred form over a link).
+    async fn upload_media(
+        &self,
+        target: Target<'_, WhatsappCredentials>,
+        file: &patchbay_platform::media::Fetched,
+        _kind: patchbay_platform::spec::MediaKind,
+        filename: Option<&str>,
+    ) -> Result<Option<String>, SendError> {
+        let (content_type, body) = patchbay_platform::http::multipart(
+            &[
+                ("messaging_product", "whatsapp"),
+                ("type", file.content_type.as_str()),
+            ],
+            "file",
+            filename.unwrap_or("media"),
+            &file.content_type,
+            &file.bytes,
+        );
+        let unreachable = |e: reqwest::Error| SendError::Retryable {
+            reason: format!("WhatsApp unreachable: {}", e.without_url()),
+            after: None,
+        };
+        let response = self
+            .http
+            .post(format!(
+                "{}/{}/media",
+                target.base_url.trim_end_matches('/'),
+                target.credentials.phone_number_id
+            ))
+            .bearer_auth(&target.credentials.access_token)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.map_err(unreachable)?;
+        if !(200..300).contains(&status) {
+            classify(status, &headers, &body)?;
+        }
+        let answer: Value = serde_json::from_slice(&body).unwrap_or_default();
+        answer["id"]
+            .as_str()
+            .map(|id| Some(id.to_owned()))
+            .ok_or_else(|| {
+                SendError::permanent("platform_error", "WhatsApp's upload answer has no id", None)
+            })
+    }
+
     /// `GET /<media id>` for the media's short-lived URL, then that URL, both with the access
     /// token (WhatsApp keeps a user's media 30 days).
     async fn fetch_media(
