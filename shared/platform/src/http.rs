@@ -14,34 +14,43 @@ pub fn client_builder(timeout: Duration) -> reqwest::ClientBuilder {
         .user_agent(concat!("Patchbay/", env!("CARGO_PKG_VERSION")))
 }
 
-/// Whether `ip` is on the public internet: not loopback, private, link-local, shared (CGNAT),
-/// unique-local, multicast or unspecified. Callback URLs must resolve to such addresses unless
-/// the operator allows private ones (SSRF guard).
+/// Whether `ip` is on the public internet: globally routable unicast, not loopback, private,
+/// link-local, shared (CGNAT), benchmarking (`198.18.0.0/15`), documentation, reserved
+/// (`240.0.0.0/4`), multicast or unspecified; for IPv6, within global unicast (`2000::/3`) and
+/// not a form that embeds an IPv4 address (NAT64 `64:ff9b::/96` and `64:ff9b:1::/48`, 6to4
+/// `2002::/16`, Teredo `2001::/32`, IPv4-compatible `::/96`), whose IPv4 part could be anything.
+/// IPv4-mapped addresses are judged by their IPv4 part. Callback and media URLs must resolve to
+/// such addresses unless the operator allows private ones (SSRF guard).
 pub fn is_public_ip(ip: std::net::IpAddr) -> bool {
     use std::net::IpAddr;
     match ip {
         IpAddr::V4(v4) => {
-            let o = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || o[0] == 0
-                || (o[0] == 100 && (64..128).contains(&o[1])))
+            let [a, b, c, _] = v4.octets();
+            !(a == 0
+                || a == 10
+                || a == 127
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 169 && b == 254)
+                || (a == 172 && (16..32).contains(&b))
+                || (a == 192 && b == 168)
+                || (a == 192 && b == 0 && c == 0)
+                || (a == 192 && b == 0 && c == 2)
+                || (a == 192 && b == 88 && c == 99)
+                || (a == 198 && (b == 18 || b == 19))
+                || (a == 198 && b == 51 && c == 100)
+                || (a == 203 && b == 0 && c == 113)
+                || a >= 224)
         }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_public_ip(IpAddr::V4(v4));
             }
             let s = v6.segments();
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00
-                || (s[0] & 0xffc0) == 0xfe80)
+            let global_unicast = (s[0] & 0xe000) == 0x2000;
+            global_unicast
+                && s[0] != 0x2002
+                && !(s[0] == 0x2001 && s[1] < 0x0200)
+                && !(s[0] == 0x2001 && s[1] == 0x0db8)
         }
     }
 }
@@ -69,10 +78,10 @@ pub async fn check_callback_url(raw: &str, allow_private: bool) -> Result<url::U
     if addrs.is_empty() {
         return Err(format!("host {host} does not resolve"));
     }
-    if let Some(bad) = addrs.iter().find(|a| !is_public_ip(a.ip())) {
+    // Which address is not said: a caller must not learn what an internal name resolves to.
+    if addrs.iter().any(|a| !is_public_ip(a.ip())) {
         return Err(format!(
-            "resolves to {}, a loopback or private address; the operator must allow private callbacks (PATCHBAY_ALLOW_PRIVATE_CALLBACKS=true)",
-            bad.ip()
+            "host {host} resolves to an address that is not public; the operator must allow private callbacks (PATCHBAY_ALLOW_PRIVATE_CALLBACKS=true)"
         ));
     }
     Ok(url)
@@ -181,10 +190,39 @@ mod tests {
             "fd00::1",
             "fe80::1",
             "::ffff:10.0.0.1",
+            // Ways around a check of the plain private ranges: the cloud metadata address
+            // embedded in NAT64, 6to4, Teredo and IPv4-compatible IPv6, and IPv4 ranges that
+            // are not globally routable.
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::a9fe:a9fe",
+            "2002:a9fe:a9fe::1",
+            "2001:0:4136:e378:8000:63bf:56f1:5601",
+            "::a9fe:a9fe",
+            "::",
+            "100::1",
+            "2001:db8::1",
+            "fec0::1",
+            "ff02::1",
+            "198.18.0.1",
+            "198.19.255.254",
+            "240.0.0.1",
+            "255.255.255.255",
+            "192.0.0.8",
+            "192.0.2.1",
+            "192.88.99.1",
+            "198.51.100.7",
+            "203.0.113.9",
+            "224.0.0.1",
         ] {
             assert!(!is_public_ip(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["8.8.8.8", "1.1.1.1", "2606:4700::1111"] {
+        for ip in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "2606:4700::1111",
+            "2a00:1450:4001:80b::200e",
+            "::ffff:8.8.8.8",
+        ] {
             assert!(is_public_ip(ip.parse().unwrap()), "{ip}");
         }
     }
@@ -200,11 +238,10 @@ mod tests {
                 .await
                 .is_ok()
         );
-        assert!(
-            check_callback_url("http://localhost:9/hook", false)
-                .await
-                .is_err()
-        );
+        let e = check_callback_url("http://localhost:9/hook", false)
+            .await
+            .unwrap_err();
+        assert!(!e.contains("127.0.0.1") && !e.contains("::1"), "{e}");
         assert!(
             check_callback_url("ftp://example.com/", true)
                 .await

@@ -116,6 +116,8 @@ pub fn tenant_client(
     user_agent: &str,
 ) -> reqwest::Result<reqwest::Client> {
     crate::http::client_builder(timeout)
+        // HTTP(S)_PROXY in the environment would send tenant requests past the resolver.
+        .no_proxy()
         .dns_resolver(Arc::new(GuardedResolver { allow_private }))
         .user_agent(user_agent)
         .build()

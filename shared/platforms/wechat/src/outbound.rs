@@ -942,8 +942,7 @@ impl<T: AccessTokens> WechatSender<T> {
         for a in addrs {
             if !patchbay_platform::http::is_public_ip(a.ip()) {
                 return Err(unavailable(format!(
-                    "media host {domain} resolves to {}, a loopback or private address",
-                    a.ip()
+                    "media host {domain} resolves to an address that is not public"
                 )));
             }
         }
