@@ -173,6 +173,17 @@ pub(crate) struct BotPatch {
             Option<patchbay_contract::FallbackTemplate>,
         >,
     >,
+    /// Per platform: the bot's settings there, checked by the platform (`null` removes
+    /// them; platforms not named keep theirs): `send_outside_window` (Viber: send what the
+    /// bot starts outside the 24-hour session, billed), `welcome` (Viber: the message
+    /// answering a user who opens the chat).
+    #[serde(default)]
+    platform_settings: Option<
+        std::collections::BTreeMap<
+            patchbay_contract::Platform,
+            Option<patchbay_contract::PlatformSettings>,
+        >,
+    >,
 }
 
 async fn set_bot_state(
@@ -187,6 +198,7 @@ async fn set_bot_state(
         enabled: body.enabled,
         rate_limit: body.rate_limit,
         fallback_templates: body.fallback_templates,
+        platform_settings: body.platform_settings,
     };
     let () = ask(&api, "auth", auth_ops::SET_BOT_STATE, &req).await?;
     Ok(StatusCode::NO_CONTENT)

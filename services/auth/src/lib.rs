@@ -53,6 +53,11 @@ pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] = &[
         "fallback_templates",
         include_str!("../migrations/0006_fallback_templates.sql"),
     ),
+    (
+        7,
+        "platform_settings",
+        include_str!("../migrations/0007_platform_settings.sql"),
+    ),
 ];
 
 /// How long verifying a new callback URL may take (the dispatcher's own timeout applies
@@ -452,15 +457,22 @@ impl Auth {
                     .map_err(|e| RpcError::new(422, "invalid_request", e.to_string()))?;
             }
         }
+        for (platform, settings) in req.platform_settings.iter().flatten() {
+            if let Some(s) = settings {
+                patchbay_registry::check_settings(*platform, s)
+                    .map_err(|e| RpcError::new(422, "invalid_request", e.to_string()))?;
+            }
+        }
         store::set_bot_state(
             &self.pool,
             &req.bot_id,
             req.enabled,
             req.rate_limit,
             req.fallback_templates.as_ref(),
+            req.platform_settings.as_ref(),
         )
         .await?;
-        tracing::info!(bot_id = %req.bot_id, enabled = ?req.enabled, rate_limit = ?req.rate_limit, fallback_templates = ?req.fallback_templates, "bot state changed");
+        tracing::info!(bot_id = %req.bot_id, enabled = ?req.enabled, rate_limit = ?req.rate_limit, fallback_templates = ?req.fallback_templates, platform_settings = ?req.platform_settings, "bot state changed");
         self.publish_bot(&req.bot_id).await
     }
 

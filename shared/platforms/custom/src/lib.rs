@@ -25,7 +25,7 @@ pub use outbound::CustomSender;
 
 use patchbay_contract::Platform;
 use patchbay_contract::windows::WindowPolicy;
-use patchbay_platform::spec::{FirstContact, PlatformSpec};
+use patchbay_platform::spec::{self, FirstContact, PlatformSpec};
 
 /// Custom channels, as the registry lists them.
 pub const SPEC: PlatformSpec = PlatformSpec {
@@ -35,4 +35,5 @@ pub const SPEC: PlatformSpec = PlatformSpec {
     normalise: inbound::normalise,
     webhook_path: |channel| format!("/v1/custom/{channel}"),
     first_contact: FirstContact::EmailOrPhone,
+    settings: spec::no_settings,
 };

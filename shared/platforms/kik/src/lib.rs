@@ -42,4 +42,5 @@ pub const SPEC: PlatformSpec = PlatformSpec {
     normalise: <Kik as InboundAdapter>::normalise,
     webhook_path: |channel| spec::webhook_path_for(Platform::Kik, channel),
     first_contact: FirstContact::None,
+    settings: spec::no_settings,
 };

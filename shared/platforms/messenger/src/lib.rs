@@ -37,6 +37,8 @@ pub const WINDOW: WindowPolicy = WindowPolicy {
     human_agent_secs: Some(7 * DAY),
     reply_token_secs: None,
     per_inbound: None,
+    billed_outside: false,
+    billed_allowed: false,
     name: "Messenger's 24-hour standard messaging window",
 };
 
@@ -48,4 +50,5 @@ pub const SPEC: PlatformSpec = PlatformSpec {
     normalise: <Messenger as InboundAdapter>::normalise,
     webhook_path: |channel| spec::webhook_path_for(Platform::Messenger, channel),
     first_contact: FirstContact::None,
+    settings: spec::no_settings,
 };

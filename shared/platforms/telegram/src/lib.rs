@@ -32,4 +32,5 @@ pub const SPEC: PlatformSpec = PlatformSpec {
     normalise: <Telegram as InboundAdapter>::normalise,
     webhook_path: |channel| spec::webhook_path_for(Platform::Telegram, channel),
     first_contact: FirstContact::None,
+    settings: spec::no_settings,
 };

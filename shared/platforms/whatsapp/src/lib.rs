@@ -41,6 +41,8 @@ pub const WINDOW: WindowPolicy = WindowPolicy {
     human_agent_secs: None,
     reply_token_secs: None,
     per_inbound: None,
+    billed_outside: false,
+    billed_allowed: false,
     name: "WhatsApp's 24-hour customer-service window",
 };
 
@@ -53,4 +55,5 @@ pub const SPEC: PlatformSpec = PlatformSpec {
     normalise: <Whatsapp as InboundAdapter>::normalise,
     webhook_path: |channel| spec::webhook_path_for(Platform::Whatsapp, channel),
     first_contact: FirstContact::Phone,
+    settings: spec::no_settings,
 };
