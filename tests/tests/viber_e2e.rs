@@ -426,3 +426,58 @@ async fn outside_the_24_hour_session_sends_go_out_only_when_the_bot_allows_bille
     assert_eq!(stack.viber.messages()[0]["text"], "news!");
     stack.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabling_the_channel_removes_the_webhook_at_viber_and_enabling_sets_it_again() {
+    let stack = Stack::start().await;
+    let bot = stack.viber_bot(None, json!({})).await;
+    let webhook = stack.viber.webhook(&bot.auth_token).unwrap();
+    assert!(webhook.ends_with(&bot.webhook_path), "{webhook}");
+    let path = format!("/admin/v1/bots/{}/channels/{}", bot.id, bot.channel_id);
+    let (status, e) = stack
+        .call(
+            "PATCH",
+            &path,
+            Some(stack.admin_token()),
+            Some(&json!({"enabled": false})),
+        )
+        .await;
+    assert_eq!(status, 204, "{e}");
+    eventually(TIMEOUT, "the webhook removed at Viber", || async {
+        (stack.viber.webhook(&bot.auth_token).as_deref() == Some("")).then_some(())
+    })
+    .await;
+    let removal = stack.viber.calls_to(SET_WEBHOOK_PATH).pop().unwrap();
+    assert_eq!(removal.body, json!({"url": ""}));
+    assert_eq!(removal.token.as_deref(), Some(bot.auth_token.as_str()));
+    // The disabled channel's webhooks are refused.
+    assert_eq!(
+        post(&stack, &bot, fx::text(7001, fx::USER, "hi")).await.0,
+        404
+    );
+
+    let (status, e) = stack
+        .call(
+            "PATCH",
+            &path,
+            Some(stack.admin_token()),
+            Some(&json!({"enabled": true})),
+        )
+        .await;
+    assert_eq!(status, 204, "{e}");
+    eventually(TIMEOUT, "the webhook set again", || async {
+        (stack.viber.webhook(&bot.auth_token).as_deref() == Some(webhook.as_str())).then_some(())
+    })
+    .await;
+    let other = stack.viber_bot(None, json!({})).await;
+    let (status, _) = stack
+        .call(
+            "PATCH",
+            &format!("/admin/v1/bots/{}/channels/{}", bot.id, other.channel_id),
+            Some(stack.admin_token()),
+            Some(&json!({"enabled": false})),
+        )
+        .await;
+    assert_eq!(status, 404, "another bot's channel");
+    stack.shutdown().await;
+}

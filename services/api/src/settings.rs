@@ -29,6 +29,10 @@ pub(crate) fn routes() -> Router<Arc<Api>> {
         .route("/v1/keys/rotate", post(rotate_key))
         .route("/v1/keys/{key_id}", delete(revoke_own_key))
         .route("/admin/v1/bots/{bot_id}", patch(set_bot_state))
+        .route(
+            "/admin/v1/bots/{bot_id}/channels/{channel_id}",
+            patch(set_channel_state),
+        )
         .route("/admin/v1/tenants", post(create_tenant).get(list_tenants))
         .route("/admin/v1/bots", get(list_bots))
         .route(
@@ -201,6 +205,31 @@ async fn set_bot_state(
         platform_settings: body.platform_settings,
     };
     let () = ask(&api, "auth", auth_ops::SET_BOT_STATE, &req).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Body of `PATCH /admin/v1/bots/{bot_id}/channels/{channel_id}`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ChannelPatch {
+    /// Whether the channel receives and sends (a Viber channel's webhook is removed at
+    /// Viber while it is disabled, and set again when it is enabled).
+    enabled: bool,
+}
+
+async fn set_channel_state(
+    _: Admin,
+    State(api): State<Arc<Api>>,
+    Path((bot_id, channel_id)): Path<(String, String)>,
+    ApiJson(body): ApiJson<ChannelPatch>,
+) -> Result<StatusCode, ApiError> {
+    let req = patchbay_contract::ChannelStateRequest {
+        v: V1,
+        bot_id,
+        channel_id,
+        enabled: body.enabled,
+    };
+    let () = ask(&api, "auth", auth_ops::SET_CHANNEL_STATE, &req).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

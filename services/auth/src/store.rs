@@ -294,6 +294,32 @@ pub async fn load_channel(pool: &PgPool, id: &str) -> Result<ChannelRecord, RpcE
     })
 }
 
+/// Enables or disables the channel `channel_id` of `bot_id`.
+pub async fn set_channel_enabled(
+    pool: &PgPool,
+    bot_id: &str,
+    channel_id: &str,
+    enabled: bool,
+) -> Result<(), RpcError> {
+    let done = sqlx::query(
+        "update channels set enabled = $3, updated_at = now() where id = $1 and bot_id = $2",
+    )
+    .bind(channel_id)
+    .bind(bot_id)
+    .bind(enabled)
+    .execute(pool)
+    .await
+    .map_err(db)?;
+    if done.rows_affected() == 0 {
+        return Err(RpcError::new(
+            404,
+            "not_found",
+            format!("bot {bot_id} has no channel {channel_id}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Ids of every bot and channel.
 pub async fn all_ids(pool: &PgPool) -> Result<(Vec<String>, Vec<String>), RpcError> {
     let bots = sqlx::query_scalar("select id from bots order by id")

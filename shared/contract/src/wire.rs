@@ -885,6 +885,8 @@ pub mod auth_ops {
     pub const REVOKE_KEY: &str = "revoke_key";
     /// [`super::BotStateRequest`] → `()`.
     pub const SET_BOT_STATE: &str = "set_bot_state";
+    /// [`super::ChannelStateRequest`] → `()`.
+    pub const SET_CHANNEL_STATE: &str = "set_channel_state";
     /// [`super::CreateTenantRequest`] → [`super::Tenant`].
     pub const CREATE_TENANT: &str = "create_tenant";
     /// `{}` → a list of [`super::Tenant`].
@@ -1241,6 +1243,22 @@ pub struct BotStateRequest {
     /// platforms not named keep theirs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform_settings: Option<BTreeMap<Platform, Option<PlatformSettings>>>,
+}
+
+/// Enable or disable one of a bot's channels: a disabled channel receives nothing (its
+/// webhooks answer 404) and sends nothing, and platforms whose webhook Patchbay registers
+/// (Viber) have it removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ChannelStateRequest {
+    /// Payload version.
+    #[serde(default)]
+    pub v: V1,
+    /// The bot.
+    pub bot_id: String,
+    /// The channel.
+    pub channel_id: String,
+    /// Whether it receives and sends.
+    pub enabled: bool,
 }
 
 /// Check that a callback URL answers the subscription challenge (GET with `hub.mode`,
