@@ -337,6 +337,24 @@ enum Channels {
         #[arg(long)]
         api_base_url: Option<String>,
     },
+    /// Connect a bot to a Viber bot (outbound-viber then sets its webhook at Viber).
+    CreateViber {
+        /// The bot.
+        #[arg(long)]
+        bot: String,
+        /// The Viber bot's auth token (signs the callbacks, authenticates the calls).
+        #[arg(long, env = "VIBER_AUTH_TOKEN", hide_env_values = true)]
+        auth_token: String,
+        /// The sender name its messages show (at most 28 characters; else the bot's name).
+        #[arg(long)]
+        sender_name: Option<String>,
+        /// The URL of the sender avatar its messages show.
+        #[arg(long)]
+        sender_avatar: Option<String>,
+        /// Another Viber API base URL (operators only).
+        #[arg(long)]
+        api_base_url: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -684,6 +702,28 @@ fn admin(cli: Cli) -> anyhow::Result<()> {
                        "api_base_url": api_base_url}),
                     &["id", "webhook_path"],
                 ),
+                Command::Channels(Channels::CreateViber {
+                    bot,
+                    auth_token,
+                    sender_name,
+                    sender_avatar,
+                    api_base_url,
+                }) => {
+                    let mut credentials = json!({ "auth_token": auth_token });
+                    if let Some(n) = sender_name {
+                        credentials["sender_name"] = json!(n);
+                    }
+                    if let Some(a) = sender_avatar {
+                        credentials["sender_avatar"] = json!(a);
+                    }
+                    (
+                        format!("/admin/v1/bots/{bot}/channels"),
+                        cli.token.clone(),
+                        json!({"platform": "viber", "credentials": credentials,
+                               "api_base_url": api_base_url}),
+                        &["id", "webhook_path"],
+                    )
+                }
                 Command::Send {
                     api_key,
                     user,

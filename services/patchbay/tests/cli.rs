@@ -225,6 +225,26 @@ async fn operators_and_bot_developers_work_from_the_command_line() {
         field(&kik, "webhook_path").starts_with("/webhooks/kik/ch_"),
         "{kik}"
     );
+    let viber = ok(
+        &i,
+        &[
+            "channels",
+            "create-viber",
+            "--bot",
+            &bot_id,
+            "--auth-token",
+            "4453b6ac12345678-e02c5f12174805f9-daec9cbb5448c51f",
+            "--sender-name",
+            "Corner Shop",
+            // outbound-viber sets a new bot's webhook: a closed local port, not Viber.
+            "--api-base-url",
+            "http://127.0.0.1:9",
+        ],
+    );
+    assert!(
+        field(&viber, "webhook_path").starts_with("/webhooks/viber/ch_"),
+        "{viber}"
+    );
     let refused = cli(
         &i,
         &[
