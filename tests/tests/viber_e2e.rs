@@ -481,3 +481,57 @@ async fn disabling_the_channel_removes_the_webhook_at_viber_and_enabling_sets_it
     assert_eq!(status, 404, "another bot's channel");
     stack.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_message_kind_arrives_as_its_event_with_viber_s_media_urls() {
+    let stack = Stack::start().await;
+    let bot = stack
+        .viber_bot(Some(vec!["message.received"]), json!({}))
+        .await;
+    let u = fx::USER;
+    let cases = [
+        (
+            fx::picture(8001, u, "https://dl-media.viber.com/p.jpg", "Look"),
+            json!({"type": "image", "url": "https://dl-media.viber.com/p.jpg", "caption": "Look",
+                   "filename": "photo.jpg"}),
+        ),
+        (
+            fx::video(8002, u, "https://dl-media.viber.com/v.mp4"),
+            json!({"type": "video", "url": "https://dl-media.viber.com/v.mp4"}),
+        ),
+        (
+            fx::file(8003, u, "https://dl-media.viber.com/r.pdf", "r.pdf"),
+            json!({"type": "file", "url": "https://dl-media.viber.com/r.pdf", "filename": "r.pdf"}),
+        ),
+        (
+            fx::sticker(8004, u, 40100),
+            json!({"type": "sticker", "id": "40100"}),
+        ),
+        (
+            fx::contact(8005, u, "Rui", "+351910000002"),
+            json!({"type": "text", "text": "Rui\n+351910000002"}),
+        ),
+        (
+            fx::location(8006, u, 38.7, -9.14),
+            json!({"type": "location", "latitude": 38.7, "longitude": -9.14}),
+        ),
+        (
+            fx::url(8007, u, "https://example.com/a"),
+            json!({"type": "text", "text": "https://example.com/a"}),
+        ),
+    ];
+    for (callback, _) in &cases {
+        assert_eq!(post(&stack, &bot, callback.clone()).await.0, 200);
+    }
+    let events = stack.events_of("message.received", cases.len()).await;
+    for (callback, content) in &cases {
+        let token = callback["message_token"].to_string();
+        let e = events
+            .iter()
+            .map(Received::json)
+            .find(|e| e["message"]["platform_message_id"] == token.as_str())
+            .unwrap_or_else(|| panic!("the event of {callback}"));
+        assert_eq!(&e["message"]["content"], content, "{callback}");
+    }
+    stack.shutdown().await;
+}
