@@ -223,11 +223,20 @@ enum Webhook {
 }
 
 #[derive(Subcommand)]
-#[expect(
-    clippy::enum_variant_names,
-    reason = "the subcommands are create-<platform>"
-)]
 enum Channels {
+    /// Enable or disable one of a bot's channels (a disabled channel receives and sends
+    /// nothing; a Viber channel's webhook is removed at Viber meanwhile).
+    SetEnabled {
+        /// The bot.
+        #[arg(long)]
+        bot: String,
+        /// The channel.
+        #[arg(long)]
+        channel: String,
+        /// `true` or `false`.
+        #[arg(long, action = clap::ArgAction::Set)]
+        enabled: bool,
+    },
     /// Connect a bot to a Telegram bot.
     CreateTelegram {
         /// The bot.
@@ -702,6 +711,19 @@ fn admin(cli: Cli) -> anyhow::Result<()> {
                        "api_base_url": api_base_url}),
                     &["id", "webhook_path"],
                 ),
+                Command::Channels(Channels::SetEnabled {
+                    bot,
+                    channel,
+                    enabled,
+                }) => {
+                    method = reqwest::Method::PATCH;
+                    (
+                        format!("/admin/v1/bots/{bot}/channels/{channel}"),
+                        cli.token.clone(),
+                        json!({ "enabled": enabled }),
+                        &[],
+                    )
+                }
                 Command::Channels(Channels::CreateViber {
                     bot,
                     auth_token,

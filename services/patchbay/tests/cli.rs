@@ -245,6 +245,41 @@ async fn operators_and_bot_developers_work_from_the_command_line() {
         field(&viber, "webhook_path").starts_with("/webhooks/viber/ch_"),
         "{viber}"
     );
+    let viber_channel = field(&viber, "id");
+    for enabled in ["false", "true"] {
+        ok(
+            &i,
+            &[
+                "channels",
+                "set-enabled",
+                "--bot",
+                &bot_id,
+                "--channel",
+                &viber_channel,
+                "--enabled",
+                enabled,
+            ],
+        );
+    }
+    let unknown = cli(
+        &i,
+        &[
+            "channels",
+            "set-enabled",
+            "--bot",
+            &bot_id,
+            "--channel",
+            "ch_nope",
+            "--enabled",
+            "false",
+        ],
+    );
+    assert!(!unknown.status.success(), "an unknown channel is refused");
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("404"),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
+    );
     let refused = cli(
         &i,
         &[
