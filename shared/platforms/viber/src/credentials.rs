@@ -16,8 +16,8 @@ pub struct ViberCredentials {
     /// The bot's auth token (shown in the bot's "edit info" screen or by its partner): the
     /// `X-Viber-Auth-Token` of every call and the key of every callback's signature.
     pub auth_token: String,
-    /// The sender name every message shows (at most 28 characters); without it, the bot
-    /// account's own name (`get_account_info`).
+    /// The sender name every message shows (at most 28 characters); without it, the Patchbay
+    /// bot's name (cut to 28 characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sender_name: Option<String>,
     /// The sender avatar every message shows (an `https` URL of a picture of at most 100 KB).
