@@ -30,6 +30,8 @@ FAKE_TG_PORT="$(pick_port $((FAKE_TENANT_PORT + 1)))"
 FAKE_GRAPH_PORT="$(pick_port $((FAKE_TG_PORT + 1)))"
 FAKE_WECHAT_PORT="$(pick_port $((FAKE_GRAPH_PORT + 1)))"
 FAKE_KIK_PORT="$(pick_port $((FAKE_WECHAT_PORT + 1)))"
+# FAKE_KIK_PORT + 1 is the demo LINE API's.
+FAKE_VIBER_PORT="$(pick_port $((FAKE_KIK_PORT + 2)))"
 
 echo "building patchbay…"
 cargo build --quiet -p patchbay -p patchbay-testkit --bins
@@ -70,7 +72,7 @@ else
 fi
 
 "$BIN/patchbay-fakes" "127.0.0.1:$FAKE_TENANT_PORT" "127.0.0.1:$FAKE_TG_PORT" "127.0.0.1:$FAKE_GRAPH_PORT" \
-  "127.0.0.1:$FAKE_WECHAT_PORT" "127.0.0.1:$FAKE_KIK_PORT" > "$DATA/fakes.log" 2>&1 &
+  "127.0.0.1:$FAKE_WECHAT_PORT" "127.0.0.1:$FAKE_KIK_PORT" "127.0.0.1:$FAKE_VIBER_PORT" > "$DATA/fakes.log" 2>&1 &
 pids+=($!)
 
 export PATCHBAY_HTTP_ADDR="$HTTP_HOST:$HTTP_PORT"
@@ -79,6 +81,8 @@ export PATCHBAY_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
 export PATCHBAY_MASTER_KEY="$(cat "$DATA/master.key")"
 export PATCHBAY_ADMIN_TOKEN="$ADMIN_TOKEN"
 export PATCHBAY_ALLOW_PRIVATE_CALLBACKS=true
+# Where platforms reach the webhooks (the demo Viber API posts its check callback there).
+export PATCHBAY_PUBLIC_URL="${PATCHBAY_PUBLIC_URL:-http://$HTTP_HOST:$HTTP_PORT}"
 export PATCHBAY_LOG_FORMAT="${PATCHBAY_LOG_FORMAT:-text}"
 "$BIN/patchbay" all > >(tee -a "$DATA/patchbay.log") 2>&1 &
 pids+=($!)
@@ -99,6 +103,7 @@ Patchbay is running on $URL   (data: $DATA)
   demo Meta Graph API (Messenger, WhatsApp; give it as a channel's api_base_url): http://127.0.0.1:$FAKE_GRAPH_PORT/v25.0
   demo WeChat API (AppID wx2c2769f8efd9abc2, AppSecret demo-secret, follower oUser123): http://127.0.0.1:$FAKE_WECHAT_PORT
   demo Kik API (bot demobot, API key demo-key, user ada): http://127.0.0.1:$FAKE_KIK_PORT
+  demo Viber API (auth token demo-viber-token, subscriber 01234567890A=): http://127.0.0.1:$FAKE_VIBER_PORT
   what the demo tenant and Telegram API receive:  tail -f $DATA/fakes.log
 
 Quickstart (in another shell):
@@ -148,6 +153,18 @@ Quickstart (in another shell):
   curl -s -X POST \$PATCHBAY_URL/webhooks/kik/\$KIK -H 'content-type: application/json' -H 'X-Kik-Username: demobot' \\
     -H "X-Kik-Signature: \$(printf '%s' "\$BODY" | python3 -c 'import hmac,hashlib,sys; print(hmac.new(b"demo-key", sys.stdin.buffer.read(), hashlib.sha1).hexdigest())')" -d "\$BODY"
   #    → the reply goes out through Kik's /v1/message: tail $DATA/fakes.log
+
+  # 7. Viber: a channel on the demo Viber API (outbound-viber sets its webhook there, and the
+  #    demo API checks it with a signed callback), then a message signed as Viber signs it
+  curl -s -X POST \$PATCHBAY_URL/admin/v1/bots/\$BOT/channels -H "Authorization: Bearer \$PATCHBAY_ADMIN_TOKEN" \\
+    -H 'content-type: application/json' \\
+    -d '{"platform": "viber", "credentials": {"auth_token": "demo-viber-token", "sender_name": "Demo Shop"},
+         "api_base_url": "http://127.0.0.1:$FAKE_VIBER_PORT"}'
+  #    → {"id": "ch_…", "webhook_path": "/webhooks/viber/ch_…"}   export VB=ch_…
+  BODY="{\"event\": \"message\", \"timestamp\": \$(date +%s)000, \"message_token\": 4912661846655238145, \"sender\": {\"id\": \"01234567890A=\", \"name\": \"Ana\"}, \"message\": {\"type\": \"text\", \"text\": \"hello\"}}"
+  curl -s -X POST \$PATCHBAY_URL/webhooks/viber/\$VB -H 'content-type: application/json' \\
+    -H "X-Viber-Content-Signature: \$(printf '%s' "\$BODY" | python3 -c 'import hmac,hashlib,sys; print(hmac.new(b"demo-viber-token", sys.stdin.buffer.read(), hashlib.sha256).hexdigest())')" -d "\$BODY"
+  #    → the reply goes out through Viber's send_message: tail $DATA/fakes.log
 
 The same with the CLI: target/debug/patchbay bots create --name demo --webhook-url http://127.0.0.1:$FAKE_TENANT_PORT/hook
 Ctrl-C stops everything; data stays in $DATA (make clean removes it).

@@ -14,6 +14,7 @@ use patchbay_testkit::nats::NatsServer;
 use patchbay_testkit::postgres::PgServer;
 use patchbay_testkit::telegram::FakeTelegram;
 use patchbay_testkit::tenant::FakeTenant;
+use patchbay_testkit::viber::FakeViber;
 use patchbay_testkit::wechat::FakeWechat;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -48,6 +49,8 @@ pub struct Stack {
     pub wechat: FakeWechat,
     /// The fake Kik bot API.
     pub kik: FakeKik,
+    /// The fake Viber REST bot API (its check callbacks go to the Viber ingress).
+    pub viber: FakeViber,
     /// An HTTP client.
     pub http: reqwest::Client,
     layout: Layout,
@@ -136,6 +139,23 @@ pub struct KikBot {
     pub kik_api_key: String,
 }
 
+/// A bot created through the admin API with a Viber channel on the fake Viber API.
+#[derive(Debug, Clone)]
+pub struct ViberBot {
+    /// Bot id.
+    pub id: String,
+    /// API key.
+    pub api_key: String,
+    /// Standard Webhooks secret.
+    pub webhook_secret: String,
+    /// Channel id.
+    pub channel_id: String,
+    /// `/webhooks/viber/<channel>`.
+    pub webhook_path: String,
+    /// The Viber bot's auth token (signs callbacks, authenticates calls).
+    pub auth_token: String,
+}
+
 /// How a WeChat webhook is posted: the admin console's three message modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WechatMode {
@@ -173,14 +193,15 @@ impl Stack {
     /// A stack with options.
     pub async fn start_with(options: Options) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let (nats, pg, tenant, telegram, graph, wechat, kik) = tokio::join!(
+        let (nats, pg, tenant, telegram, graph, wechat, kik, viber) = tokio::join!(
             NatsServer::start(),
             PgServer::start(),
             FakeTenant::start(),
             FakeTelegram::start(),
             FakeGraph::start(),
             FakeWechat::start(),
-            FakeKik::start()
+            FakeKik::start(),
+            FakeViber::start()
         );
         let (nats, pg) = (
             nats.expect("nats-server starts"),
@@ -214,6 +235,8 @@ impl Stack {
             wechat_per_user_burst: 10_000,
             kik_api_base_url: kik.base_url(),
             kik_per_user_burst: 10_000,
+            viber_api_base_url: viber.base_url(),
+            viber_per_user_burst: 10_000,
             ..Config::default()
         };
         (options.configure)(&mut config);
@@ -230,6 +253,7 @@ impl Stack {
             graph,
             wechat,
             kik,
+            viber,
             http: reqwest::Client::new(),
             layout: options.layout,
             running: Vec::new(),
@@ -246,6 +270,8 @@ impl Stack {
                 }
             }
         }
+        // Viber's check callbacks reach the Viber ingress, as the public host would route them.
+        stack.viber.deliver_via(&stack.addr_of("ingress-viber"));
         stack
     }
 
@@ -840,6 +866,96 @@ impl Stack {
             .unwrap()
             .status()
             .as_u16()
+    }
+
+    /// A bot calling the fake tenant with a Viber channel (its own auth token on the fake
+    /// Viber API); `extra` adds credentials (`sender_name`, `sender_avatar`).
+    pub async fn viber_bot(&self, events: Option<Vec<&str>>, extra: Value) -> ViberBot {
+        let auth_token = format!(
+            "{}-{}",
+            patchbay_testkit::unique_prefix(),
+            patchbay_testkit::unique_prefix()
+        );
+        self.viber.add_bot(&auth_token, "Viber Test Bot");
+        let bot = self.create_bot(None, &self.tenant.url(), events).await;
+        let id = bot["id"].as_str().unwrap().to_owned();
+        let mut credentials = json!({ "auth_token": auth_token });
+        if let (Some(c), Value::Object(e)) = (credentials.as_object_mut(), extra) {
+            c.extend(e);
+        }
+        let ch = self
+            .add_channel(
+                &id,
+                json!({"platform": "viber", "credentials": credentials,
+                        "api_base_url": self.viber.base_url()}),
+            )
+            .await;
+        let channel_id = ch["id"].as_str().unwrap().to_owned();
+        // Viber sends nothing for a bot without a webhook: wait until outbound-viber set it
+        // (through the check callback the fake posts to the ingress).
+        let webhook = format!(
+            "{}{}",
+            self.config.public_url.trim_end_matches('/'),
+            ch["webhook_path"].as_str().unwrap()
+        );
+        eventually(WAIT, "the Viber webhook set", || async {
+            (self.viber.webhook(&auth_token).as_deref() == Some(webhook.as_str())).then_some(())
+        })
+        .await;
+        ViberBot {
+            id,
+            api_key: bot["api_key"].as_str().unwrap().to_owned(),
+            webhook_secret: bot["webhook_secret"].as_str().unwrap().to_owned(),
+            channel_id,
+            webhook_path: ch["webhook_path"].as_str().unwrap().to_owned(),
+            auth_token,
+        }
+    }
+
+    /// Posts `callback` to the bot's Viber webhook as Viber would (signed with its auth
+    /// token); returns the status and the body answered. A user who writes or subscribes
+    /// becomes a subscriber at the fake Viber (the bot may message them); one who
+    /// unsubscribes stops being one.
+    pub async fn post_viber(&self, bot: &ViberBot, callback: &Value) -> (u16, String) {
+        let user = callback
+            .pointer("/sender/id")
+            .or_else(|| callback.pointer("/user/id"))
+            .or_else(|| callback.get("user_id"))
+            .and_then(Value::as_str);
+        if let Some(user) = user {
+            match callback["event"].as_str().unwrap_or_default() {
+                "message" | "subscribed" => self.viber.add_subscriber(&bot.auth_token, user),
+                "unsubscribed" => self.viber.remove_subscriber(&bot.auth_token, user),
+                _ => {}
+            }
+        }
+        let raw = serde_json::to_vec(callback).unwrap();
+        let signature = patchbay_viber::fixtures::signature(&bot.auth_token, &raw);
+        self.post_viber_signed(bot, &signature, raw).await
+    }
+
+    /// Posts `raw` to the bot's Viber webhook with `signature`; returns status and body.
+    pub async fn post_viber_signed(
+        &self,
+        bot: &ViberBot,
+        signature: &str,
+        raw: Vec<u8>,
+    ) -> (u16, String) {
+        let r = self
+            .http
+            .post(format!(
+                "{}{}",
+                self.addr_of("ingress-viber"),
+                bot.webhook_path
+            ))
+            .header("content-type", "application/json")
+            .header("X-Viber-Content-Signature", signature)
+            .body(raw)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap())
     }
 
     /// Posts a Telegram update to the bot's webhook with `secret` in the secret header.

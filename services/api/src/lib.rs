@@ -23,7 +23,7 @@
 //! | `DELETE /v1/keys/{key_id}` | bot API key | revoke one of the bot's keys at once (204) |
 //! | `POST /admin/v1/tenants`, `GET /admin/v1/tenants` | operator token | create a tenant (201), list tenants |
 //! | `GET /admin/v1/bots` | operator token | list bots, optionally `?tenant_id=` |
-//! | `PATCH /admin/v1/bots/{bot_id}` | operator token | `{"enabled": false}` disables a bot everywhere; `rate_limit`; `fallback_templates` per platform (204) |
+//! | `PATCH /admin/v1/bots/{bot_id}` | operator token | `{"enabled": false}` disables a bot everywhere; `rate_limit`; `fallback_templates` and `platform_settings` per platform (204) |
 //! | `POST /admin/v1/bots/{bot_id}/keys/rotate` | operator token | new API key (201) |
 //! | `POST /admin/v1/bots/{bot_id}/keys/{key_id}/revoke` | operator token | revoke a key at once (204) |
 //! | `GET /openapi.json` | none | the OpenAPI 3.1 document of all of the above |
@@ -593,7 +593,8 @@ async fn check_window(
     source: SendSource,
 ) -> Result<(), ApiError> {
     let platform = user.channel.platform;
-    let policy = patchbay_registry::window(platform);
+    let bot = api.view.bot(bot_id).await?;
+    let policy = patchbay_registry::window_for(platform, bot.as_deref());
     let now = chrono::Utc::now();
     let refused = messages.iter().enumerate().find_map(|(i, m)| {
         match policy.check(user.last_inbound_at, now, m, source) {
@@ -604,7 +605,6 @@ async fn check_window(
     let Some((i, closed_at)) = refused else {
         return Ok(());
     };
-    let bot = api.view.bot(bot_id).await?;
     if bot.is_some_and(|b| b.fallback_templates.contains_key(&platform)) {
         return Ok(());
     }

@@ -14,7 +14,7 @@ use patchbay_custom::api::{RegisterUser, RegisteredUser, SendAsUser, SentAsUser}
 
 use crate::codes::ClaimBody;
 use crate::conversations::{UpsertBody, Upserted};
-use crate::settings::{BotPatch, CreateTenantBody, Items, RotateBody};
+use crate::settings::{BotPatch, ChannelPatch, CreateTenantBody, Items, RotateBody};
 use crate::users::Profile;
 use crate::{Accepted, CreateBotBody, CreateChannelBody, ReplayBody, SendBody};
 
@@ -114,9 +114,18 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         "patch",
         "/admin/v1/bots/{bot_id}",
         Caller::Operator,
-        "Enable or disable a bot, set its API request limit or its fallback templates per \
-         platform (null removes one).",
+        "Enable or disable a bot, set its API request limit, its fallback templates or its \
+         settings per platform (null removes one).",
         Some(schema::<BotPatch>),
+        (204, None),
+    ),
+    op(
+        "patch",
+        "/admin/v1/bots/{bot_id}/channels/{channel_id}",
+        Caller::Operator,
+        "Enable or disable one of a bot's channels (a Viber channel's webhook is removed at \
+         Viber while disabled).",
+        Some(schema::<ChannelPatch>),
         (204, None),
     ),
     op(

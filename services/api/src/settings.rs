@@ -29,6 +29,10 @@ pub(crate) fn routes() -> Router<Arc<Api>> {
         .route("/v1/keys/rotate", post(rotate_key))
         .route("/v1/keys/{key_id}", delete(revoke_own_key))
         .route("/admin/v1/bots/{bot_id}", patch(set_bot_state))
+        .route(
+            "/admin/v1/bots/{bot_id}/channels/{channel_id}",
+            patch(set_channel_state),
+        )
         .route("/admin/v1/tenants", post(create_tenant).get(list_tenants))
         .route("/admin/v1/bots", get(list_bots))
         .route(
@@ -173,6 +177,17 @@ pub(crate) struct BotPatch {
             Option<patchbay_contract::FallbackTemplate>,
         >,
     >,
+    /// Per platform: the bot's settings there, checked by the platform (`null` removes
+    /// them; platforms not named keep theirs): `send_outside_window` (Viber: send what the
+    /// bot starts outside the 24-hour session, billed), `welcome` (Viber: the message
+    /// answering a user who opens the chat).
+    #[serde(default)]
+    platform_settings: Option<
+        std::collections::BTreeMap<
+            patchbay_contract::Platform,
+            Option<patchbay_contract::PlatformSettings>,
+        >,
+    >,
 }
 
 async fn set_bot_state(
@@ -187,8 +202,34 @@ async fn set_bot_state(
         enabled: body.enabled,
         rate_limit: body.rate_limit,
         fallback_templates: body.fallback_templates,
+        platform_settings: body.platform_settings,
     };
     let () = ask(&api, "auth", auth_ops::SET_BOT_STATE, &req).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Body of `PATCH /admin/v1/bots/{bot_id}/channels/{channel_id}`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ChannelPatch {
+    /// Whether the channel receives and sends (a Viber channel's webhook is removed at
+    /// Viber while it is disabled, and set again when it is enabled).
+    enabled: bool,
+}
+
+async fn set_channel_state(
+    _: Admin,
+    State(api): State<Arc<Api>>,
+    Path((bot_id, channel_id)): Path<(String, String)>,
+    ApiJson(body): ApiJson<ChannelPatch>,
+) -> Result<StatusCode, ApiError> {
+    let req = patchbay_contract::ChannelStateRequest {
+        v: V1,
+        bot_id,
+        channel_id,
+        enabled: body.enabled,
+    };
+    let () = ask(&api, "auth", auth_ops::SET_CHANNEL_STATE, &req).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -17,10 +17,10 @@ use patchbay_config::secrets::{api_key_hash, new_api_key, new_webhook_secret};
 use patchbay_contract::ids::{new_id, prefix};
 use patchbay_contract::subjects::Bucket;
 use patchbay_contract::{
-    BotStateRequest, CreateBotRequest, CreateChannelRequest, CreateTenantRequest, CreatedBot,
-    CreatedChannel, ListBotsRequest, RevokeKeyRequest, RotateRequest, RotatedKey, RotatedSecret,
-    RpcError, UpdateWebhookRequest, V1, VerifyEndpointRequest, WebhookInput, WebhookSettings,
-    auth_ops,
+    BotStateRequest, ChannelStateRequest, CreateBotRequest, CreateChannelRequest,
+    CreateTenantRequest, CreatedBot, CreatedChannel, ListBotsRequest, RevokeKeyRequest,
+    RotateRequest, RotatedKey, RotatedSecret, RpcError, UpdateWebhookRequest, V1,
+    VerifyEndpointRequest, WebhookInput, WebhookSettings, auth_ops,
 };
 use patchbay_runtime::{BoxError, Deps, Service};
 use sqlx::PgPool;
@@ -52,6 +52,11 @@ pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] = &[
         6,
         "fallback_templates",
         include_str!("../migrations/0006_fallback_templates.sql"),
+    ),
+    (
+        7,
+        "platform_settings",
+        include_str!("../migrations/0007_platform_settings.sql"),
     ),
 ];
 
@@ -166,6 +171,10 @@ impl Auth {
             }),
             auth_ops::SET_BOT_STATE => encode(match decode::<BotStateRequest>(&body) {
                 Ok(req) => self.set_bot_state(req).await,
+                Err(e) => Err(e),
+            }),
+            auth_ops::SET_CHANNEL_STATE => encode(match decode::<ChannelStateRequest>(&body) {
+                Ok(req) => self.set_channel_state(req).await,
                 Err(e) => Err(e),
             }),
             auth_ops::CREATE_TENANT => encode(match decode::<CreateTenantRequest>(&body) {
@@ -452,16 +461,30 @@ impl Auth {
                     .map_err(|e| RpcError::new(422, "invalid_request", e.to_string()))?;
             }
         }
+        for (platform, settings) in req.platform_settings.iter().flatten() {
+            if let Some(s) = settings {
+                patchbay_registry::check_settings(*platform, s)
+                    .map_err(|e| RpcError::new(422, "invalid_request", e.to_string()))?;
+            }
+        }
         store::set_bot_state(
             &self.pool,
             &req.bot_id,
             req.enabled,
             req.rate_limit,
             req.fallback_templates.as_ref(),
+            req.platform_settings.as_ref(),
         )
         .await?;
-        tracing::info!(bot_id = %req.bot_id, enabled = ?req.enabled, rate_limit = ?req.rate_limit, fallback_templates = ?req.fallback_templates, "bot state changed");
+        tracing::info!(bot_id = %req.bot_id, enabled = ?req.enabled, rate_limit = ?req.rate_limit, fallback_templates = ?req.fallback_templates, platform_settings = ?req.platform_settings, "bot state changed");
         self.publish_bot(&req.bot_id).await
+    }
+
+    async fn set_channel_state(&self, req: ChannelStateRequest) -> Result<(), RpcError> {
+        store::set_channel_enabled(&self.pool, &req.bot_id, &req.channel_id, req.enabled).await?;
+        self.publish_channel(&req.channel_id).await?;
+        tracing::info!(bot_id = %req.bot_id, channel_id = %req.channel_id, enabled = req.enabled, "channel state changed");
+        Ok(())
     }
 
     async fn set_webhook_state(

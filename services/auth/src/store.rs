@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use patchbay_contract::{
     ApiKeyRecord, BotRecord, BotSummary, ChannelRecord, ChannelRef, FallbackTemplate, Platform,
-    RateLimit, RpcError, SealedSecret, Tenant, V1, WebhookFlavour, WebhookSettings,
+    PlatformSettings, RateLimit, RpcError, SealedSecret, Tenant, V1, WebhookFlavour,
+    WebhookSettings,
 };
 use sqlx::{PgPool, Row};
 
@@ -155,7 +156,7 @@ pub async fn load_bot(
     let row = sqlx::query(
         "select tenant_id, name, enabled, webhook_url, webhook_flavour, webhook_events,
                 webhook_platforms, webhook_disabled_reason, rate_per_second, rate_burst,
-                fallback_templates, updated_at
+                fallback_templates, platform_settings, updated_at
          from bots where id = $1",
     )
     .bind(id)
@@ -221,6 +222,9 @@ pub async fn load_bot(
         },
         fallback_templates: row
             .get::<sqlx::types::Json<BTreeMap<Platform, FallbackTemplate>>, _>("fallback_templates")
+            .0,
+        platform_settings: row
+            .get::<sqlx::types::Json<BTreeMap<Platform, PlatformSettings>>, _>("platform_settings")
             .0,
         updated_at: row.get("updated_at"),
     };
@@ -288,6 +292,32 @@ pub async fn load_channel(pool: &PgPool, id: &str) -> Result<ChannelRecord, RpcE
         enabled: row.get("enabled"),
         updated_at: row.get("updated_at"),
     })
+}
+
+/// Enables or disables the channel `channel_id` of `bot_id`.
+pub async fn set_channel_enabled(
+    pool: &PgPool,
+    bot_id: &str,
+    channel_id: &str,
+    enabled: bool,
+) -> Result<(), RpcError> {
+    let done = sqlx::query(
+        "update channels set enabled = $3, updated_at = now() where id = $1 and bot_id = $2",
+    )
+    .bind(channel_id)
+    .bind(bot_id)
+    .bind(enabled)
+    .execute(pool)
+    .await
+    .map_err(db)?;
+    if done.rows_affected() == 0 {
+        return Err(RpcError::new(
+            404,
+            "not_found",
+            format!("bot {bot_id} has no channel {channel_id}"),
+        ));
+    }
+    Ok(())
 }
 
 /// Ids of every bot and channel.
@@ -441,14 +471,16 @@ pub async fn revoke_key(pool: &PgPool, bot_id: &str, key_id: &str) -> Result<Str
     })
 }
 
-/// Enables or disables a bot, sets its API request limit and its fallback templates (a
-/// platform mapped to `None` loses its template); absent values stay.
+/// Enables or disables a bot, sets its API request limit, its fallback templates and its
+/// platform settings (a platform mapped to `None` loses its template or settings); absent
+/// values stay.
 pub async fn set_bot_state(
     pool: &PgPool,
     bot_id: &str,
     enabled: Option<bool>,
     rate: Option<RateLimit>,
     templates: Option<&BTreeMap<Platform, Option<FallbackTemplate>>>,
+    settings: Option<&BTreeMap<Platform, Option<PlatformSettings>>>,
 ) -> Result<(), RpcError> {
     let set: BTreeMap<Platform, &FallbackTemplate> = templates
         .into_iter()
@@ -461,11 +493,23 @@ pub async fn set_bot_state(
         .filter(|(_, t)| t.is_none())
         .map(|(p, _)| p.as_str())
         .collect();
+    let settings_set: BTreeMap<Platform, &PlatformSettings> = settings
+        .into_iter()
+        .flatten()
+        .filter_map(|(p, s)| s.as_ref().map(|s| (*p, s)))
+        .collect();
+    let settings_removed: Vec<&str> = settings
+        .into_iter()
+        .flatten()
+        .filter(|(_, s)| s.is_none())
+        .map(|(p, _)| p.as_str())
+        .collect();
     let done = sqlx::query(
         "update bots set enabled = coalesce($2, enabled),
                          rate_per_second = coalesce($3, rate_per_second),
                          rate_burst = coalesce($4, rate_burst),
                          fallback_templates = (fallback_templates || $5) - $6::text[],
+                         platform_settings = (platform_settings || $7) - $8::text[],
                          updated_at = now()
          where id = $1",
     )
@@ -475,6 +519,8 @@ pub async fn set_bot_state(
     .bind(rate.map(|r| i32::try_from(r.burst).unwrap_or(i32::MAX)))
     .bind(sqlx::types::Json(&set))
     .bind(&removed)
+    .bind(sqlx::types::Json(&settings_set))
+    .bind(&settings_removed)
     .execute(pool)
     .await
     .map_err(db)?;
@@ -526,7 +572,7 @@ pub async fn list_bots(
 ) -> Result<Vec<BotSummary>, RpcError> {
     let rows = sqlx::query(
         "select b.id, b.tenant_id, b.name, b.enabled, b.webhook_url, b.created_at,
-                b.fallback_templates, count(c.id) as channels
+                b.fallback_templates, b.platform_settings, count(c.id) as channels
          from bots b left join channels c on c.bot_id = b.id
          where $1::text is null or b.tenant_id = $1
          group by b.id order by b.created_at, b.id",
@@ -547,6 +593,11 @@ pub async fn list_bots(
             fallback_templates: r
                 .get::<sqlx::types::Json<BTreeMap<Platform, FallbackTemplate>>, _>(
                     "fallback_templates",
+                )
+                .0,
+            platform_settings: r
+                .get::<sqlx::types::Json<BTreeMap<Platform, PlatformSettings>>, _>(
+                    "platform_settings",
                 )
                 .0,
             created_at: r.get("created_at"),

@@ -543,8 +543,8 @@ impl Handler<SendCommand> for Sends {
                 .map_err(db_error)?,
             None => 0,
         };
-        let plan = plan(
-            recipient.channel.platform,
+        let plan = plan_for(
+            patchbay_registry::window_for(recipient.channel.platform, Some(&bot)),
             recipient.last_inbound_at,
             sent,
             now,
@@ -672,6 +672,7 @@ impl Planned<'_> {
 /// since the user's last message). Outside the window or over the quota, the first free-form
 /// message becomes `fallback` (when the bot has one); the others fail, so the user gets the
 /// template once, not once per message.
+#[cfg(test)]
 fn plan<'a>(
     platform: patchbay_contract::Platform,
     last_inbound: Option<chrono::DateTime<chrono::Utc>>,
@@ -680,7 +681,26 @@ fn plan<'a>(
     cmd: &'a SendCommand,
     fallback: Option<&'a Content>,
 ) -> Vec<Planned<'a>> {
-    let policy = patchbay_registry::window(platform);
+    plan_for(
+        patchbay_registry::window(platform),
+        last_inbound,
+        sent,
+        now,
+        cmd,
+        fallback,
+    )
+}
+
+/// [`plan`] under `policy` (the platform's window as the bot's settings shape it: billed
+/// sends outside it allowed or not).
+fn plan_for<'a>(
+    policy: patchbay_contract::windows::WindowPolicy,
+    last_inbound: Option<chrono::DateTime<chrono::Utc>>,
+    sent: u32,
+    now: chrono::DateTime<chrono::Utc>,
+    cmd: &'a SendCommand,
+    fallback: Option<&'a Content>,
+) -> Vec<Planned<'a>> {
     let mut substituted = false;
     let mut counted = sent;
     let mut refuse = |content: &'a Content, refusal: DeliveryError| match fallback {
@@ -729,7 +749,9 @@ fn plan<'a>(
                     content,
                     tag: Some(MessageTag::HumanAgent),
                 },
-                Verdict::Unlimited | Verdict::Template => Planned::Send { content, tag: None },
+                Verdict::Unlimited | Verdict::Template | Verdict::Billed { .. } => {
+                    Planned::Send { content, tag: None }
+                }
             },
         )
         .collect()

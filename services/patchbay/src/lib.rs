@@ -24,6 +24,8 @@ pub const SERVICES: &[(&str, StartFn)] = &[
     ("ingress-wechat", patchbay_ingress_wechat::start),
     ("outbound-kik", patchbay_outbound_kik::start),
     ("ingress-kik", patchbay_ingress_kik::start),
+    ("outbound-viber", patchbay_outbound_viber::start),
+    ("ingress-viber", patchbay_ingress_viber::start),
     ("api", patchbay_api::start),
 ];
 

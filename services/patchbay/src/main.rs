@@ -46,7 +46,7 @@ enum Command {
         /// One of: auth, bot-router, normaliser, webhook-dispatcher, outbound-telegram,
         /// ingress-telegram, outbound-custom, ingress-custom, outbound-messenger,
         /// ingress-messenger, outbound-whatsapp, ingress-whatsapp, outbound-wechat,
-        /// ingress-wechat, outbound-kik, ingress-kik, api.
+        /// ingress-wechat, outbound-kik, ingress-kik, outbound-viber, ingress-viber, api.
         name: String,
     },
     /// Create or update the JetStream streams and buckets and apply every PostgreSQL
@@ -230,6 +230,19 @@ enum Channels {
         #[arg(long)]
         bot: String,
     },
+    /// Enable or disable one of a bot's channels (a disabled channel receives and sends
+    /// nothing; a Viber channel's webhook is removed at Viber meanwhile).
+    SetEnabled {
+        /// The bot.
+        #[arg(long)]
+        bot: String,
+        /// The channel.
+        #[arg(long)]
+        channel: String,
+        /// `true` or `false`.
+        #[arg(long, action = clap::ArgAction::Set)]
+        enabled: bool,
+    },
     /// Connect a bot to a Telegram bot.
     CreateTelegram {
         /// The bot.
@@ -336,6 +349,24 @@ enum Channels {
         #[arg(long, env = "KIK_API_KEY", hide_env_values = true)]
         api_key: String,
         /// Another Kik API base URL (operators only).
+        #[arg(long)]
+        api_base_url: Option<String>,
+    },
+    /// Connect a bot to a Viber bot (outbound-viber then sets its webhook at Viber).
+    CreateViber {
+        /// The bot.
+        #[arg(long)]
+        bot: String,
+        /// The Viber bot's auth token (signs the callbacks, authenticates the calls).
+        #[arg(long, env = "VIBER_AUTH_TOKEN", hide_env_values = true)]
+        auth_token: String,
+        /// The sender name its messages show (at most 28 characters; else the bot's name).
+        #[arg(long)]
+        sender_name: Option<String>,
+        /// The URL of the sender avatar its messages show.
+        #[arg(long)]
+        sender_avatar: Option<String>,
+        /// Another Viber API base URL (operators only).
         #[arg(long)]
         api_base_url: Option<String>,
     },
@@ -711,6 +742,41 @@ fn admin(cli: Cli) -> anyhow::Result<()> {
                        "api_base_url": api_base_url}),
                     &["id", "webhook_path"],
                 ),
+                Command::Channels(Channels::SetEnabled {
+                    bot,
+                    channel,
+                    enabled,
+                }) => {
+                    method = reqwest::Method::PATCH;
+                    (
+                        format!("/admin/v1/bots/{bot}/channels/{channel}"),
+                        cli.token.clone(),
+                        json!({ "enabled": enabled }),
+                        &[],
+                    )
+                }
+                Command::Channels(Channels::CreateViber {
+                    bot,
+                    auth_token,
+                    sender_name,
+                    sender_avatar,
+                    api_base_url,
+                }) => {
+                    let mut credentials = json!({ "auth_token": auth_token });
+                    if let Some(n) = sender_name {
+                        credentials["sender_name"] = json!(n);
+                    }
+                    if let Some(a) = sender_avatar {
+                        credentials["sender_avatar"] = json!(a);
+                    }
+                    (
+                        format!("/admin/v1/bots/{bot}/channels"),
+                        cli.token.clone(),
+                        json!({"platform": "viber", "credentials": credentials,
+                               "api_base_url": api_base_url}),
+                        &["id", "webhook_path"],
+                    )
+                }
                 Command::Send {
                     api_key,
                     user,

@@ -2,13 +2,14 @@
 //! process against a real nats-server and PostgreSQL, a stream of numbered messages flows
 //! across many conversations, and faults are injected for real (SIGKILL, a NATS restart, a
 //! flaky platform). Every platform the suite can drive is driven at once: the conversations
-//! are spread over a Telegram bot, a WeChat bot and a Kik bot (several bots take the platforms
+//! are spread over a Telegram bot, a WeChat bot, a Kik bot and a Viber bot (several bots take the platforms
 //! in turn), each with credentials of its own on its fake API (see [`Platform`]). At the end, counted like
 //! NATS's own chaos test, at the fake tenant and the fake platform APIs: none lost, no event
 //! delivered under two `webhook-id`s, order kept per conversation. Every bot has its own
 //! credentials, which its fake accepts only for that bot's users (a Telegram token for its
 //! chats, a WeChat AppID's access token for its followers' OpenIDs, a Kik bot's username and
-//! API key for the users who chatted with it), so a reply sent with the
+//! API key for the users who chatted with it, a Viber bot's auth token for its subscribers), so a
+//! reply sent with the
 //! wrong credentials is refused (and counted); each accepted reply is also checked against the
 //! conversation's own bot, platform and recipient. The messages go out in waves, one more than
 //! there are faults: each fault fires once the tenant has seen half of the wave in flight (on
@@ -36,7 +37,9 @@ use patchbay_testkit::process::{Guarded, spawn};
 use patchbay_testkit::telegram::FakeTelegram;
 use patchbay_testkit::tenant::FakeTenant;
 use patchbay_testkit::unique_prefix;
+use patchbay_testkit::viber::{FakeViber, SEND_PATH as VIBER_SEND_PATH};
 use patchbay_testkit::wechat::{CUSTOM_SEND_PATH, FakeWechat};
+use patchbay_viber::fixtures as viber_fx;
 use patchbay_wechat::fixtures as wechat_fx;
 use serde_json::{Value, json};
 
@@ -49,10 +52,16 @@ enum Platform {
     Telegram,
     Wechat,
     Kik,
+    Viber,
 }
 
 impl Platform {
-    const ALL: [Platform; 3] = [Platform::Telegram, Platform::Wechat, Platform::Kik];
+    const ALL: [Platform; 4] = [
+        Platform::Telegram,
+        Platform::Wechat,
+        Platform::Kik,
+        Platform::Viber,
+    ];
 
     /// The run's `b`-th bot is on this platform: they take the platforms in turn.
     fn of_bot(b: i64) -> Self {
@@ -65,6 +74,7 @@ impl Platform {
             Self::Telegram => "telegram",
             Self::Wechat => "wechat",
             Self::Kik => "kik",
+            Self::Viber => "viber",
         }
     }
 
@@ -73,6 +83,7 @@ impl Platform {
             Self::Telegram => "ingress-telegram",
             Self::Wechat => "ingress-wechat",
             Self::Kik => "ingress-kik",
+            Self::Viber => "ingress-viber",
         }
     }
 
@@ -81,6 +92,7 @@ impl Platform {
             Self::Telegram => "outbound-telegram",
             Self::Wechat => "outbound-wechat",
             Self::Kik => "outbound-kik",
+            Self::Viber => "outbound-viber",
         }
     }
 
@@ -90,6 +102,7 @@ impl Platform {
             Self::Telegram => chat_id(chat).to_string(),
             Self::Wechat => openid(chat),
             Self::Kik => kik_user(chat),
+            Self::Viber => viber_user(chat),
         }
     }
 
@@ -103,7 +116,7 @@ impl Platform {
     /// Kik's message bank is set large enough for the whole run ([`Cluster::create_bot_for`]).
     fn unanswered_max(self) -> Option<i64> {
         match self {
-            Self::Telegram | Self::Kik => None,
+            Self::Telegram | Self::Kik | Self::Viber => None,
             Self::Wechat => patchbay_wechat::WINDOW.per_inbound.map(i64::from),
         }
     }
@@ -153,6 +166,20 @@ impl Platform {
                         })
                 })
                 .collect(),
+            Self::Viber => c
+                .viber
+                .calls_to(VIBER_SEND_PATH)
+                .into_iter()
+                .filter(|call| call.status == Some(0))
+                .map(|call| Reply {
+                    text: call.body["text"].as_str().unwrap_or_default().to_owned(),
+                    to: call.body["receiver"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    by: call.token.unwrap_or_default(),
+                })
+                .collect(),
         }
     }
 
@@ -160,7 +187,8 @@ impl Platform {
     /// token) and 403 (a chat whose user did not start that bot); on WeChat 40013 (unknown
     /// AppID), 40003 (an OpenID of another app: sent with the wrong app's token) and 43004
     /// (not a follower of the token's app); on Kik 401 (unknown username or API key), 403 (a
-    /// message to a user who never chatted with that bot) and 404 (the profile of such a user).
+    /// message to a user who never chatted with that bot) and 404 (the profile of such a user);
+    /// on Viber status 2 (unknown auth token) and 6 (a message to another bot's subscriber).
     fn refused_credentials(self, c: &Cluster) -> Vec<String> {
         match self {
             Self::Telegram => c
@@ -195,17 +223,25 @@ impl Platform {
                     )
                 })
                 .collect(),
+            Self::Viber => c
+                .viber
+                .calls()
+                .into_iter()
+                .filter(|call| matches!(call.status, Some(2 | 6)))
+                .map(|call| format!("viber {} {:?}: {}", call.path, call.status, call.body))
+                .collect(),
         }
     }
 
     /// Makes the platform's fake fail a share of sends as the platform does when it is
     /// overloaded: Telegram 10 % 429 (`retry_after` 1 s) and 10 % 500, WeChat 20 % -1 (system
-    /// busy), Kik 20 % 500.
+    /// busy), Kik 20 % 500, Viber 20 % 500.
     fn make_flaky(self, c: &Cluster) {
         match self {
             Self::Telegram => c.telegram.fail_randomly(100, 100),
             Self::Wechat => c.wechat.fail_randomly(200),
             Self::Kik => c.kik.fail_randomly(200),
+            Self::Viber => c.viber.fail_randomly(200),
         }
     }
 
@@ -225,6 +261,11 @@ impl Platform {
             Self::Kik => {
                 let all = c.kik.calls_to(KIK_SEND_PATH);
                 let failed = all.iter().filter(|call| call.status == 500).count();
+                (failed, all.len())
+            }
+            Self::Viber => {
+                let all = c.viber.calls_to(VIBER_SEND_PATH);
+                let failed = all.iter().filter(|call| call.http_status == 500).count();
                 (failed, all.len())
             }
         }
@@ -279,6 +320,7 @@ struct Cluster {
     telegram: FakeTelegram,
     wechat: FakeWechat,
     kik: FakeKik,
+    viber: FakeViber,
     http: reqwest::Client,
 }
 
@@ -295,12 +337,13 @@ impl Cluster {
     /// [`Cluster::start_on`] with extra `PATCHBAY_*` settings.
     async fn start_with(cluster_size: Option<usize>, extra: &[(&str, &str)]) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let (pg, tenant, telegram, wechat, kik) = tokio::join!(
+        let (pg, tenant, telegram, wechat, kik, viber) = tokio::join!(
             PgServer::start(),
             FakeTenant::start(),
             FakeTelegram::start(),
             FakeWechat::start(),
-            FakeKik::start()
+            FakeKik::start(),
+            FakeViber::start()
         );
         let pg = pg.unwrap();
         let (nats, nats_cluster, url, replicas) = match cluster_size {
@@ -347,6 +390,10 @@ impl Cluster {
             ("PATCHBAY_KIK_PER_BOT_PER_SECOND", "10000".into()),
             ("PATCHBAY_KIK_PER_USER_PER_SECOND", "10000".into()),
             ("PATCHBAY_KIK_PER_USER_BURST", "10000".into()),
+            ("PATCHBAY_VIBER_API_BASE_URL", viber.base_url()),
+            ("PATCHBAY_VIBER_PER_BOT_PER_SECOND", "10000".into()),
+            ("PATCHBAY_VIBER_PER_USER_PER_SECOND", "10000".into()),
+            ("PATCHBAY_VIBER_PER_USER_BURST", "10000".into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -368,11 +415,15 @@ impl Cluster {
             telegram,
             wechat,
             kik,
+            viber,
             http: reqwest::Client::new(),
         };
         for s in services() {
             c.launch(s).await;
         }
+        // Viber's check callbacks reach the Viber ingress, as the public host would route
+        // them (it keeps its port when restarted).
+        c.viber.deliver_via(&c.url("ingress-viber"));
         c
     }
 
@@ -432,7 +483,9 @@ impl Cluster {
     /// app's token for them 40003; on Kik a bot username and API key of its own (which sign
     /// its webhooks), whose users, who chatted with it, are `kik_user(chats)`, each with a
     /// message bank that lasts the whole run: the fake answers a message to another bot's
-    /// user 403.
+    /// user 403; on Viber an auth token of its own (which signs its webhooks), whose
+    /// subscribers are `viber_user(chats)`: the fake answers a message to another bot's
+    /// subscriber status 6. A Viber bot is ready once outbound-viber set its webhook.
     async fn create_bot_for(
         &self,
         callback: &str,
@@ -500,6 +553,14 @@ impl Cluster {
                     Creds::Kik { username, api_key },
                 )
             }
+            Platform::Viber => {
+                let token = format!("{}-{}", alphanumerics(16), alphanumerics(16));
+                self.viber.add_bot(&token, "chaos");
+                for chat in chats.clone() {
+                    self.viber.add_subscriber(&token, &viber_user(chat));
+                }
+                (json!({"auth_token": token}), Creds::Viber { token })
+            }
         };
         let ch: Value = self
             .http
@@ -512,14 +573,21 @@ impl Cluster {
             .json()
             .await
             .unwrap();
-        ChaosBot {
-            path: ch["webhook_path"]
-                .as_str()
-                .unwrap_or_else(|| panic!("a {} channel: {ch}", platform.name()))
-                .to_owned(),
-            creds,
-            chats,
+        let path = ch["webhook_path"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a {} channel: {ch}", platform.name()))
+            .to_owned();
+        if let Creds::Viber { token } = &creds {
+            // Viber sends nothing for a bot without a webhook.
+            eventually(SETTLE, "the Viber webhook set", || async {
+                self.viber
+                    .webhook(token)
+                    .is_some_and(|w| w.ends_with(&path))
+                    .then_some(())
+            })
+            .await;
         }
+        ChaosBot { path, creds, chats }
     }
 
     /// How many distinct messages the tenant has seen.
@@ -574,6 +642,10 @@ enum Creds {
         /// Signs its webhooks (`X-Kik-Signature`) and authenticates its calls.
         api_key: String,
     },
+    Viber {
+        /// The auth token: signs its webhooks and authenticates its calls.
+        token: String,
+    },
 }
 
 /// One webhook as the platform posts it, posted again as it is until taken.
@@ -589,23 +661,28 @@ impl ChaosBot {
             Creds::Telegram { .. } => Platform::Telegram,
             Creds::Wechat { .. } => Platform::Wechat,
             Creds::Kik { .. } => Platform::Kik,
+            Creds::Viber { .. } => Platform::Viber,
         }
     }
 
     /// What the platform's calls name the bot by: its token on Telegram, its AppID on WeChat
-    /// (the app of the access token), its username on Kik (Basic auth).
+    /// (the app of the access token), its username on Kik (Basic auth), its auth token on
+    /// Viber.
     fn identity(&self) -> &str {
         match &self.creds {
             Creds::Telegram { token, .. } => token,
             Creds::Wechat { app_id, .. } => app_id,
             Creds::Kik { username, .. } => username,
+            Creds::Viber { token } => token,
         }
     }
 
     /// Message `n` of conversation `chat`, saying `text`: a Telegram update with the secret
     /// header; a WeChat text message written now (the 48-hour window counts from its
     /// `CreateTime`), encrypted and signed in safe mode; a Kik POST of one text message in the
-    /// user's own chat with the bot, named for the bot and signed with its API key.
+    /// user's own chat with the bot, named for the bot and signed with its API key; a Viber
+    /// `message` callback written now (the 24-hour session counts from it), signed with the
+    /// auth token.
     fn webhook(&self, chat: i64, n: i64, text: &str) -> Webhook {
         let id = 1 + chat * 100_000 + n;
         match &self.creds {
@@ -673,6 +750,30 @@ impl ChaosBot {
                     body,
                 }
             }
+            Creds::Viber { token } => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis()
+                    .try_into()
+                    .unwrap_or(i64::MAX);
+                let callback = viber_fx::at(
+                    viber_fx::text(u64::try_from(id).unwrap(), &viber_user(chat), text),
+                    now,
+                );
+                let body = serde_json::to_vec(&callback).unwrap();
+                Webhook {
+                    query: Vec::new(),
+                    headers: vec![
+                        ("content-type", "application/json".into()),
+                        (
+                            "X-Viber-Content-Signature",
+                            viber_fx::signature(token, &body),
+                        ),
+                    ],
+                    body,
+                }
+            }
         }
     }
 
@@ -713,6 +814,11 @@ fn kik_user(chat: i64) -> String {
     format!("u{chat}")
 }
 
+/// The Viber user id of conversation `chat`'s user.
+fn viber_user(chat: i64) -> String {
+    format!("v{chat}=")
+}
+
 /// Who owns each conversation: its platform and its bot's [`ChaosBot::identity`].
 type Owners = HashMap<i64, (Platform, String)>;
 
@@ -730,10 +836,11 @@ fn owners(bots: &[ChaosBot]) -> Owners {
 #[derive(Debug)]
 struct Reply {
     text: String,
-    /// The recipient: a Telegram `chat_id`, a WeChat `touser`, a Kik message's `to`.
+    /// The recipient: a Telegram `chat_id`, a WeChat `touser`, a Kik message's `to`, a Viber
+    /// message's `receiver`.
     to: String,
     /// The credentials it was sent with: a Telegram token, the app of a WeChat access token,
-    /// a Kik bot's username.
+    /// a Kik bot's username, a Viber auth token.
     by: String,
 }
 

@@ -253,6 +253,61 @@ async fn operators_and_bot_developers_work_from_the_command_line() {
             "{id} ({platform}) in {listed}"
         );
     }
+    let viber = ok(
+        &i,
+        &[
+            "channels",
+            "create-viber",
+            "--bot",
+            &bot_id,
+            "--auth-token",
+            "4453b6ac12345678-e02c5f12174805f9-daec9cbb5448c51f",
+            "--sender-name",
+            "Corner Shop",
+            // outbound-viber sets a new bot's webhook: a closed local port, not Viber.
+            "--api-base-url",
+            "http://127.0.0.1:9",
+        ],
+    );
+    assert!(
+        field(&viber, "webhook_path").starts_with("/webhooks/viber/ch_"),
+        "{viber}"
+    );
+    let viber_channel = field(&viber, "id");
+    for enabled in ["false", "true"] {
+        ok(
+            &i,
+            &[
+                "channels",
+                "set-enabled",
+                "--bot",
+                &bot_id,
+                "--channel",
+                &viber_channel,
+                "--enabled",
+                enabled,
+            ],
+        );
+    }
+    let unknown = cli(
+        &i,
+        &[
+            "channels",
+            "set-enabled",
+            "--bot",
+            &bot_id,
+            "--channel",
+            "ch_nope",
+            "--enabled",
+            "false",
+        ],
+    );
+    assert!(!unknown.status.success(), "an unknown channel is refused");
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("404"),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
+    );
     let refused = cli(
         &i,
         &[

@@ -137,6 +137,14 @@ pub struct Config {
     pub kik_per_user_per_second: u32,
     /// Sends a Kik user may get in a burst before the per-user pace applies.
     pub kik_per_user_burst: u32,
+    /// Viber REST bot API base URL (channels may override it).
+    pub viber_api_base_url: String,
+    /// Viber pace per bot (sends per second; Viber publishes no per-bot rate).
+    pub viber_per_bot_per_second: u32,
+    /// Viber pace per user (sends per second).
+    pub viber_per_user_per_second: u32,
+    /// Sends a Viber user may get in a burst before the per-user pace applies.
+    pub viber_per_user_burst: u32,
     /// Public base URL of the `api` service as users' browsers reach it (links `/go/<token>`).
     pub public_url: String,
     /// How long a Patchbay link that replaced a `:code` URL button stays valid.
@@ -198,6 +206,10 @@ impl Default for Config {
             kik_per_bot_per_second: 20,
             kik_per_user_per_second: 1,
             kik_per_user_burst: 5,
+            viber_api_base_url: "https://chatapi.viber.com".into(),
+            viber_per_bot_per_second: 20,
+            viber_per_user_per_second: 1,
+            viber_per_user_burst: 5,
             public_url: "http://localhost:8080".into(),
             link_ttl_ms: 86_400_000,
             code_ttl_ms: 300_000,
@@ -368,6 +380,9 @@ impl Config {
             ("kik_per_bot_per_second", self.kik_per_bot_per_second),
             ("kik_per_user_per_second", self.kik_per_user_per_second),
             ("kik_per_user_burst", self.kik_per_user_burst),
+            ("viber_per_bot_per_second", self.viber_per_bot_per_second),
+            ("viber_per_user_per_second", self.viber_per_user_per_second),
+            ("viber_per_user_burst", self.viber_per_user_burst),
         ] {
             if v == 0 {
                 return Err(ConfigError::invalid(field, "must be at least 1"));
@@ -421,6 +436,7 @@ impl Config {
             ("whatsapp_api_base_url", Some(&self.whatsapp_api_base_url)),
             ("wechat_api_base_url", Some(&self.wechat_api_base_url)),
             ("kik_api_base_url", Some(&self.kik_api_base_url)),
+            ("viber_api_base_url", Some(&self.viber_api_base_url)),
             ("public_url", Some(&self.public_url)),
             ("otlp_endpoint", self.otlp_endpoint.as_ref()),
         ] {

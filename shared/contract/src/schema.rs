@@ -239,6 +239,13 @@ pub fn payloads() -> Vec<Payload> {
                 subject: "<p>.rpc.auth.set_bot_state",
             },
         ),
+        payload::<ChannelStateRequest>(
+            "channel_state_request.v1",
+            "Enable or disable one of a bot's channels.",
+            Rpc {
+                subject: "<p>.rpc.auth.set_channel_state",
+            },
+        ),
         payload::<CreateTenantRequest>(
             "create_tenant_request.v1",
             "Create a tenant (admin).",

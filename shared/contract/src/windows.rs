@@ -37,6 +37,14 @@ pub struct WindowPolicy {
     /// Free-form messages the bot may send per message from the user, inside the window
     /// (WeChat: five customer-service messages); templates do not count. `None`: no quota.
     pub per_inbound: Option<u32>,
+    /// Whether the platform sends what the bot starts outside the window at a charge instead
+    /// of refusing it (Viber's 24-hour session): such sends go out when the bot's settings
+    /// for the platform allow them ([`WindowPolicy::allowing_billed`]), else they are refused.
+    pub billed_outside: bool,
+    /// Whether this bot allows billed sends outside the window (its
+    /// `platform_settings.<platform>.send_outside_window`); only with
+    /// [`WindowPolicy::billed_outside`].
+    pub billed_allowed: bool,
     /// How people call the window, for error messages.
     pub name: &'static str,
 }
@@ -56,7 +64,18 @@ impl WindowPolicy {
             human_agent_secs: None,
             reply_token_secs: None,
             per_inbound: None,
+            billed_outside: false,
+            billed_allowed: false,
             name,
+        }
+    }
+
+    /// This policy for a bot that does (or does not) allow billed sends outside the window;
+    /// no change for platforms that refuse them anyway.
+    pub const fn allowing_billed(self, allowed: bool) -> Self {
+        Self {
+            billed_allowed: allowed && self.billed_outside,
+            ..self
         }
     }
 
@@ -94,6 +113,12 @@ pub enum Verdict {
         /// When that stops.
         until: DateTime<Utc>,
     },
+    /// Outside the window, sent at a charge because the bot allows it (Viber's bot-initiated
+    /// messages outside the 24-hour session).
+    Billed {
+        /// When the window closed (`None`: no user message ever opened it).
+        closed_at: Option<DateTime<Utc>>,
+    },
     /// Refused: the window closed at `closed_at` (`None`: no user message ever opened it).
     Closed {
         /// When it closed.
@@ -130,6 +155,11 @@ impl WindowPolicy {
         if self.templates_outside && matches!(content, Content::Template(_)) {
             return Verdict::Template;
         }
+        if self.billed_allowed {
+            return Verdict::Billed {
+                closed_at: closes_at,
+            };
+        }
         if source == SendSource::Human
             && let (Some(secs), Some(last)) = (self.human_agent_secs, last_inbound)
         {
@@ -162,6 +192,10 @@ impl WindowPolicy {
                 secs / DAY
             ),
             (true, None) => "; only templates can be sent until the user writes again".into(),
+            _ if self.billed_outside => format!(
+                "; messages the bot starts outside it are billed, and this bot does not allow them (platform_settings.{platform}.send_outside_window)",
+                platform = self.platform
+            ),
             _ => "; nothing can be sent until the user writes again".into(),
         };
         DeliveryError {
@@ -185,6 +219,8 @@ mod tests {
         human_agent_secs: Some(7 * DAY),
         reply_token_secs: None,
         per_inbound: None,
+        billed_outside: false,
+        billed_allowed: false,
         name: "a 24-hour window",
     };
     /// A window with templates outside it only.
@@ -265,6 +301,56 @@ mod tests {
             check(&RICH, day - MS, &text(), SendSource::Human),
             Verdict::Open { .. }
         ));
+    }
+
+    #[test]
+    fn a_billed_window_sends_outside_it_only_when_the_bot_allows() {
+        const BILLED: WindowPolicy = WindowPolicy {
+            platform: Platform::Viber,
+            window_secs: Some(DAY),
+            templates_outside: false,
+            human_agent_secs: None,
+            reply_token_secs: None,
+            per_inbound: None,
+            billed_outside: true,
+            billed_allowed: false,
+            name: "Viber's 24-hour session",
+        };
+        let day = TimeDelta::hours(24);
+        let api = SendSource::Api;
+        assert!(matches!(
+            check(&BILLED, day - MS, &text(), api),
+            Verdict::Open { .. }
+        ));
+        assert_eq!(
+            check(&BILLED, day, &text(), api),
+            Verdict::Closed {
+                closed_at: Some(t0() + day)
+            }
+        );
+        let allowed = BILLED.allowing_billed(true);
+        assert_eq!(
+            check(&allowed, day, &text(), api),
+            Verdict::Billed {
+                closed_at: Some(t0() + day)
+            }
+        );
+        assert!(check(&allowed, day, &text(), api).allowed());
+        assert_eq!(
+            allowed.check(None, t0(), &text(), api),
+            Verdict::Billed { closed_at: None }
+        );
+        assert!(
+            !TEMPLATES.allowing_billed(true).billed_allowed,
+            "only platforms that bill can allow it"
+        );
+        let e = BILLED.refusal(Some(t0()));
+        assert_eq!(
+            e.message,
+            "outside Viber's 24-hour session, which closed at 2026-11-20T10:00:00Z; messages \
+             the bot starts outside it are billed, and this bot does not allow them \
+             (platform_settings.viber.send_outside_window)"
+        );
     }
 
     #[test]

@@ -680,7 +680,7 @@ impl WebhookSettings {
 }
 
 /// A bot as every service sees it. Key `bot.<id>` of the config bucket.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct BotRecord {
     /// Payload version.
     pub v: V1,
@@ -710,8 +710,28 @@ pub struct BotRecord {
     /// messaging window no longer allows (see `windows`); none: such sends are refused.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub fallback_templates: BTreeMap<Platform, FallbackTemplate>,
+    /// Per platform, the bot's settings there (checked by the platform's crate, which says
+    /// which it takes); a platform not named has the defaults.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub platform_settings: BTreeMap<Platform, PlatformSettings>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+}
+
+/// A bot's settings on one platform. Each platform's crate checks them
+/// (`PlatformSpec::settings`) and refuses those it has no use for.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformSettings {
+    /// Send what the bot starts outside the platform's messaging window where the platform
+    /// bills such messages instead of refusing them (Viber's 24-hour session); `false` (the
+    /// default): they are refused with `outside_window`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub send_outside_window: bool,
+    /// The message answered to a user who opens a chat with the bot, where the platform lets
+    /// the webhook's response carry one (Viber's `conversation_started`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub welcome: Option<Content>,
 }
 
 /// A bot's fallback template for one platform: sent in place of a free-form message outside
@@ -865,6 +885,8 @@ pub mod auth_ops {
     pub const REVOKE_KEY: &str = "revoke_key";
     /// [`super::BotStateRequest`] → `()`.
     pub const SET_BOT_STATE: &str = "set_bot_state";
+    /// [`super::ChannelStateRequest`] → `()`.
+    pub const SET_CHANNEL_STATE: &str = "set_channel_state";
     /// [`super::CreateTenantRequest`] → [`super::Tenant`].
     pub const CREATE_TENANT: &str = "create_tenant";
     /// `{}` → a list of [`super::Tenant`].
@@ -1220,7 +1242,7 @@ pub struct ListBotsRequest {
 }
 
 /// A bot in a list (no secrets).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct BotSummary {
     /// Bot id.
     pub id: String,
@@ -1238,6 +1260,9 @@ pub struct BotSummary {
     /// Fallback templates per platform (see [`BotRecord::fallback_templates`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub fallback_templates: BTreeMap<Platform, FallbackTemplate>,
+    /// Settings per platform (see [`BotRecord::platform_settings`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub platform_settings: BTreeMap<Platform, PlatformSettings>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
 }
@@ -1252,9 +1277,9 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
-/// Change a bot's state: enable or disable it, set its API request limit and its fallback
-/// templates.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+/// Change a bot's state: enable or disable it, set its API request limit, its fallback
+/// templates and its platform settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct BotStateRequest {
     /// Payload version.
     #[serde(default)]
@@ -1271,6 +1296,26 @@ pub struct BotStateRequest {
     /// platforms not named keep theirs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback_templates: Option<BTreeMap<Platform, Option<FallbackTemplate>>>,
+    /// Settings per platform: settings replace that platform's, `null` removes them;
+    /// platforms not named keep theirs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_settings: Option<BTreeMap<Platform, Option<PlatformSettings>>>,
+}
+
+/// Enable or disable one of a bot's channels: a disabled channel receives nothing (its
+/// webhooks answer 404) and sends nothing, and platforms whose webhook Patchbay registers
+/// (Viber) have it removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ChannelStateRequest {
+    /// Payload version.
+    #[serde(default)]
+    pub v: V1,
+    /// The bot.
+    pub bot_id: String,
+    /// The channel.
+    pub channel_id: String,
+    /// Whether it receives and sends.
+    pub enabled: bool,
 }
 
 /// Check that a callback URL answers the subscription challenge (GET with `hub.mode`,

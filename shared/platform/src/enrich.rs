@@ -5,7 +5,7 @@
 //! publishes whatever it has then.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long the ingress waits for enrichment before publishing without it.
@@ -36,11 +36,15 @@ pub struct Context<'a, C> {
     pub bus: Option<&'a patchbay_bus::Bus>,
 }
 
+/// A cached value and when it was put.
+type Entry = (Instant, Option<serde_json::Value>);
+
 /// Looked-up values by key (`<channel>:<user>`), with expiry. `Some(None)` from
-/// [`Cache::get`] means "looked up, the platform had nothing".
-#[derive(Debug, Default)]
+/// [`Cache::get`] means "looked up, the platform had nothing". Clones share the entries (a
+/// task of the adapter's own may fill them later).
+#[derive(Debug, Default, Clone)]
 pub struct Cache {
-    entries: Mutex<HashMap<String, (Instant, Option<serde_json::Value>)>>,
+    entries: Arc<Mutex<HashMap<String, Entry>>>,
 }
 
 impl Cache {

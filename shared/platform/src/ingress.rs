@@ -7,8 +7,9 @@
 //! that sign it) with the channel's opened credentials, and the body decrypted where the
 //! platform encrypts it ([`InboundAdapter::open`]; 401, nothing published), body split into
 //! envelopes (400 when malformed), each envelope published with the platform's event id as
-//! `Nats-Msg-Id`, and 200 (with [`InboundAdapter::ACCEPTED`] as the body) only after JetStream
-//! stored them all (503 when it could not, so the platform retries).
+//! `Nats-Msg-Id`, and 200 (with [`InboundAdapter::ACCEPTED`] as the body, or the adapter's
+//! [`InboundAdapter::answer`] from the bot's settings) only after JetStream stored them all
+//! (503 when it could not, so the platform retries).
 //!
 //! Routing (adapters with [`InboundAdapter::ROUTED`]): each envelope names the platform
 //! object it is for ([`crate::Split::route`], a Page id or `phone_number_id`); it is
@@ -177,8 +178,34 @@ async fn receive<A: InboundAdapter>(
     if let Some(wait) = A::passive_wait(&own.creds) {
         return passive::<A>(&s, own, &headers, &query, &opened, wait).await;
     }
+    if A::ANSWERS {
+        return answered::<A>(&s, own, &headers, &opened).await;
+    }
     deliver::<A>(&s, Some(own), &headers, &opened).await?;
     Ok((StatusCode::OK, A::ACCEPTED.to_owned()))
+}
+
+/// [`deliver`], then the adapter's answer in the response (from the bot's settings) when it
+/// has one for these envelopes.
+async fn answered<A: InboundAdapter>(
+    s: &State_<A>,
+    own: Opened<A::Credentials>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(StatusCode, String), ApiError> {
+    let platform = A::PLATFORM.as_str();
+    let channel = own.channel.clone();
+    let splits = A::split(&channel.id, body).map_err(|r| refuse(platform, &channel.id, r))?;
+    let bot = s.view.bot(&channel.bot_id).await?.filter(|b| b.enabled);
+    let answer = bot.and_then(|b| A::answer(&own.creds, &b, &splits));
+    deliver::<A>(s, Some(own), headers, body).await?;
+    match answer {
+        Some(a) => {
+            outcome(platform, "answered_inline");
+            Ok((StatusCode::OK, a))
+        }
+        None => Ok((StatusCode::OK, A::ACCEPTED.to_owned())),
+    }
 }
 
 /// A channel that can answer only in the webhook's own response: publishes the envelopes as

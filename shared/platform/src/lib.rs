@@ -149,6 +149,23 @@ pub trait InboundAdapter: Send + Sync + 'static {
         ))
     }
 
+    /// Whether [`InboundAdapter::answer`] may answer a webhook (the ingress then looks up the
+    /// channel's bot for it).
+    const ANSWERS: bool = false;
+
+    /// The body of the 200 that answers a webhook whose envelopes were stored, instead of
+    /// [`InboundAdapter::ACCEPTED`], when the platform takes a message in the response and the
+    /// bot's settings hold one for it (Viber: the welcome message answering
+    /// `conversation_started`). `splits` are the webhook's envelopes; `None` (the default):
+    /// the usual answer.
+    fn answer(
+        _creds: &Self::Credentials,
+        _bot: &patchbay_contract::BotRecord,
+        _splits: &[Split],
+    ) -> Option<String> {
+        None
+    }
+
     /// The id a payload names this channel by when one URL receives several channels'
     /// events (Meta: Page id, `phone_number_id`). `None` (the default): the platform posts
     /// each channel's events to its own URL only, and there is no per-app route.

@@ -8,7 +8,7 @@
 
 use patchbay_contract::content::FieldError;
 use patchbay_contract::windows::WindowPolicy;
-use patchbay_contract::{InboundEvent, IngressEnvelope, Platform};
+use patchbay_contract::{InboundEvent, IngressEnvelope, Platform, PlatformSettings};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -33,6 +33,10 @@ pub struct PlatformSpec {
     /// What media the bot may send through it (`POST /v1/media` checks uploads against the
     /// platforms of the bot's channels).
     pub media: MediaLimits,
+    /// Checks a bot's settings on the platform (`platform_settings.<platform>` of
+    /// `PATCH /admin/v1/bots/{id}`); the error names the field relative to them. Platforms
+    /// with none use [`no_settings`].
+    pub settings: fn(&PlatformSettings) -> Result<(), FieldError>,
 }
 
 /// The kinds of media a bot sends.
@@ -140,6 +144,24 @@ impl MediaLimits {
         }
         Ok(kind)
     }
+}
+
+/// The [`PlatformSpec::settings`] of platforms that take no settings: anything but the
+/// defaults is refused, naming the field.
+pub fn no_settings(s: &PlatformSettings) -> Result<(), FieldError> {
+    if s.send_outside_window {
+        return Err(FieldError::new(
+            "send_outside_window",
+            "this platform does not bill messages outside a window: there is nothing to allow",
+        ));
+    }
+    if s.welcome.is_some() {
+        return Err(FieldError::new(
+            "welcome",
+            "this platform has no welcome message in a webhook's response",
+        ));
+    }
+    Ok(())
 }
 
 /// Credentials ready to seal, and what Patchbay generated for them.
@@ -274,6 +296,24 @@ mod tests {
             panic!("unknown fields are refused");
         };
         assert!(e.message.contains("unknown field"), "{}", e.message);
+    }
+
+    #[test]
+    fn platforms_without_settings_refuse_any() {
+        assert_eq!(no_settings(&PlatformSettings::default()), Ok(()));
+        let billed = PlatformSettings {
+            send_outside_window: true,
+            ..PlatformSettings::default()
+        };
+        assert_eq!(
+            no_settings(&billed).unwrap_err().field,
+            "send_outside_window"
+        );
+        let welcome = PlatformSettings {
+            welcome: Some(patchbay_contract::Content::Text { text: "hi".into() }),
+            ..PlatformSettings::default()
+        };
+        assert_eq!(no_settings(&welcome).unwrap_err().field, "welcome");
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! normalisation, webhook path and how a new contact is reached all come from its crate's
 //! [`PlatformSpec`]. Adding a messenger adds its crate's `SPEC` to [`PLATFORMS`].
 
-use patchbay_contract::Platform;
 use patchbay_contract::windows::WindowPolicy;
+use patchbay_contract::{Platform, PlatformSettings};
 pub use patchbay_platform::spec::{Completed, CredentialsError, FirstContact, PlatformSpec};
 
 /// The platforms this release supports.
@@ -14,8 +14,30 @@ pub static PLATFORMS: &[&PlatformSpec] = &[
     &patchbay_whatsapp::SPEC,
     &patchbay_wechat::SPEC,
     &patchbay_kik::SPEC,
+    &patchbay_viber::SPEC,
     &patchbay_custom::SPEC,
 ];
+
+/// Checks a bot's settings on `platform` with the platform's crate; the error names the field
+/// under `platform_settings.<platform>`.
+pub fn check_settings(
+    platform: Platform,
+    settings: &PlatformSettings,
+) -> Result<(), patchbay_contract::content::FieldError> {
+    let at = format!("platform_settings.{platform}");
+    let spec = spec(platform)
+        .map_err(|e| patchbay_contract::content::FieldError::new(at.clone(), e.to_string()))?;
+    (spec.settings)(settings).map_err(|e| e.within(&at))
+}
+
+/// The messaging window of `platform` for `bot`: the platform's, with billed sends outside it
+/// allowed when the bot's settings there allow them.
+pub fn window_for(platform: Platform, bot: Option<&patchbay_contract::BotRecord>) -> WindowPolicy {
+    let allowed = bot
+        .and_then(|b| b.platform_settings.get(&platform))
+        .is_some_and(|s| s.send_outside_window);
+    window(platform).allowing_billed(allowed)
+}
 
 /// A platform this release does not support (yet).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -55,11 +77,23 @@ mod tests {
             );
             assert_eq!(spec(s.platform).unwrap().platform, s.platform);
         }
-        assert_eq!(
-            spec(Platform::Viber).unwrap_err().to_string(),
-            "viber channels are not supported by this release yet"
-        );
-        assert_eq!(window(Platform::Viber).window_secs, None);
+        let all = [
+            Platform::Telegram,
+            Platform::Messenger,
+            Platform::Whatsapp,
+            Platform::Wechat,
+            Platform::Kik,
+            Platform::Line,
+            Platform::Viber,
+            Platform::Custom,
+        ];
+        for p in all.into_iter().filter(|p| spec(*p).is_err()) {
+            assert_eq!(
+                spec(p).unwrap_err().to_string(),
+                format!("{p} channels are not supported by this release yet")
+            );
+            assert_eq!(window(p).window_secs, None);
+        }
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! * [`graph::FakeGraph`]: Meta's Graph API for Messenger and WhatsApp (sends, profiles);
 //! * [`wechat::FakeWechat`]: the WeChat Official Account API (tokens, sends, media, profiles);
 //! * [`kik::FakeKik`]: the Kik bot API (messages, the bots' configuration, profiles);
+//! * [`viber::FakeViber`]: the Viber REST bot API (sends, the webhook and its check callback,
+//!   account and user details);
 //! * [`fixtures`]: Telegram updates and Messenger / WhatsApp webhooks as the platforms send them;
 //! * [`unique_prefix`]: a random subject prefix, so tests share nothing.
 //!
@@ -23,6 +25,7 @@ pub mod postgres;
 pub mod process;
 pub mod telegram;
 pub mod tenant;
+pub mod viber;
 pub mod wechat;
 
 use std::path::PathBuf;

@@ -37,4 +37,5 @@ pub const SPEC: PlatformSpec = PlatformSpec {
     first_contact: FirstContact::EmailOrPhone,
     // The app downloads what the bot sends.
     media: MediaLimits::any(spec::mib(100)),
+    settings: spec::no_settings,
 };

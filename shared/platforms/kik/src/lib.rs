@@ -55,4 +55,5 @@ pub const SPEC: PlatformSpec = PlatformSpec {
         }),
         file: None,
     },
+    settings: spec::no_settings,
 };

@@ -37,6 +37,8 @@ pub const WINDOW: WindowPolicy = WindowPolicy {
     human_agent_secs: Some(7 * DAY),
     reply_token_secs: None,
     per_inbound: None,
+    billed_outside: false,
+    billed_allowed: false,
     name: "Messenger's 24-hour standard messaging window",
 };
 
@@ -50,4 +52,5 @@ pub const SPEC: PlatformSpec = PlatformSpec {
     first_contact: FirstContact::None,
     // Attachments by URL, up to 25 MB each.
     media: MediaLimits::any(spec::mib(25)),
+    settings: spec::no_settings,
 };

@@ -51,4 +51,5 @@ pub const SPEC: PlatformSpec = PlatformSpec {
             types: &[],
         }),
     },
+    settings: spec::no_settings,
 };

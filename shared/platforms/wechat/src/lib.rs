@@ -46,6 +46,8 @@ pub const WINDOW: WindowPolicy = WindowPolicy {
     human_agent_secs: None,
     reply_token_secs: None,
     per_inbound: Some(5),
+    billed_outside: false,
+    billed_allowed: false,
     name: "WeChat's 48-hour customer-service window",
 };
 
@@ -73,4 +75,5 @@ pub const SPEC: PlatformSpec = PlatformSpec {
         }),
         file: None,
     },
+    settings: spec::no_settings,
 };

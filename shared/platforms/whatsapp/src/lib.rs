@@ -41,6 +41,8 @@ pub const WINDOW: WindowPolicy = WindowPolicy {
     human_agent_secs: None,
     reply_token_secs: None,
     per_inbound: None,
+    billed_outside: false,
+    billed_allowed: false,
     name: "WhatsApp's 24-hour customer-service window",
 };
 
@@ -77,4 +79,5 @@ pub const SPEC: PlatformSpec = PlatformSpec {
             types: &[],
         }),
     },
+    settings: spec::no_settings,
 };

@@ -5,9 +5,10 @@
 //! Telegram API accepts any bot token, the Graph API any Page, phone number and token; the
 //! WeChat API knows one Official Account (AppID `wx2c2769f8efd9abc2`, AppSecret
 //! `demo-secret`) followed by the user `oUser123`; the Kik API one bot (`demobot`, API key
-//! `demo-key`) that the user `ada` chats with. All print one line per request.
-//! Usage: `patchbay-fakes [TENANT_ADDR] [TELEGRAM_ADDR] [GRAPH_ADDR] [WECHAT_ADDR] [KIK_ADDR]`
-//! (default 127.0.0.1:8090, :8091, :8092, :8093 and :8094).
+//! `demo-key`) that the user `ada` chats with; the Viber API one bot (auth token
+//! `demo-viber-token`) with the subscriber `01234567890A=`. All print one line per request.
+//! Usage: `patchbay-fakes [TENANT_ADDR] [TELEGRAM_ADDR] [GRAPH_ADDR] [WECHAT_ADDR] [KIK_ADDR]
+//! [VIBER_ADDR]` (default 127.0.0.1:8090, :8091, :8092, :8093, :8094 and :8096).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -18,6 +19,7 @@ use patchbay_testkit::graph::FakeGraph;
 use patchbay_testkit::kik::FakeKik;
 use patchbay_testkit::telegram::FakeTelegram;
 use patchbay_testkit::tenant::FakeTenant;
+use patchbay_testkit::viber::FakeViber;
 use patchbay_testkit::wechat::FakeWechat;
 use serde_json::json;
 
@@ -29,6 +31,7 @@ async fn main() {
     let graph_addr = args.next().unwrap_or_else(|| "127.0.0.1:8092".into());
     let wechat_addr = args.next().unwrap_or_else(|| "127.0.0.1:8093".into());
     let kik_addr = args.next().unwrap_or_else(|| "127.0.0.1:8094".into());
+    let viber_addr = args.next().unwrap_or_else(|| "127.0.0.1:8096".into());
     let tenant = FakeTenant::start_on(&tenant_addr).await;
     tenant.respond_with(|r| {
         let event = r.json();
@@ -55,6 +58,11 @@ async fn main() {
     kik.add_bot("demobot", "demo-key");
     kik.add_user("demobot", "ada");
     println!("fake Kik API: {}", kik.base_url());
+    let viber = FakeViber::start_on(&viber_addr).await;
+    viber.add_bot("demo-viber-token", "Demo Shop");
+    viber.add_subscriber("demo-viber-token", "01234567890A=");
+    println!("fake Viber API: {}", viber.base_url());
+    let mut seen_viber = 0;
     let (mut seen_events, mut seen_calls, mut seen_graph, mut seen_wechat, mut seen_kik) =
         (0, 0, 0, 0, 0);
     loop {
@@ -93,6 +101,14 @@ async fn main() {
             );
         }
         seen_kik = calls.len();
+        let calls = viber.calls();
+        for c in &calls[seen_viber..] {
+            println!(
+                "viber <- {} {} (status {:?}, HTTP {})",
+                c.path, c.body, c.status, c.http_status
+            );
+        }
+        seen_viber = calls.len();
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
