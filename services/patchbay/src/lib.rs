@@ -24,6 +24,8 @@ pub const SERVICES: &[(&str, StartFn)] = &[
     ("ingress-wechat", patchbay_ingress_wechat::start),
     ("outbound-kik", patchbay_outbound_kik::start),
     ("ingress-kik", patchbay_ingress_kik::start),
+    ("outbound-line", patchbay_outbound_line::start),
+    ("ingress-line", patchbay_ingress_line::start),
     ("api", patchbay_api::start),
 ];
 

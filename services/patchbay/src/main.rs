@@ -46,7 +46,7 @@ enum Command {
         /// One of: auth, bot-router, normaliser, webhook-dispatcher, outbound-telegram,
         /// ingress-telegram, outbound-custom, ingress-custom, outbound-messenger,
         /// ingress-messenger, outbound-whatsapp, ingress-whatsapp, outbound-wechat,
-        /// ingress-wechat, outbound-kik, ingress-kik, api.
+        /// ingress-wechat, outbound-kik, ingress-kik, outbound-line, ingress-line, api.
         name: String,
     },
     /// Create or update the JetStream streams and buckets and apply every PostgreSQL

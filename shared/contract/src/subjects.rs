@@ -68,6 +68,10 @@ pub enum Bucket {
     /// Platform access tokens shared by every replica that calls the platform, with the claim
     /// of the one replica fetching a new one (WeChat: one token per AppID).
     Tokens,
+    /// Reply contexts an ingress kept for the sender, by event id: what a platform gives with
+    /// an event to answer it once, for a short time (LINE's reply token). Single use: the
+    /// sender that takes one deletes it (short TTL).
+    Replies,
 }
 
 impl Bucket {
@@ -80,6 +84,7 @@ impl Bucket {
             Bucket::Sent => "sent",
             Bucket::Members => "members",
             Bucket::Tokens => "tokens",
+            Bucket::Replies => "replies",
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod http;
 pub mod ingress;
 pub mod meta;
 pub mod outbound;
+pub mod replies;
 pub mod spec;
 pub mod webhook;
 
@@ -146,6 +147,13 @@ pub trait InboundAdapter: Send + Sync + 'static {
         Err(Rejection::Malformed(
             "this platform has no inline replies".into(),
         ))
+    }
+
+    /// A token the platform gave with the split's event to answer it once, for a short time
+    /// (LINE's reply token), and when it was issued: the ingress keeps it for the sender under
+    /// the event's id ([`replies`]). `None` (the default): nothing to keep.
+    fn reply_context(_split: &Split) -> Option<(String, chrono::DateTime<chrono::Utc>)> {
+        None
     }
 
     /// The id a payload names this channel by when one URL receives several channels'

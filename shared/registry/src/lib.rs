@@ -14,6 +14,7 @@ pub static PLATFORMS: &[&PlatformSpec] = &[
     &patchbay_whatsapp::SPEC,
     &patchbay_wechat::SPEC,
     &patchbay_kik::SPEC,
+    &patchbay_line::SPEC,
     &patchbay_custom::SPEC,
 ];
 
