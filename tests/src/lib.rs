@@ -10,6 +10,7 @@ use patchbay_config::{Config, LogFormat, MasterKey, RetrySchedule};
 use patchbay_runtime::lifecycle::{Running, launch};
 use patchbay_testkit::graph::FakeGraph;
 use patchbay_testkit::kik::FakeKik;
+use patchbay_testkit::line::FakeLine;
 use patchbay_testkit::nats::NatsServer;
 use patchbay_testkit::postgres::PgServer;
 use patchbay_testkit::telegram::FakeTelegram;
@@ -48,6 +49,8 @@ pub struct Stack {
     pub wechat: FakeWechat,
     /// The fake Kik bot API.
     pub kik: FakeKik,
+    /// The fake LINE Messaging API.
+    pub line: FakeLine,
     /// An HTTP client.
     pub http: reqwest::Client,
     layout: Layout,
@@ -136,6 +139,25 @@ pub struct KikBot {
     pub kik_api_key: String,
 }
 
+/// A bot created through the admin API with a LINE channel on the fake LINE API.
+#[derive(Debug, Clone)]
+pub struct LineBot {
+    /// Bot id.
+    pub id: String,
+    /// API key.
+    pub api_key: String,
+    /// Standard Webhooks secret.
+    pub webhook_secret: String,
+    /// Channel id.
+    pub channel_id: String,
+    /// `/webhooks/line/<channel>`.
+    pub webhook_path: String,
+    /// The channel secret (signs webhooks).
+    pub channel_secret: String,
+    /// The channel access token (authenticates calls).
+    pub access_token: String,
+}
+
 /// How a WeChat webhook is posted: the admin console's three message modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WechatMode {
@@ -173,14 +195,15 @@ impl Stack {
     /// A stack with options.
     pub async fn start_with(options: Options) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let (nats, pg, tenant, telegram, graph, wechat, kik) = tokio::join!(
+        let (nats, pg, tenant, telegram, graph, wechat, kik, line) = tokio::join!(
             NatsServer::start(),
             PgServer::start(),
             FakeTenant::start(),
             FakeTelegram::start(),
             FakeGraph::start(),
             FakeWechat::start(),
-            FakeKik::start()
+            FakeKik::start(),
+            FakeLine::start()
         );
         let (nats, pg) = (
             nats.expect("nats-server starts"),
@@ -214,6 +237,8 @@ impl Stack {
             wechat_per_user_burst: 10_000,
             kik_api_base_url: kik.base_url(),
             kik_per_user_burst: 10_000,
+            line_api_base_url: line.base_url(),
+            line_per_user_burst: 10_000,
             ..Config::default()
         };
         (options.configure)(&mut config);
@@ -230,6 +255,7 @@ impl Stack {
             graph,
             wechat,
             kik,
+            line,
             http: reqwest::Client::new(),
             layout: options.layout,
             running: Vec::new(),
@@ -840,6 +866,80 @@ impl Stack {
             .unwrap()
             .status()
             .as_u16()
+    }
+
+    /// A bot calling the fake tenant with a LINE channel (its own channel secret and access
+    /// token on the fake LINE API).
+    pub async fn line_bot(&self, events: Option<Vec<&str>>) -> LineBot {
+        let channel_secret = format!("secret-{}", patchbay_testkit::unique_prefix());
+        let access_token = format!("token-{}", patchbay_testkit::unique_prefix());
+        self.line.add_channel(&access_token);
+        let bot = self.create_bot(None, &self.tenant.url(), events).await;
+        let id = bot["id"].as_str().unwrap().to_owned();
+        let ch = self
+            .add_channel(
+                &id,
+                json!({"platform": "line",
+                        "credentials": {"channel_secret": channel_secret,
+                                        "channel_access_token": access_token},
+                        "api_base_url": self.line.base_url()}),
+            )
+            .await;
+        LineBot {
+            id,
+            api_key: bot["api_key"].as_str().unwrap().to_owned(),
+            webhook_secret: bot["webhook_secret"].as_str().unwrap().to_owned(),
+            channel_id: ch["id"].as_str().unwrap().to_owned(),
+            webhook_path: ch["webhook_path"].as_str().unwrap().to_owned(),
+            channel_secret,
+            access_token,
+        }
+    }
+
+    /// Posts `events` to the bot's LINE webhook as LINE would: `{"destination", "events"}`
+    /// signed with the channel secret; returns the status. What the events tell, the fake LINE
+    /// learns first: a user who follows or writes one to one is a friend, a member who writes
+    /// in a group or room is in it, and each `replyToken` is issued.
+    pub async fn post_line(&self, bot: &LineBot, events: Vec<Value>) -> u16 {
+        for e in &events {
+            let source = &e["source"];
+            let user = source["userId"].as_str();
+            let chat = source["groupId"].as_str().or(source["roomId"].as_str());
+            match (chat, user, e["type"].as_str().unwrap_or_default()) {
+                (_, Some(u), "unfollow") => self.line.block(u),
+                (None, Some(u), _) => self.line.add_friend(u),
+                (Some(c), Some(u), _) => self.line.add_member(c, u),
+                (Some(c), None, _) => self.line.add_chat(c),
+                (None, None, _) => {}
+            }
+            if let Some(t) = e["replyToken"].as_str() {
+                self.line.issue_reply_token(t);
+            }
+        }
+        let body = patchbay_line::fixtures::post(events);
+        self.post_line_as(bot, Some(&bot.channel_secret), &body)
+            .await
+    }
+
+    /// Posts `body` to the bot's LINE webhook signed with `secret` (unsigned: `None`);
+    /// returns the status.
+    pub async fn post_line_as(&self, bot: &LineBot, secret: Option<&str>, body: &Value) -> u16 {
+        let raw = serde_json::to_vec(body).unwrap();
+        let mut request = self
+            .http
+            .post(format!(
+                "{}{}",
+                self.addr_of("ingress-line"),
+                bot.webhook_path
+            ))
+            .header("content-type", "application/json");
+        if let Some(secret) = secret {
+            request = request.header(
+                "x-line-signature",
+                patchbay_line::fixtures::signature(secret, &raw),
+            );
+        }
+        request.body(raw).send().await.unwrap().status().as_u16()
     }
 
     /// Posts a Telegram update to the bot's webhook with `secret` in the secret header.
