@@ -86,6 +86,7 @@ KEDA_WORKERS = {
     "outbound-whatsapp": {"target": 200, "consumers": [("OUTBOUND", "outbound-whatsapp", "outbound")]},
     "outbound-wechat": {"target": 200, "consumers": [("OUTBOUND", "outbound-wechat", "outbound")]},
     "outbound-kik": {"target": 200, "consumers": [("OUTBOUND", "outbound-kik", "outbound")]},
+    "outbound-line": {"target": 200, "consumers": [("OUTBOUND", "outbound-line", "outbound")]},
 }
 KEDA_PARTITIONS = 8  # the base's PATCHBAY_PARTITIONS; every render checks its own value
 
