@@ -906,14 +906,14 @@ impl Stack {
             let user = source["userId"].as_str();
             let chat = source["groupId"].as_str().or(source["roomId"].as_str());
             match (chat, user, e["type"].as_str().unwrap_or_default()) {
-                (_, Some(u), "unfollow") => self.line.block(u),
-                (None, Some(u), _) => self.line.add_friend(u),
-                (Some(c), Some(u), _) => self.line.add_member(c, u),
-                (Some(c), None, _) => self.line.add_chat(c),
+                (_, Some(u), "unfollow") => self.line.block(&bot.access_token, u),
+                (None, Some(u), _) => self.line.add_friend(&bot.access_token, u),
+                (Some(c), Some(u), _) => self.line.add_member(&bot.access_token, c, u),
+                (Some(c), None, _) => self.line.add_chat(&bot.access_token, c),
                 (None, None, _) => {}
             }
             if let Some(t) = e["replyToken"].as_str() {
-                self.line.issue_reply_token(t);
+                self.line.issue_reply_token(&bot.access_token, t);
             }
         }
         let body = patchbay_line::fixtures::post(events);

@@ -425,7 +425,7 @@ async fn the_monthly_limit_fails_the_message_with_its_code_and_is_not_retried() 
     let stack = Stack::start().await;
     let bot = stack.line_bot(Some(vec!["*"])).await;
     let user = user_writes(&stack, &bot, "q-1", "hi").await["user"]["id"].clone();
-    stack.line.set_monthly_quota(Some(0));
+    stack.line.set_monthly_quota(&bot.access_token, Some(0));
     let (status, body) = stack
         .call(
             "POST",

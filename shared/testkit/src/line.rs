@@ -13,11 +13,13 @@
 //! issued ([`FakeLine::issue_reply_token`]; the harness issues one for every event it posts
 //! with a `replyToken`), unused and younger than [`REPLY_TOKEN_TTL`] (or not expired with
 //! [`FakeLine::expire_reply_token`]); otherwise LINE's own 400 `{"message": "Invalid reply
-//! token"}`; a reply must not carry `X-Line-Retry-Key`. Pushes go to friends of the bot
-//! ([`FakeLine::add_friend`]) and to groups and rooms it is in ([`FakeLine::add_member`]),
-//! else 400 naming the property `to`; a push's `X-Line-Retry-Key` must be a UUID, and a key
-//! seen before with an accepted push answers 409 with the first answer's `sentMessages`
-//! (and `x-line-accepted-request-id`), sending nothing. A monthly quota can be set
+//! token"}`; a reply must not carry `X-Line-Retry-Key`. Each channel (access token) has its
+//! own friends ([`FakeLine::add_friend`]), groups and rooms ([`FakeLine::add_member`]), reply
+//! tokens, retry keys and monthly quota: pushes go to the channel's friends and chats, else 400
+//! naming the property `to`, and a reply token works only for the channel whose event carried
+//! it; a push's `X-Line-Retry-Key` must be a UUID, and a key the channel used before with an
+//! accepted push answers 409 with the first answer's `sentMessages` (and
+//! `x-line-accepted-request-id`), sending nothing. A monthly quota can be set
 //! ([`FakeLine::set_monthly_quota`]): pushes beyond it answer 429 "You have reached your
 //! monthly limit." (replies are free). Failures can be queued per path, including a 500 after
 //! the push was accepted (the retry must then not send twice). Every call is recorded, refused
@@ -58,6 +60,8 @@ pub struct Call {
     pub method: String,
     /// The path, e.g. `/v2/bot/message/push`.
     pub path: String,
+    /// The bearer token (the channel access token), if any.
+    pub token: Option<String>,
     /// Whether the bearer token was a known channel's.
     pub authorized: bool,
     /// `X-Line-Retry-Key`, if given.
@@ -87,22 +91,27 @@ pub enum Failure {
     Status(u16),
 }
 
+/// One channel, by its access token.
 #[derive(Default)]
-struct Inner {
-    /// Channel access tokens.
-    channels: HashSet<String>,
+struct Channel {
     friends: HashSet<String>,
     /// Group or room id → members.
     chats: HashMap<String, HashSet<String>>,
-    profiles: HashMap<String, Value>,
-    /// Reply token → (issued, used).
-    reply_tokens: HashMap<String, (Instant, bool)>,
     /// Retry key → the `sentMessages` of the push accepted under it.
     retry_keys: HashMap<String, Value>,
     monthly_quota: Option<usize>,
+    pushed: usize,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Access token → channel.
+    channels: HashMap<String, Channel>,
+    profiles: HashMap<String, Value>,
+    /// Reply token → (its channel's access token, issued, used).
+    reply_tokens: HashMap<String, (String, Instant, bool)>,
     /// A reply token never issued counts as issued at its first use (the demo).
     any_reply_token: bool,
-    pushed: usize,
     next_id: u64,
     failures: VecDeque<(String, Failure)>,
     /// Per mille of authenticated sends answered 500 at random.
@@ -160,31 +169,47 @@ impl FakeLine {
 
     /// Accepts `access_token` as a channel's.
     pub fn add_channel(&self, access_token: &str) {
-        self.lock().channels.insert(access_token.to_owned());
-    }
-
-    /// `user` added the bot as a friend (or unblocked it): pushes reach them.
-    pub fn add_friend(&self, user: &str) {
-        self.lock().friends.insert(user.to_owned());
-    }
-
-    /// `user` blocked the bot: pushes to them are refused.
-    pub fn block(&self, user: &str) {
-        self.lock().friends.remove(user);
-    }
-
-    /// `user` is a member of the group or room `chat`, which the bot is in.
-    pub fn add_member(&self, chat: &str, user: &str) {
         self.lock()
-            .chats
-            .entry(chat.to_owned())
-            .or_default()
-            .insert(user.to_owned());
+            .channels
+            .entry(access_token.to_owned())
+            .or_default();
     }
 
-    /// The bot is in the group or room `chat`.
-    pub fn add_chat(&self, chat: &str) {
-        self.lock().chats.entry(chat.to_owned()).or_default();
+    fn channel(&self, access_token: &str, change: impl FnOnce(&mut Channel)) {
+        if let Some(c) = self.lock().channels.get_mut(access_token) {
+            change(c);
+        }
+    }
+
+    /// `user` added the channel's bot as a friend (or unblocked it): pushes reach them.
+    pub fn add_friend(&self, access_token: &str, user: &str) {
+        self.channel(access_token, |c| {
+            c.friends.insert(user.to_owned());
+        });
+    }
+
+    /// `user` blocked the channel's bot: pushes to them are refused.
+    pub fn block(&self, access_token: &str, user: &str) {
+        self.channel(access_token, |c| {
+            c.friends.remove(user);
+        });
+    }
+
+    /// `user` is a member of the group or room `chat`, which the channel's bot is in.
+    pub fn add_member(&self, access_token: &str, chat: &str, user: &str) {
+        self.channel(access_token, |c| {
+            c.chats
+                .entry(chat.to_owned())
+                .or_default()
+                .insert(user.to_owned());
+        });
+    }
+
+    /// The channel's bot is in the group or room `chat`.
+    pub fn add_chat(&self, access_token: &str, chat: &str) {
+        self.channel(access_token, |c| {
+            c.chats.entry(chat.to_owned()).or_default();
+        });
     }
 
     /// `user`'s profile as LINE answers it (`displayName`, `pictureUrl`, `language`, …).
@@ -192,16 +217,17 @@ impl FakeLine {
         self.lock().profiles.insert(user.to_owned(), profile);
     }
 
-    /// LINE gave `token` with an event just now.
-    pub fn issue_reply_token(&self, token: &str) {
-        self.lock()
-            .reply_tokens
-            .insert(token.to_owned(), (Instant::now(), false));
+    /// LINE gave `token` with an event for the channel of `access_token` just now.
+    pub fn issue_reply_token(&self, access_token: &str, token: &str) {
+        self.lock().reply_tokens.insert(
+            token.to_owned(),
+            (access_token.to_owned(), Instant::now(), false),
+        );
     }
 
     /// `token` expired.
     pub fn expire_reply_token(&self, token: &str) {
-        if let Some((issued, _)) = self.lock().reply_tokens.get_mut(token) {
+        if let Some((_, issued, _)) = self.lock().reply_tokens.get_mut(token) {
             *issued = Instant::now()
                 .checked_sub(REPLY_TOKEN_TTL)
                 .unwrap_or(*issued);
@@ -214,9 +240,9 @@ impl FakeLine {
         self.lock().any_reply_token = true;
     }
 
-    /// At most `messages` pushed messages this month (`None`: no limit).
-    pub fn set_monthly_quota(&self, messages: Option<usize>) {
-        self.lock().monthly_quota = messages;
+    /// At most `messages` pushed messages this month for the channel (`None`: no limit).
+    pub fn set_monthly_quota(&self, access_token: &str, messages: Option<usize>) {
+        self.channel(access_token, |c| c.monthly_quota = messages);
     }
 
     /// Queues `failures` as the answers of the next authenticated calls to `path`
@@ -633,12 +659,12 @@ fn check_messages(body: &Value) -> Result<usize, Refusal> {
     Ok(messages.len())
 }
 
-fn sent_messages(s: &mut Inner, n: usize) -> Value {
+fn sent_messages(next_id: &mut u64, n: usize) -> Value {
     let sent: Vec<Value> = (0..n)
         .map(|_| {
-            s.next_id += 1;
-            json!({"id": format!("{}", 500_000_000_000_000u64 + s.next_id),
-                   "quoteToken": format!("qt-{}", s.next_id)})
+            *next_id += 1;
+            json!({"id": format!("{}", 500_000_000_000_000u64 + *next_id),
+                   "quoteToken": format!("qt-{}", *next_id)})
         })
         .collect();
     json!({ "sentMessages": sent })
@@ -659,7 +685,12 @@ enum Done {
     AlreadyAccepted(Value),
 }
 
-fn reply(s: &mut Inner, body: &Value, retry_key: Option<&str>) -> Result<Done, Refusal> {
+fn reply(
+    s: &mut Inner,
+    channel: &str,
+    body: &Value,
+    retry_key: Option<&str>,
+) -> Result<Done, Refusal> {
     if retry_key.is_some() {
         return Err(Refusal::bad(
             "The X-Line-Retry-Key header cannot be specified for this API",
@@ -677,22 +708,39 @@ fn reply(s: &mut Inner, body: &Value, retry_key: Option<&str>) -> Result<Done, R
         .and_then(Value::as_str)
         .unwrap_or_default();
     if s.any_reply_token && !token.is_empty() && !s.reply_tokens.contains_key(token) {
-        s.reply_tokens
-            .insert(token.to_owned(), (Instant::now(), false));
+        s.reply_tokens.insert(
+            token.to_owned(),
+            (channel.to_owned(), Instant::now(), false),
+        );
     }
     match s.reply_tokens.get_mut(token) {
-        Some((issued, used)) if !*used && issued.elapsed() < REPLY_TOKEN_TTL => *used = true,
+        Some((own, issued, used))
+            if own == channel && !*used && issued.elapsed() < REPLY_TOKEN_TTL =>
+        {
+            *used = true;
+        }
         _ => return Err(Refusal::bad("Invalid reply token")),
     }
-    Ok(Done::Answer(sent_messages(s, n)))
+    Ok(Done::Answer(sent_messages(&mut s.next_id, n)))
 }
 
-fn push(s: &mut Inner, body: &Value, retry_key: Option<&str>) -> Result<Done, Refusal> {
+fn push(
+    s: &mut Inner,
+    channel: &str,
+    body: &Value,
+    retry_key: Option<&str>,
+) -> Result<Done, Refusal> {
+    let Inner {
+        channels, next_id, ..
+    } = s;
+    let c = channels
+        .get_mut(channel)
+        .ok_or_else(|| Refusal::bad("unknown channel"))?;
     if let Some(k) = retry_key {
         if !is_uuid(k) {
             return Err(Refusal::bad("The retry key must be a UUID"));
         }
-        if let Some(first) = s.retry_keys.get(k) {
+        if let Some(first) = c.retry_keys.get(k) {
             return Ok(Done::AlreadyAccepted(first.clone()));
         }
     }
@@ -709,35 +757,36 @@ fn push(s: &mut Inner, body: &Value, retry_key: Option<&str>) -> Result<Done, Re
     )?;
     let n = check_messages(body)?;
     let to = o.get("to").and_then(Value::as_str).unwrap_or_default();
-    let reachable = s.friends.contains(to) || s.chats.contains_key(to);
+    let reachable = c.friends.contains(to) || c.chats.contains_key(to);
     if !reachable {
         return Err(Refusal::property(
             "to",
             "The property, 'to', in the request body is invalid (line: -, column: -)",
         ));
     }
-    if s.monthly_quota.is_some_and(|q| s.pushed + n > q) {
+    if c.monthly_quota.is_some_and(|q| c.pushed + n > q) {
         return Err(Refusal(
             StatusCode::TOO_MANY_REQUESTS,
             "You have reached your monthly limit.".into(),
             vec![],
         ));
     }
-    s.pushed += n;
-    let answer = sent_messages(s, n);
+    c.pushed += n;
+    let answer = sent_messages(next_id, n);
     if let Some(k) = retry_key {
-        s.retry_keys.insert(k.to_owned(), answer.clone());
+        c.retry_keys.insert(k.to_owned(), answer.clone());
     }
     Ok(Done::Answer(answer))
 }
 
-fn profile(s: &Inner, path: &str) -> Result<Done, Refusal> {
+fn profile(s: &Inner, channel: &str, path: &str) -> Result<Done, Refusal> {
     let not_found = || Refusal(StatusCode::NOT_FOUND, "Not found".into(), vec![]);
+    let c = s.channels.get(channel).ok_or_else(not_found)?;
     let parts: Vec<&str> = path.trim_start_matches("/v2/bot/").split('/').collect();
     let user = match parts.as_slice() {
-        ["profile", user] if s.friends.contains(*user) => *user,
+        ["profile", user] if c.friends.contains(*user) => *user,
         ["group" | "room", chat, "member", user]
-            if s.chats.get(*chat).is_some_and(|m| m.contains(*user)) =>
+            if c.chats.get(*chat).is_some_and(|m| m.contains(*user)) =>
         {
             *user
         }
@@ -799,7 +848,8 @@ async fn handle(State(inner): State<Shared>, req: Request) -> Response {
     let mut s = lock(&inner);
     s.next_id += 1;
     let request_id = format!("req-{:016x}", s.next_id);
-    let authorized = bearer.as_ref().is_some_and(|t| s.channels.contains(t));
+    let authorized = bearer.as_ref().is_some_and(|t| s.channels.contains_key(t));
+    let channel = bearer.clone().unwrap_or_default();
     let route = match (method.as_str(), path.as_str()) {
         ("POST", REPLY_PATH) => Some(REPLY_PATH),
         ("POST", PUSH_PATH) => Some(PUSH_PATH),
@@ -833,9 +883,9 @@ async fn handle(State(inner): State<Shared>, req: Request) -> Response {
                 ))
             };
             let carry_out = |s: &mut Inner| match route {
-                REPLY_PATH => reply(s, &body, retry_key.as_deref()),
-                PUSH_PATH => push(s, &body, retry_key.as_deref()),
-                _ => profile(s, &path),
+                REPLY_PATH => reply(s, &channel, &body, retry_key.as_deref()),
+                PUSH_PATH => push(s, &channel, &body, retry_key.as_deref()),
+                _ => profile(s, &channel, &path),
             };
             match queued {
                 Some(Failure::TooManyRequests { retry_after: after }) => {
@@ -890,6 +940,7 @@ async fn handle(State(inner): State<Shared>, req: Request) -> Response {
     s.calls.push(Call {
         method,
         path,
+        token: bearer,
         authorized,
         retry_key,
         body,
@@ -926,7 +977,7 @@ mod tests {
     async fn started() -> FakeLine {
         let line = FakeLine::start().await;
         line.add_channel(TOKEN);
-        line.add_friend("Uana");
+        line.add_friend(TOKEN, "Uana");
         line
     }
 
@@ -937,8 +988,10 @@ mod tests {
     #[tokio::test]
     async fn a_reply_token_works_once_and_not_after_it_expired() {
         let line = started().await;
-        line.issue_reply_token("rt-1");
-        line.issue_reply_token("rt-2");
+        line.issue_reply_token(TOKEN, "rt-1");
+        line.issue_reply_token(TOKEN, "rt-2");
+        line.add_channel("other-channel");
+        line.issue_reply_token("other-channel", "rt-other");
         let body = |t: &str| json!({"replyToken": t, "messages": [text("hi")]});
         let (status, answer) = post(&line, REPLY_PATH, None, body("rt-1")).await;
         assert_eq!(status, 200);
@@ -950,7 +1003,12 @@ mod tests {
         line.expire_reply_token("rt-2");
         assert_eq!(post(&line, REPLY_PATH, None, body("rt-2")).await.0, 400);
         assert_eq!(post(&line, REPLY_PATH, None, body("never")).await.0, 400);
-        line.issue_reply_token("rt-3");
+        assert_eq!(
+            post(&line, REPLY_PATH, None, body("rt-other")).await.0,
+            400,
+            "another channel's token"
+        );
+        line.issue_reply_token(TOKEN, "rt-3");
         assert_eq!(
             post(&line, REPLY_PATH, Some(KEY), body("rt-3")).await.0,
             400,
@@ -1028,7 +1086,7 @@ mod tests {
     #[tokio::test]
     async fn the_monthly_quota_and_queued_failures_are_played() {
         let line = started().await;
-        line.set_monthly_quota(Some(1));
+        line.set_monthly_quota(TOKEN, Some(1));
         let body = json!({"to": "Uana", "messages": [text("x")]});
         assert_eq!(post(&line, PUSH_PATH, None, body.clone()).await.0, 200);
         assert_eq!(
@@ -1038,7 +1096,7 @@ mod tests {
                 json!({"message": "You have reached your monthly limit."})
             )
         );
-        line.set_monthly_quota(None);
+        line.set_monthly_quota(TOKEN, None);
         line.fail_next(PUSH_PATH, [Failure::ServerErrorAfterAccepting]);
         assert_eq!(post(&line, PUSH_PATH, Some(KEY), body.clone()).await.0, 500);
         assert_eq!(post(&line, PUSH_PATH, Some(KEY), body.clone()).await.0, 409);

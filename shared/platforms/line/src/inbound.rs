@@ -963,9 +963,9 @@ mod tests {
             json!({"displayName": "Ana", "pictureUrl": "https://profile.line.example/ana",
                    "language": "ja"}),
         );
-        line.add_member(fx::GROUP, fx::USER);
-        line.add_friend(fx::USER);
-        line.add_friend(fx::OTHER_USER);
+        line.add_member(fx::ACCESS_TOKEN, fx::GROUP, fx::USER);
+        line.add_friend(fx::ACCESS_TOKEN, fx::USER);
+        line.add_friend(fx::ACCESS_TOKEN, fx::OTHER_USER);
         let http = patchbay_platform::http::client_builder(std::time::Duration::from_secs(5))
             .build()
             .unwrap();

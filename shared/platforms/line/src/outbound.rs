@@ -1050,7 +1050,7 @@ mod tests {
     async fn fake() -> FakeLine {
         let line = FakeLine::start().await;
         line.add_channel(fx::ACCESS_TOKEN);
-        line.add_friend(fx::USER);
+        line.add_friend(fx::ACCESS_TOKEN, fx::USER);
         line
     }
 
@@ -1086,7 +1086,7 @@ mod tests {
     #[tokio::test]
     async fn a_fresh_reply_token_replies_and_a_refused_one_falls_back_to_push() {
         let line = fake().await;
-        line.issue_reply_token("rt-1");
+        line.issue_reply_token(fx::ACCESS_TOKEN, "rt-1");
         let sent = deliver(&line, &creds(), hi(), Some("rt-1")).await.unwrap();
         let replies = line.calls_to(REPLY_PATH);
         assert_eq!(replies.len(), 1);
@@ -1116,7 +1116,7 @@ mod tests {
         assert_eq!(push.body["to"], fx::USER);
         assert!(sent.platform_message_id.is_some());
         // Expired likewise.
-        line.issue_reply_token("rt-2");
+        line.issue_reply_token(fx::ACCESS_TOKEN, "rt-2");
         line.expire_reply_token("rt-2");
         deliver(&line, &creds(), hi(), Some("rt-2")).await.unwrap();
         assert_eq!(line.accepted(PUSH_PATH).len(), 1, "the same retry key: 409");
@@ -1126,7 +1126,7 @@ mod tests {
     #[tokio::test]
     async fn more_than_five_messages_go_out_in_pushes_of_five_in_order_never_replied() {
         let line = fake().await;
-        line.issue_reply_token("rt-9");
+        line.issue_reply_token(fx::ACCESS_TOKEN, "rt-9");
         // Seven cards without buttons: card by card, seven texts.
         let cards: Vec<Card> = (0..7)
             .map(|i| card(&format!("Card {i}"), None, None, vec![]))
@@ -1201,23 +1201,23 @@ mod tests {
             panic!("retry expected");
         };
         assert_eq!(after, Some(Duration::from_secs(3)));
-        line.set_monthly_quota(Some(0));
+        line.set_monthly_quota(fx::ACCESS_TOKEN, Some(0));
         assert_eq!(
             code_of(&deliver(&line, &creds(), hi(), None).await.unwrap_err()),
             ("quota_exceeded", Some(429))
         );
-        line.issue_reply_token("rt-free");
+        line.issue_reply_token(fx::ACCESS_TOKEN, "rt-free");
         deliver(&line, &creds(), hi(), Some("rt-free"))
             .await
             .expect("replies are free of the monthly quota");
-        line.set_monthly_quota(None);
-        line.block(fx::USER);
+        line.set_monthly_quota(fx::ACCESS_TOKEN, None);
+        line.block(fx::ACCESS_TOKEN, fx::USER);
         assert_eq!(
             code_of(&deliver(&line, &creds(), hi(), None).await.unwrap_err()),
             ("user_unavailable", Some(400))
         );
-        line.add_friend(fx::USER);
-        line.issue_reply_token("rt-5");
+        line.add_friend(fx::ACCESS_TOKEN, fx::USER);
+        line.issue_reply_token(fx::ACCESS_TOKEN, "rt-5");
         line.fail_next(REPLY_PATH, [Failure::ServerError]);
         assert_eq!(
             code_of(
@@ -1248,7 +1248,7 @@ mod tests {
             json!({"displayName": "Ana", "pictureUrl": "https://p/a", "language": "ja",
                    "statusMessage": "hello"}),
         );
-        line.add_member(fx::GROUP, fx::USER);
+        line.add_member(fx::ACCESS_TOKEN, fx::GROUP, fx::USER);
         let http = patchbay_platform::http::client_builder(Duration::from_secs(5))
             .build()
             .unwrap();

@@ -61,7 +61,7 @@ async fn main() {
     println!("fake Kik API: {}", kik.base_url());
     let line = FakeLine::start_on(&line_addr).await;
     line.add_channel("demo-line-token");
-    line.add_friend("Uada");
+    line.add_friend("demo-line-token", "Uada");
     line.accept_unknown_reply_tokens();
     println!("fake LINE API: {}", line.base_url());
     let mut seen_line = 0;
