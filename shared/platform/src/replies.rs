@@ -44,6 +44,11 @@ impl Replies {
         Ok(Self { kv })
     }
 
+    /// Reply contexts kept in `kv` (tests give a bucket of their own).
+    pub fn from_store(kv: Store) -> Self {
+        Self { kv }
+    }
+
     /// Keeps `context` for the sender of replies to `event_id`.
     pub async fn keep(&self, event_id: &str, context: &ReplyContext) -> Result<(), String> {
         let value = serde_json::to_vec(context).map_err(|e| e.to_string())?;
@@ -81,5 +86,52 @@ impl Replies {
             )
             .ok()?;
         Some(context)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use patchbay_contract::V1;
+    use patchbay_testkit::nats::NatsServer;
+
+    fn context(channel: &str) -> ReplyContext {
+        ReplyContext {
+            v: V1,
+            channel_id: channel.into(),
+            token: "rt-1".into(),
+            issued_at: chrono::Utc::now(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_kept_context_is_taken_once_and_only_for_its_channel() {
+        let nats = NatsServer::start().await.expect("nats-server");
+        let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+        let kv = js
+            .create_key_value(async_nats::jetstream::kv::Config {
+                bucket: "t_replies".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let replies = Replies::from_store(kv);
+        assert_eq!(replies.take("evt_none", "ch_1").await, None, "never kept");
+        replies.keep("evt_1", &context("ch_1")).await.unwrap();
+        assert_eq!(
+            replies.take("evt_1", "ch_2").await,
+            None,
+            "another channel's event"
+        );
+        // Eight senders at once: exactly one gets the token.
+        let takes = (0..8).map(|_| replies.take("evt_1", "ch_1"));
+        let got: Vec<_> = futures::future::join_all(takes)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].token, "rt-1");
+        assert_eq!(replies.take("evt_1", "ch_1").await, None, "taken");
     }
 }
