@@ -116,6 +116,8 @@ struct Inner {
     failures: VecDeque<(String, Failure)>,
     /// Per mille of authenticated sends answered 500 at random.
     random_server_errors: u32,
+    /// How long profile lookups wait before they are answered.
+    profile_delay: Duration,
     calls: Vec<Call>,
 }
 
@@ -252,6 +254,11 @@ impl FakeLine {
         for f in failures {
             s.failures.push_back((path.to_owned(), f));
         }
+    }
+
+    /// Answers profile lookups only after `delay` (a slow LINE).
+    pub fn delay_profiles(&self, delay: Duration) {
+        self.lock().profile_delay = delay;
     }
 
     /// Answers a share of authenticated pushes and replies at random with 500, in per mille
@@ -845,6 +852,10 @@ async fn handle(State(inner): State<Shared>, req: Request) -> Response {
         Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         Err(_) => Value::Null,
     };
+    let delay = lock(&inner).profile_delay;
+    if method == "GET" && !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let mut s = lock(&inner);
     s.next_id += 1;
     let request_id = format!("req-{:016x}", s.next_id);

@@ -46,7 +46,10 @@
 //! Profiles: before publishing, the ingress looks up each sender's name, picture and language
 //! (`GET /v2/bot/profile/{userId}`, in groups and rooms the member forms;
 //! [`crate::outbound::profile`], cached per process for a day, an hour when LINE has none) and
-//! adds them to the envelope as `patchbay_profile`.
+//! adds them to the envelope as `patchbay_profile`. A lookup gets at most [`PROFILE_BUDGET`]
+//! (less than the ingress's general enrichment budget: LINE wants its answer within 2 s), so a
+//! slow profile API delays the answer by half a second at most; what it did not answer in
+//! time is looked up again with the sender's next event.
 
 use axum::http::HeaderMap;
 use base64::Engine;
@@ -69,6 +72,8 @@ use crate::LineCredentials;
 pub const SIGNATURE_HEADER: &str = "x-line-signature";
 /// The key under which the ingress adds the sender's profile to an envelope.
 pub const PROFILE_FIELD: &str = "patchbay_profile";
+/// How long the ingress waits for a profile lookup.
+pub const PROFILE_BUDGET: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The LINE adapter.
 #[derive(Debug, Clone, Copy, Default)]
@@ -509,7 +514,7 @@ impl InboundAdapter for Line {
             .filter(|s| ctx.cache.get(&key(s)).is_none())
             .map(|s| async {
                 let found = tokio::time::timeout(
-                    patchbay_platform::enrich::BUDGET,
+                    PROFILE_BUDGET.min(patchbay_platform::enrich::BUDGET),
                     crate::outbound::profile(ctx.http, ctx.base_url, ctx.creds, s),
                 )
                 .await;
@@ -1043,5 +1048,40 @@ mod tests {
             e[0].sender.avatar_url.as_deref(),
             Some("https://profile.line.example/ana")
         );
+    }
+
+    #[tokio::test]
+    async fn a_slow_profile_api_delays_the_answer_by_the_profile_budget_at_most() {
+        let line = patchbay_testkit::line::FakeLine::start().await;
+        line.add_channel(fx::ACCESS_TOKEN);
+        line.add_friend(fx::ACCESS_TOKEN, fx::USER);
+        line.set_profile(fx::USER, json!({"displayName": "Ana"}));
+        line.delay_profiles(std::time::Duration::from_secs(5));
+        let http = patchbay_platform::http::client_builder(std::time::Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let cache = patchbay_platform::enrich::Cache::default();
+        let base = line.base_url();
+        let creds = creds();
+        let body = serde_json::to_vec(&fx::post(vec![fx::text("s1", fx::USER, "a")])).unwrap();
+        let mut splits = Line::split("ch_1", &body).unwrap();
+        let ctx = Context {
+            http: &http,
+            creds: &creds,
+            base_url: &base,
+            channel_id: "ch_1",
+            cache: &cache,
+            bus: None,
+        };
+        let started = std::time::Instant::now();
+        Line::enrich(ctx, &mut splits).await;
+        let took = started.elapsed();
+        assert!(
+            took >= PROFILE_BUDGET && took < PROFILE_BUDGET * 3,
+            "waited {took:?}"
+        );
+        assert!(splits[0].body.get(PROFILE_FIELD).is_none());
+        let key = format!("ch_1:{}:{}", fx::USER, fx::USER);
+        assert_eq!(cache.get(&key), None, "a timeout is not remembered");
     }
 }
