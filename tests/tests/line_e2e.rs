@@ -321,6 +321,45 @@ async fn seven_cards_go_out_as_pushes_of_five_and_two_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flex_message_passes_through_and_templates_reach_line_as_templates() {
+    let stack = Stack::start().await;
+    let bot = stack.line_bot(Some(vec!["*"])).await;
+    let user = user_writes(&stack, &bot, "f-1", "menu?").await["user"]["id"].clone();
+    let flex = json!({"type": "flex", "altText": "Today's menu", "contents": {"type": "bubble",
+        "body": {"type": "box", "layout": "vertical", "contents": [
+            {"type": "text", "text": "Ramen", "weight": "bold"}]}}});
+    let (status, body) = stack
+        .call(
+            "POST",
+            "/v1/messages",
+            Some(&bot.api_key),
+            Some(&json!({"user_id": user, "messages": [
+                {"type": "native", "platform": "line", "message": flex},
+                {"type": "buttons", "text": "Order?", "buttons": [
+                    {"type": "postback", "title": "Yes", "payload": "ORDER"},
+                    {"type": "url", "title": "Menu", "url": "https://example.com/menu"}]}]})),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    stack.events_of("message.sent", 2).await;
+    let pushed: Vec<Value> = stack
+        .line
+        .accepted(PUSH_PATH)
+        .iter()
+        .map(|c| c.body["messages"][0].clone())
+        .collect();
+    assert_eq!(pushed[0], flex, "passed through as given");
+    assert_eq!(
+        pushed[1],
+        json!({"type": "template", "altText": "Order?", "template": {"type": "confirm",
+            "text": "Order?", "actions": [
+                {"type": "postback", "label": "Yes", "data": "ORDER", "displayText": "Yes"},
+                {"type": "uri", "label": "Menu", "uri": "https://example.com/menu"}]}})
+    );
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_a_group_the_member_is_the_sender_and_the_group_the_address() {
     let stack = Stack::start().await;
     reply_with(&stack, vec![]);

@@ -11,6 +11,7 @@
 //! | quick replies | native | a `text` with `quickReply.items` (at most 13) |
 //! | carousel | native | a `carousel` template when every card has the same number (1 to 3) of buttons, as LINE requires; otherwise one card after the other (`degrade`) |
 //! | template | unsupported | refused: `unsupported_content` (LINE has no pre-approved templates) |
+//! | native (`platform: line`) | pass-through | LINE's own message object as given (Flex Messages); natives of other platforms refused |
 
 use patchbay_platform::{Capabilities, Support};
 

@@ -14,7 +14,8 @@
 //! | buttons | exactly two: a `confirm` template; otherwise `buttons` templates of at most 4 actions each (the text on the first, "…" on the others); a postback button is a `postback` action (`displayText` its title), a reply button a `message` action, a URL button a `uri` action; `altText` the text |
 //! | quick replies | a `text` with `quickReply.items` (≤ 13): a `postback` action when the reply has a payload, else a `message` action |
 //! | carousel | a `carousel` template (columns: `title`, `text` the subtitle, `thumbnailImageUrl`, the buttons as actions) when every card has the same number (1 to 3) of buttons; otherwise card by card (`degrade`) |
-//! | media by `file_id` only, template | refused: `unsupported_content` |
+//! | native for LINE (`{"type": "native", "platform": "line", "message": {…}}`) | the message object as given: Flex Messages (`flex`, with `altText` and `contents`) and anything else LINE takes, passed through unread (LINE judges it) |
+//! | media by `file_id` only, template, native for another platform | refused: `unsupported_content` |
 //!
 //! Labels are cut to LINE's 20 characters, template texts to its limits (160 for buttons,
 //! 240 for confirm, 120 for a carousel column, 60 when it has a title or image), `altText` to
@@ -333,8 +334,21 @@ pub fn render(content: &Content) -> Result<Vec<Value>, SendError> {
     })
 }
 
-/// `content` as LINE message objects: degraded as LINE needs, then rendered.
+/// `content` as LINE message objects: degraded as LINE needs, then rendered; LINE's own
+/// message objects (`native`, e.g. Flex Messages) as they are.
 pub fn messages(content: &Content) -> Result<Vec<Value>, SendError> {
+    if let Content::Native {
+        platform: Platform::Line,
+        message,
+    } = content
+    {
+        if message.get("type").and_then(Value::as_str).is_none() {
+            return Err(invalid(
+                "a native LINE message is a LINE message object with a type",
+            ));
+        }
+        return Ok(vec![message.clone()]);
+    }
     let caps = match content {
         Content::Carousel { cards } if !fits_carousel(cards) => &CARD_BY_CARD,
         _ => &CAPABILITIES,
@@ -978,6 +992,22 @@ mod tests {
             let e = messages(&refused).unwrap_err();
             assert_eq!(code_of(&e).0, "unsupported_content", "{refused:?}");
         }
+    }
+
+    #[test]
+    fn native_line_messages_pass_through_and_others_are_refused() {
+        let flex = json!({"type": "flex", "altText": "Your order",
+                          "contents": {"type": "bubble", "body": {"type": "box",
+                              "layout": "vertical", "contents": [{"type": "text", "text": "#42"}]}}});
+        let native = |platform, message: Value| Content::Native { platform, message };
+        assert_eq!(
+            messages(&native(Platform::Line, flex.clone())).unwrap(),
+            vec![flex.clone()]
+        );
+        let e = messages(&native(Platform::Kik, flex)).unwrap_err();
+        assert_eq!(code_of(&e).0, "unsupported_content");
+        let e = messages(&native(Platform::Line, json!({"altText": "no type"}))).unwrap_err();
+        assert_eq!(code_of(&e).0, "invalid_request");
     }
 
     #[test]
