@@ -87,6 +87,7 @@ KEDA_WORKERS = {
     "outbound-wechat": {"target": 200, "consumers": [("OUTBOUND", "outbound-wechat", "outbound")]},
     "outbound-kik": {"target": 200, "consumers": [("OUTBOUND", "outbound-kik", "outbound")]},
     "outbound-viber": {"target": 200, "consumers": [("OUTBOUND", "outbound-viber", "outbound")]},
+    "outbound-line": {"target": 200, "consumers": [("OUTBOUND", "outbound-line", "outbound")]},
 }
 KEDA_PARTITIONS = 8  # the base's PATCHBAY_PARTITIONS; every render checks its own value
 

@@ -30,8 +30,8 @@ FAKE_TG_PORT="$(pick_port $((FAKE_TENANT_PORT + 1)))"
 FAKE_GRAPH_PORT="$(pick_port $((FAKE_TG_PORT + 1)))"
 FAKE_WECHAT_PORT="$(pick_port $((FAKE_GRAPH_PORT + 1)))"
 FAKE_KIK_PORT="$(pick_port $((FAKE_WECHAT_PORT + 1)))"
-# FAKE_KIK_PORT + 1 is the demo LINE API's.
-FAKE_VIBER_PORT="$(pick_port $((FAKE_KIK_PORT + 2)))"
+FAKE_LINE_PORT="$(pick_port $((FAKE_KIK_PORT + 1)))"
+FAKE_VIBER_PORT="$(pick_port $((FAKE_LINE_PORT + 1)))"
 
 echo "building patchbay…"
 cargo build --quiet -p patchbay -p patchbay-testkit --bins
@@ -72,7 +72,8 @@ else
 fi
 
 "$BIN/patchbay-fakes" "127.0.0.1:$FAKE_TENANT_PORT" "127.0.0.1:$FAKE_TG_PORT" "127.0.0.1:$FAKE_GRAPH_PORT" \
-  "127.0.0.1:$FAKE_WECHAT_PORT" "127.0.0.1:$FAKE_KIK_PORT" "127.0.0.1:$FAKE_VIBER_PORT" > "$DATA/fakes.log" 2>&1 &
+  "127.0.0.1:$FAKE_WECHAT_PORT" "127.0.0.1:$FAKE_KIK_PORT" "127.0.0.1:$FAKE_LINE_PORT" \
+  "127.0.0.1:$FAKE_VIBER_PORT" > "$DATA/fakes.log" 2>&1 &
 pids+=($!)
 
 export PATCHBAY_HTTP_ADDR="$HTTP_HOST:$HTTP_PORT"
@@ -103,6 +104,7 @@ Patchbay is running on $URL   (data: $DATA)
   demo Meta Graph API (Messenger, WhatsApp; give it as a channel's api_base_url): http://127.0.0.1:$FAKE_GRAPH_PORT/v25.0
   demo WeChat API (AppID wx2c2769f8efd9abc2, AppSecret demo-secret, follower oUser123): http://127.0.0.1:$FAKE_WECHAT_PORT
   demo Kik API (bot demobot, API key demo-key, user ada): http://127.0.0.1:$FAKE_KIK_PORT
+  demo LINE API (channel access token demo-line-token, friend Uada): http://127.0.0.1:$FAKE_LINE_PORT
   demo Viber API (auth token demo-viber-token, subscriber 01234567890A=): http://127.0.0.1:$FAKE_VIBER_PORT
   what the demo tenant and Telegram API receive:  tail -f $DATA/fakes.log
 
@@ -154,7 +156,18 @@ Quickstart (in another shell):
     -H "X-Kik-Signature: \$(printf '%s' "\$BODY" | python3 -c 'import hmac,hashlib,sys; print(hmac.new(b"demo-key", sys.stdin.buffer.read(), hashlib.sha1).hexdigest())')" -d "\$BODY"
   #    → the reply goes out through Kik's /v1/message: tail $DATA/fakes.log
 
-  # 7. Viber: a channel on the demo Viber API (outbound-viber sets its webhook there, and the
+  # 7. LINE: a channel on the demo LINE API, then a message signed as LINE signs it
+  curl -s -X POST \$PATCHBAY_URL/admin/v1/bots/\$BOT/channels -H "Authorization: Bearer \$PATCHBAY_ADMIN_TOKEN" \\
+    -H 'content-type: application/json' \\
+    -d '{"platform": "line", "credentials": {"channel_secret": "demo-secret", "channel_access_token": "demo-line-token"},
+         "api_base_url": "http://127.0.0.1:$FAKE_LINE_PORT"}'
+  #    → {"id": "ch_…", "webhook_path": "/webhooks/line/ch_…"}   export LN=ch_…
+  NOW=\$(date +%s)
+  BODY='{"destination": "Ub0t", "events": [{"type": "message", "mode": "active", "timestamp": '\$NOW'000, "source": {"type": "user", "userId": "Uada"}, "webhookEventId": "01JDEMO'\$NOW'", "deliveryContext": {"isRedelivery": false}, "replyToken": "rt-'\$NOW'", "message": {"id": "1", "type": "text", "text": "hello"}}]}'
+  curl -s -X POST \$PATCHBAY_URL/webhooks/line/\$LN -H 'content-type: application/json' \\
+    -H "x-line-signature: \$(printf '%s' "\$BODY" | python3 -c 'import base64,hmac,hashlib,sys; print(base64.b64encode(hmac.new(b"demo-secret", sys.stdin.buffer.read(), hashlib.sha256).digest()).decode())')" -d "\$BODY"
+  #    → the reply goes out with the event's reply token (/v2/bot/message/reply): tail $DATA/fakes.log
+  # 8. Viber: a channel on the demo Viber API (outbound-viber sets its webhook there, and the
   #    demo API checks it with a signed callback), then a message signed as Viber signs it
   curl -s -X POST \$PATCHBAY_URL/admin/v1/bots/\$BOT/channels -H "Authorization: Bearer \$PATCHBAY_ADMIN_TOKEN" \\
     -H 'content-type: application/json' \\

@@ -10,6 +10,7 @@ use patchbay_config::{Config, LogFormat, MasterKey, RetrySchedule};
 use patchbay_runtime::lifecycle::{Running, launch};
 use patchbay_testkit::graph::FakeGraph;
 use patchbay_testkit::kik::FakeKik;
+use patchbay_testkit::line::FakeLine;
 use patchbay_testkit::nats::NatsServer;
 use patchbay_testkit::postgres::PgServer;
 use patchbay_testkit::telegram::FakeTelegram;
@@ -51,6 +52,8 @@ pub struct Stack {
     pub kik: FakeKik,
     /// The fake Viber REST bot API (its check callbacks go to the Viber ingress).
     pub viber: FakeViber,
+    /// The fake LINE Messaging API.
+    pub line: FakeLine,
     /// An HTTP client.
     pub http: reqwest::Client,
     layout: Layout,
@@ -156,6 +159,25 @@ pub struct ViberBot {
     pub auth_token: String,
 }
 
+/// A bot created through the admin API with a LINE channel on the fake LINE API.
+#[derive(Debug, Clone)]
+pub struct LineBot {
+    /// Bot id.
+    pub id: String,
+    /// API key.
+    pub api_key: String,
+    /// Standard Webhooks secret.
+    pub webhook_secret: String,
+    /// Channel id.
+    pub channel_id: String,
+    /// `/webhooks/line/<channel>`.
+    pub webhook_path: String,
+    /// The channel secret (signs webhooks).
+    pub channel_secret: String,
+    /// The channel access token (authenticates calls).
+    pub access_token: String,
+}
+
 /// How a WeChat webhook is posted: the admin console's three message modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WechatMode {
@@ -193,7 +215,7 @@ impl Stack {
     /// A stack with options.
     pub async fn start_with(options: Options) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let (nats, pg, tenant, telegram, graph, wechat, kik, viber) = tokio::join!(
+        let (nats, pg, tenant, telegram, graph, wechat, kik, viber, line) = tokio::join!(
             NatsServer::start(),
             PgServer::start(),
             FakeTenant::start(),
@@ -201,7 +223,8 @@ impl Stack {
             FakeGraph::start(),
             FakeWechat::start(),
             FakeKik::start(),
-            FakeViber::start()
+            FakeViber::start(),
+            FakeLine::start()
         );
         let (nats, pg) = (
             nats.expect("nats-server starts"),
@@ -237,6 +260,8 @@ impl Stack {
             kik_per_user_burst: 10_000,
             viber_api_base_url: viber.base_url(),
             viber_per_user_burst: 10_000,
+            line_api_base_url: line.base_url(),
+            line_per_user_burst: 10_000,
             ..Config::default()
         };
         (options.configure)(&mut config);
@@ -254,6 +279,7 @@ impl Stack {
             wechat,
             kik,
             viber,
+            line,
             http: reqwest::Client::new(),
             layout: options.layout,
             running: Vec::new(),
@@ -956,6 +982,80 @@ impl Stack {
             .unwrap();
         let status = r.status().as_u16();
         (status, r.text().await.unwrap())
+    }
+
+    /// A bot calling the fake tenant with a LINE channel (its own channel secret and access
+    /// token on the fake LINE API).
+    pub async fn line_bot(&self, events: Option<Vec<&str>>) -> LineBot {
+        let channel_secret = format!("secret-{}", patchbay_testkit::unique_prefix());
+        let access_token = format!("token-{}", patchbay_testkit::unique_prefix());
+        self.line.add_channel(&access_token);
+        let bot = self.create_bot(None, &self.tenant.url(), events).await;
+        let id = bot["id"].as_str().unwrap().to_owned();
+        let ch = self
+            .add_channel(
+                &id,
+                json!({"platform": "line",
+                        "credentials": {"channel_secret": channel_secret,
+                                        "channel_access_token": access_token},
+                        "api_base_url": self.line.base_url()}),
+            )
+            .await;
+        LineBot {
+            id,
+            api_key: bot["api_key"].as_str().unwrap().to_owned(),
+            webhook_secret: bot["webhook_secret"].as_str().unwrap().to_owned(),
+            channel_id: ch["id"].as_str().unwrap().to_owned(),
+            webhook_path: ch["webhook_path"].as_str().unwrap().to_owned(),
+            channel_secret,
+            access_token,
+        }
+    }
+
+    /// Posts `events` to the bot's LINE webhook as LINE would: `{"destination", "events"}`
+    /// signed with the channel secret; returns the status. What the events tell, the fake LINE
+    /// learns first: a user who follows or writes one to one is a friend, a member who writes
+    /// in a group or room is in it, and each `replyToken` is issued.
+    pub async fn post_line(&self, bot: &LineBot, events: Vec<Value>) -> u16 {
+        for e in &events {
+            let source = &e["source"];
+            let user = source["userId"].as_str();
+            let chat = source["groupId"].as_str().or(source["roomId"].as_str());
+            match (chat, user, e["type"].as_str().unwrap_or_default()) {
+                (_, Some(u), "unfollow") => self.line.block(&bot.access_token, u),
+                (None, Some(u), _) => self.line.add_friend(&bot.access_token, u),
+                (Some(c), Some(u), _) => self.line.add_member(&bot.access_token, c, u),
+                (Some(c), None, _) => self.line.add_chat(&bot.access_token, c),
+                (None, None, _) => {}
+            }
+            if let Some(t) = e["replyToken"].as_str() {
+                self.line.issue_reply_token(&bot.access_token, t);
+            }
+        }
+        let body = patchbay_line::fixtures::post(events);
+        self.post_line_as(bot, Some(&bot.channel_secret), &body)
+            .await
+    }
+
+    /// Posts `body` to the bot's LINE webhook signed with `secret` (unsigned: `None`);
+    /// returns the status.
+    pub async fn post_line_as(&self, bot: &LineBot, secret: Option<&str>, body: &Value) -> u16 {
+        let raw = serde_json::to_vec(body).unwrap();
+        let mut request = self
+            .http
+            .post(format!(
+                "{}{}",
+                self.addr_of("ingress-line"),
+                bot.webhook_path
+            ))
+            .header("content-type", "application/json");
+        if let Some(secret) = secret {
+            request = request.header(
+                "x-line-signature",
+                patchbay_line::fixtures::signature(secret, &raw),
+            );
+        }
+        request.body(raw).send().await.unwrap().status().as_u16()
     }
 
     /// Posts a Telegram update to the bot's webhook with `secret` in the secret header.

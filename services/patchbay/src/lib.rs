@@ -26,6 +26,8 @@ pub const SERVICES: &[(&str, StartFn)] = &[
     ("ingress-kik", patchbay_ingress_kik::start),
     ("outbound-viber", patchbay_outbound_viber::start),
     ("ingress-viber", patchbay_ingress_viber::start),
+    ("outbound-line", patchbay_outbound_line::start),
+    ("ingress-line", patchbay_ingress_line::start),
     ("api", patchbay_api::start),
 ];
 

@@ -47,6 +47,7 @@ enum Command {
         /// ingress-telegram, outbound-custom, ingress-custom, outbound-messenger,
         /// ingress-messenger, outbound-whatsapp, ingress-whatsapp, outbound-wechat,
         /// ingress-wechat, outbound-kik, ingress-kik, outbound-viber, ingress-viber, api.
+        /// ingress-wechat, outbound-kik, ingress-kik, outbound-line, ingress-line, api.
         name: String,
     },
     /// Create or update the JetStream streams and buckets and apply every PostgreSQL
@@ -367,6 +368,22 @@ enum Channels {
         #[arg(long)]
         sender_avatar: Option<String>,
         /// Another Viber API base URL (operators only).
+        #[arg(long)]
+        api_base_url: Option<String>,
+    },
+    /// Connect a bot to a LINE Messaging API channel (then set the channel's webhook URL to
+    /// the answer's webhook_path under your public URL in the LINE Developers Console).
+    CreateLine {
+        /// The bot.
+        #[arg(long)]
+        bot: String,
+        /// The channel secret (signs the webhooks).
+        #[arg(long, env = "LINE_CHANNEL_SECRET", hide_env_values = true)]
+        channel_secret: String,
+        /// A channel access token (authenticates the calls).
+        #[arg(long, env = "LINE_CHANNEL_ACCESS_TOKEN", hide_env_values = true)]
+        channel_access_token: String,
+        /// Another LINE API base URL (operators only).
         #[arg(long)]
         api_base_url: Option<String>,
     },
@@ -777,6 +794,20 @@ fn admin(cli: Cli) -> anyhow::Result<()> {
                         &["id", "webhook_path"],
                     )
                 }
+                Command::Channels(Channels::CreateLine {
+                    bot,
+                    channel_secret,
+                    channel_access_token,
+                    api_base_url,
+                }) => (
+                    format!("/admin/v1/bots/{bot}/channels"),
+                    cli.token.clone(),
+                    json!({"platform": "line",
+                       "credentials": {"channel_secret": channel_secret,
+                                       "channel_access_token": channel_access_token},
+                       "api_base_url": api_base_url}),
+                    &["id", "webhook_path"],
+                ),
                 Command::Send {
                     api_key,
                     user,

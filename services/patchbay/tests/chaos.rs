@@ -2,14 +2,14 @@
 //! process against a real nats-server and PostgreSQL, a stream of numbered messages flows
 //! across many conversations, and faults are injected for real (SIGKILL, a NATS restart, a
 //! flaky platform). Every platform the suite can drive is driven at once: the conversations
-//! are spread over a Telegram bot, a WeChat bot, a Kik bot and a Viber bot (several bots take the platforms
-//! in turn), each with credentials of its own on its fake API (see [`Platform`]). At the end, counted like
+//! are spread over a Telegram bot, a WeChat bot, a Kik bot, a Viber bot and a LINE bot (several
+//! bots take the platforms in turn), each with credentials of its own on its fake API (see [`Platform`]). At the end, counted like
 //! NATS's own chaos test, at the fake tenant and the fake platform APIs: none lost, no event
 //! delivered under two `webhook-id`s, order kept per conversation. Every bot has its own
 //! credentials, which its fake accepts only for that bot's users (a Telegram token for its
 //! chats, a WeChat AppID's access token for its followers' OpenIDs, a Kik bot's username and
-//! API key for the users who chatted with it, a Viber bot's auth token for its subscribers), so a
-//! reply sent with the
+//! API key for the users who chatted with it, a Viber bot's auth token for its subscribers, a
+//! LINE channel's access token for its friends), so a reply sent with the
 //! wrong credentials is refused (and counted); each accepted reply is also checked against the
 //! conversation's own bot, platform and recipient. The messages go out in waves, one more than
 //! there are faults: each fault fires once the tenant has seen half of the wave in flight (on
@@ -28,9 +28,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use patchbay_kik::fixtures as kik_fx;
+use patchbay_line::fixtures as line_fx;
 use patchbay_telegram::fixtures as telegram_fx;
 use patchbay_testkit::eventually;
 use patchbay_testkit::kik::{FakeKik, MESSAGE_PATH as KIK_SEND_PATH, USER_PATH as KIK_USER_PATH};
+use patchbay_testkit::line::{
+    FakeLine, GROUP_PATH as LINE_GROUP_PATH, PROFILE_PATH as LINE_PROFILE_PATH,
+    PUSH_PATH as LINE_PUSH_PATH, REPLY_PATH as LINE_REPLY_PATH,
+};
 use patchbay_testkit::nats::{NatsCluster, NatsServer};
 use patchbay_testkit::postgres::PgServer;
 use patchbay_testkit::process::{Guarded, spawn};
@@ -53,14 +58,16 @@ enum Platform {
     Wechat,
     Kik,
     Viber,
+    Line,
 }
 
 impl Platform {
-    const ALL: [Platform; 4] = [
+    const ALL: [Platform; 5] = [
         Platform::Telegram,
         Platform::Wechat,
         Platform::Kik,
         Platform::Viber,
+        Platform::Line,
     ];
 
     /// The run's `b`-th bot is on this platform: they take the platforms in turn.
@@ -75,6 +82,7 @@ impl Platform {
             Self::Wechat => "wechat",
             Self::Kik => "kik",
             Self::Viber => "viber",
+            Self::Line => "line",
         }
     }
 
@@ -84,6 +92,7 @@ impl Platform {
             Self::Wechat => "ingress-wechat",
             Self::Kik => "ingress-kik",
             Self::Viber => "ingress-viber",
+            Self::Line => "ingress-line",
         }
     }
 
@@ -93,6 +102,7 @@ impl Platform {
             Self::Wechat => "outbound-wechat",
             Self::Kik => "outbound-kik",
             Self::Viber => "outbound-viber",
+            Self::Line => "outbound-line",
         }
     }
 
@@ -103,6 +113,7 @@ impl Platform {
             Self::Wechat => openid(chat),
             Self::Kik => kik_user(chat),
             Self::Viber => viber_user(chat),
+            Self::Line => line_user(chat),
         }
     }
 
@@ -116,7 +127,7 @@ impl Platform {
     /// Kik's message bank is set large enough for the whole run ([`Cluster::create_bot_for`]).
     fn unanswered_max(self) -> Option<i64> {
         match self {
-            Self::Telegram | Self::Kik | Self::Viber => None,
+            Self::Telegram | Self::Kik | Self::Viber | Self::Line => None,
             Self::Wechat => patchbay_wechat::WINDOW.per_inbound.map(i64::from),
         }
     }
@@ -180,6 +191,34 @@ impl Platform {
                     by: call.token.unwrap_or_default(),
                 })
                 .collect(),
+            // Replies (with a reply token, which names its chat here: [`ChaosBot::webhook`])
+            // and pushes, each of up to five messages.
+            Self::Line => c
+                .line
+                .calls()
+                .into_iter()
+                .filter(|call| {
+                    call.status == 200
+                        && (call.path == LINE_REPLY_PATH || call.path == LINE_PUSH_PATH)
+                })
+                .flat_map(|call| {
+                    let by = call.token.unwrap_or_default();
+                    let to = call.body["to"].as_str().map_or_else(
+                        || line_token_user(call.body["replyToken"].as_str().unwrap_or_default()),
+                        str::to_owned,
+                    );
+                    call.body["messages"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(move |m| Reply {
+                            text: m["text"].as_str().unwrap_or_default().to_owned(),
+                            to: to.clone(),
+                            by: by.clone(),
+                        })
+                })
+                .collect(),
         }
     }
 
@@ -188,7 +227,10 @@ impl Platform {
     /// AppID), 40003 (an OpenID of another app: sent with the wrong app's token) and 43004
     /// (not a follower of the token's app); on Kik 401 (unknown username or API key), 403 (a
     /// message to a user who never chatted with that bot) and 404 (the profile of such a user);
-    /// on Viber status 2 (unknown auth token) and 6 (a message to another bot's subscriber).
+    /// on Viber status 2 (unknown auth token) and 6 (a message to another bot's subscriber);
+    /// on LINE 401 (unknown access token), 400 to a push (not a friend of that channel's bot)
+    /// or a reply (a reply token of another channel, or used twice) and 404 (the profile of
+    /// another channel's friend).
     fn refused_credentials(self, c: &Cluster) -> Vec<String> {
         match self {
             Self::Telegram => c
@@ -230,18 +272,33 @@ impl Platform {
                 .filter(|call| matches!(call.status, Some(2 | 6)))
                 .map(|call| format!("viber {} {:?}: {}", call.path, call.status, call.body))
                 .collect(),
+            Self::Line => c
+                .line
+                .calls()
+                .into_iter()
+                .filter(|call| {
+                    call.status == 401
+                        || (call.status == 400
+                            && (call.path == LINE_PUSH_PATH || call.path == LINE_REPLY_PATH))
+                        || (call.status == 404
+                            && (call.path.starts_with(LINE_PROFILE_PATH)
+                                || call.path.starts_with(LINE_GROUP_PATH)))
+                })
+                .map(|call| format!("line {} {}: {}", call.path, call.status, call.body))
+                .collect(),
         }
     }
 
     /// Makes the platform's fake fail a share of sends as the platform does when it is
     /// overloaded: Telegram 10 % 429 (`retry_after` 1 s) and 10 % 500, WeChat 20 % -1 (system
-    /// busy), Kik 20 % 500, Viber 20 % 500.
+    /// busy), Kik 20 % 500, Viber 20 % 500, LINE 20 % 500.
     fn make_flaky(self, c: &Cluster) {
         match self {
             Self::Telegram => c.telegram.fail_randomly(100, 100),
             Self::Wechat => c.wechat.fail_randomly(200),
             Self::Kik => c.kik.fail_randomly(200),
             Self::Viber => c.viber.fail_randomly(200),
+            Self::Line => c.line.fail_randomly(200),
         }
     }
 
@@ -266,6 +323,16 @@ impl Platform {
             Self::Viber => {
                 let all = c.viber.calls_to(VIBER_SEND_PATH);
                 let failed = all.iter().filter(|call| call.http_status == 500).count();
+                (failed, all.len())
+            }
+            Self::Line => {
+                let all: Vec<_> = c
+                    .line
+                    .calls()
+                    .into_iter()
+                    .filter(|call| call.path == LINE_PUSH_PATH || call.path == LINE_REPLY_PATH)
+                    .collect();
+                let failed = all.iter().filter(|call| call.status == 500).count();
                 (failed, all.len())
             }
         }
@@ -321,6 +388,7 @@ struct Cluster {
     wechat: FakeWechat,
     kik: FakeKik,
     viber: FakeViber,
+    line: FakeLine,
     http: reqwest::Client,
 }
 
@@ -337,14 +405,17 @@ impl Cluster {
     /// [`Cluster::start_on`] with extra `PATCHBAY_*` settings.
     async fn start_with(cluster_size: Option<usize>, extra: &[(&str, &str)]) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let (pg, tenant, telegram, wechat, kik, viber) = tokio::join!(
+        let (pg, tenant, telegram, wechat, kik, viber, line) = tokio::join!(
             PgServer::start(),
             FakeTenant::start(),
             FakeTelegram::start(),
             FakeWechat::start(),
             FakeKik::start(),
-            FakeViber::start()
+            FakeViber::start(),
+            FakeLine::start()
         );
+        // The webhooks' reply tokens are made up by the run ([`ChaosBot::webhook`]).
+        line.accept_unknown_reply_tokens();
         let pg = pg.unwrap();
         let (nats, nats_cluster, url, replicas) = match cluster_size {
             None => {
@@ -394,6 +465,10 @@ impl Cluster {
             ("PATCHBAY_VIBER_PER_BOT_PER_SECOND", "10000".into()),
             ("PATCHBAY_VIBER_PER_USER_PER_SECOND", "10000".into()),
             ("PATCHBAY_VIBER_PER_USER_BURST", "10000".into()),
+            ("PATCHBAY_LINE_API_BASE_URL", line.base_url()),
+            ("PATCHBAY_LINE_PER_CHANNEL_PER_SECOND", "10000".into()),
+            ("PATCHBAY_LINE_PER_USER_PER_SECOND", "10000".into()),
+            ("PATCHBAY_LINE_PER_USER_BURST", "10000".into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -416,6 +491,7 @@ impl Cluster {
             wechat,
             kik,
             viber,
+            line,
             http: reqwest::Client::new(),
         };
         for s in services() {
@@ -486,6 +562,9 @@ impl Cluster {
     /// user 403; on Viber an auth token of its own (which signs its webhooks), whose
     /// subscribers are `viber_user(chats)`: the fake answers a message to another bot's
     /// subscriber status 6. A Viber bot is ready once outbound-viber set its webhook.
+    /// On LINE a channel secret (which signs its webhooks) and access token of its
+    /// own, whose friends (with a profile each) are `line_user(chats)`: the fake answers a push
+    /// to another channel's friend 400.
     async fn create_bot_for(
         &self,
         callback: &str,
@@ -560,6 +639,25 @@ impl Cluster {
                     self.viber.add_subscriber(&token, &viber_user(chat));
                 }
                 (json!({"auth_token": token}), Creds::Viber { token })
+            }
+            Platform::Line => {
+                let secret = alphanumerics(32);
+                let access_token = format!("tok{}", alphanumerics(40));
+                self.line.add_channel(&access_token);
+                for chat in chats.clone() {
+                    self.line.add_friend(&access_token, &line_user(chat));
+                    self.line.set_profile(
+                        &line_user(chat),
+                        json!({"displayName": format!("user {chat}")}),
+                    );
+                }
+                (
+                    json!({"channel_secret": secret, "channel_access_token": access_token}),
+                    Creds::Line {
+                        secret,
+                        access_token,
+                    },
+                )
             }
         };
         let ch: Value = self
@@ -646,6 +744,12 @@ enum Creds {
         /// The auth token: signs its webhooks and authenticates its calls.
         token: String,
     },
+    Line {
+        /// The channel secret: signs its webhooks (`x-line-signature`).
+        secret: String,
+        /// Authenticates its calls (Bearer).
+        access_token: String,
+    },
 }
 
 /// One webhook as the platform posts it, posted again as it is until taken.
@@ -662,18 +766,20 @@ impl ChaosBot {
             Creds::Wechat { .. } => Platform::Wechat,
             Creds::Kik { .. } => Platform::Kik,
             Creds::Viber { .. } => Platform::Viber,
+            Creds::Line { .. } => Platform::Line,
         }
     }
 
     /// What the platform's calls name the bot by: its token on Telegram, its AppID on WeChat
     /// (the app of the access token), its username on Kik (Basic auth), its auth token on
-    /// Viber.
+    /// Viber, its access token on LINE (Bearer).
     fn identity(&self) -> &str {
         match &self.creds {
             Creds::Telegram { token, .. } => token,
             Creds::Wechat { app_id, .. } => app_id,
             Creds::Kik { username, .. } => username,
             Creds::Viber { token } => token,
+            Creds::Line { access_token, .. } => access_token,
         }
     }
 
@@ -682,7 +788,9 @@ impl ChaosBot {
     /// `CreateTime`), encrypted and signed in safe mode; a Kik POST of one text message in the
     /// user's own chat with the bot, named for the bot and signed with its API key; a Viber
     /// `message` callback written now (the 24-hour session counts from it), signed with the
-    /// auth token.
+    /// auth token; a LINE POST of one text event written now (the reply token's life counts
+    /// from it), whose reply token names the user (`rt.<user>.<n>`, so a reply can be checked
+    /// against its conversation), signed with the channel secret.
     fn webhook(&self, chat: i64, n: i64, text: &str) -> Webhook {
         let id = 1 + chat * 100_000 + n;
         match &self.creds {
@@ -774,6 +882,28 @@ impl ChaosBot {
                     body,
                 }
             }
+            Creds::Line { secret, .. } => {
+                let user = line_user(chat);
+                let mut event = line_fx::text(&format!("01CHAOS{id:019}"), &user, text);
+                event["replyToken"] = json!(format!("rt.{user}.{id}"));
+                event["timestamp"] = json!(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_millis()
+                        .try_into()
+                        .unwrap_or(i64::MAX)
+                );
+                let body = serde_json::to_vec(&line_fx::post(vec![event])).unwrap();
+                Webhook {
+                    query: Vec::new(),
+                    headers: vec![
+                        ("content-type", "application/json".into()),
+                        ("x-line-signature", line_fx::signature(secret, &body)),
+                    ],
+                    body,
+                }
+            }
         }
     }
 
@@ -819,6 +949,16 @@ fn viber_user(chat: i64) -> String {
     format!("v{chat}=")
 }
 
+/// The LINE user id of conversation `chat`'s user.
+fn line_user(chat: i64) -> String {
+    format!("U{chat:032x}")
+}
+
+/// The user a chaos reply token names (`rt.<user>.<n>`).
+fn line_token_user(token: &str) -> String {
+    token.split('.').nth(1).unwrap_or_default().to_owned()
+}
+
 /// Who owns each conversation: its platform and its bot's [`ChaosBot::identity`].
 type Owners = HashMap<i64, (Platform, String)>;
 
@@ -837,10 +977,10 @@ fn owners(bots: &[ChaosBot]) -> Owners {
 struct Reply {
     text: String,
     /// The recipient: a Telegram `chat_id`, a WeChat `touser`, a Kik message's `to`, a Viber
-    /// message's `receiver`.
+    /// message's `receiver`, a LINE push's `to` (or the user its reply token was given for).
     to: String,
     /// The credentials it was sent with: a Telegram token, the app of a WeChat access token,
-    /// a Kik bot's username, a Viber auth token.
+    /// a Kik bot's username, a Viber auth token, a LINE channel access token.
     by: String,
 }
 

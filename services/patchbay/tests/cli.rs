@@ -308,6 +308,23 @@ async fn operators_and_bot_developers_work_from_the_command_line() {
         "{}",
         String::from_utf8_lossy(&unknown.stderr)
     );
+    let line = ok(
+        &i,
+        &[
+            "channels",
+            "create-line",
+            "--bot",
+            &bot_id,
+            "--channel-secret",
+            "8c570fa6dd201bb328f1c1eac23a96d8",
+            "--channel-access-token",
+            "AbCdEf0123+/==",
+        ],
+    );
+    assert!(
+        field(&line, "webhook_path").starts_with("/webhooks/line/ch_"),
+        "{line}"
+    );
     let refused = cli(
         &i,
         &[

@@ -145,6 +145,15 @@ pub struct Config {
     pub viber_per_user_per_second: u32,
     /// Sends a Viber user may get in a burst before the per-user pace applies.
     pub viber_per_user_burst: u32,
+    /// LINE Messaging API base URL (channels may override it).
+    pub line_api_base_url: String,
+    /// LINE pace per channel (sends per second; LINE allows 2,000 requests per second per
+    /// channel on the reply and push endpoints).
+    pub line_per_channel_per_second: u32,
+    /// LINE pace per user or group (sends per second).
+    pub line_per_user_per_second: u32,
+    /// Sends a LINE user or group may get in a burst before the per-user pace applies.
+    pub line_per_user_burst: u32,
     /// Public base URL of the `api` service as users' browsers reach it (links `/go/<token>`).
     pub public_url: String,
     /// How long a Patchbay link that replaced a `:code` URL button stays valid.
@@ -210,6 +219,10 @@ impl Default for Config {
             viber_per_bot_per_second: 20,
             viber_per_user_per_second: 1,
             viber_per_user_burst: 5,
+            line_api_base_url: "https://api.line.me".into(),
+            line_per_channel_per_second: 1000,
+            line_per_user_per_second: 1,
+            line_per_user_burst: 5,
             public_url: "http://localhost:8080".into(),
             link_ttl_ms: 86_400_000,
             code_ttl_ms: 300_000,
@@ -383,6 +396,12 @@ impl Config {
             ("viber_per_bot_per_second", self.viber_per_bot_per_second),
             ("viber_per_user_per_second", self.viber_per_user_per_second),
             ("viber_per_user_burst", self.viber_per_user_burst),
+            (
+                "line_per_channel_per_second",
+                self.line_per_channel_per_second,
+            ),
+            ("line_per_user_per_second", self.line_per_user_per_second),
+            ("line_per_user_burst", self.line_per_user_burst),
         ] {
             if v == 0 {
                 return Err(ConfigError::invalid(field, "must be at least 1"));
@@ -437,6 +456,7 @@ impl Config {
             ("wechat_api_base_url", Some(&self.wechat_api_base_url)),
             ("kik_api_base_url", Some(&self.kik_api_base_url)),
             ("viber_api_base_url", Some(&self.viber_api_base_url)),
+            ("line_api_base_url", Some(&self.line_api_base_url)),
             ("public_url", Some(&self.public_url)),
             ("otlp_endpoint", self.otlp_endpoint.as_ref()),
         ] {

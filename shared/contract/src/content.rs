@@ -53,6 +53,16 @@ pub enum Content {
     },
     /// A pre-approved template (WhatsApp; other platforms refuse it).
     Template(Template),
+    /// A message in one platform's own format, passed through unread (LINE's Flex Messages):
+    /// sent only through that platform's channels, refused (`unsupported_content`) by every
+    /// other.
+    Native {
+        /// The platform whose message object `message` is.
+        platform: crate::wire::Platform,
+        /// The platform's message object as its API takes it, e.g. LINE's
+        /// `{"type": "flex", "altText": "…", "contents": {…}}`; at most 64 KiB as JSON.
+        message: serde_json::Value,
+    },
     /// Inbound: the user pressed a postback button or a quick reply.
     Postback {
         /// The button's payload.
@@ -79,6 +89,7 @@ impl Content {
             Content::QuickReplies { .. } => "quick_replies",
             Content::Carousel { .. } => "carousel",
             Content::Template(_) => "template",
+            Content::Native { .. } => "native",
             Content::Postback { .. } => "postback",
         }
     }
@@ -145,10 +156,29 @@ impl Content {
                 Ok(())
             }
             Content::Template(t) => t.validate(),
+            Content::Native { message, .. } => {
+                let object = message.as_object().is_some_and(|o| !o.is_empty());
+                if !object {
+                    return Err(FieldError::new(
+                        "message",
+                        "must be the platform's message object",
+                    ));
+                }
+                if message.to_string().len() > NATIVE_MAX_BYTES {
+                    return Err(FieldError::new(
+                        "message",
+                        format!("must be at most {NATIVE_MAX_BYTES} bytes as JSON"),
+                    ));
+                }
+                Ok(())
+            }
             Content::Postback { payload, .. } => non_empty("payload", payload),
         }
     }
 }
+
+/// The largest [`Content::Native`] message, as JSON.
+pub const NATIVE_MAX_BYTES: usize = 64 << 10;
 
 /// A media attachment: a public URL for Patchbay or the platform to fetch, or the platform's
 /// own file id (what inbound media carry). In the events Patchbay delivers, media a user sent
@@ -712,6 +742,35 @@ mod tests {
             c.validate().map_err(|e| e.to_string()),
             expected.map_err(str::to_owned),
             "{input}"
+        );
+    }
+
+    #[test]
+    fn native_messages_are_objects_of_bounded_size() {
+        check(
+            json!({"type": "native", "platform": "line",
+                   "message": {"type": "flex", "altText": "a", "contents": {"type": "bubble"}}}),
+            Ok(()),
+        );
+        check(
+            json!({"type": "native", "platform": "line", "message": "flex"}),
+            Err("message: must be the platform's message object"),
+        );
+        check(
+            json!({"type": "native", "platform": "line", "message": {}}),
+            Err("message: must be the platform's message object"),
+        );
+        check(
+            json!({"type": "native", "platform": "line",
+                   "message": {"type": "text", "text": "x".repeat(NATIVE_MAX_BYTES)}}),
+            Err("message: must be at most 65536 bytes as JSON"),
+        );
+        assert!(
+            serde_json::from_value::<Content>(
+                json!({"type": "native", "platform": "icq", "message": {"type": "x"}})
+            )
+            .is_err(),
+            "a platform Patchbay knows"
         );
     }
 

@@ -415,6 +415,14 @@ pub fn payloads() -> Vec<Payload> {
                 key: "{code}",
             },
         ),
+        payload::<ReplyContext>(
+            "reply_context.v1",
+            "A token to answer one inbound event once (LINE's reply token), kept by the ingress for the sender.",
+            KeyValue {
+                bucket: "replies",
+                key: "{event_id}",
+            },
+        ),
         payload::<TenantEvent>(
             "tenant_event.v1",
             "The body of a native callback to a tenant (Standard Webhooks signed).",

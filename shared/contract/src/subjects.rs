@@ -71,6 +71,10 @@ pub enum Bucket {
     /// Each channel's setup at its platform (Kik's `/v1/config`, Viber's `set_webhook`) as the
     /// sender last saw it: [`crate::ChannelSetup`] under the channel id.
     Setup,
+    /// Reply contexts an ingress kept for the sender, by event id: what a platform gives with
+    /// an event to answer it once, for a short time (LINE's reply token). Single use: the
+    /// sender that takes one deletes it (short TTL).
+    Replies,
 }
 
 impl Bucket {
@@ -84,6 +88,7 @@ impl Bucket {
             Bucket::Members => "members",
             Bucket::Tokens => "tokens",
             Bucket::Setup => "setup",
+            Bucket::Replies => "replies",
         }
     }
 }

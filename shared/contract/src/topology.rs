@@ -91,6 +91,10 @@ pub const MEMBER_HEARTBEAT: Duration = Duration::from_secs(1);
 /// partitions up.
 pub const MEMBER_TTL: Duration = Duration::from_secs(10);
 
+/// How long a reply context stays in the replies bucket: longer than any platform's reply
+/// token lives (LINE: about a minute), so the sender, not the bucket, decides freshness.
+pub const REPLY_CONTEXT_TTL: Duration = Duration::from_secs(300);
+
 /// Default number of partitions of each pipeline stream.
 pub const DEFAULT_PARTITIONS: u32 = 8;
 
@@ -164,6 +168,7 @@ pub fn buckets(settings: &TopologySettings) -> Vec<(Bucket, Option<Duration>)> {
         (Bucket::Members, Some(MEMBER_TTL)),
         (Bucket::Tokens, Some(DAY)),
         (Bucket::Setup, None),
+        (Bucket::Replies, Some(REPLY_CONTEXT_TTL)),
     ]
 }
 

@@ -1757,6 +1757,31 @@ pub struct CodeRecord {
     pub expires_at: DateTime<Utc>,
 }
 
+/// What a platform gave with an inbound event to answer that event once, for a short time
+/// (LINE's reply token), kept by the ingress for the sender. Key `<event id>` of the replies
+/// bucket; the sender that uses it deletes it first (compare-and-delete on its revision), so
+/// two senders never both use it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ReplyContext {
+    /// Payload version.
+    pub v: V1,
+    /// The channel whose webhook carried it (a sender uses it only for that channel).
+    pub channel_id: String,
+    /// The platform's token.
+    pub token: String,
+    /// When the platform says the event happened (its lifetime counts from then).
+    pub issued_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for ReplyContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplyContext")
+            .field("channel_id", &self.channel_id)
+            .field("issued_at", &self.issued_at)
+            .finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -132,6 +132,10 @@ pub fn degrade(
             _ => Err(unsupported("template", platform)),
         },
         Content::Postback { .. } => Err(unsupported("postback (inbound-only)", platform)),
+        // Only the platform it is written for takes it, before degrading anything.
+        Content::Native { platform: own, .. } => {
+            Err(unsupported(&format!("{own}-native"), platform))
+        }
         Content::Location(l) if (caps.media)("location") == Support::Degraded => {
             let mut lines: Vec<String> = [&l.name, &l.address]
                 .into_iter()
@@ -261,5 +265,16 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.code, "unsupported_content");
         assert_eq!(e.message, "Foo cannot show sticker messages");
+    }
+
+    #[test]
+    fn native_messages_are_left_to_their_own_platform() {
+        let flex = Content::Native {
+            platform: patchbay_contract::Platform::Line,
+            message: serde_json::json!({"type": "flex", "altText": "a", "contents": {}}),
+        };
+        let e = degrade(&flex, &caps(Support::Native), "Kik").unwrap_err();
+        assert_eq!(e.code, "unsupported_content");
+        assert_eq!(e.message, "Kik cannot show line-native messages");
     }
 }

@@ -47,7 +47,17 @@ struct State_<A> {
     http: reqwest::Client,
     api_base_url: Option<String>,
     cache: crate::enrich::Cache,
+    /// For [`InboundAdapter::reply_context`]: opened on first use.
+    replies: tokio::sync::OnceCell<crate::replies::Replies>,
     _adapter: PhantomData<fn() -> A>,
+}
+
+impl<A> State_<A> {
+    async fn replies(&self) -> Result<&crate::replies::Replies, String> {
+        self.replies
+            .get_or_try_init(|| crate::replies::Replies::open(&self.bus))
+            .await
+    }
 }
 
 /// Opens a channel's sealed credentials as `C`.
@@ -73,6 +83,7 @@ pub fn service<A: InboundAdapter>(name: &'static str, deps: &Deps) -> Result<Ser
         .build()?,
         api_base_url: A::api_base_url(&deps.config),
         cache: crate::enrich::Cache::default(),
+        replies: tokio::sync::OnceCell::new(),
         _adapter: PhantomData,
     });
     let path = format!("/webhooks/{}/{{channel_id}}", A::PLATFORM.as_str());
@@ -244,7 +255,7 @@ async fn passive<A: InboundAdapter>(
     let started = tokio::time::Instant::now();
     let subject = s.bus.subjects().ingress(A::PLATFORM, &channel.id)?;
     let span = webhook_span(&subject, platform, headers);
-    publish_all::<A>(&s.bus, &subject, &channel, envelopes)
+    publish_all::<A>(s, &subject, &channel, envelopes)
         .instrument(span)
         .await?;
     let replies = futures::stream::select_all(
@@ -387,7 +398,7 @@ async fn deliver<A: InboundAdapter>(
             .into_iter()
             .map(|split| (new_id(prefix::ENVELOPE), split))
             .collect();
-        publish_all::<A>(&s.bus, &subject, channel, envelopes)
+        publish_all::<A>(s, &subject, channel, envelopes)
             .instrument(span)
             .await?;
     }
@@ -446,16 +457,35 @@ fn webhook_span(subject: &str, platform: &'static str, headers: &HeaderMap) -> t
     span
 }
 
-/// Publishes each split under its envelope id.
+/// Publishes each split under its envelope id, having kept its reply context (if any) for
+/// the sender.
 async fn publish_all<A: InboundAdapter>(
-    bus: &Bus,
+    s: &State_<A>,
     subject: &str,
     channel: &ChannelRecord,
     envelopes: Vec<(String, crate::Split)>,
 ) -> Result<(), ApiError> {
+    let bus = &s.bus;
     let platform = A::PLATFORM.as_str();
     let channel_id = &channel.id;
     for (id, split) in envelopes {
+        if let Some((token, issued_at)) = A::reply_context(&split) {
+            let context = patchbay_contract::ReplyContext {
+                v: V1,
+                channel_id: channel_id.clone(),
+                token,
+                issued_at,
+            };
+            let event_id = patchbay_contract::ids::derive_id(prefix::EVENT, &id, 0);
+            let kept = match s.replies().await {
+                Ok(r) => r.keep(&event_id, &context).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = kept {
+                // Its replies take the platform's other way.
+                tracing::warn!(%channel_id, error = %e, "reply context not kept");
+            }
+        }
         let envelope = IngressEnvelope {
             v: V1,
             id,

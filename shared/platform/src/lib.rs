@@ -19,6 +19,7 @@ pub mod ingress;
 pub mod media;
 pub mod meta;
 pub mod outbound;
+pub mod replies;
 pub mod spec;
 pub mod webhook;
 
@@ -163,6 +164,13 @@ pub trait InboundAdapter: Send + Sync + 'static {
         _bot: &patchbay_contract::BotRecord,
         _splits: &[Split],
     ) -> Option<String> {
+        None
+    }
+
+    /// A token the platform gave with the split's event to answer it once, for a short time
+    /// (LINE's reply token), and when it was issued: the ingress keeps it for the sender under
+    /// the event's id ([`replies`]). `None` (the default): nothing to keep.
+    fn reply_context(_split: &Split) -> Option<(String, chrono::DateTime<chrono::Utc>)> {
         None
     }
 

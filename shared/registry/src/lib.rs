@@ -15,6 +15,7 @@ pub static PLATFORMS: &[&PlatformSpec] = &[
     &patchbay_wechat::SPEC,
     &patchbay_kik::SPEC,
     &patchbay_viber::SPEC,
+    &patchbay_line::SPEC,
     &patchbay_custom::SPEC,
 ];
 

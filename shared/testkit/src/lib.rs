@@ -20,6 +20,7 @@
 pub mod fixtures;
 pub mod graph;
 pub mod kik;
+pub mod line;
 pub mod nats;
 pub mod postgres;
 pub mod process;

@@ -5,10 +5,13 @@
 //! Telegram API accepts any bot token, the Graph API any Page, phone number and token; the
 //! WeChat API knows one Official Account (AppID `wx2c2769f8efd9abc2`, AppSecret
 //! `demo-secret`) followed by the user `oUser123`; the Kik API one bot (`demobot`, API key
-//! `demo-key`) that the user `ada` chats with; the Viber API one bot (auth token
-//! `demo-viber-token`) with the subscriber `01234567890A=`. All print one line per request.
+//! `demo-key`) that the user `ada` chats with; the LINE API one channel (access token
+//! `demo-line-token`) whose friend is the user `Uada`, taking any reply token once; the Viber
+//! API one bot (auth token `demo-viber-token`) with the subscriber `01234567890A=`. All print
+//! one line per request.
 //! Usage: `patchbay-fakes [TENANT_ADDR] [TELEGRAM_ADDR] [GRAPH_ADDR] [WECHAT_ADDR] [KIK_ADDR]
-//! [VIBER_ADDR]` (default 127.0.0.1:8090, :8091, :8092, :8093, :8094 and :8096).
+//! [LINE_ADDR] [VIBER_ADDR]` (default 127.0.0.1:8090, :8091, :8092, :8093, :8094, :8095 and
+//! :8096).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -17,6 +20,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use patchbay_testkit::graph::FakeGraph;
 use patchbay_testkit::kik::FakeKik;
+use patchbay_testkit::line::FakeLine;
 use patchbay_testkit::telegram::FakeTelegram;
 use patchbay_testkit::tenant::FakeTenant;
 use patchbay_testkit::viber::FakeViber;
@@ -31,6 +35,7 @@ async fn main() {
     let graph_addr = args.next().unwrap_or_else(|| "127.0.0.1:8092".into());
     let wechat_addr = args.next().unwrap_or_else(|| "127.0.0.1:8093".into());
     let kik_addr = args.next().unwrap_or_else(|| "127.0.0.1:8094".into());
+    let line_addr = args.next().unwrap_or_else(|| "127.0.0.1:8095".into());
     let viber_addr = args.next().unwrap_or_else(|| "127.0.0.1:8096".into());
     let tenant = FakeTenant::start_on(&tenant_addr).await;
     tenant.respond_with(|r| {
@@ -63,6 +68,12 @@ async fn main() {
     viber.add_subscriber("demo-viber-token", "01234567890A=");
     println!("fake Viber API: {}", viber.base_url());
     let mut seen_viber = 0;
+    let line = FakeLine::start_on(&line_addr).await;
+    line.add_channel("demo-line-token");
+    line.add_friend("demo-line-token", "Uada");
+    line.accept_unknown_reply_tokens();
+    println!("fake LINE API: {}", line.base_url());
+    let mut seen_line = 0;
     let (mut seen_events, mut seen_calls, mut seen_graph, mut seen_wechat, mut seen_kik) =
         (0, 0, 0, 0, 0);
     loop {
@@ -109,6 +120,14 @@ async fn main() {
             );
         }
         seen_viber = calls.len();
+        let calls = line.calls();
+        for c in &calls[seen_line..] {
+            println!(
+                "line <- {} {} {} (HTTP {})",
+                c.method, c.path, c.body, c.status
+            );
+        }
+        seen_line = calls.len();
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

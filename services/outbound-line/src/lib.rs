@@ -1,0 +1,32 @@
+//! `outbound-line`: consumes `<p>.outbound.line.>`, sends through LINE's Messaging API (the
+//! channel's `api_base_url` or `PATCHBAY_LINE_API_BASE_URL`): an inline reply with the reply
+//! API while the event's reply token (kept by `ingress-line` in the `<p>_replies` bucket) is
+//! fresh and unused, everything else with the push API and an `X-Line-Retry-Key` derived from
+//! the message id, at most 5 messages per call; and reports each result on `<p>.status.<bot>`.
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use patchbay_line::LineSender;
+use patchbay_platform::replies::Replies;
+use patchbay_runtime::{BoxError, Deps, Service};
+
+/// Starts the service.
+pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
+    Box::pin(async move {
+        let c = &deps.config;
+        let timeout = Duration::from_millis(c.outbound_timeout_ms);
+        let replies = Replies::open(&deps.bus).await?;
+        let sender = LineSender::new(
+            &c.line_api_base_url,
+            timeout,
+            patchbay_platform::Limits {
+                per_channel_per_second: c.line_per_channel_per_second,
+                per_conversation_per_second: c.line_per_user_per_second,
+                per_conversation_burst: c.line_per_user_burst,
+            },
+        )?
+        .with_replies(replies);
+        patchbay_platform::outbound::service("outbound-line", &deps, sender).await
+    })
+}
