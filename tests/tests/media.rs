@@ -662,3 +662,37 @@ async fn whatsapp_and_wechat_get_uploads_through_their_media_upload_apis_once() 
     assert_eq!(sends[0].body["image"]["media_id"], ours.media_id.as_str());
     stack.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_file_is_fetched_from_the_content_api_with_the_channels_token() {
+    use patchbay_line::fixtures as line;
+    let stack = Stack::start().await;
+    let bot = stack.line_bot(None).await;
+    let pdf = b"%PDF-1.7 a report".as_slice();
+    let event = line::media("01JLINEMEDIA0000000000001", "Ufile0001", "file");
+    stack.line.add_content(
+        &bot.access_token,
+        "m-01JLINEMEDIA0000000000001",
+        "application/pdf",
+        pdf,
+    );
+    assert_eq!(stack.post_line(&bot, vec![event]).await, 200);
+    let event = media_event(&stack).await;
+    assert_eq!(
+        event["message"]["content"]["file_id"],
+        "m-01JLINEMEDIA0000000000001"
+    );
+    let url = download_url(&stack, &event);
+    let (status, content_type, body) = download(&stack, &url, &bot.api_key).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        (content_type.as_deref(), body.as_slice()),
+        (Some("application/pdf"), pdf)
+    );
+    let fetched = stack
+        .line
+        .calls_to("/v2/bot/message/m-01JLINEMEDIA0000000000001/content");
+    assert_eq!(fetched.len(), 1);
+    assert_eq!(fetched[0].token.as_deref(), Some(bot.access_token.as_str()));
+    stack.shutdown().await;
+}

@@ -243,9 +243,10 @@ pub(crate) async fn upload(
     }
 
     // What each platform of the bot's channels can do with it.
+    // As the bucket has it now: a channel connected a moment ago counts.
     let record = api
         .view
-        .bot(&bot.bot_id)
+        .bot_latest(&bot.bot_id)
         .await?
         .ok_or_else(|| ApiError::unavailable("the bot is not in the configuration view yet"))?;
     let mut platforms: Vec<Platform> = record.channels.iter().map(|c| c.platform).collect();

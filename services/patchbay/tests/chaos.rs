@@ -339,6 +339,12 @@ impl Platform {
     }
 }
 
+/// Messages per conversation for a scenario with a fault per service: one more wave than
+/// there are faults, a message per conversation in each.
+fn per_service_wave() -> i64 {
+    i64::try_from(services().len() + 1).unwrap()
+}
+
 /// The services, in the order the faults hit them: the core, each platform's sender and
 /// ingress, the API.
 fn services() -> Vec<&'static str> {
@@ -1518,7 +1524,7 @@ async fn kill_9_each_service_in_turn_mid_stream() {
     stream_through_fault(
         "kill -9 each service",
         c,
-        15 * scale(),
+        per_service_wave() * scale(),
         services().len(),
         async |run: &Run| {
             for service in services() {
@@ -1605,7 +1611,7 @@ async fn sigterm_drains_and_exits_zero() {
     let (_, counts) = stream_through_fault(
         name,
         c,
-        15 * scale(),
+        per_service_wave() * scale(),
         services().len(),
         async |run: &Run| {
             for service in services() {

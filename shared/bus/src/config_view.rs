@@ -136,6 +136,11 @@ impl ConfigView {
                 ref r => Some(r.clone()),
             });
         }
+        self.read_store(key).await
+    }
+
+    /// `key` as the bucket has it now (and remembered), past what the watch delivered so far.
+    async fn read_store(&self, key: String) -> Result<Option<Record>, BusError> {
         let entry = self
             .store
             .entry(key.clone())
@@ -155,6 +160,15 @@ impl ConfigView {
     /// The bot `id`.
     pub async fn bot(&self, id: &str) -> Result<Option<Arc<BotRecord>>, BusError> {
         Ok(match self.lookup(config_keys::bot(id)).await? {
+            Some(Record::Bot(b)) => Some(b),
+            _ => None,
+        })
+    }
+
+    /// The bot `id` as the config bucket has it now, for the rare reads that must see a change
+    /// made a moment ago (the watch delivers it within milliseconds, but not before).
+    pub async fn bot_latest(&self, id: &str) -> Result<Option<Arc<BotRecord>>, BusError> {
+        Ok(match self.read_store(config_keys::bot(id)).await? {
             Some(Record::Bot(b)) => Some(b),
             _ => None,
         })

@@ -10,7 +10,8 @@
 //! | Telegram | `getFile` for the `file_path`, then `/file/bot<token>/<file_path>` |
 //! | WhatsApp | `GET /<media id>` for a short-lived URL, then that URL, both with the access token |
 //! | WeChat | `GET /cgi-bin/media/get?media_id=…` with the access token |
-//! | others (Messenger, Kik, custom) | the URL the webhook carried ([`UrlFetcher`]: public addresses only) |
+//! | LINE | `GET /v2/bot/message/{id}/content` on `api-data.line.me` with the access token |
+//! | others (Messenger, Kik, Viber, custom) | the URL the webhook carried ([`UrlFetcher`]: public addresses only) |
 //!
 //! Every download is bounded (`PATCHBAY_MEDIA_MAX_BYTES`): a larger file is refused as
 //! `too_large`, without reading the rest.

@@ -119,6 +119,9 @@ struct Inner {
     /// How long profile lookups wait before they are answered.
     profile_delay: Duration,
     calls: Vec<Call>,
+    /// (access token, message id) → (content type, bytes): what users sent, for
+    /// `GET /v2/bot/message/{id}/content`.
+    contents: HashMap<(String, String), (String, Vec<u8>)>,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -135,6 +138,21 @@ pub struct FakeLine {
 }
 
 impl FakeLine {
+    /// The content of message `message_id` a user sent to the channel of `access_token`:
+    /// `GET /v2/bot/message/<message_id>/content` with that token serves it (404 otherwise).
+    pub fn add_content(
+        &self,
+        access_token: &str,
+        message_id: &str,
+        content_type: &str,
+        bytes: &[u8],
+    ) {
+        lock(&self.inner).contents.insert(
+            (access_token.to_owned(), message_id.to_owned()),
+            (content_type.to_owned(), bytes.to_vec()),
+        );
+    }
+
     /// Starts on `127.0.0.1:0`.
     pub async fn start() -> Self {
         Self::start_on("127.0.0.1:0").await
@@ -848,6 +866,34 @@ async fn handle(State(inner): State<Shared>, req: Request) -> Response {
         .get("x-line-retry-key")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    if method == "GET"
+        && let Some(id) = path
+            .strip_prefix("/v2/bot/message/")
+            .and_then(|p| p.strip_suffix("/content"))
+    {
+        let mut s = lock(&inner);
+        let found = bearer
+            .as_ref()
+            .and_then(|t| s.contents.get(&(t.clone(), id.to_owned())).cloned());
+        let response = match found {
+            Some((content_type, bytes)) => {
+                ([(header::CONTENT_TYPE, content_type)], bytes).into_response()
+            }
+            None => (StatusCode::NOT_FOUND, Json(json!({"message": "Not found"}))).into_response(),
+        };
+        let authorized = bearer.as_ref().is_some_and(|t| s.channels.contains_key(t));
+        s.calls.push(Call {
+            method,
+            path,
+            token: bearer,
+            authorized,
+            retry_key,
+            body: Value::Null,
+            status: response.status().as_u16(),
+            at: Instant::now(),
+        });
+        return response;
+    }
     let mut body: Value = match axum::body::to_bytes(req.into_body(), 1 << 20).await {
         Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         Err(_) => Value::Null,

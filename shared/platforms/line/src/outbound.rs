@@ -687,6 +687,16 @@ fn metrics_outcome(outcome: &'static str) {
     metrics::counter!("patchbay_line_sends_total", "outcome" => outcome).increment(1);
 }
 
+/// LINE serves content from `api-data.line.me`: the data host of the official API base, the
+/// same base otherwise (the fakes, a proxy the operator points a channel at).
+pub fn data_base_url(base: &str) -> String {
+    let base = base.trim_end_matches('/');
+    match base.strip_prefix("https://api.line.me") {
+        Some(rest) => format!("https://api-data.line.me{rest}"),
+        None => base.to_owned(),
+    }
+}
+
 impl OutboundAdapter for LineSender {
     const PLATFORM: Platform = Platform::Line;
     type Credentials = LineCredentials;
@@ -701,6 +711,55 @@ impl OutboundAdapter for LineSender {
 
     fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// A user's image, video, audio or file: `GET /v2/bot/message/{messageId}/content` on
+    /// LINE's data host (`api-data.line.me` beside `api.line.me`; a channel's own
+    /// `api_base_url` serves both), with the channel access token. LINE keeps it a limited
+    /// time (404 after). Media given by an external URL (`contentProvider.type = external`)
+    /// are fetched from that URL.
+    async fn fetch_media(
+        &self,
+        target: Target<'_, LineCredentials>,
+        media: &Media,
+        ctx: patchbay_platform::media::Context<'_>,
+    ) -> Result<patchbay_platform::media::Fetched, SendError> {
+        let Some(id) = media.file_id.as_deref() else {
+            return match &media.url {
+                Some(url) => ctx.urls.get(url, ctx.max_bytes).await,
+                None => Err(SendError::permanent(
+                    "not_found",
+                    "the media has no LINE message id",
+                    None,
+                )),
+            };
+        };
+        let response = self
+            .http
+            .get(format!(
+                "{}/v2/bot/message/{id}/content",
+                data_base_url(target.base_url)
+            ))
+            .bearer_auth(&target.credentials.channel_access_token)
+            .send()
+            .await
+            .map_err(|e| SendError::Retryable {
+                reason: format!("LINE unreachable: {}", e.without_url()),
+                after: None,
+            })?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            let body = response.bytes().await.unwrap_or_default();
+            return Err(match status {
+                404 => SendError::permanent(
+                    "not_found",
+                    "LINE no longer has the content (or the id is not this channel's)",
+                    Some(404),
+                ),
+                _ => classify(status, None, &body),
+            });
+        }
+        patchbay_platform::media::read_limited(response, ctx.max_bytes, "LINE").await
     }
 
     async fn send(
@@ -727,6 +786,22 @@ impl OutboundAdapter for LineSender {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn content_comes_from_the_data_host_of_the_official_api_and_the_channels_own_base_otherwise() {
+        assert_eq!(
+            data_base_url("https://api.line.me"),
+            "https://api-data.line.me"
+        );
+        assert_eq!(
+            data_base_url("https://api.line.me/"),
+            "https://api-data.line.me"
+        );
+        assert_eq!(
+            data_base_url("http://127.0.0.1:8095"),
+            "http://127.0.0.1:8095"
+        );
+    }
     use crate::fixtures as fx;
     use patchbay_contract::{ChannelRef, SendSource, V1};
     use patchbay_testkit::line::{Failure, FakeLine};
