@@ -191,6 +191,41 @@ async fn webhook_changes_apply_everywhere_without_a_restart() {
     stack.shutdown().await;
 }
 
+/// A `PUT /v1/webhook` that names no flavour keeps the one the bot has: a BrandChat bot that
+/// only changes its events must not start getting native callbacks its client cannot read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_the_events_keeps_the_flavour() {
+    let stack = Stack::start().await;
+    let bot = stack.bot_with_flavour("brandchat").await;
+    let (status, settings) = call(
+        &stack,
+        "PUT",
+        "/v1/webhook",
+        &bot.api_key,
+        Some(json!({"events": ["message.*"]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{settings}");
+    assert_eq!(settings["flavour"], "brandchat", "{settings}");
+    let (_, current) = call(&stack, "GET", "/v1/webhook", &bot.api_key, None).await;
+    assert_eq!(current["flavour"], "brandchat", "{current}");
+    // Named, it changes.
+    let (status, settings) = call(
+        &stack,
+        "PUT",
+        "/v1/webhook",
+        &bot.api_key,
+        Some(json!({"flavour": "native"})),
+    )
+    .await;
+    assert_eq!(
+        (status, &settings["flavour"]),
+        (200, &json!("native")),
+        "{settings}"
+    );
+    stack.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_and_secrets_rotate_with_an_overlap_and_revocation_is_immediate() {
     let stack = Stack::start_with(Options {

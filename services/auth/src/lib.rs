@@ -332,7 +332,10 @@ impl Auth {
         platforms.dedup();
         Ok(WebhookSettings {
             url,
-            flavour: input.flavour,
+            flavour: input
+                .flavour
+                .or_else(|| current.map(|c| c.flavour))
+                .unwrap_or_default(),
             events,
             disabled_reason: current.and_then(|c| c.disabled_reason.clone()),
             platforms,

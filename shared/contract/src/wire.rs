@@ -1134,9 +1134,9 @@ pub struct WebhookInput {
     /// Callback URL.
     #[serde(default)]
     pub url: Option<String>,
-    /// Flavour.
-    #[serde(default)]
-    pub flavour: WebhookFlavour,
+    /// Flavour; when absent, a new bot's is `native` and a change keeps the bot's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flavour: Option<WebhookFlavour>,
     /// Subscriptions; defaults to `message.received` and `user.*`.
     #[serde(default)]
     pub events: Option<Vec<String>>,
