@@ -481,3 +481,58 @@ async fn the_monthly_limit_fails_the_message_with_its_code_and_is_not_retried() 
     assert_eq!(stack.line.calls_to(PUSH_PATH).len(), 1, "not retried");
     stack.shutdown().await;
 }
+
+/// A user withdraws a message (LINE's `unsend`): a bot subscribed to `message.*` learns which
+/// Patchbay message it was. Another user cannot withdraw it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsent_message_is_named_to_the_bot() {
+    let stack = Stack::start().await;
+    let bot = stack.line_bot(Some(vec!["message.*"])).await;
+    let received = user_writes(&stack, &bot, "01JUNSEND00000000000000001", "oops").await;
+    let message_id = received["message"]["id"].as_str().unwrap().to_owned();
+    // Someone else names the same message, then writes: their events are handled in order,
+    // so once their text arrived, their unsend was handled, and it produced nothing.
+    let other = vec![
+        now(fx::unsend(
+            "01JUNSEND00000000000000002",
+            fx::OTHER_USER,
+            "m-01JUNSEND00000000000000001",
+        )),
+        now(fx::text("01JUNSEND00000000000000003", fx::OTHER_USER, "hi")),
+    ];
+    assert_eq!(stack.post_line(&bot, other).await, 200);
+    eventually(TIMEOUT, "the other user's text", || async {
+        stack
+            .tenant
+            .received()
+            .iter()
+            .map(Received::json)
+            .find(|e| e["message"]["platform_message_id"] == "m-01JUNSEND00000000000000003")
+    })
+    .await;
+    let unsent = |stack: &Stack| {
+        stack
+            .tenant
+            .received()
+            .iter()
+            .filter(|r| r.json()["type"] == "message.unsent")
+            .count()
+    };
+    assert_eq!(unsent(&stack), 0);
+    let own = now(fx::unsend(
+        "01JUNSEND00000000000000004",
+        fx::USER,
+        "m-01JUNSEND00000000000000001",
+    ));
+    assert_eq!(stack.post_line(&bot, vec![own]).await, 200);
+    let e = stack.events_of("message.unsent", 1).await[0].json();
+    assert_eq!(e["message"]["id"], message_id.as_str(), "{e}");
+    assert_eq!(
+        e["message"]["platform_message_id"],
+        "m-01JUNSEND00000000000000001"
+    );
+    assert_eq!(e["user"]["id"], received["user"]["id"]);
+    assert!(e["message"].get("content").is_none(), "{e}");
+    assert_eq!(unsent(&stack), 1);
+    stack.shutdown().await;
+}

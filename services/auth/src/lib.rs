@@ -74,6 +74,7 @@ const KNOWN_EVENTS: &[&str] = &[
     "message.failed",
     "message.delivered",
     "message.read",
+    "message.unsent",
     "user.subscribed",
     "user.unsubscribed",
 ];

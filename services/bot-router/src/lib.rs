@@ -324,8 +324,9 @@ fn found(
 impl Handler<InboundEvent> for Inbound {
     fn key(&self, ev: &InboundEvent) -> Option<String> {
         // Receipts need no order (statuses only move forward) and may wait for a
-        // `message.sent`: they must not hold the user's next messages up.
-        if ev.receipt.is_some() {
+        // `message.sent`: they must not hold the user's next messages up. A withdrawn message
+        // follows the user's messages, so it finds the one it withdraws.
+        if ev.receipt.is_some() && ev.event_type != EventType::MessageUnsent {
             return None;
         }
         Some(format!("{}:{}", ev.channel.id, ev.address))
@@ -337,6 +338,9 @@ impl Handler<InboundEvent> for Inbound {
         // Shared with the batch without a copy.
         let ev = Arc::new(d.payload);
         let bot = r.bot(&ev.bot_id).await?;
+        if ev.event_type == EventType::MessageUnsent {
+            return r.unsent(&bot, &ev).await;
+        }
         if let Some(receipt) = &ev.receipt {
             return r.receipt(&bot, &ev, receipt, delivered).await;
         }
@@ -406,6 +410,47 @@ const RECEIPT_GRACE: chrono::TimeDelta = chrono::TimeDelta::minutes(2);
 
 impl Router {
     /// Applies a platform receipt to the bot's outbound messages and tells the tenant.
+    /// `message.unsent`: the user withdrew one of their messages (named by its platform id in
+    /// the event's receipt); the bot is told which Patchbay message it was. Nothing when the
+    /// message was never stored here (sent before the channel was connected).
+    async fn unsent(&self, bot: &BotRecord, ev: &InboundEvent) -> Result<(), HandlerError> {
+        let ids = ev
+            .receipt
+            .as_ref()
+            .map(|r| r.platform_message_ids.clone())
+            .unwrap_or_default();
+        let found = store::user_messages(&self.pool, ev, &ids)
+            .await
+            .map_err(db_error)?;
+        if found.is_empty() {
+            tracing::info!(event_id = %ev.id, "withdrawn message not stored here; dropped");
+            return Ok(());
+        }
+        if !bot.enabled {
+            return Ok(());
+        }
+        for (i, m) in found.into_iter().enumerate() {
+            let event = TenantEvent {
+                id: derive_id(prefix::EVENT, &ev.id, i as u32),
+                event_type: EventType::MessageUnsent,
+                created_at: ev.occurred_at,
+                bot_id: ev.bot_id.clone(),
+                channel: ev.channel.clone(),
+                user: m.user,
+                conversation_id: m.conversation_id,
+                message: Some(EventMessage {
+                    id: m.message_id,
+                    platform_message_id: m.platform_message_id,
+                    content: None,
+                }),
+                error: None,
+                referral: None,
+            };
+            self.dispatch(bot, event).await?;
+        }
+        Ok(())
+    }
+
     async fn receipt(
         &self,
         bot: &BotRecord,

@@ -537,6 +537,45 @@ pub async fn receipt_targets(
         .collect())
 }
 
+/// The inbound messages of `ev`'s sender on its channel with any of these platform ids (a
+/// user can only withdraw their own).
+pub async fn user_messages(
+    pool: &PgPool,
+    ev: &InboundEvent,
+    platform_ids: &[String],
+) -> Result<Vec<ReceiptTarget>, sqlx::Error> {
+    let rows = sqlx::query(
+        "select m.id as message_id, m.platform_message_id, c.id as conversation_id,
+                u.id, u.platform_user_id, u.display_name, u.username, u.locale
+         from messages m join conversations c on c.id = m.conversation_id
+              join users u on u.id = c.user_id
+         where m.bot_id = $1 and u.channel_id = $2 and u.platform_user_id = $3
+           and m.direction = 'inbound' and m.platform_message_id = any($4)
+         order by m.created_at, m.id",
+    )
+    .bind(&ev.bot_id)
+    .bind(&ev.channel.id)
+    .bind(&ev.sender.platform_user_id)
+    .bind(platform_ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|row| ReceiptTarget {
+            message_id: row.get("message_id"),
+            platform_message_id: row.get("platform_message_id"),
+            conversation_id: row.get("conversation_id"),
+            user: EventUser {
+                id: row.get("id"),
+                platform_user_id: row.get("platform_user_id"),
+                display_name: row.get("display_name"),
+                username: row.get("username"),
+                locale: row.get("locale"),
+            },
+        })
+        .collect())
+}
+
 /// Whether the bot has an outbound message with any of these platform ids.
 pub async fn any_outbound_with_platform_id(
     pool: &PgPool,

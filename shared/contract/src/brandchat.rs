@@ -308,7 +308,8 @@ pub fn callback_body(event: &TenantEvent) -> Option<Value> {
         EventType::MessageSent
         | EventType::MessageFailed
         | EventType::MessageDelivered
-        | EventType::MessageRead => None,
+        | EventType::MessageRead
+        | EventType::MessageUnsent => None,
     }
 }
 

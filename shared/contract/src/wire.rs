@@ -124,6 +124,10 @@ pub enum EventType {
     /// The platform reports a message the bot sent as read (or played) by the user.
     #[serde(rename = "message.read")]
     MessageRead,
+    /// A user withdrew a message they had sent (LINE's `unsend`): the event names the
+    /// Patchbay message, which the bot should stop showing.
+    #[serde(rename = "message.unsent")]
+    MessageUnsent,
 }
 
 impl EventType {
@@ -136,6 +140,7 @@ impl EventType {
         EventType::MessageFailed,
         EventType::MessageDelivered,
         EventType::MessageRead,
+        EventType::MessageUnsent,
     ];
 
     /// The dotted name, e.g. `message.received`. (Adding a variant: add it to [`Self::ALL`]
@@ -149,6 +154,7 @@ impl EventType {
             EventType::MessageFailed => "message.failed",
             EventType::MessageDelivered => "message.delivered",
             EventType::MessageRead => "message.read",
+            EventType::MessageUnsent => "message.unsent",
         }
     }
 }
@@ -266,7 +272,8 @@ pub struct InboundEvent {
 }
 
 /// A platform's report about messages the bot sent, as the platform names them. The router
-/// finds them by the platform message id its senders reported (`message.sent`).
+/// finds them by the platform message id its senders reported (`message.sent`). For
+/// `message.unsent`, the message the user withdrew (one of theirs, found by its platform id).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Receipt {
     /// The platform's ids of the messages concerned (WhatsApp `wamid`, Messenger `mid`).
@@ -1799,12 +1806,13 @@ mod tests {
                 | EventType::MessageSent
                 | EventType::MessageFailed
                 | EventType::MessageDelivered
-                | EventType::MessageRead => {}
+                | EventType::MessageRead
+                | EventType::MessageUnsent => {}
             }
         }
         let names: std::collections::BTreeSet<&str> =
             EventType::ALL.iter().map(|t| t.as_str()).collect();
-        assert_eq!(names.len(), 7);
+        assert_eq!(names.len(), 8);
         for t in EventType::ALL {
             let back: EventType = serde_json::from_value(json!(t.as_str())).unwrap();
             assert_eq!(back, *t);

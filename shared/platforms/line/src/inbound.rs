@@ -30,7 +30,8 @@
 //! | `leave` (the bot was removed) | `user.unsubscribed` from the group or room itself |
 //! | `memberJoined` | `user.subscribed` for each member who joined |
 //! | `memberLeft` | `user.unsubscribed` for each member who left |
-//! | `unsend`, `videoPlayComplete`, `beacon`, `accountLink`, `membership`, `module`, `activated`, `deactivated`, `botSuspended`, `botResumed`, `delivery`, anything else | none (counted, not an error): Patchbay has no event kind for a withdrawn message |
+//! | `unsend` | `message.unsent`, naming the withdrawn message (`unsend.messageId`) |
+//! | `videoPlayComplete`, `beacon`, `accountLink`, `membership`, `module`, `activated`, `deactivated`, `botSuspended`, `botResumed`, `delivery`, anything else | none (counted, not an error) |
 //!
 //! Groups and rooms: the chat is the conversation, its member the sender. `address` (where a
 //! reply goes, and the order key) is the group or room id; `sender.platform_user_id` is the
@@ -59,7 +60,7 @@ use patchbay_contract::content::{Location, Media};
 use patchbay_contract::ids::{derive_id, prefix};
 use patchbay_contract::{
     ChannelRef, Content, EventType, InboundEvent, InboundMessage, IngressEnvelope, Platform,
-    PlatformUser, V1,
+    PlatformUser, Receipt, V1,
 };
 use patchbay_platform::enrich::Context;
 use patchbay_platform::{InboundAdapter, NormaliseError, Rejection, Split};
@@ -175,6 +176,14 @@ struct Event {
     joined: Option<Members>,
     #[serde(default)]
     left: Option<Members>,
+    #[serde(default)]
+    unsend: Option<Unsend>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Unsend {
+    message_id: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -305,6 +314,8 @@ struct Emitted {
     event_type: EventType,
     sender: String,
     message: Option<InboundMessage>,
+    /// For `message.unsent`: the withdrawn message's id.
+    withdrawn: Option<String>,
 }
 
 /// What `e` says, as events (possibly several: one per member who joined or left).
@@ -315,6 +326,7 @@ fn emitted(e: &Event, source: &Source, chat: &str) -> Result<Vec<Emitted>, Norma
             event_type,
             sender: actor.clone(),
             message,
+            withdrawn: None,
         }])
     };
     let each = |event_type, members: &Option<Members>| {
@@ -326,6 +338,7 @@ fn emitted(e: &Event, source: &Source, chat: &str) -> Result<Vec<Emitted>, Norma
                 event_type,
                 sender: u.to_owned(),
                 message: None,
+                withdrawn: None,
             })
             .collect())
     };
@@ -369,6 +382,18 @@ fn emitted(e: &Event, source: &Source, chat: &str) -> Result<Vec<Emitted>, Norma
         "unfollow" | "leave" => one(EventType::UserUnsubscribed, None),
         "memberJoined" => each(EventType::UserSubscribed, &e.joined),
         "memberLeft" => each(EventType::UserUnsubscribed, &e.left),
+        "unsend" => {
+            let u = e
+                .unsend
+                .as_ref()
+                .ok_or_else(|| NormaliseError("a LINE unsend event without unsend".into()))?;
+            Ok(vec![Emitted {
+                event_type: EventType::MessageUnsent,
+                sender: actor.clone(),
+                message: None,
+                withdrawn: Some(u.message_id.clone()),
+            }])
+        }
         _ => Ok(vec![]),
     }
 }
@@ -473,7 +498,11 @@ impl InboundAdapter for Line {
                     dedupe_key: format!("{}:{i}", env.dedupe_key),
                     message: em.message,
                     referral: None,
-                    receipt: None,
+                    receipt: em.withdrawn.map(|id| Receipt {
+                        platform_message_ids: vec![id],
+                        watermark: None,
+                        error: None,
+                    }),
                 }
             })
             .collect())
@@ -782,7 +811,10 @@ mod tests {
                 fx::member_left("e22", fx::in_group(g, None), &[fx::OTHER_USER]),
                 vec![(EventType::UserUnsubscribed, fx::OTHER_USER, g, None)],
             ),
-            (fx::unsend("e23", u, "m-e1"), vec![]),
+            (
+                fx::unsend("e23", u, "m-e1"),
+                vec![(EventType::MessageUnsent, u, u, None)],
+            ),
             (fx::beacon("e24", u), vec![]),
             (
                 fx::message(
@@ -821,6 +853,17 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn an_unsend_names_the_withdrawn_message() {
+        let e = normalise(fx::unsend("u1", fx::USER, "m-p1"));
+        assert_eq!(e[0].event_type, EventType::MessageUnsent);
+        assert_eq!(
+            e[0].receipt.as_ref().unwrap().platform_message_ids,
+            vec!["m-p1".to_owned()]
+        );
+        assert!(e[0].message.is_none());
     }
 
     #[test]
