@@ -536,3 +536,35 @@ async fn an_unsent_message_is_named_to_the_bot() {
     assert_eq!(unsent(&stack), 1);
     stack.shutdown().await;
 }
+
+/// A follow after a block reaches the bot as `user.subscribed` with `resubscribed: true`; a
+/// first follow has no such field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unblocking_follow_is_a_resubscription() {
+    let stack = Stack::start().await;
+    let bot = stack.line_bot(None).await;
+    let follows = vec![
+        now(fx::follow("01JFOLLOW00000000000000001", fx::USER, false)),
+        now(fx::follow(
+            "01JFOLLOW00000000000000002",
+            fx::OTHER_USER,
+            true,
+        )),
+    ];
+    assert_eq!(stack.post_line(&bot, follows).await, 200);
+    let got: Vec<Value> = stack
+        .events_of("user.subscribed", 2)
+        .await
+        .iter()
+        .map(Received::json)
+        .collect();
+    let of = |user: &str| {
+        got.iter()
+            .find(|e| e["user"]["platform_user_id"] == user)
+            .unwrap_or_else(|| panic!("{user} in {got:?}"))
+            .clone()
+    };
+    assert!(of(fx::USER).get("resubscribed").is_none(), "{got:?}");
+    assert_eq!(of(fx::OTHER_USER)["resubscribed"], true, "{got:?}");
+    stack.shutdown().await;
+}

@@ -89,6 +89,7 @@ async fn user_wrote(
             },
         }),
         referral: None,
+        resubscribed: false,
         receipt: None,
     };
     let subject = subjects(stack).inbound(&bot.id).unwrap();

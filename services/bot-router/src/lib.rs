@@ -374,6 +374,7 @@ impl Handler<InboundEvent> for Inbound {
                 }),
                 error: None,
                 referral: ev.referral.clone(),
+                resubscribed: ev.resubscribed,
             };
             r.dispatch(&bot, event).await?
         };
@@ -445,6 +446,7 @@ impl Router {
                 }),
                 error: None,
                 referral: None,
+                resubscribed: false,
             };
             self.dispatch(bot, event).await?;
         }
@@ -505,6 +507,7 @@ impl Router {
                     }),
                     error: receipt.error.clone(),
                     referral: None,
+                    resubscribed: false,
                 };
                 self.dispatch(bot, event).await?;
             }
@@ -839,6 +842,7 @@ impl Handler<StatusEvent> for Statuses {
             }),
             error: st.error.clone(),
             referral: None,
+            resubscribed: false,
         };
         r.dispatch(&bot, event).await.map(drop)
     }

@@ -265,6 +265,10 @@ pub struct InboundEvent {
     /// Deep-link or referral parameter of a subscription (Telegram `/start <ref>`).
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "ref")]
     pub referral: Option<String>,
+    /// For `user.subscribed`: the user had blocked the bot before and came back (LINE's
+    /// `follow.isUnblocked`), rather than subscribing for the first time.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resubscribed: bool,
     /// For `message.delivered`, `message.read` and `message.failed` reported by the platform
     /// after the send: which of the bot's messages the report is about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -567,6 +571,10 @@ pub struct TenantEvent {
     /// Deep-link or referral parameter, for `user.subscribed`.
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "ref")]
     pub referral: Option<String>,
+    /// For `user.subscribed`: the user had blocked the bot and came back (LINE's
+    /// `follow.isUnblocked`); absent for a first subscription.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resubscribed: bool,
 }
 
 /// An event to deliver to a tenant. Subject `<p>.dispatch.<bot>`; `Nats-Msg-Id` is the event id.

@@ -117,6 +117,7 @@ pub fn normalise(env: &IngressEnvelope) -> Result<Vec<InboundEvent>, NormaliseEr
         dedupe_key: format!("{}:0", env.dedupe_key),
         message,
         referral: None,
+        resubscribed: false,
         receipt: None,
     }])
 }

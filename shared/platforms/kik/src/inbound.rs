@@ -360,6 +360,7 @@ impl InboundAdapter for Kik {
                 content,
             }),
             referral,
+            resubscribed: false,
             receipt,
         }])
     }

@@ -24,7 +24,7 @@
 //! | `message` `location` | `message.received`, location (`title` as name, `address`) |
 //! | `message` `sticker` | `message.received`, sticker, id `<packageId>:<stickerId>` (what the sender takes back) |
 //! | `postback` | `message.received`, `postback` (platform message id: the `webhookEventId`): payload the `data`; title the value a date or time picker gave (`params.date`, `time` or `datetime`) or the rich menu switched to (`params.newRichMenuAliasId`) |
-//! | `follow` (added as a friend, or unblocked: `follow.isUnblocked`) | `user.subscribed` |
+//! | `follow` (added as a friend, or unblocked: `follow.isUnblocked`) | `user.subscribed` (`resubscribed` when unblocked) |
 //! | `unfollow` (blocked) | `user.unsubscribed` |
 //! | `join` (the bot was added to a group or room) | `user.subscribed` from the group or room itself (no member acted that LINE names) |
 //! | `leave` (the bot was removed) | `user.unsubscribed` from the group or room itself |
@@ -178,6 +178,15 @@ struct Event {
     left: Option<Members>,
     #[serde(default)]
     unsend: Option<Unsend>,
+    #[serde(default)]
+    follow: Option<Follow>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Follow {
+    #[serde(default)]
+    is_unblocked: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -316,6 +325,8 @@ struct Emitted {
     message: Option<InboundMessage>,
     /// For `message.unsent`: the withdrawn message's id.
     withdrawn: Option<String>,
+    /// For `user.subscribed`: the user unblocked the bot (`follow.isUnblocked`).
+    resubscribed: bool,
 }
 
 /// What `e` says, as events (possibly several: one per member who joined or left).
@@ -327,6 +338,7 @@ fn emitted(e: &Event, source: &Source, chat: &str) -> Result<Vec<Emitted>, Norma
             sender: actor.clone(),
             message,
             withdrawn: None,
+            resubscribed: false,
         }])
     };
     let each = |event_type, members: &Option<Members>| {
@@ -339,6 +351,7 @@ fn emitted(e: &Event, source: &Source, chat: &str) -> Result<Vec<Emitted>, Norma
                 sender: u.to_owned(),
                 message: None,
                 withdrawn: None,
+                resubscribed: false,
             })
             .collect())
     };
@@ -378,7 +391,14 @@ fn emitted(e: &Event, source: &Source, chat: &str) -> Result<Vec<Emitted>, Norma
                 }),
             )
         }
-        "follow" | "join" => one(EventType::UserSubscribed, None),
+        "follow" => Ok(vec![Emitted {
+            event_type: EventType::UserSubscribed,
+            sender: actor.clone(),
+            message: None,
+            withdrawn: None,
+            resubscribed: e.follow.as_ref().is_some_and(|f| f.is_unblocked),
+        }]),
+        "join" => one(EventType::UserSubscribed, None),
         "unfollow" | "leave" => one(EventType::UserUnsubscribed, None),
         "memberJoined" => each(EventType::UserSubscribed, &e.joined),
         "memberLeft" => each(EventType::UserUnsubscribed, &e.left),
@@ -392,6 +412,7 @@ fn emitted(e: &Event, source: &Source, chat: &str) -> Result<Vec<Emitted>, Norma
                 sender: actor.clone(),
                 message: None,
                 withdrawn: Some(u.message_id.clone()),
+                resubscribed: false,
             }])
         }
         _ => Ok(vec![]),
@@ -498,6 +519,7 @@ impl InboundAdapter for Line {
                     dedupe_key: format!("{}:{i}", env.dedupe_key),
                     message: em.message,
                     referral: None,
+                    resubscribed: em.resubscribed,
                     receipt: em.withdrawn.map(|id| Receipt {
                         platform_message_ids: vec![id],
                         watermark: None,
@@ -853,6 +875,16 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn an_unblocking_follow_is_a_resubscription() {
+        let first = normalise(fx::follow("f1", fx::USER, false));
+        assert_eq!(first[0].event_type, EventType::UserSubscribed);
+        assert!(!first[0].resubscribed);
+        let back = normalise(fx::follow("f2", fx::USER, true));
+        assert_eq!(back[0].event_type, EventType::UserSubscribed);
+        assert!(back[0].resubscribed);
     }
 
     #[test]

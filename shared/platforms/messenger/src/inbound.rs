@@ -444,6 +444,7 @@ impl InboundAdapter for Messenger {
                 dedupe_key: format!("{}:{index}", env.dedupe_key),
                 message,
                 referral,
+                resubscribed: false,
                 receipt,
             });
         };

@@ -303,6 +303,7 @@ impl InboundAdapter for Telegram {
                     dedupe_key: format!("{}:0", env.dedupe_key),
                     message,
                     referral,
+                    resubscribed: false,
                     receipt: None,
                 }
             };

@@ -414,6 +414,7 @@ impl InboundAdapter for Viber {
             dedupe_key: format!("{}:0", env.dedupe_key),
             message,
             referral,
+            resubscribed: false,
             receipt,
         }])
     }

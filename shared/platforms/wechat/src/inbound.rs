@@ -255,6 +255,7 @@ impl InboundAdapter for Wechat {
                 content,
             }),
             referral,
+            resubscribed: false,
             receipt,
         };
         let received = |content| {

@@ -461,6 +461,7 @@ impl InboundAdapter for Whatsapp {
                 dedupe_key: format!("{}:{index}", env.dedupe_key),
                 message,
                 referral,
+                resubscribed: false,
                 receipt,
             });
         };
