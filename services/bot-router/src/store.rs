@@ -520,21 +520,23 @@ pub async fn receipt_targets(
     .bind(&ev.sender.platform_user_id)
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .iter()
-        .map(|row| ReceiptTarget {
-            message_id: row.get("message_id"),
-            platform_message_id: row.get("platform_message_id"),
-            conversation_id: row.get("conversation_id"),
-            user: EventUser {
-                id: row.get("id"),
-                platform_user_id: row.get("platform_user_id"),
-                display_name: row.get("display_name"),
-                username: row.get("username"),
-                locale: row.get("locale"),
-            },
-        })
-        .collect())
+    Ok(rows.iter().map(receipt_target).collect())
+}
+
+/// A row of [`receipt_targets`] or [`user_messages`]: the message, its conversation, its user.
+fn receipt_target(row: &sqlx::postgres::PgRow) -> ReceiptTarget {
+    ReceiptTarget {
+        message_id: row.get("message_id"),
+        platform_message_id: row.get("platform_message_id"),
+        conversation_id: row.get("conversation_id"),
+        user: EventUser {
+            id: row.get("id"),
+            platform_user_id: row.get("platform_user_id"),
+            display_name: row.get("display_name"),
+            username: row.get("username"),
+            locale: row.get("locale"),
+        },
+    }
 }
 
 /// The inbound messages of `ev`'s sender on its channel with any of these platform ids (a
@@ -559,21 +561,7 @@ pub async fn user_messages(
     .bind(platform_ids)
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .iter()
-        .map(|row| ReceiptTarget {
-            message_id: row.get("message_id"),
-            platform_message_id: row.get("platform_message_id"),
-            conversation_id: row.get("conversation_id"),
-            user: EventUser {
-                id: row.get("id"),
-                platform_user_id: row.get("platform_user_id"),
-                display_name: row.get("display_name"),
-                username: row.get("username"),
-                locale: row.get("locale"),
-            },
-        })
-        .collect())
+    Ok(rows.iter().map(receipt_target).collect())
 }
 
 /// Whether the bot has an outbound message with any of these platform ids.

@@ -669,7 +669,12 @@ fn filename(url: &reqwest::Url, content_type: Option<&str>, kind: MediaKind) -> 
         .path_segments()
         .and_then(|mut s| s.next_back())
         .unwrap_or_default();
-    let mut name: String = last
+    named(last, content_type, kind)
+}
+
+/// [`filename`] from a given name (`media` when it has no usable characters).
+fn named(given: &str, content_type: Option<&str>, kind: MediaKind) -> String {
+    let mut name: String = given
         .chars()
         .filter(|c| c.is_ascii_graphic() && !matches!(c, '"' | '\\' | '/' | ';'))
         .collect();
@@ -1192,15 +1197,7 @@ impl<T: AccessTokens> OutboundAdapter for WechatSender<T> {
                 kind.max_bytes() >> 20
             )));
         }
-        let named = reqwest::Url::parse(&format!(
-            "https://upload.invalid/{}",
-            filename.unwrap_or("media")
-        ))
-        .ok();
-        let filename = named.map_or_else(
-            || format!("media.{}", kind.extensions()[0]),
-            |u| self::filename(&u, Some(&file.content_type), kind),
-        );
+        let filename = named(filename.unwrap_or_default(), Some(&file.content_type), kind);
         let download = Download {
             filename,
             content_type: file.content_type.clone(),

@@ -380,6 +380,7 @@ impl AccessTokens for SharedTokens {
 mod tests {
     use super::*;
     use crate::fixtures as fx;
+    use patchbay_testkit::eventually;
     use patchbay_testkit::nats::NatsServer;
     use patchbay_testkit::wechat::FakeWechat;
     use std::sync::Arc;
@@ -493,14 +494,18 @@ mod tests {
         });
         // The fetch reached WeChat (so `first` holds the claim); NATS goes down before the
         // answer arrives.
-        until(|| fake.token_fetches(fx::APP_ID) == 1).await;
+        eventually(WAIT, "the fetch at WeChat", || async {
+            (fake.token_fetches(fx::APP_ID) == 1).then_some(())
+        })
+        .await;
         nats.kill();
         answer.send_replace(true);
-        until(|| {
-            first
+        eventually(WAIT, "a failed share", || async {
+            (first
                 .share_failures
                 .load(std::sync::atomic::Ordering::Relaxed)
-                > 0
+                > 0)
+            .then_some(())
         })
         .await;
         nats.restart().await.expect("nats-server again");
@@ -508,15 +513,6 @@ mod tests {
         let token = fetching.await.unwrap().expect("the fetched token");
         assert_eq!(second.get(&creds(), &base).await.expect("a token"), token);
         assert_eq!(fake.token_fetches(fx::APP_ID), 1);
-    }
-
-    /// Waits (up to 10 s) until `done`.
-    async fn until(done: impl Fn() -> bool) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while !done() {
-            assert!(tokio::time::Instant::now() < deadline, "timed out");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
