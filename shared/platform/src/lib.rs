@@ -20,6 +20,7 @@ pub mod media;
 pub mod meta;
 pub mod outbound;
 pub mod replies;
+pub mod setup;
 pub mod spec;
 pub mod webhook;
 

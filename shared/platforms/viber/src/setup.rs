@@ -46,20 +46,11 @@ pub const EVENT_TYPES: [&str; 6] = [
     "conversation_started",
 ];
 
-/// How often the config view is looked at for new, changed or gone Viber channels.
-const POLL: Duration = Duration::from_secs(1);
-/// The first wait after a failure; doubled each time up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_secs(1);
-/// The longest wait between attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(300);
+pub use patchbay_platform::setup::{MAX_BACKOFF, POLL, backoff};
 
 /// The webhook URL of `channel_id`: `public_url` and the channel's webhook path.
 pub fn webhook_url(public_url: &str, channel_id: &str) -> String {
-    format!(
-        "{}{}",
-        public_url.trim_end_matches('/'),
-        (crate::SPEC.webhook_path)(channel_id)
-    )
+    patchbay_platform::setup::webhook_url(public_url, &crate::SPEC, channel_id)
 }
 
 /// The body of `set_webhook` for `url` (`""` removes the webhook).
@@ -132,13 +123,6 @@ pub async fn ensure(
             after: None,
         })
     }
-}
-
-/// The wait before attempt `attempt + 1` (1 s, 2 s, 4 s, …, at most 5 minutes).
-pub fn backoff(attempt: u32) -> Duration {
-    FIRST_BACKOFF
-        .saturating_mul(2u32.saturating_pow(attempt.min(16)))
-        .min(MAX_BACKOFF)
 }
 
 /// One channel's state: the version configured (or being configured), its opened credentials
