@@ -49,6 +49,8 @@ IMAGE_REPO = "ghcr.io/patchbay/"
 ALL_IN_ONE = "patchbay"
 SECRET_NAME = "patchbay-secrets"
 SECRET_KEYS = {"master-key", "database-url", "admin-token"}
+# Every service's own NATS user (`patchbay nats-auth`): key = the service (the Job: migrate).
+NATS_SECRET = "patchbay-nats"
 # Kubernetes versions the manifests must validate against: the oldest we support (preStop
 # `sleep` is on by default from 1.30) and the newest kubernetes-validate knows.
 KUBE_VERSIONS = ["1.30.0", "1.37.0"]
@@ -341,11 +343,17 @@ def check_pods(where: str, docs: list[dict], documented: set[str], report: Repor
                 if ref and ref not in config_maps:
                     report.fail(who, f"envFrom names ConfigMap {ref!r}, which is not rendered")
             env_names = set()
+            role = "migrate" if doc["kind"] == "Job" else doc["metadata"]["name"].removeprefix("patchbay-")
             for e in c.get("env", []):
                 env_names.add(e["name"])
                 secret = ((e.get("valueFrom") or {}).get("secretKeyRef")) or {}
-                if secret and (secret.get("name") != SECRET_NAME or secret.get("key") not in SECRET_KEYS):
+                if secret and secret.get("name") == NATS_SECRET:
+                    if e["name"] != "PATCHBAY_NATS_PASSWORD" or secret.get("key") != role:
+                        report.fail(who, f"{e['name']}: {NATS_SECRET} key {secret.get('key')!r} is another role's; this pod is {role!r}")
+                elif secret and (secret.get("name") != SECRET_NAME or secret.get("key") not in SECRET_KEYS):
                     report.fail(who, f"{e['name']}: secrets come from {SECRET_NAME} keys {sorted(SECRET_KEYS)}")
+            if "PATCHBAY_NATS_PASSWORD" not in env_names:
+                report.fail(who, f"container {c['name']}: no PATCHBAY_NATS_PASSWORD ({NATS_SECRET} key {role!r}): NATS is locked down per service")
             check_env_keys(who, {n for n in env_names if n.startswith("PATCHBAY_")}, documented, report)
             if doc["kind"] != "Deployment":
                 continue
@@ -541,6 +549,15 @@ def check_nats_values(rendered: dict[str, list[dict]], report: Report) -> None:
         wanted = int(config_data(docs).get("PATCHBAY_NATS_REPLICAS", "1"))
         if path != "k8s/overlays/dev" and wanted > servers:
             report.fail(where, f"{servers} server(s), but {path} asks for R{wanted} streams")
+    includes = [v for k, v in (config.get("merge") or {}).items() if k.endswith("$include")]
+    mounts = [p.get("value", {}) for p in (values.get("container", {}).get("patch") or [])]
+    volumes = [p.get("value", {}) for p in (values.get("podTemplate", {}).get("patch") or [])]
+    if not (
+        "../nats-auth/auth.conf" in includes
+        and any(m.get("mountPath") == "/etc/nats-auth" for m in mounts)
+        and any((v.get("secret") or {}).get("secretName") == "patchbay-nats-auth" for v in volumes)
+    ):
+        report.fail(where, "the servers must include `patchbay nats-auth`'s auth.conf from the Secret patchbay-nats-auth (NATS is locked down per service)")
     port = str(config.get("monitor", {}).get("port", ""))
     if not (config.get("monitor", {}).get("enabled") and NATS_MONITORING.endswith(":" + port)):
         report.fail(where, f"monitoring must be enabled on the port KEDA reads ({NATS_MONITORING})")
@@ -664,6 +681,20 @@ def self_test(bins: list[str], base: list[dict], consumers: dict[str, str]) -> l
     for what, needle in (("a short grace period", "terminationGracePeriodSeconds"), ("a root pod", "runAsNonRoot"), ("a misspelt key", "PATCHBAY_NATS_REPLICA ")):
         if not any(needle in p for p in r.problems):
             missed.append(what)
+    # A pod given another service's NATS password, and one given none.
+    r = Report()
+    broken = copy.deepcopy(base)
+    deployments = [d for d in broken if d["kind"] == "Deployment"]
+    for e in deployments[0]["spec"]["template"]["spec"]["containers"][0]["env"]:
+        if e["name"] == "PATCHBAY_NATS_PASSWORD":
+            e["valueFrom"]["secretKeyRef"]["key"] = "auth" if "auth" not in deployments[0]["metadata"]["name"] else "api"
+    c = deployments[1]["spec"]["template"]["spec"]["containers"][0]
+    c["env"] = [e for e in c["env"] if e["name"] != "PATCHBAY_NATS_PASSWORD"]
+    check_pods("t", broken, documented_keys(), r)
+    if not any("is another role's" in p for p in r.problems):
+        missed.append("a pod with another service's NATS password")
+    if not any("no PATCHBAY_NATS_PASSWORD" in p for p in r.problems):
+        missed.append("a pod without a NATS password")
     # A KEDA trigger set one partition short.
     keda = [d for d in yaml.safe_load_all(generate_keda(KEDA_PARTITIONS - 1)) if d]
     r = Report()

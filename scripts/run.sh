@@ -47,8 +47,11 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-# NATS with JetStream, file storage under the data dir.
-"$NATS_BIN" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$DATA/nats" -l "$DATA/nats.log" &
+# NATS with JetStream, file storage under the data dir, and authorisation on: one user per
+# service with its role's permissions (`patchbay nats-auth`; passwords kept in the data dir).
+"$BIN/patchbay" nats-auth --dir "$DATA/nats-auth" >/dev/null
+echo 'include "nats-auth/auth.conf"' > "$DATA/nats.conf"
+"$NATS_BIN" -c "$DATA/nats.conf" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$DATA/nats" -l "$DATA/nats.log" &
 pids+=($!)
 
 # PostgreSQL: a cluster of our own under the data dir (initdb refuses root: run as postgres).
@@ -79,6 +82,7 @@ pids+=($!)
 export PATCHBAY_HTTP_ADDR="$HTTP_HOST:$HTTP_PORT"
 export PATCHBAY_NATS_URL="nats://127.0.0.1:$NATS_PORT"
 export PATCHBAY_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+export PATCHBAY_NATS_PASSWORD="$(cat "$DATA/nats-auth/passwords/patchbay")"
 export PATCHBAY_MASTER_KEY="$(cat "$DATA/master.key")"
 export PATCHBAY_ADMIN_TOKEN="$ADMIN_TOKEN"
 export PATCHBAY_ALLOW_PRIVATE_CALLBACKS=true
@@ -100,6 +104,7 @@ cat <<EOT
 Patchbay is running on $URL   (data: $DATA)
   operator token:  $ADMIN_TOKEN
   NATS:            nats://127.0.0.1:$NATS_PORT      PostgreSQL: 127.0.0.1:$PG_PORT
+  NATS users:      one per service, passwords in $DATA/nats-auth/passwords (user pb-<service>)
   demo tenant:     http://127.0.0.1:$FAKE_TENANT_PORT/hook   demo Telegram API: http://127.0.0.1:$FAKE_TG_PORT
   demo Meta Graph API (Messenger, WhatsApp; give it as a channel's api_base_url): http://127.0.0.1:$FAKE_GRAPH_PORT/v25.0
   demo WeChat API (AppID wx2c2769f8efd9abc2, AppSecret demo-secret, follower oUser123): http://127.0.0.1:$FAKE_WECHAT_PORT

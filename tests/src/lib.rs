@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use patchbay_config::{Config, LogFormat, MasterKey, RetrySchedule};
+use patchbay_contract::access::Role;
 use patchbay_runtime::lifecycle::{Running, launch};
 use patchbay_testkit::graph::FakeGraph;
 use patchbay_testkit::kik::FakeKik;
@@ -23,6 +24,51 @@ use tokio_util::sync::CancellationToken;
 pub use patchbay_telegram::fixtures;
 pub use patchbay_testkit::{eventually, tenant::WAIT};
 
+/// The NATS users of a stack: one per role (as `patchbay nats-auth` makes them, with a cheap
+/// hash) and the test's own user, which may do anything.
+pub struct NatsAuth {
+    /// Every role's user.
+    pub users: Vec<patchbay::nats_auth::User>,
+    /// The test's user and password.
+    pub observer: (String, String),
+    /// The server's `authorization` block.
+    pub server_config: String,
+}
+
+impl NatsAuth {
+    /// Users for `config`'s prefix and partitions.
+    pub fn new(config: &Config) -> Self {
+        let subjects = patchbay_contract::Subjects::new(&config.nats_prefix).unwrap();
+        let settings = patchbay_runtime::lifecycle::topology_settings(config);
+        let users = patchbay::nats_auth::fresh_users(&subjects).unwrap();
+        // The lowest bcrypt cost: the hashes are only as strong as a test needs.
+        let mut block =
+            patchbay::nats_auth::authorization(&subjects, &settings, &users, 4).unwrap();
+        let observer = (
+            format!("{}-observer", subjects.prefix()),
+            patchbay::nats_auth::new_password().unwrap(),
+        );
+        block["authorization"]["users"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"user": observer.0, "password": observer.1}));
+        Self {
+            users,
+            observer,
+            server_config: serde_json::to_string_pretty(&block).unwrap(),
+        }
+    }
+
+    /// The password of `role`'s user.
+    pub fn password_of(&self, role: Role) -> String {
+        self.users
+            .iter()
+            .find(|u| u.role == Some(role))
+            .map(|u| u.password.clone())
+            .unwrap_or_else(|| panic!("no user for {role:?}"))
+    }
+}
+
 /// How the services are laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
@@ -36,6 +82,8 @@ pub enum Layout {
 pub struct Stack {
     /// The NATS server.
     pub nats: NatsServer,
+    /// Its users.
+    pub nats_auth: NatsAuth,
     /// The database server.
     pub pg: PgServer,
     /// The configuration every service got.
@@ -215,8 +263,7 @@ impl Stack {
     /// A stack with options.
     pub async fn start_with(options: Options) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let (nats, pg, tenant, telegram, graph, wechat, kik, viber, line) = tokio::join!(
-            NatsServer::start(),
+        let (pg, tenant, telegram, graph, wechat, kik, viber, line) = tokio::join!(
             PgServer::start(),
             FakeTenant::start(),
             FakeTelegram::start(),
@@ -226,13 +273,9 @@ impl Stack {
             FakeViber::start(),
             FakeLine::start()
         );
-        let (nats, pg) = (
-            nats.expect("nats-server starts"),
-            pg.expect("postgres starts"),
-        );
+        let pg = pg.expect("postgres starts");
         let mut config = Config {
             http_addr: "127.0.0.1:0".parse().unwrap(),
-            nats_url: nats.url(),
             nats_prefix: patchbay_testkit::unique_prefix(),
             database_url: Some(pg.url()),
             database_max_connections: 5,
@@ -265,12 +308,19 @@ impl Stack {
             ..Config::default()
         };
         (options.configure)(&mut config);
+        // NATS with authorisation on: every launch connects as its own role's user.
+        let access = NatsAuth::new(&config);
+        let nats = NatsServer::start_with_config(access.server_config.clone())
+            .await
+            .expect("nats-server starts");
+        config.nats_url = nats.url();
         config.validate().expect("test configuration is valid");
         static TELEMETRY: std::sync::OnceLock<Option<patchbay_runtime::telemetry::TelemetryGuard>> =
             std::sync::OnceLock::new();
         TELEMETRY.get_or_init(|| patchbay_runtime::telemetry::init("patchbay-tests", &config).ok());
         let mut stack = Self {
             nats,
+            nats_auth: access,
             pg,
             config,
             tenant,
@@ -284,6 +334,16 @@ impl Stack {
             layout: options.layout,
             running: Vec::new(),
         };
+        match stack.layout {
+            Layout::All => {}
+            Layout::Split => {
+                // Services with their own users cannot create the topology: `patchbay migrate`
+                // does, as the Kubernetes Job does.
+                let mut config = stack.config.clone();
+                config.nats_password = Some(stack.nats_auth.password_of(Role::Migrate));
+                patchbay::migrate(&config).await.expect("migrate");
+            }
+        }
         match stack.layout {
             Layout::All => {
                 let r = stack.launch("patchbay", &patchbay::all()).await;
@@ -303,15 +363,12 @@ impl Stack {
 
     async fn launch(&self, name: &str, starts: &[patchbay_runtime::StartFn]) -> Running {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        launch(
-            name,
-            self.config.clone(),
-            starts,
-            listener,
-            CancellationToken::new(),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{name} starts: {e}"))
+        let mut config = self.config.clone();
+        let role = Role::from_name(name).unwrap_or_else(|| panic!("{name} has no NATS role"));
+        config.nats_password = Some(self.nats_auth.password_of(role));
+        launch(name, config, starts, listener, CancellationToken::new())
+            .await
+            .unwrap_or_else(|e| panic!("{name} starts: {e}"))
     }
 
     fn addr_of(&self, service: &str) -> String {
@@ -1095,9 +1152,29 @@ impl Stack {
         .await
     }
 
-    /// A raw NATS client on the stack's server (not the project's bus crate).
+    /// A raw NATS client on the stack's server (not the project's bus crate), as the test's
+    /// own user that may do anything (an operator's).
     pub async fn raw_nats(&self) -> async_nats::Client {
-        async_nats::connect(self.nats.url()).await.unwrap()
+        async_nats::ConnectOptions::with_user_and_password(
+            self.nats_auth.observer.0.clone(),
+            self.nats_auth.observer.1.clone(),
+        )
+        .connect(self.nats.url())
+        .await
+        .unwrap()
+    }
+
+    /// A raw NATS client connected as `role`'s user, with its inbox prefix.
+    pub async fn nats_as(&self, role: Role) -> async_nats::Client {
+        let subjects = patchbay_contract::Subjects::new(&self.config.nats_prefix).unwrap();
+        async_nats::ConnectOptions::with_user_and_password(
+            role.user(&subjects),
+            self.nats_auth.password_of(role),
+        )
+        .custom_inbox_prefix(role.inbox_prefix(&subjects))
+        .connect(self.nats.url())
+        .await
+        .unwrap()
     }
 
     /// The last sequence of every stream: how many messages were ever stored in each.

@@ -68,11 +68,7 @@ impl Files {
 }
 
 /// The BrandChat routes.
-pub(crate) fn routes(
-    codes: Arc<Codes>,
-    files: Arc<Files>,
-    key: Option<MasterKey>,
-) -> Router<Arc<Api>> {
+pub(crate) fn routes(codes: Arc<Codes>, files: Arc<Files>, key: MasterKey) -> Router<Arc<Api>> {
     Router::new()
         .route("/brandchat/api/user/profile", post(user_profile))
         .route("/brandchat/api/send/messages", post(send_messages))
@@ -139,12 +135,12 @@ pub(crate) struct BotQuery {
 /// Checks `?bot=` and `X-Chat-Signature` over `body`, and the bot's request limit: the bot.
 async fn authenticate(
     api: &Api,
-    key: Option<&MasterKey>,
+    key: &MasterKey,
     query: &BotQuery,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Arc<BotRecord>, Refusal> {
-    let (bot, given) = identify(api, key, query, headers).await?;
+    let (bot, given) = identify(api, query, headers).await?;
     verify(api, key, &bot, given, body)?;
     Ok(bot)
 }
@@ -153,7 +149,6 @@ async fn authenticate(
 /// otherwise): checked before anything of the body is read.
 async fn identify<'h>(
     api: &Api,
-    key: Option<&MasterKey>,
     query: &BotQuery,
     headers: &'h HeaderMap,
 ) -> Result<(Arc<BotRecord>, &'h str), Refusal> {
@@ -175,7 +170,6 @@ async fn identify<'h>(
         .and_then(|v| v.to_str().ok())
         .filter(|s| !s.trim().is_empty())
         .ok_or_else(|| unauthorized("X-Chat-Signature missing"))?;
-    key.ok_or_else(|| unauthorized("API not enabled: no master key configured"))?;
     Ok((bot, given))
 }
 
@@ -183,17 +177,11 @@ async fn identify<'h>(
 /// bot's request limit.
 fn verify(
     api: &Api,
-    key: Option<&MasterKey>,
+    key: &MasterKey,
     bot: &BotRecord,
     given: &str,
     body: &[u8],
 ) -> Result<(), Refusal> {
-    let key = key.ok_or_else(|| {
-        Refusal::new(
-            StatusCode::UNAUTHORIZED,
-            "API not enabled: no master key configured",
-        )
-    })?;
     let now = chrono::Utc::now();
     let matches = bot
         .brandchat_keys
@@ -254,12 +242,12 @@ struct UserProfileBody {
 
 async fn user_profile(
     State(api): State<Arc<Api>>,
-    Extension(key): Extension<Arc<Option<MasterKey>>>,
+    Extension(key): Extension<Arc<MasterKey>>,
     Query(query): Query<BotQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<axum::Json<BrandchatProfile>, Refusal> {
-    let bot = authenticate(&api, key.as_ref().as_ref(), &query, &headers, &body).await?;
+    let bot = authenticate(&api, key.as_ref(), &query, &headers, &body).await?;
     let body: UserProfileBody =
         serde_json::from_slice(&body).map_err(|e| bad_payload(e.to_string()))?;
     let user = numbered_user(&api, &bot.id, body.user_id).await?;
@@ -268,13 +256,13 @@ async fn user_profile(
 
 async fn send_messages(
     State(api): State<Arc<Api>>,
-    Extension(key): Extension<Arc<Option<MasterKey>>>,
+    Extension(key): Extension<Arc<MasterKey>>,
     Extension(files): Extension<Arc<Files>>,
     Query(query): Query<BotQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<StatusCode, Refusal> {
-    let bot = authenticate(&api, key.as_ref().as_ref(), &query, &headers, &body).await?;
+    let bot = authenticate(&api, key.as_ref(), &query, &headers, &body).await?;
     let messages: Vec<BrandchatMessage> =
         serde_json::from_slice(&body).map_err(|e| bad_payload(e.to_string()))?;
     let contents = contents(&messages, true, &|id| files.url(&bot.id, id))
@@ -335,13 +323,13 @@ struct CodeClaimBody {
 
 async fn code_claim(
     State(api): State<Arc<Api>>,
-    Extension(key): Extension<Arc<Option<MasterKey>>>,
+    Extension(key): Extension<Arc<MasterKey>>,
     Extension(codes): Extension<Arc<Codes>>,
     Query(query): Query<BotQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<axum::Json<BrandchatProfile>, Refusal> {
-    let bot = authenticate(&api, key.as_ref().as_ref(), &query, &headers, &body).await?;
+    let bot = authenticate(&api, key.as_ref(), &query, &headers, &body).await?;
     let body: CodeClaimBody =
         serde_json::from_slice(&body).map_err(|e| bad_payload(e.to_string()))?;
     let profile = claim_code(&api, &codes, &bot.id, &body.code).await?;
@@ -350,14 +338,14 @@ async fn code_claim(
 
 async fn file_upload(
     State(api): State<Arc<Api>>,
-    Extension(key): Extension<Arc<Option<MasterKey>>>,
+    Extension(key): Extension<Arc<MasterKey>>,
     Extension(files): Extension<Arc<Files>>,
     Query(query): Query<BotQuery>,
     headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<axum::Json<serde_json::Value>, Refusal> {
-    let key = key.as_ref().as_ref();
-    let (bot, given) = identify(&api, key, &query, &headers).await?;
+    let key = key.as_ref();
+    let (bot, given) = identify(&api, &query, &headers).await?;
     let mut multipart = multipart.map_err(|e| bad_payload(e.body_text()))?;
     let mut file: Option<(String, Bytes)> = None;
     while let Some(field) = multipart

@@ -118,13 +118,9 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             ),
         });
         let codes = codes::Codes::open(&deps).await?;
-        // BrandChat's signatures need the bots' API keys, sealed with the master key.
-        let master_key = deps
-            .config
-            .master_key
-            .as_deref()
-            .map(patchbay_config::MasterKey::from_base64)
-            .transpose()?;
+        // BrandChat's signatures need the bots' API keys, sealed with the master key; requests
+        // to auth are sealed with it too.
+        let master_key = deps.config.require_master_key()?;
         let routes = Router::new()
             .route("/admin/v1/bots", post(create_bot))
             .route(
@@ -196,6 +192,10 @@ pub(crate) async fn ask<Req: Serialize, Resp: serde::de::DeserializeOwned>(
     req: &Req,
 ) -> Result<Resp, ApiError> {
     let subject = api.bus.subjects().rpc(service, op);
+    if service == "auth" {
+        // Channel credentials go in, fresh API keys and secrets come out.
+        return Ok(api.bus.request_sealed(&subject, req, RPC_TIMEOUT).await??);
+    }
     Ok(api.bus.request(&subject, req, RPC_TIMEOUT).await??)
 }
 

@@ -368,8 +368,9 @@ impl Auth {
                 url,
                 verify_token,
             };
+            // The verify token is the tenant's secret.
             self.bus
-                .request::<_, ()>(&subject, &check, VERIFY_TIMEOUT)
+                .request_sealed::<_, ()>(&subject, &check, VERIFY_TIMEOUT)
                 .await
                 .map_err(|e| RpcError::new(503, "unavailable", e.to_string()))??;
             next.disabled_reason = None;

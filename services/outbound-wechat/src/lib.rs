@@ -18,7 +18,7 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
         let timeout = Duration::from_millis(c.outbound_timeout_ms);
         let bucket = deps.bus.subjects().bucket(Bucket::Tokens);
         let kv = deps.bus.jetstream().get_key_value(&bucket).await?;
-        let tokens = SharedTokens::new(kv, timeout)?;
+        let tokens = SharedTokens::new(kv, timeout)?.sealed_with(deps.bus.master_key().cloned());
         let sender = WechatSender::new(
             &c.wechat_api_base_url,
             timeout,

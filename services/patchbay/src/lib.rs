@@ -1,6 +1,8 @@
 //! The catalogue of services, for `patchbay all`, `patchbay service <name>`, `patchbay migrate`
 //! and the tests.
 
+pub mod nats_auth;
+
 use std::time::Duration;
 
 use patchbay_config::Config;
@@ -51,8 +53,9 @@ pub const SCHEMAS: &[(&str, &[patchbay_store::EmbeddedMigration])] = &[
 /// Creates or updates every JetStream stream and bucket and applies every schema's
 /// migrations, then returns: what a Kubernetes Job runs before the services start. Safe to run
 /// many times and from several places at once (topology calls are idempotent; migrations run
-/// under PostgreSQL advisory locks). Services do the same for their own part at start, so this
-/// is the ordered path, not the only one.
+/// under PostgreSQL advisory locks). Services without NATS credentials do the same at start, so
+/// this is the ordered path, not the only one; services with their own NATS users (a locked-down
+/// NATS) may not create streams and wait for it.
 pub async fn migrate(config: &Config) -> Result<(), BoxError> {
     let subjects = patchbay_contract::Subjects::new(&config.nats_prefix)?;
     let bus = patchbay_bus::Bus::connect(
@@ -60,6 +63,7 @@ pub async fn migrate(config: &Config) -> Result<(), BoxError> {
         "patchbay-migrate",
         subjects,
         config.publish_timeout(),
+        &patchbay_runtime::lifecycle::nats_access(config, "patchbay-migrate")?,
     )
     .await?;
     bus.ensure_topology(&patchbay_runtime::lifecycle::topology_settings(config))

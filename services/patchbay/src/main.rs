@@ -85,6 +85,15 @@ enum Command {
     },
     /// Print a fresh master key (base64 of 32 random bytes) for PATCHBAY_MASTER_KEY.
     GenMasterKey,
+    /// Write one NATS user per service with its role's permissions: `<dir>/auth.conf` for the
+    /// NATS server to include, `<dir>/passwords/<service>` for each service's
+    /// PATCHBAY_NATS_PASSWORD (kept when run again). Uses PATCHBAY_NATS_PREFIX and
+    /// PATCHBAY_PARTITIONS: run it again when they change.
+    NatsAuth {
+        /// Where to write.
+        #[arg(long)]
+        dir: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -407,6 +416,16 @@ fn main() -> ExitCode {
             }
         },
         Command::Migrate => migrate(),
+        Command::NatsAuth { ref dir } => match nats_auth(dir) {
+            Ok(path) => {
+                println!("{}", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("patchbay nats-auth: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         _ => match admin(cli) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -470,6 +489,16 @@ fn table(columns: &[&str], items: &[Value]) -> String {
         out.push_str("(none)\n");
     }
     out
+}
+
+fn nats_auth(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    let config = patchbay_config::Config::load()?;
+    let subjects = patchbay_contract::Subjects::new(&config.nats_prefix)?;
+    patchbay::nats_auth::write(
+        dir,
+        &subjects,
+        &patchbay_runtime::lifecycle::topology_settings(&config),
+    )
 }
 
 fn migrate() -> ExitCode {
@@ -818,7 +847,10 @@ fn admin(cli: Cli) -> anyhow::Result<()> {
                     json!({"user_id": user, "messages": [{"type": "text", "text": text}]}),
                     &["id", "message_ids"],
                 ),
-                Command::All | Command::Service { .. } | Command::Migrate => {
+                Command::All
+                | Command::Service { .. }
+                | Command::Migrate
+                | Command::NatsAuth { .. } => {
                     unreachable!("handled in main")
                 }
             };

@@ -382,6 +382,8 @@ fn free_port() -> u16 {
 
 /// The installation as separate processes, plus its fakes.
 struct Cluster {
+    /// Every service's NATS user.
+    users: Vec<patchbay::nats_auth::User>,
     nats: Option<NatsServer>,
     nats_cluster: Option<NatsCluster>,
     _pg: PgServer,
@@ -423,14 +425,27 @@ impl Cluster {
         // The webhooks' reply tokens are made up by the run ([`ChaosBot::webhook`]).
         line.accept_unknown_reply_tokens();
         let pg = pg.unwrap();
+        // NATS with authorisation on: each process connects as its service's user.
+        let prefix = patchbay_testkit::unique_prefix();
+        let subjects = patchbay_contract::Subjects::new(&prefix).unwrap();
+        let users = patchbay::nats_auth::fresh_users(&subjects).unwrap();
+        let auth = patchbay::nats_auth::server_config(
+            &subjects,
+            &patchbay_contract::topology::TopologySettings::default(),
+            &users,
+            4,
+        )
+        .unwrap();
         let (nats, nats_cluster, url, replicas) = match cluster_size {
             None => {
-                let n = NatsServer::start().await.unwrap();
+                let n = NatsServer::start_with_config(auth).await.unwrap();
                 let url = n.url();
                 (Some(n), None, url, 1)
             }
             Some(size) => {
-                let c = NatsCluster::start(size).await.unwrap();
+                let c = NatsCluster::start_with_config(size, Some(auth))
+                    .await
+                    .unwrap();
                 let url = c.urls();
                 (None, Some(c), url, size)
             }
@@ -439,7 +454,7 @@ impl Cluster {
         let env = vec![
             ("PATCHBAY_NATS_URL", url),
             ("PATCHBAY_NATS_REPLICAS", replicas.to_string()),
-            ("PATCHBAY_NATS_PREFIX", patchbay_testkit::unique_prefix()),
+            ("PATCHBAY_NATS_PREFIX", prefix),
             ("PATCHBAY_DATABASE_URL", pg.url()),
             ("PATCHBAY_DATABASE_MAX_CONNECTIONS", "4".into()),
             (
@@ -485,6 +500,7 @@ impl Cluster {
             env.push(((*k).to_owned(), (*v).to_owned()));
         }
         let mut c = Self {
+            users,
             nats,
             nats_cluster,
             _pg: pg,
@@ -500,6 +516,14 @@ impl Cluster {
             line,
             http: reqwest::Client::new(),
         };
+        // The services may not create the topology with their users: `patchbay migrate` does.
+        let mut migrate = Command::new(env!("CARGO_BIN_EXE_patchbay"));
+        migrate
+            .arg("migrate")
+            .envs(c.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("PATCHBAY_NATS_PASSWORD", c.password_of("migrate"));
+        let status = migrate.status().unwrap();
+        assert!(status.success(), "patchbay migrate: {status}");
         for s in services() {
             c.launch(s).await;
         }
@@ -511,6 +535,16 @@ impl Cluster {
 
     fn url(&self, service: &str) -> String {
         format!("http://127.0.0.1:{}", self.ports[service])
+    }
+
+    /// The NATS password of the service `role`.
+    fn password_of(&self, role: &str) -> String {
+        self.users
+            .iter()
+            .find(|u| u.role.map(|r| r.name()).as_deref() == Some(role))
+            .unwrap_or_else(|| panic!("no NATS user for {role}"))
+            .password
+            .clone()
     }
 
     fn env(&self, key: &str) -> String {
@@ -528,6 +562,7 @@ impl Cluster {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_patchbay"));
         cmd.args(["service", service])
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("PATCHBAY_NATS_PASSWORD", self.password_of(service))
             .env("PATCHBAY_HTTP_ADDR", format!("127.0.0.1:{port}"));
         let log = self.dir.path().join(format!("{name}.log"));
         self.procs

@@ -724,7 +724,7 @@ impl Dispatcher {
                 .subjects()
                 .rpc("auth", patchbay_contract::auth_ops::DISABLE_WEBHOOK);
             self.bus
-                .request::<_, ()>(&subject, &req, Duration::from_secs(5))
+                .request_sealed::<_, ()>(&subject, &req, Duration::from_secs(5))
                 .await?
                 .map_err(|e| HandlerError::unavailable(format!("disabling the endpoint: {e}")))?;
             return Ok(Attempted::Disabled(format!(

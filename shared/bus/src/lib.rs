@@ -57,6 +57,31 @@ pub struct Published {
     pub duplicate: bool,
 }
 
+/// How a process identifies itself to NATS and protects the connection.
+#[derive(Clone, Default)]
+pub struct NatsAccess {
+    /// User and password (`patchbay nats-auth`): the server limits the user to its role's
+    /// subjects ([`patchbay_contract::access`]).
+    pub credentials: Option<(String, String)>,
+    /// The prefix of this process's reply inboxes, the only ones its user may read.
+    pub inbox_prefix: Option<String>,
+    /// PEM of the CA that signed the servers' certificates: TLS is required.
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    /// PEM client certificate and key, for servers that verify clients.
+    pub tls_client: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl std::fmt::Debug for NatsAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsAccess")
+            .field("user", &self.credentials.as_ref().map(|(u, _)| u))
+            .field("inbox_prefix", &self.inbox_prefix)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_client", &self.tls_client.is_some())
+            .finish()
+    }
+}
+
 /// A connection to NATS plus the names it uses. Cheap to clone.
 #[derive(Clone)]
 pub struct Bus {
@@ -65,6 +90,7 @@ pub struct Bus {
     subjects: Arc<Subjects>,
     publish_timeout: Duration,
     reconnects: Arc<std::sync::atomic::AtomicU64>,
+    master_key: Option<patchbay_config::MasterKey>,
 }
 
 impl std::fmt::Debug for Bus {
@@ -83,16 +109,39 @@ impl Bus {
         name: &str,
         subjects: Subjects,
         publish_timeout: Duration,
+        access: &NatsAccess,
     ) -> Result<Self, BusError> {
         let reconnects = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counter = reconnects.clone();
-        let client = async_nats::ConnectOptions::new()
+        let mut options = async_nats::ConnectOptions::new();
+        if let Some((user, password)) = &access.credentials {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
+        if let Some(prefix) = &access.inbox_prefix {
+            options = options.custom_inbox_prefix(prefix.clone());
+        }
+        if let Some(ca) = &access.tls_ca_file {
+            options = options.require_tls(true).add_root_certificates(ca.clone());
+        }
+        if let Some((cert, key)) = &access.tls_client {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        let client = options
             .name(name)
             .event_callback(move |event| {
                 let counter = counter.clone();
                 async move {
-                    if matches!(event, async_nats::Event::Connected) {
-                        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    match event {
+                        async_nats::Event::Connected => {
+                            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        // A permissions violation is a bug in the role's grants (or an attack):
+                        // the server refused the publish or subscription.
+                        async_nats::Event::ServerError(e) => {
+                            metrics::counter!("patchbay_nats_server_errors_total").increment(1);
+                            tracing::error!(error = %e, "NATS server error");
+                        }
+                        _ => {}
                     }
                 }
             })
@@ -121,7 +170,21 @@ impl Bus {
             subjects: Arc::new(subjects),
             publish_timeout,
             reconnects: Arc::default(),
+            master_key: None,
         }
+    }
+
+    /// The bus with the master key that seals requests and replies carrying secrets
+    /// ([`Bus::request_sealed`]) and opens the sealed requests this process answers.
+    #[must_use]
+    pub fn with_master_key(mut self, key: patchbay_config::MasterKey) -> Self {
+        self.master_key = Some(key);
+        self
+    }
+
+    /// The master key, when this process has one.
+    pub fn master_key(&self) -> Option<&patchbay_config::MasterKey> {
+        self.master_key.as_ref()
     }
 
     /// The subject builder.
@@ -148,6 +211,37 @@ impl Bus {
     /// Whether the connection is up (for `/readyz`).
     pub fn is_connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Waits until every stream, bucket and object store of the topology exists: how a
+    /// service whose NATS user may not create them (see
+    /// [`patchbay_contract::access::Role::manages_topology`]) waits for `patchbay migrate`.
+    pub async fn await_topology(
+        &self,
+        settings: &TopologySettings,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> Result<(), BusError> {
+        let names = patchbay_contract::access::stream_names(&self.subjects, settings);
+        let mut waiting_since = None::<std::time::Instant>;
+        for name in names {
+            loop {
+                match self.js.get_stream(&name).await {
+                    Ok(_) => break,
+                    Err(e) => {
+                        let since = *waiting_since.get_or_insert_with(std::time::Instant::now);
+                        if since.elapsed() >= Duration::from_secs(5) {
+                            tracing::warn!(stream = name, error = %e, "waiting for the JetStream topology; run `patchbay migrate`");
+                            waiting_since = Some(std::time::Instant::now());
+                        }
+                    }
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    () = shutdown.cancelled() => return Err(BusError::Setup("stopped while waiting for the topology".into())),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Creates or updates every stream and bucket of the topology. Safe to run from many

@@ -14,6 +14,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Bus, BusError};
 
+/// The associated data of a sealed reply to a request on `subject`.
+fn reply_owner(subject: &str) -> String {
+    format!("reply:{subject}")
+}
+
 impl Bus {
     /// Sends `request` to `subject` and decodes the reply.
     pub async fn request<Req: Serialize, Resp: DeserializeOwned>(
@@ -22,8 +27,42 @@ impl Bus {
         request: &Req,
         timeout: Duration,
     ) -> Result<Result<Resp, RpcError>, BusError> {
-        let body = serde_json::to_vec(request)?;
+        self.request_with(subject, request, timeout, false).await
+    }
+
+    /// [`Bus::request`] with the request and its reply sealed with the master key
+    /// ([`patchbay_contract::headers::SEALED`]): for requests and replies that carry secrets.
+    /// Fails when this process has no master key.
+    pub async fn request_sealed<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        subject: &str,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Result<Resp, RpcError>, BusError> {
+        self.request_with(subject, request, timeout, true).await
+    }
+
+    async fn request_with<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        subject: &str,
+        request: &Req,
+        timeout: Duration,
+        sealed: bool,
+    ) -> Result<Result<Resp, RpcError>, BusError> {
+        let mut body = serde_json::to_vec(request)?;
         let mut headers = async_nats::HeaderMap::new();
+        if sealed {
+            let key = self.master_key().ok_or_else(|| {
+                BusError::Setup(format!(
+                    "requests to {subject} are sealed, and this process has no master key"
+                ))
+            })?;
+            body = key
+                .seal(subject, &body)
+                .map_err(|e| BusError::Setup(format!("sealing a request: {e}")))?
+                .into_bytes();
+            headers.insert(patchbay_contract::headers::SEALED, "1");
+        }
         crate::trace::inject(&mut headers);
         let fut = self
             .client()
@@ -37,7 +76,32 @@ impl Bus {
                 }
                 _ => BusError::Unavailable(format!("request to {subject}: {e}")),
             })?;
-        let decoded: RpcReply<Resp> = serde_json::from_slice(&reply.payload)?;
+        let reply_sealed = reply
+            .headers
+            .as_ref()
+            .is_some_and(|h| h.get(patchbay_contract::headers::SEALED).is_some());
+        let payload = match (sealed, reply_sealed, self.master_key()) {
+            (_, true, Some(key)) => {
+                let text = std::str::from_utf8(&reply.payload).unwrap_or_default();
+                Bytes::from(key.open(&reply_owner(subject), text).map_err(|e| {
+                    BusError::Unavailable(format!("the reply from {subject} cannot be opened: {e}"))
+                })?)
+            }
+            (true, false, _) => {
+                // A sealed request is answered sealed; anything else is not its answer (or a
+                // service that could not open it, which says so in clear).
+                let refusal: Result<RpcReply<serde_json::Value>, _> =
+                    serde_json::from_slice(&reply.payload);
+                if let Ok(RpcReply::Error(e)) = refusal {
+                    return Ok(Err(e));
+                }
+                return Err(BusError::Unavailable(format!(
+                    "the reply from {subject} to a sealed request was not sealed"
+                )));
+            }
+            _ => reply.payload,
+        };
+        let decoded: RpcReply<Resp> = serde_json::from_slice(&payload)?;
         Ok(match decoded {
             RpcReply::Ok(v) => Ok(v),
             RpcReply::Error(e) => Err(e),
@@ -61,6 +125,7 @@ impl Bus {
         Ok(Responder {
             sub,
             client: self.client().clone(),
+            key: self.master_key().cloned(),
         })
     }
 }
@@ -70,6 +135,7 @@ impl Bus {
 pub struct Responder {
     sub: async_nats::Subscriber,
     client: async_nats::Client,
+    key: Option<patchbay_config::MasterKey>,
 }
 
 impl Responder {
@@ -98,6 +164,7 @@ impl Responder {
             };
             let client = self.client.clone();
             let handler = handler.clone();
+            let key = self.key.clone();
             tokio::spawn(async move {
                 let op = msg
                     .subject
@@ -107,9 +174,51 @@ impl Responder {
                     .to_owned();
                 let span = tracing::info_span!("rpc", otel.kind = "server", rpc.method = %op);
                 crate::trace::set_parent(&span, msg.headers.as_ref());
-                let body = tracing::Instrument::instrument(handler(op, msg.payload), span).await;
+                let sealed = msg
+                    .headers
+                    .as_ref()
+                    .is_some_and(|h| h.get(patchbay_contract::headers::SEALED).is_some());
+                let subject = msg.subject.to_string();
+                let mut headers = async_nats::HeaderMap::new();
+                let body = match (sealed, &key) {
+                    (false, _) => {
+                        tracing::Instrument::instrument(handler(op, msg.payload), span).await
+                    }
+                    (true, None) => encode::<()>(Err(RpcError::new(
+                        500,
+                        "no_master_key",
+                        "this service has no master key to open sealed requests",
+                    ))),
+                    (true, Some(key)) => {
+                        let text = std::str::from_utf8(&msg.payload).unwrap_or_default();
+                        let answer = match key.open(&subject, text) {
+                            Ok(body) => {
+                                tracing::Instrument::instrument(handler(op, body.into()), span)
+                                    .await
+                            }
+                            Err(e) => encode::<()>(Err(RpcError::new(
+                                400,
+                                "unsealable",
+                                format!("the sealed request cannot be opened: {e}"),
+                            ))),
+                        };
+                        match key.seal(&reply_owner(&subject), &answer) {
+                            Ok(sealed) => {
+                                headers.insert(patchbay_contract::headers::SEALED, "1");
+                                sealed.into_bytes()
+                            }
+                            Err(e) => encode::<()>(Err(RpcError::new(
+                                500,
+                                "internal",
+                                format!("sealing the reply: {e}"),
+                            ))),
+                        }
+                    }
+                };
                 if let Some(reply) = msg.reply
-                    && let Err(e) = client.publish(reply, body.into()).await
+                    && let Err(e) = client
+                        .publish_with_headers(reply, headers, body.into())
+                        .await
                 {
                     tracing::warn!(error = %e, "could not send reply");
                 }

@@ -51,6 +51,18 @@ pub struct Config {
     pub nats_duplicate_window_ms: u64,
     /// How long a publish may wait for JetStream's acknowledgement.
     pub publish_timeout_ms: u64,
+    /// This process's NATS password (`patchbay nats-auth` makes one per service); the user is
+    /// `<prefix>-<service>`. Unset: connect without credentials (a NATS without authorisation).
+    pub nats_password: Option<String>,
+    /// A file holding this process's NATS password (instead of `nats_password`: a mounted
+    /// Secret, or `patchbay nats-auth`'s `passwords/<service>`).
+    pub nats_password_file: Option<String>,
+    /// PEM file of the CA that signed the NATS servers' certificates: connect over TLS only.
+    pub nats_tls_ca_file: Option<String>,
+    /// PEM client certificate for NATS servers that verify clients (with `nats_tls_key_file`).
+    pub nats_tls_cert_file: Option<String>,
+    /// PEM private key of `nats_tls_cert_file`.
+    pub nats_tls_key_file: Option<String>,
     /// PostgreSQL URL, for the services that own tables (auth, bot-router, webhook-dispatcher).
     pub database_url: Option<String>,
     /// Connections per service pool.
@@ -175,6 +187,11 @@ impl Default for Config {
             partitions: patchbay_contract::topology::DEFAULT_PARTITIONS,
             nats_duplicate_window_ms: 120_000,
             publish_timeout_ms: 5_000,
+            nats_password: None,
+            nats_password_file: None,
+            nats_tls_ca_file: None,
+            nats_tls_cert_file: None,
+            nats_tls_key_file: None,
             database_url: None,
             database_max_connections: 10,
             master_key: None,
@@ -314,6 +331,21 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         patchbay_contract::Subjects::new(&self.nats_prefix)
             .map_err(|e| ConfigError::invalid("nats_prefix", e.to_string()))?;
+        if self.nats_tls_cert_file.is_some() != self.nats_tls_key_file.is_some() {
+            return Err(ConfigError::invalid(
+                "nats_tls_cert_file",
+                "needs nats_tls_key_file, and the other way round",
+            ));
+        }
+        if self.nats_password.as_deref().is_some_and(str::is_empty) {
+            return Err(ConfigError::invalid("nats_password", "is empty"));
+        }
+        if self.nats_password.is_some() && self.nats_password_file.is_some() {
+            return Err(ConfigError::invalid(
+                "nats_password_file",
+                "give the NATS password or a file holding it, not both",
+            ));
+        }
         if !(1..=5).contains(&self.nats_replicas) {
             return Err(ConfigError::invalid(
                 "nats_replicas",
@@ -474,6 +506,27 @@ impl Config {
         self.database_url
             .as_deref()
             .ok_or_else(|| ConfigError::invalid("database_url", "is required by this service"))
+    }
+
+    /// This process's NATS password: `nats_password`, or the trimmed contents of
+    /// `nats_password_file`; `None` when neither is set.
+    pub fn nats_password(&self) -> Result<Option<String>, ConfigError> {
+        if let Some(p) = &self.nats_password {
+            return Ok(Some(p.clone()));
+        }
+        let Some(path) = &self.nats_password_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::invalid("nats_password_file", format!("{path}: {e}")))?;
+        let password = text.trim();
+        if password.is_empty() {
+            return Err(ConfigError::invalid(
+                "nats_password_file",
+                format!("{path} is empty"),
+            ));
+        }
+        Ok(Some(password.to_owned()))
     }
 
     /// The master key, or an error naming `PATCHBAY_MASTER_KEY`.

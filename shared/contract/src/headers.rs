@@ -22,3 +22,7 @@ pub const DLQ_STREAM_SEQ: &str = "Pb-Dlq-Stream-Seq";
 pub const DLQ_DELIVERIES: &str = "Pb-Dlq-Deliveries";
 /// Dead letters: when it was dead-lettered (RFC 3339).
 pub const DLQ_AT: &str = "Pb-Dlq-At";
+/// Request/reply: the body is sealed with the master key (XChaCha20-Poly1305; the request's
+/// subject, or `reply:` and it for the answer, as associated data), so secrets in it (channel
+/// credentials, fresh API keys) are never on the wire in clear.
+pub const SEALED: &str = "Pb-Sealed";

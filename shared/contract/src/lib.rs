@@ -5,6 +5,7 @@
 //! and [`topology`] instead. Wire types are separate from the services' domain types, carry
 //! `"v": 1`, and have JSON Schemas generated into `proto-schemas/` by [`schema`].
 
+pub mod access;
 pub mod brandchat;
 pub mod content;
 pub mod error;

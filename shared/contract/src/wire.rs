@@ -908,6 +908,22 @@ pub mod auth_ops {
     pub const LIST_TENANTS: &str = "list_tenants";
     /// [`super::ListBotsRequest`] → a list of [`super::BotSummary`].
     pub const LIST_BOTS: &str = "list_bots";
+    /// Every operation.
+    pub const ALL: &[&str] = &[
+        CREATE_BOT,
+        CREATE_CHANNEL,
+        DISABLE_WEBHOOK,
+        ENABLE_WEBHOOK,
+        UPDATE_WEBHOOK,
+        ROTATE_KEY,
+        ROTATE_SECRET,
+        REVOKE_KEY,
+        SET_BOT_STATE,
+        SET_CHANNEL_STATE,
+        CREATE_TENANT,
+        LIST_TENANTS,
+        LIST_BOTS,
+    ];
 }
 
 /// Operation names of the `webhook-dispatcher` service (subject `<p>.rpc.dispatcher.<op>`).
@@ -922,6 +938,8 @@ pub mod dispatcher_ops {
     pub const REPLAY: &str = "replay_deliveries";
     /// [`super::VerifyEndpointRequest`] → `()`: the endpoint echoed the challenge.
     pub const VERIFY_ENDPOINT: &str = "verify_endpoint";
+    /// Every operation.
+    pub const ALL: &[&str] = &[LIST, GET, RETRY, REPLAY, VERIFY_ENDPOINT];
 }
 
 /// Where an event's delivery stands.
@@ -1086,12 +1104,24 @@ pub mod router_ops {
     pub const RESOLVE_RECIPIENT: &str = "resolve_recipient";
     /// [`super::MediaSourceRequest`] → [`super::MediaSource`].
     pub const MEDIA_SOURCE: &str = "media_source";
+    /// Every operation.
+    pub const ALL: &[&str] = &[
+        GET_USER,
+        FIND_USER,
+        FIND_NUMBERED_USER,
+        UPSERT_CONTACT,
+        HISTORY,
+        RESOLVE_RECIPIENT,
+        MEDIA_SOURCE,
+    ];
 }
 
 /// Operations every platform sender answers on `<p>.rpc.outbound-<platform>.<op>`.
 pub mod outbound_ops {
     /// [`super::FetchMediaRequest`] → [`super::FetchedMedia`].
     pub const FETCH_MEDIA: &str = "fetch_media";
+    /// Every operation.
+    pub const ALL: &[&str] = &[FETCH_MEDIA];
 }
 
 /// The media a user sent in message `message_id`, if it is the bot's.

@@ -23,6 +23,9 @@ use patchbay_contract::subjects::Bucket;
 #[derive(Clone)]
 pub struct Replies {
     kv: Store,
+    /// Seals each context (a reply token is a credential for one answer), the event id as
+    /// associated data.
+    seal: Option<patchbay_config::MasterKey>,
 }
 
 impl std::fmt::Debug for Replies {
@@ -41,17 +44,26 @@ impl Replies {
             .get_key_value(&name)
             .await
             .map_err(|e| format!("cannot open the {name} bucket: {e}"))?;
-        Ok(Self { kv })
+        Ok(Self {
+            kv,
+            seal: bus.master_key().cloned(),
+        })
     }
 
-    /// Reply contexts kept in `kv` (tests give a bucket of their own).
-    pub fn from_store(kv: Store) -> Self {
-        Self { kv }
+    /// Reply contexts kept in `kv` (tests give a bucket of their own), sealed with `seal`.
+    pub fn from_store(kv: Store, seal: Option<patchbay_config::MasterKey>) -> Self {
+        Self { kv, seal }
     }
 
     /// Keeps `context` for the sender of replies to `event_id`.
     pub async fn keep(&self, event_id: &str, context: &ReplyContext) -> Result<(), String> {
-        let value = serde_json::to_vec(context).map_err(|e| e.to_string())?;
+        let mut value = serde_json::to_vec(context).map_err(|e| e.to_string())?;
+        if let Some(key) = &self.seal {
+            value = key
+                .seal(event_id, &value)
+                .map_err(|e| e.to_string())?
+                .into_bytes();
+        }
         self.kv
             .put(event_id, value.into())
             .await
@@ -72,7 +84,19 @@ impl Replies {
         if entry.operation != Operation::Put {
             return None;
         }
-        let context: ReplyContext = serde_json::from_slice(&entry.value)
+        let json = match &self.seal {
+            Some(key) => key
+                .open(
+                    event_id,
+                    std::str::from_utf8(&entry.value).unwrap_or_default(),
+                )
+                .map_err(
+                    |e| tracing::warn!(error = %e, "a reply context cannot be opened; ignored"),
+                )
+                .ok()?,
+            None => entry.value.to_vec(),
+        };
+        let context: ReplyContext = serde_json::from_slice(&json)
             .map_err(|e| tracing::warn!(error = %e, "an unreadable reply context; ignored"))
             .ok()?;
         if context.channel_id != channel_id {
@@ -115,9 +139,23 @@ mod tests {
             })
             .await
             .unwrap();
-        let replies = Replies::from_store(kv);
+        let key = patchbay_config::MasterKey::from_base64(
+            &patchbay_config::MasterKey::generate_base64().unwrap(),
+        )
+        .unwrap();
+        let replies = Replies::from_store(kv.clone(), Some(key));
         assert_eq!(replies.take("evt_none", "ch_1").await, None, "never kept");
         replies.keep("evt_1", &context("ch_1")).await.unwrap();
+        // Sealed in the bucket: whoever reads it there does not get the token.
+        let stored = kv.get("evt_1").await.unwrap().unwrap();
+        assert!(!String::from_utf8_lossy(&stored).contains("rt-1"));
+        assert!(
+            Replies::from_store(kv.clone(), None)
+                .take("evt_1", "ch_1")
+                .await
+                .is_none(),
+            "opened without the key"
+        );
         assert_eq!(
             replies.take("evt_1", "ch_2").await,
             None,

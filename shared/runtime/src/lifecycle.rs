@@ -9,9 +9,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use patchbay_bus::{Bus, ConfigView};
+use patchbay_bus::{Bus, ConfigView, NatsAccess};
 use patchbay_config::Config;
 use patchbay_contract::Subjects;
+use patchbay_contract::access::Role;
 use patchbay_contract::topology::TopologySettings;
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
@@ -174,6 +175,52 @@ pub fn topology_settings(config: &Config) -> TopologySettings {
     }
 }
 
+/// How the process `process` connects to NATS: its role's user (when the configuration has
+/// a password), its role's inbox prefix, and TLS as configured.
+pub fn nats_access(config: &Config, process: &str) -> Result<NatsAccess, BoxError> {
+    let subjects = Subjects::new(&config.nats_prefix)?;
+    let role = Role::from_name(process);
+    let credentials = match (config.nats_password()?, role) {
+        (Some(password), Some(role)) => Some((role.user(&subjects), password)),
+        (Some(_), None) => {
+            return Err(format!(
+                "{process} has no NATS role, so PATCHBAY_NATS_PASSWORD cannot name its user"
+            )
+            .into());
+        }
+        (None, _) => None,
+    };
+    Ok(NatsAccess {
+        credentials,
+        inbox_prefix: role.map(|r| r.inbox_prefix(&subjects)),
+        tls_ca_file: config.nats_tls_ca_file.as_ref().map(Into::into),
+        tls_client: config
+            .nats_tls_cert_file
+            .as_ref()
+            .zip(config.nats_tls_key_file.as_ref())
+            .map(|(c, k)| (c.into(), k.into())),
+    })
+}
+
+/// Creates or updates the topology when the process may (no NATS credentials, or a role that
+/// manages it), or else waits until `patchbay migrate` created it.
+pub async fn prepare_topology(
+    bus: &Bus,
+    config: &Config,
+    process: &str,
+    shutdown: &CancellationToken,
+) -> Result<(), BoxError> {
+    let settings = topology_settings(config);
+    let manages = config.nats_password()?.is_none()
+        || Role::from_name(process).is_some_and(Role::manages_topology);
+    if manages {
+        bus.ensure_topology(&settings).await?;
+    } else {
+        bus.await_topology(&settings, shutdown).await?;
+    }
+    Ok(())
+}
+
 /// Connects, ensures the topology, starts `starts` and serves their routes on `listener` until
 /// `shutdown`. Returns once every service started.
 pub async fn launch(
@@ -190,9 +237,14 @@ pub async fn launch(
         process,
         subjects,
         config.publish_timeout(),
+        &nats_access(&config, process)?,
     )
     .await?;
-    bus.ensure_topology(&topology_settings(&config)).await?;
+    let bus = match config.master_key.as_deref() {
+        Some(key) => bus.with_master_key(patchbay_config::MasterKey::from_base64(key)?),
+        None => bus,
+    };
+    prepare_topology(&bus, &config, process, &shutdown).await?;
     let view = ConfigView::start(&bus, shutdown.clone()).await?;
     let readiness = Readiness::default();
     let nats = bus.clone();

@@ -15,6 +15,8 @@ pub struct NatsServer {
     /// The monitoring port, when started with one (0 otherwise).
     monitor_port: u16,
     monitored: bool,
+    /// More server configuration (an `authorization` block), kept across restarts.
+    extra_config: Option<String>,
     dir: tempfile::TempDir,
     binary: PathBuf,
 }
@@ -50,13 +52,24 @@ impl NatsServer {
         Self::start_with_monitoring(true).await
     }
 
+    /// Starts a server whose configuration also has `config` (NATS configuration syntax, such
+    /// as the `authorization` block `patchbay nats-auth` writes).
+    pub async fn start_with_config(config: String) -> Result<Self, KitError> {
+        Self::launch_new(false, Some(config)).await
+    }
+
     async fn start_with_monitoring(monitored: bool) -> Result<Self, KitError> {
+        Self::launch_new(monitored, None).await
+    }
+
+    async fn launch_new(monitored: bool, extra_config: Option<String>) -> Result<Self, KitError> {
         let dir = tempfile::Builder::new().prefix("pb-nats-").tempdir()?;
         let mut server = Self {
             child: None,
             port: 0,
             monitor_port: 0,
             monitored,
+            extra_config,
             dir,
             binary: binary()?,
         };
@@ -70,7 +83,7 @@ impl NatsServer {
         std::fs::create_dir_all(&ports_dir)?;
         let mut cmd = Command::new(&self.binary);
         cmd.arg("-c")
-            .arg(limits_file(self.dir.path())?)
+            .arg(limits_file(self.dir.path(), self.extra_config.as_deref())?)
             .args(["-a", "127.0.0.1", "-p"])
             .arg(port.map_or("-1".to_owned(), |p| p.to_string()));
         if self.monitored {
@@ -134,9 +147,16 @@ impl NatsServer {
 /// the disk's free space: every stack reserves its streams' caps (1 GiB each by default), and
 /// the parallel tests' servers must not fail on a machine with less free disk than that sum.
 /// What the tests store is a few megabytes.
-fn limits_file(dir: &Path) -> Result<PathBuf, KitError> {
+/// The server's configuration file: JetStream's limits, then `extra`.
+fn limits_file(dir: &Path, extra: Option<&str>) -> Result<PathBuf, KitError> {
     let path = dir.join("limits.conf");
-    std::fs::write(&path, "jetstream {\n  max_file_store: 1T\n}\n")?;
+    std::fs::write(
+        &path,
+        format!(
+            "jetstream {{\n  max_file_store: 1T\n}}\n{}\n",
+            extra.unwrap_or_default()
+        ),
+    )?;
     Ok(path)
 }
 
@@ -158,6 +178,8 @@ pub struct NatsCluster {
     nodes: Vec<ClusterNode>,
     _dir: tempfile::TempDir,
     binary: PathBuf,
+    /// More server configuration for every node (an `authorization` block).
+    extra_config: Option<String>,
 }
 
 #[derive(Debug)]
@@ -182,9 +204,14 @@ impl NatsCluster {
     /// another process may take one in between: then the whole cluster starts again on fresh
     /// ports (at most three times).
     pub async fn start(size: usize) -> Result<Self, KitError> {
+        Self::start_with_config(size, None).await
+    }
+
+    /// [`NatsCluster::start`] with `config` added to every node's configuration.
+    pub async fn start_with_config(size: usize, config: Option<String>) -> Result<Self, KitError> {
         let mut attempt = 1;
         loop {
-            match Self::start_once(size).await {
+            match Self::start_once(size, config.clone()).await {
                 Err(KitError::Start(log))
                     if attempt < 3 && log.contains("address already in use") =>
                 {
@@ -195,7 +222,7 @@ impl NatsCluster {
         }
     }
 
-    async fn start_once(size: usize) -> Result<Self, KitError> {
+    async fn start_once(size: usize, extra_config: Option<String>) -> Result<Self, KitError> {
         let dir = tempfile::Builder::new()
             .prefix("pb-nats-cluster-")
             .tempdir()?;
@@ -216,6 +243,7 @@ impl NatsCluster {
             nodes,
             _dir: dir,
             binary: binary()?,
+            extra_config,
         };
         for i in 0..size {
             cluster.launch(i)?;
@@ -243,10 +271,11 @@ impl NatsCluster {
             .iter()
             .map(|n| format!("nats://127.0.0.1:{}", n.cluster_port))
             .collect();
+        let extra = self.extra_config.clone();
         let n = &mut self.nodes[i];
         let mut cmd = Command::new(&self.binary);
         cmd.arg("-c")
-            .arg(limits_file(&n.dir)?)
+            .arg(limits_file(&n.dir, extra.as_deref())?)
             .args(["-a", "127.0.0.1", "-p", &n.port.to_string()])
             .args(["-m", &n.monitor_port.to_string()])
             .args(["-js", "-sd"])

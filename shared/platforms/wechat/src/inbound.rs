@@ -74,7 +74,9 @@ async fn profiles(
         .bucket(patchbay_contract::subjects::Bucket::Tokens);
     let kv = bus.jetstream().get_key_value(bucket).await.ok()?;
     let timeout = patchbay_platform::enrich::BUDGET;
-    let tokens = crate::tokens::SharedTokens::new(kv, timeout).ok()?;
+    let tokens = crate::tokens::SharedTokens::new(kv, timeout)
+        .ok()?
+        .sealed_with(bus.master_key().cloned());
     let limits = patchbay_platform::Limits {
         per_channel_per_second: 1,
         per_conversation_per_second: 1,

@@ -104,6 +104,8 @@ pub struct SharedTokens {
     local: Mutex<HashMap<String, (String, DateTime<Utc>)>>,
     /// Failed attempts to share a fetched token (also `patchbay_wechat_token_share_failures_total`).
     share_failures: std::sync::atomic::AtomicU64,
+    /// Seals the shared entries: an access token is a credential.
+    seal: Option<patchbay_config::MasterKey>,
 }
 
 impl std::fmt::Debug for SharedTokens {
@@ -135,7 +137,43 @@ impl SharedTokens {
             me: patchbay_contract::ids::new_id("tkn"),
             local: Mutex::default(),
             share_failures: Default::default(),
+            seal: None,
         })
+    }
+
+    /// Shared entries sealed with `key` (the AppID's entry name as associated data), so no
+    /// token is in the bucket in clear. Every replica must use the same key.
+    #[must_use]
+    pub fn sealed_with(mut self, key: Option<patchbay_config::MasterKey>) -> Self {
+        self.seal = key;
+        self
+    }
+
+    fn encode(&self, app_id: &str, record: &Record) -> Result<Vec<u8>, SendError> {
+        let json = serde_json::to_vec(record).map_err(unavailable)?;
+        match &self.seal {
+            Some(k) => Ok(k
+                .seal(&key(app_id), &json)
+                .map_err(unavailable)?
+                .into_bytes()),
+            None => Ok(json),
+        }
+    }
+
+    /// An entry that cannot be read (sealed with another key, corrupt) counts as none: the
+    /// next caller claims and fetches a fresh token.
+    fn decode(&self, app_id: &str, value: &[u8]) -> Record {
+        let json = match &self.seal {
+            Some(k) => match k.open(&key(app_id), std::str::from_utf8(value).unwrap_or_default()) {
+                Ok(j) => j,
+                Err(e) => {
+                    tracing::warn!(app_id, error = %e, "an access token entry cannot be opened; ignored");
+                    return Record::default();
+                }
+            },
+            None => value.to_vec(),
+        };
+        serde_json::from_slice(&json).unwrap_or_default()
     }
 
     fn remembered(&self, app_id: &str, now: DateTime<Utc>) -> Option<String> {
@@ -157,10 +195,9 @@ impl SharedTokens {
     async fn read(&self, app_id: &str) -> Result<(Record, u64), SendError> {
         let entry = self.kv.entry(key(app_id)).await.map_err(unavailable)?;
         Ok(match entry {
-            Some(e) if e.operation == kv::Operation::Put => (
-                serde_json::from_slice(&e.value).unwrap_or_default(),
-                e.revision,
-            ),
+            Some(e) if e.operation == kv::Operation::Put => {
+                (self.decode(app_id, &e.value), e.revision)
+            }
             Some(e) => (Record::default(), e.revision),
             None => (Record::default(), 0),
         })
@@ -174,7 +211,7 @@ impl SharedTokens {
         record: &Record,
         revision: u64,
     ) -> Result<Option<u64>, SendError> {
-        let value = serde_json::to_vec(record).map_err(unavailable)?;
+        let value = self.encode(app_id, record)?;
         let written = if revision == 0 {
             self.kv
                 .create(key(app_id), value.into())
@@ -320,7 +357,7 @@ impl AccessTokens for SharedTokens {
                                 .kv
                                 .put(
                                     key(app_id),
-                                    serde_json::to_vec(&record).unwrap_or_default().into(),
+                                    self.encode(app_id, &record).unwrap_or_default().into(),
                                 )
                                 .await;
                             return Err(e);
@@ -542,5 +579,50 @@ mod tests {
         // Fixed by the operator: the next send fetches at once.
         fake.add_app(fx::APP_ID, "app-secret");
         assert!(tokens.get(&creds(), &fake.base_url()).await.is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shared_tokens_are_sealed_in_the_bucket() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let nats = NatsServer::start().await.expect("nats-server");
+        let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+        let kv = js
+            .create_key_value(kv::Config {
+                bucket: "t_tokens".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let fake = FakeWechat::start().await;
+        fake.add_app(fx::APP_ID, "app-secret");
+        let master = || {
+            Some(
+                patchbay_config::MasterKey::from_base64(
+                    &patchbay_config::MasterKey::generate_base64().unwrap(),
+                )
+                .unwrap(),
+            )
+        };
+        let key = master();
+        let tokens = SharedTokens::new(kv.clone(), Duration::from_secs(5))
+            .unwrap()
+            .sealed_with(key.clone());
+        let token = tokens.get(&creds(), &fake.base_url()).await.unwrap();
+        let stored = kv.get(super::key(fx::APP_ID)).await.unwrap().unwrap();
+        assert!(
+            !String::from_utf8_lossy(&stored).contains(&token),
+            "the token is in the bucket in clear"
+        );
+        // Another replica with the same key reuses it; none is fetched again.
+        let other = SharedTokens::new(kv.clone(), Duration::from_secs(5))
+            .unwrap()
+            .sealed_with(key);
+        assert_eq!(other.get(&creds(), &fake.base_url()).await.unwrap(), token);
+        assert_eq!(fake.token_fetches(fx::APP_ID), 1);
+        // Without the key the entry reads as none.
+        let stranger = SharedTokens::new(kv, Duration::from_secs(5))
+            .unwrap()
+            .sealed_with(master());
+        assert!(stranger.read(fx::APP_ID).await.unwrap().0.token.is_none());
     }
 }
