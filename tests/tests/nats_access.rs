@@ -181,3 +181,61 @@ async fn a_client_without_credentials_or_with_a_wrong_password_is_refused() {
         "another role's password opened the api user"
     );
 }
+
+#[tokio::test]
+async fn secrets_never_cross_nats_in_clear() {
+    let stack = Stack::start().await;
+    // Everything on the wire, as the operator's user sees it (it may read every subject).
+    let wire = stack.raw_nats().await;
+    let mut everything = wire.subscribe(">").await.unwrap();
+    wire.flush().await.unwrap();
+    let bot = stack.bot().await;
+    let mut seen = Vec::new();
+    // The bot's creation and its channel's: the replies carry the API key and webhook secret,
+    // the channel request carries the Telegram token and secret token.
+    let secrets = [
+        bot.api_key.as_str(),
+        bot.webhook_secret.as_str(),
+        bot.bot_token.as_str(),
+        bot.secret_token.as_str(),
+    ];
+    let mut sealed_requests = 0;
+    // Until the wire has been quiet for half a second (heartbeats aside), at most ten seconds.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while let Ok(Some(msg)) = tokio::time::timeout(
+        Duration::from_millis(500),
+        futures::StreamExt::next(&mut everything),
+    )
+    .await
+        && tokio::time::Instant::now() < deadline
+    {
+        let payload = String::from_utf8_lossy(&msg.payload).into_owned();
+        for secret in secrets {
+            assert!(
+                !payload.contains(secret),
+                "a secret in clear on {}: {payload}",
+                msg.subject
+            );
+        }
+        if msg.subject.contains(".rpc.auth.") {
+            assert!(
+                msg.headers
+                    .as_ref()
+                    .is_some_and(|h| h.get(patchbay_contract::headers::SEALED).is_some()),
+                "a request to auth not sealed: {}",
+                msg.subject
+            );
+            sealed_requests += 1;
+        }
+        seen.push(msg.subject.to_string());
+    }
+    // The test saw the traffic it judges: both requests and their answers (to the single
+    // process's inbox: the stack runs `patchbay all`).
+    assert!(
+        sealed_requests >= 2,
+        "{sealed_requests} requests to auth seen"
+    );
+    let inbox = Role::All.inbox_prefix(&Subjects::new(&stack.config.nats_prefix).unwrap());
+    let answers = seen.iter().filter(|s| s.starts_with(&inbox)).count();
+    assert!(answers >= 2, "{answers} answers seen");
+}
