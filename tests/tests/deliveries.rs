@@ -175,3 +175,89 @@ fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+/// A bot with `n` dead letters (its endpoint answers 500 to everything, one attempt each).
+async fn dead_letters(stack: &Stack, n: i64) -> patchbay_tests::TestBot {
+    let bot = stack.bot_for(&stack.tenant.url(), None).await;
+    for i in 0..n {
+        assert_eq!(
+            stack
+                .post_update(&bot, &fixtures::text_update(1 + i, 4242, &format!("m{i}")))
+                .await,
+            200
+        );
+    }
+    eventually(TIMEOUT, "every delivery dead-lettered", || async {
+        let (_, page) = get(stack, &bot.api_key, "/v1/deliveries").await;
+        let items = page["items"].as_array()?.clone();
+        (items.len() == usize::try_from(n).unwrap()
+            && items.iter().all(|d| d["status"] == "failed"))
+        .then_some(())
+    })
+    .await;
+    bot
+}
+
+async fn replay(stack: &Stack, bot: &patchbay_tests::TestBot, body: Value) -> reqwest::Response {
+    stack
+        .http
+        .post(format!("{}/v1/deliveries/replay", stack.api_url()))
+        .bearer_auth(&bot.api_key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replays_are_bounded_per_call_and_paced_per_bot() {
+    let stack = Stack::start_with(Options {
+        configure: Box::new(|c| {
+            c.webhook_retry_schedule = "0s".parse().unwrap();
+            c.replay_per_minute = 3;
+        }),
+        ..Options::default()
+    })
+    .await;
+    stack
+        .tenant
+        .respond_with(|_| (StatusCode::INTERNAL_SERVER_ERROR, None));
+    let since = (chrono::Utc::now() - chrono::Duration::seconds(5)).to_rfc3339();
+    let bot = dead_letters(&stack, 5).await;
+
+    // At most `limit` per call, the oldest first; the answer says more are left.
+    let r = replay(&stack, &bot, json!({"since": since, "limit": 2})).await;
+    assert_eq!(r.status(), 202);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        (body["replayed"].as_u64(), body["more"].as_bool()),
+        (Some(2), Some(true))
+    );
+    // Without a limit: what is left of the bot's three a minute.
+    let r = replay(&stack, &bot, json!({"since": since})).await;
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        (body["replayed"].as_u64(), body["more"].as_bool()),
+        (Some(1), Some(true))
+    );
+    // Then the bot waits, and is told how long.
+    let r = replay(&stack, &bot, json!({"since": since})).await;
+    assert_eq!(r.status(), 429);
+    let retry_after: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "Retry-After {retry_after}");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "replay_paced");
+
+    // Another bot's budget is its own.
+    let other = dead_letters(&stack, 1).await;
+    let r = replay(&stack, &other, json!({"since": since})).await;
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        (body["replayed"].as_u64(), body["more"].as_bool()),
+        (Some(1), Some(false))
+    );
+}

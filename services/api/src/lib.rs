@@ -348,6 +348,9 @@ pub(crate) struct ReplayBody {
     until: Option<chrono::DateTime<chrono::Utc>>,
     #[serde(default)]
     event_type: Option<String>,
+    /// At most this many (the oldest first); the bot's replay budget bounds it too.
+    #[serde(default)]
+    limit: Option<u32>,
 }
 
 async fn replay_deliveries(
@@ -361,6 +364,7 @@ async fn replay_deliveries(
         since: body.since,
         until: body.until,
         event_type: body.event_type,
+        limit: body.limit,
     };
     let replayed: patchbay_contract::Replayed =
         ask(&api, "dispatcher", dispatcher_ops::REPLAY, &req).await?;

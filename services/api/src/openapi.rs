@@ -225,7 +225,9 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         "post",
         "/v1/deliveries/replay",
         Caller::Bot,
-        "Deliver the dead-lettered events since a time again.",
+        "Deliver the dead-lettered events since a time again, the oldest first: at most `limit` \
+         and PATCHBAY_REPLAY_PER_MINUTE per call and per bot a minute (429 `replay_paced` with \
+         Retry-After beyond); `more` says whether the window holds others.",
         Some(schema::<ReplayBody>),
         (202, Some(schema::<patchbay_contract::Replayed>)),
     ),

@@ -176,6 +176,10 @@ enum Deliveries {
         /// RFC 3339 time, e.g. 2026-11-21T10:00:00Z.
         #[arg(long)]
         since: String,
+        /// At most this many, the oldest first (the bot may replay PATCHBAY_REPLAY_PER_MINUTE
+        /// a minute; `more: true` says to run it again).
+        #[arg(long)]
+        limit: Option<u32>,
     },
 }
 
@@ -620,11 +624,15 @@ fn admin(cli: Cli) -> anyhow::Result<()> {
                     json!({}),
                     &["event_id", "status"],
                 ),
-                Command::Deliveries(Deliveries::Replay { api_key, since }) => (
+                Command::Deliveries(Deliveries::Replay {
+                    api_key,
+                    since,
+                    limit,
+                }) => (
                     "/v1/deliveries/replay".into(),
                     Some(api_key),
-                    json!({"since": since}),
-                    &["replayed"],
+                    json!({"since": since, "limit": limit}),
+                    &["replayed", "more"],
                 ),
                 Command::Bots(Bots::Disable { bot }) => {
                     method = reqwest::Method::PATCH;

@@ -56,6 +56,11 @@ pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] = &[
         "delivery_written_once",
         include_str!("../migrations/0004_delivery_written_once.sql"),
     ),
+    (
+        5,
+        "replay_budget",
+        include_str!("../migrations/0005_replay_budget.sql"),
+    ),
 ];
 
 /// Attempts one bot may always have in flight per process; beyond that, its new events are
@@ -80,6 +85,8 @@ struct Dispatcher {
     schedule: RetrySchedule,
     allow_private: bool,
     max_body: usize,
+    /// Dead letters one bot may replay a minute (and at most in one call).
+    replay_per_minute: u32,
     /// Where BrandChat uploads are served (inline replies may name them by `fileId`).
     public_url: String,
     lease: Duration,
@@ -145,6 +152,7 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             schedule,
             allow_private,
             max_body: deps.config.webhook_response_max_bytes,
+            replay_per_minute: deps.config.replay_per_minute,
             public_url: deps.config.public_url.clone(),
             lease: timeout * 2 + Duration::from_secs(5),
             breakers: Mutex::default(),
@@ -1039,14 +1047,35 @@ impl Dispatcher {
         Ok(delivery)
     }
 
+    /// Reopens the bot's dead letters of the window, the oldest first: at most `limit` and
+    /// what is left of the bot's budget of `replay_per_minute` a minute (429 with
+    /// `Retry-After` when none is). `more` says whether the window has others.
     async fn replay(&self, r: &ReplayRequest) -> Result<Replayed, RpcError> {
-        let jobs = store::reopen_failed(&self.pool, r).await.map_err(rpc_db)?;
+        let reopened = store::reopen_failed(&self.pool, r, self.replay_per_minute)
+            .await
+            .map_err(rpc_db)?;
+        let (jobs, more) = match reopened {
+            store::Reopened::Jobs { jobs, more } => (jobs, more),
+            store::Reopened::Paced { retry_after } => {
+                return Err(RpcError::new(
+                    429,
+                    "replay_paced",
+                    format!(
+                        "this bot replayed {} dead letters in the last minute, its limit; \
+                         replay the rest after {retry_after} s",
+                        self.replay_per_minute
+                    ),
+                )
+                .retry_after(retry_after));
+            }
+        };
         for job in &jobs {
             self.redispatch(job).await?;
         }
-        tracing::info!(bot_id = %r.bot_id, replayed = jobs.len(), "dead letters replayed");
+        tracing::info!(bot_id = %r.bot_id, replayed = jobs.len(), more, "dead letters replayed");
         Ok(Replayed {
             replayed: u32::try_from(jobs.len()).unwrap_or(u32::MAX),
+            more,
         })
     }
 }

@@ -304,25 +304,100 @@ pub async fn reopen(
     }))
 }
 
-/// Sets a bot's failed deliveries in a time range back to pending and returns their jobs,
-/// oldest first.
+/// What a replay reopened.
+#[derive(Debug)]
+pub enum Reopened {
+    /// These dead letters, the oldest first, and whether the window holds more.
+    Jobs {
+        /// The jobs to dispatch again.
+        jobs: Vec<DispatchJob>,
+        /// Whether failed deliveries of the window are left.
+        more: bool,
+    },
+    /// The bot used its budget for this minute: try again after this many seconds.
+    Paced {
+        /// Seconds until the budget's window ends.
+        retry_after: u64,
+    },
+}
+
+/// Reopens the bot's failed deliveries of `req`'s window (oldest first) for a replay: at most
+/// `req.limit` and what is left of the bot's budget of `per_minute` reopenings a minute, in one
+/// transaction with the budget, so concurrent replays of one bot share it.
 pub async fn reopen_failed(
     pool: &PgPool,
     req: &ReplayRequest,
-) -> Result<Vec<DispatchJob>, sqlx::Error> {
+    per_minute: u32,
+) -> Result<Reopened, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "insert into replay_budgets (bot_id, window_start, used) values ($1, now(), 0)
+         on conflict (bot_id) do nothing",
+    )
+    .bind(&req.bot_id)
+    .execute(&mut *tx)
+    .await?;
+    // The window restarts a minute after it began.
+    let budget = sqlx::query(
+        "update replay_budgets
+            set window_start = case when window_start <= now() - interval '1 minute'
+                                    then now() else window_start end,
+                used = case when window_start <= now() - interval '1 minute' then 0 else used end
+          where bot_id = $1
+          returning used,
+                    greatest(1, ceil(extract(epoch from
+                        (window_start + interval '1 minute' - now())))::bigint) as retry_after",
+    )
+    .bind(&req.bot_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let used: i32 = budget.get("used");
+    let left = i64::from(per_minute) - i64::from(used);
+    if left <= 0 {
+        tx.rollback().await?;
+        let retry_after: i64 = budget.get("retry_after");
+        return Ok(Reopened::Paced {
+            retry_after: u64::try_from(retry_after).unwrap_or(60),
+        });
+    }
+    let take = left.min(i64::from(req.limit.unwrap_or(per_minute).max(1)));
     let rows = sqlx::query(
         "update deliveries set status = 'pending', updated_at = now()
-         where bot_id = $1 and status = 'failed' and created_at >= $2
-           and ($3::timestamptz is null or created_at < $3)
-           and ($4::text is null or event_type = $4)
+         where event_id in (
+             select event_id from deliveries
+              where bot_id = $1 and status = 'failed' and created_at >= $2
+                and ($3::timestamptz is null or created_at < $3)
+                and ($4::text is null or event_type = $4)
+              order by created_at
+              limit $5
+              for update skip locked)
          returning job, created_at",
     )
     .bind(&req.bot_id)
     .bind(req.since)
     .bind(req.until)
     .bind(&req.event_type)
-    .fetch_all(pool)
+    .bind(take)
+    .fetch_all(&mut *tx)
     .await?;
+    let more: bool = sqlx::query_scalar(
+        "select exists (select 1 from deliveries
+                         where bot_id = $1 and status = 'failed' and created_at >= $2
+                           and ($3::timestamptz is null or created_at < $3)
+                           and ($4::text is null or event_type = $4))",
+    )
+    .bind(&req.bot_id)
+    .bind(req.since)
+    .bind(req.until)
+    .bind(&req.event_type)
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query("update replay_budgets set used = used + $2 where bot_id = $1")
+        .bind(&req.bot_id)
+        .bind(i32::try_from(rows.len()).unwrap_or(i32::MAX))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
     let mut jobs: Vec<(DateTime<Utc>, DispatchJob)> = rows
         .iter()
         .map(|r| {
@@ -331,7 +406,10 @@ pub async fn reopen_failed(
         })
         .collect();
     jobs.sort_by_key(|(t, _)| *t);
-    Ok(jobs.into_iter().map(|(_, j)| j).collect())
+    Ok(Reopened::Jobs {
+        jobs: jobs.into_iter().map(|(_, j)| j).collect(),
+        more,
+    })
 }
 
 /// Parks an event (idempotent per event id), creating its delivery (pending) if no attempt

@@ -94,6 +94,9 @@ pub struct Config {
     pub webhook_retry_schedule: RetrySchedule,
     /// How much of a tenant's response body is read and logged.
     pub webhook_response_max_bytes: usize,
+    /// Dead letters one bot may replay a minute (`POST /v1/deliveries/replay`; also the most
+    /// one call replays), so a replayed backlog cannot crowd the shared dispatch stream.
+    pub replay_per_minute: u32,
     /// Messages each consumer handles at once, per process. Also the pull batch, so the most
     /// one consumer can give a group commit at once: 32 left a saturated round trip with
     /// batches of 5–8 statements' requests; 128 gave 10–28 % more throughput for 9–20 % less
@@ -207,6 +210,7 @@ impl Default for Config {
             webhook_timeout_ms: 15_000,
             webhook_retry_schedule: RetrySchedule::default(),
             webhook_response_max_bytes: 64 << 10,
+            replay_per_minute: 1000,
             consumer_concurrency: 128,
             shutdown_grace_ms: 10_000,
             telegram_api_base_url: "https://api.telegram.org".into(),
@@ -344,6 +348,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "nats_password_file",
                 "give the NATS password or a file holding it, not both",
+            ));
+        }
+        if self.replay_per_minute == 0 {
+            return Err(ConfigError::invalid(
+                "replay_per_minute",
+                "must be at least 1",
             ));
         }
         if !(1..=5).contains(&self.nats_replicas) {

@@ -867,6 +867,9 @@ pub struct RpcError {
     pub message: String,
     /// The HTTP status an HTTP edge should answer with.
     pub status: u16,
+    /// When to try again, in seconds (an edge answers `Retry-After`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
 }
 
 impl RpcError {
@@ -876,7 +879,15 @@ impl RpcError {
             code: code.to_owned(),
             message: message.into(),
             status,
+            retry_after: None,
         }
+    }
+
+    /// The same, to be tried again after `seconds`.
+    #[must_use]
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 }
 
@@ -1079,6 +1090,9 @@ pub struct ReplayRequest {
     /// Only this event type.
     #[serde(default)]
     pub event_type: Option<String>,
+    /// At most this many, the oldest first (the bot's replay budget bounds it too).
+    #[serde(default)]
+    pub limit: Option<u32>,
 }
 
 /// How many deliveries a replay started again.
@@ -1086,6 +1100,9 @@ pub struct ReplayRequest {
 pub struct Replayed {
     /// Count.
     pub replayed: u32,
+    /// Whether failed deliveries of the window are left (replay again for the next ones).
+    #[serde(default)]
+    pub more: bool,
 }
 
 /// Operation names of the `bot-router` service (subject `<p>.rpc.router.<op>`).

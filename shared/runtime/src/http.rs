@@ -186,7 +186,10 @@ impl From<patchbay_contract::ContractError> for ApiError {
 impl From<RpcError> for ApiError {
     fn from(e: RpcError) -> Self {
         let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        ApiError::new(status, &e.code, e.message)
+        ApiError {
+            retry_after: e.retry_after,
+            ..ApiError::new(status, &e.code, e.message)
+        }
     }
 }
 
