@@ -325,3 +325,52 @@ async fn a_brandchat_client_works_unchanged() {
     assert_eq!(status, 410, "a code is claimed once: {again}");
     stack.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_key_no_longer_signs_brandchat_requests() {
+    let stack = Stack::start().await;
+    let bot = stack.bot_with_flavour("brandchat").await;
+    let (status, rotated) = stack
+        .post(
+            &format!("{}/admin/v1/bots/{}/keys/rotate", stack.api_url(), bot.id),
+            stack.admin_token(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 201, "{rotated}");
+    let new_key = rotated["api_key"].as_str().unwrap().to_owned();
+    // An unknown user: a good signature gets 404, a refused one 403.
+    let body = json!({"userId": 1});
+    let raw = serde_json::to_vec(&body).unwrap();
+    let with = |key: &str| {
+        let sig = sign(key, &raw);
+        let (stack, bot_id, body) = (&stack, bot.id.clone(), body.clone());
+        async move {
+            brandchat(stack, Some(&bot_id), "user/profile", &body, Some(sig))
+                .await
+                .0
+        }
+    };
+    eventually(WAIT, "the new key signs", || async {
+        (with(&new_key).await == 404).then_some(())
+    })
+    .await;
+    let (status, _) = stack
+        .post(
+            &format!(
+                "{}/admin/v1/bots/{}/keys/{}/revoke",
+                stack.api_url(),
+                bot.id,
+                rotated["key_id"].as_str().unwrap()
+            ),
+            stack.admin_token(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 204);
+    eventually(WAIT, "the revoked key stops signing", || async {
+        (with(&new_key).await == 403).then_some(())
+    })
+    .await;
+    assert_eq!(with(&bot.api_key).await, 404, "the first key still signs");
+}

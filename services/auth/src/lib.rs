@@ -5,6 +5,7 @@
 //! bucket, which every other service watches. At start it republishes everything, so the
 //! bucket can always be rebuilt from the database.
 
+mod publish;
 mod store;
 
 use std::sync::Arc;
@@ -82,7 +83,8 @@ const KNOWN_EVENTS: &[&str] = &[
 struct Auth {
     pool: PgPool,
     bus: patchbay_bus::Bus,
-    kv: async_nats::jetstream::kv::Store,
+    /// Revision-checked writes to the config bucket.
+    config: publish::ConfigWriter,
     key: MasterKey,
     allow_private: bool,
     /// Default overlap of a key or secret rotation.
@@ -99,7 +101,7 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
         let auth = Arc::new(Auth {
             pool,
             bus: deps.bus.clone(),
-            kv,
+            config: publish::ConfigWriter::new(kv),
             key,
             allow_private: deps.config.allow_private_callbacks,
             overlap: std::time::Duration::from_millis(deps.config.key_rotation_overlap_ms),
@@ -440,13 +442,9 @@ impl Auth {
 
     async fn revoke_key(&self, req: RevokeKeyRequest) -> Result<(), RpcError> {
         let hash = store::revoke_key(&self.pool, &req.bot_id, &req.key_id).await?;
-        self.kv
-            .delete(patchbay_contract::config_keys::api_key(&hash))
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "cannot remove a revoked key from the config bucket");
-                RpcError::new(503, "unavailable", "revoked, but not yet everywhere; retry")
-            })?;
+        self.publish_key(&hash).await?;
+        // A BrandChat bot's record carries its working keys for signatures.
+        self.publish_bot(&req.bot_id).await?;
         tracing::info!(bot_id = %req.bot_id, key_id = %req.key_id, "API key revoked");
         Ok(())
     }
@@ -502,37 +500,36 @@ impl Auth {
         self.publish_bot(bot_id).await
     }
 
-    async fn put<T: serde::Serialize>(&self, key: String, value: &T) -> Result<(), RpcError> {
-        let bytes = serde_json::to_vec(value).map_err(internal)?;
-        self.kv.put(&key, bytes.into()).await.map_err(|e| {
-            tracing::error!(%key, error = %e, "cannot publish config");
-            RpcError::new(
-                503,
-                "unavailable",
-                "stored, but not yet published to the services; retry shortly",
-            )
-        })?;
-        Ok(())
-    }
-
+    /// Publishes the bot's record and each of its working keys.
     async fn publish_bot(&self, bot_id: &str) -> Result<(), RpcError> {
-        let (bot, keys) = store::load_bot(&self.pool, bot_id).await?;
-        self.put(patchbay_contract::config_keys::bot(bot_id), &bot)
+        let (_, keys) = store::load_bot(&self.pool, bot_id).await?;
+        self.config
+            .sync(&patchbay_contract::config_keys::bot(bot_id), || async {
+                Ok(Some(store::load_bot(&self.pool, bot_id).await?.0))
+            })
             .await?;
-        for (hash, record) in keys {
-            self.put(patchbay_contract::config_keys::api_key(&hash), &record)
-                .await?;
+        for (hash, _) in keys {
+            self.publish_key(&hash).await?;
         }
         Ok(())
     }
 
+    /// Publishes the key hashed `hash` if it works, removes it if not (revoked, expired).
+    async fn publish_key(&self, hash: &str) -> Result<(), RpcError> {
+        self.config
+            .sync(&patchbay_contract::config_keys::api_key(hash), || {
+                store::load_key(&self.pool, hash)
+            })
+            .await
+    }
+
     async fn publish_channel(&self, channel_id: &str) -> Result<(), RpcError> {
-        let channel = store::load_channel(&self.pool, channel_id).await?;
-        self.put(
-            patchbay_contract::config_keys::channel(channel_id),
-            &channel,
-        )
-        .await
+        self.config
+            .sync(
+                &patchbay_contract::config_keys::channel(channel_id),
+                || async { Ok(Some(store::load_channel(&self.pool, channel_id).await?)) },
+            )
+            .await
     }
 
     /// Republishes every bot, key and channel to the config bucket.

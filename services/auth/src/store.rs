@@ -471,6 +471,25 @@ pub async fn revoke_key(pool: &PgPool, bot_id: &str, key_id: &str) -> Result<Str
     })
 }
 
+/// The config record of the API key hashed `hash`, if it still works (not revoked, not
+/// expired).
+pub async fn load_key(pool: &PgPool, hash: &str) -> Result<Option<ApiKeyRecord>, RpcError> {
+    let row = sqlx::query(
+        "select id, bot_id, expires_at from api_keys
+         where key_hash = $1 and revoked_at is null and (expires_at is null or expires_at > now())",
+    )
+    .bind(hash)
+    .fetch_optional(pool)
+    .await
+    .map_err(db)?;
+    Ok(row.map(|r| ApiKeyRecord {
+        v: V1,
+        key_id: r.get("id"),
+        bot_id: r.get("bot_id"),
+        expires_at: r.get("expires_at"),
+    }))
+}
+
 /// Enables or disables a bot, sets its API request limit, its fallback templates and its
 /// platform settings (a platform mapped to `None` loses its template or settings); absent
 /// values stay.
