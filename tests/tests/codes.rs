@@ -87,27 +87,51 @@ async fn send_buttons(
         .collect()
 }
 
-/// Opens a Patchbay link as the user's browser would; returns the status and `Location`.
+/// A browser: its cookie for Patchbay links (`pb_go`), as the last answer set it.
+#[derive(Default)]
+struct Device(std::sync::Mutex<Option<String>>);
+
+/// Opens a Patchbay link as a new browser would; returns the status and `Location`.
 async fn open(stack: &Stack, link: &str) -> (u16, Option<String>, String) {
+    open_on(stack, &Device::default(), link).await
+}
+
+/// Opens a Patchbay link in the browser `device` (sending and keeping its cookie).
+async fn open_on(stack: &Stack, device: &Device, link: &str) -> (u16, Option<String>, String) {
     let path = link
         .strip_prefix(PUBLIC_URL)
         .unwrap_or_else(|| panic!("{link} is not under {PUBLIC_URL}"));
-    let r = browser()
-        .get(format!("{}{path}", stack.api_url()))
-        .send()
-        .await
-        .unwrap();
+    let mut req = browser().get(format!("{}{path}", stack.api_url()));
+    if let Some(c) = device.0.lock().unwrap().clone() {
+        req = req.header("cookie", c);
+    }
+    let r = req.send().await.unwrap();
     let status = r.status().as_u16();
     let location = r
         .headers()
         .get("location")
         .map(|v| v.to_str().unwrap().to_owned());
+    if let Some(set) = r.headers().get("set-cookie") {
+        let set = set.to_str().unwrap();
+        assert!(
+            set.contains("HttpOnly") && set.contains(&format!("Path={path}")),
+            "{set}"
+        );
+        let pair = set.split(';').next().unwrap().to_owned();
+        *device.0.lock().unwrap() = Some(pair);
+    }
     (status, location, r.text().await.unwrap())
 }
 
-/// Opens `link` and returns the code from the redirect to `https://shop.example/page?c=<code>`.
+/// Opens `link` in a new browser and returns the code from the redirect to
+/// `https://shop.example/page?c=<code>`.
 async fn mint(stack: &Stack, link: &str) -> String {
-    let (status, location, body) = open(stack, link).await;
+    mint_on(stack, &Device::default(), link).await
+}
+
+/// [`mint`] in the browser `device`.
+async fn mint_on(stack: &Stack, device: &Device, link: &str) -> String {
+    let (status, location, body) = open_on(stack, device, link).await;
     assert_eq!(status, 302, "{body}");
     let location = location.unwrap();
     let code = location
@@ -160,9 +184,10 @@ async fn a_code_button_becomes_a_link_whose_codes_are_claimed_once_by_their_bot(
         "other URL buttons are untouched"
     );
 
-    // Each opening of the link mints a new code.
-    let code = mint(&stack, &urls[0]).await;
-    let second = mint(&stack, &urls[0]).await;
+    // Each opening of the link by the browser that opened it first mints a new code.
+    let phone = Device::default();
+    let code = mint_on(&stack, &phone, &urls[0]).await;
+    let second = mint_on(&stack, &phone, &urls[0]).await;
     assert_ne!(code, second);
 
     // Another bot cannot claim it, and its attempt does not consume it.
@@ -225,8 +250,9 @@ async fn of_many_concurrent_claims_of_one_code_exactly_one_wins() {
         json!([{"type": "url", "title": "Shop", "url": "https://shop.example/page?c=:code"}]),
     )
     .await;
+    let phone = Device::default();
     for round in 0..3 {
-        let code = mint(&stack, &urls[0]).await;
+        let code = mint_on(&stack, &phone, &urls[0]).await;
         let claims = (0..24).map(|_| claim(&stack, &bot.api_key, &code));
         let results = futures::future::join_all(claims).await;
         let statuses: Vec<u16> = results.iter().map(|(s, _)| *s).collect();
@@ -419,4 +445,74 @@ async fn a_profile_is_found_by_id_or_platform_id_only_within_its_bot() {
     let (status, _) = get(format!("/v1/users/{user_id}"), "pbk_wrong".into()).await;
     assert_eq!(status, 401);
     stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_opens_only_on_the_first_device_for_its_reuse_window_or_once() {
+    let stack = Stack::start_with(options(300_000)).await;
+    let bot = stack.bot().await;
+    let user_id = user_of(&stack, &bot, 1, 4242).await;
+    let urls = send_buttons(
+        &stack,
+        &bot,
+        &user_id,
+        "Open",
+        json!([{"type": "url", "title": "Again", "url": "https://shop.example/page?c=:code"},
+               {"type": "url", "title": "Once", "url": "https://shop.example/page?c=:code",
+                "reuse_seconds": 0}]),
+    )
+    .await;
+    let (again, once) = (&urls[0], &urls[1]);
+
+    // The user's phone opens the link; the message forwarded to someone else opens nothing,
+    // not even while the window is open, and a forger's cookie does not help.
+    let phone = Device::default();
+    mint_on(&stack, &phone, again).await;
+    let (status, _, page) = open(&stack, again).await;
+    assert_eq!(status, 410, "{page}");
+    assert!(page.contains("another device"), "{page}");
+    let forger = Device::default();
+    *forger.0.lock().unwrap() = Some(format!("pb_go={}", "A".repeat(43)));
+    assert_eq!(open_on(&stack, &forger, again).await.0, 410);
+    // The phone again: fine, with a new code.
+    mint_on(&stack, &phone, again).await;
+
+    // A single-use link: once, even for the browser that opened it.
+    let laptop = Device::default();
+    mint_on(&stack, &laptop, once).await;
+    let (status, _, page) = open_on(&stack, &laptop, once).await;
+    assert_eq!(status, 410, "{page}");
+    assert!(page.contains("already used"), "{page}");
+
+    // Minting is bounded: the phone may not mint codes from one link without end.
+    let mut minted = 2;
+    loop {
+        let (status, _, page) = open_on(&stack, &phone, again).await;
+        if status == 429 {
+            assert!(page.contains("too many times"), "{page}");
+            break;
+        }
+        assert_eq!(status, 302, "{page}");
+        minted += 1;
+        assert!(minted <= 20, "more than 20 codes from one link");
+    }
+    assert_eq!(minted, 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_asking_for_a_reuse_window_beyond_a_day_is_refused() {
+    let stack = Stack::start().await;
+    let bot = stack.bot().await;
+    let user_id = user_of(&stack, &bot, 1, 4242).await;
+    let (status, body) = stack
+        .post(
+            &format!("{}/v1/messages", stack.api_url()),
+            &bot.api_key,
+            &json!({"user_id": user_id, "messages": [{"type": "buttons", "text": "x",
+                "buttons": [{"type": "url", "title": "T", "url": "https://a.example/?c=:code",
+                             "reuse_seconds": 86_401}]}]}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("reuse_seconds"), "{body}");
 }

@@ -4,8 +4,12 @@
 //!   router put in place of a URL button containing `:code` (links bucket, bound to bot, user
 //!   and the tenant's URL). Mints a one-time code (256 random bits, URL-safe), stores it in the
 //!   codes bucket (TTL `PATCHBAY_CODE_TTL_MS`, 5 minutes), substitutes it for `:code` and
-//!   answers 302 to the tenant's page. A link may be opened many times until it expires; each
-//!   opening mints a new code. Unknown link: 404 page; expired link or disabled bot: 410 page.
+//!   answers 302 to the tenant's page. The first opening binds the link to that browser (a
+//!   device cookie, its hash in the link record, set with a compare-and-set): for the button's
+//!   `reuse_seconds` (10 minutes unless it says; 0: once) the same browser may open it again,
+//!   each opening minting a new code, at most `MAX_CODES_PER_LINK`; another browser (a
+//!   forwarded message) gets a 410 page. Unknown link: 404 page; expired link or disabled bot:
+//!   410 page.
 //! * `POST /v1/codes/claim` (bot API key), `{"code": "…"}`: the user's profile, once. The
 //!   code's entry is deleted with its revision as the expected last revision, so of any number
 //!   of concurrent claims exactly one deletes it and gets 200. Every claim that cannot succeed
@@ -23,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use patchbay_contract::subjects::Bucket;
-use patchbay_contract::{CodeRecord, LinkRecord, V1};
+use patchbay_contract::{CodeRecord, LinkRecord, MAX_CODES_PER_LINK, V1};
 use patchbay_runtime::http::ApiJson;
 use patchbay_runtime::{ApiError, BoxError, Deps};
 use serde::Deserialize;
@@ -40,6 +44,8 @@ pub(crate) struct Codes {
     links: kv::Store,
     codes: kv::Store,
     code_ttl: Duration,
+    /// Whether the device cookie is `Secure` (the public URL is https).
+    secure_cookies: bool,
 }
 
 impl Codes {
@@ -51,6 +57,7 @@ impl Codes {
             links: js.get_key_value(s.bucket(Bucket::Links)).await?,
             codes: js.get_key_value(s.bucket(Bucket::Codes)).await?,
             code_ttl: Duration::from_millis(deps.config.code_ttl_ms),
+            secure_cookies: deps.config.public_url.starts_with("https://"),
         }))
     }
 }
@@ -102,6 +109,7 @@ async fn open_link(
     State(api): State<Arc<Api>>,
     Extension(codes): Extension<Arc<Codes>>,
     Path(token): Path<String>,
+    headers: header::HeaderMap,
 ) -> Response {
     let unknown = || {
         page(
@@ -117,27 +125,95 @@ async fn open_link(
             "This link has expired. Open the page again from a newer message in the chat.",
         )
     };
+    let used = || {
+        page(
+            StatusCode::GONE,
+            "Link already used",
+            "This link opens once, and it was opened already. Open the page again from a newer \
+             message in the chat.",
+        )
+    };
+    let elsewhere = || {
+        page(
+            StatusCode::GONE,
+            "Link opened on another device",
+            "This link was opened on another device. Open it from the chat on your own device.",
+        )
+    };
     if !well_formed(&token) {
         return unknown();
     }
-    let link: LinkRecord = match codes.links.get(&token).await {
-        Ok(Some(body)) => match serde_json::from_slice(&body) {
+    let device = device_cookie(&headers);
+    let now = chrono::Utc::now();
+    // The link's entry, at a revision: its first opening is recorded with a compare-and-set,
+    // so of two first openings at once exactly one becomes the opener.
+    let (link, device_token) = loop {
+        let entry = match codes.links.entry(&token).await {
+            Ok(Some(e)) if e.operation == Operation::Put => e,
+            Ok(_) => return unknown(),
+            Err(e) => {
+                tracing::warn!(error = %e, "links bucket unavailable");
+                return unavailable_page();
+            }
+        };
+        let mut link: LinkRecord = match serde_json::from_slice(&entry.value) {
             Ok(link) => link,
             Err(e) => {
                 tracing::error!(error = %e, "undecodable link record");
                 return unknown();
             }
-        },
-        Ok(None) => return unknown(),
-        Err(e) => {
-            tracing::warn!(error = %e, "links bucket unavailable");
+        };
+        if link.expires_at <= now {
+            return expired();
+        }
+        let mut device_token = None;
+        match (&link.opened_at, &link.opener) {
+            (Some(opened_at), Some(opener)) => {
+                if link.reuse_seconds == 0 {
+                    return used();
+                }
+                if now > *opened_at + chrono::Duration::seconds(i64::from(link.reuse_seconds)) {
+                    return expired();
+                }
+                if device.as_deref().map(device_hash).as_deref() != Some(opener.as_str()) {
+                    return elsewhere();
+                }
+            }
+            _ => {
+                let Ok(t) = patchbay_config::secrets::new_url_token() else {
+                    return unavailable_page();
+                };
+                link.opened_at = Some(now);
+                link.opener = Some(device_hash(&t));
+                device_token = Some(t);
+            }
+        }
+        if link.codes_minted >= MAX_CODES_PER_LINK {
+            return page(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Opened too often",
+                "This link was opened too many times. Open the page again from a newer message \
+                 in the chat.",
+            );
+        }
+        link.codes_minted += 1;
+        let Ok(body) = serde_json::to_vec(&link) else {
             return unavailable_page();
+        };
+        match codes
+            .links
+            .update(&token, body.into(), entry.revision)
+            .await
+        {
+            Ok(_) => break (link, device_token),
+            // Opened at the same moment elsewhere: judge again with what that opening wrote.
+            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "links bucket unavailable");
+                return unavailable_page();
+            }
         }
     };
-    let now = chrono::Utc::now();
-    if link.expires_at <= now {
-        return expired();
-    }
     match api.view.bot(&link.bot_id).await {
         Ok(Some(bot)) if bot.enabled => {}
         Ok(_) => return expired(),
@@ -162,8 +238,8 @@ async fn open_link(
     };
     let record = CodeRecord {
         v: V1,
-        bot_id: link.bot_id,
-        user_id: link.user_id,
+        bot_id: link.bot_id.clone(),
+        user_id: link.user_id.clone(),
         expires_at: now + ttl,
     };
     let stored = match serde_json::to_vec(&record) {
@@ -178,7 +254,7 @@ async fn open_link(
         return unavailable_page();
     }
     let location = link.url.replace(CODE_PLACEHOLDER, &code);
-    (
+    let mut response = (
         StatusCode::FOUND,
         [
             (header::LOCATION, location.as_str()),
@@ -186,7 +262,42 @@ async fn open_link(
             (header::REFERRER_POLICY, "no-referrer"),
         ],
     )
-        .into_response()
+        .into_response();
+    // The first opener's browser keeps the device token that opens the link again.
+    if let Some(t) = device_token
+        && link.reuse_seconds > 0
+    {
+        let secure = if codes.secure_cookies { "; Secure" } else { "" };
+        let cookie = format!(
+            "{DEVICE_COOKIE}={t}; Path=/go/{token}; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
+            link.reuse_seconds
+        );
+        if let Ok(v) = header::HeaderValue::from_str(&cookie) {
+            response.headers_mut().insert(header::SET_COOKIE, v);
+        }
+    }
+    response
+}
+
+/// The cookie that marks the browser that opened a link first.
+const DEVICE_COOKIE: &str = "pb_go";
+
+/// The device token the request's cookies carry for this link, if any.
+fn device_cookie(headers: &header::HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == DEVICE_COOKIE)
+        .map(|(_, value)| value.to_owned())
+        .filter(|v| well_formed(v))
+}
+
+/// How a device token is kept in the link record: SHA-256, hex.
+fn device_hash(token: &str) -> String {
+    patchbay_config::secrets::api_key_hash(token)
 }
 
 /// Body of `POST /v1/codes/claim`.

@@ -9,7 +9,7 @@
 
 use async_nats::jetstream::kv;
 use patchbay_bus::HandlerError;
-use patchbay_contract::content::{Button, Card};
+use patchbay_contract::content::{Button, Card, DEFAULT_LINK_REUSE_SECONDS};
 use patchbay_contract::{Content, LinkRecord, V1};
 
 /// The placeholder a tenant puts in a URL button to ask for a one-time code.
@@ -62,17 +62,28 @@ impl Links {
         buttons: &mut [Button],
     ) -> Result<(), HandlerError> {
         for b in buttons {
-            if let Button::Url { url, .. } = b
+            if let Button::Url {
+                url, reuse_seconds, ..
+            } = b
                 && url.contains(CODE_PLACEHOLDER)
             {
-                *url = self.link(bot_id, user_id, url).await?;
+                let reuse = reuse_seconds.unwrap_or(DEFAULT_LINK_REUSE_SECONDS);
+                *url = self.link(bot_id, user_id, url, reuse).await?;
+                // The platform gets a plain URL button.
+                *reuse_seconds = None;
             }
         }
         Ok(())
     }
 
     /// Stores a new link for `url` and returns its public address.
-    async fn link(&self, bot_id: &str, user_id: &str, url: &str) -> Result<String, HandlerError> {
+    async fn link(
+        &self,
+        bot_id: &str,
+        user_id: &str,
+        url: &str,
+        reuse_seconds: u32,
+    ) -> Result<String, HandlerError> {
         let token = patchbay_config::secrets::new_url_token()
             .map_err(|e| HandlerError::retry(format!("link token: {e}")))?;
         let ttl = chrono::Duration::from_std(self.ttl)
@@ -83,6 +94,10 @@ impl Links {
             user_id: user_id.to_owned(),
             url: url.to_owned(),
             expires_at: chrono::Utc::now() + ttl,
+            reuse_seconds,
+            opened_at: None,
+            opener: None,
+            codes_minted: 0,
         };
         let body = serde_json::to_vec(&record)
             .map_err(|e| HandlerError::reject(format!("link record: {e}")))?;

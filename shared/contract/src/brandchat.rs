@@ -214,6 +214,7 @@ impl BrandchatMessage {
                                 (None, Some(url)) => Ok(Button::Url {
                                     title: b.label.clone(),
                                     url: url.clone(),
+                                    reuse_seconds: None,
                                 }),
                                 _ => Err(FieldError::new(
                                     format!("buttons[{i}]"),

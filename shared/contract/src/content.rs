@@ -272,6 +272,12 @@ impl Location {
     }
 }
 
+/// How long a `:code` link opens again after its first opening, unless its button says.
+pub const DEFAULT_LINK_REUSE_SECONDS: u32 = 600;
+
+/// The longest a button may ask its link to open again after the first opening.
+pub const MAX_LINK_REUSE_SECONDS: u32 = 86_400;
+
 /// A button, tagged by `type`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -289,6 +295,11 @@ pub enum Button {
         title: String,
         /// The URL.
         url: String,
+        /// For a `:code` URL: how long after its first opening the link still opens, on the
+        /// device that opened it first only (a forwarded message opens nothing); `0`: once.
+        /// Default [`DEFAULT_LINK_REUSE_SECONDS`], at most [`MAX_LINK_REUSE_SECONDS`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reuse_seconds: Option<u32>,
     },
     /// Sends its title back as if the user typed it.
     Reply {
@@ -320,6 +331,13 @@ impl Button {
             {
                 Err(FieldError::new("url", "must be an absolute http(s) URL"))
             }
+            Button::Url {
+                reuse_seconds: Some(s),
+                ..
+            } if *s > MAX_LINK_REUSE_SECONDS => Err(FieldError::new(
+                "reuse_seconds",
+                format!("must be at most {MAX_LINK_REUSE_SECONDS}"),
+            )),
             _ => Ok(()),
         }
     }

@@ -1804,7 +1804,27 @@ pub struct LinkRecord {
     pub url: String,
     /// When the link stops working.
     pub expires_at: DateTime<Utc>,
+    /// How long after its first opening it still opens, on the first opener's device only;
+    /// 0: once.
+    #[serde(default = "default_link_reuse")]
+    pub reuse_seconds: u32,
+    /// When it was first opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opened_at: Option<DateTime<Utc>>,
+    /// SHA-256 (hex) of the first opener's device token (a cookie only that browser has).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opener: Option<String>,
+    /// Codes minted from it so far (bounded: [`MAX_CODES_PER_LINK`]).
+    #[serde(default)]
+    pub codes_minted: u32,
 }
+
+fn default_link_reuse() -> u32 {
+    crate::content::DEFAULT_LINK_REUSE_SECONDS
+}
+
+/// The most one-time codes one link mints (each opening mints one).
+pub const MAX_CODES_PER_LINK: u32 = 20;
 
 /// A one-time code for a web view. Key `<code>` of the codes bucket; claimed (deleted) once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -55,7 +55,7 @@ fn numbered(text: &str, items: impl Iterator<Item = String>) -> String {
 
 fn button_line(b: &Button) -> String {
     match b {
-        Button::Url { title, url } => format!("{title}: {url}"),
+        Button::Url { title, url, .. } => format!("{title}: {url}"),
         other => other.title().to_owned(),
     }
 }
@@ -190,6 +190,7 @@ mod tests {
                 Button::Url {
                     title: "Site".into(),
                     url: "https://x.test".into(),
+                    reuse_seconds: None,
                 },
             ],
         };

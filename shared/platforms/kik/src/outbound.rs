@@ -162,7 +162,7 @@ pub fn render(content: &Content) -> Result<Vec<Value>, SendError> {
             let mut responses = Vec::new();
             for b in buttons {
                 match b {
-                    Button::Url { title, url } => body.push_str(&format!("\n{title}: {url}")),
+                    Button::Url { title, url, .. } => body.push_str(&format!("\n{title}: {url}")),
                     Button::Postback { title, payload } => {
                         responses.push(response(title, Some(payload)));
                     }
@@ -594,6 +594,7 @@ mod tests {
                         Button::Url {
                             title: "Site".into(),
                             url: "https://x.test".into(),
+                            reuse_seconds: None,
                         },
                     ],
                 },
@@ -608,6 +609,7 @@ mod tests {
                     buttons: vec![Button::Url {
                         title: "Docs".into(),
                         url: "https://d".into(),
+                        reuse_seconds: None,
                     }],
                 },
                 json!([{"type": "text", "body": "Read\nDocs: https://d"}]),

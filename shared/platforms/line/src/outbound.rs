@@ -189,7 +189,7 @@ fn action(b: &Button) -> Value {
         Button::Reply { title } => {
             json!({"type": "message", "label": cut(title, LABEL_MAX), "text": title})
         }
-        Button::Url { title, url } => {
+        Button::Url { title, url, .. } => {
             json!({"type": "uri", "label": cut(title, LABEL_MAX), "uri": url})
         }
     }
@@ -988,6 +988,7 @@ mod tests {
                         Button::Url {
                             title: "Site".into(),
                             url: "https://x.test".into(),
+                            reuse_seconds: None,
                         },
                         postback("D", "d"),
                         postback("A very long button title indeed", "e"),

@@ -93,7 +93,9 @@ fn button(b: &Button) -> Result<Value, SendError> {
         Button::Postback { title: t, payload } => {
             json!({"type": "postback", "title": title(t)?, "payload": payload})
         }
-        Button::Url { title: t, url } => json!({"type": "web_url", "title": title(t)?, "url": url}),
+        Button::Url { title: t, url, .. } => {
+            json!({"type": "web_url", "title": title(t)?, "url": url})
+        }
         Button::Reply { title: t } => json!({"type": "postback", "title": title(t)?, "payload": t}),
     })
 }
@@ -547,6 +549,7 @@ mod tests {
                     Button::Url {
                         title: "Site".into(),
                         url: "https://x.test".into(),
+                        reuse_seconds: None,
                     },
                     Button::Reply {
                         title: "Yes".into(),

@@ -94,7 +94,7 @@ fn inline_keyboard(buttons: &[Button]) -> Result<Value, SendError> {
         .iter()
         .map(|b| {
             let button = match b {
-                Button::Url { title, url } => json!({"text": title, "url": url}),
+                Button::Url { title, url, .. } => json!({"text": title, "url": url}),
                 Button::Postback { title, payload } => {
                     if payload.len() > 64 {
                         return Err(SendError::permanent(
@@ -436,6 +436,7 @@ mod tests {
                     Button::Url {
                         title: "Docs".into(),
                         url: "https://x.test".into(),
+                        reuse_seconds: None,
                     },
                 ],
             },

@@ -714,6 +714,7 @@ mod tests {
                 Button::Url {
                     title: "Site".into(),
                     url: "https://x.test".into(),
+                    reuse_seconds: None,
                 },
             ],
         };
@@ -975,6 +976,7 @@ mod tests {
                 buttons: vec![Button::Url {
                     title: "See".into(),
                     url: "https://shop.example/p".into(),
+                    reuse_seconds: None,
                 }],
             })
             .collect();

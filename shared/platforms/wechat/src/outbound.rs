@@ -299,7 +299,7 @@ fn buttons(text: &str, buttons: &[Button]) -> Vec<Call> {
     let mut items = Vec::new();
     for b in buttons {
         match b {
-            Button::Url { title, url } => {
+            Button::Url { title, url, .. } => {
                 head.push('\n');
                 head.push_str(&link(title, url));
             }
@@ -1496,6 +1496,7 @@ mod tests {
         Button::Url {
             title: title.into(),
             url: url.into(),
+            reuse_seconds: None,
         }
     }
 

@@ -80,7 +80,7 @@ fn fields(content: &Content) -> Result<String, String> {
             let lines: Vec<String> = buttons
                 .iter()
                 .map(|b| match b {
-                    Button::Url { url, title } => format!("<a href=\"{url}\">{title}</a>"),
+                    Button::Url { url, title, .. } => format!("<a href=\"{url}\">{title}</a>"),
                     other => format!("• {}", other.title()),
                 })
                 .collect();

@@ -184,7 +184,7 @@ pub fn render(content: &Content) -> Result<Vec<Value>, SendError> {
             vec![json!({"type": "location", "location": o})]
         }
         Content::Buttons { text, buttons } => {
-            if let [Button::Url { title, url }] = buttons.as_slice() {
+            if let [Button::Url { title, url, .. }] = buttons.as_slice() {
                 return Ok(vec![json!({"type": "interactive", "interactive": {
                     "type": "cta_url", "body": {"text": text},
                     "action": {"name": "cta_url", "parameters": {
@@ -660,6 +660,7 @@ mod tests {
                 buttons: vec![Button::Url {
                     title: "Open".into(),
                     url: "https://x.test".into(),
+                    reuse_seconds: None,
                 }],
             },
             json!([{"type": "interactive", "interactive": {"type": "cta_url", "body": {"text": "Docs"},
@@ -690,6 +691,7 @@ mod tests {
                 Button::Url {
                     title: "Site".into(),
                     url: "https://x.test".into(),
+                    reuse_seconds: None,
                 },
                 Button::Reply { title: "Ok".into() },
             ],
