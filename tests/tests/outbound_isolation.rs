@@ -159,15 +159,16 @@ async fn a_bot_flooding_one_chat_does_not_hold_up_the_others_in_its_partition() 
 
 /// Far more messages than a channel keeps in memory: the rest wait as references in their
 /// lanes and are read back from the stream in turn. Two chats of one bot, interleaved, piled
-/// up behind a stopped sender: every message goes out once, each chat's in order.
+/// up behind a stopped sender, which is stopped again midway (its waiting messages go back to
+/// the stream and come to its successor): every message goes out once, each chat's in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn messages_beyond_a_channels_budget_go_out_once_and_in_order() {
+async fn messages_beyond_a_channels_budget_go_out_once_and_in_order_across_a_restart() {
     let mut stack = Stack::start_with(Options {
         layout: Layout::Split,
         configure: Box::new(|c| {
             c.partitions = 1;
             c.telegram_per_bot_per_second = 200;
-            c.telegram_per_chat_per_second = 100;
+            c.telegram_per_chat_per_second = 20;
             c.telegram_per_chat_burst = 3;
             c.api_rate_per_second = 10_000;
             c.api_rate_burst = 10_000;
@@ -211,6 +212,17 @@ async fn messages_beyond_a_channels_budget_go_out_once_and_in_order() {
         (last >= before + u64::try_from(2 * per_chat).unwrap()).then_some(())
     })
     .await;
+    stack.restart("outbound-telegram").await;
+    stack
+        .telegram
+        .wait_for("sendMessage", 40, Duration::from_secs(60))
+        .await;
+    stack.stop("outbound-telegram").await;
+    let midway = stack.telegram.calls_of("sendMessage").len();
+    assert!(
+        midway < 2 * per_chat,
+        "stopped midway, after {midway} sends"
+    );
     stack.restart("outbound-telegram").await;
     stack
         .telegram
