@@ -863,6 +863,10 @@ where
     /// Awaits `fut` while keeping `work` ours (progress acks, if it is live).
     async fn holding<F: Future>(&self, work: &Work<T>, fut: F) -> F::Output {
         tokio::pin!(fut);
+        // Most waits are over at once (a free slot, no pace): no timer for those.
+        if let std::task::Poll::Ready(r) = futures::poll!(&mut fut) {
+            return r;
+        }
         let mut progress = tokio::time::interval(self.spec.ack_wait / 3);
         progress.tick().await;
         loop {
