@@ -1596,6 +1596,71 @@ async fn two_replicas_of_each_worker_one_of_each_killed_mid_stream() {
     .await;
 }
 
+/// Senders paced for real (one message a second per conversation, every conversation in one
+/// partition): replies queue in their conversations' lanes, beyond what a lane keeps in memory
+/// (the rest wait as references, read back from the stream in turn), and each platform's
+/// sender is killed mid-stream. Its successor takes the waiting messages over in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paced_senders_killed_while_their_conversations_wait() {
+    let c = Cluster::start_with(
+        None,
+        &[
+            ("PATCHBAY_PARTITIONS", "1"),
+            ("PATCHBAY_TELEGRAM_PER_CHAT_PER_SECOND", "1"),
+            ("PATCHBAY_TELEGRAM_PER_CHAT_BURST", "1"),
+            ("PATCHBAY_WECHAT_PER_USER_PER_SECOND", "1"),
+            ("PATCHBAY_WECHAT_PER_USER_BURST", "1"),
+            ("PATCHBAY_KIK_PER_USER_PER_SECOND", "1"),
+            ("PATCHBAY_KIK_PER_USER_BURST", "1"),
+            ("PATCHBAY_VIBER_PER_USER_PER_SECOND", "1"),
+            ("PATCHBAY_VIBER_PER_USER_BURST", "1"),
+            ("PATCHBAY_LINE_PER_USER_PER_SECOND", "1"),
+            ("PATCHBAY_LINE_PER_USER_BURST", "1"),
+        ],
+    )
+    .await;
+    let senders = Platform::ALL.map(Platform::outbound);
+    let (c, _) = stream_through_fault(
+        "paced senders killed while their conversations wait",
+        c,
+        20 * scale(),
+        senders.len(),
+        async |run: &Run| {
+            for sender in senders {
+                let seen = run.midway().await;
+                run.c.write().await.kill9(sender);
+                run.fired(format!("kill -9 {sender}"), seen);
+                run.c.write().await.launch(sender).await;
+            }
+        },
+    )
+    .await;
+    // The replies did wait as references (counted by the senders running since the kills).
+    let c = c.read().await;
+    let mut parked = 0.0;
+    for sender in senders {
+        let metrics = c
+            .http
+            .get(format!("{}/metrics", c.url(sender)))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        parked += metrics
+            .lines()
+            .filter(|l| l.starts_with("patchbay_consumer_parked_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+    }
+    println!("paced senders: {parked} replies waited as references");
+    assert!(
+        parked > 0.0,
+        "no reply waited as a reference: nothing was tested"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_restart_mid_stream() {
     let c = Cluster::start().await;

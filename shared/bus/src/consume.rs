@@ -19,6 +19,17 @@
 //! Handlers of keyed consumers therefore ask only for short retries; the dispatcher moves long
 //! ones out of the stream altogether.
 //!
+//! **Waiting holds no slot.** `concurrency` bounds the handlers *running*: a message waiting
+//! for its turn, for its handler's [`Handler::ready`] (a platform's pace) or for a retry in
+//! place takes no handler slot, and its ack deadline is kept extended meanwhile. A consumer
+//! whose messages wait long (the senders) raises its `MaxAckPending` well above what one key
+//! queues, so a waiting key does not stop the server from handing out other keys' messages,
+//! and bounds memory with a budget per group ([`ConsumerSpec::group_budget`], a sender's
+//! channel): beyond it, a group's messages wait in their lanes as references (the payload is
+//! dropped, the stream sequence kept) and are read again from the stream when their turn
+//! comes. In every lane the messages in memory come first, so a lane's head never waits for
+//! budget held by the messages behind it.
+//!
 //! **Recovery in order.** After a crash, JetStream redelivers the dead reader's unacked
 //! messages only when their ack wait expires, while new messages flow at once, which would
 //! reorder a key. So before a partition's reader handles the first message it is given (when it
@@ -156,6 +167,20 @@ pub trait Handler<T>: Send + Sync + 'static {
         None
     }
 
+    /// The group a message counts against ([`ConsumerSpec::group_budget`]): of one group, a
+    /// reader keeps only so many payloads in memory. `None` (the default): no group.
+    fn group(&self, _payload: &T) -> Option<String> {
+        None
+    }
+
+    /// Resolves when the message may be handled (a platform's pace), awaited before every
+    /// attempt in the message's lane while no handler slot is taken and the message's ack
+    /// deadline is kept extended: a message waiting for its own limits holds nothing other
+    /// messages need. The default is ready at once.
+    fn ready(&self, _delivery: &Delivery<T>) -> impl Future<Output = ()> + Send {
+        std::future::ready(())
+    }
+
     /// Handles one message. Must be idempotent: a message can arrive more than once.
     fn handle(
         &self,
@@ -172,19 +197,87 @@ enum Source {
     Recovered,
 }
 
+/// Messages queued in one lane that keep their payload when the consumer has a group budget:
+/// one busy conversation leaves the rest of its group's budget to the others.
+const LANE_KEPT: usize = 8;
+
+/// What became of a message waiting as a reference when its turn came.
+enum Hydrated {
+    /// Its payload is in hand.
+    Ready,
+    /// It left the stream meanwhile (acknowledged by a previous reader).
+    Gone,
+    /// The reader is stopping.
+    Stopped,
+}
+
 /// Longest wait between retries while NATS or the database is unavailable.
 const UNAVAILABLE_RETRY_CAP: Duration = Duration::from_secs(5);
 
 struct Work<T> {
-    payload: T,
+    /// `None` while the message waits as a reference (its group had no budget left): read
+    /// again from the stream when its turn comes.
+    payload: Option<T>,
     subject: String,
     headers: Option<HeaderMap>,
     stream_sequence: u64,
     published_at: DateTime<Utc>,
     delivered: u64,
     source: Source,
-    keyed: bool,
+    /// The handler's ordering key.
+    key: Option<String>,
+    /// The handler's group, and the budget share this message holds in it.
+    group: Option<String>,
+    member: Option<Member>,
     _buffered: Option<OwnedSemaphorePermit>,
+}
+
+impl<T> Work<T> {
+    /// Drops the payload, keeping the message as a reference (its stream sequence); true
+    /// when it had one.
+    fn park(&mut self) -> bool {
+        let had = self.payload.take().is_some();
+        self.headers = None;
+        if let Source::Live(m) = &mut self.source {
+            m.message.payload = Bytes::new();
+            m.message.headers = None;
+        }
+        if let Some(m) = &mut self.member {
+            m.permit = None;
+        }
+        had
+    }
+}
+
+/// The groups of one partition's reader: how many of each group's messages it holds, and
+/// the budget of payloads kept in memory ([`ConsumerSpec::group_budget`]).
+type Groups = Arc<Mutex<HashMap<String, Group>>>;
+
+struct Group {
+    budget: Arc<Semaphore>,
+    works: usize,
+}
+
+/// A message's place in its group; the group is forgotten when its last message leaves.
+struct Member {
+    groups: Groups,
+    name: String,
+    budget: Arc<Semaphore>,
+    /// Held while the message's payload is in memory.
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.permit = None;
+        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(g) = groups.get_mut(&self.name) {
+            g.works = g.works.saturating_sub(1);
+            if g.works == 0 {
+                groups.remove(&self.name);
+            }
+        }
+    }
 }
 
 struct Runner<T, H> {
@@ -198,6 +291,9 @@ struct Runner<T, H> {
     lanes: Mutex<HashMap<String, VecDeque<Work<T>>>>,
     /// Stream sequences of live messages this instance holds (queued or in flight).
     held: Mutex<std::collections::HashSet<u64>>,
+    groups: Groups,
+    /// Lanes whose message in hand waits as a reference.
+    reference_heads: Mutex<std::collections::HashSet<String>>,
     shutdown: CancellationToken,
 }
 
@@ -263,8 +359,15 @@ where
         running,
         lanes: Mutex::new(HashMap::new()),
         held: Mutex::default(),
+        groups: Arc::default(),
+        reference_heads: Mutex::default(),
         shutdown: shutdown.clone(),
     });
+    // Queued messages are kept ours while they wait their turn (the one in hand sends its own
+    // progress).
+    let kept = CancellationToken::new();
+    let _kept = kept.clone().drop_guard();
+    tokio::spawn(runner.clone().keep_queued(kept));
     // The server never hands out more than `max_ack_pending` unacknowledged messages, so this
     // bound is reached only then: the loop keeps pulling (and keeps its pin) otherwise.
     let bound = usize::try_from(runner.spec.max_ack_pending.max(1)).unwrap_or(1000) + batch;
@@ -342,15 +445,18 @@ where
                     };
                     match serde_json::from_slice::<T>(&msg.payload) {
                         Ok(payload) => {
-                            let keyed = runner.handler.key(&payload).is_some();
+                            let key = runner.handler.key(&payload);
+                            let group = runner.handler.group(&payload);
                             batch.push(Work {
-                                payload,
+                                payload: Some(payload),
                                 subject: unpartitioned(&msg.subject),
                                 headers: msg.headers.clone(),
                                 stream_sequence,
                                 published_at,
                                 delivered,
-                                keyed,
+                                key,
+                                group,
+                                member: None,
                                 source: Source::Live(Box::new(msg)),
                                 _buffered: Some(permit),
                             });
@@ -460,8 +566,16 @@ where
             .unwrap_or(1000)
             .saturating_mul(2);
         let mut out = Vec::new();
+        // Payloads kept per group; the rest of a group's messages are kept as references.
+        let mut kept: HashMap<String, usize> = HashMap::new();
         let mut seq = from;
         while seq <= to && out.len() < limit {
+            // What this reader holds needs no reading (a sender may hold thousands of waiting
+            // messages in a row).
+            if self.holds(seq) {
+                seq += 1;
+                continue;
+            }
             // The next message of this partition at or after `seq` (only its own messages are
             // read, whatever else the stream holds).
             let Ok(m) = stream
@@ -484,18 +598,31 @@ where
                 // Its live delivery dead-letters it.
                 continue;
             };
-            let keyed = self.handler.key(&payload).is_some();
-            out.push(Work {
-                payload,
+            let key = self.handler.key(&payload);
+            let group = self.handler.group(&payload);
+            let mut work = Work {
+                payload: Some(payload),
                 subject: unpartitioned(&m.subject),
                 headers: Some(m.headers.clone()),
                 stream_sequence: m.sequence,
                 published_at: m.time.with_timezone(&Utc),
                 delivered: 1,
                 source: Source::Recovered,
-                keyed,
+                key,
+                group,
+                member: None,
                 _buffered: None,
-            });
+            };
+            if let (Some(budget), Some(group)) = (self.spec.group_budget, &work.group) {
+                let n = kept.entry(group.clone()).or_default();
+                if *n < budget {
+                    *n += 1;
+                } else if work.park() {
+                    metrics::counter!("patchbay_consumer_parked_total", "consumer" => self.spec.durable)
+                        .increment(1);
+                }
+            }
+            out.push(work);
         }
         out
     }
@@ -534,21 +661,29 @@ where
         self.unacked_in(floor + 1, last).await
     }
 
-    fn enqueue(self: &Arc<Self>, work: Work<T>, tasks: &mut JoinSet<()>) {
-        if work.keyed
-            && let Some(key) = self.handler.key(&work.payload)
-        {
+    fn enqueue(self: &Arc<Self>, mut work: Work<T>, tasks: &mut JoinSet<()>) {
+        if let Some(key) = work.key.clone() {
             return self.enqueue_keyed(key, work, tasks);
         }
+        self.admit(&mut work, false);
         let runner = self.clone();
         tasks.spawn(async move { runner.run_one(work).await });
     }
 
-    fn enqueue_keyed(self: &Arc<Self>, key: String, work: Work<T>, tasks: &mut JoinSet<()>) {
+    fn enqueue_keyed(self: &Arc<Self>, key: String, mut work: Work<T>, tasks: &mut JoinSet<()>) {
         let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(queue) = lanes.get_mut(&key) {
+            let behind_reference = match queue.back() {
+                Some(w) => w.payload.is_none() || queue.len() >= LANE_KEPT,
+                None => self.reference_head(&key, None),
+            };
+            self.admit(&mut work, behind_reference);
             queue.push_back(work);
             return;
+        }
+        self.admit(&mut work, false);
+        if work.payload.is_none() {
+            self.reference_head(&key, Some(true));
         }
         lanes.insert(key.clone(), VecDeque::new());
         drop(lanes);
@@ -560,6 +695,7 @@ where
         let mut work = first;
         loop {
             self.run_one(work).await;
+            self.reference_head(&key, Some(false));
             if self.shutdown.is_cancelled() {
                 // Stopping: the message just handled may have been left unsettled (nak'ed
                 // because NATS or the database was unavailable); handling the next ones would
@@ -575,7 +711,12 @@ where
             let next = {
                 let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
                 match lanes.get_mut(&key).and_then(VecDeque::pop_front) {
-                    Some(w) => w,
+                    Some(w) => {
+                        if w.payload.is_none() {
+                            self.reference_head(&key, Some(true));
+                        }
+                        w
+                    }
                     None => {
                         lanes.remove(&key);
                         return;
@@ -583,6 +724,21 @@ where
                 }
             };
             work = next;
+        }
+    }
+
+    /// Whether the message in hand of lane `key` waits as a reference (for budget, or to be
+    /// read back); `Some` sets it first. Set and read under the lanes' lock, so a message
+    /// queued behind such a head takes no budget before it (see [`Runner::admit`]).
+    fn reference_head(&self, key: &str, set: Option<bool>) -> bool {
+        let mut heads = self
+            .reference_heads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match set {
+            Some(true) => heads.insert(key.to_owned()),
+            Some(false) => heads.remove(key),
+            None => heads.contains(key),
         }
     }
 
@@ -597,11 +753,182 @@ where
         }
     }
 
-    async fn run_one(&self, work: Work<T>) {
-        let Ok(_running) = self.running.clone().acquire_owned().await else {
+    /// Gives `work` its place in its group ([`ConsumerSpec::group_budget`]): it keeps its
+    /// payload while the group has budget left and the message before it in its lane kept
+    /// its own, among at most [`LANE_KEPT`] (`behind_reference` false), so that in every lane
+    /// the messages in memory come first and a lane's head never waits for budget held by the
+    /// messages behind it. Else it waits as a reference, its payload read again when its turn
+    /// comes.
+    fn admit(&self, work: &mut Work<T>, behind_reference: bool) {
+        let (Some(size), Some(name)) = (self.spec.group_budget, work.group.clone()) else {
             return;
         };
+        let budget = {
+            let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+            let group = groups.entry(name.clone()).or_insert_with(|| Group {
+                budget: Arc::new(Semaphore::new(size)),
+                works: 0,
+            });
+            group.works += 1;
+            group.budget.clone()
+        };
+        let permit = if work.payload.is_some() && !behind_reference {
+            budget.clone().try_acquire_owned().ok()
+        } else {
+            None
+        };
+        let keep = permit.is_some();
+        work.member = Some(Member {
+            groups: self.groups.clone(),
+            name,
+            budget,
+            permit,
+        });
+        if !keep && work.park() {
+            metrics::counter!("patchbay_consumer_parked_total", "consumer" => self.spec.durable)
+                .increment(1);
+        }
+    }
+
+    /// Makes sure `work` has its payload: a message waiting as a reference waits for its
+    /// group's budget, then is read again from the stream.
+    async fn hydrate(&self, work: &mut Work<T>) -> Hydrated {
+        if work.payload.is_some() {
+            return Hydrated::Ready;
+        }
+        if let Some(budget) = work.member.as_ref().map(|m| m.budget.clone()) {
+            let permit = tokio::select! {
+                p = self.holding(work, budget.acquire_owned()) => p.ok(),
+                () = self.shutdown.cancelled() => return Hydrated::Stopped,
+            };
+            if let Some(m) = &mut work.member {
+                m.permit = permit;
+            }
+        }
+        let stream_name = self.bus.subjects().stream(self.spec.stream);
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let read = async {
+                let stream = self
+                    .bus
+                    .jetstream()
+                    .get_stream_no_info(&stream_name)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match stream.get_raw_message(work.stream_sequence).await {
+                    Ok(m) => Ok(Some(m)),
+                    Err(e)
+                        if e.kind()
+                            == jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
+                    {
+                        Ok(None)
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            };
+            match self.holding(work, read).await {
+                Ok(Some(m)) => match serde_json::from_slice::<T>(&m.payload) {
+                    Ok(payload) => {
+                        work.payload = Some(payload);
+                        // A dead-letter copy is made from the message as delivered.
+                        if let Source::Live(live) = &mut work.source {
+                            live.message.payload = m.payload.clone();
+                            live.message.headers = Some(m.headers.clone());
+                        }
+                        work.headers = Some(m.headers);
+                        return Hydrated::Ready;
+                    }
+                    Err(e) => {
+                        // It was decoded when it arrived; a stream that changed under it
+                        // leaves it to its redelivery.
+                        tracing::warn!(consumer = self.durable, seq = work.stream_sequence, error = %e, "message read again is malformed");
+                        return Hydrated::Gone;
+                    }
+                },
+                // Acknowledged meanwhile (by a previous reader): nothing left to do.
+                Ok(None) => return Hydrated::Gone,
+                Err(e) => {
+                    tracing::warn!(consumer = self.durable, seq = work.stream_sequence, error = %e, "cannot read a waiting message; retrying");
+                    let sleep = tokio::time::sleep(delay);
+                    tokio::select! {
+                        () = self.holding(work, sleep) => {}
+                        () = self.shutdown.cancelled() => return Hydrated::Stopped,
+                    }
+                    delay = (delay * 2).min(UNAVAILABLE_RETRY_CAP);
+                }
+            }
+        }
+    }
+
+    /// Awaits `fut` while keeping `work` ours (progress acks, if it is live).
+    async fn holding<F: Future>(&self, work: &Work<T>, fut: F) -> F::Output {
+        tokio::pin!(fut);
+        // Most waits are over at once (a free slot, no pace): no timer for those.
+        if let std::task::Poll::Ready(r) = futures::poll!(&mut fut) {
+            return r;
+        }
+        let mut progress = tokio::time::interval(self.spec.ack_wait / 3);
+        progress.tick().await;
+        loop {
+            tokio::select! {
+                r = &mut fut => return r,
+                _ = progress.tick() => {
+                    if let Source::Live(m) = &work.source {
+                        let _ = m.ack_with(AckKind::Progress).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keeps the messages queued in lanes ours while they wait their turn, until `stop`.
+    async fn keep_queued(self: Arc<Self>, stop: CancellationToken) {
+        let mut progress = tokio::time::interval(self.spec.ack_wait / 3);
+        progress.tick().await;
+        loop {
+            tokio::select! {
+                _ = progress.tick() => {}
+                () = stop.cancelled() => return,
+            }
+            let queued: Vec<jetstream::Message> = {
+                let lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+                lanes
+                    .values()
+                    .flatten()
+                    .filter_map(|w| match &w.source {
+                        Source::Live(m) => Some(m.as_ref().clone()),
+                        Source::Recovered => None,
+                    })
+                    .collect()
+            };
+            for m in queued {
+                let _ = m.ack_with(AckKind::Progress).await;
+            }
+        }
+    }
+
+    async fn run_one(&self, mut work: Work<T>) {
         let spec = &self.spec;
+        let started = Instant::now();
+        let unread = match self.hydrate(&mut work).await {
+            Hydrated::Ready => None,
+            Hydrated::Gone => Some("gone"),
+            Hydrated::Stopped => {
+                // Left, in order, to the next reader.
+                if let Source::Live(m) = &work.source {
+                    let _ = m.ack_with(AckKind::Nak(None)).await;
+                }
+                Some("abandoned")
+            }
+        };
+        if let Some(label) = unread {
+            if let Source::Live(_) = work.source {
+                self.release(work.stream_sequence);
+            }
+            metrics::counter!("patchbay_consumer_messages_total", "consumer" => spec.durable, "outcome" => label)
+                .increment(1);
+            return;
+        }
         let span = tracing::info_span!(
             "process",
             otel.kind = "consumer",
@@ -616,7 +943,6 @@ where
         if let Some(id) = work.headers.as_ref().and_then(|h| h.get(headers::MSG_ID)) {
             span.record("messaging.message.id", id.as_str());
         }
-        let started = Instant::now();
         let label = self.attempts(&work).instrument(span).await;
         if let Source::Live(_) = work.source {
             self.release(work.stream_sequence);
@@ -642,6 +968,7 @@ where
                     // recovery happens) the next stream may well be unavailable for a while.
                     let delay = match &outcome {
                         Ok(()) => return "recovered",
+                        Err(_) if self.shutdown.is_cancelled() => return "recovery_failed",
                         Err(HandlerError::Unavailable { .. }) => {
                             spec.backoff_for(attempt).min(UNAVAILABLE_RETRY_CAP)
                         }
@@ -671,7 +998,7 @@ where
                     // Not the message's fault: retry without counting, every few seconds.
                     let delay = spec.backoff_for(attempt).min(UNAVAILABLE_RETRY_CAP);
                     tracing::warn!(%reason, delay_ms = delay.as_millis() as u64, "infrastructure unavailable; retrying");
-                    if !work.keyed {
+                    if work.key.is_none() {
                         let _ = live.ack_with(AckKind::Nak(Some(delay))).await;
                         return "unavailable";
                     }
@@ -686,7 +1013,7 @@ where
                 {
                     let delay = after.unwrap_or_else(|| spec.backoff_for(attempt));
                     tracing::info!(%reason, delay_ms = delay.as_millis() as u64, attempt, "retrying later");
-                    if !work.keyed {
+                    if work.key.is_none() {
                         let _ = live.ack_with(AckKind::Nak(Some(delay))).await;
                         return "retry";
                     }
@@ -714,10 +1041,15 @@ where
         }
     }
 
-    /// Runs the handler once, sending progress while it works and catching panics.
+    /// Runs the handler once, sending progress while it waits and works and catching panics.
+    /// It first waits until the handler says the message is ready, then for a handler slot:
+    /// neither wait takes a slot.
     async fn attempt(&self, work: &Work<T>, attempt: u64) -> Result<(), HandlerError> {
+        let Some(payload) = work.payload.clone() else {
+            return Err(HandlerError::unavailable("message not read back"));
+        };
         let delivery = Delivery {
-            payload: work.payload.clone(),
+            payload,
             subject: work.subject.clone(),
             stream_sequence: work.stream_sequence,
             published_at: work.published_at,
@@ -725,22 +1057,28 @@ where
             redelivered: attempt > 1 || matches!(work.source, Source::Recovered),
             headers: work.headers.clone(),
         };
-        let handling = AssertUnwindSafe(self.handler.handle(delivery)).catch_unwind();
-        tokio::pin!(handling);
-        let mut progress = tokio::time::interval(self.spec.ack_wait / 3);
-        progress.tick().await;
-        loop {
-            tokio::select! {
-                r = &mut handling => {
-                    return r.unwrap_or_else(|_| Err(HandlerError::retry("handler panicked")));
-                }
-                _ = progress.tick() => {
-                    if let Source::Live(m) = &work.source {
-                        let _ = m.ack_with(AckKind::Progress).await;
-                    }
+        let ready = AssertUnwindSafe(self.handler.ready(&delivery)).catch_unwind();
+        // A message that is ready is handled even while stopping (the lane finishes the
+        // message in hand); one still waiting is left to the next reader.
+        tokio::select! {
+            biased;
+            r = self.holding(work, ready) => {
+                if r.is_err() {
+                    return Err(HandlerError::retry("handler panicked"));
                 }
             }
+            () = self.shutdown.cancelled() => return Err(HandlerError::unavailable("stopping")),
         }
+        let Ok(_slot) = self
+            .holding(work, self.running.clone().acquire_owned())
+            .await
+        else {
+            return Err(HandlerError::unavailable("stopping"));
+        };
+        let handling = AssertUnwindSafe(self.handler.handle(delivery)).catch_unwind();
+        self.holding(work, handling)
+            .await
+            .unwrap_or_else(|_| Err(HandlerError::retry("handler panicked")))
     }
 
     /// Waits `delay` holding the message (progress keeps it ours); false on shutdown.

@@ -192,6 +192,10 @@ pub struct ConsumerSpec {
     pub max_ack_pending: i64,
     /// Delays between attempts when a handler asks for a retry without saying when.
     pub backoff: Vec<Duration>,
+    /// Messages of one group (the handler's `group`: a sender's channel) whose payload a
+    /// reader keeps in memory; the group's further messages wait in their lanes as references
+    /// and are read again from the stream when their turn comes. `None`: no limit.
+    pub group_budget: Option<usize>,
 }
 
 impl ConsumerSpec {
@@ -241,6 +245,7 @@ fn pipeline(durable: &'static str, stream: Stream, filter: String) -> ConsumerSp
         max_attempts: 10,
         max_ack_pending: 1000,
         backoff: pipeline_backoff(),
+        group_budget: None,
     }
 }
 
@@ -288,6 +293,17 @@ pub fn dispatcher(s: &Subjects, attempts: u32) -> ConsumerSpec {
     }
 }
 
+/// Unacknowledged messages a sender's partition may have. A channel waiting for its pace holds
+/// its messages unacknowledged (as references beyond [`OUTBOUND_GROUP_BUDGET`]), and the
+/// server hands out nothing more once a partition has this many: so it is far above what one
+/// channel is expected to queue, and the other channels of the partition keep flowing past a
+/// flood of up to this many messages.
+pub const OUTBOUND_MAX_ACK_PENDING: i64 = 20_000;
+
+/// Messages of one channel whose payload a sender keeps in memory (see
+/// [`ConsumerSpec::group_budget`]): two seconds of Telegram's 30/s.
+pub const OUTBOUND_GROUP_BUDGET: usize = 64;
+
 /// One platform's outbound sender.
 pub fn outbound(s: &Subjects, platform: Platform) -> ConsumerSpec {
     let durable = match platform {
@@ -300,7 +316,11 @@ pub fn outbound(s: &Subjects, platform: Platform) -> ConsumerSpec {
         Platform::Viber => "outbound-viber",
         Platform::Custom => "outbound-custom",
     };
-    pipeline(durable, Stream::Outbound, s.outbound_platform(platform))
+    ConsumerSpec {
+        max_ack_pending: OUTBOUND_MAX_ACK_PENDING,
+        group_budget: Some(OUTBOUND_GROUP_BUDGET),
+        ..pipeline(durable, Stream::Outbound, s.outbound_platform(platform))
+    }
 }
 
 #[cfg(test)]

@@ -399,14 +399,6 @@ impl<A: OutboundAdapter> Sender<A> {
             credentials: &creds,
             base_url,
         };
-        let waited = std::time::Instant::now();
-        self.pace
-            .conversation
-            .until_key_ready(&format!("{}:{}", job.channel.id, job.address))
-            .await;
-        self.pace.channel.until_key_ready(&job.channel.id).await;
-        metrics::histogram!("patchbay_outbound_pace_wait_seconds", "platform" => A::PLATFORM.as_str())
-            .record(waited.elapsed().as_secs_f64());
         let result = match self.with_uploaded_media(&target, job).await {
             Ok(Some(prepared)) => self.adapter.send(target, &prepared).await,
             Ok(None) => self.adapter.send(target, job).await,
@@ -433,6 +425,42 @@ impl<A: OutboundAdapter> Sender<A> {
 impl<A: OutboundAdapter> Handler<OutboundJob> for Sender<A> {
     fn key(&self, job: &OutboundJob) -> Option<String> {
         Some(format!("{}:{}", job.channel.id, job.address))
+    }
+
+    /// A channel's messages share one budget of payloads in memory: a channel waiting for its
+    /// pace keeps only so many, the rest wait as references.
+    fn group(&self, job: &OutboundJob) -> Option<String> {
+        Some(job.channel.id.clone())
+    }
+
+    /// The pace: the conversation's, then the channel's token bucket. The consumer runtime
+    /// waits for it before each attempt without a handler slot, so a bot waiting for its own
+    /// pace holds no slot that another bot needs. A message already sent (accepted here, or
+    /// recorded in the sent-messages bucket) is reported without a platform call and spends
+    /// no pace.
+    async fn ready(&self, d: &Delivery<OutboundJob>) {
+        let job = &d.payload;
+        let known = self
+            .accepted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&job.message_id);
+        if known {
+            return;
+        }
+        if (d.redelivered || !job.fresh)
+            && matches!(self.sent.get(&job.message_id).await, Ok(Some(_)))
+        {
+            return;
+        }
+        let waited = std::time::Instant::now();
+        self.pace
+            .conversation
+            .until_key_ready(&format!("{}:{}", job.channel.id, job.address))
+            .await;
+        self.pace.channel.until_key_ready(&job.channel.id).await;
+        metrics::histogram!("patchbay_outbound_pace_wait_seconds", "platform" => A::PLATFORM.as_str())
+            .record(waited.elapsed().as_secs_f64());
     }
 
     async fn handle(&self, d: Delivery<OutboundJob>) -> Result<(), HandlerError> {
