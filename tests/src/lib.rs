@@ -214,9 +214,18 @@ impl Stack {
 
     /// A stack with options.
     pub async fn start_with(options: Options) -> Self {
+        Self::start_on(options, NatsServer::start()).await
+    }
+
+    /// A stack with options on the nats-server `nats` starts (one configured otherwise, e.g.
+    /// [`NatsServer::start_with_max_payload`]).
+    pub async fn start_on(
+        options: Options,
+        nats: impl std::future::Future<Output = Result<NatsServer, patchbay_testkit::KitError>>,
+    ) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let (nats, pg, tenant, telegram, graph, wechat, kik, viber, line) = tokio::join!(
-            NatsServer::start(),
+            nats,
             PgServer::start(),
             FakeTenant::start(),
             FakeTelegram::start(),

@@ -35,6 +35,9 @@ impl Bus {
                 async_nats::RequestErrorKind::NoResponders => {
                     BusError::NoResponders(subject.to_owned())
                 }
+                async_nats::RequestErrorKind::MaxPayloadExceeded => {
+                    BusError::TooLarge(format!("request to {subject}: {e}"))
+                }
                 _ => BusError::Unavailable(format!("request to {subject}: {e}")),
             })?;
         let decoded: RpcReply<Resp> = serde_json::from_slice(&reply.payload)?;

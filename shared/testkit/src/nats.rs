@@ -17,6 +17,8 @@ pub struct NatsServer {
     monitored: bool,
     dir: tempfile::TempDir,
     binary: PathBuf,
+    /// The server's `max_payload`, when not its default (1 MiB).
+    max_payload: Option<usize>,
 }
 
 /// Where the nats-server binary is: `PATCHBAY_NATS_SERVER`, then `.tools/bin`, then `PATH`.
@@ -50,7 +52,20 @@ impl NatsServer {
         Self::start_with_monitoring(true).await
     }
 
+    /// Starts a server whose `max_payload` (the largest message it takes, headers included)
+    /// is `bytes` instead of 1 MiB: messages over it are refused, whatever is retried.
+    pub async fn start_with_max_payload(bytes: usize) -> Result<Self, KitError> {
+        Self::start_configured(false, Some(bytes)).await
+    }
+
     async fn start_with_monitoring(monitored: bool) -> Result<Self, KitError> {
+        Self::start_configured(monitored, None).await
+    }
+
+    async fn start_configured(
+        monitored: bool,
+        max_payload: Option<usize>,
+    ) -> Result<Self, KitError> {
         let dir = tempfile::Builder::new().prefix("pb-nats-").tempdir()?;
         let mut server = Self {
             child: None,
@@ -59,6 +74,7 @@ impl NatsServer {
             monitored,
             dir,
             binary: binary()?,
+            max_payload,
         };
         server.launch(None).await?;
         Ok(server)
@@ -70,7 +86,7 @@ impl NatsServer {
         std::fs::create_dir_all(&ports_dir)?;
         let mut cmd = Command::new(&self.binary);
         cmd.arg("-c")
-            .arg(limits_file(self.dir.path())?)
+            .arg(limits_file(self.dir.path(), self.max_payload)?)
             .args(["-a", "127.0.0.1", "-p"])
             .arg(port.map_or("-1".to_owned(), |p| p.to_string()));
         if self.monitored {
@@ -133,10 +149,14 @@ impl NatsServer {
 /// A configuration file that lifts JetStream's file storage limit, which otherwise follows
 /// the disk's free space: every stack reserves its streams' caps (1 GiB each by default), and
 /// the parallel tests' servers must not fail on a machine with less free disk than that sum.
-/// What the tests store is a few megabytes.
-fn limits_file(dir: &Path) -> Result<PathBuf, KitError> {
+/// What the tests store is a few megabytes. `max_payload`, when given, is the server's.
+fn limits_file(dir: &Path, max_payload: Option<usize>) -> Result<PathBuf, KitError> {
     let path = dir.join("limits.conf");
-    std::fs::write(&path, "jetstream {\n  max_file_store: 1T\n}\n")?;
+    let mut conf = String::from("jetstream {\n  max_file_store: 1T\n}\n");
+    if let Some(bytes) = max_payload {
+        conf.push_str(&format!("max_payload: {bytes}\n"));
+    }
+    std::fs::write(&path, conf)?;
     Ok(path)
 }
 
@@ -246,7 +266,7 @@ impl NatsCluster {
         let n = &mut self.nodes[i];
         let mut cmd = Command::new(&self.binary);
         cmd.arg("-c")
-            .arg(limits_file(&n.dir)?)
+            .arg(limits_file(&n.dir, None)?)
             .args(["-a", "127.0.0.1", "-p", &n.port.to_string()])
             .args(["-m", &n.monitor_port.to_string()])
             .args(["-js", "-sd"])
