@@ -10,11 +10,44 @@ use crate::content::{Content, FieldError};
 
 /// The field names of the content union.
 const KEYS: &[&str] = &[
-    "type", "text", "url", "file_id", "media_id", "download_url", "caption", "filename",
-    "mime_type", "latitude", "longitude", "name", "address", "id", "buttons", "title",
-    "payload", "replies", "cards", "subtitle", "image_url", "language", "components",
-    "parameters", "index", "sub_type", "parameter_name", "currency", "fallback_value", "code",
-    "amount_1000", "date_time", "image", "video", "document", "link", "platform", "message",
+    "type",
+    "text",
+    "url",
+    "file_id",
+    "media_id",
+    "download_url",
+    "caption",
+    "filename",
+    "mime_type",
+    "latitude",
+    "longitude",
+    "name",
+    "address",
+    "id",
+    "buttons",
+    "title",
+    "payload",
+    "replies",
+    "cards",
+    "subtitle",
+    "image_url",
+    "language",
+    "components",
+    "parameters",
+    "index",
+    "sub_type",
+    "parameter_name",
+    "currency",
+    "fallback_value",
+    "code",
+    "amount_1000",
+    "date_time",
+    "image",
+    "video",
+    "document",
+    "link",
+    "platform",
+    "message",
 ];
 
 fn content_seeds() -> Vec<Value> {
@@ -69,10 +102,16 @@ fn check_content(v: &Value) -> Result<(), TestCaseError> {
     match content.validate() {
         Err(e) => clear(&e),
         Ok(()) => {
-            let wire = serde_json::to_string(&content).map_err(|e| TestCaseError::fail(e.to_string()))?;
-            let back: Content = serde_json::from_str(&wire)
-                .map_err(|e| TestCaseError::fail(format!("valid content does not decode: {e}: {wire}")))?;
-            prop_assert!(back.validate().is_ok(), "valid content no longer valid: {}", wire);
+            let wire =
+                serde_json::to_string(&content).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let back: Content = serde_json::from_str(&wire).map_err(|e| {
+                TestCaseError::fail(format!("valid content does not decode: {e}: {wire}"))
+            })?;
+            prop_assert!(
+                back.validate().is_ok(),
+                "valid content no longer valid: {}",
+                wire
+            );
             prop_assert_eq!(back.kind(), content.kind());
             Ok(())
         }

@@ -12,9 +12,27 @@ use crate::token;
 const CHANNEL: &str = "ch_01HZX0000000000000000000CU";
 
 const KEYS: &[&str] = &[
-    "kind", "user", "platform_user_id", "display_name", "locale", "avatar_url", "email", "phone",
-    "message_id", "content", "at", "type", "text", "url", "payload", "title", "latitude",
-    "longitude", "external_id", "id", "wait_ms",
+    "kind",
+    "user",
+    "platform_user_id",
+    "display_name",
+    "locale",
+    "avatar_url",
+    "email",
+    "phone",
+    "message_id",
+    "content",
+    "at",
+    "type",
+    "text",
+    "url",
+    "payload",
+    "title",
+    "latitude",
+    "longitude",
+    "external_id",
+    "id",
+    "wait_ms",
 ];
 
 fn envelope_seeds() -> Vec<Value> {
@@ -53,7 +71,8 @@ fn check_envelope(body: Value) -> Result<(), TestCaseError> {
         Err(e) => fuzz::clear(&e.0),
         Ok(events) => {
             for e in events {
-                let wire = serde_json::to_string(&e).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let wire =
+                    serde_json::to_string(&e).map_err(|e| TestCaseError::fail(e.to_string()))?;
                 let back: InboundEvent = serde_json::from_str(&wire)
                     .map_err(|err| TestCaseError::fail(format!("{err}: {wire}")))?;
                 prop_assert_eq!(
