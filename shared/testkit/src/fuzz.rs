@@ -74,6 +74,10 @@ pub fn json(keys: &'static [&'static str]) -> BoxedStrategy<Value> {
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(Value::from),
         any::<u64>().prop_map(Value::from),
+        // The edges, which uniform draws practically never hit.
+        prop::sample::select(&[i64::MIN, i64::MIN + 1, -1, 0, 1, i64::MAX][..])
+            .prop_map(Value::from),
+        Just(Value::from(u64::MAX)),
         prop_oneof![
             Just(0.0),
             Just(-0.0),

@@ -129,3 +129,17 @@ proptest! {
         }
     }
 }
+
+/// Found by `fuzz_kik_split_normalise_near_valid`: a message with `"timestamp":
+/// -9223372036854775808` made `time` overflow taking its absolute value (a panic in debug
+/// builds, a wrapped value in release ones).
+#[test]
+fn the_smallest_timestamp_does_not_overflow() {
+    assert_eq!(crate::inbound::time(i64::MIN), None);
+    let body = post(vec![at(text("e1", USER, "hi"), i64::MIN)]).to_string();
+    let events = conformance::pipeline::<Kik>(CHANNEL, body.as_bytes()).expect("clear outcome");
+    assert!(
+        events.iter().all(|e| e.occurred_at.timestamp() > 0),
+        "{events:?}"
+    );
+}
