@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/.tools/bin:$(PATH)
 
 CARGO ?= cargo
 
-.PHONY: help tools build run test check-deploy chaos bench bench-short lint fmt schemas clean
+.PHONY: help tools build run test fuzz check-deploy chaos bench bench-short lint fmt schemas clean
 
 help: ## Show the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -25,6 +25,17 @@ test: tools ## The whole suite (unit, integration, end to end) against real NATS
 		$(CARGO) nextest run --workspace --no-fail-fast; \
 	else \
 		$(CARGO) test --workspace --no-fail-fast; \
+	fi
+
+# Cases per property test in `make fuzz` (`make test` runs each with the few of
+# patchbay_testkit::fuzz::DEFAULT_CASES).
+FUZZ_CASES ?= 100000
+
+fuzz: ## Every parser's property tests (`fuzz_*`) at 100,000 cases each (FUZZ_CASES=n to change; docs/security.md).
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) nextest run --workspace --lib -E 'test(/(^|::)fuzz_/)' --no-fail-fast; \
+	else \
+		PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --workspace --lib --no-fail-fast fuzz_; \
 	fi
 
 check-deploy: ## Render and validate k8s/ and deploy/ offline (part of `make test`).

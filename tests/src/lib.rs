@@ -243,6 +243,9 @@ pub struct Options {
     pub layout: Layout,
     /// Changes to the default test configuration.
     pub configure: Box<dyn FnOnce(&mut Config)>,
+    /// The NATS server's `max_payload`, when not its default (1 MiB): messages over it are
+    /// refused, whatever is retried.
+    pub nats_max_payload: Option<usize>,
 }
 
 impl Default for Options {
@@ -250,6 +253,7 @@ impl Default for Options {
         Self {
             layout: Layout::All,
             configure: Box::new(|_| {}),
+            nats_max_payload: None,
         }
     }
 }
@@ -310,7 +314,14 @@ impl Stack {
         (options.configure)(&mut config);
         // NATS with authorisation on: every launch connects as its own role's user.
         let access = NatsAuth::new(&config);
-        let nats = NatsServer::start_with_config(access.server_config.clone())
+        let mut server_config = access.server_config.clone();
+        if let Some(bytes) = options.nats_max_payload {
+            server_config.push_str(&format!(
+                "\n{}\n",
+                patchbay_testkit::nats::max_payload(bytes)
+            ));
+        }
+        let nats = NatsServer::start_with_config(server_config)
             .await
             .expect("nats-server starts");
         config.nats_url = nats.url();

@@ -28,6 +28,7 @@ async fn events_and_replies_keep_their_order_per_conversation() {
     let mut stack = Stack::start_with(Options {
         layout: Layout::Split,
         configure: Box::new(|c| c.consumer_concurrency = 16),
+        ..Options::default()
     })
     .await;
     let bot = stack.bot().await;

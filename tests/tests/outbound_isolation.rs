@@ -173,6 +173,7 @@ async fn messages_beyond_a_channels_budget_go_out_once_and_in_order_across_a_res
             c.api_rate_per_second = 10_000;
             c.api_rate_burst = 10_000;
         }),
+        ..Options::default()
     })
     .await;
     let bot = stack.bot().await;

@@ -44,6 +44,7 @@ async fn two_senders_split_the_partitions_and_keep_one_bots_pace() {
             c.partitions = PARTITIONS;
             c.telegram_per_bot_per_second = 4;
         }),
+        ..Options::default()
     })
     .await;
     stack.add_replica("outbound-telegram").await;
@@ -108,6 +109,7 @@ async fn a_dispatcher_leaving_hands_its_partitions_over_in_order() {
     let mut stack = Stack::start_with(Options {
         layout: Layout::Split,
         configure: Box::new(|c| c.partitions = PARTITIONS),
+        ..Options::default()
     })
     .await;
     stack.add_replica("webhook-dispatcher").await;

@@ -34,7 +34,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use patchbay_bus::rpc::{decode, encode};
-use patchbay_bus::{Bus, ConfigView, Delivery, Handler, HandlerError};
+use patchbay_bus::{Bus, BusError, ConfigView, Delivery, Handler, HandlerError};
 use patchbay_contract::ids::{derive_id, hashed_id, message_ids, prefix};
 use patchbay_contract::windows::Verdict;
 use patchbay_contract::{
@@ -620,6 +620,25 @@ impl Handler<SendCommand> for Sends {
             .map_err(batch_error)?;
         let subject = r.bus.subjects().outbound(channel.platform, &channel.id)?;
         let platform = recipient.channel.platform.as_str();
+        // A message that is not sent fails with `error`, reported like a platform's refusal.
+        let fail = |id: &String, error: DeliveryError| {
+            let status = StatusEvent {
+                v: V1,
+                id: hashed_id(prefix::EVENT, &[id, "failed"]),
+                message_id: id.clone(),
+                bot_id: bot_id.clone(),
+                channel: recipient.channel.clone(),
+                status: DeliveryStatus::Failed,
+                platform_message_id: None,
+                error: Some(error),
+                at: now,
+            };
+            async move {
+                let status_subject = r.bus.subjects().status(&status.bot_id)?;
+                r.bus.publish(&status_subject, &status.id, &status).await?;
+                Ok::<(), HandlerError>(())
+            }
+        };
         for ((id, planned), fresh) in ids.iter().zip(&plan).zip(created) {
             let (content, tag) = match planned {
                 Planned::Send { content, tag } => (*content, *tag),
@@ -633,19 +652,7 @@ impl Handler<SendCommand> for Sends {
                 Planned::Refuse { error, .. } => {
                     metrics::counter!("patchbay_router_window_total", "platform" => platform, "outcome" => "refused").increment(1);
                     tracing::info!(message_id = %id, %bot_id, user_id = %recipient.user_id, reason = %error.message, "outside the messaging window: message refused before any platform call");
-                    let status = StatusEvent {
-                        v: V1,
-                        id: hashed_id(prefix::EVENT, &[id, "failed"]),
-                        message_id: id.clone(),
-                        bot_id: bot_id.clone(),
-                        channel: recipient.channel.clone(),
-                        status: DeliveryStatus::Failed,
-                        platform_message_id: None,
-                        error: Some(error.clone()),
-                        at: now,
-                    };
-                    let status_subject = r.bus.subjects().status(&bot_id)?;
-                    r.bus.publish(&status_subject, &status.id, &status).await?;
+                    fail(id, error.clone()).await?;
                     continue;
                 }
             };
@@ -675,7 +682,22 @@ impl Handler<SendCommand> for Sends {
                 // id), so never published before.
                 fresh,
             };
-            r.bus.publish(&subject, id, &job).await?;
+            match r.bus.publish(&subject, id, &job).await {
+                // Never stored, however often it is tried: the message fails, and the user's
+                // next messages are not held behind it.
+                Err(BusError::TooLarge(reason)) => {
+                    tracing::warn!(message_id = %id, %bot_id, %reason, "outbound job too large for the bus: message failed");
+                    let error = DeliveryError {
+                        code: "too_large".into(),
+                        message: "the message is larger than Patchbay can pass to the platform's sender; send less".into(),
+                        platform_code: None,
+                    };
+                    fail(id, error).await?;
+                }
+                other => {
+                    other?;
+                }
+            }
         }
         Ok(())
     }

@@ -131,7 +131,9 @@ impl From<patchbay_contract::ContractError> for HandlerError {
 impl From<BusError> for HandlerError {
     fn from(e: BusError) -> Self {
         match e {
-            BusError::Encoding(_) | BusError::Contract(_) => HandlerError::reject(e),
+            BusError::Encoding(_) | BusError::Contract(_) | BusError::TooLarge(_) => {
+                HandlerError::reject(e)
+            }
             _ => HandlerError::unavailable(e),
         }
     }

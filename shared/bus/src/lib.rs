@@ -14,7 +14,8 @@ pub mod trace;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, context::PublishErrorKind, stream};
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+use async_nats::jetstream::{self, ErrorCode, stream};
 use async_nats::{HeaderMap, jetstream::message::PublishMessage};
 use bytes::Bytes;
 use patchbay_contract::topology::{self, Retention, TopologySettings};
@@ -34,6 +35,11 @@ pub enum BusError {
     /// HTTP edge answer 503 so the sender retries.
     #[error("message bus unavailable: {0}")]
     Unavailable(String),
+    /// The message can never be stored: it is larger than the server's `max_payload` or the
+    /// stream's largest message. Retrying cannot help: HTTP edges answer 413, consumers
+    /// dead-letter (or report the message failed).
+    #[error("message too large for the bus: {0}")]
+    TooLarge(String),
     /// The request was understood by nobody (no service answers that subject).
     #[error("no service answers {0}")]
     NoResponders(String),
@@ -425,11 +431,11 @@ impl Bus {
                 PublishMessage::build().payload(body).headers(headers),
             )
             .await
-            .map_err(|e| publish_error(subject, e.kind(), &e.to_string()))?;
+            .map_err(|e| publish_error(subject, &e))?;
         let ack = tokio::time::timeout(self.publish_timeout, ack)
             .await
             .map_err(|_| BusError::Unavailable(format!("publish to {subject} timed out")))?
-            .map_err(|e| publish_error(subject, e.kind(), &e.to_string()))?;
+            .map_err(|e| publish_error(subject, &e))?;
         metrics::histogram!("patchbay_publish_seconds", "stream" => ack.stream.clone())
             .record(started.elapsed().as_secs_f64());
         Ok(Published {
@@ -439,13 +445,31 @@ impl Bus {
     }
 }
 
-fn publish_error(subject: &str, kind: PublishErrorKind, text: &str) -> BusError {
-    metrics::counter!("patchbay_publish_errors_total").increment(1);
-    match kind {
+/// A failed publish as a [`BusError`]: [`BusError::TooLarge`] for what can never be stored
+/// (over the server's `max_payload`, which the client checks before sending, or the stream's
+/// largest message, JetStream's error 10054), [`BusError::Unavailable`] for the rest, which
+/// may pass later: timeouts, no stream answering (a leader election, NATS restarting), a
+/// full stream (backpressure: the edges answer 503).
+fn publish_error(subject: &str, e: &PublishError) -> BusError {
+    let permanent = match e.kind() {
+        PublishErrorKind::MaxPayloadExceeded => true,
+        PublishErrorKind::Other => std::error::Error::source(e)
+            .and_then(|s| s.downcast_ref::<jetstream::Error>())
+            .is_some_and(|js| js.error_code() == ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM),
+        _ => false,
+    };
+    let outcome = if permanent {
+        "too_large"
+    } else {
+        "unavailable"
+    };
+    metrics::counter!("patchbay_publish_errors_total", "outcome" => outcome).increment(1);
+    match e.kind() {
+        _ if permanent => BusError::TooLarge(format!("publish to {subject}: {e}")),
         PublishErrorKind::StreamNotFound => {
             BusError::Unavailable(format!("no stream holds {subject}"))
         }
-        _ => BusError::Unavailable(format!("publish to {subject}: {text}")),
+        _ => BusError::Unavailable(format!("publish to {subject}: {e}")),
     }
 }
 

@@ -74,6 +74,9 @@ impl Bus {
                 async_nats::RequestErrorKind::NoResponders => {
                     BusError::NoResponders(subject.to_owned())
                 }
+                async_nats::RequestErrorKind::MaxPayloadExceeded => {
+                    BusError::TooLarge(format!("request to {subject}: {e}"))
+                }
                 _ => BusError::Unavailable(format!("request to {subject}: {e}")),
             })?;
         let reply_sealed = reply

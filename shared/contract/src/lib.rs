@@ -9,6 +9,8 @@ pub mod access;
 pub mod brandchat;
 pub mod content;
 pub mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod headers;
 pub mod ids;
 pub mod schema;

@@ -9,7 +9,8 @@
 //! envelopes (400 when malformed), each envelope published with the platform's event id as
 //! `Nats-Msg-Id`, and 200 (with [`InboundAdapter::ACCEPTED`] as the body, or the adapter's
 //! [`InboundAdapter::answer`] from the bot's settings) only after JetStream stored them all
-//! (503 when it could not, so the platform retries).
+//! (503 when it could not, so the platform retries; 413 when an envelope is larger than NATS
+//! ever stores, so it stops retrying).
 //!
 //! Routing (adapters with [`InboundAdapter::ROUTED`]): each envelope names the platform
 //! object it is for ([`crate::Split::route`], a Page id or `phone_number_id`); it is
@@ -500,7 +501,13 @@ async fn publish_all<A: InboundAdapter>(
         let published = bus
             .publish(subject, &envelope.dedupe_key, &envelope)
             .await
-            .inspect_err(|_| outcome(platform, "unavailable"))?;
+            .inspect_err(|e| {
+                let o = match e {
+                    patchbay_bus::BusError::TooLarge(_) => "too_large",
+                    _ => "unavailable",
+                };
+                outcome(platform, o);
+            })?;
         outcome(
             platform,
             if published.duplicate {

@@ -12,8 +12,11 @@
 //! webhook path, first contact) is its [`PlatformSpec`], which `patchbay-registry` lists.
 //! See `docs/adding-a-messenger.md`.
 
+pub mod conformance;
 pub mod degrade;
 pub mod enrich;
+#[cfg(test)]
+mod fuzz;
 pub mod http;
 pub mod ingress;
 pub mod media;

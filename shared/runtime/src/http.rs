@@ -172,6 +172,14 @@ impl From<BusError> for ApiError {
                 tracing::warn!(error = %e, "bus unavailable");
                 ApiError::unavailable("temporarily unable to store the request; retry shortly")
             }
+            BusError::TooLarge(_) => {
+                tracing::warn!(error = %e, "refused: too large for the bus");
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    "the request is larger than Patchbay can store; send less (fewer or smaller messages)",
+                )
+            }
             other => ApiError::internal(other),
         }
     }

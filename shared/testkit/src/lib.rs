@@ -9,6 +9,7 @@
 //! * [`kik::FakeKik`]: the Kik bot API (messages, the bots' configuration, profiles);
 //! * [`viber::FakeViber`]: the Viber REST bot API (sends, the webhook and its check callback,
 //!   account and user details);
+//! * [`fuzz`]: proptest strategies for the parsers' `fuzz_` tests (arbitrary and near-valid input);
 //! * [`fixtures`]: Telegram updates and Messenger / WhatsApp webhooks as the platforms send them;
 //! * [`unique_prefix`]: a random subject prefix, so tests share nothing.
 //!
@@ -18,6 +19,7 @@
 #![allow(unsafe_code)] // pre_exec for the parent-death signal and dropping root for PostgreSQL.
 
 pub mod fixtures;
+pub mod fuzz;
 pub mod graph;
 pub mod kik;
 pub mod line;

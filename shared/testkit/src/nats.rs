@@ -52,6 +52,12 @@ impl NatsServer {
         Self::start_with_monitoring(true).await
     }
 
+    /// Starts a server whose `max_payload` (the largest message it takes, headers included)
+    /// is `bytes` instead of 1 MiB: messages over it are refused, whatever is retried.
+    pub async fn start_with_max_payload(bytes: usize) -> Result<Self, KitError> {
+        Self::start_with_config(max_payload(bytes)).await
+    }
+
     /// Starts a server whose configuration also has `config` (NATS configuration syntax, such
     /// as the `authorization` block `patchbay nats-auth` writes).
     pub async fn start_with_config(config: String) -> Result<Self, KitError> {
@@ -146,8 +152,7 @@ impl NatsServer {
 /// A configuration file that lifts JetStream's file storage limit, which otherwise follows
 /// the disk's free space: every stack reserves its streams' caps (1 GiB each by default), and
 /// the parallel tests' servers must not fail on a machine with less free disk than that sum.
-/// What the tests store is a few megabytes.
-/// The server's configuration file: JetStream's limits, then `extra`.
+/// What the tests store is a few megabytes. `extra` follows.
 fn limits_file(dir: &Path, extra: Option<&str>) -> Result<PathBuf, KitError> {
     let path = dir.join("limits.conf");
     std::fs::write(
@@ -170,6 +175,11 @@ fn read_ports(dir: &Path) -> Option<(u16, u16)> {
         url.rsplit(':').next()?.parse().ok()
     };
     Some((port("nats")?, port("monitoring").unwrap_or(0)))
+}
+
+/// The configuration line of a server's `max_payload`.
+pub fn max_payload(bytes: usize) -> String {
+    format!("max_payload: {bytes}")
 }
 
 /// A JetStream cluster of real `nats-server` processes on loopback, joined by routes.

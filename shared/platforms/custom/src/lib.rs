@@ -16,6 +16,8 @@
 
 pub mod api;
 pub mod credentials;
+#[cfg(test)]
+mod fuzz;
 pub mod inbound;
 pub mod outbound;
 pub mod token;

@@ -182,7 +182,8 @@ fn wants_profile(kind: &str) -> bool {
 /// Kik's `timestamp` as a time: milliseconds, or seconds when too small to be milliseconds
 /// after 1973 (the SDK's own tests use seconds).
 pub fn time(timestamp: i64) -> Option<DateTime<Utc>> {
-    if timestamp.abs() < 100_000_000_000 {
+    // `unsigned_abs`: `abs` of i64::MIN overflows (a panic in debug builds).
+    if timestamp.unsigned_abs() < 100_000_000_000 {
         DateTime::from_timestamp(timestamp, 0)
     } else {
         DateTime::from_timestamp_millis(timestamp)

@@ -11,6 +11,8 @@
 pub mod capabilities;
 pub mod credentials;
 pub mod fixtures;
+#[cfg(test)]
+mod fuzz;
 pub mod inbound;
 pub mod outbound;
 

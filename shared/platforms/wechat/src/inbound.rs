@@ -295,10 +295,13 @@ impl InboundAdapter for Wechat {
             }
             "video" | "shortvideo" => received(Content::Video(media(None, get("MediaId"), None))),
             "location" => {
+                // `parse` also takes `NaN`, `inf` and `1e999`, which JSON cannot carry.
                 let coordinate = |name: &str| -> Result<f64, NormaliseError> {
                     need(name)?
                         .parse()
-                        .map_err(|_| NormaliseError(format!("{name} is not a number")))
+                        .ok()
+                        .filter(|v: &f64| v.is_finite())
+                        .ok_or_else(|| NormaliseError(format!("{name} is not a number")))
                 };
                 received(Content::Location(Location {
                     latitude: coordinate("Location_X")?,

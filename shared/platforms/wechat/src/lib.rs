@@ -22,6 +22,8 @@ pub mod capabilities;
 pub mod credentials;
 pub mod crypto;
 pub mod fixtures;
+#[cfg(test)]
+mod fuzz;
 pub mod inbound;
 pub mod outbound;
 pub mod passive;

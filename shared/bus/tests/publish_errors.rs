@@ -1,0 +1,98 @@
+//! Publish errors, against a real nats-server: what can never be stored is a permanent error
+//! (the consumer runtime dead-letters it, an HTTP edge refuses it), what may pass later is
+//! not (retried; a full stream is backpressure).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::stream;
+use bytes::Bytes;
+use patchbay_bus::{Bus, BusError, HandlerError};
+use patchbay_contract::Subjects;
+use patchbay_contract::topology::TopologySettings;
+use patchbay_testkit::nats::NatsServer;
+
+const MAX_PAYLOAD: usize = 8 * 1024;
+
+async fn bus(nats: &NatsServer) -> Bus {
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let subjects = Subjects::new(&patchbay_testkit::unique_prefix()).unwrap();
+    Bus::from_client(client, subjects, Duration::from_secs(5))
+}
+
+fn permanent(e: BusError) -> bool {
+    matches!(HandlerError::from(e), HandlerError::Reject { .. })
+}
+
+#[tokio::test]
+async fn a_message_over_max_payload_is_refused_for_good() {
+    let nats = NatsServer::start_with_max_payload(MAX_PAYLOAD)
+        .await
+        .unwrap();
+    let bus = bus(&nats).await;
+    bus.ensure_topology(&TopologySettings::default())
+        .await
+        .unwrap();
+    let subject = bus.subjects().send("bot_1").unwrap();
+
+    let fits = Bytes::from(vec![b'x'; MAX_PAYLOAD / 2]);
+    bus.publish_bytes(&subject, "m1", fits, HeaderMap::new())
+        .await
+        .unwrap();
+    let too_large = Bytes::from(vec![b'x'; MAX_PAYLOAD + 1]);
+    let e = bus
+        .publish_bytes(&subject, "m2", too_large, HeaderMap::new())
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(permanent(e), "retried forever: {text}");
+    assert!(text.contains("too large"), "{text}");
+}
+
+#[tokio::test]
+async fn a_message_over_a_streams_max_message_size_is_refused_for_good_and_a_full_stream_is_not() {
+    let nats = NatsServer::start().await.unwrap();
+    let bus = bus(&nats).await;
+    let prefix = bus.subjects().prefix().to_owned();
+    bus.jetstream()
+        .create_stream(stream::Config {
+            name: format!("{prefix}_SMALL"),
+            subjects: vec![format!("{prefix}.small.>")],
+            max_message_size: 1024,
+            max_bytes: 4096,
+            discard: stream::DiscardPolicy::New,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let subject = format!("{prefix}.small.x");
+
+    let e = bus
+        .publish_bytes(
+            &subject,
+            "big",
+            Bytes::from(vec![b'x'; 2048]),
+            HeaderMap::new(),
+        )
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(permanent(e), "retried forever: {text}");
+
+    // Fill the stream: the refusal that follows is backpressure, retried.
+    let mut refused = None;
+    for i in 0..16 {
+        let body = Bytes::from(vec![b'x'; 900]);
+        if let Err(e) = bus
+            .publish_bytes(&subject, &format!("m{i}"), body, HeaderMap::new())
+            .await
+        {
+            refused = Some(e);
+            break;
+        }
+    }
+    let e = refused.expect("a 4 KiB stream refuses the fifth 900-byte message");
+    assert!(matches!(e, BusError::Unavailable(_)), "{e}");
+}
