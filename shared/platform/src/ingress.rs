@@ -2,8 +2,10 @@
 //! plus `GET` for platforms with an ownership handshake and, for platforms whose apps post
 //! several channels' events to one URL (Meta), `POST`/`GET /webhooks/<platform>`.
 //!
-//! Raw body first (size-capped, 413 beyond), channel looked up in the config view (404 when
-//! unknown or disabled), authenticity checked over the raw bytes (and the query, for platforms
+//! Channel looked up in the config view first (404 when unknown or disabled) and the
+//! platform's signature header required ([`InboundAdapter::SIGNATURE_HEADER`], 401), so no
+//! body is waited for that could not be used; then the raw body (size-capped, 413 beyond),
+//! authenticity checked over the raw bytes (and the query, for platforms
 //! that sign it) with the channel's opened credentials, and the body decrypted where the
 //! platform encrypts it ([`InboundAdapter::open`]; 401, nothing published), body split into
 //! envelopes (400 when malformed), each envelope published with the platform's event id as
@@ -26,7 +28,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use patchbay_bus::{Bus, ConfigView};
@@ -139,8 +141,16 @@ impl<A: InboundAdapter> State_<A> {
                 outcome(platform, "unknown_channel");
                 ApiError::not_found(format!("no {platform} channel {channel_id}"))
             })?;
-        let creds = open_credentials(&self.key, &channel).map_err(ApiError::internal)?;
+        let creds = self.open(&channel).map_err(ApiError::internal)?;
         Ok(Opened { channel, creds })
+    }
+
+    /// Opens `channel`'s credentials, counted (`patchbay_ingress_credentials_opened_total`).
+    fn open(&self, channel: &ChannelRecord) -> Result<A::Credentials, String> {
+        metrics::counter!("patchbay_ingress_credentials_opened_total",
+            "platform" => A::PLATFORM.as_str())
+        .increment(1);
+        open_credentials(&self.key, channel)
     }
 
     /// Every enabled channel of the platform with its credentials (unreadable ones are
@@ -149,7 +159,7 @@ impl<A: InboundAdapter> State_<A> {
         self.view
             .channels(A::PLATFORM)
             .into_iter()
-            .filter_map(|channel| match open_credentials(&self.key, &channel) {
+            .filter_map(|channel| match self.open(&channel) {
                 Ok(creds) => Some(Opened { channel, creds }),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot open channel credentials");
@@ -174,16 +184,30 @@ fn refuse(platform: &'static str, channel: &str, r: Rejection) -> ApiError {
     }
 }
 
+/// Refuses a webhook without [`InboundAdapter::SIGNATURE_HEADER`], before its body is read.
+fn signed<A: InboundAdapter>(headers: &HeaderMap, channel: &str) -> Result<(), ApiError> {
+    match A::SIGNATURE_HEADER {
+        Some(name) if !headers.contains_key(name) => Err(refuse(
+            A::PLATFORM.as_str(),
+            channel,
+            Rejection::Unauthorized(format!("missing {name}")),
+        )),
+        _ => Ok(()),
+    }
+}
+
 async fn receive<A: InboundAdapter>(
     State(s): State<Arc<State_<A>>>,
     Path(channel_id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    req: Request,
 ) -> Result<(StatusCode, String), ApiError> {
     let platform = A::PLATFORM.as_str();
-    let body = read_body(platform, body)?;
+    // The cheap checks first: a client cannot make the ingress wait for a body it cannot use.
     let own = s.channel(&channel_id).await?;
+    let headers = req.headers().clone();
+    signed::<A>(&headers, &channel_id)?;
+    let body = read_body(platform, Bytes::from_request(req, &()).await)?;
     let opened = A::open(&own.creds, &headers, &query, &body)
         .map_err(|r| refuse(platform, &channel_id, r))?;
     if let Some(wait) = A::passive_wait(&own.creds) {
@@ -287,10 +311,11 @@ async fn passive<A: InboundAdapter>(
 
 async fn receive_app<A: InboundAdapter>(
     State(s): State<Arc<State_<A>>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    req: Request,
 ) -> Result<(StatusCode, String), ApiError> {
-    let body = read_body(A::PLATFORM.as_str(), body)?;
+    let headers = req.headers().clone();
+    signed::<A>(&headers, "")?;
+    let body = read_body(A::PLATFORM.as_str(), Bytes::from_request(req, &()).await)?;
     deliver::<A>(&s, None, &headers, &body).await?;
     Ok((StatusCode::OK, A::ACCEPTED.to_owned()))
 }
