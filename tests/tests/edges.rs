@@ -1,14 +1,15 @@
 //! Every edge bounded: each test performs an attack from outside on a real stack and checks
 //! that it costs the installation little. A client that stalls its request head or body is
 //! disconnected; a body is not waited for when the route cannot take it; a flood from one
-//! address gets 429 while other addresses pass.
+//! address gets 429 while other addresses pass; a bad API key repeated costs one config read,
+//! and works at once when it is created.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
 use patchbay_config::Config;
-use patchbay_tests::{Options, Stack};
+use patchbay_tests::{Options, Stack, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -240,5 +241,70 @@ async fn a_flood_from_one_address_gets_429_while_other_addresses_pass() {
         refused,
         "X-Forwarded-For from an untrusted peer was believed"
     );
+    stack.shutdown().await;
+}
+
+/// `name{labels}` in the Prometheus text of `base`'s `/metrics` (0 when absent).
+async fn metric(stack: &Stack, base: &str, name_and_labels: &str) -> f64 {
+    let text = stack
+        .http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_api_key_repeated_costs_one_lookup_and_works_once_created() {
+    let stack = Stack::start().await;
+    let bot = stack.bot().await;
+    let api = stack.api_url();
+    let reads = r#"patchbay_config_reads_total{kind="apikey"}"#;
+    // A key that does not exist yet (the attacker's guess, or a key about to be created).
+    let key = format!("pbk_{}", patchbay_testkit::unique_prefix());
+    let before = metric(&stack, &api, reads).await;
+    for _ in 0..30 {
+        let (status, _) = stack.call("GET", "/v1/deliveries", Some(&key), None).await;
+        assert_eq!(status, 401);
+    }
+    let spent = metric(&stack, &api, reads).await - before;
+    assert!(
+        spent <= 1.0,
+        "30 requests with one bad key read the config bucket {spent} times"
+    );
+
+    // The key is created (as `auth` writes it): it works at once, not after the bad key is
+    // forgotten.
+    let subjects = patchbay_contract::Subjects::new(&stack.config.nats_prefix).unwrap();
+    let js = async_nats::jetstream::new(stack.raw_nats().await);
+    let bucket = js
+        .get_key_value(subjects.bucket(patchbay_contract::subjects::Bucket::Config))
+        .await
+        .unwrap();
+    let record = patchbay_contract::ApiKeyRecord {
+        v: patchbay_contract::V1,
+        key_id: "key_edges".into(),
+        bot_id: bot.id.clone(),
+        expires_at: None,
+    };
+    bucket
+        .put(
+            patchbay_contract::config_keys::api_key(&patchbay_config::secrets::api_key_hash(&key)),
+            serde_json::to_vec(&record).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    // Well within the negative cache's lifetime (30 s): the write itself must clear it.
+    eventually(Duration::from_secs(10), "the new key works", || async {
+        let (status, _) = stack.call("GET", "/v1/deliveries", Some(&key), None).await;
+        (status == 200).then_some(())
+    })
+    .await;
     stack.shutdown().await;
 }
