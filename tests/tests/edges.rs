@@ -2,14 +2,17 @@
 //! that it costs the installation little. A client that stalls its request head or body is
 //! disconnected; a body is not waited for when the route cannot take it; a flood from one
 //! address gets 429 while other addresses pass; a bad API key repeated costs one config read,
-//! and works at once when it is created.
+//! and works at once when it is created; badly signed posts to Meta's per-app URL open no
+//! channel's credentials.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
 use patchbay_config::Config;
+use patchbay_messenger::fixtures as fx;
 use patchbay_tests::{Options, Stack, eventually};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -306,5 +309,72 @@ async fn a_bad_api_key_repeated_costs_one_lookup_and_works_once_created() {
         (status == 200).then_some(())
     })
     .await;
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_badly_signed_post_to_the_per_app_url_opens_no_credentials() {
+    const SECRET: &str = "meta-app-secret";
+    let stack = Stack::start().await;
+    let pages = [
+        "106200000000001",
+        "106200000000002",
+        "106200000000003",
+        "106200000000004",
+    ];
+    for page in pages {
+        stack.messenger_bot(page, SECRET, None).await;
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    let post = |tag: &str| {
+        fx::post(
+            &pages
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let mut e = fx::text(&format!("2{i}00"), &format!("m_{tag}_{i}"), "hi");
+                    e["timestamp"] = json!(now);
+                    (*p, vec![e])
+                })
+                .collect::<Vec<_>>(),
+        )
+    };
+    // A genuine post reaches every Page's bot (so the ingress knows every channel).
+    assert_eq!(
+        stack
+            .post_meta(
+                "messenger",
+                "/webhooks/messenger",
+                Some(SECRET),
+                &post("ok")
+            )
+            .await,
+        200
+    );
+    stack.events_of("message.received", pages.len()).await;
+
+    let ingress = stack.ingress_url();
+    let opened = r#"patchbay_ingress_credentials_opened_total{platform="messenger"}"#;
+    let before = metric(&stack, &ingress, opened).await;
+    for i in 0..10 {
+        assert_eq!(
+            stack
+                .post_meta(
+                    "messenger",
+                    "/webhooks/messenger",
+                    Some("wrong-secret"),
+                    &post(&format!("bad{i}"))
+                )
+                .await,
+            401
+        );
+    }
+    let spent = metric(&stack, &ingress, opened).await - before;
+    assert_eq!(
+        spent,
+        0.0,
+        "10 badly signed posts naming {} Pages opened channel credentials {spent} times",
+        pages.len()
+    );
     stack.shutdown().await;
 }

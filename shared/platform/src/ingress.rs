@@ -41,7 +41,10 @@ use tracing::Instrument;
 
 use crate::{InboundAdapter, Rejection};
 
-struct State_<A> {
+/// A channel's opened credentials and the sealed text they were opened from.
+type Kept<C> = (String, Arc<C>);
+
+struct State_<A: InboundAdapter> {
     bus: Bus,
     view: ConfigView,
     key: MasterKey,
@@ -51,10 +54,12 @@ struct State_<A> {
     cache: crate::enrich::Cache,
     /// For [`InboundAdapter::reply_context`]: opened on first use.
     replies: tokio::sync::OnceCell<crate::replies::Replies>,
+    /// Channels' opened credentials by channel id, with the sealed text they came from.
+    opened: std::sync::Mutex<HashMap<String, Kept<A::Credentials>>>,
     _adapter: PhantomData<fn() -> A>,
 }
 
-impl<A> State_<A> {
+impl<A: InboundAdapter> State_<A> {
     async fn replies(&self) -> Result<&crate::replies::Replies, String> {
         self.replies
             .get_or_try_init(|| crate::replies::Replies::open(&self.bus))
@@ -86,6 +91,7 @@ pub fn service<A: InboundAdapter>(name: &'static str, deps: &Deps) -> Result<Ser
         api_base_url: A::api_base_url(&deps.config),
         cache: crate::enrich::Cache::default(),
         replies: tokio::sync::OnceCell::new(),
+        opened: std::sync::Mutex::default(),
         _adapter: PhantomData,
     });
     let path = format!("/webhooks/{}/{{channel_id}}", A::PLATFORM.as_str());
@@ -126,7 +132,7 @@ fn read_body(
 /// An enabled channel of `A`'s platform with its opened credentials.
 struct Opened<C> {
     channel: Arc<ChannelRecord>,
-    creds: C,
+    creds: Arc<C>,
 }
 
 impl<A: InboundAdapter> State_<A> {
@@ -145,19 +151,42 @@ impl<A: InboundAdapter> State_<A> {
         Ok(Opened { channel, creds })
     }
 
-    /// Opens `channel`'s credentials, counted (`patchbay_ingress_credentials_opened_total`).
-    fn open(&self, channel: &ChannelRecord) -> Result<A::Credentials, String> {
+    /// `channel`'s credentials, opened once per sealed version and kept: webhooks, signed or
+    /// not, never make the ingress unseal a channel again, and the per-app route, which must
+    /// learn every channel's platform id, opens each once, not once per request. Openings are
+    /// counted (`patchbay_ingress_credentials_opened_total`).
+    fn open(&self, channel: &ChannelRecord) -> Result<Arc<A::Credentials>, String> {
+        let sealed = &channel.credentials.sealed;
+        if let Some((was, creds)) = self
+            .opened
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&channel.id)
+            && was == sealed
+        {
+            return Ok(creds.clone());
+        }
         metrics::counter!("patchbay_ingress_credentials_opened_total",
             "platform" => A::PLATFORM.as_str())
         .increment(1);
-        open_credentials(&self.key, channel)
+        let creds: Arc<A::Credentials> = Arc::new(open_credentials(&self.key, channel)?);
+        self.opened
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(channel.id.clone(), (sealed.clone(), creds.clone()));
+        Ok(creds)
     }
 
     /// Every enabled channel of the platform with its credentials (unreadable ones are
     /// logged and skipped).
     fn all_channels(&self) -> Vec<Opened<A::Credentials>> {
-        self.view
-            .channels(A::PLATFORM)
+        let channels = self.view.channels(A::PLATFORM);
+        // Forget the credentials of channels gone or disabled.
+        self.opened
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|id, _| channels.iter().any(|c| &c.id == id));
+        channels
             .into_iter()
             .filter_map(|channel| match self.open(&channel) {
                 Ok(creds) => Some(Opened { channel, creds }),
@@ -403,7 +432,7 @@ async fn deliver<A: InboundAdapter>(
         {
             let ctx = crate::enrich::Context {
                 http: &s.http,
-                creds: &o.creds,
+                creds: &*o.creds,
                 base_url,
                 channel_id: &channel.id,
                 cache: &s.cache,
