@@ -1,6 +1,6 @@
 //! Every edge bounded: each test performs an attack from outside on a real stack and checks
-//! that it costs the installation little. A client that stalls its request head or body is
-//! disconnected; a body is not waited for when the route cannot take it; a flood from one
+//! that it costs the installation little. A client that stalls its request head or body, or
+//! stops reading its answers, is disconnected; a body is not waited for when the route cannot take it; a flood from one
 //! address gets 429 while other addresses pass; a bad API key repeated costs one config read,
 //! and works at once when it is created; badly signed posts to Meta's per-app URL open no
 //! channel's credentials.
@@ -88,6 +88,48 @@ async fn a_stalled_request_head_or_body_is_disconnected() {
     let answer = send_and_read_until_closed(&api, head.as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("request_timeout"), "{answer}");
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_disconnected() {
+    let stack = stack_with(|c| c.http_write_timeout_ms = 1_000).await;
+    let api = stack.api_url();
+    // Requests pipelined on one connection whose answers are never read: 64 MiB of them, far
+    // more than the two sockets' buffers hold, so the server's writes stop making progress.
+    let size = stack
+        .http
+        .get(format!("{api}/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .len();
+    let requests = b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n".repeat((64 << 20) / size + 1);
+    let mut socket = TcpStream::connect(api.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    socket.write_all(&requests).await.unwrap();
+    eventually(CLOSE_BOUND, "the stalled response to time out", || async {
+        (metric(&stack, &api, "patchbay_http_write_timeouts_total").await >= 1.0).then_some(())
+    })
+    .await;
+    // The connection is closed: what the buffers held, then the end.
+    let read = tokio::time::timeout(CLOSE_BOUND, async {
+        let mut buf = vec![0_u8; 1 << 16];
+        while let Ok(n) = socket.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(
+        read.is_ok(),
+        "the connection was still open after {CLOSE_BOUND:?}"
+    );
     stack.shutdown().await;
 }
 

@@ -83,6 +83,9 @@ pub struct Config {
     /// How long a client may take to send a request's body once the handler reads it; 408 and
     /// the connection closed beyond it.
     pub http_body_timeout_ms: u64,
+    /// How long a response may make no progress (a client that stopped reading it) before the
+    /// connection is closed.
+    pub http_write_timeout_ms: u64,
     /// Proxies whose `X-Forwarded-For` names the client (comma-separated addresses or CIDRs,
     /// e.g. `10.0.0.0/8,127.0.0.1`); empty: the peer address is the client.
     pub http_trusted_proxies: TrustedProxies,
@@ -208,6 +211,7 @@ impl Default for Config {
             ingress_max_body_bytes: 1 << 20,
             http_header_timeout_ms: 10_000,
             http_body_timeout_ms: 30_000,
+            http_write_timeout_ms: 60_000,
             http_trusted_proxies: TrustedProxies::default(),
             http_ip_rate_per_second: 20,
             http_ip_rate_burst: 100,
@@ -479,6 +483,7 @@ impl Config {
             ("code_ttl_ms", self.code_ttl_ms),
             ("http_header_timeout_ms", self.http_header_timeout_ms),
             ("http_body_timeout_ms", self.http_body_timeout_ms),
+            ("http_write_timeout_ms", self.http_write_timeout_ms),
         ] {
             if ms < 1_000 {
                 return Err(ConfigError::invalid(field, "must be at least 1000"));
@@ -542,6 +547,11 @@ impl Config {
     /// `http_body_timeout_ms` as a duration.
     pub fn http_body_timeout(&self) -> Duration {
         Duration::from_millis(self.http_body_timeout_ms)
+    }
+
+    /// `http_write_timeout_ms` as a duration.
+    pub fn http_write_timeout(&self) -> Duration {
+        Duration::from_millis(self.http_write_timeout_ms)
     }
 
     /// `shutdown_grace_ms` as a duration.

@@ -3,7 +3,8 @@
 //! timeout (which also closes kept-alive connections left idle), every request body must
 //! arrive within a deadline once a handler reads it (408 and the connection closed), and
 //! `/admin`, `/go` and the ingress routes are limited per client address (429 with
-//! `Retry-After`). The client address is the peer's, or, when the peer is a trusted proxy,
+//! `Retry-After`), and a connection whose response makes no progress for the write timeout (a
+//! client that stopped reading) is closed. The client address is the peer's, or, when the peer is a trusted proxy,
 //! the last address in `X-Forwarded-For` that is not one ([`ClientIp`]).
 //!
 //! Stopping: the listener closes, every connection finishes the request in hand and closes,
@@ -46,6 +47,8 @@ pub struct EdgeSettings {
     pub header_timeout: Duration,
     /// How long a body may take to arrive once read.
     pub body_timeout: Duration,
+    /// How long writing a response may make no progress.
+    pub write_timeout: Duration,
     /// Whose `X-Forwarded-For` is believed.
     pub trusted_proxies: TrustedProxies,
     /// The limit on `/admin` and `/go` per client address.
@@ -62,6 +65,7 @@ impl EdgeSettings {
         Self {
             header_timeout: config.http_header_timeout(),
             body_timeout: config.http_body_timeout(),
+            write_timeout: config.http_write_timeout(),
             trusted_proxies: config.http_trusted_proxies.clone(),
             public_limit: (config.http_ip_rate_per_second, config.http_ip_rate_burst),
             ingress_limit: (
@@ -113,6 +117,11 @@ pub async fn serve(
             let router = router.clone();
             async move { Ok::<_, Infallible>(edge.handle(router, peer, req).await) }
         });
+        let stream = WriteStall {
+            io: stream,
+            timeout: settings.write_timeout,
+            sleep: None,
+        };
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         let hard_stop = hard_stop.clone();
         tokio::spawn(async move {
@@ -317,6 +326,83 @@ impl IpLimits {
                 .ceil()
                 .max(1.0) as u64
         })
+    }
+}
+
+/// A connection whose writes fail once they made no progress for `timeout`: a client that
+/// stops reading cannot hold a response, and the connection, forever.
+struct WriteStall {
+    io: tokio::net::TcpStream,
+    timeout: Duration,
+    /// Armed when a write first waits, dropped when one makes progress.
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl WriteStall {
+    fn progress<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if r.is_ready() {
+            self.sleep = None;
+            return r;
+        }
+        let timeout = self.timeout;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                metrics::counter!("patchbay_http_write_timeouts_total").increment(1);
+                Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for WriteStall {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for WriteStall {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.progress(cx, r)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.progress(cx, r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.io).poll_flush(cx);
+        self.progress(cx, r)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.io).poll_shutdown(cx);
+        self.progress(cx, r)
     }
 }
 
