@@ -45,8 +45,10 @@ NATS_PORT="$(free_port)"
 PG_PORT="$(free_port)"
 FAKES_PORT="$(free_port)"
 
+# Small streams: JetStream refuses streams whose byte caps exceed the free disk, and this
+# check is about stopping, not capacity.
 PATCHBAY_DATA_DIR="$DATA" PATCHBAY_HTTP_ADDR="127.0.0.1:$HTTP_PORT" PATCHBAY_NATS_PORT="$NATS_PORT" \
-  PATCHBAY_PG_PORT="$PG_PORT" PATCHBAY_FAKES_PORT="$FAKES_PORT" \
+  PATCHBAY_PG_PORT="$PG_PORT" PATCHBAY_FAKES_PORT="$FAKES_PORT" PATCHBAY_NATS_MAX_STREAM_BYTES=67108864 \
   make -C "$ROOT" -s -o tools run >"$DATA/run.out" 2>&1 &
 MAKE_PID=$!
 
