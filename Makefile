@@ -5,7 +5,7 @@ export PATH := $(CURDIR)/.tools/bin:$(PATH)
 
 CARGO ?= cargo
 
-.PHONY: help tools build run test fuzz check-deploy chaos bench bench-short lint fmt schemas clean
+.PHONY: help tools build run test fuzz check-run-stop check-deploy chaos bench bench-short lint fmt schemas clean
 
 help: ## Show the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -26,6 +26,10 @@ test: tools ## The whole suite (unit, integration, end to end) against real NATS
 	else \
 		$(CARGO) test --workspace --no-fail-fast; \
 	fi
+	@./scripts/check-run-stop.sh
+
+check-run-stop: ## `make run` stops everything on SIGTERM to make, held connections and all (part of `make test`).
+	@./scripts/check-run-stop.sh
 
 # Cases per property test in `make fuzz` (`make test` runs each with the few of
 # patchbay_testkit::fuzz::DEFAULT_CASES).

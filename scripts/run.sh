@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `make run`: NATS (JetStream) and PostgreSQL under $PATCHBAY_DATA_DIR (default ./.data), the
 # demo tenant and Telegram API, and every Patchbay service in one process (`patchbay all`).
-# Ctrl-C stops everything. Ports: PATCHBAY_HTTP_ADDR (127.0.0.1:8080), PATCHBAY_NATS_PORT
+# Ctrl-C, SIGTERM to this script, or the end of the process that started it (`make`, which
+# does not pass SIGTERM on) stops everything: Patchbay first (it drains within its grace), then
+# the fakes and NATS, then PostgreSQL; each is killed if it does not stop in time. Ports: PATCHBAY_HTTP_ADDR (127.0.0.1:8080), PATCHBAY_NATS_PORT
 # (4222), PATCHBAY_PG_PORT (54329), PATCHBAY_FAKES_PORT (8090, and the next one); a busy port is
 # replaced by a free one, so two stacks can run side by side with different data dirs.
 set -euo pipefail
@@ -33,19 +35,52 @@ FAKE_KIK_PORT="$(pick_port $((FAKE_WECHAT_PORT + 1)))"
 FAKE_LINE_PORT="$(pick_port $((FAKE_KIK_PORT + 1)))"
 FAKE_VIBER_PORT="$(pick_port $((FAKE_LINE_PORT + 1)))"
 
-echo "building patchbay…"
-cargo build --quiet -p patchbay -p patchbay-testkit --bins
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
-
+# Background processes in start order; stopped in reverse.
 pids=()
+stopping=0
+# Sends SIGTERM to $1 and waits up to $2 seconds for it to go, then kills it.
+stop_pid() {
+  local pid=$1 seconds=$2
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for _ in $(seq 1 $((seconds * 10))); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  echo "process $pid did not stop within ${seconds}s; killing it" >&2
+  kill -KILL "$pid" 2>/dev/null || true
+}
 cleanup() {
+  [ "$stopping" = 1 ] && return
+  stopping=1
+  trap '' INT TERM
   echo
   echo "stopping…"
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  as_pg "$PG_BIN/pg_ctl" -D "$DATA/pg" -m fast stop >/dev/null 2>&1 || true
+  local i
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do stop_pid "${pids[i]}" 20; done
+  if [ -f "$DATA/pg/postmaster.pid" ]; then
+    as_pg "$PG_BIN/pg_ctl" -D "$DATA/pg" -m fast -t 20 stop >/dev/null 2>&1 ||
+      as_pg "$PG_BIN/pg_ctl" -D "$DATA/pg" -m immediate stop >/dev/null 2>&1 || true
+  fi
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Whoever started us going away stops us too: `make` dies on SIGTERM without passing it on.
+PARENT=$PPID
+(
+  while kill -0 "$PARENT" 2>/dev/null; do sleep 1; done
+  kill -TERM $$ 2>/dev/null
+) &
+pids+=($!)
+
+echo "building patchbay…"
+# In the background, so a stop signal is handled at once rather than after the build.
+cargo build --quiet -p patchbay -p patchbay-testkit --bins &
+pids+=($!)
+wait "${pids[-1]}"
+unset 'pids[-1]'
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
 
 # NATS with JetStream, file storage under the data dir, and authorisation on: one user per
 # service with its role's permissions (`patchbay nats-auth`; passwords kept in the data dir).

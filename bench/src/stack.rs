@@ -166,6 +166,9 @@ impl Stack {
             // The load generator is one bot: its API request limit must not be what is measured.
             ("PATCHBAY_API_RATE_PER_SECOND", "1000000".into()),
             ("PATCHBAY_API_RATE_BURST", "1000000".into()),
+            // Every webhook comes from the load generator's one address.
+            ("PATCHBAY_INGRESS_IP_RATE_PER_SECOND", "1000000".into()),
+            ("PATCHBAY_INGRESS_IP_RATE_BURST", "1000000".into()),
             ("PATCHBAY_SHUTDOWN_GRACE_MS", "2000".into()),
         ];
         let (program, how) = service_program(force_self)?;

@@ -309,6 +309,11 @@ impl Stack {
             viber_per_user_burst: 10_000,
             line_api_base_url: line.base_url(),
             line_per_user_burst: 10_000,
+            // Every test client is 127.0.0.1; the edge test sets real limits.
+            http_ip_rate_per_second: 100_000,
+            http_ip_rate_burst: 100_000,
+            ingress_ip_rate_per_second: 100_000,
+            ingress_ip_rate_burst: 100_000,
             ..Config::default()
         };
         (options.configure)(&mut config);

@@ -23,8 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use futures::StreamExt;
@@ -39,7 +38,7 @@ use patchbay_custom::CustomCredentials;
 use patchbay_custom::api::{RegisterUser, RegisteredUser, SendAsUser, SentAsUser};
 use patchbay_custom::inbound::{AppUser, CustomBody};
 use patchbay_custom::token;
-use patchbay_runtime::http::{bearer_token, parse_json};
+use patchbay_runtime::http::{bearer_token, parse_json, read_body};
 use patchbay_runtime::{ApiError, BoxError, Deps, Service};
 use subtle::ConstantTimeEq;
 
@@ -147,7 +146,7 @@ async fn register(
     State(s): State<Arc<Ingress>>,
     Path(channel_id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    req: Request,
 ) -> Result<(StatusCode, axum::Json<RegisteredUser>), ApiError> {
     let (channel, creds) = s.channel(&channel_id).await?;
     let given = bearer_token(&headers).ok_or_else(|| {
@@ -158,7 +157,7 @@ async fn register(
         outcome("unauthorized");
         return Err(ApiError::unauthorized("wrong domain key"));
     }
-    let body: RegisterUser = parse_json(&body)?;
+    let body: RegisterUser = parse_json(&read_body(req).await?)?;
     let platform_user_id = match body.external_id {
         Some(id) if token::valid_user_id(&id) => id,
         Some(_) => {
@@ -243,7 +242,7 @@ async fn send_as_user(
     State(s): State<Arc<Ingress>>,
     Path(channel_id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    req: Request,
 ) -> Result<axum::Json<SentAsUser>, ApiError> {
     let (channel, creds) = s.channel(&channel_id).await?;
     let given = bearer_token(&headers).ok_or_else(|| {
@@ -256,7 +255,7 @@ async fn send_as_user(
             ApiError::unauthorized("not a token of this channel's users")
         })?
         .to_owned();
-    let body: SendAsUser = parse_json(&body)?;
+    let body: SendAsUser = parse_json(&read_body(req).await?)?;
     user_content(&body.content)?;
     let message_id = match body.id {
         Some(id) if (1..=200).contains(&id.len()) && !id.chars().any(char::is_control) => id,

@@ -470,6 +470,11 @@ impl Cluster {
                 "0s,100ms,200ms,400ms,800ms,1s,1s,1s,1s,1s,1s,1s".into(),
             ),
             ("PATCHBAY_SHUTDOWN_GRACE_MS", "3000".into()),
+            // The harness posts every webhook and admin call from one address.
+            ("PATCHBAY_INGRESS_IP_RATE_PER_SECOND", "100000".into()),
+            ("PATCHBAY_INGRESS_IP_RATE_BURST", "100000".into()),
+            ("PATCHBAY_HTTP_IP_RATE_PER_SECOND", "100000".into()),
+            ("PATCHBAY_HTTP_IP_RATE_BURST", "100000".into()),
             ("PATCHBAY_TELEGRAM_API_BASE_URL", telegram.base_url()),
             ("PATCHBAY_TELEGRAM_PER_BOT_PER_SECOND", "10000".into()),
             ("PATCHBAY_TELEGRAM_PER_CHAT_PER_SECOND", "10000".into()),

@@ -1,5 +1,6 @@
 //! The `patchbay` CLI against a running `patchbay all`: tenants, bots, custom channels, keys,
-//! webhook settings and deliveries, as tables for people and `--json` for scripts; errors exit non-zero.
+//! webhook settings and deliveries, as tables for people and `--json` for scripts; errors exit non-zero;
+//! its log, written to a file, without colour codes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -444,4 +445,17 @@ async fn operators_and_bot_developers_work_from_the_command_line() {
         .unwrap();
     assert!(!unauthorised.status.success());
     assert!(String::from_utf8_lossy(&unauthorised.stderr).contains("401"));
+}
+
+/// A log written to a file (or a pipe) carries no terminal colour codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_written_to_a_file_carry_no_colour_codes() {
+    let i = start().await;
+    let log = std::fs::read_to_string(i._dir.path().join("patchbay.log")).unwrap();
+    assert!(log.contains("service started"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in the log file: {:?}",
+        &log[..log.len().min(300)]
+    );
 }

@@ -2,10 +2,15 @@
 //! watcher, so no request path reads Postgres for configuration. A key the view has not seen
 //! yet (it was written a moment ago) is read from the bucket directly and cached, so a bot
 //! created one instant is usable the next.
+//!
+//! A key the bucket does not have either is remembered as absent for [`ABSENT_TTL`] (at most
+//! [`ABSENT_MAX`] of them), so a caller repeating a wrong API key or channel id costs one
+//! bucket read, not one per request. The watch delivering the key clears that at once: a key
+//! created after it was asked for works as soon as this view sees it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv::{self, Operation};
 use futures::StreamExt;
@@ -29,11 +34,18 @@ struct Slot {
     record: Record,
 }
 
+/// How long a key the bucket did not have is believed absent without asking again.
+pub const ABSENT_TTL: Duration = Duration::from_secs(30);
+/// Most keys remembered as absent; beyond it (after dropping the expired) they are forgotten.
+pub const ABSENT_MAX: usize = 10_000;
+
 /// The watched view. Cheap to clone.
 #[derive(Clone)]
 pub struct ConfigView {
     store: kv::Store,
     entries: Arc<RwLock<HashMap<String, Slot>>>,
+    /// Keys the bucket did not have, and when that was learnt.
+    absent: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
 impl std::fmt::Debug for ConfigView {
@@ -70,6 +82,7 @@ impl ConfigView {
         let view = Self {
             store,
             entries: Arc::default(),
+            absent: Arc::default(),
         };
         let watcher = view.clone();
         tokio::spawn(async move { watcher.watch(shutdown).await });
@@ -115,6 +128,10 @@ impl ConfigView {
     }
 
     fn insert(&self, key: String, revision: u64, record: Record) {
+        self.absent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
         let mut map = self.entries.write().unwrap_or_else(|p| p.into_inner());
         match map.get(&key) {
             Some(slot) if slot.revision >= revision => {}
@@ -122,6 +139,26 @@ impl ConfigView {
                 map.insert(key, Slot { revision, record });
             }
         }
+    }
+
+    /// Whether `key` was found absent less than [`ABSENT_TTL`] ago.
+    fn known_absent(&self, key: &str) -> bool {
+        self.absent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .is_some_and(|at| at.elapsed() < ABSENT_TTL)
+    }
+
+    fn remember_absent(&self, key: String) {
+        let mut absent = self.absent.lock().unwrap_or_else(|p| p.into_inner());
+        if absent.len() >= ABSENT_MAX {
+            absent.retain(|_, at| at.elapsed() < ABSENT_TTL);
+            if absent.len() >= ABSENT_MAX {
+                absent.clear();
+            }
+        }
+        absent.insert(key, Instant::now());
     }
 
     async fn lookup(&self, key: String) -> Result<Option<Record>, BusError> {
@@ -136,21 +173,28 @@ impl ConfigView {
                 ref r => Some(r.clone()),
             });
         }
+        if self.known_absent(&key) {
+            return Ok(None);
+        }
         self.read_store(key).await
     }
 
-    /// `key` as the bucket has it now (and remembered), past what the watch delivered so far.
+    /// `key` as the bucket has it now (and remembered, or remembered as absent), past what the
+    /// watch delivered so far. Counted (`patchbay_config_reads_total{kind}`).
     async fn read_store(&self, key: String) -> Result<Option<Record>, BusError> {
+        let kind = key.split('.').next().unwrap_or_default().to_owned();
+        metrics::counter!("patchbay_config_reads_total", "kind" => kind).increment(1);
         let entry = self
             .store
             .entry(key.clone())
             .await
             .map_err(|e| BusError::Unavailable(format!("config bucket: {e}")))?;
-        let Some(entry) = entry else { return Ok(None) };
-        if entry.operation != Operation::Put {
+        let Some(entry) = entry.filter(|e| e.operation == Operation::Put) else {
+            self.remember_absent(key);
             return Ok(None);
-        }
+        };
         let Some(record) = decode(&key, &entry.value) else {
+            self.remember_absent(key);
             return Ok(None);
         };
         self.insert(key, entry.revision, record.clone());

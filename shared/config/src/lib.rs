@@ -88,6 +88,28 @@ pub struct Config {
     pub otlp_endpoint: Option<String>,
     /// Largest webhook body an ingress accepts; larger ones get 413.
     pub ingress_max_body_bytes: usize,
+    /// How long a client may take to send a request's line and headers; the connection is
+    /// closed beyond it. The clock also runs while a kept-alive connection waits for its next
+    /// request, so this bounds idle connections too.
+    pub http_header_timeout_ms: u64,
+    /// How long a client may take to send a request's body once the handler reads it; 408 and
+    /// the connection closed beyond it.
+    pub http_body_timeout_ms: u64,
+    /// How long a response may make no progress (a client that stopped reading it) before the
+    /// connection is closed.
+    pub http_write_timeout_ms: u64,
+    /// Proxies whose `X-Forwarded-For` names the client (comma-separated addresses or CIDRs,
+    /// e.g. `10.0.0.0/8,127.0.0.1`); empty: the peer address is the client.
+    pub http_trusted_proxies: TrustedProxies,
+    /// Requests per second one client address may make to `/admin` and `/go` (per replica).
+    pub http_ip_rate_per_second: u32,
+    /// Requests one client address may make to `/admin` and `/go` at once.
+    pub http_ip_rate_burst: u32,
+    /// Requests per second one client address may post to the ingress routes (`/webhooks`,
+    /// `/v1/custom`; per replica). Platforms post from few addresses: keep it generous.
+    pub ingress_ip_rate_per_second: u32,
+    /// Requests one client address may post to the ingress routes at once.
+    pub ingress_ip_rate_burst: u32,
     /// Per-attempt timeout of a tenant callback.
     pub webhook_timeout_ms: u64,
     /// Delays of successive callback attempts, e.g. `0s,5s,5m,30m,2h,5h,10h,10h`.
@@ -207,6 +229,14 @@ impl Default for Config {
             log_level: "info".into(),
             otlp_endpoint: None,
             ingress_max_body_bytes: 1 << 20,
+            http_header_timeout_ms: 10_000,
+            http_body_timeout_ms: 30_000,
+            http_write_timeout_ms: 60_000,
+            http_trusted_proxies: TrustedProxies::default(),
+            http_ip_rate_per_second: 20,
+            http_ip_rate_burst: 100,
+            ingress_ip_rate_per_second: 1_000,
+            ingress_ip_rate_burst: 2_000,
             webhook_timeout_ms: 15_000,
             webhook_retry_schedule: RetrySchedule::default(),
             webhook_response_max_bytes: 64 << 10,
@@ -444,6 +474,13 @@ impl Config {
             ),
             ("line_per_user_per_second", self.line_per_user_per_second),
             ("line_per_user_burst", self.line_per_user_burst),
+            ("http_ip_rate_per_second", self.http_ip_rate_per_second),
+            ("http_ip_rate_burst", self.http_ip_rate_burst),
+            (
+                "ingress_ip_rate_per_second",
+                self.ingress_ip_rate_per_second,
+            ),
+            ("ingress_ip_rate_burst", self.ingress_ip_rate_burst),
         ] {
             if v == 0 {
                 return Err(ConfigError::invalid(field, "must be at least 1"));
@@ -486,6 +523,9 @@ impl Config {
         for (field, ms) in [
             ("link_ttl_ms", self.link_ttl_ms),
             ("code_ttl_ms", self.code_ttl_ms),
+            ("http_header_timeout_ms", self.http_header_timeout_ms),
+            ("http_body_timeout_ms", self.http_body_timeout_ms),
+            ("http_write_timeout_ms", self.http_write_timeout_ms),
         ] {
             if ms < 1_000 {
                 return Err(ConfigError::invalid(field, "must be at least 1000"));
@@ -562,6 +602,21 @@ impl Config {
         Duration::from_millis(self.publish_timeout_ms)
     }
 
+    /// `http_header_timeout_ms` as a duration.
+    pub fn http_header_timeout(&self) -> Duration {
+        Duration::from_millis(self.http_header_timeout_ms)
+    }
+
+    /// `http_body_timeout_ms` as a duration.
+    pub fn http_body_timeout(&self) -> Duration {
+        Duration::from_millis(self.http_body_timeout_ms)
+    }
+
+    /// `http_write_timeout_ms` as a duration.
+    pub fn http_write_timeout(&self) -> Duration {
+        Duration::from_millis(self.http_write_timeout_ms)
+    }
+
     /// `shutdown_grace_ms` as a duration.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
@@ -580,6 +635,57 @@ impl Config {
                 (!known.contains(&field) && field != "config" && field != "data_dir").then_some(k)
             })
             .collect()
+    }
+}
+
+/// Addresses and networks of trusted proxies. Written as a comma-separated string
+/// (`10.0.0.0/8,127.0.0.1`) or a list; a bare address is a network of one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(pub Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    /// Whether `ip` is one of them.
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        self.0.iter().any(|n| n.contains(&ip))
+    }
+}
+
+impl std::str::FromStr for TrustedProxies {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                p.parse::<ipnet::IpNet>()
+                    .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("{p:?} is neither an address nor a CIDR network"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(TrustedProxies)
+    }
+}
+
+impl Serialize for TrustedProxies {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let parts: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        s.serialize_str(&parts.join(","))
+    }
+}
+
+impl<'de> Deserialize<'de> for TrustedProxies {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            One(String),
+            Many(Vec<String>),
+        }
+        let joined = match Raw::deserialize(d)? {
+            Raw::One(s) => s,
+            Raw::Many(v) => v.join(","),
+        };
+        joined.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -652,6 +758,7 @@ mod tests {
             )?;
             jail.set_env("PATCHBAY_CONSUMER_CONCURRENCY", "9");
             jail.set_env("PATCHBAY_WEBHOOK_RETRY_SCHEDULE", "0s,5s,5m");
+            jail.set_env("PATCHBAY_HTTP_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1");
             let c =
                 Config::from_figment(Config::figment(Some(Path::new("p.toml"))).unwrap()).unwrap();
             assert_eq!(c.nats_prefix, "fromfile");
@@ -663,6 +770,15 @@ mod tests {
                     Duration::from_secs(5),
                     Duration::from_secs(300)
                 ]
+            );
+            assert!(c.http_trusted_proxies.contains("10.1.2.3".parse().unwrap()));
+            assert!(
+                c.http_trusted_proxies
+                    .contains("127.0.0.1".parse().unwrap())
+            );
+            assert!(
+                !c.http_trusted_proxies
+                    .contains("127.0.0.2".parse().unwrap())
             );
             Ok(())
         });

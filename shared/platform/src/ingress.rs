@@ -2,8 +2,10 @@
 //! plus `GET` for platforms with an ownership handshake and, for platforms whose apps post
 //! several channels' events to one URL (Meta), `POST`/`GET /webhooks/<platform>`.
 //!
-//! Raw body first (size-capped, 413 beyond), channel looked up in the config view (404 when
-//! unknown or disabled), authenticity checked over the raw bytes (and the query, for platforms
+//! Channel looked up in the config view first (404 when unknown or disabled) and the
+//! platform's signature header required ([`InboundAdapter::SIGNATURE_HEADER`], 401), so no
+//! body is waited for that could not be used; then the raw body (size-capped, 413 beyond),
+//! authenticity checked over the raw bytes (and the query, for platforms
 //! that sign it) with the channel's opened credentials, and the body decrypted where the
 //! platform encrypts it ([`InboundAdapter::open`]; 401, nothing published), body split into
 //! envelopes (400 when malformed), each envelope published with the platform's event id as
@@ -27,7 +29,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use patchbay_bus::{Bus, ConfigView};
@@ -40,7 +42,10 @@ use tracing::Instrument;
 
 use crate::{InboundAdapter, Rejection};
 
-struct State_<A> {
+/// A channel's opened credentials and the sealed text they were opened from.
+type Kept<C> = (String, Arc<C>);
+
+struct State_<A: InboundAdapter> {
     bus: Bus,
     view: ConfigView,
     key: MasterKey,
@@ -50,10 +55,12 @@ struct State_<A> {
     cache: crate::enrich::Cache,
     /// For [`InboundAdapter::reply_context`]: opened on first use.
     replies: tokio::sync::OnceCell<crate::replies::Replies>,
+    /// Channels' opened credentials by channel id, with the sealed text they came from.
+    opened: std::sync::Mutex<HashMap<String, Kept<A::Credentials>>>,
     _adapter: PhantomData<fn() -> A>,
 }
 
-impl<A> State_<A> {
+impl<A: InboundAdapter> State_<A> {
     async fn replies(&self) -> Result<&crate::replies::Replies, String> {
         self.replies
             .get_or_try_init(|| crate::replies::Replies::open(&self.bus))
@@ -85,6 +92,7 @@ pub fn service<A: InboundAdapter>(name: &'static str, deps: &Deps) -> Result<Ser
         api_base_url: A::api_base_url(&deps.config),
         cache: crate::enrich::Cache::default(),
         replies: tokio::sync::OnceCell::new(),
+        opened: std::sync::Mutex::default(),
         _adapter: PhantomData,
     });
     let path = format!("/webhooks/{}/{{channel_id}}", A::PLATFORM.as_str());
@@ -125,7 +133,7 @@ fn read_body(
 /// An enabled channel of `A`'s platform with its opened credentials.
 struct Opened<C> {
     channel: Arc<ChannelRecord>,
-    creds: C,
+    creds: Arc<C>,
 }
 
 impl<A: InboundAdapter> State_<A> {
@@ -140,17 +148,48 @@ impl<A: InboundAdapter> State_<A> {
                 outcome(platform, "unknown_channel");
                 ApiError::not_found(format!("no {platform} channel {channel_id}"))
             })?;
-        let creds = open_credentials(&self.key, &channel).map_err(ApiError::internal)?;
+        let creds = self.open(&channel).map_err(ApiError::internal)?;
         Ok(Opened { channel, creds })
+    }
+
+    /// `channel`'s credentials, opened once per sealed version and kept: webhooks, signed or
+    /// not, never make the ingress unseal a channel again, and the per-app route, which must
+    /// learn every channel's platform id, opens each once, not once per request. Openings are
+    /// counted (`patchbay_ingress_credentials_opened_total`).
+    fn open(&self, channel: &ChannelRecord) -> Result<Arc<A::Credentials>, String> {
+        let sealed = &channel.credentials.sealed;
+        if let Some((was, creds)) = self
+            .opened
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&channel.id)
+            && was == sealed
+        {
+            return Ok(creds.clone());
+        }
+        metrics::counter!("patchbay_ingress_credentials_opened_total",
+            "platform" => A::PLATFORM.as_str())
+        .increment(1);
+        let creds: Arc<A::Credentials> = Arc::new(open_credentials(&self.key, channel)?);
+        self.opened
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(channel.id.clone(), (sealed.clone(), creds.clone()));
+        Ok(creds)
     }
 
     /// Every enabled channel of the platform with its credentials (unreadable ones are
     /// logged and skipped).
     fn all_channels(&self) -> Vec<Opened<A::Credentials>> {
-        self.view
-            .channels(A::PLATFORM)
+        let channels = self.view.channels(A::PLATFORM);
+        // Forget the credentials of channels gone or disabled.
+        self.opened
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|id, _| channels.iter().any(|c| &c.id == id));
+        channels
             .into_iter()
-            .filter_map(|channel| match open_credentials(&self.key, &channel) {
+            .filter_map(|channel| match self.open(&channel) {
                 Ok(creds) => Some(Opened { channel, creds }),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot open channel credentials");
@@ -175,16 +214,30 @@ fn refuse(platform: &'static str, channel: &str, r: Rejection) -> ApiError {
     }
 }
 
+/// Refuses a webhook without [`InboundAdapter::SIGNATURE_HEADER`], before its body is read.
+fn signed<A: InboundAdapter>(headers: &HeaderMap, channel: &str) -> Result<(), ApiError> {
+    match A::SIGNATURE_HEADER {
+        Some(name) if !headers.contains_key(name) => Err(refuse(
+            A::PLATFORM.as_str(),
+            channel,
+            Rejection::Unauthorized(format!("missing {name}")),
+        )),
+        _ => Ok(()),
+    }
+}
+
 async fn receive<A: InboundAdapter>(
     State(s): State<Arc<State_<A>>>,
     Path(channel_id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    req: Request,
 ) -> Result<(StatusCode, String), ApiError> {
     let platform = A::PLATFORM.as_str();
-    let body = read_body(platform, body)?;
+    // The cheap checks first: a client cannot make the ingress wait for a body it cannot use.
     let own = s.channel(&channel_id).await?;
+    let headers = req.headers().clone();
+    signed::<A>(&headers, &channel_id)?;
+    let body = read_body(platform, Bytes::from_request(req, &()).await)?;
     let opened = A::open(&own.creds, &headers, &query, &body)
         .map_err(|r| refuse(platform, &channel_id, r))?;
     if let Some(wait) = A::passive_wait(&own.creds) {
@@ -288,10 +341,11 @@ async fn passive<A: InboundAdapter>(
 
 async fn receive_app<A: InboundAdapter>(
     State(s): State<Arc<State_<A>>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    req: Request,
 ) -> Result<(StatusCode, String), ApiError> {
-    let body = read_body(A::PLATFORM.as_str(), body)?;
+    let headers = req.headers().clone();
+    signed::<A>(&headers, "")?;
+    let body = read_body(A::PLATFORM.as_str(), Bytes::from_request(req, &()).await)?;
     deliver::<A>(&s, None, &headers, &body).await?;
     Ok((StatusCode::OK, A::ACCEPTED.to_owned()))
 }
@@ -379,7 +433,7 @@ async fn deliver<A: InboundAdapter>(
         {
             let ctx = crate::enrich::Context {
                 http: &s.http,
-                creds: &o.creds,
+                creds: &*o.creds,
                 base_url,
                 channel_id: &channel.id,
                 cache: &s.cache,

@@ -83,6 +83,11 @@ pub trait InboundAdapter: Send + Sync + 'static {
     /// platforms ignore it, WeChat wants `success`).
     const ACCEPTED: &'static str = "";
 
+    /// The header every genuine `POST` carries (its signature or secret token): a webhook
+    /// without it is refused (401) before its body is read. `None` (the default): the
+    /// platform signs elsewhere (WeChat: the query).
+    const SIGNATURE_HEADER: Option<&'static str> = None;
+
     /// Checks the request's authenticity with the channel's credentials, over the raw body.
     fn verify(creds: &Self::Credentials, headers: &HeaderMap, body: &[u8])
     -> Result<(), Rejection>;

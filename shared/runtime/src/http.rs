@@ -235,6 +235,25 @@ where
     }
 }
 
+/// Reads `req`'s body (within the route's `DefaultBodyLimit`), for handlers that check the
+/// caller first and only then take the body: 413 beyond the limit, 400 when it cannot be read
+/// (the listener answers 408 instead when it did not arrive in time).
+pub async fn read_body(req: Request) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::Bytes::from_request(req, &())
+        .await
+        .map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "request body is too large",
+                )
+            } else {
+                ApiError::bad_request("invalid_request", "could not read the request body")
+            }
+        })
+}
+
 /// Parses a JSON body read as bytes (when the caller must be authenticated before the body is
 /// looked at), with the same field-naming errors as [`ApiJson`].
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {

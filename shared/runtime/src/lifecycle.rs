@@ -247,6 +247,7 @@ pub async fn launch(
     prepare_topology(&bus, &config, process, &shutdown).await?;
     let view = ConfigView::start(&bus, shutdown.clone()).await?;
     let readiness = Readiness::default();
+    let edge = crate::edge::EdgeSettings::of(&config);
     let nats = bus.clone();
     readiness.add("nats", move || nats.is_connected());
     let deps = Deps {
@@ -279,8 +280,7 @@ pub async fn launch(
         }
         let http_stop = stop.clone();
         set.spawn(async move {
-            let r = axum::serve(listener, router)
-                .with_graceful_shutdown(http_stop.cancelled_owned())
+            let r = crate::edge::serve(listener, router, edge, http_stop)
                 .await
                 .map_err(BoxError::from);
             ("http", r)

@@ -1,4 +1,5 @@
-//! One telemetry set-up for every binary: `tracing` with JSON or text logs, OpenTelemetry spans
+//! One telemetry set-up for every binary: `tracing` with JSON or text logs (coloured only on a
+//! terminal), OpenTelemetry spans
 //! (exported over OTLP/HTTP when `PATCHBAY_OTLP_ENDPOINT` is set; always created, so
 //! `traceparent` travels through NATS either way), W3C propagation, and the Prometheus recorder.
 //!
@@ -6,6 +7,7 @@
 //! and `_seconds` for histograms (exported as Prometheus histograms with fixed buckets);
 //! labels name the consumer, stream, route or platform.
 
+use std::io::IsTerminal;
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -73,6 +75,7 @@ pub fn init(service: &str, config: &Config) -> Result<TelemetryGuard, TelemetryE
         LogFormat::Json => registry
             .with(
                 tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
                     .json()
                     .flatten_event(true)
                     .with_current_span(false)
@@ -81,7 +84,12 @@ pub fn init(service: &str, config: &Config) -> Result<TelemetryGuard, TelemetryE
             .try_init()
             .is_ok(),
         LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_target(false))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_target(false)
+                    // Colours for people at a terminal; none in files and pipes.
+                    .with_ansi(std::io::stdout().is_terminal()),
+            )
             .try_init()
             .is_ok(),
     };

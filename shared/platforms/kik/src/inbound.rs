@@ -280,6 +280,7 @@ fn said(m: Message) -> Result<Option<Said>, NormaliseError> {
 
 impl InboundAdapter for Kik {
     const PLATFORM: Platform = Platform::Kik;
+    const SIGNATURE_HEADER: Option<&'static str> = Some(SIGNATURE_HEADER);
     type Credentials = KikCredentials;
 
     fn verify(creds: &KikCredentials, headers: &HeaderMap, body: &[u8]) -> Result<(), Rejection> {

@@ -426,6 +426,7 @@ fn only_event(body: &Value) -> Option<&Value> {
 
 impl InboundAdapter for Line {
     const PLATFORM: Platform = Platform::Line;
+    const SIGNATURE_HEADER: Option<&'static str> = Some(SIGNATURE_HEADER);
     type Credentials = LineCredentials;
 
     fn verify(creds: &LineCredentials, headers: &HeaderMap, body: &[u8]) -> Result<(), Rejection> {

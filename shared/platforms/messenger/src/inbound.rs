@@ -290,6 +290,7 @@ fn contents(m: &Message) -> Vec<Content> {
 
 impl InboundAdapter for Messenger {
     const PLATFORM: Platform = Platform::Messenger;
+    const SIGNATURE_HEADER: Option<&'static str> = Some(patchbay_platform::meta::SIGNATURE_HEADER);
     type Credentials = MessengerCredentials;
     const ROUTED: bool = true;
 

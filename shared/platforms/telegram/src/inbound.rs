@@ -238,6 +238,7 @@ fn start_command(text: &str) -> Option<Option<String>> {
 
 impl InboundAdapter for Telegram {
     const PLATFORM: Platform = Platform::Telegram;
+    const SIGNATURE_HEADER: Option<&'static str> = Some(SECRET_HEADER);
     type Credentials = TelegramCredentials;
 
     fn verify(

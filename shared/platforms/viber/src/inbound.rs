@@ -285,6 +285,7 @@ fn receipt(token: String, error: Option<DeliveryError>) -> Receipt {
 
 impl InboundAdapter for Viber {
     const PLATFORM: Platform = Platform::Viber;
+    const SIGNATURE_HEADER: Option<&'static str> = Some(SIGNATURE_HEADER);
     type Credentials = ViberCredentials;
     const ANSWERS: bool = true;
 

@@ -323,6 +323,7 @@ fn single(value: &Value, list: &str, item: &Value) -> Value {
 
 impl InboundAdapter for Whatsapp {
     const PLATFORM: Platform = Platform::Whatsapp;
+    const SIGNATURE_HEADER: Option<&'static str> = Some(patchbay_platform::meta::SIGNATURE_HEADER);
     type Credentials = WhatsappCredentials;
     const ROUTED: bool = true;
 
