@@ -217,6 +217,9 @@ async fn poison_messages_go_to_the_dead_letter_stream_and_the_next_one_flows() {
         );
         reasons.push(h.get("Pb-Dlq-Reason").unwrap().to_string());
     }
+    // Envelopes that cannot be read have no conversation to keep in order: either may be
+    // dead-lettered first.
+    reasons.sort();
     assert_eq!(reasons.len(), 2, "{reasons:?}");
     assert!(reasons[0].starts_with("malformed payload"), "{reasons:?}");
     assert!(reasons[1].contains("not a Telegram Update"), "{reasons:?}");

@@ -188,9 +188,20 @@ async fn secrets_never_cross_nats_in_clear() {
     // Everything on the wire, as the operator's user sees it (it may read every subject).
     let wire = stack.raw_nats().await;
     let mut everything = wire.subscribe(">").await.unwrap();
-    wire.flush().await.unwrap();
+    // A flush only writes the subscription out: a probe that comes back proves the server
+    // has it, before anything is created.
+    let probe = format!("probe.{}", patchbay_testkit::unique_prefix());
+    wire.publish(probe.clone(), "".into()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(m) = futures::StreamExt::next(&mut everything).await {
+            if m.subject.as_str() == probe {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the subscription is in place");
     let bot = stack.bot().await;
-    let mut seen = Vec::new();
     // The bot's creation and its channel's: the replies carry the API key and webhook secret,
     // the channel request carries the Telegram token and secret token.
     let secrets = [
@@ -199,16 +210,25 @@ async fn secrets_never_cross_nats_in_clear() {
         bot.bot_token.as_str(),
         bot.secret_token.as_str(),
     ];
-    let mut sealed_requests = 0;
-    // Until the wire has been quiet for half a second (heartbeats aside), at most ten seconds.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while let Ok(Some(msg)) = tokio::time::timeout(
-        Duration::from_millis(500),
-        futures::StreamExt::next(&mut everything),
-    )
-    .await
-        && tokio::time::Instant::now() < deadline
-    {
+    let inbox = Role::All.inbox_prefix(&Subjects::new(&stack.config.nats_prefix).unwrap());
+    let mut sealed_requests = std::collections::BTreeSet::new();
+    let mut answers = 0;
+    // Until both requests to auth and their answers went by (the stack runs `patchbay all`,
+    // so answers go to its inbox), and then until the wire has been quiet for half a second;
+    // every message on the way is judged.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let complete = sealed_requests.len() >= 2 && answers >= 2;
+        let wait = if complete {
+            Duration::from_millis(500)
+        } else {
+            deadline.saturating_duration_since(tokio::time::Instant::now())
+        };
+        let Ok(Some(msg)) =
+            tokio::time::timeout(wait, futures::StreamExt::next(&mut everything)).await
+        else {
+            break;
+        };
         let payload = String::from_utf8_lossy(&msg.payload).into_owned();
         for secret in secrets {
             assert!(
@@ -225,17 +245,17 @@ async fn secrets_never_cross_nats_in_clear() {
                 "a request to auth not sealed: {}",
                 msg.subject
             );
-            sealed_requests += 1;
+            sealed_requests.insert(msg.subject.to_string());
         }
-        seen.push(msg.subject.to_string());
+        if msg.subject.starts_with(&inbox) {
+            answers += 1;
+        }
     }
-    // The test saw the traffic it judges: both requests and their answers (to the single
-    // process's inbox: the stack runs `patchbay all`).
-    assert!(
-        sealed_requests >= 2,
-        "{sealed_requests} requests to auth seen"
+    // The test saw the traffic it judges: both requests and their answers.
+    assert_eq!(
+        sealed_requests.len(),
+        2,
+        "requests to auth seen: {sealed_requests:?}"
     );
-    let inbox = Role::All.inbox_prefix(&Subjects::new(&stack.config.nats_prefix).unwrap());
-    let answers = seen.iter().filter(|s| s.starts_with(&inbox)).count();
     assert!(answers >= 2, "{answers} answers seen");
 }
