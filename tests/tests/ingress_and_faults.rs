@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use patchbay_contract::subjects::Stream;
 use patchbay_telegram::fixtures;
-use patchbay_tests::{Layout, Options, Stack, TIMEOUT};
+use patchbay_tests::{Layout, Options, Stack, TIMEOUT, eventually};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,7 +208,10 @@ async fn poison_messages_go_to_the_dead_letter_stream_and_the_next_one_flows() {
     let mut reasons = Vec::new();
     while let Some(m) = messages.next().await {
         let m = m.unwrap();
-        assert_eq!(m.subject.as_str(), format!("{prefix}.dlq.normaliser"));
+        assert_eq!(
+            m.subject.as_str(),
+            format!("{prefix}.dlq.normaliser.{}", bot.channel_id)
+        );
         let h = m.headers.clone().unwrap();
         assert_eq!(h.get("Pb-Dlq-Consumer").unwrap().as_str(), "normaliser");
         assert_eq!(
@@ -437,5 +440,50 @@ async fn a_repeated_send_command_is_reported_not_sent_again() {
         .filter(|c| c.body["text"] == "only once")
         .collect();
     assert_eq!(sent.len(), 1, "sent once: {sent:?}");
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_channels_dead_letters_are_bounded_without_touching_anothers() {
+    let stack = Stack::start_with(Options {
+        configure: Box::new(|c| c.dead_letters_per_key = 3),
+        ..Options::default()
+    })
+    .await;
+    let (flooder, other) = (stack.bot().await, stack.bot().await);
+    let js = async_nats::jetstream::new(stack.raw_nats().await);
+    let prefix = &stack.config.nats_prefix;
+    // Six unreadable envelopes on one channel, one on another: seven dead letters.
+    for (bot, n) in [(&flooder, 6), (&other, 1)] {
+        let subject = format!("{prefix}.ingress.telegram.{}", bot.channel_id);
+        for i in 0..n {
+            js.publish(subject.clone(), format!("\u{1}garbage {i}").into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    }
+    let dlq = js
+        .get_stream(format!("{}_DLQ", prefix.to_uppercase()))
+        .await
+        .unwrap();
+    let key = |bot: &patchbay_tests::TestBot| format!("{prefix}.dlq.normaliser.{}", bot.channel_id);
+    let counts = eventually(TIMEOUT, "all seven dead-lettered", || async {
+        let mut info = dlq
+            .info_with_subjects(format!("{prefix}.dlq.>"))
+            .await
+            .ok()?;
+        let stored = info.info.state.last_sequence;
+        let mut per_subject = std::collections::HashMap::new();
+        while let Some(Ok((subject, n))) = info.next().await {
+            per_subject.insert(subject, n);
+        }
+        (stored == 7).then_some(per_subject)
+    })
+    .await;
+    // The flooding channel keeps its newest three; the other channel keeps its own.
+    assert_eq!(counts.get(&key(&flooder)), Some(&3), "{counts:?}");
+    assert_eq!(counts.get(&key(&other)), Some(&1), "{counts:?}");
     stack.shutdown().await;
 }

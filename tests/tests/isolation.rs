@@ -97,7 +97,7 @@ async fn failures_are_retried_on_schedule_in_order_then_dead_lettered() {
         .unwrap();
     let consumer = dlq
         .create_consumer(async_nats::jetstream::consumer::pull::Config {
-            filter_subject: format!("{}.dlq.webhook-dispatcher", stack.config.nats_prefix),
+            filter_subject: format!("{}.dlq.webhook-dispatcher.>", stack.config.nats_prefix),
             ..Default::default()
         })
         .await

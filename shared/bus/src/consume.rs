@@ -1223,7 +1223,15 @@ impl DeadLetter {
 
     /// [`DeadLetter::store`] with an explicit de-duplication id.
     pub async fn store_with_id(&self, bus: &Bus, id: &str) -> Result<(), BusError> {
-        let subject = bus.subjects().dlq(self.consumer)?;
+        // Keyed by the bot or channel the message was for (its subject's last token), which
+        // bounds each key's dead letters.
+        let key = self
+            .subject
+            .rsplit('.')
+            .next()
+            .filter(|k| !k.is_empty() && !k.contains(['*', '>']))
+            .unwrap_or("_");
+        let subject = bus.subjects().dlq(self.consumer, key)?;
         let mut h = HeaderMap::new();
         // Header values cannot hold newlines.
         let reason: String = self

@@ -277,6 +277,7 @@ impl Bus {
                 } else {
                     stream::DiscardPolicy::Old
                 },
+                max_messages_per_subject: spec.max_messages_per_subject.unwrap_or(-1),
                 subject_transform: spec
                     .partitioning
                     .as_ref()

@@ -116,6 +116,9 @@ pub struct Config {
     pub webhook_retry_schedule: RetrySchedule,
     /// How much of a tenant's response body is read and logged.
     pub webhook_response_max_bytes: usize,
+    /// Dead letters kept per consumer and bot (or channel) in the dead-letter stream; the
+    /// oldest go first, so one bot's failures cannot fill it for the others.
+    pub dead_letters_per_key: i64,
     /// Dead letters one bot may replay a minute (`POST /v1/deliveries/replay`; also the most
     /// one call replays), so a replayed backlog cannot crowd the shared dispatch stream.
     pub replay_per_minute: u32,
@@ -241,6 +244,7 @@ impl Default for Config {
             webhook_retry_schedule: RetrySchedule::default(),
             webhook_response_max_bytes: 64 << 10,
             replay_per_minute: 1000,
+            dead_letters_per_key: patchbay_contract::topology::DEFAULT_DEAD_LETTERS_PER_KEY,
             consumer_concurrency: 128,
             shutdown_grace_ms: 10_000,
             telegram_api_base_url: "https://api.telegram.org".into(),
@@ -378,6 +382,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "nats_password_file",
                 "give the NATS password or a file holding it, not both",
+            ));
+        }
+        if self.dead_letters_per_key < 1 {
+            return Err(ConfigError::invalid(
+                "dead_letters_per_key",
+                "must be at least 1",
             ));
         }
         if self.replay_per_minute == 0 {

@@ -201,7 +201,8 @@ impl Grants<'_> {
             // The acknowledgement subject's newer form, with domain and account hash.
             self.p.publish(format!("$JS.ACK.*.*.{stream}.{durable}.>"));
         }
-        self.p.publish(self.s.dlq(spec.durable).unwrap_or_default());
+        self.p
+            .publish(format!("{}.dlq.{}.*", self.s.prefix(), spec.durable));
         self.write_bucket(Bucket::Members);
     }
 

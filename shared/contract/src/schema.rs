@@ -515,7 +515,7 @@ asyncapi: 3.0.0\n\
 info:\n  title: Patchbay NATS subjects\n  version: 1.0.0\n  description: |\n    \
 Every subject Patchbay publishes or consumes. `<p>` is the configured prefix (PATCHBAY_NATS_PREFIX,\n    \
 default `pb`); stream names are the prefix upper-cased plus a suffix (PB_INGRESS). Dead letters go to\n    \
-`<p>.dlq.<consumer>` in stream <P>_DLQ with the original payload and Pb-Dlq-* headers\n    \
+`<p>.dlq.<consumer>.<bot or channel>` in stream <P>_DLQ with the original payload and Pb-Dlq-* headers\n    \
 (reason, consumer, subject, stream, stream sequence, deliveries, time).\n\
 defaultContentType: application/json\n\
 channels:\n{channels}\

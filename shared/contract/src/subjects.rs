@@ -19,7 +19,9 @@ pub enum Stream {
     Outbound,
     /// Results of platform calls: `<p>.status.<bot>`.
     Status,
-    /// Dead letters: `<p>.dlq.<consumer>`.
+    /// Dead letters: `<p>.dlq.<consumer>.<key>`, the key being the bot or channel the message
+    /// was for (the last token of its subject), so each key's dead letters are bounded
+    /// (`TopologySettings::dead_letters_per_key`).
     Dlq,
 }
 
@@ -215,9 +217,14 @@ impl Subjects {
         Ok(format!("{}.status.{}", self.prefix, check_token(bot_id)?))
     }
 
-    /// `<p>.dlq.<consumer>`.
-    pub fn dlq(&self, consumer: &str) -> Result<String, ContractError> {
-        Ok(format!("{}.dlq.{}", self.prefix, check_token(consumer)?))
+    /// `<p>.dlq.<consumer>.<key>`: `consumer`'s dead letters of the bot or channel `key`.
+    pub fn dlq(&self, consumer: &str, key: &str) -> Result<String, ContractError> {
+        Ok(format!(
+            "{}.dlq.{}.{}",
+            self.prefix,
+            check_token(consumer)?,
+            check_token(key)?
+        ))
     }
 
     /// `<p>.custom.replies.<channel>.<user>` (core NATS, not stored): the custom channel's

@@ -30,6 +30,10 @@ pub struct StreamSpec {
     pub duplicate_window: Duration,
     /// How the stream splits its subjects into partitions (`None`: not partitioned).
     pub partitioning: Option<Partitioning>,
+    /// The most messages kept per subject, the oldest dropped first (`None`: no bound). The
+    /// dead letters' subjects end with the bot or channel, so one key's flood of dead letters
+    /// cannot take the stream from the others.
+    pub max_messages_per_subject: Option<i64>,
 }
 
 /// How a pipeline stream is split into partitions, so several replicas of a consumer can share
@@ -67,6 +71,8 @@ pub struct TopologySettings {
     /// Partitions of each pipeline stream (see [`Partitioning`]): the most replicas of one
     /// consumer that share its work.
     pub partitions: u32,
+    /// Dead letters kept per consumer and bot (or channel); older ones are dropped first.
+    pub dead_letters_per_key: i64,
 }
 
 impl Default for TopologySettings {
@@ -78,6 +84,7 @@ impl Default for TopologySettings {
             code_ttl: Duration::from_secs(300),
             link_ttl: DAY,
             partitions: DEFAULT_PARTITIONS,
+            dead_letters_per_key: DEFAULT_DEAD_LETTERS_PER_KEY,
         }
     }
 }
@@ -94,6 +101,9 @@ pub const MEMBER_TTL: Duration = Duration::from_secs(10);
 /// How long a reply context stays in the replies bucket: longer than any platform's reply
 /// token lives (LINE: about a minute), so the sender, not the bucket, decides freshness.
 pub const REPLY_CONTEXT_TTL: Duration = Duration::from_secs(300);
+
+/// Dead letters kept per consumer and bot (or channel) unless configured otherwise.
+pub const DEFAULT_DEAD_LETTERS_PER_KEY: i64 = 10_000;
 
 /// Default number of partitions of each pipeline stream.
 pub const DEFAULT_PARTITIONS: u32 = 8;
@@ -139,6 +149,7 @@ pub fn streams(subjects: &Subjects, settings: &TopologySettings) -> Vec<StreamSp
                 max_age: 30 * DAY,
                 duplicate_window: settings.duplicate_window,
                 partitioning: None,
+                max_messages_per_subject: Some(settings.dead_letters_per_key.max(1)),
             },
             _ => StreamSpec {
                 stream,
@@ -146,6 +157,7 @@ pub fn streams(subjects: &Subjects, settings: &TopologySettings) -> Vec<StreamSp
                 max_age: 7 * DAY,
                 duplicate_window: settings.duplicate_window,
                 partitioning: Some(partitioning(subjects, stream, settings.partitions)),
+                max_messages_per_subject: None,
             },
         })
         .collect()
@@ -382,6 +394,9 @@ mod tests {
                 Retention::WorkQueue
             };
             assert_eq!(spec.retention, expected, "{:?}", spec.stream);
+            // Only the dead letters are bounded per subject (per consumer and bot or channel).
+            let bounded = spec.max_messages_per_subject.is_some();
+            assert_eq!(bounded, spec.stream == Stream::Dlq, "{:?}", spec.stream);
         }
     }
 }
