@@ -374,3 +374,40 @@ async fn a_revoked_key_no_longer_signs_brandchat_requests() {
     .await;
     assert_eq!(with(&bot.api_key).await, 404, "the first key still signs");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bots_files_are_bounded_by_its_storage_quota() {
+    let stack = Stack::start_with(Options {
+        configure: Box::new(|c| {
+            c.media_max_bytes = 200_000;
+            c.media_quota_bytes = 200_000;
+        }),
+        ..Options::default()
+    })
+    .await;
+    let bot = stack.bot_with_flavour("brandchat").await;
+    let other = stack.bot_with_flavour("brandchat").await;
+    let png: Vec<u8> = [b"\x89PNG\r\n\x1a\n".as_slice(), &[7u8; 90_000]].concat();
+    for n in 0..2 {
+        let (status, answer) =
+            upload(&stack, &bot, "image/png", &png, &sign(&bot.api_key, &png)).await;
+        assert_eq!(status, 200, "upload {n}: {answer}");
+    }
+    // A third would take the bot past its 200,000 bytes.
+    let (status, answer) = upload(&stack, &bot, "image/png", &png, &sign(&bot.api_key, &png)).await;
+    assert_eq!(status, 413, "{answer}");
+    assert!(
+        answer["reason"].as_str().unwrap().contains("quota"),
+        "{answer}"
+    );
+    // Another bot's quota is its own.
+    let (status, answer) = upload(
+        &stack,
+        &other,
+        "image/png",
+        &png,
+        &sign(&other.api_key, &png),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+}

@@ -385,6 +385,19 @@ async fn file_upload(
             max / 1024
         )));
     }
+    // The bot's files count against its storage quota together with its uploads.
+    let used = crate::media::stored_bytes(&files.store, &bot.id).await?
+        + crate::media::stored_bytes(&api.uploads, &bot.id).await?;
+    let size = bytes.len() as u64;
+    if used + size > api.media_quota_bytes {
+        return Err(Refusal::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "Storage quota exceeded: this bot's files take {used} of its {} bytes",
+                api.media_quota_bytes
+            ),
+        ));
+    }
     let random = patchbay_config::secrets::random_bytes::<8>().map_err(ApiError::internal)?;
     let file_id = i64::try_from(u64::from_be_bytes(random) >> 12).unwrap_or(1);
     let meta = ObjectMetadata {

@@ -281,18 +281,7 @@ pub(crate) async fn upload(
 
     // The bot's storage quota.
     let prefix = format!("{}/", bot.bot_id);
-    let mut used = 0u64;
-    let mut listing = api
-        .uploads
-        .list()
-        .await
-        .map_err(|e| ApiError::unavailable(format!("reading the uploads: {e}")))?;
-    while let Some(info) = listing.next().await {
-        let info = info.map_err(|e| ApiError::unavailable(format!("reading the uploads: {e}")))?;
-        if !info.deleted && info.name.starts_with(&prefix) {
-            used += info.size as u64;
-        }
-    }
+    let used = stored_bytes(&api.uploads, &bot.bot_id).await?;
     if used + size > api.media_quota_bytes {
         return Err(refused(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -344,4 +333,26 @@ fn too_large(max: u64) -> ApiError {
         "too_large",
         format!("the file is larger than {max} bytes (PATCHBAY_MEDIA_MAX_BYTES)"),
     )
+}
+
+/// What the objects of `bot_id` (named `<bot id>/…`) take in `store`: a bot's share of the
+/// uploads and of BrandChat's files, which count against `PATCHBAY_MEDIA_QUOTA_BYTES`.
+pub(crate) async fn stored_bytes(
+    store: &async_nats::jetstream::object_store::ObjectStore,
+    bot_id: &str,
+) -> Result<u64, ApiError> {
+    let prefix = format!("{bot_id}/");
+    let mut used = 0u64;
+    let mut listing = store
+        .list()
+        .await
+        .map_err(|e| ApiError::unavailable(format!("reading the stored files: {e}")))?;
+    while let Some(info) = listing.next().await {
+        let info =
+            info.map_err(|e| ApiError::unavailable(format!("reading the stored files: {e}")))?;
+        if !info.deleted && info.name.starts_with(&prefix) {
+            used += info.size as u64;
+        }
+    }
+    Ok(used)
 }
