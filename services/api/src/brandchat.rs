@@ -392,7 +392,7 @@ async fn file_upload(
     if used + size > api.media_quota_bytes {
         return Err(Refusal::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            &format!(
+            format!(
                 "Storage quota exceeded: this bot's files take {used} of its {} bytes",
                 api.media_quota_bytes
             ),
