@@ -215,7 +215,8 @@ impl Edge {
 enum Class {
     /// `/admin/…` and `/go/…`: the operator API and people's browsers.
     Public,
-    /// Platforms' webhooks and custom channels' apps.
+    /// Platforms' webhooks, custom channels' apps, platforms fetching bots' files (`/media`)
+    /// and BrandChat clients (`/brandchat`): machines, at machine rates.
     Ingress,
 }
 
@@ -226,7 +227,7 @@ fn limit_class(path: &str) -> Option<Class> {
     };
     if under("/admin") || under("/go") {
         Some(Class::Public)
-    } else if under("/webhooks") || under("/v1/custom") {
+    } else if under("/webhooks") || under("/v1/custom") || under("/media") || under("/brandchat") {
         Some(Class::Ingress)
     } else {
         None
@@ -504,6 +505,12 @@ mod tests {
             limit_class("/v1/custom/ch_1/messages"),
             Some(Class::Ingress)
         );
+        assert_eq!(limit_class("/media/bot_1/med_1"), Some(Class::Ingress));
+        assert_eq!(
+            limit_class("/brandchat/api/user/profile"),
+            Some(Class::Ingress)
+        );
+        assert_eq!(limit_class("/mediafile"), None);
         assert_eq!(limit_class("/v1/messages"), None);
         assert_eq!(limit_class("/gone"), None);
         assert_eq!(limit_class("/healthz"), None);
