@@ -133,6 +133,15 @@ if [ -z "$(pg_bin)" ] || [ ! -x "$(pg_bin)/initdb" ]; then
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends postgresql >/dev/null
 fi
+# openssl: the NATS TLS test makes its certificates with it.
+if ! command -v openssl >/dev/null 2>&1; then
+  echo "installing openssl from the OS packages"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends openssl >/dev/null
+fi
 echo "postgres: $(pg_bin)"
 echo "nats-server: $("$TOOLS/bin/nats-server" --version)"
 if [ -e "$TOOLS/bin/kubectl" ]; then KUBECTL="$TOOLS/bin/kubectl"; else KUBECTL="$(command -v kubectl)"; fi
