@@ -84,8 +84,10 @@ impl ConfigWriter {
                     .delete_expect_revision(key, Some(revision))
                     .await
                     .map_err(|e| {
-                        let text = e.to_string();
-                        (text.contains("wrong last sequence"), text)
+                        (
+                            e.kind() == kv::UpdateErrorKind::WrongLastRevision,
+                            e.to_string(),
+                        )
                     }),
             };
             match written {

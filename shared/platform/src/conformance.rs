@@ -191,3 +191,42 @@ fn same(a: &serde_json::Result<Value>, b: &serde_json::Result<Value>) -> bool {
     }
     matches!((a, b), (Ok(a), Ok(b)) if eq(a, b))
 }
+
+/// The property tests every JSON platform's parser gets from its test module: arbitrary bytes,
+/// the platform's seed payloads with fields replaced, removed or added (`keys`: the field names
+/// to use), and the seeds' bytes with bits flipped or cut; each through [`pipeline`], which
+/// must keep every promise. The tests are named by the caller (`fuzz_<platform>_…`, which
+/// `make fuzz` selects). Needs `patchbay-testkit` as a dev-dependency.
+#[macro_export]
+macro_rules! pipeline_fuzz_tests {
+    (
+        $adapter:ty, $channel:expr, $seeds:expr, $keys:expr,
+        $bytes:ident, $near_valid:ident, $near_valid_bytes:ident $(,)?
+    ) => {
+        ::patchbay_testkit::fuzz::proptest::proptest! {
+            #![proptest_config(::patchbay_testkit::fuzz::config())]
+
+            #[test]
+            fn $bytes(body in ::patchbay_testkit::fuzz::bytes(512)) {
+                $crate::conformance::pipeline::<$adapter>($channel, &body)
+                    .map_err(::patchbay_testkit::fuzz::proptest::test_runner::TestCaseError::fail)?;
+            }
+
+            #[test]
+            fn $near_valid(value in ::patchbay_testkit::fuzz::near_valid_json($seeds, $keys)) {
+                $crate::conformance::pipeline::<$adapter>($channel, value.to_string().as_bytes())
+                    .map_err(::patchbay_testkit::fuzz::proptest::test_runner::TestCaseError::fail)?;
+            }
+
+            #[test]
+            fn $near_valid_bytes(
+                body in ::patchbay_testkit::fuzz::near_valid_bytes(
+                    $seeds.iter().map(|v| v.to_string().into_bytes()).collect(),
+                ),
+            ) {
+                $crate::conformance::pipeline::<$adapter>($channel, &body)
+                    .map_err(::patchbay_testkit::fuzz::proptest::test_runner::TestCaseError::fail)?;
+            }
+        }
+    };
+}

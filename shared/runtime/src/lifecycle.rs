@@ -203,16 +203,17 @@ pub fn nats_access(config: &Config, process: &str) -> Result<NatsAccess, BoxErro
     })
 }
 
-/// Creates or updates the topology when the process may (no NATS credentials, or a role that
-/// manages it), or else waits until `patchbay migrate` created it.
-pub async fn prepare_topology(
+/// Creates or updates the topology when the process may (it connected without credentials, or
+/// its role manages it), or else waits until `patchbay migrate` created it.
+async fn prepare_topology(
     bus: &Bus,
     config: &Config,
     process: &str,
+    access: &NatsAccess,
     shutdown: &CancellationToken,
 ) -> Result<(), BoxError> {
     let settings = topology_settings(config);
-    let manages = config.nats_password()?.is_none()
+    let manages = access.credentials.is_none()
         || Role::from_name(process).is_some_and(Role::manages_topology);
     if manages {
         bus.ensure_topology(&settings).await?;
@@ -233,19 +234,20 @@ pub async fn launch(
 ) -> Result<Running, BoxError> {
     crate::telemetry::install_globals();
     let subjects = Subjects::new(&config.nats_prefix)?;
+    let access = nats_access(&config, process)?;
     let bus = Bus::connect(
         &config.nats_url,
         process,
         subjects,
         config.publish_timeout(),
-        &nats_access(&config, process)?,
+        &access,
     )
     .await?;
     let bus = match config.master_key.as_deref() {
         Some(key) => bus.with_master_key(patchbay_config::MasterKey::from_base64(key)?),
         None => bus,
     };
-    prepare_topology(&bus, &config, process, &shutdown).await?;
+    prepare_topology(&bus, &config, process, &access, &shutdown).await?;
     let view = ConfigView::start(&bus, shutdown.clone()).await?;
     let readiness = Readiness::default();
     let edge = crate::edge::EdgeSettings::of(&config);

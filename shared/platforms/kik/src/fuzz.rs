@@ -76,30 +76,18 @@ fn seeds() -> Vec<Value> {
     ]
 }
 
-fn check(body: &[u8]) -> Result<(), TestCaseError> {
-    conformance::pipeline::<Kik>(CHANNEL, body).map_err(TestCaseError::fail)?;
-    Ok(())
-}
+patchbay_platform::pipeline_fuzz_tests!(
+    Kik,
+    CHANNEL,
+    seeds(),
+    KEYS,
+    fuzz_kik_split_normalise_bytes,
+    fuzz_kik_split_normalise_near_valid,
+    fuzz_kik_near_valid_bytes,
+);
 
 proptest! {
     #![proptest_config(fuzz::config())]
-
-    #[test]
-    fn fuzz_kik_split_normalise_bytes(body in fuzz::bytes(512)) {
-        check(&body)?;
-    }
-
-    #[test]
-    fn fuzz_kik_split_normalise_near_valid(post in fuzz::near_valid_json(seeds(), KEYS)) {
-        check(post.to_string().as_bytes())?;
-    }
-
-    #[test]
-    fn fuzz_kik_near_valid_bytes(
-        body in fuzz::near_valid_bytes(seeds().iter().map(|v| v.to_string().into_bytes()).collect()),
-    ) {
-        check(&body)?;
-    }
 
     /// `X-Kik-Signature` (hex HMAC-SHA1 under the API key) over random bodies: Kik's passes,
     /// one bit off or anything else is refused with a reason; a signed request naming another

@@ -98,30 +98,18 @@ fn creds() -> MessengerCredentials {
     }
 }
 
-fn check(body: &[u8]) -> Result<(), TestCaseError> {
-    conformance::pipeline::<Messenger>(CHANNEL, body).map_err(TestCaseError::fail)?;
-    Ok(())
-}
+patchbay_platform::pipeline_fuzz_tests!(
+    Messenger,
+    CHANNEL,
+    seeds(),
+    KEYS,
+    fuzz_messenger_split_normalise_bytes,
+    fuzz_messenger_split_normalise_near_valid,
+    fuzz_messenger_near_valid_bytes,
+);
 
 proptest! {
     #![proptest_config(fuzz::config())]
-
-    #[test]
-    fn fuzz_messenger_split_normalise_bytes(body in fuzz::bytes(512)) {
-        check(&body)?;
-    }
-
-    #[test]
-    fn fuzz_messenger_split_normalise_near_valid(post in fuzz::near_valid_json(seeds(), KEYS)) {
-        check(post.to_string().as_bytes())?;
-    }
-
-    #[test]
-    fn fuzz_messenger_near_valid_bytes(
-        body in fuzz::near_valid_bytes(seeds().iter().map(|v| v.to_string().into_bytes()).collect()),
-    ) {
-        check(&body)?;
-    }
 
     /// `X-Hub-Signature-256` over random bodies: Meta's signature passes, one bit off or
     /// anything else is refused with a reason.

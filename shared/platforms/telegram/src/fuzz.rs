@@ -74,30 +74,18 @@ fn creds(secret: &str) -> TelegramCredentials {
     }
 }
 
-fn check(body: &[u8]) -> Result<(), TestCaseError> {
-    conformance::pipeline::<Telegram>(CHANNEL, body).map_err(TestCaseError::fail)?;
-    Ok(())
-}
+patchbay_platform::pipeline_fuzz_tests!(
+    Telegram,
+    CHANNEL,
+    seeds(),
+    KEYS,
+    fuzz_telegram_split_normalise_bytes,
+    fuzz_telegram_split_normalise_near_valid,
+    fuzz_telegram_near_valid_bytes,
+);
 
 proptest! {
     #![proptest_config(fuzz::config())]
-
-    #[test]
-    fn fuzz_telegram_split_normalise_bytes(body in fuzz::bytes(512)) {
-        check(&body)?;
-    }
-
-    #[test]
-    fn fuzz_telegram_split_normalise_near_valid(update in fuzz::near_valid_json(seeds(), KEYS)) {
-        check(update.to_string().as_bytes())?;
-    }
-
-    #[test]
-    fn fuzz_telegram_near_valid_bytes(
-        body in fuzz::near_valid_bytes(seeds().iter().map(|v| v.to_string().into_bytes()).collect()),
-    ) {
-        check(&body)?;
-    }
 
     /// The secret token Telegram echoes passes; any other header value, one bit off or
     /// arbitrary, is refused with a reason.

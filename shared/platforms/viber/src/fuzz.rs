@@ -71,30 +71,18 @@ fn seeds() -> Vec<Value> {
     ]
 }
 
-fn check(body: &[u8]) -> Result<(), TestCaseError> {
-    conformance::pipeline::<Viber>(CHANNEL, body).map_err(TestCaseError::fail)?;
-    Ok(())
-}
+patchbay_platform::pipeline_fuzz_tests!(
+    Viber,
+    CHANNEL,
+    seeds(),
+    KEYS,
+    fuzz_viber_split_normalise_bytes,
+    fuzz_viber_split_normalise_near_valid,
+    fuzz_viber_near_valid_bytes,
+);
 
 proptest! {
     #![proptest_config(fuzz::config())]
-
-    #[test]
-    fn fuzz_viber_split_normalise_bytes(body in fuzz::bytes(512)) {
-        check(&body)?;
-    }
-
-    #[test]
-    fn fuzz_viber_split_normalise_near_valid(callback in fuzz::near_valid_json(seeds(), KEYS)) {
-        check(callback.to_string().as_bytes())?;
-    }
-
-    #[test]
-    fn fuzz_viber_near_valid_bytes(
-        body in fuzz::near_valid_bytes(seeds().iter().map(|v| v.to_string().into_bytes()).collect()),
-    ) {
-        check(&body)?;
-    }
 
     /// `X-Viber-Content-Signature` (hex HMAC-SHA256 under the auth token) over random bodies:
     /// Viber's passes, one bit off or anything else is refused with a reason.
