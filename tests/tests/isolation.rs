@@ -334,16 +334,22 @@ async fn gone_disables_the_endpoint_until_re_enabled() {
         gone_answers,
         "no attempts while disabled: {all:?}"
     );
-    // The delivery log has every dead letter as failed, the unattempted ones with no attempts.
-    let (status, log) = stack
-        .call(
-            "GET",
-            "/v1/deliveries?status=failed&limit=100",
-            Some(&bot.api_key),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{log}");
+    // The delivery log has every dead letter as failed, the unattempted ones with no attempts
+    // (the dispatcher stores the dead letter before it marks the delivery failed: wait for the
+    // log to catch up).
+    let log = eventually(TIMEOUT, "every dead letter in the delivery log", || async {
+        let (status, log) = stack
+            .call(
+                "GET",
+                "/v1/deliveries?status=failed&limit=100",
+                Some(&bot.api_key),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{log}");
+        (log["items"].as_array()?.len() == all.len()).then_some(log)
+    })
+    .await;
     let failed = log["items"].as_array().unwrap();
     assert_eq!(failed.len(), all.len(), "{log}");
     let unattempted = failed.iter().filter(|d| d["attempts"] == 0).count();
