@@ -169,6 +169,9 @@ impl Stack {
             // Every webhook comes from the load generator's one address.
             ("PATCHBAY_INGRESS_IP_RATE_PER_SECOND", "1000000".into()),
             ("PATCHBAY_INGRESS_IP_RATE_BURST", "1000000".into()),
+            // All load is one bot on one channel: the backlog an overloaded run builds up is
+            // measured as latency, not refused at that bot's bound.
+            ("PATCHBAY_PIPELINE_BACKLOG_PER_KEY", "1000000".into()),
             ("PATCHBAY_SHUTDOWN_GRACE_MS", "2000".into()),
         ];
         let (program, how) = service_program(force_self)?;

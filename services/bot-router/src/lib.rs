@@ -694,6 +694,23 @@ impl Handler<SendCommand> for Sends {
                     };
                     fail(id, error).await?;
                 }
+                // The channel has as many messages waiting as one key may: the bot is sending
+                // faster than the platform takes them. Refused rather than held, so the
+                // router's partition keeps flowing for the other bots; the tenant learns it
+                // from `message.failed` and sends again later.
+                Err(BusError::Backlogged(reason)) => {
+                    metrics::counter!("patchbay_router_backlog_refused_total", "platform" => platform).increment(1);
+                    tracing::info!(message_id = %id, %bot_id, channel_id = %recipient.channel.id, %reason, "channel backlog full: message failed");
+                    let error = DeliveryError {
+                        code: "backlog_full".into(),
+                        message: "the channel has as many messages waiting to go out as it may \
+                                  (PATCHBAY_PIPELINE_BACKLOG_PER_KEY); send again once they \
+                                  have gone out"
+                            .into(),
+                        platform_code: None,
+                    };
+                    fail(id, error).await?;
+                }
                 other => {
                     other?;
                 }

@@ -122,7 +122,13 @@ impl Ingress {
             .bus
             .publish(&subject, &envelope.dedupe_key, &envelope)
             .await
-            .inspect_err(|_| outcome("unavailable"))?;
+            .inspect_err(|e| {
+                outcome(match e {
+                    patchbay_bus::BusError::TooLarge(_) => "too_large",
+                    patchbay_bus::BusError::Backlogged(_) => "backlogged",
+                    _ => "unavailable",
+                })
+            })?;
         outcome(if published.duplicate {
             "duplicate"
         } else {

@@ -40,6 +40,12 @@ pub enum BusError {
     /// dead-letter (or report the message failed).
     #[error("message too large for the bus: {0}")]
     TooLarge(String),
+    /// The bot or channel the subject ends with has as many messages waiting in the stream as
+    /// one key may (`PATCHBAY_PIPELINE_BACKLOG_PER_KEY`): its own backlog, not the stream's.
+    /// HTTP edges answer 429 `backlog_full`; consumers wait for it to drain, like for a full
+    /// stream; the router fails a send with `backlog_full` rather than hold it.
+    #[error("backlog full: {0}")]
+    Backlogged(String),
     /// The request was understood by nobody (no service answers that subject).
     #[error("no service answers {0}")]
     NoResponders(String),
@@ -278,6 +284,7 @@ impl Bus {
                     stream::DiscardPolicy::Old
                 },
                 max_messages_per_subject: spec.max_messages_per_subject.unwrap_or(-1),
+                discard_new_per_subject: spec.discard_new_per_subject,
                 subject_transform: spec
                     .partitioning
                     .as_ref()
@@ -448,31 +455,43 @@ impl Bus {
 
 /// A failed publish as a [`BusError`]: [`BusError::TooLarge`] for what can never be stored
 /// (over the server's `max_payload`, which the client checks before sending, or the stream's
-/// largest message, JetStream's error 10054), [`BusError::Unavailable`] for the rest, which
-/// may pass later: timeouts, no stream answering (a leader election, NATS restarting), a
-/// full stream (backpressure: the edges answer 503).
+/// largest message, JetStream's error 10054), [`BusError::Backlogged`] when the subject's key
+/// holds as many messages as one key may (error 10077, "maximum messages per subject
+/// exceeded", from a stream that discards new messages per subject),
+/// [`BusError::Unavailable`] for the rest, which may pass later: timeouts, no stream
+/// answering (a leader election, NATS restarting), a full stream (backpressure: the edges
+/// answer 503).
 fn publish_error(subject: &str, e: &PublishError) -> BusError {
-    let permanent = match e.kind() {
-        PublishErrorKind::MaxPayloadExceeded => true,
-        PublishErrorKind::Other => std::error::Error::source(e)
-            .and_then(|s| s.downcast_ref::<jetstream::Error>())
-            .is_some_and(|js| js.error_code() == ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM),
-        _ => false,
-    };
-    let outcome = if permanent {
-        "too_large"
-    } else {
-        "unavailable"
+    let js = || std::error::Error::source(e).and_then(|s| s.downcast_ref::<jetstream::Error>());
+    let outcome = match e.kind() {
+        PublishErrorKind::MaxPayloadExceeded => "too_large",
+        PublishErrorKind::Other => match js() {
+            Some(js) if js.error_code() == ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM => "too_large",
+            Some(js)
+                if js.error_code() == ErrorCode::STREAM_STORE_FAILED
+                    && js.to_string().contains(PER_SUBJECT_LIMIT) =>
+            {
+                "backlogged"
+            }
+            _ => "unavailable",
+        },
+        _ => "unavailable",
     };
     metrics::counter!("patchbay_publish_errors_total", "outcome" => outcome).increment(1);
-    match e.kind() {
-        _ if permanent => BusError::TooLarge(format!("publish to {subject}: {e}")),
-        PublishErrorKind::StreamNotFound => {
+    match (outcome, e.kind()) {
+        ("too_large", _) => BusError::TooLarge(format!("publish to {subject}: {e}")),
+        ("backlogged", _) => BusError::Backlogged(format!("publish to {subject}: {e}")),
+        (_, PublishErrorKind::StreamNotFound) => {
             BusError::Unavailable(format!("no stream holds {subject}"))
         }
         _ => BusError::Unavailable(format!("publish to {subject}: {e}")),
     }
 }
+
+/// How nats-server describes a refusal by a stream that discards new messages per subject
+/// (`ErrMaxMsgsPerSubject`, inside error 10077 `JSStreamStoreFailedF`, which other store
+/// failures share).
+const PER_SUBJECT_LIMIT: &str = "maximum messages per subject exceeded";
 
 /// Retries a setup call a few times: replicas starting together may race on creation.
 async fn retry_setup<F, Fut>(mut f: F) -> Result<(), String>

@@ -96,3 +96,58 @@ async fn a_message_over_a_streams_max_message_size_is_refused_for_good_and_a_ful
     let e = refused.expect("a 4 KiB stream refuses the fifth 900-byte message");
     assert!(matches!(e, BusError::Unavailable(_)), "{e}");
 }
+
+/// A key with as many messages waiting as one key may is refused, and told so apart from a
+/// full stream; other keys of the same stream still publish; a duplicate of a message that is
+/// stored is still recognised as one (nothing is refused twice into a failure).
+#[tokio::test]
+async fn a_key_at_its_backlog_bound_is_refused_while_others_flow() {
+    let nats = NatsServer::start().await.unwrap();
+    let bus = bus(&nats).await;
+    bus.ensure_topology(&TopologySettings {
+        backlog_per_key: 3,
+        ..TopologySettings::default()
+    })
+    .await
+    .unwrap();
+    let flooder = bus.subjects().send("bot_flood").unwrap();
+    let other = bus.subjects().send("bot_other").unwrap();
+    for i in 0..3 {
+        bus.publish_bytes(
+            &flooder,
+            &format!("f{i}"),
+            Bytes::from_static(b"{}"),
+            HeaderMap::new(),
+        )
+        .await
+        .unwrap();
+    }
+    let e = bus
+        .publish_bytes(&flooder, "f3", Bytes::from_static(b"{}"), HeaderMap::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, BusError::Backlogged(_)), "{e}");
+    // Waiting for room is not the message's fault: a consumer retries without counting.
+    assert!(matches!(
+        HandlerError::from(BusError::Backlogged(String::new())),
+        HandlerError::Unavailable { .. }
+    ));
+    let again = bus
+        .publish_bytes(&flooder, "f0", Bytes::from_static(b"{}"), HeaderMap::new())
+        .await
+        .unwrap();
+    assert!(
+        again.duplicate,
+        "a stored message's copy is a duplicate, not refused"
+    );
+    for i in 0..3 {
+        bus.publish_bytes(
+            &other,
+            &format!("o{i}"),
+            Bytes::from_static(b"{}"),
+            HeaderMap::new(),
+        )
+        .await
+        .unwrap();
+    }
+}

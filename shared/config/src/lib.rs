@@ -43,6 +43,10 @@ pub struct Config {
     pub nats_replicas: usize,
     /// Byte limit of each pipeline stream; beyond it publishes fail and edges answer 503.
     pub nats_max_stream_bytes: i64,
+    /// Messages one bot or channel may have waiting in each pipeline stream; beyond it its
+    /// publishes are refused (API 429 `backlog_full`, a send fails with `backlog_full`) while
+    /// the others' flow, so one bot cannot fill the streams every bot shares.
+    pub pipeline_backlog_per_key: i64,
     /// Partitions of each pipeline stream: the most replicas of one worker that share its
     /// work (more stand by). Set it once per installation.
     pub partitions: u32,
@@ -212,6 +216,7 @@ impl Default for Config {
             nats_prefix: patchbay_contract::subjects::DEFAULT_PREFIX.into(),
             nats_replicas: 1,
             nats_max_stream_bytes: 1 << 30,
+            pipeline_backlog_per_key: patchbay_contract::topology::DEFAULT_BACKLOG_PER_KEY,
             partitions: patchbay_contract::topology::DEFAULT_PARTITIONS,
             nats_duplicate_window_ms: 120_000,
             publish_timeout_ms: 5_000,
@@ -382,6 +387,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "nats_password_file",
                 "give the NATS password or a file holding it, not both",
+            ));
+        }
+        if self.pipeline_backlog_per_key < 1 {
+            return Err(ConfigError::invalid(
+                "pipeline_backlog_per_key",
+                "must be at least 1",
             ));
         }
         if self.dead_letters_per_key < 1 {

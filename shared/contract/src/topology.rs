@@ -34,6 +34,10 @@ pub struct StreamSpec {
     /// dead letters' subjects end with the bot or channel, so one key's flood of dead letters
     /// cannot take the stream from the others.
     pub max_messages_per_subject: Option<i64>,
+    /// What happens when a subject holds `max_messages_per_subject`: `true` refuses the new
+    /// message (a pipeline stream: one key's backlog is bounded, the work already queued is
+    /// kept), `false` drops the oldest (the dead letters).
+    pub discard_new_per_subject: bool,
 }
 
 /// How a pipeline stream is split into partitions, so several replicas of a consumer can share
@@ -73,6 +77,10 @@ pub struct TopologySettings {
     pub partitions: u32,
     /// Dead letters kept per consumer and bot (or channel); older ones are dropped first.
     pub dead_letters_per_key: i64,
+    /// The most messages one key (the bot or channel a pipeline subject ends with) may have
+    /// waiting in each pipeline stream; beyond it the key's publishes are refused
+    /// ([`StreamSpec::discard_new_per_subject`]) while other keys' flow.
+    pub backlog_per_key: i64,
 }
 
 impl Default for TopologySettings {
@@ -85,6 +93,7 @@ impl Default for TopologySettings {
             link_ttl: DAY,
             partitions: DEFAULT_PARTITIONS,
             dead_letters_per_key: DEFAULT_DEAD_LETTERS_PER_KEY,
+            backlog_per_key: DEFAULT_BACKLOG_PER_KEY,
         }
     }
 }
@@ -104,6 +113,11 @@ pub const REPLY_CONTEXT_TTL: Duration = Duration::from_secs(300);
 
 /// Dead letters kept per consumer and bot (or channel) unless configured otherwise.
 pub const DEFAULT_DEAD_LETTERS_PER_KEY: i64 = 10_000;
+
+/// Messages one bot or channel may have waiting in each pipeline stream unless configured
+/// otherwise: at the default `max_stream_bytes` (1 GiB) and messages of about a kilobyte,
+/// a hundred keys at their bound before the stream is full.
+pub const DEFAULT_BACKLOG_PER_KEY: i64 = 10_000;
 
 /// Default number of partitions of each pipeline stream.
 pub const DEFAULT_PARTITIONS: u32 = 8;
@@ -150,6 +164,7 @@ pub fn streams(subjects: &Subjects, settings: &TopologySettings) -> Vec<StreamSp
                 duplicate_window: settings.duplicate_window,
                 partitioning: None,
                 max_messages_per_subject: Some(settings.dead_letters_per_key.max(1)),
+                discard_new_per_subject: false,
             },
             _ => StreamSpec {
                 stream,
@@ -157,7 +172,11 @@ pub fn streams(subjects: &Subjects, settings: &TopologySettings) -> Vec<StreamSp
                 max_age: 7 * DAY,
                 duplicate_window: settings.duplicate_window,
                 partitioning: Some(partitioning(subjects, stream, settings.partitions)),
-                max_messages_per_subject: None,
+                // Every pipeline subject ends with one bot or channel: bounded per key, so
+                // one bot's backlog (a paced chat it floods, a stopped consumer) cannot fill
+                // the stream every bot shares.
+                max_messages_per_subject: Some(settings.backlog_per_key.max(1)),
+                discard_new_per_subject: true,
             },
         })
         .collect()
@@ -385,7 +404,7 @@ mod tests {
     }
 
     #[test]
-    fn only_dead_letters_are_kept_after_consumption() {
+    fn only_dead_letters_are_kept_after_consumption_and_every_stream_is_bounded_per_key() {
         let s = Subjects::new("pb").unwrap();
         for spec in streams(&s, &TopologySettings::default()) {
             let expected = if spec.stream == Stream::Dlq {
@@ -394,9 +413,26 @@ mod tests {
                 Retention::WorkQueue
             };
             assert_eq!(spec.retention, expected, "{:?}", spec.stream);
-            // Only the dead letters are bounded per subject (per consumer and bot or channel).
-            let bounded = spec.max_messages_per_subject.is_some();
-            assert_eq!(bounded, spec.stream == Stream::Dlq, "{:?}", spec.stream);
+            // Every stream is bounded per subject (per bot or channel); the pipeline refuses
+            // what is beyond the bound, the dead letters drop their oldest.
+            let settings = TopologySettings::default();
+            let expected = if spec.stream == Stream::Dlq {
+                settings.dead_letters_per_key
+            } else {
+                settings.backlog_per_key
+            };
+            assert_eq!(
+                spec.max_messages_per_subject,
+                Some(expected),
+                "{:?}",
+                spec.stream
+            );
+            assert_eq!(
+                spec.discard_new_per_subject,
+                spec.stream != Stream::Dlq,
+                "{:?}",
+                spec.stream
+            );
         }
     }
 }

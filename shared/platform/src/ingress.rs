@@ -558,6 +558,7 @@ async fn publish_all<A: InboundAdapter>(
             .inspect_err(|e| {
                 let o = match e {
                     patchbay_bus::BusError::TooLarge(_) => "too_large",
+                    patchbay_bus::BusError::Backlogged(_) => "backlogged",
                     _ => "unavailable",
                 };
                 outcome(platform, o);

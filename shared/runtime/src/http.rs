@@ -165,12 +165,28 @@ impl ApiError {
     }
 }
 
+/// `Retry-After` of a `backlog_full` refusal: a paced backlog drains at a few messages a
+/// second at least, so a few seconds free room.
+const BACKLOG_RETRY_AFTER_SECONDS: u64 = 5;
+
 impl From<BusError> for ApiError {
     fn from(e: BusError) -> Self {
         match e {
             BusError::Unavailable(_) | BusError::NoResponders(_) => {
                 tracing::warn!(error = %e, "bus unavailable");
                 ApiError::unavailable("temporarily unable to store the request; retry shortly")
+            }
+            BusError::Backlogged(_) => {
+                tracing::info!(error = %e, "refused: the key's backlog is full");
+                ApiError {
+                    retry_after: Some(BACKLOG_RETRY_AFTER_SECONDS),
+                    ..ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "backlog_full",
+                        "this bot (or channel) has as many messages waiting as it may \
+                         (PATCHBAY_PIPELINE_BACKLOG_PER_KEY); retry when they have gone out",
+                    )
+                }
             }
             BusError::TooLarge(_) => {
                 tracing::warn!(error = %e, "refused: too large for the bus");

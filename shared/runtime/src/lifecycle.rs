@@ -171,6 +171,7 @@ pub fn topology_settings(config: &Config) -> TopologySettings {
         duplicate_window: std::time::Duration::from_millis(config.nats_duplicate_window_ms),
         partitions: config.partitions,
         dead_letters_per_key: config.dead_letters_per_key,
+        backlog_per_key: config.pipeline_backlog_per_key,
         code_ttl: std::time::Duration::from_millis(config.code_ttl_ms),
         link_ttl: std::time::Duration::from_millis(config.link_ttl_ms),
     }
