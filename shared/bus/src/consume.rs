@@ -1257,11 +1257,41 @@ impl DeadLetter {
                 }
             }
         }
-        bus.publish_bytes(&subject, id, self.payload.clone(), h)
+        match bus
+            .publish_bytes(&subject, id, self.payload.clone(), h.clone())
             .await
-            .map(|_| ())
+        {
+            // The original fitted, the copy with its `Pb-Dlq-*` headers does not: keep what
+            // fits, marked, rather than nak the original into a loop that never ends.
+            Err(BusError::TooLarge(_)) => {
+                let room = bus
+                    .client()
+                    .server_info()
+                    .max_payload
+                    .saturating_sub(DLQ_HEADROOM);
+                let kept = self.payload.len().min(room);
+                h.insert(
+                    headers::DLQ_TRUNCATED,
+                    self.payload.len().to_string().as_str(),
+                );
+                tracing::warn!(
+                    bytes = self.payload.len(),
+                    kept,
+                    "dead letter too large for the bus: its payload is kept truncated"
+                );
+                bus.publish_bytes(&subject, id, self.payload.slice(..kept), h)
+                    .await
+                    .map(|_| ())
+            }
+            other => other.map(|_| ()),
+        }
     }
 }
+
+/// Room left for the subject and the headers when a dead letter's payload is truncated to fit
+/// the server's `max_payload` (the headers are at most about 1.5 KiB: a reason of 1,000
+/// characters, the subject, ids and trace context).
+const DLQ_HEADROOM: usize = 4096;
 
 #[cfg(test)]
 mod tests {

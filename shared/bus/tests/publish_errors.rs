@@ -151,3 +151,62 @@ async fn a_key_at_its_backlog_bound_is_refused_while_others_flow() {
         .unwrap();
     }
 }
+
+/// A message that fitted the bus but whose dead-letter copy, with its `Pb-Dlq-*` headers, does
+/// not: the copy keeps the start of the payload, marked with the original size, instead of
+/// failing (which would nak the original to be dead-lettered again, forever).
+#[tokio::test]
+async fn a_dead_letter_that_no_longer_fits_is_kept_truncated() {
+    let nats = NatsServer::start_with_max_payload(MAX_PAYLOAD)
+        .await
+        .unwrap();
+    let bus = bus(&nats).await;
+    bus.ensure_topology(&TopologySettings::default())
+        .await
+        .unwrap();
+    let original = Bytes::from(vec![b'x'; MAX_PAYLOAD - 64]);
+    let copy = patchbay_bus::consume::DeadLetter {
+        consumer: "normaliser",
+        stream: bus
+            .subjects()
+            .stream(patchbay_contract::subjects::Stream::Ingress),
+        subject: bus
+            .subjects()
+            .ingress(patchbay_contract::Platform::Telegram, "ch_1")
+            .unwrap(),
+        stream_sequence: 7,
+        delivered: 1,
+        reason: "r".repeat(900),
+        payload: original.clone(),
+        headers: None,
+    };
+    copy.store(&bus).await.unwrap();
+
+    let dlq = bus
+        .jetstream()
+        .get_stream(
+            bus.subjects()
+                .stream(patchbay_contract::subjects::Stream::Dlq),
+        )
+        .await
+        .unwrap();
+    let stored = dlq
+        .get_last_raw_message_by_subject(&bus.subjects().dlq("normaliser", "ch_1").unwrap())
+        .await
+        .unwrap();
+    let headers = stored.headers;
+    assert_eq!(
+        headers
+            .get(patchbay_contract::headers::DLQ_TRUNCATED)
+            .map(|v| v.as_str().to_owned()),
+        Some(original.len().to_string())
+    );
+    assert!(stored.payload.len() < original.len());
+    assert!(original.starts_with(&stored.payload));
+    assert_eq!(
+        headers
+            .get(patchbay_contract::headers::DLQ_REASON)
+            .map(|v| v.as_str().to_owned()),
+        Some("r".repeat(900))
+    );
+}

@@ -22,6 +22,9 @@ pub const DLQ_STREAM_SEQ: &str = "Pb-Dlq-Stream-Seq";
 pub const DLQ_DELIVERIES: &str = "Pb-Dlq-Deliveries";
 /// Dead letters: when it was dead-lettered (RFC 3339).
 pub const DLQ_AT: &str = "Pb-Dlq-At";
+/// Dead letter: set when the payload is only the start of the original, whose size in bytes
+/// it gives (the original fitted the bus, the copy with its headers did not).
+pub const DLQ_TRUNCATED: &str = "Pb-Dlq-Truncated";
 /// Request/reply: the body is sealed with the master key (XChaCha20-Poly1305; the request's
 /// subject, or `reply:` and it for the answer, as associated data), so secrets in it (channel
 /// credentials, fresh API keys) are never on the wire in clear.
