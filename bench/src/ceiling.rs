@@ -12,10 +12,16 @@ use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
-/// Messages per second through all `hops`.
-pub async fn run(url: &str, hops: usize, n: usize, payload: usize) -> anyhow::Result<f64> {
+/// Messages per second through all `hops`, each stream with `replicas` replicas.
+pub async fn run(
+    url: &str,
+    hops: usize,
+    n: usize,
+    payload: usize,
+    replicas: usize,
+) -> anyhow::Result<f64> {
     let tag = patchbay_testkit::unique_prefix();
-    let setup = jetstream::new(async_nats::connect(url).await?);
+    let setup = jetstream::new(crate::stack::connect(url).await?);
     for i in 0..hops {
         setup
             .get_or_create_stream(stream::Config {
@@ -23,6 +29,7 @@ pub async fn run(url: &str, hops: usize, n: usize, payload: usize) -> anyhow::Re
                 subjects: vec![format!("ceil.{tag}.{i}")],
                 storage: stream::StorageType::File,
                 retention: stream::RetentionPolicy::WorkQueue,
+                num_replicas: replicas,
                 ..Default::default()
             })
             .await?;
@@ -31,7 +38,7 @@ pub async fn run(url: &str, hops: usize, n: usize, payload: usize) -> anyhow::Re
     let mut stages = Vec::new();
     let mut done_tx = Some(done_tx);
     for i in 0..hops {
-        let client = async_nats::connect(url).await?;
+        let client = crate::stack::connect(url).await?;
         let js = jetstream::new(client);
         let s = js.get_stream(format!("CEIL_{tag}_{i}")).await?;
         let c = s
@@ -49,7 +56,7 @@ pub async fn run(url: &str, hops: usize, n: usize, payload: usize) -> anyhow::Re
         let last_tx = if i + 1 == hops { done_tx.take() } else { None };
         stages.push(tokio::spawn(stage(js, c, next, n, last_tx)));
     }
-    let js = jetstream::new(async_nats::connect(url).await?);
+    let js = jetstream::new(crate::stack::connect(url).await?);
     let body = bytes::Bytes::from(vec![b'x'; payload]);
     let start = Instant::now();
     let mut acks = FuturesUnordered::new();

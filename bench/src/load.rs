@@ -83,7 +83,7 @@ impl Ctx {
             wechat_webhook,
             wechat_key,
             seq: AtomicU64::new(0),
-            js: async_nats::jetstream::new(async_nats::connect(stack.nats.url()).await?),
+            js: async_nats::jetstream::new(crate::stack::connect(&stack.nats.url()).await?),
             work_queues,
             pg: stack.pg.clone(),
         })

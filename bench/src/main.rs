@@ -3,7 +3,7 @@
 //! load generator; runs the scenarios, measures the JetStream ceiling in the same run, and writes
 //! `latest.json`, `latest.md` and `latency.svg` into the output directory.
 //!
-//! Usage: `patchbay-bench [--short] [--out DIR] [--rates 100,250,…] [--only closed,open,wechat,…]
+//! Usage: `patchbay-bench [--short] [--out DIR] [--rates 100,250,…] [--only closed,open,wechat,sync,r3,…]
 //! [--self-services]`; `patchbay-bench service
 //! <name>` runs one service (the same code as `patchbay service <name>`). See
 //! `docs/benchmarks.md`.
@@ -40,14 +40,33 @@ struct Plan {
 }
 
 /// The kinds of scenario `--only` selects (`wechat`: the WeChat round trip, closed and open
-/// loops).
-const SCENARIO_KINDS: [&str; 6] = ["closed", "open", "wechat", "inbound", "outbound", "many"];
+/// loops; `sync` and `r3`: the Telegram round trip's closed loop and open loops at 100/s and
+/// 500/s on a server with `sync_interval: always`, and on three clustered servers with R3
+/// streams, each on its own stack, after the others).
+const SCENARIO_KINDS: [&str; 8] = [
+    "closed", "open", "wechat", "inbound", "outbound", "many", "sync", "r3",
+];
 
 impl Plan {
     fn runs(&self, kind: &str) -> bool {
         self.only
             .as_ref()
             .is_none_or(|o| o.iter().any(|k| k == kind))
+    }
+
+    /// The NATS installations to measure on, in order, each with a stack of its own.
+    fn setups(&self) -> Vec<stack::NatsSetup> {
+        let mut v = Vec::new();
+        if SCENARIO_KINDS[..6].iter().any(|k| self.runs(k)) {
+            v.push(stack::NatsSetup::Single);
+        }
+        if self.runs("sync") {
+            v.push(stack::NatsSetup::SyncAlways);
+        }
+        if self.runs("r3") {
+            v.push(stack::NatsSetup::ClusterR3);
+        }
+        v
     }
 }
 
@@ -96,7 +115,7 @@ fn main() -> ExitCode {
         return patchbay_runtime::lifecycle::main(process, &[*start]);
     }
     const USAGE: &str = "usage: patchbay-bench [--short] [--out DIR] [--rates 100,250,...] \
-                         [--only closed,open,wechat,inbound,outbound,many] [--workers N] \
+                         [--only closed,open,wechat,inbound,outbound,many,sync,r3] [--workers N] \
                          [--self-services]\n       \
                          patchbay-bench service <name>\n\
                          See docs/benchmarks.md.";
@@ -282,38 +301,113 @@ fn messaging(before: &stack::NatsCounters, after: &stack::NatsCounters, delivere
 async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Result<bool> {
     let load_at_start = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let fakes = fakes::Fakes::start().await?;
-    let stack = stack::Stack::start(&fakes, force_self).await?;
-    let bot = stack.create_bot(&fakes).await?;
-    let ctx = Arc::new(Ctx::new(&stack, &fakes, bot).await?);
     let tck = stack::clk_tck();
-    // Warm up: config views, connections, the first conversation rows.
-    let warm = load::closed(
-        ctx.clone(),
-        Target::RoundTrip,
-        "warm",
-        4,
-        Duration::from_secs(1),
-        plan.settle,
-    )
-    .await;
-    eprintln!("warm-up: {} round trips", warm.delivered);
-    if plan.runs("wechat") {
-        // WeChat's own: the access token fetched, its channel's config views, its users.
+    let mut scenarios: Vec<Value> = Vec::new();
+    let mut clean = true;
+    let mut ceiling_runs: Vec<Value> = Vec::new();
+    let mut ceiling_nats: Vec<Value> = Vec::new();
+    let mut rss = serde_json::Map::new();
+    for (i, setup) in plan.setups().into_iter().enumerate() {
+        let stack = stack::Stack::start(&fakes, force_self, setup).await?;
+        // Run tags are per stack: the fakes have seen the earlier stacks' message ids.
+        let warm_tag = format!("warm{i}");
+        let bot = stack.create_bot(&fakes).await?;
+        let ctx = Arc::new(Ctx::new(&stack, &fakes, bot).await?);
+        let first = setup == stack::NatsSetup::Single;
+        let (runs, paths): (Vec<Run>, &[(&'static str, usize)]) = if first {
+            (
+                runs_of(&plan),
+                &[
+                    ("round_trip", 6),
+                    ("wechat_round_trip", 6),
+                    ("inbound", 3),
+                    ("outbound", 3),
+                ],
+            )
+        } else {
+            (runs_on(&plan, setup), &[("round_trip", 6)])
+        };
+        // Warm up: config views, connections, the first conversation rows.
         let warm = load::closed(
             ctx.clone(),
-            Target::WechatRoundTrip,
-            "warm",
+            Target::RoundTrip,
+            &warm_tag,
             4,
             Duration::from_secs(1),
             plan.settle,
         )
         .await;
-        eprintln!("warm-up: {} WeChat round trips", warm.delivered);
-    }
+        eprintln!("warm-up: {} round trips", warm.delivered);
+        if first && plan.runs("wechat") {
+            // WeChat's own: the access token fetched, its channel's config views, its users.
+            let warm = load::closed(
+                ctx.clone(),
+                Target::WechatRoundTrip,
+                &warm_tag,
+                4,
+                Duration::from_secs(1),
+                plan.settle,
+            )
+            .await;
+            eprintln!("warm-up: {} WeChat round trips", warm.delivered);
+        }
 
-    let mut scenarios: Vec<Value> = Vec::new();
-    let mut clean = true;
-    let mut runs: Vec<(String, &str, u8, RunFn)> = Vec::new();
+        let (mut measured, ok) = measure(&plan, &stack, &ctx, runs, tck).await?;
+        clean &= ok;
+        let (runs, nats) = ceilings_of(&plan, &stack, tck, paths, &mut measured).await?;
+        scenarios.extend(measured);
+        ceiling_runs.extend(runs);
+        ceiling_nats.extend(nats);
+        if first {
+            for (n, pid) in stack.accounts() {
+                let e = rss.entry(n.clone()).or_insert(json!(0.0));
+                *e = json!(round3(
+                    e.as_f64().unwrap_or(0.0) + stack::peak_rss_mib(pid, !n.starts_with("bench"))
+                ));
+            }
+        }
+        drop(ctx);
+        drop(stack);
+    }
+    let result = json!({
+        "generated_at": chrono::Utc::now().to_rfc3339(),
+        "mode": if plan.short { "short" } else { "full" },
+        "build": if cfg!(debug_assertions) { "debug" } else { "release" },
+        "machine": report::machine(),
+        "loadavg_at_start": load_at_start.trim(),
+        "services_program": stack::service_program(force_self)?.1,
+        "scenarios": scenarios,
+        "ceiling": {
+            "payload_bytes": PAYLOAD,
+            "messages": plan.ceiling_n,
+            "storage": "file",
+            "runs": ceiling_runs,
+            "nats": ceiling_nats,
+        },
+        "peak_rss_mib": rss,
+        "clean": clean,
+    });
+    std::fs::create_dir_all(out)?;
+    std::fs::write(
+        out.join("latest.json"),
+        serde_json::to_string_pretty(&result)?,
+    )?;
+    std::fs::write(out.join("latest.md"), report::markdown(&result))?;
+    std::fs::write(out.join("latency.svg"), report::svg(&result))?;
+    eprintln!(
+        "wrote {}/latest.json, latest.md, latency.svg",
+        out.display()
+    );
+    Ok(clean)
+}
+
+/// One scenario: its name, path (which ceiling it is held against), scenario number, and how
+/// to run it.
+type Run = (String, &'static str, u8, RunFn);
+
+/// The scenarios measured on the single server with JetStream's default sync.
+fn runs_of(plan: &Plan) -> Vec<Run> {
+    let mut runs: Vec<Run> = Vec::new();
     let (w, cs, os, users, settle) = (
         plan.closed_workers,
         Duration::from_secs(plan.closed_secs),
@@ -448,6 +542,85 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
             ));
         }
     }
+    runs
+}
+
+/// The Telegram round trip on another NATS installation (`setup`): the closed loop and the
+/// open loops at 100/s and 500/s (in the short mode, at the short mode's rates), named with
+/// the installation. Run tags carry it too, so their message ids never meet the first
+/// installation's at the fakes.
+fn runs_on(plan: &Plan, setup: stack::NatsSetup) -> Vec<Run> {
+    let (w, cs, os, users, settle) = (
+        plan.closed_workers,
+        Duration::from_secs(plan.closed_secs),
+        Duration::from_secs(plan.open_secs),
+        plan.open_users,
+        plan.settle,
+    );
+    let label = setup.label();
+    let tag = match setup {
+        stack::NatsSetup::Single => "s",
+        stack::NatsSetup::SyncAlways => "sa",
+        stack::NatsSetup::ClusterR3 => "r3",
+    };
+    let mut runs: Vec<Run> = Vec::new();
+    {
+        let run = format!("{tag}c");
+        runs.push((
+            format!("round trip, closed loop ({w} conversations), {label}"),
+            "round_trip",
+            1,
+            Box::new(move |c| {
+                let run = run.clone();
+                Box::pin(
+                    async move { load::closed(c, Target::RoundTrip, &run, w, cs, settle).await },
+                )
+            }),
+        ));
+    }
+    let rates: Vec<f64> = if plan.short {
+        plan.open_rates.clone()
+    } else {
+        vec![100.0, 500.0]
+    };
+    for (i, rate) in rates.into_iter().enumerate() {
+        let run = format!("{tag}o{i}");
+        runs.push((
+            format!("round trip, open loop {rate}/s ({users} conversations), {label}"),
+            "round_trip",
+            1,
+            Box::new(move |c| {
+                let run = run.clone();
+                Box::pin(async move {
+                    load::open(
+                        c,
+                        Target::RoundTrip,
+                        &run,
+                        rate,
+                        users,
+                        1_000_000,
+                        os,
+                        settle,
+                    )
+                    .await
+                })
+            }),
+        ));
+    }
+    runs
+}
+
+/// Runs `runs` on `stack`: each scenario's outcome with the CPU, stage latencies, statements
+/// and NATS traffic it cost, and whether nothing was lost or duplicated.
+async fn measure(
+    plan: &Plan,
+    stack: &stack::Stack,
+    ctx: &Arc<Ctx>,
+    runs: Vec<Run>,
+    tck: f64,
+) -> anyhow::Result<(Vec<Value>, bool)> {
+    let mut scenarios: Vec<Value> = Vec::new();
+    let mut clean = true;
     let mut seeded = false;
     for (name, path, scenario, f) in runs {
         if scenario == 4 && !seeded && plan.stored_users > 0 {
@@ -485,7 +658,9 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
             } else {
                 0.0
             };
-            *cpu.entry(n.clone()).or_insert(json!(0.0)) = json!(round3(per_k));
+            // A cluster's three nats-servers are one column.
+            let e = cpu.entry(n.clone()).or_insert(json!(0.0));
+            *e = json!(round3(e.as_f64().unwrap_or(0.0) + per_k));
         }
         let total_per_k = if o.delivered > 0 {
             total / load::f64_of(o.delivered) * 1000.0
@@ -512,6 +687,7 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
         };
         scenarios.push(json!({
             "name": name,
+            "nats_setup": stack.setup.label(),
             "scenario": scenario,
             "path": path,
             "mode": mode,
@@ -539,23 +715,39 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
         }));
     }
 
-    eprintln!("running: JetStream ceiling");
-    let payload = 1024;
+    Ok((scenarios, clean))
+}
+
+/// Payload of the ceiling's messages, about a round trip's envelope.
+const PAYLOAD: usize = 1024;
+
+/// The JetStream ceiling on `stack`'s NATS for each of `paths` (path, hops), measured once per
+/// number of hops; each of `scenarios` gets its path's ceiling and its fraction of it. Returns
+/// the ceiling runs and what nats-server carried for them.
+async fn ceilings_of(
+    plan: &Plan,
+    stack: &stack::Stack,
+    tck: f64,
+    paths: &[(&'static str, usize)],
+    scenarios: &mut [Value],
+) -> anyhow::Result<(Vec<Value>, Vec<Value>)> {
+    eprintln!("running: JetStream ceiling {}", stack.setup.label());
     // (path, hops, messages per second, % of the machine's CPU stolen meanwhile)
     let mut ceilings: Vec<(&str, usize, f64, f64)> = Vec::new();
     let mut ceiling_nats = Vec::new();
-    let nats_pid = stack
+    let nats_pids: Vec<u32> = stack
         .accounts()
         .into_iter()
-        .find(|(n, _)| n == "nats-server")
-        .map(|(_, pid)| pid);
-    let nats_cpu = || nats_pid.map_or(0.0, |pid| stack::cpu_seconds(pid, tck, false));
-    for (path, hops) in [
-        ("round_trip", 6usize),
-        ("wechat_round_trip", 6),
-        ("inbound", 3),
-        ("outbound", 3),
-    ] {
+        .filter(|(n, _)| n == "nats-server")
+        .map(|(_, pid)| pid)
+        .collect();
+    let nats_cpu = || {
+        nats_pids
+            .iter()
+            .map(|pid| stack::cpu_seconds(*pid, tck, false))
+            .sum::<f64>()
+    };
+    for &(path, hops) in paths {
         if let Some(&(_, _, r, steal)) = ceilings.iter().find(|(_, h, _, _)| *h == hops) {
             ceilings.push((path, hops, r, steal));
             continue;
@@ -563,7 +755,14 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
         let n0 = stack.nats_counters().await;
         let c0 = nats_cpu();
         let host0 = stack::HostCpu::now();
-        let r = ceiling::run(&stack.nats.url(), hops, plan.ceiling_n, payload).await?;
+        let r = ceiling::run(
+            &stack.nats.url(),
+            hops,
+            plan.ceiling_n,
+            PAYLOAD,
+            stack.setup.replicas(),
+        )
+        .await?;
         let (steal, _, _) = stack::HostCpu::now().since(&host0);
         let c1 = nats_cpu();
         let n1 = stack.nats_counters().await;
@@ -582,6 +781,7 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
             per(n1.total.1, n0.total.1)
         );
         ceiling_nats.push(json!({
+            "nats_setup": stack.setup.label(),
             "hops": hops,
             "cpu_s_per_1000": nats_cpu_per_k,
             "in_per_message": per(n1.total.0, n0.total.0),
@@ -590,7 +790,7 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
         }));
         ceilings.push((path, hops, r, round3(steal)));
     }
-    for s in &mut scenarios {
+    for s in scenarios.iter_mut() {
         if let Some((_, hops, r, _)) = ceilings.iter().find(|(p, _, _, _)| s["path"] == *p) {
             let t = s["throughput_per_s"].as_f64().unwrap_or(0.0);
             s["ceiling_per_s"] = json!(round3(*r));
@@ -598,49 +798,19 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
             s["fraction_of_ceiling"] = json!(round3(t / r));
         }
     }
-
-    let mut rss = serde_json::Map::new();
-    for (n, pid) in stack.accounts() {
-        rss.insert(
-            n.clone(),
-            json!(round3(stack::peak_rss_mib(pid, !n.starts_with("bench")))),
-        );
-    }
-    let result = json!({
-        "generated_at": chrono::Utc::now().to_rfc3339(),
-        "mode": if plan.short { "short" } else { "full" },
-        "build": if cfg!(debug_assertions) { "debug" } else { "release" },
-        "machine": report::machine(),
-        "loadavg_at_start": load_at_start.trim(),
-        "services_program": stack::service_program(force_self)?.1,
-        "scenarios": scenarios,
-        "ceiling": {
-            "payload_bytes": payload,
-            "messages": plan.ceiling_n,
-            "storage": "file",
-            "runs": ceilings.iter().map(|(p, h, r, steal)| json!({
+    let runs = ceilings
+        .iter()
+        .map(|(p, h, r, steal)| {
+            json!({
                 "path": p,
+                "nats_setup": stack.setup.label(),
                 "hops": h,
                 "ceiling_per_s": round3(*r),
                 "host_steal_pct": steal,
-            })).collect::<Vec<_>>(),
-            "nats": ceiling_nats,
-        },
-        "peak_rss_mib": rss,
-        "clean": clean,
-    });
-    std::fs::create_dir_all(out)?;
-    std::fs::write(
-        out.join("latest.json"),
-        serde_json::to_string_pretty(&result)?,
-    )?;
-    std::fs::write(out.join("latest.md"), report::markdown(&result))?;
-    std::fs::write(out.join("latency.svg"), report::svg(&result))?;
-    eprintln!(
-        "wrote {}/latest.json, latest.md, latency.svg",
-        out.display()
-    );
-    Ok(clean)
+            })
+        })
+        .collect();
+    Ok((runs, ceiling_nats))
 }
 
 type RunFut = std::pin::Pin<Box<dyn std::future::Future<Output = load::Outcome> + Send>>;

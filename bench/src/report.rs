@@ -215,7 +215,9 @@ pub fn markdown(r: &Value) -> String {
         s,
         "## JetStream ceiling\n\n{} messages of {} bytes, {} storage, through a chain of \
          work-queue streams: publish with ack, durable pull consumer, explicit ack after the next \
-         publish was acked.\n\n| path | hops | msgs/s | stolen % |\n|---|---|---|---|",
+         publish was acked. NATS: a single server with JetStream's default sync unless named \
+         (`sync always`: `sync_interval: always`; `R3`: three clustered servers, R3 streams).\n\n\
+         | path | NATS | hops | msgs/s | stolen % |\n|---|---|---|---|---|",
         c["messages"],
         c["payload_bytes"],
         c["storage"].as_str().unwrap_or("")
@@ -223,8 +225,9 @@ pub fn markdown(r: &Value) -> String {
     for run in c["runs"].as_array().unwrap_or(&empty) {
         let _ = writeln!(
             s,
-            "| {} | {} | {:.0} | {:.1} |",
+            "| {} | {} | {} | {:.0} | {:.1} |",
             run["path"].as_str().unwrap_or(""),
+            nats_of(run),
             run["hops"],
             f(&run["ceiling_per_s"]),
             f(&run["host_steal_pct"])
@@ -234,13 +237,15 @@ pub fn markdown(r: &Value) -> String {
     if !ceiling_nats.is_empty() {
         let _ = writeln!(
             s,
-            "\nWhat nats-server carried for it, per message, and its CPU:\n\n| hops | messages in | \
-             messages out | JetStream API requests | nats-server CPU s / 1000 msgs |\n|---|---|---|---|---|"
+            "\nWhat nats-server carried for it, per message, and its CPU (a cluster's servers \
+             summed):\n\n| NATS | hops | messages in | messages out | JetStream API requests | \
+             nats-server CPU s / 1000 msgs |\n|---|---|---|---|---|---|"
         );
         for n in ceiling_nats {
             let _ = writeln!(
                 s,
-                "| {} | {:.2} | {:.2} | {:.2} | {:.3} |",
+                "| {} | {} | {:.2} | {:.2} | {:.2} | {:.3} |",
+                nats_of(n),
                 n["hops"],
                 f(&n["in_per_message"]),
                 f(&n["out_per_message"]),
@@ -252,6 +257,14 @@ pub fn markdown(r: &Value) -> String {
     s
 }
 
+/// The NATS installation a row ran on: `single` when it names none.
+fn nats_of(v: &Value) -> &str {
+    v["nats_setup"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+        .unwrap_or("single")
+}
+
 /// An SVG chart of p50 and p99 round-trip latency against offered load (open-loop runs):
 /// Telegram's (scenario 1) in solid lines, WeChat's (scenario 5) dashed.
 pub fn svg(r: &Value) -> String {
@@ -261,7 +274,12 @@ pub fn svg(r: &Value) -> String {
             .as_array()
             .unwrap_or(&empty)
             .iter()
-            .filter(|s| s["mode"] == "open" && s["scenario"] == scenario)
+            // The single server's runs: the other NATS installations have their own rows.
+            .filter(|s| {
+                s["mode"] == "open"
+                    && s["scenario"] == scenario
+                    && s["nats_setup"].as_str().is_none_or(str::is_empty)
+            })
             .map(|s| {
                 (
                     f(&s["offered_per_s"]),

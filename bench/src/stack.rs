@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use patchbay_testkit::nats::NatsServer;
+use patchbay_testkit::nats::{NatsCluster, NatsServer};
 use patchbay_testkit::postgres::PgServer;
 use patchbay_testkit::process::{Guarded, spawn};
 use serde_json::{Value, json};
@@ -49,9 +49,82 @@ pub struct NatsCounters {
     pub total: (u64, u64),
 }
 
+/// The NATS installation a stack runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NatsSetup {
+    /// One server, JetStream's default sync (written at once, flushed to disk every two
+    /// minutes), R1 streams: what every scenario runs on unless it says otherwise.
+    Single,
+    /// One server with `sync_interval: always` (every write flushed before it is
+    /// acknowledged, the Kubernetes values' setting), R1 streams.
+    SyncAlways,
+    /// Three servers in a cluster on this machine, R3 streams, as the Kubernetes values deploy
+    /// (there, on three machines).
+    ClusterR3,
+}
+
+impl NatsSetup {
+    /// Added to scenario names, and the `nats` field of scenarios and ceiling runs.
+    pub fn label(self) -> &'static str {
+        match self {
+            NatsSetup::Single => "",
+            NatsSetup::SyncAlways => "sync always",
+            NatsSetup::ClusterR3 => "R3, 3 nats-servers",
+        }
+    }
+
+    /// Stream replicas.
+    pub fn replicas(self) -> usize {
+        match self {
+            NatsSetup::ClusterR3 => 3,
+            _ => 1,
+        }
+    }
+}
+
+/// A client of `url`, one server's or a comma-separated list of a cluster's.
+pub async fn connect(url: &str) -> anyhow::Result<async_nats::Client> {
+    let servers: Vec<&str> = url.split(',').map(str::trim).collect();
+    Ok(async_nats::connect(servers.as_slice()).await?)
+}
+
+/// A single server or a cluster.
+pub enum Nats {
+    Single(NatsServer),
+    Cluster(NatsCluster),
+}
+
+impl Nats {
+    async fn start(setup: NatsSetup) -> anyhow::Result<Self> {
+        Ok(match setup {
+            NatsSetup::Single => Nats::Single(NatsServer::start_monitored().await?),
+            NatsSetup::SyncAlways => Nats::Single(NatsServer::start_monitored_sync_always().await?),
+            NatsSetup::ClusterR3 => Nats::Cluster(NatsCluster::start(3).await?),
+        })
+    }
+
+    /// What `PATCHBAY_NATS_URL` takes (every node of a cluster).
+    pub fn url(&self) -> String {
+        match self {
+            Nats::Single(n) => n.url(),
+            Nats::Cluster(c) => c.urls(),
+        }
+    }
+
+    /// Every server's monitoring URL.
+    fn monitor_urls(&self) -> Vec<String> {
+        match self {
+            Nats::Single(n) => vec![n.monitor_url()],
+            Nats::Cluster(c) => c.monitor_urls(),
+        }
+    }
+}
+
 /// The running installation.
 pub struct Stack {
-    pub nats: NatsServer,
+    pub nats: Nats,
+    /// Which NATS installation.
+    pub setup: NatsSetup,
     _pg: PgServer,
     /// To PostgreSQL's `pg_stat_statements`.
     pub pg: sqlx::PgPool,
@@ -108,8 +181,8 @@ pub fn service_program(force_self: bool) -> anyhow::Result<(PathBuf, &'static st
 }
 
 impl Stack {
-    /// Starts everything and waits until every service is ready.
-    pub async fn start(fakes: &Fakes, force_self: bool) -> anyhow::Result<Self> {
+    /// Starts everything on `setup` and waits until every service is ready.
+    pub async fn start(fakes: &Fakes, force_self: bool, setup: NatsSetup) -> anyhow::Result<Self> {
         // Durable, as in production (the tests' PostgreSQL skips fsync): every commit waits
         // for its WAL flush, which is what group commit saves.
         const DURABLE: [&str; 3] = ["fsync=on", "synchronous_commit=on", "full_page_writes=on"];
@@ -118,10 +191,7 @@ impl Stack {
             "pg_stat_statements.track_planning=on",
         ];
         let with_stats: Vec<&str> = DURABLE.iter().chain(&STATS).copied().collect();
-        let (pg, nats) = tokio::join!(
-            PgServer::start_with(&with_stats),
-            NatsServer::start_monitored()
-        );
+        let (pg, nats) = tokio::join!(PgServer::start_with(&with_stats), Nats::start(setup));
         let pg = match pg {
             Ok(pg) => pg,
             Err(e) => {
@@ -148,6 +218,7 @@ impl Stack {
         let env: Vec<(&str, String)> = vec![
             ("PATCHBAY_NATS_URL", nats.url()),
             ("PATCHBAY_NATS_PREFIX", prefix.clone()),
+            ("PATCHBAY_NATS_REPLICAS", setup.replicas().to_string()),
             ("PATCHBAY_DATABASE_URL", pg.url()),
             ("PATCHBAY_MASTER_KEY", master),
             ("PATCHBAY_ADMIN_TOKEN", admin.clone()),
@@ -178,6 +249,7 @@ impl Stack {
         eprintln!("services run as `{} service <name>`", program.display());
         let mut stack = Self {
             nats,
+            setup,
             _pg: pg,
             pg: stats,
             dir: tempfile::Builder::new().prefix("pb-bench-").tempdir()?,
@@ -386,36 +458,34 @@ impl Stack {
     }
 
     /// nats-server's counters now: what each open connection sent and received, summed by
-    /// connection name, and JetStream API requests.
+    /// connection name, and JetStream API requests (over every server of a cluster, route
+    /// traffic included in the totals).
     pub async fn nats_counters(&self) -> NatsCounters {
-        let base = self.nats.monitor_url();
-        let get = |path: &str| {
-            let url = format!("{base}{path}");
-            let http = self.http.clone();
-            async move {
-                match http.get(url).send().await {
-                    Ok(r) => r.json::<serde_json::Value>().await.unwrap_or_default(),
-                    Err(_) => serde_json::Value::Null,
+        let mut counters = NatsCounters::default();
+        for base in self.nats.monitor_urls() {
+            let get = |path: &str| {
+                let url = format!("{base}{path}");
+                let http = self.http.clone();
+                async move {
+                    match http.get(url).send().await {
+                        Ok(r) => r.json::<serde_json::Value>().await.unwrap_or_default(),
+                        Err(_) => serde_json::Value::Null,
+                    }
                 }
+            };
+            let (connz, jsz, varz) =
+                tokio::join!(get("/connz?limit=100000"), get("/jsz"), get("/varz"));
+            for c in connz["connections"].as_array().into_iter().flatten() {
+                let name = c["name"].as_str().unwrap_or("(unnamed)").to_owned();
+                let e = counters.by_name.entry(name).or_default();
+                e.0 += c["in_msgs"].as_u64().unwrap_or(0);
+                e.1 += c["out_msgs"].as_u64().unwrap_or(0);
             }
-        };
-        let (connz, jsz, varz) =
-            tokio::join!(get("/connz?limit=100000"), get("/jsz"), get("/varz"));
-        let mut by_name: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-        for c in connz["connections"].as_array().into_iter().flatten() {
-            let name = c["name"].as_str().unwrap_or("(unnamed)").to_owned();
-            let e = by_name.entry(name).or_default();
-            e.0 += c["in_msgs"].as_u64().unwrap_or(0);
-            e.1 += c["out_msgs"].as_u64().unwrap_or(0);
+            counters.api += jsz["api"]["total"].as_u64().unwrap_or(0);
+            counters.total.0 += varz["in_msgs"].as_u64().unwrap_or(0);
+            counters.total.1 += varz["out_msgs"].as_u64().unwrap_or(0);
         }
-        NatsCounters {
-            by_name,
-            api: jsz["api"]["total"].as_u64().unwrap_or(0),
-            total: (
-                varz["in_msgs"].as_u64().unwrap_or(0),
-                varz["out_msgs"].as_u64().unwrap_or(0),
-            ),
-        }
+        counters
     }
 
     /// The `/metrics` text of every service.

@@ -1,6 +1,7 @@
 //! The short mode as a smoke test: the whole stack as separate processes (this crate's binary
 //! runs each service with the same code as `patchbay service <name>`), every scenario (the
-//! WeChat round trip included) and the ceiling for a few seconds. No timing assertions; nothing
+//! WeChat round trip included, and the round trip on a server with `sync_interval: always` and
+//! on three clustered servers with R3 streams) and the ceilings for a few seconds. No timing assertions; nothing
 //! may be refused (by Patchbay, or by the fake platform: a wrong WeChat access token), lost or
 //! duplicated, and duplicates are counted only once the stack has no work pending.
 
@@ -32,6 +33,25 @@ fn short_mode_refuses_loses_and_duplicates_nothing() {
                 .iter()
                 .any(|s| s["path"] == path && s["mode"] == mode),
             "no {path} {mode} loop: {json}"
+        );
+    }
+    // The round trip on the other NATS installations, each held against its own ceiling.
+    for nats in ["sync always", "R3, 3 nats-servers"] {
+        for mode in ["closed", "open"] {
+            assert!(
+                scenarios.iter().any(|s| s["nats_setup"] == nats
+                    && s["mode"] == mode
+                    && s["path"] == "round_trip"),
+                "no {mode} round trip on {nats}: {json}"
+            );
+        }
+        assert!(
+            r["ceiling"]["runs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["nats_setup"] == nats && c["hops"] == 6),
+            "no ceiling on {nats}: {json}"
         );
     }
     for s in scenarios {

@@ -15,6 +15,8 @@ pub struct NatsServer {
     /// The monitoring port, when started with one (0 otherwise).
     monitor_port: u16,
     monitored: bool,
+    /// JetStream's `sync_interval: always`.
+    sync_always: bool,
     /// More server configuration (an `authorization` block), kept across restarts.
     extra_config: Option<String>,
     dir: tempfile::TempDir,
@@ -64,21 +66,35 @@ impl NatsServer {
         Self::launch_new(false, Some(config)).await
     }
 
+    /// [`Self::start_monitored`] with JetStream's `sync_interval: always`: every write to a
+    /// stream is flushed to disk before it is acknowledged (the Kubernetes values' setting),
+    /// where the default flushes every two minutes.
+    pub async fn start_monitored_sync_always() -> Result<Self, KitError> {
+        let mut server = Self::new_unlaunched(true, None)?;
+        server.sync_always = true;
+        server.launch(None).await?;
+        Ok(server)
+    }
+
     async fn start_with_monitoring(monitored: bool) -> Result<Self, KitError> {
         Self::launch_new(monitored, None).await
     }
 
-    async fn launch_new(monitored: bool, extra_config: Option<String>) -> Result<Self, KitError> {
-        let dir = tempfile::Builder::new().prefix("pb-nats-").tempdir()?;
-        let mut server = Self {
+    fn new_unlaunched(monitored: bool, extra_config: Option<String>) -> Result<Self, KitError> {
+        Ok(Self {
             child: None,
             port: 0,
             monitor_port: 0,
             monitored,
+            sync_always: false,
             extra_config,
-            dir,
+            dir: tempfile::Builder::new().prefix("pb-nats-").tempdir()?,
             binary: binary()?,
-        };
+        })
+    }
+
+    async fn launch_new(monitored: bool, extra_config: Option<String>) -> Result<Self, KitError> {
+        let mut server = Self::new_unlaunched(monitored, extra_config)?;
         server.launch(None).await?;
         Ok(server)
     }
@@ -89,7 +105,11 @@ impl NatsServer {
         std::fs::create_dir_all(&ports_dir)?;
         let mut cmd = Command::new(&self.binary);
         cmd.arg("-c")
-            .arg(limits_file(self.dir.path(), self.extra_config.as_deref())?)
+            .arg(limits_file(
+                self.dir.path(),
+                self.sync_always,
+                self.extra_config.as_deref(),
+            )?)
             .args(["-a", "127.0.0.1", "-p"])
             .arg(port.map_or("-1".to_owned(), |p| p.to_string()));
         if self.monitored {
@@ -152,13 +172,19 @@ impl NatsServer {
 /// A configuration file that lifts JetStream's file storage limit, which otherwise follows
 /// the disk's free space: every stack reserves its streams' caps (1 GiB each by default), and
 /// the parallel tests' servers must not fail on a machine with less free disk than that sum.
-/// What the tests store is a few megabytes. `extra` follows.
-fn limits_file(dir: &Path, extra: Option<&str>) -> Result<PathBuf, KitError> {
+/// What the tests store is a few megabytes. With `sync_always`, every write is flushed before
+/// it is acknowledged. `extra` follows.
+fn limits_file(dir: &Path, sync_always: bool, extra: Option<&str>) -> Result<PathBuf, KitError> {
     let path = dir.join("limits.conf");
+    let sync = if sync_always {
+        "  sync_interval: always\n"
+    } else {
+        ""
+    };
     std::fs::write(
         &path,
         format!(
-            "jetstream {{\n  max_file_store: 1T\n}}\n{}\n",
+            "jetstream {{\n  max_file_store: 1T\n{sync}}}\n{}\n",
             extra.unwrap_or_default()
         ),
     )?;
@@ -285,7 +311,7 @@ impl NatsCluster {
         let n = &mut self.nodes[i];
         let mut cmd = Command::new(&self.binary);
         cmd.arg("-c")
-            .arg(limits_file(&n.dir, extra.as_deref())?)
+            .arg(limits_file(&n.dir, false, extra.as_deref())?)
             .args(["-a", "127.0.0.1", "-p", &n.port.to_string()])
             .args(["-m", &n.monitor_port.to_string()])
             .args(["-js", "-sd"])
@@ -328,6 +354,14 @@ impl NatsCluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Every node's monitoring URL (`/varz`, `/connz`, `/jsz`), `http://127.0.0.1:<port>`.
+    pub fn monitor_urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| format!("http://127.0.0.1:{}", n.monitor_port))
+            .collect()
     }
 
     /// Every node's client URL, comma separated (what `PATCHBAY_NATS_URL` takes).
