@@ -226,6 +226,51 @@ impl MasterKey {
     }
 }
 
+/// What a re-seal pass (`patchbay master-key reseal`) found in one place.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResealCounts {
+    /// Values already sealed with the current key.
+    pub current: u64,
+    /// Values sealed again with the current key (a check: values that would be).
+    pub resealed: u64,
+    /// Values that cannot be opened with any key held, each with where it is and why.
+    pub failed: Vec<String>,
+}
+
+impl ResealCounts {
+    /// Adds `other`'s counts.
+    pub fn add(&mut self, other: ResealCounts) {
+        self.current += other.current;
+        self.resealed += other.resealed;
+        self.failed.extend(other.failed);
+    }
+
+    /// `sealed` (at `place`, for `owner`) sealed again with `key`'s current key, counted:
+    /// `None` when it already is current or cannot be opened.
+    pub fn reseal(
+        &mut self,
+        key: &MasterKey,
+        place: &str,
+        owner: &str,
+        sealed: &str,
+    ) -> Option<String> {
+        match key.reseal(owner, sealed) {
+            Ok(None) => {
+                self.current += 1;
+                None
+            }
+            Ok(Some(new)) => {
+                self.resealed += 1;
+                Some(new)
+            }
+            Err(e) => {
+                self.failed.push(format!("{place}: {e}"));
+                None
+            }
+        }
+    }
+}
+
 /// `v2.<key id>.<body>` → (key id, body).
 fn split(sealed: &str) -> Option<(&str, &str)> {
     sealed.strip_prefix(SEALED_PREFIX)?.split_once('.')
