@@ -923,6 +923,16 @@ mod tests {
                 vec![MasterKey::id_of_base64(&a).unwrap().as_str(), c_id.as_str()]
             );
             assert_eq!(config.master_key().unwrap().unwrap().id(), ring.id());
+            // Set but empty (compose passes `${PATCHBAY_MASTER_KEY_ACCEPTED:-}`): none.
+            jail.set_env("PATCHBAY_MASTER_KEY_ACCEPTED", "");
+            let config = Config::from_figment(Config::figment(None).unwrap()).unwrap();
+            assert!(
+                config
+                    .require_master_key()
+                    .unwrap()
+                    .accepted_ids()
+                    .is_empty()
+            );
             Ok(())
         });
     }
