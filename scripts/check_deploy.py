@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 IMAGE_REPO = "ghcr.io/patchbay/"
 ALL_IN_ONE = "patchbay"
 SECRET_NAME = "patchbay-secrets"
-SECRET_KEYS = {"master-key", "database-url", "admin-token"}
+SECRET_KEYS = {"master-key", "master-key-accepted", "database-url", "admin-token"}
 # Every service's own NATS user (`patchbay nats-auth`): key = the service (the Job: migrate).
 NATS_SECRET = "patchbay-nats"
 # Kubernetes versions the manifests must validate against: the oldest we support (preStop

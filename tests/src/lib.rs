@@ -484,11 +484,25 @@ impl Stack {
             .unwrap_or_else(|e| panic!("{service} stops cleanly: {e}"));
     }
 
-    /// Starts a stopped service again (split layout).
+    /// Starts a stopped service again (split layout), or every service (`patchbay`, the
+    /// all-in-one layout), with the stack's configuration as it is now.
     pub async fn restart(&mut self, service: &'static str) {
-        let start = patchbay::by_name(service).unwrap();
-        let r = self.launch(service, &[start]).await;
+        let starts = match service {
+            "patchbay" => patchbay::all(),
+            name => vec![patchbay::by_name(name).unwrap()],
+        };
+        let r = self.launch(service, &starts).await;
         self.running.push((service, r));
+    }
+
+    /// Runs `patchbay master-key reseal` (`--check` when `check`) with the stack's
+    /// configuration, as the migrate Job's NATS user.
+    pub async fn reseal(&self, check: bool) -> patchbay::reseal::Report {
+        let mut config = self.config.clone();
+        config.nats_password = Some(self.nats_auth.password_of(Role::Migrate));
+        patchbay::reseal::reseal(&config, check)
+            .await
+            .expect("the reseal pass runs")
     }
 
     /// Starts one more replica of `service` (split layout), as another pod would.

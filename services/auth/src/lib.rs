@@ -6,7 +6,10 @@
 //! bucket can always be rebuilt from the database.
 
 mod publish;
+mod reseal;
 mod store;
+
+pub use reseal::reseal;
 
 use std::sync::Arc;
 

@@ -2,6 +2,7 @@
 //! and the tests.
 
 pub mod nats_auth;
+pub mod reseal;
 
 use std::time::Duration;
 

@@ -85,6 +85,10 @@ enum Command {
     },
     /// Print a fresh master key (base64 of 32 random bytes) for PATCHBAY_MASTER_KEY.
     GenMasterKey,
+    /// The master keys: their ids, and re-sealing every stored secret with the current one
+    /// (docs/security.md, "Master key rotation").
+    #[command(subcommand)]
+    MasterKey(MasterKeyCommand),
     /// Write one NATS user per service with its role's permissions: `<dir>/auth.conf` for the
     /// NATS server to include, `<dir>/passwords/<service>` for each service's
     /// PATCHBAY_NATS_PASSWORD (kept when run again). Uses PATCHBAY_NATS_PREFIX and
@@ -93,6 +97,24 @@ enum Command {
         /// Where to write.
         #[arg(long)]
         dir: std::path::PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum MasterKeyCommand {
+    /// Print the id of PATCHBAY_MASTER_KEY and of each PATCHBAY_MASTER_KEY_ACCEPTED key (sealed
+    /// values name their key by this id; it tells nothing of the key).
+    Id,
+    /// Seal every stored secret (PostgreSQL and the NATS buckets) again with PATCHBAY_MASTER_KEY,
+    /// opening with it or a PATCHBAY_MASTER_KEY_ACCEPTED key; prints counts per place. Safe to
+    /// run while the services run, and again after an interruption. Connects as `patchbay
+    /// migrate` does (its NATS user, PATCHBAY_DATABASE_URL). Exits 1 when a value cannot be
+    /// opened.
+    Reseal {
+        /// Only count: exit 0 when every value is sealed with the current key (an accepted key
+        /// may then be dropped), 1 when not.
+        #[arg(long)]
+        check: bool,
     },
 }
 
@@ -420,6 +442,17 @@ fn main() -> ExitCode {
             }
         },
         Command::Migrate => migrate(),
+        Command::MasterKey(MasterKeyCommand::Id) => match master_key_ids() {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("patchbay master-key id: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::MasterKey(MasterKeyCommand::Reseal { check }) => reseal(check),
         Command::NatsAuth { ref dir } => match nats_auth(dir) {
             Ok(path) => {
                 println!("{}", path.display());
@@ -503,6 +536,54 @@ fn nats_auth(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
         &subjects,
         &patchbay_runtime::lifecycle::topology_settings(&config),
     )
+}
+
+/// `current <id>` and `accepted <id>` lines of the configured master keys.
+fn master_key_ids() -> anyhow::Result<String> {
+    let keys = patchbay_config::Config::load()?.require_master_key()?;
+    let mut out = format!("current  {}\n", keys.id());
+    for id in keys.accepted_ids() {
+        out.push_str(&format!("accepted {id}\n"));
+    }
+    Ok(out)
+}
+
+fn reseal(check: bool) -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = match patchbay_config::Config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("patchbay master-key reseal: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("patchbay master-key reseal: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let _telemetry = patchbay_runtime::telemetry::init("patchbay-reseal", &config).ok();
+        match patchbay::reseal::reseal(&config, check).await {
+            Ok(report) => {
+                print!("{}", report.render());
+                if report.done() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(e) => {
+                eprintln!("patchbay master-key reseal: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 fn migrate() -> ExitCode {
@@ -858,6 +939,7 @@ fn admin(cli: Cli) -> anyhow::Result<()> {
                 Command::All
                 | Command::Service { .. }
                 | Command::Migrate
+                | Command::MasterKey(_)
                 | Command::NatsAuth { .. } => {
                     unreachable!("handled in main")
                 }

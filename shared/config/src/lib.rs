@@ -73,6 +73,10 @@ pub struct Config {
     pub database_max_connections: u32,
     /// Base64 of the 32-byte master key that seals channel and webhook secrets at rest.
     pub master_key: Option<String>,
+    /// More master keys that open sealed values but never seal (comma-separated base64): the
+    /// previous key until `patchbay master-key reseal` re-sealed everything, or the next key
+    /// while a rotation is rolled out (`docs/security.md`, "Master key rotation").
+    pub master_key_accepted: Option<String>,
     /// The operator's Bearer token for `/admin/v1`.
     pub admin_token: Option<String>,
     /// How long a rotated API key or webhook secret keeps working beside the new one, unless
@@ -228,6 +232,7 @@ impl Default for Config {
             database_url: None,
             database_max_connections: 10,
             master_key: None,
+            master_key_accepted: None,
             admin_token: None,
             key_rotation_overlap_ms: 24 * 3600 * 1000,
             api_rate_per_second: 50,
@@ -517,6 +522,18 @@ impl Config {
             MasterKey::from_base64(k)
                 .map_err(|e| ConfigError::invalid("master_key", e.to_string()))?;
         }
+        if self.master_key_accepted.is_some() {
+            if self.master_key.is_none() {
+                return Err(ConfigError::invalid(
+                    "master_key_accepted",
+                    "needs PATCHBAY_MASTER_KEY (the key that seals)",
+                ));
+            }
+            for k in self.accepted_master_keys() {
+                MasterKey::from_base64(k)
+                    .map_err(|e| ConfigError::invalid("master_key_accepted", e.to_string()))?;
+            }
+        }
         if self.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
             return Err(ConfigError::invalid(
                 "admin_token",
@@ -600,7 +617,8 @@ impl Config {
         Ok(Some(password.to_owned()))
     }
 
-    /// The master key, or an error naming `PATCHBAY_MASTER_KEY`.
+    /// The master keys (`master_key` seals, `master_key_accepted` only open), or an error
+    /// naming `PATCHBAY_MASTER_KEY`.
     pub fn require_master_key(&self) -> Result<MasterKey, ConfigError> {
         let raw = self.master_key.as_deref().ok_or_else(|| {
             ConfigError::invalid(
@@ -608,7 +626,29 @@ impl Config {
                 "is required by this service (base64 of 32 random bytes; `openssl rand -base64 32`)",
             )
         })?;
-        MasterKey::from_base64(raw).map_err(|e| ConfigError::invalid("master_key", e.to_string()))
+        MasterKey::from_base64(raw)
+            .map_err(|e| ConfigError::invalid("master_key", e.to_string()))?;
+        MasterKey::keyring(raw, &self.accepted_master_keys())
+            .map_err(|e| ConfigError::invalid("master_key_accepted", e.to_string()))
+    }
+
+    /// The master keys when `master_key` is set.
+    pub fn master_key(&self) -> Result<Option<MasterKey>, ConfigError> {
+        match self.master_key {
+            Some(_) => self.require_master_key().map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The entries of `master_key_accepted`.
+    fn accepted_master_keys(&self) -> Vec<&str> {
+        self.master_key_accepted
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .collect()
     }
 
     /// The operator token, or an error naming `PATCHBAY_ADMIN_TOKEN`.
@@ -826,6 +866,28 @@ mod tests {
             Ok(())
         });
         Jail::expect_with(|jail| {
+            jail.set_env("PATCHBAY_MASTER_KEY", MasterKey::generate_base64().unwrap());
+            jail.set_env("PATCHBAY_MASTER_KEY_ACCEPTED", "c2hvcnQ=");
+            let e = Config::from_figment(Config::figment(None).unwrap()).unwrap_err();
+            assert!(
+                e.to_string().contains("PATCHBAY_MASTER_KEY_ACCEPTED"),
+                "{e}"
+            );
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env(
+                "PATCHBAY_MASTER_KEY_ACCEPTED",
+                MasterKey::generate_base64().unwrap(),
+            );
+            let e = Config::from_figment(Config::figment(None).unwrap()).unwrap_err();
+            assert!(
+                e.to_string().contains("PATCHBAY_MASTER_KEY_ACCEPTED"),
+                "{e}"
+            );
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
             jail.set_env("PATCHBAY_WEBHOOK_RETRY_SCHEDULE", "5s,soon");
             let e = Config::from_figment(Config::figment(None).unwrap()).unwrap_err();
             assert!(
@@ -851,6 +913,39 @@ mod tests {
                 "{key} is not in docs/configuration.md"
             );
         }
+    }
+
+    #[test]
+    fn accepted_master_keys_join_the_keyring() {
+        Jail::expect_with(|jail| {
+            let (a, b, c) = (
+                MasterKey::generate_base64().unwrap(),
+                MasterKey::generate_base64().unwrap(),
+                MasterKey::generate_base64().unwrap(),
+            );
+            jail.set_env("PATCHBAY_MASTER_KEY", &b);
+            jail.set_env("PATCHBAY_MASTER_KEY_ACCEPTED", format!("{a}, {c},"));
+            let c_id = MasterKey::id_of_base64(&c).unwrap();
+            let config = Config::from_figment(Config::figment(None).unwrap()).unwrap();
+            let ring = config.require_master_key().unwrap();
+            assert_eq!(ring.id(), MasterKey::id_of_base64(&b).unwrap());
+            assert_eq!(
+                ring.accepted_ids(),
+                vec![MasterKey::id_of_base64(&a).unwrap().as_str(), c_id.as_str()]
+            );
+            assert_eq!(config.master_key().unwrap().unwrap().id(), ring.id());
+            // Set but empty (compose passes `${PATCHBAY_MASTER_KEY_ACCEPTED:-}`): none.
+            jail.set_env("PATCHBAY_MASTER_KEY_ACCEPTED", "");
+            let config = Config::from_figment(Config::figment(None).unwrap()).unwrap();
+            assert!(
+                config
+                    .require_master_key()
+                    .unwrap()
+                    .accepted_ids()
+                    .is_empty()
+            );
+            Ok(())
+        });
     }
 
     #[test]

@@ -16,17 +16,24 @@
 //!
 //! Creating or changing streams, buckets and object stores belongs to [`Role::Migrate`]
 //! (`patchbay migrate`) and [`Role::All`] (`patchbay all`, everything in one process).
+//! [`Role::Migrate`] also re-seals the buckets that keep sealed values
+//! (`patchbay master-key reseal`, [`SEALED_BUCKETS`]); it reads no stream and calls no service.
 
 use crate::subjects::{Bucket, Stream, Subjects};
 use crate::topology::{self, ConsumerSpec, TopologySettings};
 use crate::wire::{Platform, auth_ops, outbound_ops};
+
+/// The buckets whose entries hold values sealed with the master key: what
+/// `patchbay master-key reseal` rewrites.
+pub const SEALED_BUCKETS: [Bucket; 3] = [Bucket::Config, Bucket::Tokens, Bucket::Replies];
 
 /// What a process is, for NATS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
     /// Every service in one process (`patchbay all`): all of the below together.
     All,
-    /// `patchbay migrate`: creates and updates the topology, nothing else.
+    /// `patchbay migrate` and `patchbay master-key reseal`: creates and updates the topology,
+    /// and rewrites the buckets that keep sealed values.
     Migrate,
     /// `auth`: owns the config bucket.
     Auth,
@@ -309,7 +316,13 @@ pub fn permissions(subjects: &Subjects, settings: &TopologySettings, role: Role)
     let prefix = s.prefix();
     match role {
         Role::All => unreachable!("handled above"),
-        Role::Migrate => g.manage_topology(),
+        Role::Migrate => {
+            g.manage_topology();
+            // `patchbay master-key reseal` rewrites the buckets that keep sealed values.
+            for bucket in SEALED_BUCKETS {
+                g.write_bucket(bucket);
+            }
+        }
         Role::Auth => {
             g.write_bucket(Bucket::Config);
             g.serve("auth");
@@ -463,6 +476,24 @@ mod tests {
         assert!(!p.publish.iter().any(|s| s.contains("outbound-whatsapp-p")));
         assert!(!p.publish.iter().any(|s| s.contains("STREAM.CREATE")));
         assert!(!p.publish.iter().any(|s| s.starts_with("$KV.pb_config")));
+    }
+
+    #[test]
+    fn migrate_writes_only_the_buckets_with_sealed_values() {
+        let p = perms(Role::Migrate);
+        let written: Vec<&str> = p
+            .publish
+            .iter()
+            .filter_map(|s| s.strip_prefix("$KV."))
+            .collect();
+        assert_eq!(written, vec!["pb_config.>", "pb_tokens.>", "pb_replies.>"]);
+        assert!(!p.publish.iter().any(|s| s.starts_with("pb.")), "{p:?}");
+        assert!(
+            !p.publish
+                .iter()
+                .any(|s| s.contains("CONSUMER.MSG.NEXT.PB_"))
+        );
+        assert!(!p.allow_responses);
     }
 
     #[test]

@@ -642,7 +642,8 @@ pub enum WebhookFlavour {
 /// rotation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SealedSecret {
-    /// Base64 of nonce and ciphertext.
+    /// `v2.<key id>.<base64 of nonce and ciphertext>` (sealed before key ids: the base64
+    /// alone).
     pub sealed: String,
     /// When it stops being valid (`None`: until rotated).
     #[serde(default, skip_serializing_if = "Option::is_none")]

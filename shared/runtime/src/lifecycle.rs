@@ -244,8 +244,8 @@ pub async fn launch(
         &access,
     )
     .await?;
-    let bus = match config.master_key.as_deref() {
-        Some(key) => bus.with_master_key(patchbay_config::MasterKey::from_base64(key)?),
+    let bus = match config.master_key()? {
+        Some(keys) => bus.with_master_key(keys),
         None => bus,
     };
     prepare_topology(&bus, &config, process, &access, &shutdown).await?;
