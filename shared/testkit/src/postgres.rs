@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::KitError;
-use crate::process::{Guarded, spawn};
+use crate::process::{Guarded, spawn, spawn_with_death_signal};
 
 /// A running PostgreSQL server. Killed (and its directory removed) on drop.
 #[derive(Debug)]
@@ -14,6 +14,16 @@ pub struct PgServer {
     _child: Guarded,
     port: u16,
     _dir: tempfile::TempDir,
+}
+
+impl Drop for PgServer {
+    /// An immediate shutdown (SIGQUIT) rather than SIGKILL: the postmaster still removes its
+    /// System V shared memory segment, which a killed one leaves behind, and a machine that
+    /// runs the tests often runs out of segment ids (`initdb`: "could not create shared
+    /// memory segment: No space left on device").
+    fn drop(&mut self) {
+        self._child.stop_with(libc::SIGQUIT, Duration::from_secs(5));
+    }
 }
 
 /// The directory with `initdb` and `postgres`: `PATCHBAY_PG_BIN`, else the newest
@@ -114,7 +124,7 @@ impl PgServer {
             for setting in settings {
                 cmd.args(["-c", setting]);
             }
-            let mut child = spawn(cmd, &log, ids)?;
+            let mut child = spawn_with_death_signal(cmd, &log, ids, libc::SIGQUIT)?;
             let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
             loop {
                 let text = std::fs::read_to_string(&log).unwrap_or_default();

@@ -26,6 +26,27 @@ impl Guarded {
         }
         self.0.wait()
     }
+
+    /// Sends `signal` and waits up to `grace` for the process to exit (then [`Guarded::kill`]
+    /// does the rest, on drop).
+    pub fn stop_with(&mut self, signal: i32, grace: std::time::Duration) {
+        if !matches!(self.0.try_wait(), Ok(None)) {
+            return;
+        }
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            // SAFETY: kill(2) on our own child's pid has no memory-safety implications.
+            unsafe {
+                libc::kill(pid, signal);
+            }
+        }
+        let deadline = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < deadline {
+            if !matches!(self.0.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
 }
 
 impl Drop for Guarded {
@@ -36,7 +57,19 @@ impl Drop for Guarded {
 
 /// Spawns `cmd` with stdout and stderr appended to `log`, as user `run_as` (uid, gid) when
 /// given, with SIGKILL as its parent-death signal.
-pub fn spawn(mut cmd: Command, log: &Path, run_as: Option<(u32, u32)>) -> std::io::Result<Guarded> {
+pub fn spawn(cmd: Command, log: &Path, run_as: Option<(u32, u32)>) -> std::io::Result<Guarded> {
+    spawn_with_death_signal(cmd, log, run_as, libc::SIGKILL)
+}
+
+/// [`spawn`] with `death_signal` sent to the child when this process dies (PostgreSQL takes
+/// SIGQUIT, so its postmaster still removes its System V shared memory segment, which SIGKILL
+/// would leave behind until the machine runs out of segment ids).
+pub fn spawn_with_death_signal(
+    mut cmd: Command,
+    log: &Path,
+    run_as: Option<(u32, u32)>,
+    death_signal: i32,
+) -> std::io::Result<Guarded> {
     let out = File::options().create(true).append(true).open(log)?;
     cmd.stdin(Stdio::null())
         .stdout(Stdio::from(out.try_clone()?))
@@ -54,7 +87,7 @@ pub fn spawn(mut cmd: Command, log: &Path, run_as: Option<(u32, u32)>) -> std::i
                 return Err(std::io::Error::last_os_error());
             }
             // Set after changing ids: a credential change clears it.
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, death_signal) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
