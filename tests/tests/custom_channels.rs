@@ -718,7 +718,7 @@ async fn user_tokens_expire_and_are_revoked_per_user_and_per_channel() {
     let old = token::issue(&creds.token_secret, &channel, "ada", now_ms - 3_601_000);
     let legacy = token::issue_legacy(&creds.token_secret, &channel, "ada");
     let before = ingress_seq(&stack).await;
-    for stale in [&old, &legacy] {
+    for stale in [&legacy, &old] {
         assert_eq!(
             send(&stack, &base, stale).await,
             (401, json!("token_expired")),
