@@ -52,6 +52,8 @@ pub(crate) struct Operation {
     response: (u16, Option<SchemaFn>),
     /// Query parameters: name, description.
     query: &'static [(&'static str, &'static str)],
+    /// Optional request headers: name, description.
+    headers: &'static [(&'static str, &'static str)],
 }
 
 const fn op(
@@ -70,6 +72,7 @@ const fn op(
         request,
         response,
         query: &[],
+        headers: &[],
     }
 }
 
@@ -336,14 +339,20 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         None,
         (200, None),
     ),
-    op(
-        "post",
-        "/v1/custom/{channel_id}/users",
-        Caller::DomainKey,
-        "Register a user of a custom channel (served by ingress-custom): their id and a token that expires. The same external_id always gets the same user; an external_id that already has a user needs X-Patchbay-Registration: t=<unix seconds>,v1=<hex HMAC-SHA256(registration_secret, \"<t>.<channel_id>.<external_id>\")> from the app's back end (403 registration_proof_required without it; 401 invalid_registration_proof when it is wrong or stale), as does every registration on a channel with require_signed_registration.",
-        Some(schema::<RegisterUser>),
-        (201, Some(schema::<RegisteredUser>)),
-    ),
+    Operation {
+        headers: &[(
+            "X-Patchbay-Registration",
+            "The app's back end's proof, needed for an external_id that already has a user: t=<unix seconds>,v1=<hex HMAC-SHA256(registration_secret, \"<t>.<channel_id>.<external_id>\")>, within 300 seconds",
+        )],
+        ..op(
+            "post",
+            "/v1/custom/{channel_id}/users",
+            Caller::DomainKey,
+            "Register a user of a custom channel (served by ingress-custom): their id and a token that expires. The same external_id always gets the same user; an external_id that already has a user needs X-Patchbay-Registration: t=<unix seconds>,v1=<hex HMAC-SHA256(registration_secret, \"<t>.<channel_id>.<external_id>\")> from the app's back end (403 registration_proof_required without it; 401 invalid_registration_proof when it is wrong or stale), as does every registration on a channel with require_signed_registration.",
+            Some(schema::<RegisterUser>),
+            (201, Some(schema::<RegisteredUser>)),
+        )
+    },
     op(
         "post",
         "/v1/custom/{channel_id}/token",
@@ -511,6 +520,10 @@ pub(crate) fn document() -> Value {
         let mut parameters = path_parameters(o.path);
         parameters.extend(o.query.iter().map(|(name, description)| {
             json!({"name": name, "in": "query", "required": false,
+                   "description": description, "schema": {"type": "string"}})
+        }));
+        parameters.extend(o.headers.iter().map(|(name, description)| {
+            json!({"name": name, "in": "header", "required": false,
                    "description": description, "schema": {"type": "string"}})
         }));
         let (status, body) = o.response;
