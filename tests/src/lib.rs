@@ -471,6 +471,45 @@ impl Stack {
         )
     }
 
+    /// Adds a custom channel with `credentials` to `bot`; returns the admin API's answer (its
+    /// `generated` secrets included).
+    pub async fn custom_channel_with(&self, bot: &TestBot, credentials: Value) -> Value {
+        let (status, ch) = self
+            .post(
+                &format!("{}/admin/v1/bots/{}/channels", self.api_url(), bot.id),
+                self.admin_token(),
+                &json!({"platform": "custom", "credentials": credentials}),
+            )
+            .await;
+        assert_eq!(status, 201, "create custom channel: {ch}");
+        ch
+    }
+
+    /// A custom channel's stored credentials, opened with the installation's master key from
+    /// the config bucket (a test's way to mint tokens as if issued long ago).
+    pub async fn custom_credentials(&self, channel_id: &str) -> patchbay_custom::CustomCredentials {
+        let subjects = patchbay_contract::Subjects::new(&self.config.nats_prefix).unwrap();
+        let js = async_nats::jetstream::new(
+            self.nats_as(Role::Ingress(patchbay_contract::Platform::Custom))
+                .await,
+        );
+        let kv = js
+            .get_key_value(subjects.bucket(patchbay_contract::subjects::Bucket::Config))
+            .await
+            .unwrap();
+        let raw = kv
+            .get(patchbay_contract::config_keys::channel(channel_id))
+            .await
+            .unwrap()
+            .expect("the channel is in the config bucket");
+        let record: patchbay_contract::ChannelRecord = serde_json::from_slice(&raw).unwrap();
+        patchbay_platform::ingress::open_credentials(
+            &self.config.require_master_key().unwrap(),
+            &record,
+        )
+        .unwrap()
+    }
+
     /// Stops one service (split layout) and waits until it stopped cleanly.
     pub async fn stop(&mut self, service: &str) {
         let idx = self

@@ -232,6 +232,16 @@ async fn no_route_lets_a_caller_past_its_rights() {
         ("get", format!("/v1/media/{}", b.media_id), None),
         (
             "post",
+            format!("/v1/users/{}/tokens/revoke", b.user_id),
+            None,
+        ),
+        (
+            "post",
+            format!("/v1/channels/{}/tokens/revoke", b.custom_channel),
+            None,
+        ),
+        (
+            "post",
             "/v1/messages".into(),
             Some(json!({"user_id": attacker_user, "messages": [
                 {"type": "image", "media_id": b.media_id}]})),
@@ -256,6 +266,8 @@ async fn no_route_lets_a_caller_past_its_rights() {
         "/v1/keys/{key_id}",
         "/v1/conversations/{conversation_id}/messages",
         "/v1/media/{media_id}",
+        "/v1/users/{user_id}/tokens/revoke",
+        "/v1/channels/{channel_id}/tokens/revoke",
     ]
     .into_iter()
     .map(str::to_owned)

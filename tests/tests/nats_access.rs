@@ -39,6 +39,10 @@ fn may_call(role: Role, service: &str, op: &str) -> bool {
         Role::All | Role::Api => true,
         Role::Dispatcher => service == "auth" && op == auth_ops::DISABLE_WEBHOOK,
         Role::Auth => service == "dispatcher" && op == dispatcher_ops::VERIFY_ENDPOINT,
+        // Whether an external_id already has a user (a contact the tenant created).
+        Role::Ingress(patchbay_contract::Platform::Custom) => {
+            service == "router" && op == router_ops::GET_USER
+        }
         _ => false,
     }
 }
@@ -124,8 +128,9 @@ async fn every_rpc_subject_refuses_the_credentials_of_services_that_do_not_call_
             }
         }
     }
-    // The API calls everything, the single process too; the dispatcher and auth one op each.
-    assert_eq!(answers, 2 * rpcs.len() + 2);
+    // The API calls everything, the single process too; the dispatcher, auth and
+    // ingress-custom one op each.
+    assert_eq!(answers, 2 * rpcs.len() + 3);
     assert_eq!(refusals, Role::every().len() * rpcs.len() - answers);
 }
 

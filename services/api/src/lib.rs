@@ -14,6 +14,8 @@
 //! | `POST /v1/deliveries/replay` | bot API key | deliver the dead-lettered events since a time again (202) |
 //! | `GET /v1/users/{user_id}` | bot API key | a user's profile (404 for another bot's user) |
 //! | `GET /v1/users?platform=…&platform_user_id=…` | bot API key | the same, by the platform's user id |
+//! | `POST /v1/users/{user_id}/tokens/revoke` | bot API key | a custom channel's user: every token issued until now stops working |
+//! | `POST /v1/channels/{channel_id}/tokens/revoke` | bot API key | every user token of one of the bot's custom channels issued until now stops working |
 //! | `POST /v1/codes/claim` | bot API key | claim a one-time code once: the user's profile (410 otherwise) |
 //! | `GET /go/{token}` | none (the user's browser) | mint a one-time code, 302 to the tenant's page |
 //! | `GET /v1/webhook` | bot API key | the callback settings |
@@ -36,6 +38,7 @@ mod brandchat;
 mod channels;
 mod codes;
 mod conversations;
+mod custom;
 mod limits;
 mod media;
 mod openapi;
@@ -81,6 +84,8 @@ pub(crate) struct Api {
     media_quota_bytes: u64,
     admin_token: String,
     limits: limits::Limits,
+    /// Custom channels' registered users and token revocations.
+    custom_users: patchbay_custom::users::Users,
 }
 
 /// Starts the service.
@@ -108,6 +113,11 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
                 .get_object_store(&deps.bus.subjects().uploads_store())
                 .await?,
             media_quota_bytes: deps.config.media_quota_bytes,
+            custom_users: patchbay_custom::users::Users::open(
+                deps.bus.jetstream(),
+                deps.bus.subjects(),
+            )
+            .await?,
             admin_token: deps.config.require_admin_token()?.to_owned(),
             limits: limits::Limits::new(
                 patchbay_contract::RateLimit {
@@ -150,6 +160,14 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             )
             .route("/v1/users", axum::routing::get(users::find_user))
             .route("/v1/users/{user_id}", axum::routing::get(users::get_user))
+            .route(
+                "/v1/users/{user_id}/tokens/revoke",
+                post(custom::revoke_user),
+            )
+            .route(
+                "/v1/channels/{channel_id}/tokens/revoke",
+                post(custom::revoke_channel),
+            )
             .route("/v1/media/{media_id}", axum::routing::get(media::get))
             .route(
                 "/v1/media",

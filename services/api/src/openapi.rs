@@ -52,6 +52,8 @@ pub(crate) struct Operation {
     response: (u16, Option<SchemaFn>),
     /// Query parameters: name, description.
     query: &'static [(&'static str, &'static str)],
+    /// Optional request headers: name, description.
+    headers: &'static [(&'static str, &'static str)],
 }
 
 const fn op(
@@ -70,6 +72,7 @@ const fn op(
         request,
         response,
         query: &[],
+        headers: &[],
     }
 }
 
@@ -336,19 +339,33 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         None,
         (200, None),
     ),
+    Operation {
+        headers: &[(
+            "X-Patchbay-Registration",
+            "The app's back end's proof, needed for an external_id that already has a user: t=<unix seconds>,v1=<hex HMAC-SHA256(registration_secret, \"<t>.<channel_id>.<external_id>\")>, within 300 seconds",
+        )],
+        ..op(
+            "post",
+            "/v1/custom/{channel_id}/users",
+            Caller::DomainKey,
+            "Register a user of a custom channel (served by ingress-custom): their id and a token that expires. The same external_id always gets the same user; an external_id that already has a user needs X-Patchbay-Registration: t=<unix seconds>,v1=<hex HMAC-SHA256(registration_secret, \"<t>.<channel_id>.<external_id>\")> from the app's back end (403 registration_proof_required without it; 401 invalid_registration_proof when it is wrong or stale), as does every registration on a channel with require_signed_registration.",
+            Some(schema::<RegisterUser>),
+            (201, Some(schema::<RegisteredUser>)),
+        )
+    },
     op(
         "post",
-        "/v1/custom/{channel_id}/users",
-        Caller::DomainKey,
-        "Register a user of a custom channel (served by ingress-custom): their id and token. The same external_id always gets the same user and token.",
-        Some(schema::<RegisterUser>),
-        (201, Some(schema::<RegisteredUser>)),
+        "/v1/custom/{channel_id}/token",
+        Caller::UserToken,
+        "A new token for the user of an unexpired, unrevoked token (served by ingress-custom); also exchanges a token from before tokens expired, unless revoked since. 401 token_expired, token_revoked.",
+        None,
+        (200, Some(schema::<RegisteredUser>)),
     ),
     op(
         "post",
         "/v1/custom/{channel_id}/messages",
         Caller::UserToken,
-        "Send as a custom channel's user (served by ingress-custom); answers with the bot's replies, waiting at most wait_ms.",
+        "Send as a custom channel's user (served by ingress-custom); answers with the bot's replies, waiting at most wait_ms. 401 token_expired or token_revoked for a token past its lifetime or revoked.",
         Some(schema::<SendAsUser>),
         (200, Some(schema::<SentAsUser>)),
     ),
@@ -359,6 +376,22 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         "A user's profile (404 for another bot's user).",
         None,
         (200, Some(schema::<Profile>)),
+    ),
+    op(
+        "post",
+        "/v1/users/{user_id}/tokens/revoke",
+        Caller::Bot,
+        "A custom channel's user: every token issued until now stops working (401 token_revoked); the app registers the user again with its back end's proof. 404 for another bot's user, 422 not_custom for another platform's.",
+        None,
+        (200, Some(schema::<patchbay_custom::api::RevokedTokens>)),
+    ),
+    op(
+        "post",
+        "/v1/channels/{channel_id}/tokens/revoke",
+        Caller::Bot,
+        "Every user token of one of the bot's custom channels issued until now stops working (401 token_revoked). 404 for another bot's channel, 422 not_custom for another platform's.",
+        None,
+        (200, Some(schema::<patchbay_custom::api::RevokedTokens>)),
     ),
     op(
         "post",
@@ -487,6 +520,10 @@ pub(crate) fn document() -> Value {
         let mut parameters = path_parameters(o.path);
         parameters.extend(o.query.iter().map(|(name, description)| {
             json!({"name": name, "in": "query", "required": false,
+                   "description": description, "schema": {"type": "string"}})
+        }));
+        parameters.extend(o.headers.iter().map(|(name, description)| {
+            json!({"name": name, "in": "header", "required": false,
                    "description": description, "schema": {"type": "string"}})
         }));
         let (status, body) = o.response;

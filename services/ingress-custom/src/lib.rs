@@ -6,10 +6,19 @@
 //!
 //! | route | auth | does |
 //! |---|---|---|
-//! | `POST /v1/custom/{channel_id}/users` | `Bearer <domain key>` | register a user (201 with their token); publishes `user.subscribed` |
+//! | `POST /v1/custom/{channel_id}/users` | `Bearer <domain key>`, and for an `external_id` that already has a user `X-Patchbay-Registration` | register a user (201 with their token); publishes `user.subscribed` |
+//! | `POST /v1/custom/{channel_id}/token` | `Bearer <user token>` | a new token for the token's user (a fresh lifetime) |
 //! | `POST /v1/custom/{channel_id}/messages` | `Bearer <user token>` | send as the user; answers with the bot's replies, waiting a bounded time |
 //!
-//! Both publish an envelope to `<p>.ingress.custom.<channel>` like any ingress (200/201 only
+//! The domain key ships inside apps, so it registers new users only: whether an `external_id`
+//! already has a user is told by the `<p>_custom_users` bucket (every registration creates its
+//! entry atomically) and, for contacts the tenant created, by asking `bot-router`. Registering
+//! it again takes the back end's signature ([`patchbay_custom::registration`]); a refused
+//! registration publishes nothing. User tokens carry their issue time
+//! ([`patchbay_custom::token`]); each message reads its user's and its channel's revocations
+//! from the bucket ([`patchbay_custom::users`]) and refuses an expired or revoked token.
+//!
+//! Registrations and messages publish an envelope to `<p>.ingress.custom.<channel>` like any ingress (200/201 only
 //! once JetStream stored it, 503 otherwise), so the message takes the normal path: normaliser,
 //! router, the tenant's callback, an inline reply, `outbound-custom`. The sender announces each
 //! message for the user on `<p>.custom.replies.<channel>.<user>`, and the router or the
@@ -32,12 +41,14 @@ use patchbay_bus::{Bus, ConfigView};
 use patchbay_config::MasterKey;
 use patchbay_contract::ids::{derive_id, new_id, prefix, user_id};
 use patchbay_contract::{
-    ChannelRecord, Content, CustomOutcome, CustomReply, IngressEnvelope, Platform, V1,
+    ChannelRecord, Content, CustomOutcome, CustomReply, GetUserRequest, IngressEnvelope, Platform,
+    UserProfile, V1, router_ops,
 };
 use patchbay_custom::CustomCredentials;
 use patchbay_custom::api::{RegisterUser, RegisteredUser, SendAsUser, SentAsUser};
 use patchbay_custom::inbound::{AppUser, CustomBody};
-use patchbay_custom::token;
+use patchbay_custom::users::{Claim, Users};
+use patchbay_custom::{registration, token};
 use patchbay_runtime::http::{bearer_token, parse_json, read_body};
 use patchbay_runtime::{ApiError, BoxError, Deps, Service};
 use subtle::ConstantTimeEq;
@@ -46,8 +57,12 @@ struct Ingress {
     bus: Bus,
     view: ConfigView,
     key: MasterKey,
+    users: Users,
     max_wait: Duration,
 }
+
+/// How long a registration waits for `bot-router` to say whether a contact exists.
+const ROUTER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Starts the service.
 pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
@@ -56,10 +71,12 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             bus: deps.bus.clone(),
             view: deps.view.clone(),
             key: deps.config.require_master_key()?,
+            users: Users::open(deps.bus.jetstream(), deps.bus.subjects()).await?,
             max_wait: Duration::from_millis(deps.config.custom_reply_wait_ms),
         });
         let routes = Router::new()
             .route("/v1/custom/{channel_id}/users", post(register))
+            .route("/v1/custom/{channel_id}/token", post(refresh))
             .route("/v1/custom/{channel_id}/messages", post(send_as_user))
             .layer(DefaultBodyLimit::max(deps.config.ingress_max_body_bytes))
             .with_state(state);
@@ -148,6 +165,56 @@ fn optional_text(field: &str, v: Option<String>, max: usize) -> Result<Option<St
     }
 }
 
+fn refused(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
+    outcome("unauthorized");
+    ApiError::new(status, code, message)
+}
+
+/// A new token of `platform_user_id`, issued now.
+fn issued(
+    channel: &ChannelRecord,
+    creds: &CustomCredentials,
+    platform_user_id: String,
+) -> RegisteredUser {
+    let now = chrono::Utc::now();
+    let ttl = chrono::Duration::seconds(i64::try_from(creds.token_ttl_seconds).unwrap_or(i64::MAX));
+    RegisteredUser {
+        user_id: user_id(&channel.id, &platform_user_id),
+        token: token::issue(
+            &creds.token_secret,
+            &channel.id,
+            &platform_user_id,
+            now.timestamp_millis(),
+        ),
+        expires_at: now
+            .checked_add_signed(ttl)
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC),
+        platform_user_id,
+    }
+}
+
+impl Ingress {
+    /// Whether `bot-router` knows `user_id` of `bot_id` (a contact the tenant created with
+    /// `POST /v1/conversations`, or a user registered before the bucket kept registrations).
+    async fn router_knows(&self, bot_id: &str, user_id: &str) -> Result<bool, ApiError> {
+        let subject = self.bus.subjects().rpc("router", router_ops::GET_USER);
+        let req = GetUserRequest {
+            v: V1,
+            bot_id: bot_id.to_owned(),
+            user_id: user_id.to_owned(),
+        };
+        match self
+            .bus
+            .request::<_, UserProfile>(&subject, &req, ROUTER_TIMEOUT)
+            .await?
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.status == 404 => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
 async fn register(
     State(s): State<Arc<Ingress>>,
     Path(channel_id): Path<String>,
@@ -164,6 +231,7 @@ async fn register(
         return Err(ApiError::unauthorized("wrong domain key"));
     }
     let body: RegisterUser = parse_json(&read_body(req).await?)?;
+    let generated = body.external_id.is_none();
     let platform_user_id = match body.external_id {
         Some(id) if token::valid_user_id(&id) => id,
         Some(_) => {
@@ -174,6 +242,39 @@ async fn register(
         }
         None => format!("cu_{}", new_id("x").trim_start_matches("x_")),
     };
+    // The back end's proof, over the external id as the app sent it (empty when generated).
+    let proven = match headers.get(registration::HEADER) {
+        None => false,
+        Some(h) => {
+            let signed_id = if generated {
+                ""
+            } else {
+                platform_user_id.as_str()
+            };
+            registration::verify(
+                creds.registration_secret.as_deref(),
+                h.to_str().unwrap_or_default(),
+                &channel.id,
+                signed_id,
+                chrono::Utc::now().timestamp(),
+            )
+            .map_err(|e| {
+                refused(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_registration_proof",
+                    e.to_string(),
+                )
+            })?;
+            true
+        }
+    };
+    if creds.require_signed_registration && !proven {
+        return Err(refused(
+            StatusCode::UNAUTHORIZED,
+            "registration_proof_required",
+            "this channel registers users only with X-Patchbay-Registration signed by the app's back end",
+        ));
+    }
     let email = match optional_text("email", body.email, 254)? {
         Some(e) => Some(
             patchbay_contract::normalise_email(&e)
@@ -201,22 +302,139 @@ async fn register(
         email,
         phone,
     };
+    // Whether the external id already has a user: registered here before (the bucket's entry
+    // is created atomically, so of two first registrations one wins), or a contact the router
+    // knows. Without the back end's proof only a new user is registered.
+    let user_id = user_id(&channel.id, &platform_user_id);
+    let claim = s
+        .users
+        .claim(&user_id, chrono::Utc::now())
+        .await
+        .map_err(ApiError::unavailable)?;
+    if !proven {
+        let existing = match claim {
+            Claim::Existing => true,
+            Claim::New(_) if generated => false,
+            Claim::New(revision) => match s.router_knows(&channel.bot_id, &user_id).await {
+                Ok(known) => known,
+                Err(e) => {
+                    s.users.release(&user_id, revision).await;
+                    return Err(e);
+                }
+            },
+        };
+        if existing {
+            return Err(refused(
+                StatusCode::FORBIDDEN,
+                "registration_proof_required",
+                format!(
+                    "external_id {platform_user_id} already has a user; register it again with X-Patchbay-Registration signed by the app's back end, or renew its token with POST /v1/custom/{}/token",
+                    channel.id
+                ),
+            ));
+        }
+    }
     let envelope_id = new_id(prefix::ENVELOPE);
     let dedupe = format!("register:{envelope_id}");
     let body = CustomBody::Register {
         user,
         at: chrono::Utc::now(),
     };
-    s.publish(&channel, envelope_id, &dedupe, &platform_user_id, &body)
-        .await?;
+    if let Err(e) = s
+        .publish(&channel, envelope_id, &dedupe, &platform_user_id, &body)
+        .await
+    {
+        // Not registered: the app's retry is a first registration again.
+        if let Claim::New(revision) = claim {
+            s.users.release(&user_id, revision).await;
+        }
+        return Err(e);
+    }
     Ok((
         StatusCode::CREATED,
-        axum::Json(RegisteredUser {
-            user_id: user_id(&channel.id, &platform_user_id),
-            token: token::issue(&creds.token_secret, &channel.id, &platform_user_id),
-            platform_user_id,
-        }),
+        axum::Json(issued(&channel, &creds, platform_user_id)),
     ))
+}
+
+/// Why a token is refused, as the app is told.
+fn token_refused(refusal: token::Refusal, legacy: bool, channel_id: &str) -> ApiError {
+    match (refusal, legacy) {
+        (token::Refusal::Revoked, _) => refused(
+            StatusCode::UNAUTHORIZED,
+            "token_revoked",
+            "this token was revoked; register the user again",
+        ),
+        (token::Refusal::Expired, true) => refused(
+            StatusCode::UNAUTHORIZED,
+            "token_expired",
+            format!(
+                "a token from before tokens expired; exchange it with POST /v1/custom/{channel_id}/token"
+            ),
+        ),
+        (token::Refusal::Expired, false) => refused(
+            StatusCode::UNAUTHORIZED,
+            "token_expired",
+            "this token expired; register the user again",
+        ),
+    }
+}
+
+impl Ingress {
+    /// The user whose token `headers` carries, if the token is the channel's (401 otherwise)
+    /// and was not revoked; `fresh` also wants it unexpired.
+    async fn token_user(
+        &self,
+        channel: &ChannelRecord,
+        creds: &CustomCredentials,
+        headers: &HeaderMap,
+        fresh: bool,
+    ) -> Result<String, ApiError> {
+        let given = bearer_token(headers).ok_or_else(|| {
+            outcome("unauthorized");
+            ApiError::unauthorized("send Authorization: Bearer <the user's token>")
+        })?;
+        let verified = token::verify(&creds.token_secret, &channel.id, given).ok_or_else(|| {
+            outcome("unauthorized");
+            ApiError::unauthorized("not a token of this channel's users")
+        })?;
+        let revoked_at = self
+            .users
+            .revoked_at_ms(&channel.id, &user_id(&channel.id, verified.user))
+            .await
+            .map_err(ApiError::unavailable)?;
+        let legacy = verified.issued_at_ms.is_none();
+        let checked = if fresh {
+            verified.check(
+                chrono::Utc::now().timestamp_millis(),
+                creds.token_ttl_seconds,
+                revoked_at,
+            )
+        } else if verified.revoked_by(revoked_at) {
+            Err(token::Refusal::Revoked)
+        } else {
+            Ok(())
+        };
+        checked.map_err(|r| token_refused(r, legacy, &channel.id))?;
+        Ok(verified.user.to_owned())
+    }
+}
+
+/// `POST /v1/custom/{channel_id}/token`: a new token for the user of an unexpired, unrevoked
+/// token, or of a token from before tokens expired that no revocation covers (the way such
+/// tokens are exchanged). Publishes nothing.
+async fn refresh(
+    State(s): State<Arc<Ingress>>,
+    Path(channel_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<axum::Json<RegisteredUser>, ApiError> {
+    let (channel, creds) = s.channel(&channel_id).await?;
+    let given = bearer_token(&headers).unwrap_or_default();
+    let legacy = token::verify(&creds.token_secret, &channel.id, given)
+        .is_some_and(|v| v.issued_at_ms.is_none());
+    // A legacy token is judged by revocation alone; a current one must be unexpired too.
+    let platform_user_id = s.token_user(&channel, &creds, &headers, !legacy).await?;
+    outcome("refreshed");
+    Ok(axum::Json(issued(&channel, &creds, platform_user_id)))
 }
 
 /// What a user may send: not the bot's kinds (buttons, carousels, templates, …).
@@ -251,16 +469,7 @@ async fn send_as_user(
     req: Request,
 ) -> Result<axum::Json<SentAsUser>, ApiError> {
     let (channel, creds) = s.channel(&channel_id).await?;
-    let given = bearer_token(&headers).ok_or_else(|| {
-        outcome("unauthorized");
-        ApiError::unauthorized("send Authorization: Bearer <the user's token>")
-    })?;
-    let platform_user_id = token::verify(&creds.token_secret, &channel.id, given)
-        .ok_or_else(|| {
-            outcome("unauthorized");
-            ApiError::unauthorized("not a token of this channel's users")
-        })?
-        .to_owned();
+    let platform_user_id = s.token_user(&channel, &creds, &headers, true).await?;
     let body: SendAsUser = parse_json(&read_body(req).await?)?;
     user_content(&body.content)?;
     let message_id = match body.id {

@@ -306,6 +306,31 @@ enum Channels {
         /// Your own domain key (at least 22 characters); generated when absent.
         #[arg(long, env = "CUSTOM_DOMAIN_KEY", hide_env_values = true)]
         domain_key: Option<String>,
+        /// How long user tokens live, in seconds (300 to 31536000; 30 days when absent).
+        #[arg(long)]
+        token_ttl_seconds: Option<u64>,
+        /// Every registration needs the app's back end's X-Patchbay-Registration, a new
+        /// external_id too.
+        #[arg(long)]
+        require_signed_registration: bool,
+    },
+    /// Revoke every user token of one of the bot's custom channels issued until now.
+    RevokeTokens {
+        /// The bot's API key.
+        #[arg(long, env = "PATCHBAY_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// The custom channel.
+        #[arg(long)]
+        channel: String,
+    },
+    /// Revoke every token of one custom channel's user issued until now.
+    RevokeUserTokens {
+        /// The bot's API key.
+        #[arg(long, env = "PATCHBAY_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// The user (`usr_…`).
+        #[arg(long)]
+        user: String,
     },
     /// Connect a bot to a Facebook Page (Messenger).
     CreateMessenger {
@@ -790,13 +815,29 @@ fn admin(cli: Cli) -> anyhow::Result<()> {
                     bot,
                     event_webhook_url,
                     domain_key,
+                    token_ttl_seconds,
+                    require_signed_registration,
                 }) => (
                     format!("/admin/v1/bots/{bot}/channels"),
                     cli.token.clone(),
                     json!({"platform": "custom",
                        "credentials": {"event_webhook_url": event_webhook_url,
-                                       "domain_key": domain_key}}),
+                                       "domain_key": domain_key,
+                                       "token_ttl_seconds": token_ttl_seconds,
+                                       "require_signed_registration": require_signed_registration}}),
                     &["id", "webhook_path", "generated"],
+                ),
+                Command::Channels(Channels::RevokeTokens { api_key, channel }) => (
+                    format!("/v1/channels/{channel}/tokens/revoke"),
+                    Some(api_key),
+                    json!({}),
+                    &["tokens_revoked_at"],
+                ),
+                Command::Channels(Channels::RevokeUserTokens { api_key, user }) => (
+                    format!("/v1/users/{user}/tokens/revoke"),
+                    Some(api_key),
+                    json!({}),
+                    &["tokens_revoked_at"],
                 ),
                 Command::Channels(Channels::CreateMessenger {
                     bot,

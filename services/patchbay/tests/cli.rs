@@ -429,6 +429,34 @@ async fn operators_and_bot_developers_work_from_the_command_line() {
         .await
         .unwrap();
     assert_eq!(registered.status(), 201);
+    let registered: Value = registered.json().await.unwrap();
+    let send_as_user = || async {
+        reqwest::Client::new()
+            .post(format!("{}/v1/custom/{channel_id}/messages", i.url))
+            .bearer_auth(registered["token"].as_str().unwrap())
+            .json(&serde_json::json!({"content": {"type": "text", "text": "x"}, "wait_ms": 0}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(send_as_user().await, 200);
+    // Revoking the channel's tokens: the user's token is refused.
+    let revoked: Value = serde_json::from_str(&ok(
+        &i,
+        &[
+            "--json",
+            "channels",
+            "revoke-tokens",
+            "--api-key",
+            &field(&bot, "api_key"),
+            "--channel",
+            channel_id,
+        ],
+    ))
+    .unwrap();
+    assert!(revoked["tokens_revoked_at"].is_string(), "{revoked}");
+    assert_eq!(send_as_user().await, 401);
 
     // Errors say what went wrong and exit non-zero.
     let missing = cli(&i, &["bots", "disable", "--bot", "bot_nope"]);

@@ -358,6 +358,8 @@ pub fn permissions(subjects: &Subjects, settings: &TopologySettings, role: Role)
             g.write_bucket(Bucket::Links);
             g.write_bucket(Bucket::Members);
             g.read_bucket(Bucket::Setup);
+            // Revoking custom channels' user tokens.
+            g.write_bucket(Bucket::CustomUsers);
             g.write_store(&s.files_store());
             g.read_store(&s.media_store());
             g.write_store(&s.uploads_store());
@@ -380,6 +382,10 @@ pub fn permissions(subjects: &Subjects, settings: &TopologySettings, role: Role)
             if platform == Platform::Custom {
                 g.p.subscribe(format!("{prefix}.custom.replies.*.*"));
                 g.p.subscribe(format!("{prefix}.custom.outcome.*"));
+                // Registered users and revoked tokens; whether an `external_id` already has a
+                // user (a contact the tenant created).
+                g.write_bucket(Bucket::CustomUsers);
+                g.call("router", crate::wire::router_ops::GET_USER);
             }
         }
         Role::Outbound(platform) => {

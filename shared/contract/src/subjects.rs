@@ -77,6 +77,9 @@ pub enum Bucket {
     /// an event to answer it once, for a short time (LINE's reply token). Single use: the
     /// sender that takes one deletes it (short TTL).
     Replies,
+    /// Custom channels' users as `ingress-custom` registered them, and the revocations of
+    /// their tokens (per user and per channel); no TTL.
+    CustomUsers,
 }
 
 impl Bucket {
@@ -91,6 +94,7 @@ impl Bucket {
             Bucket::Tokens => "tokens",
             Bucket::Setup => "setup",
             Bucket::Replies => "replies",
+            Bucket::CustomUsers => "custom_users",
         }
     }
 }

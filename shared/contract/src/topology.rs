@@ -200,6 +200,7 @@ pub fn buckets(settings: &TopologySettings) -> Vec<(Bucket, Option<Duration>)> {
         (Bucket::Tokens, Some(DAY)),
         (Bucket::Setup, None),
         (Bucket::Replies, Some(REPLY_CONTEXT_TTL)),
+        (Bucket::CustomUsers, None),
     ]
 }
 

@@ -1,6 +1,7 @@
 //! The HTTP bodies of a custom channel's API (`ingress-custom`), with JSON Schemas for the
 //! OpenAPI document.
 
+use chrono::{DateTime, Utc};
 use patchbay_contract::{Content, CustomReply};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -10,7 +11,8 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct RegisterUser {
     /// The app's own id for the user (1–128 characters of `A-Z a-z 0-9 _ - : @ .`); the same
-    /// id always gets the same user and token. Generated when absent.
+    /// id always gets the same user. Generated when absent. An id that already has a user is
+    /// registered again only with `X-Patchbay-Registration` from the app's back end.
     #[serde(default)]
     pub external_id: Option<String>,
     /// Display name.
@@ -30,7 +32,7 @@ pub struct RegisterUser {
     pub phone: Option<String>,
 }
 
-/// Answer of `POST /v1/custom/{channel_id}/users`.
+/// Answer of `POST /v1/custom/{channel_id}/users` and `POST /v1/custom/{channel_id}/token`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RegisteredUser {
     /// Patchbay's id of the user (`usr_…`), as events and `/v1/users` name them.
@@ -39,6 +41,18 @@ pub struct RegisteredUser {
     pub platform_user_id: String,
     /// The user's token: `Authorization: Bearer <token>` to send as the user. Keep it secret.
     pub token: String,
+    /// When the token expires (the channel's `token_ttl_seconds` after it was issued); get a
+    /// new one before with `POST /v1/custom/{channel_id}/token`.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Answer of `POST /v1/users/{user_id}/tokens/revoke` and
+/// `POST /v1/channels/{channel_id}/tokens/revoke` (tenant API).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RevokedTokens {
+    /// Every token of the user (or the channel) issued at or before this time is refused
+    /// from now on; tokens issued later work.
+    pub tokens_revoked_at: DateTime<Utc>,
 }
 
 /// Body of `POST /v1/custom/{channel_id}/messages` (`Authorization: Bearer <user token>`).

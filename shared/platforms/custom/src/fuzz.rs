@@ -108,28 +108,44 @@ fn check_bodies(body: &[u8]) -> Result<(), TestCaseError> {
 proptest! {
     #![proptest_config(fuzz::config())]
 
-    /// A token names its user on its channel only; one bit off, another channel's, or any
-    /// other text names nobody.
+    /// A token names its user and issue time on its channel only; one bit off, another
+    /// channel's, or any other text names nobody; a token from before issue times is told
+    /// apart and never read as a current one.
     #[test]
     fn fuzz_custom_token(
         secret in any::<String>(),
         user in "[A-Za-z0-9_:@.-]{1,128}",
+        issued_at in 0i64..=i64::MAX,
         other_channel in "ch_[A-Z0-9]{1,26}",
         bit in any::<usize>(),
-        arbitrary in prop_oneof![any::<String>(), "[A-Za-z0-9_:@.-]{1,20}\\.[A-Za-z0-9_-]{0,50}"],
+        arbitrary in prop_oneof![
+            any::<String>(),
+            "[A-Za-z0-9_:@.-]{1,20}\\.[A-Za-z0-9_-]{0,50}",
+            "[A-Za-z0-9_:@.-]{1,20}\\.[0-9]{1,20}\\.[A-Za-z0-9_-]{0,50}",
+        ],
     ) {
-        let issued = token::issue(&secret, CHANNEL, &user);
-        prop_assert_eq!(token::verify(&secret, CHANNEL, &issued), Some(user.as_str()));
+        let issued = token::issue(&secret, CHANNEL, &user, issued_at);
+        let expected = token::Verified { user: user.as_str(), issued_at_ms: Some(issued_at) };
+        prop_assert_eq!(token::verify(&secret, CHANNEL, &issued), Some(expected));
+        let legacy = token::issue_legacy(&secret, CHANNEL, &user);
+        let old = token::Verified { user: user.as_str(), issued_at_ms: None };
+        prop_assert_eq!(token::verify(&secret, CHANNEL, &legacy), Some(old));
         if other_channel != CHANNEL {
             prop_assert_eq!(token::verify(&secret, &other_channel, &issued), None);
+            prop_assert_eq!(token::verify(&secret, &other_channel, &legacy), None);
         }
         let flipped = fuzz::flip(issued.as_bytes(), bit);
         if let Ok(flipped) = String::from_utf8(flipped) {
-            // A flip inside the user id names another user, whose MAC this is not.
+            // A flip inside the user id or the issue time names another user or time, whose
+            // MAC this is not.
             prop_assert_eq!(token::verify(&secret, CHANNEL, &flipped).is_some(), flipped == issued);
         }
         if let Some(named) = token::verify(&secret, CHANNEL, &arbitrary) {
-            prop_assert_eq!(token::issue(&secret, CHANNEL, named), arbitrary.clone());
+            let again = match named.issued_at_ms {
+                Some(t) => token::issue(&secret, CHANNEL, named.user, t),
+                None => token::issue_legacy(&secret, CHANNEL, named.user),
+            };
+            prop_assert_eq!(again, arbitrary.clone());
         }
     }
 

@@ -20,7 +20,9 @@ pub mod credentials;
 mod fuzz;
 pub mod inbound;
 pub mod outbound;
+pub mod registration;
 pub mod token;
+pub mod users;
 
 pub use credentials::{CustomChannelInput, CustomCredentials};
 pub use outbound::CustomSender;
