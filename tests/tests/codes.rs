@@ -516,3 +516,74 @@ async fn a_link_asking_for_a_reuse_window_beyond_a_day_is_refused() {
     assert_eq!(status, 422, "{body}");
     assert!(body.to_string().contains("reuse_seconds"), "{body}");
 }
+
+/// The attack: a bot sends `:code` buttons (or its links are opened) without end, and every
+/// link and code is kept in buckets every bot shares. Each bot may create
+/// `PATCHBAY_LINKS_PER_BOT` links per link lifetime and mint `PATCHBAY_CODES_PER_BOT` codes per
+/// code lifetime: beyond them its message fails with `link_quota_exceeded` and its link answers
+/// 429, while another bot's links and codes are untouched. Without the quotas the third link
+/// and the third code were made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bots_links_and_codes_are_bounded_without_touching_anothers() {
+    let stack = Stack::start_with(Options {
+        configure: Box::new(|c| {
+            c.public_url = PUBLIC_URL.into();
+            c.links_per_bot = 2;
+            c.codes_per_bot = 2;
+        }),
+        ..Options::default()
+    })
+    .await;
+    let bot = stack.bot_with_events(Some(vec!["*"])).await;
+    let other = stack.bot().await;
+    let user_id = user_of(&stack, &bot, 1, 4242).await;
+    let other_user = user_of(&stack, &other, 2, 4343).await;
+    let button =
+        json!([{"type": "url", "title": "Shop", "url": "https://shop.example/page?c=:code"}]);
+
+    let first = send_buttons(&stack, &bot, &user_id, "one", button.clone()).await;
+    let second = send_buttons(&stack, &bot, &user_id, "two", button.clone()).await;
+    let (status, body) = stack
+        .post(
+            &format!("{}/v1/messages", stack.api_url()),
+            &bot.api_key,
+            &json!({"user_id": user_id,
+                    "messages": [{"type": "buttons", "text": "three", "buttons": button}]}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let third = body["message_ids"][0].clone();
+    let failed = eventually(TIMEOUT, "the third link's message failed", || async {
+        stack
+            .tenant
+            .received()
+            .into_iter()
+            .map(|r| r.json())
+            .find(|e| e["type"] == "message.failed" && e["message"]["id"] == third)
+    })
+    .await;
+    assert_eq!(failed["error"]["code"], "link_quota_exceeded", "{failed}");
+    assert!(
+        stack
+            .telegram
+            .calls_of("sendMessage")
+            .iter()
+            .all(|c| c.body["text"] != "three"),
+        "the message over the quota never reaches the platform"
+    );
+
+    // Two codes, then 429 whichever link is opened; the links keep their state.
+    let phone = Device::default();
+    mint_on(&stack, &phone, &first[0]).await;
+    mint(&stack, &second[0]).await;
+    let (status, _, page) = open_on(&stack, &phone, &first[0]).await;
+    assert_eq!(status, 429, "{page}");
+    assert!(page.contains("Too many pages opened"), "{page}");
+
+    // Another bot's links and codes are its own.
+    let theirs = send_buttons(&stack, &other, &other_user, "theirs", button.clone()).await;
+    let code = mint(&stack, &theirs[0]).await;
+    let (status, profile) = claim(&stack, &other.api_key, &code).await;
+    assert_eq!(status, 200, "{profile}");
+    stack.shutdown().await;
+}

@@ -44,6 +44,8 @@ pub(crate) struct Codes {
     links: kv::Store,
     codes: kv::Store,
     code_ttl: Duration,
+    /// Codes per bot and code lifetime.
+    quota: patchbay_bus::quota::Quota,
     /// Whether the device cookie is `Secure` (the public URL is https).
     secure_cookies: bool,
 }
@@ -57,6 +59,13 @@ impl Codes {
             links: js.get_key_value(s.bucket(Bucket::Links)).await?,
             codes: js.get_key_value(s.bucket(Bucket::Codes)).await?,
             code_ttl: Duration::from_millis(deps.config.code_ttl_ms),
+            quota: patchbay_bus::quota::Quota::open(
+                &deps.bus,
+                "codes",
+                Duration::from_millis(deps.config.code_ttl_ms),
+                deps.config.codes_per_bot,
+            )
+            .await?,
             secure_cookies: deps.config.public_url.starts_with("https://"),
         }))
     }
@@ -147,6 +156,7 @@ async fn open_link(
     let now = chrono::Utc::now();
     // The link's entry, at a revision: its first opening is recorded with a compare-and-set,
     // so of two first openings at once exactly one becomes the opener.
+    let mut quota_taken = false;
     let (link, device_token) = loop {
         let entry = match codes.links.entry(&token).await {
             Ok(Some(e)) if e.operation == Operation::Put => e,
@@ -195,6 +205,28 @@ async fn open_link(
                 "This link was opened too many times. Open the page again from a newer message \
                  in the chat.",
             );
+        }
+        // The bot's codes in this code lifetime, taken once (not again when the compare-and-set
+        // below has to look again), before the opening is recorded: a refused opening leaves
+        // the link as it was.
+        if !quota_taken {
+            match codes.quota.take(&link.bot_id).await {
+                Ok(true) => quota_taken = true,
+                Ok(false) => {
+                    metrics::counter!("patchbay_quota_refused_total", "kind" => "codes")
+                        .increment(1);
+                    return page(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "Too many pages opened",
+                        "Too many pages of this service were opened in the last minutes. Try \
+                         again in a few minutes.",
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "quotas bucket unavailable");
+                    return unavailable_page();
+                }
+            }
         }
         link.codes_minted += 1;
         let Ok(body) = serde_json::to_vec(&link) else {

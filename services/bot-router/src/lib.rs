@@ -182,6 +182,13 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             deps.bus.jetstream().get_key_value(&links_bucket).await?,
             &deps.config.public_url,
             std::time::Duration::from_millis(deps.config.link_ttl_ms),
+            patchbay_bus::quota::Quota::open(
+                &deps.bus,
+                "links",
+                std::time::Duration::from_millis(deps.config.link_ttl_ms),
+                deps.config.links_per_bot,
+            )
+            .await?,
         );
         let router = Arc::new(Router {
             pool: pool.clone(),
@@ -659,10 +666,31 @@ impl Handler<SendCommand> for Sends {
             if tag.is_some() {
                 metrics::counter!("patchbay_router_window_total", "platform" => platform, "outcome" => "human_agent").increment(1);
             }
-            let content = r
+            let content = match r
                 .links
                 .rewrite(&bot_id, &recipient.user_id, content)
-                .await?;
+                .await?
+            {
+                Ok(content) => content,
+                // The bot made as many links as it may in a link lifetime: this message
+                // fails rather than fill the links bucket every bot shares.
+                Err(links::OverQuota(limit)) => {
+                    metrics::counter!("patchbay_quota_refused_total", "kind" => "links")
+                        .increment(1);
+                    tracing::info!(message_id = %id, %bot_id, limit, "link quota used up: message failed");
+                    let error = DeliveryError {
+                        code: "link_quota_exceeded".into(),
+                        message: format!(
+                            "the bot has created {limit} links for `:code` URL buttons in this \
+                             link lifetime (PATCHBAY_LINKS_PER_BOT); send it later or without a \
+                             `:code` button"
+                        ),
+                        platform_code: None,
+                    };
+                    fail(id, error).await?;
+                    continue;
+                }
+            };
             let content = r.with_upload_url(&bot_id, content);
             let job = OutboundJob {
                 v: V1,

@@ -9,6 +9,7 @@
 
 use async_nats::jetstream::kv;
 use patchbay_bus::HandlerError;
+use patchbay_bus::quota::Quota;
 use patchbay_contract::content::{Button, Card, DEFAULT_LINK_REUSE_SECONDS};
 use patchbay_contract::{Content, LinkRecord, V1};
 
@@ -20,39 +21,51 @@ pub struct Links {
     store: kv::Store,
     public_url: String,
     ttl: std::time::Duration,
+    /// Links per bot and link lifetime.
+    quota: Quota,
 }
 
+/// A bot created as many links as its quota allows in this link lifetime.
+#[derive(Debug)]
+pub struct OverQuota(pub u64);
+
 impl Links {
-    /// Links in `store`, served under `public_url`, valid for `ttl`.
-    pub fn new(store: kv::Store, public_url: &str, ttl: std::time::Duration) -> Self {
+    /// Links in `store`, served under `public_url`, valid for `ttl`, at most `quota`'s per bot.
+    pub fn new(store: kv::Store, public_url: &str, ttl: std::time::Duration, quota: Quota) -> Self {
         Self {
             store,
             public_url: public_url.trim_end_matches('/').to_owned(),
             ttl,
+            quota,
         }
     }
 
     /// `content` with every URL button containing `:code` replaced by a fresh Patchbay link
-    /// for `user_id` of `bot_id`; other content is returned unchanged.
+    /// for `user_id` of `bot_id`; other content is returned unchanged. `Err(OverQuota)` inside
+    /// when the bot has no links left in this link lifetime.
     pub async fn rewrite(
         &self,
         bot_id: &str,
         user_id: &str,
         content: &Content,
-    ) -> Result<Content, HandlerError> {
+    ) -> Result<Result<Content, OverQuota>, HandlerError> {
         let mut out = content.clone();
         match &mut out {
             Content::Buttons { buttons, .. } => {
-                self.rewrite_buttons(bot_id, user_id, buttons).await?;
+                if let Err(e) = self.rewrite_buttons(bot_id, user_id, buttons).await? {
+                    return Ok(Err(e));
+                }
             }
             Content::Carousel { cards } => {
                 for Card { buttons, .. } in cards.iter_mut() {
-                    self.rewrite_buttons(bot_id, user_id, buttons).await?;
+                    if let Err(e) = self.rewrite_buttons(bot_id, user_id, buttons).await? {
+                        return Ok(Err(e));
+                    }
                 }
             }
             _ => {}
         }
-        Ok(out)
+        Ok(Ok(out))
     }
 
     async fn rewrite_buttons(
@@ -60,20 +73,23 @@ impl Links {
         bot_id: &str,
         user_id: &str,
         buttons: &mut [Button],
-    ) -> Result<(), HandlerError> {
+    ) -> Result<Result<(), OverQuota>, HandlerError> {
         for b in buttons {
             if let Button::Url {
                 url, reuse_seconds, ..
             } = b
                 && url.contains(CODE_PLACEHOLDER)
             {
+                if !self.quota.take(bot_id).await? {
+                    return Ok(Err(OverQuota(self.quota.limit())));
+                }
                 let reuse = reuse_seconds.unwrap_or(DEFAULT_LINK_REUSE_SECONDS);
                 *url = self.link(bot_id, user_id, url, reuse).await?;
                 // The platform gets a plain URL button.
                 *reuse_seconds = None;
             }
         }
-        Ok(())
+        Ok(Ok(()))
     }
 
     /// Stores a new link for `url` and returns its public address.

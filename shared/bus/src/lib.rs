@@ -7,6 +7,7 @@ pub mod config_view;
 pub mod consume;
 pub mod group;
 pub mod presence;
+pub mod quota;
 pub mod rpc;
 pub mod setup;
 pub mod trace;

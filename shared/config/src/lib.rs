@@ -208,6 +208,13 @@ pub struct Config {
     pub link_ttl_ms: u64,
     /// How long a one-time code minted by a Patchbay link may be claimed.
     pub code_ttl_ms: u64,
+    /// Patchbay links one bot may create per link lifetime (`link_ttl_ms`); beyond it a
+    /// message with a `:code` URL button fails with `link_quota_exceeded`, so one bot cannot
+    /// fill the links bucket every bot shares. At most twice this many are alive at once.
+    pub links_per_bot: u64,
+    /// One-time codes one bot's links may mint per code lifetime (`code_ttl_ms`); beyond it
+    /// `/go/` answers 429. At most twice this many are alive at once.
+    pub codes_per_bot: u64,
     /// How long a custom channel's message request waits for the bot's replies at most.
     pub custom_reply_wait_ms: u64,
 }
@@ -291,6 +298,8 @@ impl Default for Config {
             public_url: "http://localhost:8080".into(),
             link_ttl_ms: 86_400_000,
             code_ttl_ms: 300_000,
+            links_per_bot: 100_000,
+            codes_per_bot: 10_000,
             custom_reply_wait_ms: 10_000,
         }
     }

@@ -337,6 +337,7 @@ pub fn permissions(subjects: &Subjects, settings: &TopologySettings, role: Role)
             g.publish_stream(format!("{prefix}.status.*"));
             g.publish_stream(format!("{prefix}.custom.outcome.*"));
             g.write_bucket(Bucket::Links);
+            g.write_bucket(Bucket::Quotas);
             g.serve("router");
         }
         Role::Normaliser => {
@@ -356,6 +357,7 @@ pub fn permissions(subjects: &Subjects, settings: &TopologySettings, role: Role)
             g.publish_stream(format!("{prefix}.send.*"));
             g.write_bucket(Bucket::Codes);
             g.write_bucket(Bucket::Links);
+            g.write_bucket(Bucket::Quotas);
             g.write_bucket(Bucket::Members);
             g.read_bucket(Bucket::Setup);
             // Revoking custom channels' user tokens.

@@ -80,6 +80,9 @@ pub enum Bucket {
     /// Custom channels' users as `ingress-custom` registered them, and the revocations of
     /// their tokens (per user and per channel); no TTL.
     CustomUsers,
+    /// Per-bot counters of what a bot keeps in other buckets (links, codes), one per kind,
+    /// bot and window (`patchbay_bus::quota`); TTL the longest window (the links').
+    Quotas,
 }
 
 impl Bucket {
@@ -95,6 +98,7 @@ impl Bucket {
             Bucket::Setup => "setup",
             Bucket::Replies => "replies",
             Bucket::CustomUsers => "custom_users",
+            Bucket::Quotas => "quotas",
         }
     }
 }

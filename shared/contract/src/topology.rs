@@ -201,6 +201,11 @@ pub fn buckets(settings: &TopologySettings) -> Vec<(Bucket, Option<Duration>)> {
         (Bucket::Setup, None),
         (Bucket::Replies, Some(REPLY_CONTEXT_TTL)),
         (Bucket::CustomUsers, None),
+        // A counter is written during its window only: kept a window after its last write.
+        (
+            Bucket::Quotas,
+            Some(settings.link_ttl.max(settings.code_ttl)),
+        ),
     ]
 }
 
