@@ -16,6 +16,18 @@ pub struct PgServer {
     _dir: tempfile::TempDir,
 }
 
+/// What to do about a known cause of `initdb` failing, from its log.
+fn hint(log: &str) -> &'static str {
+    if log.contains("could not create shared memory segment") {
+        "\nThe machine's System V shared memory segments are used up (`ipcs -m`; the kernel \
+         allows `/proc/sys/kernel/shmmni`): PostgreSQL servers killed with SIGKILL leave theirs \
+         behind. Remove the ones nothing is attached to: \
+         ipcs -m | awk '$6 == 0 {print $2}' | xargs -r -n1 ipcrm -m"
+    } else {
+        ""
+    }
+}
+
 impl Drop for PgServer {
     /// An immediate shutdown (SIGQUIT) rather than SIGKILL: the postmaster still removes its
     /// System V shared memory segment, which a killed one leaves behind, and a machine that
@@ -100,7 +112,10 @@ impl PgServer {
         let status = spawn(initdb, &log, ids)?.0.wait()?;
         if !status.success() {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            return Err(KitError::Start(format!("initdb failed:\n{text}")));
+            return Err(KitError::Start(format!(
+                "initdb failed:\n{text}{}",
+                hint(&text)
+            )));
         }
         for _ in 0..5 {
             let port = free_port()?;
@@ -153,5 +168,18 @@ impl PgServer {
     /// `postgres://postgres@127.0.0.1:<port>/postgres`.
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_lack_of_shared_memory_segments_says_how_to_free_them() {
+        let log = "FATAL:  could not create shared memory segment: No space left on device";
+        assert!(super::hint(log).contains("ipcrm"));
+        assert_eq!(
+            super::hint("FATAL:  data directory has wrong ownership"),
+            ""
+        );
     }
 }
