@@ -17,6 +17,11 @@ use serde_json::Value;
 struct Installation {
     url: String,
     admin: String,
+    /// What `patchbay master-key` needs to reach the installation's stores.
+    nats_url: String,
+    prefix: String,
+    database_url: String,
+    master_key: String,
     _nats: NatsServer,
     _pg: PgServer,
     _dir: tempfile::TempDir,
@@ -34,16 +39,15 @@ async fn start() -> Installation {
         .port();
     let admin = format!("admin-{}", patchbay_testkit::unique_prefix());
     let dir = tempfile::tempdir().unwrap();
+    let prefix = patchbay_testkit::unique_prefix();
+    let master_key = patchbay_config::MasterKey::generate_base64().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_patchbay"));
     cmd.arg("all")
         .env("PATCHBAY_HTTP_ADDR", format!("127.0.0.1:{port}"))
         .env("PATCHBAY_NATS_URL", nats.url())
-        .env("PATCHBAY_NATS_PREFIX", patchbay_testkit::unique_prefix())
+        .env("PATCHBAY_NATS_PREFIX", &prefix)
         .env("PATCHBAY_DATABASE_URL", pg.url())
-        .env(
-            "PATCHBAY_MASTER_KEY",
-            patchbay_config::MasterKey::generate_base64().unwrap(),
-        )
+        .env("PATCHBAY_MASTER_KEY", &master_key)
         .env("PATCHBAY_ADMIN_TOKEN", &admin)
         .env("PATCHBAY_ALLOW_PRIVATE_CALLBACKS", "true")
         .env("PATCHBAY_LOG_FORMAT", "text");
@@ -58,6 +62,10 @@ async fn start() -> Installation {
     Installation {
         url,
         admin,
+        nats_url: nats.url(),
+        prefix,
+        database_url: pg.url(),
+        master_key,
         _nats: nats,
         _pg: pg,
         _dir: dir,
@@ -486,4 +494,88 @@ async fn logs_written_to_a_file_carry_no_colour_codes() {
         "colour codes in the log file: {:?}",
         &log[..log.len().min(300)]
     );
+}
+
+/// `patchbay master-key` with `current` as the master key and `accepted` as the accepted ones,
+/// against the installation's NATS and PostgreSQL.
+fn master_key(i: &Installation, current: &str, accepted: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_patchbay"))
+        .arg("master-key")
+        .args(args)
+        .env("PATCHBAY_NATS_URL", &i.nats_url)
+        .env("PATCHBAY_NATS_PREFIX", &i.prefix)
+        .env("PATCHBAY_DATABASE_URL", &i.database_url)
+        .env("PATCHBAY_MASTER_KEY", current)
+        .env("PATCHBAY_MASTER_KEY_ACCEPTED", accepted)
+        .env("PATCHBAY_LOG_FORMAT", "text")
+        .output()
+        .unwrap()
+}
+
+/// The operator's side of a master key rotation, through the binary: `id` names the keys,
+/// `reseal --check` fails while values are sealed with another key and passes once
+/// `reseal` has re-sealed them, and a reseal without the old key fails, naming it. (The
+/// running installation keeps the old key only: this is the binary's test;
+/// `tests/tests/master_key.rs` follows the rotation procedure with the services.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_master_key_is_rotated_from_the_command_line() {
+    let i = start().await;
+    let tenant = FakeTenant::start().await;
+    let bot = ok(
+        &i,
+        &[
+            "bots",
+            "create",
+            "--name",
+            "Rotated",
+            "--webhook-url",
+            &tenant.url(),
+        ],
+    );
+    let bot_id = field(&bot, "id");
+    ok(
+        &i,
+        &[
+            "channels",
+            "create-telegram",
+            "--bot",
+            &bot_id,
+            "--bot-token",
+            "42:rotation",
+            "--secret-token",
+            "rotation-secret",
+        ],
+    );
+    let old = i.master_key.clone();
+    let new = patchbay_config::MasterKey::generate_base64().unwrap();
+    let (old_id, new_id) = (
+        patchbay_config::MasterKey::id_of_base64(&old).unwrap(),
+        patchbay_config::MasterKey::id_of_base64(&new).unwrap(),
+    );
+    let text = |o: &Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+
+    let ids = master_key(&i, &new, &old, &["id"]);
+    assert!(ids.status.success(), "{}", text(&ids));
+    let ids = text(&ids);
+    assert!(ids.contains(&format!("current  {new_id}")), "{ids}");
+    assert!(ids.contains(&format!("accepted {old_id}")), "{ids}");
+
+    // Before the reseal: values sealed with the old key are left, --check says so.
+    let check = master_key(&i, &new, &old, &["reseal", "--check"]);
+    assert!(!check.status.success(), "{}", text(&check));
+    // Without the old key nothing it sealed can be re-sealed: a failure naming the key.
+    let blind = master_key(&i, &new, "", &["reseal"]);
+    assert!(!blind.status.success(), "{}", text(&blind));
+    assert!(text(&blind).contains(&old_id), "{}", text(&blind));
+
+    let reseal = master_key(&i, &new, &old, &["reseal"]);
+    assert!(reseal.status.success(), "{}", text(&reseal));
+    let check = master_key(&i, &new, "", &["reseal", "--check"]);
+    assert!(check.status.success(), "{}", text(&check));
 }
