@@ -408,11 +408,9 @@ type Run = (String, &'static str, u8, RunFn);
 /// The scenarios measured on the single server with JetStream's default sync.
 fn runs_of(plan: &Plan) -> Vec<Run> {
     let mut runs: Vec<Run> = Vec::new();
-    let (w, cs, os, users, settle) = (
+    let (w, cs, settle) = (
         plan.closed_workers,
         Duration::from_secs(plan.closed_secs),
-        Duration::from_secs(plan.open_secs),
-        plan.open_users,
         plan.settle,
     );
     let rates = if plan.runs("open") {
@@ -420,73 +418,35 @@ fn runs_of(plan: &Plan) -> Vec<Run> {
     } else {
         Vec::new()
     };
-    if plan.runs("closed") {
-        runs.push((
-            format!("round trip, closed loop ({w} conversations)"),
-            "round_trip",
-            1,
-            Box::new(move |c| Box::pin(load::closed(c, Target::RoundTrip, "c", w, cs, settle))),
-        ));
-    }
-    for (i, rate) in rates.into_iter().enumerate() {
-        let run = format!("o{i}");
-        runs.push((
-            format!("round trip, open loop {rate}/s ({users} conversations)"),
-            "round_trip",
-            1,
-            Box::new(move |c| {
-                let run = run.clone();
-                Box::pin(async move {
-                    load::open(
-                        c,
-                        Target::RoundTrip,
-                        &run,
-                        rate,
-                        users,
-                        1_000_000,
-                        os,
-                        settle,
-                    )
-                    .await
-                })
-            }),
-        ));
-    }
+    runs.extend(loops(
+        plan,
+        &Loops {
+            target: Target::RoundTrip,
+            what: "round trip",
+            path: "round_trip",
+            scenario: 1,
+            tag: "",
+            suffix: String::new(),
+        },
+        plan.runs("closed"),
+        &rates,
+    ));
     // Scenario 5: the same round trip on WeChat (XML, signatures and AES on the hot path),
     // right after Telegram's so the two sit side by side.
     if plan.runs("wechat") {
-        runs.push((
-            format!("wechat round trip, closed loop ({w} conversations)"),
-            "wechat_round_trip",
-            5,
-            Box::new(move |c| {
-                Box::pin(load::closed(c, Target::WechatRoundTrip, "c", w, cs, settle))
-            }),
+        runs.extend(loops(
+            plan,
+            &Loops {
+                target: Target::WechatRoundTrip,
+                what: "wechat round trip",
+                path: "wechat_round_trip",
+                scenario: 5,
+                tag: "",
+                suffix: String::new(),
+            },
+            true,
+            &plan.open_rates,
         ));
-        for (i, &rate) in plan.open_rates.iter().enumerate() {
-            let run = format!("o{i}");
-            runs.push((
-                format!("wechat round trip, open loop {rate}/s ({users} conversations)"),
-                "wechat_round_trip",
-                5,
-                Box::new(move |c| {
-                    let run = run.clone();
-                    Box::pin(async move {
-                        load::open(
-                            c,
-                            Target::WechatRoundTrip,
-                            &run,
-                            rate,
-                            users,
-                            1_000_000,
-                            os,
-                            settle,
-                        )
-                        .await
-                    })
-                }),
-            ));
-        }
     }
     if plan.runs("inbound") {
         runs.push((
@@ -550,6 +510,43 @@ fn runs_of(plan: &Plan) -> Vec<Run> {
 /// the installation. Run tags carry it too, so their message ids never meet the first
 /// installation's at the fakes.
 fn runs_on(plan: &Plan, setup: stack::NatsSetup) -> Vec<Run> {
+    let rates: Vec<f64> = if plan.short {
+        plan.open_rates.clone()
+    } else {
+        vec![100.0, 500.0]
+    };
+    loops(
+        plan,
+        &Loops {
+            target: Target::RoundTrip,
+            what: "round trip",
+            path: "round_trip",
+            scenario: 1,
+            tag: setup.tag(),
+            suffix: format!(", {}", setup.label()),
+        },
+        true,
+        &rates,
+    )
+}
+
+/// What [`loops`] measures and how its runs are named.
+struct Loops {
+    target: Target,
+    /// Names begin with it: "round trip", "wechat round trip".
+    what: &'static str,
+    path: &'static str,
+    scenario: u8,
+    /// Prefix of the run tags (`<tag>c`, `<tag>o<i>`), so message ids differ from the other
+    /// stacks' at the fakes.
+    tag: &'static str,
+    /// Appended to the names (the NATS installation).
+    suffix: String,
+}
+
+/// A path's closed loop (when `closed`) and its open loops at `rates`, with the plan's
+/// conversations, durations and settle time.
+fn loops(plan: &Plan, l: &Loops, closed: bool, rates: &[f64]) -> Vec<Run> {
     let (w, cs, os, users, settle) = (
         plan.closed_workers,
         Duration::from_secs(plan.closed_secs),
@@ -557,52 +554,30 @@ fn runs_on(plan: &Plan, setup: stack::NatsSetup) -> Vec<Run> {
         plan.open_users,
         plan.settle,
     );
-    let label = setup.label();
-    let tag = match setup {
-        stack::NatsSetup::Single => "s",
-        stack::NatsSetup::SyncAlways => "sa",
-        stack::NatsSetup::ClusterR3 => "r3",
-    };
+    let (target, what, suffix) = (l.target, l.what, &l.suffix);
     let mut runs: Vec<Run> = Vec::new();
-    {
-        let run = format!("{tag}c");
+    if closed {
+        let run = format!("{}c", l.tag);
         runs.push((
-            format!("round trip, closed loop ({w} conversations), {label}"),
-            "round_trip",
-            1,
+            format!("{what}, closed loop ({w} conversations){suffix}"),
+            l.path,
+            l.scenario,
             Box::new(move |c| {
                 let run = run.clone();
-                Box::pin(
-                    async move { load::closed(c, Target::RoundTrip, &run, w, cs, settle).await },
-                )
+                Box::pin(async move { load::closed(c, target, &run, w, cs, settle).await })
             }),
         ));
     }
-    let rates: Vec<f64> = if plan.short {
-        plan.open_rates.clone()
-    } else {
-        vec![100.0, 500.0]
-    };
-    for (i, rate) in rates.into_iter().enumerate() {
-        let run = format!("{tag}o{i}");
+    for (i, &rate) in rates.iter().enumerate() {
+        let run = format!("{}o{i}", l.tag);
         runs.push((
-            format!("round trip, open loop {rate}/s ({users} conversations), {label}"),
-            "round_trip",
-            1,
+            format!("{what}, open loop {rate}/s ({users} conversations){suffix}"),
+            l.path,
+            l.scenario,
             Box::new(move |c| {
                 let run = run.clone();
                 Box::pin(async move {
-                    load::open(
-                        c,
-                        Target::RoundTrip,
-                        &run,
-                        rate,
-                        users,
-                        1_000_000,
-                        os,
-                        settle,
-                    )
-                    .await
+                    load::open(c, target, &run, rate, users, 1_000_000, os, settle).await
                 })
             }),
         ));

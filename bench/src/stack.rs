@@ -73,6 +73,15 @@ impl NatsSetup {
         }
     }
 
+    /// Prefix of its run tags (the fakes see every stack's message ids).
+    pub fn tag(self) -> &'static str {
+        match self {
+            NatsSetup::Single => "",
+            NatsSetup::SyncAlways => "sa",
+            NatsSetup::ClusterR3 => "r3",
+        }
+    }
+
     /// Stream replicas.
     pub fn replicas(self) -> usize {
         match self {

@@ -349,30 +349,19 @@ async fn conversations_are_upserted_by_email_or_phone_and_paged() {
 
     // The app registering that address gets the same user: the contact exists, so only with
     // the back end's proof.
-    let register = format!("{}/v1/custom/{channel}/users", stack.custom_url());
+    let base = format!("{}/v1/custom/{channel}", stack.custom_url());
     let neo = json!({"external_id": "neo@example.com"});
-    let (status, refused) = stack.post(&register, &domain_key, &neo).await;
+    let (status, refused) = register(&stack, &base, &domain_key, None, &neo).await;
     assert_eq!(status, 403, "{refused}");
     assert_eq!(refused["error"]["code"], "registration_proof_required");
-    let r = stack
-        .http
-        .post(&register)
-        .bearer_auth(&domain_key)
-        .header(
-            "X-Patchbay-Registration",
-            registration::sign(
-                &registration_secret,
-                chrono::Utc::now().timestamp(),
-                &channel,
-                "neo@example.com",
-            ),
-        )
-        .json(&neo)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let registered: Value = r.json().await.unwrap();
+    let proof = registration::sign(
+        &registration_secret,
+        chrono::Utc::now().timestamp(),
+        &channel,
+        "neo@example.com",
+    );
+    let (status, registered) = register(&stack, &base, &domain_key, Some(proof), &neo).await;
+    assert_eq!(status, 201, "{registered}");
     assert_eq!(registered["user_id"], created["user"]["id"]);
 
     // A phone number the bot does not know, and no WhatsApp channel: the custom channel.

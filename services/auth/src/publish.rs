@@ -54,47 +54,26 @@ impl ConfigWriter {
                 Some(value) => {
                     let bytes = serde_json::to_vec(&value)
                         .map_err(|e| RpcError::new(500, "internal", e.to_string()))?;
-                    if revision == 0 {
-                        self.kv
-                            .create(key, bytes.into())
-                            .await
-                            .map(|_| ())
-                            .map_err(|e| {
-                                (
-                                    e.kind() == kv::CreateErrorKind::AlreadyExists,
-                                    e.to_string(),
-                                )
-                            })
-                    } else {
-                        self.kv
-                            .update(key, bytes.into(), revision)
-                            .await
-                            .map(|_| ())
-                            .map_err(|e| {
-                                (
-                                    e.kind() == kv::UpdateErrorKind::WrongLastRevision,
-                                    e.to_string(),
-                                )
-                            })
-                    }
+                    patchbay_bus::write_at(
+                        &self.kv,
+                        key,
+                        bytes.into(),
+                        (revision != 0).then_some(revision),
+                    )
+                    .await
+                    .map_err(|e| unavailable(key, e))?
+                    .is_some()
                 }
                 None if revision == 0 => return Ok(()),
-                None => self
-                    .kv
-                    .delete_expect_revision(key, Some(revision))
-                    .await
-                    .map_err(|e| {
-                        (
-                            e.kind() == kv::UpdateErrorKind::WrongLastRevision,
-                            e.to_string(),
-                        )
-                    }),
+                None => match self.kv.delete_expect_revision(key, Some(revision)).await {
+                    Ok(()) => true,
+                    Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => false,
+                    Err(e) => return Err(unavailable(key, e)),
+                },
             };
-            match written {
-                Ok(()) => return Ok(()),
-                // Another writer came between: read both again.
-                Err((true, _)) => {}
-                Err((false, e)) => return Err(unavailable(key, e)),
+            // Otherwise another writer came between: read both again.
+            if written {
+                return Ok(());
             }
         }
         Err(unavailable(key, "the entry kept changing"))

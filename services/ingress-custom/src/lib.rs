@@ -139,13 +139,7 @@ impl Ingress {
             .bus
             .publish(&subject, &envelope.dedupe_key, &envelope)
             .await
-            .inspect_err(|e| {
-                outcome(match e {
-                    patchbay_bus::BusError::TooLarge(_) => "too_large",
-                    patchbay_bus::BusError::Backlogged(_) => "backlogged",
-                    _ => "unavailable",
-                })
-            })?;
+            .inspect_err(|e| outcome(e.outcome()))?;
         outcome(if published.duplicate {
             "duplicate"
         } else {

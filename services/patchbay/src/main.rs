@@ -573,12 +573,19 @@ fn master_key_ids() -> anyhow::Result<String> {
     Ok(out)
 }
 
-fn reseal(check: bool) -> ExitCode {
+/// Runs an operator command (`migrate`, `master-key reseal`) on a current-thread runtime with
+/// the configuration from the environment and telemetry as `service`: exits 2 when the
+/// configuration is refused, 1 when the runtime cannot start, else what `run` says.
+fn operation<F, Fut>(command: &str, service: &str, run: F) -> ExitCode
+where
+    F: FnOnce(patchbay_config::Config) -> Fut,
+    Fut: std::future::Future<Output = ExitCode>,
+{
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = match patchbay_config::Config::load() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("patchbay master-key reseal: {e}");
+            eprintln!("patchbay {command}: {e}");
             return ExitCode::from(2);
         }
     };
@@ -588,50 +595,41 @@ fn reseal(check: bool) -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("patchbay master-key reseal: cannot start the async runtime: {e}");
+            eprintln!("patchbay {command}: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
     runtime.block_on(async move {
-        let _telemetry = patchbay_runtime::telemetry::init("patchbay-reseal", &config).ok();
-        match patchbay::reseal::reseal(&config, check).await {
-            Ok(report) => {
-                print!("{}", report.render());
-                if report.done() {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::FAILURE
-                }
-            }
-            Err(e) => {
-                eprintln!("patchbay master-key reseal: {e}");
-                ExitCode::FAILURE
-            }
-        }
+        let _telemetry = patchbay_runtime::telemetry::init(service, &config).ok();
+        run(config).await
     })
 }
 
+fn reseal(check: bool) -> ExitCode {
+    operation(
+        "master-key reseal",
+        "patchbay-reseal",
+        |config| async move {
+            match patchbay::reseal::reseal(&config, check).await {
+                Ok(report) => {
+                    print!("{}", report.render());
+                    if report.done() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("patchbay master-key reseal: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        },
+    )
+}
+
 fn migrate() -> ExitCode {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let config = match patchbay_config::Config::load() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("patchbay migrate: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("patchbay migrate: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async move {
-        let _telemetry = patchbay_runtime::telemetry::init("patchbay-migrate", &config).ok();
+    operation("migrate", "patchbay-migrate", |config| async move {
         match patchbay::migrate(&config).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

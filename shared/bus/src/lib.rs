@@ -6,6 +6,7 @@
 pub mod config_view;
 pub mod consume;
 pub mod group;
+pub mod kv_write;
 pub mod presence;
 pub mod quota;
 pub mod rpc;
@@ -26,6 +27,7 @@ use serde::Serialize;
 pub use config_view::ConfigView;
 pub use consume::{Delivery, Handler, HandlerError};
 pub use group::{GroupOptions, run_group};
+pub use kv_write::write_at;
 pub use presence::Presence;
 pub use setup::SetupLog;
 
@@ -59,6 +61,18 @@ pub enum BusError {
     /// Setting up streams, buckets or consumers failed.
     #[error("setting up JetStream: {0}")]
     Setup(String),
+}
+
+impl BusError {
+    /// The outcome label of a refused publish, as metrics count it: `too_large`,
+    /// `backlogged` or `unavailable`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            BusError::TooLarge(_) => "too_large",
+            BusError::Backlogged(_) => "backlogged",
+            _ => "unavailable",
+        }
+    }
 }
 
 /// The result of a publish that JetStream stored.
@@ -464,29 +478,29 @@ impl Bus {
 /// answer 503).
 fn publish_error(subject: &str, e: &PublishError) -> BusError {
     let js = || std::error::Error::source(e).and_then(|s| s.downcast_ref::<jetstream::Error>());
-    let outcome = match e.kind() {
-        PublishErrorKind::MaxPayloadExceeded => "too_large",
+    let error = match e.kind() {
+        PublishErrorKind::MaxPayloadExceeded => {
+            BusError::TooLarge(format!("publish to {subject}: {e}"))
+        }
         PublishErrorKind::Other => match js() {
-            Some(js) if js.error_code() == ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM => "too_large",
+            Some(js) if js.error_code() == ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM => {
+                BusError::TooLarge(format!("publish to {subject}: {e}"))
+            }
             Some(js)
                 if js.error_code() == ErrorCode::STREAM_STORE_FAILED
                     && js.to_string().contains(PER_SUBJECT_LIMIT) =>
             {
-                "backlogged"
+                BusError::Backlogged(format!("publish to {subject}: {e}"))
             }
-            _ => "unavailable",
+            _ => BusError::Unavailable(format!("publish to {subject}: {e}")),
         },
-        _ => "unavailable",
-    };
-    metrics::counter!("patchbay_publish_errors_total", "outcome" => outcome).increment(1);
-    match (outcome, e.kind()) {
-        ("too_large", _) => BusError::TooLarge(format!("publish to {subject}: {e}")),
-        ("backlogged", _) => BusError::Backlogged(format!("publish to {subject}: {e}")),
-        (_, PublishErrorKind::StreamNotFound) => {
+        PublishErrorKind::StreamNotFound => {
             BusError::Unavailable(format!("no stream holds {subject}"))
         }
         _ => BusError::Unavailable(format!("publish to {subject}: {e}")),
-    }
+    };
+    metrics::counter!("patchbay_publish_errors_total", "outcome" => error.outcome()).increment(1);
+    error
 }
 
 /// How nats-server describes a refusal by a stream that discards new messages per subject

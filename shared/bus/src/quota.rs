@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::kv::{self, CreateErrorKind, UpdateErrorKind};
+use async_nats::jetstream::kv;
 use patchbay_contract::subjects::Bucket;
 
 use crate::{Bus, BusError};
@@ -72,35 +72,25 @@ impl Quota {
         let unavailable =
             |e: &dyn std::fmt::Display| BusError::Unavailable(format!("quota {key}: {e}"));
         for _ in 0..ATTEMPTS {
-            match self.kv.entry(&key).await.map_err(|e| unavailable(&e))? {
-                Some(e) if e.operation == kv::Operation::Put => {
-                    let taken: u64 = std::str::from_utf8(&e.value)
+            let current = self.kv.entry(&key).await.map_err(|e| unavailable(&e))?;
+            let (taken, revision) = match current {
+                Some(e) if e.operation == kv::Operation::Put => (
+                    std::str::from_utf8(&e.value)
                         .ok()
                         .and_then(|v| v.parse().ok())
-                        .unwrap_or(u64::MAX);
-                    if taken >= self.limit {
-                        return Ok(false);
-                    }
-                    match self
-                        .kv
-                        .update(&key, (taken + 1).to_string().into(), e.revision)
-                        .await
-                    {
-                        Ok(_) => return Ok(true),
-                        Err(err) if err.kind() == UpdateErrorKind::WrongLastRevision => {}
-                        Err(err) => return Err(unavailable(&err)),
-                    }
-                }
-                _ => {
-                    if self.limit == 0 {
-                        return Ok(false);
-                    }
-                    match self.kv.create(&key, "1".into()).await {
-                        Ok(_) => return Ok(true),
-                        Err(err) if err.kind() == CreateErrorKind::AlreadyExists => {}
-                        Err(err) => return Err(unavailable(&err)),
-                    }
-                }
+                        .unwrap_or(u64::MAX),
+                    Some(e.revision),
+                ),
+                _ => (0, None),
+            };
+            if taken >= self.limit {
+                return Ok(false);
+            }
+            let written = crate::write_at(&self.kv, &key, (taken + 1).to_string().into(), revision)
+                .await
+                .map_err(|e| unavailable(&e))?;
+            if written.is_some() {
+                return Ok(true);
             }
         }
         Err(BusError::Unavailable(format!(

@@ -170,6 +170,25 @@ pub fn pipeline<A: InboundAdapter>(
     Ok(events)
 }
 
+/// Checks that most of `seeds` (payloads a platform's fuzz tests start their near-valid inputs
+/// from) make events through [`pipeline`]: at least three in four, since a few valid ones (a
+/// receipt of an unknown message, typing) make none. Panics otherwise, or on a broken promise.
+pub fn assert_seeds_taken<A: InboundAdapter>(channel_id: &str, seeds: &[Vec<u8>]) {
+    let taken = seeds
+        .iter()
+        .filter(|body| {
+            !pipeline::<A>(channel_id, body)
+                .expect("a seed breaks no promise")
+                .is_empty()
+        })
+        .count();
+    assert!(
+        taken * 4 >= seeds.len() * 3,
+        "{taken} of {} seeds make events",
+        seeds.len()
+    );
+}
+
 /// Whether two encodings are the same document, floats equal to within rounding.
 fn same(a: &serde_json::Result<Value>, b: &serde_json::Result<Value>) -> bool {
     fn eq(a: &Value, b: &Value) -> bool {

@@ -555,14 +555,7 @@ async fn publish_all<A: InboundAdapter>(
         let published = bus
             .publish(subject, &envelope.dedupe_key, &envelope)
             .await
-            .inspect_err(|e| {
-                let o = match e {
-                    patchbay_bus::BusError::TooLarge(_) => "too_large",
-                    patchbay_bus::BusError::Backlogged(_) => "backlogged",
-                    _ => "unavailable",
-                };
-                outcome(platform, o);
-            })?;
+            .inspect_err(|e| outcome(platform, e.outcome()))?;
         outcome(
             platform,
             if published.duplicate {

@@ -13,6 +13,7 @@
 
 use async_nats::jetstream::{self, kv};
 use chrono::{DateTime, Utc};
+use patchbay_bus::write_at;
 use patchbay_contract::V1;
 use patchbay_contract::subjects::{Bucket, Subjects};
 use serde::{Deserialize, Serialize};
@@ -149,35 +150,13 @@ impl Users {
             let revoked = entry.tokens_revoked_at.map_or(at, |t| t.max(at));
             entry.tokens_revoked_at = Some(revoked);
             let value = serde_json::to_vec(&entry).map_err(|e| e.to_string())?;
-            let written = match revision {
-                Some(r) => self
-                    .kv
-                    .update(&key, value.into(), r)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| {
-                        (
-                            e.kind() == kv::UpdateErrorKind::WrongLastRevision,
-                            e.to_string(),
-                        )
-                    }),
-                None => self
-                    .kv
-                    .create(&key, value.into())
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| {
-                        (
-                            e.kind() == kv::CreateErrorKind::AlreadyExists,
-                            e.to_string(),
-                        )
-                    }),
-            };
-            match written {
-                Ok(()) => return Ok(revoked),
-                // Registered or revoked meanwhile: read again.
-                Err((true, _)) => {}
-                Err((false, e)) => return Err(unavailable("revoking", e)),
+            // Registered or revoked meanwhile: read again.
+            if write_at(&self.kv, &key, value.into(), revision)
+                .await
+                .map_err(|e| unavailable("revoking", e))?
+                .is_some()
+            {
+                return Ok(revoked);
             }
         }
     }
@@ -199,34 +178,12 @@ impl Users {
                 tokens_revoked_at: revoked,
             })
             .map_err(|e| e.to_string())?;
-            let written = match current {
-                Some((_, r)) => self
-                    .kv
-                    .update(&key, value.into(), r)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| {
-                        (
-                            e.kind() == kv::UpdateErrorKind::WrongLastRevision,
-                            e.to_string(),
-                        )
-                    }),
-                None => self
-                    .kv
-                    .create(&key, value.into())
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| {
-                        (
-                            e.kind() == kv::CreateErrorKind::AlreadyExists,
-                            e.to_string(),
-                        )
-                    }),
-            };
-            match written {
-                Ok(()) => return Ok(revoked),
-                Err((true, _)) => {}
-                Err((false, e)) => return Err(unavailable("revoking", e)),
+            if write_at(&self.kv, &key, value.into(), current.map(|(_, r)| r))
+                .await
+                .map_err(|e| unavailable("revoking", e))?
+                .is_some()
+            {
+                return Ok(revoked);
             }
         }
     }

@@ -212,22 +212,14 @@ impl SharedTokens {
         revision: u64,
     ) -> Result<Option<u64>, SendError> {
         let value = self.encode(app_id, record)?;
-        let written = if revision == 0 {
-            self.kv
-                .create(key(app_id), value.into())
-                .await
-                .map_err(|e| e.kind() == kv::CreateErrorKind::AlreadyExists)
-        } else {
-            self.kv
-                .update(key(app_id), value.into(), revision)
-                .await
-                .map_err(|e| e.kind() == kv::UpdateErrorKind::WrongLastRevision)
-        };
-        match written {
-            Ok(revision) => Ok(Some(revision)),
-            Err(true) => Ok(None),
-            Err(false) => Err(unavailable("the tokens bucket refused a write")),
-        }
+        patchbay_bus::write_at(
+            &self.kv,
+            &key(app_id),
+            value.into(),
+            (revision != 0).then_some(revision),
+        )
+        .await
+        .map_err(|_| unavailable("the tokens bucket refused a write"))
     }
 
     /// Shares a token this call fetched while holding the claim at `revision`. The token is
