@@ -2,7 +2,8 @@
 //! `hops` work-queue streams with file storage are chained: a publisher puts `n` messages of
 //! `payload` bytes into the first one (publish with ack, pipelined), and for every stream a
 //! durable pull consumer takes each message, publishes it to the next stream, waits for that
-//! ack and then acks the message explicitly; the last stage only acks. Run against the same
+//! ack and then acks the message explicitly (a publish that fails, e.g. an ack lost to a loaded
+//! cluster, naks it instead, so it is forwarded again); the last stage only acks. Run against the same
 //! nats-server as Patchbay, on the same cores.
 
 use std::time::{Duration, Instant};
@@ -70,13 +71,31 @@ pub async fn run(
     while let Some(a) = acks.next().await {
         a?;
     }
-    tokio::time::timeout(Duration::from_secs(600), done_rx)
-        .await
-        .context("ceiling: the chain did not finish in 10 minutes")??;
+    // Done when the last stage has acked every message; a stage that stops with an error
+    // ends the run at once rather than leave it waiting for the deadline.
+    let aborts: Vec<_> = stages
+        .iter()
+        .map(tokio::task::JoinHandle::abort_handle)
+        .collect();
+    let mut running: FuturesUnordered<_> = stages.into_iter().collect();
+    let deadline = tokio::time::sleep(Duration::from_secs(600));
+    tokio::pin!(deadline, done_rx);
+    let outcome = loop {
+        tokio::select! {
+            done = &mut done_rx => break done.context("ceiling: the last stage is gone"),
+            Some(ended) = running.next() => match ended {
+                Ok(Ok(())) => {} // the last stage, done: `done_rx` has it
+                Ok(Err(e)) => break Err(e.context("ceiling: a stage stopped")),
+                Err(e) => break Err(anyhow::anyhow!("ceiling: a stage panicked: {e}")),
+            },
+            () = &mut deadline => break Err(anyhow::anyhow!("ceiling: the chain did not finish in 10 minutes")),
+        }
+    };
     let elapsed = start.elapsed().as_secs_f64();
-    for s in stages {
-        s.abort();
+    for a in aborts {
+        a.abort();
     }
+    outcome?;
     for i in 0..hops {
         let _ = setup.delete_stream(format!("CEIL_{tag}_{i}")).await;
     }
@@ -100,19 +119,30 @@ async fn stage(
             Some(m) = messages.next(), if inflight.len() < 1000 => {
                 let m = m.map_err(|e| anyhow::anyhow!("pull: {e}"))?;
                 let ack = match &next {
-                    Some(subject) => Some(js.publish(subject.clone(), m.payload.clone()).await?),
+                    Some(subject) => Some(js.publish(subject.clone(), m.payload.clone()).await),
                     None => None,
                 };
                 inflight.push(async move {
-                    if let Some(a) = ack {
-                        a.await.map_err(|e| anyhow::anyhow!("publish: {e}"))?;
-                    }
-                    m.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
-                    anyhow::Ok(())
+                    let stored = match ack {
+                        None => true,
+                        Some(Ok(a)) => a.await.is_ok(),
+                        Some(Err(_)) => false,
+                    };
+                    // Not stored in the next stream (a publish ack lost to a loaded cluster):
+                    // given back, to be delivered and forwarded again. A lost ack of ours has
+                    // it redelivered after the ack wait.
+                    let _ = if stored {
+                        m.ack().await
+                    } else {
+                        m.ack_with(jetstream::AckKind::Nak(None)).await
+                    };
+                    stored
                 });
             }
-            Some(r) = inflight.next() => {
-                r?;
+            Some(stored) = inflight.next() => {
+                if !stored {
+                    continue;
+                }
                 finished += 1;
                 if finished == n {
                     if let Some(d) = done {
