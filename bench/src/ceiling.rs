@@ -4,7 +4,9 @@
 //! durable pull consumer takes each message, publishes it to the next stream, waits for that
 //! ack and then acks the message explicitly (a publish that fails, e.g. an ack lost to a loaded
 //! cluster, naks it instead, so it is forwarded again); the last stage only acks. Run against the same
-//! nats-server as Patchbay, on the same cores.
+//! nats-server as Patchbay, on the same cores. Paced (`pace`), the publisher offers the
+//! messages at a fixed rate instead: what the bare hops cost the server when nothing batches
+//! them, as at a quiet installation's rates.
 
 use std::time::{Duration, Instant};
 
@@ -13,13 +15,15 @@ use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
-/// Messages per second through all `hops`, each stream with `replicas` replicas.
+/// Messages per second through all `hops`, each stream with `replicas` replicas; `pace`: the
+/// messages offered at this many a second rather than all at once.
 pub async fn run(
     url: &str,
     hops: usize,
     n: usize,
     payload: usize,
     replicas: usize,
+    pace: Option<f64>,
 ) -> anyhow::Result<f64> {
     let tag = patchbay_testkit::unique_prefix();
     let setup = jetstream::new(crate::stack::connect(url).await?);
@@ -61,12 +65,22 @@ pub async fn run(
     let body = bytes::Bytes::from(vec![b'x'; payload]);
     let start = Instant::now();
     let mut acks = FuturesUnordered::new();
+    let mut ticks = pace.map(|rate| tokio::time::interval(Duration::from_secs_f64(1.0 / rate)));
     for _ in 0..n {
+        if let Some(t) = ticks.as_mut() {
+            t.tick().await;
+        }
         if acks.len() >= 1000 {
             acks.next().await.context("publish")??;
         }
         let f = js.publish(format!("ceil.{tag}.0"), body.clone()).await?;
         acks.push(f.into_future());
+        if pace.is_some() {
+            // Acks that came in meanwhile, so the paced run holds none back.
+            while let Some(Some(a)) = futures::FutureExt::now_or_never(acks.next()) {
+                a.context("publish")?;
+            }
+        }
     }
     while let Some(a) = acks.next().await {
         a?;

@@ -127,10 +127,14 @@ impl Ctx {
         match t {
             Target::RoundTrip | Target::Inbound => {
                 let uid = self.update_id.fetch_add(1, Ordering::Relaxed);
+                let mut update = patchbay_telegram::fixtures::text_update(uid, chat, id);
+                // Sent now, as a user's message is: the fixture's fixed date would make every
+                // message look days old to the messaging window.
+                update["message"]["date"] = json!(chrono::Utc::now().timestamp());
                 self.http
                     .post(&self.bot.webhook_url)
                     .header("X-Telegram-Bot-Api-Secret-Token", &self.bot.secret)
-                    .json(&patchbay_telegram::fixtures::text_update(uid, chat, id))
+                    .json(&update)
             }
             Target::Outbound => self
                 .http

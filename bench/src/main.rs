@@ -696,6 +696,9 @@ async fn measure(
 /// Payload of the ceiling's messages, about a round trip's envelope.
 const PAYLOAD: usize = 1024;
 
+/// The rate the round trip's bare hops are also offered at (the open loop's lowest).
+const PACED_RATE: f64 = 100.0;
+
 /// The JetStream ceiling on `stack`'s NATS for each of `paths` (path, hops), measured once per
 /// number of hops; each of `scenarios` gets its path's ceiling and its fraction of it. Returns
 /// the ceiling runs and what nats-server carried for them.
@@ -736,6 +739,7 @@ async fn ceilings_of(
             plan.ceiling_n,
             PAYLOAD,
             stack.setup.replicas(),
+            None,
         )
         .await?;
         let (steal, _, _) = stack::HostCpu::now().since(&host0);
@@ -764,6 +768,29 @@ async fn ceilings_of(
             "api_per_message": per(n1.api, n0.api),
         }));
         ceilings.push((path, hops, r, round3(steal)));
+        if path == "round_trip" {
+            // The same bare hops offered at a quiet installation's rate: the server's floor
+            // for a round trip's CPU per message when nothing batches.
+            let n = (plan.ceiling_n / 50).max(100);
+            let c0 = nats_cpu();
+            ceiling::run(
+                &stack.nats.url(),
+                hops,
+                n,
+                PAYLOAD,
+                stack.setup.replicas(),
+                Some(PACED_RATE),
+            )
+            .await?;
+            let cpu = round3((nats_cpu() - c0) / load::f64_of(n) * 1000.0);
+            eprintln!("  {hops} hops at {PACED_RATE}/s: nats-server {cpu} CPU-s per 1,000");
+            ceiling_nats.push(json!({
+                "nats_setup": stack.setup.label(),
+                "hops": hops,
+                "offered_per_s": PACED_RATE,
+                "cpu_s_per_1000": cpu,
+            }));
+        }
     }
     for s in scenarios.iter_mut() {
         if let Some((_, hops, r, _)) = ceilings.iter().find(|(p, _, _, _)| s["path"] == *p) {

@@ -238,18 +238,27 @@ pub fn markdown(r: &Value) -> String {
         let _ = writeln!(
             s,
             "\nWhat nats-server carried for it, per message, and its CPU (a cluster's servers \
-             summed):\n\n| NATS | hops | messages in | messages out | JetStream API requests | \
-             nats-server CPU s / 1000 msgs |\n|---|---|---|---|---|---|"
+             summed); the round trip's hops are also offered at a fixed rate, as a quiet \
+             installation's messages come, where nothing batches them:\n\n| NATS | hops | \
+             offered | messages in | messages out | JetStream API requests | nats-server CPU s \
+             / 1000 msgs |\n|---|---|---|---|---|---|---|"
         );
+        let or_dash = |v: &Value| {
+            v.as_f64()
+                .map_or_else(|| "–".to_owned(), |x| format!("{x:.2}"))
+        };
         for n in ceiling_nats {
+            let offered = n["offered_per_s"]
+                .as_f64()
+                .map_or_else(|| "all at once".to_owned(), |r| format!("{r:.0}/s"));
             let _ = writeln!(
                 s,
-                "| {} | {} | {:.2} | {:.2} | {:.2} | {:.3} |",
+                "| {} | {} | {offered} | {} | {} | {} | {:.3} |",
                 nats_of(n),
                 n["hops"],
-                f(&n["in_per_message"]),
-                f(&n["out_per_message"]),
-                f(&n["api_per_message"]),
+                or_dash(&n["in_per_message"]),
+                or_dash(&n["out_per_message"]),
+                or_dash(&n["api_per_message"]),
                 f(&n["cpu_s_per_1000"]),
             );
         }

@@ -307,6 +307,7 @@ async fn send_messages(
             source: SendSource::Api,
             source_id: None,
             in_reply_to: None,
+            known_recipient: None,
         };
         api.bus
             .publish(&subject, &id, &command)

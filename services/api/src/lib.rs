@@ -536,6 +536,7 @@ pub(crate) async fn queue(
         source,
         source_id,
         in_reply_to: None,
+        known_recipient: None,
     };
     let subject = api.bus.subjects().send(bot_id)?;
     api.bus.publish(&subject, &command_id, &command).await?;

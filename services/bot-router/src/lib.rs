@@ -238,10 +238,15 @@ impl Router {
             .ok_or_else(|| HandlerError::reject(format!("unknown bot {bot_id}")))
     }
 
-    /// Stores `event` as a dispatch job if the bot has a callback that accepts its type and
-    /// platform.
-    /// Stores the dispatch job of `event` if the bot wants it; whether it did.
-    async fn dispatch(&self, bot: &BotRecord, event: TenantEvent) -> Result<bool, HandlerError> {
+    /// Stores the dispatch job of `event` if the bot has a callback that accepts its type and
+    /// platform; whether it did. `reply_address`: the user's address, on events whose time
+    /// opened the user's window (see [`DispatchJob::reply_address`]).
+    async fn dispatch(
+        &self,
+        bot: &BotRecord,
+        event: TenantEvent,
+        reply_address: Option<String>,
+    ) -> Result<bool, HandlerError> {
         if bot.webhook.url.is_none()
             || !bot
                 .webhook
@@ -252,7 +257,15 @@ impl Router {
         let subject = self.bus.subjects().dispatch(&bot.id)?;
         let id = event.id.clone();
         self.bus
-            .publish(&subject, &id, &DispatchJob { v: V1, event })
+            .publish(
+                &subject,
+                &id,
+                &DispatchJob {
+                    v: V1,
+                    event,
+                    reply_address,
+                },
+            )
             .await?;
         Ok(true)
     }
@@ -383,7 +396,11 @@ impl Handler<InboundEvent> for Inbound {
                 referral: ev.referral.clone(),
                 resubscribed: ev.resubscribed,
             };
-            r.dispatch(&bot, event).await?
+            // The user's own action, at the event's time, opened their window (an
+            // unsubscription opens none).
+            let reply_address =
+                (ev.event_type != EventType::UserUnsubscribed).then(|| ev.address.clone());
+            r.dispatch(&bot, event, reply_address).await?
         };
         if dispatched {
             // No mark on the hot path: a platform retry after JetStream's duplicate window is
@@ -455,7 +472,7 @@ impl Router {
                 referral: None,
                 resubscribed: false,
             };
-            self.dispatch(bot, event).await?;
+            self.dispatch(bot, event, None).await?;
         }
         Ok(())
     }
@@ -516,7 +533,7 @@ impl Router {
                     referral: None,
                     resubscribed: false,
                 };
-                self.dispatch(bot, event).await?;
+                self.dispatch(bot, event, None).await?;
             }
         }
         // After the dispatch jobs: a redelivery before this finds the same messages and
@@ -558,23 +575,26 @@ impl Handler<SendCommand> for Sends {
             m.validate()
                 .map_err(|e| HandlerError::reject(e.within(&format!("messages[{i}]"))))?;
         }
-        let recipient = r
-            .batches
-            .recipients
-            .submit(store::RecipientQuery {
-                bot_id: bot_id.clone(),
-                to: cmd.to.clone(),
-            })
-            .await
-            .map_err(batch_error)?
-            .ok_or_else(|| {
-                HandlerError::reject(format!("bot {bot_id} has no recipient {:?}", cmd.to))
-            })?;
+        let recipient = match known_recipient(cmd, d.published_at) {
+            Some(known) => known,
+            None => r
+                .batches
+                .recipients
+                .submit(store::RecipientQuery {
+                    bot_id: bot_id.clone(),
+                    to: cmd.to.clone(),
+                })
+                .await
+                .map_err(batch_error)?
+                .ok_or_else(|| {
+                    HandlerError::reject(format!("bot {bot_id} has no recipient {:?}", cmd.to))
+                })?,
+        };
         let channel = r
             .view
             .channel(&recipient.channel.id)
             .await?
-            .filter(|c| c.enabled)
+            .filter(|c| c.enabled && c.bot_id == bot_id)
             .ok_or_else(|| {
                 HandlerError::reject(format!("channel {} is unavailable", recipient.channel.id))
             })?;
@@ -748,6 +768,34 @@ impl Handler<SendCommand> for Sends {
     }
 }
 
+/// How long after the event an inline reply's recipient is taken as the event named it
+/// ([`SendCommand::known_recipient`]) instead of being looked up: the user's window opened at
+/// the event or later, and every platform's window is longer than this, so the window check
+/// decides as the stored window would.
+const KNOWN_RECIPIENT_FOR: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
+
+/// The recipient an inline reply names, when it is recent enough to be sent to without a
+/// lookup (see [`KNOWN_RECIPIENT_FOR`]).
+fn known_recipient(
+    cmd: &SendCommand,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<store::Resolved> {
+    let known = cmd.known_recipient.as_ref()?;
+    let patchbay_contract::Recipient::User { user_id } = &cmd.to else {
+        return None;
+    };
+    if *user_id != known.user_id || now - known.window_from > KNOWN_RECIPIENT_FOR {
+        return None;
+    }
+    Some(store::Resolved {
+        user_id: known.user_id.clone(),
+        channel: known.channel.clone(),
+        address: known.address.clone(),
+        conversation_id: known.conversation_id.clone(),
+        last_inbound_at: Some(known.window_from),
+    })
+}
+
 /// What happens to one message of a send command.
 enum Planned<'a> {
     /// Sent as given, with a message tag when the window needs one.
@@ -911,7 +959,7 @@ impl Handler<StatusEvent> for Statuses {
             referral: None,
             resubscribed: false,
         };
-        r.dispatch(&bot, event).await.map(drop)
+        r.dispatch(&bot, event, None).await.map(drop)
     }
 }
 
@@ -933,6 +981,7 @@ mod tests {
             source,
             source_id: None,
             in_reply_to: None,
+            known_recipient: None,
         }
     }
 
@@ -950,6 +999,44 @@ mod tests {
                 Planned::Refuse { .. } => "refuse",
             })
             .collect()
+    }
+
+    /// An inline reply soon after its event goes to the recipient the event named, with the
+    /// event's time as the window's start; a late one (a retried or replayed delivery), or one
+    /// whose recipient is not the user named, is looked up.
+    #[test]
+    fn an_inline_reply_soon_after_its_event_needs_no_lookup() {
+        let now = chrono::Utc::now();
+        let known = |user_id: &str, minutes: i64| patchbay_contract::KnownRecipient {
+            user_id: user_id.into(),
+            channel: patchbay_contract::ChannelRef {
+                id: "chn_1".into(),
+                platform: Platform::Whatsapp,
+            },
+            address: "4915112345678".into(),
+            conversation_id: "cnv_1".into(),
+            window_from: now - chrono::TimeDelta::minutes(minutes),
+        };
+        let mut cmd = command(vec![text("a")], SendSource::Inline);
+        assert!(known_recipient(&cmd, now).is_none(), "no hint: looked up");
+        cmd.known_recipient = Some(known("usr_1", 1));
+        let r = known_recipient(&cmd, now).expect("taken as named");
+        assert_eq!(
+            (
+                r.user_id.as_str(),
+                r.address.as_str(),
+                r.conversation_id.as_str()
+            ),
+            ("usr_1", "4915112345678", "cnv_1")
+        );
+        assert_eq!(r.last_inbound_at, Some(now - chrono::TimeDelta::minutes(1)));
+        cmd.known_recipient = Some(known("usr_1", 11));
+        assert!(known_recipient(&cmd, now).is_none(), "too old: looked up");
+        cmd.known_recipient = Some(known("usr_2", 1));
+        assert!(
+            known_recipient(&cmd, now).is_none(),
+            "names another user than the command: looked up"
+        );
     }
 
     #[test]

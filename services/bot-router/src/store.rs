@@ -9,6 +9,7 @@ use patchbay_contract::{
 };
 use std::sync::Arc;
 
+use patchbay_store::batch::{WaveConnection, in_order, waves};
 use sqlx::{PgPool, Row};
 
 /// What storing an inbound event found or created.
@@ -29,57 +30,130 @@ pub struct StoredInbound {
 #[derive(Clone)]
 pub struct InboundRecord(pub Arc<InboundEvent>);
 
+/// One statement for a batch of inbound events (see [`record_inbound`]): the de-duplication
+/// rows first, then, for the events not dispatched already, the users, their conversations
+/// (the window) and the messages; one answer row per event, numbered `i` from 1.
+const RECORD_INBOUND: &str = "
+with t as (
+    select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                         $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
+                         $12::text[], $13::text[], $14::boolean[], $15::timestamptz[],
+                         $16::text[], $17::text[], $18::text[], $19::timestamptz[],
+                         $20::text[], $21::text[], $22::jsonb[])
+        with ordinality as t(dedupe_key, event_id, bot_id, event_type, user_id, channel_id,
+                             platform, platform_user_id, address, display_name, username,
+                             locale, avatar_url, subscribed, occurred_at, email, phone,
+                             conversation_id, window_opened, message_id, platform_message_id,
+                             content, i)),
+ie as (
+    insert into inbound_events as e (dedupe_key, event_id, bot_id, event_type)
+    select dedupe_key, event_id, bot_id, event_type from t
+    on conflict (dedupe_key) do update set dedupe_key = excluded.dedupe_key
+    returning e.dedupe_key, e.event_id, e.dispatched_at),
+u as (
+    insert into users as x (id, bot_id, channel_id, platform, platform_user_id, address,
+                            display_name, username, locale, avatar_url, subscribed,
+                            last_seen_at, email, phone)
+    select t.user_id, t.bot_id, t.channel_id, t.platform, t.platform_user_id, t.address,
+           t.display_name, t.username, t.locale, t.avatar_url, t.subscribed, t.occurred_at,
+           t.email, t.phone
+    from t join ie on ie.dedupe_key = t.dedupe_key
+    where ie.dispatched_at is null
+    on conflict (channel_id, platform_user_id) do update set
+        address = excluded.address,
+        display_name = coalesce(excluded.display_name, x.display_name),
+        username = coalesce(excluded.username, x.username),
+        locale = coalesce(excluded.locale, x.locale),
+        avatar_url = coalesce(excluded.avatar_url, x.avatar_url),
+        email = coalesce(excluded.email, x.email),
+        phone = coalesce(excluded.phone, x.phone),
+        subscribed = excluded.subscribed,
+        last_seen_at = greatest(x.last_seen_at, excluded.last_seen_at)
+    returning x.id, x.channel_id, x.platform_user_id, x.display_name, x.username, x.locale),
+c as (
+    insert into conversations as v (id, bot_id, user_id, last_inbound_at)
+    select t.conversation_id, t.bot_id, u.id, t.window_opened
+    from t join u on u.channel_id = t.channel_id and u.platform_user_id = t.platform_user_id
+    on conflict (user_id) do update set
+        last_inbound_at = greatest(v.last_inbound_at, excluded.last_inbound_at)
+    returning v.id, v.user_id),
+m as (
+    insert into messages (id, conversation_id, bot_id, direction, event_id,
+                          platform_message_id, content, status, created_at)
+    select t.message_id, c.id, t.bot_id, 'inbound', ie.event_id, t.platform_message_id,
+           t.content, 'received', t.occurred_at
+    from t join ie on ie.dedupe_key = t.dedupe_key
+           join u on u.channel_id = t.channel_id and u.platform_user_id = t.platform_user_id
+           join c on c.user_id = u.id
+    where t.content is not null and ie.event_id = t.event_id
+    on conflict (id) do nothing)
+select t.i, ie.event_id, ie.dispatched_at, u.id as user_id, u.display_name, u.username,
+       u.locale, c.id as conversation_id
+from t join ie on ie.dedupe_key = t.dedupe_key
+       left join u on u.channel_id = t.channel_id and u.platform_user_id = t.platform_user_id
+       left join c on c.user_id = u.id
+order by t.i";
+
+/// The rows an inbound event writes, besides its message (named by its id, unique anyway):
+/// two events of one batch naming one of them go in successive statements
+/// ([`patchbay_store::batch::waves`]).
+#[derive(PartialEq, Eq, Hash)]
+enum InboundRow<'a> {
+    Event(&'a str),
+    User(&'a str, &'a str),
+}
+
 /// Records inbound events: for each its de-duplication row, user, conversation (window) and
-/// message, by one call for the batch (`record_inbound_batch`, migration 0007: one round trip
-/// and one commit). A platform retry whose dispatch job was already stored changes nothing
-/// but is reported as such.
+/// message, by one set-based statement for the batch ([`RECORD_INBOUND`]: one round trip and
+/// one commit). A platform retry whose dispatch job was already stored changes nothing but is
+/// reported as such.
 pub async fn record_inbound(
     pool: &PgPool,
     batch: Vec<InboundRecord>,
 ) -> Result<Vec<StoredInbound>, sqlx::Error> {
-    let n = batch.len();
-    let mut a = InboundArrays::with_capacity(n);
-    for InboundRecord(ev) in &batch {
-        a.push(ev);
+    let waves = waves(batch.iter().map(|InboundRecord(ev)| {
+        [
+            InboundRow::Event(&ev.dedupe_key),
+            InboundRow::User(&ev.channel.id, &ev.sender.platform_user_id),
+        ]
+    }));
+    let mut conn = WaveConnection::open(pool, waves.len()).await?;
+    let mut answers = Vec::with_capacity(waves.len());
+    for wave in &waves {
+        let mut a = InboundArrays::with_capacity(wave.len());
+        for InboundRecord(ev) in wave.iter().filter_map(|&i| batch.get(i)) {
+            a.push(ev);
+        }
+        let rows = sqlx::query(RECORD_INBOUND)
+            .bind(a.dedupe_key)
+            .bind(a.event_id)
+            .bind(a.bot_id)
+            .bind(a.event_type)
+            .bind(a.user_id)
+            .bind(a.channel_id)
+            .bind(a.platform)
+            .bind(a.platform_user_id)
+            .bind(a.address)
+            .bind(a.display_name)
+            .bind(a.username)
+            .bind(a.locale)
+            .bind(a.avatar_url)
+            .bind(a.subscribed)
+            .bind(a.occurred_at)
+            .bind(a.email)
+            .bind(a.phone)
+            .bind(a.conversation_id)
+            .bind(a.window_opened)
+            .bind(a.message_id)
+            .bind(a.platform_message_id)
+            .bind(a.content)
+            .fetch_all(conn.connection())
+            .await?;
+        answers.push(rows);
     }
-    let rows = sqlx::query(
-        "select i, event_id, dispatched_at, user_id, display_name, username, locale,
-                conversation_id
-         from record_inbound_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
-                                   $14, $15, $16, $17, $18, $19, $20, $21, $22)
-         order by i",
-    )
-    .bind(a.dedupe_key)
-    .bind(a.event_id)
-    .bind(a.bot_id)
-    .bind(a.event_type)
-    .bind(a.user_id)
-    .bind(a.channel_id)
-    .bind(a.platform)
-    .bind(a.platform_user_id)
-    .bind(a.address)
-    .bind(a.display_name)
-    .bind(a.username)
-    .bind(a.locale)
-    .bind(a.avatar_url)
-    .bind(a.subscribed)
-    .bind(a.occurred_at)
-    .bind(a.email)
-    .bind(a.phone)
-    .bind(a.conversation_id)
-    .bind(a.window_opened)
-    .bind(a.message_id)
-    .bind(a.platform_message_id)
-    .bind(a.content)
-    .fetch_all(pool)
-    .await?;
-    if rows.len() != n {
-        return Err(sqlx::Error::Protocol(format!(
-            "recording {n} inbound events returned {} rows",
-            rows.len()
-        )));
-    }
-    let mut out = Vec::with_capacity(n);
+    conn.finish().await?;
+    let rows = in_order(batch.len(), &waves, answers)?;
+    let mut out = Vec::with_capacity(batch.len());
     for (InboundRecord(ev), row) in batch.iter().zip(&rows) {
         out.push(stored_inbound(pool, ev, row).await?);
     }
@@ -959,4 +1033,180 @@ pub async fn recipient_profile(
     .fetch_optional(pool)
     .await?;
     Ok(row.as_ref().and_then(profile))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use patchbay_contract::{ChannelRef, InboundMessage, PlatformUser, V1};
+
+    async fn database() -> (patchbay_testkit::postgres::PgServer, PgPool) {
+        let pg = patchbay_testkit::postgres::PgServer::start()
+            .await
+            .expect("postgres");
+        let pool = patchbay_store::connect(
+            &pg.url(),
+            "router",
+            4,
+            crate::MIGRATIONS,
+            std::time::Duration::from_secs(30),
+        )
+        .await
+        .expect("router schema");
+        (pg, pool)
+    }
+
+    fn message(id: &str, dedupe_key: &str, user: &str, text: &str, at_s: i64) -> InboundRecord {
+        InboundRecord(Arc::new(InboundEvent {
+            v: V1,
+            id: id.into(),
+            event_type: EventType::MessageReceived,
+            bot_id: "bot_1".into(),
+            channel: ChannelRef {
+                id: "chn_1".into(),
+                platform: Platform::Telegram,
+            },
+            occurred_at: DateTime::from_timestamp(1_800_000_000 + at_s, 0).unwrap(),
+            sender: PlatformUser {
+                platform_user_id: user.into(),
+                display_name: Some(format!("{user} {text}")),
+                username: None,
+                locale: None,
+                avatar_url: None,
+                email: None,
+                phone: None,
+            },
+            address: user.into(),
+            dedupe_key: dedupe_key.into(),
+            message: Some(InboundMessage {
+                platform_message_id: dedupe_key.into(),
+                content: Content::Text { text: text.into() },
+            }),
+            referral: None,
+            resubscribed: false,
+            receipt: None,
+        }))
+    }
+
+    /// One set-based statement cannot touch a row twice: a batch holding two messages of one
+    /// user, and two envelopes of one platform event, is written in waves, each request
+    /// answered as if it had been alone, in order.
+    #[tokio::test]
+    async fn a_batch_touching_one_row_twice_is_recorded_in_order() {
+        let (_pg, pool) = database().await;
+        let batch = vec![
+            message("evt_a1", "tg:1", "alice", "one", 1),
+            message("evt_b", "tg:2", "bob", "hi", 2),
+            message("evt_a2", "tg:3", "alice", "two", 3),
+            // The platform's retry of alice's first message, in another envelope.
+            message("evt_a1bis", "tg:1", "alice", "one", 1),
+        ];
+        let stored = record_inbound(&pool, batch).await.expect("recorded");
+        let ids: Vec<&str> = stored.iter().map(|s| s.event_id.as_str()).collect();
+        assert_eq!(ids, ["evt_a1", "evt_b", "evt_a2", "evt_a1"]);
+        assert!(stored.iter().all(|s| !s.already_dispatched));
+        let alice = &stored[0];
+        assert_eq!(alice.user.id, stored[2].user.id);
+        assert_eq!(alice.conversation_id, stored[2].conversation_id);
+        assert_eq!(alice.conversation_id, stored[3].conversation_id);
+        assert_ne!(alice.user.id, stored[1].user.id);
+        // The profile as the later message left it.
+        assert_eq!(stored[2].user.display_name.as_deref(), Some("alice two"));
+        let messages: Vec<(String, String)> = sqlx::query_as(
+            "select m.event_id, m.content->>'text' from messages m order by m.created_at, m.id",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            messages,
+            [
+                ("evt_a1".to_owned(), "one".to_owned()),
+                ("evt_b".to_owned(), "hi".to_owned()),
+                ("evt_a2".to_owned(), "two".to_owned()),
+            ],
+            "one message per platform event"
+        );
+        let window: DateTime<Utc> =
+            sqlx::query_scalar("select last_inbound_at from conversations where id = $1")
+                .bind(&alice.conversation_id)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            window.timestamp(),
+            1_800_000_003,
+            "the latest message opened it"
+        );
+    }
+
+    /// Two verdicts on one message in one batch: both answered, the later one kept.
+    #[tokio::test]
+    async fn two_verdicts_on_one_message_in_a_batch_apply_in_order() {
+        let (_pg, pool) = database().await;
+        let stored = record_inbound(&pool, vec![message("evt_1", "tg:1", "carol", "hey", 0)])
+            .await
+            .expect("recorded");
+        let conversation = &stored[0].conversation_id;
+        insert_outbound(
+            &pool,
+            vec![OutboundRows {
+                bot_id: "bot_1".into(),
+                conversation_id: conversation.clone(),
+                source: SendSource::Api,
+                messages: vec![("msg_out".into(), Content::Text { text: "x".into() }, None)],
+            }],
+        )
+        .await
+        .expect("outbound stored");
+        let verdict = |status: DeliveryStatus, error: Option<&str>| {
+            StatusRecord(Arc::new(StatusEvent {
+                v: V1,
+                id: format!("evt_{status:?}"),
+                message_id: "msg_out".into(),
+                bot_id: "bot_1".into(),
+                channel: ChannelRef {
+                    id: "chn_1".into(),
+                    platform: Platform::Telegram,
+                },
+                status,
+                platform_message_id: Some("42".into()),
+                error: error.map(|code| patchbay_contract::DeliveryError {
+                    code: code.into(),
+                    message: code.into(),
+                    platform_code: None,
+                }),
+                at: Utc::now(),
+            }))
+        };
+        let unknown = StatusRecord(Arc::new(StatusEvent {
+            message_id: "msg_unknown".into(),
+            ..(*verdict(DeliveryStatus::Sent, None).0).clone()
+        }));
+        let owners = record_status(
+            &pool,
+            vec![
+                verdict(DeliveryStatus::Sent, None),
+                unknown,
+                verdict(DeliveryStatus::Failed, Some("blocked")),
+            ],
+        )
+        .await
+        .expect("recorded");
+        assert_eq!(owners.len(), 3);
+        assert_eq!(owners[0].as_ref().unwrap().user.id, stored[0].user.id);
+        assert!(owners[1].is_none(), "an unknown message has no owner");
+        assert_eq!(owners[2].as_ref().unwrap().conversation_id, *conversation);
+        let (status, subscribed): (String, bool) = sqlx::query_as(
+            "select m.status, u.subscribed from messages m join conversations c
+             on c.id = m.conversation_id join users u on u.id = c.user_id where m.id = 'msg_out'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(status, "failed", "the later verdict is kept");
+        assert!(!subscribed, "a blocked failure unsubscribes the user");
+    }
 }

@@ -437,6 +437,7 @@ impl Dispatcher {
             source: SendSource::Inline,
             source_id: None,
             in_reply_to: Some(job.event.id.clone()),
+            known_recipient: job.known_recipient(),
         };
         let subject = self.bus.subjects().send(&job.event.bot_id)?;
         self.bus.publish(&subject, &id, &command).await?;

@@ -10,6 +10,7 @@ use patchbay_contract::{
 };
 use std::sync::Arc;
 
+use patchbay_store::batch::{WaveConnection, waves};
 use sqlx::{PgPool, Row};
 
 /// A parked event claimed by the scheduler.
@@ -25,8 +26,7 @@ pub struct Admission(pub Arc<DispatchJob>);
 
 /// Where each event's delivery stands (`Pending` when it is not known yet: its row is written
 /// with its first outcome), and whether earlier events of its conversation are parked (new
-/// ones must queue behind them), by one read-only call for the batch (`admission_batch`,
-/// migration 0004).
+/// ones must queue behind them), by one set-based read for the batch.
 pub async fn admit(
     pool: &PgPool,
     batch: Vec<Admission>,
@@ -38,11 +38,17 @@ pub async fn admit(
         ids.push(job.event.id.as_str());
         conversations.push(job.event.conversation_id.as_str());
     }
-    let rows = sqlx::query("select i, status, parked from admission_batch($1, $2) order by i")
-        .bind(&ids)
-        .bind(&conversations)
-        .fetch_all(pool)
-        .await?;
+    let rows = sqlx::query(
+        "select (select d.status from deliveries d where d.event_id = t.event_id) as status,
+                exists (select 1 from parked p where p.conversation_id = t.conversation_id)
+                    as parked
+         from unnest($1::text[], $2::text[]) with ordinality as t(event_id, conversation_id, i)
+         order by t.i",
+    )
+    .bind(&ids)
+    .bind(&conversations)
+    .fetch_all(pool)
+    .await?;
     if rows.len() != n {
         return Err(sqlx::Error::Protocol(format!(
             "admitting {n} events returned {} rows",
@@ -96,9 +102,50 @@ pub struct Attempt {
     pub error: Option<String>,
 }
 
+/// One statement for a batch of attempts (see [`record_attempt`]).
+const RECORD_ATTEMPTS: &str = "
+with t as (
+    select * from unnest($1::text[], $2::boolean[], $3::int[], $4::text[], $5::text[],
+                         $6::text[], $7::int[], $8::text[], $9::int[], $10::text[], $11::text[],
+                         $12::jsonb[])
+        as t(event_id, delivered, status_code, error, bot_id, event_type, attempt, url,
+             duration_ms, response_body, conversation_id, job)),
+a as (
+    insert into attempts (event_id, bot_id, event_type, attempt, url, status_code,
+                          duration_ms, response_body, error)
+    select event_id, bot_id, event_type, attempt, url, status_code, duration_ms,
+           response_body, error
+    from t)
+insert into deliveries as d (event_id, bot_id, conversation_id, event_type, status, job,
+                             attempts, last_status_code, last_error)
+select event_id, bot_id, conversation_id, event_type,
+       case when delivered then 'delivered' else 'pending' end, job, 1, status_code, error
+from t
+on conflict (event_id) do update set
+    attempts = d.attempts + 1,
+    last_status_code = excluded.last_status_code,
+    last_error = excluded.last_error,
+    status = case when excluded.status = 'delivered' then 'delivered' else d.status end,
+    updated_at = now()";
+
 /// Logs attempts and records each outcome on its delivery (created on the first attempt), by
-/// one call for the batch (`record_attempts_batch`, migration 0004).
+/// one set-based statement for the batch ([`RECORD_ATTEMPTS`]); two attempts at one event go
+/// in successive statements.
 pub async fn record_attempt(pool: &PgPool, batch: Vec<Attempt>) -> Result<Vec<()>, sqlx::Error> {
+    let waves = waves(batch.iter().map(|a| [a.job.event.id.as_str()]));
+    let mut conn = WaveConnection::open(pool, waves.len()).await?;
+    for wave in &waves {
+        let attempts: Vec<&Attempt> = wave.iter().filter_map(|&i| batch.get(i)).collect();
+        record_attempts(conn.connection(), &attempts).await?;
+    }
+    conn.finish().await?;
+    Ok(vec![(); batch.len()])
+}
+
+async fn record_attempts(
+    conn: &mut sqlx::PgConnection,
+    batch: &[&Attempt],
+) -> Result<(), sqlx::Error> {
     let n = batch.len();
     let mut ids = Vec::with_capacity(n);
     let mut delivered = Vec::with_capacity(n);
@@ -112,7 +159,7 @@ pub async fn record_attempt(pool: &PgPool, batch: Vec<Attempt>) -> Result<Vec<()
     let mut bodies = Vec::with_capacity(n);
     let mut conversations = Vec::with_capacity(n);
     let mut jobs = Vec::with_capacity(n);
-    for a in &batch {
+    for a in batch {
         ids.push(a.job.event.id.as_str());
         delivered.push(a.delivered);
         codes.push(a.status_code.map(i32::from));
@@ -126,7 +173,7 @@ pub async fn record_attempt(pool: &PgPool, batch: Vec<Attempt>) -> Result<Vec<()
         durations.push(i32::try_from(a.duration.as_millis()).unwrap_or(i32::MAX));
         bodies.push(a.response_body.as_str());
     }
-    sqlx::query("select record_attempts_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
+    sqlx::query(RECORD_ATTEMPTS)
         .bind(&ids)
         .bind(&delivered)
         .bind(&codes)
@@ -139,9 +186,9 @@ pub async fn record_attempt(pool: &PgPool, batch: Vec<Attempt>) -> Result<Vec<()
         .bind(&bodies)
         .bind(&conversations)
         .bind(&jobs)
-        .execute(pool)
+        .execute(conn)
         .await?;
-    Ok(vec![(); n])
+    Ok(())
 }
 
 /// Marks a delivery failed (dead-lettered), creating it if the event was never attempted (its
@@ -523,4 +570,131 @@ pub async fn reschedule(
     .execute(pool)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use patchbay_contract::{ChannelRef, EventType, EventUser, Platform, TenantEvent, V1};
+
+    fn job(event_id: &str, conversation_id: &str) -> Arc<DispatchJob> {
+        Arc::new(DispatchJob {
+            v: V1,
+            event: TenantEvent {
+                id: event_id.into(),
+                event_type: EventType::MessageReceived,
+                created_at: Utc::now(),
+                bot_id: "bot_1".into(),
+                channel: ChannelRef {
+                    id: "chn_1".into(),
+                    platform: Platform::Telegram,
+                },
+                user: EventUser {
+                    id: "usr_1".into(),
+                    platform_user_id: "1".into(),
+                    display_name: None,
+                    username: None,
+                    locale: None,
+                },
+                conversation_id: conversation_id.into(),
+                message: None,
+                error: None,
+                referral: None,
+                resubscribed: false,
+            },
+            reply_address: None,
+        })
+    }
+
+    fn attempt(job: &Arc<DispatchJob>, attempt: u64, delivered: bool) -> Attempt {
+        Attempt {
+            job: job.clone(),
+            attempt,
+            url: "http://tenant.test/hook".into(),
+            delivered,
+            status_code: Some(if delivered { 200 } else { 503 }),
+            duration: Duration::from_millis(3),
+            response_body: String::new(),
+            error: (!delivered).then(|| "503".to_owned()),
+        }
+    }
+
+    /// Two attempts at one event in one batch (its delivery's row touched twice) are both
+    /// logged, in order; the other events of the batch are untouched by them; admission reads
+    /// each event's state and its conversation's parked events.
+    #[tokio::test]
+    async fn a_batch_with_two_attempts_at_one_event_logs_both_in_order() {
+        let pg = patchbay_testkit::postgres::PgServer::start()
+            .await
+            .expect("postgres");
+        let pool = patchbay_store::connect(
+            &pg.url(),
+            "dispatcher",
+            4,
+            crate::MIGRATIONS,
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("dispatcher schema");
+        let (a, b) = (job("evt_a", "cnv_a"), job("evt_b", "cnv_b"));
+        let done = record_attempt(
+            &pool,
+            vec![
+                attempt(&a, 1, false),
+                attempt(&b, 1, false),
+                attempt(&a, 2, true),
+            ],
+        )
+        .await
+        .expect("logged");
+        assert_eq!(done.len(), 3);
+        let rows: Vec<(String, String, i32)> =
+            sqlx::query_as("select event_id, status, attempts from deliveries order by event_id")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            rows,
+            [
+                ("evt_a".to_owned(), "delivered".to_owned(), 2),
+                ("evt_b".to_owned(), "pending".to_owned(), 1),
+            ]
+        );
+        let logged: Vec<(String, i32)> =
+            sqlx::query_as("select event_id, attempt from attempts order by id")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            logged,
+            [
+                ("evt_a".to_owned(), 1),
+                ("evt_b".to_owned(), 1),
+                ("evt_a".to_owned(), 2)
+            ]
+        );
+        park(&pool, &job("evt_c", "cnv_b"), 0, Utc::now())
+            .await
+            .expect("parked");
+        let admitted = admit(
+            &pool,
+            vec![
+                Admission(job("evt_a", "cnv_a")),
+                Admission(job("evt_d", "cnv_b")),
+                Admission(job("evt_e", "cnv_e")),
+            ],
+        )
+        .await
+        .expect("admitted");
+        assert_eq!(
+            admitted,
+            [
+                (DeliveryState::Delivered, false),
+                (DeliveryState::Pending, true),
+                (DeliveryState::Pending, false)
+            ]
+        );
+    }
 }

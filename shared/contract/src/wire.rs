@@ -356,6 +356,28 @@ pub struct SendCommand {
     /// The event this answers, for inline replies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_reply_to: Option<String>,
+    /// The recipient as the router named them in the event an inline reply answers (set by the
+    /// dispatcher, never from a tenant's input): the router sends to them without looking the
+    /// user up, when the reply comes soon after the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_recipient: Option<KnownRecipient>,
+}
+
+/// A send command's recipient as the event it answers named them (see
+/// [`SendCommand::known_recipient`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct KnownRecipient {
+    /// The user (the command's `user_id`).
+    pub user_id: String,
+    /// Their channel.
+    pub channel: ChannelRef,
+    /// Their platform address.
+    pub address: String,
+    /// Their conversation.
+    pub conversation_id: String,
+    /// When the user's event opened their messaging window: the window's start is this or
+    /// later.
+    pub window_from: DateTime<Utc>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -584,6 +606,26 @@ pub struct DispatchJob {
     pub v: V1,
     /// The event.
     pub event: TenantEvent,
+    /// The user's platform address, on events the user's own action caused (which opened
+    /// their messaging window at the event's time): an inline reply to it carries the
+    /// recipient the router needs ([`SendCommand::known_recipient`]). Absent on statuses and
+    /// receipts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_address: Option<String>,
+}
+
+impl DispatchJob {
+    /// The recipient of an inline reply to this job's event, when the router named one.
+    pub fn known_recipient(&self) -> Option<KnownRecipient> {
+        let address = self.reply_address.clone()?;
+        Some(KnownRecipient {
+            user_id: self.event.user.id.clone(),
+            channel: self.event.channel.clone(),
+            address,
+            conversation_id: self.event.conversation_id.clone(),
+            window_from: self.event.created_at,
+        })
+    }
 }
 
 /// A tenant's inline reply: the body of a 2xx answer to a callback.

@@ -7,15 +7,20 @@
 //! low load and grows by itself with the load. Each caller waits for its own answer, so a
 //! message is acknowledged only after its own row is committed.
 //!
-//! The statements behind a group commit are usually functions that take parallel arrays and
-//! run the single-row statement once per element, in order, inside one call: the plans stay
-//! the single-row ones, and two requests touching one row simply run one after the other.
+//! The statements behind a group commit are set-based: one `INSERT … SELECT FROM unnest(…)`
+//! (or `UPDATE … FROM unnest(…)`) over parallel arrays, one element per request, each row
+//! numbered `WITH ORDINALITY` so the answers find their requests. One statement cannot touch
+//! a row twice (`ON CONFLICT DO UPDATE` refuses to, `UPDATE … FROM` applies one of the two), so
+//! requests sharing a row go in successive statements of one transaction: [`waves`] splits a
+//! batch so, keeping each row's requests in their order.
 //!
 //! **One bad request does not fail the others.** When a batch of several fails with an error
 //! that is not the database being unavailable, each request is run again alone, so only the
 //! one at fault gets the error.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::hash::Hash;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -120,6 +125,103 @@ where
             answered.await.map_err(|_| BatchError::abandoned())?
         }
     }
+}
+
+/// Splits a batch whose requests touch the rows named by `keys` (one list per request) into
+/// waves in which no row is touched twice: each request goes into the wave after the last
+/// one holding any of its keys, so the requests of one row run in their order. Answers the
+/// requests' indexes, wave by wave; almost always one wave, all of them.
+pub fn waves<K, I>(keys: impl IntoIterator<Item = I>) -> Vec<Vec<usize>>
+where
+    K: Eq + Hash,
+    I: IntoIterator<Item = K>,
+{
+    let mut last: HashMap<K, usize> = HashMap::new();
+    let mut waves: Vec<Vec<usize>> = Vec::new();
+    for (i, request_keys) in keys.into_iter().enumerate() {
+        let request_keys: Vec<K> = request_keys.into_iter().collect();
+        let wave = request_keys
+            .iter()
+            .filter_map(|k| last.get(k).map(|w| w + 1))
+            .max()
+            .unwrap_or(0);
+        for k in request_keys {
+            last.insert(k, wave);
+        }
+        if waves.len() <= wave {
+            waves.resize_with(wave + 1, Vec::new);
+        }
+        if let Some(w) = waves.get_mut(wave) {
+            w.push(i);
+        }
+    }
+    waves
+}
+
+/// The connection a batch's waves run on: in one transaction when there are several, so the
+/// batch commits as a whole; a lone statement commits by itself.
+pub enum WaveConnection {
+    /// One wave: no transaction statements.
+    Single(sqlx::pool::PoolConnection<sqlx::Postgres>),
+    /// Several waves, one transaction.
+    Transaction(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl WaveConnection {
+    /// A connection for `waves` statements.
+    pub async fn open(pool: &sqlx::PgPool, waves: usize) -> Result<Self, sqlx::Error> {
+        Ok(if waves > 1 {
+            Self::Transaction(pool.begin().await?)
+        } else {
+            Self::Single(pool.acquire().await?)
+        })
+    }
+
+    /// Where the next wave's statement runs.
+    pub fn connection(&mut self) -> &mut sqlx::PgConnection {
+        match self {
+            Self::Single(c) => c,
+            Self::Transaction(t) => t,
+        }
+    }
+
+    /// Commits the waves (a transaction dropped before this rolls back).
+    pub async fn finish(self) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Single(_) => Ok(()),
+            Self::Transaction(t) => t.commit().await,
+        }
+    }
+}
+
+/// The answers of a batch of `n` requests in the batch's order, from each wave's answers in
+/// the wave's order.
+pub fn in_order<R>(
+    n: usize,
+    waves: &[Vec<usize>],
+    answers: Vec<Vec<R>>,
+) -> Result<Vec<R>, sqlx::Error> {
+    let mut out: Vec<Option<R>> = (0..n).map(|_| None).collect();
+    for (wave, answers) in waves.iter().zip(answers) {
+        if answers.len() != wave.len() {
+            return Err(sqlx::Error::Protocol(format!(
+                "a statement for {} requests gave {} answers",
+                wave.len(),
+                answers.len()
+            )));
+        }
+        for (&i, r) in wave.iter().zip(answers) {
+            if let Some(slot) = out.get_mut(i) {
+                *slot = Some(r);
+            }
+        }
+    }
+    out.into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            r.ok_or_else(|| sqlx::Error::Protocol(format!("request {i} of {n} got no answer")))
+        })
+        .collect()
 }
 
 /// Runs one batch and answers every caller.
@@ -257,6 +359,29 @@ mod tests {
             .expect_err("the panicking batch fails");
         assert!(!e.unavailable, "{e}");
         assert_eq!(gc.submit(N(14)).await.expect("the next batch runs"), 14);
+    }
+
+    /// Requests sharing a key go in later waves than the ones before them; the others stay in
+    /// the first.
+    #[test]
+    fn waves_keep_a_rows_requests_apart_and_in_order() {
+        assert_eq!(waves([["a"], ["b"], ["c"]]), vec![vec![0, 1, 2]]);
+        assert_eq!(
+            waves([
+                vec!["a", "x"],
+                vec!["b"],
+                vec!["a"],
+                vec!["c", "x"],
+                vec!["a"]
+            ]),
+            vec![vec![0, 1], vec![2, 3], vec![4]]
+        );
+        // A request's wave follows the latest of its keys' waves.
+        assert_eq!(
+            waves([vec!["a"], vec!["a"], vec!["b"], vec!["b", "a"]]),
+            vec![vec![0, 2], vec![1], vec![3]]
+        );
+        assert!(waves(Vec::<Vec<&str>>::new()).is_empty());
     }
 
     /// The database being unavailable fails the whole batch as unavailable, without retrying
