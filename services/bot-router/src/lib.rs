@@ -146,11 +146,17 @@ struct Batches {
 }
 
 impl Batches {
-    fn start(pool: &PgPool) -> Self {
+    /// `linger`: how long a status waits for others to share its statement (see
+    /// [`GroupCommit::lingering`]); the other statements are on the way of a message and go at
+    /// once.
+    fn start(pool: &PgPool, linger: std::time::Duration) -> Self {
         macro_rules! batch {
-            ($name:literal, $f:path) => {{
+            ($name:literal, $f:path) => {
+                batch!($name, $f, std::time::Duration::ZERO)
+            };
+            ($name:literal, $f:path, $linger:expr) => {{
                 let pool = pool.clone();
-                GroupCommit::start($name, move |b| {
+                GroupCommit::lingering($name, $linger, move |b| {
                     let pool = pool.clone();
                     async move { $f(&pool, b).await }
                 })
@@ -161,7 +167,8 @@ impl Batches {
             marks: batch!("router_marks", store::mark_dispatched),
             recipients: batch!("router_recipients", store::resolve_recipients),
             outbound: batch!("router_outbound", store::insert_outbound),
-            statuses: batch!("router_statuses", store::record_status),
+            // History: a message is at the platform before its status is written.
+            statuses: batch!("router_statuses", store::record_status, linger),
         }
     }
 }
@@ -195,7 +202,10 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             bus: deps.bus.clone(),
             view: deps.view.clone(),
             links,
-            batches: Batches::start(&pool),
+            batches: Batches::start(
+                &pool,
+                std::time::Duration::from_millis(deps.config.record_linger_ms),
+            ),
             public_url: deps.config.public_url.clone(),
         });
         let s = deps.bus.subjects();

@@ -136,10 +136,16 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
         };
         let attempts = {
             let pool = pool.clone();
-            GroupCommit::start("dispatcher_attempts", move |b| {
-                let pool = pool.clone();
-                async move { store::record_attempt(&pool, b).await }
-            })
+            // History, written after the tenant answered and the inline reply is stored: at
+            // low rates it waits for company (`PATCHBAY_RECORD_LINGER_MS`).
+            GroupCommit::lingering(
+                "dispatcher_attempts",
+                Duration::from_millis(deps.config.record_linger_ms),
+                move |b| {
+                    let pool = pool.clone();
+                    async move { store::record_attempt(&pool, b).await }
+                },
+            )
         };
         let dispatcher = Arc::new(Dispatcher {
             pool,
@@ -683,6 +689,8 @@ impl Dispatcher {
             let (replies, note) = self
                 .inline_reply(job, bot.webhook.flavour, &outcome.body)
                 .await?;
+            // A custom channel's request waiting for the replies need not wait for the log.
+            self.announce(job, true, replies).await;
             self.attempts
                 .submit(store::Attempt {
                     job: job.clone(),
@@ -701,9 +709,9 @@ impl Dispatcher {
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&job.event.id);
             self.reset_breaker(&bot.id);
-            self.announce(job, true, replies).await;
             return Ok(Attempted::Delivered);
         }
+        self.announce(job, false, 0).await;
         self.attempts
             .submit(store::Attempt {
                 job: job.clone(),
@@ -717,7 +725,6 @@ impl Dispatcher {
             })
             .await
             .map_err(batch_error)?;
-        self.announce(job, false, 0).await;
         if outcome.status == Some(410) {
             let reason = format!(
                 "{url} answered 410 Gone at {}",

@@ -135,6 +135,11 @@ pub struct Config {
     /// batches of 5–8 statements' requests; 128 gave 10–28 % more throughput for 9–20 % less
     /// CPU per message (`docs/benchmarks.md`).
     pub consumer_concurrency: usize,
+    /// How long a history write that nothing waits on to go on (a send's status in the
+    /// router, a callback's attempt log in the dispatcher) waits, when it is alone, for others
+    /// to share its statement: at low rates these go several to a statement instead of one
+    /// each (`docs/benchmarks.md`). 0 writes each at once.
+    pub record_linger_ms: u64,
     /// How long a stopping service may take to finish what it holds.
     pub shutdown_grace_ms: u64,
     /// Telegram Bot API base URL (channels may override it).
@@ -263,6 +268,7 @@ impl Default for Config {
             replay_per_minute: 1000,
             dead_letters_per_key: patchbay_contract::topology::DEFAULT_DEAD_LETTERS_PER_KEY,
             consumer_concurrency: 128,
+            record_linger_ms: 25,
             shutdown_grace_ms: 10_000,
             telegram_api_base_url: "https://api.telegram.org".into(),
             outbound_timeout_ms: 10_000,
@@ -559,6 +565,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "media_quota_bytes",
                 "must be at least media_max_bytes",
+            ));
+        }
+        if self.record_linger_ms > 1_000 {
+            return Err(ConfigError::invalid(
+                "record_linger_ms",
+                "must be at most 1000",
             ));
         }
         if self.custom_reply_wait_ms > 60_000 {

@@ -3,8 +3,11 @@
 //!
 //! A [`GroupCommit`] has one writer task and a queue. The writer takes everything that is
 //! waiting (up to [`MAX_BATCH`]) and runs it as one batch; while it does, the next requests
-//! queue up. There is no timer: a lone request goes at once, so batching costs no latency at
-//! low load and grows by itself with the load. Each caller waits for its own answer, so a
+//! queue up. By default there is no timer: a lone request goes at once, so batching costs no
+//! latency at low load and grows by itself with the load. A statement nobody waits on to go
+//! on (history: a send's status, a callback's attempt log) may [`linger`](GroupCommit::lingering):
+//! a request that finds the writer idle and alone waits that long for company, so at low
+//! rates such writes go several to a statement too. Each caller waits for its own answer, so a
 //! message is acknowledged only after its own row is committed.
 //!
 //! The statements behind a group commit are set-based: one `INSERT … SELECT FROM unnest(…)`
@@ -95,11 +98,33 @@ where
         F: Fn(Vec<Q>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Vec<R>, sqlx::Error>> + Send + 'static,
     {
+        Self::lingering(name, std::time::Duration::ZERO, run)
+    }
+
+    /// Like [`start`](Self::start), except that a lone request (nothing else waiting when
+    /// the writer takes it) waits up to `linger` for others to go with it; a batch that
+    /// finds several waiting goes at once, as one under load always does.
+    pub fn lingering<F, Fut>(name: &'static str, linger: std::time::Duration, run: F) -> Self
+    where
+        F: Fn(Vec<Q>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<R>, sqlx::Error>> + Send + 'static,
+    {
         let (tx, mut rx) = mpsc::unbounded_channel::<(Q, Answer<R>)>();
         let run: Arc<RunFn<Q, R>> = Arc::new(move |batch| Box::pin(run(batch)));
         tokio::spawn(async move {
             let mut taken = Vec::with_capacity(MAX_BATCH);
             while rx.recv_many(&mut taken, MAX_BATCH).await > 0 {
+                if taken.len() == 1 && !linger.is_zero() {
+                    let until = tokio::time::Instant::now() + linger;
+                    while taken.len() < MAX_BATCH {
+                        let room = MAX_BATCH - taken.len();
+                        match tokio::time::timeout_at(until, rx.recv_many(&mut taken, room)).await {
+                            Ok(n) if n > 0 => {}
+                            // Closed, or the time is up.
+                            _ => break,
+                        }
+                    }
+                }
                 metrics::histogram!("patchbay_db_batch_size", "batch" => name)
                     .record(taken.len() as f64);
                 let (requests, answers): (Vec<Q>, Vec<Answer<R>>) = taken.drain(..).unzip();
@@ -317,6 +342,32 @@ mod tests {
             .await
             .expect("join");
         assert_eq!(second_len, 4, "the four waiting requests went as one batch");
+    }
+
+    /// A lone request lingers for company: requests arriving within the linger go with it,
+    /// as one batch.
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_request_lingers_for_company() {
+        let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s = sizes.clone();
+        let gc = GroupCommit::lingering(
+            "test",
+            std::time::Duration::from_millis(50),
+            move |batch: Vec<N>| {
+                s.lock().expect("sizes").push(batch.len());
+                async move { Ok(batch.into_iter().map(|n| n.0).collect()) }
+            },
+        );
+        let first = tokio::spawn(gc.submit(N(1)));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let second = tokio::spawn(gc.submit(N(2)));
+        assert_eq!(first.await.expect("join").expect("answer"), 1);
+        assert_eq!(second.await.expect("join").expect("answer"), 2);
+        // Past the linger, a lone request goes alone.
+        let started = tokio::time::Instant::now();
+        assert_eq!(gc.submit(N(3)).await.expect("answer"), 3);
+        assert!(started.elapsed() >= std::time::Duration::from_millis(50));
+        assert_eq!(*sizes.lock().expect("sizes"), [2, 1]);
     }
 
     /// A batch that fails is run again request by request, so only the bad one fails.
