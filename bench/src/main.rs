@@ -616,6 +616,7 @@ async fn measure(
             .collect();
         let m0 = load::parse_histograms(&stack.scrape().await);
         let q0 = stack.statements().await;
+        let bg0 = stack.background().await;
         let n0 = stack.nats_counters().await;
         let host0 = stack::HostCpu::now();
         let o = f(ctx.clone()).await;
@@ -623,6 +624,7 @@ async fn measure(
         let n1 = stack.nats_counters().await;
         let m1 = load::parse_histograms(&stack.scrape().await);
         let q1 = stack.statements().await;
+        let bg1 = stack.background().await;
         let mut cpu = serde_json::Map::new();
         let mut total = 0.0;
         for ((n, pid), before) in accounts.iter().zip(cpu0) {
@@ -686,6 +688,8 @@ async fn measure(
             "stages": load::stage_rows(&m0, &m1),
             "batches": load::batch_rows(&m0, &m1),
             "database": database(&q0, &q1, o.delivered),
+            "pg_checkpoints": bg1.0 - bg0.0,
+            "pg_autovacuums": bg1.1 - bg0.1,
             "nats": messaging(&n0, &n1, o.delivered),
         }));
     }

@@ -171,11 +171,14 @@ pub fn markdown(r: &Value) -> String {
             let _ = writeln!(
                 s,
                 "\nPostgreSQL (`pg_stat_statements`): {:.2} statements, {:.3} ms executing and \
-                 {:.3} ms planning per message.\n\n| statement | per message | exec ms per call | \
+                 {:.3} ms planning per message; meanwhile {} checkpoints and {} autovacuum or \
+                 autoanalyze runs.\n\n| statement | per message | exec ms per call | \
                  plan ms per call |\n|---|---|---|---|",
                 f(&db["statements_per_message"]),
                 f(&db["exec_ms_per_message"]),
                 f(&db["plan_ms_per_message"]),
+                sc["pg_checkpoints"].as_i64().unwrap_or(0),
+                sc["pg_autovacuums"].as_i64().unwrap_or(0),
             );
             for q in db["top"].as_array().unwrap_or(&empty) {
                 let _ = writeln!(

@@ -311,6 +311,26 @@ impl Stack {
             .collect()
     }
 
+    /// PostgreSQL's background work so far: checkpoints (timed and requested) and autovacuum
+    /// plus autoanalyze runs over every table, to tell a scenario's latency spikes from its
+    /// own work.
+    pub async fn background(&self) -> (i64, i64) {
+        let checkpoints: i64 = sqlx::query_scalar(
+            "select (checkpoints_timed + checkpoints_req)::bigint from pg_stat_bgwriter",
+        )
+        .fetch_one(&self.pg)
+        .await
+        .unwrap_or(0);
+        let vacuums: i64 = sqlx::query_scalar(
+            "select coalesce(sum(autovacuum_count + autoanalyze_count), 0)::bigint
+             from pg_stat_all_tables",
+        )
+        .fetch_one(&self.pg)
+        .await
+        .unwrap_or(0);
+        (checkpoints, vacuums)
+    }
+
     /// Stores `users` users of `bot` on its channel, each with a conversation and a message
     /// (straight into the router's tables, as years of traffic would leave them), then
     /// analyzes the tables, as autovacuum would have.
