@@ -510,8 +510,10 @@ impl Histogram {
 
 /// Histograms of the stage metrics by `(service, metric{labels})`.
 pub fn parse_histograms(pages: &[(&'static str, String)]) -> BTreeMap<String, Histogram> {
-    const METRICS: [&str; 5] = [
+    const METRICS: [&str; 7] = [
         "patchbay_db_batch_size",
+        "patchbay_db_batch_seconds",
+        "patchbay_db_request_seconds",
         "patchbay_consumer_handle_seconds",
         "patchbay_publish_seconds",
         "patchbay_http_request_seconds",

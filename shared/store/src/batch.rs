@@ -75,12 +75,14 @@ type RunFn<Q, R> = dyn Fn(Vec<Q>) -> RunFuture<R> + Send + Sync;
 /// Group commit of requests `Q` answered by `R` (see the module documentation).
 pub struct GroupCommit<Q, R> {
     tx: mpsc::UnboundedSender<(Q, Answer<R>)>,
+    name: &'static str,
 }
 
 impl<Q, R> Clone for GroupCommit<Q, R> {
     fn clone(&self) -> Self {
         Self {
             tx: self.tx.clone(),
+            name: self.name,
         }
     }
 }
@@ -128,26 +130,36 @@ where
                 metrics::histogram!("patchbay_db_batch_size", "batch" => name)
                     .record(taken.len() as f64);
                 let (requests, answers): (Vec<Q>, Vec<Answer<R>>) = taken.drain(..).unzip();
+                let started = std::time::Instant::now();
                 // Its own task, so a panic drops this batch's answers (its callers get an
                 // error) and not the writer.
                 if let Err(e) = tokio::spawn(execute(run.clone(), requests, answers)).await {
                     tracing::error!(batch = name, error = %e, "a batch panicked");
                 }
+                metrics::histogram!("patchbay_db_batch_seconds", "batch" => name)
+                    .record(started.elapsed().as_secs_f64());
             }
         });
-        Self { tx }
+        Self { tx, name }
     }
 
     /// Queues `request` at once (before the returned future is first polled) to run with
     /// whatever else is waiting; the future resolves once its batch is committed.
+    /// `patchbay_db_batch_seconds{batch}` is the time each batch took to run (a connection,
+    /// the statements, the commit); `patchbay_db_request_seconds{batch}` a request's whole
+    /// wait, from its submission to its answer (the queue, a linger, its batch).
     pub fn submit(&self, request: Q) -> impl Future<Output = Result<R, BatchError>> + use<Q, R> {
         let (answer, answered) = oneshot::channel();
         let queued = self.tx.send((request, answer)).is_ok();
+        let (name, submitted) = (self.name, std::time::Instant::now());
         async move {
             if !queued {
                 return Err(BatchError::stopped());
             }
-            answered.await.map_err(|_| BatchError::abandoned())?
+            let answer = answered.await.map_err(|_| BatchError::abandoned())?;
+            metrics::histogram!("patchbay_db_request_seconds", "batch" => name)
+                .record(submitted.elapsed().as_secs_f64());
+            answer
         }
     }
 }
