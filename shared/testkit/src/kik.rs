@@ -89,7 +89,7 @@ struct Inner {
     /// (path, failure) queued in order.
     failures: VecDeque<(String, Failure)>,
     /// Per mille of authenticated sends answered 500 at random.
-    random_server_errors: u32,
+    random_server_errors: crate::flaky::RandomFailures,
     calls: Vec<Call>,
 }
 
@@ -216,8 +216,9 @@ impl FakeKik {
 
     /// Answers a share of authenticated sends (`POST` [`MESSAGE_PATH`]) at random with 500, in
     /// per mille (after any failure queued with [`FakeKik::fail_next`]); 0 turns it off.
+    /// One message fails at most [`crate::flaky::MAX_IN_A_ROW`] times in a row.
     pub fn fail_randomly(&self, server_error_per_mille: u32) {
-        self.lock().random_server_errors = server_error_per_mille.min(1000);
+        self.lock().random_server_errors.set(server_error_per_mille);
     }
 
     /// Every call so far.
@@ -532,14 +533,13 @@ fn profile(s: &Inner, bot: &str, user: &str) -> Result<Value, Refusal> {
 }
 
 /// A 500 drawn at random for a send, as [`FakeKik::fail_randomly`] set it.
-fn random_failure(s: &Inner, method: &str, route_path: &str) -> Option<Failure> {
-    if s.random_server_errors == 0 || method != "POST" || route_path != MESSAGE_PATH {
+fn random_failure(s: &mut Inner, method: &str, route_path: &str, body: &Value) -> Option<Failure> {
+    if method != "POST" || route_path != MESSAGE_PATH {
         return None;
     }
-    let mut b = [0u8; 2];
-    let _ = getrandom::fill(&mut b);
-    let roll = u32::from(u16::from_le_bytes(b)) % 1000;
-    (roll < s.random_server_errors).then_some(Failure::ServerError)
+    s.random_server_errors
+        .roll(body.to_string().as_bytes())
+        .map(|_| Failure::ServerError)
 }
 
 fn refusal_response(r: Refusal, retry_after: Option<u64>) -> Response {
@@ -592,7 +592,7 @@ async fn handle(State(inner): State<Shared>, req: Request) -> Response {
             .position(|(p, _)| p == route_path)
             .and_then(|i| s.failures.remove(i))
             .map(|(_, f)| f)
-            .or_else(|| random_failure(&s, &method, route_path));
+            .or_else(|| random_failure(&mut s, &method, route_path, &body));
         match queued {
             Some(Failure::TooManyRequests { retry_after }) => (
                 Err(Refusal(

@@ -19,6 +19,7 @@
 #![allow(unsafe_code)] // pre_exec for the parent-death signal and dropping root for PostgreSQL.
 
 pub mod fixtures;
+pub mod flaky;
 pub mod fuzz;
 pub mod graph;
 pub mod kik;

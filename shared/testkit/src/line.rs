@@ -115,7 +115,7 @@ struct Inner {
     next_id: u64,
     failures: VecDeque<(String, Failure)>,
     /// Per mille of authenticated sends answered 500 at random.
-    random_server_errors: u32,
+    random_server_errors: crate::flaky::RandomFailures,
     /// How long profile lookups wait before they are answered.
     profile_delay: Duration,
     calls: Vec<Call>,
@@ -281,8 +281,9 @@ impl FakeLine {
 
     /// Answers a share of authenticated pushes and replies at random with 500, in per mille
     /// (after any failure queued with [`FakeLine::fail_next`]); 0 turns it off.
+    /// One message fails at most [`crate::flaky::MAX_IN_A_ROW`] times in a row.
     pub fn fail_randomly(&self, server_error_per_mille: u32) {
-        self.lock().random_server_errors = server_error_per_mille.min(1000);
+        self.lock().random_server_errors.set(server_error_per_mille);
     }
 
     /// Every call so far.
@@ -823,14 +824,13 @@ fn profile(s: &Inner, channel: &str, path: &str) -> Result<Done, Refusal> {
 }
 
 /// A 500 drawn at random for a send, as [`FakeLine::fail_randomly`] set it.
-fn random_failure(s: &Inner, path: &str) -> Option<Failure> {
-    if s.random_server_errors == 0 || (path != PUSH_PATH && path != REPLY_PATH) {
+fn random_failure(s: &mut Inner, path: &str, body: &Value) -> Option<Failure> {
+    if path != PUSH_PATH && path != REPLY_PATH {
         return None;
     }
-    let mut b = [0u8; 2];
-    let _ = getrandom::fill(&mut b);
-    let roll = u32::from(u16::from_le_bytes(b)) % 1000;
-    (roll < s.random_server_errors).then_some(Failure::ServerError)
+    s.random_server_errors
+        .roll(body.to_string().as_bytes())
+        .map(|_| Failure::ServerError)
 }
 
 fn error_body(r: &Refusal) -> Value {
@@ -931,7 +931,7 @@ async fn handle(State(inner): State<Shared>, req: Request) -> Response {
                 .position(|(p, _)| p == route)
                 .and_then(|i| s.failures.remove(i))
                 .map(|(_, f)| f)
-                .or_else(|| random_failure(&s, route));
+                .or_else(|| random_failure(&mut s, route, &body));
             let server_error = || -> Result<Done, Refusal> {
                 Err(Refusal(
                     StatusCode::INTERNAL_SERVER_ERROR,

@@ -51,7 +51,8 @@ pub enum Failure {
 struct Inner {
     any_token: bool,
     /// Per mille of send calls answered 429 (retry_after 1) and 500, at random.
-    random_failures: (u32, u32),
+    /// 429s per mille, and the sends failed at random (429 or 500).
+    random_failures: (u32, crate::flaky::RandomFailures),
     tokens: HashSet<String>,
     /// (token, chat): the chats whose users started each bot.
     chats: HashSet<(String, i64)>,
@@ -138,9 +139,13 @@ impl FakeTelegram {
 
     /// Answers a share of send calls at random with 429 (`retry_after` 1 s) and 500, in per
     /// mille of calls.
+    /// One message fails at most [`crate::flaky::MAX_IN_A_ROW`] times in a row.
     pub fn fail_randomly(&self, too_many_per_mille: u32, server_error_per_mille: u32) {
-        self.inner.lock().expect("lock").random_failures =
-            (too_many_per_mille, server_error_per_mille);
+        let mut s = self.inner.lock().expect("lock");
+        s.random_failures.0 = too_many_per_mille;
+        s.random_failures
+            .1
+            .set(too_many_per_mille.saturating_add(server_error_per_mille));
     }
 
     /// Makes `chat_id` answer 403 "bot was blocked by the user".
@@ -294,18 +299,18 @@ fn answer(s: &mut Inner, token: Option<String>, method: &str, body: Value) -> Re
             None,
         );
     }
-    let (too_many, server_error) = s.random_failures;
-    let random_failure = if too_many + server_error > 0 && method.starts_with("send") {
-        let mut b = [0u8; 2];
-        let _ = getrandom::fill(&mut b);
-        let roll = u32::from(u16::from_le_bytes(b)) % 1000;
-        if roll < too_many {
-            Some(Failure::TooManyRequests { retry_after: 1 })
-        } else if roll < too_many + server_error {
-            Some(Failure::ServerError)
-        } else {
-            None
-        }
+    let random_failure = if method.starts_with("send") {
+        let too_many = s.random_failures.0;
+        s.random_failures
+            .1
+            .roll(body.to_string().as_bytes())
+            .map(|roll| {
+                if roll < too_many {
+                    Failure::TooManyRequests { retry_after: 1 }
+                } else {
+                    Failure::ServerError
+                }
+            })
     } else {
         None
     };

@@ -86,7 +86,7 @@ struct Inner {
     profiles: HashMap<String, Value>,
     lookups: HashMap<String, Vec<Instant>>,
     failures: VecDeque<(String, Failure)>,
-    random_server_errors: u32,
+    random_server_errors: crate::flaky::RandomFailures,
     deliver_via: Option<String>,
     next_token: u64,
     calls: Vec<Call>,
@@ -236,8 +236,9 @@ impl FakeViber {
     }
 
     /// Answers this many sends per thousand with HTTP 500, at random (chaos tests).
+    /// One message fails at most [`crate::flaky::MAX_IN_A_ROW`] times in a row.
     pub fn fail_randomly(&self, server_error_per_mille: u32) {
-        self.lock().random_server_errors = server_error_per_mille.min(1000);
+        self.lock().random_server_errors.set(server_error_per_mille);
     }
 
     /// Every call so far.
@@ -705,14 +706,13 @@ fn user_details(s: &mut Inner, token: &str, body: &Value) -> Result<Value, Refus
     Ok(ok(json!({"message_token": s.next_token, "user": user})))
 }
 
-fn random_failure(s: &Inner, path: &str) -> Option<Failure> {
-    if s.random_server_errors == 0 || path != SEND_PATH {
+fn random_failure(s: &mut Inner, path: &str, body: &[u8]) -> Option<Failure> {
+    if path != SEND_PATH {
         return None;
     }
-    let mut b = [0u8; 2];
-    let _ = getrandom::fill(&mut b);
-    let roll = u32::from(u16::from_le_bytes(b)) % 1000;
-    (roll < s.random_server_errors).then_some(Failure::Http(500))
+    s.random_server_errors
+        .roll(body)
+        .map(|_| Failure::Http(500))
 }
 
 async fn handle(State(inner): State<Shared>, req: Request) -> Response {
@@ -736,7 +736,7 @@ async fn handle(State(inner): State<Shared>, req: Request) -> Response {
                 .position(|(p, _)| *p == path)
                 .and_then(|i| s.failures.remove(i))
                 .map(|(_, f)| f)
-                .or_else(|| random_failure(&s, &path))
+                .or_else(|| random_failure(&mut s, &path, &raw))
         } else {
             None
         };

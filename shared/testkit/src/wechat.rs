@@ -151,7 +151,7 @@ struct Inner {
     uploads: Vec<Upload>,
     failures: VecDeque<i64>,
     /// Per mille of send calls answered -1 (system busy), at random.
-    busy_per_mille: u32,
+    busy: crate::flaky::RandomFailures,
     next_msgid: i64,
     calls: Vec<Call>,
     /// While set, token answers wait until it turns `true` (see [`FakeWechat::hold_token_answers`]).
@@ -170,7 +170,7 @@ impl Default for Inner {
             closed: HashSet::new(),
             uploads: Vec::new(),
             failures: VecDeque::new(),
-            busy_per_mille: 0,
+            busy: crate::flaky::RandomFailures::default(),
             next_msgid: 3_100_000_000,
             calls: Vec::new(),
             token_gate: None,
@@ -357,8 +357,9 @@ impl FakeWechat {
     /// Answers `busy_per_mille` per mille of the authenticated calls of a send endpoint (custom
     /// or template) with -1 (system busy), at random, before any other check (queued failures
     /// come first). 0 turns it off.
+    /// One message fails at most [`crate::flaky::MAX_IN_A_ROW`] times in a row.
     pub fn fail_randomly(&self, busy_per_mille: u32) {
-        self.lock().busy_per_mille = busy_per_mille;
+        self.lock().busy.set(busy_per_mille);
     }
 
     /// Every call so far.
@@ -459,13 +460,8 @@ fn random_id(len: usize) -> String {
 }
 
 /// -1 (system busy) for [`FakeWechat::fail_randomly`]'s share of send calls.
-fn busy(s: &Inner) -> Option<i64> {
-    if s.busy_per_mille == 0 {
-        return None;
-    }
-    let mut b = [0u8; 2];
-    getrandom::fill(&mut b).expect("getrandom");
-    (u32::from(u16::from_le_bytes(b)) % 1000 < s.busy_per_mille).then_some(-1)
+fn busy(s: &mut Inner, body: &Value) -> Option<i64> {
+    s.busy.roll(body.to_string().as_bytes()).map(|_| -1)
 }
 
 /// Issues a new token for the known app `app_id`, replacing its current one.
@@ -867,7 +863,7 @@ async fn handle(State(inner): State<Shared>, req: Request) -> Response {
                 Ok(app_id) => {
                     let send = matches!(route, Route::CustomSend | Route::TemplateSend);
                     let queued = if send {
-                        s.failures.pop_front().or_else(|| busy(&s))
+                        s.failures.pop_front().or_else(|| busy(&mut s, &body))
                     } else {
                         None
                     };
