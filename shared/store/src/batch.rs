@@ -10,12 +10,14 @@
 //! rates such writes go several to a statement too. Each caller waits for its own answer, so a
 //! message is acknowledged only after its own row is committed.
 //!
-//! The statements behind a group commit are set-based: one `INSERT … SELECT FROM unnest(…)`
-//! (or `UPDATE … FROM unnest(…)`) over parallel arrays, one element per request, each row
-//! numbered `WITH ORDINALITY` so the answers find their requests. One statement cannot touch
-//! a row twice (`ON CONFLICT DO UPDATE` refuses to, `UPDATE … FROM` applies one of the two), so
-//! requests sharing a row go in successive statements of one transaction: [`waves`] splits a
-//! batch so, keeping each row's requests in their order.
+//! The inserts behind a group commit are set-based: one `INSERT … SELECT FROM unnest(…)` over
+//! parallel arrays, one element per request, each row numbered `WITH ORDINALITY` so the
+//! answers find their requests. One statement cannot touch a row twice (`ON CONFLICT DO
+//! UPDATE` refuses to), so requests sharing a row go in successive statements of one
+//! transaction: [`waves`] splits a batch so, keeping each row's requests in their order, and
+//! [`WaveConnection`] runs them. Lookups and updates stay per row whatever plan PostgreSQL
+//! caches: per-request subqueries, or PL/pgSQL functions that run the single-row statement once
+//! per element (a cached generic plan joins a parameter array by hash over a sequential scan).
 //!
 //! **One bad request does not fail the others.** When a batch of several fails with an error
 //! that is not the database being unavailable, each request is run again alone, so only the
