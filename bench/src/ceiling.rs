@@ -4,9 +4,11 @@
 //! durable pull consumer takes each message, publishes it to the next stream, waits for that
 //! ack and then acks the message explicitly (a publish that fails, e.g. an ack lost to a loaded
 //! cluster, naks it instead, so it is forwarded again); the last stage only acks. Run against the same
-//! nats-server as Patchbay, on the same cores. Paced (`pace`), the publisher offers the
-//! messages at a fixed rate instead: what the bare hops cost the server when nothing batches
-//! them, as at a quiet installation's rates.
+//! nats-server as Patchbay, on the same cores. The publisher offers the messages all at once
+//! (the ceiling), or ([`Offer`]) at a fixed rate, what the bare hops cost the server when
+//! nothing batches them, as at a quiet installation's rates, or in a closed loop as the
+//! bench's round trip is driven: a fixed number in the chain at a time, the next one published
+//! when one has passed the last hop.
 
 use std::time::{Duration, Instant};
 
@@ -15,16 +17,36 @@ use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
-/// Messages per second through all `hops`, each stream with `replicas` replicas; `pace`: the
-/// messages offered at this many a second rather than all at once.
+/// How the publisher offers the messages.
+#[derive(Debug, Clone, Copy)]
+pub enum Offer {
+    /// As fast as the first stream takes them (at most 1,000 unacknowledged publishes).
+    AllAtOnce,
+    /// At this many a second.
+    Rate(f64),
+    /// This many in the chain at a time: the next is published when one has left the last hop.
+    Window(usize),
+}
+
+/// Messages per second through all `hops`, each stream with `replicas` replicas, offered as
+/// `offer` says.
 pub async fn run(
     url: &str,
     hops: usize,
     n: usize,
     payload: usize,
     replicas: usize,
-    pace: Option<f64>,
+    offer: Offer,
 ) -> anyhow::Result<f64> {
+    let pace = match offer {
+        Offer::Rate(r) => Some(r),
+        Offer::AllAtOnce | Offer::Window(_) => None,
+    };
+    // A closed loop's free places in the chain; the last stage gives one back per message.
+    let window = match offer {
+        Offer::Window(w) => Some(std::sync::Arc::new(tokio::sync::Semaphore::new(w.max(1)))),
+        Offer::AllAtOnce | Offer::Rate(_) => None,
+    };
     let tag = patchbay_testkit::unique_prefix();
     let setup = jetstream::new(crate::stack::connect(url).await?);
     for i in 0..hops {
@@ -58,8 +80,12 @@ pub async fn run(
             )
             .await?;
         let next = (i + 1 < hops).then(|| format!("ceil.{tag}.{}", i + 1));
-        let last_tx = if i + 1 == hops { done_tx.take() } else { None };
-        stages.push(tokio::spawn(stage(js, c, next, n, last_tx)));
+        let (last_tx, freed) = if i + 1 == hops {
+            (done_tx.take(), window.clone())
+        } else {
+            (None, None)
+        };
+        stages.push(tokio::spawn(stage(js, c, next, n, last_tx, freed)));
     }
     let js = jetstream::new(crate::stack::connect(url).await?);
     let body = bytes::Bytes::from(vec![b'x'; payload]);
@@ -70,13 +96,16 @@ pub async fn run(
         if let Some(t) = ticks.as_mut() {
             t.tick().await;
         }
+        if let Some(w) = &window {
+            w.acquire().await.context("closed loop")?.forget();
+        }
         if acks.len() >= 1000 {
             acks.next().await.context("publish")??;
         }
         let f = js.publish(format!("ceil.{tag}.0"), body.clone()).await?;
         acks.push(f.into_future());
-        if pace.is_some() {
-            // Acks that came in meanwhile, so the paced run holds none back.
+        if pace.is_some() || window.is_some() {
+            // Acks that came in meanwhile, so a paced or closed run holds none back.
             while let Some(Some(a)) = futures::FutureExt::now_or_never(acks.next()) {
                 a.context("publish")?;
             }
@@ -124,6 +153,7 @@ async fn stage(
     next: Option<String>,
     n: usize,
     done: Option<tokio::sync::oneshot::Sender<()>>,
+    freed: Option<std::sync::Arc<tokio::sync::Semaphore>>,
 ) -> anyhow::Result<()> {
     let mut messages = c.stream().max_messages_per_batch(500).messages().await?;
     let mut inflight = FuturesUnordered::new();
@@ -158,6 +188,9 @@ async fn stage(
                     continue;
                 }
                 finished += 1;
+                if let Some(f) = &freed {
+                    f.add_permits(1);
+                }
                 if finished == n {
                     if let Some(d) = done {
                         let _ = d.send(());

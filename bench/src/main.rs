@@ -37,6 +37,8 @@ struct Plan {
     stored_users: i64,
     /// The kinds of scenario to run (`None`: all), from [`SCENARIO_KINDS`].
     only: Option<Vec<String>>,
+    /// Write the page cache's dirty data to disk before each scenario (`--no-flush`: not).
+    flush: bool,
 }
 
 /// The kinds of scenario `--only` selects (`wechat`: the WeChat round trip, closed and open
@@ -85,6 +87,7 @@ impl Plan {
                 many: None,
                 stored_users: 0,
                 only: None,
+                flush: true,
             }
         } else {
             Self {
@@ -99,6 +102,7 @@ impl Plan {
                 many: Some((200.0, 10, vec![10, 1_000, 100_000])),
                 stored_users: 1_000_000,
                 only: None,
+                flush: true,
             }
         }
     }
@@ -116,13 +120,14 @@ fn main() -> ExitCode {
     }
     const USAGE: &str = "usage: patchbay-bench [--short] [--out DIR] [--rates 100,250,...] \
                          [--only closed,open,wechat,inbound,outbound,many,sync,r3] [--workers N] \
-                         [--self-services]\n       \
+                         [--self-services] [--no-flush]\n       \
                          patchbay-bench service <name>\n\
                          See docs/benchmarks.md.";
-    const KNOWN: [&str; 7] = [
+    const KNOWN: [&str; 8] = [
         "--short",
         "--workers",
         "--self-services",
+        "--no-flush",
         "--out",
         "--rates",
         "--only",
@@ -155,6 +160,7 @@ fn main() -> ExitCode {
     let force_self = args.iter().any(|a| a == "--self-services");
     let out = value("--out").map_or_else(|| std::path::PathBuf::from("bench/results"), Into::into);
     let mut plan = Plan::new(short);
+    plan.flush = !args.iter().any(|a| a == "--no-flush");
     if let Some(rates) = value("--rates") {
         plan.open_rates = rates.split(',').filter_map(|r| r.parse().ok()).collect();
     }
@@ -609,6 +615,16 @@ async fn measure(
             );
         }
         eprintln!("running: {name}");
+        let flushed = plan.flush.then(|| {
+            let (dirty, took) = stack::flush_page_cache();
+            eprintln!(
+                "  flushed {:.0} MiB of dirty page cache first, in {:.1} s",
+                mib(dirty),
+                took.as_secs_f64()
+            );
+            json!({"dirty_mib": round3(mib(dirty)), "seconds": round3(took.as_secs_f64())})
+        });
+        let disk0 = stack::disk_written_bytes(stack.dir.path());
         let accounts = stack.accounts();
         let cpu0: Vec<f64> = accounts
             .iter()
@@ -625,6 +641,8 @@ async fn measure(
         let m1 = load::parse_histograms(&stack.scrape().await);
         let q1 = stack.statements().await;
         let bg1 = stack.background().await;
+        let written = stack::disk_written_bytes(stack.dir.path()).saturating_sub(disk0);
+        let dirty_after = stack::dirty_bytes();
         let mut cpu = serde_json::Map::new();
         let mut total = 0.0;
         for ((n, pid), before) in accounts.iter().zip(cpu0) {
@@ -690,6 +708,11 @@ async fn measure(
             "database": database(&q0, &q1, o.delivered),
             "pg_checkpoints": bg1.0 - bg0.0,
             "pg_autovacuums": bg1.1 - bg0.1,
+            "disk": {
+                "flushed_before": flushed,
+                "written_mib": round3(mib(written)),
+                "dirty_after_mib": round3(mib(dirty_after)),
+            },
             "nats": messaging(&n0, &n1, o.delivered),
         }));
     }
@@ -702,6 +725,10 @@ const PAYLOAD: usize = 1024;
 
 /// The rate the round trip's bare hops are also offered at (the open loop's lowest).
 const PACED_RATE: f64 = 100.0;
+
+/// The round trip's closed-loop goal, as a fraction of the ceiling (issue 19): its bare hops
+/// are also offered at that rate.
+const GOAL_FRACTION: f64 = 0.33;
 
 /// The JetStream ceiling on `stack`'s NATS for each of `paths` (path, hops), measured once per
 /// number of hops; each of `scenarios` gets its path's ceiling and its fraction of it. Returns
@@ -716,6 +743,8 @@ async fn ceilings_of(
     eprintln!("running: JetStream ceiling {}", stack.setup.label());
     // (path, hops, messages per second, % of the machine's CPU stolen meanwhile)
     let mut ceilings: Vec<(&str, usize, f64, f64)> = Vec::new();
+    // (hops, messages per second, how they were offered): the bare hops in a closed loop.
+    let mut closed_ceilings: Vec<(usize, f64, String)> = Vec::new();
     let mut ceiling_nats = Vec::new();
     let nats_pids: Vec<u32> = stack
         .accounts()
@@ -743,7 +772,7 @@ async fn ceilings_of(
             plan.ceiling_n,
             PAYLOAD,
             stack.setup.replicas(),
-            None,
+            ceiling::Offer::AllAtOnce,
         )
         .await?;
         let (steal, _, _) = stack::HostCpu::now().since(&host0);
@@ -772,28 +801,69 @@ async fn ceilings_of(
             "api_per_message": per(n1.api, n0.api),
         }));
         ceilings.push((path, hops, r, round3(steal)));
+        // The same hops driven as the closed loops are, `closed_workers` messages in the chain
+        // at a time: what the bare hops reach in the shape of the bench's closed loops.
+        let n = (plan.ceiling_n / 2).max(100);
+        let c0 = nats_cpu();
+        let closed = ceiling::run(
+            &stack.nats.url(),
+            hops,
+            n,
+            PAYLOAD,
+            stack.setup.replicas(),
+            ceiling::Offer::Window(plan.closed_workers),
+        )
+        .await?;
+        let cpu = round3((nats_cpu() - c0) / load::f64_of(n) * 1000.0);
+        let called = format!("closed loop, {} in the chain", plan.closed_workers);
+        eprintln!("  {hops} hops, {called}: {closed:.0}/s; nats-server {cpu} CPU-s per 1,000");
+        closed_ceilings.push((hops, closed, called.clone()));
+        ceiling_nats.push(json!({
+            "nats_setup": stack.setup.label(),
+            "hops": hops,
+            "offered_as": called,
+            "closed_loop_per_s": round3(closed),
+            "cpu_s_per_1000": cpu,
+        }));
         if path == "round_trip" {
-            // The same bare hops offered at a quiet installation's rate: the server's floor
-            // for a round trip's CPU per message when nothing batches.
-            let n = (plan.ceiling_n / 50).max(100);
-            let c0 = nats_cpu();
-            ceiling::run(
-                &stack.nats.url(),
-                hops,
-                n,
-                PAYLOAD,
-                stack.setup.replicas(),
-                Some(PACED_RATE),
-            )
-            .await?;
-            let cpu = round3((nats_cpu() - c0) / load::f64_of(n) * 1000.0);
-            eprintln!("  {hops} hops at {PACED_RATE}/s: nats-server {cpu} CPU-s per 1,000");
-            ceiling_nats.push(json!({
-                "nats_setup": stack.setup.label(),
-                "hops": hops,
-                "offered_per_s": PACED_RATE,
-                "cpu_s_per_1000": cpu,
-            }));
+            // The same bare hops offered at fixed rates, for what they cost the server per
+            // message there: a quiet installation's (nothing batches them), the rate the
+            // round trip's closed loop reached (so its nats-server column can be held against
+            // the bare hops at the same rate), and the closed-loop goal's.
+            let closed = scenarios
+                .iter()
+                .find(|s| s["path"] == "round_trip" && s["mode"] == "closed")
+                .and_then(|s| s["throughput_per_s"].as_f64());
+            let mut paces = vec![(PACED_RATE, "quiet")];
+            paces.extend(closed.map(|c| (c.round(), "the closed loop's")));
+            paces.push(((r * GOAL_FRACTION).round(), "the goal's"));
+            // As long as the quiet run, whatever the rate.
+            let secs = load::f64_of((plan.ceiling_n / 50).max(100)) / PACED_RATE;
+            for (rate, called) in paces {
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let n = ((rate * secs) as usize).max(100);
+                let c0 = nats_cpu();
+                ceiling::run(
+                    &stack.nats.url(),
+                    hops,
+                    n,
+                    PAYLOAD,
+                    stack.setup.replicas(),
+                    ceiling::Offer::Rate(rate),
+                )
+                .await?;
+                let cpu = round3((nats_cpu() - c0) / load::f64_of(n) * 1000.0);
+                eprintln!(
+                    "  {hops} hops at {rate}/s ({called} rate): nats-server {cpu} CPU-s per 1,000"
+                );
+                ceiling_nats.push(json!({
+                    "nats_setup": stack.setup.label(),
+                    "hops": hops,
+                    "offered_per_s": rate,
+                    "offered_as": called,
+                    "cpu_s_per_1000": cpu,
+                }));
+            }
         }
     }
     for s in scenarios.iter_mut() {
@@ -802,16 +872,23 @@ async fn ceilings_of(
             s["ceiling_per_s"] = json!(round3(*r));
             s["hops"] = json!(hops);
             s["fraction_of_ceiling"] = json!(round3(t / r));
+            let closed = closed_ceilings.iter().find(|(h, _, _)| h == hops);
+            if let (Some((_, c, _)), "closed") = (closed, s["mode"].as_str().unwrap_or("")) {
+                s["closed_loop_ceiling_per_s"] = json!(round3(*c));
+                s["fraction_of_closed_loop_ceiling"] = json!(round3(t / c));
+            }
         }
     }
     let runs = ceilings
         .iter()
         .map(|(p, h, r, steal)| {
+            let closed = closed_ceilings.iter().find(|(ch, _, _)| ch == h);
             json!({
                 "path": p,
                 "nats_setup": stack.setup.label(),
                 "hops": h,
                 "ceiling_per_s": round3(*r),
+                "closed_loop_per_s": closed.map(|(_, c, _)| round3(*c)),
                 "host_steal_pct": steal,
             })
         })
@@ -824,4 +901,10 @@ type RunFn = Box<dyn Fn(Arc<Ctx>) -> RunFut>;
 
 fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
+}
+
+/// `bytes` in MiB.
+#[allow(clippy::cast_precision_loss)]
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
 }

@@ -191,6 +191,26 @@ pub fn markdown(r: &Value) -> String {
                 );
             }
         }
+        let disk = &sc["disk"];
+        if disk.is_object() {
+            let flushed = &disk["flushed_before"];
+            let before = if flushed.is_object() {
+                format!(
+                    "{:.0} MiB of dirty page cache written out before it (in {:.1} s); ",
+                    f(&flushed["dirty_mib"]),
+                    f(&flushed["seconds"])
+                )
+            } else {
+                "the page cache not flushed before it (`--no-flush`); ".to_owned()
+            };
+            let _ = writeln!(
+                s,
+                "\nDisk: {before}{:.0} MiB written to the device during it, {:.0} MiB left dirty \
+                 at its end.",
+                f(&disk["written_mib"]),
+                f(&disk["dirty_after_mib"]),
+            );
+        }
         let nats = &sc["nats"];
         if nats.is_object() {
             let _ = writeln!(
@@ -220,7 +240,10 @@ pub fn markdown(r: &Value) -> String {
          work-queue streams: publish with ack, durable pull consumer, explicit ack after the next \
          publish was acked. NATS: a single server with JetStream's default sync unless named \
          (`sync always`: `sync_interval: always`; `R3`: three clustered servers, R3 streams).\n\n\
-         | path | NATS | hops | msgs/s | stolen % |\n|---|---|---|---|---|",
+         The same hops are also driven as the closed loops are (as many messages in the chain \
+         as the closed loops have conversations, the next published when one has left the last \
+         hop): the column \"closed loop\".\n\n\
+         | path | NATS | hops | msgs/s | closed loop, msgs/s | stolen % |\n|---|---|---|---|---|---|",
         c["messages"],
         c["payload_bytes"],
         c["storage"].as_str().unwrap_or("")
@@ -228,11 +251,14 @@ pub fn markdown(r: &Value) -> String {
     for run in c["runs"].as_array().unwrap_or(&empty) {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.0} | {:.1} |",
+            "| {} | {} | {} | {:.0} | {} | {:.1} |",
             run["path"].as_str().unwrap_or(""),
             nats_of(run),
             run["hops"],
             f(&run["ceiling_per_s"]),
+            run["closed_loop_per_s"]
+                .as_f64()
+                .map_or_else(|| "–".to_owned(), |c| format!("{c:.0}")),
             f(&run["host_steal_pct"])
         );
     }
@@ -241,8 +267,9 @@ pub fn markdown(r: &Value) -> String {
         let _ = writeln!(
             s,
             "\nWhat nats-server carried for it, per message, and its CPU (a cluster's servers \
-             summed); the round trip's hops are also offered at a fixed rate, as a quiet \
-             installation's messages come, where nothing batches them:\n\n| NATS | hops | \
+             summed), offered all at once, in a closed loop, and (the round trip's hops) at fixed \
+             rates: a quiet installation's (where nothing batches them), the rate the round \
+             trip's closed loop reached, and its goal's (a third of the ceiling):\n\n| NATS | hops | \
              offered | messages in | messages out | JetStream API requests | nats-server CPU s \
              / 1000 msgs |\n|---|---|---|---|---|---|---|"
         );
@@ -251,9 +278,13 @@ pub fn markdown(r: &Value) -> String {
                 .map_or_else(|| "–".to_owned(), |x| format!("{x:.2}"))
         };
         for n in ceiling_nats {
-            let offered = n["offered_per_s"]
-                .as_f64()
-                .map_or_else(|| "all at once".to_owned(), |r| format!("{r:.0}/s"));
+            let offered = n["offered_per_s"].as_f64().map_or_else(
+                || n["offered_as"].as_str().unwrap_or("all at once").to_owned(),
+                |r| match n["offered_as"].as_str() {
+                    Some(called) => format!("{r:.0}/s ({called} rate)"),
+                    None => format!("{r:.0}/s"),
+                },
+            );
             let _ = writeln!(
                 s,
                 "| {} | {} | {offered} | {} | {} | {} | {:.3} |",

@@ -691,9 +691,67 @@ impl HostCpu {
     }
 }
 
+/// The page cache's dirty data: `Dirty` plus `Writeback` of `/proc/meminfo`, in bytes (0
+/// where it cannot be read).
+pub fn dirty_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo").map_or(0, |m| dirty_in_meminfo(&m))
+}
+
+/// `Dirty` plus `Writeback` of a `/proc/meminfo` text, in bytes.
+fn dirty_in_meminfo(meminfo: &str) -> u64 {
+    meminfo
+        .lines()
+        .filter_map(|l| {
+            let (key, rest) = l.split_once(':')?;
+            (key == "Dirty" || key == "Writeback").then_some(rest)
+        })
+        .filter_map(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .sum::<u64>()
+        * 1024
+}
+
+/// Writes the page cache's dirty data to disk (`sync`) and answers how much there was and how
+/// long it took. Between scenarios, so that what one left for the kernel to write back (a
+/// saturated run leaves 100 MB and more; the kernel writes data back once it is 30 s old) is
+/// written before the next starts rather than in the middle of it, where it queues
+/// PostgreSQL's WAL flushes behind it on a disk the two share.
+pub fn flush_page_cache() -> (u64, Duration) {
+    let dirty = dirty_bytes();
+    let started = std::time::Instant::now();
+    let _ = Command::new("sync").status();
+    (dirty, started.elapsed())
+}
+
+/// Bytes written to the block device that holds `path`, so far (`/proc/diskstats`; 0 where
+/// that cannot be read, as for a file system that is not on a block device).
+pub fn disk_written_bytes(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(dev) = std::fs::metadata(path).map(|m| m.dev()) else {
+        return 0;
+    };
+    // The kernel's encoding of a device number (glibc's major() and minor()).
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    std::fs::read_to_string("/proc/diskstats")
+        .ok()
+        .and_then(|s| written_in_diskstats(&s, major, minor))
+        .unwrap_or(0)
+}
+
+/// Bytes written to device `major`:`minor` according to a `/proc/diskstats` text: its tenth
+/// field counts sectors of 512 bytes, whatever the device's own sector size.
+fn written_in_diskstats(diskstats: &str, major: u64, minor: u64) -> Option<u64> {
+    diskstats.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let here =
+            f.first()?.parse::<u64>().ok()? == major && f.get(1)?.parse::<u64>().ok()? == minor;
+        here.then(|| f.get(9)?.parse::<u64>().ok().map(|s| s * 512))?
+    })
+}
+
 #[cfg(test)]
-mod host_cpu_tests {
-    use super::HostCpu;
+mod tests {
+    use super::{HostCpu, dirty_in_meminfo, written_in_diskstats};
 
     #[test]
     fn steal_iowait_and_idle_are_shares_of_all_the_time_between_two_readings() {
@@ -707,5 +765,22 @@ mod host_cpu_tests {
         assert!((idle - 40.0).abs() < 1e-9, "{idle}");
         assert!(HostCpu::parse("cpu0 1 2 3 4 5 6 7 8").is_none());
         assert_eq!(b.since(&b), (0.0, 0.0, 0.0));
+    }
+
+    #[test]
+    fn dirty_data_is_what_waits_for_writeback_and_what_is_being_written() {
+        let meminfo = "MemTotal:       24000000 kB\nDirty:             1500 kB\n\
+                       Writeback:          12 kB\nWritebackTmp:      999 kB\n";
+        assert_eq!(dirty_in_meminfo(meminfo), (1500 + 12) * 1024);
+        assert_eq!(dirty_in_meminfo(""), 0);
+    }
+
+    #[test]
+    fn bytes_written_are_the_devices_sectors_written_times_512() {
+        let diskstats = " 254       0 vda 1000 0 2000 300 4000 0 8192 500 0 600 800 0 0 0 0\n\
+                         254       1 vda1 10 0 20 3 40 0 64 5 0 6 8 0 0 0 0\n";
+        assert_eq!(written_in_diskstats(diskstats, 254, 0), Some(8192 * 512));
+        assert_eq!(written_in_diskstats(diskstats, 254, 1), Some(64 * 512));
+        assert_eq!(written_in_diskstats(diskstats, 8, 0), None);
     }
 }
