@@ -209,6 +209,11 @@ async fn no_route_lets_a_caller_past_its_rights() {
         ("post", format!("/v1/deliveries/{}/retry", b.event_id), None),
         ("get", format!("/v1/users/{}", b.user_id), None),
         (
+            "patch",
+            format!("/v1/users/{}", b.user_id),
+            Some(json!({"fields": {"licenseplate": "stolen"}})),
+        ),
+        (
             "get",
             "/v1/users?platform=telegram&platform_user_id=7700".into(),
             None,

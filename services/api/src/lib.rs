@@ -14,6 +14,8 @@
 //! | `POST /v1/deliveries/replay` | bot API key | deliver the dead-lettered events since a time again (202) |
 //! | `GET /v1/users/{user_id}` | bot API key | a user's profile (404 for another bot's user) |
 //! | `GET /v1/users?platform=…&platform_user_id=…` | bot API key | the same, by the platform's user id |
+//! | `PATCH /v1/users/{user_id}` | bot API key | sets and removes the user's contact fields (`{"fields": {"name": "value", "old": null}}`) |
+//! | `GET /v1/users?field.<name>=<value>` | bot API key | the users whose fields hold every given value, a page at a time |
 //! | `POST /v1/users/{user_id}/tokens/revoke` | bot API key | a custom channel's user: every token issued until now stops working |
 //! | `POST /v1/channels/{channel_id}/tokens/revoke` | bot API key | every user token of one of the bot's custom channels issued until now stops working |
 //! | `POST /v1/codes/claim` | bot API key | claim a one-time code once: the user's profile (410 otherwise) |
@@ -159,7 +161,10 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
                 axum::routing::get(conversations::history),
             )
             .route("/v1/users", axum::routing::get(users::find_user))
-            .route("/v1/users/{user_id}", axum::routing::get(users::get_user))
+            .route(
+                "/v1/users/{user_id}",
+                axum::routing::get(users::get_user).patch(users::patch_user),
+            )
             .route(
                 "/v1/users/{user_id}/tokens/revoke",
                 post(custom::revoke_user),

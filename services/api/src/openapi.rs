@@ -378,6 +378,17 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         (200, Some(schema::<Profile>)),
     ),
     op(
+        "patch",
+        "/v1/users/{user_id}",
+        Caller::Bot,
+        "Sets and removes the user's contact fields (`{\"fields\": {\"licenseplate\": \
+         \"XX-99-WZ\", \"old\": null}}`); answers the profile. 422 invalid_field names the \
+         field past a limit (names 1-64 of A-Z a-z 0-9 _ -, from a letter; values at most \
+         1,024 characters; at most 64 fields). 404 for another bot's user.",
+        Some(schema::<crate::users::PatchUser>),
+        (200, Some(schema::<Profile>)),
+    ),
+    op(
         "post",
         "/v1/users/{user_id}/tokens/revoke",
         Caller::Bot,
@@ -426,19 +437,31 @@ pub(crate) const OPERATIONS: &[Operation] = &[
     ),
     Operation {
         query: &[
-            ("platform", "e.g. telegram (required)"),
+            ("platform", "e.g. telegram (with platform_user_id)"),
             (
                 "platform_user_id",
-                "the platform's id of the user (required)",
+                "the platform's id of the user (with platform)",
+            ),
+            (
+                "field.<name>",
+                "instead of those: the users whose field <name> has this value (one or more, \
+                 all must hold)",
+            ),
+            ("limit", "with field.<name>: page size, 1-200 (50)"),
+            (
+                "after",
+                "with field.<name>: the previous page's next_cursor",
             ),
         ],
         ..op(
             "get",
             "/v1/users",
             Caller::Bot,
-            "A user's profile, by the platform's user id.",
+            "A user's profile by the platform's user id; or, with field.<name>=<value>, a page \
+             of the users whose contact fields hold those values (`{\"users\", \
+             \"next_cursor\"}`).",
             None,
-            (200, Some(schema::<Profile>)),
+            (200, Some(schema::<crate::users::Found>)),
         )
     },
     op(

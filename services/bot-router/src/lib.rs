@@ -86,6 +86,11 @@ pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] = &[
         "room_for_hot_updates",
         include_str!("../migrations/0008_room_for_hot_updates.sql"),
     ),
+    (
+        9,
+        "contact_fields",
+        include_str!("../migrations/0009_contact_fields.sql"),
+    ),
 ];
 
 struct Router {
@@ -280,6 +285,31 @@ impl Router {
         Ok(true)
     }
 
+    /// `PATCH /v1/users/{id}`: the fields changed, then the whole profile.
+    async fn set_user_fields(
+        &self,
+        req: &patchbay_contract::SetUserFieldsRequest,
+    ) -> Result<patchbay_contract::UserProfile, RpcError> {
+        let unavailable = |e: sqlx::Error| {
+            tracing::error!(error = %e, "changing a user's fields failed");
+            RpcError::new(503, "unavailable", "the database is unavailable")
+        };
+        match store::change_fields(&self.pool, &req.bot_id, &req.user_id, &req.fields, &[])
+            .await
+            .map_err(unavailable)?
+        {
+            Ok(_) => found(store::user_profile(&self.pool, &req.bot_id, &req.user_id).await),
+            Err(store::FieldsRefused::NoUser) => {
+                Err(RpcError::new(404, "not_found", "no such user"))
+            }
+            Err(store::FieldsRefused::Invalid(e)) => Err(RpcError::new(
+                422,
+                "invalid_field",
+                format!("{}: {}", e.field, e.message),
+            )),
+        }
+    }
+
     async fn answer(&self, op: &str, body: Bytes) -> Vec<u8> {
         match op {
             router_ops::GET_USER => encode(match decode::<GetUserRequest>(&body) {
@@ -324,6 +354,29 @@ impl Router {
                         .and_then(|m| {
                             m.ok_or_else(|| RpcError::new(404, "not_found", "no such media"))
                         }),
+                    Err(e) => Err(e),
+                },
+            ),
+            router_ops::SET_USER_FIELDS => encode(
+                match decode::<patchbay_contract::SetUserFieldsRequest>(&body) {
+                    Ok(req) => self.set_user_fields(&req).await,
+                    Err(e) => Err(e),
+                },
+            ),
+            router_ops::SEARCH_USERS => encode(
+                match decode::<patchbay_contract::SearchUsersRequest>(&body) {
+                    Ok(req) => store::search_users(
+                        &self.pool,
+                        &req.bot_id,
+                        &req.fields,
+                        req.after.as_deref(),
+                        req.limit,
+                    )
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "user search failed");
+                        RpcError::new(503, "unavailable", "the database is unavailable")
+                    }),
                     Err(e) => Err(e),
                 },
             ),
@@ -686,6 +739,40 @@ impl Handler<SendCommand> for Sends {
                     tracing::info!(message_id = %id, %bot_id, user_id = %recipient.user_id, reason = %refusal.message, "outside the messaging window: the bot's fallback template is sent in place of the message");
                     (*template, None)
                 }
+                Planned::Apply { field, value, .. } => {
+                    let changes = [(field.clone(), value.clone())].into();
+                    match store::change_fields(
+                        &r.pool,
+                        &bot_id,
+                        &recipient.user_id,
+                        &changes,
+                        std::slice::from_ref(id),
+                    )
+                    .await
+                    .map_err(db_error)?
+                    {
+                        Ok(_) => {
+                            tracing::debug!(message_id = %id, %bot_id, user_id = %recipient.user_id, field = %field, "field message applied");
+                        }
+                        Err(store::FieldsRefused::NoUser) => {
+                            let error = DeliveryError {
+                                code: "unknown_recipient".into(),
+                                message: format!("bot {bot_id} has no user {}", recipient.user_id),
+                                platform_code: None,
+                            };
+                            fail(id, error).await?;
+                        }
+                        Err(store::FieldsRefused::Invalid(e)) => {
+                            let error = DeliveryError {
+                                code: "invalid_request".into(),
+                                message: format!("{}: {}", e.field, e.message),
+                                platform_code: None,
+                            };
+                            fail(id, error).await?;
+                        }
+                    }
+                    continue;
+                }
                 Planned::Refuse { error, .. } => {
                     metrics::counter!("patchbay_router_window_total", "platform" => platform, "outcome" => "refused").increment(1);
                     tracing::info!(message_id = %id, %bot_id, user_id = %recipient.user_id, reason = %error.message, "outside the messaging window: message refused before any platform call");
@@ -825,6 +912,12 @@ enum Planned<'a> {
         content: &'a Content,
         error: DeliveryError,
     },
+    /// A field message: applied to the user's fields, never sent (no window applies).
+    Apply {
+        content: &'a Content,
+        field: String,
+        value: Option<String>,
+    },
 }
 
 impl Planned<'_> {
@@ -832,7 +925,9 @@ impl Planned<'_> {
     /// content a fallback template replaced.
     fn stored(&self) -> (&Content, Option<&Content>) {
         match self {
-            Planned::Send { content, .. } | Planned::Refuse { content, .. } => (content, None),
+            Planned::Send { content, .. }
+            | Planned::Refuse { content, .. }
+            | Planned::Apply { content, .. } => (content, None),
             Planned::Substitute {
                 template, replaced, ..
             } => (template, Some(replaced)),
@@ -902,8 +997,24 @@ fn plan_for<'a>(
     };
     cmd.messages
         .iter()
-        .map(
-            |content| match policy.check(last_inbound, now, content, cmd.source) {
+        .map(|content| match content {
+            // Validated with the command: a failure here cannot happen, and is refused.
+            Content::Field(f) => match f.change() {
+                Ok((field, value)) => Planned::Apply {
+                    content,
+                    field,
+                    value,
+                },
+                Err(e) => Planned::Refuse {
+                    content,
+                    error: DeliveryError {
+                        code: "invalid_request".into(),
+                        message: format!("{}: {}", e.field, e.message),
+                        platform_code: None,
+                    },
+                },
+            },
+            _ => match policy.check(last_inbound, now, content, cmd.source) {
                 Verdict::Closed { closed_at } => refuse(content, policy.refusal(closed_at)),
                 Verdict::Open { .. }
                     if !matches!(content, Content::Template(_))
@@ -926,7 +1037,7 @@ fn plan_for<'a>(
                     Planned::Send { content, tag: None }
                 }
             },
-        )
+        })
         .collect()
 }
 
@@ -1007,6 +1118,7 @@ mod tests {
                 Planned::Send { tag: Some(_), .. } => "send+tag",
                 Planned::Substitute { .. } => "substitute",
                 Planned::Refuse { .. } => "refuse",
+                Planned::Apply { .. } => "apply",
             })
             .collect()
     }
@@ -1047,6 +1159,57 @@ mod tests {
             known_recipient(&cmd, now).is_none(),
             "names another user than the command: looked up"
         );
+    }
+
+    /// A field message is applied whatever the window and the quota: it never reaches the
+    /// platform, takes no fallback template and counts against no quota.
+    #[test]
+    fn field_messages_are_applied_outside_the_window_and_beside_the_quota() {
+        let now = chrono::Utc::now();
+        let field = |text: &str| {
+            Content::Field(patchbay_contract::content::FieldAssignment {
+                text: Some(text.into()),
+                field: None,
+                value: None,
+            })
+        };
+        let template = Content::Template(patchbay_contract::content::Template::with_body(
+            "we_miss_you",
+            "en",
+            &[],
+        ));
+        let cmd = command(
+            vec![field(".licenseplate XX-99-WZ"), text("a"), field(".old")],
+            SendSource::Api,
+        );
+        let closed = Some(now - chrono::TimeDelta::hours(30));
+        let p = plan(Platform::Whatsapp, closed, 0, now, &cmd, Some(&template));
+        assert_eq!(outline(&p), ["apply", "substitute", "apply"]);
+        let Planned::Apply {
+            field: f, value, ..
+        } = &p[0]
+        else {
+            unreachable!()
+        };
+        assert_eq!(
+            (f.as_str(), value.as_deref()),
+            ("licenseplate", Some("XX-99-WZ"))
+        );
+        let Planned::Apply {
+            field: f, value, ..
+        } = &p[2]
+        else {
+            unreachable!()
+        };
+        assert_eq!(
+            (f.as_str(), value.as_deref()),
+            ("old", None),
+            "no value: removed"
+        );
+        // WeChat's five messages per user message: four sent, the field messages beside them.
+        let open = Some(now - chrono::TimeDelta::minutes(1));
+        let p = plan(Platform::Wechat, open, 4, now, &cmd, None);
+        assert_eq!(outline(&p), ["apply", "send", "apply"]);
     }
 
     #[test]

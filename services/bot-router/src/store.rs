@@ -1,6 +1,7 @@
 //! SQL of the `router` schema.
 
 use chrono::{DateTime, Utc};
+use patchbay_contract::fields::{FieldChanges, Fields};
 use patchbay_contract::ids::{derive_id, new_id, prefix, user_id};
 use patchbay_contract::{
     ChannelRef, Content, DeliveryStatus, EventType, EventUser, HistoryMessage, HistoryPage,
@@ -69,7 +70,8 @@ u as (
         phone = coalesce(excluded.phone, x.phone),
         subscribed = excluded.subscribed,
         last_seen_at = greatest(x.last_seen_at, excluded.last_seen_at)
-    returning x.id, x.channel_id, x.platform_user_id, x.display_name, x.username, x.locale),
+    returning x.id, x.channel_id, x.platform_user_id, x.display_name, x.username, x.locale,
+              x.fields),
 c as (
     insert into conversations as v (id, bot_id, user_id, last_inbound_at)
     select t.conversation_id, t.bot_id, u.id, t.window_opened
@@ -88,7 +90,7 @@ m as (
     where t.content is not null and ie.event_id = t.event_id
     on conflict (id) do nothing)
 select t.i, ie.event_id, ie.dispatched_at, u.id as user_id, u.display_name, u.username,
-       u.locale, c.id as conversation_id
+       u.locale, u.fields, c.id as conversation_id
 from t join ie on ie.dedupe_key = t.dedupe_key
        left join u on u.channel_id = t.channel_id and u.platform_user_id = t.platform_user_id
        left join c on c.user_id = u.id
@@ -269,6 +271,7 @@ async fn stored_inbound(
                 display_name: None,
                 username: None,
                 locale: None,
+                fields: Fields::new(),
             },
             conversation_id: String::new(),
         });
@@ -279,6 +282,7 @@ async fn stored_inbound(
         display_name: row.get("display_name"),
         username: row.get("username"),
         locale: row.get("locale"),
+        fields: fields_of(row),
     };
     let conversation_id: String = row.get("conversation_id");
     let message_id = derive_id(prefix::MESSAGE, &event_id, 0);
@@ -444,7 +448,7 @@ pub async fn counted_since_last_inbound(
            and m.created_at > coalesce((select max(i.updated_at) from messages i
                                         where i.conversation_id = $1 and i.direction = 'inbound'),
                                        '-infinity')
-           and m.content->>'type' <> 'template' and m.status <> 'failed'
+           and m.content->>'type' <> 'template' and m.status not in ('failed', 'applied')
            and not (m.id = any($2))",
     )
     .bind(conversation_id)
@@ -576,7 +580,7 @@ pub async fn receipt_targets(
     let from: Vec<String> = to.from().iter().map(|s| (*s).to_owned()).collect();
     let rows = sqlx::query(
         "select m.id as message_id, m.platform_message_id, c.id as conversation_id,
-                u.id, u.platform_user_id, u.display_name, u.username, u.locale
+                u.id, u.platform_user_id, u.display_name, u.username, u.locale, u.fields
          from messages m join conversations c on c.id = m.conversation_id
               join users u on u.id = c.user_id
          where m.bot_id = $1 and u.channel_id = $2 and m.direction = 'outbound'
@@ -609,6 +613,7 @@ fn receipt_target(row: &sqlx::postgres::PgRow) -> ReceiptTarget {
             display_name: row.get("display_name"),
             username: row.get("username"),
             locale: row.get("locale"),
+            fields: fields_of(row),
         },
     }
 }
@@ -622,7 +627,7 @@ pub async fn user_messages(
 ) -> Result<Vec<ReceiptTarget>, sqlx::Error> {
     let rows = sqlx::query(
         "select m.id as message_id, m.platform_message_id, c.id as conversation_id,
-                u.id, u.platform_user_id, u.display_name, u.username, u.locale
+                u.id, u.platform_user_id, u.display_name, u.username, u.locale, u.fields
          from messages m join conversations c on c.id = m.conversation_id
               join users u on u.id = c.user_id
          where m.bot_id = $1 and u.channel_id = $2 and u.platform_user_id = $3
@@ -703,7 +708,8 @@ pub async fn record_status(
         blocked.push(st.error.as_ref().is_some_and(|e| e.code == "blocked"));
     }
     let rows = sqlx::query(
-        "select i, conversation_id, user_id, platform_user_id, display_name, username, locale
+        "select i, conversation_id, user_id, platform_user_id, display_name, username, locale,
+                fields
          from record_status_batch($1, $2, $3, $4, $5)",
     )
     .bind(&ids)
@@ -724,6 +730,7 @@ pub async fn record_status(
                     display_name: row.get("display_name"),
                     username: row.get("username"),
                     locale: row.get("locale"),
+                    fields: fields_of(row),
                 },
             });
         }
@@ -733,8 +740,17 @@ pub async fn record_status(
 
 const PROFILE: &str = "select u.id, u.bot_id, u.channel_id, u.platform, u.platform_user_id,
                               u.display_name, u.username, u.locale, u.avatar_url, u.subscribed,
-                              u.last_seen_at, u.email, u.phone, c.last_inbound_at
+                              u.last_seen_at, u.email, u.phone, u.fields, c.last_inbound_at
                        from users u left join conversations c on c.user_id = u.id";
+
+/// The `fields` column of `row` (a JSON object of strings; empty where absent).
+fn fields_of(row: &sqlx::postgres::PgRow) -> Fields {
+    row.try_get::<Option<sqlx::types::Json<Fields>>, _>("fields")
+        .ok()
+        .flatten()
+        .map(|j| j.0)
+        .unwrap_or_default()
+}
 
 fn profile(r: &sqlx::postgres::PgRow) -> Option<UserProfile> {
     Some(UserProfile {
@@ -754,6 +770,7 @@ fn profile(r: &sqlx::postgres::PgRow) -> Option<UserProfile> {
         subscribed: r.get("subscribed"),
         last_seen_at: r.get("last_seen_at"),
         last_inbound_at: r.get("last_inbound_at"),
+        fields: fields_of(r),
     })
 }
 
@@ -801,6 +818,87 @@ pub async fn user_profile(
     .fetch_optional(pool)
     .await?;
     Ok(row.as_ref().and_then(profile))
+}
+
+/// Why a change to a user's fields was not made.
+pub enum FieldsRefused {
+    /// The bot has no such user.
+    NoUser,
+    /// The change breaks a limit ([`patchbay_contract::fields`]).
+    Invalid(patchbay_contract::content::FieldError),
+}
+
+/// Applies `changes` to the fields of `bot_id`'s user `user_id` (the row locked meanwhile, so
+/// concurrent changes apply one after the other) and, in the same transaction, marks the
+/// field messages `applied` that asked for them. Answers the user's fields as they are now.
+pub async fn change_fields(
+    pool: &PgPool,
+    bot_id: &str,
+    user_id: &str,
+    changes: &FieldChanges,
+    applied_messages: &[String],
+) -> Result<Result<Fields, FieldsRefused>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let current: Option<sqlx::types::Json<Fields>> =
+        sqlx::query_scalar("select fields from users where id = $1 and bot_id = $2 for update")
+            .bind(user_id)
+            .bind(bot_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(current) = current else {
+        return Ok(Err(FieldsRefused::NoUser));
+    };
+    let fields = match patchbay_contract::fields::apply(&current.0, changes) {
+        Ok(f) => f,
+        Err(e) => return Ok(Err(FieldsRefused::Invalid(e))),
+    };
+    if fields != current.0 {
+        sqlx::query("update users set fields = $2 where id = $1")
+            .bind(user_id)
+            .bind(sqlx::types::Json(&fields))
+            .execute(&mut *tx)
+            .await?;
+    }
+    if !applied_messages.is_empty() {
+        sqlx::query(
+            "update messages set status = 'applied', updated_at = now()
+             where id = any($1) and direction = 'outbound'",
+        )
+        .bind(applied_messages)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(Ok(fields))
+}
+
+/// A page of `bot_id`'s users whose fields hold every value of `fields`, by id, after `after`.
+pub async fn search_users(
+    pool: &PgPool,
+    bot_id: &str,
+    fields: &Fields,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<patchbay_contract::UserPage, sqlx::Error> {
+    let limit = limit.clamp(1, 200);
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{PROFILE} where u.bot_id = $1 and u.fields @> $2 and ($3::text is null or u.id > $3)
+         order by u.id limit $4"
+    )))
+    .bind(bot_id)
+    .bind(sqlx::types::Json(fields))
+    .bind(after)
+    .bind(i64::from(limit) + 1)
+    .fetch_all(pool)
+    .await?;
+    let mut users: Vec<UserProfile> = rows.iter().filter_map(profile).collect();
+    let next_cursor = if users.len() > limit as usize {
+        users.truncate(limit as usize);
+        users.last().map(|u| u.id.clone())
+    } else {
+        None
+    };
+    Ok(patchbay_contract::UserPage { users, next_cursor })
 }
 
 /// The profile of `bot_id`'s user with BrandChat's numeric id `number`.

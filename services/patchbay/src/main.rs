@@ -46,8 +46,8 @@ enum Command {
         /// One of: auth, bot-router, normaliser, webhook-dispatcher, outbound-telegram,
         /// ingress-telegram, outbound-custom, ingress-custom, outbound-messenger,
         /// ingress-messenger, outbound-whatsapp, ingress-whatsapp, outbound-wechat,
-        /// ingress-wechat, outbound-kik, ingress-kik, outbound-viber, ingress-viber, api.
-        /// ingress-wechat, outbound-kik, ingress-kik, outbound-line, ingress-line, api.
+        /// ingress-wechat, outbound-kik, ingress-kik, outbound-viber, ingress-viber,
+        /// outbound-line, ingress-line, api.
         name: String,
     },
     /// Create or update the JetStream streams and buckets and apply every PostgreSQL
@@ -71,6 +71,9 @@ enum Command {
     /// A bot's callback settings (with the bot's API key).
     #[command(subcommand)]
     Webhook(Webhook),
+    /// A bot's users and their contact fields (with the bot's API key).
+    #[command(subcommand)]
+    Users(Users),
     /// Send a text message as a bot (uses the bot's API key).
     Send {
         /// The bot's API key.
@@ -165,6 +168,50 @@ enum Tenants {
     },
     /// List tenants.
     List,
+}
+
+#[derive(Subcommand)]
+enum Users {
+    /// A user's profile, with its contact fields.
+    Get {
+        /// The bot's API key.
+        #[arg(long, env = "PATCHBAY_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// The user (`usr_…`).
+        #[arg(long)]
+        user: String,
+    },
+    /// Set contact fields (`--set licenseplate=XX-99-WZ`, repeatable) and remove them
+    /// (`--remove old`, repeatable).
+    SetFields {
+        /// The bot's API key.
+        #[arg(long, env = "PATCHBAY_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// The user (`usr_…`).
+        #[arg(long)]
+        user: String,
+        /// NAME=VALUE.
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        set: Vec<String>,
+        /// A field to remove.
+        #[arg(long = "remove", value_name = "NAME")]
+        remove: Vec<String>,
+    },
+    /// The users whose contact fields hold every `--field NAME=VALUE`, oldest id first.
+    Find {
+        /// The bot's API key.
+        #[arg(long, env = "PATCHBAY_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// NAME=VALUE (repeatable: all must hold).
+        #[arg(long = "field", value_name = "NAME=VALUE", required = true)]
+        field: Vec<String>,
+        /// At most this many (1 to 200).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// The previous page's next_cursor.
+        #[arg(long)]
+        after: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -965,6 +1012,63 @@ fn admin(cli: Cli) -> anyhow::Result<()> {
                        "api_base_url": api_base_url}),
                     &["id", "webhook_path"],
                 ),
+                Command::Users(Users::Get { api_key, user }) => {
+                    method = reqwest::Method::GET;
+                    (
+                        format!("/v1/users/{}", query_escape(&user)),
+                        Some(api_key),
+                        Value::Null,
+                        &["id", "platform", "platform_user_id", "display_name", "fields"],
+                    )
+                }
+                Command::Users(Users::SetFields {
+                    api_key,
+                    user,
+                    set,
+                    remove,
+                }) => {
+                    method = reqwest::Method::PATCH;
+                    let mut fields = serde_json::Map::new();
+                    for pair in &set {
+                        let (name, value) = name_value(pair)?;
+                        fields.insert(name.to_owned(), json!(value));
+                    }
+                    for name in remove {
+                        fields.insert(name, Value::Null);
+                    }
+                    (
+                        format!("/v1/users/{}", query_escape(&user)),
+                        Some(api_key),
+                        json!({"fields": fields}),
+                        &["id", "fields"],
+                    )
+                }
+                Command::Users(Users::Find {
+                    api_key,
+                    field,
+                    limit,
+                    after,
+                }) => {
+                    method = reqwest::Method::GET;
+                    let mut query = format!("limit={limit}");
+                    for pair in &field {
+                        let (name, value) = name_value(pair)?;
+                        query.push_str(&format!(
+                            "&field.{}={}",
+                            query_escape(name),
+                            query_escape(value)
+                        ));
+                    }
+                    if let Some(after) = after {
+                        query.push_str(&format!("&after={}", query_escape(&after)));
+                    }
+                    (
+                        format!("/v1/users?{query}"),
+                        Some(api_key),
+                        Value::Null,
+                        &["id", "platform", "platform_user_id", "display_name", "fields"],
+                    )
+                }
                 Command::Send {
                     api_key,
                     user,
@@ -1004,8 +1108,14 @@ fn admin(cli: Cli) -> anyhow::Result<()> {
         }
         if cli.json {
             println!("{}", serde_json::to_string_pretty(&answer)?);
-        } else if let Some(items) = answer["items"].as_array() {
+        } else if let Some(items) = answer["items"]
+            .as_array()
+            .or_else(|| answer["users"].as_array())
+        {
             print!("{}", table(summary, items));
+            if let Some(next) = answer["next_cursor"].as_str() {
+                println!("more: --after {next}");
+            }
         } else {
             for key in summary {
                 let v = &answer[*key];
@@ -1017,4 +1127,25 @@ fn admin(cli: Cli) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// `NAME=VALUE` split at the first `=`.
+fn name_value(pair: &str) -> anyhow::Result<(&str, &str)> {
+    pair.split_once('=')
+        .filter(|(name, _)| !name.is_empty())
+        .with_context(|| format!("{pair:?}: give NAME=VALUE"))
+}
+
+/// `s` percent-encoded for a URL's path segment or query value (everything but unreserved
+/// characters, RFC 3986).
+fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

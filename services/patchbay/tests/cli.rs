@@ -449,6 +449,101 @@ async fn operators_and_bot_developers_work_from_the_command_line() {
             .status()
     };
     assert_eq!(send_as_user().await, 200);
+
+    // The user's contact fields: set, shown, searched, removed.
+    let api_key = field(&bot, "api_key");
+    let user_id = registered["user_id"].as_str().unwrap();
+    let set: Value = serde_json::from_str(&ok(
+        &i,
+        &[
+            "--json",
+            "users",
+            "set-fields",
+            "--api-key",
+            &api_key,
+            "--user",
+            user_id,
+            "--set",
+            "licenseplate=XX-99 WZ",
+            "--set",
+            "crm_id=c=17",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(
+        set["fields"],
+        serde_json::json!({"licenseplate": "XX-99 WZ", "crm_id": "c=17"}),
+        "split at the first '=': {set}"
+    );
+    let shown = ok(
+        &i,
+        &["users", "get", "--api-key", &api_key, "--user", user_id],
+    );
+    assert!(shown.contains("XX-99 WZ"), "{shown}");
+    let found = ok(
+        &i,
+        &[
+            "users",
+            "find",
+            "--api-key",
+            &api_key,
+            "--field",
+            "licenseplate=XX-99 WZ",
+        ],
+    );
+    assert_eq!(found.lines().count(), 2, "a header and the user: {found}");
+    assert!(found.contains(user_id), "{found}");
+    let none = ok(
+        &i,
+        &[
+            "users",
+            "find",
+            "--api-key",
+            &api_key,
+            "--field",
+            "licenseplate=other",
+        ],
+    );
+    assert!(none.contains("(none)"), "{none}");
+    let removed: Value = serde_json::from_str(&ok(
+        &i,
+        &[
+            "--json",
+            "users",
+            "set-fields",
+            "--api-key",
+            &api_key,
+            "--user",
+            user_id,
+            "--remove",
+            "crm_id",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(
+        removed["fields"],
+        serde_json::json!({"licenseplate": "XX-99 WZ"})
+    );
+    let refused = cli(
+        &i,
+        &[
+            "users",
+            "set-fields",
+            "--api-key",
+            &api_key,
+            "--user",
+            user_id,
+            "--set",
+            "9lives=x",
+        ],
+    );
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("422") && stderr.contains("9lives"),
+        "{stderr}"
+    );
+
     // Revoking the channel's tokens: the user's token is refused.
     let revoked: Value = serde_json::from_str(&ok(
         &i,

@@ -597,6 +597,7 @@ mod tests {
                     display_name: None,
                     username: None,
                     locale: None,
+                    fields: Default::default(),
                 },
                 conversation_id: conversation_id.into(),
                 message: None,

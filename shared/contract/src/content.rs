@@ -63,6 +63,9 @@ pub enum Content {
         /// `{"type": "flex", "altText": "…", "contents": {…}}`; at most 64 KiB as JSON.
         message: serde_json::Value,
     },
+    /// Sets (or removes) one of the user's contact fields; nothing goes to the platform. The
+    /// message is kept in the conversation's history with status `applied`.
+    Field(FieldAssignment),
     /// Inbound: the user pressed a postback button or a quick reply.
     Postback {
         /// The button's payload.
@@ -90,6 +93,7 @@ impl Content {
             Content::Carousel { .. } => "carousel",
             Content::Template(_) => "template",
             Content::Native { .. } => "native",
+            Content::Field(_) => "field",
             Content::Postback { .. } => "postback",
         }
     }
@@ -172,7 +176,47 @@ impl Content {
                 }
                 Ok(())
             }
+            Content::Field(f) => f.change().map(|_| ()),
             Content::Postback { payload, .. } => non_empty("payload", payload),
+        }
+    }
+}
+
+/// A field message, in one of two forms: Web1on1's text, `{"text": ".licenseplate XX-99-WZ"}`
+/// (`.licenseplate` alone removes the field), or `{"field": "licenseplate", "value":
+/// "XX-99-WZ"}` (a `null` or absent value removes it). See [`crate::fields`] for the limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FieldAssignment {
+    /// `.<field> <value>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// The field's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// Its new value; `null` or absent removes the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+impl FieldAssignment {
+    /// The field this sets and its value (`None`: removed), checked.
+    pub fn change(&self) -> Result<(String, Option<String>), FieldError> {
+        match (&self.text, &self.field) {
+            (Some(text), None) if self.value.is_none() => {
+                crate::fields::parse_dot_form(text).map_err(|m| FieldError::new("text", m))
+            }
+            (None, Some(name)) => {
+                crate::fields::check_name(name).map_err(|m| FieldError::new("field", m))?;
+                if let Some(v) = &self.value {
+                    crate::fields::check_value(v).map_err(|m| FieldError::new("value", m))?;
+                }
+                Ok((name.clone(), self.value.clone()))
+            }
+            _ => Err(FieldError::new(
+                "field",
+                "give either text (`.<field> <value>`) or field and value, not both",
+            )),
         }
     }
 }

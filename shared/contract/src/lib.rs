@@ -9,6 +9,7 @@ pub mod access;
 pub mod brandchat;
 pub mod content;
 pub mod error;
+pub mod fields;
 #[cfg(test)]
 mod fuzz;
 pub mod headers;

@@ -383,6 +383,28 @@ pub fn payloads() -> Vec<Payload> {
                 consumer: "ingress-custom (a request waiting for the event's replies)",
             },
         ),
+        payload::<SetUserFieldsRequest>(
+            "set_user_fields_request.v1",
+            "Set or remove contact fields of a bot's user (`null` removes); answered with the \
+             user's profile (`get_user_reply.v1`), 404 for no such user, 422 past a limit.",
+            Rpc {
+                subject: "<p>.rpc.router.set_user_fields",
+            },
+        ),
+        payload::<SearchUsersRequest>(
+            "search_users_request.v1",
+            "A page of a bot's users whose contact fields hold every given value.",
+            Rpc {
+                subject: "<p>.rpc.router.search_users",
+            },
+        ),
+        payload::<RpcReply<UserPage>>(
+            "search_users_reply.v1",
+            "The page, or an error.",
+            Rpc {
+                subject: "<p>.rpc.router.search_users (reply)",
+            },
+        ),
         payload::<FindUserRequest>(
             "find_user_request.v1",
             "Look up a bot's user by platform and platform user id.",

@@ -143,7 +143,11 @@ impl WindowPolicy {
         content: &Content,
         source: SendSource,
     ) -> Verdict {
-        let Some(window) = self.window_secs else {
+        // A field message never reaches the platform: no window applies to it.
+        let Some(window) = self
+            .window_secs
+            .filter(|_| !matches!(content, Content::Field(_)))
+        else {
             return Verdict::Unlimited;
         };
         let closes_at = last_inbound.map(|t| t + TimeDelta::seconds(window));

@@ -551,6 +551,9 @@ pub struct EventUser {
     /// Language or locale code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locale: Option<String>,
+    /// The bot's contact fields for the user (`PATCH /v1/users/{id}`, field messages).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub fields: crate::fields::Fields,
 }
 
 /// A message as tenants see it.
@@ -1154,6 +1157,10 @@ pub mod router_ops {
     pub const GET_USER: &str = "get_user";
     /// [`super::FindUserRequest`] → [`super::UserProfile`].
     pub const FIND_USER: &str = "find_user";
+    /// [`super::SetUserFieldsRequest`] → [`super::UserProfile`].
+    pub const SET_USER_FIELDS: &str = "set_user_fields";
+    /// [`super::SearchUsersRequest`] → [`super::UserPage`].
+    pub const SEARCH_USERS: &str = "search_users";
     /// [`super::FindNumberedUserRequest`] → [`super::UserProfile`].
     pub const FIND_NUMBERED_USER: &str = "find_numbered_user";
     /// [`super::UpsertContactRequest`] → [`super::UpsertedContact`].
@@ -1627,6 +1634,9 @@ pub struct UserProfile {
     /// platform's messaging window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_inbound_at: Option<DateTime<Utc>>,
+    /// The bot's contact fields for the user (`licenseplate`, a CRM id, …).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub fields: crate::fields::Fields,
 }
 
 /// Look up the user a send is for (`user_id`, or `platform` + `address`), to check it before
@@ -1641,6 +1651,48 @@ pub struct ResolveRecipientRequest {
     /// The recipient.
     #[serde(flatten)]
     pub to: Recipient,
+}
+
+/// Set or remove contact fields of a bot's user (`PATCH /v1/users/{id}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SetUserFieldsRequest {
+    /// Payload version.
+    #[serde(default)]
+    pub v: V1,
+    /// The bot asking.
+    pub bot_id: String,
+    /// The user.
+    pub user_id: String,
+    /// Field name → new value; `null` removes the field.
+    pub fields: crate::fields::FieldChanges,
+}
+
+/// A bot's users whose fields hold every given value (`GET /v1/users?field.<name>=<value>`),
+/// oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SearchUsersRequest {
+    /// Payload version.
+    #[serde(default)]
+    pub v: V1,
+    /// The bot asking.
+    pub bot_id: String,
+    /// Field name → the value it must have (at least one).
+    pub fields: crate::fields::Fields,
+    /// Only users after this user id (the previous page's `next_cursor`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// Page size, 1–200.
+    pub limit: u32,
+}
+
+/// A page of users.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct UserPage {
+    /// The users, by id.
+    pub users: Vec<UserProfile>,
+    /// The next page's `after`, when there may be one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// Look up a bot's user by the platform's user id.
@@ -1808,7 +1860,7 @@ pub struct HistoryMessage {
     pub direction: String,
     /// The content.
     pub content: Content,
-    /// `received`, `queued`, `sent` or `failed`.
+    /// `received`, `queued`, `sent` or `failed`; a field message's is `applied`.
     pub status: String,
     /// Where an outbound message came from (`api`, `inline`, `human`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]

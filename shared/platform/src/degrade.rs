@@ -132,6 +132,8 @@ pub fn degrade(
             _ => Err(unsupported("template", platform)),
         },
         Content::Postback { .. } => Err(unsupported("postback (inbound-only)", platform)),
+        // Applied by the router to the user's fields; never sent.
+        Content::Field(_) => Err(unsupported("field (a contact field, never sent)", platform)),
         // Only the platform it is written for takes it, before degrading anything.
         Content::Native { platform: own, .. } => {
             Err(unsupported(&format!("{own}-native"), platform))
