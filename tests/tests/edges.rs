@@ -337,6 +337,7 @@ async fn a_bad_api_key_repeated_costs_one_lookup_and_works_once_created() {
         key_id: "key_edges".into(),
         bot_id: bot.id.clone(),
         expires_at: None,
+        scopes: None,
     };
     bucket
         .put(

@@ -19,16 +19,23 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
 }
 
 /// The bot an API key belongs to, as the rate-limit layer already resolved it for this request
-/// (so the key is hashed and looked up once): `None` when the key is valid but its bot is gone.
+/// (so the key is hashed and looked up once): `None` when the key is valid but its bot is gone;
+/// and the key's scopes (`None`: every scope).
 #[derive(Debug, Clone)]
-pub(crate) struct KeyOwner(pub(crate) Option<Arc<BotRecord>>);
+pub(crate) struct KeyOwner(
+    pub(crate) Option<Arc<BotRecord>>,
+    pub(crate) Option<Arc<[String]>>,
+);
 
 /// Resolves a bearer key: `None` when it is no valid API key, else its owner as in [`KeyOwner`].
 pub(crate) async fn key_owner(api: &Api, key: &str) -> Result<Option<KeyOwner>, ApiError> {
     let Some(record) = api.view.api_key(&api_key_hash(key)).await? else {
         return Ok(None);
     };
-    Ok(Some(KeyOwner(api.view.bot(&record.bot_id).await?)))
+    Ok(Some(KeyOwner(
+        api.view.bot(&record.bot_id).await?,
+        record.scopes.as_deref().map(Arc::from),
+    )))
 }
 
 /// The caller holds the operator token.
@@ -48,11 +55,14 @@ impl FromRequestParts<Arc<Api>> for Admin {
     }
 }
 
-/// The caller holds a valid API key of an enabled bot.
+/// The caller holds a valid API key of an enabled bot, with the scope the route needs
+/// ([`crate::scopes`]; 403 `missing_scope` naming it otherwise).
 #[derive(Debug)]
 pub struct BotAuth {
     /// The bot.
     pub bot_id: String,
+    /// The key's scopes (`None`: every scope).
+    pub scopes: Option<Arc<[String]>>,
 }
 
 impl FromRequestParts<Arc<Api>> for BotAuth {
@@ -70,8 +80,34 @@ impl FromRequestParts<Arc<Api>> for BotAuth {
             .0
             .filter(|b| b.enabled)
             .ok_or_else(|| ApiError::unauthorized("this API key's bot is disabled or deleted"))?;
+        let route = parts
+            .extensions
+            .get::<axum::extract::MatchedPath>()
+            .map(axum::extract::MatchedPath::as_str)
+            .unwrap_or_default();
+        // A route without a scope in the table needs every scope.
+        let needed = crate::scopes::required(&parts.method, route).unwrap_or("*");
+        let scopes = owner.1;
+        let held = match needed {
+            "*" => scopes.is_none(),
+            s => patchbay_contract::scopes::grants(scopes.as_deref(), s),
+        };
+        if !held {
+            return Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "missing_scope",
+                format!(
+                    "this API key lacks the scope {needed} that {} {route} needs; it has {}",
+                    parts.method,
+                    scopes
+                        .as_deref()
+                        .map_or_else(|| "every scope".to_owned(), |s| s.join(", "))
+                ),
+            ));
+        }
         Ok(BotAuth {
             bot_id: bot.id.clone(),
+            scopes,
         })
     }
 }

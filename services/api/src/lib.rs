@@ -23,12 +23,12 @@
 //! | `GET /v1/webhook` | bot API key | the callback settings |
 //! | `PUT /v1/webhook` | bot API key | change URL, flavour, events (wildcards), platforms; a new URL must echo `hub.challenge` first |
 //! | `POST /v1/webhook/secret/rotate` | bot API key | new signing secret (201); both sign until the overlap ends |
-//! | `POST /v1/keys/rotate` | bot API key | new API key (201); the current ones work until the overlap ends |
-//! | `DELETE /v1/keys/{key_id}` | bot API key | revoke one of the bot's keys at once (204) |
+//! | `POST /v1/keys/rotate` | bot API key (`settings:keys`) | new API key (201), with `scopes` the caller holds; the current ones work until the overlap ends |
+//! | `DELETE /v1/keys/{key_id}` | bot API key (`settings:keys`) | revoke one of the bot's keys at once (204) |
 //! | `POST /admin/v1/tenants`, `GET /admin/v1/tenants` | operator token | create a tenant (201), list tenants |
 //! | `GET /admin/v1/bots` | operator token | list bots, optionally `?tenant_id=` |
 //! | `PATCH /admin/v1/bots/{bot_id}` | operator token | `{"enabled": false}` disables a bot everywhere; `rate_limit`; `fallback_templates` and `platform_settings` per platform (204) |
-//! | `POST /admin/v1/bots/{bot_id}/keys/rotate` | operator token | new API key (201) |
+//! | `POST /admin/v1/bots/{bot_id}/keys/rotate` | operator token | new API key (201), with any `scopes` |
 //! | `POST /admin/v1/bots/{bot_id}/keys/{key_id}/revoke` | operator token | revoke a key at once (204) |
 //! | `GET /openapi.json` | none | the OpenAPI 3.1 document of all of the above |
 //!
@@ -44,6 +44,7 @@ mod custom;
 mod limits;
 mod media;
 mod openapi;
+mod scopes;
 mod settings;
 mod users;
 

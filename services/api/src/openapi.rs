@@ -533,6 +533,16 @@ fn path_parameters(path: &str) -> Vec<Value> {
 }
 
 /// The whole document.
+/// (method, path) of every operation a bot's API key calls.
+#[cfg(test)]
+pub(crate) fn bot_operations() -> Vec<(String, String)> {
+    OPERATIONS
+        .iter()
+        .filter(|o| o.caller == Caller::Bot)
+        .map(|o| (o.method.to_owned(), o.path.to_owned()))
+        .collect()
+}
+
 pub(crate) fn document() -> Value {
     let mut settings = SchemaSettings::draft2020_12();
     settings.definitions_path = "/components/schemas".into();
@@ -569,6 +579,12 @@ pub(crate) fn document() -> Value {
         }
         if o.caller == Caller::Bot {
             responses.insert(
+                "403".into(),
+                error_response(
+                    "missing_scope: the API key lacks the scope this route needs (in security)",
+                ),
+            );
+            responses.insert(
                 "429".into(),
                 json!({"description": "Over the bot's request limit; see Retry-After",
                        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
@@ -595,7 +611,12 @@ pub(crate) fn document() -> Value {
         }
         match o.caller {
             Caller::Operator => operation["security"] = json!([{"operatorToken": []}]),
-            Caller::Bot => operation["security"] = json!([{"botApiKey": []}]),
+            Caller::Bot => {
+                let method: axum::http::Method =
+                    o.method.to_uppercase().parse().unwrap_or_default();
+                let scope = crate::scopes::required(&method, o.path).unwrap_or("*");
+                operation["security"] = json!([{"botApiKey": [scope]}]);
+            }
             Caller::DomainKey => operation["security"] = json!([{"customDomainKey": []}]),
             Caller::Brandchat => operation["security"] = json!([{"brandchatSignature": []}]),
             Caller::UserToken => operation["security"] = json!([{"customUserToken": []}]),
@@ -618,7 +639,7 @@ pub(crate) fn document() -> Value {
             "schemas": g.take_definitions(true),
             "securitySchemes": {
                 "botApiKey": {"type": "http", "scheme": "bearer",
-                              "description": "A bot's API key"},
+                              "description": "A bot's API key; each operation names the scope it needs (docs/api.md, \"Scopes\")"},
                 "operatorToken": {"type": "http", "scheme": "bearer",
                                   "description": "The operator token (PATCHBAY_ADMIN_TOKEN)"},
                 "brandchatSignature": {"type": "apiKey", "in": "header", "name": "X-Chat-Signature",

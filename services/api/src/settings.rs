@@ -78,6 +78,9 @@ async fn put_webhook(
 pub(crate) struct RotateBody {
     #[serde(default)]
     overlap_seconds: Option<u64>,
+    /// The new key's scopes (`messages:send`, `deliveries:*`, `*`, …); absent: every scope.
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
 }
 
 /// The rotation request; the body is optional (`{}` or none: the configured overlap).
@@ -88,10 +91,20 @@ fn rotation(bot_id: String, body: &Bytes) -> Result<RotateRequest, ApiError> {
         serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?
     };
+    if let Some(scopes) = &parsed.scopes {
+        patchbay_contract::scopes::check(scopes).map_err(|m| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                format!("scopes: {m}"),
+            )
+        })?;
+    }
     Ok(RotateRequest {
         v: V1,
         bot_id,
         overlap_seconds: parsed.overlap_seconds,
+        scopes: parsed.scopes,
     })
 }
 
@@ -117,12 +130,34 @@ async fn revoke(api: &Api, bot_id: String, key_id: String) -> Result<StatusCode,
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `POST /v1/keys/rotate` (scope `settings:keys`): a key gives the new key only scopes it
+/// holds itself (403 `scope_not_held` otherwise); without `scopes`, the new key gets the
+/// caller's.
 async fn rotate_key(
     bot: BotAuth,
     State(api): State<Arc<Api>>,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
-    new_key(&api, bot.bot_id, &body).await
+    let mut req = rotation(bot.bot_id, &body)?;
+    let held = bot.scopes.as_deref();
+    match &req.scopes {
+        Some(wanted) => {
+            let missing = patchbay_contract::scopes::not_held(wanted, held);
+            if !missing.is_empty() {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "scope_not_held",
+                    format!(
+                        "a key can give a new key only scopes it holds; this one lacks {}",
+                        missing.join(", ")
+                    ),
+                ));
+            }
+        }
+        None => req.scopes = held.map(<[String]>::to_vec),
+    }
+    let key: RotatedKey = ask(&api, "auth", auth_ops::ROTATE_KEY, &req).await?;
+    Ok((StatusCode::CREATED, axum::Json(key)))
 }
 
 async fn rotate_secret(
@@ -131,6 +166,13 @@ async fn rotate_secret(
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     let req = rotation(bot.bot_id, &body)?;
+    if req.scopes.is_some() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "scopes: only API keys have scopes",
+        ));
+    }
     let secret: RotatedSecret = ask(&api, "auth", auth_ops::ROTATE_SECRET, &req).await?;
     Ok((StatusCode::CREATED, axum::Json(secret)))
 }

@@ -62,6 +62,11 @@ pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] = &[
         "platform_settings",
         include_str!("../migrations/0007_platform_settings.sql"),
     ),
+    (
+        8,
+        "key_scopes",
+        include_str!("../migrations/0008_key_scopes.sql"),
+    ),
 ];
 
 /// How long verifying a new callback URL may take (the dispatcher's own timeout applies
@@ -407,6 +412,9 @@ impl Auth {
 
     async fn rotate_key(&self, req: RotateRequest) -> Result<RotatedKey, RpcError> {
         let overlap = self.overlap_of(&req)?;
+        if let Some(scopes) = &req.scopes {
+            patchbay_contract::scopes::check(scopes).map_err(|m| invalid("scopes", &m))?;
+        }
         let api_key = new_api_key().map_err(internal)?;
         let key_id = new_id(prefix::KEY);
         let until = store::rotate_key(
@@ -415,15 +423,24 @@ impl Auth {
             &key_id,
             &api_key_hash(&api_key),
             &self.seal_key(&req.bot_id, &api_key)?,
+            req.scopes.as_deref(),
             overlap,
         )
         .await?;
         self.publish_bot(&req.bot_id).await?;
         tracing::info!(bot_id = %req.bot_id, %key_id, previous_expire_at = %until, "API key rotated");
+        let scopes = match &req.scopes {
+            Some(s) => patchbay_contract::scopes::expand(s),
+            None => patchbay_contract::scopes::SCOPES
+                .iter()
+                .map(|(s, _)| *s)
+                .collect(),
+        };
         Ok(RotatedKey {
             key_id,
             api_key,
             previous_expire_at: until,
+            scopes: scopes.into_iter().map(str::to_owned).collect(),
         })
     }
 

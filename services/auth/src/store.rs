@@ -68,7 +68,7 @@ pub async fn insert_bot(pool: &PgPool, b: &NewBot<'_>) -> Result<DateTime<Utc>, 
         .execute(&mut *tx)
         .await
         .map_err(db)?;
-    insert_key(&mut tx, b.id, b.key_id, b.key_hash, b.key_sealed).await?;
+    insert_key(&mut tx, b.id, b.key_id, b.key_hash, b.key_sealed, None).await?;
     tx.commit().await.map_err(db)?;
     Ok(created)
 }
@@ -81,15 +81,19 @@ async fn insert_key(
     key_id: &str,
     key_hash: &str,
     key_sealed: &str,
+    scopes: Option<&[String]>,
 ) -> Result<(), RpcError> {
-    sqlx::query("insert into api_keys (id, bot_id, key_hash, sealed) values ($1, $2, $3, $4)")
-        .bind(key_id)
-        .bind(bot_id)
-        .bind(key_hash)
-        .bind(key_sealed)
-        .execute(&mut **tx)
-        .await
-        .map_err(db)?;
+    sqlx::query(
+        "insert into api_keys (id, bot_id, key_hash, sealed, scopes) values ($1, $2, $3, $4, $5)",
+    )
+    .bind(key_id)
+    .bind(bot_id)
+    .bind(key_hash)
+    .bind(key_sealed)
+    .bind(scopes)
+    .execute(&mut **tx)
+    .await
+    .map_err(db)?;
     Ok(())
 }
 
@@ -229,7 +233,7 @@ pub async fn load_bot(
         updated_at: row.get("updated_at"),
     };
     let keys = sqlx::query(
-        "select id, key_hash, expires_at, sealed from api_keys
+        "select id, key_hash, expires_at, sealed, scopes from api_keys
          where bot_id = $1 and revoked_at is null and (expires_at is null or expires_at > now())
          order by created_at, id",
     )
@@ -259,6 +263,7 @@ pub async fn load_bot(
                     key_id: r.get("id"),
                     bot_id: id.to_owned(),
                     expires_at: r.get("expires_at"),
+                    scopes: r.get("scopes"),
                 },
             )
         })
@@ -400,6 +405,7 @@ pub async fn rotate_key(
     key_id: &str,
     key_hash: &str,
     key_sealed: &str,
+    scopes: Option<&[String]>,
     overlap: std::time::Duration,
 ) -> Result<DateTime<Utc>, RpcError> {
     let mut tx = pool.begin().await.map_err(db)?;
@@ -413,7 +419,7 @@ pub async fn rotate_key(
     .execute(&mut *tx)
     .await
     .map_err(db)?;
-    insert_key(&mut tx, bot_id, key_id, key_hash, key_sealed).await?;
+    insert_key(&mut tx, bot_id, key_id, key_hash, key_sealed, scopes).await?;
     tx.commit().await.map_err(db)?;
     Ok(until)
 }
@@ -475,7 +481,7 @@ pub async fn revoke_key(pool: &PgPool, bot_id: &str, key_id: &str) -> Result<Str
 /// expired).
 pub async fn load_key(pool: &PgPool, hash: &str) -> Result<Option<ApiKeyRecord>, RpcError> {
     let row = sqlx::query(
-        "select id, bot_id, expires_at from api_keys
+        "select id, bot_id, expires_at, scopes from api_keys
          where key_hash = $1 and revoked_at is null and (expires_at is null or expires_at > now())",
     )
     .bind(hash)
@@ -487,6 +493,7 @@ pub async fn load_key(pool: &PgPool, hash: &str) -> Result<Option<ApiKeyRecord>,
         key_id: r.get("id"),
         bot_id: r.get("bot_id"),
         expires_at: r.get("expires_at"),
+        scopes: r.get("scopes"),
     }))
 }
 

@@ -262,6 +262,10 @@ enum Keys {
         /// Seconds the current keys stay valid (the server's default when absent).
         #[arg(long)]
         overlap_seconds: Option<u64>,
+        /// What the new key may do (`messages:send`, `deliveries:*`, …; repeatable; absent:
+        /// everything). docs/api.md, "Scopes".
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
     },
     /// Revoke one key at once.
     Revoke {
@@ -806,12 +810,19 @@ fn admin(cli: Cli) -> anyhow::Result<()> {
                 Command::Keys(Keys::Rotate {
                     bot,
                     overlap_seconds,
-                }) => (
-                    format!("/admin/v1/bots/{bot}/keys/rotate"),
-                    cli.token.clone(),
-                    json!({"overlap_seconds": overlap_seconds}),
-                    &["key_id", "api_key", "previous_expire_at"],
-                ),
+                    scopes,
+                }) => {
+                    let mut body = json!({"overlap_seconds": overlap_seconds});
+                    if !scopes.is_empty() {
+                        body["scopes"] = json!(scopes);
+                    }
+                    (
+                        format!("/admin/v1/bots/{bot}/keys/rotate"),
+                        cli.token.clone(),
+                        body,
+                        &["key_id", "api_key", "previous_expire_at", "scopes"],
+                    )
+                }
                 Command::Keys(Keys::Revoke { bot, key }) => (
                     format!("/admin/v1/bots/{bot}/keys/{key}/revoke"),
                     cli.token.clone(),

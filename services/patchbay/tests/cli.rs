@@ -417,6 +417,44 @@ async fn operators_and_bot_developers_work_from_the_command_line() {
         &["deliveries", "list", "--api-key", &field(&bot, "api_key")],
     );
 
+    // A scoped key: what its scopes allow, and 403 naming the scope elsewhere.
+    let scoped = ok(
+        &i,
+        &[
+            "keys",
+            "rotate",
+            "--bot",
+            &bot_id,
+            "--overlap-seconds",
+            "600",
+            "--scope",
+            "deliveries:read",
+        ],
+    );
+    assert!(
+        field(&scoped, "scopes").contains("deliveries:read"),
+        "{scoped}"
+    );
+    let scoped_key = field(&scoped, "api_key");
+    ok(&i, &["deliveries", "list", "--api-key", &scoped_key]);
+    let refused = cli(
+        &i,
+        &[
+            "webhook",
+            "set",
+            "--api-key",
+            &scoped_key,
+            "--events",
+            "message.*",
+        ],
+    );
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("403") && stderr.contains("settings:write"),
+        "{stderr}"
+    );
+
     // A custom channel: its domain key is shown once and registers users.
     let channel: Value = serde_json::from_str(&ok(
         &i,

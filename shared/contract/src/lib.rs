@@ -15,6 +15,7 @@ mod fuzz;
 pub mod headers;
 pub mod ids;
 pub mod schema;
+pub mod scopes;
 pub mod subjects;
 pub mod topology;
 pub mod windows;

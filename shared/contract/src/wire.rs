@@ -888,6 +888,9 @@ pub struct ApiKeyRecord {
     /// When it stops working (`None`: until revoked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
+    /// What it may do ([`crate::scopes`]); `None`: everything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1285,6 +1288,9 @@ pub struct RotateRequest {
     /// How long the current key or secret stays valid (the configured default when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlap_seconds: Option<u64>,
+    /// A new key's scopes ([`crate::scopes`]); absent: every scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
 }
 
 /// A new API key, shown once.
@@ -1296,6 +1302,8 @@ pub struct RotatedKey {
     pub api_key: String,
     /// When the keys it replaces stop working.
     pub previous_expire_at: DateTime<Utc>,
+    /// What the new key may do, wildcards expanded.
+    pub scopes: Vec<String>,
 }
 
 /// A new webhook signing secret, shown once.
