@@ -25,6 +25,7 @@
 //! | `POST /v1/webhook/secret/rotate` | bot API key | new signing secret (201); both sign until the overlap ends |
 //! | `POST /v1/keys/rotate` | bot API key (`settings:keys`) | new API key (201), with `scopes` the caller holds; the current ones work until the overlap ends |
 //! | `DELETE /v1/keys/{key_id}` | bot API key (`settings:keys`) | revoke one of the bot's keys at once (204) |
+//! | `POST /v1/auth/token` | API key or refresh token in the body | an access token with the key's scopes and the next refresh token |
 //! | `POST /admin/v1/tenants`, `GET /admin/v1/tenants` | operator token | create a tenant (201), list tenants |
 //! | `GET /admin/v1/bots` | operator token | list bots, optionally `?tenant_id=` |
 //! | `PATCH /admin/v1/bots/{bot_id}` | operator token | `{"enabled": false}` disables a bot everywhere; `rate_limit`; `fallback_templates` and `platform_settings` per platform (204) |

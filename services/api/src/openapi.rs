@@ -378,6 +378,19 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         (200, Some(schema::<Profile>)),
     ),
     op(
+        "post",
+        "/v1/auth/token",
+        Caller::Public,
+        "Exchange a bot's API key (`{\"api_key\"}`), or the previous refresh token \
+         (`{\"refresh_token\"}`), for an access token with the key's scopes (a Bearer for \
+         every /v1 route, PATCHBAY_ACCESS_TOKEN_TTL_MS) and the next refresh token \
+         (PATCHBAY_REFRESH_TOKEN_TTL_MS). A refresh token works once: presented again, it \
+         revokes every token of its family. 401 invalid_api_key, invalid_refresh_token or \
+         refresh_token_reused; revoking the API key ends its tokens.",
+        Some(schema::<crate::settings::TokenBody>),
+        (200, Some(schema::<patchbay_contract::IssuedTokens>)),
+    ),
+    op(
         "patch",
         "/v1/users/{user_id}",
         Caller::Bot,

@@ -1,5 +1,5 @@
-//! A bot's own settings: its callback (`/v1/webhook`), key and secret rotation, and the
-//! operator's key revocation and bot switch. `auth` does the work; a change reaches every
+//! A bot's own settings: its callback (`/v1/webhook`), key and secret rotation, access tokens
+//! for its keys (`/v1/auth/token`), and the operator's key revocation and bot switch. `auth` does the work; a change reaches every
 //! service through the config bucket within a second.
 
 use std::sync::Arc;
@@ -11,8 +11,8 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, patch, post, put};
 use patchbay_contract::{
-    BotStateRequest, RevokeKeyRequest, RotateRequest, RotatedKey, RotatedSecret,
-    UpdateWebhookRequest, V1, WebhookInput, WebhookSettings, auth_ops,
+    BotStateRequest, IssuedTokens, RevokeKeyRequest, RotateRequest, RotatedKey, RotatedSecret,
+    TokenRequest, UpdateWebhookRequest, V1, WebhookInput, WebhookSettings, auth_ops,
 };
 use patchbay_runtime::ApiError;
 use patchbay_runtime::http::ApiJson;
@@ -27,6 +27,7 @@ pub(crate) fn routes() -> Router<Arc<Api>> {
         .route("/v1/webhook", put(put_webhook).get(get_webhook))
         .route("/v1/webhook/secret/rotate", post(rotate_secret))
         .route("/v1/keys/rotate", post(rotate_key))
+        .route("/v1/auth/token", post(issue_tokens))
         .route("/v1/keys/{key_id}", delete(revoke_own_key))
         .route("/admin/v1/bots/{bot_id}", patch(set_bot_state))
         .route(
@@ -128,6 +129,43 @@ async fn revoke(api: &Api, bot_id: String, key_id: String) -> Result<StatusCode,
     };
     let () = ask(api, "auth", auth_ops::REVOKE_KEY, &req).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Body of `POST /v1/auth/token`: exactly one of the two.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TokenBody {
+    /// A working API key of the bot (`pbk_…`; an access token cannot be exchanged).
+    #[serde(default)]
+    api_key: Option<String>,
+    /// The refresh token of the previous exchange (`pbrt_…`): used up by this one; presented
+    /// again, it revokes every token of its family.
+    #[serde(default)]
+    refresh_token: Option<String>,
+}
+
+/// `POST /v1/auth/token`: the credential is in the body (no Bearer); 401 says why one is
+/// refused.
+async fn issue_tokens(
+    State(api): State<Arc<Api>>,
+    ApiJson(body): ApiJson<TokenBody>,
+) -> Result<axum::Json<IssuedTokens>, ApiError> {
+    let non_empty = |v: &Option<String>| v.as_ref().is_some_and(|s| !s.trim().is_empty());
+    if non_empty(&body.api_key) == non_empty(&body.refresh_token) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "give either api_key or refresh_token",
+        ));
+    }
+    let req = TokenRequest {
+        v: V1,
+        api_key: body.api_key,
+        refresh_token: body.refresh_token,
+    };
+    Ok(axum::Json(
+        ask(&api, "auth", auth_ops::ISSUE_TOKENS, &req).await?,
+    ))
 }
 
 /// `POST /v1/keys/rotate` (scope `settings:keys`): a key gives the new key only scopes it

@@ -22,9 +22,9 @@ use patchbay_contract::ids::{new_id, prefix};
 use patchbay_contract::subjects::Bucket;
 use patchbay_contract::{
     BotStateRequest, ChannelStateRequest, CreateBotRequest, CreateChannelRequest,
-    CreateTenantRequest, CreatedBot, CreatedChannel, ListBotsRequest, RevokeKeyRequest,
-    RotateRequest, RotatedKey, RotatedSecret, RpcError, UpdateWebhookRequest, V1,
-    VerifyEndpointRequest, WebhookInput, WebhookSettings, auth_ops,
+    CreateTenantRequest, CreatedBot, CreatedChannel, IssuedTokens, ListBotsRequest,
+    RevokeKeyRequest, RotateRequest, RotatedKey, RotatedSecret, RpcError, TokenRequest,
+    UpdateWebhookRequest, V1, VerifyEndpointRequest, WebhookInput, WebhookSettings, auth_ops,
 };
 use patchbay_runtime::{BoxError, Deps, Service};
 use sqlx::PgPool;
@@ -67,6 +67,7 @@ pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] = &[
         "key_scopes",
         include_str!("../migrations/0008_key_scopes.sql"),
     ),
+    (9, "tokens", include_str!("../migrations/0009_tokens.sql")),
 ];
 
 /// How long verifying a new callback URL may take (the dispatcher's own timeout applies
@@ -97,6 +98,16 @@ struct Auth {
     allow_private: bool,
     /// Default overlap of a key or secret rotation.
     overlap: std::time::Duration,
+    /// How long an access token works.
+    access_ttl: std::time::Duration,
+    /// How long a refresh token works.
+    refresh_ttl: std::time::Duration,
+}
+
+/// A new token: `prefix` and 32 random bytes, as an API key's.
+fn token(prefix: &str) -> Result<String, patchbay_config::secrets::SecretError> {
+    let key = new_api_key()?;
+    Ok(format!("{prefix}{}", key.trim_start_matches("pbk_")))
 }
 
 /// Starts the service.
@@ -113,7 +124,11 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             key,
             allow_private: deps.config.allow_private_callbacks,
             overlap: std::time::Duration::from_millis(deps.config.key_rotation_overlap_ms),
+            access_ttl: std::time::Duration::from_millis(deps.config.access_token_ttl_ms),
+            refresh_ttl: std::time::Duration::from_millis(deps.config.refresh_token_ttl_ms),
         });
+        let sweeper = auth.clone();
+        let sweeper_stop = deps.shutdown.clone();
         let republish = auth.clone();
         let handler = auth.clone();
         let responder = deps
@@ -122,6 +137,10 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             .await?;
         let service = Service::new("auth")
             .task(async move { republish.publish_all().await })
+            .task(async move {
+                sweeper.sweep_tokens(sweeper_stop).await;
+                Ok::<(), BoxError>(())
+            })
             .task(responder.serve(
                 deps.config.consumer_concurrency,
                 move |op, body| {
@@ -166,6 +185,10 @@ impl Auth {
             ),
             auth_ops::UPDATE_WEBHOOK => encode(match decode(&body) {
                 Ok(req) => self.update_webhook(req).await,
+                Err(e) => Err(e),
+            }),
+            auth_ops::ISSUE_TOKENS => encode(match decode(&body) {
+                Ok(req) => self.issue_tokens(req).await,
                 Err(e) => Err(e),
             }),
             auth_ops::ROTATE_KEY => encode(match decode(&body) {
@@ -463,10 +486,140 @@ impl Auth {
     async fn revoke_key(&self, req: RevokeKeyRequest) -> Result<(), RpcError> {
         let hash = store::revoke_key(&self.pool, &req.bot_id, &req.key_id).await?;
         self.publish_key(&hash).await?;
+        // The tokens exchanged for it end with it.
+        for token in store::revoke_families_of(&self.pool, &req.key_id).await? {
+            self.publish_key(&token).await?;
+        }
         // A BrandChat bot's record carries its working keys for signatures.
         self.publish_bot(&req.bot_id).await?;
         tracing::info!(bot_id = %req.bot_id, key_id = %req.key_id, "API key revoked");
         Ok(())
+    }
+
+    /// `POST /v1/auth/token`: an API key, or a refresh token, for an access token (with the
+    /// key's scopes) and the next refresh token. Every failure is a 401 that says why.
+    async fn issue_tokens(&self, req: TokenRequest) -> Result<IssuedTokens, RpcError> {
+        let refused = |code: &str, message: &str| RpcError::new(401, code, message);
+        let access_token = token("pbat_").map_err(internal)?;
+        let refresh_token = token("pbrt_").map_err(internal)?;
+        let (access_id, refresh_id) = (new_id(prefix::ACCESS_TOKEN), new_id(prefix::REFRESH_TOKEN));
+        let (access_hash, refresh_hash) =
+            (api_key_hash(&access_token), api_key_hash(&refresh_token));
+        let family = new_id(prefix::TOKEN_FAMILY);
+        let new = store::NewTokens {
+            family_id: &family,
+            access_id: &access_id,
+            access_hash: &access_hash,
+            access_ttl: self.access_ttl,
+            refresh_id: &refresh_id,
+            refresh_hash: &refresh_hash,
+            refresh_ttl: self.refresh_ttl,
+        };
+        let key = match (&req.api_key, &req.refresh_token) {
+            (Some(api_key), None) => {
+                let key = store::exchangeable_key(&self.pool, &api_key_hash(api_key))
+                    .await?
+                    .ok_or_else(|| {
+                        refused(
+                            "invalid_api_key",
+                            "no working API key of any bot (an access token cannot be exchanged)",
+                        )
+                    })?;
+                store::issue_tokens(&self.pool, &key, &new).await?;
+                key
+            }
+            (None, Some(refresh)) => {
+                match store::refresh_tokens(&self.pool, &api_key_hash(refresh), &new).await? {
+                    store::Refreshed::Issued(key) => key,
+                    store::Refreshed::Unknown => {
+                        return Err(refused("invalid_refresh_token", "no such refresh token"));
+                    }
+                    store::Refreshed::Expired => {
+                        return Err(refused(
+                            "invalid_refresh_token",
+                            "the refresh token has expired; exchange the API key again",
+                        ));
+                    }
+                    store::Refreshed::Revoked => {
+                        return Err(refused(
+                            "invalid_refresh_token",
+                            "the refresh token was revoked (with its API key, or its family)",
+                        ));
+                    }
+                    store::Refreshed::KeyGone => {
+                        return Err(refused(
+                            "invalid_refresh_token",
+                            "the API key it was exchanged for was revoked or has expired",
+                        ));
+                    }
+                    store::Refreshed::Reused(hashes) => {
+                        for hash in &hashes {
+                            self.publish_key(hash).await?;
+                        }
+                        tracing::warn!(
+                            revoked = hashes.len(),
+                            "a used refresh token was presented again: its family is revoked"
+                        );
+                        return Err(refused(
+                            "refresh_token_reused",
+                            "this refresh token was used before: every token of its family is \
+                             revoked; exchange the API key again",
+                        ));
+                    }
+                }
+            }
+            _ => {
+                return Err(invalid(
+                    "api_key",
+                    "give either api_key or refresh_token, not both",
+                ));
+            }
+        };
+        self.publish_key(&access_hash).await?;
+        tracing::info!(bot_id = %key.bot_id, key_id = %key.key_id, token_id = %access_id, "access token issued");
+        let scopes = match &key.scopes {
+            Some(s) => patchbay_contract::scopes::expand(s),
+            None => patchbay_contract::scopes::SCOPES
+                .iter()
+                .map(|(s, _)| *s)
+                .collect(),
+        };
+        Ok(IssuedTokens {
+            access_token,
+            token_type: "Bearer".into(),
+            expires_in: self.access_ttl.as_secs(),
+            refresh_token,
+            refresh_expires_in: self.refresh_ttl.as_secs(),
+            scopes: scopes.into_iter().map(str::to_owned).collect(),
+        })
+    }
+
+    /// Once a minute, takes access tokens that expired or were revoked out of the config
+    /// bucket and deletes them, with refresh tokens a day past their expiry. Each replica does
+    /// it; removing a removed entry changes nothing.
+    async fn sweep_tokens(&self, shutdown: tokio_util::sync::CancellationToken) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let swept = async {
+                let hashes = store::stale_tokens(&self.pool).await?;
+                for hash in &hashes {
+                    self.publish_key(hash).await?;
+                }
+                store::forget_tokens(&self.pool, &hashes).await?;
+                Ok::<usize, RpcError>(hashes.len())
+            };
+            match swept.await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(tokens = n, "expired access tokens swept"),
+                Err(e) => {
+                    tracing::warn!(error = %e.message, "sweeping expired tokens failed; next minute")
+                }
+            }
+        }
     }
 
     async fn set_bot_state(&self, req: BotStateRequest) -> Result<(), RpcError> {

@@ -630,3 +630,246 @@ pub async fn list_bots(
         })
         .collect())
 }
+
+/// A working API key (not an access token) found by its hash: its id, bot and scopes.
+pub struct ExchangeableKey {
+    /// The key's id.
+    pub key_id: String,
+    /// Its bot.
+    pub bot_id: String,
+    /// Its scopes (`None`: every scope).
+    pub scopes: Option<Vec<String>>,
+}
+
+/// The API key hashed `hash`, if it works and is a key (an access token cannot be exchanged).
+pub async fn exchangeable_key(
+    pool: &PgPool,
+    hash: &str,
+) -> Result<Option<ExchangeableKey>, RpcError> {
+    let row = sqlx::query(
+        "select id, bot_id, scopes from api_keys
+         where key_hash = $1 and kind = 'key' and revoked_at is null
+           and (expires_at is null or expires_at > now())",
+    )
+    .bind(hash)
+    .fetch_optional(pool)
+    .await
+    .map_err(db)?;
+    Ok(row.map(|r| ExchangeableKey {
+        key_id: r.get("id"),
+        bot_id: r.get("bot_id"),
+        scopes: r.get("scopes"),
+    }))
+}
+
+/// A new access token and refresh token of one family, to store.
+pub struct NewTokens<'a> {
+    /// The family.
+    pub family_id: &'a str,
+    /// The access token's id and SHA-256 hex.
+    pub access_id: &'a str,
+    /// SHA-256 hex of the access token.
+    pub access_hash: &'a str,
+    /// How long it works.
+    pub access_ttl: std::time::Duration,
+    /// The refresh token's id.
+    pub refresh_id: &'a str,
+    /// SHA-256 hex of the refresh token.
+    pub refresh_hash: &'a str,
+    /// How long it works.
+    pub refresh_ttl: std::time::Duration,
+}
+
+async fn insert_tokens(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    key: &ExchangeableKey,
+    t: &NewTokens<'_>,
+) -> Result<(), RpcError> {
+    let secs = |d: std::time::Duration| f64::from(u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
+    sqlx::query(
+        "insert into api_keys (id, bot_id, key_hash, kind, family_id, scopes, expires_at)
+         values ($1, $2, $3, 'access', $4, $5, now() + make_interval(secs => $6))",
+    )
+    .bind(t.access_id)
+    .bind(&key.bot_id)
+    .bind(t.access_hash)
+    .bind(t.family_id)
+    .bind(&key.scopes)
+    .bind(secs(t.access_ttl))
+    .execute(&mut **tx)
+    .await
+    .map_err(db)?;
+    sqlx::query(
+        "insert into refresh_tokens (id, family_id, bot_id, key_id, token_hash, scopes, expires_at)
+         values ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7))",
+    )
+    .bind(t.refresh_id)
+    .bind(t.family_id)
+    .bind(&key.bot_id)
+    .bind(&key.key_id)
+    .bind(t.refresh_hash)
+    .bind(&key.scopes)
+    .bind(secs(t.refresh_ttl))
+    .execute(&mut **tx)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+/// Stores the first tokens of a new family for `key`.
+pub async fn issue_tokens(
+    pool: &PgPool,
+    key: &ExchangeableKey,
+    t: &NewTokens<'_>,
+) -> Result<(), RpcError> {
+    let mut tx = pool.begin().await.map_err(db)?;
+    insert_tokens(&mut tx, key, t).await?;
+    tx.commit().await.map_err(db)
+}
+
+/// What presenting a refresh token came to.
+pub enum Refreshed {
+    /// It worked: `t` is stored in its family, and it is used up.
+    Issued(ExchangeableKey),
+    /// No such token.
+    Unknown,
+    /// It expired.
+    Expired,
+    /// It was revoked (with its API key, or its family) before it was used.
+    Revoked,
+    /// Its API key was revoked or has expired: the family ends with it.
+    KeyGone,
+    /// It was used before (or its family revoked): every token of the family is revoked now;
+    /// the access tokens' hashes, to remove them from the config bucket.
+    Reused(Vec<String>),
+}
+
+/// Uses the refresh token hashed `hash` and, in the same transaction, stores `t` in its family;
+/// a token presented a second time revokes its whole family instead.
+pub async fn refresh_tokens(
+    pool: &PgPool,
+    hash: &str,
+    t: &NewTokens<'_>,
+) -> Result<Refreshed, RpcError> {
+    let mut tx = pool.begin().await.map_err(db)?;
+    let Some(row) = sqlx::query(
+        "select id, family_id, bot_id, key_id, scopes, expires_at <= now() as expired,
+                used_at is not null as used, revoked_at is not null as revoked
+         from refresh_tokens where token_hash = $1 for update",
+    )
+    .bind(hash)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(db)?
+    else {
+        return Ok(Refreshed::Unknown);
+    };
+    let family: String = row.get("family_id");
+    if row.get::<bool, _>("used") {
+        sqlx::query(
+            "update refresh_tokens set revoked_at = coalesce(revoked_at, now())
+             where family_id = $1",
+        )
+        .bind(&family)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        let hashes: Vec<String> = sqlx::query_scalar(
+            "update api_keys set revoked_at = coalesce(revoked_at, now())
+             where family_id = $1 and kind = 'access' returning key_hash",
+        )
+        .bind(&family)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        return Ok(Refreshed::Reused(hashes));
+    }
+    if row.get::<bool, _>("revoked") {
+        return Ok(Refreshed::Revoked);
+    }
+    if row.get::<bool, _>("expired") {
+        return Ok(Refreshed::Expired);
+    }
+    let key = ExchangeableKey {
+        key_id: row.get("key_id"),
+        bot_id: row.get("bot_id"),
+        scopes: row.get("scopes"),
+    };
+    let key_works: bool = sqlx::query_scalar(
+        "select exists (select 1 from api_keys where id = $1 and revoked_at is null
+                          and (expires_at is null or expires_at > now()))",
+    )
+    .bind(&key.key_id)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(db)?;
+    if !key_works {
+        return Ok(Refreshed::KeyGone);
+    }
+    sqlx::query("update refresh_tokens set used_at = now() where id = $1")
+        .bind(row.get::<String, _>("id"))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+    let t = NewTokens {
+        family_id: &family,
+        ..*t
+    };
+    insert_tokens(&mut tx, &key, &t).await?;
+    tx.commit().await.map_err(db)?;
+    Ok(Refreshed::Issued(key))
+}
+
+/// Revokes every token exchanged for key `key_id` (it was revoked); the access tokens' hashes,
+/// to remove them from the config bucket.
+pub async fn revoke_families_of(pool: &PgPool, key_id: &str) -> Result<Vec<String>, RpcError> {
+    let mut tx = pool.begin().await.map_err(db)?;
+    let families: Vec<String> = sqlx::query_scalar(
+        "update refresh_tokens set revoked_at = coalesce(revoked_at, now())
+         where key_id = $1 returning family_id",
+    )
+    .bind(key_id)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db)?;
+    let hashes: Vec<String> = sqlx::query_scalar(
+        "update api_keys set revoked_at = coalesce(revoked_at, now())
+         where kind = 'access' and family_id = any($1) and revoked_at is null
+         returning key_hash",
+    )
+    .bind(&families)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db)?;
+    tx.commit().await.map_err(db)?;
+    Ok(hashes)
+}
+
+/// Access tokens that expired (or were revoked) over a minute ago: their hashes, for the
+/// config bucket, after which [`forget_tokens`] deletes them.
+pub async fn stale_tokens(pool: &PgPool) -> Result<Vec<String>, RpcError> {
+    sqlx::query_scalar(
+        "select key_hash from api_keys
+         where kind = 'access'
+           and least(expires_at, coalesce(revoked_at, expires_at)) < now() - interval '1 minute'
+         limit 1000",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(db)
+}
+
+/// Deletes the access tokens hashed `hashes` and the refresh tokens that expired a day ago.
+pub async fn forget_tokens(pool: &PgPool, hashes: &[String]) -> Result<(), RpcError> {
+    sqlx::query("delete from api_keys where kind = 'access' and key_hash = any($1)")
+        .bind(hashes)
+        .execute(pool)
+        .await
+        .map_err(db)?;
+    sqlx::query("delete from refresh_tokens where expires_at < now() - interval '1 day'")
+        .execute(pool)
+        .await
+        .map_err(db)?;
+    Ok(())
+}

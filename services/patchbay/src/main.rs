@@ -74,6 +74,21 @@ enum Command {
     /// A bot's users and their contact fields (with the bot's API key).
     #[command(subcommand)]
     Users(Users),
+    /// Exchange an API key (or the last refresh token) for an access token and the next
+    /// refresh token (POST /v1/auth/token).
+    Token {
+        /// The bot's API key.
+        #[arg(
+            long,
+            env = "PATCHBAY_API_KEY",
+            hide_env_values = true,
+            conflicts_with = "refresh_token"
+        )]
+        api_key: Option<String>,
+        /// The refresh token of the last exchange (used up by this one).
+        #[arg(long, env = "PATCHBAY_REFRESH_TOKEN", hide_env_values = true)]
+        refresh_token: Option<String>,
+    },
     /// Send a text message as a bot (uses the bot's API key).
     Send {
         /// The bot's API key.
@@ -1080,6 +1095,22 @@ fn admin(cli: Cli) -> anyhow::Result<()> {
                         &["id", "platform", "platform_user_id", "display_name", "fields"],
                     )
                 }
+                Command::Token {
+                    api_key,
+                    refresh_token,
+                } => {
+                    let body = match (api_key, refresh_token) {
+                        (_, Some(r)) => json!({"refresh_token": r}),
+                        (Some(k), None) => json!({"api_key": k}),
+                        (None, None) => bail!("give --api-key or --refresh-token"),
+                    };
+                    (
+                        "/v1/auth/token".into(),
+                        None,
+                        body,
+                        &["access_token", "expires_in", "refresh_token", "scopes"],
+                    )
+                }
                 Command::Send {
                     api_key,
                     user,
@@ -1098,10 +1129,12 @@ fn admin(cli: Cli) -> anyhow::Result<()> {
                     unreachable!("handled in main")
                 }
             };
-        let bearer = bearer.context("no token: pass --token or set PATCHBAY_ADMIN_TOKEN")?;
-        let mut request = http
-            .request(method.clone(), format!("{base}{path}"))
-            .bearer_auth(bearer);
+        let mut request = http.request(method.clone(), format!("{base}{path}"));
+        // The token exchange carries its credential in the body.
+        if path != "/v1/auth/token" {
+            let bearer = bearer.context("no token: pass --token or set PATCHBAY_ADMIN_TOKEN")?;
+            request = request.bearer_auth(bearer);
+        }
         if method != reqwest::Method::GET {
             request = request.json(&body);
         }

@@ -417,6 +417,26 @@ async fn operators_and_bot_developers_work_from_the_command_line() {
         &["deliveries", "list", "--api-key", &field(&bot, "api_key")],
     );
 
+    // An access token for the bot's key, and the next one for its refresh token.
+    let tokens: Value = serde_json::from_str(&ok(
+        &i,
+        &["--json", "token", "--api-key", &field(&bot, "api_key")],
+    ))
+    .unwrap();
+    let access = tokens["access_token"].as_str().unwrap();
+    ok(&i, &["deliveries", "list", "--api-key", access]);
+    let next: Value = serde_json::from_str(&ok(
+        &i,
+        &[
+            "--json",
+            "token",
+            "--refresh-token",
+            tokens["refresh_token"].as_str().unwrap(),
+        ],
+    ))
+    .unwrap();
+    assert_ne!(next["access_token"], tokens["access_token"]);
+
     // A scoped key: what its scopes allow, and 403 naming the scope elsewhere.
     let scoped = ok(
         &i,

@@ -82,6 +82,10 @@ pub struct Config {
     /// How long a rotated API key or webhook secret keeps working beside the new one, unless
     /// the rotation asks for another overlap.
     pub key_rotation_overlap_ms: u64,
+    /// How long an access token from `POST /v1/auth/token` works.
+    pub access_token_ttl_ms: u64,
+    /// How long a refresh token works (each refresh issues a new one).
+    pub refresh_token_ttl_ms: u64,
     /// API requests per second a bot may make (installation-wide), unless it has its own limit.
     pub api_rate_per_second: u32,
     /// API requests a bot may make at once before the per-second rate applies.
@@ -247,6 +251,8 @@ impl Default for Config {
             master_key_accepted: None,
             admin_token: None,
             key_rotation_overlap_ms: 24 * 3600 * 1000,
+            access_token_ttl_ms: 3600 * 1000,
+            refresh_token_ttl_ms: 90 * 24 * 3600 * 1000,
             api_rate_per_second: 50,
             api_rate_burst: 100,
             allow_private_callbacks: false,
@@ -573,6 +579,12 @@ impl Config {
                 "must be at most 1000",
             ));
         }
+        if self.refresh_token_ttl_ms <= self.access_token_ttl_ms {
+            return Err(ConfigError::invalid(
+                "refresh_token_ttl_ms",
+                "must be longer than access_token_ttl_ms",
+            ));
+        }
         if self.custom_reply_wait_ms > 60_000 {
             return Err(ConfigError::invalid(
                 "custom_reply_wait_ms",
@@ -582,6 +594,8 @@ impl Config {
         for (field, ms) in [
             ("link_ttl_ms", self.link_ttl_ms),
             ("code_ttl_ms", self.code_ttl_ms),
+            ("access_token_ttl_ms", self.access_token_ttl_ms),
+            ("refresh_token_ttl_ms", self.refresh_token_ttl_ms),
             ("http_header_timeout_ms", self.http_header_timeout_ms),
             ("http_body_timeout_ms", self.http_body_timeout_ms),
             ("http_write_timeout_ms", self.http_write_timeout_ms),

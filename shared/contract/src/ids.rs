@@ -25,6 +25,12 @@ pub mod prefix {
     pub const COMMAND: &str = "cmd";
     /// API keys (the public part of the key id).
     pub const KEY: &str = "key";
+    /// Access tokens (`POST /v1/auth/token`).
+    pub const ACCESS_TOKEN: &str = "tok";
+    /// Refresh tokens.
+    pub const REFRESH_TOKEN: &str = "rtk";
+    /// A family of tokens: one exchange of an API key and every refresh after it.
+    pub const TOKEN_FAMILY: &str = "tfm";
     /// Media users sent (`med_` + the ULID of the message that carried it).
     pub const MEDIA: &str = "med";
 }

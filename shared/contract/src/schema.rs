@@ -405,6 +405,21 @@ pub fn payloads() -> Vec<Payload> {
                 subject: "<p>.rpc.router.search_users (reply)",
             },
         ),
+        payload::<TokenRequest>(
+            "token_request.v1",
+            "Exchange a bot's API key, or a refresh token, for an access token and a refresh \
+             token (sealed both ways).",
+            Rpc {
+                subject: "<p>.rpc.auth.issue_tokens",
+            },
+        ),
+        payload::<RpcReply<IssuedTokens>>(
+            "token_reply.v1",
+            "The tokens, or an error (401 for an unknown, used, expired or orphaned credential).",
+            Rpc {
+                subject: "<p>.rpc.auth.issue_tokens (reply)",
+            },
+        ),
         payload::<FindUserRequest>(
             "find_user_request.v1",
             "Look up a bot's user by platform and platform user id.",

@@ -968,8 +968,11 @@ pub mod auth_ops {
     pub const LIST_TENANTS: &str = "list_tenants";
     /// [`super::ListBotsRequest`] → a list of [`super::BotSummary`].
     pub const LIST_BOTS: &str = "list_bots";
+    /// [`super::TokenRequest`] → [`super::IssuedTokens`].
+    pub const ISSUE_TOKENS: &str = "issue_tokens";
     /// Every operation.
     pub const ALL: &[&str] = &[
+        ISSUE_TOKENS,
         CREATE_BOT,
         CREATE_CHANNEL,
         DISABLE_WEBHOOK,
@@ -1291,6 +1294,40 @@ pub struct RotateRequest {
     /// A new key's scopes ([`crate::scopes`]); absent: every scope.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scopes: Option<Vec<String>>,
+}
+
+/// Exchange a bot's API key, or a refresh token, for an access token and a refresh token
+/// (`POST /v1/auth/token`): exactly one of the two.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// Payload version.
+    #[serde(default)]
+    pub v: V1,
+    /// A working API key of the bot (`pbk_…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    /// A refresh token from an earlier exchange (`pbrt_…`); it is used up, and a second use
+    /// revokes every token of its family.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+}
+
+/// An access token and the refresh token for the next one, shown once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct IssuedTokens {
+    /// Bearer for every `/v1` route, with the scopes of the API key it comes from (`pbat_…`).
+    pub access_token: String,
+    /// `Bearer`.
+    pub token_type: String,
+    /// Seconds the access token works.
+    pub expires_in: u64,
+    /// Exchange it for the next pair before it expires (`pbrt_…`); once only.
+    pub refresh_token: String,
+    /// Seconds the refresh token works.
+    pub refresh_expires_in: u64,
+    /// What the access token may do, wildcards expanded.
+    pub scopes: Vec<String>,
 }
 
 /// A new API key, shown once.
