@@ -377,3 +377,71 @@ async fn keys_and_secrets_rotate_with_an_overlap_and_revocation_is_immediate() {
     .await;
     stack.shutdown().await;
 }
+
+/// A bot's owner reads its channels as the operator does (no credentials), only its own, and
+/// only with `settings:read`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_reads_its_own_channels_and_no_others() {
+    let stack = Stack::start().await;
+    let bot = stack.bot().await;
+    let other = stack.bot().await;
+    let (status, list) = call(&stack, "GET", "/v1/channels", &bot.api_key, None).await;
+    assert_eq!(status, 200, "{list}");
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{list}");
+    assert_eq!(items[0]["id"], bot.channel_id.as_str());
+    assert_eq!(items[0]["bot_id"], bot.id.as_str());
+    assert_eq!(items[0]["platform"], "telegram");
+    assert_eq!(items[0]["enabled"], true);
+    assert_eq!(
+        items[0]["webhook_path"],
+        format!("/webhooks/telegram/{}", bot.channel_id).as_str()
+    );
+    assert!(
+        !list.to_string().contains("bot_token") && !list.to_string().contains("secret"),
+        "no credentials: {list}"
+    );
+    let (status, one) = call(
+        &stack,
+        "GET",
+        &format!("/v1/channels/{}", bot.channel_id),
+        &bot.api_key,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(one, items[0]);
+    let (status, body) = call(
+        &stack,
+        "GET",
+        &format!("/v1/channels/{}", other.channel_id),
+        &bot.api_key,
+        None,
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    let (_, theirs) = call(&stack, "GET", "/v1/channels", &other.api_key, None).await;
+    assert_eq!(theirs["items"][0]["id"], other.channel_id.as_str());
+    assert_eq!(theirs["items"].as_array().unwrap().len(), 1);
+
+    let (status, narrow) = call(
+        &stack,
+        "POST",
+        &format!("/admin/v1/bots/{}/keys/rotate", bot.id),
+        stack.admin_token(),
+        Some(json!({"overlap_seconds": 3600, "scopes": ["messages:send"]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{narrow}");
+    let (status, body) = call(
+        &stack,
+        "GET",
+        "/v1/channels",
+        narrow["api_key"].as_str().unwrap(),
+        None,
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["code"], "missing_scope");
+    stack.shutdown().await;
+}

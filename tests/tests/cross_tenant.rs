@@ -207,6 +207,7 @@ async fn no_route_lets_a_caller_past_its_rights() {
     let attempts: Vec<(&str, String, Option<Value>)> = vec![
         ("get", format!("/v1/deliveries/{}", b.event_id), None),
         ("post", format!("/v1/deliveries/{}/retry", b.event_id), None),
+        ("get", format!("/v1/channels/{}", b.bot.channel_id), None),
         ("get", format!("/v1/users/{}", b.user_id), None),
         (
             "patch",
@@ -273,6 +274,7 @@ async fn no_route_lets_a_caller_past_its_rights() {
         "/v1/media/{media_id}",
         "/v1/users/{user_id}/tokens/revoke",
         "/v1/channels/{channel_id}/tokens/revoke",
+        "/v1/channels/{channel_id}",
     ]
     .into_iter()
     .map(str::to_owned)

@@ -1,7 +1,9 @@
-//! A bot's channels as the operator sees them: `GET /admin/v1/bots/{bot_id}/channels` and
-//! `GET /admin/v1/bots/{bot_id}/channels/{channel_id}`, read from the config view (never the
-//! credentials) with each channel's setup at its platform from the `<p>_setup` bucket (Kik:
-//! whether `outbound-kik` could set the bot's webhook and features, and what Kik read back).
+//! A bot's channels as the operator sees them (`GET /admin/v1/bots/{bot_id}/channels` and
+//! `GET /admin/v1/bots/{bot_id}/channels/{channel_id}`) and as the bot's owner does (`GET
+//! /v1/channels`, `GET /v1/channels/{channel_id}`, scope `settings:read`), read from the
+//! config view (never the credentials) with each channel's setup at its platform from the
+//! `<p>_setup` bucket (Kik: whether `outbound-kik` could set the bot's webhook and features,
+//! and what Kik read back).
 
 use std::sync::Arc;
 
@@ -12,7 +14,7 @@ use patchbay_contract::{ChannelRecord, ChannelView};
 use patchbay_runtime::ApiError;
 
 use crate::Api;
-use crate::auth::Admin;
+use crate::auth::{Admin, BotAuth};
 use crate::settings::Items;
 
 fn no_bot(bot_id: &str) -> ApiError {
@@ -45,11 +47,28 @@ pub(crate) async fn list(
     State(api): State<Arc<Api>>,
     Path(bot_id): Path<String>,
 ) -> Result<axum::Json<Items<ChannelView>>, ApiError> {
-    let bot = api
-        .view
-        .bot(&bot_id)
-        .await?
-        .ok_or_else(|| no_bot(&bot_id))?;
+    channels_of(&api, &bot_id).await
+}
+
+/// `GET /v1/channels`: the calling bot's channels, oldest first.
+pub(crate) async fn own(
+    bot: BotAuth,
+    State(api): State<Arc<Api>>,
+) -> Result<axum::Json<Items<ChannelView>>, ApiError> {
+    channels_of(&api, &bot.bot_id).await
+}
+
+/// `GET /v1/channels/{channel_id}`: one of the calling bot's channels (404 for another's).
+pub(crate) async fn own_one(
+    bot: BotAuth,
+    State(api): State<Arc<Api>>,
+    Path(channel_id): Path<String>,
+) -> Result<axum::Json<ChannelView>, ApiError> {
+    one(&api, &bot.bot_id, &channel_id).await
+}
+
+async fn channels_of(api: &Api, bot_id: &str) -> Result<axum::Json<Items<ChannelView>>, ApiError> {
+    let bot = api.view.bot(bot_id).await?.ok_or_else(|| no_bot(bot_id))?;
     let mut items = Vec::with_capacity(bot.channels.len());
     for r in &bot.channels {
         if let Some(c) = api.view.channel(&r.id).await? {
@@ -65,7 +84,15 @@ pub(crate) async fn get(
     State(api): State<Arc<Api>>,
     Path((bot_id, channel_id)): Path<(String, String)>,
 ) -> Result<axum::Json<ChannelView>, ApiError> {
-    match api.view.channel(&channel_id).await? {
+    one(&api, &bot_id, &channel_id).await
+}
+
+async fn one(
+    api: &Api,
+    bot_id: &str,
+    channel_id: &str,
+) -> Result<axum::Json<ChannelView>, ApiError> {
+    match api.view.channel(channel_id).await? {
         Some(c) if c.bot_id == bot_id => Ok(axum::Json(view(&api.setup, &c).await?)),
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -14,6 +14,7 @@
 //! | `POST /v1/deliveries/replay` | bot API key | deliver the dead-lettered events since a time again (202) |
 //! | `GET /v1/users/{user_id}` | bot API key | a user's profile (404 for another bot's user) |
 //! | `GET /v1/users?platform=…&platform_user_id=…` | bot API key | the same, by the platform's user id |
+//! | `GET /v1/channels`, `GET /v1/channels/{channel_id}` | bot API key | the bot's own channels, as the operator's routes show them (no credentials) |
 //! | `PATCH /v1/users/{user_id}` | bot API key | sets and removes the user's contact fields (`{"fields": {"name": "value", "old": null}}`) |
 //! | `GET /v1/users?field.<name>=<value>` | bot API key | the users whose fields hold every given value, a page at a time |
 //! | `POST /v1/users/{user_id}/tokens/revoke` | bot API key | a custom channel's user: every token issued until now stops working |
@@ -148,6 +149,11 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             .route(
                 "/admin/v1/bots/{bot_id}/webhook/enable",
                 post(enable_webhook),
+            )
+            .route("/v1/channels", axum::routing::get(channels::own))
+            .route(
+                "/v1/channels/{channel_id}",
+                axum::routing::get(channels::own_one),
             )
             .route("/v1/messages", post(send_messages))
             .route("/v1/deliveries", axum::routing::get(list_deliveries))

@@ -149,6 +149,23 @@ pub(crate) const OPERATIONS: &[Operation] = &[
     ),
     op(
         "get",
+        "/v1/channels",
+        Caller::Bot,
+        "The bot's own channels (no credentials), oldest first, each with its setup at the \
+         platform.",
+        None,
+        (200, Some(schema::<Items<patchbay_contract::ChannelView>>)),
+    ),
+    op(
+        "get",
+        "/v1/channels/{channel_id}",
+        Caller::Bot,
+        "One of the bot's channels (no credentials); 404 for another bot's.",
+        None,
+        (200, Some(schema::<patchbay_contract::ChannelView>)),
+    ),
+    op(
+        "get",
         "/admin/v1/bots/{bot_id}/channels/{channel_id}",
         Caller::Operator,
         "One channel (no credentials) with its setup at the platform: for Kik, whether the \

@@ -29,6 +29,8 @@ pub(crate) const ROUTES: &[(&str, &str, &str)] = &[
     ),
     ("POST", "/v1/deliveries/replay", "deliveries:write"),
     ("GET", "/v1/webhook", "settings:read"),
+    ("GET", "/v1/channels", "settings:read"),
+    ("GET", "/v1/channels/{channel_id}", "settings:read"),
     ("PUT", "/v1/webhook", "settings:write"),
     ("POST", "/v1/webhook/secret/rotate", "settings:write"),
     (

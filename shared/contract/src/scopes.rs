@@ -23,7 +23,10 @@ pub const SCOPES: &[(&str, &str)] = &[
     ("media:write", "upload files to send"),
     ("deliveries:read", "read the delivery log"),
     ("deliveries:write", "retry and replay deliveries"),
-    ("settings:read", "read the callback settings"),
+    (
+        "settings:read",
+        "read the callback settings and the bot's channels",
+    ),
     (
         "settings:write",
         "change the callback settings, rotate the signing secret, revoke a custom channel's tokens",
