@@ -24,6 +24,8 @@ struct Victim {
     custom_channel: String,
     /// A file B uploaded (`POST /v1/media`).
     media_id: String,
+    /// A template of B's registry.
+    template_id: String,
 }
 
 async fn victim(stack: &Stack) -> Victim {
@@ -108,6 +110,16 @@ async fn victim(stack: &Stack) -> Victim {
     assert_eq!(upload.status().as_u16(), 201);
     let uploaded: Value = upload.json().await.unwrap();
     let media_id = uploaded["media_id"].as_str().unwrap().to_owned();
+    let (status, template) = stack
+        .call(
+            "post",
+            "/v1/templates",
+            Some(&bot.api_key),
+            Some(&json!({"name": "b_only", "text": "B's secret offer"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{template}");
+    let template_id = template["id"].as_str().unwrap().to_owned();
     Victim {
         bot,
         event_id: event["id"].as_str().unwrap().to_owned(),
@@ -117,6 +129,7 @@ async fn victim(stack: &Stack) -> Victim {
         conversation_id,
         custom_channel,
         media_id,
+        template_id,
     }
 }
 
@@ -162,6 +175,7 @@ async fn no_route_lets_a_caller_past_its_rights() {
             .replace("{file_id}", "1")
             .replace("{channel_id}", &b.custom_channel)
             .replace("{media_id}", &b.media_id)
+            .replace("{template_id}", &b.template_id)
     };
     let mut checked = 0;
     for (path, ops) in paths {
@@ -236,6 +250,13 @@ async fn no_route_lets_a_caller_past_its_rights() {
             Some(json!({"code": b.code})),
         ),
         ("get", format!("/v1/media/{}", b.media_id), None),
+        ("get", format!("/v1/templates/{}", b.template_id), None),
+        (
+            "put",
+            format!("/v1/templates/{}", b.template_id),
+            Some(json!({"name": "stolen", "text": "x"})),
+        ),
+        ("delete", format!("/v1/templates/{}", b.template_id), None),
         (
             "post",
             format!("/v1/users/{}/tokens/revoke", b.user_id),
@@ -275,6 +296,7 @@ async fn no_route_lets_a_caller_past_its_rights() {
         "/v1/users/{user_id}/tokens/revoke",
         "/v1/channels/{channel_id}/tokens/revoke",
         "/v1/channels/{channel_id}",
+        "/v1/templates/{template_id}",
     ]
     .into_iter()
     .map(str::to_owned)
@@ -319,6 +341,19 @@ async fn no_route_lets_a_caller_past_its_rights() {
         .call("get", "/v1/webhook", Some(&b.bot.api_key), None)
         .await;
     assert_eq!(status, 200, "B's key was revoked by another bot");
+    let (status, kept) = stack
+        .call(
+            "get",
+            &format!("/v1/templates/{}", b.template_id),
+            Some(&b.bot.api_key),
+            None,
+        )
+        .await;
+    assert_eq!(
+        status, 200,
+        "B's template was deleted by another bot: {kept}"
+    );
+    assert_eq!(kept["name"], "b_only", "changed by another bot: {kept}");
 
     stack.shutdown().await;
 }

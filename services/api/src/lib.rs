@@ -14,6 +14,7 @@
 //! | `POST /v1/deliveries/replay` | bot API key | deliver the dead-lettered events since a time again (202) |
 //! | `GET /v1/users/{user_id}` | bot API key | a user's profile (404 for another bot's user) |
 //! | `GET /v1/users?platform=…&platform_user_id=…` | bot API key | the same, by the platform's user id |
+//! | `POST`, `GET /v1/templates`; `GET`, `PUT`, `DELETE /v1/templates/{template_id}` | bot API key | the template registry |
 //! | `GET /v1/channels`, `GET /v1/channels/{channel_id}` | bot API key | the bot's own channels, as the operator's routes show them (no credentials) |
 //! | `PATCH /v1/users/{user_id}` | bot API key | sets and removes the user's contact fields (`{"fields": {"name": "value", "old": null}}`) |
 //! | `GET /v1/users?field.<name>=<value>` | bot API key | the users whose fields hold every given value, a page at a time |
@@ -48,6 +49,7 @@ mod media;
 mod openapi;
 mod scopes;
 mod settings;
+mod templates;
 mod users;
 
 use std::sync::Arc;
@@ -202,6 +204,7 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             ))
             .merge(codes::routes(codes))
             .merge(settings::routes())
+            .merge(templates::routes())
             .route(
                 "/openapi.json",
                 axum::routing::get(|| async { axum::Json(openapi::document()) }),

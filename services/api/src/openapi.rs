@@ -148,6 +148,62 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         (200, Some(schema::<Items<patchbay_contract::ChannelView>>)),
     ),
     op(
+        "post",
+        "/v1/templates",
+        Caller::Bot,
+        "Store a named template with the form each platform needs: `text` (platforms without \
+         templates), `whatsapp` (name, language, components) and `wechat` (template_id, data, \
+         url); their texts may use {{contact.name}}, {{contact.fields.<name>}} and a send's \
+         own meta keys ({{PlanTime}}). 201 with its id and variables; 422 invalid_template \
+         naming the field; 409 name_taken.",
+        Some(schema::<patchbay_contract::templates::TemplateDef>),
+        (
+            201,
+            Some(schema::<patchbay_contract::templates::StoredTemplate>),
+        ),
+    ),
+    op(
+        "get",
+        "/v1/templates",
+        Caller::Bot,
+        "The bot's templates, by name.",
+        None,
+        (
+            200,
+            Some(schema::<Items<patchbay_contract::templates::StoredTemplate>>),
+        ),
+    ),
+    op(
+        "get",
+        "/v1/templates/{template_id}",
+        Caller::Bot,
+        "One template; 404 for another bot's.",
+        None,
+        (
+            200,
+            Some(schema::<patchbay_contract::templates::StoredTemplate>),
+        ),
+    ),
+    op(
+        "put",
+        "/v1/templates/{template_id}",
+        Caller::Bot,
+        "Replace a template's definition (name included; 409 name_taken).",
+        Some(schema::<patchbay_contract::templates::TemplateDef>),
+        (
+            200,
+            Some(schema::<patchbay_contract::templates::StoredTemplate>),
+        ),
+    ),
+    op(
+        "delete",
+        "/v1/templates/{template_id}",
+        Caller::Bot,
+        "Delete a template (204); 404 for another bot's.",
+        None,
+        (204, None),
+    ),
+    op(
         "get",
         "/v1/channels",
         Caller::Bot,

@@ -91,6 +91,11 @@ pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] = &[
         "contact_fields",
         include_str!("../migrations/0009_contact_fields.sql"),
     ),
+    (
+        10,
+        "templates",
+        include_str!("../migrations/0010_templates.sql"),
+    ),
 ];
 
 struct Router {
@@ -380,6 +385,12 @@ impl Router {
                     Err(e) => Err(e),
                 },
             ),
+            router_ops::TEMPLATES => {
+                encode(match decode::<patchbay_contract::TemplateRequest>(&body) {
+                    Ok(req) => store::templates(&self.pool, &req.bot_id, req.op).await,
+                    Err(e) => Err(e),
+                })
+            }
             router_ops::HISTORY => encode(match decode::<HistoryRequest>(&body) {
                 Ok(req) => store::history(&self.pool, &req).await,
                 Err(e) => Err(e),

@@ -1133,6 +1133,150 @@ pub async fn recipient_profile(
     Ok(row.as_ref().and_then(profile))
 }
 
+/// The template registry's operation `op` for `bot_id` (see [`patchbay_contract::TemplateOp`]):
+/// the answer as JSON (a template, a list of them, or `null`), or the error to report.
+pub async fn templates(
+    pool: &PgPool,
+    bot_id: &str,
+    op: patchbay_contract::TemplateOp,
+) -> Result<serde_json::Value, RpcError> {
+    use patchbay_contract::TemplateOp;
+    use patchbay_contract::templates::MAX_PER_BOT;
+    let unavailable = |e: sqlx::Error| {
+        tracing::error!(error = %e, "template registry failed");
+        RpcError::new(503, "unavailable", "the database is unavailable")
+    };
+    let invalid = |e: patchbay_contract::content::FieldError| {
+        RpcError::new(
+            422,
+            "invalid_template",
+            format!("{}: {}", e.field, e.message),
+        )
+    };
+    let no_such = |id: &str| RpcError::new(404, "not_found", format!("no template {id}"));
+    let taken = |e: sqlx::Error, name: &str| match &e {
+        sqlx::Error::Database(d) if d.code().as_deref() == Some("23505") => RpcError::new(
+            409,
+            "name_taken",
+            format!("the bot has a template named {name} already"),
+        ),
+        _ => unavailable(e),
+    };
+    const COLUMNS: &str = "id, bot_id, definition, variables, created_at, updated_at";
+    let answer = |row: Option<sqlx::postgres::PgRow>, id: &str| {
+        let row = row.ok_or_else(|| no_such(id))?;
+        Ok::<_, RpcError>(json_of(&stored_template(&row)?))
+    };
+    match op {
+        TemplateOp::Create { template } => {
+            let variables = template.check().map_err(invalid)?;
+            let count: i64 = sqlx::query_scalar("select count(*) from templates where bot_id = $1")
+                .bind(bot_id)
+                .fetch_one(pool)
+                .await
+                .map_err(unavailable)?;
+            if count >= i64::try_from(MAX_PER_BOT).unwrap_or(i64::MAX) {
+                return Err(RpcError::new(
+                    422,
+                    "too_many_templates",
+                    format!("a bot keeps at most {MAX_PER_BOT} templates; delete some"),
+                ));
+            }
+            let id = new_id(prefix::TEMPLATE);
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "insert into templates (id, bot_id, name, definition, variables)
+                 values ($1, $2, $3, $4, $5) returning {COLUMNS}"
+            )))
+            .bind(&id)
+            .bind(bot_id)
+            .bind(&template.name)
+            .bind(sqlx::types::Json(&template))
+            .bind(&variables)
+            .fetch_one(pool)
+            .await
+            .map_err(|e| taken(e, &template.name))?;
+            answer(Some(row), &id)
+        }
+        TemplateOp::List => {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "select {COLUMNS} from templates where bot_id = $1 order by name"
+            )))
+            .bind(bot_id)
+            .fetch_all(pool)
+            .await
+            .map_err(unavailable)?;
+            let items = rows
+                .iter()
+                .map(stored_template)
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(json_of(&items))
+        }
+        TemplateOp::Get { id } => {
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "select {COLUMNS} from templates where id = $1 and bot_id = $2"
+            )))
+            .bind(&id)
+            .bind(bot_id)
+            .fetch_optional(pool)
+            .await
+            .map_err(unavailable)?;
+            answer(row, &id)
+        }
+        TemplateOp::Replace { id, template } => {
+            let variables = template.check().map_err(invalid)?;
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "update templates set name = $3, definition = $4, variables = $5,
+                        updated_at = now()
+                 where id = $1 and bot_id = $2 returning {COLUMNS}"
+            )))
+            .bind(&id)
+            .bind(bot_id)
+            .bind(&template.name)
+            .bind(sqlx::types::Json(&template))
+            .bind(&variables)
+            .fetch_optional(pool)
+            .await
+            .map_err(|e| taken(e, &template.name))?;
+            answer(row, &id)
+        }
+        TemplateOp::Delete { id } => {
+            let deleted = sqlx::query("delete from templates where id = $1 and bot_id = $2")
+                .bind(&id)
+                .bind(bot_id)
+                .execute(pool)
+                .await
+                .map_err(unavailable)?
+                .rows_affected();
+            if deleted == 0 {
+                return Err(no_such(&id));
+            }
+            Ok(serde_json::Value::Null)
+        }
+    }
+}
+
+fn json_of<T: serde::Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+fn stored_template(
+    row: &sqlx::postgres::PgRow,
+) -> Result<patchbay_contract::templates::StoredTemplate, RpcError> {
+    let def: sqlx::types::Json<patchbay_contract::templates::TemplateDef> =
+        row.try_get("definition").map_err(|e| {
+            tracing::error!(error = %e, "a stored template does not read");
+            RpcError::new(500, "internal", "a stored template does not read")
+        })?;
+    Ok(patchbay_contract::templates::StoredTemplate {
+        id: row.get("id"),
+        bot_id: row.get("bot_id"),
+        def: def.0,
+        variables: row.get("variables"),
+        created_at: row.get("created_at"),
+        updated_at: row.get("updated_at"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]

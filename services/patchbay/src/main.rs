@@ -74,6 +74,9 @@ enum Command {
     /// A bot's users and their contact fields (with the bot's API key).
     #[command(subcommand)]
     Users(Users),
+    /// A bot's template registry (with the bot's API key).
+    #[command(subcommand)]
+    Templates(Templates),
     /// Exchange an API key (or the last refresh token) for an access token and the next
     /// refresh token (POST /v1/auth/token).
     Token {
@@ -183,6 +186,56 @@ enum Tenants {
     },
     /// List tenants.
     List,
+}
+
+#[derive(Subcommand)]
+enum Templates {
+    /// Store a template from a JSON file (`{"name", "text"?, "whatsapp"?, "wechat"?}`;
+    /// docs/api.md, "Templates"); `-` reads standard input.
+    Create {
+        /// The bot's API key.
+        #[arg(long, env = "PATCHBAY_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// The definition.
+        #[arg(long)]
+        file: std::path::PathBuf,
+    },
+    /// Replace a template's definition from a JSON file.
+    Replace {
+        /// The bot's API key.
+        #[arg(long, env = "PATCHBAY_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// The template (`tpl_…`).
+        #[arg(long)]
+        template: String,
+        /// The definition.
+        #[arg(long)]
+        file: std::path::PathBuf,
+    },
+    /// The bot's templates, by name.
+    List {
+        /// The bot's API key.
+        #[arg(long, env = "PATCHBAY_API_KEY", hide_env_values = true)]
+        api_key: String,
+    },
+    /// One template.
+    Get {
+        /// The bot's API key.
+        #[arg(long, env = "PATCHBAY_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// The template (`tpl_…`).
+        #[arg(long)]
+        template: String,
+    },
+    /// Delete a template.
+    Delete {
+        /// The bot's API key.
+        #[arg(long, env = "PATCHBAY_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// The template (`tpl_…`).
+        #[arg(long)]
+        template: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -1095,6 +1148,52 @@ fn admin(cli: Cli) -> anyhow::Result<()> {
                         &["id", "platform", "platform_user_id", "display_name", "fields"],
                     )
                 }
+                Command::Templates(Templates::Create { api_key, file }) => (
+                    "/v1/templates".into(),
+                    Some(api_key),
+                    json_file(&file)?,
+                    &["id", "name", "variables"],
+                ),
+                Command::Templates(Templates::Replace {
+                    api_key,
+                    template,
+                    file,
+                }) => {
+                    method = reqwest::Method::PUT;
+                    (
+                        format!("/v1/templates/{}", query_escape(&template)),
+                        Some(api_key),
+                        json_file(&file)?,
+                        &["id", "name", "variables"],
+                    )
+                }
+                Command::Templates(Templates::List { api_key }) => {
+                    method = reqwest::Method::GET;
+                    (
+                        "/v1/templates".into(),
+                        Some(api_key),
+                        Value::Null,
+                        &["id", "name", "variables", "updated_at"],
+                    )
+                }
+                Command::Templates(Templates::Get { api_key, template }) => {
+                    method = reqwest::Method::GET;
+                    (
+                        format!("/v1/templates/{}", query_escape(&template)),
+                        Some(api_key),
+                        Value::Null,
+                        &["id", "name", "text", "variables"],
+                    )
+                }
+                Command::Templates(Templates::Delete { api_key, template }) => {
+                    method = reqwest::Method::DELETE;
+                    (
+                        format!("/v1/templates/{}", query_escape(&template)),
+                        Some(api_key),
+                        Value::Null,
+                        &[],
+                    )
+                }
                 Command::Token {
                     api_key,
                     refresh_token,
@@ -1192,4 +1291,14 @@ fn query_escape(s: &str) -> String {
         }
     }
     out
+}
+
+/// The JSON in `path` (`-`: standard input).
+fn json_file(path: &std::path::Path) -> anyhow::Result<Value> {
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+    };
+    serde_json::from_str(&text).with_context(|| format!("{} is no JSON", path.display()))
 }

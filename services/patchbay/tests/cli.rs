@@ -602,6 +602,58 @@ async fn operators_and_bot_developers_work_from_the_command_line() {
         "{stderr}"
     );
 
+    // The template registry.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("welcome.json");
+    std::fs::write(
+        &file,
+        r#"{"name": "welcome", "text": "Hi {{contact.name}}, welcome at {{Place}}"}"#,
+    )
+    .unwrap();
+    let created = ok(
+        &i,
+        &[
+            "templates",
+            "create",
+            "--api-key",
+            &api_key,
+            "--file",
+            file.to_str().unwrap(),
+        ],
+    );
+    let template_id = field(&created, "id");
+    assert!(template_id.starts_with("tpl_"), "{created}");
+    assert!(field(&created, "variables").contains("Place"), "{created}");
+    let listed = ok(&i, &["templates", "list", "--api-key", &api_key]);
+    assert!(
+        listed.contains(&template_id) && listed.contains("welcome"),
+        "{listed}"
+    );
+    ok(
+        &i,
+        &[
+            "templates",
+            "delete",
+            "--api-key",
+            &api_key,
+            "--template",
+            &template_id,
+        ],
+    );
+    let gone = cli(
+        &i,
+        &[
+            "templates",
+            "get",
+            "--api-key",
+            &api_key,
+            "--template",
+            &template_id,
+        ],
+    );
+    assert!(!gone.status.success());
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("404"));
+
     // Revoking the channel's tokens: the user's token is refused.
     let revoked: Value = serde_json::from_str(&ok(
         &i,

@@ -25,6 +25,8 @@ pub mod prefix {
     pub const COMMAND: &str = "cmd";
     /// API keys (the public part of the key id).
     pub const KEY: &str = "key";
+    /// Templates of the registry.
+    pub const TEMPLATE: &str = "tpl";
     /// Access tokens (`POST /v1/auth/token`).
     pub const ACCESS_TOKEN: &str = "tok";
     /// Refresh tokens.

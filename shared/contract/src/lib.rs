@@ -17,6 +17,7 @@ pub mod ids;
 pub mod schema;
 pub mod scopes;
 pub mod subjects;
+pub mod templates;
 pub mod topology;
 pub mod windows;
 pub mod wire;

@@ -405,6 +405,20 @@ pub fn payloads() -> Vec<Payload> {
                 subject: "<p>.rpc.router.search_users (reply)",
             },
         ),
+        payload::<TemplateRequest>(
+            "template_request.v1",
+            "An operation on a bot's template registry (create, list, get, replace, delete).",
+            Rpc {
+                subject: "<p>.rpc.router.templates",
+            },
+        ),
+        payload::<RpcReply<crate::templates::StoredTemplate>>(
+            "template_reply.v1",
+            "The template (a list of them for list, null for delete), or an error.",
+            Rpc {
+                subject: "<p>.rpc.router.templates (reply)",
+            },
+        ),
         payload::<TokenRequest>(
             "token_request.v1",
             "Exchange a bot's API key, or a refresh token, for an access token and a refresh \

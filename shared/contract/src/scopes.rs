@@ -19,6 +19,8 @@ pub const SCOPES: &[(&str, &str)] = &[
         "users:write",
         "change users' contact fields, revoke a custom channel user's tokens",
     ),
+    ("templates:read", "read the template registry"),
+    ("templates:write", "create, change and delete templates"),
     ("media:read", "download the files users sent"),
     ("media:write", "upload files to send"),
     ("deliveries:read", "read the delivery log"),

@@ -1167,6 +1167,9 @@ pub mod router_ops {
     pub const SET_USER_FIELDS: &str = "set_user_fields";
     /// [`super::SearchUsersRequest`] → [`super::UserPage`].
     pub const SEARCH_USERS: &str = "search_users";
+    /// [`super::TemplateRequest`] → [`crate::templates::StoredTemplate`] (a list for
+    /// `List`, `()` for `Delete`).
+    pub const TEMPLATES: &str = "templates";
     /// [`super::FindNumberedUserRequest`] → [`super::UserProfile`].
     pub const FIND_NUMBERED_USER: &str = "find_numbered_user";
     /// [`super::UpsertContactRequest`] → [`super::UpsertedContact`].
@@ -1696,6 +1699,48 @@ pub struct ResolveRecipientRequest {
     /// The recipient.
     #[serde(flatten)]
     pub to: Recipient,
+}
+
+/// The template registry's operations (`/v1/templates`), always within the asking bot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TemplateRequest {
+    /// Payload version.
+    #[serde(default)]
+    pub v: V1,
+    /// The bot asking.
+    pub bot_id: String,
+    /// What to do.
+    pub op: TemplateOp,
+}
+
+/// One operation on a bot's templates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TemplateOp {
+    /// Store a new template (409 `name_taken` when the bot has one of that name).
+    Create {
+        /// The definition, checked.
+        template: crate::templates::TemplateDef,
+    },
+    /// Every template of the bot, by name.
+    List,
+    /// One template.
+    Get {
+        /// `tpl_…`.
+        id: String,
+    },
+    /// Replace a template's definition.
+    Replace {
+        /// `tpl_…`.
+        id: String,
+        /// The new definition, checked.
+        template: crate::templates::TemplateDef,
+    },
+    /// Delete a template.
+    Delete {
+        /// `tpl_…`.
+        id: String,
+    },
 }
 
 /// Set or remove contact fields of a bot's user (`PATCH /v1/users/{id}`).
