@@ -113,9 +113,10 @@ pub struct Config {
     /// Proxies whose `X-Forwarded-For` names the client (comma-separated addresses or CIDRs,
     /// e.g. `10.0.0.0/8,127.0.0.1`); empty: the peer address is the client.
     pub http_trusted_proxies: TrustedProxies,
-    /// Requests per second one client address may make to `/admin` and `/go` (per replica).
+    /// Requests per second one client address may make to `/admin`, `/go` and the token
+    /// exchange (per replica).
     pub http_ip_rate_per_second: u32,
-    /// Requests one client address may make to `/admin` and `/go` at once.
+    /// Requests one client address may make to `/admin`, `/go` and the token exchange at once.
     pub http_ip_rate_burst: u32,
     /// Requests per second one client address may post to the ingress routes (`/webhooks`,
     /// `/v1/custom`; per replica). Platforms post from few addresses: keep it generous.

@@ -2,7 +2,7 @@
 //! it work for free: every connection is served by hyper's HTTP/1 server with a header read
 //! timeout (which also closes kept-alive connections left idle), every request body must
 //! arrive within a deadline once a handler reads it (408 and the connection closed), and
-//! `/admin`, `/go` and the ingress routes are limited per client address (429 with
+//! `/admin`, `/go`, the token exchange and the ingress routes are limited per client address (429 with
 //! `Retry-After`), and a connection whose response makes no progress for the write timeout (a
 //! client that stopped reading) is closed. The client address is the peer's, or, when the peer is a trusted proxy,
 //! the last address in `X-Forwarded-For` that is not one ([`ClientIp`]).
@@ -225,7 +225,9 @@ fn limit_class(path: &str) -> Option<Class> {
         path.strip_prefix(prefix)
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
     };
-    if under("/admin") || under("/go") {
+    // The token exchange has no Bearer, so no bot's request limit: its callers are limited
+    // by address as the other public routes are.
+    if under("/admin") || under("/go") || path == "/v1/auth/token" {
         Some(Class::Public)
     } else if under("/webhooks") || under("/v1/custom") || under("/media") || under("/brandchat") {
         Some(Class::Ingress)
@@ -499,6 +501,8 @@ mod tests {
     fn paths_fall_under_their_limits() {
         assert_eq!(limit_class("/admin/v1/bots"), Some(Class::Public));
         assert_eq!(limit_class("/go/abc"), Some(Class::Public));
+        assert_eq!(limit_class("/v1/auth/token"), Some(Class::Public));
+        assert_eq!(limit_class("/v1/auth/tokens"), None);
         assert_eq!(limit_class("/webhooks/telegram/ch_1"), Some(Class::Ingress));
         assert_eq!(limit_class("/webhooks/messenger"), Some(Class::Ingress));
         assert_eq!(
