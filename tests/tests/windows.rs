@@ -353,6 +353,11 @@ async fn whatsapp_sends_outside_the_window_are_refused_or_replaced_by_a_template
             json!({"telegram": {"name": "hi", "language": "en"}}),
             "fallback_templates.telegram",
         ),
+        // Messenger's sender sends no templates: a fallback would only ever fail.
+        (
+            json!({"messenger": {"name": "hi", "language": "en"}}),
+            "fallback_templates.messenger: Patchbay sends no messenger templates",
+        ),
         (
             json!({"whatsapp": {"name": "Hi There", "language": "en"}}),
             "fallback_templates.whatsapp.name",
@@ -528,6 +533,25 @@ async fn messenger_human_agent_sends_are_tagged_up_to_seven_days_then_refused() 
                 "closed at {}",
                 rfc3339(days9_at + TimeDelta::days(7))
             )),
+        "{body}"
+    );
+
+    // No template bridges Messenger's window here: refused before anything is stored, with
+    // the one way that does named.
+    let (status, body) = send(
+        &stack,
+        &bot,
+        json!({"user_id": days3, "messages": [{"type": "template", "name": "utility_update",
+               "language": "en_US", "components": []}]}),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "outside_window");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("only a human agent's messages (source human) within 7 days"),
         "{body}"
     );
 

@@ -196,6 +196,10 @@ impl WindowPolicy {
                 secs / DAY
             ),
             (true, None) => "; only templates can be sent until the user writes again".into(),
+            (false, Some(secs)) => format!(
+                "; only a human agent's messages (source human) within {} days of the user's last message can be sent until the user writes again",
+                secs / DAY
+            ),
             _ if self.billed_outside => format!(
                 "; messages the bot starts outside it are billed, and this bot does not allow them (platform_settings.{platform}.send_outside_window)",
                 platform = self.platform
@@ -381,6 +385,34 @@ mod tests {
             TEMPLATES.check(None, t0(), &template(), SendSource::Api),
             Verdict::Template
         );
+    }
+
+    /// Messenger's shape: no template bridges the window, a human agent's messages do.
+    #[test]
+    fn without_templates_only_a_human_agent_is_named_and_a_template_is_refused() {
+        let agents_only = WindowPolicy {
+            templates_outside: false,
+            ..RICH
+        };
+        let e = agents_only.refusal(Some(t0()));
+        assert!(
+            e.message.ends_with(
+                "only a human agent's messages (source human) within 7 days of the user's \
+                 last message can be sent until the user writes again"
+            ),
+            "{}",
+            e.message
+        );
+        assert!(!e.message.contains("template"), "{}", e.message);
+        assert!(matches!(
+            agents_only.check(
+                Some(t0() - TimeDelta::days(2)),
+                t0(),
+                &template(),
+                SendSource::Api
+            ),
+            Verdict::Closed { .. }
+        ));
     }
 
     #[test]

@@ -828,10 +828,16 @@ impl FallbackTemplate {
         let platform = window.platform;
         let at = format!("fallback_templates.{platform}");
         if !window.templates_outside {
-            return Err(crate::content::FieldError::new(
-                at,
-                format!("{platform} has no messaging window that a template could bridge"),
-            ));
+            let why = if window.window_secs.is_some() {
+                format!(
+                    "Patchbay sends no {platform} templates, so none can bridge {} (a \
+                     fallback template would always fail)",
+                    window.name
+                )
+            } else {
+                format!("{platform} has no messaging window that a template could bridge")
+            };
+            return Err(crate::content::FieldError::new(at, why));
         }
         crate::content::Template::with_body(&self.name, &self.language, &[])
             .validate()

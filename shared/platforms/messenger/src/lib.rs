@@ -29,13 +29,16 @@ use patchbay_contract::windows::{DAY, WindowPolicy};
 use patchbay_platform::InboundAdapter;
 use patchbay_platform::spec::{self, FirstContact, MediaLimits, PlatformSpec};
 
-/// Messenger's 24-hour standard messaging window; outside it templates (utility messages),
-/// and a human agent's messages (`source: human`, sent with the `HUMAN_AGENT` tag) up to 7
-/// days after the user's last message.
+/// Messenger's 24-hour standard messaging window; outside it a human agent's messages
+/// (`source: human`, sent with the `HUMAN_AGENT` tag) up to 7 days after the user's last
+/// message. Meta's other ways past the window (utility-message templates, marketing messages
+/// to users who opted in, one-time notifications) each need their own Page permission and
+/// API that this sender does not use, so no template bridges the window here: a template, or a
+/// fallback template, would only ever fail at the sender, and both are refused up front.
 pub const WINDOW: WindowPolicy = WindowPolicy {
     platform: Platform::Messenger,
     window_secs: Some(DAY),
-    templates_outside: true,
+    templates_outside: false,
     human_agent_secs: Some(7 * DAY),
     reply_token_secs: None,
     per_inbound: None,
