@@ -85,14 +85,10 @@ impl FromRequestParts<Arc<Api>> for BotAuth {
             .get::<axum::extract::MatchedPath>()
             .map(axum::extract::MatchedPath::as_str)
             .unwrap_or_default();
-        // A route without a scope in the table needs every scope.
+        // A route without a scope in the table needs every scope (`*`).
         let needed = crate::scopes::required(&parts.method, route).unwrap_or("*");
         let scopes = owner.1;
-        let held = match needed {
-            "*" => scopes.is_none(),
-            s => patchbay_contract::scopes::grants(scopes.as_deref(), s),
-        };
-        if !held {
+        if !patchbay_contract::scopes::grants(scopes.as_deref(), needed) {
             return Err(ApiError::new(
                 axum::http::StatusCode::FORBIDDEN,
                 "missing_scope",

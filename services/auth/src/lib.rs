@@ -17,7 +17,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use patchbay_bus::rpc::{decode, encode};
 use patchbay_config::MasterKey;
-use patchbay_config::secrets::{api_key_hash, new_api_key, new_webhook_secret};
+use patchbay_config::secrets::{api_key_hash, new_api_key, new_url_token, new_webhook_secret};
 use patchbay_contract::ids::{new_id, prefix};
 use patchbay_contract::subjects::Bucket;
 use patchbay_contract::{
@@ -106,8 +106,7 @@ struct Auth {
 
 /// A new token: `prefix` and 32 random bytes, as an API key's.
 fn token(prefix: &str) -> Result<String, patchbay_config::secrets::SecretError> {
-    let key = new_api_key()?;
-    Ok(format!("{prefix}{}", key.trim_start_matches("pbk_")))
+    Ok(format!("{prefix}{}", new_url_token()?))
 }
 
 /// Starts the service.
@@ -452,18 +451,12 @@ impl Auth {
         .await?;
         self.publish_bot(&req.bot_id).await?;
         tracing::info!(bot_id = %req.bot_id, %key_id, previous_expire_at = %until, "API key rotated");
-        let scopes = match &req.scopes {
-            Some(s) => patchbay_contract::scopes::expand(s),
-            None => patchbay_contract::scopes::SCOPES
-                .iter()
-                .map(|(s, _)| *s)
-                .collect(),
-        };
+        let scopes = patchbay_contract::scopes::granted(req.scopes.as_deref());
         Ok(RotatedKey {
             key_id,
             api_key,
             previous_expire_at: until,
-            scopes: scopes.into_iter().map(str::to_owned).collect(),
+            scopes,
         })
     }
 
@@ -577,20 +570,14 @@ impl Auth {
         };
         self.publish_key(&access_hash).await?;
         tracing::info!(bot_id = %key.bot_id, key_id = %key.key_id, token_id = %access_id, "access token issued");
-        let scopes = match &key.scopes {
-            Some(s) => patchbay_contract::scopes::expand(s),
-            None => patchbay_contract::scopes::SCOPES
-                .iter()
-                .map(|(s, _)| *s)
-                .collect(),
-        };
+        let scopes = patchbay_contract::scopes::granted(key.scopes.as_deref());
         Ok(IssuedTokens {
             access_token,
             token_type: "Bearer".into(),
             expires_in: self.access_ttl.as_secs(),
             refresh_token,
             refresh_expires_in: self.refresh_ttl.as_secs(),
-            scopes: scopes.into_iter().map(str::to_owned).collect(),
+            scopes,
         })
     }
 

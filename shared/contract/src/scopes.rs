@@ -64,6 +64,18 @@ pub fn expand(entries: &[String]) -> Vec<&'static str> {
         .collect()
 }
 
+/// What a key with `granted` (`None`: every scope) may do, each scope by name: what answers
+/// show.
+pub fn granted(granted: Option<&[String]>) -> Vec<String> {
+    match granted {
+        Some(g) => expand(g),
+        None => SCOPES.iter().map(|(s, _)| *s).collect(),
+    }
+    .into_iter()
+    .map(str::to_owned)
+    .collect()
+}
+
 /// Checks a requested list: at least one entry, each `*`, a known area's `area:*` or a known
 /// scope. The error says which entry is wrong and what exists.
 pub fn check(requested: &[String]) -> Result<(), String> {
