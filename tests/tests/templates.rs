@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use patchbay_tests::Stack;
+use patchbay_tests::{Stack, TIMEOUT};
 use serde_json::{Value, json};
 
 fn reminder() -> Value {
@@ -169,4 +169,216 @@ async fn templates_are_created_read_replaced_and_deleted_within_the_bot() {
         .await;
     assert_eq!(status, 404);
     stack.shutdown().await;
+}
+
+const WA_SECRET: &str = "wa-app-secret";
+
+/// Ana writes on WhatsApp at `timestamp` (seconds); waits for the `n`th `message.received`.
+async fn ana_writes(
+    stack: &Stack,
+    bot: &patchbay_tests::MetaBot,
+    wamid: &str,
+    timestamp: i64,
+    n: usize,
+) -> String {
+    use patchbay_whatsapp::fixtures as fx;
+    let mut message = fx::text(wamid, "hi");
+    message["timestamp"] = json!(timestamp.to_string());
+    let post = fx::post(&[(fx::PHONE_NUMBER_ID, fx::from_user(message))]);
+    let status = stack
+        .post_meta("whatsapp", &bot.webhook_path, Some(WA_SECRET), &post)
+        .await;
+    assert_eq!(status, 200);
+    stack.events_of("message.received", n).await[n - 1].json()["user"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_names_a_template_and_the_router_renders_it_for_the_channel_and_the_user() {
+    use patchbay_whatsapp::fixtures::PHONE_NUMBER_ID;
+    let stack = Stack::start().await;
+    let bot = stack
+        .whatsapp_bot(PHONE_NUMBER_ID, WA_SECRET, Some(vec!["message.*"]))
+        .await;
+    let key = bot.api_key.as_str();
+    let stack = &stack;
+    // Ana last wrote two days ago: WhatsApp's 24-hour window is closed.
+    let two_days_ago = chrono::Utc::now().timestamp() - 2 * 86_400;
+    let user = ana_writes(stack, &bot, "wamid.OLD", two_days_ago, 1).await;
+    let user = user.as_str();
+    let create = |def: Value| async move {
+        let (status, t) = stack
+            .call("post", "/v1/templates", Some(key), Some(&def))
+            .await;
+        assert_eq!(status, 201, "{t}");
+        t["id"].as_str().unwrap().to_owned()
+    };
+    let reminder = create(reminder()).await;
+    let plate = create(json!({
+        "name": "plate_ready",
+        "text": "Your car {{contact.fields.licenseplate}} is ready.",
+        "whatsapp": {"name": "plate_ready", "language": "en_US", "components": [
+            {"type": "body", "parameters": [{"type": "text", "text": "{{contact.fields.licenseplate}}"}]}]}
+    }))
+    .await;
+    let wechat_only = create(json!({
+        "name": "wechat_only",
+        "wechat": {"template_id": "TM1", "data": {"first": "Hi"}}
+    }))
+    .await;
+    let send = |content: Value| async move {
+        stack
+            .call(
+                "post",
+                "/v1/messages",
+                Some(key),
+                Some(&json!({"user_id": user, "messages": [content]})),
+            )
+            .await
+    };
+    let refused = |(status, body): (u16, Value), code: &str| {
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["error"]["code"], code, "{body}");
+        body["error"]["message"].as_str().unwrap().to_owned()
+    };
+
+    // Refused up front, naming what is wrong.
+    let m = refused(
+        send(json!({"type": "template", "id": "tpl_nosuchtemplate"})).await,
+        "unknown_template",
+    );
+    assert!(m.starts_with("messages[0].id"), "{m}");
+    let m = refused(
+        send(json!({"type": "template", "id": reminder})).await,
+        "missing_variables",
+    );
+    assert!(m.contains("needs values for PlanTime"), "{m}");
+    let m = refused(
+        send(json!({"type": "template", "id": plate})).await,
+        "missing_variables",
+    );
+    assert!(m.contains("contact.fields.licenseplate"), "{m}");
+    let m = refused(
+        send(json!({"type": "template", "id": wechat_only})).await,
+        "template_unavailable",
+    );
+    assert!(m.contains("no form for whatsapp"), "{m}");
+    assert!(stack.graph.sends(PHONE_NUMBER_ID).is_empty());
+
+    // Outside the window the WhatsApp form goes, its variables filled for Ana.
+    let (status, body) = send(json!({"type": "template", "id": reminder,
+                                     "meta": {"PlanTime": "3.15 pm"}}))
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let calls = stack
+        .graph
+        .wait_for_sends(PHONE_NUMBER_ID, 1, TIMEOUT)
+        .await;
+    assert_eq!(
+        calls[0].body["template"],
+        json!({"name": "appointment_reminder", "language": {"code": "en_US"}, "components": [
+            {"type": "body", "parameters": [{"type": "text", "text": "Ana"},
+                                            {"type": "text", "text": "3.15 pm"}]}]})
+    );
+    let (status, patched) = stack
+        .call(
+            "patch",
+            &format!("/v1/users/{user}"),
+            Some(key),
+            Some(&json!({"fields": {"licenseplate": "XX-99-WZ"}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{patched}");
+    let (status, body) = send(json!({"type": "template", "id": plate})).await;
+    assert_eq!(status, 202, "{body}");
+    let calls = stack
+        .graph
+        .wait_for_sends(PHONE_NUMBER_ID, 2, TIMEOUT)
+        .await;
+    assert_eq!(
+        calls[1].body["template"]["components"][0]["parameters"][0]["text"],
+        "XX-99-WZ"
+    );
+
+    // The registry as the fallback: only a template with a WhatsApp form and contact
+    // variables only will do.
+    let fallback = |id: &str| json!({"fallback_templates": {"whatsapp": {"template_id": id}}});
+    let admin = Some(stack.admin_token());
+    let path = format!("/admin/v1/bots/{}", bot.id);
+    for (id, why) in [
+        (reminder.as_str(), "uses PlanTime"),
+        (wechat_only.as_str(), "has no whatsapp form"),
+        ("tpl_nosuchtemplate", "no template tpl_nosuchtemplate"),
+    ] {
+        let (status, body) = stack.call("patch", &path, admin, Some(&fallback(id))).await;
+        assert_eq!(status, 422, "{body}");
+        let m = body["error"]["message"].as_str().unwrap();
+        assert!(
+            m.starts_with("fallback_templates.whatsapp.template_id") && m.contains(why),
+            "{m}"
+        );
+    }
+    let (status, body) = stack
+        .call("patch", &path, admin, Some(&fallback(&plate)))
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let (status, body) = send(json!({"type": "text", "text": "Are you still there?"})).await;
+    assert_eq!(status, 202, "{body}");
+    let calls = stack
+        .graph
+        .wait_for_sends(PHONE_NUMBER_ID, 3, TIMEOUT)
+        .await;
+    assert_eq!(calls[2].body["template"]["name"], "plate_ready");
+    assert_eq!(
+        calls[2].body["template"]["components"][0]["parameters"][0]["text"],
+        "XX-99-WZ"
+    );
+
+    // Inside the window (Ana wrote now) the text form goes.
+    ana_writes(stack, &bot, "wamid.NOW", chrono::Utc::now().timestamp(), 2).await;
+    let (status, body) = send(json!({"type": "template", "id": reminder,
+                                     "meta": {"PlanTime": "3.15 pm"}}))
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let calls = stack
+        .graph
+        .wait_for_sends(PHONE_NUMBER_ID, 4, TIMEOUT)
+        .await;
+    assert_eq!(
+        calls[3].body["text"]["body"],
+        "Hi Ana, your appointment is at 3.15 pm."
+    );
+
+    // A client that publishes its command itself is not checked up front: the router
+    // renders, and the message fails naming what is missing.
+    let command = json!({"v": 1, "id": "crm-1", "user_id": user,
+                         "messages": [{"type": "template", "id": reminder}]});
+    async_nats::jetstream::new(stack.raw_nats().await)
+        .publish(
+            patchbay_contract::Subjects::new(&stack.config.nats_prefix)
+                .unwrap()
+                .send(&bot.id)
+                .unwrap(),
+            serde_json::to_vec(&command).unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let failed = stack.events_of("message.failed", 1).await[0].json();
+    assert_eq!(
+        failed["message"]["id"],
+        patchbay_contract::ids::message_ids(&bot.id, "crm-1", 1)[0].as_str()
+    );
+    assert_eq!(failed["error"]["code"], "missing_variables", "{failed}");
+    assert!(
+        failed["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("PlanTime"),
+        "{failed}"
+    );
+    assert_eq!(stack.graph.sends(PHONE_NUMBER_ID).len(), 4);
 }

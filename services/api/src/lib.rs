@@ -603,7 +603,10 @@ async fn check_recipient(
         .request::<_, UserProfile>(&subject, &req, RECIPIENT_CHECK_TIMEOUT)
         .await
     {
-        Ok(Ok(user)) => check_window(api, bot_id, &user, messages, source).await,
+        Ok(Ok(user)) => {
+            let rendered = render_templates(api, bot_id, &user, messages, source).await?;
+            check_window(api, bot_id, &user, &rendered, source).await
+        }
         Ok(Err(e)) if e.status == 404 => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "user_not_found",
@@ -621,6 +624,90 @@ async fn check_recipient(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// `messages` as the router will send them to `user`: registry templates rendered for the
+/// user's platform with the user's name and fields and the send's `meta`. One that cannot be
+/// is refused here, naming the message: 422 `unknown_template`, `missing_variables` (naming
+/// every variable without a value) or `template_unavailable` (no form for the platform). The
+/// router renders again when it sends, and reports a failure then as `message.failed`.
+async fn render_templates<'m>(
+    api: &Api,
+    bot_id: &str,
+    user: &UserProfile,
+    messages: &'m [Content],
+    source: SendSource,
+) -> Result<std::borrow::Cow<'m, [Content]>, ApiError> {
+    use patchbay_contract::content::TemplateMessage;
+    use patchbay_contract::templates::{StoredTemplate, Values};
+    let registered = |m: &Content| matches!(m, Content::Template(TemplateMessage::Registered(_)));
+    if !messages.iter().any(registered) {
+        return Ok(std::borrow::Cow::Borrowed(messages));
+    }
+    let platform = user.channel.platform;
+    let bot = api.view.bot(bot_id).await?;
+    let text = Content::Text {
+        text: String::new(),
+    };
+    let text_first = patchbay_registry::window_for(platform, bot.as_deref())
+        .check(user.last_inbound_at, chrono::Utc::now(), &text, source)
+        .allowed();
+    let values = |meta| Values {
+        name: user.display_name.as_deref().or(user.username.as_deref()),
+        fields: &user.fields,
+        meta,
+    };
+    let subject = api.bus.subjects().rpc("router", router_ops::TEMPLATES);
+    let mut out = Vec::with_capacity(messages.len());
+    for (i, m) in messages.iter().enumerate() {
+        let Content::Template(TemplateMessage::Registered(named)) = m else {
+            out.push(m.clone());
+            continue;
+        };
+        let req = patchbay_contract::TemplateRequest {
+            v: V1,
+            bot_id: bot_id.to_owned(),
+            op: patchbay_contract::TemplateOp::Get {
+                id: named.id.clone(),
+            },
+        };
+        let template: StoredTemplate = match api
+            .bus
+            .request(&subject, &req, RECIPIENT_CHECK_TIMEOUT)
+            .await
+        {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) if e.status == 404 => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "unknown_template",
+                    format!("messages[{i}].id: this bot has no template {}", named.id),
+                ));
+            }
+            Ok(Err(e)) => return Err(e.into()),
+            Err(e @ (BusError::NoResponders(_) | BusError::Unavailable(_))) => {
+                tracing::warn!(error = %e, "templates not checked; accepting");
+                return Ok(std::borrow::Cow::Borrowed(messages));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let rendered = patchbay_registry::render_template(
+            platform,
+            &template,
+            text_first,
+            &values(&named.meta),
+        )
+        .map_err(|e| {
+            let e = e.error(&template.def.name);
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &e.code,
+                format!("messages[{i}]: {}", e.message),
+            )
+        })?;
+        out.push(rendered);
+    }
+    Ok(std::borrow::Cow::Owned(out))
 }
 
 /// The window check of [`check_recipient`], with the same table the router uses.

@@ -276,6 +276,11 @@ async fn set_bot_state(
     Path(bot_id): Path<String>,
     ApiJson(body): ApiJson<BotPatch>,
 ) -> Result<StatusCode, ApiError> {
+    for (platform, fallback) in body.fallback_templates.iter().flatten() {
+        if let Some(patchbay_contract::FallbackTemplate::Registered { template_id }) = fallback {
+            check_registered_fallback(&api, &bot_id, *platform, template_id).await?;
+        }
+    }
     let req = BotStateRequest {
         v: V1,
         bot_id,
@@ -286,6 +291,66 @@ async fn set_bot_state(
     };
     let () = ask(&api, "auth", auth_ops::SET_BOT_STATE, &req).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A registry template as a bot's fallback on `platform`: it must be the bot's, have the
+/// platform's own form (a text is what the window refuses), and use no `meta` variables (a
+/// fallback replaces a message, so there is no send to give them); 422 naming the field.
+async fn check_registered_fallback(
+    api: &Api,
+    bot_id: &str,
+    platform: patchbay_contract::Platform,
+    template_id: &str,
+) -> Result<(), ApiError> {
+    let at = format!("fallback_templates.{platform}.template_id");
+    let refuse = |why: String| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            format!("{at}: {why}"),
+        )
+    };
+    let req = patchbay_contract::TemplateRequest {
+        v: V1,
+        bot_id: bot_id.to_owned(),
+        op: patchbay_contract::TemplateOp::Get {
+            id: template_id.to_owned(),
+        },
+    };
+    let template: patchbay_contract::templates::StoredTemplate = match ask(
+        api,
+        "router",
+        patchbay_contract::router_ops::TEMPLATES,
+        &req,
+    )
+    .await
+    {
+        Ok(t) => t,
+        Err(e) if e.status == StatusCode::NOT_FOUND => {
+            return Err(refuse(format!("the bot has no template {template_id}")));
+        }
+        Err(e) => return Err(e),
+    };
+    let native = patchbay_registry::spec(platform)
+        .ok()
+        .and_then(|s| (s.template)(&template.def));
+    if native.is_none() {
+        return Err(refuse(format!(
+            "template {} has no {platform} form; outside the window only the platform's own \
+             template can be sent",
+            template.def.name
+        )));
+    }
+    let meta = template.missing_meta(&Default::default());
+    if !meta.is_empty() {
+        return Err(refuse(format!(
+            "template {} uses {}, which a fallback has no values for (only contact.name and \
+             contact.fields.<name>)",
+            template.def.name,
+            meta.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 /// Body of `PATCH /admin/v1/bots/{bot_id}/channels/{channel_id}`.

@@ -35,6 +35,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use patchbay_bus::rpc::{decode, encode};
 use patchbay_bus::{Bus, BusError, ConfigView, Delivery, Handler, HandlerError};
+use patchbay_contract::content::TemplateMessage;
 use patchbay_contract::ids::{derive_id, hashed_id, message_ids, prefix};
 use patchbay_contract::windows::Verdict;
 use patchbay_contract::{
@@ -680,26 +681,59 @@ impl Handler<SendCommand> for Sends {
         // The window is judged at the time the command was stored, so a redelivery decides
         // as the first delivery did.
         let now = d.published_at;
-        let fallback = bot
-            .fallback_templates
-            .get(&recipient.channel.platform)
-            .map(|f| f.content());
+        let policy = patchbay_registry::window_for(recipient.channel.platform, Some(&bot));
         // A quota per message from the user (WeChat's five): what the bot sent since then,
         // besides this command's own messages (stored already when this is a redelivery).
-        let sent = match patchbay_registry::window(recipient.channel.platform).per_inbound {
+        let sent = match policy.per_inbound {
             Some(_) => store::counted_since_last_inbound(&r.pool, &recipient.conversation_id, &ids)
                 .await
                 .map_err(db_error)?,
             None => 0,
         };
-        let plan = plan_for(
-            patchbay_registry::window_for(recipient.channel.platform, Some(&bot)),
+        // Registry templates become the channel's content for this user (or fail, naming
+        // what they lack); so does a fallback template from the registry.
+        let text_first = policy
+            .check(recipient.last_inbound_at, now, &EMPTY_TEXT, cmd.source)
+            .allowed()
+            && policy.per_inbound.is_none_or(|q| sent < q);
+        let templates = Templates::new(r, &bot_id, &recipient, text_first);
+        let (cmd, unrendered) = templates.render_command(cmd).await?;
+        let cmd = cmd.as_ref();
+        let (fallback, fallback_error) =
+            match bot.fallback_templates.get(&recipient.channel.platform) {
+                None => (None, None),
+                Some(f) => match f.content() {
+                    content @ Content::Template(TemplateMessage::Registered(_)) => {
+                        match templates.render(&content, false).await? {
+                            Ok(rendered) => (Some(rendered), None),
+                            Err(e) => (None, Some(e)),
+                        }
+                    }
+                    inline => (Some(inline), None),
+                },
+            };
+        let mut plan = plan_for(
+            policy,
             recipient.last_inbound_at,
             sent,
             now,
             cmd,
             fallback.as_ref(),
+            &unrendered,
         );
+        if let Some(why) = &fallback_error {
+            for p in &mut plan {
+                if let Planned::Refuse { error, .. } = p
+                    && (error.code == patchbay_contract::windows::OUTSIDE_WINDOW
+                        || error.code == patchbay_contract::windows::QUOTA_EXCEEDED)
+                {
+                    error.message = format!(
+                        "{}; the bot's fallback template could not be used: {}",
+                        error.message, why.message
+                    );
+                }
+            }
+        }
         let messages = ids
             .iter()
             .zip(&plan)
@@ -876,6 +910,113 @@ impl Handler<SendCommand> for Sends {
     }
 }
 
+/// A text, for asking a window whether it takes free-form messages.
+static EMPTY_TEXT: Content = Content::Text {
+    text: String::new(),
+};
+
+/// Renders registry templates for one recipient of a send
+/// ([`patchbay_registry::render_template`]), reading the user's name and fields once.
+struct Templates<'r> {
+    router: &'r Router,
+    bot_id: &'r str,
+    recipient: &'r store::Resolved,
+    /// Whether the window takes free-form messages: a template's `text` form goes first.
+    text_first: bool,
+    user: tokio::sync::OnceCell<Option<patchbay_contract::UserProfile>>,
+}
+
+impl<'r> Templates<'r> {
+    fn new(
+        router: &'r Router,
+        bot_id: &'r str,
+        recipient: &'r store::Resolved,
+        text_first: bool,
+    ) -> Self {
+        Self {
+            router,
+            bot_id,
+            recipient,
+            text_first,
+            user: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// `cmd` with its registry templates rendered, and per message the error of one that
+    /// could not be (none when nothing needed rendering).
+    async fn render_command<'c>(
+        &self,
+        cmd: &'c SendCommand,
+    ) -> Result<
+        (
+            std::borrow::Cow<'c, SendCommand>,
+            Vec<Option<DeliveryError>>,
+        ),
+        HandlerError,
+    > {
+        let registered =
+            |c: &Content| matches!(c, Content::Template(TemplateMessage::Registered(_)));
+        if !cmd.messages.iter().any(registered) {
+            return Ok((std::borrow::Cow::Borrowed(cmd), Vec::new()));
+        }
+        let mut out = cmd.clone();
+        let mut failed = vec![None; out.messages.len()];
+        for (m, failure) in out.messages.iter_mut().zip(&mut failed) {
+            if !registered(m) {
+                continue;
+            }
+            match self.render(m, self.text_first).await? {
+                Ok(rendered) => *m = rendered,
+                Err(e) => *failure = Some(e),
+            }
+        }
+        Ok((std::borrow::Cow::Owned(out), failed))
+    }
+
+    /// `content` rendered when it is a registry template (else as it is); `text_first`: its
+    /// text form goes first. The error is the send's, naming what is missing.
+    async fn render(
+        &self,
+        content: &Content,
+        text_first: bool,
+    ) -> Result<Result<Content, DeliveryError>, HandlerError> {
+        let Content::Template(TemplateMessage::Registered(named)) = content else {
+            return Ok(Ok(content.clone()));
+        };
+        let pool = &self.router.pool;
+        let Some(template) = store::template(pool, self.bot_id, &named.id)
+            .await
+            .map_err(|e| HandlerError::retry(e.message))?
+        else {
+            return Ok(Err(DeliveryError {
+                code: "unknown_template".into(),
+                message: format!("the bot has no template {}", named.id),
+                platform_code: None,
+            }));
+        };
+        let user = self
+            .user
+            .get_or_try_init(|| store::user_profile(pool, self.bot_id, &self.recipient.user_id))
+            .await
+            .map_err(db_error)?;
+        let no_fields = patchbay_contract::fields::Fields::new();
+        let values = patchbay_contract::templates::Values {
+            name: user
+                .as_ref()
+                .and_then(|u| u.display_name.as_deref().or(u.username.as_deref())),
+            fields: user.as_ref().map_or(&no_fields, |u| &u.fields),
+            meta: &named.meta,
+        };
+        Ok(patchbay_registry::render_template(
+            self.recipient.channel.platform,
+            &template,
+            text_first,
+            &values,
+        )
+        .map_err(|e| e.error(&template.def.name)))
+    }
+}
+
 /// How long after the event an inline reply's recipient is taken as the event named it
 /// ([`SendCommand::known_recipient`]) instead of being looked up: the user's window opened at
 /// the event or later, and every platform's window is longer than this, so the window check
@@ -967,6 +1108,7 @@ fn plan<'a>(
         now,
         cmd,
         fallback,
+        &[],
     )
 }
 
@@ -979,6 +1121,7 @@ fn plan_for<'a>(
     now: chrono::DateTime<chrono::Utc>,
     cmd: &'a SendCommand,
     fallback: Option<&'a Content>,
+    unrendered: &[Option<DeliveryError>],
 ) -> Vec<Planned<'a>> {
     let mut substituted = false;
     let mut counted = sent;
@@ -1008,7 +1151,17 @@ fn plan_for<'a>(
     };
     cmd.messages
         .iter()
-        .map(|content| match content {
+        .enumerate()
+        .map(|(i, content)| match content {
+            // A registry template that could not be rendered for the user.
+            _ if unrendered.get(i).is_some_and(Option::is_some) => Planned::Refuse {
+                content,
+                error: unrendered[i].clone().unwrap_or_else(|| DeliveryError {
+                    code: "invalid_request".into(),
+                    message: "the template could not be rendered".into(),
+                    platform_code: None,
+                }),
+            },
             // Validated with the command: a failure here cannot happen, and is refused.
             Content::Field(f) => match f.change() {
                 Ok((field, value)) => Planned::Apply {
@@ -1184,11 +1337,9 @@ mod tests {
                 value: None,
             })
         };
-        let template = Content::Template(patchbay_contract::content::Template::with_body(
-            "we_miss_you",
-            "en",
-            &[],
-        ));
+        let template = Content::Template(
+            patchbay_contract::content::Template::with_body("we_miss_you", "en", &[]).into(),
+        );
         let cmd = command(
             vec![field(".licenseplate XX-99-WZ"), text("a"), field(".old")],
             SendSource::Api,
@@ -1227,11 +1378,9 @@ mod tests {
     fn outside_the_window_the_fallback_template_replaces_one_message_only() {
         let now = chrono::Utc::now();
         let last = Some(now - chrono::TimeDelta::hours(30));
-        let template = Content::Template(patchbay_contract::content::Template::with_body(
-            "we_miss_you",
-            "en",
-            &[],
-        ));
+        let template = Content::Template(
+            patchbay_contract::content::Template::with_body("we_miss_you", "en", &[]).into(),
+        );
         let cmd = command(
             vec![text("a"), template.clone(), text("b")],
             SendSource::Api,
@@ -1287,11 +1436,9 @@ mod tests {
     fn wechat_allows_five_free_form_messages_per_message_from_the_user() {
         let now = chrono::Utc::now();
         let last = Some(now - chrono::TimeDelta::hours(1));
-        let template = Content::Template(patchbay_contract::content::Template::with_body(
-            "order_ready",
-            "zh_CN",
-            &[],
-        ));
+        let template = Content::Template(
+            patchbay_contract::content::Template::with_body("order_ready", "zh_CN", &[]).into(),
+        );
         let cmd = command(
             vec![text("a"), template.clone(), text("b"), text("c")],
             SendSource::Api,

@@ -1259,6 +1259,27 @@ fn json_of<T: serde::Serialize>(v: &T) -> serde_json::Value {
     serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
 }
 
+/// Template `id` of `bot_id`, for rendering a send.
+pub async fn template(
+    pool: &PgPool,
+    bot_id: &str,
+    id: &str,
+) -> Result<Option<patchbay_contract::templates::StoredTemplate>, RpcError> {
+    let row = sqlx::query(
+        "select id, bot_id, definition, variables, created_at, updated_at
+         from templates where id = $1 and bot_id = $2",
+    )
+    .bind(id)
+    .bind(bot_id)
+    .fetch_optional(pool)
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "reading a template failed");
+        RpcError::new(503, "unavailable", "the database is unavailable")
+    })?;
+    row.as_ref().map(stored_template).transpose()
+}
+
 fn stored_template(
     row: &sqlx::postgres::PgRow,
 ) -> Result<patchbay_contract::templates::StoredTemplate, RpcError> {

@@ -92,7 +92,7 @@ enum Command {
         #[arg(long, env = "PATCHBAY_REFRESH_TOKEN", hide_env_values = true)]
         refresh_token: Option<String>,
     },
-    /// Send a text message as a bot (uses the bot's API key).
+    /// Send a text, or a template of the bot's registry, as a bot (uses the bot's API key).
     Send {
         /// The bot's API key.
         #[arg(long, env = "PATCHBAY_API_KEY", hide_env_values = true)]
@@ -101,8 +101,18 @@ enum Command {
         #[arg(long)]
         user: String,
         /// The text.
+        #[arg(
+            long,
+            required_unless_present = "template",
+            conflicts_with = "template"
+        )]
+        text: Option<String>,
+        /// A template of the bot's registry (`tpl_…`), rendered for the user's channel.
         #[arg(long)]
-        text: String,
+        template: Option<String>,
+        /// A value of the template's variables, NAME=VALUE (repeatable).
+        #[arg(long = "meta", value_name = "NAME=VALUE", requires = "template")]
+        meta: Vec<String>,
     },
     /// Print a fresh master key (base64 of 32 random bytes) for PATCHBAY_MASTER_KEY.
     GenMasterKey,
@@ -1214,12 +1224,27 @@ fn admin(cli: Cli) -> anyhow::Result<()> {
                     api_key,
                     user,
                     text,
-                } => (
-                    "/v1/messages".into(),
-                    Some(api_key),
-                    json!({"user_id": user, "messages": [{"type": "text", "text": text}]}),
-                    &["id", "message_ids"],
-                ),
+                    template,
+                    meta,
+                } => {
+                    let content = match (text, template) {
+                        (Some(text), _) => json!({"type": "text", "text": text}),
+                        (None, template) => {
+                            let mut values = serde_json::Map::new();
+                            for pair in &meta {
+                                let (name, value) = name_value(pair)?;
+                                values.insert(name.to_owned(), json!(value));
+                            }
+                            json!({"type": "template", "id": template, "meta": values})
+                        }
+                    };
+                    (
+                        "/v1/messages".into(),
+                        Some(api_key),
+                        json!({"user_id": user, "messages": [content]}),
+                        &["id", "message_ids"],
+                    )
+                }
                 Command::All
                 | Command::Service { .. }
                 | Command::Migrate

@@ -607,7 +607,7 @@ async fn operators_and_bot_developers_work_from_the_command_line() {
     let file = dir.path().join("welcome.json");
     std::fs::write(
         &file,
-        r#"{"name": "welcome", "text": "Hi {{contact.name}}, welcome at {{Place}}"}"#,
+        r#"{"name": "welcome", "text": "Welcome at {{Place}}"}"#,
     )
     .unwrap();
     let created = ok(
@@ -628,6 +628,40 @@ async fn operators_and_bot_developers_work_from_the_command_line() {
     assert!(
         listed.contains(&template_id) && listed.contains("welcome"),
         "{listed}"
+    );
+    // Sent by id: the router renders it for the user's channel; a missing value is named.
+    let sent = ok(
+        &i,
+        &[
+            "send",
+            "--api-key",
+            &api_key,
+            "--user",
+            user_id,
+            "--template",
+            &template_id,
+            "--meta",
+            "Place=Lisbon",
+        ],
+    );
+    assert!(field(&sent, "message_ids").contains("msg_"), "{sent}");
+    let unfilled = cli(
+        &i,
+        &[
+            "send",
+            "--api-key",
+            &api_key,
+            "--user",
+            user_id,
+            "--template",
+            &template_id,
+        ],
+    );
+    assert!(!unfilled.status.success());
+    let stderr = String::from_utf8_lossy(&unfilled.stderr);
+    assert!(
+        stderr.contains("422") && stderr.contains("needs values for Place"),
+        "{stderr}"
     );
     ok(
         &i,

@@ -51,8 +51,10 @@ pub enum Content {
         /// One to ten cards.
         cards: Vec<Card>,
     },
-    /// A pre-approved template (WhatsApp; other platforms refuse it).
-    Template(Template),
+    /// A template: one of the bot's registry by id (`{"id": "tpl_…", "meta": {…}}`), rendered
+    /// by the router for the recipient's platform, or WhatsApp's own form inline (`name`,
+    /// `language`, `components`), which other platforms refuse.
+    Template(TemplateMessage),
     /// A message in one platform's own format, passed through unread (LINE's Flex Messages):
     /// sent only through that platform's channels, refused (`unsupported_content`) by every
     /// other.
@@ -413,6 +415,102 @@ pub struct Card {
     /// Up to three buttons.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub buttons: Vec<Button>,
+}
+
+/// The content of a `template` message: a registry template by id, or a platform template
+/// inline. Told apart by `id`: `{"type": "template", "id": "tpl_…"}` names the registry.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum TemplateMessage {
+    /// One of the bot's templates (`/v1/templates`).
+    Registered(TemplateRef),
+    /// A platform's template as its API takes it (WhatsApp's).
+    Inline(Template),
+}
+
+impl<'de> Deserialize<'de> for TemplateMessage {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // By `id`, so a malformed template gets its own form's error rather than "no variant
+        // matched".
+        let v = serde_json::Value::deserialize(d)?;
+        let registered = v.get("id").is_some();
+        let parsed = if registered {
+            serde_json::from_value(v).map(TemplateMessage::Registered)
+        } else {
+            serde_json::from_value(v).map(TemplateMessage::Inline)
+        };
+        parsed.map_err(serde::de::Error::custom)
+    }
+}
+
+impl From<Template> for TemplateMessage {
+    fn from(t: Template) -> Self {
+        TemplateMessage::Inline(t)
+    }
+}
+
+impl TemplateMessage {
+    /// Checks the form given; the error names the field.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        match self {
+            TemplateMessage::Registered(r) => r.validate(),
+            TemplateMessage::Inline(t) => t.validate(),
+        }
+    }
+
+    /// The platform template a sender renders: a registry template reaches a sender only
+    /// rendered (by the router), so one that did not is refused.
+    pub fn inline(&self) -> Result<&Template, FieldError> {
+        match self {
+            TemplateMessage::Inline(t) => Ok(t),
+            TemplateMessage::Registered(r) => Err(FieldError::new(
+                "id",
+                format!(
+                    "template {} was not rendered for the channel (only the router renders \
+                     registry templates)",
+                    r.id
+                ),
+            )),
+        }
+    }
+}
+
+/// A registry template named by a send, with the values of its `meta` variables.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateRef {
+    /// `tpl_…`, a template of the sending bot.
+    pub id: String,
+    /// Values of the template's own variables (`{{PlanTime}}`): every one it uses, as text.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub meta: std::collections::BTreeMap<String, String>,
+}
+
+impl TemplateRef {
+    /// Checks the id's shape and the meta values' sizes.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        let id_ok = self.id.starts_with("tpl_")
+            && self.id.len() <= 64
+            && self
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !id_ok {
+            return Err(FieldError::new("id", "must be a template id, tpl_…"));
+        }
+        if self.meta.len() > 64 {
+            return Err(FieldError::new("meta", "must have at most 64 keys"));
+        }
+        for (k, v) in &self.meta {
+            if k.is_empty() || k.len() > 64 || v.chars().count() > 1024 {
+                return Err(FieldError::new(
+                    format!("meta.{k}"),
+                    "a key is 1 to 64 characters, its value at most 1024",
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A pre-approved template message, shaped like the WhatsApp Cloud API's `template` object so a

@@ -12,8 +12,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::content::{
-    FieldError, Template as WhatsappTemplate, TemplateComponent, TemplateParameter,
+    Content, FieldError, Template as WhatsappTemplate, TemplateComponent, TemplateParameter,
 };
+use crate::fields::Fields;
+use crate::wire::{DeliveryError, Platform};
 
 /// Longest template name.
 pub const MAX_NAME_LEN: usize = 128;
@@ -208,6 +210,182 @@ impl TemplateDef {
     }
 }
 
+/// Where a template's variables take their values when it is rendered for one user.
+#[derive(Debug, Clone, Copy)]
+pub struct Values<'a> {
+    /// `{{contact.name}}`: the user's display name (else user name).
+    pub name: Option<&'a str>,
+    /// `{{contact.fields.<name>}}`.
+    pub fields: &'a Fields,
+    /// Every other variable: the send's `meta`.
+    pub meta: &'a BTreeMap<String, String>,
+}
+
+/// Code of a send whose template lacks values: [`RenderError::Missing`].
+pub const MISSING_VARIABLES: &str = "missing_variables";
+/// Code of a send whose template has no form the platform can send: [`RenderError::NoForm`].
+pub const TEMPLATE_UNAVAILABLE: &str = "template_unavailable";
+
+/// Why a template was not rendered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RenderError {
+    /// These variables have no value (sorted): `meta` keys the send did not give, or contact
+    /// fields the user does not have. Never rendered as blanks.
+    Missing(Vec<String>),
+    /// The template has neither a `text` form nor the platform's own.
+    NoForm(Platform),
+    /// Rendered, the content breaks a limit (a text grown past 4096 characters).
+    Invalid(FieldError),
+}
+
+impl RenderError {
+    /// The error a send reports for template `name`.
+    pub fn error(&self, name: &str) -> DeliveryError {
+        let (code, message) = match self {
+            RenderError::Missing(vars) => (
+                MISSING_VARIABLES,
+                format!(
+                    "template {name} needs values for {}: give the send's meta keys, and set \
+                     the user's fields (PATCH /v1/users/{{id}})",
+                    vars.join(", ")
+                ),
+            ),
+            RenderError::NoForm(platform) => (
+                TEMPLATE_UNAVAILABLE,
+                format!("template {name} has no form for {platform}: give it a text form"),
+            ),
+            RenderError::Invalid(e) => (
+                "invalid_request",
+                format!("template {name} rendered: {}: {}", e.field, e.message),
+            ),
+        };
+        DeliveryError {
+            code: code.to_owned(),
+            message,
+            platform_code: None,
+        }
+    }
+}
+
+/// `text` with its variables replaced; a variable without a value is added to `missing`.
+fn fill(text: &str, values: &Values<'_>, missing: &mut BTreeSet<String>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            break;
+        };
+        out.push_str(&rest[..start]);
+        let name = after[..end].trim();
+        let value = match name.strip_prefix("contact.") {
+            Some("name") => values.name,
+            Some(contact) => contact
+                .strip_prefix("fields.")
+                .and_then(|f| values.fields.get(f))
+                .map(String::as_str),
+            None => values.meta.get(name).map(String::as_str),
+        };
+        match value {
+            Some(v) => out.push_str(v),
+            None => {
+                missing.insert(name.to_owned());
+            }
+        }
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+impl StoredTemplate {
+    /// The `meta` variables the template uses that `meta` does not give, sorted. A send
+    /// gives every one, whichever form its platform gets.
+    pub fn missing_meta(&self, meta: &BTreeMap<String, String>) -> Vec<String> {
+        self.variables
+            .iter()
+            .filter(|v| !v.starts_with("contact.") && !meta.contains_key(*v))
+            .cloned()
+            .collect()
+    }
+
+    /// The template as content for one user: the `text` form when `text_first` (the
+    /// platform's window allows free-form messages) and there is one, else the platform's
+    /// own form `native` (its crate's rendering of the definition), else the `text` form.
+    pub fn render(
+        &self,
+        platform: Platform,
+        native: Option<WhatsappTemplate>,
+        text_first: bool,
+        values: &Values<'_>,
+    ) -> Result<Content, RenderError> {
+        let missing = self.missing_meta(values.meta);
+        if !missing.is_empty() {
+            return Err(RenderError::Missing(missing));
+        }
+        let mut missing = BTreeSet::new();
+        let native = native.filter(|_| !(text_first && self.def.text.is_some()));
+        let content = match (&self.def.text, native) {
+            (Some(text), None) => Content::Text {
+                text: fill(text, values, &mut missing),
+            },
+            (_, Some(mut t)) => {
+                for c in &mut t.components {
+                    let (TemplateComponent::Header { parameters }
+                    | TemplateComponent::Body { parameters }
+                    | TemplateComponent::Button { parameters, .. }) = c;
+                    for p in parameters {
+                        if let TemplateParameter::Text { text, .. } = p {
+                            *text = fill(text, values, &mut missing);
+                        }
+                    }
+                }
+                Content::Template(t.into())
+            }
+            (None, None) => return Err(RenderError::NoForm(platform)),
+        };
+        if !missing.is_empty() {
+            return Err(RenderError::Missing(missing.into_iter().collect()));
+        }
+        content.validate().map_err(RenderError::Invalid)?;
+        Ok(content)
+    }
+}
+
+impl WechatTemplate {
+    /// The template message in the content model's template form, as the WeChat sender
+    /// renders it back: the template id as `name`, each data key a named body parameter,
+    /// `url` a URL button.
+    pub fn as_template(&self) -> WhatsappTemplate {
+        let mut components = vec![TemplateComponent::Body {
+            parameters: self
+                .data
+                .iter()
+                .map(|(k, v)| TemplateParameter::Text {
+                    text: v.clone(),
+                    parameter_name: Some(k.clone()),
+                })
+                .collect(),
+        }];
+        if let Some(url) = &self.url {
+            components.push(TemplateComponent::Button {
+                sub_type: crate::content::TemplateButtonKind::Url,
+                index: 0,
+                parameters: vec![TemplateParameter::Text {
+                    text: url.clone(),
+                    parameter_name: None,
+                }],
+            });
+        }
+        WhatsappTemplate {
+            name: self.template_id.clone(),
+            // WeChat's templates have no language; the form needs one.
+            language: "zh_CN".to_owned(),
+            components,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,5 +447,144 @@ mod tests {
             let e = def(v.clone()).check().unwrap_err();
             assert_eq!(e.field, field, "{v}: {e:?}");
         }
+    }
+
+    fn stored(v: serde_json::Value) -> StoredTemplate {
+        let def = def(v);
+        StoredTemplate {
+            id: "tpl_1".into(),
+            bot_id: "bot_1".into(),
+            variables: def.check().unwrap(),
+            def,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn rendering_picks_the_form_and_fills_every_variable_or_names_the_missing() {
+        let t = stored(json!({
+            "name": "reminder",
+            "text": "Hi {{contact.name}}, at {{ PlanTime }} for {{contact.fields.plate}}",
+            "whatsapp": {"name": "reminder", "language": "en_US", "components": [
+                {"type": "body", "parameters": [
+                    {"type": "text", "text": "{{contact.name}}"},
+                    {"type": "text", "text": "{{PlanTime}}"}]}]}
+        }));
+        let native = t.def.whatsapp.clone();
+        let fields: Fields = [("plate".to_owned(), "XX-99".to_owned())].into();
+        let meta: BTreeMap<String, String> = [("PlanTime".to_owned(), "3 pm".to_owned())].into();
+        let values = Values {
+            name: Some("Ana"),
+            fields: &fields,
+            meta: &meta,
+        };
+        // The window takes free-form messages: the text.
+        assert_eq!(
+            t.render(Platform::Whatsapp, native.clone(), true, &values),
+            Ok(Content::Text {
+                text: "Hi Ana, at 3 pm for XX-99".into()
+            })
+        );
+        // It does not: the platform's form, filled.
+        let Ok(Content::Template(crate::content::TemplateMessage::Inline(w))) =
+            t.render(Platform::Whatsapp, native.clone(), false, &values)
+        else {
+            panic!("a WhatsApp template");
+        };
+        assert_eq!(
+            serde_json::to_value(&w.components).unwrap(),
+            json!([{"type": "body", "parameters": [{"type": "text", "text": "Ana"},
+                                                   {"type": "text", "text": "3 pm"}]}])
+        );
+        // No platform form: the text, whatever the window.
+        assert!(matches!(
+            t.render(Platform::Telegram, None, false, &values),
+            Ok(Content::Text { .. })
+        ));
+        // Every meta variable is needed, whichever form goes; contact ones where used.
+        let none = BTreeMap::new();
+        let no_fields = Fields::new();
+        let bare = Values {
+            name: None,
+            fields: &no_fields,
+            meta: &none,
+        };
+        assert_eq!(
+            t.render(Platform::Whatsapp, native.clone(), false, &bare),
+            Err(RenderError::Missing(vec!["PlanTime".into()]))
+        );
+        let anonymous = Values {
+            meta: &meta,
+            ..bare
+        };
+        assert_eq!(
+            t.render(Platform::Telegram, None, true, &anonymous),
+            Err(RenderError::Missing(vec![
+                "contact.fields.plate".into(),
+                "contact.name".into()
+            ]))
+        );
+        let only_wechat =
+            stored(json!({"name": "w", "wechat": {"template_id": "T", "data": {"first": "x"}}}));
+        assert_eq!(
+            only_wechat.render(Platform::Line, None, true, &values),
+            Err(RenderError::NoForm(Platform::Line))
+        );
+        let e = RenderError::Missing(vec!["PlanTime".into()]).error("reminder");
+        assert_eq!(e.code, MISSING_VARIABLES);
+        assert!(
+            e.message.contains("reminder needs values for PlanTime"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn a_wechat_template_message_keeps_its_keys_and_url_in_the_template_form() {
+        let w: WechatTemplate = serde_json::from_value(json!({"template_id": "TM-1",
+            "url": "https://x.test/a", "data": {"first": "Hi", "keyword1": "3 pm"}}))
+        .unwrap();
+        assert_eq!(
+            serde_json::to_value(w.as_template()).unwrap(),
+            json!({"name": "TM-1", "language": "zh_CN", "components": [
+                {"type": "body", "parameters": [
+                    {"type": "text", "parameter_name": "first", "text": "Hi"},
+                    {"type": "text", "parameter_name": "keyword1", "text": "3 pm"}]},
+                {"type": "button", "sub_type": "url", "index": 0,
+                 "parameters": [{"type": "text", "text": "https://x.test/a"}]}]})
+        );
+    }
+
+    #[test]
+    fn a_template_message_is_told_apart_by_its_id() {
+        let by_id: Content = serde_json::from_value(
+            json!({"type": "template", "id": "tpl_1", "meta": {"PlanTime": "3 pm"}}),
+        )
+        .unwrap();
+        assert!(matches!(
+            &by_id,
+            Content::Template(crate::content::TemplateMessage::Registered(r)) if r.meta["PlanTime"] == "3 pm"
+        ));
+        let inline: Content =
+            serde_json::from_value(json!({"type": "template", "name": "t", "language": "en"}))
+                .unwrap();
+        assert!(matches!(
+            inline,
+            Content::Template(crate::content::TemplateMessage::Inline(_))
+        ));
+        // Each form keeps its own errors.
+        let e = serde_json::from_value::<Content>(
+            json!({"type": "template", "id": "tpl_1", "name": "t"}),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown field `name`"), "{e}");
+        let e = serde_json::from_value::<Content>(json!({"type": "template", "name": "t"}))
+            .unwrap_err();
+        assert!(e.to_string().contains("missing field `language`"), "{e}");
+        assert_eq!(
+            serde_json::to_value(&by_id).unwrap(),
+            json!({"type": "template", "id": "tpl_1", "meta": {"PlanTime": "3 pm"}})
+        );
     }
 }

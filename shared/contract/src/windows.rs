@@ -243,7 +243,7 @@ mod tests {
     }
 
     fn template() -> Content {
-        Content::Template(Template::with_body("order_ready", "en_US", &[]))
+        Content::Template(Template::with_body("order_ready", "en_US", &[]).into())
     }
 
     fn t0() -> DateTime<Utc> {

@@ -796,31 +796,53 @@ pub struct PlatformSettings {
 }
 
 /// A bot's fallback template for one platform: sent in place of a free-form message outside
-/// the platform's messaging window.
+/// the platform's messaging window. Either one of the bot's registry templates,
+/// `{"template_id": "tpl_…"}`, rendered for the user in the platform's own form (its
+/// variables can only be contact ones: a fallback has no `meta`), or the platform's approved
+/// template by name, `{"name", "language", "body_parameters"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct FallbackTemplate {
-    /// The approved template's name.
-    pub name: String,
-    /// Its language code, e.g. `en_US`.
-    pub language: String,
-    /// Values of its body variables, in order (`{{1}}`, `{{2}}`, …).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub body_parameters: Vec<String>,
+#[serde(untagged, deny_unknown_fields)]
+pub enum FallbackTemplate {
+    /// A registry template.
+    Registered {
+        /// `tpl_…`, a template of the bot.
+        template_id: String,
+    },
+    /// The platform's template by name.
+    Inline {
+        /// The approved template's name.
+        name: String,
+        /// Its language code, e.g. `en_US`.
+        language: String,
+        /// Values of its body variables, in order (`{{1}}`, `{{2}}`, …).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        body_parameters: Vec<String>,
+    },
 }
 
 impl FallbackTemplate {
-    /// The template as message content.
+    /// The template as message content (a registry one is rendered by the router).
     pub fn content(&self) -> Content {
-        Content::Template(crate::content::Template::with_body(
-            &self.name,
-            &self.language,
-            &self.body_parameters,
-        ))
+        match self {
+            FallbackTemplate::Registered { template_id } => Content::Template(
+                crate::content::TemplateMessage::Registered(crate::content::TemplateRef {
+                    id: template_id.clone(),
+                    meta: BTreeMap::new(),
+                }),
+            ),
+            FallbackTemplate::Inline {
+                name,
+                language,
+                body_parameters,
+            } => Content::Template(
+                crate::content::Template::with_body(name, language, body_parameters).into(),
+            ),
+        }
     }
 
     /// Checks it as a fallback for the platform of `window`; the error names the field under
-    /// `fallback_templates.<platform>`.
+    /// `fallback_templates.<platform>`. (That a registry template exists and has the
+    /// platform's form is checked by the API, which can ask.)
     pub fn validate(
         &self,
         window: &crate::windows::WindowPolicy,
@@ -839,16 +861,33 @@ impl FallbackTemplate {
             };
             return Err(crate::content::FieldError::new(at, why));
         }
-        crate::content::Template::with_body(&self.name, &self.language, &[])
+        let (name, language, body_parameters) = match self {
+            FallbackTemplate::Registered { template_id } => {
+                return crate::content::TemplateRef {
+                    id: template_id.clone(),
+                    meta: BTreeMap::new(),
+                }
+                .validate()
+                .map_err(|e| {
+                    crate::content::FieldError::new(format!("{at}.template_id"), e.message)
+                });
+            }
+            FallbackTemplate::Inline {
+                name,
+                language,
+                body_parameters,
+            } => (name, language, body_parameters),
+        };
+        crate::content::Template::with_body(name, language, &[])
             .validate()
             .map_err(|e| e.within(&at))?;
-        if self.body_parameters.len() > 100 {
+        if body_parameters.len() > 100 {
             return Err(crate::content::FieldError::new(
                 format!("{at}.body_parameters"),
                 "must have at most 100 entries",
             ));
         }
-        for (i, p) in self.body_parameters.iter().enumerate() {
+        for (i, p) in body_parameters.iter().enumerate() {
             if p.trim().is_empty() || p.chars().count() > 1024 {
                 return Err(crate::content::FieldError::new(
                     format!("{at}.body_parameters[{i}]"),

@@ -6,7 +6,8 @@
 //! lists the specs, one line per platform, and the services (auth, normaliser, bot-router,
 //! api) look a platform up there instead of matching on it.
 
-use patchbay_contract::content::FieldError;
+use patchbay_contract::content::{FieldError, Template};
+use patchbay_contract::templates::TemplateDef;
 use patchbay_contract::windows::WindowPolicy;
 use patchbay_contract::{InboundEvent, IngressEnvelope, Platform, PlatformSettings};
 use serde::Serialize;
@@ -37,6 +38,10 @@ pub struct PlatformSpec {
     /// `PATCH /admin/v1/bots/{id}`); the error names the field relative to them. Platforms
     /// with none use [`no_settings`].
     pub settings: fn(&PlatformSettings) -> Result<(), FieldError>,
+    /// The platform's own form of a registry template, when it has templates (WhatsApp's
+    /// approved templates, WeChat's template messages); the router fills in its variables.
+    /// Platforms without use [`no_template`], and get the template's `text` form.
+    pub template: fn(&TemplateDef) -> Option<Template>,
 }
 
 /// The kinds of media a bot sends.
@@ -144,6 +149,11 @@ impl MediaLimits {
         }
         Ok(kind)
     }
+}
+
+/// The [`PlatformSpec::template`] of platforms without templates.
+pub fn no_template(_: &TemplateDef) -> Option<Template> {
+    None
 }
 
 /// The [`PlatformSpec::settings`] of platforms that take no settings: anything but the

@@ -3,6 +3,7 @@
 //! normalisation, webhook path and how a new contact is reached all come from its crate's
 //! [`PlatformSpec`]. Adding a messenger adds its crate's `SPEC` to [`PLATFORMS`].
 
+use patchbay_contract::templates::{RenderError, StoredTemplate, Values};
 use patchbay_contract::windows::WindowPolicy;
 use patchbay_contract::{Platform, PlatformSettings};
 pub use patchbay_platform::spec::{Completed, CredentialsError, FirstContact, PlatformSpec};
@@ -38,6 +39,21 @@ pub fn window_for(platform: Platform, bot: Option<&patchbay_contract::BotRecord>
         .and_then(|b| b.platform_settings.get(&platform))
         .is_some_and(|s| s.send_outside_window);
     window(platform).allowing_billed(allowed)
+}
+
+/// Registry template `template` as content for a user on `platform` (see
+/// [`StoredTemplate::render`]): its `text` form when `text_first` and it has one, else the
+/// platform's own form (its crate's [`PlatformSpec::template`]), else the `text` form.
+pub fn render_template(
+    platform: Platform,
+    template: &StoredTemplate,
+    text_first: bool,
+    values: &Values<'_>,
+) -> Result<patchbay_contract::Content, RenderError> {
+    let native = spec(platform)
+        .ok()
+        .and_then(|s| (s.template)(&template.def));
+    template.render(platform, native, text_first, values)
 }
 
 /// A platform this release does not support (yet).

@@ -42,4 +42,5 @@ pub const SPEC: PlatformSpec = PlatformSpec {
     // The app downloads what the bot sends.
     media: MediaLimits::any(spec::mib(100)),
     settings: spec::no_settings,
+    template: spec::no_template,
 };

@@ -58,4 +58,5 @@ pub const SPEC: PlatformSpec = PlatformSpec {
         file: None,
     },
     settings: spec::no_settings,
+    template: spec::no_template,
 };

@@ -1063,11 +1063,9 @@ mod tests {
                 media_id: None,
                 download_url: None,
             }),
-            Content::Template(patchbay_contract::content::Template::with_body(
-                "t",
-                "en",
-                &[],
-            )),
+            Content::Template(
+                patchbay_contract::content::Template::with_body("t", "en", &[]).into(),
+            ),
         ] {
             let e = messages(&refused).unwrap_err();
             assert_eq!(code_of(&e).0, "unsupported_content", "{refused:?}");

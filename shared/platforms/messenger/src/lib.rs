@@ -58,4 +58,5 @@ pub const SPEC: PlatformSpec = PlatformSpec {
     // Attachments by URL, up to 25 MB each.
     media: MediaLimits::any(spec::mib(25)),
     settings: spec::no_settings,
+    template: spec::no_template,
 };

@@ -54,4 +54,5 @@ pub const SPEC: PlatformSpec = PlatformSpec {
         }),
     },
     settings: spec::no_settings,
+    template: spec::no_template,
 };

@@ -101,6 +101,7 @@ pub const SPEC: PlatformSpec = PlatformSpec {
         }),
     },
     settings,
+    template: spec::no_template,
 };
 
 #[cfg(test)]
@@ -147,7 +148,7 @@ mod tests {
         let e = settings(&ok(Content::Text { text: " ".into() })).unwrap_err();
         assert!(e.field.starts_with("welcome"), "{}", e.field);
         let e = settings(&ok(Content::Template(
-            patchbay_contract::content::Template::with_body("t", "en", &[]),
+            patchbay_contract::content::Template::with_body("t", "en", &[]).into(),
         )))
         .unwrap_err();
         assert_eq!(e.field, "welcome");

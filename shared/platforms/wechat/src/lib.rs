@@ -78,4 +78,15 @@ pub const SPEC: PlatformSpec = PlatformSpec {
         file: None,
     },
     settings: spec::no_settings,
+    template: registry_template,
 };
+
+/// A registry template's WeChat form: its template message, in the content model's template
+/// form the sender renders as `message/template/send`.
+fn registry_template(
+    def: &patchbay_contract::templates::TemplateDef,
+) -> Option<patchbay_contract::content::Template> {
+    def.wechat
+        .as_ref()
+        .map(patchbay_contract::templates::WechatTemplate::as_template)
+}

@@ -481,7 +481,7 @@ pub fn render(content: &Content) -> Result<Vec<Call>, SendError> {
             menus(text, &items)
         }
         Content::Carousel { cards } => cards.iter().flat_map(card).collect(),
-        Content::Template(t) => vec![template(t)?],
+        Content::Template(t) => vec![template(t.inline().map_err(|e| invalid(e.to_string()))?)?],
         other => {
             return Err(unsupported(format!(
                 "WeChat cannot show {} messages",
@@ -1680,7 +1680,7 @@ mod tests {
              "parameters": [{"type": "text", "text": "https://x.test/orders/A-17"}]}]}),
         );
         assert_eq!(
-            render(&Content::Template(t)).unwrap(),
+            render(&Content::Template(t.into())).unwrap(),
             vec![Call::Template(json!({"template_id": "order_ready",
                 "url": "https://x.test/orders/A-17",
                 "data": {"first": {"value": "Your order"}, "order_no": {"value": "A-17"},
@@ -1688,7 +1688,7 @@ mod tests {
         );
         let plain = Template::with_body("tpl", "zh_CN", &["a".into(), "b".into()]);
         assert_eq!(
-            render(&Content::Template(plain)).unwrap(),
+            render(&Content::Template(plain.into())).unwrap(),
             vec![Call::Template(json!({"template_id": "tpl",
                 "data": {"keyword1": {"value": "a"}, "keyword2": {"value": "b"}}}))]
         );
@@ -1699,7 +1699,7 @@ mod tests {
             json!({"type": "button", "sub_type": "url", "index": 0, "parameters": [{"type": "text", "text": "orders/A-17"}]}),
         ] {
             let t = template_of(json!({"name": "t", "language": "zh_CN", "components": [refused]}));
-            let e = render(&Content::Template(t)).unwrap_err();
+            let e = render(&Content::Template(t.into())).unwrap_err();
             assert_eq!(code_of(&e), ("invalid_request", None), "{refused}");
         }
     }
@@ -2197,7 +2197,7 @@ mod tests {
             customer_service_api: false,
             ..creds()
         };
-        let sent = send_to(&s, &wx, &no_cs, "oFollower", Content::Template(t))
+        let sent = send_to(&s, &wx, &no_cs, "oFollower", Content::Template(t.into()))
             .await
             .unwrap();
         let call = &wx.accepted("template/send")[0];

@@ -82,4 +82,12 @@ pub const SPEC: PlatformSpec = PlatformSpec {
         }),
     },
     settings: spec::no_settings,
+    template: registry_template,
 };
+
+/// A registry template's WhatsApp form: the approved template it names.
+fn registry_template(
+    def: &patchbay_contract::templates::TemplateDef,
+) -> Option<patchbay_contract::content::Template> {
+    def.whatsapp.clone()
+}

@@ -219,6 +219,9 @@ pub fn render(content: &Content) -> Result<Vec<Value>, SendError> {
             }
         }
         Content::Template(t) => {
+            let t = t.inline().map_err(|e| {
+                SendError::permanent("invalid_request", format!("template: {e}"), None)
+            })?;
             // The contract's template is shaped like the Cloud API's, except that a button's
             // `index` is a number there and a string here.
             let mut components = serde_json::to_value(&t.components).map_err(|e| {
@@ -728,7 +731,7 @@ mod tests {
             {"type": "button", "sub_type": "quick_reply", "index": 0, "parameters": [{"type": "payload", "payload": "TRACK"}]}]}))
             .unwrap();
         let _: &TemplateComponent = &t.components[0];
-        let out = render(&Content::Template(t)).unwrap();
+        let out = render(&Content::Template(t.into())).unwrap();
         assert_eq!(
             out,
             vec![
