@@ -222,6 +222,16 @@ async fn no_route_lets_a_caller_past_its_rights() {
         ("get", format!("/v1/deliveries/{}", b.event_id), None),
         ("post", format!("/v1/deliveries/{}/retry", b.event_id), None),
         ("get", format!("/v1/channels/{}", b.bot.channel_id), None),
+        (
+            "get",
+            format!("/v1/channels/{}/profile", b.bot.channel_id),
+            None,
+        ),
+        (
+            "patch",
+            format!("/v1/channels/{}/profile", b.bot.channel_id),
+            Some(json!({"name": "stolen"})),
+        ),
         ("get", format!("/v1/users/{}", b.user_id), None),
         (
             "patch",
@@ -296,6 +306,7 @@ async fn no_route_lets_a_caller_past_its_rights() {
         "/v1/users/{user_id}/tokens/revoke",
         "/v1/channels/{channel_id}/tokens/revoke",
         "/v1/channels/{channel_id}",
+        "/v1/channels/{channel_id}/profile",
         "/v1/templates/{template_id}",
     ]
     .into_iter()

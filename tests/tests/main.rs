@@ -8,6 +8,7 @@ mod backpressure;
 mod bot_settings;
 mod brandchat;
 mod callback_retries;
+mod channel_profiles;
 mod codes;
 mod contact_fields;
 mod cross_tenant;

@@ -3,14 +3,19 @@
 //! /v1/channels`, `GET /v1/channels/{channel_id}`, scope `settings:read`), read from the
 //! config view (never the credentials) with each channel's setup at its platform from the
 //! `<p>_setup` bucket (Kik: whether `outbound-kik` could set the bot's webhook and features,
-//! and what Kik read back).
+//! and what Kik read back). A channel's profile at its platform (`GET`/`PATCH
+//! /v1/channels/{channel_id}/profile`, scopes `settings:read`/`settings:write`) is read and
+//! changed by the platform's sender, which holds the credentials
+//! (`<p>.rpc.outbound-<platform>.channel_profile`).
 
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use patchbay_bus::SetupLog;
-use patchbay_contract::{ChannelRecord, ChannelView};
+use patchbay_contract::{
+    ChannelProfile, ChannelProfileRequest, ChannelRecord, ChannelView, V1, outbound_ops,
+};
 use patchbay_runtime::ApiError;
 
 use crate::Api;
@@ -99,5 +104,74 @@ async fn one(
             "not_found",
             format!("bot {bot_id} has no channel {channel_id}"),
         )),
+    }
+}
+
+/// How long a profile request may take: a change can fetch and upload a picture, and call the
+/// platform a few times.
+const PROFILE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `GET /v1/channels/{channel_id}/profile`: the channel's profile as its platform has it.
+pub(crate) async fn profile(
+    bot: BotAuth,
+    State(api): State<Arc<Api>>,
+    Path(channel_id): Path<String>,
+) -> Result<axum::Json<ChannelProfile>, ApiError> {
+    channel_profile(&api, &bot.bot_id, &channel_id, None).await
+}
+
+/// `PATCH /v1/channels/{channel_id}/profile`: changes the keys given (`null` removes one) at
+/// the platform; answers the profile read back.
+pub(crate) async fn change_profile(
+    bot: BotAuth,
+    State(api): State<Arc<Api>>,
+    Path(channel_id): Path<String>,
+    patchbay_runtime::http::ApiJson(change): patchbay_runtime::http::ApiJson<
+        serde_json::Map<String, serde_json::Value>,
+    >,
+) -> Result<axum::Json<ChannelProfile>, ApiError> {
+    if change.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "give at least one key of the platform's profile",
+        ));
+    }
+    channel_profile(&api, &bot.bot_id, &channel_id, Some(change)).await
+}
+
+async fn channel_profile(
+    api: &Api,
+    bot_id: &str,
+    channel_id: &str,
+    change: Option<serde_json::Map<String, serde_json::Value>>,
+) -> Result<axum::Json<ChannelProfile>, ApiError> {
+    let channel = match api.view.channel(channel_id).await? {
+        Some(c) if c.bot_id == bot_id => c,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("bot {bot_id} has no channel {channel_id}"),
+            ));
+        }
+    };
+    let subject = api.bus.subjects().rpc(
+        &format!("outbound-{}", channel.platform.as_str()),
+        outbound_ops::CHANNEL_PROFILE,
+    );
+    let req = ChannelProfileRequest {
+        v: V1,
+        bot_id: bot_id.to_owned(),
+        channel_id: channel_id.to_owned(),
+        change,
+    };
+    match api.bus.request(&subject, &req, PROFILE_WAIT).await {
+        Ok(answer) => Ok(axum::Json(answer?)),
+        Err(patchbay_bus::BusError::NoResponders(_)) => Err(ApiError::unavailable(format!(
+            "no {} sender is running to reach the platform; retry shortly",
+            channel.platform
+        ))),
+        Err(e) => Err(e.into()),
     }
 }

@@ -157,6 +157,10 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
                 "/v1/channels/{channel_id}",
                 axum::routing::get(channels::own_one),
             )
+            .route(
+                "/v1/channels/{channel_id}/profile",
+                axum::routing::get(channels::profile).patch(channels::change_profile),
+            )
             .route("/v1/messages", post(send_messages))
             .route("/v1/deliveries", axum::routing::get(list_deliveries))
             .route("/v1/deliveries/replay", post(replay_deliveries))

@@ -222,6 +222,27 @@ pub(crate) const OPERATIONS: &[Operation] = &[
     ),
     op(
         "get",
+        "/v1/channels/{channel_id}/profile",
+        Caller::Bot,
+        "The channel's profile as its platform has it now (Telegram: name, description, \
+         short_description; WhatsApp: the business profile; Messenger: greeting, get_started, \
+         persistent_menu, ice_breakers); 422 unsupported for other platforms, 502 with the \
+         platform's error.",
+        None,
+        (200, Some(schema::<patchbay_contract::ChannelProfile>)),
+    ),
+    op(
+        "patch",
+        "/v1/channels/{channel_id}/profile",
+        Caller::Bot,
+        "Change keys of the channel's profile at its platform (null removes one; WhatsApp's \
+         photo_url sets the picture); answers the profile read back. 422 names a bad key, or \
+         carries what the platform refused.",
+        Some(schema::<serde_json::Map<String, serde_json::Value>>),
+        (200, Some(schema::<patchbay_contract::ChannelProfile>)),
+    ),
+    op(
+        "get",
         "/admin/v1/bots/{bot_id}/channels/{channel_id}",
         Caller::Operator,
         "One channel (no credentials) with its setup at the platform: for Kik, whether the \

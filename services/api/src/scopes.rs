@@ -36,6 +36,12 @@ pub(crate) const ROUTES: &[(&str, &str, &str)] = &[
     ("GET", "/v1/webhook", "settings:read"),
     ("GET", "/v1/channels", "settings:read"),
     ("GET", "/v1/channels/{channel_id}", "settings:read"),
+    ("GET", "/v1/channels/{channel_id}/profile", "settings:read"),
+    (
+        "PATCH",
+        "/v1/channels/{channel_id}/profile",
+        "settings:write",
+    ),
     ("PUT", "/v1/webhook", "settings:write"),
     ("POST", "/v1/webhook/secret/rotate", "settings:write"),
     (

@@ -443,6 +443,26 @@ enum Channels {
         #[arg(long)]
         require_signed_registration: bool,
     },
+    /// Read a channel's profile at its platform, or change it: `--set name=Acme` (texts,
+    /// repeatable), `--remove description` (repeatable), `--file profile.json` (an object in the
+    /// platform's profile shape, for lists and objects; `-` reads standard input).
+    Profile {
+        /// The bot's API key.
+        #[arg(long, env = "PATCHBAY_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// The channel.
+        #[arg(long)]
+        channel: String,
+        /// NAME=TEXT.
+        #[arg(long = "set", value_name = "NAME=TEXT")]
+        set: Vec<String>,
+        /// A key to remove.
+        #[arg(long = "remove", value_name = "NAME")]
+        remove: Vec<String>,
+        /// A JSON object of keys to change.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+    },
     /// Revoke every user token of one of the bot's custom channels issued until now.
     RevokeTokens {
         /// The bot's API key.
@@ -961,6 +981,39 @@ fn admin(cli: Cli) -> anyhow::Result<()> {
                                        "require_signed_registration": require_signed_registration}}),
                     &["id", "webhook_path", "generated"],
                 ),
+                Command::Channels(Channels::Profile {
+                    api_key,
+                    channel,
+                    set,
+                    remove,
+                    file,
+                }) => {
+                    let mut change = match &file {
+                        Some(f) => match json_file(f)? {
+                            Value::Object(m) => m,
+                            _ => anyhow::bail!("{}: give a JSON object", f.display()),
+                        },
+                        None => serde_json::Map::new(),
+                    };
+                    for pair in &set {
+                        let (name, value) = name_value(pair)?;
+                        change.insert(name.to_owned(), json!(value));
+                    }
+                    for name in remove {
+                        change.insert(name, Value::Null);
+                    }
+                    method = if change.is_empty() {
+                        reqwest::Method::GET
+                    } else {
+                        reqwest::Method::PATCH
+                    };
+                    (
+                        format!("/v1/channels/{}/profile", query_escape(&channel)),
+                        Some(api_key),
+                        Value::Object(change),
+                        &["channel_id", "platform", "profile"],
+                    )
+                }
                 Command::Channels(Channels::RevokeTokens { api_key, channel }) => (
                     format!("/v1/channels/{channel}/tokens/revoke"),
                     Some(api_key),

@@ -688,6 +688,61 @@ async fn operators_and_bot_developers_work_from_the_command_line() {
     assert!(!gone.status.success());
     assert!(String::from_utf8_lossy(&gone.stderr).contains("404"));
 
+    // A Telegram channel's profile, read and changed at (the fake) Telegram.
+    let telegram = patchbay_testkit::telegram::FakeTelegram::start().await;
+    telegram.add_bot("42:profile");
+    let tg = ok(
+        &i,
+        &[
+            "--json",
+            "channels",
+            "create-telegram",
+            "--bot",
+            &bot_id,
+            "--bot-token",
+            "42:profile",
+            "--secret-token",
+            "profile-secret",
+            "--api-base-url",
+            &telegram.base_url(),
+        ],
+    );
+    let tg: Value = serde_json::from_str(&tg).unwrap();
+    let tg_id = tg["id"].as_str().unwrap();
+    let changed: Value = serde_json::from_str(&ok(
+        &i,
+        &[
+            "--json",
+            "channels",
+            "profile",
+            "--api-key",
+            &api_key,
+            "--channel",
+            tg_id,
+            "--set",
+            "name=Acme Support",
+            "--remove",
+            "description",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(changed["profile"]["name"], "Acme Support", "{changed}");
+    assert_eq!(telegram.calls_of("setMyName").len(), 1);
+    let read: Value = serde_json::from_str(&ok(
+        &i,
+        &[
+            "--json",
+            "channels",
+            "profile",
+            "--api-key",
+            &api_key,
+            "--channel",
+            tg_id,
+        ],
+    ))
+    .unwrap();
+    assert_eq!(read, changed);
+
     // Revoking the channel's tokens: the user's token is refused.
     let revoked: Value = serde_json::from_str(&ok(
         &i,

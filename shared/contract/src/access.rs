@@ -370,6 +370,7 @@ pub fn permissions(subjects: &Subjects, settings: &TopologySettings, role: Role)
             }
             for p in PLATFORMS {
                 g.call(&Role::Outbound(p).name(), outbound_ops::FETCH_MEDIA);
+                g.call(&Role::Outbound(p).name(), outbound_ops::CHANNEL_PROFILE);
             }
         }
         Role::Ingress(platform) => {

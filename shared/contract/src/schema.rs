@@ -419,6 +419,21 @@ pub fn payloads() -> Vec<Payload> {
                 subject: "<p>.rpc.router.templates (reply)",
             },
         ),
+        payload::<crate::wire::ChannelProfileRequest>(
+            "channel_profile_request.v1",
+            "Read (and first change) a channel's profile at its platform, answered by the \
+             platform's sender.",
+            Rpc {
+                subject: "<p>.rpc.outbound-<platform>.channel_profile",
+            },
+        ),
+        payload::<RpcReply<crate::wire::ChannelProfile>>(
+            "channel_profile_reply.v1",
+            "The profile as the platform has it now, or an error (the platform's own reported).",
+            Rpc {
+                subject: "<p>.rpc.outbound-<platform>.channel_profile (reply)",
+            },
+        ),
         payload::<TokenRequest>(
             "token_request.v1",
             "Exchange a bot's API key, or a refresh token, for an access token and a refresh \

@@ -1241,8 +1241,40 @@ pub mod router_ops {
 pub mod outbound_ops {
     /// [`super::FetchMediaRequest`] → [`super::FetchedMedia`].
     pub const FETCH_MEDIA: &str = "fetch_media";
+    /// [`super::ChannelProfileRequest`] → [`super::ChannelProfile`].
+    pub const CHANNEL_PROFILE: &str = "channel_profile";
     /// Every operation.
-    pub const ALL: &[&str] = &[FETCH_MEDIA];
+    pub const ALL: &[&str] = &[FETCH_MEDIA, CHANNEL_PROFILE];
+}
+
+/// Read (and first change, with `change`) a channel's profile at its platform
+/// (`GET`/`PATCH /v1/channels/{id}/profile`), answered by the platform's sender, which holds
+/// the channel's credentials.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ChannelProfileRequest {
+    /// Payload version.
+    #[serde(default)]
+    pub v: V1,
+    /// The bot asking: another bot's channel is not found.
+    pub bot_id: String,
+    /// The channel.
+    pub channel_id: String,
+    /// The keys to set, in the platform's profile shape (`null` removes one); none: read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A channel's profile as its platform has it now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ChannelProfile {
+    /// The channel.
+    pub channel_id: String,
+    /// Its platform, which decides the profile's keys.
+    pub platform: Platform,
+    /// The profile: Telegram `name`, `description`, `short_description`; WhatsApp `about`,
+    /// `address`, `description`, `email`, `vertical`, `websites`, `profile_picture_url`;
+    /// Messenger `greeting`, `get_started`, `persistent_menu`, `ice_breakers`.
+    pub profile: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The media a user sent in message `message_id`, if it is the bot's.

@@ -287,6 +287,31 @@ pub trait OutboundAdapter: Send + Sync + 'static {
         async { Ok(None) }
     }
 
+    /// The channel's profile at the platform (`GET /v1/channels/{id}/profile`), after
+    /// applying `change` when there is one (`PATCH`: keys of the platform's profile, `null`
+    /// removing one; an unknown key or a bad value is `invalid_request` naming it), read back
+    /// from the platform. `ctx` fetches a picture given by URL. Platforms without profiles keep
+    /// the default: `unsupported`.
+    fn profile(
+        &self,
+        target: Target<'_, Self::Credentials>,
+        change: Option<&serde_json::Map<String, serde_json::Value>>,
+        ctx: media::Context<'_>,
+    ) -> impl Future<Output = Result<serde_json::Map<String, serde_json::Value>, SendError>> + Send
+    {
+        let _ = (target, change, ctx);
+        async {
+            Err(SendError::permanent(
+                "unsupported",
+                format!(
+                    "Patchbay cannot read or change the profile of {} channels yet",
+                    Self::PLATFORM
+                ),
+                None,
+            ))
+        }
+    }
+
     /// Downloads media a user sent (see [`media`]): by default the URL the webhook carried,
     /// through the guarded fetcher; platforms that give file ids override it. At most
     /// `ctx.max_bytes` (else `too_large`); `not_found` when the platform no longer has it.

@@ -169,17 +169,38 @@ pub async fn post_json(
     body: &serde_json::Value,
     platform: &str,
 ) -> Result<(u16, reqwest::header::HeaderMap, bytes::Bytes), SendError> {
-    let response = http
-        .post(url)
+    call_json(
+        http,
+        reqwest::Method::POST,
+        url,
+        token,
+        Some(body),
+        platform,
+    )
+    .await
+}
+
+/// One Graph API call of `method` with a bearer token and, when given, a JSON body; as
+/// [`post_json`].
+pub async fn call_json(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    token: &str,
+    body: Option<&serde_json::Value>,
+    platform: &str,
+) -> Result<(u16, reqwest::header::HeaderMap, bytes::Bytes), SendError> {
+    let mut request = http
+        .request(method, url)
         .headers(crate::http::trace_headers())
-        .bearer_auth(token)
-        .json(body)
-        .send()
-        .await
-        .map_err(|e| SendError::Retryable {
-            reason: format!("{platform} unreachable: {}", e.without_url()),
-            after: None,
-        })?;
+        .bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    let response = request.send().await.map_err(|e| SendError::Retryable {
+        reason: format!("{platform} unreachable: {}", e.without_url()),
+        after: None,
+    })?;
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let body = response.bytes().await.map_err(|e| SendError::Retryable {

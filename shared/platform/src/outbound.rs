@@ -160,6 +160,10 @@ pub async fn service<A: OutboundAdapter>(
         }))
 }
 
+/// The largest profile picture fetched from a URL (WhatsApp takes JPEG and PNG pictures of
+/// up to 5 MB).
+const PROFILE_PICTURE_MAX_BYTES: u64 = 5 * 1024 * 1024;
+
 /// Media downloads one replica runs at once.
 const MEDIA_CONCURRENCY: usize = 8;
 
@@ -174,6 +178,12 @@ impl<A: OutboundAdapter> Sender<A> {
                     Err(e) => Err(e),
                 })
             }
+            patchbay_contract::outbound_ops::CHANNEL_PROFILE => encode(
+                match decode::<patchbay_contract::ChannelProfileRequest>(body) {
+                    Ok(req) => self.channel_profile(&req).await,
+                    Err(e) => Err(e),
+                },
+            ),
             other => encode::<()>(Err(patchbay_contract::RpcError::new(
                 404,
                 "unknown_operation",
@@ -183,6 +193,65 @@ impl<A: OutboundAdapter> Sender<A> {
                 ),
             ))),
         }
+    }
+
+    /// Reads (after changing, with `req.change`) a channel's profile at the platform with the
+    /// channel's credentials. The platform's refusal is reported: 422 for what it found wrong
+    /// with the change (or what Patchbay did first), 502 for anything else it answered, 503
+    /// when it could not be reached.
+    async fn channel_profile(
+        &self,
+        req: &patchbay_contract::ChannelProfileRequest,
+    ) -> Result<patchbay_contract::ChannelProfile, patchbay_contract::RpcError> {
+        use patchbay_contract::RpcError;
+        let channel = self
+            .view
+            .channel(&req.channel_id)
+            .await
+            .map_err(|e| RpcError::new(503, "unavailable", e.to_string()))?
+            .filter(|c| c.platform == A::PLATFORM && c.bot_id == req.bot_id)
+            .ok_or_else(|| {
+                RpcError::new(
+                    404,
+                    "not_found",
+                    format!("bot {} has no channel {}", req.bot_id, req.channel_id),
+                )
+            })?;
+        let creds: A::Credentials = open_credentials(&self.key, &channel)
+            .map_err(|e| RpcError::new(409, "channel_misconfigured", e.to_string()))?;
+        let target = Target {
+            credentials: &creds,
+            base_url: channel
+                .api_base_url
+                .as_deref()
+                .unwrap_or(self.adapter.default_base_url()),
+        };
+        let ctx = crate::media::Context {
+            urls: &self.urls,
+            max_bytes: PROFILE_PICTURE_MAX_BYTES,
+        };
+        let profile = self
+            .adapter
+            .profile(target, req.change.as_ref(), ctx)
+            .await
+            .map_err(|e| match e {
+                SendError::Retryable { reason, .. } => RpcError::new(503, "unavailable", reason),
+                SendError::Permanent(e) => {
+                    let status = match e.code.as_str() {
+                        "invalid_request" | "unsupported" | "too_large" | "not_found" => 422,
+                        _ => 502,
+                    };
+                    RpcError::new(status, &e.code, e.message)
+                }
+            })?;
+        if req.change.is_some() {
+            tracing::info!(channel_id = %req.channel_id, bot_id = %req.bot_id, "channel profile changed at the platform");
+        }
+        Ok(patchbay_contract::ChannelProfile {
+            channel_id: channel.id.clone(),
+            platform: A::PLATFORM,
+            profile,
+        })
     }
 
     /// Downloads a user's media with the channel's credentials into the media store.

@@ -86,7 +86,42 @@ struct Inner {
     media: HashMap<String, (String, String, Vec<u8>)>,
     /// `http://<addr>`, for the media URLs it hands out.
     origin: String,
+    /// Phone number id → its business profile.
+    business_profiles: HashMap<String, serde_json::Map<String, Value>>,
+    /// Page id → its Messenger profile.
+    messenger_profiles: HashMap<String, serde_json::Map<String, Value>>,
+    /// Resumable upload session → (token, announced length, MIME type).
+    upload_sessions: HashMap<String, (String, usize, String)>,
+    /// Upload handle → (MIME type, bytes), served at `/pictures/<handle>` once a profile
+    /// takes it.
+    handles: HashMap<String, (String, Vec<u8>)>,
 }
+
+/// The app every token of the fake belongs to (`GET /app`).
+pub const APP_ID: &str = "1029384756";
+
+/// The verticals a WhatsApp business profile takes.
+const VERTICALS: [&str; 19] = [
+    "UNDEFINED",
+    "OTHER",
+    "AUTO",
+    "BEAUTY",
+    "APPAREL",
+    "EDU",
+    "ENTERTAIN",
+    "EVENT_PLAN",
+    "FINANCE",
+    "GROCERY",
+    "GOVT",
+    "HOTEL",
+    "HEALTH",
+    "NONPROFIT",
+    "PROF_SERVICES",
+    "RETAIL",
+    "TRAVEL",
+    "RESTAURANT",
+    "NOT_A_BIZ",
+];
 
 /// The fake. Stops when dropped.
 pub struct FakeGraph {
@@ -107,7 +142,20 @@ impl FakeGraph {
         let app = axum::Router::new()
             .route("/v25.0/{id}/messages", post(send))
             .route("/v25.0/{id}/media", post(upload))
-            .route("/v25.0/{id}", get(profile))
+            .route("/v25.0/{id}", get(profile).post(finish_upload))
+            .route("/v25.0/app", get(app))
+            .route("/v25.0/{id}/uploads", post(start_upload))
+            .route(
+                "/v25.0/{id}/whatsapp_business_profile",
+                get(business_profile).post(business_profile),
+            )
+            .route(
+                "/v25.0/{id}/messenger_profile",
+                get(messenger_profile)
+                    .post(messenger_profile)
+                    .delete(messenger_profile),
+            )
+            .route("/pictures/{handle}", get(picture))
             .route("/whatsapp_business/attachments/", get(attachment))
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind(addr)
@@ -572,4 +620,377 @@ async fn profile(
         status: status.as_u16(),
     });
     (status, Json(body)).into_response()
+}
+
+fn unauthorized() -> (StatusCode, Value) {
+    (
+        StatusCode::UNAUTHORIZED,
+        error_body(&Failure::graph(
+            401,
+            190,
+            None,
+            "Invalid OAuth access token.",
+        )),
+    )
+}
+
+fn refused(message: &str) -> (StatusCode, Value) {
+    (StatusCode::BAD_REQUEST, error_body(&invalid(message)))
+}
+
+/// Whether `token` is that of the sending object `id` of `product`.
+fn owns(s: &Inner, id: &str, product: Product, token: Option<&str>) -> bool {
+    token.is_some()
+        && s.senders
+            .get(id)
+            .is_some_and(|(p, t)| *p == product && Some(t.as_str()) == token)
+}
+
+impl Inner {
+    fn record(
+        &mut self,
+        method: &str,
+        id: String,
+        token: Option<String>,
+        query: HashMap<String, String>,
+        body: Value,
+        status: StatusCode,
+    ) {
+        self.calls.push(Call {
+            method: method.to_owned(),
+            id,
+            token,
+            query,
+            body,
+            status: status.as_u16(),
+        });
+    }
+}
+
+/// `GET /v25.0/app`: the app the token belongs to.
+async fn app(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let mut s = inner.lock().unwrap_or_else(|p| p.into_inner());
+    let token = token(&headers, &query);
+    let known = s
+        .senders
+        .values()
+        .any(|(_, t)| Some(t.as_str()) == token.as_deref());
+    let (status, body) = if known {
+        (
+            StatusCode::OK,
+            json!({"id": APP_ID, "name": "Patchbay test app", "link": "https://www.facebook.com/games/?app_id=1029384756"}),
+        )
+    } else {
+        unauthorized()
+    };
+    s.record("GET", "app".into(), token, query, Value::Null, status);
+    (status, Json(body)).into_response()
+}
+
+/// `POST /v25.0/<APP_ID>/uploads?file_length=&file_type=`: a resumable upload session.
+async fn start_upload(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let mut s = inner.lock().unwrap_or_else(|p| p.into_inner());
+    let token = token(&headers, &query);
+    let known = s
+        .senders
+        .values()
+        .any(|(_, t)| Some(t.as_str()) == token.as_deref());
+    let length = query
+        .get("file_length")
+        .and_then(|l| l.parse::<usize>().ok());
+    let kind = query.get("file_type").cloned().unwrap_or_default();
+    let (status, body) = match (known, id == APP_ID, length) {
+        (false, _, _) => unauthorized(),
+        (_, false, _) => refused("Unsupported post request: unknown app."),
+        (_, _, None | Some(0)) => refused("The parameter file_length is required."),
+        (_, _, Some(length)) => {
+            if ![
+                "image/jpeg",
+                "image/png",
+                "image/jpg",
+                "video/mp4",
+                "application/pdf",
+            ]
+            .contains(&kind.as_str())
+            {
+                refused("Param file_type is not a supported type.")
+            } else {
+                s.next += 1;
+                let session = format!("upload:MTphdHRhY2htZW50{}", s.next);
+                s.upload_sessions.insert(
+                    session.clone(),
+                    (token.clone().unwrap_or_default(), length, kind),
+                );
+                (StatusCode::OK, json!({"id": session}))
+            }
+        }
+    };
+    s.record(
+        "POST",
+        format!("{id}/uploads"),
+        token,
+        query,
+        Value::Null,
+        status,
+    );
+    (status, Json(body)).into_response()
+}
+
+/// `POST /v25.0/upload:<session>` with `Authorization: OAuth <token>`, `file_offset: 0` and
+/// the file: its handle.
+async fn finish_upload(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut s = inner.lock().unwrap_or_else(|p| p.into_inner());
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("OAuth "))
+        .map(str::to_owned);
+    let offset = headers.get("file_offset").and_then(|v| v.to_str().ok());
+    let (status, answer) = match s.upload_sessions.get(&id).cloned() {
+        None => refused("Unsupported post request."),
+        Some((owner, _, _)) if Some(owner.as_str()) != token.as_deref() => unauthorized(),
+        Some(_) if offset != Some("0") => refused("The header file_offset is required."),
+        Some((_, length, _)) if length != body.len() => {
+            refused("The file is not as long as file_length said.")
+        }
+        Some((_, _, kind)) => {
+            s.upload_sessions.remove(&id);
+            s.next += 1;
+            let handle = format!("4::aW1hZ2U{}", s.next);
+            s.handles.insert(handle.clone(), (kind, body.to_vec()));
+            (StatusCode::OK, json!({"h": handle}))
+        }
+    };
+    s.record(
+        "POST",
+        id,
+        token,
+        HashMap::new(),
+        json!({"file_size": body.len()}),
+        status,
+    );
+    (status, Json(answer)).into_response()
+}
+
+/// `GET /pictures/<handle>`: a profile picture uploaded through a handle.
+async fn picture(State(inner): State<Arc<Mutex<Inner>>>, Path(handle): Path<String>) -> Response {
+    let s = inner.lock().unwrap_or_else(|p| p.into_inner());
+    match s.handles.get(&handle) {
+        Some((kind, bytes)) => (
+            [(axum::http::header::CONTENT_TYPE, kind.clone())],
+            bytes.clone(),
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// `GET`/`POST /v25.0/<PHONE_NUMBER_ID>/whatsapp_business_profile`: the business profile,
+/// read (`?fields=`, answered as `{"data": [{…}]}`) or changed (`messaging_product`, the keys
+/// to set; an empty text removes one; `profile_picture_handle` from an upload).
+async fn business_profile(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    method: axum::http::Method,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut s = inner.lock().unwrap_or_else(|p| p.into_inner());
+    let token = token(&headers, &query);
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let (status, answer) = if !owns(&s, &id, Product::Whatsapp, token.as_deref()) {
+        unauthorized()
+    } else if method == axum::http::Method::GET {
+        let profile = s.business_profiles.get(&id).cloned().unwrap_or_default();
+        let mut out = serde_json::Map::new();
+        for f in query.get("fields").map_or("", String::as_str).split(',') {
+            if let Some(v) = profile.get(f) {
+                out.insert(f.to_owned(), v.clone());
+            }
+        }
+        out.insert("messaging_product".into(), json!("whatsapp"));
+        (StatusCode::OK, json!({"data": [out]}))
+    } else {
+        match change_business_profile(&mut s, &id, &body) {
+            Ok(()) => (StatusCode::OK, json!({"success": true})),
+            Err(message) => refused(&message),
+        }
+    };
+    s.record(
+        method.as_str(),
+        format!("{id}/whatsapp_business_profile"),
+        token,
+        query,
+        body,
+        status,
+    );
+    (status, Json(answer)).into_response()
+}
+
+fn change_business_profile(s: &mut Inner, id: &str, body: &Value) -> Result<(), String> {
+    let Some(change) = body.as_object() else {
+        return Err("The request body must be a JSON object.".into());
+    };
+    if change.get("messaging_product") != Some(&json!("whatsapp")) {
+        return Err("The parameter messaging_product is required.".into());
+    }
+    let mut profile = s.business_profiles.get(id).cloned().unwrap_or_default();
+    for (key, value) in change {
+        let limit = match key.as_str() {
+            "messaging_product" => continue,
+            "about" => 139,
+            "address" => 256,
+            "description" => 512,
+            "email" => 128,
+            "vertical" => {
+                if !value.as_str().is_some_and(|v| VERTICALS.contains(&v)) {
+                    return Err(format!(
+                        "Param vertical must be one of {{{}}}",
+                        VERTICALS.join(", ")
+                    ));
+                }
+                usize::MAX
+            }
+            "websites" => {
+                let sites = value.as_array().cloned().unwrap_or_default();
+                if sites.len() > 2 {
+                    return Err("Param websites must have at most 2 entries.".into());
+                }
+                if sites.is_empty() {
+                    profile.remove(key);
+                } else {
+                    profile.insert(key.clone(), Value::Array(sites));
+                }
+                continue;
+            }
+            "profile_picture_handle" => {
+                let handle = value.as_str().unwrap_or_default();
+                if !s.handles.contains_key(handle) {
+                    return Err("Param profile_picture_handle is not a valid upload handle.".into());
+                }
+                profile.insert(
+                    "profile_picture_url".into(),
+                    json!(format!("{}/pictures/{handle}", s.origin)),
+                );
+                continue;
+            }
+            other => {
+                return Err(format!(
+                    "Param {other} is not a field of the business profile."
+                ));
+            }
+        };
+        let Some(text) = value.as_str() else {
+            return Err(format!("Param {key} must be a string."));
+        };
+        if text.chars().count() > limit {
+            return Err(format!(
+                "Param {key} must be at most {limit} characters long."
+            ));
+        }
+        if key == "email" && !text.is_empty() && !text.contains('@') {
+            return Err("Param email must be a valid email address.".into());
+        }
+        if text.is_empty() {
+            profile.remove(key);
+        } else {
+            profile.insert(key.clone(), json!(text));
+        }
+    }
+    s.business_profiles.insert(id.to_owned(), profile);
+    Ok(())
+}
+
+/// `GET`/`POST`/`DELETE /v25.0/<PAGE_ID>/messenger_profile`: the Page's Messenger profile, read
+/// (`?fields=`, `{"data": [{…}]}`, empty when nothing is set), changed (the keys to set; a
+/// persistent menu needs a get-started button, as Meta says) or emptied (`{"fields": [...]}`).
+async fn messenger_profile(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    method: axum::http::Method,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    const KEYS: [&str; 4] = ["greeting", "get_started", "persistent_menu", "ice_breakers"];
+    let mut s = inner.lock().unwrap_or_else(|p| p.into_inner());
+    let token = token(&headers, &query);
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut profile = s.messenger_profiles.get(&id).cloned().unwrap_or_default();
+    let (status, answer) = if !owns(&s, &id, Product::Messenger, token.as_deref()) {
+        unauthorized()
+    } else if method == axum::http::Method::GET {
+        let mut out = serde_json::Map::new();
+        for f in query.get("fields").map_or("", String::as_str).split(',') {
+            if let Some(v) = profile.get(f) {
+                out.insert(f.to_owned(), v.clone());
+            }
+        }
+        let data = if out.is_empty() {
+            json!([])
+        } else {
+            json!([out])
+        };
+        (StatusCode::OK, json!({"data": data}))
+    } else if method == axum::http::Method::DELETE {
+        let fields = body["fields"].as_array().cloned().unwrap_or_default();
+        if fields.is_empty()
+            || !fields
+                .iter()
+                .all(|f| f.as_str().is_some_and(|f| KEYS.contains(&f)))
+        {
+            refused("param fields must be non-empty and name profile fields")
+        } else {
+            for f in fields {
+                profile.remove(f.as_str().unwrap_or_default());
+            }
+            s.messenger_profiles.insert(id.clone(), profile);
+            (StatusCode::OK, json!({"result": "success"}))
+        }
+    } else {
+        match body.as_object() {
+            Some(change)
+                if !change.is_empty() && change.keys().all(|k| KEYS.contains(&k.as_str())) =>
+            {
+                let has_start =
+                    change.contains_key("get_started") || profile.contains_key("get_started");
+                if change.contains_key("persistent_menu") && !has_start {
+                    refused(
+                        "You must set a Get Started button if you also wish to use persistent menu.",
+                    )
+                } else {
+                    profile.extend(change.clone());
+                    s.messenger_profiles.insert(id.clone(), profile);
+                    (StatusCode::OK, json!({"result": "success"}))
+                }
+            }
+            _ => refused(
+                "Requires one of the params: greeting, get_started, persistent_menu, ice_breakers",
+            ),
+        }
+    };
+    s.record(
+        method.as_str(),
+        format!("{id}/messenger_profile"),
+        token,
+        query,
+        body,
+        status,
+    );
+    (status, Json(answer)).into_response()
 }

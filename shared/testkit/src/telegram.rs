@@ -58,6 +58,8 @@ struct Inner {
     chats: HashSet<(String, i64)>,
     blocked: HashSet<i64>,
     calls: Vec<Call>,
+    /// (token, `name` | `description` | `short_description`) → its text.
+    profiles: HashMap<(String, &'static str), String>,
     next_id: HashMap<i64, i64>,
     failures: VecDeque<Failure>,
     /// (token, file_id) → (file_path, bytes): files users sent, for `getFile` and downloads.
@@ -340,6 +342,34 @@ fn answer(s: &mut Inner, token: Option<String>, method: &str, body: Value) -> Re
             }
         }
         "getMe" => Json(json!({"ok": true, "result": {"id": 777, "is_bot": true, "first_name": "PatchbayTest", "username": "patchbay_test_bot"}})).into_response(),
+        // The bot's profile, per token (every language: the fake keeps one of each).
+        "getMyName" | "getMyDescription" | "getMyShortDescription" => {
+            let key = profile_key(method);
+            let text = s
+                .profiles
+                .get(&(token.clone(), key))
+                .cloned()
+                .unwrap_or_default();
+            Json(json!({"ok": true, "result": {key: text}})).into_response()
+        }
+        "setMyName" | "setMyDescription" | "setMyShortDescription" => {
+            let key = profile_key(method);
+            let max = match key {
+                "name" => 64,
+                "description" => 512,
+                _ => 120,
+            };
+            let text = match &body[key] {
+                Value::Null => String::new(),
+                Value::String(t) => t.clone(),
+                _ => return error(StatusCode::BAD_REQUEST, &format!("Bad Request: {key} must be a string"), None),
+            };
+            if text.chars().count() > max {
+                return error(StatusCode::BAD_REQUEST, &format!("Bad Request: {key} is too long"), None);
+            }
+            s.profiles.insert((token.clone(), key), text);
+            Json(json!({"ok": true, "result": true})).into_response()
+        }
         "answerCallbackQuery" => {
             if body["callback_query_id"].as_str().is_none() {
                 return error(StatusCode::BAD_REQUEST, "Bad Request: query id is required", None);
@@ -391,5 +421,16 @@ fn answer(s: &mut Inner, token: Option<String>, method: &str, body: Value) -> Re
             }
             Json(json!({"ok": true, "result": result})).into_response()
         }
+    }
+}
+
+/// The profile key a `getMy…`/`setMy…` method reads or writes.
+fn profile_key(method: &str) -> &'static str {
+    if method.ends_with("ShortDescription") {
+        "short_description"
+    } else if method.ends_with("Description") {
+        "description"
+    } else {
+        "name"
     }
 }

@@ -19,6 +19,7 @@ pub mod fixtures;
 mod fuzz;
 pub mod inbound;
 pub mod outbound;
+pub mod profile;
 
 pub use credentials::MessengerCredentials;
 pub use inbound::Messenger;

@@ -378,6 +378,16 @@ impl OutboundAdapter for MessengerSender {
         )
         .await
     }
+
+    /// The Page's Messenger profile ([`crate::profile`]).
+    async fn profile(
+        &self,
+        target: Target<'_, MessengerCredentials>,
+        change: Option<&serde_json::Map<String, serde_json::Value>>,
+        _: patchbay_platform::media::Context<'_>,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, SendError> {
+        crate::profile::profile(&self.http, target.base_url, target.credentials, change).await
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub mod fixtures;
 mod fuzz;
 pub mod inbound;
 pub mod outbound;
+pub mod profile;
 
 pub use credentials::TelegramCredentials;
 pub use inbound::Telegram;

@@ -349,6 +349,22 @@ impl OutboundAdapter for TelegramSender {
         })
     }
 
+    /// The bot's name and descriptions ([`crate::profile`]).
+    async fn profile(
+        &self,
+        target: Target<'_, TelegramCredentials>,
+        change: Option<&serde_json::Map<String, Value>>,
+        _: patchbay_platform::media::Context<'_>,
+    ) -> Result<serde_json::Map<String, Value>, SendError> {
+        crate::profile::profile(
+            &self.http,
+            target.base_url,
+            &target.credentials.bot_token,
+            change,
+        )
+        .await
+    }
+
     /// `getFile` for the file's path, then `<base>/file/bot<token>/<file_path>` (the Bot API
     /// serves files up to 20 MB this way).
     async fn fetch_media(

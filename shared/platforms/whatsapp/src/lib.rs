@@ -25,6 +25,7 @@ pub mod fixtures;
 mod fuzz;
 pub mod inbound;
 pub mod outbound;
+pub mod profile;
 
 pub use credentials::WhatsappCredentials;
 pub use inbound::Whatsapp;

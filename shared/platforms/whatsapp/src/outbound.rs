@@ -400,6 +400,16 @@ impl OutboundAdapter for WhatsappSender {
         .await
     }
 
+    /// The business profile ([`crate::profile`]).
+    async fn profile(
+        &self,
+        target: Target<'_, WhatsappCredentials>,
+        change: Option<&serde_json::Map<String, Value>>,
+        ctx: patchbay_platform::media::Context<'_>,
+    ) -> Result<serde_json::Map<String, Value>, SendError> {
+        crate::profile::profile(&self.http, target.base_url, target.credentials, change, ctx).await
+    }
+
     /// Uploaded media lasts 30 days.
     const MEDIA_REUSE: Duration = Duration::from_secs(30 * 24 * 3600);
 
