@@ -147,6 +147,9 @@ pub async fn run(
     Ok(rate)
 }
 
+/// Pulls a stage starts again after an error before it gives up.
+const PULL_RETRIES: usize = 20;
+
 async fn stage(
     js: jetstream::Context,
     c: consumer::Consumer<consumer::pull::Config>,
@@ -158,10 +161,23 @@ async fn stage(
     let mut messages = c.stream().max_messages_per_batch(500).messages().await?;
     let mut inflight = FuturesUnordered::new();
     let mut finished = 0usize;
+    let mut pull_errors = 0usize;
     loop {
         tokio::select! {
             Some(m) = messages.next(), if inflight.len() < 1000 => {
-                let m = m.map_err(|e| anyhow::anyhow!("pull: {e}"))?;
+                let m = match m {
+                    Ok(m) => m,
+                    // A loaded cluster moves a consumer's leader or misses a heartbeat (the
+                    // pull answers "no responders"): pull again, a few times at most.
+                    Err(e) if pull_errors < PULL_RETRIES => {
+                        pull_errors += 1;
+                        eprintln!("  ceiling: pull failed ({e}); pulling again");
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                        messages = c.stream().max_messages_per_batch(500).messages().await?;
+                        continue;
+                    }
+                    Err(e) => return Err(anyhow::anyhow!("pull: {e} ({PULL_RETRIES} retries)")),
+                };
                 let ack = match &next {
                     Some(subject) => Some(js.publish(subject.clone(), m.payload.clone()).await),
                     None => None,

@@ -161,6 +161,36 @@ async fn no_route_lets_a_caller_past_its_rights() {
     })
     .await;
     let b = victim(&stack).await;
+    // A partner app B enabled on its bot.
+    let (_, partner) = stack
+        .call(
+            "post",
+            "/admin/v1/partners",
+            Some(stack.admin_token()),
+            Some(&json!({"name": "Partner"})),
+        )
+        .await;
+    let partner_key = partner["api_key"].as_str().unwrap().to_owned();
+    let (_, app) = stack
+        .call(
+            "post",
+            "/v1/partner/apps",
+            Some(&partner_key),
+            Some(&json!({"name": "App", "callback_url": stack.tenant.url(),
+                         "events": ["message.*"], "scopes": ["messages:send"]})),
+        )
+        .await;
+    let app_id = app["id"].as_str().unwrap().to_owned();
+    let (status, installation) = stack
+        .call(
+            "post",
+            &format!("/v1/apps/{app_id}/enable"),
+            Some(&b.bot.api_key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{installation}");
+    let installation_id = installation["id"].as_str().unwrap().to_owned();
     let (_, doc) = stack.call("get", "/openapi.json", None, None).await;
     let paths = doc["paths"].as_object().unwrap();
 
@@ -176,6 +206,8 @@ async fn no_route_lets_a_caller_past_its_rights() {
             .replace("{channel_id}", &b.custom_channel)
             .replace("{media_id}", &b.media_id)
             .replace("{template_id}", &b.template_id)
+            .replace("{app_id}", &app_id)
+            .replace("{installation_id}", &installation_id)
     };
     let mut checked = 0;
     for (path, ops) in paths {
@@ -197,7 +229,9 @@ async fn no_route_lets_a_caller_past_its_rights() {
             let wrong = match scheme.as_str() {
                 "operatorToken" => Some(attacker.api_key.clone()),
                 "botApiKey" => Some(stack.admin_token().to_owned()),
-                "customDomainKey" | "customUserToken" => Some(attacker.api_key.clone()),
+                "customDomainKey" | "customUserToken" | "partnerKey" => {
+                    Some(attacker.api_key.clone())
+                }
                 // These routes read `?bot=` and `X-Chat-Signature`, never a bearer token:
                 // there is no other kind of token to try (brandchat.rs covers their rules).
                 "brandchatSignature" => None,
@@ -267,6 +301,13 @@ async fn no_route_lets_a_caller_past_its_rights() {
             Some(json!({"name": "stolen", "text": "x"})),
         ),
         ("delete", format!("/v1/templates/{}", b.template_id), None),
+        // A's bot never enabled B's app: nothing to disable, and B's channel is not A's.
+        ("delete", format!("/v1/apps/{app_id}"), None),
+        (
+            "post",
+            format!("/v1/apps/{app_id}/enable"),
+            Some(json!({"channels": [b.bot.channel_id]})),
+        ),
         (
             "post",
             format!("/v1/users/{}/tokens/revoke", b.user_id),
@@ -308,6 +349,8 @@ async fn no_route_lets_a_caller_past_its_rights() {
         "/v1/channels/{channel_id}",
         "/v1/channels/{channel_id}/profile",
         "/v1/templates/{template_id}",
+        "/v1/apps/{app_id}",
+        "/v1/apps/{app_id}/enable",
     ]
     .into_iter()
     .map(str::to_owned)
@@ -329,6 +372,11 @@ async fn no_route_lets_a_caller_past_its_rights() {
             "{method} {path} leaked B's data: {answer}"
         );
     }
+    // B's app is still enabled.
+    let (_, apps) = stack
+        .call("get", "/v1/apps", Some(&b.bot.api_key), None)
+        .await;
+    assert_eq!(apps["items"][0]["id"], installation_id.as_str(), "{apps}");
     // B's own key and code still work afterwards: nothing was spent by the attempts.
     let (status, _) = stack
         .call(

@@ -338,6 +338,8 @@ async fn a_bad_api_key_repeated_costs_one_lookup_and_works_once_created() {
         bot_id: bot.id.clone(),
         expires_at: None,
         scopes: None,
+        installation_id: None,
+        channels: None,
     };
     bucket
         .put(

@@ -25,6 +25,7 @@ mod messenger_e2e;
 mod nats_access;
 mod ordering;
 mod outbound_isolation;
+mod partner_apps;
 mod rate_limits;
 mod scale_out;
 mod scoped_keys;

@@ -20,10 +20,12 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
 
 /// The bot an API key belongs to, as the rate-limit layer already resolved it for this request
 /// (so the key is hashed and looked up once): `None` when the key is valid but its bot is gone;
-/// and the key's scopes (`None`: every scope).
+/// the key's scopes (`None`: every scope); and the channels it may send through (a partner's
+/// token on an installation of some channels; `None`: all).
 #[derive(Debug, Clone)]
 pub(crate) struct KeyOwner(
     pub(crate) Option<Arc<BotRecord>>,
+    pub(crate) Option<Arc<[String]>>,
     pub(crate) Option<Arc<[String]>>,
 );
 
@@ -35,6 +37,7 @@ pub(crate) async fn key_owner(api: &Api, key: &str) -> Result<Option<KeyOwner>, 
     Ok(Some(KeyOwner(
         api.view.bot(&record.bot_id).await?,
         record.scopes.as_deref().map(Arc::from),
+        record.channels.as_deref().map(Arc::from),
     )))
 }
 
@@ -63,6 +66,55 @@ pub struct BotAuth {
     pub bot_id: String,
     /// The key's scopes (`None`: every scope).
     pub scopes: Option<Arc<[String]>>,
+    /// The channels it may send through (`None`: every channel of the bot).
+    pub channels: Option<Arc<[String]>>,
+}
+
+impl BotAuth {
+    /// Refuses a send through `channel_id` that the credential may not use (403
+    /// `channel_not_enabled`: a partner's token on an installation of other channels).
+    pub(crate) fn may_send_through(&self, channel_id: &str) -> Result<(), ApiError> {
+        match &self.channels {
+            Some(list) if !list.iter().any(|c| c == channel_id) => Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "channel_not_enabled",
+                format!(
+                    "this token's app is enabled on channels {} of the bot, not on {channel_id}",
+                    list.join(", ")
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The caller holds a partner's key (`ppk_…`), checked by `auth`.
+#[derive(Debug)]
+pub struct PartnerAuth {
+    /// The partner.
+    pub partner_id: String,
+}
+
+impl FromRequestParts<Arc<Api>> for PartnerAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, api: &Arc<Api>) -> Result<Self, ApiError> {
+        let key = bearer(parts)?;
+        if !key.starts_with("ppk_") {
+            return Err(ApiError::unauthorized("invalid partner key"));
+        }
+        let req = patchbay_contract::partners::PartnerRequest {
+            v: patchbay_contract::V1,
+            op: patchbay_contract::partners::PartnerOp::Authenticate {
+                api_key: key.to_owned(),
+            },
+        };
+        let partner: patchbay_contract::partners::Partner =
+            crate::ask(api, "auth", patchbay_contract::auth_ops::PARTNERS, &req).await?;
+        Ok(PartnerAuth {
+            partner_id: partner.id,
+        })
+    }
 }
 
 impl FromRequestParts<Arc<Api>> for BotAuth {
@@ -88,6 +140,7 @@ impl FromRequestParts<Arc<Api>> for BotAuth {
         // A route without a scope in the table needs every scope (`*`).
         let needed = crate::scopes::required(&parts.method, route).unwrap_or("*");
         let scopes = owner.1;
+        let channels = owner.2;
         if !patchbay_contract::scopes::grants(scopes.as_deref(), needed) {
             return Err(ApiError::new(
                 axum::http::StatusCode::FORBIDDEN,
@@ -104,6 +157,7 @@ impl FromRequestParts<Arc<Api>> for BotAuth {
         Ok(BotAuth {
             bot_id: bot.id.clone(),
             scopes,
+            channels,
         })
     }
 }

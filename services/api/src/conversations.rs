@@ -119,6 +119,9 @@ pub(crate) async fn upsert(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no bot {}", bot.bot_id)))?;
     let target = new_contact_target(&record.channels, body.channel_id.as_deref(), &contact)?;
+    if let Some(c) = &body.channel_id {
+        bot.may_send_through(c)?;
+    }
     let (channel, platform_user_id) = target.unzip();
     let req = UpsertContactRequest {
         v: V1,
@@ -131,6 +134,7 @@ pub(crate) async fn upsert(
     let send = if body.messages.is_empty() {
         None
     } else {
+        bot.may_send_through(&found.user.channel.id)?;
         Some(
             queue(
                 &api,

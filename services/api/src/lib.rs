@@ -47,6 +47,7 @@ mod custom;
 mod limits;
 mod media;
 mod openapi;
+mod partners;
 mod scopes;
 mod settings;
 mod templates;
@@ -209,6 +210,7 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             .merge(codes::routes(codes))
             .merge(settings::routes())
             .merge(templates::routes())
+            .merge(partners::routes())
             .route(
                 "/openapi.json",
                 axum::routing::get(|| async { axum::Json(openapi::document()) }),
@@ -509,7 +511,7 @@ async fn send_messages(
     check_messages(&body.messages, 1)?;
     check_uploads(&api, &bot.bot_id, &body.messages).await?;
     let source = body.source.map_or(SendSource::Api, SendSource::from);
-    check_recipient(&api, &bot.bot_id, &to, &body.messages, source).await?;
+    check_recipient(&api, &bot, &to, &body.messages, source).await?;
     let accepted = queue(
         &api,
         &bot.bot_id,
@@ -588,11 +590,12 @@ pub(crate) fn check_messages(messages: &[Content], min: usize) -> Result<(), Api
 /// `message.failed` event (as it does when the window closes between this check and the send).
 async fn check_recipient(
     api: &Api,
-    bot_id: &str,
+    bot: &BotAuth,
     to: &Recipient,
     messages: &[Content],
     source: SendSource,
 ) -> Result<(), ApiError> {
+    let bot_id = bot.bot_id.as_str();
     let subject = api
         .bus
         .subjects()
@@ -608,6 +611,7 @@ async fn check_recipient(
         .await
     {
         Ok(Ok(user)) => {
+            bot.may_send_through(&user.channel.id)?;
             let rendered = render_templates(api, bot_id, &user, messages, source).await?;
             check_window(api, bot_id, &user, &rendered, source).await
         }
@@ -622,6 +626,12 @@ async fn check_recipient(
             },
         )),
         Ok(Err(e)) => Err(e.into()),
+        // A token limited to some channels is not taken on trust.
+        Err(e @ (BusError::NoResponders(_) | BusError::Unavailable(_)))
+            if bot.channels.is_some() =>
+        {
+            Err(e.into())
+        }
         Err(e @ (BusError::NoResponders(_) | BusError::Unavailable(_))) => {
             tracing::warn!(error = %e, "recipient not checked; accepting");
             Ok(())

@@ -14,9 +14,11 @@ use patchbay_custom::api::{RegisterUser, RegisteredUser, SendAsUser, SentAsUser}
 
 use crate::codes::ClaimBody;
 use crate::conversations::{UpsertBody, Upserted};
+use crate::partners::{EnableBody, PartnerBody};
 use crate::settings::{BotPatch, ChannelPatch, CreateTenantBody, Items, RotateBody};
 use crate::users::Profile;
 use crate::{Accepted, CreateBotBody, CreateChannelBody, ReplayBody, SendBody};
+use patchbay_contract::partners::{App, AppDef, CreatedApp, CreatedPartner, Installation, Partner};
 
 /// Who may call an operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +27,8 @@ pub(crate) enum Caller {
     Operator,
     /// A bot's API key.
     Bot,
+    /// A partner's key.
+    Partner,
     /// BrandChat's `?bot=` and `X-Chat-Signature`.
     Brandchat,
     /// A custom channel's domain key.
@@ -219,6 +223,116 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         "One of the bot's channels (no credentials); 404 for another bot's.",
         None,
         (200, Some(schema::<patchbay_contract::ChannelView>)),
+    ),
+    op(
+        "post",
+        "/admin/v1/partners",
+        Caller::Operator,
+        "Add a partner: 201 with its key (ppk_…, shown once), the Bearer of /v1/partner routes.",
+        Some(schema::<PartnerBody>),
+        (201, Some(schema::<CreatedPartner>)),
+    ),
+    op(
+        "get",
+        "/admin/v1/partners",
+        Caller::Operator,
+        "Every partner.",
+        None,
+        (200, Some(schema::<Items<Partner>>)),
+    ),
+    op(
+        "post",
+        "/v1/partner/apps",
+        Caller::Partner,
+        "Publish an app (callback URL, events, requested scopes): 201 with its webhook secret \
+         (shown once); 422 naming a bad field.",
+        Some(schema::<AppDef>),
+        (201, Some(schema::<CreatedApp>)),
+    ),
+    op(
+        "get",
+        "/v1/partner/apps",
+        Caller::Partner,
+        "The partner's apps.",
+        None,
+        (200, Some(schema::<Items<App>>)),
+    ),
+    op(
+        "get",
+        "/v1/partner/apps/{app_id}",
+        Caller::Partner,
+        "One of the partner's apps; 404 for another partner's.",
+        None,
+        (200, Some(schema::<App>)),
+    ),
+    op(
+        "put",
+        "/v1/partner/apps/{app_id}",
+        Caller::Partner,
+        "Replace an app's definition; every installation follows.",
+        Some(schema::<AppDef>),
+        (200, Some(schema::<App>)),
+    ),
+    op(
+        "delete",
+        "/v1/partner/apps/{app_id}",
+        Caller::Partner,
+        "Withdraw an app (204): every installation ends, its tokens with it.",
+        None,
+        (204, None),
+    ),
+    op(
+        "get",
+        "/v1/partner/installations",
+        Caller::Partner,
+        "Where the partner's apps are enabled: organisation, bot, channels.",
+        None,
+        (200, Some(schema::<Items<Installation>>)),
+    ),
+    op(
+        "post",
+        "/v1/partner/installations/{installation_id}/token",
+        Caller::Partner,
+        "An access token for the installation's bot (a Bearer of /v1 routes with the app's \
+         scopes, sending only through the installation's channels); 404 for another \
+         partner's installation.",
+        None,
+        (200, Some(schema::<patchbay_contract::IssuedAccessToken>)),
+    ),
+    op(
+        "get",
+        "/v1/apps",
+        Caller::Bot,
+        "The partner apps enabled on the bot.",
+        None,
+        (200, Some(schema::<Items<Installation>>)),
+    ),
+    op(
+        "get",
+        "/v1/apps/{app_id}",
+        Caller::Bot,
+        "An app as an organisation sees it before enabling it: its partner, callback, events \
+         and the scopes it asks for.",
+        None,
+        (200, Some(schema::<App>)),
+    ),
+    op(
+        "post",
+        "/v1/apps/{app_id}/enable",
+        Caller::Bot,
+        "Enable an app on the bot, on all its channels or some (again: change them); its \
+         events go to the app and the partner may send through those channels.",
+        Some(schema::<EnableBody>),
+        (200, Some(schema::<Installation>)),
+    ),
+    op(
+        "delete",
+        "/v1/apps/{app_id}",
+        Caller::Bot,
+        "Disable an app on the bot (204): its events stop and its tokens stop working; 404 when \
+         it is not enabled.",
+        None,
+        (204, None),
     ),
     op(
         "get",
@@ -725,6 +839,7 @@ pub(crate) fn document() -> Value {
                 operation["security"] = json!([{"botApiKey": [scope]}]);
             }
             Caller::DomainKey => operation["security"] = json!([{"customDomainKey": []}]),
+            Caller::Partner => operation["security"] = json!([{"partnerKey": []}]),
             Caller::Brandchat => operation["security"] = json!([{"brandchatSignature": []}]),
             Caller::UserToken => operation["security"] = json!([{"customUserToken": []}]),
             Caller::Public => {}
@@ -753,6 +868,8 @@ pub(crate) fn document() -> Value {
                                        "description": "BrandChat compatibility: hex HMAC-SHA1 of the raw body keyed with the bot's API key; the bot is named by ?bot=<bot id>"},
                 "customDomainKey": {"type": "http", "scheme": "bearer",
                                     "description": "A custom channel's domain key"},
+                "partnerKey": {"type": "http", "scheme": "bearer",
+                               "description": "A partner's key (ppk_…, from POST /admin/v1/partners)"},
                 "customUserToken": {"type": "http", "scheme": "bearer",
                                     "description": "A custom channel's user token"}
             }

@@ -49,6 +49,10 @@ pub(crate) const ROUTES: &[(&str, &str, &str)] = &[
         "/v1/channels/{channel_id}/tokens/revoke",
         "settings:write",
     ),
+    ("GET", "/v1/apps", "settings:read"),
+    ("GET", "/v1/apps/{app_id}", "settings:read"),
+    ("POST", "/v1/apps/{app_id}/enable", "settings:write"),
+    ("DELETE", "/v1/apps/{app_id}", "settings:write"),
     ("POST", "/v1/keys/rotate", "settings:keys"),
     ("DELETE", "/v1/keys/{key_id}", "settings:keys"),
 ];

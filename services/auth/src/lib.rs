@@ -5,6 +5,7 @@
 //! bucket, which every other service watches. At start it republishes everything, so the
 //! bucket can always be rebuilt from the database.
 
+mod partners;
 mod publish;
 mod reseal;
 mod store;
@@ -68,6 +69,11 @@ pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] = &[
         include_str!("../migrations/0008_key_scopes.sql"),
     ),
     (9, "tokens", include_str!("../migrations/0009_tokens.sql")),
+    (
+        10,
+        "partners",
+        include_str!("../migrations/0010_partners.sql"),
+    ),
 ];
 
 /// How long verifying a new callback URL may take (the dispatcher's own timeout applies
@@ -75,7 +81,7 @@ pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] = &[
 const VERIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Event subscription patterns a bot may use: the wildcards and every event type.
-const KNOWN_EVENTS: &[&str] = &[
+pub(crate) const KNOWN_EVENTS: &[&str] = &[
     "*",
     "message.*",
     "user.*",
@@ -89,7 +95,7 @@ const KNOWN_EVENTS: &[&str] = &[
     "user.unsubscribed",
 ];
 
-struct Auth {
+pub(crate) struct Auth {
     pool: PgPool,
     bus: patchbay_bus::Bus,
     /// Revision-checked writes to the config bucket.
@@ -105,7 +111,7 @@ struct Auth {
 }
 
 /// A new token: `prefix` and 32 random bytes, as an API key's.
-fn token(prefix: &str) -> Result<String, patchbay_config::secrets::SecretError> {
+pub(crate) fn token(prefix: &str) -> Result<String, patchbay_config::secrets::SecretError> {
     Ok(format!("{prefix}{}", new_url_token()?))
 }
 
@@ -152,11 +158,11 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
     })
 }
 
-fn invalid(field: &str, message: impl std::fmt::Display) -> RpcError {
+pub(crate) fn invalid(field: &str, message: impl std::fmt::Display) -> RpcError {
     RpcError::new(422, "invalid_request", format!("{field}: {message}"))
 }
 
-fn internal(e: impl std::fmt::Display) -> RpcError {
+pub(crate) fn internal(e: impl std::fmt::Display) -> RpcError {
     tracing::error!(error = %e, "auth operation failed");
     RpcError::new(500, "internal", "internal error; see the auth service logs")
 }
@@ -184,6 +190,10 @@ impl Auth {
             ),
             auth_ops::UPDATE_WEBHOOK => encode(match decode(&body) {
                 Ok(req) => self.update_webhook(req).await,
+                Err(e) => Err(e),
+            }),
+            auth_ops::PARTNERS => encode(match decode(&body) {
+                Ok(req) => self.partners(req).await,
                 Err(e) => Err(e),
             }),
             auth_ops::ISSUE_TOKENS => encode(match decode(&body) {
@@ -661,7 +671,7 @@ impl Auth {
     }
 
     /// Publishes the bot's record and each of its working keys.
-    async fn publish_bot(&self, bot_id: &str) -> Result<(), RpcError> {
+    pub(crate) async fn publish_bot(&self, bot_id: &str) -> Result<(), RpcError> {
         let (_, keys) = store::load_bot(&self.pool, bot_id).await?;
         self.config
             .sync(&patchbay_contract::config_keys::bot(bot_id), || async {
@@ -675,7 +685,7 @@ impl Auth {
     }
 
     /// Publishes the key hashed `hash` if it works, removes it if not (revoked, expired).
-    async fn publish_key(&self, hash: &str) -> Result<(), RpcError> {
+    pub(crate) async fn publish_key(&self, hash: &str) -> Result<(), RpcError> {
         self.config
             .sync(&patchbay_contract::config_keys::api_key(hash), || {
                 store::load_key(&self.pool, hash)

@@ -49,6 +49,13 @@ const COLUMNS: &[Column] = &[
         write: "update channels set credentials_sealed = $1 where id = $2 and credentials_sealed = $3",
         owner: |id, _| id.to_owned(),
     },
+    Column {
+        place: "auth.apps.secret_sealed",
+        list: "select id, partner_id as bot_id, secret_sealed as sealed from apps order by id",
+        read: "select secret_sealed as sealed from apps where id = $1",
+        write: "update apps set secret_sealed = $1 where id = $2 and secret_sealed = $3",
+        owner: |id, _| id.to_owned(),
+    },
 ];
 
 /// Re-seals every sealed value of schema `auth` (`pool`'s search path) with `key`'s current

@@ -10,7 +10,7 @@ use patchbay_contract::{
 };
 use sqlx::{PgPool, Row};
 
-fn db(e: sqlx::Error) -> RpcError {
+pub(crate) fn db(e: sqlx::Error) -> RpcError {
     tracing::error!(error = %e, "auth database error");
     RpcError::new(
         503,
@@ -198,7 +198,36 @@ pub async fn load_bot(
             })
         })
         .collect();
+    let installations = sqlx::query(
+        "select i.id, i.app_id, a.partner_id, i.channels, a.definition, a.secret_sealed
+         from installations i join apps a on a.id = i.app_id
+         where i.bot_id = $1 order by i.id",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await
+    .map_err(db)?
+    .into_iter()
+    .filter_map(|r| {
+        let def: sqlx::types::Json<patchbay_contract::partners::AppDef> =
+            r.try_get("definition").ok()?;
+        Some(patchbay_contract::partners::InstallationRef {
+            id: r.get("id"),
+            app_id: r.get("app_id"),
+            partner_id: r.get("partner_id"),
+            channels: r.get("channels"),
+            events: def.0.events,
+            scopes: def.0.scopes,
+            callback_url: def.0.callback_url,
+            secret: SealedSecret {
+                sealed: r.get("secret_sealed"),
+                expires_at: None,
+            },
+        })
+    })
+    .collect();
     let bot = BotRecord {
+        installations,
         channels,
         brandchat_keys: Vec::new(),
         v: V1,
@@ -233,7 +262,7 @@ pub async fn load_bot(
         updated_at: row.get("updated_at"),
     };
     let keys = sqlx::query(
-        "select id, key_hash, expires_at, sealed, scopes from api_keys
+        "select id, key_hash, expires_at, sealed, scopes, installation_id, channels from api_keys
          where bot_id = $1 and revoked_at is null and (expires_at is null or expires_at > now())
          order by created_at, id",
     )
@@ -264,6 +293,8 @@ pub async fn load_bot(
                     bot_id: id.to_owned(),
                     expires_at: r.get("expires_at"),
                     scopes: r.get("scopes"),
+                    installation_id: r.get("installation_id"),
+                    channels: r.get("channels"),
                 },
             )
         })
@@ -481,7 +512,7 @@ pub async fn revoke_key(pool: &PgPool, bot_id: &str, key_id: &str) -> Result<Str
 /// expired).
 pub async fn load_key(pool: &PgPool, hash: &str) -> Result<Option<ApiKeyRecord>, RpcError> {
     let row = sqlx::query(
-        "select id, bot_id, expires_at, scopes from api_keys
+        "select id, bot_id, expires_at, scopes, installation_id, channels from api_keys
          where key_hash = $1 and revoked_at is null and (expires_at is null or expires_at > now())",
     )
     .bind(hash)
@@ -494,6 +525,8 @@ pub async fn load_key(pool: &PgPool, hash: &str) -> Result<Option<ApiKeyRecord>,
         bot_id: r.get("bot_id"),
         expires_at: r.get("expires_at"),
         scopes: r.get("scopes"),
+        installation_id: r.get("installation_id"),
+        channels: r.get("channels"),
     }))
 }
 

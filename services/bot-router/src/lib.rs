@@ -268,14 +268,40 @@ impl Router {
         event: TenantEvent,
         reply_address: Option<String>,
     ) -> Result<bool, HandlerError> {
+        let subject = self.bus.subjects().dispatch(&bot.id)?;
+        // A copy for each partner app enabled on the bot (and the event's channel) that
+        // subscribes to it, under its own id: delivered, retried and logged apart from the
+        // bot's own webhook.
+        let mut stored = false;
+        for ins in bot
+            .installations
+            .iter()
+            .filter(|i| i.accepts(event.event_type, &event.channel.id))
+        {
+            let copy = TenantEvent {
+                id: hashed_id(prefix::EVENT, &[&event.id, &ins.id]),
+                installation: Some(patchbay_contract::partners::InstallationContext {
+                    id: ins.id.clone(),
+                    app_id: ins.app_id.clone(),
+                    tenant_id: bot.tenant_id.clone(),
+                }),
+                ..event.clone()
+            };
+            let job = DispatchJob {
+                v: V1,
+                event: copy,
+                reply_address: reply_address.clone(),
+            };
+            self.bus.publish(&subject, &job.event.id, &job).await?;
+            stored = true;
+        }
         if bot.webhook.url.is_none()
             || !bot
                 .webhook
                 .accepts(event.event_type, event.channel.platform)
         {
-            return Ok(false);
+            return Ok(stored);
         }
-        let subject = self.bus.subjects().dispatch(&bot.id)?;
         let id = event.id.clone();
         self.bus
             .publish(
@@ -470,6 +496,7 @@ impl Handler<InboundEvent> for Inbound {
                 error: None,
                 referral: ev.referral.clone(),
                 resubscribed: ev.resubscribed,
+                installation: None,
             };
             // The user's own action, at the event's time, opened their window (an
             // unsubscription opens none).
@@ -546,6 +573,7 @@ impl Router {
                 error: None,
                 referral: None,
                 resubscribed: false,
+                installation: None,
             };
             self.dispatch(bot, event, None).await?;
         }
@@ -607,6 +635,7 @@ impl Router {
                     error: receipt.error.clone(),
                     referral: None,
                     resubscribed: false,
+                    installation: None,
                 };
                 self.dispatch(bot, event, None).await?;
             }
@@ -1243,6 +1272,7 @@ impl Handler<StatusEvent> for Statuses {
             error: st.error.clone(),
             referral: None,
             resubscribed: false,
+            installation: None,
         };
         r.dispatch(&bot, event, None).await.map(drop)
     }

@@ -77,6 +77,13 @@ enum Command {
     /// A bot's template registry (with the bot's API key).
     #[command(subcommand)]
     Templates(Templates),
+    /// Partners (operator), and a partner's apps, installations and tokens (with the
+    /// partner's key).
+    #[command(subcommand)]
+    Partners(Partners),
+    /// The partner apps a bot enabled; enabling and disabling one (with the bot's API key).
+    #[command(subcommand)]
+    Apps(Apps),
     /// Exchange an API key (or the last refresh token) for an access token and the next
     /// refresh token (POST /v1/auth/token).
     Token {
@@ -196,6 +203,111 @@ enum Tenants {
     },
     /// List tenants.
     List,
+}
+
+#[derive(Subcommand)]
+enum Partners {
+    /// Add a partner (operator). Prints its key once.
+    Create {
+        /// Name.
+        #[arg(long)]
+        name: String,
+    },
+    /// Every partner (operator).
+    List,
+    /// Publish an app from a JSON file (`{"name", "description"?, "callback_url", "events",
+    /// "scopes"}`; docs/api.md, "Partner apps"); `-` reads standard input. Prints its webhook
+    /// secret once.
+    CreateApp {
+        /// The partner's key.
+        #[arg(long, env = "PATCHBAY_PARTNER_KEY", hide_env_values = true)]
+        partner_key: String,
+        /// The definition.
+        #[arg(long)]
+        file: std::path::PathBuf,
+    },
+    /// The partner's apps.
+    Apps {
+        /// The partner's key.
+        #[arg(long, env = "PATCHBAY_PARTNER_KEY", hide_env_values = true)]
+        partner_key: String,
+    },
+    /// Replace an app's definition from a JSON file.
+    ReplaceApp {
+        /// The partner's key.
+        #[arg(long, env = "PATCHBAY_PARTNER_KEY", hide_env_values = true)]
+        partner_key: String,
+        /// The app (`app_…`).
+        #[arg(long)]
+        app: String,
+        /// The definition.
+        #[arg(long)]
+        file: std::path::PathBuf,
+    },
+    /// Withdraw an app: every installation ends.
+    DeleteApp {
+        /// The partner's key.
+        #[arg(long, env = "PATCHBAY_PARTNER_KEY", hide_env_values = true)]
+        partner_key: String,
+        /// The app (`app_…`).
+        #[arg(long)]
+        app: String,
+    },
+    /// Where the partner's apps are enabled.
+    Installations {
+        /// The partner's key.
+        #[arg(long, env = "PATCHBAY_PARTNER_KEY", hide_env_values = true)]
+        partner_key: String,
+    },
+    /// An access token for an installation's bot.
+    Token {
+        /// The partner's key.
+        #[arg(long, env = "PATCHBAY_PARTNER_KEY", hide_env_values = true)]
+        partner_key: String,
+        /// The installation (`ins_…`).
+        #[arg(long)]
+        installation: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum Apps {
+    /// The apps enabled on the bot.
+    List {
+        /// The bot's API key.
+        #[arg(long, env = "PATCHBAY_API_KEY", hide_env_values = true)]
+        api_key: String,
+    },
+    /// An app: its partner, callback, events and the scopes it asks for.
+    Get {
+        /// The bot's API key.
+        #[arg(long, env = "PATCHBAY_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// The app (`app_…`).
+        #[arg(long)]
+        app: String,
+    },
+    /// Enable an app on the bot: on every channel, or on those named (repeatable).
+    Enable {
+        /// The bot's API key.
+        #[arg(long, env = "PATCHBAY_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// The app (`app_…`).
+        #[arg(long)]
+        app: String,
+        /// A channel to enable it on.
+        #[arg(long = "channel")]
+        channels: Vec<String>,
+    },
+    /// Disable an app on the bot: its events stop, its tokens stop working.
+    Disable {
+        /// The bot's API key.
+        #[arg(long, env = "PATCHBAY_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// The app (`app_…`).
+        #[arg(long)]
+        app: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -1246,6 +1358,118 @@ fn admin(cli: Cli) -> anyhow::Result<()> {
                         Some(api_key),
                         Value::Null,
                         &["id", "name", "text", "variables"],
+                    )
+                }
+                Command::Partners(Partners::Create { name }) => (
+                    "/admin/v1/partners".into(),
+                    cli.token.clone(),
+                    json!({"name": name}),
+                    &["id", "name", "api_key"],
+                ),
+                Command::Partners(Partners::List) => {
+                    method = reqwest::Method::GET;
+                    (
+                        "/admin/v1/partners".into(),
+                        cli.token.clone(),
+                        Value::Null,
+                        &["items"],
+                    )
+                }
+                Command::Partners(Partners::CreateApp { partner_key, file }) => (
+                    "/v1/partner/apps".into(),
+                    Some(partner_key),
+                    json_file(&file)?,
+                    &["id", "name", "webhook_secret"],
+                ),
+                Command::Partners(Partners::Apps { partner_key }) => {
+                    method = reqwest::Method::GET;
+                    (
+                        "/v1/partner/apps".into(),
+                        Some(partner_key),
+                        Value::Null,
+                        &["items"],
+                    )
+                }
+                Command::Partners(Partners::ReplaceApp {
+                    partner_key,
+                    app,
+                    file,
+                }) => {
+                    method = reqwest::Method::PUT;
+                    (
+                        format!("/v1/partner/apps/{}", query_escape(&app)),
+                        Some(partner_key),
+                        json_file(&file)?,
+                        &["id", "name", "updated_at"],
+                    )
+                }
+                Command::Partners(Partners::DeleteApp { partner_key, app }) => {
+                    method = reqwest::Method::DELETE;
+                    (
+                        format!("/v1/partner/apps/{}", query_escape(&app)),
+                        Some(partner_key),
+                        Value::Null,
+                        &[],
+                    )
+                }
+                Command::Partners(Partners::Installations { partner_key }) => {
+                    method = reqwest::Method::GET;
+                    (
+                        "/v1/partner/installations".into(),
+                        Some(partner_key),
+                        Value::Null,
+                        &["items"],
+                    )
+                }
+                Command::Partners(Partners::Token {
+                    partner_key,
+                    installation,
+                }) => (
+                    format!(
+                        "/v1/partner/installations/{}/token",
+                        query_escape(&installation)
+                    ),
+                    Some(partner_key),
+                    json!({}),
+                    &["access_token", "expires_in", "bot_id", "scopes", "channels"],
+                ),
+                Command::Apps(Apps::List { api_key }) => {
+                    method = reqwest::Method::GET;
+                    ("/v1/apps".into(), Some(api_key), Value::Null, &["items"])
+                }
+                Command::Apps(Apps::Get { api_key, app }) => {
+                    method = reqwest::Method::GET;
+                    (
+                        format!("/v1/apps/{}", query_escape(&app)),
+                        Some(api_key),
+                        Value::Null,
+                        &["id", "name", "partner_name", "callback_url", "events", "scopes"],
+                    )
+                }
+                Command::Apps(Apps::Enable {
+                    api_key,
+                    app,
+                    channels,
+                }) => {
+                    let body = if channels.is_empty() {
+                        json!({})
+                    } else {
+                        json!({ "channels": channels })
+                    };
+                    (
+                        format!("/v1/apps/{}/enable", query_escape(&app)),
+                        Some(api_key),
+                        body,
+                        &["id", "app_id", "bot_id", "channels", "scopes"],
+                    )
+                }
+                Command::Apps(Apps::Disable { api_key, app }) => {
+                    method = reqwest::Method::DELETE;
+                    (
+                        format!("/v1/apps/{}", query_escape(&app)),
+                        Some(api_key),
+                        Value::Null,
+                        &[],
                     )
                 }
                 Command::Templates(Templates::Delete { api_key, template }) => {

@@ -743,6 +743,92 @@ async fn operators_and_bot_developers_work_from_the_command_line() {
     .unwrap();
     assert_eq!(read, changed);
 
+    // A partner publishes an app; the bot enables it on one channel; the partner takes a
+    // token; the bot disables it.
+    let partner: Value =
+        serde_json::from_str(&ok(&i, &["--json", "partners", "create", "--name", "CRM"])).unwrap();
+    let partner_key = partner["api_key"].as_str().unwrap().to_owned();
+    let app_file = dir.path().join("app.json");
+    std::fs::write(
+        &app_file,
+        serde_json::json!({"name": "CRM sync", "callback_url": tenant.url(),
+                           "events": ["message.received"], "scopes": ["messages:send"]})
+        .to_string(),
+    )
+    .unwrap();
+    let app: Value = serde_json::from_str(&ok(
+        &i,
+        &[
+            "--json",
+            "partners",
+            "create-app",
+            "--partner-key",
+            &partner_key,
+            "--file",
+            app_file.to_str().unwrap(),
+        ],
+    ))
+    .unwrap();
+    let app_id = app["id"].as_str().unwrap().to_owned();
+    assert!(app["webhook_secret"].as_str().is_some(), "{app}");
+    let installed: Value = serde_json::from_str(&ok(
+        &i,
+        &[
+            "--json",
+            "apps",
+            "enable",
+            "--api-key",
+            &api_key,
+            "--app",
+            &app_id,
+            "--channel",
+            tg_id,
+        ],
+    ))
+    .unwrap();
+    assert_eq!(
+        installed["channels"],
+        serde_json::json!([tg_id]),
+        "{installed}"
+    );
+    let listed = ok(
+        &i,
+        &[
+            "--json",
+            "partners",
+            "installations",
+            "--partner-key",
+            &partner_key,
+        ],
+    );
+    assert!(
+        listed.contains(installed["id"].as_str().unwrap()),
+        "{listed}"
+    );
+    let token: Value = serde_json::from_str(&ok(
+        &i,
+        &[
+            "--json",
+            "partners",
+            "token",
+            "--partner-key",
+            &partner_key,
+            "--installation",
+            installed["id"].as_str().unwrap(),
+        ],
+    ))
+    .unwrap();
+    assert!(
+        token["access_token"].as_str().unwrap().starts_with("pbat_"),
+        "{token}"
+    );
+    ok(
+        &i,
+        &["apps", "disable", "--api-key", &api_key, "--app", &app_id],
+    );
+    let mine = ok(&i, &["--json", "apps", "list", "--api-key", &api_key]);
+    assert!(!mine.contains(&app_id), "{mine}");
+
     // Revoking the channel's tokens: the user's token is refused.
     let revoked: Value = serde_json::from_str(&ok(
         &i,

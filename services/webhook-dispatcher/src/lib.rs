@@ -270,6 +270,22 @@ impl Dispatcher {
         Ok(String::from_utf8_lossy(&key).into_owned())
     }
 
+    /// The `webhook-signature` of a partner app's delivery: its secret, sealed for the app.
+    fn app_signature(
+        &self,
+        app: &patchbay_contract::partners::InstallationRef,
+        id: &str,
+        ts: i64,
+        body: &[u8],
+    ) -> Result<String, HandlerError> {
+        let secret = self
+            .key
+            .open(&app.app_id, &app.secret.sealed)
+            .map_err(|e| HandlerError::retry(format!("app {}: {e}", app.app_id)))?;
+        patchbay_platform::webhook::sign(&String::from_utf8_lossy(&secret), id, ts, body)
+            .map_err(HandlerError::reject)
+    }
+
     fn signatures(
         &self,
         bot: &BotRecord,
@@ -605,12 +621,29 @@ impl Dispatcher {
             tracing::info!(bot_id = %job.event.bot_id, event_id = %job.event.id, "bot no longer exists; event dropped");
             return Ok(Attempted::Skipped);
         };
-        if let Some(reason) = &bot.webhook.disabled_reason {
+        // A partner app's copy goes to the app's callback while the app is enabled on the bot.
+        let app = match &job.event.installation {
+            Some(ctx) => match bot.installations.iter().find(|i| i.id == ctx.id) {
+                Some(i) => Some(i.clone()),
+                None => {
+                    tracing::info!(bot_id = %bot.id, installation_id = %ctx.id, event_id = %job.event.id, "app no longer enabled on the bot; event dropped");
+                    return Ok(Attempted::Skipped);
+                }
+            },
+            None => None,
+        };
+        if app.is_none()
+            && let Some(reason) = &bot.webhook.disabled_reason
+        {
             return Ok(Attempted::Disabled(format!("endpoint disabled: {reason}")));
         }
-        let Some(url) = bot.webhook.url.clone() else {
-            tracing::info!(bot_id = %bot.id, event_id = %job.event.id, "bot has no callback URL; event not delivered");
-            return Ok(Attempted::Skipped);
+        let url = match (&app, bot.webhook.url.clone()) {
+            (Some(i), _) => i.callback_url.clone(),
+            (None, Some(url)) => url,
+            (None, None) => {
+                tracing::info!(bot_id = %bot.id, event_id = %job.event.id, "bot has no callback URL; event not delivered");
+                return Ok(Attempted::Skipped);
+            }
         };
         let earlier = self
             .answered
@@ -628,11 +661,18 @@ impl Dispatcher {
                 retry_after: None,
             },
             None => {
-                let (url, headers, body) = match bot.webhook.flavour {
+                let flavour = match &app {
+                    Some(_) => WebhookFlavour::Native,
+                    None => bot.webhook.flavour,
+                };
+                let (url, headers, body) = match flavour {
                     WebhookFlavour::Native => {
                         let body = serde_json::to_vec(&job.event).map_err(HandlerError::reject)?;
                         let ts = chrono::Utc::now().timestamp();
-                        let signature = self.signatures(&bot, &job.event.id, ts, &body)?;
+                        let signature = match &app {
+                            Some(i) => self.app_signature(i, &job.event.id, ts, &body)?,
+                            None => self.signatures(&bot, &job.event.id, ts, &body)?,
+                        };
                         let headers = vec![
                             ("webhook-id", job.event.id.clone()),
                             ("webhook-timestamp", ts.to_string()),
@@ -678,7 +718,7 @@ impl Dispatcher {
         };
         let took = started.elapsed();
         drop(slot);
-        self.note_attempt_time(&bot.id, took);
+        self.note_attempt_time(job.lane(), took);
         let ok = outcome.error.is_none();
         metrics::histogram!("patchbay_webhook_attempt_seconds").record(took.as_secs_f64());
         metrics::counter!("patchbay_webhook_attempts_total", "outcome" => if ok { "delivered" } else { "failed" }).increment(1);
@@ -686,9 +726,27 @@ impl Dispatcher {
             // The reply first, the record second: a crash in between re-posts the event (same
             // webhook-id; the reply's command id is derived from it, so it is not sent twice),
             // while the other order would lose the reply.
-            let (replies, note) = self
-                .inline_reply(job, bot.webhook.flavour, &outcome.body)
-                .await?;
+            let (replies, note) = match &app {
+                Some(i) if !patchbay_contract::scopes::grants(Some(&i.scopes), "messages:send") => {
+                    let answered = !outcome.body.trim().is_empty();
+                    (
+                        0,
+                        answered.then(|| {
+                            "the app's scopes do not include messages:send: its answer was not \
+                             sent"
+                                .to_owned()
+                        }),
+                    )
+                }
+                Some(_) => {
+                    self.inline_reply(job, WebhookFlavour::Native, &outcome.body)
+                        .await?
+                }
+                None => {
+                    self.inline_reply(job, bot.webhook.flavour, &outcome.body)
+                        .await?
+                }
+            };
             // A custom channel's request waiting for the replies need not wait for the log.
             self.announce(job, true, replies).await;
             self.attempts
@@ -708,7 +766,7 @@ impl Dispatcher {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&job.event.id);
-            self.reset_breaker(&bot.id);
+            self.reset_breaker(job.lane());
             return Ok(Attempted::Delivered);
         }
         self.announce(job, false, 0).await;
@@ -725,7 +783,7 @@ impl Dispatcher {
             })
             .await
             .map_err(batch_error)?;
-        if outcome.status == Some(410) {
+        if outcome.status == Some(410) && app.is_none() {
             let reason = format!(
                 "{url} answered 410 Gone at {}",
                 chrono::Utc::now().to_rfc3339()
@@ -747,12 +805,12 @@ impl Dispatcher {
                 "callback answered 410 Gone; endpoint disabled ({reason})"
             )));
         }
+        let whose = match &app {
+            Some(i) => format!("app {}'s callback for bot {}", i.app_id, bot.id),
+            None => format!("callback to bot {}", bot.id),
+        };
         Ok(Attempted::Failed {
-            reason: format!(
-                "callback to bot {} failed: {}",
-                bot.id,
-                outcome.error.unwrap_or_default()
-            ),
+            reason: format!("{whose} failed: {}", outcome.error.unwrap_or_default()),
             retry_after: outcome.retry_after,
         })
     }
@@ -811,7 +869,7 @@ impl Dispatcher {
             return Ok(false);
         }
         let delay = self.next_delay(attempts, retry_after);
-        self.trip_breaker(&job.event.bot_id, delay);
+        self.trip_breaker(job.lane(), delay);
         let next = chrono::Utc::now() + to_chrono(delay);
         let attempts = i32::try_from(attempts).unwrap_or(i32::MAX);
         match parked_id {
@@ -857,7 +915,7 @@ impl Dispatcher {
 
     /// Works through one conversation's parked events, starting at its leased head.
     async fn drain(&self, first: store::Parked) {
-        let conversation = first.job.event.conversation_id.clone();
+        let conversation = first.job.lane_conversation();
         let mut current = Some(first);
         while let Some(p) = current.take() {
             match self.retry_parked(&p).await {
@@ -892,7 +950,7 @@ impl Dispatcher {
             store::unpark(&self.pool, p.id).await.map_err(db_error)?;
             return Ok(true);
         }
-        if let Some(until) = self.breaker_open(&job.event.bot_id) {
+        if let Some(until) = self.breaker_open(job.lane()) {
             let next =
                 chrono::Utc::now() + to_chrono(until.saturating_duration_since(Instant::now()));
             store::reschedule(&self.pool, p.id, p.attempts, next)
@@ -1130,7 +1188,7 @@ struct Intake(Arc<Dispatcher>);
 
 impl Handler<DispatchJob> for Intake {
     fn key(&self, job: &DispatchJob) -> Option<String> {
-        Some(job.event.conversation_id.clone())
+        Some(job.lane_conversation())
     }
 
     async fn handle(&self, d: Delivery<DispatchJob>) -> Result<(), HandlerError> {
@@ -1153,13 +1211,13 @@ impl Handler<DispatchJob> for Intake {
             // Earlier events of this conversation are waiting: queue behind them.
             return store::park(&me.pool, &job, 0, now).await.map_err(db_error);
         }
-        if let Some(until) = me.breaker_open(&job.event.bot_id) {
+        if let Some(until) = me.breaker_open(job.lane()) {
             let next = now + to_chrono(until.saturating_duration_since(Instant::now()));
             return store::park(&me.pool, &job, 0, next).await.map_err(db_error);
         }
-        let slot = match me.slot(&job.event.bot_id) {
+        let slot = match me.slot(job.lane()) {
             Some(slot) => Some(slot),
-            None => me.wait_for_slot(&job.event.bot_id).await,
+            None => me.wait_for_slot(job.lane()).await,
         };
         let Some(slot) = slot else {
             // This bot already has its share of attempts in flight, and enough handlers

@@ -36,7 +36,7 @@ pub async fn admit(
     let mut conversations = Vec::with_capacity(n);
     for Admission(job) in &batch {
         ids.push(job.event.id.as_str());
-        conversations.push(job.event.conversation_id.as_str());
+        conversations.push(job.lane_conversation());
     }
     let rows = sqlx::query(
         "select (select d.status from deliveries d where d.event_id = t.event_id) as status,
@@ -164,8 +164,8 @@ async fn record_attempts(
         delivered.push(a.delivered);
         codes.push(a.status_code.map(i32::from));
         errors.push(a.error.as_deref());
-        bots.push(a.job.event.bot_id.as_str());
-        conversations.push(a.job.event.conversation_id.as_str());
+        bots.push(a.job.lane());
+        conversations.push(a.job.lane_conversation());
         jobs.push(sqlx::types::Json(&*a.job));
         types.push(a.job.event.event_type.as_str());
         numbers.push(i32::try_from(a.attempt).unwrap_or(i32::MAX));
@@ -206,8 +206,8 @@ pub async fn mark_failed(
              status = 'failed', last_error = excluded.last_error, updated_at = now()",
     )
     .bind(&job.event.id)
-    .bind(&job.event.bot_id)
-    .bind(&job.event.conversation_id)
+    .bind(job.lane())
+    .bind(job.lane_conversation())
     .bind(job.event.event_type.as_str())
     .bind(sqlx::types::Json(job))
     .bind(reason)
@@ -475,8 +475,8 @@ pub async fn park(
          insert into parked (conversation_id, bot_id, event_id, job, attempts, next_attempt_at)
          values ($1, $2, $3, $4, $5, $6) on conflict (event_id) do nothing",
     )
-    .bind(&job.event.conversation_id)
-    .bind(&job.event.bot_id)
+    .bind(job.lane_conversation())
+    .bind(job.lane())
     .bind(&job.event.id)
     .bind(sqlx::types::Json(job))
     .bind(attempts)
@@ -604,6 +604,7 @@ mod tests {
                 error: None,
                 referral: None,
                 resubscribed: false,
+                installation: None,
             },
             reply_address: None,
         })

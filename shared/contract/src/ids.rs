@@ -27,6 +27,12 @@ pub mod prefix {
     pub const KEY: &str = "key";
     /// Templates of the registry.
     pub const TEMPLATE: &str = "tpl";
+    /// Partners.
+    pub const PARTNER: &str = "ptn";
+    /// Partner apps.
+    pub const APP: &str = "app";
+    /// Apps enabled on bots.
+    pub const INSTALLATION: &str = "ins";
     /// Access tokens (`POST /v1/auth/token`).
     pub const ACCESS_TOKEN: &str = "tok";
     /// Refresh tokens.

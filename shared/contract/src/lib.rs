@@ -14,6 +14,7 @@ pub mod fields;
 mod fuzz;
 pub mod headers;
 pub mod ids;
+pub mod partners;
 pub mod schema;
 pub mod scopes;
 pub mod subjects;

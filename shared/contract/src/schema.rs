@@ -419,6 +419,22 @@ pub fn payloads() -> Vec<Payload> {
                 subject: "<p>.rpc.router.templates (reply)",
             },
         ),
+        payload::<crate::partners::PartnerRequest>(
+            "partner_request.v1",
+            "An operation on partners, their apps and the apps' installations (sealed both \
+             ways: partner keys, app secrets and access tokens cross it).",
+            Rpc {
+                subject: "<p>.rpc.auth.partners",
+            },
+        ),
+        payload::<RpcReply<crate::partners::Installation>>(
+            "partner_reply.v1",
+            "What the operation answers (an installation for enable; a partner, an app, a \
+             list of them, an access token or null for the others), or an error.",
+            Rpc {
+                subject: "<p>.rpc.auth.partners (reply)",
+            },
+        ),
         payload::<crate::wire::ChannelProfileRequest>(
             "channel_profile_request.v1",
             "Read (and first change) a channel's profile at its platform, answered by the \

@@ -600,6 +600,10 @@ pub struct TenantEvent {
     /// `follow.isUnblocked`); absent for a first subscription.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub resubscribed: bool,
+    /// On events delivered to a partner app: the installation they come through, naming the
+    /// organisation that enabled it (absent on the bot's own webhook).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installation: Option<crate::partners::InstallationContext>,
 }
 
 /// An event to deliver to a tenant. Subject `<p>.dispatch.<bot>`; `Nats-Msg-Id` is the event id.
@@ -618,6 +622,24 @@ pub struct DispatchJob {
 }
 
 impl DispatchJob {
+    /// Whom the job is delivered for: a partner app's installation (the event's copy for it),
+    /// else the bot. The dispatcher keeps its delivery log, pace and circuit breaker per lane,
+    /// so a partner's failing callback never holds up the bot's own webhook, nor the reverse.
+    pub fn lane(&self) -> &str {
+        self.event
+            .installation
+            .as_ref()
+            .map_or(&self.event.bot_id, |i| &i.id)
+    }
+
+    /// The conversation within the lane, whose events are delivered in order.
+    pub fn lane_conversation(&self) -> String {
+        match &self.event.installation {
+            Some(i) => format!("{}:{}", self.event.conversation_id, i.id),
+            None => self.event.conversation_id.clone(),
+        }
+    }
+
     /// The recipient of an inline reply to this job's event, when the router named one.
     pub fn known_recipient(&self) -> Option<KnownRecipient> {
         let address = self.reply_address.clone()?;
@@ -730,14 +752,19 @@ impl WebhookSettings {
 
     /// Whether `event_type` matches one of the subscriptions.
     pub fn subscribed(&self, event_type: EventType) -> bool {
-        let name = event_type.as_str();
-        self.events.iter().any(|p| {
-            p == "*"
-                || p == name
-                || p.strip_suffix(".*")
-                    .is_some_and(|pre| name.strip_prefix(pre).is_some_and(|r| r.starts_with('.')))
-        })
+        subscribed(&self.events, event_type)
     }
+}
+
+/// Whether `event_type` matches one of `patterns` (`*`, `message.*`, `message.received`).
+pub fn subscribed(patterns: &[String], event_type: EventType) -> bool {
+    let name = event_type.as_str();
+    patterns.iter().any(|p| {
+        p == "*"
+            || p == name
+            || p.strip_suffix(".*")
+                .is_some_and(|pre| name.strip_prefix(pre).is_some_and(|r| r.starts_with('.')))
+    })
 }
 
 /// A bot as every service sees it. Key `bot.<id>` of the config bucket.
@@ -775,6 +802,10 @@ pub struct BotRecord {
     /// which it takes); a platform not named has the defaults.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub platform_settings: BTreeMap<Platform, PlatformSettings>,
+    /// Partner apps enabled on the bot ([`crate::partners`]), with what the router and the
+    /// dispatcher need to deliver their events.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub installations: Vec<crate::partners::InstallationRef>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
 }
@@ -936,6 +967,31 @@ pub struct ApiKeyRecord {
     /// What it may do ([`crate::scopes`]); `None`: everything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scopes: Option<Vec<String>>,
+    /// A partner's token: the installation it was issued for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installation_id: Option<String>,
+    /// The channels it sends through (a partner's token on an installation of some
+    /// channels); `None`: every channel of the bot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<Vec<String>>,
+}
+
+/// An access token a partner took for one of its installations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct IssuedAccessToken {
+    /// `pbat_…`: a Bearer of the installation's bot.
+    pub access_token: String,
+    /// Seconds it works.
+    pub expires_in: u64,
+    /// The bot.
+    pub bot_id: String,
+    /// The installation.
+    pub installation_id: String,
+    /// Its scopes.
+    pub scopes: Vec<String>,
+    /// The channels it sends through; absent: every channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<Vec<String>>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1015,9 +1071,12 @@ pub mod auth_ops {
     pub const LIST_BOTS: &str = "list_bots";
     /// [`super::TokenRequest`] → [`super::IssuedTokens`].
     pub const ISSUE_TOKENS: &str = "issue_tokens";
+    /// [`crate::partners::PartnerRequest`] → what its operation answers.
+    pub const PARTNERS: &str = "partners";
     /// Every operation.
     pub const ALL: &[&str] = &[
         ISSUE_TOKENS,
+        PARTNERS,
         CREATE_BOT,
         CREATE_CHANNEL,
         DISABLE_WEBHOOK,

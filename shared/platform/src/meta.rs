@@ -210,6 +210,24 @@ pub async fn call_json(
     Ok((status, headers, body))
 }
 
+/// One Graph API call whose answer is JSON (a profile read or change): the answer, or Meta's
+/// refusal as `classify` reads it.
+pub async fn call_graph(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    token: &str,
+    body: Option<&serde_json::Value>,
+    platform: &str,
+    classify: Classify,
+) -> Result<serde_json::Value, SendError> {
+    let (status, headers, bytes) = call_json(http, method, url, token, body, platform).await?;
+    if !(200..300).contains(&status) {
+        classify(status, &headers, &bytes)?;
+    }
+    Ok(serde_json::from_slice(&bytes).unwrap_or_default())
+}
+
 /// How a Graph answer is read: the platform's message id, or why the send failed.
 pub type Classify =
     fn(u16, &reqwest::header::HeaderMap, &[u8]) -> Result<Option<String>, crate::SendError>;

@@ -195,6 +195,48 @@ impl<A: OutboundAdapter> Sender<A> {
         }
     }
 
+    /// Channel `channel_id` of this platform (and of `bot_id`, when given) with its credentials
+    /// opened, for a request/reply operation: 404 when there is none, 409 when its
+    /// credentials do not open.
+    async fn opened(
+        &self,
+        channel_id: &str,
+        bot_id: Option<&str>,
+    ) -> Result<
+        (
+            std::sync::Arc<patchbay_contract::ChannelRecord>,
+            A::Credentials,
+        ),
+        patchbay_contract::RpcError,
+    > {
+        use patchbay_contract::RpcError;
+        let channel = self
+            .view
+            .channel(channel_id)
+            .await
+            .map_err(|e| RpcError::new(503, "unavailable", e.to_string()))?
+            .filter(|c| c.platform == A::PLATFORM && bot_id.is_none_or(|b| c.bot_id == b))
+            .ok_or_else(|| RpcError::new(404, "not_found", format!("no channel {channel_id}")))?;
+        let creds: A::Credentials = open_credentials(&self.key, &channel)
+            .map_err(|e| RpcError::new(409, "channel_misconfigured", e.to_string()))?;
+        Ok((channel, creds))
+    }
+
+    /// Where and how to call the platform for `channel`.
+    fn target<'a>(
+        &'a self,
+        channel: &'a patchbay_contract::ChannelRecord,
+        creds: &'a A::Credentials,
+    ) -> Target<'a, A::Credentials> {
+        Target {
+            credentials: creds,
+            base_url: channel
+                .api_base_url
+                .as_deref()
+                .unwrap_or(self.adapter.default_base_url()),
+        }
+    }
+
     /// Reads (after changing, with `req.change`) a channel's profile at the platform with the
     /// channel's credentials. The platform's refusal is reported: 422 for what it found wrong
     /// with the change (or what Patchbay did first), 502 for anything else it answered, 503
@@ -204,28 +246,8 @@ impl<A: OutboundAdapter> Sender<A> {
         req: &patchbay_contract::ChannelProfileRequest,
     ) -> Result<patchbay_contract::ChannelProfile, patchbay_contract::RpcError> {
         use patchbay_contract::RpcError;
-        let channel = self
-            .view
-            .channel(&req.channel_id)
-            .await
-            .map_err(|e| RpcError::new(503, "unavailable", e.to_string()))?
-            .filter(|c| c.platform == A::PLATFORM && c.bot_id == req.bot_id)
-            .ok_or_else(|| {
-                RpcError::new(
-                    404,
-                    "not_found",
-                    format!("bot {} has no channel {}", req.bot_id, req.channel_id),
-                )
-            })?;
-        let creds: A::Credentials = open_credentials(&self.key, &channel)
-            .map_err(|e| RpcError::new(409, "channel_misconfigured", e.to_string()))?;
-        let target = Target {
-            credentials: &creds,
-            base_url: channel
-                .api_base_url
-                .as_deref()
-                .unwrap_or(self.adapter.default_base_url()),
-        };
+        let (channel, creds) = self.opened(&req.channel_id, Some(&req.bot_id)).await?;
+        let target = self.target(&channel, &creds);
         let ctx = crate::media::Context {
             urls: &self.urls,
             max_bytes: PROFILE_PICTURE_MAX_BYTES,
@@ -262,24 +284,8 @@ impl<A: OutboundAdapter> Sender<A> {
         use patchbay_contract::RpcError;
         let unavailable =
             |e: &dyn std::fmt::Display| RpcError::new(503, "unavailable", e.to_string());
-        let channel = self
-            .view
-            .channel(&req.channel_id)
-            .await
-            .map_err(|e| unavailable(&e))?
-            .filter(|c| c.platform == A::PLATFORM)
-            .ok_or_else(|| {
-                RpcError::new(404, "not_found", format!("no channel {}", req.channel_id))
-            })?;
-        let creds: A::Credentials = open_credentials(&self.key, &channel)
-            .map_err(|e| RpcError::new(409, "channel_misconfigured", e.to_string()))?;
-        let target = Target {
-            credentials: &creds,
-            base_url: channel
-                .api_base_url
-                .as_deref()
-                .unwrap_or(self.adapter.default_base_url()),
-        };
+        let (channel, creds) = self.opened(&req.channel_id, None).await?;
+        let target = self.target(&channel, &creds);
         let ctx = crate::media::Context {
             urls: &self.urls,
             max_bytes: req.max_bytes,

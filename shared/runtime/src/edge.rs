@@ -226,10 +226,16 @@ fn limit_class(path: &str) -> Option<Class> {
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
     };
     // The token exchange has no Bearer, so no bot's request limit: its callers are limited
-    // by address as the other public routes are.
+    // by address as the other public routes are. So are partners (a partner's key is no
+    // bot's), at machine rates.
     if under("/admin") || under("/go") || path == "/v1/auth/token" {
         Some(Class::Public)
-    } else if under("/webhooks") || under("/v1/custom") || under("/media") || under("/brandchat") {
+    } else if under("/webhooks")
+        || under("/v1/custom")
+        || under("/media")
+        || under("/brandchat")
+        || under("/v1/partner")
+    {
         Some(Class::Ingress)
     } else {
         None
@@ -503,6 +509,8 @@ mod tests {
         assert_eq!(limit_class("/go/abc"), Some(Class::Public));
         assert_eq!(limit_class("/v1/auth/token"), Some(Class::Public));
         assert_eq!(limit_class("/v1/auth/tokens"), None);
+        assert_eq!(limit_class("/v1/partner/apps"), Some(Class::Ingress));
+        assert_eq!(limit_class("/v1/partners"), None);
         assert_eq!(limit_class("/webhooks/telegram/ch_1"), Some(Class::Ingress));
         assert_eq!(limit_class("/webhooks/messenger"), Some(Class::Ingress));
         assert_eq!(

@@ -13,7 +13,7 @@
 //! on); its refusals are classified as sends' are ([`crate::outbound::classify`]).
 
 use patchbay_platform::SendError;
-use patchbay_platform::meta::call_json;
+use patchbay_platform::meta::call_graph;
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 
@@ -73,11 +73,7 @@ async fn graph(
     token: &str,
     body: Option<&Value>,
 ) -> Result<Value, SendError> {
-    let (status, headers, bytes) = call_json(http, method, url, token, body, "Messenger").await?;
-    if !(200..300).contains(&status) {
-        classify(status, &headers, &bytes)?;
-    }
-    Ok(serde_json::from_slice(&bytes).unwrap_or_default())
+    call_graph(http, method, url, token, body, "Messenger", classify).await
 }
 
 /// Applies `change` (when given), then reads the profile back.

@@ -15,7 +15,7 @@
 //! Meta's refusals are classified as sends' are ([`crate::outbound::classify`]).
 
 use patchbay_platform::SendError;
-use patchbay_platform::meta::call_json;
+use patchbay_platform::meta::call_graph;
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 
@@ -104,7 +104,6 @@ fn body_of(change: &Map<String, Value>) -> Result<(Map<String, Value>, Option<St
     Ok((body, photo))
 }
 
-/// One Graph call; the answer's JSON, or Meta's refusal classified.
 async fn graph(
     http: &reqwest::Client,
     method: Method,
@@ -112,11 +111,7 @@ async fn graph(
     token: &str,
     body: Option<&Value>,
 ) -> Result<Value, SendError> {
-    let (status, headers, bytes) = call_json(http, method, url, token, body, "WhatsApp").await?;
-    if !(200..300).contains(&status) {
-        classify(status, &headers, &bytes)?;
-    }
-    Ok(serde_json::from_slice(&bytes).unwrap_or_default())
+    call_graph(http, method, url, token, body, "WhatsApp", classify).await
 }
 
 /// Uploads the picture at `url` through the Resumable Upload API; answers its handle.
