@@ -350,3 +350,65 @@ async fn a_partner_app_enabled_by_two_organisations_gets_their_events_and_sends_
         .await;
     assert_eq!(status, 404, "not enabled any more");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_partner_callback_holds_up_nothing_of_the_bots_own() {
+    let stack = Stack::start().await;
+    let crm = FakeTenant::start().await;
+    // The partner's callback is down.
+    crm.respond_with(|_| (StatusCode::SERVICE_UNAVAILABLE, None));
+    let key = partner(&stack, "Down CRM").await;
+    let (status, app) = stack
+        .call(
+            "post",
+            "/v1/partner/apps",
+            Some(&key),
+            Some(&json!({"name": "Down", "callback_url": crm.url(),
+                         "events": ["message.received"], "scopes": ["users:read"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{app}");
+    let bot = stack.bot().await;
+    let (status, _) = stack
+        .call(
+            "post",
+            &format!("/v1/apps/{}/enable", app["id"].as_str().unwrap()),
+            Some(&bot.api_key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    // The bot's own webhook gets every message, in order, while the partner's copies fail.
+    for (i, text) in ["one", "two", "three"].into_iter().enumerate() {
+        let update = fixtures::text_update(8001 + i as i64, 5201, text);
+        assert_eq!(stack.post_update(&bot, &update).await, 200);
+    }
+    own_events(&stack, &bot, 3).await;
+    let texts: Vec<Value> = stack
+        .tenant
+        .received()
+        .iter()
+        .map(|r| r.json())
+        .filter(|e| e["bot_id"] == bot.id.as_str() && e["type"] == "message.received")
+        .map(|e| e["message"]["content"]["text"].clone())
+        .collect();
+    assert_eq!(texts, [json!("one"), json!("two"), json!("three")]);
+    // The partner was tried (and failed); its first copy waits for its retry, the later ones
+    // queue behind it in the partner's own lane.
+    let tried = crm.wait_for(1, TIMEOUT).await;
+    assert_eq!(tried[0].json()["message"]["content"]["text"], "one");
+    assert!(!tried[0].delivered());
+    // The bot's delivery log is its own webhook's: three delivered, no partner copy.
+    let log = eventually(TIMEOUT, "three deliveries logged", || async {
+        let (status, log) = stack
+            .call("get", "/v1/deliveries", Some(&bot.api_key), None)
+            .await;
+        assert_eq!(status, 200, "{log}");
+        let items = log["items"].as_array().unwrap();
+        let delivered = items.iter().filter(|d| d["status"] == "delivered").count();
+        (delivered >= 3).then_some(log)
+    })
+    .await;
+    assert_eq!(log["items"].as_array().unwrap().len(), 3, "{log}");
+}
