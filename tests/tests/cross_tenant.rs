@@ -285,6 +285,11 @@ async fn no_route_lets_a_caller_past_its_rights() {
         ),
         (
             "post",
+            format!("/v1/conversations/{}/handover", b.conversation_id),
+            Some(json!({"to": "human", "agent": "Mallory"})),
+        ),
+        (
+            "post",
             "/v1/messages".into(),
             Some(json!({"user_id": b.user_id, "messages": [{"type": "text", "text": "x"}]})),
         ),
@@ -343,6 +348,7 @@ async fn no_route_lets_a_caller_past_its_rights() {
         "/v1/users/{user_id}",
         "/v1/keys/{key_id}",
         "/v1/conversations/{conversation_id}/messages",
+        "/v1/conversations/{conversation_id}/handover",
         "/v1/media/{media_id}",
         "/v1/users/{user_id}/tokens/revoke",
         "/v1/channels/{channel_id}/tokens/revoke",

@@ -15,6 +15,7 @@ mod cross_tenant;
 mod custom_channels;
 mod deliveries;
 mod edges;
+mod handover;
 mod ingress_and_faults;
 mod isolation;
 mod kik_e2e;

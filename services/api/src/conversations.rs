@@ -201,3 +201,34 @@ pub(crate) async fn history(
         ask(&api, "router", router_ops::HISTORY, &req).await?,
     ))
 }
+
+/// Body of `POST /v1/conversations/{id}/handover`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HandoverBody {
+    /// `human` (an agent answers; the bot's messages are held back) or `bot`.
+    to: patchbay_contract::HandledBy,
+    /// The agent taking it (1 to 100 characters), for `human`.
+    #[serde(default)]
+    agent: Option<String>,
+}
+
+/// `POST /v1/conversations/{conversation_id}/handover`: passes the conversation to a human
+/// agent or back to the bot; answers who holds it since when.
+pub(crate) async fn handover(
+    bot: BotAuth,
+    State(api): State<Arc<Api>>,
+    Path(conversation_id): Path<String>,
+    ApiJson(body): ApiJson<HandoverBody>,
+) -> Result<axum::Json<patchbay_contract::ConversationState>, ApiError> {
+    let req = patchbay_contract::HandoverRequest {
+        v: V1,
+        bot_id: bot.bot_id,
+        conversation_id,
+        to: body.to,
+        agent: body.agent,
+    };
+    Ok(axum::Json(
+        ask(&api, "router", router_ops::HANDOVER, &req).await?,
+    ))
+}

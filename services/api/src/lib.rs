@@ -175,6 +175,10 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
                 "/v1/conversations/{conversation_id}/messages",
                 axum::routing::get(conversations::history),
             )
+            .route(
+                "/v1/conversations/{conversation_id}/handover",
+                post(conversations::handover),
+            )
             .route("/v1/users", axum::routing::get(users::find_user))
             .route(
                 "/v1/users/{user_id}",
@@ -612,6 +616,17 @@ async fn check_recipient(
     {
         Ok(Ok(user)) => {
             bot.may_send_through(&user.channel.id)?;
+            if user.handled_by == Some(patchbay_contract::HandledBy::Human)
+                && source != SendSource::Human
+            {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    patchbay_contract::HUMAN_HANDOVER,
+                    "a human agent answers this conversation: the bot's messages are held back \
+                     until it is handed back (POST /v1/conversations/{id}/handover \
+                     {\"to\": \"bot\"}); an agent's messages go with \"source\": \"human\"",
+                ));
+            }
             let rendered = render_templates(api, bot_id, &user, messages, source).await?;
             check_window(api, bot_id, &user, &rendered, source).await
         }

@@ -509,6 +509,16 @@ pub(crate) const OPERATIONS: &[Operation] = &[
     },
     op(
         "post",
+        "/v1/conversations/{conversation_id}/handover",
+        Caller::Bot,
+        "Pass a conversation to a human agent ({\"to\": \"human\", \"agent\": \"…\"}: the \
+         bot's messages are held back) or back to the bot ({\"to\": \"bot\"}); a change is a \
+         conversation.handover event. 404 for another bot's conversation.",
+        Some(schema::<crate::conversations::HandoverBody>),
+        (200, Some(schema::<patchbay_contract::ConversationState>)),
+    ),
+    op(
+        "post",
         "/brandchat/api/user/profile",
         Caller::Brandchat,
         "BrandChat: a user's profile object by numeric userId ({\"userId\": 1337}).",

@@ -9,6 +9,11 @@ pub(crate) const ROUTES: &[(&str, &str, &str)] = &[
     ("POST", "/v1/messages", "messages:send"),
     ("POST", "/v1/conversations", "messages:send"),
     (
+        "POST",
+        "/v1/conversations/{conversation_id}/handover",
+        "messages:send",
+    ),
+    (
         "GET",
         "/v1/conversations/{conversation_id}/messages",
         "messages:read",

@@ -268,6 +268,10 @@ pub(crate) struct BotPatch {
             Option<patchbay_contract::PlatformSettings>,
         >,
     >,
+    /// Minutes a conversation stays with a human agent without an agent message before it
+    /// returns to the bot (1 to 10080; 30 by default).
+    #[serde(default)]
+    handover_idle_minutes: Option<u64>,
 }
 
 async fn set_bot_state(
@@ -288,6 +292,7 @@ async fn set_bot_state(
         rate_limit: body.rate_limit,
         fallback_templates: body.fallback_templates,
         platform_settings: body.platform_settings,
+        handover_idle_secs: body.handover_idle_minutes.map(|m| m.saturating_mul(60)),
     };
     let () = ask(&api, "auth", auth_ops::SET_BOT_STATE, &req).await?;
     Ok(StatusCode::NO_CONTENT)

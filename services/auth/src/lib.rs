@@ -74,6 +74,11 @@ pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] = &[
         "partners",
         include_str!("../migrations/0010_partners.sql"),
     ),
+    (
+        11,
+        "handover_idle",
+        include_str!("../migrations/0011_handover_idle.sql"),
+    ),
 ];
 
 /// How long verifying a new callback URL may take (the dispatcher's own timeout applies
@@ -93,6 +98,8 @@ pub(crate) const KNOWN_EVENTS: &[&str] = &[
     "message.unsent",
     "user.subscribed",
     "user.unsubscribed",
+    "conversation.*",
+    "conversation.handover",
 ];
 
 pub(crate) struct Auth {
@@ -634,6 +641,14 @@ impl Auth {
                     .map_err(|e| RpcError::new(422, "invalid_request", e.to_string()))?;
             }
         }
+        if let Some(secs) = req.handover_idle_secs
+            && !(60..=7 * 24 * 3600).contains(&secs)
+        {
+            return Err(invalid(
+                "handover_idle_minutes",
+                "must be between 1 and 10080 (7 days)",
+            ));
+        }
         for (platform, settings) in req.platform_settings.iter().flatten() {
             if let Some(s) = settings {
                 patchbay_registry::check_settings(*platform, s)
@@ -647,6 +662,7 @@ impl Auth {
             req.rate_limit,
             req.fallback_templates.as_ref(),
             req.platform_settings.as_ref(),
+            req.handover_idle_secs,
         )
         .await?;
         tracing::info!(bot_id = %req.bot_id, enabled = ?req.enabled, rate_limit = ?req.rate_limit, fallback_templates = ?req.fallback_templates, platform_settings = ?req.platform_settings, "bot state changed");

@@ -160,7 +160,7 @@ pub async fn load_bot(
     let row = sqlx::query(
         "select tenant_id, name, enabled, webhook_url, webhook_flavour, webhook_events,
                 webhook_platforms, webhook_disabled_reason, rate_per_second, rate_burst,
-                fallback_templates, platform_settings, updated_at
+                fallback_templates, platform_settings, handover_idle_secs, updated_at
          from bots where id = $1",
     )
     .bind(id)
@@ -227,6 +227,9 @@ pub async fn load_bot(
     })
     .collect();
     let bot = BotRecord {
+        handover_idle_secs: row
+            .get::<Option<i32>, _>("handover_idle_secs")
+            .and_then(|s| u64::try_from(s).ok()),
         installations,
         channels,
         brandchat_keys: Vec::new(),
@@ -540,6 +543,7 @@ pub async fn set_bot_state(
     rate: Option<RateLimit>,
     templates: Option<&BTreeMap<Platform, Option<FallbackTemplate>>>,
     settings: Option<&BTreeMap<Platform, Option<PlatformSettings>>>,
+    handover_idle_secs: Option<u64>,
 ) -> Result<(), RpcError> {
     let set: BTreeMap<Platform, &FallbackTemplate> = templates
         .into_iter()
@@ -569,6 +573,7 @@ pub async fn set_bot_state(
                          rate_burst = coalesce($4, rate_burst),
                          fallback_templates = (fallback_templates || $5) - $6::text[],
                          platform_settings = (platform_settings || $7) - $8::text[],
+                         handover_idle_secs = coalesce($9, handover_idle_secs),
                          updated_at = now()
          where id = $1",
     )
@@ -580,6 +585,7 @@ pub async fn set_bot_state(
     .bind(&removed)
     .bind(sqlx::types::Json(&settings_set))
     .bind(&settings_removed)
+    .bind(handover_idle_secs.map(|s| i32::try_from(s).unwrap_or(i32::MAX)))
     .execute(pool)
     .await
     .map_err(db)?;

@@ -40,9 +40,10 @@ use patchbay_contract::ids::{derive_id, hashed_id, message_ids, prefix};
 use patchbay_contract::windows::Verdict;
 use patchbay_contract::{
     BotRecord, Content, DeliveryError, DeliveryStatus, DispatchJob, EventMessage, EventType,
-    FindNumberedUserRequest, FindUserRequest, GetUserRequest, HistoryRequest, InboundEvent,
-    MessageTag, OutboundJob, Platform, ResolveRecipientRequest, RpcError, SendCommand, StatusEvent,
-    TenantEvent, UpsertContactRequest, V1, router_ops, topology,
+    FindNumberedUserRequest, FindUserRequest, GetUserRequest, HandledBy, HistoryRequest,
+    InboundEvent, MessageTag, OutboundJob, Platform, ResolveRecipientRequest, RpcError,
+    SendCommand, SendSource, StatusEvent, TenantEvent, UpsertContactRequest, V1, router_ops,
+    topology,
 };
 use patchbay_runtime::db::{batch_error, db_error};
 use patchbay_runtime::{BoxError, Deps, Service};
@@ -96,6 +97,11 @@ pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] = &[
         10,
         "templates",
         include_str!("../migrations/0010_templates.sql"),
+    ),
+    (
+        11,
+        "handover",
+        include_str!("../migrations/0011_handover.sql"),
     ),
 ];
 
@@ -246,12 +252,164 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
                     async move { r.answer(&op, body).await }
                 },
                 deps.shutdown.clone(),
+            ))
+            .task(return_idle_conversations(
+                router.clone(),
+                deps.shutdown.clone(),
             ));
         Ok(service)
     })
 }
 
+/// How often a replica looks for conversations to return to their bots.
+const IDLE_SWEEP: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The shortest hand-back time a bot may set.
+pub const HANDOVER_IDLE_MIN: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Returns conversations no agent wrote in for their bot's idle time to the bot, each with
+/// its `conversation.handover` event. Replicas race harmlessly: the update is conditional.
+async fn return_idle_conversations(
+    router: Arc<Router>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<(), BoxError> {
+    let mut every = tokio::time::interval(IDLE_SWEEP);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = shutdown.cancelled() => return Ok(()),
+        }
+        if let Err(e) = router.return_idle().await {
+            tracing::warn!(error = %e, "returning idle conversations failed; next sweep");
+        }
+    }
+}
+
 impl Router {
+    /// One sweep of [`return_idle_conversations`].
+    async fn return_idle(&self) -> Result<(), BoxError> {
+        let now = chrono::Utc::now();
+        for (id, bot_id, since) in store::held_idle(&self.pool, HANDOVER_IDLE_MIN).await? {
+            let Some(bot) = self.view.bot(&bot_id).await? else {
+                continue;
+            };
+            let idle = bot
+                .handover_idle_secs
+                .unwrap_or(patchbay_contract::HANDOVER_IDLE_DEFAULT_SECS);
+            let idle = chrono::TimeDelta::seconds(i64::try_from(idle).unwrap_or(i64::MAX));
+            if since + idle > now {
+                continue;
+            }
+            if let Some(h) = store::return_idle(&self.pool, &id, since).await? {
+                tracing::info!(conversation_id = %id, %bot_id, "no agent message for the bot's idle time: conversation returned to the bot");
+                self.announce_handover(&bot, &h, "idle")
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `POST /v1/conversations/{id}/handover`: passes the conversation, announcing a change.
+    async fn handover(
+        &self,
+        req: &patchbay_contract::HandoverRequest,
+    ) -> Result<patchbay_contract::ConversationState, RpcError> {
+        let unavailable = |e: &dyn std::fmt::Display| {
+            tracing::error!(error = %e, "hand-over failed");
+            RpcError::new(503, "unavailable", "the database is unavailable")
+        };
+        if req.to == HandledBy::Human
+            && req
+                .agent
+                .as_ref()
+                .is_some_and(|a| a.trim().is_empty() || a.chars().count() > 100)
+        {
+            return Err(RpcError::new(
+                422,
+                "invalid_request",
+                "agent: must be 1 to 100 characters",
+            ));
+        }
+        let Some((h, changed)) = store::handover(
+            &self.pool,
+            &req.bot_id,
+            &req.conversation_id,
+            req.to,
+            req.agent.as_deref(),
+        )
+        .await
+        .map_err(|e| unavailable(&e))?
+        else {
+            return Err(RpcError::new(
+                404,
+                "not_found",
+                format!("no conversation {}", req.conversation_id),
+            ));
+        };
+        if changed {
+            tracing::info!(conversation_id = %req.conversation_id, bot_id = %req.bot_id, to = req.to.as_str(), agent = ?h.state.agent, "conversation handed over");
+            let bot = self
+                .view
+                .bot(&req.bot_id)
+                .await
+                .map_err(|e| unavailable(&e))?
+                .ok_or_else(|| RpcError::new(404, "not_found", "no such bot"))?;
+            self.announce_handover(&bot, &h, "requested")
+                .await
+                .map_err(|e| unavailable(&e.to_string()))?;
+        }
+        Ok(h.state)
+    }
+
+    /// Tells the bot (if it subscribes) that a conversation changed hands: a
+    /// `conversation.handover` event naming to whom, the agent and why.
+    async fn announce_handover(
+        &self,
+        bot: &BotRecord,
+        h: &store::HandedOver,
+        reason: &str,
+    ) -> Result<(), HandlerError> {
+        let Some(user) = store::user_profile(&self.pool, &bot.id, &h.user_id)
+            .await
+            .map_err(db_error)?
+        else {
+            return Ok(());
+        };
+        let at = h.state.since.unwrap_or_else(chrono::Utc::now);
+        let event = TenantEvent {
+            id: hashed_id(
+                prefix::EVENT,
+                &[&h.state.conversation_id, "handover", &at.to_rfc3339()],
+            ),
+            event_type: EventType::ConversationHandover,
+            created_at: at,
+            bot_id: bot.id.clone(),
+            channel: user.channel.clone(),
+            user: patchbay_contract::EventUser {
+                id: user.id.clone(),
+                platform_user_id: user.platform_user_id.clone(),
+                display_name: user.display_name.clone(),
+                username: user.username.clone(),
+                locale: user.locale.clone(),
+                fields: user.fields.clone(),
+            },
+            conversation_id: h.state.conversation_id.clone(),
+            message: None,
+            error: None,
+            referral: None,
+            resubscribed: false,
+            installation: None,
+            handled_by: (h.state.handled_by == HandledBy::Human).then_some(HandledBy::Human),
+            handover: Some(patchbay_contract::Handover {
+                to: h.state.handled_by,
+                agent: h.state.agent.clone().or_else(|| h.previous_agent.clone()),
+                reason: reason.to_owned(),
+            }),
+        };
+        self.dispatch(bot, event, None).await.map(|_| ())
+    }
+
     async fn bot(&self, bot_id: &str) -> Result<Arc<BotRecord>, HandlerError> {
         self.view
             .bot(bot_id)
@@ -418,6 +576,12 @@ impl Router {
                     Err(e) => Err(e),
                 })
             }
+            router_ops::HANDOVER => {
+                encode(match decode::<patchbay_contract::HandoverRequest>(&body) {
+                    Ok(req) => self.handover(&req).await,
+                    Err(e) => Err(e),
+                })
+            }
             router_ops::HISTORY => encode(match decode::<HistoryRequest>(&body) {
                 Ok(req) => store::history(&self.pool, &req).await,
                 Err(e) => Err(e),
@@ -497,6 +661,8 @@ impl Handler<InboundEvent> for Inbound {
                 referral: ev.referral.clone(),
                 resubscribed: ev.resubscribed,
                 installation: None,
+                handled_by: (stored.handled_by == HandledBy::Human).then_some(HandledBy::Human),
+                handover: None,
             };
             // The user's own action, at the event's time, opened their window (an
             // unsubscription opens none).
@@ -574,6 +740,8 @@ impl Router {
                 referral: None,
                 resubscribed: false,
                 installation: None,
+                handled_by: None,
+                handover: None,
             };
             self.dispatch(bot, event, None).await?;
         }
@@ -636,6 +804,8 @@ impl Router {
                     referral: None,
                     resubscribed: false,
                     installation: None,
+                    handled_by: None,
+                    handover: None,
                 };
                 self.dispatch(bot, event, None).await?;
             }
@@ -726,8 +896,33 @@ impl Handler<SendCommand> for Sends {
             .allowed()
             && policy.per_inbound.is_none_or(|q| sent < q);
         let templates = Templates::new(r, &bot_id, &recipient, text_first);
-        let (cmd, unrendered) = templates.render_command(cmd).await?;
+        let (cmd, mut refused) = templates.render_command(cmd).await?;
         let cmd = cmd.as_ref();
+        // A human agent holds the conversation: the bot's messages are held back (stored as
+        // `suppressed`, reported as `message.failed`); the agent's own go out, and restart the
+        // idle time after which it returns to the bot.
+        if recipient.handled_by == HandledBy::Human {
+            if cmd.source == SendSource::Human {
+                store::agent_wrote(&r.pool, &recipient.conversation_id)
+                    .await
+                    .map_err(db_error)?;
+            } else {
+                refused = cmd
+                    .messages
+                    .iter()
+                    .map(|m| {
+                        (!matches!(m, Content::Field(_))).then(|| DeliveryError {
+                            code: patchbay_contract::HUMAN_HANDOVER.into(),
+                            message: "a human agent answers this conversation: the bot's \
+                                      message was held back (suppressed) until the \
+                                      conversation is handed back to the bot"
+                                .into(),
+                            platform_code: None,
+                        })
+                    })
+                    .collect();
+            }
+        }
         let (fallback, fallback_error) =
             match bot.fallback_templates.get(&recipient.channel.platform) {
                 None => (None, None),
@@ -748,7 +943,7 @@ impl Handler<SendCommand> for Sends {
             now,
             cmd,
             fallback.as_ref(),
-            &unrendered,
+            &refused,
         );
         if let Some(why) = &fallback_error {
             for p in &mut plan {
@@ -848,8 +1043,13 @@ impl Handler<SendCommand> for Sends {
                     continue;
                 }
                 Planned::Refuse { error, .. } => {
-                    metrics::counter!("patchbay_router_window_total", "platform" => platform, "outcome" => "refused").increment(1);
-                    tracing::info!(message_id = %id, %bot_id, user_id = %recipient.user_id, reason = %error.message, "outside the messaging window: message refused before any platform call");
+                    if error.code == patchbay_contract::HUMAN_HANDOVER {
+                        metrics::counter!("patchbay_router_suppressed_total", "platform" => platform).increment(1);
+                        tracing::info!(message_id = %id, %bot_id, user_id = %recipient.user_id, "a human agent holds the conversation: the bot's message is held back");
+                    } else {
+                        metrics::counter!("patchbay_router_window_total", "platform" => platform, "outcome" => "refused").increment(1);
+                        tracing::info!(message_id = %id, %bot_id, user_id = %recipient.user_id, reason = %error.message, "message refused before any platform call");
+                    }
                     fail(id, error.clone()).await?;
                     continue;
                 }
@@ -1071,6 +1271,7 @@ fn known_recipient(
         address: known.address.clone(),
         conversation_id: known.conversation_id.clone(),
         last_inbound_at: Some(known.window_from),
+        handled_by: known.handled_by.unwrap_or(HandledBy::Bot),
     })
 }
 
@@ -1273,6 +1474,8 @@ impl Handler<StatusEvent> for Statuses {
             referral: None,
             resubscribed: false,
             installation: None,
+            handled_by: None,
+            handover: None,
         };
         r.dispatch(&bot, event, None).await.map(drop)
     }
@@ -1283,7 +1486,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use patchbay_contract::{Recipient, SendSource};
+    use patchbay_contract::Recipient;
 
     fn command(messages: Vec<Content>, source: SendSource) -> SendCommand {
         SendCommand {
@@ -1332,6 +1535,7 @@ mod tests {
             address: "4915112345678".into(),
             conversation_id: "cnv_1".into(),
             window_from: now - chrono::TimeDelta::minutes(minutes),
+            handled_by: None,
         };
         let mut cmd = command(vec![text("a")], SendSource::Inline);
         assert!(known_recipient(&cmd, now).is_none(), "no hint: looked up");

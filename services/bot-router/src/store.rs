@@ -4,9 +4,9 @@ use chrono::{DateTime, Utc};
 use patchbay_contract::fields::{FieldChanges, Fields};
 use patchbay_contract::ids::{derive_id, new_id, prefix, user_id};
 use patchbay_contract::{
-    ChannelRef, Content, DeliveryStatus, EventType, EventUser, HistoryMessage, HistoryPage,
-    HistoryRequest, InboundEvent, Platform, Recipient, RpcError, SendSource, StatusEvent,
-    UpsertContactRequest, UpsertedContact, UserProfile,
+    ChannelRef, Content, DeliveryStatus, EventType, EventUser, HandledBy, HistoryMessage,
+    HistoryPage, HistoryRequest, InboundEvent, Platform, Recipient, RpcError, SendSource,
+    StatusEvent, UpsertContactRequest, UpsertedContact, UserProfile,
 };
 use std::sync::Arc;
 
@@ -25,6 +25,8 @@ pub struct StoredInbound {
     pub conversation_id: String,
     /// The stored message's id (for message events).
     pub message_id: String,
+    /// Who answers the conversation.
+    pub handled_by: HandledBy,
 }
 
 /// An inbound event to record (see [`record_inbound`]).
@@ -78,7 +80,7 @@ c as (
     from t join u on u.channel_id = t.channel_id and u.platform_user_id = t.platform_user_id
     on conflict (user_id) do update set
         last_inbound_at = greatest(v.last_inbound_at, excluded.last_inbound_at)
-    returning v.id, v.user_id),
+    returning v.id, v.user_id, v.handled_by),
 m as (
     insert into messages (id, conversation_id, bot_id, direction, event_id,
                           platform_message_id, content, status, created_at)
@@ -90,7 +92,7 @@ m as (
     where t.content is not null and ie.event_id = t.event_id
     on conflict (id) do nothing)
 select t.i, ie.event_id, ie.dispatched_at, u.id as user_id, u.display_name, u.username,
-       u.locale, u.fields, c.id as conversation_id
+       u.locale, u.fields, c.id as conversation_id, c.handled_by
 from t join ie on ie.dedupe_key = t.dedupe_key
        left join u on u.channel_id = t.channel_id and u.platform_user_id = t.platform_user_id
        left join c on c.user_id = u.id
@@ -274,6 +276,7 @@ async fn stored_inbound(
                 fields: Fields::new(),
             },
             conversation_id: String::new(),
+            handled_by: HandledBy::Bot,
         });
     }
     let user = EventUser {
@@ -285,6 +288,9 @@ async fn stored_inbound(
         fields: fields_of(row),
     };
     let conversation_id: String = row.get("conversation_id");
+    let handled_by = row
+        .get::<Option<String>, _>("handled_by")
+        .map_or(HandledBy::Bot, |h| HandledBy::from_stored(&h));
     let message_id = derive_id(prefix::MESSAGE, &event_id, 0);
     if event_id != ev.id
         && let Some(m) = &ev.message
@@ -312,6 +318,7 @@ async fn stored_inbound(
         user,
         conversation_id,
         message_id,
+        handled_by,
     })
 }
 
@@ -336,6 +343,8 @@ pub struct Resolved {
     pub conversation_id: String,
     /// When the user last wrote, by the platform's clock: where the messaging window starts.
     pub last_inbound_at: Option<DateTime<Utc>>,
+    /// Who answers the conversation.
+    pub handled_by: HandledBy,
 }
 
 /// A recipient to resolve within a bot (see [`resolve_recipients`]).
@@ -380,7 +389,8 @@ pub async fn resolve_recipients(
         }
     }
     let rows = sqlx::query(
-        "select i, user_id, channel_id, platform, address, conversation_id, last_inbound_at
+        "select i, user_id, channel_id, platform, address, conversation_id, last_inbound_at,
+                handled_by
          from resolve_recipients_batch($1, $2, $3, $4, $5)",
     )
     .bind(&bot_ids)
@@ -406,6 +416,7 @@ pub async fn resolve_recipients(
                 address: r.get("address"),
                 conversation_id: r.get("conversation_id"),
                 last_inbound_at: r.get("last_inbound_at"),
+                handled_by: HandledBy::from_stored(&r.get::<String, _>("handled_by")),
             })
         })();
     }
@@ -701,6 +712,15 @@ pub async fn record_status(
         ids.push(st.message_id.as_str());
         statuses.push(match st.status {
             DeliveryStatus::Sent => "sent",
+            // Held back while a human agent answers: shown as such in the conversation.
+            DeliveryStatus::Failed
+                if st
+                    .error
+                    .as_ref()
+                    .is_some_and(|e| e.code == patchbay_contract::HUMAN_HANDOVER) =>
+            {
+                "suppressed"
+            }
             DeliveryStatus::Failed => "failed",
         });
         platform_ids.push(st.platform_message_id.as_deref());
@@ -740,7 +760,8 @@ pub async fn record_status(
 
 const PROFILE: &str = "select u.id, u.bot_id, u.channel_id, u.platform, u.platform_user_id,
                               u.display_name, u.username, u.locale, u.avatar_url, u.subscribed,
-                              u.last_seen_at, u.email, u.phone, u.fields, c.last_inbound_at
+                              u.last_seen_at, u.email, u.phone, u.fields, c.last_inbound_at,
+                              c.handled_by
                        from users u left join conversations c on c.user_id = u.id";
 
 /// The `fields` column of `row` (a JSON object of strings; empty where absent).
@@ -771,6 +792,12 @@ fn profile(r: &sqlx::postgres::PgRow) -> Option<UserProfile> {
         last_seen_at: r.get("last_seen_at"),
         last_inbound_at: r.get("last_inbound_at"),
         fields: fields_of(r),
+        handled_by: r
+            .try_get::<Option<String>, _>("handled_by")
+            .ok()
+            .flatten()
+            .map(|h| HandledBy::from_stored(&h))
+            .filter(|h| *h == HandledBy::Human),
     })
 }
 
@@ -1278,6 +1305,144 @@ pub async fn template(
         RpcError::new(503, "unavailable", "the database is unavailable")
     })?;
     row.as_ref().map(stored_template).transpose()
+}
+
+/// A conversation that changed hands ([`handover`], [`return_idle`]): its state now, the user
+/// (for the event), and the agent who had it.
+pub struct HandedOver {
+    pub state: patchbay_contract::ConversationState,
+    pub user_id: String,
+    /// The agent holding it before (the hand-back's event names them).
+    pub previous_agent: Option<String>,
+}
+
+/// Passes conversation `conversation_id` of `bot_id` to `to` (with `agent` taking it); `None`
+/// when the bot has no such conversation. Nothing changes when it is there already with the
+/// same agent (`changed` false: no event).
+pub async fn handover(
+    pool: &PgPool,
+    bot_id: &str,
+    conversation_id: &str,
+    to: HandledBy,
+    agent: Option<&str>,
+) -> Result<Option<(HandedOver, bool)>, sqlx::Error> {
+    let agent = agent.filter(|_| to == HandledBy::Human);
+    let row = sqlx::query(
+        "with old as (
+             select id, handled_by, agent from conversations
+             where id = $1 and bot_id = $2 for update),
+         new as (
+             update conversations c set
+                 handled_by = $3, agent = $4, handed_over_at = now(), last_agent_at = null
+             from old
+             where c.id = old.id and (old.handled_by, old.agent) is distinct from ($3, $4)
+             returning c.handed_over_at)
+         select c.user_id, c.handled_by, c.agent, c.handed_over_at, old.agent as previous_agent,
+                exists (select 1 from new) as changed,
+                (select handed_over_at from new) as new_since
+         from conversations c join old on old.id = c.id",
+    )
+    .bind(conversation_id)
+    .bind(bot_id)
+    .bind(to.as_str())
+    .bind(agent)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| {
+        let changed: bool = r.get("changed");
+        // The update's own values: the select above reads the row as it was before it.
+        let (handled_by, agent_now, since) = if changed {
+            (to, agent.map(str::to_owned), r.get("new_since"))
+        } else {
+            (
+                HandledBy::from_stored(&r.get::<String, _>("handled_by")),
+                r.get("agent"),
+                r.get("handed_over_at"),
+            )
+        };
+        (
+            HandedOver {
+                state: patchbay_contract::ConversationState {
+                    conversation_id: conversation_id.to_owned(),
+                    handled_by,
+                    agent: agent_now,
+                    since,
+                },
+                user_id: r.get("user_id"),
+                previous_agent: r.get("previous_agent"),
+            },
+            changed,
+        )
+    }))
+}
+
+/// An agent wrote in conversation `conversation_id`: its idle time starts again.
+pub async fn agent_wrote(pool: &PgPool, conversation_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update conversations set last_agent_at = now()
+         where id = $1 and handled_by = 'human'",
+    )
+    .bind(conversation_id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Conversations humans hold with neither a hand-over nor an agent message for at least
+/// `at_least` (the shortest idle time a bot may set): id, bot, and the later of the two.
+pub async fn held_idle(
+    pool: &PgPool,
+    at_least: std::time::Duration,
+) -> Result<Vec<(String, String, DateTime<Utc>)>, sqlx::Error> {
+    let secs = f64::from(u32::try_from(at_least.as_secs()).unwrap_or(u32::MAX));
+    let rows = sqlx::query(
+        "select id, bot_id, greatest(handed_over_at, last_agent_at) as since
+         from conversations
+         where handled_by = 'human'
+           and greatest(handed_over_at, last_agent_at) < now() - make_interval(secs => $1)
+         order by since limit 500",
+    )
+    .bind(secs)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get("id"), r.get("bot_id"), r.get("since")))
+        .collect())
+}
+
+/// Returns conversation `id` to the bot if it is still held as it was at `since` (no hand-over
+/// nor agent message after): another replica's sweep, or an agent, may have been first.
+pub async fn return_idle(
+    pool: &PgPool,
+    id: &str,
+    since: DateTime<Utc>,
+) -> Result<Option<HandedOver>, sqlx::Error> {
+    let row = sqlx::query(
+        "with old as (
+             select id, agent from conversations
+             where id = $1 and handled_by = 'human'
+               and greatest(handed_over_at, last_agent_at) = $2
+             for update)
+         update conversations c set handled_by = 'bot', agent = null,
+                                    handed_over_at = now(), last_agent_at = null
+         from old where c.id = old.id
+         returning c.user_id, c.handed_over_at, old.agent as previous_agent",
+    )
+    .bind(id)
+    .bind(since)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| HandedOver {
+        state: patchbay_contract::ConversationState {
+            conversation_id: id.to_owned(),
+            handled_by: HandledBy::Bot,
+            agent: None,
+            since: r.get("handed_over_at"),
+        },
+        user_id: r.get("user_id"),
+        previous_agent: r.get("previous_agent"),
+    }))
 }
 
 fn stored_template(

@@ -121,6 +121,22 @@ enum Command {
         #[arg(long = "meta", value_name = "NAME=VALUE", requires = "template")]
         meta: Vec<String>,
     },
+    /// Pass a conversation to a human agent (`--to human --agent Ana`: the bot's messages
+    /// are held back) or back to the bot (`--to bot`).
+    Handover {
+        /// The bot's API key.
+        #[arg(long, env = "PATCHBAY_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// The conversation (`conv_…`).
+        #[arg(long)]
+        conversation: String,
+        /// `human` or `bot`.
+        #[arg(long)]
+        to: String,
+        /// The agent taking it.
+        #[arg(long)]
+        agent: Option<String>,
+    },
     /// Print a fresh master key (base64 of 32 random bytes) for PATCHBAY_MASTER_KEY.
     GenMasterKey,
     /// The master keys: their ids, and re-sealing every stored secret with the current one
@@ -1360,6 +1376,20 @@ fn admin(cli: Cli) -> anyhow::Result<()> {
                         &["id", "name", "text", "variables"],
                     )
                 }
+                Command::Handover {
+                    api_key,
+                    conversation,
+                    to,
+                    agent,
+                } => (
+                    format!(
+                        "/v1/conversations/{}/handover",
+                        query_escape(&conversation)
+                    ),
+                    Some(api_key),
+                    json!({"to": to, "agent": agent}),
+                    &["conversation_id", "handled_by", "agent", "since"],
+                ),
                 Command::Partners(Partners::Create { name }) => (
                     "/admin/v1/partners".into(),
                     cli.token.clone(),

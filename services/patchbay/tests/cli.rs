@@ -602,6 +602,50 @@ async fn operators_and_bot_developers_work_from_the_command_line() {
         "{stderr}"
     );
 
+    // The user's conversation passes to an agent and back.
+    let conversation = eventually(Duration::from_secs(20), "the user's message", || async {
+        tenant
+            .received()
+            .iter()
+            .map(|r| r.json())
+            .find(|e| e["type"] == "message.received")
+            .and_then(|e| e["conversation_id"].as_str().map(str::to_owned))
+    })
+    .await;
+    let held: Value = serde_json::from_str(&ok(
+        &i,
+        &[
+            "--json",
+            "handover",
+            "--api-key",
+            &api_key,
+            "--conversation",
+            &conversation,
+            "--to",
+            "human",
+            "--agent",
+            "Ana",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(held["handled_by"], "human", "{held}");
+    assert_eq!(held["agent"], "Ana", "{held}");
+    let back: Value = serde_json::from_str(&ok(
+        &i,
+        &[
+            "--json",
+            "handover",
+            "--api-key",
+            &api_key,
+            "--conversation",
+            &conversation,
+            "--to",
+            "bot",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(back["handled_by"], "bot", "{back}");
+
     // The template registry.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("welcome.json");

@@ -605,6 +605,8 @@ mod tests {
                 referral: None,
                 resubscribed: false,
                 installation: None,
+                handled_by: None,
+                handover: None,
             },
             reply_address: None,
         })

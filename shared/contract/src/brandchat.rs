@@ -310,7 +310,8 @@ pub fn callback_body(event: &TenantEvent) -> Option<Value> {
         | EventType::MessageFailed
         | EventType::MessageDelivered
         | EventType::MessageRead
-        | EventType::MessageUnsent => None,
+        | EventType::MessageUnsent
+        | EventType::ConversationHandover => None,
     }
 }
 

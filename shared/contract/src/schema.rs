@@ -419,6 +419,20 @@ pub fn payloads() -> Vec<Payload> {
                 subject: "<p>.rpc.router.templates (reply)",
             },
         ),
+        payload::<crate::wire::HandoverRequest>(
+            "handover_request.v1",
+            "Pass a conversation to a human agent or back to the bot.",
+            Rpc {
+                subject: "<p>.rpc.router.handover",
+            },
+        ),
+        payload::<RpcReply<crate::wire::ConversationState>>(
+            "handover_reply.v1",
+            "Who answers the conversation since when, or an error (404 for another bot's).",
+            Rpc {
+                subject: "<p>.rpc.router.handover (reply)",
+            },
+        ),
         payload::<crate::partners::PartnerRequest>(
             "partner_request.v1",
             "An operation on partners, their apps and the apps' installations (sealed both \

@@ -128,6 +128,10 @@ pub enum EventType {
     /// Patchbay message, which the bot should stop showing.
     #[serde(rename = "message.unsent")]
     MessageUnsent,
+    /// A conversation passed from the bot to a human agent or back (`handover` says who and
+    /// why).
+    #[serde(rename = "conversation.handover")]
+    ConversationHandover,
 }
 
 impl EventType {
@@ -141,6 +145,7 @@ impl EventType {
         EventType::MessageDelivered,
         EventType::MessageRead,
         EventType::MessageUnsent,
+        EventType::ConversationHandover,
     ];
 
     /// The dotted name, e.g. `message.received`. (Adding a variant: add it to [`Self::ALL`]
@@ -155,9 +160,58 @@ impl EventType {
             EventType::MessageDelivered => "message.delivered",
             EventType::MessageRead => "message.read",
             EventType::MessageUnsent => "message.unsent",
+            EventType::ConversationHandover => "conversation.handover",
         }
     }
 }
+
+/// Who answers a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HandledBy {
+    /// The bot (its callback and the API).
+    Bot,
+    /// A human agent: the bot's inline replies and API sends are held back (`suppressed`).
+    Human,
+}
+
+impl HandledBy {
+    /// `bot` or `human`, as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandledBy::Bot => "bot",
+            HandledBy::Human => "human",
+        }
+    }
+
+    /// From its stored name (anything but `human` is the bot).
+    pub fn from_stored(s: &str) -> Self {
+        if s == "human" {
+            HandledBy::Human
+        } else {
+            HandledBy::Bot
+        }
+    }
+}
+
+/// A conversation passing between the bot and a human (`conversation.handover`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Handover {
+    /// Who answers it now.
+    pub to: HandledBy,
+    /// The agent who took it (to `human`), or who had it (back to `bot`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// `requested` (`POST /v1/conversations/{id}/handover` or the console) or `idle` (no
+    /// agent message for the bot's hand-back time).
+    pub reason: String,
+}
+
+/// How long a conversation stays with a human agent without an agent message, by default.
+pub const HANDOVER_IDLE_DEFAULT_SECS: u64 = 30 * 60;
+
+/// The code of a bot's send held back while a human agent answers the conversation.
+pub const HUMAN_HANDOVER: &str = "human_handover";
 
 /// A channel as events name it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -378,6 +432,10 @@ pub struct KnownRecipient {
     /// When the user's event opened their messaging window: the window's start is this or
     /// later.
     pub window_from: DateTime<Utc>,
+    /// Who answered the conversation at the event: a reply to an event a human's
+    /// conversation had is held back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_by: Option<HandledBy>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -604,6 +662,13 @@ pub struct TenantEvent {
     /// organisation that enabled it (absent on the bot's own webhook).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub installation: Option<crate::partners::InstallationContext>,
+    /// `human` while a human agent answers the conversation (the bot's replies are held
+    /// back); absent while the bot does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_by: Option<HandledBy>,
+    /// On `conversation.handover`: to whom, by whom, why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handover: Option<Handover>,
 }
 
 /// An event to deliver to a tenant. Subject `<p>.dispatch.<bot>`; `Nats-Msg-Id` is the event id.
@@ -649,6 +714,7 @@ impl DispatchJob {
             address,
             conversation_id: self.event.conversation_id.clone(),
             window_from: self.event.created_at,
+            handled_by: self.event.handled_by,
         })
     }
 }
@@ -806,6 +872,10 @@ pub struct BotRecord {
     /// dispatcher need to deliver their events.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub installations: Vec<crate::partners::InstallationRef>,
+    /// Seconds a conversation stays with a human agent without an agent message before it
+    /// returns to the bot; `None`: [`HANDOVER_IDLE_DEFAULT_SECS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handover_idle_secs: Option<u64>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
 }
@@ -1284,8 +1354,11 @@ pub mod router_ops {
     pub const RESOLVE_RECIPIENT: &str = "resolve_recipient";
     /// [`super::MediaSourceRequest`] → [`super::MediaSource`].
     pub const MEDIA_SOURCE: &str = "media_source";
+    /// [`super::HandoverRequest`] → [`super::ConversationState`].
+    pub const HANDOVER: &str = "handover";
     /// Every operation.
     pub const ALL: &[&str] = &[
+        HANDOVER,
         GET_USER,
         FIND_USER,
         FIND_NUMBERED_USER,
@@ -1573,6 +1646,39 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
+/// Pass a conversation to a human agent or back to the bot
+/// (`POST /v1/conversations/{id}/handover`, the console).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HandoverRequest {
+    /// Payload version.
+    #[serde(default)]
+    pub v: V1,
+    /// The bot asking: another bot's conversation is not found.
+    pub bot_id: String,
+    /// The conversation.
+    pub conversation_id: String,
+    /// Who answers it from now on.
+    pub to: HandledBy,
+    /// The agent taking it (to `human`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+}
+
+/// Who answers a conversation, since when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ConversationState {
+    /// The conversation.
+    pub conversation_id: String,
+    /// Who answers it.
+    pub handled_by: HandledBy,
+    /// The agent holding it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// When it last changed hands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
+}
+
 /// Change a bot's state: enable or disable it, set its API request limit, its fallback
 /// templates and its platform settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -1596,6 +1702,10 @@ pub struct BotStateRequest {
     /// platforms not named keep theirs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform_settings: Option<BTreeMap<Platform, Option<PlatformSettings>>>,
+    /// How long a conversation stays with a human agent without an agent message before it
+    /// returns to the bot, in seconds (60 to 7 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handover_idle_secs: Option<u64>,
 }
 
 /// Enable or disable one of a bot's channels: a disabled channel receives nothing (its
@@ -1821,6 +1931,9 @@ pub struct UserProfile {
     /// The bot's contact fields for the user (`licenseplate`, a CRM id, …).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub fields: crate::fields::Fields,
+    /// `human` while a human agent answers the user's conversation; absent while the bot does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_by: Option<HandledBy>,
 }
 
 /// Look up the user a send is for (`user_id`, or `platform` + `address`), to check it before
@@ -2203,12 +2316,13 @@ mod tests {
                 | EventType::MessageFailed
                 | EventType::MessageDelivered
                 | EventType::MessageRead
-                | EventType::MessageUnsent => {}
+                | EventType::MessageUnsent
+                | EventType::ConversationHandover => {}
             }
         }
         let names: std::collections::BTreeSet<&str> =
             EventType::ALL.iter().map(|t| t.as_str()).collect();
-        assert_eq!(names.len(), 8);
+        assert_eq!(names.len(), 9);
         for t in EventType::ALL {
             let back: EventType = serde_json::from_value(json!(t.as_str())).unwrap();
             assert_eq!(back, *t);
