@@ -17,6 +17,8 @@ const PUBLIC_URL: &str = "https://patchbay.example";
 struct Victim {
     bot: TestBot,
     event_id: String,
+    /// The message of B's user's event.
+    message_id: String,
     user_id: String,
     key_id: String,
     code: String,
@@ -123,6 +125,7 @@ async fn victim(stack: &Stack) -> Victim {
     Victim {
         bot,
         event_id: event["id"].as_str().unwrap().to_owned(),
+        message_id: event["message"]["id"].as_str().unwrap().to_owned(),
         user_id,
         key_id: rotated["key_id"].as_str().unwrap().to_owned(),
         code,
@@ -198,6 +201,7 @@ async fn no_route_lets_a_caller_past_its_rights() {
     let fill = |path: &str| {
         path.replace("{bot_id}", &b.bot.id)
             .replace("{event_id}", &b.event_id)
+            .replace("{message_id}", &b.message_id)
             .replace("{user_id}", &b.user_id)
             .replace("{key_id}", &b.key_id)
             .replace("{token}", "unknown-token")
@@ -254,6 +258,11 @@ async fn no_route_lets_a_caller_past_its_rights() {
     // never B's data. A new bot route with a path parameter must be added here.
     let attempts: Vec<(&str, String, Option<Value>)> = vec![
         ("get", format!("/v1/deliveries/{}", b.event_id), None),
+        (
+            "get",
+            format!("/v1/messages/{}/journey", b.message_id),
+            None,
+        ),
         ("post", format!("/v1/deliveries/{}/retry", b.event_id), None),
         ("get", format!("/v1/channels/{}", b.bot.channel_id), None),
         (
@@ -349,6 +358,7 @@ async fn no_route_lets_a_caller_past_its_rights() {
         "/v1/keys/{key_id}",
         "/v1/conversations/{conversation_id}/messages",
         "/v1/conversations/{conversation_id}/handover",
+        "/v1/messages/{message_id}/journey",
         "/v1/media/{media_id}",
         "/v1/users/{user_id}/tokens/revoke",
         "/v1/channels/{channel_id}/tokens/revoke",

@@ -18,6 +18,7 @@ mod edges;
 mod handover;
 mod ingress_and_faults;
 mod isolation;
+mod journey;
 mod kik_e2e;
 mod line_e2e;
 mod master_key;

@@ -232,3 +232,138 @@ pub(crate) async fn handover(
         ask(&api, "router", router_ops::HANDOVER, &req).await?,
     ))
 }
+
+/// The stages of an outbound message, from its record: stored, then each later stage at its
+/// time.
+fn outbound_stages(m: &patchbay_contract::JourneyMessage) -> Vec<patchbay_contract::JourneyStage> {
+    let stage = |name: &str, at| patchbay_contract::JourneyStage {
+        stage: name.to_owned(),
+        at,
+        attempt: None,
+        status_code: None,
+        duration_ms: None,
+        error: None,
+        platform_message_id: None,
+    };
+    let mut out = vec![stage("queued", m.created_at)];
+    for (name, at) in &m.timeline {
+        let mut s = stage(name, *at);
+        match name.as_str() {
+            "sent" => s.platform_message_id.clone_from(&m.platform_message_id),
+            "failed" | "suppressed" => {
+                s.error = m
+                    .error
+                    .as_ref()
+                    .map(|e| format!("{}: {}", e.code, e.message));
+            }
+            _ => {}
+        }
+        out.push(s);
+    }
+    out.sort_by_key(|s| (stage_rank(&s.stage), s.at));
+    out
+}
+
+/// Where a stage comes in a journey: platforms stamp their receipts to the second, so time
+/// alone could put a receipt before the answer it follows.
+fn stage_rank(stage: &str) -> u8 {
+    match stage {
+        "received" | "queued" => 0,
+        "stored" | "sent" | "suppressed" => 1,
+        "callback" | "delivered" => 2,
+        "read" => 3,
+        _ => 4,
+    }
+}
+
+fn outbound_journey(m: &patchbay_contract::JourneyMessage) -> patchbay_contract::Journey {
+    patchbay_contract::Journey {
+        message_id: m.id.clone(),
+        direction: m.direction.clone(),
+        conversation_id: m.conversation_id.clone(),
+        status: m.status.clone(),
+        stages: outbound_stages(m),
+        replies: Vec::new(),
+    }
+}
+
+/// `GET /v1/messages/{message_id}/journey`: every stage the message passed, with its time.
+/// Inbound: the platform's time, when Patchbay stored the event, each attempt to deliver it
+/// to the bot (the dispatcher's log), and the journeys of the bot's inline replies. Outbound:
+/// stored for the sender, the platform's answer, its receipts.
+pub(crate) async fn journey(
+    bot: BotAuth,
+    State(api): State<Arc<Api>>,
+    Path(message_id): Path<String>,
+) -> Result<axum::Json<patchbay_contract::Journey>, ApiError> {
+    let req = patchbay_contract::JourneyRequest {
+        v: V1,
+        bot_id: bot.bot_id.clone(),
+        message_id,
+    };
+    let record: patchbay_contract::JourneyRecord = ask(&api, "router", router_ops::JOURNEY, &req)
+        .await
+        .map_err(|e| {
+            if e.status == StatusCode::NOT_FOUND {
+                ApiError::not_found(format!("this bot has no message {}", req.message_id))
+            } else {
+                e
+            }
+        })?;
+    let m = &record.message;
+    if m.direction != "inbound" {
+        return Ok(axum::Json(outbound_journey(m)));
+    }
+    let stage = |name: &str, at| patchbay_contract::JourneyStage {
+        stage: name.to_owned(),
+        at,
+        attempt: None,
+        status_code: None,
+        duration_ms: None,
+        error: None,
+        platform_message_id: None,
+    };
+    let mut stages = vec![stage("received", m.created_at)];
+    if let Some(at) = record.stored_at {
+        stages.push(stage("stored", at));
+    }
+    if let Some(event_id) = &m.event_id {
+        let delivery = patchbay_contract::DeliveryRef {
+            v: V1,
+            bot_id: bot.bot_id.clone(),
+            event_id: event_id.clone(),
+        };
+        // No delivery: the bot does not subscribe to the event, or it is on its way.
+        match ask::<_, patchbay_contract::DeliveryDetail>(
+            &api,
+            "dispatcher",
+            patchbay_contract::dispatcher_ops::GET,
+            &delivery,
+        )
+        .await
+        {
+            Ok(detail) => {
+                for a in detail.attempts_log {
+                    stages.push(patchbay_contract::JourneyStage {
+                        attempt: Some(a.attempt),
+                        status_code: a.status_code,
+                        duration_ms: Some(a.duration_ms),
+                        error: a.error,
+                        ..stage("callback", a.at)
+                    });
+                }
+            }
+            Err(e) if e.status == StatusCode::NOT_FOUND => {}
+            Err(e) => return Err(e),
+        }
+    }
+    stages.sort_by_key(|s| (stage_rank(&s.stage), s.at));
+    Ok(axum::Json(patchbay_contract::Journey {
+        message_id: m.id.clone(),
+        direction: m.direction.clone(),
+        conversation_id: m.conversation_id.clone(),
+        status: m.status.clone(),
+        stages,
+        replies: record.replies.iter().map(outbound_journey).collect(),
+    }))
+}

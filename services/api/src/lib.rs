@@ -179,6 +179,10 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
                 "/v1/conversations/{conversation_id}/handover",
                 post(conversations::handover),
             )
+            .route(
+                "/v1/messages/{message_id}/journey",
+                axum::routing::get(conversations::journey),
+            )
             .route("/v1/users", axum::routing::get(users::find_user))
             .route(
                 "/v1/users/{user_id}",

@@ -508,6 +508,16 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         )
     },
     op(
+        "get",
+        "/v1/messages/{message_id}/journey",
+        Caller::Bot,
+        "Every stage a message passed, with its time: received from the platform, stored, each \
+         attempt to deliver it to the bot, the bot's inline replies with their own journeys \
+         (queued, the platform's answer, its receipts). 404 for another bot's message.",
+        None,
+        (200, Some(schema::<patchbay_contract::Journey>)),
+    ),
+    op(
         "post",
         "/v1/conversations/{conversation_id}/handover",
         Caller::Bot,

@@ -18,6 +18,7 @@ pub(crate) const ROUTES: &[(&str, &str, &str)] = &[
         "/v1/conversations/{conversation_id}/messages",
         "messages:read",
     ),
+    ("GET", "/v1/messages/{message_id}/journey", "messages:read"),
     ("GET", "/v1/users", "users:read"),
     ("GET", "/v1/users/{user_id}", "users:read"),
     ("POST", "/v1/codes/claim", "users:read"),

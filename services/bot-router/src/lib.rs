@@ -103,6 +103,11 @@ pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] = &[
         "handover",
         include_str!("../migrations/0011_handover.sql"),
     ),
+    (
+        12,
+        "journey",
+        include_str!("../migrations/0012_journey.sql"),
+    ),
 ];
 
 struct Router {
@@ -576,6 +581,28 @@ impl Router {
                     Err(e) => Err(e),
                 })
             }
+            router_ops::JOURNEY => {
+                encode(match decode::<patchbay_contract::JourneyRequest>(&body) {
+                    Ok(req) => match store::journey(&self.pool, &req.bot_id, &req.message_id).await
+                    {
+                        Ok(Some(j)) => Ok(j),
+                        Ok(None) => Err(RpcError::new(
+                            404,
+                            "not_found",
+                            format!("no message {}", req.message_id),
+                        )),
+                        Err(e) => {
+                            tracing::error!(error = %e, "reading a journey failed");
+                            Err(RpcError::new(
+                                503,
+                                "unavailable",
+                                "the database is unavailable",
+                            ))
+                        }
+                    },
+                    Err(e) => Err(e),
+                })
+            }
             router_ops::HANDOVER => {
                 encode(match decode::<patchbay_contract::HandoverRequest>(&body) {
                     Ok(req) => self.handover(&req).await,
@@ -813,7 +840,7 @@ impl Router {
         // After the dispatch jobs: a redelivery before this finds the same messages and
         // republishes under the same event ids, which JetStream drops.
         let ids: Vec<String> = found.into_iter().map(|m| m.message_id).collect();
-        store::apply_receipt(&self.pool, &ids, to, receipt.error.as_ref())
+        store::apply_receipt(&self.pool, &ids, to, receipt.error.as_ref(), ev.occurred_at)
             .await
             .map_err(db_error)?;
         Ok(())

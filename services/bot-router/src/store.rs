@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use patchbay_contract::fields::{FieldChanges, Fields};
-use patchbay_contract::ids::{derive_id, new_id, prefix, user_id};
+use patchbay_contract::ids::{derive_id, message_ids, new_id, prefix, user_id};
 use patchbay_contract::{
     ChannelRef, Content, DeliveryStatus, EventType, EventUser, HandledBy, HistoryMessage,
     HistoryPage, HistoryRequest, InboundEvent, Platform, Recipient, RpcError, SendSource,
@@ -676,16 +676,20 @@ pub async fn apply_receipt(
     ids: &[String],
     to: ReceiptStatus,
     error: Option<&patchbay_contract::DeliveryError>,
+    at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     let from: Vec<String> = to.from().iter().map(|s| (*s).to_owned()).collect();
     sqlx::query(
-        "update messages set status = $2, error = coalesce($3, error), updated_at = now()
+        "update messages set status = $2, error = coalesce($3, error), updated_at = now(),
+                             timeline = coalesce(timeline, '{}'::jsonb)
+                                        || jsonb_build_object($2::text, $5::timestamptz)
          where id = any($1) and status = any($4)",
     )
     .bind(ids)
     .bind(to.name())
     .bind(error.map(sqlx::types::Json))
     .bind(&from)
+    .bind(at)
     .execute(pool)
     .await?;
     Ok(())
@@ -708,8 +712,10 @@ pub async fn record_status(
     let mut platform_ids = Vec::with_capacity(n);
     let mut errors = Vec::with_capacity(n);
     let mut blocked = Vec::with_capacity(n);
+    let mut ats = Vec::with_capacity(n);
     for StatusRecord(st) in &batch {
         ids.push(st.message_id.as_str());
+        ats.push(st.at);
         statuses.push(match st.status {
             DeliveryStatus::Sent => "sent",
             // Held back while a human agent answers: shown as such in the conversation.
@@ -730,13 +736,14 @@ pub async fn record_status(
     let rows = sqlx::query(
         "select i, conversation_id, user_id, platform_user_id, display_name, username, locale,
                 fields
-         from record_status_batch($1, $2, $3, $4, $5)",
+         from record_status_batch($1, $2, $3, $4, $5, $6)",
     )
     .bind(&ids)
     .bind(&statuses)
     .bind(&platform_ids)
     .bind(&errors)
     .bind(&blocked)
+    .bind(&ats)
     .fetch_all(pool)
     .await?;
     let mut out: Vec<Option<StatusOwner>> = (0..n).map(|_| None).collect();
@@ -1442,6 +1449,81 @@ pub async fn return_idle(
         },
         user_id: r.get("user_id"),
         previous_agent: r.get("previous_agent"),
+    }))
+}
+
+fn journey_message(r: &sqlx::postgres::PgRow) -> patchbay_contract::JourneyMessage {
+    patchbay_contract::JourneyMessage {
+        id: r.get("id"),
+        direction: r.get("direction"),
+        conversation_id: r.get("conversation_id"),
+        status: r.get("status"),
+        platform_message_id: r.get("platform_message_id"),
+        event_id: r.get("event_id"),
+        source: r.get("source"),
+        error: r
+            .try_get::<Option<sqlx::types::Json<patchbay_contract::DeliveryError>>, _>("error")
+            .ok()
+            .flatten()
+            .map(|j| j.0),
+        created_at: r.get("created_at"),
+        timeline: r
+            .try_get::<Option<sqlx::types::Json<std::collections::BTreeMap<String, DateTime<Utc>>>>, _>(
+                "timeline",
+            )
+            .ok()
+            .flatten()
+            .map(|j| j.0)
+            .unwrap_or_default(),
+    }
+}
+
+/// Message `message_id` of `bot_id` with what the router knows of its journey: when its event
+/// was stored and, inbound, the bot's inline replies to it (their ids derive from the event's:
+/// the dispatcher's command is `inline:<event id>`).
+pub async fn journey(
+    pool: &PgPool,
+    bot_id: &str,
+    message_id: &str,
+) -> Result<Option<patchbay_contract::JourneyRecord>, sqlx::Error> {
+    const COLUMNS: &str = "id, direction, conversation_id, status, platform_message_id, \
+                           event_id, source, error, created_at, timeline";
+    let Some(row) = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "select {COLUMNS} from messages where id = $1 and bot_id = $2"
+    )))
+    .bind(message_id)
+    .bind(bot_id)
+    .fetch_optional(pool)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let message = journey_message(&row);
+    let (stored_at, replies) = match (&message.event_id, message.direction.as_str()) {
+        (Some(event_id), "inbound") => {
+            let stored_at: Option<DateTime<Utc>> = sqlx::query_scalar(
+                "select min(created_at) from inbound_events where event_id = $1",
+            )
+            .bind(event_id)
+            .fetch_one(pool)
+            .await?;
+            let ids = message_ids(bot_id, &format!("inline:{event_id}"), 10);
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "select {COLUMNS} from messages where id = any($1) and bot_id = $2
+                 order by created_at, id"
+            )))
+            .bind(&ids)
+            .bind(bot_id)
+            .fetch_all(pool)
+            .await?;
+            (stored_at, rows.iter().map(journey_message).collect())
+        }
+        _ => (None, Vec::new()),
+    };
+    Ok(Some(patchbay_contract::JourneyRecord {
+        message,
+        stored_at,
+        replies,
     }))
 }
 

@@ -419,6 +419,20 @@ pub fn payloads() -> Vec<Payload> {
                 subject: "<p>.rpc.router.templates (reply)",
             },
         ),
+        payload::<crate::wire::JourneyRequest>(
+            "journey_request.v1",
+            "A message of a bot with what the router knows of its journey.",
+            Rpc {
+                subject: "<p>.rpc.router.journey",
+            },
+        ),
+        payload::<RpcReply<crate::wire::JourneyRecord>>(
+            "journey_reply.v1",
+            "The message, when its event was stored, the bot's inline replies, or an error.",
+            Rpc {
+                subject: "<p>.rpc.router.journey (reply)",
+            },
+        ),
         payload::<crate::wire::HandoverRequest>(
             "handover_request.v1",
             "Pass a conversation to a human agent or back to the bot.",

@@ -1356,8 +1356,11 @@ pub mod router_ops {
     pub const MEDIA_SOURCE: &str = "media_source";
     /// [`super::HandoverRequest`] → [`super::ConversationState`].
     pub const HANDOVER: &str = "handover";
+    /// [`super::JourneyRequest`] → [`super::JourneyRecord`].
+    pub const JOURNEY: &str = "journey";
     /// Every operation.
     pub const ALL: &[&str] = &[
+        JOURNEY,
         HANDOVER,
         GET_USER,
         FIND_USER,
@@ -1662,6 +1665,111 @@ pub struct HandoverRequest {
     /// The agent taking it (to `human`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+}
+
+/// A message of a bot, with what the router knows of its journey.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct JourneyRequest {
+    /// Payload version.
+    #[serde(default)]
+    pub v: V1,
+    /// The bot asking: another bot's message is not found.
+    pub bot_id: String,
+    /// The message.
+    pub message_id: String,
+}
+
+/// One message as the router keeps it, with the times of its stages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct JourneyMessage {
+    /// `msg_…`.
+    pub id: String,
+    /// `inbound` or `outbound`.
+    pub direction: String,
+    /// Its conversation.
+    pub conversation_id: String,
+    /// Its status now.
+    pub status: String,
+    /// The platform's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_message_id: Option<String>,
+    /// Inbound: the event that carried it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    /// Outbound: who sent it (`api`, `inline`, `human`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<DeliveryError>,
+    /// Inbound: the platform's time of the user's message; outbound: when it was stored for
+    /// its sender.
+    pub created_at: DateTime<Utc>,
+    /// Outbound: each later stage's time (`sent`, `failed`, `suppressed`, `delivered`,
+    /// `read`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub timeline: BTreeMap<String, DateTime<Utc>>,
+}
+
+/// What the router knows of a message's journey: the message, when it stored the event
+/// (inbound), and the bot's inline replies to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct JourneyRecord {
+    /// The message.
+    pub message: JourneyMessage,
+    /// Inbound: when the router stored the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_at: Option<DateTime<Utc>>,
+    /// Inbound: the bot's inline replies to its event.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replies: Vec<JourneyMessage>,
+}
+
+/// One stage of a message's journey (`GET /v1/messages/{id}/journey`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct JourneyStage {
+    /// `received` (the platform's time of the user's message), `stored` (Patchbay took the
+    /// event), `callback` (one attempt to deliver it to the bot), `queued` (an outbound
+    /// message stored for its platform's sender), `sent` / `failed` (the platform's answer),
+    /// `suppressed` (held back: a human agent held the conversation), `delivered`, `read`
+    /// (the platform's receipts).
+    pub stage: String,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// `callback`: the attempt's number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    /// `callback`: the HTTP status the bot answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<u16>,
+    /// `callback`: how long the bot took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u32>,
+    /// What went wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// `sent`: the platform's message id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_message_id: Option<String>,
+}
+
+/// A message's journey: every stage it passed, in time order, and the journeys of the bot's
+/// inline replies to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Journey {
+    /// The message.
+    pub message_id: String,
+    /// `inbound` or `outbound`.
+    pub direction: String,
+    /// Its conversation.
+    pub conversation_id: String,
+    /// Its status now.
+    pub status: String,
+    /// The stages, oldest first.
+    pub stages: Vec<JourneyStage>,
+    /// Inbound: the bot's inline replies, each with its own journey.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replies: Vec<Journey>,
 }
 
 /// Who answers a conversation, since when.
