@@ -3,7 +3,8 @@
 //! /v1/conversations/{id}/handover`), each change a `conversation.handover` event; while the
 //! agent holds it the bot's inline replies are held back (`message.failed`
 //! `human_handover`, `suppressed` in the conversation) and its API sends refused (409), events
-//! reach the bot marked `handled_by: human`, and the agent's messages go out; a conversation no
+//! reach the bot marked `handled_by: human`, the conversation waits in the agents' inbox
+//! (`GET /v1/conversations`) until an agent answers, and the agent's messages go out; a conversation no
 //! agent writes in returns to the bot after the bot's idle time; the state survives a router
 //! restart.
 
@@ -153,6 +154,31 @@ async fn a_human_takes_over_the_bots_replies_are_held_back_and_the_agent_hands_b
     assert_eq!(suppressed.len(), 1, "{history}");
     assert_eq!(suppressed[0]["id"], held["message"]["id"]);
     assert_eq!(suppressed[0]["content"]["text"], "bot: I need a person");
+    // Ana's inbox: the conversation waits for her.
+    let inbox = |query: &'static str| {
+        let stack = &stack;
+        let key = bot.api_key.clone();
+        async move {
+            stack
+                .call(
+                    "get",
+                    &format!("/v1/conversations{query}"),
+                    Some(&key),
+                    None,
+                )
+                .await
+        }
+    };
+    let (status, waiting) = inbox("?handled_by=human").await;
+    assert_eq!(status, 200, "{waiting}");
+    assert_eq!(waiting["items"].as_array().unwrap().len(), 1, "{waiting}");
+    let entry = &waiting["items"][0];
+    assert_eq!(entry["conversation_id"], conversation.as_str());
+    assert_eq!(entry["agent"], "Ana");
+    assert_eq!(entry["waiting"], true, "{entry}");
+    assert_eq!(entry["user"]["id"], user.as_str());
+    let (status, body) = inbox("?limit=0").await;
+    assert_eq!(status, 422, "{body}");
     // The bot's API sends are refused up front; the agent's go out.
     let (status, body) = send(&stack, &bot, &user, "a bot's promotion", "api").await;
     assert_eq!(status, 409, "{body}");
@@ -160,6 +186,8 @@ async fn a_human_takes_over_the_bots_replies_are_held_back_and_the_agent_hands_b
     let (status, body) = send(&stack, &bot, &user, "Ana here, how can I help?", "human").await;
     assert_eq!(status, 202, "{body}");
     telegram_got(&stack, &bot, "Ana here, how can I help?").await;
+    let (_, answered) = inbox("?handled_by=human").await;
+    assert_eq!(answered["items"][0]["waiting"], false, "{answered}");
     assert!(
         stack
             .telegram
@@ -188,6 +216,14 @@ async fn a_human_takes_over_the_bots_replies_are_held_back_and_the_agent_hands_b
     telegram_got(&stack, &bot, "bot: thanks").await;
     let third = nth(&stack, "message.received", 3).await;
     assert!(third.get("handled_by").is_none(), "{third}");
+    let (_, none) = inbox("?handled_by=human").await;
+    assert_eq!(none["items"], json!([]), "{none}");
+    let (_, all) = inbox("").await;
+    assert_eq!(all["items"][0]["handled_by"], "bot", "{all}");
+    let (_, others) = stack
+        .call("get", "/v1/conversations", Some(&other.api_key), None)
+        .await;
+    assert_eq!(others["items"], json!([]), "another bot's inbox is its own");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -367,3 +367,36 @@ pub(crate) async fn journey(
         replies: record.replies.iter().map(outbound_journey).collect(),
     }))
 }
+
+/// Query of `GET /v1/conversations`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct InboxQuery {
+    /// `human` or `bot`: only the conversations they answer.
+    #[serde(default)]
+    handled_by: Option<patchbay_contract::HandledBy>,
+    /// At most this many, 1 to 200 (50 by default).
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+/// `GET /v1/conversations`: the bot's conversations as an agent's inbox: those a human holds
+/// whose user is waiting for an answer first, then by when the user last wrote, newest first.
+pub(crate) async fn inbox(
+    bot: BotAuth,
+    State(api): State<Arc<Api>>,
+    Query(q): Query<InboxQuery>,
+) -> Result<axum::Json<crate::settings::Items<patchbay_contract::InboxEntry>>, ApiError> {
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(unprocessable("limit: must be between 1 and 200"));
+    }
+    let req = patchbay_contract::InboxRequest {
+        v: V1,
+        bot_id: bot.bot_id,
+        handled_by: q.handled_by,
+        limit,
+    };
+    let items = ask(&api, "router", router_ops::INBOX, &req).await?;
+    Ok(axum::Json(crate::settings::Items { items }))
+}

@@ -170,7 +170,10 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
                 axum::routing::get(get_delivery),
             )
             .route("/v1/deliveries/{event_id}/retry", post(retry_delivery))
-            .route("/v1/conversations", post(conversations::upsert))
+            .route(
+                "/v1/conversations",
+                post(conversations::upsert).get(conversations::inbox),
+            )
             .route(
                 "/v1/conversations/{conversation_id}/messages",
                 axum::routing::get(conversations::history),

@@ -507,6 +507,28 @@ pub(crate) const OPERATIONS: &[Operation] = &[
             (200, Some(schema::<HistoryPage>)),
         )
     },
+    Operation {
+        query: &[
+            (
+                "handled_by",
+                "human or bot: only the conversations they answer",
+            ),
+            ("limit", "at most this many, 1 to 200 (default 50)"),
+        ],
+        ..op(
+            "get",
+            "/v1/conversations",
+            Caller::Bot,
+            "The bot's conversations as an agent's inbox: those a human holds whose user is \
+             waiting for an answer first (waiting: true), then by the user's last message, \
+             newest first.",
+            None,
+            (
+                200,
+                Some(schema::<crate::settings::Items<patchbay_contract::InboxEntry>>),
+            ),
+        )
+    },
     op(
         "get",
         "/v1/messages/{message_id}/journey",

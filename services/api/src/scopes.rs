@@ -8,6 +8,7 @@ use axum::http::Method;
 pub(crate) const ROUTES: &[(&str, &str, &str)] = &[
     ("POST", "/v1/messages", "messages:send"),
     ("POST", "/v1/conversations", "messages:send"),
+    ("GET", "/v1/conversations", "messages:read"),
     (
         "POST",
         "/v1/conversations/{conversation_id}/handover",

@@ -108,6 +108,7 @@ pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] = &[
         "journey",
         include_str!("../migrations/0012_journey.sql"),
     ),
+    (13, "inbox", include_str!("../migrations/0013_inbox.sql")),
 ];
 
 struct Router {
@@ -581,6 +582,13 @@ impl Router {
                     Err(e) => Err(e),
                 })
             }
+            router_ops::INBOX => encode(match decode::<patchbay_contract::InboxRequest>(&body) {
+                Ok(req) => store::inbox(&self.pool, &req).await.map_err(|e| {
+                    tracing::error!(error = %e, "reading an inbox failed");
+                    RpcError::new(503, "unavailable", "the database is unavailable")
+                }),
+                Err(e) => Err(e),
+            }),
             router_ops::JOURNEY => {
                 encode(match decode::<patchbay_contract::JourneyRequest>(&body) {
                     Ok(req) => match store::journey(&self.pool, &req.bot_id, &req.message_id).await

@@ -75,11 +75,13 @@ u as (
     returning x.id, x.channel_id, x.platform_user_id, x.display_name, x.username, x.locale,
               x.fields),
 c as (
-    insert into conversations as v (id, bot_id, user_id, last_inbound_at)
-    select t.conversation_id, t.bot_id, u.id, t.window_opened
+    insert into conversations as v (id, bot_id, user_id, last_inbound_at, user_wrote_at)
+    select t.conversation_id, t.bot_id, u.id, t.window_opened,
+           case when t.content is not null then now() end
     from t join u on u.channel_id = t.channel_id and u.platform_user_id = t.platform_user_id
     on conflict (user_id) do update set
-        last_inbound_at = greatest(v.last_inbound_at, excluded.last_inbound_at)
+        last_inbound_at = greatest(v.last_inbound_at, excluded.last_inbound_at),
+        user_wrote_at = coalesce(excluded.user_wrote_at, v.user_wrote_at)
     returning v.id, v.user_id, v.handled_by),
 m as (
     insert into messages (id, conversation_id, bot_id, direction, event_id,
@@ -765,11 +767,19 @@ pub async fn record_status(
     Ok(out)
 }
 
-const PROFILE: &str = "select u.id, u.bot_id, u.channel_id, u.platform, u.platform_user_id,
-                              u.display_name, u.username, u.locale, u.avatar_url, u.subscribed,
-                              u.last_seen_at, u.email, u.phone, u.fields, c.last_inbound_at,
-                              c.handled_by
-                       from users u left join conversations c on c.user_id = u.id";
+/// The columns [`profile`] reads, as a select list over `users u` and `conversations c`.
+macro_rules! profile_columns {
+    () => {
+        "select u.id, u.bot_id, u.channel_id, u.platform, u.platform_user_id, u.display_name,
+                u.username, u.locale, u.avatar_url, u.subscribed, u.last_seen_at, u.email,
+                u.phone, u.fields, c.last_inbound_at, c.handled_by"
+    };
+}
+
+const PROFILE: &str = concat!(
+    profile_columns!(),
+    " from users u left join conversations c on c.user_id = u.id"
+);
 
 /// The `fields` column of `row` (a JSON object of strings; empty where absent).
 fn fields_of(row: &sqlx::postgres::PgRow) -> Fields {
@@ -1525,6 +1535,47 @@ pub async fn journey(
         stored_at,
         replies,
     }))
+}
+
+/// A bot's conversations, those a human holds and whose user is waiting for an answer first,
+/// then by the user's last message, newest first.
+pub async fn inbox(
+    pool: &PgPool,
+    req: &patchbay_contract::InboxRequest,
+) -> Result<Vec<patchbay_contract::InboxEntry>, sqlx::Error> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "select * from (
+             {}, c.id as conversation_id, c.agent, c.handed_over_at,
+                    c.user_wrote_at,
+                    coalesce(c.handled_by = 'human'
+                             and c.user_wrote_at > greatest(c.handed_over_at, c.last_agent_at),
+                             false) as waiting
+             from users u join conversations c on c.user_id = u.id
+             where c.bot_id = $1 and ($2::text is null or c.handled_by = $2)) x
+         order by waiting desc, user_wrote_at desc nulls last, conversation_id
+         limit $3",
+        profile_columns!()
+    )))
+    .bind(&req.bot_id)
+    .bind(req.handled_by.map(HandledBy::as_str))
+    .bind(i64::from(req.limit.clamp(1, 200)))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            let user = profile(r)?;
+            Some(patchbay_contract::InboxEntry {
+                conversation_id: r.get("conversation_id"),
+                handled_by: user.handled_by.unwrap_or(HandledBy::Bot),
+                user_wrote_at: r.get("user_wrote_at"),
+                user,
+                agent: r.get("agent"),
+                since: r.get("handed_over_at"),
+                waiting: r.get::<Option<bool>, _>("waiting").unwrap_or(false),
+            })
+        })
+        .collect())
 }
 
 fn stored_template(

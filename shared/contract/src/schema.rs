@@ -419,6 +419,20 @@ pub fn payloads() -> Vec<Payload> {
                 subject: "<p>.rpc.router.templates (reply)",
             },
         ),
+        payload::<crate::wire::InboxRequest>(
+            "inbox_request.v1",
+            "A bot's conversations as an agent's inbox.",
+            Rpc {
+                subject: "<p>.rpc.router.inbox",
+            },
+        ),
+        payload::<RpcReply<crate::wire::InboxEntry>>(
+            "inbox_reply.v1",
+            "The conversations (a list of entries), waiting ones first, or an error.",
+            Rpc {
+                subject: "<p>.rpc.router.inbox (reply)",
+            },
+        ),
         payload::<crate::wire::JourneyRequest>(
             "journey_request.v1",
             "A message of a bot with what the router knows of its journey.",

@@ -1358,8 +1358,11 @@ pub mod router_ops {
     pub const HANDOVER: &str = "handover";
     /// [`super::JourneyRequest`] → [`super::JourneyRecord`].
     pub const JOURNEY: &str = "journey";
+    /// [`super::InboxRequest`] → a list of [`super::InboxEntry`].
+    pub const INBOX: &str = "inbox";
     /// Every operation.
     pub const ALL: &[&str] = &[
+        INBOX,
         JOURNEY,
         HANDOVER,
         GET_USER,
@@ -1770,6 +1773,43 @@ pub struct Journey {
     /// Inbound: the bot's inline replies, each with its own journey.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replies: Vec<Journey>,
+}
+
+/// A bot's conversations as an agent's inbox (`GET /v1/conversations`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct InboxRequest {
+    /// Payload version.
+    #[serde(default)]
+    pub v: V1,
+    /// The bot.
+    pub bot_id: String,
+    /// Only those the bot, or a human, answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_by: Option<HandledBy>,
+    /// At most this many, 1 to 200.
+    pub limit: u32,
+}
+
+/// One conversation of an inbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct InboxEntry {
+    /// The conversation.
+    pub conversation_id: String,
+    /// Its user.
+    pub user: UserProfile,
+    /// Who answers it.
+    pub handled_by: HandledBy,
+    /// The agent holding it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// When it last changed hands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
+    /// A human holds it and the user wrote after the hand-over and the agent's last message.
+    pub waiting: bool,
+    /// When Patchbay received the user's last message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_wrote_at: Option<DateTime<Utc>>,
 }
 
 /// Who answers a conversation, since when.
