@@ -236,15 +236,6 @@ pub(crate) async fn handover(
 /// The stages of an outbound message, from its record: stored, then each later stage at its
 /// time.
 fn outbound_stages(m: &patchbay_contract::JourneyMessage) -> Vec<patchbay_contract::JourneyStage> {
-    let stage = |name: &str, at| patchbay_contract::JourneyStage {
-        stage: name.to_owned(),
-        at,
-        attempt: None,
-        status_code: None,
-        duration_ms: None,
-        error: None,
-        platform_message_id: None,
-    };
     let mut out = vec![stage("queued", m.created_at)];
     for (name, at) in &m.timeline {
         let mut s = stage(name, *at);
@@ -262,6 +253,19 @@ fn outbound_stages(m: &patchbay_contract::JourneyMessage) -> Vec<patchbay_contra
     }
     out.sort_by_key(|s| (stage_rank(&s.stage), s.at));
     out
+}
+
+/// Stage `name` at `at`, with nothing more to say.
+fn stage(name: &str, at: chrono::DateTime<chrono::Utc>) -> patchbay_contract::JourneyStage {
+    patchbay_contract::JourneyStage {
+        stage: name.to_owned(),
+        at,
+        attempt: None,
+        status_code: None,
+        duration_ms: None,
+        error: None,
+        platform_message_id: None,
+    }
 }
 
 /// Where a stage comes in a journey: platforms stamp their receipts to the second, so time
@@ -314,15 +318,6 @@ pub(crate) async fn journey(
     if m.direction != "inbound" {
         return Ok(axum::Json(outbound_journey(m)));
     }
-    let stage = |name: &str, at| patchbay_contract::JourneyStage {
-        stage: name.to_owned(),
-        at,
-        attempt: None,
-        status_code: None,
-        duration_ms: None,
-        error: None,
-        platform_message_id: None,
-    };
     let mut stages = vec![stage("received", m.created_at)];
     if let Some(at) = record.stored_at {
         stages.push(stage("stored", at));

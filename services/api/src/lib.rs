@@ -682,17 +682,11 @@ async fn render_templates<'m>(
     }
     let platform = user.channel.platform;
     let bot = api.view.bot(bot_id).await?;
-    let text = Content::Text {
-        text: String::new(),
-    };
-    let text_first = patchbay_registry::window_for(platform, bot.as_deref())
-        .check(user.last_inbound_at, chrono::Utc::now(), &text, source)
-        .allowed();
-    let values = |meta| Values {
-        name: user.display_name.as_deref().or(user.username.as_deref()),
-        fields: &user.fields,
-        meta,
-    };
+    let text_first = patchbay_registry::window_for(platform, bot.as_deref()).takes_free_form(
+        user.last_inbound_at,
+        chrono::Utc::now(),
+        source,
+    );
     let subject = api.bus.subjects().rpc("router", router_ops::TEMPLATES);
     let mut out = Vec::with_capacity(messages.len());
     for (i, m) in messages.iter().enumerate() {
@@ -731,7 +725,7 @@ async fn render_templates<'m>(
             platform,
             &template,
             text_first,
-            &values(&named.meta),
+            &Values::of(Some(user), &named.meta),
         )
         .map_err(|e| {
             let e = e.error(&template.def.name);

@@ -336,10 +336,7 @@ async fn check_registered_fallback(
         }
         Err(e) => return Err(e),
     };
-    let native = patchbay_registry::spec(platform)
-        .ok()
-        .and_then(|s| (s.template)(&template.def));
-    if native.is_none() {
+    if patchbay_registry::template_form(platform, &template.def).is_none() {
         return Err(refuse(format!(
             "template {} has no {platform} form; outside the window only the platform's own \
              template can be sent",

@@ -286,7 +286,6 @@ impl Auth {
             } => {
                 let access_token = token("pbat_").map_err(internal)?;
                 let hash = api_key_hash(&access_token);
-                let secs = f64::from(u32::try_from(self.access_ttl.as_secs()).unwrap_or(u32::MAX));
                 let row = sqlx::query(
                     "insert into api_keys (id, bot_id, key_hash, kind, scopes, expires_at,
                                            installation_id, channels)
@@ -301,7 +300,7 @@ impl Auth {
                 .bind(&hash)
                 .bind(&installation_id)
                 .bind(&partner_id)
-                .bind(secs)
+                .bind(crate::store::secs(self.access_ttl))
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(db)?

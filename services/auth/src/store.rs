@@ -719,12 +719,16 @@ pub struct NewTokens<'a> {
     pub refresh_ttl: std::time::Duration,
 }
 
+/// `d` in seconds, as `make_interval(secs => …)` takes them.
+pub(crate) fn secs(d: std::time::Duration) -> f64 {
+    f64::from(u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+}
+
 async fn insert_tokens(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     key: &ExchangeableKey,
     t: &NewTokens<'_>,
 ) -> Result<(), RpcError> {
-    let secs = |d: std::time::Duration| f64::from(u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
     sqlx::query(
         "insert into api_keys (id, bot_id, key_hash, kind, family_id, scopes, expires_at)
          values ($1, $2, $3, 'access', $4, $5, now() + make_interval(secs => $6))",

@@ -926,51 +926,55 @@ impl Handler<SendCommand> for Sends {
         };
         // Registry templates become the channel's content for this user (or fail, naming
         // what they lack); so does a fallback template from the registry.
-        let text_first = policy
-            .check(recipient.last_inbound_at, now, &EMPTY_TEXT, cmd.source)
-            .allowed()
+        let text_first = policy.takes_free_form(recipient.last_inbound_at, now, cmd.source)
             && policy.per_inbound.is_none_or(|q| sent < q);
         let templates = Templates::new(r, &bot_id, &recipient, text_first);
-        let (cmd, mut refused) = templates.render_command(cmd).await?;
-        let cmd = cmd.as_ref();
-        // A human agent holds the conversation: the bot's messages are held back (stored as
-        // `suppressed`, reported as `message.failed`); the agent's own go out, and restart the
-        // idle time after which it returns to the bot.
-        if recipient.handled_by == HandledBy::Human {
-            if cmd.source == SendSource::Human {
+        let held = recipient.handled_by == HandledBy::Human;
+        let (cmd, refused) = if held && cmd.source != SendSource::Human {
+            // A human agent holds the conversation: the bot's messages are held back (stored
+            // as `suppressed`, reported as `message.failed`), none rendered.
+            (std::borrow::Cow::Borrowed(cmd), held_back(cmd))
+        } else {
+            if held {
+                // The agent's own go out, and restart the idle time after which the
+                // conversation returns to the bot.
                 store::agent_wrote(&r.pool, &recipient.conversation_id)
                     .await
                     .map_err(db_error)?;
-            } else {
-                refused = cmd
-                    .messages
-                    .iter()
-                    .map(|m| {
-                        (!matches!(m, Content::Field(_))).then(|| DeliveryError {
-                            code: patchbay_contract::HUMAN_HANDOVER.into(),
-                            message: "a human agent answers this conversation: the bot's \
-                                      message was held back (suppressed) until the \
-                                      conversation is handed back to the bot"
-                                .into(),
-                            platform_code: None,
-                        })
-                    })
-                    .collect();
             }
-        }
-        let (fallback, fallback_error) =
-            match bot.fallback_templates.get(&recipient.channel.platform) {
-                None => (None, None),
-                Some(f) => match f.content() {
-                    content @ Content::Template(TemplateMessage::Registered(_)) => {
-                        match templates.render(&content, false).await? {
-                            Ok(rendered) => (Some(rendered), None),
-                            Err(e) => (None, Some(e)),
-                        }
-                    }
-                    inline => (Some(inline), None),
-                },
-            };
+            templates.render_command(cmd).await?
+        };
+        let cmd = cmd.as_ref();
+        let fallback = bot
+            .fallback_templates
+            .get(&recipient.channel.platform)
+            .map(patchbay_contract::FallbackTemplate::content);
+        // A fallback from the registry is read and rendered only when the plan puts it in
+        // place of a message.
+        let substitutes = |fallback: Option<&Content>| {
+            plan_for(
+                policy,
+                recipient.last_inbound_at,
+                sent,
+                now,
+                cmd,
+                fallback,
+                &refused,
+            )
+            .iter()
+            .any(|p| matches!(p, Planned::Substitute { .. }))
+        };
+        let (fallback, fallback_error) = match fallback {
+            Some(f @ Content::Template(TemplateMessage::Registered(_)))
+                if substitutes(Some(&f)) =>
+            {
+                match templates.render(&f, false).await? {
+                    Ok(rendered) => (Some(rendered), None),
+                    Err(e) => (None, Some(e)),
+                }
+            }
+            other => (other, None),
+        };
         let mut plan = plan_for(
             policy,
             recipient.last_inbound_at,
@@ -1174,10 +1178,22 @@ impl Handler<SendCommand> for Sends {
     }
 }
 
-/// A text, for asking a window whether it takes free-form messages.
-static EMPTY_TEXT: Content = Content::Text {
-    text: String::new(),
-};
+/// Per message of `cmd`, the refusal of a bot's message while a human agent holds the
+/// conversation (field messages reach no platform, and apply).
+fn held_back(cmd: &SendCommand) -> Vec<Option<DeliveryError>> {
+    cmd.messages
+        .iter()
+        .map(|m| {
+            (!matches!(m, Content::Field(_))).then(|| DeliveryError {
+                code: patchbay_contract::HUMAN_HANDOVER.into(),
+                message: "a human agent answers this conversation: the bot's message was held \
+                          back (suppressed) until the conversation is handed back to the bot"
+                    .into(),
+                platform_code: None,
+            })
+        })
+        .collect()
+}
 
 /// Renders registry templates for one recipient of a send
 /// ([`patchbay_registry::render_template`]), reading the user's name and fields once.
@@ -1263,14 +1279,7 @@ impl<'r> Templates<'r> {
             .get_or_try_init(|| store::user_profile(pool, self.bot_id, &self.recipient.user_id))
             .await
             .map_err(db_error)?;
-        let no_fields = patchbay_contract::fields::Fields::new();
-        let values = patchbay_contract::templates::Values {
-            name: user
-                .as_ref()
-                .and_then(|u| u.display_name.as_deref().or(u.username.as_deref())),
-            fields: user.as_ref().map_or(&no_fields, |u| &u.fields),
-            meta: &named.meta,
-        };
+        let values = patchbay_contract::templates::Values::of(user.as_ref(), &named.meta);
         Ok(patchbay_registry::render_template(
             self.recipient.channel.platform,
             &template,

@@ -221,6 +221,23 @@ pub struct Values<'a> {
     pub meta: &'a BTreeMap<String, String>,
 }
 
+/// A user without fields.
+static NO_FIELDS: Fields = BTreeMap::new();
+
+impl<'a> Values<'a> {
+    /// The values for `user` (none known: only `meta`'s) and a send's `meta`.
+    pub fn of(
+        user: Option<&'a crate::wire::UserProfile>,
+        meta: &'a BTreeMap<String, String>,
+    ) -> Self {
+        Self {
+            name: user.and_then(|u| u.display_name.as_deref().or(u.username.as_deref())),
+            fields: user.map_or(&NO_FIELDS, |u| &u.fields),
+            meta,
+        }
+    }
+}
+
 /// Code of a send whose template lacks values: [`RenderError::Missing`].
 pub const MISSING_VARIABLES: &str = "missing_variables";
 /// Code of a send whose template has no form the platform can send: [`RenderError::NoForm`].

@@ -180,6 +180,20 @@ impl WindowPolicy {
         }
     }
 
+    /// Whether a free-form message from `source` may go `now` (what decides a registry
+    /// template's `text` form over the platform's own).
+    pub fn takes_free_form(
+        &self,
+        last_inbound: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+        source: SendSource,
+    ) -> bool {
+        let text = Content::Text {
+            text: String::new(),
+        };
+        self.check(last_inbound, now, &text, source).allowed()
+    }
+
     /// The error a refused send reports: code [`OUTSIDE_WINDOW`], and a message that says
     /// which window closed when (RFC 3339) and what is still allowed.
     pub fn refusal(&self, closed_at: Option<DateTime<Utc>>) -> DeliveryError {

@@ -50,10 +50,20 @@ pub fn render_template(
     text_first: bool,
     values: &Values<'_>,
 ) -> Result<patchbay_contract::Content, RenderError> {
-    let native = spec(platform)
-        .ok()
-        .and_then(|s| (s.template)(&template.def));
-    template.render(platform, native, text_first, values)
+    template.render(
+        platform,
+        template_form(platform, &template.def),
+        text_first,
+        values,
+    )
+}
+
+/// `platform`'s own form of a registry template ([`PlatformSpec::template`]), if it has one.
+pub fn template_form(
+    platform: Platform,
+    def: &patchbay_contract::templates::TemplateDef,
+) -> Option<patchbay_contract::content::Template> {
+    spec(platform).ok().and_then(|s| (s.template)(def))
 }
 
 /// A platform this release does not support (yet).

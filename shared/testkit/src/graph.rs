@@ -295,15 +295,7 @@ async fn upload(
     let mut s = inner.lock().unwrap_or_else(|p| p.into_inner());
     let owner = s.senders.get(&id).map(|(_, t)| t.clone());
     let (status, body) = if token.is_none() || token != owner {
-        (
-            StatusCode::UNAUTHORIZED,
-            error_body(&Failure::graph(
-                401,
-                190,
-                None,
-                "Invalid OAuth access token.",
-            )),
-        )
+        unauthorized()
     } else if fields.get("messaging_product") != Some(&json!("whatsapp")) {
         (
             StatusCode::BAD_REQUEST,
@@ -563,15 +555,7 @@ async fn profile(
                        "sha256": "unchecked", "file_size": bytes.len(), "id": id}),
             )
         } else {
-            (
-                StatusCode::UNAUTHORIZED,
-                error_body(&Failure::graph(
-                    401,
-                    190,
-                    None,
-                    "Invalid OAuth access token.",
-                )),
-            )
+            unauthorized()
         };
         s.calls.push(Call {
             method: "GET".into(),
@@ -588,15 +572,7 @@ async fn profile(
             .values()
             .any(|(p, t)| *p == Product::Messenger && Some(t.as_str()) == token.as_deref());
     let (status, body) = if !known_token {
-        (
-            StatusCode::UNAUTHORIZED,
-            error_body(&Failure::graph(
-                401,
-                190,
-                None,
-                "Invalid OAuth access token.",
-            )),
-        )
+        unauthorized()
     } else {
         let fields: Vec<&str> = query
             .get("fields")
