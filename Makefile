@@ -10,7 +10,7 @@ CARGO ?= cargo
 help: ## Show the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-tools: ## Install what is missing: pinned nats-server and kubectl into .tools/, PostgreSQL server binaries.
+tools: ## Install what is missing: pinned nats-server and kubectl into .tools/, PostgreSQL server binaries, Chromium and chromedriver.
 	@./scripts/install-tools.sh
 
 build: ## Build every binary (debug).

@@ -62,7 +62,7 @@ KUSTOMIZATIONS = [
 ]
 STANDALONE = ["k8s/postgres/cluster.yaml"]
 PUBLIC_PREFIXES = ("ingress-",)
-PUBLIC_NAMES = {"api"}
+PUBLIC_NAMES = {"api", "console"}
 PRESTOP_MARGIN_S = 5
 # Keys the manifests set before docs/configuration.md names them: the change that adds them to
 # the code documents them. Listed here only until then (a note says when to remove one).
@@ -391,7 +391,7 @@ def check_companions(where: str, docs: list[dict], report: Report) -> None:
             report.fail(where, f"Deployment {name}: no PodDisruptionBudget selects its pods")
         public = component in PUBLIC_NAMES or component.startswith(PUBLIC_PREFIXES)
         if (labels.get("patchbay.dev/exposure") == "public") != public:
-            report.fail(where, f"Deployment {name}: only ingress-* and api carry patchbay.dev/exposure=public")
+            report.fail(where, f"Deployment {name}: only ingress-*, api and console carry patchbay.dev/exposure=public")
     for kind in ("HorizontalPodAutoscaler", "ScaledObject"):
         for name, o in by_kind(docs, kind).items():
             target = o["spec"]["scaleTargetRef"]["name"]

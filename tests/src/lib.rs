@@ -414,6 +414,11 @@ impl Stack {
         self.addr_of("api")
     }
 
+    /// Base URL of the web console's service (its pages are under `/console`).
+    pub fn console_url(&self) -> String {
+        self.addr_of("console")
+    }
+
     /// Base URL of the Telegram ingress.
     pub fn ingress_url(&self) -> String {
         self.addr_of("ingress-telegram")

@@ -28,6 +28,8 @@ struct Victim {
     media_id: String,
     /// A template of B's registry.
     template_id: String,
+    /// B's human agent.
+    agent_id: String,
 }
 
 async fn victim(stack: &Stack) -> Victim {
@@ -122,7 +124,17 @@ async fn victim(stack: &Stack) -> Victim {
         .await;
     assert_eq!(status, 201, "{template}");
     let template_id = template["id"].as_str().unwrap().to_owned();
+    let (status, agent) = stack
+        .call(
+            "post",
+            "/v1/agents",
+            Some(&bot.api_key),
+            Some(&json!({"name": "B's agent"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{agent}");
     Victim {
+        agent_id: agent["id"].as_str().unwrap().to_owned(),
         bot,
         event_id: event["id"].as_str().unwrap().to_owned(),
         message_id: event["message"]["id"].as_str().unwrap().to_owned(),
@@ -210,6 +222,7 @@ async fn no_route_lets_a_caller_past_its_rights() {
             .replace("{channel_id}", &b.custom_channel)
             .replace("{media_id}", &b.media_id)
             .replace("{template_id}", &b.template_id)
+            .replace("{agent_id}", &b.agent_id)
             .replace("{app_id}", &app_id)
             .replace("{installation_id}", &installation_id)
     };
@@ -315,6 +328,12 @@ async fn no_route_lets_a_caller_past_its_rights() {
             Some(json!({"name": "stolen", "text": "x"})),
         ),
         ("delete", format!("/v1/templates/{}", b.template_id), None),
+        ("delete", format!("/v1/agents/{}", b.agent_id), None),
+        (
+            "post",
+            format!("/v1/channels/{}/try", b.bot.channel_id),
+            Some(json!({"text": "forged"})),
+        ),
         // A's bot never enabled B's app: nothing to disable, and B's channel is not A's.
         ("delete", format!("/v1/apps/{app_id}"), None),
         (
@@ -365,6 +384,8 @@ async fn no_route_lets_a_caller_past_its_rights() {
         "/v1/channels/{channel_id}",
         "/v1/channels/{channel_id}/profile",
         "/v1/templates/{template_id}",
+        "/v1/agents/{agent_id}",
+        "/v1/channels/{channel_id}/try",
         "/v1/apps/{app_id}",
         "/v1/apps/{app_id}/enable",
     ]
@@ -429,6 +450,14 @@ async fn no_route_lets_a_caller_past_its_rights() {
         "B's template was deleted by another bot: {kept}"
     );
     assert_eq!(kept["name"], "b_only", "changed by another bot: {kept}");
+    let (_, agents) = stack
+        .call("get", "/v1/agents", Some(&b.bot.api_key), None)
+        .await;
+    assert_eq!(
+        agents["data"][0]["id"],
+        b.agent_id.as_str(),
+        "B's agent was revoked by another bot: {agents}"
+    );
 
     stack.shutdown().await;
 }

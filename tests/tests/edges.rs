@@ -340,6 +340,7 @@ async fn a_bad_api_key_repeated_costs_one_lookup_and_works_once_created() {
         scopes: None,
         installation_id: None,
         channels: None,
+        agent: None,
     };
     bucket
         .put(

@@ -4,12 +4,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod agents;
 mod backpressure;
 mod bot_settings;
 mod brandchat;
 mod callback_retries;
 mod channel_profiles;
 mod codes;
+mod console;
 mod contact_fields;
 mod cross_tenant;
 mod custom_channels;

@@ -107,17 +107,21 @@ async fn a_rotated_master_key_reseals_everything_and_the_old_key_can_go() {
     .unwrap();
     pool.close().await;
     round_trip(&stack, &bot, 1).await;
+    // A console session, sealed under A in the sessions bucket.
+    let session = console_sign_in(&stack, &bot.api_key).await;
+    assert_eq!(console_status(&stack, &session).await, 200);
 
     // Steps 1 and 2 of a rotation: B current, A accepted. Everything sealed under A still
     // opens; what is sealed from now on is sealed under B.
     restart_with(&mut stack, &key_b, Some(&key_a)).await;
     round_trip(&stack, &bot, 2).await;
 
-    // The check counts what is left under A: the three rows and the two records' copies.
+    // The check counts what is left under A: the three rows, the two records' copies and the
+    // console session.
     let check = stack.reseal(true).await;
     let total = check.total();
     assert!(!check.done(), "{}", check.render());
-    assert!(total.resealed >= 5, "{}", check.render());
+    assert!(total.resealed >= 6, "{}", check.render());
     assert!(total.failed.is_empty(), "{}", check.render());
 
     // Step 3: the re-seal, while the services run.
@@ -138,10 +142,74 @@ async fn a_rotated_master_key_reseals_everything_and_the_old_key_can_go() {
     // Idempotent: a second pass finds nothing to do.
     assert_eq!(stack.reseal(false).await.total().resealed, 0);
 
-    // Step 4: A dropped. Messages still flow end to end.
+    // Step 4: A dropped. Messages still flow end to end; the console session still opens.
     restart_with(&mut stack, &key_b, None).await;
     round_trip(&stack, &bot, 3).await;
+    assert_eq!(console_status(&stack, &session).await, 200);
     stack.shutdown().await;
+}
+
+/// Signs in to the console with `credential` as a browser's form would; the session cookie.
+async fn console_sign_in(stack: &Stack, credential: &str) -> String {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = client
+        .get(format!("{}/console/sign-in", stack.console_url()))
+        .send()
+        .await
+        .unwrap();
+    let form_cookie = page.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let html = page.text().await.unwrap();
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    let signed = client
+        .post(format!("{}/console/sign-in", stack.console_url()))
+        .header("cookie", form_cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "csrf={}&credential={}",
+            url::form_urlencoded::byte_serialize(csrf.as_bytes()).collect::<String>(),
+            url::form_urlencoded::byte_serialize(credential.as_bytes()).collect::<String>()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), 303);
+    signed.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// The status of the developer's first console page with the session cookie `session` (a
+/// redirect to the sign-in once the session cannot be opened).
+async fn console_status(stack: &Stack, session: &str) -> u16 {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{}/console/bot/agents", stack.console_url()))
+        .header("cookie", session)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use patchbay_contract::access::{PLATFORMS, Role};
-use patchbay_contract::{Subjects, auth_ops, dispatcher_ops, outbound_ops, router_ops};
+use patchbay_contract::{Subjects, api_ops, auth_ops, dispatcher_ops, outbound_ops, router_ops};
 use patchbay_tests::Stack;
 use tokio::sync::mpsc;
 
@@ -19,6 +19,7 @@ fn rpc_subjects(s: &Subjects) -> Vec<(String, &'static str, String)> {
         ("auth", auth_ops::ALL),
         ("dispatcher", dispatcher_ops::ALL),
         ("router", router_ops::ALL),
+        ("api", api_ops::ALL),
     ] {
         for op in ops {
             out.push((service.to_owned(), *op, s.rpc(service, op)));
@@ -36,7 +37,10 @@ fn rpc_subjects(s: &Subjects) -> Vec<(String, &'static str, String)> {
 /// Who may call what, written out here rather than taken from the generator it checks.
 fn may_call(role: Role, service: &str, op: &str) -> bool {
     match role {
-        Role::All | Role::Api => true,
+        Role::All => true,
+        Role::Api => service != "api",
+        // The console asks the API, with its people's own credentials, and nothing else.
+        Role::Console => service == "api",
         Role::Dispatcher => service == "auth" && op == auth_ops::DISABLE_WEBHOOK,
         Role::Auth => service == "dispatcher" && op == dispatcher_ops::VERIFY_ENDPOINT,
         // Whether an external_id already has a user (a contact the tenant created).

@@ -18,27 +18,35 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
         .ok_or_else(|| ApiError::unauthorized("send Authorization: Bearer <token>"))
 }
 
-/// The bot an API key belongs to, as the rate-limit layer already resolved it for this request
-/// (so the key is hashed and looked up once): `None` when the key is valid but its bot is gone;
-/// the key's scopes (`None`: every scope); and the channels it may send through (a partner's
-/// token on an installation of some channels; `None`: all).
+/// What a bearer key is, as the rate-limit layer already resolved it for this request (so the
+/// key is hashed and looked up once).
 #[derive(Debug, Clone)]
-pub(crate) struct KeyOwner(
-    pub(crate) Option<Arc<BotRecord>>,
-    pub(crate) Option<Arc<[String]>>,
-    pub(crate) Option<Arc<[String]>>,
-);
+pub(crate) struct KeyOwner {
+    /// Its bot: `None` when the key is valid but its bot is gone.
+    pub(crate) bot: Option<Arc<BotRecord>>,
+    /// The key's id.
+    pub(crate) key_id: Arc<str>,
+    /// Its scopes (`None`: every scope).
+    pub(crate) scopes: Option<Arc<[String]>>,
+    /// The channels it may send through (a partner's token on an installation of some
+    /// channels; `None`: all).
+    pub(crate) channels: Option<Arc<[String]>>,
+    /// A human agent's invite: the agent's name.
+    pub(crate) agent: Option<Arc<str>>,
+}
 
 /// Resolves a bearer key: `None` when it is no valid API key, else its owner as in [`KeyOwner`].
 pub(crate) async fn key_owner(api: &Api, key: &str) -> Result<Option<KeyOwner>, ApiError> {
     let Some(record) = api.view.api_key(&api_key_hash(key)).await? else {
         return Ok(None);
     };
-    Ok(Some(KeyOwner(
-        api.view.bot(&record.bot_id).await?,
-        record.scopes.as_deref().map(Arc::from),
-        record.channels.as_deref().map(Arc::from),
-    )))
+    Ok(Some(KeyOwner {
+        bot: api.view.bot(&record.bot_id).await?,
+        key_id: Arc::from(record.key_id.as_str()),
+        scopes: record.scopes.as_deref().map(Arc::from),
+        channels: record.channels.as_deref().map(Arc::from),
+        agent: record.agent.as_deref().map(Arc::from),
+    }))
 }
 
 /// The caller holds the operator token.
@@ -68,9 +76,35 @@ pub struct BotAuth {
     pub scopes: Option<Arc<[String]>>,
     /// The channels it may send through (`None`: every channel of the bot).
     pub channels: Option<Arc<[String]>>,
+    /// The credential's id: an API key's (`key_…`), an access token's, or an agent's (`agt_…`).
+    pub key_id: Arc<str>,
+    /// A human agent's invite: the agent's name (every send goes out as the agent's).
+    pub agent: Option<Arc<str>>,
 }
 
 impl BotAuth {
+    /// Who a send of this caller comes from: what the body asked for (the bot by default),
+    /// and its `source_id`. An agent's sends are always the agent's (`human`, its id); an
+    /// agent asking for another source gets 403 `agent_sends_as_human`.
+    pub(crate) fn source(
+        &self,
+        asked: Option<crate::ApiSource>,
+        source_id: Option<String>,
+    ) -> Result<(patchbay_contract::SendSource, Option<String>), ApiError> {
+        use patchbay_contract::SendSource;
+        match (&self.agent, asked) {
+            (None, asked) => Ok((asked.map_or(SendSource::Api, SendSource::from), source_id)),
+            (Some(_), None | Some(crate::ApiSource::Human)) => {
+                Ok((SendSource::Human, Some(self.key_id.to_string())))
+            }
+            (Some(_), Some(_)) => Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "agent_sends_as_human",
+                "an agent's messages go out as the agent's (source human)",
+            )),
+        }
+    }
+
     /// Refuses a send through `channel_id` that the credential may not use (403
     /// `channel_not_enabled`: a partner's token on an installation of other channels).
     pub(crate) fn may_send_through(&self, channel_id: &str) -> Result<(), ApiError> {
@@ -129,7 +163,7 @@ impl FromRequestParts<Arc<Api>> for BotAuth {
                 .ok_or_else(|| ApiError::unauthorized("invalid API key"))?,
         };
         let bot = owner
-            .0
+            .bot
             .filter(|b| b.enabled)
             .ok_or_else(|| ApiError::unauthorized("this API key's bot is disabled or deleted"))?;
         let route = parts
@@ -139,9 +173,10 @@ impl FromRequestParts<Arc<Api>> for BotAuth {
             .unwrap_or_default();
         // A route without a scope in the table needs every scope (`*`).
         let needed = crate::scopes::required(&parts.method, route).unwrap_or("*");
-        let scopes = owner.1;
-        let channels = owner.2;
-        if !patchbay_contract::scopes::grants(scopes.as_deref(), needed) {
+        let scopes = owner.scopes;
+        if needed != crate::scopes::ANY
+            && !patchbay_contract::scopes::grants(scopes.as_deref(), needed)
+        {
             return Err(ApiError::new(
                 axum::http::StatusCode::FORBIDDEN,
                 "missing_scope",
@@ -157,7 +192,9 @@ impl FromRequestParts<Arc<Api>> for BotAuth {
         Ok(BotAuth {
             bot_id: bot.id.clone(),
             scopes,
-            channels,
+            channels: owner.channels,
+            key_id: owner.key_id,
+            agent: owner.agent,
         })
     }
 }

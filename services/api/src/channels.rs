@@ -17,6 +17,8 @@ use patchbay_contract::{
     ChannelProfile, ChannelProfileRequest, ChannelRecord, ChannelView, V1, outbound_ops,
 };
 use patchbay_runtime::ApiError;
+use patchbay_runtime::http::ApiJson;
+use serde::{Deserialize, Serialize};
 
 use crate::Api;
 use crate::auth::{Admin, BotAuth};
@@ -174,4 +176,77 @@ async fn channel_profile(
         ))),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Body of `POST /v1/channels/{channel_id}/try`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TryBody {
+    /// What the made-up user writes: 1 to 4096 characters.
+    text: String,
+}
+
+/// A webhook request as the channel's platform would send it.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct TryRequest {
+    /// `POST`.
+    method: &'static str,
+    /// The channel's webhook path on the public listener.
+    path: String,
+    /// The headers to send, the platform's signature among them.
+    headers: std::collections::BTreeMap<String, String>,
+    /// The body, as the platform posts it.
+    body: String,
+}
+
+/// `POST /v1/channels/{channel_id}/try`: a text from a made-up user as the platform would
+/// post it to one of the bot's channels' webhook, signed with the channel's credentials, for
+/// the console's "try it" box to post (Patchbay does not post it itself). 422
+/// `try_unsupported` for platforms without one; 404 for another bot's channel.
+pub(crate) async fn try_it(
+    bot: BotAuth,
+    State(api): State<Arc<Api>>,
+    Path(channel_id): Path<String>,
+    ApiJson(body): ApiJson<TryBody>,
+) -> Result<axum::Json<TryRequest>, ApiError> {
+    let bot_id = bot.bot_id;
+    let channel = match api.view.channel(&channel_id).await? {
+        Some(c) if c.bot_id == bot_id => c,
+        _ => {
+            return Err(ApiError::not_found(format!(
+                "bot {bot_id} has no channel {channel_id}"
+            )));
+        }
+    };
+    let length = body.text.chars().count();
+    if !(1..=4096).contains(&length) {
+        return Err(crate::unprocessable("text: must be 1 to 4096 characters"));
+    }
+    let spec =
+        patchbay_registry::spec(channel.platform).map_err(|e| ApiError::internal(e.to_string()))?;
+    let Some(make) = spec.try_it else {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "try_unsupported",
+            format!(
+                "{} channels have no try-it message; send one from the platform's app",
+                channel.platform
+            ),
+        ));
+    };
+    let credentials: serde_json::Value =
+        patchbay_platform::ingress::open_credentials(&api.master_key, &channel)
+            .map_err(ApiError::internal)?;
+    let seq = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or_default();
+    let request = make(&credentials, &body.text, seq).map_err(ApiError::internal)?;
+    Ok(axum::Json(TryRequest {
+        method: "POST",
+        path: (spec.webhook_path)(&channel.id),
+        headers: request
+            .headers
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+        body: request.body,
+    }))
 }

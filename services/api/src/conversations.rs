@@ -15,8 +15,8 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use patchbay_contract::{
-    ChannelRef, Contact, Content, HistoryPage, HistoryRequest, Recipient, SendSource,
-    UpsertContactRequest, UpsertedContact, V1, router_ops,
+    ChannelRef, Contact, Content, HistoryPage, HistoryRequest, Recipient, UpsertContactRequest,
+    UpsertedContact, V1, router_ops,
 };
 use patchbay_runtime::ApiError;
 use patchbay_runtime::http::ApiJson;
@@ -131,6 +131,7 @@ pub(crate) async fn upsert(
         platform_user_id,
     };
     let found: UpsertedContact = ask(&api, "router", router_ops::UPSERT_CONTACT, &req).await?;
+    let (source, source_id) = bot.source(body.source, body.source_id)?;
     let send = if body.messages.is_empty() {
         None
     } else {
@@ -144,8 +145,8 @@ pub(crate) async fn upsert(
                     user_id: found.user.id.clone(),
                 },
                 body.messages,
-                body.source.map_or(SendSource::Api, SendSource::from),
-                body.source_id,
+                source,
+                source_id,
             )
             .await?,
         )
@@ -221,12 +222,17 @@ pub(crate) async fn handover(
     Path(conversation_id): Path<String>,
     ApiJson(body): ApiJson<HandoverBody>,
 ) -> Result<axum::Json<patchbay_contract::ConversationState>, ApiError> {
+    // An agent takes a conversation over as itself.
+    let agent = match (&bot.agent, body.to) {
+        (Some(name), patchbay_contract::HandledBy::Human) => Some(name.to_string()),
+        _ => body.agent,
+    };
     let req = patchbay_contract::HandoverRequest {
         v: V1,
         bot_id: bot.bot_id,
         conversation_id,
         to: body.to,
-        agent: body.agent,
+        agent,
     };
     Ok(axum::Json(
         ask(&api, "router", router_ops::HANDOVER, &req).await?,

@@ -38,8 +38,10 @@
 //! Every `/v1` request counts against the bot's request limit (`limits`): 429 with
 //! `Retry-After` beyond it, `RateLimit-*` headers on every answer.
 
+mod agents;
 mod auth;
 mod brandchat;
+mod calls;
 mod channels;
 mod codes;
 mod conversations;
@@ -94,6 +96,8 @@ pub(crate) struct Api {
     limits: limits::Limits,
     /// Custom channels' registered users and token revocations.
     custom_users: patchbay_custom::users::Users,
+    /// Opens channels' credentials (the console's "try it" requests).
+    master_key: patchbay_config::MasterKey,
 }
 
 /// Starts the service.
@@ -127,6 +131,7 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             )
             .await?,
             admin_token: deps.config.require_admin_token()?.to_owned(),
+            master_key: deps.config.require_master_key()?,
             limits: limits::Limits::new(
                 patchbay_contract::RateLimit {
                     per_second: deps.config.api_rate_per_second,
@@ -149,6 +154,7 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
                 "/admin/v1/bots/{bot_id}/channels/{channel_id}",
                 axum::routing::get(channels::get),
             )
+            .route("/v1/channels/{channel_id}/try", post(channels::try_it))
             .route(
                 "/admin/v1/bots/{bot_id}/webhook/enable",
                 post(enable_webhook),
@@ -222,6 +228,7 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             .merge(settings::routes())
             .merge(templates::routes())
             .merge(partners::routes())
+            .merge(agents::routes())
             .route(
                 "/openapi.json",
                 axum::routing::get(|| async { axum::Json(openapi::document()) }),
@@ -231,7 +238,20 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
                 limits::limit,
             ))
             .with_state(api);
-        Ok(Service::new("api").routes(routes))
+        // The console's requests come over NATS and go through the same router.
+        let responder = deps
+            .bus
+            .responder(deps.bus.subjects().rpc_all("api"), "api".into())
+            .await?;
+        let calls = routes.clone();
+        Ok(Service::new("api").routes(routes).task(responder.serve(
+            deps.config.consumer_concurrency,
+            move |op, body| {
+                let router = calls.clone();
+                async move { calls::answer(router, &op, body).await }
+            },
+            deps.shutdown.clone(),
+        )))
     })
 }
 
@@ -521,7 +541,7 @@ async fn send_messages(
     };
     check_messages(&body.messages, 1)?;
     check_uploads(&api, &bot.bot_id, &body.messages).await?;
-    let source = body.source.map_or(SendSource::Api, SendSource::from);
+    let (source, source_id) = bot.source(body.source, body.source_id)?;
     check_recipient(&api, &bot, &to, &body.messages, source).await?;
     let accepted = queue(
         &api,
@@ -530,7 +550,7 @@ async fn send_messages(
         to,
         body.messages,
         source,
-        body.source_id,
+        source_id,
     )
     .await?;
     Ok((StatusCode::ACCEPTED, axum::Json(accepted)))

@@ -116,7 +116,7 @@ pub(crate) async fn limit(State(api): State<Arc<Api>>, mut req: Request, next: N
     let Ok(Some(owner)) = key_owner(&api, key).await else {
         return next.run(req).await;
     };
-    let Some(bot) = owner.0.clone() else {
+    let Some(bot) = owner.bot.clone() else {
         return next.run(req).await;
     };
     // The handler's authentication uses this instead of resolving the key again.

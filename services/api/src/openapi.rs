@@ -541,6 +541,52 @@ pub(crate) const OPERATIONS: &[Operation] = &[
     ),
     op(
         "post",
+        "/v1/channels/{channel_id}/try",
+        Caller::Bot,
+        "A text from a made-up user as the channel's platform would post it to the channel's \
+         webhook, signed with the channel's credentials, for the console's \"try it\" box to \
+         post; Patchbay posts nothing itself. 422 try_unsupported for platforms without one \
+         (Telegram has one).",
+        Some(schema::<crate::channels::TryBody>),
+        (200, Some(schema::<crate::channels::TryRequest>)),
+    ),
+    op(
+        "get",
+        "/v1/me",
+        Caller::Bot,
+        "The bot, the credential and the scopes it holds; for an agent's invite, the agent. \
+         Any credential of the bot may ask.",
+        None,
+        (200, Some(schema::<crate::agents::Me>)),
+    ),
+    op(
+        "get",
+        "/v1/agents",
+        Caller::Bot,
+        "The bot's human agents whose invites work (no invites).",
+        None,
+        (200, Some(schema::<crate::agents::AgentList>)),
+    ),
+    op(
+        "post",
+        "/v1/agents",
+        Caller::Bot,
+        "Invite a human agent: 201 with its invite (`pbag_…`, shown this once), which signs \
+         the agent in to the console. It may read conversations, users and templates, take \
+         conversations over and send as the agent; key rotations leave it alone.",
+        Some(schema::<crate::agents::InviteBody>),
+        (201, Some(schema::<patchbay_contract::Agent>)),
+    ),
+    op(
+        "delete",
+        "/v1/agents/{agent_id}",
+        Caller::Bot,
+        "The agent's invite stops working at once (204).",
+        None,
+        (204, None),
+    ),
+    op(
+        "post",
         "/v1/conversations/{conversation_id}/handover",
         Caller::Bot,
         "Pass a conversation to a human agent ({\"to\": \"human\", \"agent\": \"…\"}: the \

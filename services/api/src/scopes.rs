@@ -4,8 +4,12 @@
 
 use axum::http::Method;
 
+/// The "scope" of a route every credential of a bot may call (`GET /v1/me`).
+pub(crate) const ANY: &str = "";
+
 /// (method, route as mounted, scope).
 pub(crate) const ROUTES: &[(&str, &str, &str)] = &[
+    ("GET", "/v1/me", ANY),
     ("POST", "/v1/messages", "messages:send"),
     ("POST", "/v1/conversations", "messages:send"),
     ("GET", "/v1/conversations", "messages:read"),
@@ -50,6 +54,7 @@ pub(crate) const ROUTES: &[(&str, &str, &str)] = &[
         "settings:write",
     ),
     ("PUT", "/v1/webhook", "settings:write"),
+    ("POST", "/v1/channels/{channel_id}/try", "settings:write"),
     ("POST", "/v1/webhook/secret/rotate", "settings:write"),
     (
         "POST",
@@ -60,6 +65,9 @@ pub(crate) const ROUTES: &[(&str, &str, &str)] = &[
     ("GET", "/v1/apps/{app_id}", "settings:read"),
     ("POST", "/v1/apps/{app_id}/enable", "settings:write"),
     ("DELETE", "/v1/apps/{app_id}", "settings:write"),
+    ("GET", "/v1/agents", "settings:read"),
+    ("POST", "/v1/agents", "settings:keys"),
+    ("DELETE", "/v1/agents/{agent_id}", "settings:keys"),
     ("POST", "/v1/keys/rotate", "settings:keys"),
     ("DELETE", "/v1/keys/{key_id}", "settings:keys"),
 ];
@@ -91,7 +99,7 @@ mod tests {
             );
         }
         for (m, p, s) in ROUTES {
-            assert!(patchbay_contract::scopes::is_known(s), "{s}");
+            assert!(*s == ANY || patchbay_contract::scopes::is_known(s), "{s}");
             assert!(
                 bot_routes
                     .iter()

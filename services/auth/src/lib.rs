@@ -79,6 +79,7 @@ pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] = &[
         "handover_idle",
         include_str!("../migrations/0011_handover_idle.sql"),
     ),
+    (12, "agents", include_str!("../migrations/0012_agents.sql")),
 ];
 
 /// How long verifying a new callback URL may take (the dispatcher's own timeout applies
@@ -203,6 +204,10 @@ impl Auth {
                 Ok(req) => self.partners(req).await,
                 Err(e) => Err(e),
             }),
+            auth_ops::AGENTS => match decode::<patchbay_contract::AgentRequest>(&body) {
+                Ok(req) => self.agents(req).await,
+                Err(e) => encode::<()>(Err(e)),
+            },
             auth_ops::ISSUE_TOKENS => encode(match decode(&body) {
                 Ok(req) => self.issue_tokens(req).await,
                 Err(e) => Err(e),
@@ -456,7 +461,7 @@ impl Auth {
         }
         let api_key = new_api_key().map_err(internal)?;
         let key_id = new_id(prefix::KEY);
-        let until = store::rotate_key(
+        let (until, ended) = store::rotate_key(
             &self.pool,
             &req.bot_id,
             &key_id,
@@ -467,6 +472,11 @@ impl Auth {
         )
         .await?;
         self.publish_bot(&req.bot_id).await?;
+        // The keys given an end: one that already ended (no overlap) is not among the bot's
+        // working keys that publish_bot republished, and must leave the bucket now.
+        for hash in ended {
+            self.publish_key(&hash).await?;
+        }
         tracing::info!(bot_id = %req.bot_id, %key_id, previous_expire_at = %until, "API key rotated");
         let scopes = patchbay_contract::scopes::granted(req.scopes.as_deref());
         Ok(RotatedKey {
@@ -475,6 +485,46 @@ impl Auth {
             previous_expire_at: until,
             scopes,
         })
+    }
+
+    /// A bot's human agents ([`patchbay_contract::AgentRequest`]).
+    async fn agents(&self, req: patchbay_contract::AgentRequest) -> Vec<u8> {
+        use patchbay_contract::{Agent, AgentOp};
+        let bot_id = req.bot_id;
+        match req.op {
+            AgentOp::Invite { name } => encode(
+                async {
+                    let name = name.trim();
+                    if name.is_empty() || name.chars().count() > 100 {
+                        return Err(invalid("name", "must be 1 to 100 characters"));
+                    }
+                    let invite = token("pbag_").map_err(internal)?;
+                    let id = new_id(prefix::AGENT);
+                    let hash = api_key_hash(&invite);
+                    let created_at =
+                        store::insert_agent(&self.pool, &bot_id, &id, name, &hash).await?;
+                    self.publish_key(&hash).await?;
+                    tracing::info!(%bot_id, agent_id = %id, "agent invited");
+                    Ok(Agent {
+                        id,
+                        name: name.to_owned(),
+                        created_at,
+                        invite: Some(invite),
+                    })
+                }
+                .await,
+            ),
+            AgentOp::List => encode(store::list_agents(&self.pool, &bot_id).await),
+            AgentOp::Revoke { agent_id } => encode(
+                async {
+                    let hash = store::revoke_agent(&self.pool, &bot_id, &agent_id).await?;
+                    self.publish_key(&hash).await?;
+                    tracing::info!(%bot_id, %agent_id, "agent revoked");
+                    Ok(())
+                }
+                .await,
+            ),
+        }
     }
 
     async fn rotate_secret(&self, req: RotateRequest) -> Result<RotatedSecret, RpcError> {

@@ -265,7 +265,8 @@ pub async fn load_bot(
         updated_at: row.get("updated_at"),
     };
     let keys = sqlx::query(
-        "select id, key_hash, expires_at, sealed, scopes, installation_id, channels from api_keys
+        "select id, key_hash, expires_at, sealed, scopes, installation_id, channels, agent_name
+         from api_keys
          where bot_id = $1 and revoked_at is null and (expires_at is null or expires_at > now())
          order by created_at, id",
     )
@@ -298,6 +299,7 @@ pub async fn load_bot(
                     scopes: r.get("scopes"),
                     installation_id: r.get("installation_id"),
                     channels: r.get("channels"),
+                    agent: r.get("agent_name"),
                 },
             )
         })
@@ -432,7 +434,8 @@ async fn begin_rotation(
 }
 
 /// Issues a new API key; the bot's working keys expire after `overlap` (sooner if they
-/// already would).
+/// already would). Answers when, and the hashes of the keys given an end (their config
+/// records change: a key ended at once must leave the config bucket now).
 pub async fn rotate_key(
     pool: &PgPool,
     bot_id: &str,
@@ -441,21 +444,23 @@ pub async fn rotate_key(
     key_sealed: &str,
     scopes: Option<&[String]>,
     overlap: std::time::Duration,
-) -> Result<DateTime<Utc>, RpcError> {
+) -> Result<(DateTime<Utc>, Vec<String>), RpcError> {
     let mut tx = pool.begin().await.map_err(db)?;
     let until = begin_rotation(&mut tx, bot_id, overlap).await?;
-    sqlx::query(
+    let ended: Vec<String> = sqlx::query_scalar(
         "update api_keys set expires_at = least(coalesce(expires_at, $2), $2)
-         where bot_id = $1 and revoked_at is null and (expires_at is null or expires_at > now())",
+         where bot_id = $1 and kind <> 'agent' and revoked_at is null
+           and (expires_at is null or expires_at > now())
+         returning key_hash",
     )
     .bind(bot_id)
     .bind(until)
-    .execute(&mut *tx)
+    .fetch_all(&mut *tx)
     .await
     .map_err(db)?;
     insert_key(&mut tx, bot_id, key_id, key_hash, key_sealed, scopes).await?;
     tx.commit().await.map_err(db)?;
-    Ok(until)
+    Ok((until, ended))
 }
 
 /// Adds a new webhook secret; the current ones expire after `overlap`.
@@ -515,7 +520,7 @@ pub async fn revoke_key(pool: &PgPool, bot_id: &str, key_id: &str) -> Result<Str
 /// expired).
 pub async fn load_key(pool: &PgPool, hash: &str) -> Result<Option<ApiKeyRecord>, RpcError> {
     let row = sqlx::query(
-        "select id, bot_id, expires_at, scopes, installation_id, channels from api_keys
+        "select id, bot_id, expires_at, scopes, installation_id, channels, agent_name from api_keys
          where key_hash = $1 and revoked_at is null and (expires_at is null or expires_at > now())",
     )
     .bind(hash)
@@ -530,6 +535,7 @@ pub async fn load_key(pool: &PgPool, hash: &str) -> Result<Option<ApiKeyRecord>,
         scopes: r.get("scopes"),
         installation_id: r.get("installation_id"),
         channels: r.get("channels"),
+        agent: r.get("agent_name"),
     }))
 }
 
@@ -915,4 +921,78 @@ pub async fn forget_tokens(pool: &PgPool, hashes: &[String]) -> Result<(), RpcEr
         .await
         .map_err(db)?;
     Ok(())
+}
+
+/// A new agent of `bot_id` whose invite hashes to `invite_hash`; when it was created.
+pub async fn insert_agent(
+    pool: &PgPool,
+    bot_id: &str,
+    agent_id: &str,
+    name: &str,
+    invite_hash: &str,
+) -> Result<DateTime<Utc>, RpcError> {
+    sqlx::query_scalar(
+        "insert into api_keys (id, bot_id, key_hash, scopes, kind, agent_name)
+         select $1, id, $3, $4, 'agent', $5 from bots where id = $2
+         returning created_at",
+    )
+    .bind(agent_id)
+    .bind(bot_id)
+    .bind(invite_hash)
+    .bind(
+        patchbay_contract::scopes::AGENT
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect::<Vec<_>>(),
+    )
+    .bind(name)
+    .fetch_optional(pool)
+    .await
+    .map_err(db)?
+    .ok_or_else(|| not_found(bot_id))
+}
+
+/// The bot's agents whose invites still work, oldest first.
+pub async fn list_agents(
+    pool: &PgPool,
+    bot_id: &str,
+) -> Result<Vec<patchbay_contract::Agent>, RpcError> {
+    let rows = sqlx::query(
+        "select id, agent_name, created_at from api_keys
+         where bot_id = $1 and kind = 'agent' and revoked_at is null
+         order by created_at, id",
+    )
+    .bind(bot_id)
+    .fetch_all(pool)
+    .await
+    .map_err(db)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| patchbay_contract::Agent {
+            id: r.get("id"),
+            name: r.get::<Option<String>, _>("agent_name").unwrap_or_default(),
+            created_at: r.get("created_at"),
+            invite: None,
+        })
+        .collect())
+}
+
+/// Revokes an agent's invite at once; its hash, so it can be removed from the config bucket.
+pub async fn revoke_agent(pool: &PgPool, bot_id: &str, agent_id: &str) -> Result<String, RpcError> {
+    sqlx::query_scalar(
+        "update api_keys set revoked_at = coalesce(revoked_at, now())
+         where id = $1 and bot_id = $2 and kind = 'agent' returning key_hash",
+    )
+    .bind(agent_id)
+    .bind(bot_id)
+    .fetch_optional(pool)
+    .await
+    .map_err(db)?
+    .ok_or_else(|| {
+        RpcError::new(
+            404,
+            "not_found",
+            format!("bot {bot_id} has no agent {agent_id}"),
+        )
+    })
 }

@@ -32,6 +32,7 @@ pub const SERVICES: &[(&str, StartFn)] = &[
     ("outbound-line", patchbay_outbound_line::start),
     ("ingress-line", patchbay_ingress_line::start),
     ("api", patchbay_api::start),
+    ("console", patchbay_console::start),
 ];
 
 /// The start functions of every service.

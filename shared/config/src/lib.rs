@@ -227,6 +227,8 @@ pub struct Config {
     pub codes_per_bot: u64,
     /// How long a custom channel's message request waits for the bot's replies at most.
     pub custom_reply_wait_ms: u64,
+    /// How long a console sign-in lasts; TTL of the `<p>_sessions` bucket.
+    pub console_session_ttl_ms: u64,
 }
 
 impl Default for Config {
@@ -314,6 +316,7 @@ impl Default for Config {
             links_per_bot: 100_000,
             codes_per_bot: 10_000,
             custom_reply_wait_ms: 10_000,
+            console_session_ttl_ms: 8 * 3_600_000,
         }
     }
 }
@@ -595,6 +598,7 @@ impl Config {
         for (field, ms) in [
             ("link_ttl_ms", self.link_ttl_ms),
             ("code_ttl_ms", self.code_ttl_ms),
+            ("console_session_ttl_ms", self.console_session_ttl_ms),
             ("access_token_ttl_ms", self.access_token_ttl_ms),
             ("refresh_token_ttl_ms", self.refresh_token_ttl_ms),
             ("http_header_timeout_ms", self.http_header_timeout_ms),

@@ -25,7 +25,12 @@ use crate::wire::{Platform, auth_ops, outbound_ops};
 
 /// The buckets whose entries hold values sealed with the master key: what
 /// `patchbay master-key reseal` rewrites.
-pub const SEALED_BUCKETS: [Bucket; 3] = [Bucket::Config, Bucket::Tokens, Bucket::Replies];
+pub const SEALED_BUCKETS: [Bucket; 4] = [
+    Bucket::Config,
+    Bucket::Tokens,
+    Bucket::Replies,
+    Bucket::Sessions,
+];
 
 /// What a process is, for NATS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -43,8 +48,11 @@ pub enum Role {
     Normaliser,
     /// `webhook-dispatcher`.
     Dispatcher,
-    /// `api`: the HTTP API and console.
+    /// `api`: the HTTP API.
     Api,
+    /// `console`: the web console (the API's requests over NATS, live views of the bots'
+    /// events, its sessions).
+    Console,
     /// `ingress-<platform>`.
     Ingress(Platform),
     /// `outbound-<platform>`.
@@ -74,6 +82,7 @@ impl Role {
             Role::Normaliser,
             Role::Dispatcher,
             Role::Api,
+            Role::Console,
         ];
         roles.extend(PLATFORMS.iter().map(|&p| Role::Ingress(p)));
         roles.extend(PLATFORMS.iter().map(|&p| Role::Outbound(p)));
@@ -91,6 +100,7 @@ impl Role {
             Role::Normaliser => "normaliser".into(),
             Role::Dispatcher => "webhook-dispatcher".into(),
             Role::Api => "api".into(),
+            Role::Console => "console".into(),
             Role::Ingress(p) => format!("ingress-{}", p.as_str()),
             Role::Outbound(p) => format!("outbound-{}", p.as_str()),
         }
@@ -368,10 +378,19 @@ pub fn permissions(subjects: &Subjects, settings: &TopologySettings, role: Role)
             for service in ["auth", "dispatcher", "router"] {
                 g.call(service, "*");
             }
+            // The console's requests.
+            g.serve("api");
             for p in PLATFORMS {
                 g.call(&Role::Outbound(p).name(), outbound_ops::FETCH_MEDIA);
                 g.call(&Role::Outbound(p).name(), outbound_ops::CHANNEL_PROFILE);
             }
+        }
+        Role::Console => {
+            g.call("api", crate::wire::api_ops::HTTP);
+            // Live views: the events on their way to the bots, the statuses of their messages.
+            g.p.subscribe(format!("{prefix}.dispatch.*"));
+            g.p.subscribe(format!("{prefix}.status.*"));
+            g.write_bucket(Bucket::Sessions);
         }
         Role::Ingress(platform) => {
             g.publish_stream(format!("{prefix}.ingress.{}.*", platform.as_str()));
@@ -495,7 +514,15 @@ mod tests {
             .iter()
             .filter_map(|s| s.strip_prefix("$KV."))
             .collect();
-        assert_eq!(written, vec!["pb_config.>", "pb_tokens.>", "pb_replies.>"]);
+        assert_eq!(
+            written,
+            vec![
+                "pb_config.>",
+                "pb_tokens.>",
+                "pb_replies.>",
+                "pb_sessions.>"
+            ]
+        );
         assert!(!p.publish.iter().any(|s| s.starts_with("pb.")), "{p:?}");
         assert!(
             !p.publish

@@ -39,6 +39,8 @@ pub mod prefix {
     pub const REFRESH_TOKEN: &str = "rtk";
     /// A family of tokens: one exchange of an API key and every refresh after it.
     pub const TOKEN_FAMILY: &str = "tfm";
+    /// Human agents of a bot (their invites are credentials of the bot, `pbag_…`).
+    pub const AGENT: &str = "agt";
     /// Media users sent (`med_` + the ULID of the message that carried it).
     pub const MEDIA: &str = "med";
 }

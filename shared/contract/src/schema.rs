@@ -477,6 +477,36 @@ pub fn payloads() -> Vec<Payload> {
                 subject: "<p>.rpc.auth.partners (reply)",
             },
         ),
+        payload::<crate::wire::AgentRequest>(
+            "agent_request.v1",
+            "Invite, list or revoke a bot's human agents (sealed both ways: invites cross it).",
+            Rpc {
+                subject: "<p>.rpc.auth.agents",
+            },
+        ),
+        payload::<RpcReply<crate::wire::Agent>>(
+            "agent_reply.v1",
+            "The agent with its invite (invite), a list of agents (list), null (revoke), or an \
+             error.",
+            Rpc {
+                subject: "<p>.rpc.auth.agents (reply)",
+            },
+        ),
+        payload::<crate::wire::ApiCall>(
+            "api_call.v1",
+            "One request to the HTTP API over NATS, with the caller's own credential: the \
+             console's requests (sealed both ways).",
+            Rpc {
+                subject: "<p>.rpc.api.http",
+            },
+        ),
+        payload::<RpcReply<crate::wire::ApiAnswer>>(
+            "api_answer.v1",
+            "The API's status and JSON body, or an error (a request that is no HTTP request).",
+            Rpc {
+                subject: "<p>.rpc.api.http (reply)",
+            },
+        ),
         payload::<crate::wire::ChannelProfileRequest>(
             "channel_profile_request.v1",
             "Read (and first change) a channel's profile at its platform, answered by the \

@@ -36,6 +36,15 @@ pub const SCOPES: &[(&str, &str)] = &[
     ("settings:keys", "rotate and revoke the bot's API keys"),
 ];
 
+/// What a human agent's invite may do: read conversations, users and templates, take a
+/// conversation over, and send (always as the agent, `source: human`).
+pub const AGENT: &[&str] = &[
+    "messages:read",
+    "messages:send",
+    "users:read",
+    "templates:read",
+];
+
 /// Whether `scope` is one of [`SCOPES`].
 pub fn is_known(scope: &str) -> bool {
     SCOPES.iter().any(|(s, _)| *s == scope)

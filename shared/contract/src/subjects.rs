@@ -83,6 +83,9 @@ pub enum Bucket {
     /// Per-bot counters of what a bot keeps in other buckets (links, codes), one per kind,
     /// bot and window (`patchbay_bus::quota`); TTL the longest window (the links').
     Quotas,
+    /// The console's sign-ins, sealed, by the hash of their cookie (TTL, the session's
+    /// lifetime, `PATCHBAY_CONSOLE_SESSION_TTL_MS`).
+    Sessions,
 }
 
 impl Bucket {
@@ -99,6 +102,7 @@ impl Bucket {
             Bucket::Replies => "replies",
             Bucket::CustomUsers => "custom_users",
             Bucket::Quotas => "quotas",
+            Bucket::Sessions => "sessions",
         }
     }
 }

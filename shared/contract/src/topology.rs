@@ -72,6 +72,8 @@ pub struct TopologySettings {
     pub code_ttl: Duration,
     /// How long a Patchbay link (`/go/<token>`) lives in the links bucket.
     pub link_ttl: Duration,
+    /// How long a console sign-in lasts: TTL of the sessions bucket.
+    pub session_ttl: Duration,
     /// Partitions of each pipeline stream (see [`Partitioning`]): the most replicas of one
     /// consumer that share its work.
     pub partitions: u32,
@@ -91,6 +93,7 @@ impl Default for TopologySettings {
             duplicate_window: Duration::from_secs(120),
             code_ttl: Duration::from_secs(300),
             link_ttl: DAY,
+            session_ttl: Duration::from_secs(8 * 3600),
             partitions: DEFAULT_PARTITIONS,
             dead_letters_per_key: DEFAULT_DEAD_LETTERS_PER_KEY,
             backlog_per_key: DEFAULT_BACKLOG_PER_KEY,
@@ -201,6 +204,7 @@ pub fn buckets(settings: &TopologySettings) -> Vec<(Bucket, Option<Duration>)> {
         (Bucket::Setup, None),
         (Bucket::Replies, Some(REPLY_CONTEXT_TTL)),
         (Bucket::CustomUsers, None),
+        (Bucket::Sessions, Some(settings.session_ttl)),
         // A counter is written during its window only: kept a window after its last write.
         (
             Bucket::Quotas,

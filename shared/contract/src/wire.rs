@@ -1044,6 +1044,58 @@ pub struct ApiKeyRecord {
     /// channels); `None`: every channel of the bot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channels: Option<Vec<String>>,
+    /// A human agent's invite: the agent's name. Its scopes are [`crate::scopes::AGENT`], its
+    /// sends go out as the agent's (`source: human`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+}
+
+/// An operation on a bot's human agents (`<p>.rpc.auth.agents`). An agent signs in to the
+/// console with the invite the bot's developer created; the invite is a credential of the bot
+/// with [`crate::scopes::AGENT`] only, whose sends go out as the agent's, kept until revoked
+/// (key rotations leave it alone).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentRequest {
+    /// Payload version.
+    #[serde(default)]
+    pub v: V1,
+    /// The bot.
+    pub bot_id: String,
+    /// What to do.
+    pub op: AgentOp,
+}
+
+/// What [`AgentRequest`] does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum AgentOp {
+    /// A new agent: answers the [`Agent`] with its `invite`, shown this once.
+    Invite {
+        /// The agent's name as users and colleagues see it: 1 to 100 characters.
+        name: String,
+    },
+    /// The bot's agents (no invites): answers a list of [`Agent`].
+    List,
+    /// The agent's invite stops working at once: answers `null` (404 for an unknown agent).
+    Revoke {
+        /// The agent (`agt_…`).
+        agent_id: String,
+    },
+}
+
+/// A bot's human agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Agent {
+    /// `agt_…`.
+    pub id: String,
+    /// The agent's name.
+    pub name: String,
+    /// When the bot's developer invited the agent.
+    pub created_at: DateTime<Utc>,
+    /// The credential the agent signs in with (`pbag_…`): only in the answer that created it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invite: Option<String>,
 }
 
 /// An access token a partner took for one of its installations.
@@ -1143,10 +1195,13 @@ pub mod auth_ops {
     pub const ISSUE_TOKENS: &str = "issue_tokens";
     /// [`crate::partners::PartnerRequest`] → what its operation answers.
     pub const PARTNERS: &str = "partners";
+    /// [`super::AgentRequest`] → what its operation answers.
+    pub const AGENTS: &str = "agents";
     /// Every operation.
     pub const ALL: &[&str] = &[
         ISSUE_TOKENS,
         PARTNERS,
+        AGENTS,
         CREATE_BOT,
         CREATE_CHANNEL,
         DISABLE_WEBHOOK,
@@ -1161,6 +1216,54 @@ pub mod auth_ops {
         LIST_TENANTS,
         LIST_BOTS,
     ];
+}
+
+/// Operations `api` answers by request/reply (`<p>.rpc.api.<op>`).
+pub mod api_ops {
+    /// [`super::ApiCall`] → [`super::ApiAnswer`], sealed both ways: the console's requests.
+    pub const HTTP: &str = "http";
+    /// Every operation.
+    pub const ALL: &[&str] = &[HTTP];
+}
+
+/// One request to the HTTP API made over NATS (`<p>.rpc.api.http`, sealed both ways): how the
+/// console asks the API what its signed-in person asked, with that person's own credential, so
+/// a console page can do exactly what its user's API allows and nothing else.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiCall {
+    /// Payload version.
+    #[serde(default)]
+    pub v: V1,
+    /// `GET`, `POST`, `PUT`, `PATCH` or `DELETE`.
+    pub method: String,
+    /// The path and query, as under the public listener (`/v1/deliveries?status=failed`).
+    pub path: String,
+    /// The credential, sent as `Authorization: Bearer …`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer: Option<String>,
+    /// The JSON body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<serde_json::Value>,
+    /// The `Idempotency-Key` header (a console form's own, so a resubmitted form sends once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// The address of the person's browser, for the per-address limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<std::net::IpAddr>,
+}
+
+/// The API's answer to an [`ApiCall`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ApiAnswer {
+    /// Payload version.
+    #[serde(default)]
+    pub v: V1,
+    /// The HTTP status.
+    pub status: u16,
+    /// The JSON body (`null` for none).
+    #[serde(default)]
+    pub body: serde_json::Value,
 }
 
 /// Operation names of the `webhook-dispatcher` service (subject `<p>.rpc.dispatcher.<op>`).

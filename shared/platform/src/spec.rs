@@ -25,6 +25,9 @@ pub struct PlatformSpec {
     /// Checks the credentials an operator gives for a new channel (the error names the field)
     /// and completes them into what is sealed, plus what Patchbay generated (shown once).
     pub credentials: fn(serde_json::Value) -> Result<Completed, CredentialsError>,
+    /// The credentials an operator gives, field by field, as the console's form for a new
+    /// channel asks for them (what [`PlatformSpec::credentials`] checks).
+    pub form: &'static [CredentialField],
     /// Turns an envelope of the platform's ingress into canonical events (the normaliser).
     pub normalise: fn(&IngressEnvelope) -> Result<Vec<InboundEvent>, NormaliseError>,
     /// The path the platform posts a channel's webhooks to, given the channel id.
@@ -42,6 +45,97 @@ pub struct PlatformSpec {
     /// approved templates, WeChat's template messages); the router fills in its variables.
     /// Platforms without use [`no_template`], and get the template's `text` form.
     pub template: fn(&TemplateDef) -> Option<Template>,
+    /// A text message from a made-up user as the platform posts it to a channel's webhook,
+    /// signed with the channel's stored credentials: the console's "try it" box (the
+    /// operator's browser posts it). Given the stored credentials, the text and a number unique
+    /// to this try (the platform's update and message ids). `None` where the platform has none.
+    pub try_it: Option<TryItFn>,
+}
+
+/// Makes a [`TryIt`] from a channel's stored credentials, the text and a unique number.
+pub type TryItFn = fn(&serde_json::Value, &str, u64) -> Result<TryIt, String>;
+
+/// A webhook request as a platform would send it ([`PlatformSpec::try_it`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TryIt {
+    /// Headers to send (the platform's signature among them).
+    pub headers: Vec<(&'static str, String)>,
+    /// The body, as the platform posts it.
+    pub body: String,
+}
+
+/// One credential an operator gives for a new channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CredentialField {
+    /// The key in `credentials`.
+    pub name: &'static str,
+    /// What the form calls it.
+    pub label: &'static str,
+    /// What to enter, and where the platform shows it.
+    pub help: &'static str,
+    /// How it is entered.
+    pub kind: FieldKind,
+    /// Whether a channel needs it.
+    pub required: bool,
+}
+
+/// How a [`CredentialField`] is entered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+    /// Text shown as typed (ids, names, URLs).
+    Text,
+    /// A secret, not shown while typed.
+    Secret,
+    /// A yes/no switch (a JSON boolean).
+    Flag,
+    /// A whole number (a JSON number).
+    Number,
+}
+
+impl CredentialField {
+    /// A required field shown as typed.
+    pub const fn text(name: &'static str, label: &'static str, help: &'static str) -> Self {
+        CredentialField {
+            name,
+            label,
+            help,
+            kind: FieldKind::Text,
+            required: true,
+        }
+    }
+
+    /// A required secret.
+    pub const fn secret(name: &'static str, label: &'static str, help: &'static str) -> Self {
+        CredentialField {
+            kind: FieldKind::Secret,
+            ..Self::text(name, label, help)
+        }
+    }
+
+    /// The same field, optional.
+    pub const fn optional(self) -> Self {
+        CredentialField {
+            required: false,
+            ..self
+        }
+    }
+
+    /// The same field as a yes/no switch (optional: absent is no).
+    pub const fn flag(self) -> Self {
+        CredentialField {
+            kind: FieldKind::Flag,
+            required: false,
+            ..self
+        }
+    }
+
+    /// The same field as a number.
+    pub const fn number(self) -> Self {
+        CredentialField {
+            kind: FieldKind::Number,
+            ..self
+        }
+    }
 }
 
 /// The kinds of media a bot sends.

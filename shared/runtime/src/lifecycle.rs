@@ -174,6 +174,7 @@ pub fn topology_settings(config: &Config) -> TopologySettings {
         backlog_per_key: config.pipeline_backlog_per_key,
         code_ttl: std::time::Duration::from_millis(config.code_ttl_ms),
         link_ttl: std::time::Duration::from_millis(config.link_ttl_ms),
+        session_ttl: std::time::Duration::from_millis(config.console_session_ttl_ms),
     }
 }
 

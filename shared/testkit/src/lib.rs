@@ -11,6 +11,8 @@
 //!   account and user details);
 //! * [`fuzz`]: proptest strategies for the parsers' `fuzz_` tests (arbitrary and near-valid input);
 //! * [`fixtures`]: Telegram updates and Messenger / WhatsApp webhooks as the platforms send them;
+//! * [`browser::Browser`]: Debian's headless Chromium driven through chromedriver (WebDriver),
+//!   for end-to-end tests of the web console;
 //! * [`unique_prefix`]: a random subject prefix, so tests share nothing.
 //!
 //! Child processes write to log files (never to the test's pipes), die with the test process,
@@ -18,6 +20,7 @@
 
 #![allow(unsafe_code)] // pre_exec for the parent-death signal and dropping root for PostgreSQL.
 
+pub mod browser;
 pub mod fixtures;
 pub mod flaky;
 pub mod fuzz;

@@ -29,13 +29,34 @@ pub use outbound::CustomSender;
 
 use patchbay_contract::Platform;
 use patchbay_contract::windows::WindowPolicy;
-use patchbay_platform::spec::{self, FirstContact, MediaLimits, PlatformSpec};
+use patchbay_platform::spec::{self, CredentialField, FirstContact, MediaLimits, PlatformSpec};
 
 /// Custom channels, as the registry lists them.
 pub const SPEC: PlatformSpec = PlatformSpec {
     platform: Platform::Custom,
     window: WindowPolicy::none(Platform::Custom, "custom channels"),
     credentials: credentials::complete,
+    form: &[
+        CredentialField::text(
+            "event_webhook_url",
+            "Event webhook URL",
+            "Where the channel's app gets the bot's messages (optional).",
+        )
+        .optional(),
+        CredentialField::text(
+            "token_ttl_seconds",
+            "User token lifetime (seconds)",
+            "How long a user's token lives; the default when empty.",
+        )
+        .optional()
+        .number(),
+        CredentialField::text(
+            "require_signed_registration",
+            "Signed registrations only",
+            "Every user registration needs the back end's proof.",
+        )
+        .flag(),
+    ],
     normalise: inbound::normalise,
     webhook_path: |channel| format!("/v1/custom/{channel}"),
     first_contact: FirstContact::EmailOrPhone,
@@ -43,4 +64,5 @@ pub const SPEC: PlatformSpec = PlatformSpec {
     media: MediaLimits::any(spec::mib(100)),
     settings: spec::no_settings,
     template: spec::no_template,
+    try_it: None,
 };

@@ -32,7 +32,9 @@ pub use outbound::KikSender;
 use patchbay_contract::Platform;
 use patchbay_contract::windows::WindowPolicy;
 use patchbay_platform::InboundAdapter;
-use patchbay_platform::spec::{self, FirstContact, MediaLimit, MediaLimits, PlatformSpec};
+use patchbay_platform::spec::{
+    self, CredentialField, FirstContact, MediaLimit, MediaLimits, PlatformSpec,
+};
 
 /// Kik, as the registry lists it: no time window (a bot may answer any user who messaged or
 /// subscribed to it; Kik's per-user message bank is Kik's to enforce, and its refusal is
@@ -41,6 +43,10 @@ pub const SPEC: PlatformSpec = PlatformSpec {
     platform: Platform::Kik,
     window: WindowPolicy::none(Platform::Kik, "Kik"),
     credentials: spec::as_given::<KikCredentials>,
+    form: &[
+        CredentialField::text("username", "Bot username", "As dev.kik.com shows it."),
+        CredentialField::secret("api_key", "API key", "The bot's API key from dev.kik.com."),
+    ],
     normalise: <Kik as InboundAdapter>::normalise,
     webhook_path: |channel| spec::webhook_path_for(Platform::Kik, channel),
     first_contact: FirstContact::None,
@@ -59,4 +65,5 @@ pub const SPEC: PlatformSpec = PlatformSpec {
     },
     settings: spec::no_settings,
     template: spec::no_template,
+    try_it: None,
 };

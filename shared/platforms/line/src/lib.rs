@@ -30,7 +30,9 @@ pub use outbound::LineSender;
 use patchbay_contract::Platform;
 use patchbay_contract::windows::WindowPolicy;
 use patchbay_platform::InboundAdapter;
-use patchbay_platform::spec::{self, FirstContact, MediaLimit, MediaLimits, PlatformSpec};
+use patchbay_platform::spec::{
+    self, CredentialField, FirstContact, MediaLimit, MediaLimits, PlatformSpec,
+};
 
 /// LINE, as the registry lists it: no time window (a bot may push to any user who added it
 /// as a friend and has not blocked it, and to the groups and rooms it is in; the monthly push
@@ -40,6 +42,18 @@ pub const SPEC: PlatformSpec = PlatformSpec {
     platform: Platform::Line,
     window: WindowPolicy::none(Platform::Line, "LINE"),
     credentials: spec::as_given::<LineCredentials>,
+    form: &[
+        CredentialField::secret(
+            "channel_secret",
+            "Channel secret",
+            "LINE Developers Console, Basic settings.",
+        ),
+        CredentialField::secret(
+            "channel_access_token",
+            "Channel access token",
+            "LINE Developers Console, Messaging API.",
+        ),
+    ],
     normalise: <Line as InboundAdapter>::normalise,
     webhook_path: |channel| spec::webhook_path_for(Platform::Line, channel),
     first_contact: FirstContact::None,
@@ -65,4 +79,5 @@ pub const SPEC: PlatformSpec = PlatformSpec {
     },
     settings: spec::no_settings,
     template: spec::no_template,
+    try_it: None,
 };

@@ -28,7 +28,7 @@ pub use outbound::MessengerSender;
 use patchbay_contract::Platform;
 use patchbay_contract::windows::{DAY, WindowPolicy};
 use patchbay_platform::InboundAdapter;
-use patchbay_platform::spec::{self, FirstContact, MediaLimits, PlatformSpec};
+use patchbay_platform::spec::{self, CredentialField, FirstContact, MediaLimits, PlatformSpec};
 
 /// Messenger's 24-hour standard messaging window; outside it a human agent's messages
 /// (`source: human`, sent with the `HUMAN_AGENT` tag) up to 7 days after the user's last
@@ -53,6 +53,24 @@ pub const SPEC: PlatformSpec = PlatformSpec {
     platform: Platform::Messenger,
     window: WINDOW,
     credentials: spec::as_given::<MessengerCredentials>,
+    form: &[
+        CredentialField::text("page_id", "Page id", "The Facebook Page's id."),
+        CredentialField::secret(
+            "page_access_token",
+            "Page access token",
+            "A Page access token with pages_messaging.",
+        ),
+        CredentialField::secret(
+            "app_secret",
+            "App secret",
+            "The Meta app's secret (App settings, Basic).",
+        ),
+        CredentialField::secret(
+            "verify_token",
+            "Verify token",
+            "Any string; give the same in the Meta app's webhook settings.",
+        ),
+    ],
     normalise: <Messenger as InboundAdapter>::normalise,
     webhook_path: |channel| spec::webhook_path_for(Platform::Messenger, channel),
     first_contact: FirstContact::None,
@@ -60,4 +78,5 @@ pub const SPEC: PlatformSpec = PlatformSpec {
     media: MediaLimits::any(spec::mib(25)),
     settings: spec::no_settings,
     template: spec::no_template,
+    try_it: None,
 };

@@ -24,7 +24,9 @@ pub use outbound::TelegramSender;
 use patchbay_contract::Platform;
 use patchbay_contract::windows::WindowPolicy;
 use patchbay_platform::InboundAdapter;
-use patchbay_platform::spec::{self, FirstContact, MediaLimit, MediaLimits, PlatformSpec};
+use patchbay_platform::spec::{
+    self, CredentialField, FirstContact, MediaLimit, MediaLimits, PlatformSpec,
+};
 
 /// Telegram, as the registry lists it: bots may write to a chat at any time once its user
 /// started the bot.
@@ -32,6 +34,18 @@ pub const SPEC: PlatformSpec = PlatformSpec {
     platform: Platform::Telegram,
     window: WindowPolicy::none(Platform::Telegram, "Telegram"),
     credentials: spec::as_given::<TelegramCredentials>,
+    form: &[
+        CredentialField::secret(
+            "bot_token",
+            "Bot token",
+            "The token @BotFather gave the bot (123456:ABC-DEF…).",
+        ),
+        CredentialField::secret(
+            "secret_token",
+            "Webhook secret token",
+            "1 to 256 of A-Z a-z 0-9 _ -: Telegram sends it back with every update.",
+        ),
+    ],
     normalise: <Telegram as InboundAdapter>::normalise,
     webhook_path: |channel| spec::webhook_path_for(Platform::Telegram, channel),
     first_contact: FirstContact::None,
@@ -56,4 +70,37 @@ pub const SPEC: PlatformSpec = PlatformSpec {
     },
     settings: spec::no_settings,
     template: spec::no_template,
+    try_it: Some(try_it),
 };
+
+/// The made-up user of the console's "try it" box (a private chat of the same id).
+pub const TRY_IT_USER_ID: i64 = 777_000_001;
+
+/// The console's "try it": `text` from [`TRY_IT_USER_ID`] as Telegram posts it, with the
+/// channel's secret token.
+fn try_it(credentials: &serde_json::Value, text: &str, seq: u64) -> Result<spec::TryIt, String> {
+    let c: TelegramCredentials =
+        serde_json::from_value(credentials.clone()).map_err(|e| e.to_string())?;
+    let date = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // Update and message ids within Telegram's range (a signed 32-bit update id).
+    let id = seq % 2_000_000_000;
+    let body = serde_json::json!({
+        "update_id": id,
+        "message": {
+            "message_id": id,
+            "from": {"id": TRY_IT_USER_ID, "is_bot": false, "first_name": "Try", "last_name": "It"},
+            "chat": {"id": TRY_IT_USER_ID, "type": "private", "first_name": "Try"},
+            "date": date,
+            "text": text,
+        },
+    });
+    Ok(spec::TryIt {
+        headers: vec![
+            ("content-type", "application/json".into()),
+            (inbound::SECRET_HEADER, c.secret_token),
+        ],
+        body: body.to_string(),
+    })
+}

@@ -32,7 +32,9 @@ use patchbay_contract::content::FieldError;
 use patchbay_contract::windows::{DAY, WindowPolicy};
 use patchbay_contract::{Platform, PlatformSettings};
 use patchbay_platform::InboundAdapter;
-use patchbay_platform::spec::{self, FirstContact, MediaLimit, MediaLimits, PlatformSpec};
+use patchbay_platform::spec::{
+    self, CredentialField, FirstContact, MediaLimit, MediaLimits, PlatformSpec,
+};
 
 /// Viber's session (§7): 24 hours after the user's last message, in which the bot's messages
 /// are free; afterwards Viber still delivers what the bot starts, but bills it. Patchbay sends
@@ -77,6 +79,21 @@ pub const SPEC: PlatformSpec = PlatformSpec {
     platform: Platform::Viber,
     window: WINDOW,
     credentials: spec::as_given::<ViberCredentials>,
+    form: &[
+        CredentialField::secret("auth_token", "Auth token", "The bot's token (Edit info)."),
+        CredentialField::text(
+            "sender_name",
+            "Sender name",
+            "At most 28 characters; the bot's name when empty.",
+        )
+        .optional(),
+        CredentialField::text(
+            "sender_avatar",
+            "Sender avatar",
+            "An https URL of a picture of at most 100 KB.",
+        )
+        .optional(),
+    ],
     normalise: <Viber as InboundAdapter>::normalise,
     webhook_path: |channel| spec::webhook_path_for(Platform::Viber, channel),
     first_contact: FirstContact::None,
@@ -102,6 +119,7 @@ pub const SPEC: PlatformSpec = PlatformSpec {
     },
     settings,
     template: spec::no_template,
+    try_it: None,
 };
 
 #[cfg(test)]

@@ -36,7 +36,9 @@ pub use outbound::WechatSender;
 use patchbay_contract::Platform;
 use patchbay_contract::windows::{DAY, WindowPolicy};
 use patchbay_platform::InboundAdapter;
-use patchbay_platform::spec::{self, FirstContact, MediaLimit, MediaLimits, PlatformSpec};
+use patchbay_platform::spec::{
+    self, CredentialField, FirstContact, MediaLimit, MediaLimits, PlatformSpec,
+};
 
 /// WeChat's 48-hour customer-service window: at most five customer-service messages for 48
 /// hours after each message from the user (WeChat answers 45047 beyond them), template
@@ -58,6 +60,31 @@ pub const SPEC: PlatformSpec = PlatformSpec {
     platform: Platform::Wechat,
     window: WINDOW,
     credentials: spec::as_given::<WechatCredentials>,
+    form: &[
+        CredentialField::text(
+            "app_id",
+            "AppID",
+            "wx and 16 letters or digits (Development, Basic configuration).",
+        ),
+        CredentialField::secret(
+            "app_secret",
+            "AppSecret",
+            "Fetches the account's access tokens.",
+        ),
+        CredentialField::secret("token", "Token", "The server configuration's Token."),
+        CredentialField::secret(
+            "encoding_aes_key",
+            "EncodingAESKey",
+            "43 characters; only for the compatible and safe message modes.",
+        )
+        .optional(),
+        CredentialField::text(
+            "customer_service_api",
+            "Customer-service message API",
+            "Verified accounts have it; without it the bot answers only inline, within 5 s.",
+        )
+        .flag(),
+    ],
     normalise: <Wechat as InboundAdapter>::normalise,
     webhook_path: |channel| spec::webhook_path_for(Platform::Wechat, channel),
     first_contact: FirstContact::None,
@@ -79,6 +106,7 @@ pub const SPEC: PlatformSpec = PlatformSpec {
     },
     settings: spec::no_settings,
     template: registry_template,
+    try_it: None,
 };
 
 /// A registry template's WeChat form: its template message, in the content model's template

@@ -34,7 +34,9 @@ pub use outbound::WhatsappSender;
 use patchbay_contract::Platform;
 use patchbay_contract::windows::{DAY, WindowPolicy};
 use patchbay_platform::InboundAdapter;
-use patchbay_platform::spec::{self, FirstContact, MediaLimit, MediaLimits, PlatformSpec};
+use patchbay_platform::spec::{
+    self, CredentialField, FirstContact, MediaLimit, MediaLimits, PlatformSpec,
+};
 
 /// WhatsApp's 24-hour customer-service window; templates only outside it.
 pub const WINDOW: WindowPolicy = WindowPolicy {
@@ -55,6 +57,28 @@ pub const SPEC: PlatformSpec = PlatformSpec {
     platform: Platform::Whatsapp,
     window: WINDOW,
     credentials: spec::as_given::<WhatsappCredentials>,
+    form: &[
+        CredentialField::text(
+            "phone_number_id",
+            "Phone number id",
+            "The business phone number's id (WhatsApp Manager, API setup).",
+        ),
+        CredentialField::secret(
+            "access_token",
+            "Access token",
+            "A system-user or business-integration access token.",
+        ),
+        CredentialField::secret(
+            "app_secret",
+            "App secret",
+            "The Meta app's secret (App settings, Basic).",
+        ),
+        CredentialField::secret(
+            "verify_token",
+            "Verify token",
+            "Any string; give the same in the Meta app's webhook settings.",
+        ),
+    ],
     normalise: <Whatsapp as InboundAdapter>::normalise,
     webhook_path: |channel| spec::webhook_path_for(Platform::Whatsapp, channel),
     first_contact: FirstContact::Phone,
@@ -84,6 +108,7 @@ pub const SPEC: PlatformSpec = PlatformSpec {
     },
     settings: spec::no_settings,
     template: registry_template,
+    try_it: None,
 };
 
 /// A registry template's WhatsApp form: the approved template it names.
