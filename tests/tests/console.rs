@@ -150,11 +150,36 @@ async fn an_operator_creates_a_bot_and_a_telegram_channel() {
     assert_eq!(channels["items"][0]["id"], channel_id.as_str());
     assert_eq!(channels["items"][0]["platform"], "telegram");
 
-    // The bot's page shows the channel; the operator disables the bot.
+    // Telegram reaches the channel: the bot's page says when.
+    let update = fixtures::text_update(6001, 4101, "first");
+    let posted = reqwest::Client::new()
+        .post(format!(
+            "{}/webhooks/telegram/{channel_id}",
+            stack.ingress_url()
+        ))
+        .header("x-telegram-bot-api-secret-token", "s3cret")
+        .json(&update)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 200);
     open(&page, &stack, &format!("/console/bots/{bot_id}")).await;
     page.wait_for_text("main table", &channel_id, PAGE)
         .await
         .unwrap();
+    eventually(
+        TIMEOUT,
+        "the channel's last event on the bot's page",
+        || async {
+            page.refresh().await.unwrap();
+            page.text("td.seen")
+                .await
+                .unwrap()
+                .starts_with("last event")
+                .then_some(())
+        },
+    )
+    .await;
     shot(&page, "operator-bot").await;
     page.click("form[action$='/state'] button.danger")
         .await
@@ -256,6 +281,17 @@ async fn a_developer_watches_an_event_live_and_retries_its_failed_delivery() {
     open(&page, &stack, "/console/bot").await;
     page.wait_for(".chart svg", PAGE).await.unwrap();
     shot(&page, "developer-bot").await;
+    // A new signing secret, shown once; callbacks are signed with it from now on.
+    page.click("#rotate-secret").await.unwrap();
+    let secret = page
+        .wait_for("#secret", PAGE)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    assert_ne!(secret, bot.webhook_secret);
 }
 
 /// The bot answers every message inline with "bot: <text>".

@@ -202,6 +202,18 @@ async fn bad_signatures_are_refused_and_the_handshake_needs_the_verify_token() {
             "{path}"
         );
     }
+    // The operator sees that the handshake happened, and no event: none was signed.
+    let path = format!("/admin/v1/bots/{}/channels/{}", bot.id, bot.channel_id);
+    let activity = patchbay_tests::eventually(TIMEOUT, "the handshake recorded", || async {
+        let (_, channel) = stack
+            .call("get", &path, Some(stack.admin_token()), None)
+            .await;
+        channel["activity"]["handshake_at"]
+            .is_string()
+            .then(|| channel["activity"].clone())
+    })
+    .await;
+    assert!(activity.get("last_event_at").is_none(), "{activity}");
     stack.shutdown().await;
 }
 

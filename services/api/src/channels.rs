@@ -32,7 +32,11 @@ fn no_bot(bot_id: &str) -> ApiError {
     )
 }
 
-async fn view(log: &SetupLog, c: &ChannelRecord) -> Result<ChannelView, ApiError> {
+async fn view(
+    log: &SetupLog,
+    activity: &patchbay_bus::ActivityLog,
+    c: &ChannelRecord,
+) -> Result<ChannelView, ApiError> {
     let webhook_path = patchbay_registry::spec(c.platform)
         .map(|s| (s.webhook_path)(&c.id))
         .unwrap_or_default();
@@ -44,6 +48,7 @@ async fn view(log: &SetupLog, c: &ChannelRecord) -> Result<ChannelView, ApiError
         webhook_path,
         api_base_url: c.api_base_url.clone(),
         setup: log.read(&c.id).await?,
+        activity: activity.read(&c.id).await?,
         updated_at: c.updated_at,
     })
 }
@@ -79,7 +84,7 @@ async fn channels_of(api: &Api, bot_id: &str) -> Result<axum::Json<Items<Channel
     let mut items = Vec::with_capacity(bot.channels.len());
     for r in &bot.channels {
         if let Some(c) = api.view.channel(&r.id).await? {
-            items.push(view(&api.setup, &c).await?);
+            items.push(view(&api.setup, &api.activity, &c).await?);
         }
     }
     Ok(axum::Json(Items { items }))
@@ -100,7 +105,7 @@ async fn one(
     channel_id: &str,
 ) -> Result<axum::Json<ChannelView>, ApiError> {
     match api.view.channel(channel_id).await? {
-        Some(c) if c.bot_id == bot_id => Ok(axum::Json(view(&api.setup, &c).await?)),
+        Some(c) if c.bot_id == bot_id => Ok(axum::Json(view(&api.setup, &api.activity, &c).await?)),
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",

@@ -86,6 +86,8 @@ pub(crate) struct Api {
     bus: Bus,
     view: ConfigView,
     setup: patchbay_bus::SetupLog,
+    /// When each channel's platform last reached Patchbay.
+    activity: patchbay_bus::ActivityLog,
     /// The media object store (`GET /v1/media/{media_id}`).
     media: async_nats::jetstream::object_store::ObjectStore,
     media_max_bytes: u64,
@@ -113,6 +115,7 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             bus: deps.bus.clone(),
             view: deps.view.clone(),
             setup: patchbay_bus::SetupLog::open(&deps.bus).await?,
+            activity: patchbay_bus::ActivityLog::open(&deps.bus).await?,
             media: deps
                 .bus
                 .jetstream()

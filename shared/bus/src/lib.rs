@@ -3,6 +3,7 @@
 //! handler results into ack / nak / dead letter, a watched view of the config bucket, the
 //! channels' setup records, and request/reply helpers.
 
+pub mod activity;
 pub mod config_view;
 pub mod consume;
 pub mod group;
@@ -24,6 +25,7 @@ use patchbay_contract::topology::{self, Retention, TopologySettings};
 use patchbay_contract::{Subjects, headers};
 use serde::Serialize;
 
+pub use activity::{ActivityLog, Seen};
 pub use config_view::ConfigView;
 pub use consume::{Delivery, Handler, HandlerError};
 pub use group::{GroupOptions, run_group};

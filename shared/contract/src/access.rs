@@ -370,6 +370,7 @@ pub fn permissions(subjects: &Subjects, settings: &TopologySettings, role: Role)
             g.write_bucket(Bucket::Quotas);
             g.write_bucket(Bucket::Members);
             g.read_bucket(Bucket::Setup);
+            g.read_bucket(Bucket::Activity);
             // Revoking custom channels' user tokens.
             g.write_bucket(Bucket::CustomUsers);
             g.write_store(&s.files_store());
@@ -401,6 +402,8 @@ pub fn permissions(subjects: &Subjects, settings: &TopologySettings, role: Role)
             g.write_bucket(Bucket::Replies);
             // Profile enrichment shares platform access tokens with the senders (WeChat).
             g.write_bucket(Bucket::Tokens);
+            // When the platform last reached the channel.
+            g.write_bucket(Bucket::Activity);
             if platform == Platform::Custom {
                 g.p.subscribe(format!("{prefix}.custom.replies.*.*"));
                 g.p.subscribe(format!("{prefix}.custom.outcome.*"));

@@ -86,6 +86,9 @@ pub enum Bucket {
     /// The console's sign-ins, sealed, by the hash of their cookie (TTL, the session's
     /// lifetime, `PATCHBAY_CONSOLE_SESSION_TTL_MS`).
     Sessions,
+    /// When each channel's platform last reached Patchbay (a verified webhook, a handshake):
+    /// [`crate::ChannelActivity`] under the channel id, written by the platform's ingress.
+    Activity,
 }
 
 impl Bucket {
@@ -103,6 +106,7 @@ impl Bucket {
             Bucket::CustomUsers => "custom_users",
             Bucket::Quotas => "quotas",
             Bucket::Sessions => "sessions",
+            Bucket::Activity => "activity",
         }
     }
 }

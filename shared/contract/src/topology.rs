@@ -205,6 +205,7 @@ pub fn buckets(settings: &TopologySettings) -> Vec<(Bucket, Option<Duration>)> {
         (Bucket::Replies, Some(REPLY_CONTEXT_TTL)),
         (Bucket::CustomUsers, None),
         (Bucket::Sessions, Some(settings.session_ttl)),
+        (Bucket::Activity, None),
         // A counter is written during its window only: kept a window after its last write.
         (
             Bucket::Quotas,

@@ -2081,8 +2081,25 @@ pub struct ChannelView {
     /// elsewhere, and until the sender's first attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub setup: Option<ChannelSetup>,
+    /// When its platform last reached Patchbay; absent until it first did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activity: Option<ChannelActivity>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+}
+
+/// When a channel's platform last reached Patchbay (the `<p>_activity` bucket, written by the
+/// platform's ingress at most every 30 seconds per replica; so to within that).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ChannelActivity {
+    /// Payload version.
+    pub v: V1,
+    /// The last webhook whose signature held, published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_event_at: Option<DateTime<Utc>>,
+    /// The last handshake answered (Meta's `hub.challenge`, WeChat's `echostr`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handshake_at: Option<DateTime<Utc>>,
 }
 
 /// How a platform's configuration of a channel stands (the `<p>_setup` bucket, written by the

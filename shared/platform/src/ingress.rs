@@ -57,10 +57,25 @@ struct State_<A: InboundAdapter> {
     replies: tokio::sync::OnceCell<crate::replies::Replies>,
     /// Channels' opened credentials by channel id, with the sealed text they came from.
     opened: std::sync::Mutex<HashMap<String, Kept<A::Credentials>>>,
+    /// When each channel's platform last reached it (the operator's channel views): opened
+    /// on first use.
+    activity: tokio::sync::OnceCell<patchbay_bus::ActivityLog>,
     _adapter: PhantomData<fn() -> A>,
 }
 
 impl<A: InboundAdapter> State_<A> {
+    /// Notes that the platform reached `channel_id` (never fails the webhook).
+    async fn seen(&self, channel_id: &str, what: patchbay_bus::Seen) {
+        match self
+            .activity
+            .get_or_try_init(|| patchbay_bus::ActivityLog::open(&self.bus))
+            .await
+        {
+            Ok(log) => log.seen(channel_id, what),
+            Err(e) => tracing::warn!(channel_id, error = %e, "activity bucket unavailable"),
+        }
+    }
+
     async fn replies(&self) -> Result<&crate::replies::Replies, String> {
         self.replies
             .get_or_try_init(|| crate::replies::Replies::open(&self.bus))
@@ -93,6 +108,7 @@ pub fn service<A: InboundAdapter>(name: &'static str, deps: &Deps) -> Result<Ser
         cache: crate::enrich::Cache::default(),
         replies: tokio::sync::OnceCell::new(),
         opened: std::sync::Mutex::default(),
+        activity: tokio::sync::OnceCell::new(),
         _adapter: PhantomData,
     });
     let path = format!("/webhooks/{}/{{channel_id}}", A::PLATFORM.as_str());
@@ -472,7 +488,10 @@ async fn challenge<A: InboundAdapter>(
             "method_not_allowed",
             "this platform has no GET handshake",
         )),
-        Some(Ok(body)) => Ok((StatusCode::OK, body)),
+        Some(Ok(body)) => {
+            s.seen(&channel_id, patchbay_bus::Seen::Handshake).await;
+            Ok((StatusCode::OK, body))
+        }
         Some(Err(r)) => {
             tracing::info!(channel_id, reason = %r, "webhook handshake refused");
             Err(ApiError::new(
@@ -489,10 +508,23 @@ async fn challenge_app<A: InboundAdapter>(
     State(s): State<Arc<State_<A>>>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<(StatusCode, String), ApiError> {
-    s.all_channels()
+    let answered: Vec<(String, String)> = s
+        .all_channels()
         .iter()
-        .find_map(|o| A::challenge(&o.creds, &query).and_then(Result::ok))
-        .map(|body| (StatusCode::OK, body))
+        .filter_map(|o| {
+            A::challenge(&o.creds, &query)
+                .and_then(Result::ok)
+                .map(|body| (o.channel.id.clone(), body))
+        })
+        .collect();
+    // Every channel the handshake's token matches had its handshake.
+    for (channel_id, _) in &answered {
+        s.seen(channel_id, patchbay_bus::Seen::Handshake).await;
+    }
+    answered
+        .into_iter()
+        .next()
+        .map(|(_, body)| (StatusCode::OK, body))
         .ok_or_else(|| {
             tracing::info!("per-app webhook handshake matched no channel");
             ApiError::new(StatusCode::FORBIDDEN, "forbidden", "verification failed")
@@ -565,5 +597,6 @@ async fn publish_all<A: InboundAdapter>(
             },
         );
     }
+    s.seen(channel_id, patchbay_bus::Seen::Event).await;
     Ok(())
 }

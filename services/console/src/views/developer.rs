@@ -28,6 +28,7 @@ pub(crate) fn routes() -> Router<Arc<Console>> {
     Router::new()
         .route("/console/bot", get(overview))
         .route("/console/bot/webhook", post(set_webhook))
+        .route("/console/bot/webhook/secret", post(rotate_secret))
         .route("/console/bot/channels/{channel_id}/try", post(try_it))
         .route("/console/bot/events", get(events))
         .route("/console/bot/events/live", get(events_live))
@@ -653,5 +654,37 @@ async fn try_it(
         nav: Nav::of(&session, "bot"),
         url: format!("{}{}", console.public_url, request.path),
         request,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "developer/secret.html")]
+struct SecretPage {
+    nav: Nav,
+    secret: String,
+    until: String,
+}
+
+/// `POST /console/bot/webhook/secret`: a new signing secret, shown once; the current ones sign
+/// too until the overlap ends.
+async fn rotate_secret(
+    State(console): State<Arc<Console>>,
+    Posted { session, .. }: Posted<super::sign_in::Empty>,
+) -> Result<Response, ConsoleError> {
+    session.require(&[Role::Developer])?;
+    let rotated: patchbay_contract::RotatedSecret = console
+        .api
+        .call(Call::send(
+            "POST",
+            &session.bearer,
+            "/v1/webhook/secret/rotate",
+            Some(json!({})),
+        ))
+        .await?
+        .into()?;
+    render(&SecretPage {
+        nav: Nav::of(&session, "bot"),
+        secret: rotated.webhook_secret,
+        until: time(&rotated.previous_expire_at),
     })
 }

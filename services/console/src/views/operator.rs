@@ -151,6 +151,8 @@ struct ChannelRow {
     view: ChannelView,
     webhook_url: String,
     setup: Option<String>,
+    /// When its platform last reached Patchbay, in words.
+    seen: String,
 }
 
 #[derive(Template)]
@@ -205,6 +207,7 @@ async fn bot(
                 .setup
                 .as_ref()
                 .map(|s| format!("{:?}: {} ({})", s.state, s.detail, time(&s.at))),
+            seen: seen(c.activity.as_ref()),
             view: c,
         })
         .collect();
@@ -684,5 +687,17 @@ async fn open_as_developer(
             Ok(response)
         }
         Err((_, message)) => Err(ConsoleError::Forbidden(message)),
+    }
+}
+
+/// A channel's activity as its row says it.
+fn seen(activity: Option<&patchbay_contract::ChannelActivity>) -> String {
+    let handshake = activity
+        .and_then(|a| a.handshake_at.as_ref())
+        .map(|at| format!("; handshake answered {}", time(at)))
+        .unwrap_or_default();
+    match activity.and_then(|a| a.last_event_at.as_ref()) {
+        Some(at) => format!("last event {}{handshake}", time(at)),
+        None => format!("no event yet{handshake}"),
     }
 }
