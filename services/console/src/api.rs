@@ -82,6 +82,15 @@ impl Answer {
         )
     }
 
+    /// The answer when 2xx; the API's refusal as a page otherwise.
+    pub(crate) fn accepted(self) -> Result<Self, ConsoleError> {
+        if self.ok() {
+            Ok(self)
+        } else {
+            Err(ConsoleError::Refused(self))
+        }
+    }
+
     /// The body as `T` when 2xx; the API's refusal as a page otherwise.
     pub(crate) fn into<T: DeserializeOwned>(self) -> Result<T, ConsoleError> {
         if !self.ok() {

@@ -150,19 +150,7 @@ impl Sessions {
         session.csrf = new_url_token().map_err(|_| ConsoleError::Internal)?;
         session.expires_at = Utc::now()
             + chrono::Duration::from_std(self.ttl).map_err(|_| ConsoleError::Internal)?;
-        let key = key_of(&token);
-        let json = serde_json::to_vec(&session).map_err(|_| ConsoleError::Internal)?;
-        let sealed = self
-            .key
-            .seal(&owner(&key), &json)
-            .map_err(|_| ConsoleError::Internal)?;
-        self.kv
-            .put(&key, sealed.into_bytes().into())
-            .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "could not store a session");
-                ConsoleError::Unavailable
-            })?;
+        self.update(&token, &session).await?;
         Ok(token)
     }
 

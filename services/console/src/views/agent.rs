@@ -365,7 +365,7 @@ async fn handover(
         "bot" => json!({"to": "bot"}),
         other => return Err(ConsoleError::BadForm(format!("to: no {other:?}"))),
     };
-    let answer = console
+    console
         .api
         .call(Call::send(
             "POST",
@@ -373,10 +373,8 @@ async fn handover(
             format!("/v1/conversations/{id}/handover"),
             Some(body),
         ))
-        .await?;
-    if !answer.ok() {
-        return Err(ConsoleError::Refused(answer));
-    }
+        .await?
+        .accepted()?;
     Ok(back(
         id,
         if form.to == "human" {
@@ -448,9 +446,6 @@ async fn reply(
     if !form.idempotency_key.is_empty() {
         call.idempotency_key = Some(form.idempotency_key.chars().take(200).collect());
     }
-    let answer = console.api.call(call).await?;
-    if !answer.ok() {
-        return Err(ConsoleError::Refused(answer));
-    }
+    console.api.call(call).await?.accepted()?;
     Ok(back(id, "Sent."))
 }

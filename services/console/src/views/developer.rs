@@ -214,7 +214,7 @@ async fn set_webhook(
     if !events.is_empty() {
         body["events"] = json!(events);
     }
-    let answer = console
+    console
         .api
         .call(Call::send(
             "PUT",
@@ -222,10 +222,8 @@ async fn set_webhook(
             "/v1/webhook",
             Some(body),
         ))
-        .await?;
-    if !answer.ok() {
-        return Err(ConsoleError::Refused(answer));
-    }
+        .await?
+        .accepted()?;
     Ok(Redirect::to("/console/bot?done=Callback+saved.").into_response())
 }
 
@@ -404,7 +402,7 @@ async fn retry(
     let _ = form;
     session.require(&[Role::Developer])?;
     let event_id = id_ok(&event_id)?;
-    let answer = console
+    console
         .api
         .call(Call::send(
             "POST",
@@ -412,10 +410,8 @@ async fn retry(
             format!("/v1/deliveries/{event_id}/retry"),
             None,
         ))
-        .await?;
-    if !answer.ok() {
-        return Err(ConsoleError::Refused(answer));
-    }
+        .await?
+        .accepted()?;
     Ok(Redirect::to(&format!("/console/bot/deliveries/{event_id}")).into_response())
 }
 
@@ -581,7 +577,7 @@ async fn revoke(
     let _ = form;
     session.require(&[Role::Developer])?;
     let agent_id = id_ok(&agent_id)?;
-    let answer = console
+    console
         .api
         .call(Call::send(
             "DELETE",
@@ -589,10 +585,8 @@ async fn revoke(
             format!("/v1/agents/{agent_id}"),
             None,
         ))
-        .await?;
-    if !answer.ok() {
-        return Err(ConsoleError::Refused(answer));
-    }
+        .await?
+        .accepted()?;
     Ok(Redirect::to(&format!(
         "/console/bot/agents?done={}",
         q(&format!("Agent {agent_id} revoked."))

@@ -276,7 +276,7 @@ async fn set_state(
         }
         other => return Err(ConsoleError::BadForm(format!("no action {other:?}"))),
     }
-    let answer = console
+    console
         .api
         .call(Call::send(
             "PATCH",
@@ -284,10 +284,8 @@ async fn set_state(
             format!("/admin/v1/bots/{bot_id}"),
             Some(body),
         ))
-        .await?;
-    if !answer.ok() {
-        return Err(ConsoleError::Refused(answer));
-    }
+        .await?
+        .accepted()?;
     Ok(done(bot_id, "Saved."))
 }
 
@@ -321,7 +319,7 @@ async fn set_fallback(
         "" => serde_json::Value::Null,
         id => json!({"template_id": id}),
     };
-    let answer = console
+    console
         .api
         .call(Call::send(
             "PATCH",
@@ -329,10 +327,8 @@ async fn set_fallback(
             format!("/admin/v1/bots/{bot_id}"),
             Some(json!({"fallback_templates": {platform.as_str(): template}})),
         ))
-        .await?;
-    if !answer.ok() {
-        return Err(ConsoleError::Refused(answer));
-    }
+        .await?
+        .accepted()?;
     Ok(done(bot_id, "Fallback template saved."))
 }
 
@@ -407,7 +403,7 @@ async fn revoke_key(
     session.require(&[Role::Operator])?;
     let bot_id = id_ok(&bot_id)?;
     let key_id = id_ok(form.key_id.trim())?;
-    let answer = console
+    console
         .api
         .call(Call::send(
             "POST",
@@ -415,10 +411,8 @@ async fn revoke_key(
             format!("/admin/v1/bots/{bot_id}/keys/{key_id}/revoke"),
             None,
         ))
-        .await?;
-    if !answer.ok() {
-        return Err(ConsoleError::Refused(answer));
-    }
+        .await?
+        .accepted()?;
     Ok(done(bot_id, &format!("Key {key_id} revoked.")))
 }
 
@@ -628,7 +622,7 @@ async fn set_channel_state(
     session.require(&[Role::Operator])?;
     let (bot_id, channel_id) = (id_ok(&bot_id)?, id_ok(&channel_id)?);
     let enabled = form.enabled == "true";
-    let answer = console
+    console
         .api
         .call(Call::send(
             "PATCH",
@@ -636,10 +630,8 @@ async fn set_channel_state(
             format!("/admin/v1/bots/{bot_id}/channels/{channel_id}"),
             Some(json!({"enabled": enabled})),
         ))
-        .await?;
-    if !answer.ok() {
-        return Err(ConsoleError::Refused(answer));
-    }
+        .await?
+        .accepted()?;
     Ok(done(
         bot_id,
         &format!(
