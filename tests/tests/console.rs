@@ -75,15 +75,9 @@ async fn an_operator_creates_a_bot_and_a_telegram_channel() {
     page.click("form[action='/console/bots'] button")
         .await
         .unwrap();
-    let key = page
-        .wait_for("#api-key", PAGE)
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let key = page.wait_for_text_of("#api-key", PAGE).await.unwrap();
     assert!(key.starts_with("pbk_"), "{key}");
-    let bot_id = page.text("#bot-id").await.unwrap();
+    let bot_id = page.wait_for_text_of("#bot-id", PAGE).await.unwrap();
     shot(&page, "operator-bot-created").await;
 
     page.click("#open-bot").await.unwrap();
@@ -102,8 +96,7 @@ async fn an_operator_creates_a_bot_and_a_telegram_channel() {
     page.click("main form.card button[type=submit]")
         .await
         .unwrap();
-    let error = page.wait_for("#e-bot_token", PAGE).await.unwrap();
-    assert!(!error.text().await.unwrap().is_empty());
+    page.wait_for_text_of("#e-bot_token", PAGE).await.unwrap();
     assert_eq!(
         page.find("#f-bot_token")
             .await
@@ -123,14 +116,8 @@ async fn an_operator_creates_a_bot_and_a_telegram_channel() {
     page.click("main form.card button[type=submit]")
         .await
         .unwrap();
-    let url = page
-        .wait_for("#webhook-url", PAGE)
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let channel_id = page.text("#channel-id").await.unwrap();
+    let url = page.wait_for_text_of("#webhook-url", PAGE).await.unwrap();
+    let channel_id = page.wait_for_text_of("#channel-id", PAGE).await.unwrap();
     assert!(
         url.ends_with(&format!("/webhooks/telegram/{channel_id}")),
         "{url}"
@@ -283,13 +270,7 @@ async fn a_developer_watches_an_event_live_and_retries_its_failed_delivery() {
     shot(&page, "developer-bot").await;
     // A new signing secret, shown once; callbacks are signed with it from now on.
     page.click("#rotate-secret").await.unwrap();
-    let secret = page
-        .wait_for("#secret", PAGE)
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let secret = page.wait_for_text_of("#secret", PAGE).await.unwrap();
     assert!(secret.starts_with("whsec_"), "{secret}");
     assert_ne!(secret, bot.webhook_secret);
 }
@@ -337,13 +318,7 @@ async fn an_agent_takes_a_conversation_over_answers_and_hands_it_back() {
         .click("form[action='/console/bot/agents'] button")
         .await
         .unwrap();
-    let invite = developer
-        .wait_for("#invite", PAGE)
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let invite = developer.wait_for_text_of("#invite", PAGE).await.unwrap();
     assert!(invite.starts_with("pbag_"), "{invite}");
     shot(&developer, "developer-agents").await;
 

@@ -30,6 +30,8 @@ struct Victim {
     template_id: String,
     /// B's human agent.
     agent_id: String,
+    /// B's custom channel of the BotDistrikt flavour.
+    webchat_app_id: String,
 }
 
 async fn victim(stack: &Stack) -> Victim {
@@ -133,7 +135,21 @@ async fn victim(stack: &Stack) -> Victim {
         )
         .await;
     assert_eq!(status, 201, "{agent}");
+    let (status, webchat) = stack
+        .call(
+            "post",
+            &format!("/admin/v1/bots/{}/channels", bot.id),
+            Some(stack.admin_token()),
+            Some(&json!({"platform": "custom", "flavour": "botdistrikt",
+                         "credentials": {"domain_key": "https://b-only-secret.app.link"}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{webchat}");
     Victim {
+        webchat_app_id: webchat["generated"]["webchat_app_id"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
         agent_id: agent["id"].as_str().unwrap().to_owned(),
         bot,
         event_id: event["id"].as_str().unwrap().to_owned(),
@@ -223,6 +239,7 @@ async fn no_route_lets_a_caller_past_its_rights() {
             .replace("{media_id}", &b.media_id)
             .replace("{template_id}", &b.template_id)
             .replace("{agent_id}", &b.agent_id)
+            .replace("{webchat_app_id}", &b.webchat_app_id)
             .replace("{app_id}", &app_id)
             .replace("{installation_id}", &installation_id)
     };
@@ -251,7 +268,8 @@ async fn no_route_lets_a_caller_past_its_rights() {
                 }
                 // These routes read `?bot=` and `X-Chat-Signature`, never a bearer token:
                 // there is no other kind of token to try (brandchat.rs covers their rules).
-                "brandchatSignature" => None,
+                // BotDistrikt's read a domain in the body and a raw webchat_id (botdistrikt.rs).
+                "brandchatSignature" | "botdistriktDomain" => None,
                 other => panic!("unknown security scheme {other}"),
             };
             if let Some(wrong) = wrong {

@@ -7,6 +7,7 @@
 mod agents;
 mod backpressure;
 mod bot_settings;
+mod botdistrikt;
 mod brandchat;
 mod callback_retries;
 mod channel_profiles;

@@ -307,6 +307,10 @@ pub(crate) struct CreateChannelBody {
     credentials: serde_json::Value,
     #[serde(default)]
     api_base_url: Option<String>,
+    /// Custom channels only: another system's API its apps speak besides Patchbay's own
+    /// (`botdistrikt`: BotDistrikt's webchat API; `docs/compat.md`).
+    #[serde(default)]
+    flavour: Option<String>,
 }
 
 async fn create_channel(
@@ -315,14 +319,39 @@ async fn create_channel(
     Path(bot_id): Path<String>,
     ApiJson(body): ApiJson<CreateChannelBody>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let mut credentials = body.credentials;
+    let flavour = body.flavour;
+    if let Some(f) = &flavour {
+        // A custom channel's flavour is stored with its credentials, where its ingress and
+        // sender read it.
+        match (body.platform, credentials.as_object_mut()) {
+            (Platform::Custom, Some(c)) => {
+                c.insert("flavour".into(), f.clone().into());
+            }
+            (Platform::Custom, None) => {
+                return Err(unprocessable("credentials: must be an object"));
+            }
+            (other, _) => {
+                return Err(unprocessable(format!(
+                    "flavour: only custom channels have one, not {other}"
+                )));
+            }
+        }
+    }
     let req = CreateChannelRequest {
         v: V1,
         bot_id,
         platform: body.platform,
-        credentials: body.credentials,
+        credentials,
         api_base_url: body.api_base_url,
     };
-    let channel: CreatedChannel = ask(&api, "auth", auth_ops::CREATE_CHANNEL, &req).await?;
+    let mut channel: CreatedChannel = ask(&api, "auth", auth_ops::CREATE_CHANNEL, &req).await?;
+    if flavour.as_deref() == Some("botdistrikt")
+        && let Some(generated) = channel.generated.as_mut().and_then(|g| g.as_object_mut())
+    {
+        // BotDistrikt's apps address the channel by its webchat app id.
+        generated.insert("webchat_app_id".into(), channel.id.clone().into());
+    }
     Ok((StatusCode::CREATED, axum::Json(channel)))
 }
 

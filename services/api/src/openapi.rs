@@ -35,6 +35,9 @@ pub(crate) enum Caller {
     DomainKey,
     /// A custom channel's user token.
     UserToken,
+    /// BotDistrikt compatibility: the channel's domain in the body (and, for messages, the
+    /// user's `webchat_id` as `Authorization`).
+    BotdistriktDomain,
     /// Anyone.
     Public,
 }
@@ -666,6 +669,31 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         (200, Some(schema::<SentAsUser>)),
     ),
     op(
+        "post",
+        "/api/webchat_apps/{webchat_app_id}/user",
+        Caller::BotdistriktDomain,
+        "BotDistrikt compatibility (custom channels of the botdistrikt flavour, served by \
+         ingress-custom; the webchat_app_id is the channel id): registers a user, a webchat_id \
+         generated when none is given, or finds a registered one; answers the bot_user. JSON or \
+         form-encoded. 401 invalid_domain, webchat_id_revoked.",
+        Some(schema::<patchbay_custom::botdistrikt::UserRequest>),
+        (200, Some(schema::<patchbay_custom::botdistrikt::BotUser>)),
+    ),
+    op(
+        "post",
+        "/api/webchat_apps/{webchat_app_id}/message",
+        Caller::BotdistriktDomain,
+        "BotDistrikt compatibility: send as the user whose raw webchat_id is the Authorization \
+         header; answers the bot's responses that came within PATCHBAY_CUSTOM_REPLY_WAIT_MS \
+         (later ones reach the event webhook, with X-BotDistrikt-Source). 401 invalid_domain, \
+         unknown_webchat_id, webchat_id_revoked.",
+        Some(schema::<patchbay_custom::botdistrikt::MessageRequest>),
+        (
+            200,
+            Some(schema::<Vec<patchbay_custom::botdistrikt::BotResponse>>),
+        ),
+    ),
+    op(
         "get",
         "/v1/users/{user_id}",
         Caller::Bot,
@@ -930,6 +958,9 @@ pub(crate) fn document() -> Value {
             Caller::Partner => operation["security"] = json!([{"partnerKey": []}]),
             Caller::Brandchat => operation["security"] = json!([{"brandchatSignature": []}]),
             Caller::UserToken => operation["security"] = json!([{"customUserToken": []}]),
+            Caller::BotdistriktDomain => {
+                operation["security"] = json!([{"botdistriktDomain": []}]);
+            }
             Caller::Public => {}
         }
         let entry = paths
@@ -954,6 +985,8 @@ pub(crate) fn document() -> Value {
                                   "description": "The operator token (PATCHBAY_ADMIN_TOKEN)"},
                 "brandchatSignature": {"type": "apiKey", "in": "header", "name": "X-Chat-Signature",
                                        "description": "BrandChat compatibility: hex HMAC-SHA1 of the raw body keyed with the bot's API key; the bot is named by ?bot=<bot id>"},
+                "botdistriktDomain": {"type": "apiKey", "in": "header", "name": "Authorization",
+                                      "description": "BotDistrikt compatibility: the body's domain is the custom channel's domain key; a message's Authorization is the user's raw webchat_id"},
                 "customDomainKey": {"type": "http", "scheme": "bearer",
                                     "description": "A custom channel's domain key"},
                 "partnerKey": {"type": "http", "scheme": "bearer",

@@ -9,6 +9,7 @@
 //! | `POST /v1/custom/{channel_id}/users` | `Bearer <domain key>`, and for an `external_id` that already has a user `X-Patchbay-Registration` | register a user (201 with their token); publishes `user.subscribed` |
 //! | `POST /v1/custom/{channel_id}/token` | `Bearer <user token>` | a new token for the token's user (a fresh lifetime) |
 //! | `POST /v1/custom/{channel_id}/messages` | `Bearer <user token>` | send as the user; answers with the bot's replies, waiting a bounded time |
+//! | `POST /api/webchat_apps/{id}/user`, `…/message` | BotDistrikt's: `domain` in the body, `Authorization: <webchat_id>` | the `botdistrikt` flavour ([`botdistrikt`]) |
 //!
 //! The domain key ships inside apps, so it registers new users only: whether an `external_id`
 //! already has a user is told by the `<p>_custom_users` bucket (every registration creates its
@@ -27,6 +28,8 @@
 //! inline reply is complete, the tenant failed or did not want the event, or the wait is over.
 //! Replies are pushed to the channel's event webhook as well, so none is lost to a request
 //! that stopped waiting.
+
+mod botdistrikt;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,6 +81,14 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             .route("/v1/custom/{channel_id}/users", post(register))
             .route("/v1/custom/{channel_id}/token", post(refresh))
             .route("/v1/custom/{channel_id}/messages", post(send_as_user))
+            .route(
+                "/api/webchat_apps/{webchat_app_id}/user",
+                post(botdistrikt::user),
+            )
+            .route(
+                "/api/webchat_apps/{webchat_app_id}/message",
+                post(botdistrikt::message),
+            )
             .layer(DefaultBodyLimit::max(deps.config.ingress_max_body_bytes))
             .with_state(state);
         Ok(Service::new("ingress-custom").routes(routes))
@@ -465,6 +476,19 @@ async fn send_as_user(
     let (channel, creds) = s.channel(&channel_id).await?;
     let platform_user_id = s.token_user(&channel, &creds, &headers, true).await?;
     let body: SendAsUser = parse_json(&read_body(req).await?)?;
+    Ok(axum::Json(
+        deliver(&s, &channel, platform_user_id, body).await?,
+    ))
+}
+
+/// Publishes `body` as `platform_user_id`'s message on `channel` and waits (within the
+/// bounds) for the bot's replies.
+async fn deliver(
+    s: &Ingress,
+    channel: &ChannelRecord,
+    platform_user_id: String,
+    body: SendAsUser,
+) -> Result<SentAsUser, ApiError> {
     user_content(&body.content)?;
     let message_id = match body.id {
         Some(id) if (1..=200).contains(&id.len()) && !id.chars().any(char::is_control) => id,
@@ -499,7 +523,7 @@ async fn send_as_user(
     let dedupe = format!("{platform_user_id}:{message_id}");
     let duplicate = s
         .publish(
-            &channel,
+            channel,
             envelope_id,
             &dedupe,
             &platform_user_id,
@@ -524,7 +548,7 @@ async fn send_as_user(
     if let (Some((replies, outcomes)), false) = (listening, duplicate) {
         wait_for_replies(&mut answer, replies, outcomes, wait).await;
     }
-    Ok(axum::Json(answer))
+    Ok(answer)
 }
 
 /// Collects the user's replies until the tenant's inline reply is complete, the tenant failed

@@ -216,7 +216,8 @@ enum Class {
     /// `/admin/…` and `/go/…`: the operator API and people's browsers.
     Public,
     /// Platforms' webhooks, custom channels' apps, platforms fetching bots' files (`/media`)
-    /// and BrandChat clients (`/brandchat`): machines, at machine rates.
+    /// BrandChat clients (`/brandchat`) and BotDistrikt clients (`/api/webchat_apps`):
+    /// machines, at machine rates.
     Ingress,
 }
 
@@ -235,6 +236,7 @@ fn limit_class(path: &str) -> Option<Class> {
         || under("/media")
         || under("/brandchat")
         || under("/v1/partner")
+        || under("/api/webchat_apps")
     {
         Some(Class::Ingress)
     } else {

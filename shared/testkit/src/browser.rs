@@ -143,10 +143,17 @@ impl BrowserError {
     /// Whether a wait should look again after this error: the element went away or is not
     /// there yet (the page is changing under the wait).
     fn is_transient(&self) -> bool {
-        matches!(
-            self.webdriver_error(),
-            Some("no such element" | "stale element reference")
-        )
+        match self {
+            // A node of a document being replaced: Chromium's own words for a stale element
+            // while a navigation completes.
+            BrowserError::WebDriver { error, message, .. } => {
+                matches!(
+                    error.as_str(),
+                    "no such element" | "stale element reference"
+                ) || message.contains("does not belong to the document")
+            }
+            _ => false,
+        }
     }
 }
 
@@ -686,6 +693,32 @@ impl Page {
                     what: format!(
                         "an element matching {css:?} to contain {needle:?} (last seen: {seen:?})"
                     ),
+                    timeout,
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Waits up to `timeout` for an element matching `css` with visible text; that text (read
+    /// again should the document change under it, as while a form's answer loads).
+    pub async fn wait_for_text_of(
+        &self,
+        css: &str,
+        timeout: Duration,
+    ) -> Result<String, BrowserError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let read = async { self.find(css).await?.text().await }.await;
+            match read {
+                Ok(text) if !text.is_empty() => return Ok(text),
+                Ok(_) => {}
+                Err(e) if e.is_transient() => {}
+                Err(e) => return Err(e),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(BrowserError::Timeout {
+                    what: format!("an element matching {css:?} with text"),
                     timeout,
                 });
             }

@@ -30,6 +30,21 @@ pub struct CustomChannelInput {
     /// an `external_id` that already has a user does).
     #[serde(default)]
     pub require_signed_registration: bool,
+    /// The API the channel's apps speak besides Patchbay's own: `botdistrikt` (BotDistrikt's
+    /// webchat API, [`crate::botdistrikt`]). Given as the channel's `flavour` beside its
+    /// credentials.
+    #[serde(default)]
+    pub flavour: Option<CustomFlavour>,
+}
+
+/// The API a custom channel's apps speak besides Patchbay's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CustomFlavour {
+    /// BotDistrikt's webchat API ("Other Channels"): `/api/webchat_apps/{id}/user` and
+    /// `/message`, the domain as the password, the `webchat_id` as the user's credential, and
+    /// `X-BotDistrikt-Source` on the event webhook.
+    Botdistrikt,
 }
 
 /// A user token's lifetime when the channel names none: 30 days.
@@ -113,6 +128,9 @@ pub struct CustomCredentials {
     /// Every registration needs the back end's proof.
     #[serde(default)]
     pub require_signed_registration: bool,
+    /// The API its apps speak besides Patchbay's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flavour: Option<CustomFlavour>,
 }
 
 /// The [`patchbay_platform::PlatformSpec::credentials`] of custom channels: the given fields
@@ -145,6 +163,7 @@ pub fn complete(given: serde_json::Value) -> Result<Completed, CredentialsError>
             ),
         }),
         require_signed_registration: input.require_signed_registration,
+        flavour: input.flavour,
     };
     let mut generated = serde_json::json!({"event_webhook_secret": creds.event_webhook_secret});
     if !domain_key_given {

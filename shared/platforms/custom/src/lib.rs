@@ -15,6 +15,7 @@
 //! phone; users' messages arrive at `/v1/custom/{channel_id}`).
 
 pub mod api;
+pub mod botdistrikt;
 pub mod credentials;
 #[cfg(test)]
 mod fuzz;
@@ -24,7 +25,7 @@ pub mod registration;
 pub mod token;
 pub mod users;
 
-pub use credentials::{CustomChannelInput, CustomCredentials};
+pub use credentials::{CustomChannelInput, CustomCredentials, CustomFlavour};
 pub use outbound::CustomSender;
 
 use patchbay_contract::Platform;

@@ -112,7 +112,7 @@ impl CustomSender {
         let ts = chrono::Utc::now().timestamp();
         let signature = webhook::sign(&creds.event_webhook_secret, &reply.id, ts, &body)
             .map_err(|e| SendError::permanent("channel_misconfigured", e.to_string(), None))?;
-        let answer = self
+        let mut request = self
             .http
             .post(parsed)
             .headers(patchbay_platform::http::trace_headers())
@@ -121,7 +121,14 @@ impl CustomSender {
             .header("webhook-timestamp", ts.to_string())
             .header("webhook-signature", signature)
             .header(SOURCE_HEADER, &reply.source)
-            .header(SOURCE_ID_HEADER, &reply.source_id)
+            .header(SOURCE_ID_HEADER, &reply.source_id);
+        if creds.flavour == Some(crate::CustomFlavour::Botdistrikt) {
+            // BotDistrikt's names for the same: clients written for it read these.
+            request = request
+                .header(crate::botdistrikt::SOURCE_HEADER, &reply.source)
+                .header(crate::botdistrikt::SOURCE_ID_HEADER, &reply.source_id);
+        }
+        let answer = request
             .body(body)
             .send()
             .await

@@ -208,4 +208,12 @@ impl Users {
             .map(|t| t.timestamp_millis())
             .max())
     }
+
+    /// When `user_id` was registered (`None`: it never was, or its entry holds no time).
+    pub async fn registered_at(&self, user_id: &str) -> Result<Option<DateTime<Utc>>, String> {
+        Ok(self
+            .read::<UserEntry>(&user_key(user_id))
+            .await?
+            .and_then(|(e, _)| e.registered_at))
+    }
 }
