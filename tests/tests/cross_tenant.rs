@@ -240,6 +240,8 @@ async fn no_route_lets_a_caller_past_its_rights() {
             .replace("{template_id}", &b.template_id)
             .replace("{agent_id}", &b.agent_id)
             .replace("{webchat_app_id}", &b.webchat_app_id)
+            .replace("{instance}", &format!("instance{}", b.bot.channel_id))
+            .replace("{method}", "webhook")
             .replace("{app_id}", &app_id)
             .replace("{installation_id}", &installation_id)
     };
@@ -269,7 +271,8 @@ async fn no_route_lets_a_caller_past_its_rights() {
                 // These routes read `?bot=` and `X-Chat-Signature`, never a bearer token:
                 // there is no other kind of token to try (brandchat.rs covers their rules).
                 // BotDistrikt's read a domain in the body and a raw webchat_id (botdistrikt.rs).
-                "brandchatSignature" | "botdistriktDomain" => None,
+                // chat-api's read `?token=`, which no bearer token reaches (chat_api.rs).
+                "brandchatSignature" | "botdistriktDomain" | "chatApiToken" => None,
                 other => panic!("unknown security scheme {other}"),
             };
             if let Some(wrong) = wrong {

@@ -11,6 +11,7 @@ mod botdistrikt;
 mod brandchat;
 mod callback_retries;
 mod channel_profiles;
+mod chat_api;
 mod codes;
 mod console;
 mod contact_fields;

@@ -147,7 +147,7 @@ pub(crate) async fn change_profile(
     channel_profile(&api, &bot.bot_id, &channel_id, Some(change)).await
 }
 
-async fn channel_profile(
+pub(crate) async fn channel_profile(
     api: &Api,
     bot_id: &str,
     channel_id: &str,

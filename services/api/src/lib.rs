@@ -43,6 +43,7 @@ mod auth;
 mod brandchat;
 mod calls;
 mod channels;
+mod chat_api;
 mod codes;
 mod conversations;
 mod custom;
@@ -232,6 +233,7 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             .merge(templates::routes())
             .merge(partners::routes())
             .merge(agents::routes())
+            .merge(chat_api::routes())
             .route(
                 "/openapi.json",
                 axum::routing::get(|| async { axum::Json(openapi::document()) }),
@@ -651,7 +653,7 @@ pub(crate) fn check_messages(messages: &[Content], min: usize) -> Result<(), Api
 /// template for it (422 `outside_window`, naming the message and when the window closed).
 /// Accepts when the router cannot answer in time: it checks again and reports a failure as a
 /// `message.failed` event (as it does when the window closes between this check and the send).
-async fn check_recipient(
+pub(crate) async fn check_recipient(
     api: &Api,
     bot: &BotAuth,
     to: &Recipient,

@@ -38,6 +38,8 @@ pub(crate) enum Caller {
     /// BotDistrikt compatibility: the channel's domain in the body (and, for messages, the
     /// user's `webchat_id` as `Authorization`).
     BotdistriktDomain,
+    /// chat-api compatibility: a credential of the bot as `?token=`.
+    ChatApiToken,
     /// Anyone.
     Public,
 }
@@ -669,6 +671,48 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         (200, Some(schema::<SentAsUser>)),
     ),
     op(
+        "get",
+        "/chat-api/{instance}/{method}",
+        Caller::ChatApiToken,
+        "chat-api (WhatsApp) compatibility for one of the bot's WhatsApp channels \
+         (instance<channel id>): POST message, sendMessage (phone or chatId, body; a file by URL \
+         with filename), sendFile, sendTemplate (template, namespace, language.code, params as \
+         WhatsApp's components), webhook (webhookUrl: events in chat-api's shapes), me (the \
+         business profile); GET webhook, status, me, messages?chatId=. Errors as chat-api's \
+         {\"error\"}; a refused send {\"sent\": false, \"message\"} (docs/compat.md).",
+        None,
+        (200, None),
+    ),
+    op(
+        "post",
+        "/chat-api/{instance}/{method}",
+        Caller::ChatApiToken,
+        "chat-api (WhatsApp) compatibility for one of the bot's WhatsApp channels \
+         (instance<channel id>): POST message, sendMessage (phone or chatId, body; a file by URL \
+         with filename), sendFile, sendTemplate (template, namespace, language.code, params as \
+         WhatsApp's components), webhook (webhookUrl: events in chat-api's shapes), me (the \
+         business profile); GET webhook, status, me, messages?chatId=. Errors as chat-api's \
+         {\"error\"}; a refused send {\"sent\": false, \"message\"} (docs/compat.md).",
+        None,
+        (200, None),
+    ),
+    op(
+        "get",
+        "/chat-api/{method}",
+        Caller::ChatApiToken,
+        "chat-api's short URL: the same methods for the bot's only WhatsApp channel.",
+        None,
+        (200, None),
+    ),
+    op(
+        "post",
+        "/chat-api/{method}",
+        Caller::ChatApiToken,
+        "chat-api's short URL: the same methods for the bot's only WhatsApp channel.",
+        None,
+        (200, None),
+    ),
+    op(
         "post",
         "/api/webchat_apps/{webchat_app_id}/user",
         Caller::BotdistriktDomain,
@@ -961,6 +1005,7 @@ pub(crate) fn document() -> Value {
             Caller::BotdistriktDomain => {
                 operation["security"] = json!([{"botdistriktDomain": []}]);
             }
+            Caller::ChatApiToken => operation["security"] = json!([{"chatApiToken": []}]),
             Caller::Public => {}
         }
         let entry = paths
@@ -987,6 +1032,8 @@ pub(crate) fn document() -> Value {
                                        "description": "BrandChat compatibility: hex HMAC-SHA1 of the raw body keyed with the bot's API key; the bot is named by ?bot=<bot id>"},
                 "botdistriktDomain": {"type": "apiKey", "in": "header", "name": "Authorization",
                                       "description": "BotDistrikt compatibility: the body's domain is the custom channel's domain key; a message's Authorization is the user's raw webchat_id"},
+                "chatApiToken": {"type": "apiKey", "in": "query", "name": "token",
+                                 "description": "chat-api compatibility: any API key or access token of the bot, with the scope the method needs"},
                 "customDomainKey": {"type": "http", "scheme": "bearer",
                                     "description": "A custom channel's domain key"},
                 "partnerKey": {"type": "http", "scheme": "bearer",

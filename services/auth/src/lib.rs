@@ -408,10 +408,13 @@ impl Auth {
         let mut next = self
             .webhook_settings(req.webhook, Some(&current.webhook))
             .await?;
+        // chat-api never challenged a webhook URL, and its clients' endpoints do not answer
+        // one: a chat-api flavoured URL is taken as given (its events are unsigned as there).
         if let Some(url) = next
             .url
             .clone()
             .filter(|u| Some(u) != current.webhook.url.as_ref())
+            .filter(|_| next.flavour != patchbay_contract::WebhookFlavour::ChatApi)
         {
             let subject = self.bus.subjects().rpc(
                 "dispatcher",

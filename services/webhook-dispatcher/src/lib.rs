@@ -406,7 +406,10 @@ impl Dispatcher {
         let Ok(value) = serde_json::from_str::<serde_json::Value>(body) else {
             return Ok((0, None));
         };
-        if !(value.is_array() || value.get("messages").is_some()) {
+        // chat-api's webhook answer "does not matter": nothing in it is sent.
+        if flavour == WebhookFlavour::ChatApi
+            || !(value.is_array() || value.get("messages").is_some())
+        {
             return Ok((0, None));
         }
         let messages = if flavour == WebhookFlavour::Brandchat {
@@ -704,6 +707,22 @@ impl Dispatcher {
                             ("webhook-id", job.event.id.clone()),
                         ];
                         (with_bot(&url, &bot.id), headers, body)
+                    }
+                    WebhookFlavour::ChatApi => {
+                        let Some(body) = patchbay_contract::chat_api::callback_body(
+                            &job.event,
+                            job.reply_address.as_deref(),
+                        ) else {
+                            tracing::debug!(event_id = %job.event.id, "chat-api has no such event; not delivered");
+                            return Ok(Attempted::Skipped);
+                        };
+                        let body = serde_json::to_vec(&body).map_err(HandlerError::reject)?;
+                        // chat-api signs nothing; the event id still lets a receiver dedupe.
+                        (
+                            url.clone(),
+                            vec![("webhook-id", job.event.id.clone())],
+                            body,
+                        )
                     }
                 };
                 let outcome = self.post(&url, headers, body).await;

@@ -769,6 +769,8 @@ pub enum WebhookFlavour {
     Native,
     /// BrandChat's event shapes and `X-Chat-Signature`.
     Brandchat,
+    /// chat-api's (WhatsApp) `{"messages": [...]}` and `{"ack": [...]}` ([`crate::chat_api`]).
+    ChatApi,
 }
 
 /// A secret sealed with the installation's master key, with the end of its validity during a

@@ -237,6 +237,7 @@ fn limit_class(path: &str) -> Option<Class> {
         || under("/brandchat")
         || under("/v1/partner")
         || under("/api/webchat_apps")
+        || under("/chat-api")
     {
         Some(Class::Ingress)
     } else {
