@@ -162,10 +162,6 @@ impl FromRequestParts<Arc<Api>> for BotAuth {
                 .await?
                 .ok_or_else(|| ApiError::unauthorized("invalid API key"))?,
         };
-        let bot = owner
-            .bot
-            .filter(|b| b.enabled)
-            .ok_or_else(|| ApiError::unauthorized("this API key's bot is disabled or deleted"))?;
         let route = parts
             .extensions
             .get::<axum::extract::MatchedPath>()
@@ -173,6 +169,19 @@ impl FromRequestParts<Arc<Api>> for BotAuth {
             .unwrap_or_default();
         // A route without a scope in the table needs every scope (`*`).
         let needed = crate::scopes::required(&parts.method, route).unwrap_or("*");
+        BotAuth::of(owner, needed, &format!("{} {route}", parts.method))
+    }
+}
+
+impl BotAuth {
+    /// The caller a resolved key stands for, when its bot is enabled and the key holds
+    /// `needed` ([`crate::scopes::ANY`]: any key), which `what` (a route, a method) needs:
+    /// 401, or 403 `missing_scope` naming it, otherwise.
+    pub(crate) fn of(owner: KeyOwner, needed: &str, what: &str) -> Result<Self, ApiError> {
+        let bot = owner
+            .bot
+            .filter(|b| b.enabled)
+            .ok_or_else(|| ApiError::unauthorized("this API key's bot is disabled or deleted"))?;
         let scopes = owner.scopes;
         if needed != crate::scopes::ANY
             && !patchbay_contract::scopes::grants(scopes.as_deref(), needed)
@@ -181,8 +190,7 @@ impl FromRequestParts<Arc<Api>> for BotAuth {
                 axum::http::StatusCode::FORBIDDEN,
                 "missing_scope",
                 format!(
-                    "this API key lacks the scope {needed} that {} {route} needs; it has {}",
-                    parts.method,
+                    "this API key lacks the scope {needed} that {what} needs; it has {}",
                     scopes
                         .as_deref()
                         .map_or_else(|| "every scope".to_owned(), |s| s.join(", "))

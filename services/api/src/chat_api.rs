@@ -181,23 +181,7 @@ async fn authenticate(api: &Api, token: &str, needed: &str) -> Result<BotAuth, R
         .await
         .map_err(from_api)?
         .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "Wrong token."))?;
-    let bot = owner
-        .bot
-        .filter(|b| b.enabled)
-        .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "This token's bot is disabled."))?;
-    if !patchbay_contract::scopes::grants(owner.scopes.as_deref(), needed) {
-        return Err(error(
-            StatusCode::FORBIDDEN,
-            format!("This token lacks the scope {needed}."),
-        ));
-    }
-    Ok(BotAuth {
-        bot_id: bot.id.clone(),
-        scopes: owner.scopes,
-        channels: owner.channels,
-        key_id: owner.key_id,
-        agent: owner.agent,
-    })
+    BotAuth::of(owner, needed, "this method").map_err(from_api)
 }
 
 /// The WhatsApp channel the call is for: the instance's, or the bot's only one.

@@ -91,17 +91,13 @@ pub(crate) async fn changes(
     conversation: Option<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>> + use<>>, ConsoleError> {
     let s = console.bus.subjects();
-    let dispatch = subscribe(
-        console,
-        s.dispatch(bot_id).map_err(|_| ConsoleError::Internal)?,
-    )
-    .await?;
+    let dispatch_subject = s.dispatch(bot_id).map_err(|_| ConsoleError::Internal)?;
+    let dispatch = subscribe(console, dispatch_subject.clone()).await?;
     let status = subscribe(
         console,
         s.status(bot_id).map_err(|_| ConsoleError::Internal)?,
     )
     .await?;
-    let dispatch_subject = s.dispatch(bot_id).map_err(|_| ConsoleError::Internal)?;
     Ok(stream(
         futures::stream::select(dispatch, status),
         "changed",

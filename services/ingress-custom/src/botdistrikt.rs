@@ -19,7 +19,6 @@ use patchbay_custom::{CustomCredentials, CustomFlavour, token};
 use patchbay_runtime::ApiError;
 use patchbay_runtime::http::read_body;
 use serde::de::DeserializeOwned;
-use subtle::ConstantTimeEq;
 
 use crate::{Ingress, deliver, invalid, outcome, refused};
 
@@ -56,7 +55,7 @@ async fn body<T: DeserializeOwned>(headers: &HeaderMap, req: Request) -> Result<
 
 /// Refuses a `domain` that is not the channel's domain key.
 fn check_domain(creds: &CustomCredentials, domain: &str) -> Result<(), ApiError> {
-    if domain.is_empty() || !bool::from(domain.as_bytes().ct_eq(creds.domain_key.as_bytes())) {
+    if !creds.is_domain_key(domain) {
         return Err(refused(
             StatusCode::UNAUTHORIZED,
             "invalid_domain",

@@ -54,7 +54,6 @@ use patchbay_custom::users::{Claim, Users};
 use patchbay_custom::{registration, token};
 use patchbay_runtime::http::{bearer_token, parse_json, read_body};
 use patchbay_runtime::{ApiError, BoxError, Deps, Service};
-use subtle::ConstantTimeEq;
 
 struct Ingress {
     bus: Bus,
@@ -231,7 +230,7 @@ async fn register(
         outcome("unauthorized");
         ApiError::unauthorized("send Authorization: Bearer <the channel's domain key>")
     })?;
-    if !bool::from(given.as_bytes().ct_eq(creds.domain_key.as_bytes())) {
+    if !creds.is_domain_key(given) {
         outcome("unauthorized");
         return Err(ApiError::unauthorized("wrong domain key"));
     }

@@ -19,7 +19,7 @@ use crate::Console;
 use crate::api::Call;
 use crate::page::{ConsoleError, Nav, render};
 use crate::session::{Posted, Role, Session, Signed};
-use crate::views::{id_ok, q, time};
+use crate::views::{Items, Notice, id_ok, q, time};
 
 const PEOPLE: &[Role] = &[Role::Agent, Role::Developer];
 
@@ -48,11 +48,6 @@ pub(crate) fn routes() -> Router<Arc<Console>> {
             "/console/conversations/{conversation_id}/reply",
             post(reply),
         )
-}
-
-#[derive(Deserialize)]
-struct Items<T> {
-    items: Vec<T>,
 }
 
 /// One conversation of the inbox.
@@ -283,12 +278,6 @@ async fn lines(
         .await?;
     // Oldest first, as a chat reads.
     Ok(page.messages.into_iter().rev().map(Line::of).collect())
-}
-
-#[derive(Deserialize)]
-struct Notice {
-    #[serde(default)]
-    done: Option<String>,
 }
 
 async fn conversation(

@@ -22,7 +22,7 @@ use crate::Console;
 use crate::api::Call;
 use crate::page::{ConsoleError, Nav, render, render_with};
 use crate::session::{Posted, Role, Signed};
-use crate::views::{id_ok, q, time};
+use crate::views::{Items, Notice, id_ok, q, time};
 
 pub(crate) fn routes() -> Router<Arc<Console>> {
     Router::new()
@@ -39,11 +39,6 @@ pub(crate) fn routes() -> Router<Arc<Console>> {
         .route("/console/bot/journey", get(journey))
         .route("/console/bot/agents", get(agents).post(invite))
         .route("/console/bot/agents/{agent_id}/revoke", post(revoke))
-}
-
-#[derive(Deserialize)]
-struct Items<T> {
-    items: Vec<T>,
 }
 
 /// One minute of the chart.
@@ -144,12 +139,6 @@ struct OverviewPage {
     bars: Vec<Bar>,
     top: u32,
     notice: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Notice {
-    #[serde(default)]
-    done: Option<String>,
 }
 
 async fn overview(

@@ -77,6 +77,19 @@ async fn js() -> Response {
     )
 }
 
+/// A listing as the API answers it (`{"items": [...]}`).
+#[derive(serde::Deserialize)]
+pub(crate) struct Items<T> {
+    pub(crate) items: Vec<T>,
+}
+
+/// The query of a page a form redirected to: what was done, for its notice.
+#[derive(serde::Deserialize)]
+pub(crate) struct Notice {
+    #[serde(default)]
+    pub(crate) done: Option<String>,
+}
+
 /// Percent-encodes a query value.
 pub(crate) fn q(value: &str) -> String {
     serde_urlencoded::to_string([("", value)])

@@ -19,7 +19,7 @@ use crate::Console;
 use crate::api::Call;
 use crate::page::{ConsoleError, Nav, render, render_with};
 use crate::session::{Posted, Role, Session, Signed};
-use crate::views::{id_ok, time};
+use crate::views::{Items, Notice, id_ok, time};
 
 pub(crate) fn routes() -> Router<Arc<Console>> {
     Router::new()
@@ -36,11 +36,6 @@ pub(crate) fn routes() -> Router<Arc<Console>> {
             "/console/bots/{bot_id}/channels/{channel_id}/state",
             post(set_channel_state),
         )
-}
-
-#[derive(Deserialize)]
-struct Items<T> {
-    items: Vec<T>,
 }
 
 #[derive(Template)]
@@ -166,12 +161,6 @@ struct BotPage {
     platforms: Vec<&'static str>,
     fallbacks: Vec<(String, String)>,
     notice: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Notice {
-    #[serde(default)]
-    done: Option<String>,
 }
 
 async fn find_bot(

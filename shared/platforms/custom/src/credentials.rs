@@ -133,6 +133,15 @@ pub struct CustomCredentials {
     pub flavour: Option<CustomFlavour>,
 }
 
+impl CustomCredentials {
+    /// Whether `given` is the channel's domain key (compared in constant time; never an
+    /// empty one).
+    pub fn is_domain_key(&self, given: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        !given.is_empty() && bool::from(given.as_bytes().ct_eq(self.domain_key.as_bytes()))
+    }
+}
+
 /// The [`patchbay_platform::PlatformSpec::credentials`] of custom channels: the given fields
 /// checked, then a domain key and a registration secret (unless given), the users' token key
 /// and an event webhook secret generated. The generated domain key, registration secret and
