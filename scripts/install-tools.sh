@@ -159,6 +159,22 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
 fi
+# The seed systems' own SDKs, run unchanged against Patchbay by the compatibility tests:
+# Web1on1's Node.js SDK (chipchat, pinned by tests/sdk/web1on1/package-lock.json) when Node.js
+# is on the machine (the test says it skipped otherwise).
+SDK="$TOOLS/sdk"
+if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+  if ! cmp -s "$ROOT/tests/sdk/web1on1/package-lock.json" "$SDK/web1on1/package-lock.json" \
+      || [ ! -f "$SDK/web1on1/node_modules/chipchat/package.json" ]; then
+    echo "installing the chipchat SDK (tests/sdk/web1on1) into .tools/sdk/web1on1"
+    mkdir -p "$SDK/web1on1"
+    cp "$ROOT/tests/sdk/web1on1/package.json" "$ROOT/tests/sdk/web1on1/package-lock.json" "$SDK/web1on1/"
+    (cd "$SDK/web1on1" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  fi
+  echo "chipchat: $(node -p "require('$SDK/web1on1/node_modules/chipchat/package.json').version")"
+else
+  echo "chipchat: skipped (no Node.js; tests/tests/web1on1.rs says so when it runs)"
+fi
 echo "postgres: $(pg_bin)"
 echo "nats-server: $("$TOOLS/bin/nats-server" --version)"
 if [ -e "$TOOLS/bin/kubectl" ]; then KUBECTL="$TOOLS/bin/kubectl"; else KUBECTL="$(command -v kubectl)"; fi

@@ -773,6 +773,31 @@ impl Stack {
         .await
     }
 
+    /// [`Stack::whatsapp_bot`] with the bot named `name` (Web1on1 payloads name their
+    /// organisation by the bot's name).
+    pub async fn whatsapp_bot_named(
+        &self,
+        name: &str,
+        phone_number_id: &str,
+        app_secret: &str,
+    ) -> MetaBot {
+        let token = format!("EAAG{}", patchbay_testkit::unique_prefix());
+        self.graph.add_phone_number(phone_number_id, &token);
+        let creds = json!({"phone_number_id": phone_number_id, "access_token": token,
+                           "app_secret": app_secret,
+                           "verify_token": format!("vt-{phone_number_id}")});
+        let (status, bot) = self
+            .post(
+                &format!("{}/admin/v1/bots", self.api_url()),
+                self.admin_token(),
+                &json!({"name": name, "webhook": {"url": self.tenant.url(), "flavour": "native"}}),
+            )
+            .await;
+        assert_eq!(status, 201, "create bot: {bot}");
+        self.meta_channel(bot, "whatsapp", creds, phone_number_id, &token, app_secret)
+            .await
+    }
+
     async fn meta_bot(
         &self,
         platform: &str,
@@ -783,6 +808,19 @@ impl Stack {
         events: Option<Vec<&str>>,
     ) -> MetaBot {
         let bot = self.create_bot(None, &self.tenant.url(), events).await;
+        self.meta_channel(bot, platform, credentials, route_id, token, app_secret)
+            .await
+    }
+
+    async fn meta_channel(
+        &self,
+        bot: Value,
+        platform: &str,
+        credentials: Value,
+        route_id: &str,
+        token: &str,
+        app_secret: &str,
+    ) -> MetaBot {
         let id = bot["id"].as_str().unwrap().to_owned();
         let ch = self
             .add_channel(

@@ -264,7 +264,7 @@ async fn no_route_lets_a_caller_past_its_rights() {
             assert_eq!(status, 401, "{method} {path} without credentials: {answer}");
             let wrong = match scheme.as_str() {
                 "operatorToken" => Some(attacker.api_key.clone()),
-                "botApiKey" => Some(stack.admin_token().to_owned()),
+                "botApiKey" | "web1on1Token" => Some(stack.admin_token().to_owned()),
                 "customDomainKey" | "customUserToken" | "partnerKey" => {
                     Some(attacker.api_key.clone())
                 }
@@ -378,16 +378,33 @@ async fn no_route_lets_a_caller_past_its_rights() {
             Some(json!({"user_id": attacker_user, "messages": [
                 {"type": "image", "media_id": b.media_id}]})),
         ),
+        (
+            "get",
+            format!("/web1on1/v2/conversations/{}", b.conversation_id),
+            None,
+        ),
+        (
+            "post",
+            format!("/web1on1/v2/conversations/{}/messages", b.conversation_id),
+            Some(json!({"text": "x"})),
+        ),
+        // B's bot named as the organisation of a send with A's key.
+        (
+            "post",
+            "/web1on1/v2/conversations".into(),
+            Some(json!({"organization": b.bot.id, "type": "contact",
+                        "contact": {"profile": {"telephone": "+31619626759"}},
+                        "messages": [{"text": "x"}]})),
+        ),
     ];
     let parametrised: BTreeSet<String> = paths
         .iter()
         .filter(|(p, ops)| {
             p.contains('{')
-                && ops
-                    .as_object()
-                    .unwrap()
-                    .values()
-                    .any(|op| op["security"][0].get("botApiKey").is_some())
+                && ops.as_object().unwrap().values().any(|op| {
+                    op["security"][0].get("botApiKey").is_some()
+                        || op["security"][0].get("web1on1Token").is_some()
+                })
         })
         .map(|(p, _)| p.clone())
         .collect();
@@ -409,6 +426,8 @@ async fn no_route_lets_a_caller_past_its_rights() {
         "/v1/channels/{channel_id}/try",
         "/v1/apps/{app_id}",
         "/v1/apps/{app_id}/enable",
+        "/web1on1/v2/conversations/{conversation_id}",
+        "/web1on1/v2/conversations/{conversation_id}/messages",
     ]
     .into_iter()
     .map(str::to_owned)
@@ -422,7 +441,8 @@ async fn no_route_lets_a_caller_past_its_rights() {
             .call(method, path, Some(&attacker.api_key), body.as_ref())
             .await;
         assert!(
-            [404, 410, 422].contains(&status),
+            [403, 404, 410, 422].contains(&status)
+                && (status != 403 || answer["error"]["code"] == "organization_mismatch"),
             "{method} {path} with another bot's resource answered {status}: {answer}"
         );
         assert!(

@@ -39,6 +39,7 @@ mod telegram_e2e;
 mod templates;
 mod tokens;
 mod viber_e2e;
+mod web1on1;
 mod wechat_e2e;
 mod whatsapp_e2e;
 mod windows;

@@ -102,24 +102,24 @@ fn new_contact_target(
     Ok(channel.and_then(|c| Some((c.clone(), user_on(c)?))))
 }
 
-pub(crate) async fn upsert(
-    bot: BotAuth,
-    State(api): State<Arc<Api>>,
-    headers: HeaderMap,
-    ApiJson(body): ApiJson<UpsertBody>,
-) -> Result<(StatusCode, axum::Json<Upserted>), ApiError> {
-    let contact = body
-        .contact
+/// Finds the bot's contact by phone or e-mail, or creates them on a channel that can reach
+/// them (`channel_id`, else as the module says).
+pub(crate) async fn find_or_create(
+    api: &Api,
+    bot: &BotAuth,
+    contact: Contact,
+    channel_id: Option<&str>,
+) -> Result<UpsertedContact, ApiError> {
+    let contact = contact
         .normalised()
         .map_err(|e| unprocessable(e.to_string()))?;
-    check_messages(&body.messages, 0)?;
     let record = api
         .view
         .bot(&bot.bot_id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no bot {}", bot.bot_id)))?;
-    let target = new_contact_target(&record.channels, body.channel_id.as_deref(), &contact)?;
-    if let Some(c) = &body.channel_id {
+    let target = new_contact_target(&record.channels, channel_id, &contact)?;
+    if let Some(c) = channel_id {
         bot.may_send_through(c)?;
     }
     let (channel, platform_user_id) = target.unzip();
@@ -130,7 +130,17 @@ pub(crate) async fn upsert(
         channel,
         platform_user_id,
     };
-    let found: UpsertedContact = ask(&api, "router", router_ops::UPSERT_CONTACT, &req).await?;
+    ask(api, "router", router_ops::UPSERT_CONTACT, &req).await
+}
+
+pub(crate) async fn upsert(
+    bot: BotAuth,
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<UpsertBody>,
+) -> Result<(StatusCode, axum::Json<Upserted>), ApiError> {
+    check_messages(&body.messages, 0)?;
+    let found = find_or_create(&api, &bot, body.contact, body.channel_id.as_deref()).await?;
     let (source, source_id) = bot.source(body.source, body.source_id)?;
     let send = if body.messages.is_empty() {
         None

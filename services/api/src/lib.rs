@@ -55,6 +55,7 @@ mod scopes;
 mod settings;
 mod templates;
 mod users;
+mod web1on1;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -234,6 +235,7 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             .merge(partners::routes())
             .merge(agents::routes())
             .merge(chat_api::routes())
+            .merge(web1on1::routes())
             .route(
                 "/openapi.json",
                 axum::routing::get(|| async { axum::Json(openapi::document()) }),

@@ -104,16 +104,33 @@ fn set(headers: &mut HeaderMap, name: &'static str, value: u64) {
     }
 }
 
-/// Applies the calling bot's limit to `/v1` requests; others pass (the handlers' own
-/// authentication answers a missing or wrong key).
-pub(crate) async fn limit(State(api): State<Arc<Api>>, mut req: Request, next: Next) -> Response {
-    if !req.uri().path().starts_with("/v1/") {
-        return next.run(req).await;
+/// The bot credential a request carries, where the routes take one: a Bearer on `/v1`, the
+/// key a Web1on1 token wraps (or the Bearer) on `/web1on1`, `?token=` on `/chat-api`.
+fn credential(req: &Request) -> Option<String> {
+    let path = req.uri().path();
+    if path.starts_with("/v1/") {
+        bearer_token(req.headers()).map(str::to_owned)
+    } else if path.starts_with("/web1on1/") {
+        crate::web1on1::credential(bearer_token(req.headers())?).ok()
+    } else if path.starts_with("/chat-api/") {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(req.uri().query()?).ok()?;
+        pairs
+            .into_iter()
+            .find(|(k, v)| k == "token" && !v.is_empty())
+            .map(|(_, v)| v)
+    } else {
+        None
     }
-    let Some(key) = bearer_token(req.headers()) else {
+}
+
+/// Applies the calling bot's limit to the requests of its credentials (`/v1`, and the
+/// compatibility routes that take one); others pass (the handlers' own authentication
+/// answers a missing or wrong key).
+pub(crate) async fn limit(State(api): State<Arc<Api>>, mut req: Request, next: Next) -> Response {
+    let Some(key) = credential(&req) else {
         return next.run(req).await;
     };
-    let Ok(Some(owner)) = key_owner(&api, key).await else {
+    let Ok(Some(owner)) = key_owner(&api, &key).await else {
         return next.run(req).await;
     };
     let Some(bot) = owner.bot.clone() else {

@@ -40,6 +40,9 @@ pub(crate) enum Caller {
     BotdistriktDomain,
     /// chat-api compatibility: a credential of the bot as `?token=`.
     ChatApiToken,
+    /// Web1on1 compatibility: a Bearer JWT of `/web1on1/v2/auth/token`, or any credential of
+    /// the bot.
+    Web1on1Token,
     /// Anyone.
     Public,
 }
@@ -714,6 +717,48 @@ pub(crate) const OPERATIONS: &[Operation] = &[
     ),
     op(
         "post",
+        "/web1on1/v2/auth/token",
+        Caller::Public,
+        "Web1on1 compatibility (the chipchat SDK): {clientId, refreshToken} renews a token pair \
+         as the SDK does on 401 jwt expired; {apiKey} exchanges a bot's API key (or wraps a \
+         partner's installation token). Answers {token (a JWT wrapping a Patchbay access \
+         token), refreshToken, expiresIn}. 401 as POST /v1/auth/token.",
+        Some(schema::<crate::web1on1::TokenBody>),
+        (200, None),
+    ),
+    op(
+        "post",
+        "/web1on1/v2/conversations",
+        Caller::Web1on1Token,
+        "Web1on1's conversation upsert: organization (the caller's tenant id, bot id or bot \
+         name), type contact, contact.profile (telephone and/or email, name), 1 to 10 messages \
+         (field messages set contact fields, chat messages with meta.template send a registry \
+         template by id or name, /accept, /join, /leave pass the conversation). 201 when the \
+         contact is new, 200 when found; the conversation with the messages sent. Scope \
+         messages:send; 403 organization_mismatch.",
+        Some(schema::<crate::web1on1::UpsertBody>),
+        (201, None),
+    ),
+    op(
+        "get",
+        "/web1on1/v2/conversations/{conversation_id}",
+        Caller::Web1on1Token,
+        "Web1on1 compatibility: a conversation and its contact (profile, fields as meta). \
+         Scope messages:read.",
+        None,
+        (200, None),
+    ),
+    op(
+        "post",
+        "/web1on1/v2/conversations/{conversation_id}/messages",
+        Caller::Web1on1Token,
+        "Web1on1 compatibility: post one message (answered as one) or an array, as in the \
+         upsert. Scope messages:send.",
+        None,
+        (201, None),
+    ),
+    op(
+        "post",
         "/api/webchat_apps/{webchat_app_id}/user",
         Caller::BotdistriktDomain,
         "BotDistrikt compatibility (custom channels of the botdistrikt flavour, served by \
@@ -1006,6 +1051,7 @@ pub(crate) fn document() -> Value {
                 operation["security"] = json!([{"botdistriktDomain": []}]);
             }
             Caller::ChatApiToken => operation["security"] = json!([{"chatApiToken": []}]),
+            Caller::Web1on1Token => operation["security"] = json!([{"web1on1Token": []}]),
             Caller::Public => {}
         }
         let entry = paths
@@ -1034,6 +1080,8 @@ pub(crate) fn document() -> Value {
                                       "description": "BotDistrikt compatibility: the body's domain is the custom channel's domain key; a message's Authorization is the user's raw webchat_id"},
                 "chatApiToken": {"type": "apiKey", "in": "query", "name": "token",
                                  "description": "chat-api compatibility: any API key or access token of the bot, with the scope the method needs"},
+                "web1on1Token": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                                 "description": "Web1on1 compatibility: the token of POST /web1on1/v2/auth/token (a JWT wrapping an access token), or any credential of the bot"},
                 "customDomainKey": {"type": "http", "scheme": "bearer",
                                     "description": "A custom channel's domain key"},
                 "partnerKey": {"type": "http", "scheme": "bearer",

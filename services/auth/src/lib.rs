@@ -408,13 +408,14 @@ impl Auth {
         let mut next = self
             .webhook_settings(req.webhook, Some(&current.webhook))
             .await?;
-        // chat-api never challenged a webhook URL, and its clients' endpoints do not answer
-        // one: a chat-api flavoured URL is taken as given (its events are unsigned as there).
+        // A URL answers its flavour's challenge. chat-api never challenged a webhook URL, and
+        // its clients' endpoints do not answer one: such a URL is taken as given (its events
+        // are unsigned as there).
         if let Some(url) = next
             .url
             .clone()
             .filter(|u| Some(u) != current.webhook.url.as_ref())
-            .filter(|_| next.flavour != patchbay_contract::WebhookFlavour::ChatApi)
+            .filter(|_| next.flavour.challenge() != patchbay_contract::Challenge::None)
         {
             let subject = self.bus.subjects().rpc(
                 "dispatcher",
@@ -424,6 +425,7 @@ impl Auth {
                 v: V1,
                 url,
                 verify_token,
+                flavour: next.flavour,
             };
             // The verify token is the tenant's secret.
             self.bus

@@ -36,18 +36,35 @@ pub struct InboundRecord(pub Arc<InboundEvent>);
 /// One statement for a batch of inbound events (see [`record_inbound`]): the de-duplication
 /// rows first, then, for the events not dispatched already, the users, their conversations
 /// (the window) and the messages; one answer row per event, numbered `i` from 1.
+///
+/// A user is keyed by their platform id, with one exception (`user_key`): a contact the bot
+/// created by phone number before they ever wrote (keyed by the number, `POST
+/// /v1/conversations`) who now writes under another id at the same address (WhatsApp's
+/// business-scoped user id beside their number) stays that contact, unless a user of that id
+/// exists already.
 const RECORD_INBOUND: &str = "
-with t as (
+with t0 as (
     select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                          $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
                          $12::text[], $13::text[], $14::boolean[], $15::timestamptz[],
                          $16::text[], $17::text[], $18::text[], $19::timestamptz[],
                          $20::text[], $21::text[], $22::jsonb[])
-        with ordinality as t(dedupe_key, event_id, bot_id, event_type, user_id, channel_id,
+        with ordinality as t0(dedupe_key, event_id, bot_id, event_type, user_id, channel_id,
                              platform, platform_user_id, address, display_name, username,
                              locale, avatar_url, subscribed, occurred_at, email, phone,
                              conversation_id, window_opened, message_id, platform_message_id,
                              content, i)),
+t as (
+    select t0.*, coalesce(
+        (select p.platform_user_id from users p
+         where t0.address <> t0.platform_user_id
+           and p.channel_id = t0.channel_id and p.platform_user_id = t0.address
+           and p.address = p.platform_user_id and p.phone is not null
+           and not exists (select 1 from users q
+                           where q.channel_id = t0.channel_id
+                             and q.platform_user_id = t0.platform_user_id)),
+        t0.platform_user_id) as user_key
+    from t0),
 ie as (
     insert into inbound_events as e (dedupe_key, event_id, bot_id, event_type)
     select dedupe_key, event_id, bot_id, event_type from t
@@ -57,7 +74,7 @@ u as (
     insert into users as x (id, bot_id, channel_id, platform, platform_user_id, address,
                             display_name, username, locale, avatar_url, subscribed,
                             last_seen_at, email, phone)
-    select t.user_id, t.bot_id, t.channel_id, t.platform, t.platform_user_id, t.address,
+    select t.user_id, t.bot_id, t.channel_id, t.platform, t.user_key, t.address,
            t.display_name, t.username, t.locale, t.avatar_url, t.subscribed, t.occurred_at,
            t.email, t.phone
     from t join ie on ie.dedupe_key = t.dedupe_key
@@ -78,7 +95,7 @@ c as (
     insert into conversations as v (id, bot_id, user_id, last_inbound_at, user_wrote_at)
     select t.conversation_id, t.bot_id, u.id, t.window_opened,
            case when t.content is not null then now() end
-    from t join u on u.channel_id = t.channel_id and u.platform_user_id = t.platform_user_id
+    from t join u on u.channel_id = t.channel_id and u.platform_user_id = t.user_key
     on conflict (user_id) do update set
         last_inbound_at = greatest(v.last_inbound_at, excluded.last_inbound_at),
         user_wrote_at = coalesce(excluded.user_wrote_at, v.user_wrote_at)
@@ -89,14 +106,14 @@ m as (
     select t.message_id, c.id, t.bot_id, 'inbound', ie.event_id, t.platform_message_id,
            t.content, 'received', t.occurred_at
     from t join ie on ie.dedupe_key = t.dedupe_key
-           join u on u.channel_id = t.channel_id and u.platform_user_id = t.platform_user_id
+           join u on u.channel_id = t.channel_id and u.platform_user_id = t.user_key
            join c on c.user_id = u.id
     where t.content is not null and ie.event_id = t.event_id
     on conflict (id) do nothing)
 select t.i, ie.event_id, ie.dispatched_at, u.id as user_id, u.display_name, u.username,
        u.locale, u.fields, c.id as conversation_id, c.handled_by
 from t join ie on ie.dedupe_key = t.dedupe_key
-       left join u on u.channel_id = t.channel_id and u.platform_user_id = t.platform_user_id
+       left join u on u.channel_id = t.channel_id and u.platform_user_id = t.user_key
        left join c on c.user_id = u.id
 order by t.i";
 
@@ -1090,20 +1107,20 @@ pub async fn upsert_contact(
 
 /// A page of a conversation's messages, newest first; 404 when it is not the bot's.
 pub async fn history(pool: &PgPool, req: &HistoryRequest) -> Result<HistoryPage, RpcError> {
-    let owned: Option<String> =
-        sqlx::query_scalar("select id from conversations where id = $1 and bot_id = $2")
+    let owner: Option<String> =
+        sqlx::query_scalar("select user_id from conversations where id = $1 and bot_id = $2")
             .bind(&req.conversation_id)
             .bind(&req.bot_id)
             .fetch_optional(pool)
             .await
             .map_err(rpc_db)?;
-    if owned.is_none() {
+    let Some(user_id) = owner else {
         return Err(RpcError::new(
             404,
             "not_found",
             format!("this bot has no conversation {}", req.conversation_id),
         ));
-    }
+    };
     let limit = i64::from(req.limit.clamp(1, 200));
     let rows = sqlx::query(
         "select id, direction, content, status, source, platform_message_id, error, created_at
@@ -1143,6 +1160,7 @@ pub async fn history(pool: &PgPool, req: &HistoryRequest) -> Result<HistoryPage,
         .then(|| messages.last().map(|m| m.id.clone()))
         .flatten();
     Ok(HistoryPage {
+        user_id: Some(user_id),
         messages,
         next_cursor,
     })

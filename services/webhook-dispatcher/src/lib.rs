@@ -286,6 +286,25 @@ impl Dispatcher {
             .map_err(HandlerError::reject)
     }
 
+    /// The bot's newest signing secret, as the tenant holds it (one signature only: Web1on1's
+    /// `X-Hub-Signature` carries one).
+    fn newest_secret(&self, bot: &BotRecord) -> Result<String, HandlerError> {
+        let now = chrono::Utc::now();
+        let sealed = bot
+            .webhook_secrets
+            .iter()
+            .rev()
+            .find(|s| s.expires_at.is_none_or(|t| t > now))
+            .ok_or_else(|| {
+                HandlerError::retry(format!("bot {} has no valid signing secret", bot.id))
+            })?;
+        let secret = self
+            .key
+            .open(&bot.id, &sealed.sealed)
+            .map_err(|e| HandlerError::retry(format!("bot {}: {e}", bot.id)))?;
+        Ok(String::from_utf8_lossy(&secret).into_owned())
+    }
+
     fn signatures(
         &self,
         bot: &BotRecord,
@@ -412,7 +431,29 @@ impl Dispatcher {
         {
             return Ok((0, None));
         }
-        let messages = if flavour == WebhookFlavour::Brandchat {
+        let messages = if flavour == WebhookFlavour::Web1on1 {
+            // Web1on1's answer: `{"token": …, "messages": [{"text": …}, …]}`.
+            let given = value["messages"].as_array().cloned().unwrap_or_default();
+            let mut out = Vec::with_capacity(given.len());
+            for (i, m) in given.iter().enumerate() {
+                match patchbay_contract::web1on1::translate(m) {
+                    Ok(patchbay_contract::web1on1::Translated::Send(c)) => out.push(c),
+                    Ok(_) => {
+                        return Ok((
+                            0,
+                            Some(format!(
+                                "inline reply ignored: messages[{i}]: templates and commands \
+                                 go through POST /web1on1/v2/conversations/{{id}}/messages"
+                            )),
+                        ));
+                    }
+                    Err(e) => {
+                        return Ok((0, Some(format!("inline reply ignored: messages[{i}]: {e}"))));
+                    }
+                }
+            }
+            out
+        } else if flavour == WebhookFlavour::Brandchat {
             // BrandChat's reply: a JSON array of its messages, all valid or none sent.
             match serde_json::from_value::<Vec<patchbay_contract::brandchat::BrandchatMessage>>(
                 value,
@@ -707,6 +748,25 @@ impl Dispatcher {
                             ("webhook-id", job.event.id.clone()),
                         ];
                         (with_bot(&url, &bot.id), headers, body)
+                    }
+                    WebhookFlavour::Web1on1 => {
+                        let Some(body) =
+                            patchbay_contract::web1on1::callback_body(&job.event, &bot.tenant_id)
+                        else {
+                            tracing::debug!(event_id = %job.event.id, "Web1on1 has no such event; not delivered");
+                            return Ok(Attempted::Skipped);
+                        };
+                        let body = serde_json::to_vec(&body).map_err(HandlerError::reject)?;
+                        let secret = self.newest_secret(&bot)?;
+                        let signature = format!(
+                            "sha1={}",
+                            patchbay_platform::webhook::chat_signature(&secret, &body)
+                        );
+                        let headers = vec![
+                            (patchbay_contract::web1on1::SIGNATURE_HEADER, signature),
+                            ("webhook-id", job.event.id.clone()),
+                        ];
+                        (url.clone(), headers, body)
                     }
                     WebhookFlavour::ChatApi => {
                         let Some(body) = patchbay_contract::chat_api::callback_body(
@@ -1066,10 +1126,19 @@ impl Dispatcher {
             return Err(failed(why));
         }
         let challenge = patchbay_contract::ids::new_id("chl");
-        url.query_pairs_mut()
-            .append_pair("hub.mode", "subscribe")
-            .append_pair("hub.challenge", &challenge)
-            .append_pair("hub.verify_token", &r.verify_token);
+        match r.flavour.challenge() {
+            patchbay_contract::Challenge::TypeSubscribe => {
+                url.query_pairs_mut()
+                    .append_pair("type", "subscribe")
+                    .append_pair("challenge", &challenge);
+            }
+            patchbay_contract::Challenge::Hub | patchbay_contract::Challenge::None => {
+                url.query_pairs_mut()
+                    .append_pair("hub.mode", "subscribe")
+                    .append_pair("hub.challenge", &challenge)
+                    .append_pair("hub.verify_token", &r.verify_token);
+            }
+        }
         let mut response = self
             .http
             .get(url)
@@ -1093,7 +1162,7 @@ impl Dispatcher {
         }
         if String::from_utf8_lossy(&buf).trim() != challenge {
             return Err(failed(
-                "did not answer with the hub.challenge value as its body".into(),
+                "did not answer with the challenge value as its body".into(),
             ));
         }
         tracing::info!(url = %r.url, "callback endpoint verified");

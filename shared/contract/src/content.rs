@@ -230,7 +230,7 @@ pub const NATIVE_MAX_BYTES: usize = 64 << 10;
 /// own file id (what inbound media carry). In the events Patchbay delivers, media a user sent
 /// also carry `media_id` and `download_url`, where the bot fetches the file with its API key
 /// (`GET /v1/media/{media_id}`): platform file ids are of no use outside Patchbay.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Media {
     /// A URL the platform can fetch.

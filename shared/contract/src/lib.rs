@@ -21,6 +21,7 @@ pub mod scopes;
 pub mod subjects;
 pub mod templates;
 pub mod topology;
+pub mod web1on1;
 pub mod windows;
 pub mod wire;
 

@@ -771,6 +771,31 @@ pub enum WebhookFlavour {
     Brandchat,
     /// chat-api's (WhatsApp) `{"messages": [...]}` and `{"ack": [...]}` ([`crate::chat_api`]).
     ChatApi,
+    /// Web1on1's webhook body and event names, `X-Hub-Signature` ([`crate::web1on1`]).
+    Web1on1,
+}
+
+/// How a new callback URL proves it wants the bot's events before it is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenge {
+    /// `GET ?hub.mode=subscribe&hub.challenge=…&hub.verify_token=…`, answered with the
+    /// challenge (Meta's form).
+    Hub,
+    /// `GET ?type=subscribe&challenge=…`, answered with the challenge (Web1on1's form).
+    TypeSubscribe,
+    /// None: the system it imitates never checked a URL (chat-api).
+    None,
+}
+
+impl WebhookFlavour {
+    /// How a URL of this flavour is checked.
+    pub fn challenge(self) -> Challenge {
+        match self {
+            WebhookFlavour::Native | WebhookFlavour::Brandchat => Challenge::Hub,
+            WebhookFlavour::Web1on1 => Challenge::TypeSubscribe,
+            WebhookFlavour::ChatApi => Challenge::None,
+        }
+    }
 }
 
 /// A secret sealed with the installation's master key, with the end of its validity during a
@@ -1988,6 +2013,9 @@ pub struct VerifyEndpointRequest {
     pub url: String,
     /// The verify token to send.
     pub verify_token: String,
+    /// The flavour whose challenge it must answer ([`WebhookFlavour::challenge`]).
+    #[serde(default)]
+    pub flavour: WebhookFlavour,
 }
 
 /// Create a bot.
@@ -2487,6 +2515,9 @@ pub struct HistoryMessage {
 /// Answer of a history request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct HistoryPage {
+    /// The conversation's user (`usr_…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
     /// The messages, newest first.
     pub messages: Vec<HistoryMessage>,
     /// Pass as `before` for the next (older) page; absent on the last page.

@@ -216,8 +216,8 @@ enum Class {
     /// `/admin/…` and `/go/…`: the operator API and people's browsers.
     Public,
     /// Platforms' webhooks, custom channels' apps, platforms fetching bots' files (`/media`)
-    /// BrandChat clients (`/brandchat`) and BotDistrikt clients (`/api/webchat_apps`):
-    /// machines, at machine rates.
+    /// BrandChat clients (`/brandchat`), BotDistrikt clients (`/api/webchat_apps`), chat-api
+    /// and Web1on1 clients (`/chat-api`, `/web1on1`): machines, at machine rates.
     Ingress,
 }
 
@@ -229,7 +229,11 @@ fn limit_class(path: &str) -> Option<Class> {
     // The token exchange has no Bearer, so no bot's request limit: its callers are limited
     // by address as the other public routes are. So are partners (a partner's key is no
     // bot's), at machine rates.
-    if under("/admin") || under("/go") || path == "/v1/auth/token" {
+    if under("/admin")
+        || under("/go")
+        || path == "/v1/auth/token"
+        || path == "/web1on1/v2/auth/token"
+    {
         Some(Class::Public)
     } else if under("/webhooks")
         || under("/v1/custom")
@@ -238,6 +242,7 @@ fn limit_class(path: &str) -> Option<Class> {
         || under("/v1/partner")
         || under("/api/webchat_apps")
         || under("/chat-api")
+        || under("/web1on1")
     {
         Some(Class::Ingress)
     } else {

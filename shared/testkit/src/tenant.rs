@@ -64,6 +64,7 @@ struct Inner {
     delay: Arc<Mutex<Duration>>,
     headers: Arc<Mutex<Vec<(String, String)>>>,
     verify_token: Arc<Mutex<Option<String>>>,
+    type_subscribe: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The fake tenant. Stops when dropped.
@@ -87,6 +88,7 @@ impl FakeTenant {
             delay: Arc::default(),
             headers: Arc::default(),
             verify_token: Arc::default(),
+            type_subscribe: Arc::default(),
         };
         let app = axum::Router::new()
             .route("/hook", post(receive).get(challenge))
@@ -122,6 +124,14 @@ impl FakeTenant {
     /// `hub.verify_token` is `token`; until this is called, every challenge is refused.
     pub fn expect_verify_token(&self, token: &str) {
         *self.inner.verify_token.lock().expect("lock") = Some(token.to_owned());
+    }
+
+    /// Answers Web1on1's challenge (`GET` with `type=subscribe&challenge=…`) as the `chipchat`
+    /// SDK's router does; until this is called, such a challenge is refused.
+    pub fn answer_type_subscribe(&self) {
+        self.inner
+            .type_subscribe
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Waits this long before answering each request (a slow endpoint).
@@ -199,6 +209,13 @@ async fn challenge(
     State(s): State<Inner>,
     Query(q): Query<std::collections::HashMap<String, String>>,
 ) -> Response {
+    if q.get("type").map(String::as_str) == Some("subscribe") {
+        let on = s.type_subscribe.load(std::sync::atomic::Ordering::SeqCst);
+        return match q.get("challenge") {
+            Some(c) if on => c.clone().into_response(),
+            _ => StatusCode::FORBIDDEN.into_response(),
+        };
+    }
     let expected = s.verify_token.lock().expect("lock").clone();
     if q.get("hub.mode").map(String::as_str) != Some("subscribe") {
         return StatusCode::BAD_REQUEST.into_response();
