@@ -757,11 +757,7 @@ impl Stack {
         app_secret: &str,
         events: Option<Vec<&str>>,
     ) -> MetaBot {
-        let token = format!("EAAG{}", patchbay_testkit::unique_prefix());
-        self.graph.add_phone_number(phone_number_id, &token);
-        let creds = json!({"phone_number_id": phone_number_id, "access_token": token,
-                           "app_secret": app_secret,
-                           "verify_token": format!("vt-{phone_number_id}")});
+        let (token, creds) = self.whatsapp_number(phone_number_id, app_secret);
         self.meta_bot(
             "whatsapp",
             creds,
@@ -773,6 +769,16 @@ impl Stack {
         .await
     }
 
+    /// A business number on the fake Graph API: its access token and the channel credentials.
+    fn whatsapp_number(&self, phone_number_id: &str, app_secret: &str) -> (String, Value) {
+        let token = format!("EAAG{}", patchbay_testkit::unique_prefix());
+        self.graph.add_phone_number(phone_number_id, &token);
+        let creds = json!({"phone_number_id": phone_number_id, "access_token": token,
+                           "app_secret": app_secret,
+                           "verify_token": format!("vt-{phone_number_id}")});
+        (token, creds)
+    }
+
     /// [`Stack::whatsapp_bot`] with the bot named `name` (Web1on1 payloads name their
     /// organisation by the bot's name).
     pub async fn whatsapp_bot_named(
@@ -781,11 +787,7 @@ impl Stack {
         phone_number_id: &str,
         app_secret: &str,
     ) -> MetaBot {
-        let token = format!("EAAG{}", patchbay_testkit::unique_prefix());
-        self.graph.add_phone_number(phone_number_id, &token);
-        let creds = json!({"phone_number_id": phone_number_id, "access_token": token,
-                           "app_secret": app_secret,
-                           "verify_token": format!("vt-{phone_number_id}")});
+        let (token, creds) = self.whatsapp_number(phone_number_id, app_secret);
         let (status, bot) = self
             .post(
                 &format!("{}/admin/v1/bots", self.api_url()),

@@ -130,6 +130,18 @@ async fn setup(stack: &Stack) -> (MetaBot, String, String) {
     (bot, token, refresh)
 }
 
+/// A stack whose access tokens live one second, so a test meets their expiry.
+async fn short_lived_tokens() -> Stack {
+    Stack::start_with(Options {
+        configure: Box::new(|c| {
+            c.access_token_ttl_ms = 1_000;
+            c.refresh_token_ttl_ms = 60_000;
+        }),
+        ..Default::default()
+    })
+    .await
+}
+
 fn hub_signature(secret: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(body);
@@ -360,14 +372,7 @@ async fn a_web1on1_client_upserts_the_seed_conversation_and_gets_its_webhooks_un
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_token_answers_jwt_expired_and_the_refresh_token_renews_it_once() {
-    let stack = Stack::start_with(Options {
-        configure: Box::new(|c| {
-            c.access_token_ttl_ms = 1_000;
-            c.refresh_token_ttl_ms = 60_000;
-        }),
-        ..Default::default()
-    })
-    .await;
+    let stack = short_lived_tokens().await;
     let (bot, token, refresh) = setup(&stack).await;
     let path = "/web1on1/v2/conversations";
     // A read that changes nothing answers 404 until the token's own expiry (its `exp`, in
@@ -457,14 +462,7 @@ async fn the_chipchat_sdk_runs_unchanged_against_patchbay() {
         modules.join("chipchat/package.json").exists(),
         "the chipchat SDK is not installed: run scripts/install-tools.sh (make test does)"
     );
-    let stack = Stack::start_with(Options {
-        configure: Box::new(|c| {
-            c.access_token_ttl_ms = 1_000;
-            c.refresh_token_ttl_ms = 60_000;
-        }),
-        ..Default::default()
-    })
-    .await;
+    let stack = short_lived_tokens().await;
     let (bot, token, refresh) = setup(&stack).await;
     let child = tokio::process::Command::new(node)
         .arg(root.join("tests/sdk/web1on1/web1on1.js"))

@@ -330,17 +330,24 @@ async fn steps(api: &Api, bot_id: &str, messages: &[Value]) -> Result<Vec<Step>,
     Ok(out)
 }
 
+/// The caller's bot.
+async fn bot_record(
+    api: &Api,
+    bot: &BotAuth,
+) -> Result<Arc<patchbay_contract::BotRecord>, ApiError> {
+    api.view
+        .bot(&bot.bot_id)
+        .await?
+        .ok_or_else(|| unauthorized("invalid token"))
+}
+
 /// Checks that `organization` names the caller's tenant or bot.
 async fn check_organization(
     api: &Api,
     bot: &BotAuth,
     organization: &str,
 ) -> Result<(String, Arc<patchbay_contract::BotRecord>), ApiError> {
-    let record = api
-        .view
-        .bot(&bot.bot_id)
-        .await?
-        .ok_or_else(|| unauthorized("invalid token"))?;
+    let record = bot_record(api, bot).await?;
     if [&record.tenant_id, &record.id, &record.name].contains(&&organization.to_owned()) {
         Ok((record.tenant_id.clone(), record))
     } else {
@@ -498,11 +505,7 @@ async fn read(
 ) -> Result<axum::Json<Value>, ApiError> {
     let bot = authenticate(&api, &headers, owner.map(|o| o.0), "messages:read").await?;
     let user = user_of(&api, &bot, &conversation_id).await?;
-    let record = api
-        .view
-        .bot(&bot.bot_id)
-        .await?
-        .ok_or_else(|| unauthorized("invalid token"))?;
+    let record = bot_record(&api, &bot).await?;
     let mut conversation = conversation_json(
         &conversation_id,
         &record.tenant_id,
@@ -534,11 +537,7 @@ async fn post_messages(
         single => (true, vec![single]),
     };
     let user = user_of(&api, &bot, &conversation_id).await?;
-    let record = api
-        .view
-        .bot(&bot.bot_id)
-        .await?
-        .ok_or_else(|| unauthorized("invalid token"))?;
+    let record = bot_record(&api, &bot).await?;
     let steps = steps(&api, &bot.bot_id, &messages).await?;
     let mut sent = run(
         &api,
