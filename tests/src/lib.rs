@@ -1362,3 +1362,29 @@ impl Stack {
 
 /// Default wait for asynchronous outcomes.
 pub const TIMEOUT: Duration = WAIT;
+
+/// A request with a raw JSON body (absent for `GET` and `DELETE`), as another system's client
+/// sends it, with `bearer` as `Authorization: Bearer` if given; the status and the JSON answer
+/// (null when it is none).
+pub async fn raw_json(
+    method: &str,
+    url: &str,
+    bearer: Option<&str>,
+    body: Option<&str>,
+) -> (u16, Value) {
+    let client = reqwest::Client::new();
+    let mut req = match method {
+        "GET" => client.get(url),
+        "DELETE" => client.delete(url),
+        _ => client
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body.unwrap_or("").to_owned()),
+    };
+    if let Some(b) = bearer {
+        req = req.header("authorization", format!("Bearer {b}"));
+    }
+    let r = req.send().await.expect("request");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}

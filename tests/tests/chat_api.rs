@@ -5,7 +5,7 @@
 //! business profile, read and changed) and `messages` (a chat's history); chat-api's errors.
 
 use patchbay_testkit::tenant::FakeTenant;
-use patchbay_tests::{Stack, TIMEOUT, eventually};
+use patchbay_tests::{Stack, TIMEOUT, eventually, raw_json};
 use patchbay_whatsapp::fixtures as fx;
 use serde_json::{Value, json};
 
@@ -28,18 +28,13 @@ async fn raw(
     path_and_query: &str,
     body: Option<&str>,
 ) -> (u16, Value) {
-    let client = reqwest::Client::new();
-    let url = format!("{}{path_and_query}", stack.api_url());
-    let req = match method {
-        "GET" => client.get(url),
-        _ => client
-            .post(url)
-            .header("content-type", "application/json")
-            .body(body.unwrap_or("").to_owned()),
-    };
-    let r = req.send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
+    raw_json(
+        method,
+        &format!("{}{path_and_query}", stack.api_url()),
+        None,
+        body,
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -244,6 +244,7 @@ async fn no_route_lets_a_caller_past_its_rights() {
             .replace("{method}", "webhook")
             .replace("{app_id}", &app_id)
             .replace("{installation_id}", &installation_id)
+            .replace("{workspace_id}", &b.bot.id)
     };
     let mut checked = 0;
     for (path, ops) in paths {
@@ -265,9 +266,10 @@ async fn no_route_lets_a_caller_past_its_rights() {
             let wrong = match scheme.as_str() {
                 "operatorToken" => Some(attacker.api_key.clone()),
                 "botApiKey" | "web1on1Token" => Some(stack.admin_token().to_owned()),
-                "customDomainKey" | "customUserToken" | "partnerKey" => {
+                "customDomainKey" | "customUserToken" | "partnerKey" | "uchatPartner" => {
                     Some(attacker.api_key.clone())
                 }
+                "uchatFlowKey" => Some(stack.admin_token().to_owned()),
                 // These routes read `?bot=` and `X-Chat-Signature`, never a bearer token:
                 // there is no other kind of token to try (brandchat.rs covers their rules).
                 // BotDistrikt's read a domain in the body and a raw webchat_id (botdistrikt.rs).

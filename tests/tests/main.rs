@@ -38,6 +38,7 @@ mod scoped_keys;
 mod telegram_e2e;
 mod templates;
 mod tokens;
+mod uchat;
 mod viber_e2e;
 mod web1on1;
 mod wechat_e2e;

@@ -6,9 +6,8 @@
 //! signed with `X-Hub-Signature`, and Web1on1's synchronous `{"token", "messages"}` answer
 //! sent back to the user. Then the `chipchat` SDK itself, unchanged, against Patchbay.
 
-use hmac::{Hmac, KeyInit, Mac};
 use patchbay_testkit::tenant::FakeTenant;
-use patchbay_tests::{MetaBot, Options, Stack, TIMEOUT, eventually};
+use patchbay_tests::{MetaBot, Options, Stack, TIMEOUT, eventually, raw_json};
 use patchbay_whatsapp::fixtures as fx;
 use serde_json::{Value, json};
 
@@ -67,21 +66,7 @@ async fn raw(
     bearer: Option<&str>,
     body: Option<&str>,
 ) -> (u16, Value) {
-    let client = reqwest::Client::new();
-    let url = format!("{}{path}", stack.api_url());
-    let mut req = match method {
-        "GET" => client.get(url),
-        _ => client
-            .post(url)
-            .header("content-type", "application/json")
-            .body(body.unwrap_or("").to_owned()),
-    };
-    if let Some(b) = bearer {
-        req = req.header("authorization", format!("Bearer {b}"));
-    }
-    let r = req.send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
+    raw_json(method, &format!("{}{path}", stack.api_url()), bearer, body).await
 }
 
 /// The contact of the seed writes `text` on WhatsApp.
@@ -143,15 +128,10 @@ async fn short_lived_tokens() -> Stack {
 }
 
 fn hub_signature(secret: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(body);
-    let hex: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("sha1={hex}")
+    format!(
+        "sha1={}",
+        patchbay_testkit::fixtures::sha1_signature(secret, body)
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

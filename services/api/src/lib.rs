@@ -54,6 +54,7 @@ mod partners;
 mod scopes;
 mod settings;
 mod templates;
+mod uchat;
 mod users;
 mod web1on1;
 
@@ -102,6 +103,8 @@ pub(crate) struct Api {
     custom_users: patchbay_custom::users::Users,
     /// Opens channels' credentials (the console's "try it" requests).
     master_key: patchbay_config::MasterKey,
+    /// Where Patchbay is reached from outside (UChat's `bot_url`).
+    public_url: String,
 }
 
 /// Starts the service.
@@ -137,6 +140,7 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             .await?,
             admin_token: deps.config.require_admin_token()?.to_owned(),
             master_key: deps.config.require_master_key()?,
+            public_url: deps.config.public_url.trim_end_matches('/').to_owned(),
             limits: limits::Limits::new(
                 patchbay_contract::RateLimit {
                     per_second: deps.config.api_rate_per_second,
@@ -236,6 +240,7 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             .merge(agents::routes())
             .merge(chat_api::routes())
             .merge(web1on1::routes())
+            .merge(uchat::routes())
             .route(
                 "/openapi.json",
                 axum::routing::get(|| async { axum::Json(openapi::document()) }),

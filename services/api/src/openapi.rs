@@ -43,6 +43,11 @@ pub(crate) enum Caller {
     /// Web1on1 compatibility: a Bearer JWT of `/web1on1/v2/auth/token`, or any credential of
     /// the bot.
     Web1on1Token,
+    /// UChat's partner API: a partner's key (where the workspace enabled its app) or the
+    /// operator token.
+    UchatPartner,
+    /// UChat's `bot_url`: an API key of the channel's bot (UChat's flow API key).
+    UchatFlowKey,
     /// Anyone.
     Public,
 }
@@ -758,6 +763,47 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         (201, None),
     ),
     op(
+        "get",
+        "/api/partner/workspace/{workspace_id}/apichat-webhook",
+        Caller::UchatPartner,
+        "UChat compatibility: the workspace's API chat webhook and its bot_url, as \
+         {\"status\": \"ok\", \"data\": {webhook_url, webhook_verification_key, \
+         webhook_status, bot_url}}. The workspace is a tenant (its bot where the partner's app \
+         is enabled) or a bot. 404 when none was set or the workspace did not enable the app.",
+        None,
+        (200, None),
+    ),
+    op(
+        "post",
+        "/api/partner/workspace/{workspace_id}/apichat-webhook",
+        Caller::UchatPartner,
+        "UChat compatibility: sets the API chat webhook after UChat's challenge (a form POST of \
+         hub_mode, hub_verify_token = webhook_verification_key, hub_challenge, answered with \
+         the challenge), creating the workspace's API chat channel when it has none; answers as \
+         GET. 422 webhook_verification_failed.",
+        Some(schema::<crate::uchat::SetBody>),
+        (200, None),
+    ),
+    op(
+        "delete",
+        "/api/partner/workspace/{workspace_id}/apichat-webhook",
+        Caller::UchatPartner,
+        "UChat compatibility: removes the API chat webhook (the channel and its users stay).",
+        None,
+        (200, None),
+    ),
+    op(
+        "post",
+        "/api/apichat/{channel_id}",
+        Caller::UchatFlowKey,
+        "UChat's bot_url (served by ingress-custom): the partner's system sends as one of its \
+         users (user_id; type text, payload, image, audio, video or file; text, payload, url; \
+         id for idempotency); the user's first message registers them. Answers {\"status\": \
+         \"ok\", \"data\": {user_id, message_id}}; the bot's answers reach the webhook.",
+        Some(schema::<patchbay_custom::uchat::ApiChatMessage>),
+        (200, None),
+    ),
+    op(
         "post",
         "/api/webchat_apps/{webchat_app_id}/user",
         Caller::BotdistriktDomain,
@@ -1052,6 +1098,8 @@ pub(crate) fn document() -> Value {
             }
             Caller::ChatApiToken => operation["security"] = json!([{"chatApiToken": []}]),
             Caller::Web1on1Token => operation["security"] = json!([{"web1on1Token": []}]),
+            Caller::UchatPartner => operation["security"] = json!([{"uchatPartner": []}]),
+            Caller::UchatFlowKey => operation["security"] = json!([{"uchatFlowKey": []}]),
             Caller::Public => {}
         }
         let entry = paths
@@ -1082,6 +1130,10 @@ pub(crate) fn document() -> Value {
                                  "description": "chat-api compatibility: any API key or access token of the bot, with the scope the method needs"},
                 "web1on1Token": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
                                  "description": "Web1on1 compatibility: the token of POST /web1on1/v2/auth/token (a JWT wrapping an access token), or any credential of the bot"},
+                "uchatPartner": {"type": "http", "scheme": "bearer",
+                                 "description": "UChat compatibility: a partner's key (ppk_…) where the workspace enabled the partner's app, or the operator token"},
+                "uchatFlowKey": {"type": "http", "scheme": "bearer",
+                                 "description": "UChat compatibility: an API key of the API chat channel's bot with messages:send (UChat's flow API key)"},
                 "customDomainKey": {"type": "http", "scheme": "bearer",
                                     "description": "A custom channel's domain key"},
                 "partnerKey": {"type": "http", "scheme": "bearer",

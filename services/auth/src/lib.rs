@@ -204,6 +204,10 @@ impl Auth {
                 Ok(req) => self.partners(req).await,
                 Err(e) => Err(e),
             }),
+            auth_ops::API_CHAT => encode(match decode(&body) {
+                Ok(req) => self.api_chat(req).await,
+                Err(e) => Err(e),
+            }),
             auth_ops::AGENTS => match decode::<patchbay_contract::AgentRequest>(&body) {
                 Ok(req) => self.agents(req).await,
                 Err(e) => encode::<()>(Err(e)),
@@ -425,7 +429,7 @@ impl Auth {
                 v: V1,
                 url,
                 verify_token,
-                flavour: next.flavour,
+                challenge: next.flavour.challenge(),
             };
             // The verify token is the tenant's secret.
             self.bus
@@ -490,6 +494,127 @@ impl Auth {
             previous_expire_at: until,
             scopes,
         })
+    }
+
+    /// A bot's API chat channel ([`patchbay_contract::ApiChatRequest`]): its custom channel
+    /// of the `uchat` flavour, whose webhook is read, set (after UChat's challenge; the
+    /// channel is created when the bot has none) or removed. `None` after a removal.
+    async fn api_chat(
+        &self,
+        req: patchbay_contract::ApiChatRequest,
+    ) -> Result<Option<patchbay_contract::ApiChat>, RpcError> {
+        use patchbay_contract::{ApiChat, ApiChatOp};
+        use patchbay_custom::{CustomCredentials, CustomFlavour};
+        if !store::bot_exists(&self.pool, &req.bot_id).await? {
+            return Err(RpcError::new(
+                404,
+                "not_found",
+                format!("no bot {}", req.bot_id),
+            ));
+        }
+        let mut found = None;
+        for (id, sealed) in store::custom_channels(&self.pool, &req.bot_id).await? {
+            let plain = self.key.open(&id, &sealed).map_err(internal)?;
+            let creds: CustomCredentials = serde_json::from_slice(&plain).map_err(internal)?;
+            if creds.flavour == Some(CustomFlavour::Uchat) {
+                found = Some((id, creds));
+                break;
+            }
+        }
+        let answer = |id: String, c: &CustomCredentials| ApiChat {
+            channel_id: id,
+            webhook_url: c.event_webhook_url.clone(),
+            verification_key: c.verification_key.clone(),
+        };
+        match req.op {
+            ApiChatOp::Get => {
+                let (id, creds) = found.ok_or_else(|| {
+                    RpcError::new(404, "not_found", "no API chat webhook was set for this bot")
+                })?;
+                Ok(Some(answer(id, &creds)))
+            }
+            ApiChatOp::Set {
+                webhook_url,
+                verification_key,
+            } => {
+                let url =
+                    patchbay_platform::http::check_callback_url(&webhook_url, self.allow_private)
+                        .await
+                        .map_err(|e| invalid("webhook_url", e))?
+                        .to_string();
+                if verification_key.is_empty()
+                    || verification_key.len() > 256
+                    || !verification_key.chars().all(|c| c.is_ascii_graphic())
+                {
+                    return Err(invalid(
+                        "webhook_verification_key",
+                        "must be 1 to 256 printable ASCII characters without spaces",
+                    ));
+                }
+                let subject = self.bus.subjects().rpc(
+                    "dispatcher",
+                    patchbay_contract::dispatcher_ops::VERIFY_ENDPOINT,
+                );
+                let check = VerifyEndpointRequest {
+                    v: V1,
+                    url: url.clone(),
+                    verify_token: verification_key.clone(),
+                    challenge: patchbay_contract::Challenge::HubForm,
+                };
+                self.bus
+                    .request_sealed::<_, ()>(&subject, &check, VERIFY_TIMEOUT)
+                    .await
+                    .map_err(|e| RpcError::new(503, "unavailable", e.to_string()))??;
+                let Some((id, mut creds)) = found else {
+                    let created = self
+                        .create_channel(CreateChannelRequest {
+                            v: V1,
+                            bot_id: req.bot_id.clone(),
+                            platform: patchbay_contract::Platform::Custom,
+                            credentials: serde_json::json!({
+                                "flavour": "uchat",
+                                "event_webhook_url": url,
+                                "verification_key": verification_key,
+                            }),
+                            api_base_url: None,
+                        })
+                        .await?;
+                    return Ok(Some(ApiChat {
+                        channel_id: created.id,
+                        webhook_url: Some(url),
+                        verification_key: Some(verification_key),
+                    }));
+                };
+                creds.event_webhook_url = Some(url);
+                creds.verification_key = Some(verification_key);
+                self.replace_credentials(&req.bot_id, &id, &creds).await?;
+                Ok(Some(answer(id, &creds)))
+            }
+            ApiChatOp::Remove => {
+                let Some((id, mut creds)) = found else {
+                    return Ok(None);
+                };
+                creds.event_webhook_url = None;
+                creds.verification_key = None;
+                self.replace_credentials(&req.bot_id, &id, &creds).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Seals and stores a custom channel's new credentials, and republishes the channel.
+    async fn replace_credentials(
+        &self,
+        bot_id: &str,
+        channel_id: &str,
+        creds: &patchbay_custom::CustomCredentials,
+    ) -> Result<(), RpcError> {
+        let plain = serde_json::to_vec(creds).map_err(internal)?;
+        let sealed = self.key.seal(channel_id, &plain).map_err(internal)?;
+        store::replace_credentials(&self.pool, bot_id, channel_id, &sealed).await?;
+        self.publish_channel(channel_id).await?;
+        tracing::info!(%channel_id, %bot_id, "custom channel credentials replaced");
+        Ok(())
     }
 
     /// A bot's human agents ([`patchbay_contract::AgentRequest`]).

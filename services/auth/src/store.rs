@@ -335,6 +335,22 @@ pub async fn load_channel(pool: &PgPool, id: &str) -> Result<ChannelRecord, RpcE
     })
 }
 
+/// 404 unless `done` changed the channel `channel_id` of `bot_id`.
+fn one_channel(
+    done: &sqlx::postgres::PgQueryResult,
+    bot_id: &str,
+    channel_id: &str,
+) -> Result<(), RpcError> {
+    if done.rows_affected() == 0 {
+        return Err(RpcError::new(
+            404,
+            "not_found",
+            format!("bot {bot_id} has no channel {channel_id}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Enables or disables the channel `channel_id` of `bot_id`.
 pub async fn set_channel_enabled(
     pool: &PgPool,
@@ -351,14 +367,46 @@ pub async fn set_channel_enabled(
     .execute(pool)
     .await
     .map_err(db)?;
-    if done.rows_affected() == 0 {
-        return Err(RpcError::new(
-            404,
-            "not_found",
-            format!("bot {bot_id} has no channel {channel_id}"),
-        ));
-    }
-    Ok(())
+    one_channel(&done, bot_id, channel_id)
+}
+
+/// The custom channels of `bot_id`, with their sealed credentials.
+pub async fn custom_channels(
+    pool: &PgPool,
+    bot_id: &str,
+) -> Result<Vec<(String, String)>, RpcError> {
+    let rows = sqlx::query(
+        "select id, credentials_sealed from channels
+         where bot_id = $1 and platform = 'custom' order by id",
+    )
+    .bind(bot_id)
+    .fetch_all(pool)
+    .await
+    .map_err(db)?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get("id"), r.get("credentials_sealed")))
+        .collect())
+}
+
+/// Replaces the sealed credentials of the channel `channel_id` of `bot_id`.
+pub async fn replace_credentials(
+    pool: &PgPool,
+    bot_id: &str,
+    channel_id: &str,
+    sealed: &str,
+) -> Result<(), RpcError> {
+    let done = sqlx::query(
+        "update channels set credentials_sealed = $3, updated_at = now()
+         where id = $1 and bot_id = $2",
+    )
+    .bind(channel_id)
+    .bind(bot_id)
+    .bind(sealed)
+    .execute(pool)
+    .await
+    .map_err(db)?;
+    one_channel(&done, bot_id, channel_id)
 }
 
 /// Ids of every bot and channel.

@@ -30,6 +30,7 @@
 //! that stopped waiting.
 
 mod botdistrikt;
+mod uchat;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,6 +89,7 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
                 "/api/webchat_apps/{webchat_app_id}/message",
                 post(botdistrikt::message),
             )
+            .route("/api/apichat/{channel_id}", post(uchat::send))
             .layer(DefaultBodyLimit::max(deps.config.ingress_max_body_bytes))
             .with_state(state);
         Ok(Service::new("ingress-custom").routes(routes))

@@ -1126,22 +1126,37 @@ impl Dispatcher {
             return Err(failed(why));
         }
         let challenge = patchbay_contract::ids::new_id("chl");
-        match r.flavour.challenge() {
+        let request = match r.challenge {
             patchbay_contract::Challenge::TypeSubscribe => {
                 url.query_pairs_mut()
                     .append_pair("type", "subscribe")
                     .append_pair("challenge", &challenge);
+                self.http.get(url)
+            }
+            patchbay_contract::Challenge::HubForm => {
+                let form = serde_urlencoded::to_string([
+                    ("hub_mode", "subscribe"),
+                    ("hub_verify_token", r.verify_token.as_str()),
+                    ("hub_challenge", challenge.as_str()),
+                ])
+                .map_err(|e| failed(e.to_string()))?;
+                self.http
+                    .post(url)
+                    .header(
+                        reqwest::header::CONTENT_TYPE,
+                        "application/x-www-form-urlencoded",
+                    )
+                    .body(form)
             }
             patchbay_contract::Challenge::Hub | patchbay_contract::Challenge::None => {
                 url.query_pairs_mut()
                     .append_pair("hub.mode", "subscribe")
                     .append_pair("hub.challenge", &challenge)
                     .append_pair("hub.verify_token", &r.verify_token);
+                self.http.get(url)
             }
-        }
-        let mut response = self
-            .http
-            .get(url)
+        };
+        let mut response = request
             .headers(patchbay_platform::http::trace_headers())
             .send()
             .await

@@ -492,6 +492,21 @@ pub fn payloads() -> Vec<Payload> {
                 subject: "<p>.rpc.auth.agents (reply)",
             },
         ),
+        payload::<crate::wire::ApiChatRequest>(
+            "api_chat_request.v1",
+            "Read, set or remove a bot's API chat webhook (UChat's API chat channel); sealed \
+             both ways: the verification key crosses it.",
+            Rpc {
+                subject: "<p>.rpc.auth.api_chat",
+            },
+        ),
+        payload::<RpcReply<crate::wire::ApiChat>>(
+            "api_chat_reply.v1",
+            "The API chat channel with its webhook (null after remove), or an error.",
+            Rpc {
+                subject: "<p>.rpc.auth.api_chat (reply)",
+            },
+        ),
         payload::<crate::wire::ApiCall>(
             "api_call.v1",
             "One request to the HTTP API over NATS, with the caller's own credential: the \

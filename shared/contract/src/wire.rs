@@ -775,14 +775,19 @@ pub enum WebhookFlavour {
     Web1on1,
 }
 
-/// How a new callback URL proves it wants the bot's events before it is used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a new callback URL proves it wants the events before it is used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum Challenge {
     /// `GET ?hub.mode=subscribe&hub.challenge=…&hub.verify_token=…`, answered with the
     /// challenge (Meta's form).
+    #[default]
     Hub,
     /// `GET ?type=subscribe&challenge=…`, answered with the challenge (Web1on1's form).
     TypeSubscribe,
+    /// `POST` of the form `hub_mode=subscribe&hub_verify_token=…&hub_challenge=…`, answered
+    /// with the challenge as plain text (UChat's form).
+    HubForm,
     /// None: the system it imitates never checked a URL (chat-api).
     None,
 }
@@ -1093,6 +1098,53 @@ pub struct AgentRequest {
     pub op: AgentOp,
 }
 
+/// A bot's API chat channel (`<p>.rpc.auth.api_chat`): the custom channel of the `uchat`
+/// flavour whose users an outside system plays (UChat's API chat channel): it sends as them
+/// through the channel, and the bot's and agents' messages to them reach its webhook. Setting
+/// the webhook creates the channel when the bot has none; the URL must answer UChat's
+/// challenge (a form `POST` with `hub_verify_token` = the verification key) first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiChatRequest {
+    /// Payload version.
+    #[serde(default)]
+    pub v: V1,
+    /// The bot.
+    pub bot_id: String,
+    /// What to do.
+    pub op: ApiChatOp,
+}
+
+/// What [`ApiChatRequest`] does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiChatOp {
+    /// The channel and its webhook (404 when the bot has no such channel).
+    Get,
+    /// Verifies the URL, then sets it (creating the channel when needed).
+    Set {
+        /// Where the bot's and agents' messages go.
+        webhook_url: String,
+        /// The challenge's token and the key the messages are signed with.
+        verification_key: String,
+    },
+    /// The webhook removed; the channel and its users stay.
+    Remove,
+}
+
+/// A bot's API chat channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ApiChat {
+    /// The custom channel (`ch_…`).
+    pub channel_id: String,
+    /// Its webhook, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    /// The key its challenge and signatures use, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification_key: Option<String>,
+}
+
 /// What [`AgentRequest`] does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -1224,11 +1276,14 @@ pub mod auth_ops {
     pub const PARTNERS: &str = "partners";
     /// [`super::AgentRequest`] → what its operation answers.
     pub const AGENTS: &str = "agents";
+    /// [`super::ApiChatRequest`] → [`super::ApiChat`] (`null` for remove).
+    pub const API_CHAT: &str = "api_chat";
     /// Every operation.
     pub const ALL: &[&str] = &[
         ISSUE_TOKENS,
         PARTNERS,
         AGENTS,
+        API_CHAT,
         CREATE_BOT,
         CREATE_CHANNEL,
         DISABLE_WEBHOOK,
@@ -2013,9 +2068,9 @@ pub struct VerifyEndpointRequest {
     pub url: String,
     /// The verify token to send.
     pub verify_token: String,
-    /// The flavour whose challenge it must answer ([`WebhookFlavour::challenge`]).
+    /// The challenge it must answer ([`WebhookFlavour::challenge`] for a bot's webhook).
     #[serde(default)]
-    pub flavour: WebhookFlavour,
+    pub challenge: Challenge,
 }
 
 /// Create a bot.

@@ -217,7 +217,8 @@ enum Class {
     Public,
     /// Platforms' webhooks, custom channels' apps, platforms fetching bots' files (`/media`)
     /// BrandChat clients (`/brandchat`), BotDistrikt clients (`/api/webchat_apps`), chat-api
-    /// and Web1on1 clients (`/chat-api`, `/web1on1`): machines, at machine rates.
+    /// and Web1on1 clients (`/chat-api`, `/web1on1`), UChat's partners and API chat systems
+    /// (`/api/partner`, `/api/apichat`): machines, at machine rates.
     Ingress,
 }
 
@@ -241,6 +242,8 @@ fn limit_class(path: &str) -> Option<Class> {
         || under("/brandchat")
         || under("/v1/partner")
         || under("/api/webchat_apps")
+        || under("/api/apichat")
+        || under("/api/partner")
         || under("/chat-api")
         || under("/web1on1")
     {

@@ -120,8 +120,9 @@ impl FakeTenant {
         *self.inner.responder.lock().expect("lock") = Arc::new(f);
     }
 
-    /// Answers a subscription challenge (`GET` with `hub.mode=subscribe`) only when its
-    /// `hub.verify_token` is `token`; until this is called, every challenge is refused.
+    /// Answers a subscription challenge (`GET` with `hub.mode=subscribe`, or UChat's form
+    /// `POST` with `hub_mode=subscribe`) only when its verify token is `token`; until this is
+    /// called, every such challenge is refused.
     pub fn expect_verify_token(&self, token: &str) {
         *self.inner.verify_token.lock().expect("lock") = Some(token.to_owned());
     }
@@ -172,6 +173,25 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // UChat's challenge: a form POST, answered with hub_challenge when hub_verify_token is the
+    // one expected (403 otherwise).
+    let form = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if form {
+        let q: std::collections::HashMap<String, String> =
+            serde_urlencoded::from_bytes(&body).unwrap_or_default();
+        if q.get("hub_mode").map(String::as_str) == Some("subscribe") {
+            let expected = s.verify_token.lock().expect("lock").clone();
+            return match (q.get("hub_challenge"), expected) {
+                (Some(c), Some(t)) if q.get("hub_verify_token") == Some(&t) => {
+                    c.clone().into_response()
+                }
+                _ => StatusCode::FORBIDDEN.into_response(),
+            };
+        }
+    }
     let delay = *s.delay.lock().expect("lock");
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;

@@ -31,10 +31,14 @@ pub struct CustomChannelInput {
     #[serde(default)]
     pub require_signed_registration: bool,
     /// The API the channel's apps speak besides Patchbay's own: `botdistrikt` (BotDistrikt's
-    /// webchat API, [`crate::botdistrikt`]). Given as the channel's `flavour` beside its
-    /// credentials.
+    /// webchat API, [`crate::botdistrikt`]) or `uchat` (UChat's API chat channel,
+    /// [`crate::uchat`]). Given as the channel's `flavour` beside its credentials.
     #[serde(default)]
     pub flavour: Option<CustomFlavour>,
+    /// The `uchat` flavour's webhook verification key: the token of its challenge and the key
+    /// its messages are signed with (1 to 256 printable characters).
+    #[serde(default)]
+    pub verification_key: Option<String>,
 }
 
 /// The API a custom channel's apps speak besides Patchbay's own.
@@ -45,6 +49,11 @@ pub enum CustomFlavour {
     /// `/message`, the domain as the password, the `webchat_id` as the user's credential, and
     /// `X-BotDistrikt-Source` on the event webhook.
     Botdistrikt,
+    /// UChat's API chat channel: an outside system sends as its users through `bot_url`
+    /// (`/api/apichat/{channel_id}`, with a bot API key), the bot's and agents' messages reach
+    /// the event webhook in UChat's shapes, signed `X-Uchat-Signature`; a partner manages the
+    /// webhook (`/api/partner/workspace/{workspace}/apichat-webhook`).
+    Uchat,
 }
 
 /// A user token's lifetime when the channel names none: 30 days.
@@ -82,6 +91,14 @@ impl CustomChannelInput {
             return Err(FieldError::new(
                 "credentials.event_webhook_url",
                 "must be an http or https URL",
+            ));
+        }
+        if let Some(k) = &self.verification_key
+            && (!(1..=256).contains(&k.len()) || !k.chars().all(|c| c.is_ascii_graphic()))
+        {
+            return Err(FieldError::new(
+                "credentials.verification_key",
+                "must be 1 to 256 printable ASCII characters without spaces",
             ));
         }
         if let Some(ttl) = self.token_ttl_seconds
@@ -131,6 +148,9 @@ pub struct CustomCredentials {
     /// The API its apps speak besides Patchbay's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flavour: Option<CustomFlavour>,
+    /// The `uchat` flavour's verification key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification_key: Option<String>,
 }
 
 impl CustomCredentials {
@@ -173,6 +193,7 @@ pub fn complete(given: serde_json::Value) -> Result<Completed, CredentialsError>
         }),
         require_signed_registration: input.require_signed_registration,
         flavour: input.flavour,
+        verification_key: input.verification_key,
     };
     let mut generated = serde_json::json!({"event_webhook_secret": creds.event_webhook_secret});
     if !domain_key_given {

@@ -23,6 +23,7 @@ pub mod inbound;
 pub mod outbound;
 pub mod registration;
 pub mod token;
+pub mod uchat;
 pub mod users;
 
 pub use credentials::{CustomChannelInput, CustomCredentials, CustomFlavour};

@@ -122,11 +122,20 @@ impl CustomSender {
             .header("webhook-signature", signature)
             .header(SOURCE_HEADER, &reply.source)
             .header(SOURCE_ID_HEADER, &reply.source_id);
-        if creds.flavour == Some(crate::CustomFlavour::Botdistrikt) {
-            // BotDistrikt's names for the same: clients written for it read these.
-            request = request
-                .header(crate::botdistrikt::SOURCE_HEADER, &reply.source)
-                .header(crate::botdistrikt::SOURCE_ID_HEADER, &reply.source_id);
+        match (creds.flavour, &creds.verification_key) {
+            (Some(crate::CustomFlavour::Botdistrikt), _) => {
+                // BotDistrikt's names for the same: clients written for it read these.
+                request = request
+                    .header(crate::botdistrikt::SOURCE_HEADER, &reply.source)
+                    .header(crate::botdistrikt::SOURCE_ID_HEADER, &reply.source_id);
+            }
+            (Some(crate::CustomFlavour::Uchat), Some(key)) => {
+                request = request.header(
+                    crate::uchat::SIGNATURE_HEADER,
+                    crate::uchat::signature(key, &body),
+                );
+            }
+            _ => {}
         }
         let answer = request
             .body(body)
@@ -196,6 +205,13 @@ impl OutboundAdapter for CustomSender {
             Err(e) => tracing::warn!(error = %e, "reply subject"),
         }
         if let Some(url) = &target.credentials.event_webhook_url {
+            // UChat's API chat webhook takes its own shapes.
+            let body = if target.credentials.flavour == Some(crate::CustomFlavour::Uchat) {
+                serde_json::to_vec(&crate::uchat::webhook_body(&reply))
+                    .map_err(|e| SendError::permanent("invalid_request", e.to_string(), None))?
+            } else {
+                body
+            };
             self.push(target.credentials, url, &reply, body).await?;
         }
         Ok(Sent {
