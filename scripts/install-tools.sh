@@ -175,6 +175,18 @@ if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
 else
   echo "chipchat: skipped (no Node.js; tests/tests/web1on1.rs says so when it runs)"
 fi
+# chat-api's successor SDK (1msg's Python client, pinned with its dependencies by
+# tests/sdk/chat_api/requirements.txt), into .tools/sdk/chat_api.
+if ! cmp -s "$ROOT/tests/sdk/chat_api/requirements.txt" "$SDK/chat_api/requirements.txt"; then
+  echo "installing the one-msg-sdk (tests/sdk/chat_api) into .tools/sdk/chat_api"
+  need_python one-msg-sdk
+  rm -rf "$SDK/chat_api"
+  mkdir -p "$SDK/chat_api"
+  "$PY" -m pip install --quiet --disable-pip-version-check --no-deps --target "$SDK/chat_api" \
+    -r "$ROOT/tests/sdk/chat_api/requirements.txt"
+  cp "$ROOT/tests/sdk/chat_api/requirements.txt" "$SDK/chat_api/requirements.txt"
+fi
+echo "one-msg-sdk: $(sed -n 's/^Version: //p' "$SDK"/chat_api/one_msg_sdk-*.dist-info/METADATA)"
 echo "postgres: $(pg_bin)"
 echo "nats-server: $("$TOOLS/bin/nats-server" --version)"
 if [ -e "$TOOLS/bin/kubectl" ]; then KUBECTL="$TOOLS/bin/kubectl"; else KUBECTL="$(command -v kubectl)"; fi

@@ -243,3 +243,146 @@ async fn a_chat_api_client_sends_templates_and_messages_and_gets_its_webhooks_un
     assert_eq!(calls[2].body["to"], "79995253422");
     assert_eq!(calls[2].body["type"], "template");
 }
+
+/// `python3` on PATH.
+fn python() -> Option<std::path::PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|p| p.join("python3"))
+        .find(|p| p.is_file())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_one_msg_sdk_runs_unchanged_against_patchbay() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let sdk = root.join(".tools/sdk/chat_api");
+    let Some(python) = python() else {
+        println!(
+            "SKIPPED: Python 3 is not installed, so chat-api's SDK (one-msg-sdk) cannot run \
+             here; install python3 and run scripts/install-tools.sh"
+        );
+        return;
+    };
+    assert!(
+        sdk.join("one_msg_sdk").is_dir(),
+        "the one-msg-sdk is not installed: run scripts/install-tools.sh (make test does)"
+    );
+    let stack = Stack::start().await;
+    let bot = stack.whatsapp_bot(fx::PHONE_NUMBER_ID, SECRET, None).await;
+    let hook = FakeTenant::start().await;
+    // The user wrote first: the window is open for the SDK's text.
+    let post = fx::post(&[(
+        fx::PHONE_NUMBER_ID,
+        now(fx::from_user(fx::text("wamid.SDK0", "hello"))),
+    )]);
+    assert_eq!(
+        stack
+            .post_meta("whatsapp", &bot.webhook_path, Some(SECRET), &post)
+            .await,
+        200
+    );
+    stack.events_of("message.received", 1).await;
+
+    let run = tokio::process::Command::new(python)
+        .arg(root.join("tests/sdk/chat_api/chat_api.py"))
+        .env("PYTHONPATH", &sdk)
+        .env(
+            "HOST",
+            format!("{}/chat-api/instance{}", stack.api_url(), bot.channel_id),
+        )
+        .env("TOKEN", &bot.api_key)
+        .env("PHONE", fx::WA_ID)
+        .env("HOOK", hook.url())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(TIMEOUT, run)
+        .await
+        .expect("the SDK finishes")
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the SDK failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let calls: std::collections::HashMap<String, Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("one JSON object per line"))
+        .map(|v| (v["call"].as_str().unwrap().to_owned(), v))
+        .collect();
+    let answer = |name: &str| calls[name]["answer"].clone();
+    assert_eq!(
+        answer("setWebhook")["webhookUrl"],
+        hook.url().as_str(),
+        "{calls:?}"
+    );
+    assert_eq!(answer("getWebhook")["webhookUrl"], hook.url().as_str());
+    assert_eq!(answer("sendMessage")["sent"], true, "{calls:?}");
+    assert_eq!(answer("sendTemplate")["sent"], true, "{calls:?}");
+    assert!(answer("getMe").is_object(), "{calls:?}");
+    let listed = answer("listMessages");
+    let bodies: Vec<&str> = listed["messages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{calls:?}"))
+        .iter()
+        .filter_map(|m| m["body"].as_str())
+        .collect();
+    assert!(bodies.contains(&"hello"), "{listed}");
+    assert_eq!(calls["wrongToken"]["error"], 401, "{calls:?}");
+    // What reached WhatsApp: the text, then the template.
+    let sends = stack
+        .graph
+        .wait_for_sends(fx::PHONE_NUMBER_ID, 2, TIMEOUT)
+        .await;
+    assert_eq!(sends[0].body["text"]["body"], "Hello from the SDK");
+    assert_eq!(sends[0].body["to"], fx::WA_ID);
+    assert_eq!(sends[1].body["template"]["name"], "template_name");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_api_calls_count_against_the_bots_request_limit_and_are_refused_in_its_shape() {
+    let stack = Stack::start().await;
+    let bot = stack.whatsapp_bot(fx::PHONE_NUMBER_ID, SECRET, None).await;
+    let (status, _) = stack
+        .call(
+            "patch",
+            &format!("/admin/v1/bots/{}", bot.id),
+            Some(stack.admin_token()),
+            Some(&json!({"rate_limit": {"per_second": 1, "burst": 2}})),
+        )
+        .await;
+    assert_eq!(status, 204);
+    let url = format!(
+        "{}/chat-api/instance{}/status?token={}",
+        stack.api_url(),
+        bot.channel_id,
+        bot.api_key
+    );
+    // The limit reaches the replica (a full bucket of 2), then a burst beyond it is refused.
+    eventually(
+        TIMEOUT,
+        "the bot's limit applied to chat-api calls",
+        || async {
+            let r = reqwest::get(&url).await.unwrap();
+            (r.headers()
+                .get("ratelimit-limit")
+                .and_then(|v| v.to_str().ok())
+                == Some("2"))
+            .then_some(())
+        },
+    )
+    .await;
+    let mut refused = None;
+    for _ in 0..4 {
+        let r = reqwest::get(&url).await.unwrap();
+        if r.status() == 429 {
+            assert!(r.headers().get("retry-after").is_some());
+            refused = Some(r.json::<Value>().await.unwrap());
+            break;
+        }
+    }
+    let refused = refused.expect("a burst of 4 beyond a burst of 2 is refused");
+    assert!(
+        refused["error"].as_str().unwrap().contains("requests"),
+        "chat-api's {{\"error\": \"…\"}}: {refused}"
+    );
+}

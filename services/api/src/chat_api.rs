@@ -138,9 +138,25 @@ async fn call(
         Ok(c) => c,
         Err(r) => return r,
     };
+    // JSON, or form fields (chat-api took both; the 1msg SDK sends its plain methods' fields
+    // form-encoded).
+    let form = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
     let json = || -> Result<Value, Response> {
         if body.is_empty() {
             return Ok(json!({}));
+        }
+        if form {
+            let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&body)
+                .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid form: {e}")))?;
+            return Ok(Value::Object(
+                pairs
+                    .into_iter()
+                    .map(|(k, v)| (k, Value::String(v)))
+                    .collect(),
+            ));
         }
         serde_json::from_slice(&body)
             .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")))
@@ -513,7 +529,11 @@ async fn me(
     Ok(axum::Json(Value::Object(out)).into_response())
 }
 
-/// `messages?chatId=`: the chat's history, oldest first, as chat-api lists messages.
+/// How many of the latest chats `messages` without a `chatId` reads.
+const LATEST_CHATS: usize = 20;
+
+/// `messages`: a chat's history (`chatId`), or without one the latest messages of the
+/// channel's latest chats (at most [`LATEST_CHATS`]), oldest first, as chat-api lists them.
 async fn messages(
     api: &Api,
     bot: &BotAuth,
@@ -521,38 +541,7 @@ async fn messages(
     chat: Option<String>,
     limit: Option<u32>,
 ) -> Result<Response, Response> {
-    let Some(chat) = chat else {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            "Give chatId: Patchbay lists one chat's messages at a time.",
-        ));
-    };
-    let phone = phone_of(&chat);
-    // The chat's user, as a send to the phone finds them; then their conversation among the
-    // bot's latest.
-    let to = Recipient::Address {
-        platform: Platform::Whatsapp,
-        address: phone.clone(),
-        channel_id: Some(channel_id.to_owned()),
-    };
-    let user: Result<patchbay_contract::UserProfile, ApiError> = ask(
-        api,
-        "router",
-        router_ops::RESOLVE_RECIPIENT,
-        &patchbay_contract::ResolveRecipientRequest {
-            v: V1,
-            bot_id: bot.bot_id.clone(),
-            to,
-        },
-    )
-    .await;
-    let user_id = match user {
-        Ok(u) => u.id,
-        Err(e) if e.status == StatusCode::NOT_FOUND => {
-            return Ok(axum::Json(json!({"messages": [], "lastMessageNumber": 0})).into_response());
-        }
-        Err(e) => return Err(from_api(e)),
-    };
+    let limit = limit.unwrap_or(100).clamp(1, 200);
     let inbox: Vec<InboxEntry> = ask(
         api,
         "router",
@@ -566,45 +555,92 @@ async fn messages(
     )
     .await
     .map_err(from_api)?;
-    let Some(entry) = inbox.into_iter().find(|e| e.user.id == user_id) else {
-        return Ok(axum::Json(json!({"messages": [], "lastMessageNumber": 0})).into_response());
+    let chats: Vec<InboxEntry> = match chat {
+        Some(chat) => {
+            // The chat's user, as a send to the phone finds them.
+            let to = Recipient::Address {
+                platform: Platform::Whatsapp,
+                address: phone_of(&chat),
+                channel_id: Some(channel_id.to_owned()),
+            };
+            let user: Result<patchbay_contract::UserProfile, ApiError> = ask(
+                api,
+                "router",
+                router_ops::RESOLVE_RECIPIENT,
+                &patchbay_contract::ResolveRecipientRequest {
+                    v: V1,
+                    bot_id: bot.bot_id.clone(),
+                    to,
+                },
+            )
+            .await;
+            match user {
+                Ok(u) => inbox.into_iter().filter(|e| e.user.id == u.id).collect(),
+                Err(e) if e.status == StatusCode::NOT_FOUND => Vec::new(),
+                Err(e) => return Err(from_api(e)),
+            }
+        }
+        None => inbox
+            .into_iter()
+            .filter(|e| e.user.channel.id == channel_id)
+            .take(LATEST_CHATS)
+            .collect(),
     };
-    let name = entry.user.display_name.clone().unwrap_or_default();
-    let req = HistoryRequest {
-        v: V1,
-        bot_id: bot.bot_id.clone(),
-        conversation_id: entry.conversation_id,
-        before: None,
-        limit: limit.unwrap_or(100).clamp(1, 200),
-    };
-    let page: HistoryPage = ask(api, "router", router_ops::HISTORY, &req)
-        .await
-        .map_err(from_api)?;
-    let chat = chat_id(&phone);
-    let items: Vec<Value> = page
-        .messages
-        .iter()
-        .rev()
-        .enumerate()
-        .map(|(n, m)| {
+    let mut all: Vec<(chrono::DateTime<chrono::Utc>, Value)> = Vec::new();
+    for entry in chats {
+        let req = HistoryRequest {
+            v: V1,
+            bot_id: bot.bot_id.clone(),
+            conversation_id: entry.conversation_id.clone(),
+            before: None,
+            limit,
+        };
+        let page: HistoryPage = ask(api, "router", router_ops::HISTORY, &req)
+            .await
+            .map_err(from_api)?;
+        let name = entry.user.display_name.clone().unwrap_or_default();
+        let chat = chat_id(
+            entry
+                .user
+                .phone
+                .as_deref()
+                .unwrap_or(&entry.user.platform_user_id),
+        );
+        for m in &page.messages {
             let (kind, body, caption) = type_and_body(&m.content);
             let mine = m.direction == "outbound";
-            json!({
-                "id": m.platform_message_id.clone().unwrap_or_else(|| m.id.clone()),
-                "body": body,
-                "fromMe": mine,
-                "self": i32::from(mine),
-                "isForwarded": false,
-                "author": chat,
-                "time": m.created_at.timestamp(),
-                "chatId": chat,
-                "messageNumber": n + 1,
-                "type": kind,
-                "senderName": name,
-                "caption": caption,
-                "quotedMsgId": null,
-                "chatName": name,
-            })
+            all.push((
+                m.created_at,
+                json!({
+                    "id": m.platform_message_id.clone().unwrap_or_else(|| m.id.clone()),
+                    "body": body,
+                    "fromMe": mine,
+                    "self": i32::from(mine),
+                    "isForwarded": false,
+                    "author": chat,
+                    "time": m.created_at.timestamp(),
+                    "chatId": chat,
+                    "type": kind,
+                    "senderName": name,
+                    "caption": caption,
+                    "quotedMsgId": null,
+                    "chatName": name,
+                }),
+            ));
+        }
+    }
+    // The latest `limit`, oldest first, numbered.
+    all.sort_by_key(|(at, _)| *at);
+    let skip = all
+        .len()
+        .saturating_sub(usize::try_from(limit).unwrap_or(usize::MAX));
+    let items: Vec<Value> = all
+        .into_iter()
+        .skip(skip)
+        .enumerate()
+        .map(|(n, (_, mut m))| {
+            m["messageNumber"] = json!(n + 1);
+            m
         })
         .collect();
     Ok(axum::Json(json!({"messages": items, "lastMessageNumber": items.len()})).into_response())

@@ -144,6 +144,7 @@ pub(crate) async fn limit(State(api): State<Arc<Api>>, mut req: Request, next: N
             .as_secs_f64()
             .ceil() as u64
     };
+    let chat_api = req.uri().path().starts_with("/chat-api/");
     match limiter.check() {
         Ok(state) => {
             let remaining = state.remaining_burst_capacity();
@@ -168,7 +169,17 @@ pub(crate) async fn limit(State(api): State<Arc<Api>>, mut req: Request, next: N
                 ),
             );
             error.retry_after = Some(seconds);
-            let mut response = error.into_response();
+            let mut response = if chat_api {
+                // chat-api's own error shape.
+                (
+                    error.status,
+                    [(axum::http::header::RETRY_AFTER, seconds.to_string())],
+                    axum::Json(serde_json::json!({"error": error.message})),
+                )
+                    .into_response()
+            } else {
+                error.into_response()
+            };
             let h = response.headers_mut();
             set(h, "ratelimit-limit", u64::from(share.burst));
             set(h, "ratelimit-remaining", 0);
