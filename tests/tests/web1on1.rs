@@ -528,3 +528,98 @@ fn which_node() -> Result<std::path::PathBuf, ()> {
         })
         .ok_or(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partner_app_upserts_for_the_organisation_that_enabled_it_and_no_other() {
+    let stack = Stack::start().await;
+    let (bot, _, _) = setup(&stack).await;
+    let admin = Some(stack.admin_token());
+    // The vendor's integration is a partner app the organisation (the bot's tenant) enabled.
+    let (_, partner) = stack
+        .call(
+            "post",
+            "/admin/v1/partners",
+            admin,
+            Some(&json!({"name": "Automote IT"})),
+        )
+        .await;
+    let partner_key = partner["api_key"].as_str().unwrap().to_owned();
+    let (status, app) = stack
+        .call(
+            "post",
+            "/v1/partner/apps",
+            Some(&partner_key),
+            Some(&json!({"name": "DMS", "callback_url": stack.tenant.url(),
+                         "events": ["message.received"], "scopes": ["messages:send"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{app}");
+    let (status, installation) = stack
+        .call(
+            "post",
+            &format!("/v1/apps/{}/enable", app["id"].as_str().unwrap()),
+            Some(&bot.api_key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{installation}");
+    let (status, issued) = stack
+        .call(
+            "post",
+            &format!(
+                "/v1/partner/installations/{}/token",
+                installation["id"].as_str().unwrap()
+            ),
+            Some(&partner_key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{issued}");
+    // Its installation token, wrapped for the SDK (no refresh token: the partner takes a new
+    // one with its key).
+    let (status, wrapped) = raw(
+        &stack,
+        "POST",
+        "/web1on1/v2/auth/token",
+        None,
+        Some(&json!({"apiKey": issued["access_token"]}).to_string()),
+    )
+    .await;
+    assert_eq!(status, 200, "{wrapped}");
+    assert!(wrapped.get("refreshToken").is_none(), "{wrapped}");
+    let token = wrapped["token"].as_str().unwrap();
+    // The organisation that enabled it, by its tenant id: the seed's upsert goes through.
+    let tenant = installation["tenant_id"].as_str().unwrap();
+    let body = SEED_UPSERT.replace(ORGANIZATION, tenant);
+    let (status, created) = raw(
+        &stack,
+        "POST",
+        "/web1on1/v2/conversations",
+        Some(token),
+        Some(&body),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["organization"], tenant);
+    let sends = stack
+        .graph
+        .wait_for_sends(fx::PHONE_NUMBER_ID, 1, TIMEOUT)
+        .await;
+    assert_eq!(
+        sends[0].body["template"]["name"],
+        "appointment_24_hours_before"
+    );
+    // Another organisation: refused, nothing sent.
+    let other = SEED_UPSERT.replace(ORGANIZATION, "ten_someone_else");
+    let (status, e) = raw(
+        &stack,
+        "POST",
+        "/web1on1/v2/conversations",
+        Some(token),
+        Some(&other),
+    )
+    .await;
+    assert_eq!(status, 403, "{e}");
+    assert_eq!(e["error"]["code"], "organization_mismatch");
+    assert_eq!(stack.graph.sends(fx::PHONE_NUMBER_ID).len(), 1);
+}
