@@ -292,6 +292,45 @@ async fn a_web1on1_client_upserts_the_seed_conversation_and_gets_its_webhooks_un
         .await;
     assert_eq!(calls[3].body["interactive"]["body"]["text"], "Still on?");
 
+    // Web1on1's commands: /accept passes the conversation to a human agent, /leave hands it
+    // back to the bot.
+    let handled_by = |who: &'static str| {
+        let stack = &stack;
+        let key = bot.api_key.clone();
+        async move {
+            let (_, inbox) = stack
+                .call(
+                    "get",
+                    &format!("/v1/conversations?handled_by={who}"),
+                    Some(&key),
+                    None,
+                )
+                .await;
+            inbox["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["conversation_id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    for (command, who) in [("/accept", "human"), ("/leave", "bot")] {
+        let (status, answer) = raw(
+            &stack,
+            "POST",
+            &format!("/web1on1/v2/conversations/{conversation}/messages"),
+            Some(&token),
+            Some(&json!({"type": "command", "text": command}).to_string()),
+        )
+        .await;
+        assert_eq!(status, 201, "{command}: {answer}");
+        assert_eq!(answer["type"], "command", "{answer}");
+        assert!(
+            handled_by(who).await.contains(&conversation),
+            "{command}: the conversation is handled by the {who}"
+        );
+    }
+
     // Web1on1's errors: another organisation, a message type Patchbay does not run, an
     // unknown template, a tampered token, no token.
     let cases = [

@@ -171,6 +171,8 @@ pub(crate) struct TokenBody {
 async fn token(State(api): State<Arc<Api>>, body: Bytes) -> Result<axum::Json<Value>, ApiError> {
     let body: TokenBody = serde_json::from_slice(&body)
         .map_err(|e| error(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()))?;
+    // clientId names the bot the refresh token names anyway; it is not checked (refusing
+    // after the exchange would lose the pair it made).
     let _ = body.client_id;
     let non_empty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
     let (refresh, key) = (non_empty(body.refresh_token), non_empty(body.api_key));
@@ -418,8 +420,23 @@ async fn run(
                     to,
                     agent: bot.agent.as_deref().map(str::to_owned),
                 };
-                let _: patchbay_contract::ConversationState =
+                let state: patchbay_contract::ConversationState =
                     ask(api, "router", router_ops::HANDOVER, &req).await?;
+                // The command as Web1on1 echoes it (commands are not stored as messages).
+                sent.push(json!({
+                    "conversation": conversation_id,
+                    "organization": organization,
+                    "type": "command",
+                    "role": "bot",
+                    "text": match to {
+                        HandledBy::Human => "/accept",
+                        HandledBy::Bot => "/leave",
+                    },
+                    "user": bot.bot_id,
+                    "meta": {"handledBy": state.handled_by, "agent": state.agent},
+                    "createdAt": chrono::Utc::now()
+                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                }));
             }
         }
     }
