@@ -182,7 +182,8 @@ if ! cmp -s "$ROOT/tests/sdk/chat_api/requirements.txt" "$SDK/chat_api/requireme
   need_python one-msg-sdk
   rm -rf "$SDK/chat_api"
   mkdir -p "$SDK/chat_api"
-  "$PY" -m pip install --quiet --disable-pip-version-check --no-deps --target "$SDK/chat_api" \
+  "$PY" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps \
+    --target "$SDK/chat_api" \
     -r "$ROOT/tests/sdk/chat_api/requirements.txt"
   cp "$ROOT/tests/sdk/chat_api/requirements.txt" "$SDK/chat_api/requirements.txt"
 fi

@@ -55,15 +55,19 @@ with t0 as (
                              conversation_id, window_opened, message_id, platform_message_id,
                              content, i)),
 t as (
-    select t0.*, coalesce(
-        (select p.platform_user_id from users p
-         where t0.address <> t0.platform_user_id
-           and p.channel_id = t0.channel_id and p.platform_user_id = t0.address
-           and p.address = p.platform_user_id and p.phone is not null
-           and not exists (select 1 from users q
-                           where q.channel_id = t0.channel_id
-                             and q.platform_user_id = t0.platform_user_id)),
-        t0.platform_user_id) as user_key
+    select t0.*, case
+        -- Only a sender whose address is not their id (WhatsApp's business-scoped ids) can be
+        -- such a contact: the lookups are skipped for everyone else.
+        when t0.address = t0.platform_user_id then t0.platform_user_id
+        else coalesce(
+            (select p.platform_user_id from users p
+             where p.channel_id = t0.channel_id and p.platform_user_id = t0.address
+               and p.address = p.platform_user_id and p.phone is not null
+               and not exists (select 1 from users q
+                               where q.channel_id = t0.channel_id
+                                 and q.platform_user_id = t0.platform_user_id)),
+            t0.platform_user_id)
+        end as user_key
     from t0),
 ie as (
     insert into inbound_events as e (dedupe_key, event_id, bot_id, event_type)
