@@ -568,3 +568,46 @@ async fn an_unblocking_follow_is_a_resubscription() {
     assert_eq!(of(fx::OTHER_USER)["resubscribed"], true, "{got:?}");
     stack.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_video_with_a_preview_and_audio_with_a_duration_go_out_as_line_media() {
+    let stack = Stack::start().await;
+    let bot = stack.line_bot(Some(vec!["*"])).await;
+    let user = user_writes(&stack, &bot, "m-1", "show me").await["user"]["id"].clone();
+    let (status, body) = stack
+        .call(
+            "POST",
+            "/v1/messages",
+            Some(&bot.api_key),
+            Some(&json!({"user_id": user, "messages": [
+                {"type": "video", "url": "https://cdn.example/clip.mp4",
+                 "preview_url": "https://cdn.example/clip.jpg"},
+                {"type": "voice", "url": "https://cdn.example/note.m4a", "duration_ms": 4200},
+                {"type": "video", "url": "https://cdn.example/other.mp4"}]})),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    stack.events_of("message.sent", 3).await;
+    let pushed: Vec<Value> = stack
+        .line
+        .accepted(PUSH_PATH)
+        .iter()
+        .flat_map(|c| c.body["messages"].as_array().cloned().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        pushed[0],
+        json!({"type": "video", "originalContentUrl": "https://cdn.example/clip.mp4",
+               "previewImageUrl": "https://cdn.example/clip.jpg"})
+    );
+    assert_eq!(
+        pushed[1],
+        json!({"type": "audio", "originalContentUrl": "https://cdn.example/note.m4a",
+               "duration": 4200})
+    );
+    // Without a preview a video is a link, as before.
+    assert_eq!(
+        pushed[2],
+        json!({"type": "text", "text": "https://cdn.example/other.mp4"})
+    );
+    stack.shutdown().await;
+}

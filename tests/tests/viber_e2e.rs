@@ -566,3 +566,42 @@ async fn every_message_kind_arrives_as_its_event_with_viber_s_media_urls() {
     }
     stack.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_video_and_a_file_with_their_sizes_go_out_as_viber_media() {
+    let stack = Stack::start().await;
+    let bot = stack.viber_bot(Some(vec!["*"]), json!({})).await;
+    let user = user_writes(&stack, &bot, 2001, "the files please").await;
+    let (status, body) = send(
+        &stack,
+        &bot,
+        &user,
+        json!([
+            {"type": "video", "url": "https://cdn.example/clip.mp4", "size_bytes": 5_000_000,
+             "duration_ms": 61_500, "preview_url": "https://cdn.example/clip.jpg"},
+            {"type": "file", "url": "https://cdn.example/price-list.pdf", "size_bytes": 20_480,
+             "caption": "Prices"},
+            {"type": "video", "url": "https://cdn.example/other.mp4"}]),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    stack.events_of("message.sent", 3).await;
+    let sent: Vec<Value> = stack
+        .viber
+        .calls_to(SEND_PATH)
+        .iter()
+        .map(|c| c.body.clone())
+        .collect();
+    assert_eq!(sent[0]["type"], "video");
+    assert_eq!(sent[0]["size"], 5_000_000);
+    assert_eq!(sent[0]["duration"], 62);
+    assert_eq!(sent[0]["thumbnail"], "https://cdn.example/clip.jpg");
+    assert_eq!(sent[1]["type"], "file");
+    assert_eq!(sent[1]["file_name"], "price-list.pdf");
+    assert_eq!(sent[1]["size"], 20_480);
+    assert_eq!(sent[2]["type"], "text", "the caption follows the file");
+    assert_eq!(sent[2]["text"], "Prices");
+    // Without its size a video is a link, as before.
+    assert_eq!(sent[3]["type"], "url");
+    assert_eq!(sent[3]["media"], "https://cdn.example/other.mp4");
+}

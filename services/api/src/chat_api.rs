@@ -375,6 +375,9 @@ fn file(url: &str, filename: Option<&str>, caption: Option<&str>) -> Content {
         caption: caption.map(str::to_owned),
         filename: filename.map(str::to_owned),
         mime_type: None,
+        preview_url: None,
+        duration_ms: None,
+        size_bytes: None,
     };
     let ext = name.rsplit('.').next().unwrap_or_default();
     match ext {

@@ -534,7 +534,7 @@ async fn deliver(
                     ..AppUser::default()
                 },
                 message_id,
-                content: body.content,
+                content: Box::new(body.content),
                 at: chrono::Utc::now(),
             },
         )

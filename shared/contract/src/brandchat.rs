@@ -184,6 +184,9 @@ impl BrandchatMessage {
                 mime_type: None,
                 media_id: None,
                 download_url: None,
+                preview_url: None,
+                duration_ms: None,
+                size_bytes: None,
             })
         };
         let content = match self.kind.as_str() {

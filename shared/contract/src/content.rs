@@ -256,6 +256,17 @@ pub struct Media {
     /// The MIME type, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mime_type: Option<String>,
+    /// A still picture of a video, an absolute http(s) URL: LINE shows a video only with one
+    /// (`previewImageUrl`), Viber uses it as the `thumbnail`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_url: Option<String>,
+    /// How long an audio or video plays, in milliseconds: LINE shows audio only with it,
+    /// Viber's video takes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// The file's size in bytes: Viber shows a video or a file only with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
 }
 
 impl Media {
@@ -286,7 +297,22 @@ impl Media {
                 Err(FieldError::new("url", "must be an absolute http(s) URL"))
             }
             _ => Ok(()),
+        }?;
+        if let Some(u) = &self.preview_url
+            && !(u.starts_with("https://") || u.starts_with("http://"))
+        {
+            return Err(FieldError::new(
+                "preview_url",
+                "must be an absolute http(s) URL",
+            ));
         }
+        if self.duration_ms == Some(0) {
+            return Err(FieldError::new("duration_ms", "must be positive"));
+        }
+        if self.size_bytes == Some(0) {
+            return Err(FieldError::new("size_bytes", "must be positive"));
+        }
+        Ok(())
     }
 }
 

@@ -100,6 +100,9 @@ pub fn degrade(
                             mime_type: None,
                             media_id: None,
                             download_url: None,
+                            preview_url: None,
+                            duration_ms: None,
+                            size_bytes: None,
                         }));
                         if !card.buttons.is_empty() {
                             out.extend(degrade(

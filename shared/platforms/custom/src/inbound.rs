@@ -55,8 +55,8 @@ pub enum CustomBody {
         user: AppUser,
         /// The message's id: the app's idempotency key, or one Patchbay generated.
         message_id: String,
-        /// What the user sent.
-        content: Content,
+        /// What the user sent (boxed: it is most of the variant).
+        content: Box<Content>,
         /// When Patchbay received it.
         at: DateTime<Utc>,
     },
@@ -83,7 +83,7 @@ pub fn normalise(env: &IngressEnvelope) -> Result<Vec<InboundEvent>, NormaliseEr
                 at,
                 Some(InboundMessage {
                     platform_message_id: message_id,
-                    content,
+                    content: *content,
                 }),
             )
         }

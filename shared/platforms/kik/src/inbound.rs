@@ -204,6 +204,9 @@ fn url_media(url: String) -> Media {
         mime_type: None,
         media_id: None,
         download_url: None,
+        preview_url: None,
+        duration_ms: None,
+        size_bytes: None,
     }
 }
 

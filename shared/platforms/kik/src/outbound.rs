@@ -549,6 +549,9 @@ mod tests {
             mime_type: None,
             media_id: None,
             download_url: None,
+            preview_url: None,
+            duration_ms: None,
+            size_bytes: None,
         }
     }
 
@@ -647,6 +650,9 @@ mod tests {
                 mime_type: None,
                 media_id: None,
                 download_url: None,
+                preview_url: None,
+                duration_ms: None,
+                size_bytes: None,
             }),
         ] {
             let e = render(&refused).unwrap_err();

@@ -274,6 +274,9 @@ fn media(m: &Message) -> Result<Media, NormaliseError> {
         mime_type: None,
         media_id: None,
         download_url: None,
+        preview_url: None,
+        duration_ms: None,
+        size_bytes: None,
     })
 }
 
@@ -644,6 +647,9 @@ mod tests {
             mime_type: None,
             media_id: None,
             download_url: None,
+            preview_url: None,
+            duration_ms: None,
+            size_bytes: None,
         }
     }
 

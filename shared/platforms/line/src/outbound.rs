@@ -8,7 +8,9 @@
 //! |---|---|
 //! | text | `text` |
 //! | image | `image` (`originalContentUrl`, and the same URL as `previewImageUrl`); a caption follows as a `text` |
-//! | video, audio, voice, file | a `text`: the caption (else the file name) and the URL (see `capabilities`) |
+//! | video with `preview_url` | `video` (`originalContentUrl`, `previewImageUrl`); a caption follows as a `text` |
+//! | audio or voice with `duration_ms` | `audio` (`originalContentUrl`, `duration`); a caption follows as a `text` |
+//! | other video, audio, voice; file | a `text`: the caption (else the file name) and the URL (LINE shows a video only with a preview image, audio only with its duration, and bots cannot send files) |
 //! | location | `location` (`title`: the name, else "Location"; `address`: the address, else the coordinates) |
 //! | sticker | `sticker` (`packageId`, `stickerId` from `<packageId>:<stickerId>`) |
 //! | buttons | exactly two: a `confirm` template; otherwise `buttons` templates of at most 4 actions each (the text on the first, "…" on the others); a postback button is a `postback` action (`displayText` its title), a reply button a `message` action, a URL button a `uri` action; `altText` the text |
@@ -303,9 +305,26 @@ pub fn render(content: &Content) -> Result<Vec<Value>, SendError> {
             out.extend(caption(m).map(text));
             out
         }
-        Content::Video(m) => as_link("video", m)?,
-        Content::Audio(m) => as_link("audio", m)?,
-        Content::Voice(m) => as_link("voice message", m)?,
+        // LINE shows a video only with a preview image, audio only with its duration.
+        Content::Video(m) => match &m.preview_url {
+            Some(preview) => {
+                let mut out = vec![json!({"type": "video",
+                    "originalContentUrl": url_of(m, "video")?, "previewImageUrl": preview})];
+                out.extend(caption(m).map(text));
+                out
+            }
+            None => as_link("video", m)?,
+        },
+        Content::Audio(m) | Content::Voice(m) => match m.duration_ms {
+            Some(duration) => {
+                let mut out = vec![json!({"type": "audio",
+                    "originalContentUrl": url_of(m, "audio")?, "duration": duration})];
+                out.extend(caption(m).map(text));
+                out
+            }
+            None if matches!(content, Content::Voice(_)) => as_link("voice message", m)?,
+            None => as_link("audio", m)?,
+        },
         Content::File(m) => as_link("file", m)?,
         Content::Location(l) => vec![location(l)],
         Content::Sticker { id } => {
@@ -904,6 +923,9 @@ mod tests {
             mime_type: None,
             media_id: None,
             download_url: None,
+            preview_url: None,
+            duration_ms: None,
+            size_bytes: None,
         }
     }
 
@@ -944,6 +966,23 @@ mod tests {
             (
                 Content::Video(url_media(Some("https://v/v.mp4"), None, None)),
                 json!([{"type": "text", "text": "https://v/v.mp4"}]),
+            ),
+            (
+                Content::Video(Media {
+                    preview_url: Some("https://v/v.jpg".into()),
+                    ..url_media(Some("https://v/v.mp4"), Some("Clip"), None)
+                }),
+                json!([{"type": "video", "originalContentUrl": "https://v/v.mp4",
+                        "previewImageUrl": "https://v/v.jpg"},
+                       {"type": "text", "text": "Clip"}]),
+            ),
+            (
+                Content::Voice(Media {
+                    duration_ms: Some(4_200),
+                    ..url_media(Some("https://a/n.m4a"), None, None)
+                }),
+                json!([{"type": "audio", "originalContentUrl": "https://a/n.m4a",
+                        "duration": 4200}]),
             ),
             (
                 Content::File(url_media(Some("https://f/r.pdf"), None, Some("r.pdf"))),
@@ -1062,6 +1101,9 @@ mod tests {
                 mime_type: None,
                 media_id: None,
                 download_url: None,
+                preview_url: None,
+                duration_ms: None,
+                size_bytes: None,
             }),
             Content::Template(
                 patchbay_contract::content::Template::with_body("t", "en", &[]).into(),

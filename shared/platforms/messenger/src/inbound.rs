@@ -242,6 +242,9 @@ fn media(url: Option<String>) -> Media {
         mime_type: None,
         media_id: None,
         download_url: None,
+        preview_url: None,
+        duration_ms: None,
+        size_bytes: None,
     }
 }
 

@@ -501,6 +501,9 @@ mod tests {
                 mime_type: None,
                 media_id: None,
                 download_url: None,
+                preview_url: None,
+                duration_ms: None,
+                size_bytes: None,
             }),
             json!([{"attachment": {"type": "image", "payload": {"url": "https://x.test/a.png", "is_reusable": true}}}, {"text": "cap"}]),
         );
@@ -513,6 +516,9 @@ mod tests {
                 mime_type: None,
                 media_id: None,
                 download_url: None,
+                preview_url: None,
+                duration_ms: None,
+                size_bytes: None,
             }),
             json!([{"attachment": {"type": "audio", "payload": {"attachment_id": "77"}}}]),
         );

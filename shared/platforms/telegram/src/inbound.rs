@@ -172,6 +172,9 @@ fn media(f: &FileRef, caption: &Option<String>) -> Media {
         mime_type: f.mime_type.clone(),
         media_id: None,
         download_url: None,
+        preview_url: None,
+        duration_ms: None,
+        size_bytes: None,
     }
 }
 

@@ -218,6 +218,9 @@ fn url_media(url: String, caption: Option<String>, filename: Option<String>) -> 
         mime_type: None,
         media_id: None,
         download_url: None,
+        preview_url: None,
+        duration_ms: None,
+        size_bytes: None,
     }
 }
 

@@ -149,6 +149,9 @@ mod tests {
             mime_type: None,
             media_id: None,
             download_url: None,
+            preview_url: None,
+            duration_ms: None,
+            size_bytes: None,
         });
         assert_eq!(settings(&ok(image)), Ok(()));
         let card = |i: usize| Card {

@@ -13,7 +13,9 @@
 //! |---|---|
 //! | text | `text` |
 //! | image | `picture` (`media`; the caption as `text`, else `""`) |
-//! | video, file, audio, voice | `url` (`media`: the file's URL); a caption follows as a `text` |
+//! | video with `size_bytes` | `video` (`media`, `size`, `duration` in seconds from `duration_ms`, `thumbnail` from `preview_url`); a caption follows as a `text` |
+//! | file with `size_bytes` | `file` (`media`, `size`, `file_name`: the file name, else the URL's last segment); a caption follows as a `text` |
+//! | other video or file; audio, voice | `url` (`media`: the file's URL); a caption follows as a `text` (Viber shows a video or file only with its size, and has no audio message) |
 //! | location | `location` (`lat`, `lon`); a name or address follows as a `text` |
 //! | sticker | `sticker` (`sticker_id`, a number) |
 //! | buttons | a `text` with a keyboard: a postback button is `{"ActionType": "reply", "ActionBody": payload, "Silent": true}`, a reply button `{"ActionType": "reply", "ActionBody": title}`, a URL button `{"ActionType": "open-url", "ActionBody": url}`; one a row |
@@ -158,6 +160,15 @@ fn url_of<'a>(m: &'a Media, kind: &str) -> Result<&'a str, SendError> {
     })
 }
 
+/// The last segment of a media's URL, as a file name.
+fn name_of(m: &Media) -> Option<&str> {
+    m.url
+        .as_deref()
+        .and_then(|u| u.split(['?', '#']).next())
+        .and_then(|u| u.rsplit('/').next())
+        .filter(|n| !n.is_empty())
+}
+
 /// A file Viber cannot send as such, as a `url` message to it, then its caption.
 fn link(kind: &str, m: &Media) -> Result<Vec<Value>, SendError> {
     let mut out = vec![json!({"type": "url", "media": url_of(m, kind)?})];
@@ -288,10 +299,38 @@ pub fn render(content: &Content) -> Result<Vec<Value>, SendError> {
         Content::Text { text: t } => vec![text(t)?],
         Content::Image(m) => vec![json!({"type": "picture", "media": url_of(m, "image")?,
                                         "text": caption(m).unwrap_or_default()})],
-        Content::Video(m) => link("video", m)?,
+        // Viber shows a video or a file only with its size (and a file with its name).
+        Content::Video(m) => match m.size_bytes {
+            Some(size) => {
+                let mut video = json!({"type": "video", "media": url_of(m, "video")?,
+                                       "size": size});
+                if let Some(ms) = m.duration_ms {
+                    video["duration"] = json!(ms.div_ceil(1000));
+                }
+                if let Some(preview) = &m.preview_url {
+                    video["thumbnail"] = json!(preview);
+                }
+                let mut out = vec![video];
+                if let Some(c) = caption(m) {
+                    out.push(text(c)?);
+                }
+                out
+            }
+            None => link("video", m)?,
+        },
         Content::Audio(m) => link("audio", m)?,
         Content::Voice(m) => link("voice message", m)?,
-        Content::File(m) => link("file", m)?,
+        Content::File(m) => match (m.size_bytes, m.filename.as_deref().or_else(|| name_of(m))) {
+            (Some(size), Some(name)) => {
+                let mut out = vec![json!({"type": "file", "media": url_of(m, "file")?,
+                                          "size": size, "file_name": name})];
+                if let Some(c) = caption(m) {
+                    out.push(text(c)?);
+                }
+                out
+            }
+            _ => link("file", m)?,
+        },
         Content::Location(l) => {
             let mut out = vec![json!({"type": "location",
                                       "location": {"lat": l.latitude, "lon": l.longitude}})];
@@ -696,6 +735,9 @@ mod tests {
             mime_type: None,
             media_id: None,
             download_url: None,
+            preview_url: None,
+            duration_ms: None,
+            size_bytes: None,
         }
     }
 
@@ -730,6 +772,25 @@ mod tests {
             (
                 Content::Image(url_media(Some("https://i/p.png"), None)),
                 json!([{"type": "picture", "media": "https://i/p.png", "text": ""}]),
+            ),
+            (
+                Content::Video(Media {
+                    size_bytes: Some(1_048_576),
+                    duration_ms: Some(12_300),
+                    preview_url: Some("https://v/v.jpg".into()),
+                    ..url_media(Some("https://v/v.mp4"), Some("Clip"))
+                }),
+                json!([{"type": "video", "media": "https://v/v.mp4", "size": 1_048_576,
+                        "duration": 13, "thumbnail": "https://v/v.jpg"},
+                       {"type": "text", "text": "Clip"}]),
+            ),
+            (
+                Content::File(Media {
+                    size_bytes: Some(2_048),
+                    ..url_media(Some("https://f/report.pdf?x=1"), None)
+                }),
+                json!([{"type": "file", "media": "https://f/report.pdf?x=1", "size": 2048,
+                        "file_name": "report.pdf"}]),
             ),
             (
                 Content::Video(url_media(Some("https://v/v.mp4"), Some("Clip"))),
@@ -795,6 +856,9 @@ mod tests {
                     mime_type: None,
                     media_id: None,
                     download_url: None,
+                    preview_url: None,
+                    duration_ms: None,
+                    size_bytes: None,
                 }),
                 "unsupported_content",
             ),

@@ -1462,6 +1462,9 @@ mod tests {
             mime_type: None,
             media_id: None,
             download_url: None,
+            preview_url: None,
+            duration_ms: None,
+            size_bytes: None,
         }
     }
 
@@ -1474,6 +1477,9 @@ mod tests {
             mime_type: None,
             media_id: None,
             download_url: None,
+            preview_url: None,
+            duration_ms: None,
+            size_bytes: None,
         }
     }
 

@@ -167,6 +167,9 @@ mod tests {
                 mime_type: None,
                 media_id: None,
                 download_url: None,
+                preview_url: None,
+                duration_ms: None,
+                size_bytes: None,
             })
         };
         let xml = render("o", "gh", 1, &image(Some("m_1"), None)).unwrap();

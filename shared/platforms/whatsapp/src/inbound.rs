@@ -237,6 +237,9 @@ fn media(m: &WaMedia) -> Media {
         mime_type: m.mime_type.clone(),
         media_id: None,
         download_url: None,
+        preview_url: None,
+        duration_ms: None,
+        size_bytes: None,
     }
 }
 
@@ -631,6 +634,9 @@ mod tests {
             mime_type: Some(mime.into()),
             media_id: None,
             download_url: None,
+            preview_url: None,
+            duration_ms: None,
+            size_bytes: None,
         }
     }
 

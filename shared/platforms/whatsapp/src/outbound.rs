@@ -612,6 +612,9 @@ mod tests {
                 mime_type: None,
                 media_id: None,
                 download_url: None,
+                preview_url: None,
+                duration_ms: None,
+                size_bytes: None,
             }),
             json!([{"type": "image", "image": {"id": "MEDIA_1", "caption": "c"}}]),
         );
@@ -624,6 +627,9 @@ mod tests {
                 mime_type: None,
                 media_id: None,
                 download_url: None,
+                preview_url: None,
+                duration_ms: None,
+                size_bytes: None,
             }),
             json!([{"type": "document", "document": {"link": "https://x.test/i.pdf", "filename": "i.pdf"}}]),
         );
@@ -636,6 +642,9 @@ mod tests {
                 mime_type: None,
                 media_id: None,
                 download_url: None,
+                preview_url: None,
+                duration_ms: None,
+                size_bytes: None,
             }),
             json!([{"type": "audio", "audio": {"link": "https://x.test/v.ogg"}}, {"type": "text", "text": {"body": "listen", "preview_url": false}}]),
         );
