@@ -232,6 +232,12 @@ struct Message {
     package_id: Option<String>,
     #[serde(default)]
     sticker_id: Option<String>,
+    /// An audio's or video's length, in milliseconds.
+    #[serde(default)]
+    duration: Option<u64>,
+    /// A file's size, in bytes.
+    #[serde(default)]
+    file_size: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -275,8 +281,8 @@ fn media(m: &Message) -> Result<Media, NormaliseError> {
         media_id: None,
         download_url: None,
         preview_url: None,
-        duration_ms: None,
-        size_bytes: None,
+        duration_ms: m.duration.filter(|d| *d > 0),
+        size_bytes: m.file_size.filter(|s| *s > 0),
     })
 }
 
@@ -685,7 +691,10 @@ mod tests {
                     received,
                     u,
                     u,
-                    Some(Content::Video(kept(Some("m-e3"), None, None))),
+                    Some(Content::Video(Media {
+                        duration_ms: Some(60_000),
+                        ..kept(Some("m-e3"), None, None)
+                    })),
                 )],
             ),
             (
@@ -694,7 +703,10 @@ mod tests {
                     received,
                     u,
                     u,
-                    Some(Content::Audio(kept(Some("m-e4"), None, None))),
+                    Some(Content::Audio(Media {
+                        duration_ms: Some(60_000),
+                        ..kept(Some("m-e4"), None, None)
+                    })),
                 )],
             ),
             (
@@ -703,7 +715,10 @@ mod tests {
                     received,
                     u,
                     u,
-                    Some(Content::File(kept(Some("m-e5"), None, Some("report.pdf")))),
+                    Some(Content::File(Media {
+                        size_bytes: Some(2048),
+                        ..kept(Some("m-e5"), None, Some("report.pdf"))
+                    })),
                 )],
             ),
             (

@@ -191,6 +191,15 @@ struct Message {
     location: Option<Place>,
     #[serde(default)]
     tracking_data: Option<String>,
+    /// A video's or file's size, in bytes.
+    #[serde(default)]
+    size: Option<u64>,
+    /// A video's length, in seconds.
+    #[serde(default)]
+    duration: Option<u64>,
+    /// A video's or picture's thumbnail URL.
+    #[serde(default)]
+    thumbnail: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -241,8 +250,19 @@ fn content(m: Message) -> Result<Option<Content>, NormaliseError> {
             }
         }
         "picture" => Content::Image(url_media(media(&m)?, m.text.clone(), m.file_name.clone())),
-        "video" => Content::Video(url_media(media(&m)?, m.text.clone(), None)),
-        "file" => Content::File(url_media(media(&m)?, None, m.file_name.clone())),
+        "video" => Content::Video(Media {
+            size_bytes: m.size.filter(|s| *s > 0),
+            duration_ms: m
+                .duration
+                .filter(|d| *d > 0)
+                .map(|d| d.saturating_mul(1000)),
+            preview_url: m.thumbnail.clone(),
+            ..url_media(media(&m)?, m.text.clone(), None)
+        }),
+        "file" => Content::File(Media {
+            size_bytes: m.size.filter(|s| *s > 0),
+            ..url_media(media(&m)?, None, m.file_name.clone())
+        }),
         "sticker" => Content::Sticker {
             id: m
                 .sticker_id
@@ -578,19 +598,19 @@ mod tests {
             ),
             (
                 fx::video(105, u, "https://dl-media.viber.com/v.mp4"),
-                received(Content::Video(media(
-                    "https://dl-media.viber.com/v.mp4",
-                    None,
-                    None,
-                ))),
+                received(Content::Video(Media {
+                    size_bytes: Some(2_000_000),
+                    duration_ms: Some(12_000),
+                    preview_url: Some("https://dl-media.viber.com/v.mp4".into()),
+                    ..media("https://dl-media.viber.com/v.mp4", None, None)
+                })),
             ),
             (
                 fx::file(106, u, "https://dl-media.viber.com/r.pdf", "r.pdf"),
-                received(Content::File(media(
-                    "https://dl-media.viber.com/r.pdf",
-                    None,
-                    Some("r.pdf"),
-                ))),
+                received(Content::File(Media {
+                    size_bytes: Some(30_000),
+                    ..media("https://dl-media.viber.com/r.pdf", None, Some("r.pdf"))
+                })),
             ),
             (
                 fx::sticker(107, u, 40100),
