@@ -517,11 +517,14 @@ async fn every_message_kind_arrives_as_its_event_with_viber_s_media_urls() {
         ),
         (
             fx::video(8002, u, "https://dl-media.viber.com/v.mp4"),
-            json!({"type": "video", "url": "https://dl-media.viber.com/v.mp4"}),
+            json!({"type": "video", "url": "https://dl-media.viber.com/v.mp4",
+                   "size_bytes": 2_000_000, "duration_ms": 12_000,
+                   "preview_url": "https://dl-media.viber.com/v.mp4"}),
         ),
         (
             fx::file(8003, u, "https://dl-media.viber.com/r.pdf", "r.pdf"),
-            json!({"type": "file", "url": "https://dl-media.viber.com/r.pdf", "filename": "r.pdf"}),
+            json!({"type": "file", "url": "https://dl-media.viber.com/r.pdf", "filename": "r.pdf",
+                   "size_bytes": 30_000}),
         ),
         (
             fx::sticker(8004, u, 40100),
