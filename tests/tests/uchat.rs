@@ -267,3 +267,35 @@ async fn a_uchat_partner_sets_the_api_chat_webhook_and_its_users_talk_to_the_bot
     .await;
     assert_eq!(hook.received().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_first_sets_at_once_make_one_api_chat_channel() {
+    let stack = Stack::start().await;
+    let bot = stack.bot().await;
+    let admin = stack.admin_token();
+    let hooks = [FakeTenant::start().await, FakeTenant::start().await];
+    for h in &hooks {
+        h.expect_verify_token(KEY);
+    }
+    let api = stack.api_url();
+    let path = format!("/api/partner/workspace/{}/apichat-webhook", bot.id);
+    let set =
+        |url: String| format!(r#"{{"webhook_url": "{url}", "webhook_verification_key": "{KEY}"}}"#);
+    let (one, two) = (set(hooks[0].url()), set(hooks[1].url()));
+    let ((s1, a1), (s2, a2)) = tokio::join!(
+        uchat(&api, "POST", &path, Some(admin), Some(&one)),
+        uchat(&api, "POST", &path, Some(admin), Some(&two)),
+    );
+    assert_eq!((s1, s2), (200, 200), "{a1} {a2}");
+    assert_eq!(a1["data"]["bot_url"], a2["data"]["bot_url"], "one channel");
+    let (_, channels) = stack
+        .call("get", "/v1/channels", Some(&bot.api_key), None)
+        .await;
+    let custom = channels["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["platform"] == "custom")
+        .count();
+    assert_eq!(custom, 1, "{channels}");
+}

@@ -503,6 +503,31 @@ impl Auth {
         &self,
         req: patchbay_contract::ApiChatRequest,
     ) -> Result<Option<patchbay_contract::ApiChat>, RpcError> {
+        // One operation on a bot's API chat channel at a time, across replicas: two first
+        // sets at once would otherwise each create a channel.
+        let mut lock = self.pool.acquire().await.map_err(store::db)?;
+        let name = format!("api_chat:{}", req.bot_id);
+        sqlx::query("select pg_advisory_lock(hashtext($1))")
+            .bind(&name)
+            .execute(&mut *lock)
+            .await
+            .map_err(store::db)?;
+        let result = self.api_chat_locked(req).await;
+        let unlocked = sqlx::query("select pg_advisory_unlock(hashtext($1))")
+            .bind(&name)
+            .execute(&mut *lock)
+            .await;
+        if unlocked.is_err() {
+            // Closing the session releases its locks.
+            drop(lock.detach());
+        }
+        result
+    }
+
+    async fn api_chat_locked(
+        &self,
+        req: patchbay_contract::ApiChatRequest,
+    ) -> Result<Option<patchbay_contract::ApiChat>, RpcError> {
         use patchbay_contract::{ApiChat, ApiChatOp};
         use patchbay_custom::{CustomCredentials, CustomFlavour};
         if !store::bot_exists(&self.pool, &req.bot_id).await? {
