@@ -30,7 +30,7 @@ use patchbay_runtime::ApiError;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::auth::BotAuth;
+use crate::auth::{BotAuth, KeyOwner};
 use crate::{Api, ask};
 
 /// The routes of this module.
@@ -64,38 +64,57 @@ struct TokenQuery {
     limit: Option<u32>,
 }
 
+/// One chat-api request as both routes take it; `owner` is the `?token=` the rate-limit layer
+/// already resolved.
+struct Request {
+    http: Method,
+    q: TokenQuery,
+    headers: HeaderMap,
+    body: Bytes,
+    owner: Option<KeyOwner>,
+}
+
 async fn instance_call(
     State(api): State<Arc<Api>>,
     Path((instance, method)): Path<(String, String)>,
-    http_method: Method,
+    http: Method,
     Query(q): Query<TokenQuery>,
+    owner: Option<axum::Extension<KeyOwner>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let Some(channel_id) = instance.strip_prefix("instance") else {
         return error(StatusCode::NOT_FOUND, format!("no instance {instance}"));
     };
-    call(
-        &api,
-        Some(channel_id),
-        &method,
-        http_method,
+    let owner = owner.map(|o| o.0);
+    let req = Request {
+        http,
         q,
-        &headers,
+        headers,
         body,
-    )
-    .await
+        owner,
+    };
+    call(&api, Some(channel_id), &method, req).await
 }
 
 async fn short_call(
     State(api): State<Arc<Api>>,
     Path(method): Path<String>,
-    http_method: Method,
+    http: Method,
     Query(q): Query<TokenQuery>,
+    owner: Option<axum::Extension<KeyOwner>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    call(&api, None, &method, http_method, q, &headers, body).await
+    let owner = owner.map(|o| o.0);
+    let req = Request {
+        http,
+        q,
+        headers,
+        body,
+        owner,
+    };
+    call(&api, None, &method, req).await
 }
 
 /// The scope each method needs.
@@ -109,15 +128,15 @@ fn scope(method: &str, http: &Method) -> Option<&'static str> {
     })
 }
 
-async fn call(
-    api: &Api,
-    instance: Option<&str>,
-    method: &str,
-    http: Method,
-    q: TokenQuery,
-    headers: &HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn call(api: &Api, instance: Option<&str>, method: &str, req: Request) -> Response {
+    let Request {
+        http,
+        q,
+        headers,
+        body,
+        owner,
+    } = req;
+    let headers = &headers;
     let Some(needed) = scope(method, &http) else {
         return error(
             StatusCode::NOT_FOUND,
@@ -130,7 +149,7 @@ async fn call(
             "Wrong token. Please provide token as a get parameter.",
         );
     };
-    let bot = match authenticate(api, token, needed).await {
+    let bot = match authenticate(api, token, owner, needed).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -191,12 +210,21 @@ async fn call(
     result.unwrap_or_else(|r| r)
 }
 
-/// The bot of `token` when it may do `needed` (401/403 in chat-api's shape otherwise).
-async fn authenticate(api: &Api, token: &str, needed: &str) -> Result<BotAuth, Response> {
-    let owner = crate::auth::key_owner(api, token)
-        .await
-        .map_err(from_api)?
-        .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "Wrong token."))?;
+/// The bot of `token` (resolved already as `owner` when the rate-limit layer found it) when
+/// it may do `needed` (401/403 in chat-api's shape otherwise).
+async fn authenticate(
+    api: &Api,
+    token: &str,
+    owner: Option<KeyOwner>,
+    needed: &str,
+) -> Result<BotAuth, Response> {
+    let owner = match owner {
+        Some(o) => o,
+        None => crate::auth::key_owner(api, token)
+            .await
+            .map_err(from_api)?
+            .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "Wrong token."))?,
+    };
     BotAuth::of(owner, needed, "this method").map_err(from_api)
 }
 

@@ -52,6 +52,18 @@ pub(crate) enum Caller {
     Public,
 }
 
+/// What the chat-api instance routes do (the same for `GET` and `POST`).
+const CHAT_API_INSTANCE: &str = "chat-api (WhatsApp) compatibility for one of the bot's WhatsApp channels \
+         (instance<channel id>): POST message, sendMessage (phone or chatId, body; a file by URL \
+         with filename), sendFile, sendTemplate (template, namespace, language.code, params as \
+         WhatsApp's components), webhook (webhookUrl: events in chat-api's shapes), me (the \
+         business profile); GET webhook, status, me, messages?chatId=. Errors as chat-api's \
+         {\"error\"}; a refused send {\"sent\": false, \"message\"} (docs/compat.md).";
+
+/// What chat-api's short routes do.
+const CHAT_API_SHORT: &str =
+    "chat-api's short URL: the same methods for the bot's only WhatsApp channel.";
+
 type SchemaFn = fn(&mut SchemaGenerator) -> schemars::Schema;
 
 fn schema<T: JsonSchema>(g: &mut SchemaGenerator) -> schemars::Schema {
@@ -682,12 +694,7 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         "get",
         "/chat-api/{instance}/{method}",
         Caller::ChatApiToken,
-        "chat-api (WhatsApp) compatibility for one of the bot's WhatsApp channels \
-         (instance<channel id>): POST message, sendMessage (phone or chatId, body; a file by URL \
-         with filename), sendFile, sendTemplate (template, namespace, language.code, params as \
-         WhatsApp's components), webhook (webhookUrl: events in chat-api's shapes), me (the \
-         business profile); GET webhook, status, me, messages?chatId=. Errors as chat-api's \
-         {\"error\"}; a refused send {\"sent\": false, \"message\"} (docs/compat.md).",
+        CHAT_API_INSTANCE,
         None,
         (200, None),
     ),
@@ -695,12 +702,7 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         "post",
         "/chat-api/{instance}/{method}",
         Caller::ChatApiToken,
-        "chat-api (WhatsApp) compatibility for one of the bot's WhatsApp channels \
-         (instance<channel id>): POST message, sendMessage (phone or chatId, body; a file by URL \
-         with filename), sendFile, sendTemplate (template, namespace, language.code, params as \
-         WhatsApp's components), webhook (webhookUrl: events in chat-api's shapes), me (the \
-         business profile); GET webhook, status, me, messages?chatId=. Errors as chat-api's \
-         {\"error\"}; a refused send {\"sent\": false, \"message\"} (docs/compat.md).",
+        CHAT_API_INSTANCE,
         None,
         (200, None),
     ),
@@ -708,7 +710,7 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         "get",
         "/chat-api/{method}",
         Caller::ChatApiToken,
-        "chat-api's short URL: the same methods for the bot's only WhatsApp channel.",
+        CHAT_API_SHORT,
         None,
         (200, None),
     ),
@@ -716,7 +718,7 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         "post",
         "/chat-api/{method}",
         Caller::ChatApiToken,
-        "chat-api's short URL: the same methods for the bot's only WhatsApp channel.",
+        CHAT_API_SHORT,
         None,
         (200, None),
     ),

@@ -10,11 +10,10 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use patchbay_config::secrets::new_url_token;
 use patchbay_contract::ChannelRecord;
-use patchbay_contract::ids::{new_id, prefix, user_id};
+use patchbay_contract::ids::user_id;
 use patchbay_custom::api::SendAsUser;
 use patchbay_custom::botdistrikt::{BotResponse, BotUser, MessageRequest, UserRequest, from_form};
-use patchbay_custom::inbound::{AppUser, CustomBody};
-use patchbay_custom::users::Claim;
+use patchbay_custom::inbound::AppUser;
 use patchbay_custom::{CustomCredentials, CustomFlavour, token};
 use patchbay_runtime::ApiError;
 use patchbay_runtime::http::read_body;
@@ -125,39 +124,21 @@ pub(crate) async fn user(
     };
     let user_id = user_id(&channel.id, &webchat_id);
     let bot_user = BotUser::new(&webchat_id, &user_id, body.user.as_ref());
-    let claim = s
-        .users
-        .claim(&user_id, chrono::Utc::now())
-        .await
-        .map_err(ApiError::unavailable)?;
-    let Claim::New(revision) = claim else {
+    let user = AppUser {
+        platform_user_id: webchat_id.clone(),
+        display_name: Some(bot_user.display_name()),
+        locale: body.user.as_ref().and_then(|u| u.locale.clone()),
+        email: body
+            .user
+            .as_ref()
+            .and_then(|u| u.email.as_deref())
+            .and_then(patchbay_contract::normalise_email),
+        ..AppUser::default()
+    };
+    if !s.register_if_new(&channel, user).await? {
         // Known: the webchat_id is the credential; a revoked one stays refused.
         check_user(&s, &channel, &webchat_id).await?;
         outcome("found");
-        return Ok(axum::Json(bot_user));
-    };
-    let envelope_id = new_id(prefix::ENVELOPE);
-    let dedupe = format!("register:{envelope_id}");
-    let register = CustomBody::Register {
-        user: AppUser {
-            platform_user_id: webchat_id.clone(),
-            display_name: Some(bot_user.display_name()),
-            locale: body.user.as_ref().and_then(|u| u.locale.clone()),
-            email: body
-                .user
-                .as_ref()
-                .and_then(|u| u.email.as_deref())
-                .and_then(patchbay_contract::normalise_email),
-            ..AppUser::default()
-        },
-        at: chrono::Utc::now(),
-    };
-    if let Err(e) = s
-        .publish(&channel, envelope_id, &dedupe, &webchat_id, &register)
-        .await
-    {
-        s.users.release(&user_id, revision).await;
-        return Err(e);
     }
     Ok(axum::Json(bot_user))
 }

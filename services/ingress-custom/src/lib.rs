@@ -126,6 +126,39 @@ impl Ingress {
         Ok((channel, creds))
     }
 
+    /// Registers `user` on `channel` unless registered already (claimed in the users bucket,
+    /// released again when publishing fails): whether they were new.
+    async fn register_if_new(
+        &self,
+        channel: &ChannelRecord,
+        user: AppUser,
+    ) -> Result<bool, ApiError> {
+        let id = user_id(&channel.id, &user.platform_user_id);
+        let Claim::New(revision) = self
+            .users
+            .claim(&id, chrono::Utc::now())
+            .await
+            .map_err(ApiError::unavailable)?
+        else {
+            return Ok(false);
+        };
+        let envelope_id = new_id(prefix::ENVELOPE);
+        let dedupe = format!("register:{envelope_id}");
+        let order_key = user.platform_user_id.clone();
+        let register = CustomBody::Register {
+            user,
+            at: chrono::Utc::now(),
+        };
+        if let Err(e) = self
+            .publish(channel, envelope_id, &dedupe, &order_key, &register)
+            .await
+        {
+            self.users.release(&id, revision).await;
+            return Err(e);
+        }
+        Ok(true)
+    }
+
     /// Publishes `body` as an envelope of `channel`; whether JetStream had it already.
     async fn publish(
         &self,

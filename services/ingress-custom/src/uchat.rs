@@ -10,11 +10,9 @@ use std::sync::Arc;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use patchbay_config::secrets::api_key_hash;
-use patchbay_contract::ids::{new_id, prefix, user_id};
 use patchbay_custom::api::SendAsUser;
-use patchbay_custom::inbound::{AppUser, CustomBody};
+use patchbay_custom::inbound::AppUser;
 use patchbay_custom::uchat::ApiChatMessage;
-use patchbay_custom::users::Claim;
 use patchbay_custom::{CustomFlavour, token};
 use patchbay_runtime::ApiError;
 use patchbay_runtime::http::{bearer_token, parse_json, read_body};
@@ -71,32 +69,13 @@ pub(crate) async fn send(
         ));
     }
     let content = body.content().map_err(|(f, m)| invalid(f, &m))?;
-    let user = user_id(&channel.id, &body.user_id);
     // A user's first message registers them.
-    if let Claim::New(revision) = s
-        .users
-        .claim(&user, chrono::Utc::now())
-        .await
-        .map_err(ApiError::unavailable)?
-    {
-        let envelope_id = new_id(prefix::ENVELOPE);
-        let dedupe = format!("register:{envelope_id}");
-        let register = CustomBody::Register {
-            user: AppUser {
-                platform_user_id: body.user_id.clone(),
-                display_name: body.user_name.clone().filter(|n| !n.trim().is_empty()),
-                ..AppUser::default()
-            },
-            at: chrono::Utc::now(),
-        };
-        if let Err(e) = s
-            .publish(&channel, envelope_id, &dedupe, &body.user_id, &register)
-            .await
-        {
-            s.users.release(&user, revision).await;
-            return Err(e);
-        }
-    }
+    let user = AppUser {
+        platform_user_id: body.user_id.clone(),
+        display_name: body.user_name.clone().filter(|n| !n.trim().is_empty()),
+        ..AppUser::default()
+    };
+    s.register_if_new(&channel, user).await?;
     let sent = deliver(
         &s,
         &channel,

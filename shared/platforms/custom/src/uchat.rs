@@ -14,7 +14,6 @@
 //! here are Patchbay's reading of its field names (`user_ns`, `msg_type`, `mid`), documented
 //! in `docs/compat.md`.
 
-use hmac::{Hmac, KeyInit, Mac};
 use patchbay_contract::content::{Button, Card, Media, QuickReply};
 use patchbay_contract::{Content, CustomReply};
 use schemars::JsonSchema;
@@ -172,16 +171,10 @@ pub fn webhook_body(reply: &CustomReply) -> Value {
 
 /// `sha256=<hex HMAC-SHA256 of body>` keyed with the verification key.
 pub fn signature(verification_key: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(verification_key.as_bytes())
-        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-    mac.update(body);
-    let hex: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("sha256={hex}")
+    format!(
+        "sha256={}",
+        patchbay_platform::meta::signature_hex(verification_key, body)
+    )
 }
 
 #[cfg(test)]
