@@ -1,7 +1,7 @@
 //! LINE end to end through every service, on real NATS and PostgreSQL, with a fake LINE
 //! Messaging API and webhooks signed as LINE signs them: the signature, the console's Verify
-//! body, one event per `webhookEventId` (redeliveries collapse), groups (the member is the
-//! sender, the group the address), inline replies with the event's reply token (once, while
+//! body, one event per `webhookEventId` (redeliveries collapse), groups (the group is the
+//! conversation, the member its sender), inline replies with the event's reply token (once, while
 //! it is fresh), pushes when it is used, expired or refused, retries that send nothing twice,
 //! pushes of at most five messages, LINE's refusals, and profiles.
 
@@ -360,7 +360,7 @@ async fn a_flex_message_passes_through_and_templates_reach_line_as_templates() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_a_group_the_member_is_the_sender_and_the_group_the_address() {
+async fn in_a_group_the_group_is_the_conversation_and_the_member_its_sender() {
     let stack = Stack::start().await;
     reply_with(&stack, vec![]);
     let bot = stack.line_bot(Some(vec!["*"])).await;
@@ -368,6 +368,8 @@ async fn in_a_group_the_member_is_the_sender_and_the_group_the_address() {
         fx::USER,
         json!({"displayName": "Ana", "pictureUrl": "https://profile.line.example/ana"}),
     );
+    // Ana writes to the bot alone first: her own conversation.
+    let alone = user_writes(&stack, &bot, "g-0", "hello bot").await;
     let said = now(fx::message(
         "g-1",
         fx::in_group(fx::GROUP, Some(fx::USER)),
@@ -379,31 +381,101 @@ async fn in_a_group_the_member_is_the_sender_and_the_group_the_address() {
         &[fx::OTHER_USER],
     ));
     assert_eq!(stack.post_line(&bot, vec![said, joined]).await, 200);
-    let received = stack.events_of("message.received", 1).await[0].json();
+    let received = eventually(TIMEOUT, "the group message's event", || async {
+        stack
+            .tenant
+            .received()
+            .iter()
+            .map(Received::json)
+            .find(|e| e["message"]["platform_message_id"] == "m-g-1")
+    })
+    .await;
     assert_eq!(received["user"]["platform_user_id"], fx::USER);
+    assert_eq!(received["user"]["id"], alone["user"]["id"], "the same Ana");
     assert_eq!(
         received["user"]["display_name"], "Ana",
         "the group-member profile"
     );
+    let chat = received["chat"].clone();
+    assert_eq!(chat["platform_chat_id"], fx::GROUP);
+    assert_eq!(chat["kind"], "group");
+    assert_ne!(chat["id"], received["user"]["id"]);
+    assert_ne!(
+        received["conversation_id"], alone["conversation_id"],
+        "the group's conversation, not Ana's"
+    );
     let subscribed = stack.events_of("user.subscribed", 1).await[0].json();
     assert_eq!(subscribed["user"]["platform_user_id"], fx::OTHER_USER);
+    assert_eq!(subscribed["conversation_id"], received["conversation_id"]);
+    assert_eq!(subscribed["chat"]["id"], chat["id"]);
     // The inline reply answers in the group with the event's token.
-    let replies = stack.line.wait_for(REPLY_PATH, 1, TIMEOUT).await;
-    assert_eq!(replies[0].body["replyToken"], fx::reply_token("g-1"));
-    // A later push to the member goes to the group, where they wrote.
-    let user = received["user"]["id"].clone();
-    let (status, body) = stack
+    let replies = eventually(TIMEOUT, "the reply in the group", || async {
+        stack
+            .line
+            .calls_to(REPLY_PATH)
+            .into_iter()
+            .find(|c| c.body["replyToken"] == fx::reply_token("g-1"))
+    })
+    .await;
+    assert_eq!(replies.status, 200);
+    // A push to Ana goes to Ana, not to the group where she wrote last; a push to the chat's
+    // id goes to the group.
+    for (to, address) in [
+        (&received["user"]["id"], fx::USER),
+        (&chat["id"], fx::GROUP),
+    ] {
+        let (status, body) = stack
+            .call(
+                "POST",
+                "/v1/messages",
+                Some(&bot.api_key),
+                Some(&json!({"user_id": to, "messages": [{"type": "text", "text": address}]})),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+        let push = eventually(TIMEOUT, "the push", || async {
+            stack
+                .line
+                .calls_to(PUSH_PATH)
+                .into_iter()
+                .find(|c| c.body["messages"][0]["text"] == address)
+        })
+        .await;
+        assert_eq!(push.body["to"], address);
+    }
+    // The group's history names who wrote; the chat is a user of kind group.
+    let conversation = received["conversation_id"].as_str().unwrap();
+    let (status, history) = stack
         .call(
-            "POST",
-            "/v1/messages",
+            "GET",
+            &format!("/v1/conversations/{conversation}/messages"),
             Some(&bot.api_key),
-            Some(&json!({"user_id": user, "messages": [{"type": "text", "text": "later"}]})),
+            None,
         )
         .await;
-    assert_eq!(status, 202, "{body}");
-    let pushes = stack.line.wait_for(PUSH_PATH, 1, TIMEOUT).await;
-    assert_eq!(pushes[0].body["to"], fx::GROUP);
-    assert_eq!(pushes[0].status, 200);
+    assert_eq!(status, 200, "{history}");
+    assert_eq!(history["user_id"], chat["id"]);
+    let inbound = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["direction"] == "inbound")
+        .cloned()
+        .unwrap();
+    assert_eq!(inbound["sender_id"], received["user"]["id"]);
+    let (status, group) = stack
+        .call(
+            "GET",
+            &format!("/v1/users/{}", chat["id"].as_str().unwrap()),
+            Some(&bot.api_key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{group}");
+    assert_eq!(
+        (&group["chat_kind"], &group["platform_user_id"]),
+        (&json!("group"), &json!(fx::GROUP))
+    );
     let lookups: Vec<String> = stack
         .line
         .calls_to("/v2/bot/group/")

@@ -81,6 +81,7 @@ async fn user_wrote(
             phone: None,
         },
         address: address.to_owned(),
+        chat: None,
         dedupe_key: format!("{platform}:{channel}:{id}"),
         message: Some(InboundMessage {
             platform_message_id: format!("wamid.{id}"),

@@ -109,6 +109,11 @@ pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] = &[
         include_str!("../migrations/0012_journey.sql"),
     ),
     (13, "inbox", include_str!("../migrations/0013_inbox.sql")),
+    (
+        14,
+        "group_chats",
+        include_str!("../migrations/0014_group_chats.sql"),
+    ),
 ];
 
 struct Router {
@@ -401,6 +406,7 @@ impl Router {
                 fields: user.fields.clone(),
             },
             conversation_id: h.state.conversation_id.clone(),
+            chat: None,
             message: None,
             error: None,
             referral: None,
@@ -687,6 +693,7 @@ impl Handler<InboundEvent> for Inbound {
                 channel: ev.channel.clone(),
                 user: stored.user.clone(),
                 conversation_id: stored.conversation_id.clone(),
+                chat: stored.chat.clone(),
                 message: ev.message.as_ref().map(|m| EventMessage {
                     id: stored.message_id.clone(),
                     platform_message_id: Some(m.platform_message_id.clone()),
@@ -766,6 +773,7 @@ impl Router {
                 channel: ev.channel.clone(),
                 user: m.user,
                 conversation_id: m.conversation_id,
+                chat: None,
                 message: Some(EventMessage {
                     id: m.message_id,
                     platform_message_id: m.platform_message_id,
@@ -830,6 +838,7 @@ impl Router {
                     channel: ev.channel.clone(),
                     user: m.user.clone(),
                     conversation_id: m.conversation_id.clone(),
+                    chat: None,
                     message: Some(EventMessage {
                         id: m.message_id.clone(),
                         platform_message_id: m.platform_message_id.clone(),
@@ -1509,6 +1518,7 @@ impl Handler<StatusEvent> for Statuses {
             channel: st.channel.clone(),
             user: found.user,
             conversation_id: found.conversation_id,
+            chat: None,
             message: Some(EventMessage {
                 id: st.message_id.clone(),
                 platform_message_id: st.platform_message_id.clone(),

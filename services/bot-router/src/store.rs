@@ -4,9 +4,9 @@ use chrono::{DateTime, Utc};
 use patchbay_contract::fields::{FieldChanges, Fields};
 use patchbay_contract::ids::{derive_id, message_ids, new_id, prefix, user_id};
 use patchbay_contract::{
-    ChannelRef, Content, DeliveryStatus, EventType, EventUser, HandledBy, HistoryMessage,
-    HistoryPage, HistoryRequest, InboundEvent, Platform, Recipient, RpcError, SendSource,
-    StatusEvent, UpsertContactRequest, UpsertedContact, UserProfile,
+    ChannelRef, ChatKind, Content, DeliveryStatus, EventChat, EventType, EventUser, HandledBy,
+    HistoryMessage, HistoryPage, HistoryRequest, InboundEvent, Platform, Recipient, RpcError,
+    SendSource, StatusEvent, UpsertContactRequest, UpsertedContact, UserProfile,
 };
 use std::sync::Arc;
 
@@ -27,6 +27,8 @@ pub struct StoredInbound {
     pub message_id: String,
     /// Who answers the conversation.
     pub handled_by: HandledBy,
+    /// The group or room a member acted in, which owns the conversation.
+    pub chat: Option<EventChat>,
 }
 
 /// An inbound event to record (see [`record_inbound`]).
@@ -42,18 +44,28 @@ pub struct InboundRecord(pub Arc<InboundEvent>);
 /// /v1/conversations`) who now writes under another id at the same address (WhatsApp's
 /// business-scoped user id beside their number) stays that contact, unless a user of that id
 /// exists already.
+///
+/// In a group or room (`chat_key`, the chat's platform id, when a member acted), the chat is a
+/// user of its own (`g`, of `chat_kind`) that owns the conversation, and the member is the
+/// sender (`um`): their address is their own id, and their subscription is theirs to change,
+/// not the group's (a member who never wrote to the bot is not subscribed). Like every user,
+/// a member has a conversation of their own (`cm`; no window opened by the group). The message
+/// names the member. An event of the chat itself (the bot added or removed) has the chat as its
+/// sender (`u`, with its `chat_kind`).
 const RECORD_INBOUND: &str = "
 with t0 as (
     select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                          $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
                          $12::text[], $13::text[], $14::boolean[], $15::timestamptz[],
                          $16::text[], $17::text[], $18::text[], $19::timestamptz[],
-                         $20::text[], $21::text[], $22::jsonb[])
+                         $20::text[], $21::text[], $22::jsonb[], $23::text[], $24::text[],
+                         $25::text[], $26::text[], $27::text[])
         with ordinality as t0(dedupe_key, event_id, bot_id, event_type, user_id, channel_id,
                              platform, platform_user_id, address, display_name, username,
                              locale, avatar_url, subscribed, occurred_at, email, phone,
                              conversation_id, window_opened, message_id, platform_message_id,
-                             content, i)),
+                             content, chat_key, chat_user_id, chat_kind, chat_title,
+                             member_conversation_id, i)),
 t as (
     select t0.*, case
         -- Only a sender whose address is not their id (WhatsApp's business-scoped ids) can be
@@ -77,14 +89,15 @@ ie as (
 u as (
     insert into users as x (id, bot_id, channel_id, platform, platform_user_id, address,
                             display_name, username, locale, avatar_url, subscribed,
-                            last_seen_at, email, phone)
+                            last_seen_at, email, phone, chat_kind)
     select t.user_id, t.bot_id, t.channel_id, t.platform, t.user_key, t.address,
            t.display_name, t.username, t.locale, t.avatar_url, t.subscribed, t.occurred_at,
-           t.email, t.phone
+           t.email, t.phone, t.chat_kind
     from t join ie on ie.dedupe_key = t.dedupe_key
-    where ie.dispatched_at is null
+    where ie.dispatched_at is null and t.chat_key is null
     on conflict (channel_id, platform_user_id) do update set
         address = excluded.address,
+        chat_kind = coalesce(excluded.chat_kind, x.chat_kind),
         display_name = coalesce(excluded.display_name, x.display_name),
         username = coalesce(excluded.username, x.username),
         locale = coalesce(excluded.locale, x.locale),
@@ -95,30 +108,76 @@ u as (
         last_seen_at = greatest(x.last_seen_at, excluded.last_seen_at)
     returning x.id, x.channel_id, x.platform_user_id, x.display_name, x.username, x.locale,
               x.fields),
+um as (
+    insert into users as x (id, bot_id, channel_id, platform, platform_user_id, address,
+                            display_name, username, locale, avatar_url, subscribed,
+                            last_seen_at)
+    select t.user_id, t.bot_id, t.channel_id, t.platform, t.user_key, t.address,
+           t.display_name, t.username, t.locale, t.avatar_url, false, t.occurred_at
+    from t join ie on ie.dedupe_key = t.dedupe_key
+    where ie.dispatched_at is null and t.chat_key is not null
+    on conflict (channel_id, platform_user_id) do update set
+        address = excluded.address,
+        display_name = coalesce(excluded.display_name, x.display_name),
+        username = coalesce(excluded.username, x.username),
+        locale = coalesce(excluded.locale, x.locale),
+        avatar_url = coalesce(excluded.avatar_url, x.avatar_url),
+        last_seen_at = greatest(x.last_seen_at, excluded.last_seen_at)
+    returning x.id, x.channel_id, x.platform_user_id, x.display_name, x.username, x.locale,
+              x.fields),
+g as (
+    insert into users as x (id, bot_id, channel_id, platform, platform_user_id, address,
+                            display_name, subscribed, last_seen_at, chat_kind)
+    select t.chat_user_id, t.bot_id, t.channel_id, t.platform, t.chat_key, t.chat_key,
+           t.chat_title, true, t.occurred_at, t.chat_kind
+    from t join ie on ie.dedupe_key = t.dedupe_key
+    where ie.dispatched_at is null and t.chat_key is not null
+    on conflict (channel_id, platform_user_id) do update set
+        display_name = coalesce(excluded.display_name, x.display_name),
+        subscribed = true,
+        chat_kind = excluded.chat_kind,
+        last_seen_at = greatest(x.last_seen_at, excluded.last_seen_at)
+    returning x.id, x.channel_id, x.platform_user_id, x.display_name, x.chat_kind),
+s as (
+    select u.* from u union all select um.* from um),
+o as (
+    select t.i, s.id as sender_id, coalesce(g.id, s.id) as owner_id
+    from t join s on s.channel_id = t.channel_id and s.platform_user_id = t.user_key
+           left join g on g.channel_id = t.channel_id and g.platform_user_id = t.chat_key),
 c as (
     insert into conversations as v (id, bot_id, user_id, last_inbound_at, user_wrote_at)
-    select t.conversation_id, t.bot_id, u.id, t.window_opened,
+    select t.conversation_id, t.bot_id, o.owner_id, t.window_opened,
            case when t.content is not null then now() end
-    from t join u on u.channel_id = t.channel_id and u.platform_user_id = t.user_key
+    from t join o on o.i = t.i
     on conflict (user_id) do update set
         last_inbound_at = greatest(v.last_inbound_at, excluded.last_inbound_at),
         user_wrote_at = coalesce(excluded.user_wrote_at, v.user_wrote_at)
     returning v.id, v.user_id, v.handled_by),
+cm as (
+    insert into conversations (id, bot_id, user_id)
+    select t.member_conversation_id, t.bot_id, o.sender_id
+    from t join o on o.i = t.i
+    where t.chat_key is not null
+    on conflict (user_id) do nothing),
 m as (
     insert into messages (id, conversation_id, bot_id, direction, event_id,
-                          platform_message_id, content, status, created_at)
+                          platform_message_id, content, status, created_at, sender_id)
     select t.message_id, c.id, t.bot_id, 'inbound', ie.event_id, t.platform_message_id,
-           t.content, 'received', t.occurred_at
+           t.content, 'received', t.occurred_at,
+           case when t.chat_key is not null then o.sender_id end
     from t join ie on ie.dedupe_key = t.dedupe_key
-           join u on u.channel_id = t.channel_id and u.platform_user_id = t.user_key
-           join c on c.user_id = u.id
+           join o on o.i = t.i
+           join c on c.user_id = o.owner_id
     where t.content is not null and ie.event_id = t.event_id
     on conflict (id) do nothing)
-select t.i, ie.event_id, ie.dispatched_at, u.id as user_id, u.display_name, u.username,
-       u.locale, u.fields, c.id as conversation_id, c.handled_by
+select t.i, ie.event_id, ie.dispatched_at, s.id as user_id, s.display_name, s.username,
+       s.locale, s.fields, c.id as conversation_id, c.handled_by, g.id as chat_user_id,
+       g.display_name as chat_title, g.chat_kind
 from t join ie on ie.dedupe_key = t.dedupe_key
-       left join u on u.channel_id = t.channel_id and u.platform_user_id = t.user_key
-       left join c on c.user_id = u.id
+       left join o on o.i = t.i
+       left join s on s.id = o.sender_id
+       left join g on g.id = o.owner_id and t.chat_key is not null
+       left join c on c.user_id = o.owner_id
 order by t.i";
 
 /// The rows an inbound event writes, besides its message (named by its id, unique anyway):
@@ -142,6 +201,15 @@ pub async fn record_inbound(
         [
             InboundRow::Event(&ev.dedupe_key),
             InboundRow::User(&ev.channel.id, &ev.sender.platform_user_id),
+            // The group a member wrote in (else the sender again, which changes nothing).
+            InboundRow::User(
+                &ev.channel.id,
+                if ev.member_chat().is_some() {
+                    &ev.address
+                } else {
+                    &ev.sender.platform_user_id
+                },
+            ),
         ]
     }));
     let mut conn = WaveConnection::open(pool, waves.len()).await?;
@@ -174,6 +242,11 @@ pub async fn record_inbound(
             .bind(a.message_id)
             .bind(a.platform_message_id)
             .bind(a.content)
+            .bind(a.chat_key)
+            .bind(a.chat_user_id)
+            .bind(a.chat_kind)
+            .bind(a.chat_title)
+            .bind(a.member_conversation_id)
             .fetch_all(conn.connection())
             .await?;
         answers.push(rows);
@@ -211,6 +284,11 @@ struct InboundArrays<'a> {
     message_id: Vec<String>,
     platform_message_id: Vec<Option<&'a str>>,
     content: Vec<Option<sqlx::types::Json<&'a Content>>>,
+    chat_key: Vec<Option<&'a str>>,
+    chat_user_id: Vec<Option<String>>,
+    chat_kind: Vec<Option<&'static str>>,
+    chat_title: Vec<Option<&'a str>>,
+    member_conversation_id: Vec<Option<String>>,
 }
 
 impl<'a> InboundArrays<'a> {
@@ -238,6 +316,11 @@ impl<'a> InboundArrays<'a> {
             message_id: Vec::with_capacity(n),
             platform_message_id: Vec::with_capacity(n),
             content: Vec::with_capacity(n),
+            chat_key: Vec::with_capacity(n),
+            chat_user_id: Vec::with_capacity(n),
+            chat_kind: Vec::with_capacity(n),
+            chat_title: Vec::with_capacity(n),
+            member_conversation_id: Vec::with_capacity(n),
         }
     }
 
@@ -253,7 +336,22 @@ impl<'a> InboundArrays<'a> {
         self.channel_id.push(&ev.channel.id);
         self.platform.push(ev.channel.platform.as_str());
         self.platform_user_id.push(&s.platform_user_id);
-        self.address.push(&ev.address);
+        // A member of a group is reached, alone, at their own id.
+        let member_of = ev.member_chat();
+        self.address.push(if member_of.is_some() {
+            &s.platform_user_id
+        } else {
+            &ev.address
+        });
+        self.chat_key.push(member_of.map(|_| ev.address.as_str()));
+        self.chat_user_id
+            .push(member_of.map(|_| user_id(&ev.channel.id, &ev.address)));
+        self.chat_kind
+            .push(ev.chat.as_ref().map(|c| c.kind.as_str()));
+        self.chat_title
+            .push(member_of.and_then(|c| c.title.as_deref()));
+        self.member_conversation_id
+            .push(member_of.map(|_| new_id(prefix::CONVERSATION)));
         self.display_name.push(s.display_name.as_deref());
         self.username.push(s.username.as_deref());
         self.locale.push(s.locale.as_deref());
@@ -300,6 +398,7 @@ async fn stored_inbound(
             },
             conversation_id: String::new(),
             handled_by: HandledBy::Bot,
+            chat: None,
         });
     }
     let user = EventUser {
@@ -314,6 +413,18 @@ async fn stored_inbound(
     let handled_by = row
         .get::<Option<String>, _>("handled_by")
         .map_or(HandledBy::Bot, |h| HandledBy::from_stored(&h));
+    let chat = match (
+        ev.member_chat(),
+        row.get::<Option<String>, _>("chat_user_id"),
+    ) {
+        (Some(c), Some(id)) => Some(EventChat {
+            id,
+            platform_chat_id: ev.address.clone(),
+            kind: c.kind,
+            title: row.get("chat_title"),
+        }),
+        _ => None,
+    };
     let message_id = derive_id(prefix::MESSAGE, &event_id, 0);
     if event_id != ev.id
         && let Some(m) = &ev.message
@@ -321,8 +432,8 @@ async fn stored_inbound(
         // A later envelope of a platform event first stored under another event id.
         sqlx::query(
             "insert into messages (id, conversation_id, bot_id, direction, event_id,
-                                   platform_message_id, content, status, created_at)
-             values ($1, $2, $3, 'inbound', $4, $5, $6, 'received', $7)
+                                   platform_message_id, content, status, created_at, sender_id)
+             values ($1, $2, $3, 'inbound', $4, $5, $6, 'received', $7, $8)
              on conflict (id) do nothing",
         )
         .bind(&message_id)
@@ -332,6 +443,7 @@ async fn stored_inbound(
         .bind(&m.platform_message_id)
         .bind(sqlx::types::Json(&m.content))
         .bind(ev.occurred_at)
+        .bind(chat.as_ref().map(|_| &user.id))
         .execute(pool)
         .await?;
     }
@@ -342,6 +454,7 @@ async fn stored_inbound(
         conversation_id,
         message_id,
         handled_by,
+        chat,
     })
 }
 
@@ -653,7 +766,7 @@ fn receipt_target(row: &sqlx::postgres::PgRow) -> ReceiptTarget {
 }
 
 /// The inbound messages of `ev`'s sender on its channel with any of these platform ids (a
-/// user can only withdraw their own).
+/// user can only withdraw their own), in their conversation or a group's.
 pub async fn user_messages(
     pool: &PgPool,
     ev: &InboundEvent,
@@ -663,7 +776,7 @@ pub async fn user_messages(
         "select m.id as message_id, m.platform_message_id, c.id as conversation_id,
                 u.id, u.platform_user_id, u.display_name, u.username, u.locale, u.fields
          from messages m join conversations c on c.id = m.conversation_id
-              join users u on u.id = c.user_id
+              join users u on u.id = coalesce(m.sender_id, c.user_id)
          where m.bot_id = $1 and u.channel_id = $2 and u.platform_user_id = $3
            and m.direction = 'inbound' and m.platform_message_id = any($4)
          order by m.created_at, m.id",
@@ -793,7 +906,7 @@ macro_rules! profile_columns {
     () => {
         "select u.id, u.bot_id, u.channel_id, u.platform, u.platform_user_id, u.display_name,
                 u.username, u.locale, u.avatar_url, u.subscribed, u.last_seen_at, u.email,
-                u.phone, u.fields, c.last_inbound_at, c.handled_by"
+                u.phone, u.fields, u.chat_kind, c.last_inbound_at, c.handled_by"
     };
 }
 
@@ -826,6 +939,11 @@ fn profile(r: &sqlx::postgres::PgRow) -> Option<UserProfile> {
         avatar_url: r.get("avatar_url"),
         email: r.get("email"),
         phone: r.get("phone"),
+        chat_kind: r
+            .try_get::<Option<String>, _>("chat_kind")
+            .ok()
+            .flatten()
+            .and_then(|k| ChatKind::from_stored(&k)),
         subscribed: r.get("subscribed"),
         last_seen_at: r.get("last_seen_at"),
         last_inbound_at: r.get("last_inbound_at"),
@@ -1127,7 +1245,8 @@ pub async fn history(pool: &PgPool, req: &HistoryRequest) -> Result<HistoryPage,
     };
     let limit = i64::from(req.limit.clamp(1, 200));
     let rows = sqlx::query(
-        "select id, direction, content, status, source, platform_message_id, error, created_at
+        "select id, direction, content, status, source, platform_message_id, error, sender_id,
+                created_at
          from messages m
          where conversation_id = $1
            and ($2::text is null or (created_at, id) < (
@@ -1154,6 +1273,7 @@ pub async fn history(pool: &PgPool, req: &HistoryRequest) -> Result<HistoryPage,
                 error: r
                     .get::<Option<serde_json::Value>, _>("error")
                     .and_then(|e| serde_json::from_value(e).ok()),
+                sender_id: r.get("sender_id"),
                 created_at: r.get("created_at"),
             })
         })
@@ -1662,6 +1782,7 @@ mod tests {
                 phone: None,
             },
             address: user.into(),
+            chat: None,
             dedupe_key: dedupe_key.into(),
             message: Some(InboundMessage {
                 platform_message_id: dedupe_key.into(),

@@ -497,7 +497,7 @@ impl Dispatcher {
             v: V1,
             id: Some(id.clone()),
             to: Recipient::User {
-                user_id: job.event.user.id.clone(),
+                user_id: job.event.reply_to().to_owned(),
             },
             messages,
             source: SendSource::Inline,

@@ -600,6 +600,7 @@ mod tests {
                     fields: Default::default(),
                 },
                 conversation_id: conversation_id.into(),
+                chat: None,
                 message: None,
                 error: None,
                 referral: None,

@@ -280,6 +280,46 @@ pub struct PlatformUser {
     pub phone: Option<String>,
 }
 
+/// What kind of chat with several members a conversation is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChatKind {
+    /// A group (LINE `group`, Telegram `group` and `supergroup`).
+    Group,
+    /// A LINE room (a chat of several users without a name).
+    Room,
+}
+
+impl ChatKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChatKind::Group => "group",
+            ChatKind::Room => "room",
+        }
+    }
+
+    /// The kind of a stored name.
+    pub fn from_stored(s: &str) -> Option<Self> {
+        match s {
+            "group" => Some(ChatKind::Group),
+            "room" => Some(ChatKind::Room),
+            _ => None,
+        }
+    }
+}
+
+/// The chat with several members an inbound event happened in, when one of its members acted:
+/// the chat, not the member, is the conversation (its id is the event's `address`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PlatformChat {
+    /// Group or room.
+    pub kind: ChatKind,
+    /// Its name, where the platform gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+}
+
 /// A message inside an inbound event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct InboundMessage {
@@ -310,6 +350,13 @@ pub struct InboundEvent {
     pub sender: PlatformUser,
     /// Where to reply on the platform (Telegram: the chat id).
     pub address: String,
+    /// The group or room `address` names, on events in one. When `sender` is one of its
+    /// members ([`InboundEvent::member_chat`]), the router keeps the chat as the conversation
+    /// and the member as the sender (whose own address is their `platform_user_id`); events of
+    /// the chat itself (the bot added to a group or removed) name the chat as their sender.
+    /// Absent on one-to-one chats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat: Option<PlatformChat>,
     /// Unique per platform event; the router keeps it to drop platform retries that arrive after
     /// the stream's duplicate window.
     pub dedupe_key: String,
@@ -327,6 +374,16 @@ pub struct InboundEvent {
     /// after the send: which of the bot's messages the report is about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receipt: Option<Receipt>,
+}
+
+impl InboundEvent {
+    /// The group or room a member acted in: [`InboundEvent::chat`], unless the sender is the
+    /// chat itself.
+    pub fn member_chat(&self) -> Option<&PlatformChat> {
+        self.chat
+            .as_ref()
+            .filter(|_| self.sender.platform_user_id != self.address)
+    }
 }
 
 /// A platform's report about messages the bot sent, as the platform names them. The router
@@ -627,6 +684,27 @@ pub struct EventMessage {
     pub content: Option<Content>,
 }
 
+impl TenantEvent {
+    /// Whom a reply to this event goes to: the group or room it happened in, else the user.
+    pub fn reply_to(&self) -> &str {
+        self.chat.as_ref().map_or(&self.user.id, |c| &c.id)
+    }
+}
+
+/// A group or room as tenants see it (see [`TenantEvent::chat`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct EventChat {
+    /// Patchbay's id of the chat (`usr_…`): the conversation's owner, sent to like a user.
+    pub id: String,
+    /// The platform's id of the chat (LINE `groupId` or `roomId`, Telegram chat id).
+    pub platform_chat_id: String,
+    /// Group or room.
+    pub kind: ChatKind,
+    /// Its name, where the platform gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+}
+
 /// The body of a native callback: what happened, to whom, through which channel.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TenantEvent {
@@ -641,10 +719,15 @@ pub struct TenantEvent {
     pub bot_id: String,
     /// The channel.
     pub channel: ChannelRef,
-    /// The user.
+    /// The user: who acted (in a group, the member).
     pub user: EventUser,
-    /// The conversation (`conv_…`).
+    /// The conversation (`conv_…`): in a group, the group's.
     pub conversation_id: String,
+    /// The group or room the event happened in, when one of its members acted (LINE groups and
+    /// rooms, Telegram groups). Replies go to the chat: an inline reply does, and
+    /// `POST /v1/messages` with the chat's `id` as `user_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat: Option<EventChat>,
     /// The message, for message events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<EventMessage>,
@@ -709,7 +792,7 @@ impl DispatchJob {
     pub fn known_recipient(&self) -> Option<KnownRecipient> {
         let address = self.reply_address.clone()?;
         Some(KnownRecipient {
-            user_id: self.event.user.id.clone(),
+            user_id: self.event.reply_to().to_owned(),
             channel: self.event.channel.clone(),
             address,
             conversation_id: self.event.conversation_id.clone(),
@@ -2272,6 +2355,10 @@ pub struct UserProfile {
     /// Phone number (E.164), where known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phone: Option<String>,
+    /// `group` or `room` when this "user" is a chat with several members (a LINE group, a
+    /// Telegram group): its conversation is the chat's, its members are users of their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_kind: Option<ChatKind>,
     /// Whether the user currently receives messages from the bot.
     pub subscribed: bool,
     /// Last inbound activity.
@@ -2563,6 +2650,10 @@ pub struct HistoryMessage {
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<DeliveryError>,
+    /// In a group's or room's conversation: the member who wrote this inbound message
+    /// (`usr_…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender_id: Option<String>,
     /// When it was stored.
     pub created_at: DateTime<Utc>,
 }

@@ -105,6 +105,7 @@ pub fn normalise(env: &IngressEnvelope) -> Result<Vec<InboundEvent>, NormaliseEr
         },
         occurred_at,
         address: user.platform_user_id.clone(),
+        chat: None,
         sender: PlatformUser {
             platform_user_id: user.platform_user_id,
             display_name: user.display_name,

@@ -359,6 +359,7 @@ impl InboundAdapter for Kik {
                 phone: None,
             },
             address: from,
+            chat: None,
             dedupe_key: format!("{}:0", env.dedupe_key),
             message: content.map(|content| InboundMessage {
                 platform_message_id: id,

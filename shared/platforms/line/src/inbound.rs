@@ -34,8 +34,10 @@
 //! | `videoPlayComplete`, `beacon`, `accountLink`, `membership`, `module`, `activated`, `deactivated`, `botSuspended`, `botResumed`, `delivery`, anything else | none (counted, not an error) |
 //!
 //! Groups and rooms: the chat is the conversation, its member the sender. `address` (where a
-//! reply goes, and the order key) is the group or room id; `sender.platform_user_id` is the
-//! member's `userId` (the group or room id itself when LINE names no member, as for `join`).
+//! reply goes, and the order key) is the group or room id and `chat` says which kind it is;
+//! `sender.platform_user_id` is the member's `userId` (the group or room id itself when LINE
+//! names no member, as for `join`). LINE's webhooks carry no group name, so `chat.title` is
+//! absent.
 //! A one-to-one chat's address is the user id. `timestamp` is in milliseconds and becomes
 //! `occurred_at`. Events in `standby` mode (another channel has the chat) are normalised like
 //! the others.
@@ -59,8 +61,8 @@ use hmac::{KeyInit, Mac};
 use patchbay_contract::content::{Location, Media};
 use patchbay_contract::ids::{derive_id, prefix};
 use patchbay_contract::{
-    ChannelRef, Content, EventType, InboundEvent, InboundMessage, IngressEnvelope, Platform,
-    PlatformUser, Receipt, V1,
+    ChannelRef, ChatKind, Content, EventType, InboundEvent, InboundMessage, IngressEnvelope,
+    Platform, PlatformChat, PlatformUser, Receipt, V1,
 };
 use patchbay_platform::enrich::Context;
 use patchbay_platform::{InboundAdapter, NormaliseError, Rejection, Split};
@@ -149,6 +151,15 @@ impl Source {
             _ => self.user_id.as_deref(),
         }
         .filter(|s| !s.is_empty())
+    }
+
+    /// A group's or room's kind (none for a one-to-one chat).
+    pub fn chat_kind(&self) -> Option<ChatKind> {
+        match self.kind.as_str() {
+            "group" => Some(ChatKind::Group),
+            "room" => Some(ChatKind::Room),
+            _ => None,
+        }
     }
 
     /// The member who acted, when LINE names one.
@@ -526,6 +537,9 @@ impl InboundAdapter for Line {
                         phone: None,
                     },
                     address: chat.clone(),
+                    chat: source
+                        .chat_kind()
+                        .map(|kind| PlatformChat { kind, title: None }),
                     dedupe_key: format!("{}:{i}", env.dedupe_key),
                     message: em.message,
                     referral: None,
@@ -879,6 +893,12 @@ mod tests {
                 assert_eq!(e.event_type, event_type, "{event}");
                 assert_eq!(e.sender.platform_user_id, sender, "{event}");
                 assert_eq!(e.address, address, "{event}");
+                let kind = match address {
+                    a if a == g => Some(ChatKind::Group),
+                    a if a == r => Some(ChatKind::Room),
+                    _ => None,
+                };
+                assert_eq!(e.chat.as_ref().map(|c| c.kind), kind, "{event}");
                 assert_eq!(
                     e.message.as_ref().map(|m| m.content.clone()),
                     content,

@@ -445,6 +445,7 @@ impl InboundAdapter for Messenger {
                     phone: None,
                 },
                 address: psid.clone(),
+                chat: None,
                 dedupe_key: format!("{}:{index}", env.dedupe_key),
                 message,
                 referral,

@@ -7,14 +7,18 @@
 //! | `callback_query` | `message.received` with `postback` content |
 //! | `my_chat_member` → `kicked` / `member` | `user.unsubscribed` / `user.subscribed` |
 //! | anything else (edits, channel posts, polls, contacts, …) | none (counted, not an error) |
+//!
+//! Groups (`chat.type` `group` or `supergroup`): the group is the conversation (`address` its
+//! chat id, `chat` its kind and title) and the member who wrote its sender; the bot added to a
+//! group or removed (`my_chat_member`) is an event of the group itself, sent by it.
 
 use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 use patchbay_contract::content::{Location, Media};
 use patchbay_contract::ids::{derive_id, prefix};
 use patchbay_contract::{
-    ChannelRef, Content, EventType, InboundEvent, InboundMessage, IngressEnvelope, Platform,
-    PlatformUser, V1,
+    ChannelRef, ChatKind, Content, EventType, InboundEvent, InboundMessage, IngressEnvelope,
+    Platform, PlatformChat, PlatformUser, V1,
 };
 use patchbay_platform::{InboundAdapter, NormaliseError, Rejection, Split};
 use serde::Deserialize;
@@ -56,6 +60,43 @@ struct User {
 #[derive(Debug, Deserialize)]
 struct Chat {
     id: i64,
+    /// `private`, `group`, `supergroup` or `channel`.
+    #[serde(default, rename = "type")]
+    kind: String,
+    #[serde(default)]
+    title: Option<String>,
+}
+
+impl Chat {
+    /// The chat of a one-to-one exchange with `user`.
+    fn private(user: i64) -> Self {
+        Chat {
+            id: user,
+            kind: "private".into(),
+            title: None,
+        }
+    }
+
+    /// A group's description (none for a private chat).
+    fn group(&self) -> Option<PlatformChat> {
+        matches!(self.kind.as_str(), "group" | "supergroup").then(|| PlatformChat {
+            kind: ChatKind::Group,
+            title: self.title.clone(),
+        })
+    }
+
+    /// The group itself as the actor of an event about it (the bot added or removed).
+    fn as_sender(&self) -> PlatformUser {
+        PlatformUser {
+            platform_user_id: self.id.to_string(),
+            display_name: self.title.clone(),
+            username: None,
+            locale: None,
+            avatar_url: None,
+            email: None,
+            phone: None,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -291,7 +332,7 @@ impl InboundAdapter for Telegram {
         let update: Update = serde_json::from_value(env.body.clone())
             .map_err(|e| NormaliseError(format!("not a Telegram Update: {e}")))?;
         let event =
-            |event_type, sender: PlatformUser, address: i64, occurred_at, message, referral| {
+            |event_type, sender: PlatformUser, chat: &Chat, occurred_at, message, referral| {
                 InboundEvent {
                     v: V1,
                     id: derive_id(prefix::EVENT, &env.id, 0),
@@ -303,7 +344,8 @@ impl InboundAdapter for Telegram {
                     },
                     occurred_at,
                     sender,
-                    address: address.to_string(),
+                    address: chat.id.to_string(),
+                    chat: chat.group(),
                     dedupe_key: format!("{}:0", env.dedupe_key),
                     message,
                     referral,
@@ -319,7 +361,7 @@ impl InboundAdapter for Telegram {
                 return Ok(vec![event(
                     EventType::UserSubscribed,
                     sender(from),
-                    m.chat.id,
+                    &m.chat,
                     time(m.date),
                     None,
                     referral,
@@ -331,7 +373,7 @@ impl InboundAdapter for Telegram {
             return Ok(vec![event(
                 EventType::MessageReceived,
                 sender(from),
-                m.chat.id,
+                &m.chat,
                 time(m.date),
                 Some(InboundMessage {
                     platform_message_id: m.message_id.to_string(),
@@ -341,7 +383,8 @@ impl InboundAdapter for Telegram {
             )]);
         }
         if let Some(q) = &update.callback_query {
-            let chat = q.message.as_ref().map_or(q.from.id, |m| m.chat.id);
+            let private = Chat::private(q.from.id);
+            let chat = q.message.as_ref().map_or(&private, |m| &m.chat);
             return Ok(vec![event(
                 EventType::MessageReceived,
                 sender(&q.from),
@@ -363,10 +406,15 @@ impl InboundAdapter for Telegram {
                 "member" => EventType::UserSubscribed,
                 _ => return Ok(vec![]),
             };
+            // In a group, the event is the group's (whoever added or removed the bot).
+            let actor = match c.chat.group() {
+                Some(_) => c.chat.as_sender(),
+                None => sender(&c.from),
+            };
             return Ok(vec![event(
                 event_type,
-                sender(&c.from),
-                c.chat.id,
+                actor,
+                &c.chat,
                 time(c.date),
                 None,
                 None,
@@ -479,6 +527,40 @@ mod tests {
             Telegram::normalise(&envelope(json!({"update_id": 7, "message": {"chat": 1}})))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn in_a_group_the_group_is_the_chat_and_the_member_the_sender() {
+        let group = json!({"id": -1001, "type": "supergroup", "title": "Shop fans"});
+        let m = one(json!({"update_id": 1, "message": {
+            "message_id": 5, "date": 1767225600, "chat": group,
+            "from": {"id": 4242, "first_name": "Ana"}, "text": "hi all"}}));
+        assert_eq!(
+            (m.address.as_str(), m.sender.platform_user_id.as_str()),
+            ("-1001", "4242")
+        );
+        let chat = m.chat.clone().expect("a group");
+        assert_eq!(
+            (chat.kind, chat.title.as_deref()),
+            (ChatKind::Group, Some("Shop fans"))
+        );
+        assert_eq!(m.member_chat(), Some(&chat));
+        let cb = one(json!({"update_id": 2, "callback_query": {
+            "id": "q1", "from": {"id": 4242}, "data": "x",
+            "message": {"message_id": 6, "date": 1767225600, "chat": group}}}));
+        assert_eq!(cb.address, "-1001");
+        assert!(cb.member_chat().is_some());
+        // The bot added to the group: the group's own event.
+        let added = one(json!({"update_id": 3, "my_chat_member": {
+            "chat": group, "from": {"id": 4242}, "date": 1767225600,
+            "new_chat_member": {"status": "member"}}}));
+        assert_eq!(added.event_type, EventType::UserSubscribed);
+        assert_eq!(added.sender.platform_user_id, "-1001");
+        assert_eq!(added.sender.display_name.as_deref(), Some("Shop fans"));
+        assert!(added.chat.is_some() && added.member_chat().is_none());
+        // A private chat has none.
+        let private = one(fixtures::text_update(90001, 4242, "hello"));
+        assert!(private.chat.is_none());
     }
 
     #[test]

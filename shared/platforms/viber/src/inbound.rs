@@ -435,6 +435,7 @@ impl InboundAdapter for Viber {
             occurred_at,
             sender,
             address: user_id,
+            chat: None,
             dedupe_key: format!("{}:0", env.dedupe_key),
             message,
             referral,

@@ -251,6 +251,7 @@ impl InboundAdapter for Wechat {
                 phone: None,
             },
             address: from.to_owned(),
+            chat: None,
             dedupe_key: format!("{}:0", env.dedupe_key),
             message: message.map(|content| InboundMessage {
                 platform_message_id: msg_id.clone(),

@@ -462,6 +462,7 @@ impl InboundAdapter for Whatsapp {
                 occurred_at,
                 sender,
                 address,
+                chat: None,
                 dedupe_key: format!("{}:{index}", env.dedupe_key),
                 message,
                 referral,
