@@ -324,7 +324,11 @@ async fn upload(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_uploaded_image_is_sent_by_its_media_id_and_served_to_the_platform_without_credentials()
 {
-    let stack = Stack::start().await;
+    let mut stack = Stack::start_with(patchbay_tests::Options {
+        layout: patchbay_tests::Layout::Split,
+        ..Default::default()
+    })
+    .await;
     let bot = stack.bot().await;
     let (status, up) = upload(&stack, &bot.api_key, "image/jpeg", "receipt.jpg", PHOTO).await;
     assert_eq!(status, 201, "{up}");
@@ -385,13 +389,29 @@ async fn an_uploaded_image_is_sent_by_its_media_id_and_served_to_the_platform_wi
         .telegram
         .wait_for("sendPhoto", 2, patchbay_tests::TIMEOUT)
         .await;
-    assert!(
-        photos[1].body["photo"]
-            .as_str()
-            .unwrap()
-            .starts_with("AgACsent"),
-        "{}",
-        photos[1].body
+    let file_id = photos[1].body["photo"].as_str().unwrap().to_owned();
+    assert!(file_id.starts_with("AgACsent"), "{}", photos[1].body);
+    // A sender started afresh (another replica, a restart) knows the file_id too.
+    stack.stop("outbound-telegram").await;
+    stack.restart("outbound-telegram").await;
+    let (status, _) = stack
+        .call(
+            "POST",
+            "/v1/messages",
+            Some(&bot.api_key),
+            Some(&serde_json::json!({"user_id": user, "messages": [
+                {"type": "image", "media_id": media_id}]})),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let photos = stack
+        .telegram
+        .wait_for("sendPhoto", 3, patchbay_tests::TIMEOUT)
+        .await;
+    assert_eq!(
+        photos[2].body["photo"],
+        file_id.as_str(),
+        "not fetched again"
     );
     // What Telegram fetches: no credentials needed.
     let public = link.replace(
@@ -511,9 +531,35 @@ async fn uploads_are_checked_against_the_bots_platforms_the_size_limit_and_the_q
         (413, &serde_json::json!("quota_exceeded")),
         "{over}"
     );
-    // Another bot has its own quota.
+    // Another bot has its own quota, and uploads at once never take more than it together.
     let other = stack.bot().await;
-    let (status, _) = upload(&stack, &other.api_key, "image/png", "b.png", &[2u8; 40]).await;
+    let at_once = (0..4u8).map(|i| {
+        let key = other.api_key.clone();
+        let stack = &stack;
+        async move { upload(stack, &key, "image/png", "b.png", &[i; 40]).await.0 }
+    });
+    let mut statuses = futures::future::join_all(at_once).await;
+    statuses.sort_unstable();
+    assert_eq!(statuses, [201, 201, 413, 413]);
+    // Its storage record lost (the quotas bucket's TTL passed): rebuilt from the stores.
+    let js = async_nats::jetstream::new(stack.raw_nats().await);
+    let quotas = js
+        .get_key_value(
+            patchbay_contract::Subjects::new(&stack.config.nats_prefix)
+                .unwrap()
+                .bucket(patchbay_contract::subjects::Bucket::Quotas),
+        )
+        .await
+        .unwrap();
+    let record = format!("storage.{}", other.id);
+    assert!(
+        quotas.get(&record).await.unwrap().is_some(),
+        "kept in the quotas bucket"
+    );
+    quotas.purge(&record).await.unwrap();
+    let (status, _) = upload(&stack, &other.api_key, "image/png", "c.png", &[3u8; 40]).await;
+    assert_eq!(status, 413, "80 of 100 bytes still stored");
+    let (status, _) = upload(&stack, &other.api_key, "image/png", "c.png", &[3u8; 20]).await;
     assert_eq!(status, 201);
     stack.shutdown().await;
 }

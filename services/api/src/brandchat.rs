@@ -387,18 +387,23 @@ async fn file_upload(
         )));
     }
     // The bot's files count against its storage quota together with its uploads.
-    let used = crate::media::stored_bytes(&files.store, &bot.id).await?
-        + crate::media::stored_bytes(&api.uploads, &bot.id).await?;
     let size = bytes.len() as u64;
-    if used + size > api.media_quota_bytes {
-        return Err(Refusal::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "Storage quota exceeded: this bot's files take {used} of its {} bytes",
-                api.media_quota_bytes
-            ),
-        ));
-    }
+    let reservation = match api
+        .storage
+        .reserve(&bot.id, crate::storage::Kind::BrandchatFile, size)
+        .await?
+    {
+        Ok(r) => r,
+        Err(used) => {
+            return Err(Refusal::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "Storage quota exceeded: this bot's files take {used} of its {} bytes",
+                    api.storage.quota()
+                ),
+            ));
+        }
+    };
     let random = patchbay_config::secrets::random_bytes::<8>().map_err(ApiError::internal)?;
     let file_id = i64::try_from(u64::from_be_bytes(random) >> 12).unwrap_or(1);
     let meta = ObjectMetadata {
@@ -406,11 +411,10 @@ async fn file_upload(
         metadata: [("content-type".to_owned(), content_type)].into(),
         ..ObjectMetadata::default()
     };
-    files
-        .store
-        .put(meta, &mut bytes.as_ref())
-        .await
-        .map_err(|e| ApiError::unavailable(format!("storing the file: {e}")))?;
+    if let Err(e) = files.store.put(meta, &mut bytes.as_ref()).await {
+        api.storage.release(reservation).await;
+        return Err(ApiError::unavailable(format!("storing the file: {e}")).into());
+    }
     tracing::info!(bot_id = %bot.id, file_id, size = bytes.len(), "file uploaded");
     Ok(axum::Json(serde_json::json!({"fileId": file_id})))
 }

@@ -53,6 +53,7 @@ mod openapi;
 mod partners;
 mod scopes;
 mod settings;
+mod storage;
 mod templates;
 mod uchat;
 mod users;
@@ -96,7 +97,8 @@ pub(crate) struct Api {
     media_max_bytes: u64,
     /// The uploads object store (`POST /v1/media`).
     uploads: async_nats::jetstream::object_store::ObjectStore,
-    media_quota_bytes: u64,
+    /// What each bot stores, against its quota.
+    storage: storage::Ledger,
     admin_token: String,
     limits: limits::Limits,
     /// Custom channels' registered users and token revocations.
@@ -116,6 +118,11 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             deps.process.to_string(),
             deps.shutdown.clone(),
         );
+        let uploads = deps
+            .bus
+            .jetstream()
+            .get_object_store(&deps.bus.subjects().uploads_store())
+            .await?;
         let api = Arc::new(Api {
             bus: deps.bus.clone(),
             view: deps.view.clone(),
@@ -127,12 +134,23 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
                 .get_object_store(&deps.bus.subjects().media_store())
                 .await?,
             media_max_bytes: deps.config.media_max_bytes,
-            uploads: deps
-                .bus
-                .jetstream()
-                .get_object_store(&deps.bus.subjects().uploads_store())
-                .await?,
-            media_quota_bytes: deps.config.media_quota_bytes,
+            uploads: uploads.clone(),
+            storage: storage::Ledger::new(
+                deps.bus
+                    .jetstream()
+                    .get_key_value(
+                        deps.bus
+                            .subjects()
+                            .bucket(patchbay_contract::subjects::Bucket::Quotas),
+                    )
+                    .await?,
+                uploads,
+                deps.bus
+                    .jetstream()
+                    .get_object_store(&deps.bus.subjects().files_store())
+                    .await?,
+                deps.config.media_quota_bytes,
+            ),
             custom_users: patchbay_custom::users::Users::open(
                 deps.bus.jetstream(),
                 deps.bus.subjects(),

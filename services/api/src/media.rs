@@ -8,7 +8,8 @@
 //!   `<bot id>/<media id>`, kept there a day, and streamed from there. A file the bot uploaded
 //!   is served the same way.
 //! * `POST /v1/media`: one file (multipart), checked against what each platform of the bot's
-//!   channels can send (`PlatformSpec::media`) and the bot's storage quota, kept 30 days in the
+//!   channels can send (`PlatformSpec::media`) and the bot's storage quota (`crate::storage`),
+//!   kept 30 days in the
 //!   uploads store; any send may then give `{"type": "image", "media_id": "med_…"}`. The
 //!   router turns the id into `<public URL>/media/<bot id>/<media id>`, which platforms fetch
 //!   without credentials (`GET /media/{bot_id}/{media_id}`: the id's 80 random bits are the
@@ -24,7 +25,6 @@ use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
 use patchbay_contract::content::Media;
 use patchbay_contract::{
     FetchMediaRequest, FetchedMedia, MediaSource, MediaSourceRequest, Platform, V1, ids,
@@ -279,20 +279,25 @@ pub(crate) async fn upload(
         ));
     }
 
-    // The bot's storage quota.
-    let prefix = format!("{}/", bot.bot_id);
-    let used = stored_bytes(&api.uploads, &bot.bot_id).await?;
-    if used + size > api.media_quota_bytes {
-        return Err(refused(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "quota_exceeded",
-            format!(
-                "the bot's uploads take {used} of its {} bytes (PATCHBAY_MEDIA_QUOTA_BYTES); \
-                 this file needs {size} more; uploads are deleted after 30 days",
-                api.media_quota_bytes
-            ),
-        ));
-    }
+    // The bot's storage quota: its bytes reserved before the file is stored.
+    let reservation = match api
+        .storage
+        .reserve(&bot.bot_id, crate::storage::Kind::Upload, size)
+        .await?
+    {
+        Ok(r) => r,
+        Err(used) => {
+            return Err(refused(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "quota_exceeded",
+                format!(
+                    "the bot's uploads take {used} of its {} bytes (PATCHBAY_MEDIA_QUOTA_BYTES); \
+                     this file needs {size} more; uploads are deleted after 30 days",
+                    api.storage.quota()
+                ),
+            ));
+        }
+    };
 
     let media_id = ids::new_id(ids::prefix::MEDIA);
     let mut metadata: std::collections::HashMap<String, String> =
@@ -301,14 +306,14 @@ pub(crate) async fn upload(
         metadata.insert("filename".into(), name.clone());
     }
     let meta = ObjectMetadata {
-        name: format!("{prefix}{media_id}"),
+        name: format!("{}/{media_id}", bot.bot_id),
         metadata,
         ..ObjectMetadata::default()
     };
-    api.uploads
-        .put(meta, &mut bytes.as_ref())
-        .await
-        .map_err(|e| ApiError::unavailable(format!("storing the file: {e}")))?;
+    if let Err(e) = api.uploads.put(meta, &mut bytes.as_ref()).await {
+        api.storage.release(reservation).await;
+        return Err(ApiError::unavailable(format!("storing the file: {e}")));
+    }
     tracing::info!(bot_id = %bot.bot_id, %media_id, size, %content_type, "media uploaded");
     let expires_at = chrono::Utc::now()
         + chrono::TimeDelta::from_std(patchbay_contract::topology::UPLOAD_TTL).unwrap_or_default();
@@ -333,26 +338,4 @@ fn too_large(max: u64) -> ApiError {
         "too_large",
         format!("the file is larger than {max} bytes (PATCHBAY_MEDIA_MAX_BYTES)"),
     )
-}
-
-/// What the objects of `bot_id` (named `<bot id>/…`) take in `store`: a bot's share of the
-/// uploads and of BrandChat's files, which count against `PATCHBAY_MEDIA_QUOTA_BYTES`.
-pub(crate) async fn stored_bytes(
-    store: &async_nats::jetstream::object_store::ObjectStore,
-    bot_id: &str,
-) -> Result<u64, ApiError> {
-    let prefix = format!("{bot_id}/");
-    let mut used = 0u64;
-    let mut listing = store
-        .list()
-        .await
-        .map_err(|e| ApiError::unavailable(format!("reading the stored files: {e}")))?;
-    while let Some(info) = listing.next().await {
-        let info =
-            info.map_err(|e| ApiError::unavailable(format!("reading the stored files: {e}")))?;
-        if !info.deleted && info.name.starts_with(&prefix) {
-            used += info.size as u64;
-        }
-    }
-    Ok(used)
 }

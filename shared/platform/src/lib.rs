@@ -192,10 +192,28 @@ pub trait InboundAdapter: Send + Sync + 'static {
 }
 
 /// What the platform said when a message was sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Sent {
     /// The platform's id of the (first) message it created.
     pub platform_message_id: Option<String>,
+    /// For a file the bot uploaded (`media_id`) sent by its URL on a platform that names the
+    /// file once it has fetched it ([`MediaReferences::Learned`], Telegram's `file_id`): that
+    /// name, which the sender gives as `file_id` in later sends of the file through the
+    /// channel.
+    pub media_reference: Option<String>,
+}
+
+/// How a platform is given a file the bot uploaded to Patchbay (`POST /v1/media`) again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaReferences {
+    /// By its URL, every time: the platform fetches it.
+    Url,
+    /// Uploaded once ([`OutboundAdapter::upload_media`]); the platform's reference is usable
+    /// this long (WhatsApp's media ids, WeChat's temporary media).
+    Uploaded(Duration),
+    /// By URL the first time; the platform's answer names the file ([`Sent::media_reference`]),
+    /// and that name is usable this long (Telegram's `file_id`).
+    Learned(Duration),
 }
 
 /// Why a send failed.
@@ -268,12 +286,14 @@ pub trait OutboundAdapter: Send + Sync + 'static {
         job: &OutboundJob,
     ) -> impl Future<Output = Result<Sent, SendError>> + Send;
 
-    /// How long a reference [`OutboundAdapter::upload_media`] returned stays usable (the
-    /// sender reuses it for that long, less a margin).
-    const MEDIA_REUSE: Duration = Duration::ZERO;
+    /// How the platform is given a file the bot uploaded again: the sender keeps the
+    /// platform's reference per channel, shared by its replicas, for as long as it is usable
+    /// (less a margin).
+    const MEDIA_REFERENCES: MediaReferences = MediaReferences::Url;
 
     /// Uploads a file the bot uploaded to Patchbay (`POST /v1/media`) to the platform, for
-    /// platforms that want files uploaded rather than fetched from a URL (WhatsApp, WeChat):
+    /// platforms that want files uploaded rather than fetched from a URL (WhatsApp, WeChat;
+    /// [`MediaReferences::Uploaded`]):
     /// the platform's reference, which the send then gives as `file_id`. `None` (the default):
     /// the platform fetches `<public URL>/media/<bot>/<media id>` itself.
     fn upload_media(

@@ -250,6 +250,7 @@ pub async fn post_each(
     }
     Ok(crate::Sent {
         platform_message_id: first_id,
+        media_reference: None,
     })
 }
 

@@ -69,14 +69,117 @@ struct Sender<A> {
     media: async_nats::jetstream::object_store::ObjectStore,
     /// Files bots uploaded (`POST /v1/media`).
     uploads: async_nats::jetstream::object_store::ObjectStore,
-    /// (channel, media id) → the platform's reference from [`OutboundAdapter::upload_media`]
-    /// and when it was made: reused for [`OutboundAdapter::MEDIA_REUSE`].
-    uploaded:
-        std::sync::Mutex<std::collections::HashMap<(String, String), (String, std::time::Instant)>>,
+    /// The platforms' references to files bots uploaded ([`OutboundAdapter::MEDIA_REFERENCES`]).
+    references: References,
 }
 
-/// Uploads remembered at most (then the expired ones are dropped, or all).
-const UPLOADED_MAX: usize = 4096;
+/// References remembered in a replica's memory at most (then the expired ones are dropped, or
+/// all).
+const REFERENCES_MAX: usize = 4096;
+
+/// A platform's reference to a file a bot uploaded, as kept in the sent-messages bucket.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredReference {
+    reference: String,
+    /// When the platform named it (Unix seconds).
+    at: i64,
+    /// The channel's version then: a reference made with other credentials (another account)
+    /// is not reused.
+    channel_version: String,
+}
+
+/// The platform's references to files bots uploaded (`POST /v1/media`), per channel and
+/// media id: what [`OutboundAdapter::upload_media`] returned or a send answered
+/// ([`crate::Sent::media_reference`]). Kept in this replica's memory and in the sent-messages
+/// bucket (`media.<channel>.<media id>`, for the bucket's lifetime at most), so every replica,
+/// and one started later, reuses what one of them learned instead of uploading the file again.
+struct References {
+    kv: async_nats::jetstream::kv::Store,
+    memory: std::sync::Mutex<
+        std::collections::HashMap<(String, String), (StoredReference, std::time::Instant)>,
+    >,
+}
+
+impl References {
+    fn key(channel_id: &str, media_id: &str) -> String {
+        format!("media.{channel_id}.{media_id}")
+    }
+
+    /// The reference to `media_id` through `channel_id` (at `channel_version`), if one younger
+    /// than `reuse` is known.
+    async fn get(
+        &self,
+        channel_id: &str,
+        media_id: &str,
+        channel_version: &str,
+        reuse: std::time::Duration,
+    ) -> Option<String> {
+        let fresh = |r: &StoredReference| {
+            r.channel_version == channel_version
+                && chrono::Utc::now().timestamp().saturating_sub(r.at)
+                    < i64::try_from(reuse.as_secs()).unwrap_or(i64::MAX)
+        };
+        let key = (channel_id.to_owned(), media_id.to_owned());
+        if let Some((r, _)) = self
+            .memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .filter(|(r, _)| fresh(r))
+        {
+            return Some(r.reference.clone());
+        }
+        let stored = match self.kv.get(Self::key(channel_id, media_id)).await {
+            Ok(Some(bytes)) => serde_json::from_slice::<StoredReference>(&bytes).ok()?,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(error = %e, media_id, "reading a media reference failed; sending without");
+                return None;
+            }
+        };
+        if !fresh(&stored) {
+            return None;
+        }
+        let reference = stored.reference.clone();
+        self.remember(key, stored);
+        Some(reference)
+    }
+
+    /// Keeps `reference` to `media_id` through `channel_id` (at `channel_version`), here and in
+    /// the bucket (a failure to store it is logged: the next send learns it again).
+    async fn put(&self, channel_id: &str, media_id: &str, channel_version: &str, reference: &str) {
+        let stored = StoredReference {
+            reference: reference.to_owned(),
+            at: chrono::Utc::now().timestamp(),
+            channel_version: channel_version.to_owned(),
+        };
+        match serde_json::to_vec(&stored) {
+            Ok(bytes) => {
+                if let Err(e) = self
+                    .kv
+                    .put(Self::key(channel_id, media_id), bytes.into())
+                    .await
+                {
+                    tracing::warn!(error = %e, media_id, "storing a media reference failed");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "encoding a media reference failed"),
+        }
+        self.remember((channel_id.to_owned(), media_id.to_owned()), stored);
+    }
+
+    fn remember(&self, key: (String, String), stored: StoredReference) {
+        let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        if memory.len() >= REFERENCES_MAX {
+            let day = std::time::Duration::from_secs(24 * 3600);
+            memory.retain(|_, (_, at)| at.elapsed() < day);
+            if memory.len() >= REFERENCES_MAX {
+                memory.clear();
+            }
+        }
+        memory.insert(key, (stored, std::time::Instant::now()));
+    }
+}
 
 /// The outbound service of adapter `A`.
 pub async fn service<A: OutboundAdapter>(
@@ -117,7 +220,7 @@ pub async fn service<A: OutboundAdapter>(
         accepted: std::sync::Mutex::default(),
         pace,
         adapter,
-        sent,
+        sent: sent.clone(),
         deps: deps.clone(),
         view: deps.view.clone(),
         key: deps.config.require_master_key()?,
@@ -125,7 +228,10 @@ pub async fn service<A: OutboundAdapter>(
         urls,
         media,
         uploads,
-        uploaded: std::sync::Mutex::default(),
+        references: References {
+            kv: sent.clone(),
+            memory: std::sync::Mutex::default(),
+        },
     });
     let prune = handler.clone();
     let rpc = handler.clone();
@@ -335,35 +441,41 @@ impl<A: OutboundAdapter> Sender<A> {
         })
     }
 
-    /// For media given by the `media_id` of a file the bot uploaded, on a platform that wants
-    /// files uploaded ([`OutboundAdapter::upload_media`]): the job with the platform's
-    /// reference as `file_id` (uploaded now, or reused). `None`: send the job as it is (the
-    /// platform fetches the upload's URL).
+    /// For media given by the `media_id` of a file the bot uploaded, on a platform that is
+    /// given such files by reference ([`OutboundAdapter::MEDIA_REFERENCES`]): the job with the
+    /// platform's reference as `file_id` (known, or uploaded now). `None`: send the job as it
+    /// is (the platform fetches the upload's URL, and may name the file in its answer).
     async fn with_uploaded_media(
         &self,
         target: &Target<'_, A::Credentials>,
         job: &OutboundJob,
+        channel_version: &str,
     ) -> Result<Option<OutboundJob>, SendError> {
+        let reuse = match A::MEDIA_REFERENCES {
+            crate::MediaReferences::Url => return Ok(None),
+            crate::MediaReferences::Uploaded(d) | crate::MediaReferences::Learned(d) => {
+                d.mul_f32(0.9)
+            }
+        };
         let Some(media) = patchbay_contract::content::Media::of(&job.content) else {
             return Ok(None);
         };
         let Some(media_id) = media.media_id.as_deref() else {
             return Ok(None);
         };
-        if media.file_id.is_some() || A::MEDIA_REUSE.is_zero() {
+        if media.file_id.is_some() {
             return Ok(None);
         }
-        let key = (job.channel.id.clone(), media_id.to_owned());
-        let reuse = A::MEDIA_REUSE.mul_f32(0.9);
         let known = self
-            .uploaded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            .filter(|(_, at)| at.elapsed() < reuse)
-            .map(|(r, _)| r.clone());
+            .references
+            .get(&job.channel.id, media_id, channel_version, reuse)
+            .await;
         let reference = match known {
             Some(r) => r,
+            // Learned from the send by URL.
+            None if matches!(A::MEDIA_REFERENCES, crate::MediaReferences::Learned(_)) => {
+                return Ok(None);
+            }
             None => {
                 let name = format!("{}/{media_id}", job.bot_id);
                 let mut object = match self.uploads.get(&name).await {
@@ -419,14 +531,9 @@ impl<A: OutboundAdapter> Sender<A> {
                 else {
                     return Ok(None);
                 };
-                let mut uploaded = self.uploaded.lock().unwrap_or_else(|p| p.into_inner());
-                if uploaded.len() >= UPLOADED_MAX {
-                    uploaded.retain(|_, (_, at)| at.elapsed() < reuse);
-                    if uploaded.len() >= UPLOADED_MAX {
-                        uploaded.clear();
-                    }
-                }
-                uploaded.insert(key, (reference.clone(), std::time::Instant::now()));
+                self.references
+                    .put(&job.channel.id, media_id, channel_version, &reference)
+                    .await;
                 tracing::info!(media_id, channel_id = %job.channel.id, "upload handed to the platform");
                 reference
             }
@@ -474,13 +581,27 @@ impl<A: OutboundAdapter> Sender<A> {
             credentials: &creds,
             base_url,
         };
-        let result = match self.with_uploaded_media(&target, job).await {
+        let channel_version = channel.updated_at.to_rfc3339();
+        let result = match self
+            .with_uploaded_media(&target, job, &channel_version)
+            .await
+        {
             Ok(Some(prepared)) => self.adapter.send(target, &prepared).await,
             Ok(None) => self.adapter.send(target, job).await,
             Err(e) => Err(e),
         };
         match result {
-            Ok(sent) => Ok(Ok(sent)),
+            Ok(sent) => {
+                if let Some(reference) = &sent.media_reference
+                    && let Some(media_id) = patchbay_contract::content::Media::of(&job.content)
+                        .and_then(|m| m.media_id.as_deref())
+                {
+                    self.references
+                        .put(&job.channel.id, media_id, &channel_version, reference)
+                        .await;
+                }
+                Ok(Ok(sent))
+            }
             Err(SendError::Retryable { reason, after })
                 if delivered < u64::from(self.max_attempts) =>
             {
@@ -555,6 +676,7 @@ impl<A: OutboundAdapter> Handler<OutboundJob> for Sender<A> {
                 }
                 Ok(crate::Sent {
                     platform_message_id: a.platform_message_id,
+                    media_reference: None,
                 })
             }
             // The router stored this message just now and this is its first delivery: no copy
@@ -569,6 +691,7 @@ impl<A: OutboundAdapter> Handler<OutboundJob> for Sender<A> {
                 Some(id) => Ok(crate::Sent {
                     platform_message_id: (!id.is_empty())
                         .then(|| String::from_utf8_lossy(&id).into_owned()),
+                    media_reference: None,
                 }),
                 None => self.send_new(job, d.delivered).await?,
             },

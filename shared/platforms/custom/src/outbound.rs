@@ -216,6 +216,7 @@ impl OutboundAdapter for CustomSender {
         }
         Ok(Sent {
             platform_message_id: Some(job.message_id.clone()),
+            media_reference: None,
         })
     }
 }

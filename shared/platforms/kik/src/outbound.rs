@@ -461,6 +461,7 @@ impl OutboundAdapter for KikSender {
         }
         Ok(Sent {
             platform_message_id: first,
+            media_reference: None,
         })
     }
 }

@@ -668,6 +668,7 @@ impl LineSender {
                 metrics_outcome("replied");
                 return Ok(Sent {
                     platform_message_id: first_sent(&a.body),
+                    media_reference: None,
                 });
             }
             if !is_invalid_reply_token(a.status, &a.body) {
@@ -696,6 +697,7 @@ impl LineSender {
         }
         Ok(Sent {
             platform_message_id: first,
+            media_reference: None,
         })
     }
 }

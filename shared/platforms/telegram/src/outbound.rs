@@ -12,13 +12,13 @@
 //! | carousel | one message per card (degraded) |
 //! | template | refused: `unsupported_content` |
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use patchbay_contract::content::{Button, Media};
 use patchbay_contract::{Content, OutboundJob, Platform};
-use patchbay_platform::{Capabilities, Limits, OutboundAdapter, SendError, Sent, Target, degrade};
+use patchbay_platform::{
+    Capabilities, Limits, MediaReferences, OutboundAdapter, SendError, Sent, Target, degrade,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -31,19 +31,11 @@ pub struct TelegramSender {
     base_url: String,
     caps: Capabilities,
     limits: Limits,
-    /// (bot token, upload URL) → the `file_id` Telegram gave the file when it first fetched
-    /// it: later sends of the same upload (`POST /v1/media`) reuse it instead of having
-    /// Telegram fetch the file again.
-    learned: Arc<Mutex<Learned>>,
 }
 
-/// (bot token, URL) → (`file_id`, when it was learned).
-type Learned = HashMap<(String, String), (String, Instant)>;
-
-/// How long a learned `file_id` is reused (Telegram keeps them valid far longer).
-const FILE_ID_REUSE: Duration = Duration::from_secs(24 * 3600);
-/// Learned `file_id`s remembered at most.
-const LEARNED_MAX: usize = 4096;
+/// How long the `file_id` Telegram gave an upload is reused (Telegram keeps them valid far
+/// longer; uploads live 30 days).
+const FILE_ID_REUSE: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// The `file_id` of the file a media message carried, from the sent message (the largest
 /// size of a photo).
@@ -71,7 +63,6 @@ impl TelegramSender {
             base_url: base_url.trim_end_matches('/').to_owned(),
             caps: crate::capabilities::capabilities(),
             limits,
-            learned: Arc::default(),
         })
     }
 }
@@ -261,6 +252,9 @@ impl OutboundAdapter for TelegramSender {
         &self.caps
     }
 
+    /// An upload goes by URL once; Telegram's `file_id` from then on.
+    const MEDIA_REFERENCES: MediaReferences = MediaReferences::Learned(FILE_ID_REUSE);
+
     fn default_base_url(&self) -> &str {
         &self.base_url
     }
@@ -274,33 +268,17 @@ impl OutboundAdapter for TelegramSender {
         target: Target<'_, TelegramCredentials>,
         job: &OutboundJob,
     ) -> Result<Sent, SendError> {
-        // An upload sent before through this bot: by the file_id Telegram gave it.
-        let token = &target.credentials.bot_token;
-        let upload_url = Media::of(&job.content)
-            .filter(|m| m.media_id.is_some() && m.file_id.is_none())
-            .and_then(|m| m.url.clone());
-        let mut content = std::borrow::Cow::Borrowed(&job.content);
-        if let Some(url) = &upload_url {
-            let known = self
-                .learned
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&(token.clone(), url.clone()))
-                .filter(|(_, at)| at.elapsed() < FILE_ID_REUSE)
-                .map(|(id, _)| id.clone());
-            if let Some(id) = known
-                && let Some(m) = Media::of_mut(content.to_mut())
-            {
-                m.file_id = Some(id);
-            }
-        }
-        let learn = upload_url.filter(|_| matches!(content, std::borrow::Cow::Borrowed(_)));
-        let parts = degrade(&content, &self.caps, "Telegram").map_err(SendError::Permanent)?;
+        // An upload (`media_id`) sent by its URL: Telegram names the file in its answer, and
+        // the sender gives that `file_id` in later sends of it (`MediaReferences::Learned`).
+        let learn =
+            Media::of(&job.content).is_some_and(|m| m.media_id.is_some() && m.file_id.is_none());
+        let parts = degrade(&job.content, &self.caps, "Telegram").map_err(SendError::Permanent)?;
         let calls = parts
             .iter()
             .map(|c| render(&job.address, c))
             .collect::<Result<Vec<_>, _>>()?;
         let mut first_id = None;
+        let mut media_reference = None;
         for call in calls {
             let url = format!(
                 "{}/bot{}/{}",
@@ -327,25 +305,16 @@ impl OutboundAdapter for TelegramSender {
             })?;
             let id = classify(status, &body)?;
             first_id = first_id.or(id);
-            if let Some(url) = &learn
+            if learn
+                && media_reference.is_none()
                 && let Ok(answer) = serde_json::from_slice::<Value>(&body)
-                && let Some(file_id) = sent_file_id(&answer["result"])
             {
-                let mut learned = self.learned.lock().unwrap_or_else(|p| p.into_inner());
-                if learned.len() >= LEARNED_MAX {
-                    learned.retain(|_, (_, at)| at.elapsed() < FILE_ID_REUSE);
-                    if learned.len() >= LEARNED_MAX {
-                        learned.clear();
-                    }
-                }
-                learned.insert(
-                    (token.clone(), url.clone()),
-                    (file_id.to_owned(), Instant::now()),
-                );
+                media_reference = sent_file_id(&answer["result"]).map(str::to_owned);
             }
         }
         Ok(Sent {
             platform_message_id: first_id,
+            media_reference,
         })
     }
 

@@ -664,6 +664,7 @@ impl OutboundAdapter for ViberSender {
         }
         Ok(Sent {
             platform_message_id: first,
+            media_reference: None,
         })
     }
 }

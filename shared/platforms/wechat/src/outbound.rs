@@ -69,7 +69,9 @@ use patchbay_contract::content::{
     Button, Card, Media, Template, TemplateButtonKind, TemplateComponent, TemplateParameter,
 };
 use patchbay_contract::{Content, OutboundJob, Platform};
-use patchbay_platform::{Capabilities, Limits, OutboundAdapter, SendError, Sent, Target, degrade};
+use patchbay_platform::{
+    Capabilities, Limits, MediaReferences, OutboundAdapter, SendError, Sent, Target, degrade,
+};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -867,6 +869,7 @@ impl<T: AccessTokens> WechatSender<T> {
         {
             Ok(Ok(_)) => Ok(Sent {
                 platform_message_id: None,
+                media_reference: None,
             }),
             _ => Err(too_late()),
         }
@@ -1172,7 +1175,8 @@ impl<T: AccessTokens> OutboundAdapter for WechatSender<T> {
     }
 
     /// Temporary media lasts 3 days.
-    const MEDIA_REUSE: Duration = Duration::from_secs(3 * 24 * 3600);
+    const MEDIA_REFERENCES: MediaReferences =
+        MediaReferences::Uploaded(Duration::from_secs(3 * 24 * 3600));
 
     /// `media/upload` as temporary media: images, voice (AMR, MP3) and video; WeChat sends no
     /// files (`unsupported_content`).
@@ -1333,6 +1337,7 @@ impl<T: AccessTokens> OutboundAdapter for WechatSender<T> {
         }
         Ok(Sent {
             platform_message_id: first_id,
+            media_reference: None,
         })
     }
 }
@@ -1970,7 +1975,8 @@ mod tests {
         assert_eq!(
             sent,
             Sent {
-                platform_message_id: None
+                platform_message_id: None,
+                media_reference: None,
             }
         );
         let calls = wx.accepted("custom/send");

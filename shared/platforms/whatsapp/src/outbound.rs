@@ -47,7 +47,8 @@ use patchbay_contract::content::{Button, Media};
 use patchbay_contract::{Content, OutboundJob, Platform};
 use patchbay_platform::meta::{graph_error, post_each, retry_after};
 use patchbay_platform::{
-    Capabilities, Limits, OutboundAdapter, SendError, Sent, Support, Target, degrade,
+    Capabilities, Limits, MediaReferences, OutboundAdapter, SendError, Sent, Support, Target,
+    degrade,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -411,7 +412,8 @@ impl OutboundAdapter for WhatsappSender {
     }
 
     /// Uploaded media lasts 30 days.
-    const MEDIA_REUSE: Duration = Duration::from_secs(30 * 24 * 3600);
+    const MEDIA_REFERENCES: MediaReferences =
+        MediaReferences::Uploaded(Duration::from_secs(30 * 24 * 3600));
 
     /// `POST /<PHONE_NUMBER_ID>/media` (multipart: `messaging_product`, `type`, `file`): the
     /// media id sends give as `{"id": …}` (WhatsApp's preferred form over a link).
