@@ -683,3 +683,51 @@ async fn a_video_with_a_preview_and_audio_with_a_duration_go_out_as_line_media()
     );
     stack.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_is_set_at_line_and_a_webhook_for_another_bot_publishes_nothing() {
+    let stack = Stack::start().await;
+    let bot = stack.line_bot(None).await;
+    // outbound-line sets the channel's webhook at LINE and learns its bot's user id.
+    let path = format!("/admin/v1/bots/{}/channels/{}", bot.id, bot.channel_id);
+    let channel = eventually(TIMEOUT, "the channel set up at LINE", || async {
+        let (status, v) = stack
+            .call("GET", &path, Some(stack.admin_token()), None)
+            .await;
+        assert_eq!(status, 200, "{v}");
+        (v["setup"]["state"] == "configured").then_some(v)
+    })
+    .await;
+    let webhook = format!(
+        "{}{}",
+        stack.config.public_url.trim_end_matches('/'),
+        bot.webhook_path
+    );
+    let config = &channel["setup"]["platform_config"];
+    assert_eq!(config["webhook"], webhook.as_str());
+    assert_eq!(config["active"], true);
+    assert_eq!(config["bot_user_id"], fx::BOT_USER_ID);
+    assert_eq!(
+        stack.line.webhook(&bot.access_token).as_deref(),
+        Some(webhook.as_str())
+    );
+    // Signed with this channel's secret but for another bot: answered, dropped.
+    let mut elsewhere = fx::post(vec![now(fx::text("d-1", fx::USER, "not for this bot"))]);
+    elsewhere["destination"] = json!("U0ther0000000000000000000000000000");
+    assert_eq!(
+        stack
+            .post_line_as(&bot, Some(&bot.channel_secret), &elsewhere)
+            .await,
+        200
+    );
+    // The next webhook for this bot arrives; the one before it, of the same user, never does.
+    user_writes(&stack, &bot, "d-2", "for this bot").await;
+    let received: Vec<Value> = stack.tenant.received().iter().map(Received::json).collect();
+    assert!(
+        received
+            .iter()
+            .all(|e| e["message"]["platform_message_id"] != "m-d-1"),
+        "{received:?}"
+    );
+    stack.shutdown().await;
+}

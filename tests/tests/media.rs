@@ -321,6 +321,37 @@ async fn upload(
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// `bot` sends its upload `media_id` to `user` as an image (with `caption`); returns what
+/// Telegram got as the `n`-th `sendPhoto`.
+async fn send_upload(
+    stack: &Stack,
+    bot: &TestBot,
+    user: &str,
+    media_id: &str,
+    caption: Option<&str>,
+    n: usize,
+) -> Value {
+    let mut image = serde_json::json!({"type": "image", "media_id": media_id});
+    if let Some(c) = caption {
+        image["caption"] = c.into();
+    }
+    let (status, sent) = stack
+        .call(
+            "POST",
+            "/v1/messages",
+            Some(&bot.api_key),
+            Some(&serde_json::json!({"user_id": user, "messages": [image]})),
+        )
+        .await;
+    assert_eq!(status, 202, "{sent}");
+    stack
+        .telegram
+        .wait_for("sendPhoto", n, patchbay_tests::TIMEOUT)
+        .await
+        .swap_remove(n - 1)
+        .body
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_uploaded_image_is_sent_by_its_media_id_and_served_to_the_platform_without_credentials()
 {
@@ -350,21 +381,8 @@ async fn an_uploaded_image_is_sent_by_its_media_id_and_served_to_the_platform_wi
         .as_str()
         .unwrap()
         .to_owned();
-    let (status, sent) = stack
-        .call(
-            "POST",
-            "/v1/messages",
-            Some(&bot.api_key),
-            Some(&serde_json::json!({"user_id": user, "messages": [
-                {"type": "image", "media_id": media_id, "caption": "your receipt"}]})),
-        )
-        .await;
-    assert_eq!(status, 202, "{sent}");
-    let photos = stack
-        .telegram
-        .wait_for("sendPhoto", 1, patchbay_tests::TIMEOUT)
-        .await;
-    let link = photos[0].body["photo"].as_str().unwrap().to_owned();
+    let first = send_upload(&stack, &bot, &user, &media_id, Some("your receipt"), 1).await;
+    let link = first["photo"].as_str().unwrap().to_owned();
     assert_eq!(
         link,
         format!(
@@ -373,46 +391,16 @@ async fn an_uploaded_image_is_sent_by_its_media_id_and_served_to_the_platform_wi
             bot.id
         )
     );
-    assert_eq!(photos[0].body["caption"], "your receipt");
+    assert_eq!(first["caption"], "your receipt");
     // Sent again: by the file_id Telegram gave it, not fetched again.
-    let (status, _) = stack
-        .call(
-            "POST",
-            "/v1/messages",
-            Some(&bot.api_key),
-            Some(&serde_json::json!({"user_id": user, "messages": [
-                {"type": "image", "media_id": media_id}]})),
-        )
-        .await;
-    assert_eq!(status, 202);
-    let photos = stack
-        .telegram
-        .wait_for("sendPhoto", 2, patchbay_tests::TIMEOUT)
-        .await;
-    let file_id = photos[1].body["photo"].as_str().unwrap().to_owned();
-    assert!(file_id.starts_with("AgACsent"), "{}", photos[1].body);
+    let second = send_upload(&stack, &bot, &user, &media_id, None, 2).await;
+    let file_id = second["photo"].as_str().unwrap().to_owned();
+    assert!(file_id.starts_with("AgACsent"), "{second}");
     // A sender started afresh (another replica, a restart) knows the file_id too.
     stack.stop("outbound-telegram").await;
     stack.restart("outbound-telegram").await;
-    let (status, _) = stack
-        .call(
-            "POST",
-            "/v1/messages",
-            Some(&bot.api_key),
-            Some(&serde_json::json!({"user_id": user, "messages": [
-                {"type": "image", "media_id": media_id}]})),
-        )
-        .await;
-    assert_eq!(status, 202);
-    let photos = stack
-        .telegram
-        .wait_for("sendPhoto", 3, patchbay_tests::TIMEOUT)
-        .await;
-    assert_eq!(
-        photos[2].body["photo"],
-        file_id.as_str(),
-        "not fetched again"
-    );
+    let third = send_upload(&stack, &bot, &user, &media_id, None, 3).await;
+    assert_eq!(third["photo"], file_id.as_str(), "not fetched again");
     // What Telegram fetches: no credentials needed.
     let public = link.replace(
         stack.config.public_url.trim_end_matches('/'),

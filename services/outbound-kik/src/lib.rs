@@ -27,6 +27,7 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             },
         )?;
         let configurator = Configurator::new(
+            patchbay_kik::setup::KikSetup,
             deps.view.clone(),
             patchbay_bus::SetupLog::open(&deps.bus).await?,
             c.require_master_key()?,

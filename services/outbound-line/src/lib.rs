@@ -3,6 +3,8 @@
 //! API while the event's reply token (kept by `ingress-line` in the `<p>_replies` bucket) is
 //! fresh and unused, everything else with the push API and an `X-Line-Retry-Key` derived from
 //! the message id, at most 5 messages per call; and reports each result on `<p>.status.<bot>`.
+//! It also keeps every enabled LINE channel's webhook set at LINE and learns its bot's user id
+//! (`patchbay_line::setup`), which `ingress-line` compares with each webhook's `destination`.
 
 use std::time::Duration;
 
@@ -27,6 +29,16 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             },
         )?
         .with_replies(replies);
-        patchbay_platform::outbound::service("outbound-line", &deps, sender).await
+        let configurator = patchbay_line::setup::Configurator::new(
+            patchbay_line::setup::LineSetup,
+            deps.view.clone(),
+            patchbay_bus::SetupLog::open(&deps.bus).await?,
+            c.require_master_key()?,
+            timeout,
+            &c.line_api_base_url,
+            &c.public_url,
+        )?;
+        let service = patchbay_platform::outbound::service("outbound-line", &deps, sender).await?;
+        Ok(service.task(configurator.run(deps.shutdown.clone())))
     })
 }

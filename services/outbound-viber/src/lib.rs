@@ -28,6 +28,7 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             Some(deps.view.clone()),
         )?;
         let configurator = Configurator::new(
+            patchbay_viber::setup::ViberSetup,
             deps.view.clone(),
             patchbay_bus::SetupLog::open(&deps.bus).await?,
             c.require_master_key()?,

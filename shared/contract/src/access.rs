@@ -404,6 +404,9 @@ pub fn permissions(subjects: &Subjects, settings: &TopologySettings, role: Role)
             g.write_bucket(Bucket::Tokens);
             // When the platform last reached the channel.
             g.write_bucket(Bucket::Activity);
+            // What the sender learned setting the channel up (LINE's bot user id, which every
+            // webhook's `destination` must be).
+            g.read_bucket(Bucket::Setup);
             if platform == Platform::Custom {
                 g.p.subscribe(format!("{prefix}.custom.replies.*.*"));
                 g.p.subscribe(format!("{prefix}.custom.outcome.*"));

@@ -60,8 +60,15 @@ struct State_<A: InboundAdapter> {
     /// When each channel's platform last reached it (the operator's channel views): opened
     /// on first use.
     activity: tokio::sync::OnceCell<patchbay_bus::ActivityLog>,
+    /// For [`InboundAdapter::ROUTE_OF_SETUP`]: the setup bucket, opened on first use, and each
+    /// channel's route id as read from it, for [`SETUP_ROUTE_TTL`].
+    setup: tokio::sync::OnceCell<patchbay_bus::SetupLog>,
+    setup_routes: std::sync::Mutex<HashMap<String, (Option<String>, std::time::Instant)>>,
     _adapter: PhantomData<fn() -> A>,
 }
+
+/// How long a channel's route id read from its setup record is used before it is read again.
+const SETUP_ROUTE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl<A: InboundAdapter> State_<A> {
     /// Notes that the platform reached `channel_id` (never fails the webhook).
@@ -74,6 +81,49 @@ impl<A: InboundAdapter> State_<A> {
             Ok(log) => log.seen(channel_id, what),
             Err(e) => tracing::warn!(channel_id, error = %e, "activity bucket unavailable"),
         }
+    }
+
+    /// The route id of `channel_id` its setup at the platform learned
+    /// ([`InboundAdapter::ROUTE_OF_SETUP`]); `None` while it has none (or the bucket cannot be
+    /// read: every route is then the channel's, as before the setup).
+    async fn setup_route(&self, channel_id: &str) -> Option<String> {
+        let of = A::ROUTE_OF_SETUP?;
+        let cached = self
+            .setup_routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(channel_id)
+            .filter(|(_, at)| at.elapsed() < SETUP_ROUTE_TTL)
+            .map(|(route, _)| route.clone());
+        if let Some(route) = cached {
+            return route;
+        }
+        let log = match self
+            .setup
+            .get_or_try_init(|| patchbay_bus::SetupLog::open(&self.bus))
+            .await
+        {
+            Ok(log) => log,
+            Err(e) => {
+                tracing::warn!(channel_id, error = %e, "setup bucket unavailable");
+                return None;
+            }
+        };
+        let route = match log.read(channel_id).await {
+            Ok(setup) => setup.and_then(|s| s.platform_config).and_then(|c| of(&c)),
+            Err(e) => {
+                tracing::warn!(channel_id, error = %e, "reading the channel's setup failed");
+                return None;
+            }
+        };
+        self.setup_routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                channel_id.to_owned(),
+                (route.clone(), std::time::Instant::now()),
+            );
+        route
     }
 
     async fn replies(&self) -> Result<&crate::replies::Replies, String> {
@@ -109,6 +159,8 @@ pub fn service<A: InboundAdapter>(name: &'static str, deps: &Deps) -> Result<Ser
         replies: tokio::sync::OnceCell::new(),
         opened: std::sync::Mutex::default(),
         activity: tokio::sync::OnceCell::new(),
+        setup: tokio::sync::OnceCell::new(),
+        setup_routes: std::sync::Mutex::default(),
         _adapter: PhantomData,
     });
     let path = format!("/webhooks/{}/{{channel_id}}", A::PLATFORM.as_str());
@@ -381,12 +433,20 @@ async fn deliver<A: InboundAdapter>(
         .map_or("", |o| o.channel.id.as_str())
         .to_owned();
     let probe = A::split(&own_id, body).map_err(|r| refuse(platform, &own_id, r))?;
-    let own_route = own.as_ref().and_then(|o| A::route_id(&o.creds));
+    let own_route = match &own {
+        Some(o) => match A::route_id(&o.creds) {
+            Some(r) => Some(r),
+            None => s.setup_route(&o.channel.id).await,
+        },
+        None => None,
+    };
+    // A channel that knows no route id of its own takes every route.
+    let ours = |r: Option<&String>| r.is_none() || own_route.is_none() || r == own_route.as_ref();
     let foreign: Vec<String> = {
         let mut v: Vec<String> = probe
             .iter()
             .filter_map(|p| p.route.clone())
-            .filter(|r| own.is_none() || Some(r) != own_route.as_ref())
+            .filter(|r| own.is_none() || !ours(Some(r)))
             .collect();
         v.sort();
         v.dedup();
@@ -395,9 +455,7 @@ async fn deliver<A: InboundAdapter>(
     // Channels concerned: the receiving one (if any envelope stays there) and one per
     // foreign route id that a channel claims.
     let mut targets: Vec<(Opened<A::Credentials>, Option<String>)> = Vec::new();
-    let stays = probe
-        .iter()
-        .any(|p| p.route.is_none() || p.route == own_route);
+    let stays = probe.iter().any(|p| ours(p.route.as_ref()));
     if !foreign.is_empty() {
         let mut by_route: HashMap<String, Opened<A::Credentials>> = HashMap::new();
         for o in s.all_channels() {
@@ -439,7 +497,7 @@ async fn deliver<A: InboundAdapter>(
             .into_iter()
             .filter(|sp| match &route {
                 Some(r) => sp.route.as_ref() == Some(r),
-                None => sp.route.is_none() || sp.route == own_route,
+                None => ours(sp.route.as_ref()),
             })
             .collect();
         if let Some(base_url) = channel

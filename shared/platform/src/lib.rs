@@ -189,6 +189,12 @@ pub trait InboundAdapter: Send + Sync + 'static {
     fn route_id(_creds: &Self::Credentials) -> Option<String> {
         None
     }
+
+    /// For platforms whose credentials do not name the channel's route id but whose setup at
+    /// the platform learns it (LINE: the bot's user id, every webhook's `destination`): reads
+    /// it from the channel's setup record (`platform_config`). The ingress then drops what a
+    /// payload routes elsewhere; until the setup has it, every route is the channel's.
+    const ROUTE_OF_SETUP: Option<fn(&serde_json::Value) -> Option<String>> = None;
 }
 
 /// What the platform said when a message was sent.

@@ -48,6 +48,13 @@ pub const GROUP_PATH: &str = "/v2/bot/group/";
 pub const ROOM_PATH: &str = "/v2/bot/room/";
 /// Messages per call.
 pub const MAX_PER_CALL: usize = 5;
+/// The bot's own account: `userId` (the `destination` of its webhooks), `basicId`, name.
+pub const BOT_INFO_PATH: &str = "/v2/bot/info";
+/// The channel's webhook URL: `GET` reads `{"endpoint", "active"}`, `PUT {"endpoint"}` sets it.
+pub const WEBHOOK_ENDPOINT_PATH: &str = "/v2/bot/channel/webhook/endpoint";
+/// The user id of a channel's bot unless given ([`FakeLine::add_channel_as`]): the
+/// `destination` of `patchbay_line::fixtures::post`.
+pub const BOT_USER_ID: &str = "Ub0700000000000000000000000000000";
 /// Quick-reply items per message.
 pub const MAX_QUICK_REPLIES: usize = 13;
 /// How long a reply token works (LINE: about a minute).
@@ -94,6 +101,12 @@ pub enum Failure {
 /// One channel, by its access token.
 #[derive(Default)]
 struct Channel {
+    /// The bot's user id.
+    bot_user_id: String,
+    /// The webhook URL set (`PUT /v2/bot/channel/webhook/endpoint`).
+    webhook: Option<String>,
+    /// "Use webhook" is off in the console.
+    webhook_off: bool,
     friends: HashSet<String>,
     /// Group or room id → members.
     chats: HashMap<String, HashSet<String>>,
@@ -187,12 +200,32 @@ impl FakeLine {
         lock(&self.inner)
     }
 
-    /// Accepts `access_token` as a channel's.
+    /// Accepts `access_token` as a channel's, whose bot is [`BOT_USER_ID`].
     pub fn add_channel(&self, access_token: &str) {
+        self.add_channel_as(access_token, BOT_USER_ID);
+    }
+
+    /// Accepts `access_token` as the channel of the bot `bot_user_id`.
+    pub fn add_channel_as(&self, access_token: &str, bot_user_id: &str) {
         self.lock()
             .channels
             .entry(access_token.to_owned())
-            .or_default();
+            .or_default()
+            .bot_user_id = bot_user_id.to_owned();
+    }
+
+    /// The webhook URL set for the channel of `access_token`.
+    pub fn webhook(&self, access_token: &str) -> Option<String> {
+        self.lock()
+            .channels
+            .get(access_token)
+            .and_then(|c| c.webhook.clone())
+    }
+
+    /// Switches the channel's "Use webhook" off (LINE's console): `GET` the endpoint says
+    /// `"active": false`.
+    pub fn switch_webhook_off(&self, access_token: &str) {
+        self.channel(access_token, |c| c.webhook_off = true);
     }
 
     fn channel(&self, access_token: &str, change: impl FnOnce(&mut Channel)) {
@@ -852,6 +885,56 @@ fn with_header(mut r: Response, name: &'static str, value: &str) -> Response {
     r
 }
 
+/// The bot's account: its info, and its webhook endpoint read or set (LINE refuses an
+/// endpoint that is not an HTTPS URL of at most 500 characters; the fake also takes `http://`
+/// for local stacks).
+fn account(
+    s: &mut Inner,
+    channel: &str,
+    method: &str,
+    path: &str,
+    body: &Value,
+) -> Result<Done, Refusal> {
+    let Some(c) = s.channels.get_mut(channel) else {
+        return Err(Refusal(
+            StatusCode::UNAUTHORIZED,
+            "unknown channel".into(),
+            vec![],
+        ));
+    };
+    match (method, path) {
+        ("GET", BOT_INFO_PATH) => Ok(Done::Answer(json!({
+            "userId": c.bot_user_id,
+            "basicId": format!("@{}", c.bot_user_id.get(1..9).unwrap_or("bot").to_lowercase()),
+            "displayName": "Patchbay test bot",
+            "chatMode": "bot",
+            "markAsReadMode": "auto",
+        }))),
+        ("GET", _) => Ok(Done::Answer(json!({
+            "endpoint": c.webhook.clone().unwrap_or_default(),
+            "active": c.webhook.is_some() && !c.webhook_off,
+        }))),
+        _ => {
+            let endpoint = body.get("endpoint").and_then(Value::as_str);
+            match endpoint {
+                Some(e)
+                    if (e.starts_with("https://") || e.starts_with("http://"))
+                        && e.len() <= 500
+                        && body.as_object().is_some_and(|o| o.len() == 1) =>
+                {
+                    c.webhook = Some(e.to_owned());
+                    Ok(Done::Answer(json!({})))
+                }
+                _ => Err(Refusal(
+                    StatusCode::BAD_REQUEST,
+                    "The request body has 1 error(s)".into(),
+                    vec![("endpoint".into(), "Invalid webhook endpoint URL".into())],
+                )),
+            }
+        }
+    }
+}
+
 async fn handle(State(inner): State<Shared>, req: Request) -> Response {
     let method = req.method().as_str().to_owned();
     let path = req.uri().path().to_owned();
@@ -913,6 +996,8 @@ async fn handle(State(inner): State<Shared>, req: Request) -> Response {
         ("GET", p) if p.starts_with(PROFILE_PATH) => Some(PROFILE_PATH),
         ("GET", p) if p.starts_with(GROUP_PATH) => Some(GROUP_PATH),
         ("GET", p) if p.starts_with(ROOM_PATH) => Some(ROOM_PATH),
+        ("GET", BOT_INFO_PATH) => Some(BOT_INFO_PATH),
+        ("GET" | "PUT", WEBHOOK_ENDPOINT_PATH) => Some(WEBHOOK_ENDPOINT_PATH),
         _ => None,
     };
     let mut retry_after = None;
@@ -942,6 +1027,7 @@ async fn handle(State(inner): State<Shared>, req: Request) -> Response {
             let carry_out = |s: &mut Inner| match route {
                 REPLY_PATH => reply(s, &channel, &body, retry_key.as_deref()),
                 PUSH_PATH => push(s, &channel, &body, retry_key.as_deref()),
+                BOT_INFO_PATH | WEBHOOK_ENDPOINT_PATH => account(s, &channel, &method, &path, &body),
                 _ => profile(s, &channel, &path),
             };
             match queued {

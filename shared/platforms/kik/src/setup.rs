@@ -3,9 +3,9 @@
 //! the bot's messages and what to send; `GET <base>/v1/config` reads it back. Kik has no
 //! webhook handshake: this call is what connects a bot.
 //!
-//! [`Configurator`] runs in `outbound-kik` (the only service that opens Kik credentials to call
-//! Kik): whenever a Kik channel appears, is enabled or changes in the config view, it reads the
-//! bot's configuration and, when the webhook or a feature differs from what Patchbay needs,
+//! [`Configurator`] runs [`KikSetup`] in `outbound-kik` (the only service that opens Kik
+//! credentials to call Kik; `patchbay_platform::setup` says when and how it retries): it reads
+//! the bot's configuration and, when the webhook or a feature differs from what Patchbay needs,
 //! sets it and reads it back. The webhook is `<PATCHBAY_PUBLIC_URL>/webhooks/kik/<channel id>`;
 //! the features:
 //!
@@ -16,27 +16,16 @@
 //! | `receiveIsTyping` | `false` | Patchbay ignores typing |
 //! | `manuallySendReadReceipts` | `false` | Kik marks the user's messages read itself |
 //!
-//! A static keyboard the bot already has is kept. Failures Kik may get over (no answer, 429,
-//! 5xx, a read-back that differs) are tried again after 1 s, 2 s, 4 s, … up to 5 minutes;
-//! refusals (a wrong API key) are logged and tried again only when the channel changes. Every
-//! replica does this; the read before the write makes the others' attempts a single `GET`.
-//! The outcome is logged (with the configuration Kik read back), counted in
-//! `patchbay_kik_config_total{outcome}` (`set`, `unchanged`, `retry`, `refused`) and recorded
-//! in the `<p>_setup` bucket, where `GET /admin/v1/bots/{bot_id}/channels/{channel_id}` shows
-//! it as the channel's `setup` (`configured` with Kik's read-back, `retrying`, `refused`).
+//! A static keyboard the bot already has is kept. The outcome is logged (with the configuration
+//! Kik read back), counted in `patchbay_setup_total{platform="kik", outcome}` and recorded in
+//! the `<p>_setup` bucket, where `GET /admin/v1/bots/{bot_id}/channels/{channel_id}` shows it as
+//! the channel's `setup` (`configured` with Kik's read-back, `retrying`, `refused`).
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
-
-use chrono::{DateTime, Utc};
-use patchbay_bus::{ConfigView, SetupLog};
-use patchbay_config::MasterKey;
-use patchbay_contract::{ChannelRecord, Platform, SetupState};
+use patchbay_contract::Platform;
 use patchbay_platform::SendError;
-use patchbay_platform::ingress::open_credentials;
+use patchbay_platform::setup::{ChannelSetup, Configured};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 use crate::KikCredentials;
 use crate::outbound::{api_url, call};
@@ -169,176 +158,36 @@ pub async fn ensure(
     }
 }
 
-/// One channel's state: the version configured (or being configured), and when to try next.
-#[derive(Debug)]
-struct State {
-    updated_at: DateTime<Utc>,
-    attempt: u32,
-    due: Option<Instant>,
-}
+/// Kik's setup of a channel: the bot's webhook and features (run by [`Configurator`] in
+/// `outbound-kik`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KikSetup;
 
 /// Keeps every enabled Kik channel's bot configured at Kik.
-pub struct Configurator {
-    view: ConfigView,
-    log: SetupLog,
-    key: MasterKey,
-    http: reqwest::Client,
-    default_base_url: String,
-    public_url: String,
-}
+pub type Configurator = patchbay_platform::setup::Configurator<KikSetup>;
 
-impl std::fmt::Debug for Configurator {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Configurator")
-            .field("default_base_url", &self.default_base_url)
-            .field("public_url", &self.public_url)
-            .finish_non_exhaustive()
-    }
-}
+impl ChannelSetup for KikSetup {
+    const PLATFORM: Platform = Platform::Kik;
+    const NAME: &'static str = "Kik";
+    type Credentials = KikCredentials;
 
-fn counted(outcome: &'static str) {
-    metrics::counter!("patchbay_kik_config_total", "outcome" => outcome).increment(1);
-}
-
-impl Configurator {
-    /// Configures the channels `view` holds, with credentials opened by `key`, calling Kik with
-    /// `timeout` at the channel's `api_base_url` or `default_base_url`, webhooks under
-    /// `public_url`; each outcome is recorded in `log`.
-    pub fn new(
-        view: ConfigView,
-        log: SetupLog,
-        key: MasterKey,
-        timeout: Duration,
-        default_base_url: &str,
-        public_url: &str,
-    ) -> Result<Self, reqwest::Error> {
-        Ok(Self {
-            view,
-            log,
-            key,
-            http: patchbay_platform::http::client_builder(timeout).build()?,
-            default_base_url: default_base_url.trim_end_matches('/').to_owned(),
-            public_url: public_url.to_owned(),
+    async fn ensure(
+        &self,
+        http: &reqwest::Client,
+        base_url: &str,
+        creds: &KikCredentials,
+        webhook: &str,
+    ) -> Result<Configured, SendError> {
+        Ok(match ensure(http, base_url, creds, webhook).await? {
+            Outcome::Unchanged(config) => Configured {
+                changed: false,
+                config,
+            },
+            Outcome::Set(config) => Configured {
+                changed: true,
+                config,
+            },
         })
-    }
-
-    /// Runs until `shutdown`.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), std::convert::Infallible> {
-        let mut states: HashMap<String, State> = HashMap::new();
-        let mut every = tokio::time::interval(POLL);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = every.tick() => {}
-                () = shutdown.cancelled() => return Ok(()),
-            }
-            let channels = self.view.channels(Platform::Kik);
-            states.retain(|id, _| channels.iter().any(|c| &c.id == id));
-            let now = Instant::now();
-            let mut due = Vec::new();
-            for c in channels {
-                let state = states.entry(c.id.clone()).or_insert(State {
-                    updated_at: c.updated_at,
-                    attempt: 0,
-                    due: Some(now),
-                });
-                if state.updated_at != c.updated_at {
-                    *state = State {
-                        updated_at: c.updated_at,
-                        attempt: 0,
-                        due: Some(now),
-                    };
-                }
-                if state.due.is_some_and(|d| d <= now) {
-                    due.push(c);
-                }
-            }
-            let attempts = due.iter().map(|c| {
-                let attempt = states.get(&c.id).map_or(0, |s| s.attempt);
-                self.configure(c, attempt + 1)
-            });
-            let results = tokio::select! {
-                r = futures::future::join_all(attempts) => r,
-                () = shutdown.cancelled() => return Ok(()),
-            };
-            for (c, result) in due.iter().zip(results) {
-                let Some(state) = states.get_mut(&c.id) else {
-                    continue;
-                };
-                state.due = match result {
-                    Ok(()) => None,
-                    Err(SendError::Retryable { after, .. }) => {
-                        let wait = after.unwrap_or_default().max(backoff(state.attempt));
-                        state.attempt = state.attempt.saturating_add(1);
-                        Some(Instant::now() + wait)
-                    }
-                    Err(SendError::Permanent(_)) => None,
-                };
-            }
-        }
-    }
-
-    /// Configures one channel's bot (the `attempts`-th time since it changed), logging and
-    /// recording the outcome.
-    async fn configure(&self, channel: &ChannelRecord, attempts: u32) -> Result<(), SendError> {
-        let id = channel.id.as_str();
-        let creds: KikCredentials = match open_credentials(&self.key, channel) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(channel_id = %channel.id, error = %e, "cannot open Kik credentials");
-                counted("refused");
-                let detail = format!("the channel's credentials cannot be opened: {e}");
-                self.log
-                    .record(id, SetupState::Refused, detail, None, attempts)
-                    .await;
-                return Err(SendError::permanent("channel_misconfigured", e, None));
-            }
-        };
-        let base = channel
-            .api_base_url
-            .as_deref()
-            .unwrap_or(&self.default_base_url);
-        let webhook = webhook_url(&self.public_url, &channel.id);
-        match ensure(&self.http, base, &creds, &webhook).await {
-            Ok(Outcome::Unchanged(found)) => {
-                counted("unchanged");
-                tracing::info!(channel_id = %channel.id, bot = %creds.username, config = %found,
-                    "Kik bot already configured");
-                let detail = "Kik already had the webhook and features (read)";
-                self.log
-                    .record(id, SetupState::Configured, detail, Some(found), attempts)
-                    .await;
-                Ok(())
-            }
-            Ok(Outcome::Set(back)) => {
-                counted("set");
-                tracing::info!(channel_id = %channel.id, bot = %creds.username, config = %back,
-                    "Kik bot configured (read back)");
-                let detail = "webhook and features set (read back)";
-                self.log
-                    .record(id, SetupState::Configured, detail, Some(back), attempts)
-                    .await;
-                Ok(())
-            }
-            Err(e @ SendError::Retryable { .. }) => {
-                counted("retry");
-                tracing::warn!(channel_id = %channel.id, bot = %creds.username, error = %e,
-                    "could not configure the Kik bot; trying again");
-                self.log
-                    .record(id, SetupState::Retrying, e.to_string(), None, attempts)
-                    .await;
-                Err(e)
-            }
-            Err(e) => {
-                counted("refused");
-                tracing::error!(channel_id = %channel.id, bot = %creds.username, error = %e,
-                    "Kik refused the bot's configuration; fix the channel's credentials");
-                self.log
-                    .record(id, SetupState::Refused, e.to_string(), None, attempts)
-                    .await;
-                Err(e)
-            }
-        }
     }
 }
 
@@ -397,7 +246,7 @@ mod tests {
     async fn ensure_sets_reads_back_and_then_leaves_it_alone() {
         let kik = FakeKik::start().await;
         kik.add_bot(fx::BOT, fx::API_KEY);
-        let http = patchbay_platform::http::client_builder(Duration::from_secs(5))
+        let http = patchbay_platform::http::client_builder(std::time::Duration::from_secs(5))
             .build()
             .unwrap();
         let base = kik.base_url();

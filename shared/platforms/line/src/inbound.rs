@@ -13,9 +13,11 @@
 //! within `patchbay_platform::enrich::BUDGET`), well within LINE's 2 s.
 //!
 //! Routing: the URL names the channel (`/webhooks/line/{channel_id}`) and the signature,
-//! keyed by that channel's secret, proves the POST is for it; `destination` (the bot's user
-//! id) is not compared, because a channel's credentials do not include the bot's user id
-//! (the issue fixes them as the secret and the access token): any `destination` is accepted.
+//! keyed by that channel's secret, proves the POST is for it. Each envelope's route is the
+//! `destination`; once `outbound-line` has set the channel up ([`crate::setup`]) and learned
+//! its bot's user id, a webhook for another bot (a URL pasted into the wrong LINE channel
+//! whose secret matches) is dropped, counted as `unknown_route`, and nothing is published.
+//! Until then any `destination` is accepted.
 //!
 //! | event `type` | event |
 //! |---|---|
@@ -449,6 +451,9 @@ impl InboundAdapter for Line {
     const SIGNATURE_HEADER: Option<&'static str> = Some(SIGNATURE_HEADER);
     type Credentials = LineCredentials;
 
+    /// The bot's user id, which `outbound-line` learns setting the channel up.
+    const ROUTE_OF_SETUP: Option<fn(&Value) -> Option<String>> = Some(crate::setup::route_of_setup);
+
     fn verify(creds: &LineCredentials, headers: &HeaderMap, body: &[u8]) -> Result<(), Rejection> {
         verify_signature(&creds.channel_secret, headers, body)
     }
@@ -480,7 +485,10 @@ impl InboundAdapter for Line {
                     dedupe_key: format!("line:{channel_id}:{id}"),
                     body: json!({ "destination": destination, "events": [e] }),
                     order_key,
-                    route: None,
+                    route: destination
+                        .as_str()
+                        .filter(|d| !d.is_empty())
+                        .map(str::to_owned),
                 })
             })
             .collect()
@@ -973,9 +981,9 @@ mod tests {
         assert_eq!(
             keys,
             [
-                ("line:ch_9:a-1", Some(fx::USER), None),
-                ("line:ch_9:a-2", Some(fx::GROUP), None),
-                ("line:ch_9:a-3", Some(fx::ROOM), None),
+                ("line:ch_9:a-1", Some(fx::USER), Some(fx::BOT_USER_ID)),
+                ("line:ch_9:a-2", Some(fx::GROUP), Some(fx::BOT_USER_ID)),
+                ("line:ch_9:a-3", Some(fx::ROOM), Some(fx::BOT_USER_ID)),
             ]
         );
         for (s, e) in splits.iter().zip(post["events"].as_array().unwrap()) {

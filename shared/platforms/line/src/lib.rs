@@ -22,6 +22,7 @@ pub mod fixtures;
 mod fuzz;
 pub mod inbound;
 pub mod outbound;
+pub mod setup;
 
 pub use credentials::LineCredentials;
 pub use inbound::Line;

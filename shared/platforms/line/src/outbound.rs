@@ -509,7 +509,7 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 }
 
 /// `<base><path>` as a URL, or the channel's misconfiguration.
-fn api_url(base: &str, path: &str) -> Result<reqwest::Url, SendError> {
+pub(crate) fn api_url(base: &str, path: &str) -> Result<reqwest::Url, SendError> {
     reqwest::Url::parse(&format!("{}{path}", base.trim_end_matches('/'))).map_err(|e| {
         SendError::permanent(
             "channel_misconfigured",
@@ -520,14 +520,14 @@ fn api_url(base: &str, path: &str) -> Result<reqwest::Url, SendError> {
 }
 
 /// LINE's answer to one call.
-struct Answer {
-    status: u16,
-    after: Option<Duration>,
-    body: Vec<u8>,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) after: Option<Duration>,
+    pub(crate) body: Vec<u8>,
 }
 
 /// Makes one authenticated call; an error only when LINE could not be reached.
-async fn call(
+pub(crate) async fn call(
     request: reqwest::RequestBuilder,
     creds: &LineCredentials,
     what: &str,

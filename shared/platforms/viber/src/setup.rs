@@ -5,33 +5,20 @@
 //! unless it gets 200: the ingress answers it once the channel is in its config view (a
 //! channel the ingress does not know yet answers 404, and the attempt is tried again).
 //!
-//! [`Configurator`] runs in `outbound-viber` (the only service that calls Viber with a bot's
-//! token): whenever a Viber channel appears, is enabled or changes in the config view, it
-//! reads the bot's account and, unless its webhook is already
+//! [`Configurator`] runs [`ViberSetup`] in `outbound-viber` (the only service that calls Viber
+//! with a bot's token; `patchbay_platform::setup` says when and how it retries): it reads the
+//! bot's account and, unless its webhook is already
 //! `<PATCHBAY_PUBLIC_URL>/webhooks/viber/<channel id>`, sets it (with every event type
 //! Patchbay handles: [`EVENT_TYPES`]; `message` events cannot be filtered out) and reads it
 //! back. When a channel is disabled or deleted (it leaves the view), it removes the webhook
 //! (`set_webhook` with `"url": ""`) with the credentials it opened before, so Viber stops
-//! posting; if a replica starts after that, it never knew the channel and leaves it.
-//!
-//! Failures Viber may get over (no answer, HTTP 429 or 5xx, a failed check callback, a
-//! read-back that differs) are tried again after 1 s, 2 s, 4 s, … up to 5 minutes; refusals
-//! (a wrong token) are logged and tried again only when the channel changes. Every replica
-//! does this; the read before the write makes the others' attempts a single call. The
-//! outcome is logged and counted in `patchbay_viber_webhook_total{outcome}` (`set`,
-//! `unchanged`, `removed`, `retry`, `refused`).
+//! posting. A failed check callback is tried again. Outcomes are counted in
+//! `patchbay_setup_total{platform="viber", outcome}`.
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
-
-use chrono::{DateTime, Utc};
-use patchbay_bus::{ConfigView, SetupLog};
-use patchbay_config::MasterKey;
-use patchbay_contract::{ChannelRecord, Platform, SetupState};
+use patchbay_contract::Platform;
 use patchbay_platform::SendError;
-use patchbay_platform::ingress::open_credentials;
+use patchbay_platform::setup::{ChannelSetup, Configured};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 use crate::ViberCredentials;
 use crate::outbound::{ACCOUNT_INFO_PATH, SET_WEBHOOK_PATH, call};
@@ -125,255 +112,42 @@ pub async fn ensure(
     }
 }
 
-/// One channel's state: the version configured (or being configured), its opened credentials
-/// and API (to remove the webhook once the channel is gone), and when to try next.
-struct State {
-    updated_at: DateTime<Utc>,
-    creds: Option<(ViberCredentials, String)>,
-    /// The channel left the view: its webhook is being removed.
-    gone: bool,
-    attempt: u32,
-    due: Option<Instant>,
-}
+/// Viber's setup of a channel: its webhook, removed when the channel goes (run by
+/// [`Configurator`] in `outbound-viber`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ViberSetup;
 
-/// Keeps every enabled Viber channel's webhook set at Viber, and removes it when a channel
-/// goes.
-pub struct Configurator {
-    view: ConfigView,
-    log: SetupLog,
-    key: MasterKey,
-    http: reqwest::Client,
-    default_base_url: String,
-    public_url: String,
-}
+/// Keeps every enabled Viber channel's webhook set at Viber.
+pub type Configurator = patchbay_platform::setup::Configurator<ViberSetup>;
 
-impl std::fmt::Debug for Configurator {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Configurator")
-            .field("default_base_url", &self.default_base_url)
-            .field("public_url", &self.public_url)
-            .finish_non_exhaustive()
-    }
-}
+impl ChannelSetup for ViberSetup {
+    const PLATFORM: Platform = Platform::Viber;
+    const NAME: &'static str = "Viber";
+    const REMOVES: bool = true;
+    type Credentials = ViberCredentials;
 
-fn counted(outcome: &'static str) {
-    metrics::counter!("patchbay_viber_webhook_total", "outcome" => outcome).increment(1);
-}
-
-impl Configurator {
-    /// Configures the channels `view` holds, with credentials opened by `key`, calling Viber
-    /// with `timeout` at the channel's `api_base_url` or `default_base_url`, webhooks under
-    /// `public_url`; each outcome is recorded in `log`.
-    pub fn new(
-        view: ConfigView,
-        log: SetupLog,
-        key: MasterKey,
-        timeout: Duration,
-        default_base_url: &str,
-        public_url: &str,
-    ) -> Result<Self, reqwest::Error> {
-        Ok(Self {
-            view,
-            log,
-            key,
-            http: patchbay_platform::http::client_builder(timeout).build()?,
-            default_base_url: default_base_url.trim_end_matches('/').to_owned(),
-            public_url: public_url.to_owned(),
+    async fn ensure(
+        &self,
+        http: &reqwest::Client,
+        base_url: &str,
+        creds: &ViberCredentials,
+        webhook: &str,
+    ) -> Result<Configured, SendError> {
+        let changed = ensure(http, base_url, creds, webhook).await? == Outcome::Set;
+        Ok(Configured {
+            changed,
+            config: json!({ "webhook": webhook }),
         })
     }
 
-    /// Runs until `shutdown`.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), std::convert::Infallible> {
-        let mut states: HashMap<String, State> = HashMap::new();
-        let mut every = tokio::time::interval(POLL);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = every.tick() => {}
-                () = shutdown.cancelled() => return Ok(()),
-            }
-            let channels = self.view.channels(Platform::Viber);
-            let now = Instant::now();
-            for (id, state) in &mut states {
-                if !state.gone && !channels.iter().any(|c| &c.id == id) {
-                    state.gone = true;
-                    state.attempt = 0;
-                    state.due = state.creds.as_ref().map(|_| now);
-                }
-            }
-            let mut due: Vec<(String, Option<std::sync::Arc<ChannelRecord>>)> = Vec::new();
-            for c in channels {
-                let state = states.entry(c.id.clone()).or_insert(State {
-                    updated_at: c.updated_at,
-                    creds: None,
-                    gone: false,
-                    attempt: 0,
-                    due: Some(now),
-                });
-                if state.gone || state.updated_at != c.updated_at {
-                    *state = State {
-                        updated_at: c.updated_at,
-                        creds: state.creds.take(),
-                        gone: false,
-                        attempt: 0,
-                        due: Some(now),
-                    };
-                }
-                if state.due.is_some_and(|d| d <= now) {
-                    due.push((c.id.clone(), Some(c)));
-                }
-            }
-            for (id, state) in &states {
-                if state.gone && state.due.is_some_and(|d| d <= now) {
-                    due.push((id.clone(), None));
-                }
-            }
-            let attempts = due.iter().map(|(id, channel)| {
-                let state = states.get(id);
-                self.attempt(id, channel.as_deref(), state.and_then(|s| s.creds.clone()))
-            });
-            let results = tokio::select! {
-                r = futures::future::join_all(attempts) => r,
-                () = shutdown.cancelled() => return Ok(()),
-            };
-            for ((id, channel), (result, creds)) in due.iter().zip(results) {
-                let Some(state) = states.get_mut(id) else {
-                    continue;
-                };
-                self.record(id, channel.is_some(), &result, state.attempt + 1)
-                    .await;
-                if creds.is_some() {
-                    state.creds = creds;
-                }
-                state.due = match result {
-                    Ok(()) => None,
-                    Err(SendError::Retryable { after, .. }) => {
-                        let wait = after.unwrap_or_default().max(backoff(state.attempt));
-                        state.attempt = state.attempt.saturating_add(1);
-                        Some(Instant::now() + wait)
-                    }
-                    Err(SendError::Permanent(_)) => None,
-                };
-            }
-            states.retain(|_, s| !(s.gone && s.due.is_none()));
-        }
-    }
-
-    /// Records the outcome of an attempt in the setup bucket, where the admin API shows it
-    /// with the channel.
-    async fn record(&self, id: &str, set: bool, result: &Result<(), SendError>, attempts: u32) {
-        let webhook = if set {
-            webhook_url(&self.public_url, id)
-        } else {
-            String::new()
-        };
-        let (state, detail, config) = match result {
-            Ok(()) if set => (
-                SetupState::Configured,
-                "webhook set at Viber (read back)".to_owned(),
-                Some(serde_json::json!({ "webhook": webhook })),
-            ),
-            Ok(()) => (
-                SetupState::Configured,
-                "webhook removed at Viber (the channel is disabled)".to_owned(),
-                Some(serde_json::json!({ "webhook": "" })),
-            ),
-            Err(e @ SendError::Retryable { .. }) => (SetupState::Retrying, e.to_string(), None),
-            Err(SendError::Permanent(e)) => (SetupState::Refused, e.message.clone(), None),
-        };
-        self.log.record(id, state, detail, config, attempts).await;
-    }
-
-    /// Sets (`channel` present) or removes (gone, with the credentials opened before) one
-    /// channel's webhook; returns the outcome and the credentials opened.
-    async fn attempt(
-        &self,
-        id: &str,
-        channel: Option<&ChannelRecord>,
-        known: Option<(ViberCredentials, String)>,
-    ) -> (Result<(), SendError>, Option<(ViberCredentials, String)>) {
-        let Some(channel) = channel else {
-            let Some((creds, base)) = known else {
-                return (Ok(()), None);
-            };
-            return (self.remove(id, &creds, &base).await, None);
-        };
-        let creds: ViberCredentials = match open_credentials(&self.key, channel) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(channel_id = %id, error = %e, "cannot open Viber credentials");
-                counted("refused");
-                return (
-                    Err(SendError::permanent("channel_misconfigured", e, None)),
-                    None,
-                );
-            }
-        };
-        let base = channel
-            .api_base_url
-            .clone()
-            .unwrap_or_else(|| self.default_base_url.clone());
-        let result = self.configure(id, &creds, &base).await;
-        (result, Some((creds, base)))
-    }
-
-    async fn configure(
-        &self,
-        id: &str,
-        creds: &ViberCredentials,
-        base: &str,
-    ) -> Result<(), SendError> {
-        let webhook = webhook_url(&self.public_url, id);
-        match ensure(&self.http, base, creds, &webhook).await {
-            Ok(Outcome::Unchanged) => {
-                counted("unchanged");
-                tracing::info!(channel_id = %id, %webhook, "Viber webhook already set");
-                Ok(())
-            }
-            Ok(Outcome::Set) => {
-                counted("set");
-                tracing::info!(channel_id = %id, %webhook, "Viber webhook set (read back)");
-                Ok(())
-            }
-            Err(e @ SendError::Retryable { .. }) => {
-                counted("retry");
-                tracing::warn!(channel_id = %id, error = %e,
-                    "could not set the Viber webhook; trying again");
-                Err(e)
-            }
-            Err(e) => {
-                counted("refused");
-                tracing::error!(channel_id = %id, error = %e,
-                    "Viber refused the webhook; fix the channel's credentials");
-                Err(e)
-            }
-        }
-    }
-
+    /// `set_webhook` with `""`: Viber stops posting.
     async fn remove(
         &self,
-        id: &str,
+        http: &reqwest::Client,
+        base_url: &str,
         creds: &ViberCredentials,
-        base: &str,
     ) -> Result<(), SendError> {
-        match write(&self.http, base, creds, "").await {
-            Ok(_) => {
-                counted("removed");
-                tracing::info!(channel_id = %id, "Viber webhook removed (channel disabled or deleted)");
-                Ok(())
-            }
-            Err(e @ SendError::Retryable { .. }) => {
-                counted("retry");
-                tracing::warn!(channel_id = %id, error = %e,
-                    "could not remove the Viber webhook; trying again");
-                Err(e)
-            }
-            Err(e) => {
-                counted("refused");
-                tracing::error!(channel_id = %id, error = %e, "Viber refused to remove the webhook");
-                Err(e)
-            }
-        }
+        write(http, base_url, creds, "").await.map(|_| ())
     }
 }
 
@@ -444,7 +218,7 @@ mod tests {
         let viber = FakeViber::start().await;
         viber.add_bot(fx::AUTH_TOKEN, "Shop");
         let (hook, got) = endpoint(200).await;
-        let http = patchbay_platform::http::client_builder(Duration::from_secs(5))
+        let http = patchbay_platform::http::client_builder(std::time::Duration::from_secs(5))
             .build()
             .unwrap();
         let base = viber.base_url();
