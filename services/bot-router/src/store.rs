@@ -35,7 +35,7 @@ pub struct StoredInbound {
 #[derive(Clone)]
 pub struct InboundRecord(pub Arc<InboundEvent>);
 
-/// One statement for a batch of inbound events (see [`record_inbound`]): the de-duplication
+/// The statements of [`record_inbound`], one for a batch of inbound events: the de-duplication
 /// rows first, then, for the events not dispatched already, the users, their conversations
 /// (the window) and the messages; one answer row per event, numbered `i` from 1.
 ///
@@ -52,7 +52,13 @@ pub struct InboundRecord(pub Arc<InboundEvent>);
 /// a member has a conversation of their own (`cm`; no window opened by the group). The message
 /// names the member. An event of the chat itself (the bot added or removed) has the chat as its
 /// sender (`u`, with its `chat_kind`).
-const RECORD_INBOUND: &str = "
+///
+/// This is what [`RECORD_INBOUND`] and [`RECORD_INBOUND_IN_GROUPS`] share: the batch as a table
+/// (`t`, with each sender's `user_key`), the de-duplication rows (`ie`) and the senders who are
+/// not members of a group (`u`).
+macro_rules! record_inbound_head {
+    () => {
+        "
 with t0 as (
     select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                          $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
@@ -107,7 +113,49 @@ u as (
         subscribed = excluded.subscribed,
         last_seen_at = greatest(x.last_seen_at, excluded.last_seen_at)
     returning x.id, x.channel_id, x.platform_user_id, x.display_name, x.username, x.locale,
-              x.fields),
+              x.fields)"
+    };
+}
+
+/// [`record_inbound`]'s statement for a batch without members of groups (the common case): the
+/// users, their conversations (the window) and the messages.
+const RECORD_INBOUND: &str = concat!(
+    record_inbound_head!(),
+    ",
+c as (
+    insert into conversations as v (id, bot_id, user_id, last_inbound_at, user_wrote_at)
+    select t.conversation_id, t.bot_id, u.id, t.window_opened,
+           case when t.content is not null then now() end
+    from t join u on u.channel_id = t.channel_id and u.platform_user_id = t.user_key
+    on conflict (user_id) do update set
+        last_inbound_at = greatest(v.last_inbound_at, excluded.last_inbound_at),
+        user_wrote_at = coalesce(excluded.user_wrote_at, v.user_wrote_at)
+    returning v.id, v.user_id, v.handled_by),
+m as (
+    insert into messages (id, conversation_id, bot_id, direction, event_id,
+                          platform_message_id, content, status, created_at)
+    select t.message_id, c.id, t.bot_id, 'inbound', ie.event_id, t.platform_message_id,
+           t.content, 'received', t.occurred_at
+    from t join ie on ie.dedupe_key = t.dedupe_key
+           join u on u.channel_id = t.channel_id and u.platform_user_id = t.user_key
+           join c on c.user_id = u.id
+    where t.content is not null and ie.event_id = t.event_id
+    on conflict (id) do nothing)
+select t.i, ie.event_id, ie.dispatched_at, u.id as user_id, u.display_name, u.username,
+       u.locale, u.fields, c.id as conversation_id, c.handled_by,
+       null::text as chat_user_id, null::text as chat_title, null::text as chat_kind
+from t join ie on ie.dedupe_key = t.dedupe_key
+       left join u on u.channel_id = t.channel_id and u.platform_user_id = t.user_key
+       left join c on c.user_id = u.id
+order by t.i"
+);
+
+/// [`record_inbound`]'s statement for a batch where members of groups or rooms acted: the
+/// chats (`g`), the members (`um`) and their own conversations (`cm`), each event's sender and
+/// conversation owner (`o`).
+const RECORD_INBOUND_IN_GROUPS: &str = concat!(
+    record_inbound_head!(),
+    ",
 um as (
     insert into users as x (id, bot_id, channel_id, platform, platform_user_id, address,
                             display_name, username, locale, avatar_url, subscribed,
@@ -178,7 +226,8 @@ from t join ie on ie.dedupe_key = t.dedupe_key
        left join s on s.id = o.sender_id
        left join g on g.id = o.owner_id and t.chat_key is not null
        left join c on c.user_id = o.owner_id
-order by t.i";
+order by t.i"
+);
 
 /// The rows an inbound event writes, besides its message (named by its id, unique anyway):
 /// two events of one batch naming one of them go in successive statements
@@ -219,7 +268,17 @@ pub async fn record_inbound(
         for InboundRecord(ev) in wave.iter().filter_map(|&i| batch.get(i)) {
             a.push(ev);
         }
-        let rows = sqlx::query(RECORD_INBOUND)
+        // The statement for groups costs a fifth more per batch: only where a member wrote.
+        let statement = if wave
+            .iter()
+            .filter_map(|&i| batch.get(i))
+            .any(|InboundRecord(ev)| ev.member_chat().is_some())
+        {
+            RECORD_INBOUND_IN_GROUPS
+        } else {
+            RECORD_INBOUND
+        };
+        let rows = sqlx::query(statement)
             .bind(a.dedupe_key)
             .bind(a.event_id)
             .bind(a.bot_id)
