@@ -57,21 +57,27 @@ pub struct InboundRecord(pub Arc<InboundEvent>);
 /// (`t`, with each sender's `user_key`), the de-duplication rows (`ie`) and the senders who are
 /// not members of a group (`u`).
 macro_rules! record_inbound_head {
-    () => {
-        "
+    // `$params` and `$columns`: the group statement's arrays beyond the 22 both take; `$u_*`:
+    // its chat kind on the senders it keeps in `u`.
+    ($params:literal, $columns:literal, $u_column:literal, $u_value:literal, $u_where:literal,
+     $u_update:literal) => {
+        concat!(
+            "
 with t0 as (
     select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                          $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
                          $12::text[], $13::text[], $14::boolean[], $15::timestamptz[],
                          $16::text[], $17::text[], $18::text[], $19::timestamptz[],
-                         $20::text[], $21::text[], $22::jsonb[], $23::text[], $24::text[],
-                         $25::text[], $26::text[], $27::text[])
+                         $20::text[], $21::text[], $22::jsonb[]",
+            $params,
+            ")
         with ordinality as t0(dedupe_key, event_id, bot_id, event_type, user_id, channel_id,
                              platform, platform_user_id, address, display_name, username,
                              locale, avatar_url, subscribed, occurred_at, email, phone,
                              conversation_id, window_opened, message_id, platform_message_id,
-                             content, chat_key, chat_user_id, chat_kind, chat_title,
-                             member_conversation_id, i)),
+                             content",
+            $columns,
+            ", i)),
 t as (
     select t0.*, case
         -- Only a sender whose address is not their id (WhatsApp's business-scoped ids) can be
@@ -95,15 +101,22 @@ ie as (
 u as (
     insert into users as x (id, bot_id, channel_id, platform, platform_user_id, address,
                             display_name, username, locale, avatar_url, subscribed,
-                            last_seen_at, email, phone, chat_kind)
+                            last_seen_at, email, phone",
+            $u_column,
+            ")
     select t.user_id, t.bot_id, t.channel_id, t.platform, t.user_key, t.address,
            t.display_name, t.username, t.locale, t.avatar_url, t.subscribed, t.occurred_at,
-           t.email, t.phone, t.chat_kind
+           t.email, t.phone",
+            $u_value,
+            "
     from t join ie on ie.dedupe_key = t.dedupe_key
-    where ie.dispatched_at is null and t.chat_key is null
+    where ie.dispatched_at is null",
+            $u_where,
+            "
     on conflict (channel_id, platform_user_id) do update set
-        address = excluded.address,
-        chat_kind = coalesce(excluded.chat_kind, x.chat_kind),
+        address = excluded.address,",
+            $u_update,
+            "
         display_name = coalesce(excluded.display_name, x.display_name),
         username = coalesce(excluded.username, x.username),
         locale = coalesce(excluded.locale, x.locale),
@@ -114,13 +127,14 @@ u as (
         last_seen_at = greatest(x.last_seen_at, excluded.last_seen_at)
     returning x.id, x.channel_id, x.platform_user_id, x.display_name, x.username, x.locale,
               x.fields)"
+        )
     };
 }
 
-/// [`record_inbound`]'s statement for a batch without members of groups (the common case): the
+/// [`record_inbound`]'s statement for a batch without groups or rooms (the common case): the
 /// users, their conversations (the window) and the messages.
 const RECORD_INBOUND: &str = concat!(
-    record_inbound_head!(),
+    record_inbound_head!("", "", "", "", "", ""),
     ",
 c as (
     insert into conversations as v (id, bot_id, user_id, last_inbound_at, user_wrote_at)
@@ -150,11 +164,20 @@ from t join ie on ie.dedupe_key = t.dedupe_key
 order by t.i"
 );
 
-/// [`record_inbound`]'s statement for a batch where members of groups or rooms acted: the
-/// chats (`g`), the members (`um`) and their own conversations (`cm`), each event's sender and
-/// conversation owner (`o`).
+/// [`record_inbound`]'s statement for a batch with events in groups or rooms: the chats (`g`),
+/// the members (`um`) and their own conversations (`cm`), each event's sender and
+/// conversation owner (`o`). It costs more per event than [`RECORD_INBOUND`], whose batches
+/// carry none of the chat arrays.
 const RECORD_INBOUND_IN_GROUPS: &str = concat!(
-    record_inbound_head!(),
+    record_inbound_head!(
+        ", $23::text[], $24::text[], $25::text[], $26::text[], $27::text[]",
+        ", chat_key, chat_user_id, chat_kind, chat_title, member_conversation_id",
+        ", chat_kind",
+        ", t.chat_kind",
+        " and t.chat_key is null",
+        "
+        chat_kind = coalesce(excluded.chat_kind, x.chat_kind),"
+    ),
     ",
 um as (
     insert into users as x (id, bot_id, channel_id, platform, platform_user_id, address,
@@ -268,17 +291,17 @@ pub async fn record_inbound(
         for InboundRecord(ev) in wave.iter().filter_map(|&i| batch.get(i)) {
             a.push(ev);
         }
-        // The statement for groups costs a fifth more per batch: only where a member wrote.
-        let statement = if wave
+        // The statement for groups costs more per event: only where an event is in one.
+        let in_groups = wave
             .iter()
             .filter_map(|&i| batch.get(i))
-            .any(|InboundRecord(ev)| ev.member_chat().is_some())
-        {
+            .any(|InboundRecord(ev)| ev.chat.is_some());
+        let statement = if in_groups {
             RECORD_INBOUND_IN_GROUPS
         } else {
             RECORD_INBOUND
         };
-        let rows = sqlx::query(statement)
+        let query = sqlx::query(statement)
             .bind(a.dedupe_key)
             .bind(a.event_id)
             .bind(a.bot_id)
@@ -300,14 +323,18 @@ pub async fn record_inbound(
             .bind(a.window_opened)
             .bind(a.message_id)
             .bind(a.platform_message_id)
-            .bind(a.content)
-            .bind(a.chat_key)
-            .bind(a.chat_user_id)
-            .bind(a.chat_kind)
-            .bind(a.chat_title)
-            .bind(a.member_conversation_id)
-            .fetch_all(conn.connection())
-            .await?;
+            .bind(a.content);
+        let query = if in_groups {
+            query
+                .bind(a.chat_key)
+                .bind(a.chat_user_id)
+                .bind(a.chat_kind)
+                .bind(a.chat_title)
+                .bind(a.member_conversation_id)
+        } else {
+            query
+        };
+        let rows = query.fetch_all(conn.connection()).await?;
         answers.push(rows);
     }
     conn.finish().await?;
