@@ -368,6 +368,7 @@ async fn in_a_group_the_group_is_the_conversation_and_the_member_its_sender() {
         fx::USER,
         json!({"displayName": "Ana", "pictureUrl": "https://profile.line.example/ana"}),
     );
+    stack.line.set_group_name(fx::GROUP, "Shop fans");
     // Ana writes to the bot alone first: her own conversation.
     let alone = user_writes(&stack, &bot, "g-0", "hello bot").await;
     let said = now(fx::message(
@@ -399,6 +400,10 @@ async fn in_a_group_the_group_is_the_conversation_and_the_member_its_sender() {
     let chat = received["chat"].clone();
     assert_eq!(chat["platform_chat_id"], fx::GROUP);
     assert_eq!(chat["kind"], "group");
+    assert_eq!(
+        chat["title"], "Shop fans",
+        "named from LINE's group summary"
+    );
     assert_ne!(chat["id"], received["user"]["id"]);
     assert_ne!(
         received["conversation_id"], alone["conversation_id"],
@@ -473,18 +478,27 @@ async fn in_a_group_the_group_is_the_conversation_and_the_member_its_sender() {
         .await;
     assert_eq!(status, 200, "{group}");
     assert_eq!(
-        (&group["chat_kind"], &group["platform_user_id"]),
-        (&json!("group"), &json!(fx::GROUP))
+        (
+            &group["chat_kind"],
+            &group["platform_user_id"],
+            &group["display_name"]
+        ),
+        (&json!("group"), &json!(fx::GROUP), &json!("Shop fans"))
     );
-    let lookups: Vec<String> = stack
+    // Looked up at once: their order at the fake is not theirs to keep.
+    let mut lookups: Vec<String> = stack
         .line
         .calls_to("/v2/bot/group/")
         .into_iter()
         .map(|c| c.path)
         .collect();
+    lookups.sort();
     assert_eq!(
         lookups,
-        [format!("/v2/bot/group/{}/member/{}", fx::GROUP, fx::USER)]
+        [
+            format!("/v2/bot/group/{}/member/{}", fx::GROUP, fx::USER),
+            format!("/v2/bot/group/{}/summary", fx::GROUP),
+        ]
     );
     stack.shutdown().await;
 }

@@ -121,6 +121,8 @@ struct Inner {
     /// Access token → channel.
     channels: HashMap<String, Channel>,
     profiles: HashMap<String, Value>,
+    /// Group id → its name (`GET /v2/bot/group/{id}/summary`).
+    group_names: HashMap<String, String>,
     /// Reply token → (its channel's access token, issued, used).
     reply_tokens: HashMap<String, (String, Instant, bool)>,
     /// A reply token never issued counts as issued at its first use (the demo).
@@ -220,6 +222,14 @@ impl FakeLine {
             .channels
             .get(access_token)
             .and_then(|c| c.webhook.clone())
+    }
+
+    /// Names group `group` (`GET /v2/bot/group/{group}/summary` answers it to the channels
+    /// in the group).
+    pub fn set_group_name(&self, group: &str, name: &str) {
+        self.lock()
+            .group_names
+            .insert(group.to_owned(), name.to_owned());
     }
 
     /// Switches the channel's "Use webhook" off (LINE's console): `GET` the endpoint says
@@ -842,6 +852,18 @@ fn profile(s: &Inner, channel: &str, path: &str) -> Result<Done, Refusal> {
     let not_found = || Refusal(StatusCode::NOT_FOUND, "Not found".into(), vec![]);
     let c = s.channels.get(channel).ok_or_else(not_found)?;
     let parts: Vec<&str> = path.trim_start_matches("/v2/bot/").split('/').collect();
+    if let ["group", group, "summary"] = parts.as_slice() {
+        // The bot is in the group (it got an event from it): its name and picture.
+        if !c.chats.contains_key(*group) {
+            return Err(not_found());
+        }
+        let name = s.group_names.get(*group).cloned().unwrap_or_default();
+        return Ok(Done::Answer(json!({
+            "groupId": group,
+            "groupName": name,
+            "pictureUrl": format!("https://profile.line.example/{group}"),
+        })));
+    }
     let user = match parts.as_slice() {
         ["profile", user] if c.friends.contains(*user) => *user,
         ["group" | "room", chat, "member", user]

@@ -38,8 +38,9 @@
 //! Groups and rooms: the chat is the conversation, its member the sender. `address` (where a
 //! reply goes, and the order key) is the group or room id and `chat` says which kind it is;
 //! `sender.platform_user_id` is the member's `userId` (the group or room id itself when LINE
-//! names no member, as for `join`). LINE's webhooks carry no group name, so `chat.title` is
-//! absent.
+//! names no member, as for `join`). LINE's webhooks carry no group name: the ingress looks it
+//! up (`GET /v2/bot/group/{groupId}/summary`, cached as profiles are, within the same budget)
+//! and adds it as `patchbay_group`, which becomes `chat.title`. Rooms have no name.
 //! A one-to-one chat's address is the user id. `timestamp` is in milliseconds and becomes
 //! `occurred_at`. Events in `standby` mode (another channel has the chat) are normalised like
 //! the others.
@@ -77,6 +78,8 @@ use crate::LineCredentials;
 pub const SIGNATURE_HEADER: &str = "x-line-signature";
 /// The key under which the ingress adds the sender's profile to an envelope.
 pub const PROFILE_FIELD: &str = "patchbay_profile";
+/// The key under which the ingress adds the name of the group an event happened in.
+pub const GROUP_FIELD: &str = "patchbay_group";
 /// How long the ingress waits for a profile lookup.
 pub const PROFILE_BUDGET: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -113,6 +116,16 @@ struct Post {
     /// Added by the ingress ([`Line::enrich`]), not by LINE.
     #[serde(default)]
     patchbay_profile: Option<ProfileHint>,
+    /// Added by the ingress: the group's name.
+    #[serde(default)]
+    patchbay_group: Option<GroupHint>,
+}
+
+/// The group's summary as the ingress found it.
+#[derive(Debug, Default, Deserialize)]
+struct GroupHint {
+    #[serde(default)]
+    name: Option<String>,
 }
 
 /// The sender's profile as the ingress found it.
@@ -517,14 +530,20 @@ impl InboundAdapter for Line {
             .and_then(DateTime::from_timestamp_millis)
             .unwrap_or(env.received_at);
         let profile = post.patchbay_profile.unwrap_or_default();
+        let title = post
+            .patchbay_group
+            .and_then(|g| g.name)
+            .filter(|n| !n.trim().is_empty());
         let actor = source.user().unwrap_or(&chat).to_owned();
         Ok(emitted(&e, &source, &chat)?
             .into_iter()
             .enumerate()
             .map(|(i, em)| {
                 let index = u32::try_from(i).unwrap_or(u32::MAX);
-                // The profile the ingress found is the actor's.
+                // The profile the ingress found is the actor's; the group itself (the bot added
+                // or removed) goes by its name.
                 let own = em.sender == actor;
+                let the_chat = source.chat_kind().is_some() && em.sender == chat;
                 InboundEvent {
                     v: V1,
                     id: derive_id(prefix::EVENT, &env.id, index),
@@ -537,7 +556,11 @@ impl InboundAdapter for Line {
                     occurred_at,
                     sender: PlatformUser {
                         platform_user_id: em.sender,
-                        display_name: own.then(|| profile.display_name.clone()).flatten(),
+                        display_name: if the_chat {
+                            title.clone()
+                        } else {
+                            own.then(|| profile.display_name.clone()).flatten()
+                        },
                         username: None,
                         locale: own.then(|| profile.locale.clone()).flatten(),
                         avatar_url: own.then(|| profile.avatar_url.clone()).flatten(),
@@ -545,9 +568,10 @@ impl InboundAdapter for Line {
                         phone: None,
                     },
                     address: chat.clone(),
-                    chat: source
-                        .chat_kind()
-                        .map(|kind| PlatformChat { kind, title: None }),
+                    chat: source.chat_kind().map(|kind| PlatformChat {
+                        kind,
+                        title: title.clone(),
+                    }),
                     dedupe_key: format!("{}:{i}", env.dedupe_key),
                     message: em.message,
                     referral: None,
@@ -612,11 +636,47 @@ impl InboundAdapter for Line {
                     ctx.cache.put(key(s), value);
                 }
             });
-        futures::future::join_all(lookups).await;
+        // The groups' names (rooms have none), cached like profiles.
+        let group_of = |s: &Split| -> Option<String> {
+            let e = only_event(&s.body)?;
+            let source: Source = serde_json::from_value(e.get("source")?.clone()).ok()?;
+            (source.kind == "group")
+                .then_some(source.group_id)
+                .flatten()
+        };
+        let group_key = |g: &str| format!("{}:group:{g}", ctx.channel_id);
+        let mut groups: Vec<String> = splits.iter().filter_map(group_of).collect();
+        groups.sort();
+        groups.dedup();
+        let summaries = groups
+            .iter()
+            .filter(|g| ctx.cache.get(&group_key(g)).is_none())
+            .map(|g| async {
+                let found = tokio::time::timeout(
+                    PROFILE_BUDGET.min(patchbay_platform::enrich::BUDGET),
+                    crate::outbound::group_name(ctx.http, ctx.base_url, ctx.creds, g),
+                )
+                .await;
+                if let Ok(found) = found {
+                    ctx.cache
+                        .put(group_key(g), found.map(|name| json!({ "name": name })));
+                }
+            });
+        futures::future::join(
+            futures::future::join_all(lookups),
+            futures::future::join_all(summaries),
+        )
+        .await;
         for s in splits.iter_mut() {
-            let Some(source) = wanted_of(s) else { continue };
-            if let Some(Some(profile)) = ctx.cache.get(&key(&source)) {
+            if let Some(source) = wanted_of(s)
+                && let Some(Some(profile)) = ctx.cache.get(&key(&source))
+            {
                 s.body[PROFILE_FIELD] = profile;
+            }
+            if let Some(g) = group_of(s)
+                && let Some(Some(group)) = ctx.cache.get(&group_key(&g))
+            {
+                s.body[GROUP_FIELD] = group;
             }
         }
     }
@@ -1092,6 +1152,7 @@ mod tests {
     async fn enrichment_adds_profiles_in_chats_and_groups_and_remembers_missing_ones() {
         let line = patchbay_testkit::line::FakeLine::start().await;
         line.add_channel(fx::ACCESS_TOKEN);
+        line.set_group_name(fx::GROUP, "Shop fans");
         line.set_profile(
             fx::USER,
             json!({"displayName": "Ana", "pictureUrl": "https://profile.line.example/ana",
@@ -1134,6 +1195,8 @@ mod tests {
             assert_eq!(splits[0].body[PROFILE_FIELD], ana);
             assert!(splits[1].body.get(PROFILE_FIELD).is_none(), "LINE had none");
             assert_eq!(splits[2].body[PROFILE_FIELD], ana, "the group-member form");
+            assert_eq!(splits[2].body[GROUP_FIELD], json!({"name": "Shop fans"}));
+            assert!(splits[0].body.get(GROUP_FIELD).is_none(), "not in a group");
             assert!(
                 splits[3].body.get(PROFILE_FIELD).is_none(),
                 "unfollow needs none"
@@ -1154,11 +1217,25 @@ mod tests {
                     format!("/v2/bot/group/{}/member/{}", fx::GROUP, fx::USER),
                     true
                 ),
+                (format!("/v2/bot/group/{}/summary", fx::GROUP), true),
                 (format!("/v2/bot/profile/{}", fx::USER), true),
                 (format!("/v2/bot/profile/{}", fx::OTHER_USER), true),
             ],
-            "one lookup per chat and user, found or not, with the channel's token"
+            "one lookup per chat and user, and per group, found or not, with the channel's token"
         );
+        let in_group = IngressEnvelope {
+            v: V1,
+            id: "env_01JH0000000000000000000003".into(),
+            platform: Platform::Line,
+            channel_id: "ch_1".into(),
+            bot_id: "bot_1".into(),
+            received_at: Utc::now(),
+            dedupe_key: "line:ch_1:e3".into(),
+            body: last[2].body.clone(),
+            order_key: None,
+        };
+        let chat = Line::normalise(&in_group).unwrap()[0].chat.clone().unwrap();
+        assert_eq!(chat.title.as_deref(), Some("Shop fans"));
         let env = IngressEnvelope {
             v: V1,
             id: "env_01JH0000000000000000000001".into(),

@@ -117,6 +117,35 @@ pub struct LineSender {
     replies: Option<Replies>,
 }
 
+/// The name of group `group_id` (`GET <base>/v2/bot/group/{groupId}/summary`): `None` when
+/// LINE has none or refuses (the bot left the group) or cannot be reached. Never fails the
+/// caller.
+pub async fn group_name(
+    http: &reqwest::Client,
+    base_url: &str,
+    creds: &LineCredentials,
+    group_id: &str,
+) -> Option<String> {
+    let mut url = api_url(base_url, "/v2/bot").ok()?;
+    url.path_segments_mut()
+        .ok()?
+        .extend(["group", group_id, "summary"]);
+    let answer = call(http.get(url), creds, "group summary")
+        .await
+        .map_err(|e| tracing::info!(error = %e, "LINE group summary not available"))
+        .ok()?;
+    if answer.status != 200 {
+        tracing::info!(status = answer.status, "LINE group summary not available");
+        return None;
+    }
+    let summary: Value = serde_json::from_slice(&answer.body).ok()?;
+    summary
+        .get("groupName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.trim().is_empty())
+        .map(str::to_owned)
+}
+
 impl LineSender {
     /// A sender with `base_url` as default API, `timeout` per call and the given pace; without
     /// reply tokens (every message is pushed) until [`LineSender::with_replies`].
