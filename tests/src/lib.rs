@@ -632,6 +632,25 @@ impl Stack {
         self.config.admin_token.as_deref().unwrap()
     }
 
+    /// Channel `channel_id` of bot `bot_id` as the admin API shows it, once its setup at the
+    /// platform (`setup.state`) is `state`.
+    pub async fn channel_in_setup_state(
+        &self,
+        bot_id: &str,
+        channel_id: &str,
+        state: &str,
+    ) -> Value {
+        let path = format!("/admin/v1/bots/{bot_id}/channels/{channel_id}");
+        eventually(TIMEOUT, &format!("the channel's setup {state}"), || async {
+            let (status, v) = self
+                .call("GET", &path, Some(self.admin_token()), None)
+                .await;
+            assert_eq!(status, 200, "{v}");
+            (v["setup"]["state"] == state).then_some(v)
+        })
+        .await
+    }
+
     /// Creates a bot calling the fake tenant, with a Telegram channel on the fake Telegram API.
     pub async fn bot(&self) -> TestBot {
         self.bot_with_events(None).await

@@ -361,14 +361,9 @@ async fn a_new_channel_gets_its_webhook_and_features_set_at_kik_and_read_back() 
 
     // The operator sees it with the channel: configured, with Kik's read-back.
     let path = format!("/admin/v1/bots/{}/channels/{}", bot.id, bot.channel_id);
-    let channel = eventually(TIMEOUT, "the setup recorded", || async {
-        let (status, v) = stack
-            .call("GET", &path, Some(stack.admin_token()), None)
-            .await;
-        assert_eq!(status, 200, "{v}");
-        (v["setup"]["state"] == "configured").then_some(v)
-    })
-    .await;
+    let channel = stack
+        .channel_in_setup_state(&bot.id, &bot.channel_id, "configured")
+        .await;
     assert_eq!(channel["platform"], "kik");
     assert_eq!(channel["webhook_path"], bot.webhook_path.as_str());
     assert_eq!(
@@ -434,17 +429,9 @@ async fn a_refused_api_key_shows_in_the_channels_setup() {
         )
         .await;
     assert_eq!(status, 201, "{ch}");
-    let path = format!(
-        "/admin/v1/bots/{bot_id}/channels/{}",
-        ch["id"].as_str().unwrap()
-    );
-    let channel = eventually(TIMEOUT, "the refusal recorded", || async {
-        let (_, v) = stack
-            .call("GET", &path, Some(stack.admin_token()), None)
-            .await;
-        (v["setup"]["state"] == "refused").then_some(v)
-    })
-    .await;
+    let channel = stack
+        .channel_in_setup_state(bot_id, ch["id"].as_str().unwrap(), "refused")
+        .await;
     let detail = channel["setup"]["detail"].as_str().unwrap();
     assert!(detail.contains("401"), "{detail}");
     assert!(

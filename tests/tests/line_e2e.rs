@@ -703,15 +703,9 @@ async fn the_webhook_is_set_at_line_and_a_webhook_for_another_bot_publishes_noth
     let stack = Stack::start().await;
     let bot = stack.line_bot(None).await;
     // outbound-line sets the channel's webhook at LINE and learns its bot's user id.
-    let path = format!("/admin/v1/bots/{}/channels/{}", bot.id, bot.channel_id);
-    let channel = eventually(TIMEOUT, "the channel set up at LINE", || async {
-        let (status, v) = stack
-            .call("GET", &path, Some(stack.admin_token()), None)
-            .await;
-        assert_eq!(status, 200, "{v}");
-        (v["setup"]["state"] == "configured").then_some(v)
-    })
-    .await;
+    let channel = stack
+        .channel_in_setup_state(&bot.id, &bot.channel_id, "configured")
+        .await;
     let webhook = format!(
         "{}{}",
         stack.config.public_url.trim_end_matches('/'),
