@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use patchbay_bus::{ConfigView, SetupLog};
 use patchbay_config::MasterKey;
-use patchbay_contract::{ChannelRecord, Platform, SetupState};
+use patchbay_contract::{ChannelRecord, SetupState};
 use tokio_util::sync::CancellationToken;
 
 use crate::SendError;
@@ -54,8 +54,8 @@ pub struct Configured {
 /// configuration, Viber's and LINE's webhook), run by [`Configurator`] in its sender service
 /// (the only service that calls the platform with the channel's credentials).
 pub trait ChannelSetup: Send + Sync + 'static {
-    /// The platform.
-    const PLATFORM: Platform;
+    /// The platform (its webhook path and name).
+    const SPEC: &'static PlatformSpec;
     /// Its name in logs and in the recorded details ("Kik").
     const NAME: &'static str;
     /// Whether a channel that is disabled or deleted is undone at the platform
@@ -125,7 +125,7 @@ pub struct Configurator<S: ChannelSetup> {
 impl<S: ChannelSetup> std::fmt::Debug for Configurator<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Configurator")
-            .field("platform", &S::PLATFORM)
+            .field("platform", &S::SPEC.platform)
             .field("default_base_url", &self.default_base_url)
             .field("public_url", &self.public_url)
             .finish_non_exhaustive()
@@ -133,7 +133,7 @@ impl<S: ChannelSetup> std::fmt::Debug for Configurator<S> {
 }
 
 fn counted<S: ChannelSetup>(outcome: &'static str) {
-    metrics::counter!("patchbay_setup_total", "platform" => S::PLATFORM.as_str(), "outcome" => outcome)
+    metrics::counter!("patchbay_setup_total", "platform" => S::SPEC.platform.as_str(), "outcome" => outcome)
         .increment(1);
 }
 
@@ -161,15 +161,6 @@ impl<S: ChannelSetup> Configurator<S> {
         })
     }
 
-    /// The webhook URL of `channel_id`.
-    fn webhook(&self, channel_id: &str) -> String {
-        format!(
-            "{}{}",
-            self.public_url.trim_end_matches('/'),
-            crate::spec::webhook_path_for(S::PLATFORM, channel_id)
-        )
-    }
-
     /// Runs until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), std::convert::Infallible> {
         let mut states: HashMap<String, State<S::Credentials>> = HashMap::new();
@@ -180,7 +171,7 @@ impl<S: ChannelSetup> Configurator<S> {
                 _ = every.tick() => {}
                 () = shutdown.cancelled() => return Ok(()),
             }
-            let channels = self.view.channels(S::PLATFORM);
+            let channels = self.view.channels(S::SPEC.platform);
             let now = Instant::now();
             for (id, state) in &mut states {
                 if !state.gone && !channels.iter().any(|c| &c.id == id) {
@@ -321,7 +312,7 @@ impl<S: ChannelSetup> Configurator<S> {
             .api_base_url
             .clone()
             .unwrap_or_else(|| self.default_base_url.clone());
-        let webhook = self.webhook(id);
+        let webhook = webhook_url(&self.public_url, S::SPEC, id);
         let result = match self.setup.ensure(&self.http, &base, &creds, &webhook).await {
             Ok(Configured {
                 changed: false,

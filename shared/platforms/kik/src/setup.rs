@@ -21,7 +21,6 @@
 //! the `<p>_setup` bucket, where `GET /admin/v1/bots/{bot_id}/channels/{channel_id}` shows it as
 //! the channel's `setup` (`configured` with Kik's read-back, `retrying`, `refused`).
 
-use patchbay_contract::Platform;
 use patchbay_platform::SendError;
 use patchbay_platform::setup::{ChannelSetup, Configured};
 use serde::{Deserialize, Serialize};
@@ -167,7 +166,7 @@ pub struct KikSetup;
 pub type Configurator = patchbay_platform::setup::Configurator<KikSetup>;
 
 impl ChannelSetup for KikSetup {
-    const PLATFORM: Platform = Platform::Kik;
+    const SPEC: &'static patchbay_platform::spec::PlatformSpec = &crate::SPEC;
     const NAME: &'static str = "Kik";
     type Credentials = KikCredentials;
 

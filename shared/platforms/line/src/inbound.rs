@@ -601,12 +601,28 @@ impl InboundAdapter for Line {
     }
 
     async fn enrich(ctx: Context<'_, LineCredentials>, splits: &mut [Split]) {
-        let wanted_of = |s: &Split| -> Option<Source> {
-            let e = only_event(&s.body)?;
-            let kind = e.get("type").and_then(Value::as_str)?;
-            let source: Source = serde_json::from_value(e.get("source")?.clone()).ok()?;
-            (wants_profile(kind) && source.user().is_some()).then_some(source)
-        };
+        // Each split's source, read once: whose profile it wants (the member who acted in a
+        // message, postback or follow) and which group it happened in (rooms have no name).
+        let sources: Vec<(Option<Source>, Option<String>)> = splits
+            .iter()
+            .map(|s| {
+                let Some(e) = only_event(&s.body) else {
+                    return (None, None);
+                };
+                let kind = e.get("type").and_then(Value::as_str).unwrap_or_default();
+                let Some(source) = e
+                    .get("source")
+                    .and_then(|v| serde_json::from_value::<Source>(v.clone()).ok())
+                else {
+                    return (None, None);
+                };
+                let group = (source.kind == "group")
+                    .then(|| source.group_id.clone())
+                    .flatten();
+                let wanted = (wants_profile(kind) && source.user().is_some()).then_some(source);
+                (wanted, group)
+            })
+            .collect();
         let key = |s: &Source| {
             format!(
                 "{}:{}:{}",
@@ -615,19 +631,24 @@ impl InboundAdapter for Line {
                 s.user().unwrap_or_default()
             )
         };
-        let mut wanted: Vec<Source> = splits.iter().filter_map(wanted_of).collect();
+        let group_key = |g: &str| format!("{}:group:{g}", ctx.channel_id);
+        let mut wanted: Vec<&Source> = sources.iter().filter_map(|(w, _)| w.as_ref()).collect();
         wanted.sort_by_key(|s| key(s));
         wanted.dedup_by_key(|s| key(s));
+        let mut groups: Vec<&String> = sources.iter().filter_map(|(_, g)| g.as_ref()).collect();
+        groups.sort();
+        groups.dedup();
+        let budget = PROFILE_BUDGET.min(patchbay_platform::enrich::BUDGET);
+        // A timeout is not remembered: the next event tries again.
         let lookups = wanted
             .iter()
             .filter(|s| ctx.cache.get(&key(s)).is_none())
             .map(|s| async {
                 let found = tokio::time::timeout(
-                    PROFILE_BUDGET.min(patchbay_platform::enrich::BUDGET),
+                    budget,
                     crate::outbound::profile(ctx.http, ctx.base_url, ctx.creds, s),
                 )
                 .await;
-                // A timeout is not remembered: the next event tries again.
                 if let Ok(found) = found {
                     let value = found.map(|u| {
                         json!({"display_name": u.display_name, "avatar_url": u.avatar_url,
@@ -636,24 +657,12 @@ impl InboundAdapter for Line {
                     ctx.cache.put(key(s), value);
                 }
             });
-        // The groups' names (rooms have none), cached like profiles.
-        let group_of = |s: &Split| -> Option<String> {
-            let e = only_event(&s.body)?;
-            let source: Source = serde_json::from_value(e.get("source")?.clone()).ok()?;
-            (source.kind == "group")
-                .then_some(source.group_id)
-                .flatten()
-        };
-        let group_key = |g: &str| format!("{}:group:{g}", ctx.channel_id);
-        let mut groups: Vec<String> = splits.iter().filter_map(group_of).collect();
-        groups.sort();
-        groups.dedup();
         let summaries = groups
             .iter()
             .filter(|g| ctx.cache.get(&group_key(g)).is_none())
             .map(|g| async {
                 let found = tokio::time::timeout(
-                    PROFILE_BUDGET.min(patchbay_platform::enrich::BUDGET),
+                    budget,
                     crate::outbound::group_name(ctx.http, ctx.base_url, ctx.creds, g),
                 )
                 .await;
@@ -667,16 +676,16 @@ impl InboundAdapter for Line {
             futures::future::join_all(summaries),
         )
         .await;
-        for s in splits.iter_mut() {
-            if let Some(source) = wanted_of(s)
-                && let Some(Some(profile)) = ctx.cache.get(&key(&source))
+        for (s, (wanted, group)) in splits.iter_mut().zip(&sources) {
+            if let Some(source) = wanted
+                && let Some(Some(profile)) = ctx.cache.get(&key(source))
             {
                 s.body[PROFILE_FIELD] = profile;
             }
-            if let Some(g) = group_of(s)
-                && let Some(Some(group)) = ctx.cache.get(&group_key(&g))
+            if let Some(g) = group
+                && let Some(Some(name)) = ctx.cache.get(&group_key(g))
             {
-                s.body[GROUP_FIELD] = group;
+                s.body[GROUP_FIELD] = name;
             }
         }
     }

@@ -12,7 +12,6 @@
 //! webhook's `destination` with `bot_user_id` ([`route_of_setup`]). LINE cannot unset a
 //! webhook URL, so a disabled channel's stays (its webhooks answer 404).
 
-use patchbay_contract::Platform;
 use patchbay_platform::SendError;
 use patchbay_platform::setup::{ChannelSetup, Configured};
 use serde::Deserialize;
@@ -117,7 +116,7 @@ pub struct LineSetup;
 pub type Configurator = patchbay_platform::setup::Configurator<LineSetup>;
 
 impl ChannelSetup for LineSetup {
-    const PLATFORM: Platform = Platform::Line;
+    const SPEC: &'static patchbay_platform::spec::PlatformSpec = &crate::SPEC;
     const NAME: &'static str = "LINE";
     type Credentials = LineCredentials;
 

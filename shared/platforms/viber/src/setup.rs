@@ -15,7 +15,6 @@
 //! posting. A failed check callback is tried again. Outcomes are counted in
 //! `patchbay_setup_total{platform="viber", outcome}`.
 
-use patchbay_contract::Platform;
 use patchbay_platform::SendError;
 use patchbay_platform::setup::{ChannelSetup, Configured};
 use serde_json::{Value, json};
@@ -121,7 +120,7 @@ pub struct ViberSetup;
 pub type Configurator = patchbay_platform::setup::Configurator<ViberSetup>;
 
 impl ChannelSetup for ViberSetup {
-    const PLATFORM: Platform = Platform::Viber;
+    const SPEC: &'static patchbay_platform::spec::PlatformSpec = &crate::SPEC;
     const NAME: &'static str = "Viber";
     const REMOVES: bool = true;
     type Credentials = ViberCredentials;
