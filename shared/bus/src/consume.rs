@@ -218,8 +218,12 @@ const UNAVAILABLE_RETRY_CAP: Duration = Duration::from_secs(5);
 
 struct Work<T> {
     /// `None` while the message waits as a reference (its group had no budget left): read
-    /// again from the stream when its turn comes.
+    /// again from the stream when its turn comes. Moved into the handler's [`Delivery`] by the
+    /// first attempt; a retry decodes `raw` again rather than every attempt cloning it.
     payload: Option<T>,
+    /// The payload's bytes as stored (a shared reference to the message's buffer); empty
+    /// while the message waits as a reference.
+    raw: Bytes,
     subject: String,
     headers: Option<HeaderMap>,
     stream_sequence: u64,
@@ -239,6 +243,7 @@ impl<T> Work<T> {
     /// when it had one.
     fn park(&mut self) -> bool {
         let had = self.payload.take().is_some();
+        self.raw = Bytes::new();
         self.headers = None;
         if let Source::Live(m) = &mut self.source {
             m.message.payload = Bytes::new();
@@ -451,6 +456,7 @@ where
                             let group = runner.handler.group(&payload);
                             batch.push(Work {
                                 payload: Some(payload),
+                                raw: msg.payload.clone(),
                                 subject: unpartitioned(&msg.subject),
                                 headers: msg.headers.clone(),
                                 stream_sequence,
@@ -604,6 +610,7 @@ where
             let group = self.handler.group(&payload);
             let mut work = Work {
                 payload: Some(payload),
+                raw: m.payload.clone(),
                 subject: unpartitioned(&m.subject),
                 headers: Some(m.headers.clone()),
                 stream_sequence: m.sequence,
@@ -832,6 +839,7 @@ where
                 Ok(Some(m)) => match serde_json::from_slice::<T>(&m.payload) {
                     Ok(payload) => {
                         work.payload = Some(payload);
+                        work.raw = m.payload.clone();
                         // A dead-letter copy is made from the message as delivered.
                         if let Source::Live(live) = &mut work.source {
                             live.message.payload = m.payload.clone();
@@ -945,7 +953,7 @@ where
         if let Some(id) = work.headers.as_ref().and_then(|h| h.get(headers::MSG_ID)) {
             span.record("messaging.message.id", id.as_str());
         }
-        let label = self.attempts(&work).instrument(span).await;
+        let label = self.attempts(&mut work).instrument(span).await;
         if let Source::Live(_) = work.source {
             self.release(work.stream_sequence);
         }
@@ -957,7 +965,7 @@ where
 
     /// Handles `work`, retrying keyed messages in place, and settles it. Returns the outcome
     /// label for metrics.
-    async fn attempts(&self, work: &Work<T>) -> &'static str {
+    async fn attempts(&self, work: &mut Work<T>) -> &'static str {
         let spec = &self.spec;
         let mut attempt = work.delivered;
         loop {
@@ -1046,10 +1054,14 @@ where
     /// Runs the handler once, sending progress while it waits and works and catching panics.
     /// It first waits until the handler says the message is ready, then for a handler slot:
     /// neither wait takes a slot.
-    async fn attempt(&self, work: &Work<T>, attempt: u64) -> Result<(), HandlerError> {
-        let Some(payload) = work.payload.clone() else {
-            return Err(HandlerError::unavailable("message not read back"));
+    async fn attempt(&self, work: &mut Work<T>, attempt: u64) -> Result<(), HandlerError> {
+        let payload = match work.payload.take() {
+            Some(p) => p,
+            // A later attempt: decoded again (it decoded when it arrived).
+            None => serde_json::from_slice::<T>(&work.raw)
+                .map_err(|_| HandlerError::unavailable("message not read back"))?,
         };
+        let work = &*work;
         let delivery = Delivery {
             payload,
             subject: work.subject.clone(),
@@ -1077,7 +1089,9 @@ where
         else {
             return Err(HandlerError::unavailable("stopping"));
         };
-        let handling = AssertUnwindSafe(self.handler.handle(delivery)).catch_unwind();
+        // Boxed: a handler's future (its statements, its publishes) is large, and inline it
+        // would make every message's task as large, copied when spawned and when finished.
+        let handling = AssertUnwindSafe(Box::pin(self.handler.handle(delivery))).catch_unwind();
         self.holding(work, handling)
             .await
             .unwrap_or_else(|_| Err(HandlerError::retry("handler panicked")))
