@@ -714,7 +714,7 @@ where
                     let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
                     lanes.remove(&key).unwrap_or_default()
                 };
-                self.abandon(rest).await;
+                Box::pin(self.abandon(rest)).await;
                 return;
             }
             let next = {
@@ -920,7 +920,15 @@ where
     async fn run_one(&self, mut work: Work<T>) {
         let spec = &self.spec;
         let started = Instant::now();
-        let unread = match self.hydrate(&mut work).await {
+        // The rare paths (a reference read back, a retry in place, a dead letter) are boxed:
+        // inline, their futures would make every message's task several kilobytes, copied
+        // when it is spawned and when it finishes.
+        let hydrated = if work.payload.is_some() {
+            Hydrated::Ready
+        } else {
+            Box::pin(self.hydrate(&mut work)).await
+        };
+        let unread = match hydrated {
             Hydrated::Ready => None,
             Hydrated::Gone => Some("gone"),
             Hydrated::Stopped => {
@@ -1012,7 +1020,7 @@ where
                         let _ = live.ack_with(AckKind::Nak(Some(delay))).await;
                         return "unavailable";
                     }
-                    if !self.wait_in_place(live, delay).await {
+                    if !Box::pin(self.wait_in_place(live, delay)).await {
                         let _ = live.ack_with(AckKind::Nak(None)).await;
                         return "unavailable";
                     }
@@ -1027,7 +1035,7 @@ where
                         let _ = live.ack_with(AckKind::Nak(Some(delay))).await;
                         return "retry";
                     }
-                    if !self.wait_in_place(live, delay).await {
+                    if !Box::pin(self.wait_in_place(live, delay)).await {
                         let _ = live.ack_with(AckKind::Nak(None)).await;
                         return "retry";
                     }
@@ -1043,8 +1051,7 @@ where
                             reason
                         }
                     };
-                    return self
-                        .reject(live, work.stream_sequence, attempt, &reason)
+                    return Box::pin(self.reject(live, work.stream_sequence, attempt, &reason))
                         .await;
                 }
             }
