@@ -136,6 +136,7 @@ async fn a_human_takes_over_the_bots_replies_are_held_back_and_the_agent_hands_b
     assert_eq!(second["handled_by"], "human", "{second}");
     let held = nth(&stack, "message.failed", 1).await;
     assert_eq!(held["error"]["code"], "human_handover", "{held}");
+    assert_eq!(held["message"]["source"], "inline", "{held}");
     let (status, history) = stack
         .call(
             "get",

@@ -89,6 +89,9 @@ async fn message_in_signed_event_out_reply_buttons_to_the_cloud_api_and_statuses
     );
     let sent = stack.events_of("message.sent", 1).await[0].json();
     assert_eq!(sent["message"]["platform_message_id"], "wamid.OUT1");
+    // The tenant's inline reply: events about it say so.
+    assert_eq!(sent["message"]["source"], "inline");
+    assert!(sent["message"].get("source_id").is_none(), "{sent}");
 
     // The tap comes back as a postback; statuses find the sent message by its wamid.
     let tap = fx::post(&[(
@@ -122,6 +125,9 @@ async fn message_in_signed_event_out_reply_buttons_to_the_cloud_api_and_statuses
     let read = stack.events_of("message.read", 1).await[0].json();
     assert_eq!(read["message"]["id"], sent["message"]["id"]);
     assert_eq!(read["user"]["id"], event["user"]["id"]);
+    assert_eq!(read["message"]["source"], "inline");
+    // The user's own message has no source.
+    assert!(received[1].json()["message"].get("source").is_none());
     stack.shutdown().await;
 }
 
@@ -146,8 +152,10 @@ async fn templates_go_out_and_failed_statuses_become_message_failed() {
         .unwrap()
         .to_owned();
     let url = format!("{}/v1/messages", stack.api_url());
+    // Sent as part of a broadcast: every event about the message names it.
     let (status, body) = stack
-        .post(&url, &bot.api_key, &json!({"user_id": user_id, "messages": [{
+        .post(&url, &bot.api_key, &json!({"user_id": user_id,
+            "source": "broadcast", "source_id": "brd_spring", "messages": [{
             "type": "template", "name": "order_ready", "language": "en_US", "components": [
                 {"type": "body", "parameters": [{"type": "text", "parameter_name": "order_no", "text": "A-17"}]}]}]}))
         .await;
@@ -163,6 +171,8 @@ async fn templates_go_out_and_failed_statuses_become_message_failed() {
     );
     let sent = stack.events_of("message.sent", 1).await[0].json();
     assert_eq!(sent["message"]["id"], body["message_ids"][0]);
+    assert_eq!(sent["message"]["source"], "broadcast");
+    assert_eq!(sent["message"]["source_id"], "brd_spring");
 
     // A template error names the field at fault before anything is sent.
     let (status, bad) = stack
@@ -199,6 +209,9 @@ async fn templates_go_out_and_failed_statuses_become_message_failed() {
     assert_eq!(failed["message"]["id"], body["message_ids"][0]);
     assert_eq!(failed["error"]["code"], "outside_window");
     assert_eq!(failed["error"]["platform_code"], 131047);
+    // The failure came from Meta's status webhook: the source is the stored message's.
+    assert_eq!(failed["message"]["source"], "broadcast");
+    assert_eq!(failed["message"]["source_id"], "brd_spring");
     stack.shutdown().await;
 }
 

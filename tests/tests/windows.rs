@@ -311,6 +311,8 @@ async fn whatsapp_sends_outside_the_window_are_refused_or_replaced_by_a_template
     assert_eq!(failed["message"]["id"], refused_id.as_str(), "{failed}");
     assert_eq!(failed["user"]["id"], stale.as_str());
     assert_eq!(failed["error"]["code"], "outside_window", "{failed}");
+    // Refused by the router, it still says where the command came from.
+    assert_eq!(failed["message"]["source"], "internal", "{failed}");
     let message = failed["error"]["message"].as_str().unwrap();
     assert!(
         message.contains(&format!("closed at {closed_at}")),

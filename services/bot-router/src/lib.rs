@@ -114,6 +114,11 @@ pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] = &[
         "group_chats",
         include_str!("../migrations/0014_group_chats.sql"),
     ),
+    (
+        15,
+        "message_source_id",
+        include_str!("../migrations/0015_message_source_id.sql"),
+    ),
 ];
 
 struct Router {
@@ -698,6 +703,8 @@ impl Handler<InboundEvent> for Inbound {
                     id: stored.message_id.clone(),
                     platform_message_id: Some(m.platform_message_id.clone()),
                     content: Some(r.with_media_link(&m.content, &stored.message_id)),
+                    source: None,
+                    source_id: None,
                 }),
                 error: None,
                 referral: ev.referral.clone(),
@@ -778,6 +785,8 @@ impl Router {
                     id: m.message_id,
                     platform_message_id: m.platform_message_id,
                     content: None,
+                    source: None,
+                    source_id: None,
                 }),
                 error: None,
                 referral: None,
@@ -843,6 +852,8 @@ impl Router {
                         id: m.message_id.clone(),
                         platform_message_id: m.platform_message_id.clone(),
                         content: None,
+                        source: m.source,
+                        source_id: m.source_id.clone(),
                     }),
                     error: receipt.error.clone(),
                     referral: None,
@@ -1021,6 +1032,7 @@ impl Handler<SendCommand> for Sends {
                 bot_id: bot_id.clone(),
                 conversation_id: recipient.conversation_id.clone(),
                 source: cmd.source,
+                source_id: cmd.source_id.clone(),
                 messages,
             })
             .await
@@ -1039,6 +1051,8 @@ impl Handler<SendCommand> for Sends {
                 platform_message_id: None,
                 error: Some(error),
                 at: now,
+                source: Some(cmd.source),
+                source_id: cmd.source_id.clone(),
             };
             async move {
                 let status_subject = r.bus.subjects().status(&status.bot_id)?;
@@ -1523,6 +1537,8 @@ impl Handler<StatusEvent> for Statuses {
                 id: st.message_id.clone(),
                 platform_message_id: st.platform_message_id.clone(),
                 content: None,
+                source: st.source,
+                source_id: st.source_id.clone(),
             }),
             error: st.error.clone(),
             referral: None,

@@ -658,6 +658,8 @@ pub struct OutboundRows {
     pub bot_id: String,
     pub conversation_id: String,
     pub source: SendSource,
+    /// The human agent's or the broadcast's id the command named.
+    pub source_id: Option<String>,
     /// Each message's id, the content handed to the sender (or refused), and, when a fallback
     /// template goes out in its place, what the tenant asked to send.
     pub messages: Vec<(String, Content, Option<Content>)>,
@@ -706,6 +708,7 @@ pub async fn insert_outbound(
     let mut conversations = Vec::with_capacity(total);
     let mut bots = Vec::with_capacity(total);
     let mut sources = Vec::with_capacity(total);
+    let mut source_ids = Vec::with_capacity(total);
     for b in &batch {
         let source = serde_json::to_value(b.source)
             .ok()
@@ -717,14 +720,17 @@ pub async fn insert_outbound(
             conversations.push(b.conversation_id.as_str());
             bots.push(b.bot_id.as_str());
             sources.push(source.clone());
+            source_ids.push(b.source_id.as_deref());
         }
     }
     let rows = sqlx::query(
         "insert into messages (id, conversation_id, bot_id, direction, content, replaced_content,
-                               source, status)
-         select id, conversation_id, bot_id, 'outbound', content, replaced, source, 'queued'
-         from unnest($1::text[], $2::jsonb[], $3::jsonb[], $4::text[], $5::text[], $6::text[])
-             as t(id, content, replaced, conversation_id, bot_id, source)
+                               source, source_id, status)
+         select id, conversation_id, bot_id, 'outbound', content, replaced, source, source_id,
+                'queued'
+         from unnest($1::text[], $2::jsonb[], $3::jsonb[], $4::text[], $5::text[], $6::text[],
+                     $7::text[])
+             as t(id, content, replaced, conversation_id, bot_id, source, source_id)
          on conflict (id) do nothing
          returning id",
     )
@@ -734,6 +740,7 @@ pub async fn insert_outbound(
     .bind(&conversations)
     .bind(&bots)
     .bind(&sources)
+    .bind(&source_ids)
     .fetch_all(pool)
     .await?;
     let new: std::collections::HashSet<String> =
@@ -799,6 +806,9 @@ pub struct ReceiptTarget {
     pub platform_message_id: Option<String>,
     pub conversation_id: String,
     pub user: EventUser,
+    /// Who sent it (outbound messages).
+    pub source: Option<SendSource>,
+    pub source_id: Option<String>,
 }
 
 /// The bot's outbound messages on the event's channel that `receipt` moves to `to`: those
@@ -813,6 +823,7 @@ pub async fn receipt_targets(
     let from: Vec<String> = to.from().iter().map(|s| (*s).to_owned()).collect();
     let rows = sqlx::query(
         "select m.id as message_id, m.platform_message_id, c.id as conversation_id,
+                m.source, m.source_id,
                 u.id, u.platform_user_id, u.display_name, u.username, u.locale, u.fields
          from messages m join conversations c on c.id = m.conversation_id
               join users u on u.id = c.user_id
@@ -840,6 +851,11 @@ fn receipt_target(row: &sqlx::postgres::PgRow) -> ReceiptTarget {
         message_id: row.get("message_id"),
         platform_message_id: row.get("platform_message_id"),
         conversation_id: row.get("conversation_id"),
+        // Stored as its wire name; an inbound message has none.
+        source: row
+            .get::<Option<String>, _>("source")
+            .and_then(|s| serde_json::from_value(serde_json::Value::String(s)).ok()),
+        source_id: row.get("source_id"),
         user: EventUser {
             id: row.get("id"),
             platform_user_id: row.get("platform_user_id"),
@@ -860,6 +876,7 @@ pub async fn user_messages(
 ) -> Result<Vec<ReceiptTarget>, sqlx::Error> {
     let rows = sqlx::query(
         "select m.id as message_id, m.platform_message_id, c.id as conversation_id,
+                m.source, m.source_id,
                 u.id, u.platform_user_id, u.display_name, u.username, u.locale, u.fields
          from messages m join conversations c on c.id = m.conversation_id
               join users u on u.id = coalesce(m.sender_id, c.user_id)
@@ -1946,6 +1963,7 @@ mod tests {
                 bot_id: "bot_1".into(),
                 conversation_id: conversation.clone(),
                 source: SendSource::Api,
+                source_id: None,
                 messages: vec![("msg_out".into(), Content::Text { text: "x".into() }, None)],
             }],
         )
@@ -1969,6 +1987,8 @@ mod tests {
                     platform_code: None,
                 }),
                 at: Utc::now(),
+                source: Some(SendSource::Api),
+                source_id: None,
             }))
         };
         let unknown = StatusRecord(Arc::new(StatusEvent {

@@ -645,6 +645,13 @@ pub struct StatusEvent {
     pub error: Option<DeliveryError>,
     /// When the outcome was known.
     pub at: DateTime<Utc>,
+    /// Where the message's command came from (absent from statuses published before this
+    /// field existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SendSource>,
+    /// The human agent's or the broadcast's id, when its command named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_id: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -682,6 +689,13 @@ pub struct EventMessage {
     /// The content.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<Content>,
+    /// On events about a message the bot sent (`message.sent`, `.failed`, `.delivered`,
+    /// `.read`): who sent it, `api`, `inline`, `internal`, `human` or `broadcast`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SendSource>,
+    /// With `source`: the human agent's or the broadcast's id, when the send named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_id: Option<String>,
 }
 
 impl TenantEvent {

@@ -718,6 +718,8 @@ impl<A: OutboundAdapter> Handler<OutboundJob> for Sender<A> {
             platform_message_id,
             error,
             at: chrono::Utc::now(),
+            source: Some(job.source),
+            source_id: job.source_id.clone(),
         };
         let subject = self.deps.bus.subjects().status(&job.bot_id)?;
         self.deps.bus.publish(&subject, &event.id, &event).await?;
