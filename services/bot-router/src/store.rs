@@ -710,16 +710,14 @@ pub async fn insert_outbound(
     let mut sources = Vec::with_capacity(total);
     let mut source_ids = Vec::with_capacity(total);
     for b in &batch {
-        let source = serde_json::to_value(b.source)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned));
+        let source = b.source.as_str();
         for (id, content, replaces) in &b.messages {
             ids.push(id.as_str());
             contents.push(sqlx::types::Json(content));
             replaced.push(replaces.as_ref().map(sqlx::types::Json));
             conversations.push(b.conversation_id.as_str());
             bots.push(b.bot_id.as_str());
-            sources.push(source.clone());
+            sources.push(source);
             source_ids.push(b.source_id.as_deref());
         }
     }
@@ -851,10 +849,10 @@ fn receipt_target(row: &sqlx::postgres::PgRow) -> ReceiptTarget {
         message_id: row.get("message_id"),
         platform_message_id: row.get("platform_message_id"),
         conversation_id: row.get("conversation_id"),
-        // Stored as its wire name; an inbound message has none.
+        // An inbound message has none.
         source: row
-            .get::<Option<String>, _>("source")
-            .and_then(|s| serde_json::from_value(serde_json::Value::String(s)).ok()),
+            .get::<Option<&str>, _>("source")
+            .and_then(SendSource::from_stored),
         source_id: row.get("source_id"),
         user: EventUser {
             id: row.get("id"),

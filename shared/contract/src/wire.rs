@@ -443,6 +443,32 @@ pub enum SendSource {
     Broadcast,
 }
 
+impl SendSource {
+    /// The stored name (the wire name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SendSource::Api => "api",
+            SendSource::Inline => "inline",
+            SendSource::Internal => "internal",
+            SendSource::Human => "human",
+            SendSource::Broadcast => "broadcast",
+        }
+    }
+
+    /// The source of a stored name.
+    pub fn from_stored(s: &str) -> Option<Self> {
+        [
+            SendSource::Api,
+            SendSource::Inline,
+            SendSource::Internal,
+            SendSource::Human,
+            SendSource::Broadcast,
+        ]
+        .into_iter()
+        .find(|source| source.as_str() == s)
+    }
+}
+
 /// A request to send messages to one user. Subject `<p>.send.<bot>`. Any NATS client may
 /// publish it; set `Nats-Msg-Id` to `id` to make retries of the publish idempotent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -2800,6 +2826,16 @@ mod tests {
             err.to_string().contains("unsupported payload version 2"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_send_source_is_stored_by_its_wire_name() {
+        for name in ["api", "inline", "internal", "human", "broadcast"] {
+            let source: SendSource = serde_json::from_value(json!(name)).unwrap();
+            assert_eq!(source.as_str(), name);
+            assert_eq!(SendSource::from_stored(name), Some(source));
+        }
+        assert_eq!(SendSource::from_stored("user"), None);
     }
 
     #[test]

@@ -130,15 +130,7 @@ pub async fn group_name(
     url.path_segments_mut()
         .ok()?
         .extend(["group", group_id, "summary"]);
-    let answer = call(http.get(url), creds, "group summary")
-        .await
-        .map_err(|e| tracing::info!(error = %e, "LINE group summary not available"))
-        .ok()?;
-    if answer.status != 200 {
-        tracing::info!(status = answer.status, "LINE group summary not available");
-        return None;
-    }
-    let summary: Value = serde_json::from_slice(&answer.body).ok()?;
+    let summary: Value = read(http, url, creds, "group summary").await?;
     summary
         .get("groupName")
         .and_then(Value::as_str)
@@ -608,6 +600,25 @@ fn first_sent(body: &[u8]) -> Option<String> {
     })
 }
 
+/// `GET url`'s JSON answer, for lookups that never fail their caller: `None` (logged) when
+/// LINE cannot be reached, answers other than 200, or with a body that is not `T`.
+async fn read<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    url: reqwest::Url,
+    creds: &LineCredentials,
+    what: &str,
+) -> Option<T> {
+    let answer = call(http.get(url), creds, what)
+        .await
+        .map_err(|e| tracing::info!(error = %e, "LINE {what} not available"))
+        .ok()?;
+    if answer.status != 200 {
+        tracing::info!(status = answer.status, "LINE {what} not available");
+        return None;
+    }
+    serde_json::from_slice(&answer.body).ok()
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Profile {
@@ -639,15 +650,7 @@ pub async fn profile(
             _ => segments.extend(["profile", user]),
         };
     }
-    let answer = call(http.get(url), creds, "profile")
-        .await
-        .map_err(|e| tracing::info!(error = %e, "LINE profile not available"))
-        .ok()?;
-    if answer.status != 200 {
-        tracing::info!(status = answer.status, "LINE profile not available");
-        return None;
-    }
-    let p: Profile = serde_json::from_slice(&answer.body).ok()?;
+    let p: Profile = read(http, url, creds, "profile").await?;
     let display_name = p.display_name.filter(|s| !s.trim().is_empty());
     let avatar_url = p.picture_url.filter(|s| !s.is_empty());
     let locale = p.language.filter(|s| !s.is_empty());
