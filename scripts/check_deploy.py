@@ -83,13 +83,34 @@ KEDA_WORKERS = {
         ],
     },
     "webhook-dispatcher": {"target": 200, "consumers": [("DISPATCH", "webhook-dispatcher", "dispatch")]},
-    "outbound-telegram": {"target": 200, "consumers": [("OUTBOUND", "outbound-telegram", "outbound")]},
-    "outbound-messenger": {"target": 200, "consumers": [("OUTBOUND", "outbound-messenger", "outbound")]},
-    "outbound-whatsapp": {"target": 200, "consumers": [("OUTBOUND", "outbound-whatsapp", "outbound")]},
-    "outbound-wechat": {"target": 200, "consumers": [("OUTBOUND", "outbound-wechat", "outbound")]},
-    "outbound-kik": {"target": 200, "consumers": [("OUTBOUND", "outbound-kik", "outbound")]},
-    "outbound-viber": {"target": 200, "consumers": [("OUTBOUND", "outbound-viber", "outbound")]},
-    "outbound-line": {"target": 200, "consumers": [("OUTBOUND", "outbound-line", "outbound")]},
+    "outbound-telegram": {
+        "target": 200,
+        "consumers": [("OUTBOUND", "outbound-telegram", "outbound"), ("BULK", "bulk-telegram", "bulk")],
+    },
+    "outbound-messenger": {
+        "target": 200,
+        "consumers": [("OUTBOUND", "outbound-messenger", "outbound"), ("BULK", "bulk-messenger", "bulk")],
+    },
+    "outbound-whatsapp": {
+        "target": 200,
+        "consumers": [("OUTBOUND", "outbound-whatsapp", "outbound"), ("BULK", "bulk-whatsapp", "bulk")],
+    },
+    "outbound-wechat": {
+        "target": 200,
+        "consumers": [("OUTBOUND", "outbound-wechat", "outbound"), ("BULK", "bulk-wechat", "bulk")],
+    },
+    "outbound-kik": {
+        "target": 200,
+        "consumers": [("OUTBOUND", "outbound-kik", "outbound"), ("BULK", "bulk-kik", "bulk")],
+    },
+    "outbound-viber": {
+        "target": 200,
+        "consumers": [("OUTBOUND", "outbound-viber", "outbound"), ("BULK", "bulk-viber", "bulk")],
+    },
+    "outbound-line": {
+        "target": 200,
+        "consumers": [("OUTBOUND", "outbound-line", "outbound"), ("BULK", "bulk-line", "bulk")],
+    },
 }
 KEDA_PARTITIONS = 8  # the base's PATCHBAY_PARTITIONS; every render checks its own value
 
@@ -136,8 +157,9 @@ def topology_consumers() -> dict[str, str]:
     """Durable consumer name -> stream token (upper case), from the messaging contract."""
     text = (ROOT / "shared/contract/src/topology.rs").read_text()
     found = {d: s.upper() for d, s in re.findall(r'pipeline\(\s*"([a-z0-9-]+)",\s*Stream::(\w+)', text)}
-    for durable in re.findall(r'Platform::\w+\s*=>\s*"(outbound-[a-z0-9-]+)"', text):
+    for durable, bulk in re.findall(r'Platform::\w+\s*=>\s*\("(outbound-[a-z0-9-]+)",\s*"(bulk-[a-z0-9-]+)"\)', text):
         found[durable] = "OUTBOUND"
+        found[bulk] = "BULK"
     return found
 
 

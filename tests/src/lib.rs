@@ -612,10 +612,37 @@ impl Stack {
         bearer: Option<&str>,
         body: Option<&Value>,
     ) -> (u16, Value) {
+        self.call_with(method, path, bearer, &[], body).await
+    }
+
+    /// [`Stack::call`] with a JSON body and extra headers (`Idempotency-Key`).
+    pub async fn call_with_headers(
+        &self,
+        method: &str,
+        path: &str,
+        bearer: &str,
+        headers: &[(&str, &str)],
+        body: &Value,
+    ) -> (u16, Value) {
+        self.call_with(method, path, Some(bearer), headers, Some(body))
+            .await
+    }
+
+    async fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> (u16, Value) {
         let mut req = self.http.request(
             method.to_uppercase().parse().unwrap(),
             format!("{}{path}", self.api_url()),
         );
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
         if let Some(b) = bearer {
             req = req.bearer_auth(b);
         }
@@ -831,6 +858,27 @@ impl Stack {
         let bot = self.create_bot(None, &self.tenant.url(), events).await;
         self.meta_channel(bot, platform, credentials, route_id, token, app_secret)
             .await
+    }
+
+    /// Adds a WhatsApp channel for `phone_number_id` to `bot` (a bot on several platforms).
+    pub async fn whatsapp_channel_of(
+        &self,
+        bot: &TestBot,
+        phone_number_id: &str,
+        app_secret: &str,
+    ) -> MetaBot {
+        let (token, creds) = self.whatsapp_number(phone_number_id, app_secret);
+        let record = json!({"id": bot.id, "api_key": bot.api_key,
+                            "webhook_secret": bot.webhook_secret});
+        self.meta_channel(
+            record,
+            "whatsapp",
+            creds,
+            phone_number_id,
+            &token,
+            app_secret,
+        )
+        .await
     }
 
     async fn meta_channel(

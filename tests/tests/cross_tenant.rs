@@ -32,6 +32,8 @@ struct Victim {
     agent_id: String,
     /// B's custom channel of the BotDistrikt flavour.
     webchat_app_id: String,
+    /// B's broadcast, scheduled for next year.
+    broadcast_id: String,
 }
 
 async fn victim(stack: &Stack) -> Victim {
@@ -145,7 +147,20 @@ async fn victim(stack: &Stack) -> Victim {
         )
         .await;
     assert_eq!(status, 201, "{webchat}");
+    let (status, broadcast) = stack
+        .call(
+            "post",
+            "/v1/broadcasts",
+            Some(&bot.api_key),
+            Some(
+                &json!({"audience": {"users": [user_id]}, "start_at": "2099-01-01T00:00:00Z",
+                         "messages": [{"type": "text", "text": "B's secret sale"}]}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 202, "{broadcast}");
     Victim {
+        broadcast_id: broadcast["id"].as_str().unwrap().to_owned(),
         webchat_app_id: webchat["generated"]["webchat_app_id"]
             .as_str()
             .unwrap()
@@ -239,6 +254,7 @@ async fn no_route_lets_a_caller_past_its_rights() {
             .replace("{media_id}", &b.media_id)
             .replace("{template_id}", &b.template_id)
             .replace("{agent_id}", &b.agent_id)
+            .replace("{broadcast_id}", &b.broadcast_id)
             .replace("{webchat_app_id}", &b.webchat_app_id)
             .replace("{instance}", &format!("instance{}", b.bot.channel_id))
             .replace("{method}", "webhook")
@@ -352,6 +368,34 @@ async fn no_route_lets_a_caller_past_its_rights() {
         ),
         ("delete", format!("/v1/templates/{}", b.template_id), None),
         ("delete", format!("/v1/agents/{}", b.agent_id), None),
+        ("get", format!("/v1/broadcasts/{}", b.broadcast_id), None),
+        (
+            "post",
+            format!("/v1/broadcasts/{}/cancel", b.broadcast_id),
+            None,
+        ),
+        (
+            "post",
+            format!("/v1/broadcasts/{}/pause", b.broadcast_id),
+            None,
+        ),
+        (
+            "post",
+            format!("/v1/broadcasts/{}/resume", b.broadcast_id),
+            None,
+        ),
+        (
+            "post",
+            "/v1/broadcasts".into(),
+            Some(json!({"audience": {"users": [b.user_id]},
+                        "messages": [{"type": "text", "text": "x"}]})),
+        ),
+        (
+            "post",
+            "/v1/broadcasts".into(),
+            Some(json!({"audience": {"channels": [b.bot.channel_id]},
+                        "messages": [{"type": "text", "text": "x"}]})),
+        ),
         (
             "post",
             format!("/v1/channels/{}/try", b.bot.channel_id),
@@ -425,6 +469,10 @@ async fn no_route_lets_a_caller_past_its_rights() {
         "/v1/channels/{channel_id}/profile",
         "/v1/templates/{template_id}",
         "/v1/agents/{agent_id}",
+        "/v1/broadcasts/{broadcast_id}",
+        "/v1/broadcasts/{broadcast_id}/cancel",
+        "/v1/broadcasts/{broadcast_id}/pause",
+        "/v1/broadcasts/{broadcast_id}/resume",
         "/v1/channels/{channel_id}/try",
         "/v1/apps/{app_id}",
         "/v1/apps/{app_id}/enable",
@@ -493,6 +541,16 @@ async fn no_route_lets_a_caller_past_its_rights() {
         "B's template was deleted by another bot: {kept}"
     );
     assert_eq!(kept["name"], "b_only", "changed by another bot: {kept}");
+    let (status, kept) = stack
+        .call(
+            "get",
+            &format!("/v1/broadcasts/{}", b.broadcast_id),
+            Some(&b.bot.api_key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{kept}");
+    assert_eq!(kept["state"], "scheduled", "changed by another bot: {kept}");
     let (_, agents) = stack
         .call("get", "/v1/agents", Some(&b.bot.api_key), None)
         .await;

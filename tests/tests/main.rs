@@ -9,6 +9,7 @@ mod backpressure;
 mod bot_settings;
 mod botdistrikt;
 mod brandchat;
+mod broadcasts;
 mod callback_retries;
 mod channel_profiles;
 mod chat_api;

@@ -41,6 +41,7 @@
 mod agents;
 mod auth;
 mod brandchat;
+mod broadcasts;
 mod calls;
 mod channels;
 mod chat_api;
@@ -254,6 +255,7 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             .merge(codes::routes(codes))
             .merge(settings::routes())
             .merge(templates::routes())
+            .merge(broadcasts::routes())
             .merge(partners::routes())
             .merge(agents::routes())
             .merge(chat_api::routes())
@@ -558,7 +560,11 @@ pub(crate) struct Accepted {
 }
 
 /// Media given by `media_id` only must be files the bot uploaded (`POST /v1/media`).
-async fn check_uploads(api: &Api, bot_id: &str, messages: &[Content]) -> Result<(), ApiError> {
+pub(crate) async fn check_uploads(
+    api: &Api,
+    bot_id: &str,
+    messages: &[Content],
+) -> Result<(), ApiError> {
     for (i, m) in messages.iter().enumerate() {
         if let Some(media) = patchbay_contract::content::Media::of(m)
             && media.url.is_none()

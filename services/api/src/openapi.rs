@@ -232,6 +232,94 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         None,
         (204, None),
     ),
+    Operation {
+        headers: &[(
+            "Idempotency-Key",
+            "1 to 200 characters: asking again with the same key answers the same broadcast",
+        )],
+        ..op(
+            "post",
+            "/v1/broadcasts",
+            Caller::Bot,
+            "Send one message (messages, or a registry template rendered per recipient) to an \
+             audience: every subscribed user of the bot (all), narrowed by channels, platforms \
+             and contact fields, or a list of users; optionally at start_at. 202 once stored. \
+             Each recipient gets it once; unsubscribed and opted-out users and users outside \
+             the platform's window (unless the template has the platform's form) are skipped \
+             with the reason counted; sent at each channel's pace behind its conversations.",
+            Some(schema::<patchbay_contract::broadcasts::BroadcastSpec>),
+            (
+                202,
+                Some(schema::<patchbay_contract::broadcasts::Broadcast>),
+            ),
+        )
+    },
+    Operation {
+        query: &[
+            ("limit", "1 to 100 (default 20)"),
+            ("after", "the previous page's next"),
+        ],
+        ..op(
+            "get",
+            "/v1/broadcasts",
+            Caller::Bot,
+            "The bot's broadcasts, newest first.",
+            None,
+            (
+                200,
+                Some(schema::<patchbay_contract::broadcasts::BroadcastPage>),
+            ),
+        )
+    },
+    op(
+        "get",
+        "/v1/broadcasts/{broadcast_id}",
+        Caller::Bot,
+        "A broadcast's state (scheduled, queueing, sending, paused, cancelled, completed) and \
+         counts (recipients, queued, sending, sent, delivered, read, failed, skipped, with the \
+         reasons of failures and skips); 404 for another bot's.",
+        None,
+        (
+            200,
+            Some(schema::<patchbay_contract::broadcasts::Broadcast>),
+        ),
+    ),
+    op(
+        "post",
+        "/v1/broadcasts/{broadcast_id}/cancel",
+        Caller::Bot,
+        "Cancel: recipients not sent to yet are skipped (cancelled), including those waiting \
+         at the sender. 409 broadcast_finished once completed.",
+        None,
+        (
+            200,
+            Some(schema::<patchbay_contract::broadcasts::Broadcast>),
+        ),
+    ),
+    op(
+        "post",
+        "/v1/broadcasts/{broadcast_id}/pause",
+        Caller::Bot,
+        "Pause: nothing more is handed to the senders (what they hold, at most \
+         PATCHBAY_BROADCAST_WINDOW, goes out). 409 broadcast_finished once completed or \
+         cancelled.",
+        None,
+        (
+            200,
+            Some(schema::<patchbay_contract::broadcasts::Broadcast>),
+        ),
+    ),
+    op(
+        "post",
+        "/v1/broadcasts/{broadcast_id}/resume",
+        Caller::Bot,
+        "Resume a paused broadcast. 409 broadcast_finished once completed or cancelled.",
+        None,
+        (
+            200,
+            Some(schema::<patchbay_contract::broadcasts::Broadcast>),
+        ),
+    ),
     op(
         "get",
         "/v1/channels",
@@ -858,7 +946,8 @@ pub(crate) const OPERATIONS: &[Operation] = &[
         "Sets and removes the user's contact fields (`{\"fields\": {\"licenseplate\": \
          \"XX-99-WZ\", \"old\": null}}`); answers the profile. 422 invalid_field names the \
          field past a limit (names 1-64 of A-Z a-z 0-9 _ -, from a letter; values at most \
-         1,024 characters; at most 64 fields). 404 for another bot's user.",
+         1,024 characters; at most 64 fields); `{\"broadcasts\": false}` opts the user out of \
+         the bot's broadcasts (`true` back in). 404 for another bot's user.",
         Some(schema::<crate::users::PatchUser>),
         (200, Some(schema::<Profile>)),
     ),

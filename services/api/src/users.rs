@@ -80,7 +80,12 @@ pub(crate) struct PatchUser {
     /// Field name → new value; `null` removes the field. Names are 1 to 64 characters of
     /// A-Z, a-z, 0-9, '_' and '-', starting with a letter; values at most 1,024 characters; a
     /// user carries at most 64 fields.
+    #[serde(default)]
     fields: FieldChanges,
+    /// `false`: the user opted out of the bot's broadcasts (they are skipped, `opted_out`);
+    /// `true`: they get them again.
+    #[serde(default)]
+    broadcasts: Option<bool>,
 }
 
 /// `PATCH /v1/users/{user_id}`: sets and removes contact fields; answers the profile.
@@ -90,9 +95,9 @@ pub(crate) async fn patch_user(
     Path(user_id): Path<String>,
     ApiJson(body): ApiJson<PatchUser>,
 ) -> Result<axum::Json<Profile>, ApiError> {
-    if body.fields.is_empty() {
+    if body.fields.is_empty() && body.broadcasts.is_none() {
         return Err(invalid_field(
-            "fields: give at least one field to set or remove",
+            "fields: give at least one field to set or remove (or broadcasts)",
         ));
     }
     patchbay_contract::fields::check_changes(&body.fields)
@@ -102,6 +107,7 @@ pub(crate) async fn patch_user(
         bot_id: bot.bot_id,
         user_id: user_id.clone(),
         fields: body.fields,
+        broadcasts: body.broadcasts,
     };
     ask::<_, UserProfile>(&api, "router", router_ops::SET_USER_FIELDS, &req)
         .await

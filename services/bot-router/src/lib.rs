@@ -26,6 +26,7 @@
 //!   user id) and `resolve_recipient` (the API's check before it stores a send), always within
 //!   the asking bot.
 
+mod broadcasts;
 mod links;
 mod store;
 
@@ -119,6 +120,11 @@ pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] = &[
         "message_source_id",
         include_str!("../migrations/0015_message_source_id.sql"),
     ),
+    (
+        16,
+        "broadcasts",
+        include_str!("../migrations/0016_broadcasts.sql"),
+    ),
 ];
 
 struct Router {
@@ -129,6 +135,10 @@ struct Router {
     batches: Batches,
     /// Where the API is reached from outside (media download URLs).
     public_url: String,
+    /// Cancelled broadcasts (the broadcasts bucket).
+    cancelled: async_nats::jetstream::kv::Store,
+    /// `PATCHBAY_BROADCAST_WINDOW`.
+    broadcast_window: u32,
 }
 
 impl Router {
@@ -176,6 +186,8 @@ struct Batches {
     recipients: GroupCommit<store::RecipientQuery, Option<store::Resolved>>,
     outbound: GroupCommit<store::OutboundRows, Vec<bool>>,
     statuses: GroupCommit<store::StatusRecord, Option<store::StatusOwner>>,
+    /// Broadcast recipients moved by their messages' statuses and receipts.
+    outcomes: GroupCommit<broadcasts::Outcome, ()>,
 }
 
 impl Batches {
@@ -202,6 +214,11 @@ impl Batches {
             outbound: batch!("router_outbound", store::insert_outbound),
             // History: a message is at the platform before its status is written.
             statuses: batch!("router_statuses", store::record_status, linger),
+            outcomes: batch!(
+                "router_broadcast_outcomes",
+                broadcasts::record_outcomes,
+                linger
+            ),
         }
     }
 }
@@ -240,6 +257,17 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
                 std::time::Duration::from_millis(deps.config.record_linger_ms),
             ),
             public_url: deps.config.public_url.clone(),
+            cancelled: deps
+                .bus
+                .jetstream()
+                .get_key_value(
+                    &deps
+                        .bus
+                        .subjects()
+                        .bucket(patchbay_contract::subjects::Bucket::Broadcasts),
+                )
+                .await?,
+            broadcast_window: deps.config.broadcast_window,
         });
         let s = deps.bus.subjects();
         let c = deps.config.consumer_concurrency;
@@ -272,7 +300,8 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
             .task(return_idle_conversations(
                 router.clone(),
                 deps.shutdown.clone(),
-            ));
+            ))
+            .task(broadcasts::drive(router.clone(), deps.shutdown.clone()));
         Ok(service)
     })
 }
@@ -501,6 +530,17 @@ impl Router {
             tracing::error!(error = %e, "changing a user's fields failed");
             RpcError::new(503, "unavailable", "the database is unavailable")
         };
+        if let Some(wanted) = req.broadcasts {
+            let known = store::set_broadcasts(&self.pool, &req.bot_id, &req.user_id, wanted)
+                .await
+                .map_err(unavailable)?;
+            if !known {
+                return Err(RpcError::new(404, "not_found", "no such user"));
+            }
+            if req.fields.is_empty() {
+                return found(store::user_profile(&self.pool, &req.bot_id, &req.user_id).await);
+            }
+        }
         match store::change_fields(&self.pool, &req.bot_id, &req.user_id, &req.fields, &[])
             .await
             .map_err(unavailable)?
@@ -628,6 +668,12 @@ impl Router {
                     Err(e) => Err(e),
                 })
             }
+            router_ops::BROADCASTS => encode(
+                match decode::<patchbay_contract::broadcasts::BroadcastRequest>(&body) {
+                    Ok(req) => self.broadcasts(req).await,
+                    Err(e) => Err(e),
+                },
+            ),
             router_ops::HISTORY => encode(match decode::<HistoryRequest>(&body) {
                 Ok(req) => store::history(&self.pool, &req).await,
                 Err(e) => Err(e),
@@ -867,10 +913,30 @@ impl Router {
         }
         // After the dispatch jobs: a redelivery before this finds the same messages and
         // republishes under the same event ids, which JetStream drops.
+        let outcomes: Vec<broadcasts::Outcome> = found
+            .iter()
+            .filter_map(|m| {
+                broadcasts::Outcome::of(
+                    m.source,
+                    m.source_id.as_deref(),
+                    &m.user.id,
+                    &m.message_id,
+                    to.name(),
+                    receipt.error.as_ref().map(|e| e.code.as_str()),
+                )
+            })
+            .collect();
         let ids: Vec<String> = found.into_iter().map(|m| m.message_id).collect();
         store::apply_receipt(&self.pool, &ids, to, receipt.error.as_ref(), ev.occurred_at)
             .await
             .map_err(db_error)?;
+        futures::future::try_join_all(
+            outcomes
+                .into_iter()
+                .map(|o| self.batches.outcomes.submit(o)),
+        )
+        .await
+        .map_err(batch_error)?;
         Ok(())
     }
 }
@@ -950,7 +1016,24 @@ impl Handler<SendCommand> for Sends {
             && policy.per_inbound.is_none_or(|q| sent < q);
         let templates = Templates::new(r, &bot_id, &recipient, text_first);
         let held = recipient.handled_by == HandledBy::Human;
-        let (cmd, refused) = if held && cmd.source != SendSource::Human {
+        // A cancelled broadcast's messages still on their way stay unsent.
+        let cancelled = match (&cmd.source, &cmd.source_id) {
+            (SendSource::Broadcast, Some(id)) => r
+                .broadcast_cancelled(id)
+                .await
+                .map_err(|e| HandlerError::unavailable(format!("broadcasts bucket: {e}")))?,
+            _ => false,
+        };
+        let (cmd, refused) = if cancelled {
+            (
+                std::borrow::Cow::Borrowed(cmd),
+                refuse_all(
+                    cmd,
+                    patchbay_contract::broadcasts::CANCELLED,
+                    "the broadcast was cancelled before this message went out",
+                ),
+            )
+        } else if held && cmd.source != SendSource::Human {
             // A human agent holds the conversation: the bot's messages are held back (stored
             // as `suppressed`, reported as `message.failed`), none rendered.
             (std::borrow::Cow::Borrowed(cmd), held_back(cmd))
@@ -1037,7 +1120,13 @@ impl Handler<SendCommand> for Sends {
             })
             .await
             .map_err(batch_error)?;
-        let subject = r.bus.subjects().outbound(channel.platform, &channel.id)?;
+        // A broadcast's messages wait for the channel's pace behind its conversations'.
+        let bulk = cmd.source == SendSource::Broadcast;
+        let subject = if bulk {
+            r.bus.subjects().bulk(channel.platform, &channel.id)?
+        } else {
+            r.bus.subjects().outbound(channel.platform, &channel.id)?
+        };
         let platform = recipient.channel.platform.as_str();
         // A message that is not sent fails with `error`, reported like a platform's refusal.
         let fail = |id: &String, error: DeliveryError| {
@@ -1179,6 +1268,13 @@ impl Handler<SendCommand> for Sends {
                 // faster than the platform takes them. Refused rather than held, so the
                 // router's partition keeps flowing for the other bots; the tenant learns it
                 // from `message.failed` and sends again later.
+                // A broadcast's release is bounded by its window: it waits for the channel.
+                Err(BusError::Backlogged(reason)) if bulk => {
+                    return Err(HandlerError::retry_after(
+                        format!("channel's broadcast backlog full: {reason}"),
+                        std::time::Duration::from_secs(1),
+                    ));
+                }
                 Err(BusError::Backlogged(reason)) => {
                     metrics::counter!("patchbay_router_backlog_refused_total", "platform" => platform).increment(1);
                     tracing::info!(message_id = %id, %bot_id, channel_id = %recipient.channel.id, %reason, "channel backlog full: message failed");
@@ -1204,14 +1300,22 @@ impl Handler<SendCommand> for Sends {
 /// Per message of `cmd`, the refusal of a bot's message while a human agent holds the
 /// conversation (field messages reach no platform, and apply).
 fn held_back(cmd: &SendCommand) -> Vec<Option<DeliveryError>> {
+    refuse_all(
+        cmd,
+        patchbay_contract::HUMAN_HANDOVER,
+        "a human agent answers this conversation: the bot's message was held back \
+         (suppressed) until the conversation is handed back to the bot",
+    )
+}
+
+/// Per message of `cmd`, a refusal with `code` (field messages reach no platform, and apply).
+fn refuse_all(cmd: &SendCommand, code: &str, message: &str) -> Vec<Option<DeliveryError>> {
     cmd.messages
         .iter()
         .map(|m| {
             (!matches!(m, Content::Field(_))).then(|| DeliveryError {
-                code: patchbay_contract::HUMAN_HANDOVER.into(),
-                message: "a human agent answers this conversation: the bot's message was held \
-                          back (suppressed) until the conversation is handed back to the bot"
-                    .into(),
+                code: code.into(),
+                message: message.into(),
                 platform_code: None,
             })
         })
@@ -1519,6 +1623,24 @@ impl Handler<StatusEvent> for Statuses {
                 st.message_id
             )));
         };
+        let state = match st.status {
+            DeliveryStatus::Sent => "sent",
+            DeliveryStatus::Failed => "failed",
+        };
+        if let Some(outcome) = broadcasts::Outcome::of(
+            st.source,
+            st.source_id.as_deref(),
+            &found.user.id,
+            &st.message_id,
+            state,
+            st.error.as_ref().map(|e| e.code.as_str()),
+        ) {
+            r.batches
+                .outcomes
+                .submit(outcome)
+                .await
+                .map_err(batch_error)?;
+        }
         let bot = r.bot(&st.bot_id).await?;
         let event_type = match st.status {
             DeliveryStatus::Sent => EventType::MessageSent,

@@ -782,7 +782,8 @@ impl ReceiptStatus {
         }
     }
 
-    fn name(self) -> &'static str {
+    /// The status's stored name.
+    pub fn name(self) -> &'static str {
         match self {
             Self::Delivered => "delivered",
             Self::Read => "read",
@@ -1007,7 +1008,8 @@ macro_rules! profile_columns {
     () => {
         "select u.id, u.bot_id, u.channel_id, u.platform, u.platform_user_id, u.display_name,
                 u.username, u.locale, u.avatar_url, u.subscribed, u.last_seen_at, u.email,
-                u.phone, u.fields, u.chat_kind, c.last_inbound_at, c.handled_by"
+                u.phone, u.fields, u.chat_kind, u.broadcast_opt_out, c.last_inbound_at,
+                c.handled_by"
     };
 }
 
@@ -1046,6 +1048,7 @@ fn profile(r: &sqlx::postgres::PgRow) -> Option<UserProfile> {
             .flatten()
             .and_then(|k| ChatKind::from_stored(&k)),
         subscribed: r.get("subscribed"),
+        broadcasts: !r.try_get::<bool, _>("broadcast_opt_out").unwrap_or(false),
         last_seen_at: r.get("last_seen_at"),
         last_inbound_at: r.get("last_inbound_at"),
         fields: fields_of(r),
@@ -1110,6 +1113,25 @@ pub enum FieldsRefused {
     NoUser,
     /// The change breaks a limit ([`patchbay_contract::fields`]).
     Invalid(patchbay_contract::content::FieldError),
+}
+
+/// Marks the bot's user as getting its broadcasts or not; whether the bot has the user.
+pub async fn set_broadcasts(
+    pool: &PgPool,
+    bot_id: &str,
+    user_id: &str,
+    wanted: bool,
+) -> Result<bool, sqlx::Error> {
+    Ok(
+        sqlx::query("update users set broadcast_opt_out = $3 where id = $1 and bot_id = $2")
+            .bind(user_id)
+            .bind(bot_id)
+            .bind(!wanted)
+            .execute(pool)
+            .await?
+            .rows_affected()
+            == 1,
+    )
 }
 
 /// Applies `changes` to the fields of `bot_id`'s user `user_id` (the row locked meanwhile, so
@@ -1288,6 +1310,7 @@ pub async fn upsert_contact(
                      display_name = coalesce(users.display_name, excluded.display_name)
                  returning id, bot_id, channel_id, platform, platform_user_id, display_name,
                            username, locale, avatar_url, subscribed, last_seen_at, email, phone,
+                           broadcast_opt_out,
                            (select last_inbound_at from conversations c
                             where c.user_id = users.id) as last_inbound_at",
             )

@@ -77,6 +77,9 @@ enum Command {
     /// A bot's template registry (with the bot's API key).
     #[command(subcommand)]
     Templates(Templates),
+    /// A bot's broadcasts (with the bot's API key).
+    #[command(subcommand)]
+    Broadcasts(Broadcasts),
     /// Partners (operator), and a partner's apps, installations and tokens (with the
     /// partner's key).
     #[command(subcommand)]
@@ -374,6 +377,151 @@ enum Templates {
         #[arg(long)]
         template: String,
     },
+}
+
+#[derive(Subcommand)]
+enum Broadcasts {
+    /// Start a broadcast from a JSON file (`{"audience", "messages" | "template",
+    /// "start_at"?}`; docs/api.md, "Broadcasts"); `-` reads standard input.
+    Create {
+        /// The bot's API key.
+        #[arg(long, env = "PATCHBAY_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// The broadcast.
+        #[arg(long)]
+        file: std::path::PathBuf,
+    },
+    /// The bot's broadcasts, newest first, with their counts.
+    List {
+        /// The bot's API key.
+        #[arg(long, env = "PATCHBAY_API_KEY", hide_env_values = true)]
+        api_key: String,
+    },
+    /// One broadcast: state and counts.
+    Get {
+        /// The bot's API key.
+        #[arg(long, env = "PATCHBAY_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// The broadcast (`brd_…`).
+        #[arg(long)]
+        broadcast: String,
+    },
+    /// Follow a broadcast's progress, a line whenever its counts change, until it completes or
+    /// is cancelled.
+    Watch {
+        /// The bot's API key.
+        #[arg(long, env = "PATCHBAY_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// The broadcast (`brd_…`).
+        #[arg(long)]
+        broadcast: String,
+        /// How often to look, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        every_ms: u64,
+    },
+    /// Hold what has not gone out.
+    Pause {
+        /// The bot's API key.
+        #[arg(long, env = "PATCHBAY_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// The broadcast (`brd_…`).
+        #[arg(long)]
+        broadcast: String,
+    },
+    /// Go on after a pause.
+    Resume {
+        /// The bot's API key.
+        #[arg(long, env = "PATCHBAY_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// The broadcast (`brd_…`).
+        #[arg(long)]
+        broadcast: String,
+    },
+    /// Stop for good: what has not gone out stays unsent.
+    Cancel {
+        /// The bot's API key.
+        #[arg(long, env = "PATCHBAY_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// The broadcast (`brd_…`).
+        #[arg(long)]
+        broadcast: String,
+    },
+}
+
+/// The columns a broadcast is shown with.
+const BROADCAST_COLUMNS: &[&str] = &[
+    "id",
+    "state",
+    "counts.recipients",
+    "counts.queued",
+    "counts.sending",
+    "counts.sent",
+    "counts.delivered",
+    "counts.read",
+    "counts.failed",
+    "counts.skipped",
+];
+
+/// `patchbay broadcasts watch`: a line per change of the broadcast's state or counts, until it
+/// is finished.
+async fn watch_broadcast(
+    http: &reqwest::Client,
+    base: &str,
+    api_key: &str,
+    id: &str,
+    every: std::time::Duration,
+) -> anyhow::Result<()> {
+    let mut last = Value::Null;
+    let started = std::time::Instant::now();
+    loop {
+        let response = http
+            .get(format!("{base}/v1/broadcasts/{}", query_escape(id)))
+            .bearer_auth(api_key)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {base}"))?;
+        let status = response.status();
+        let answer: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!(
+                "{status}: {}",
+                answer["error"]["message"].as_str().unwrap_or("no details")
+            );
+        }
+        let now = json!([answer["state"], answer["counts"]]);
+        if now != last {
+            let c = &answer["counts"];
+            println!(
+                "{:>6.1}s {:<10} {}/{} sent, {} delivered, {} read, {} failed, {} skipped, \
+                 {} queued, {} sending",
+                started.elapsed().as_secs_f64(),
+                cell(&answer["state"]),
+                c["sent"],
+                c["recipients"],
+                c["delivered"],
+                c["read"],
+                c["failed"],
+                c["skipped"],
+                c["queued"],
+                c["sending"]
+            );
+            last = now;
+        }
+        if matches!(answer["state"].as_str(), Some("completed" | "cancelled")) {
+            for (what, reasons) in [
+                ("failed", &answer["failed_reasons"]),
+                ("skipped", &answer["skipped_reasons"]),
+            ] {
+                if let Some(reasons) = reasons.as_object() {
+                    for (reason, n) in reasons {
+                        println!("{what:<8} {reason}: {n}");
+                    }
+                }
+            }
+            return Ok(());
+        }
+        tokio::time::sleep(every).await;
+    }
 }
 
 #[derive(Subcommand)]
@@ -1502,6 +1650,56 @@ fn admin(cli: Cli) -> anyhow::Result<()> {
                         &[],
                     )
                 }
+                Command::Broadcasts(Broadcasts::Create { api_key, file }) => (
+                    "/v1/broadcasts".into(),
+                    Some(api_key),
+                    json_file(&file)?,
+                    BROADCAST_COLUMNS,
+                ),
+                Command::Broadcasts(Broadcasts::List { api_key }) => {
+                    method = reqwest::Method::GET;
+                    (
+                        "/v1/broadcasts?limit=100".into(),
+                        Some(api_key),
+                        Value::Null,
+                        BROADCAST_COLUMNS,
+                    )
+                }
+                Command::Broadcasts(Broadcasts::Get { api_key, broadcast }) => {
+                    method = reqwest::Method::GET;
+                    (
+                        format!("/v1/broadcasts/{}", query_escape(&broadcast)),
+                        Some(api_key),
+                        Value::Null,
+                        BROADCAST_COLUMNS,
+                    )
+                }
+                Command::Broadcasts(Broadcasts::Watch {
+                    api_key,
+                    broadcast,
+                    every_ms,
+                }) => {
+                    let every = std::time::Duration::from_millis(every_ms.max(100));
+                    return watch_broadcast(&http, &base, &api_key, &broadcast, every).await;
+                }
+                Command::Broadcasts(Broadcasts::Pause { api_key, broadcast }) => (
+                    format!("/v1/broadcasts/{}/pause", query_escape(&broadcast)),
+                    Some(api_key),
+                    Value::Null,
+                    BROADCAST_COLUMNS,
+                ),
+                Command::Broadcasts(Broadcasts::Resume { api_key, broadcast }) => (
+                    format!("/v1/broadcasts/{}/resume", query_escape(&broadcast)),
+                    Some(api_key),
+                    Value::Null,
+                    BROADCAST_COLUMNS,
+                ),
+                Command::Broadcasts(Broadcasts::Cancel { api_key, broadcast }) => (
+                    format!("/v1/broadcasts/{}/cancel", query_escape(&broadcast)),
+                    Some(api_key),
+                    Value::Null,
+                    BROADCAST_COLUMNS,
+                ),
                 Command::Templates(Templates::Delete { api_key, template }) => {
                     method = reqwest::Method::DELETE;
                     (
@@ -1593,7 +1791,10 @@ fn admin(cli: Cli) -> anyhow::Result<()> {
             }
         } else {
             for key in summary {
-                let v = &answer[*key];
+                // `counts.sent`: a field of a nested object.
+                let v = answer
+                    .pointer(&format!("/{}", key.replace('.', "/")))
+                    .unwrap_or(&Value::Null);
                 println!(
                     "{key:<16} {}",
                     v.as_str().map_or_else(|| v.to_string(), str::to_owned)

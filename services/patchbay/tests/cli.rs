@@ -732,6 +732,105 @@ async fn operators_and_bot_developers_work_from_the_command_line() {
     assert!(!gone.status.success());
     assert!(String::from_utf8_lossy(&gone.stderr).contains("404"));
 
+    // Broadcasts: one scheduled for later is paused, resumed and cancelled; one now is
+    // followed until it completes.
+    let later = dir.path().join("later.json");
+    std::fs::write(
+        &later,
+        serde_json::to_string(&serde_json::json!({"audience": {"users": [user_id]},
+            "start_at": "2099-01-01T00:00:00Z",
+            "messages": [{"type": "text", "text": "Happy 2099"}]}))
+        .unwrap(),
+    )
+    .unwrap();
+    let created = ok(
+        &i,
+        &[
+            "broadcasts",
+            "create",
+            "--api-key",
+            &api_key,
+            "--file",
+            later.to_str().unwrap(),
+        ],
+    );
+    let later_id = field(&created, "id");
+    assert!(later_id.starts_with("brd_"), "{created}");
+    assert_eq!(field(&created, "state"), "scheduled", "{created}");
+    for (action, state) in [
+        ("pause", "paused"),
+        ("resume", "scheduled"),
+        ("cancel", "cancelled"),
+    ] {
+        let out = ok(
+            &i,
+            &[
+                "broadcasts",
+                action,
+                "--api-key",
+                &api_key,
+                "--broadcast",
+                &later_id,
+            ],
+        );
+        assert_eq!(field(&out, "state"), state, "{action}: {out}");
+    }
+    let now = dir.path().join("now.json");
+    std::fs::write(
+        &now,
+        serde_json::to_string(&serde_json::json!({"audience": {"users": [user_id]},
+            "messages": [{"type": "text", "text": "Hello, everyone"}]}))
+        .unwrap(),
+    )
+    .unwrap();
+    let created = ok(
+        &i,
+        &[
+            "broadcasts",
+            "create",
+            "--api-key",
+            &api_key,
+            "--file",
+            now.to_str().unwrap(),
+        ],
+    );
+    let now_id = field(&created, "id");
+    let watched = ok(
+        &i,
+        &[
+            "broadcasts",
+            "watch",
+            "--api-key",
+            &api_key,
+            "--broadcast",
+            &now_id,
+            "--every-ms",
+            "200",
+        ],
+    );
+    let last = watched
+        .lines()
+        .rfind(|l| l.contains("completed"))
+        .unwrap_or_default();
+    assert!(last.contains("/1 sent"), "{watched}");
+    let got = ok(
+        &i,
+        &[
+            "broadcasts",
+            "get",
+            "--api-key",
+            &api_key,
+            "--broadcast",
+            &now_id,
+        ],
+    );
+    assert_eq!(field(&got, "counts.recipients"), "1", "{got}");
+    let listed = ok(&i, &["broadcasts", "list", "--api-key", &api_key]);
+    assert!(
+        listed.contains(&later_id) && listed.contains(&now_id) && listed.contains("cancelled"),
+        "{listed}"
+    );
+
     // A Telegram channel's profile, read and changed at (the fake) Telegram.
     let telegram = patchbay_testkit::telegram::FakeTelegram::start().await;
     telegram.add_bot("42:profile");

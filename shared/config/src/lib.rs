@@ -145,6 +145,10 @@ pub struct Config {
     /// to share its statement: at low rates these go several to a statement instead of one
     /// each (`docs/benchmarks.md`). 0 writes each at once.
     pub record_linger_ms: u64,
+    /// Recipients of one broadcast handed to the send path and not yet sent, failed or skipped,
+    /// at most: what waits for the platform's pace in the bulk stream, and what a pause still
+    /// lets go out.
+    pub broadcast_window: u32,
     /// How long a stopping service may take to finish what it holds.
     pub shutdown_grace_ms: u64,
     /// Telegram Bot API base URL (channels may override it).
@@ -278,6 +282,7 @@ impl Default for Config {
             dead_letters_per_key: patchbay_contract::topology::DEFAULT_DEAD_LETTERS_PER_KEY,
             consumer_concurrency: 128,
             record_linger_ms: 25,
+            broadcast_window: 1000,
             shutdown_grace_ms: 10_000,
             telegram_api_base_url: "https://api.telegram.org".into(),
             outbound_timeout_ms: 10_000,
@@ -462,6 +467,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "api_rate_per_second",
                 "the API rate and burst must be at least 1",
+            ));
+        }
+        if self.broadcast_window == 0 || self.broadcast_window > 10_000 {
+            return Err(ConfigError::invalid(
+                "broadcast_window",
+                "must be between 1 and 10000",
             ));
         }
         if self.consumer_concurrency == 0 {

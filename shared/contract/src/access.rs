@@ -344,8 +344,12 @@ pub fn permissions(subjects: &Subjects, settings: &TopologySettings, role: Role)
             g.consume(&topology::router_status(s));
             g.publish_stream(format!("{prefix}.dispatch.*"));
             g.publish_stream(format!("{prefix}.outbound.*.*"));
+            g.publish_stream(format!("{prefix}.bulk.*.*"));
             g.publish_stream(format!("{prefix}.status.*"));
+            // A broadcast's recipients, released into the send path.
+            g.publish_stream(format!("{prefix}.send.*"));
             g.publish_stream(format!("{prefix}.custom.outcome.*"));
+            g.write_bucket(Bucket::Broadcasts);
             g.write_bucket(Bucket::Links);
             g.write_bucket(Bucket::Quotas);
             g.serve("router");
@@ -418,7 +422,9 @@ pub fn permissions(subjects: &Subjects, settings: &TopologySettings, role: Role)
         }
         Role::Outbound(platform) => {
             g.consume(&topology::outbound(s, platform));
+            g.consume(&topology::bulk(s, platform));
             g.publish_stream(format!("{prefix}.status.*"));
+            g.read_bucket(Bucket::Broadcasts);
             g.p.publish(format!("{prefix}.passive.{}.*", platform.as_str()));
             g.write_bucket(Bucket::Sent);
             g.write_bucket(Bucket::Replies);

@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod brandchat;
+pub mod broadcasts;
 pub mod chat_api;
 pub mod content;
 pub mod error;

@@ -118,6 +118,17 @@ pub fn payloads() -> Vec<Payload> {
                 consumer: "outbound-<platform>",
             },
         ),
+        payload::<OutboundJob>(
+            "bulk_job.v1",
+            "One message of a broadcast for one platform and channel (an outbound job with \
+             `source: broadcast`), paced behind the channel's outbound jobs.",
+            Stream {
+                subject: "<p>.bulk.{platform}.{channel_id}",
+                stream: "BULK",
+                producer: "bot-router",
+                consumer: "outbound-<platform>",
+            },
+        ),
         payload::<StatusEvent>(
             "status_event.v1",
             "The result of one platform call.",
@@ -417,6 +428,20 @@ pub fn payloads() -> Vec<Payload> {
             "The template (a list of them for list, null for delete), or an error.",
             Rpc {
                 subject: "<p>.rpc.router.templates (reply)",
+            },
+        ),
+        payload::<crate::broadcasts::BroadcastRequest>(
+            "broadcast_request.v1",
+            "An operation on a bot's broadcasts (create, get, list, control).",
+            Rpc {
+                subject: "<p>.rpc.router.broadcasts",
+            },
+        ),
+        payload::<RpcReply<crate::broadcasts::Broadcast>>(
+            "broadcast_reply.v1",
+            "The broadcast (a page of them, `broadcast_page`, for list), or an error.",
+            Rpc {
+                subject: "<p>.rpc.router.broadcasts (reply)",
             },
         ),
         payload::<crate::wire::InboxRequest>(

@@ -21,6 +21,11 @@ pub const SCOPES: &[(&str, &str)] = &[
     ),
     ("templates:read", "read the template registry"),
     ("templates:write", "create, change and delete templates"),
+    ("broadcasts:read", "read broadcasts, their state and counts"),
+    (
+        "broadcasts:write",
+        "start, pause, resume and cancel broadcasts",
+    ),
     ("media:read", "download the files users sent"),
     ("media:write", "upload files to send"),
     ("deliveries:read", "read the delivery log"),

@@ -17,6 +17,9 @@ pub enum Stream {
     Dispatch,
     /// Rendered sends for one platform and channel: `<p>.outbound.<platform>.<channel>`.
     Outbound,
+    /// Rendered broadcast sends for one platform and channel, paced behind the channel's
+    /// `Outbound` ones: `<p>.bulk.<platform>.<channel>`.
+    Bulk,
     /// Results of platform calls: `<p>.status.<bot>`.
     Status,
     /// Dead letters: `<p>.dlq.<consumer>.<key>`, the key being the bot or channel the message
@@ -27,12 +30,13 @@ pub enum Stream {
 
 impl Stream {
     /// Every stream, in flow order.
-    pub const ALL: [Stream; 7] = [
+    pub const ALL: [Stream; 8] = [
         Stream::Ingress,
         Stream::Inbound,
         Stream::Send,
         Stream::Dispatch,
         Stream::Outbound,
+        Stream::Bulk,
         Stream::Status,
         Stream::Dlq,
     ];
@@ -45,6 +49,7 @@ impl Stream {
             Stream::Send => "send",
             Stream::Dispatch => "dispatch",
             Stream::Outbound => "outbound",
+            Stream::Bulk => "bulk",
             Stream::Status => "status",
             Stream::Dlq => "dlq",
         }
@@ -89,6 +94,9 @@ pub enum Bucket {
     /// When each channel's platform last reached Patchbay (a verified webhook, a handshake):
     /// [`crate::ChannelActivity`] under the channel id, written by the platform's ingress.
     Activity,
+    /// Broadcasts that were cancelled (id → `cancelled`), written by `bot-router`: a sender
+    /// drops their messages still waiting for it (TTL, the pipeline's message age).
+    Broadcasts,
 }
 
 impl Bucket {
@@ -107,6 +115,7 @@ impl Bucket {
             Bucket::Quotas => "quotas",
             Bucket::Sessions => "sessions",
             Bucket::Activity => "activity",
+            Bucket::Broadcasts => "broadcasts",
         }
     }
 }
@@ -226,6 +235,21 @@ impl Subjects {
     /// `<p>.outbound.<platform>.>`: what one platform's sender consumes.
     pub fn outbound_platform(&self, platform: Platform) -> String {
         format!("{}.outbound.{}.>", self.prefix, platform.as_str())
+    }
+
+    /// `<p>.bulk.<platform>.<channel>`: a broadcast's messages for the channel's sender.
+    pub fn bulk(&self, platform: Platform, channel_id: &str) -> Result<String, ContractError> {
+        Ok(format!(
+            "{}.bulk.{}.{}",
+            self.prefix,
+            platform.as_str(),
+            check_token(channel_id)?
+        ))
+    }
+
+    /// `<p>.bulk.<platform>.>`: the broadcast messages one platform's sender consumes.
+    pub fn bulk_platform(&self, platform: Platform) -> String {
+        format!("{}.bulk.{}.>", self.prefix, platform.as_str())
     }
 
     /// `<p>.status.<bot>`.

@@ -132,7 +132,7 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 
 /// Keyed streams name a platform before the key: `<p>.ingress.<platform>.<channel>`.
 fn platform_token(stream: Stream) -> bool {
-    matches!(stream, Stream::Ingress | Stream::Outbound)
+    matches!(stream, Stream::Ingress | Stream::Outbound | Stream::Bulk)
 }
 
 fn partitioning(s: &Subjects, stream: Stream, count: u32) -> Partitioning {
@@ -206,6 +206,8 @@ pub fn buckets(settings: &TopologySettings) -> Vec<(Bucket, Option<Duration>)> {
         (Bucket::CustomUsers, None),
         (Bucket::Sessions, Some(settings.session_ttl)),
         (Bucket::Activity, None),
+        // As long as a broadcast's messages may wait in the pipeline.
+        (Bucket::Broadcasts, Some(7 * DAY)),
         // A counter is written during its window only: kept a window after its last write.
         (
             Bucket::Quotas,
@@ -346,22 +348,49 @@ pub const OUTBOUND_MAX_ACK_PENDING: i64 = 20_000;
 /// [`ConsumerSpec::group_budget`]): two seconds of Telegram's 30/s.
 pub const OUTBOUND_GROUP_BUDGET: usize = 64;
 
+/// The durable names of one platform's sender: its conversations' messages, its broadcasts'.
+fn sender_durables(platform: Platform) -> (&'static str, &'static str) {
+    match platform {
+        Platform::Telegram => ("outbound-telegram", "bulk-telegram"),
+        Platform::Messenger => ("outbound-messenger", "bulk-messenger"),
+        Platform::Whatsapp => ("outbound-whatsapp", "bulk-whatsapp"),
+        Platform::Wechat => ("outbound-wechat", "bulk-wechat"),
+        Platform::Kik => ("outbound-kik", "bulk-kik"),
+        Platform::Line => ("outbound-line", "bulk-line"),
+        Platform::Viber => ("outbound-viber", "bulk-viber"),
+        Platform::Custom => ("outbound-custom", "bulk-custom"),
+    }
+}
+
 /// One platform's outbound sender.
 pub fn outbound(s: &Subjects, platform: Platform) -> ConsumerSpec {
-    let durable = match platform {
-        Platform::Telegram => "outbound-telegram",
-        Platform::Messenger => "outbound-messenger",
-        Platform::Whatsapp => "outbound-whatsapp",
-        Platform::Wechat => "outbound-wechat",
-        Platform::Kik => "outbound-kik",
-        Platform::Line => "outbound-line",
-        Platform::Viber => "outbound-viber",
-        Platform::Custom => "outbound-custom",
-    };
     ConsumerSpec {
         max_ack_pending: OUTBOUND_MAX_ACK_PENDING,
         group_budget: Some(OUTBOUND_GROUP_BUDGET),
-        ..pipeline(durable, Stream::Outbound, s.outbound_platform(platform))
+        ..pipeline(
+            sender_durables(platform).0,
+            Stream::Outbound,
+            s.outbound_platform(platform),
+        )
+    }
+}
+
+/// Messages of one channel's broadcasts a sender keeps in memory: the bulk stream holds only
+/// what `bot-router` released (a window per broadcast), and they wait for the channel's pace.
+pub const BULK_GROUP_BUDGET: usize = 64;
+
+/// One platform's sender of broadcast messages (`<p>.bulk.<platform>.>`): the same sender,
+/// a second consumer, so a broadcast's messages never stand in the queue of the channel's
+/// conversations.
+pub fn bulk(s: &Subjects, platform: Platform) -> ConsumerSpec {
+    ConsumerSpec {
+        max_ack_pending: OUTBOUND_MAX_ACK_PENDING,
+        group_budget: Some(BULK_GROUP_BUDGET),
+        ..pipeline(
+            sender_durables(platform).1,
+            Stream::Bulk,
+            s.bulk_platform(platform),
+        )
     }
 }
 

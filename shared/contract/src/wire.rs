@@ -1652,6 +1652,9 @@ pub mod router_ops {
     /// [`super::TemplateRequest`] → [`crate::templates::StoredTemplate`] (a list for
     /// `List`, `()` for `Delete`).
     pub const TEMPLATES: &str = "templates";
+    /// [`crate::broadcasts::BroadcastRequest`] → [`crate::broadcasts::Broadcast`] (a
+    /// [`crate::broadcasts::BroadcastPage`] for `List`).
+    pub const BROADCASTS: &str = "broadcasts";
     /// [`super::FindNumberedUserRequest`] → [`super::UserProfile`].
     pub const FIND_NUMBERED_USER: &str = "find_numbered_user";
     /// [`super::UpsertContactRequest`] → [`super::UpsertedContact`].
@@ -2401,6 +2404,10 @@ pub struct UserProfile {
     pub chat_kind: Option<ChatKind>,
     /// Whether the user currently receives messages from the bot.
     pub subscribed: bool,
+    /// Whether the user gets the bot's broadcasts: `false` once the bot marked them opted out
+    /// (`PATCH /v1/users/{id}` `{"broadcasts": false}`).
+    #[serde(default = "crate::wire::yes")]
+    pub broadcasts: bool,
     /// Last inbound activity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen_at: Option<DateTime<Utc>>,
@@ -2483,7 +2490,16 @@ pub struct SetUserFieldsRequest {
     /// The user.
     pub user_id: String,
     /// Field name → new value; `null` removes the field.
+    #[serde(default)]
     pub fields: crate::fields::FieldChanges,
+    /// Whether the user gets the bot's broadcasts (`false`: opted out), when it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broadcasts: Option<bool>,
+}
+
+/// `true`, a serde default.
+pub(crate) fn yes() -> bool {
+    true
 }
 
 /// A bot's users whose fields hold every given value (`GET /v1/users?field.<name>=<value>`),

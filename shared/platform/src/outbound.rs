@@ -8,7 +8,9 @@ use std::sync::Arc;
 use patchbay_bus::{ConfigView, Delivery, Handler, HandlerError};
 use patchbay_config::MasterKey;
 use patchbay_contract::ids::{hashed_id, prefix};
-use patchbay_contract::{DeliveryError, DeliveryStatus, OutboundJob, StatusEvent, V1, topology};
+use patchbay_contract::{
+    DeliveryError, DeliveryStatus, OutboundJob, SendSource, StatusEvent, V1, topology,
+};
 use patchbay_runtime::{BoxError, Deps, Service};
 
 use crate::ingress::open_credentials;
@@ -16,11 +18,43 @@ use crate::{OutboundAdapter, SendError, Target};
 
 type Keyed = governor::DefaultKeyedRateLimiter<String>;
 
-/// Per-channel and per-conversation pace (GCRA, in memory: a channel's partition is read by
-/// one replica at a time, so this replica sees all of the channel's sends).
+/// Per-channel and per-conversation pace (GCRA, in memory: a channel's partitions, of its
+/// conversations' messages and of its broadcasts', are read by one replica at a time, so this
+/// replica sees all of the channel's sends).
+///
+/// A broadcast's message takes the channel's next token only while none of the channel's
+/// conversations' messages waits for one, and not while the platform has asked to slow down
+/// after one of the channel's broadcast messages: interactive traffic always goes first, and a
+/// 429 slows the broadcast, not the conversations.
 struct Pace {
     channel: Keyed,
     conversation: Keyed,
+    /// Conversations' messages waiting for their channel's token, per channel.
+    waiting: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    /// Until when a channel's broadcast messages wait: the platform's `retry_after` to one.
+    held: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+}
+
+/// How often a broadcast message waiting behind conversations' messages looks again.
+const BULK_YIELD: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// A conversation's message waiting for its channel's token (counted in [`Pace::waiting`]
+/// until dropped).
+struct Waiting<'p> {
+    pace: &'p Pace,
+    channel: &'p str,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut waiting = self.pace.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = waiting.get_mut(self.channel) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                waiting.remove(self.channel);
+            }
+        }
+    }
 }
 
 impl Pace {
@@ -34,7 +68,69 @@ impl Pace {
                 Quota::per_second(nz(l.per_conversation_per_second))
                     .allow_burst(nz(l.per_conversation_burst)),
             ),
+            waiting: std::sync::Mutex::default(),
+            held: std::sync::Mutex::default(),
         }
+    }
+
+    /// A conversation's message of `channel` waits for the channel's token.
+    async fn interactive_turn(&self, channel: &str) {
+        *self
+            .waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(channel.to_owned())
+            .or_default() += 1;
+        let _waiting = Waiting {
+            pace: self,
+            channel,
+        };
+        self.channel.until_key_ready(&channel.to_owned()).await;
+    }
+
+    /// A broadcast message of `channel` waits for a token no conversation wants, and for the
+    /// end of a hold.
+    async fn bulk_turn(&self, channel: &str) {
+        use governor::clock::Clock;
+        let key = channel.to_owned();
+        loop {
+            let held = self
+                .held
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(channel)
+                .copied()
+                .filter(|until| *until > std::time::Instant::now());
+            if let Some(until) = held {
+                tokio::time::sleep_until(until.into()).await;
+                continue;
+            }
+            let busy = self
+                .waiting
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(channel);
+            if busy {
+                tokio::time::sleep(BULK_YIELD).await;
+                continue;
+            }
+            match self.channel.check_key(&key) {
+                Ok(()) => return,
+                Err(not_until) => {
+                    let clock = governor::clock::DefaultClock::default();
+                    tokio::time::sleep(not_until.wait_time_from(clock.now())).await;
+                }
+            }
+        }
+    }
+
+    /// The platform asked to slow down after a broadcast message of `channel`: its broadcast
+    /// messages wait `after` (a second when it did not say).
+    fn hold_bulk(&self, channel: &str, after: Option<std::time::Duration>) {
+        let until = std::time::Instant::now() + after.unwrap_or(std::time::Duration::from_secs(1));
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = held.entry(channel.to_owned()).or_insert(until);
+        *entry = (*entry).max(until);
     }
 }
 
@@ -58,6 +154,8 @@ struct Sender<A> {
     /// while a replica answering reads lags behind). Kept until recorded and a few minutes old.
     accepted: std::sync::Mutex<std::collections::HashMap<String, Accepted>>,
     pace: Pace,
+    /// Cancelled broadcasts, whose messages still waiting here are not sent.
+    cancelled: async_nats::jetstream::kv::Store,
     sent: async_nats::jetstream::kv::Store,
     deps: Deps,
     view: ConfigView,
@@ -188,6 +286,17 @@ pub async fn service<A: OutboundAdapter>(
     adapter: A,
 ) -> Result<Service, BoxError> {
     let spec = topology::outbound(deps.bus.subjects(), A::PLATFORM);
+    let bulk = topology::bulk(deps.bus.subjects(), A::PLATFORM);
+    let cancelled = deps
+        .bus
+        .jetstream()
+        .get_key_value(
+            &deps
+                .bus
+                .subjects()
+                .bucket(patchbay_contract::subjects::Bucket::Broadcasts),
+        )
+        .await?;
     let bucket = deps
         .bus
         .subjects()
@@ -220,6 +329,7 @@ pub async fn service<A: OutboundAdapter>(
         accepted: std::sync::Mutex::default(),
         pace,
         adapter,
+        cancelled,
         sent: sent.clone(),
         deps: deps.clone(),
         view: deps.view.clone(),
@@ -237,7 +347,8 @@ pub async fn service<A: OutboundAdapter>(
     let rpc = handler.clone();
     let shutdown = deps.shutdown.clone();
     Ok(Service::new(name)
-        .task(deps.consumer::<OutboundJob, _>(spec, handler))
+        .task(deps.consumer::<OutboundJob, _>(spec, handler.clone()))
+        .task(deps.consumer::<OutboundJob, _>(bulk, handler))
         .task(responder.serve(
             MEDIA_CONCURRENCY,
             move |op, body| {
@@ -253,6 +364,12 @@ pub async fn service<A: OutboundAdapter>(
                 tokio::select! {
                     _ = every.tick() => {
                         prune.pace.channel.retain_recent();
+                        prune
+                            .pace
+                            .held
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .retain(|_, until| *until > std::time::Instant::now());
                         prune.pace.conversation.retain_recent();
                         prune
                             .accepted
@@ -605,6 +722,9 @@ impl<A: OutboundAdapter> Sender<A> {
             Err(SendError::Retryable { reason, after })
                 if delivered < u64::from(self.max_attempts) =>
             {
+                if job.source == SendSource::Broadcast {
+                    self.pace.hold_bulk(&job.channel.id, after);
+                }
                 metrics::counter!("patchbay_outbound_sends_total", "platform" => A::PLATFORM.as_str(), "outcome" => "retry").increment(1);
                 Err(HandlerError::Retry { reason, after })
             }
@@ -650,13 +770,23 @@ impl<A: OutboundAdapter> Handler<OutboundJob> for Sender<A> {
             return;
         }
         let waited = std::time::Instant::now();
+        let bulk = job.source == SendSource::Broadcast;
+        if bulk && self.cancelled_broadcast(job).await.unwrap_or(false) {
+            return;
+        }
         self.pace
             .conversation
             .until_key_ready(&format!("{}:{}", job.channel.id, job.address))
             .await;
-        self.pace.channel.until_key_ready(&job.channel.id).await;
-        metrics::histogram!("patchbay_outbound_pace_wait_seconds", "platform" => A::PLATFORM.as_str())
-            .record(waited.elapsed().as_secs_f64());
+        if bulk {
+            self.pace.bulk_turn(&job.channel.id).await;
+            metrics::histogram!("patchbay_outbound_bulk_wait_seconds", "platform" => A::PLATFORM.as_str())
+                .record(waited.elapsed().as_secs_f64());
+        } else {
+            self.pace.interactive_turn(&job.channel.id).await;
+            metrics::histogram!("patchbay_outbound_pace_wait_seconds", "platform" => A::PLATFORM.as_str())
+                .record(waited.elapsed().as_secs_f64());
+        }
     }
 
     async fn handle(&self, d: Delivery<OutboundJob>) -> Result<(), HandlerError> {
@@ -669,7 +799,16 @@ impl<A: OutboundAdapter> Handler<OutboundJob> for Sender<A> {
             .unwrap_or_else(|p| p.into_inner())
             .get(&job.message_id)
             .cloned();
+        let cancelled = here.is_none()
+            && job.source == SendSource::Broadcast
+            && self.cancelled_broadcast(job).await?;
         let result = match here {
+            // A cancelled broadcast's message not sent yet stays unsent.
+            None if cancelled => Err(DeliveryError {
+                code: patchbay_contract::broadcasts::CANCELLED.into(),
+                message: "the broadcast was cancelled before this message went out".into(),
+                platform_code: None,
+            }),
             Some(a) => {
                 if !a.recorded {
                     self.record(&job.message_id).await?;
@@ -728,6 +867,18 @@ impl<A: OutboundAdapter> Handler<OutboundJob> for Sender<A> {
 }
 
 impl<A: OutboundAdapter> Sender<A> {
+    /// Whether `job` belongs to a cancelled broadcast.
+    async fn cancelled_broadcast(&self, job: &OutboundJob) -> Result<bool, HandlerError> {
+        let Some(id) = &job.source_id else {
+            return Ok(false);
+        };
+        self.cancelled
+            .get(id)
+            .await
+            .map(|v| v.is_some())
+            .map_err(|e| HandlerError::unavailable(format!("broadcasts bucket: {e}")))
+    }
+
     /// Sends a message not sent before, and records the platform's acceptance.
     async fn send_new(
         &self,
