@@ -8,6 +8,7 @@
 //! <name>` runs one service (the same code as `patchbay service <name>`). See
 //! `docs/benchmarks.md`.
 
+mod broadcast;
 mod ceiling;
 mod fakes;
 mod load;
@@ -45,8 +46,16 @@ struct Plan {
 /// loops; `sync` and `r3`: the Telegram round trip's closed loop and open loops at 100/s and
 /// 500/s on a server with `sync_interval: always`, and on three clustered servers with R3
 /// streams, each on its own stack, after the others).
-const SCENARIO_KINDS: [&str; 8] = [
-    "closed", "open", "wechat", "inbound", "outbound", "many", "sync", "r3",
+const SCENARIO_KINDS: [&str; 9] = [
+    "closed",
+    "open",
+    "wechat",
+    "inbound",
+    "outbound",
+    "many",
+    "sync",
+    "r3",
+    "broadcast",
 ];
 
 impl Plan {
@@ -119,7 +128,7 @@ fn main() -> ExitCode {
         return patchbay_runtime::lifecycle::main(process, &[*start]);
     }
     const USAGE: &str = "usage: patchbay-bench [--short] [--out DIR] [--rates 100,250,...] \
-                         [--only closed,open,wechat,inbound,outbound,many,sync,r3] [--workers N] \
+                         [--only closed,open,wechat,inbound,outbound,many,sync,r3,broadcast] [--workers N] \
                          [--self-services] [--no-flush]\n       \
                          patchbay-bench service <name>\n\
                          See docs/benchmarks.md.";
@@ -375,6 +384,17 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
         drop(ctx);
         drop(stack);
     }
+    // Scenario 7: a broadcast to every stored user, on a stack of its own (a real pace).
+    let broadcast = if plan.runs("broadcast") {
+        let b = broadcast::run(&fakes, force_self, &broadcast::Sizes::new(plan.short)).await?;
+        clean &= b["after_cancel"]["sent_twice"] == 0
+            && b["round_trip"]["without"]["lost"] == 0
+            && b["round_trip"]["during"]["lost"] == 0
+            && b["round_trip"]["during"]["duplicated"] == 0;
+        b
+    } else {
+        Value::Null
+    };
     let result = json!({
         "generated_at": chrono::Utc::now().to_rfc3339(),
         "mode": if plan.short { "short" } else { "full" },
@@ -391,6 +411,7 @@ async fn run(plan: Plan, force_self: bool, out: &std::path::Path) -> anyhow::Res
             "nats": ceiling_nats,
         },
         "peak_rss_mib": rss,
+        "broadcast": broadcast,
         "clean": clean,
     });
     std::fs::create_dir_all(out)?;

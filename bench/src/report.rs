@@ -117,6 +117,40 @@ pub fn markdown(r: &Value) -> String {
             );
         }
     }
+    let b = &r["broadcast"];
+    if b.is_object() {
+        let rt = &b["round_trip"];
+        let _ = writeln!(
+            s,
+            "\n## Broadcast (scenario 7)\n\nOn a stack of its own, Telegram paced at {} messages/s \
+             per bot.\n\n| what | value |\n|---|---|\n\
+             | stored recipients | {} |\n\
+             | accepted (`POST /v1/broadcasts` answered) | {:.1} ms |\n\
+             | every recipient's row stored | {:.1} s ({:.0}/s) |\n\
+             | bot-router RSS before / at most while queueing | {:.0} / {:.0} MiB |\n\
+             | sent to the fake Telegram | {:.1}/s over {:.0} s ({:.3} of the limit) |\n\
+             | another bot's round trip at {}/s, p99 without / during | {:.1} / {:.1} ms ({:.2}×) |\n\
+             | after cancel: sent, skipped, arrived, sent twice | {}, {}, {}, {} |",
+            b["limit_per_s"],
+            b["recipients"],
+            f(&b["accepted_ms"]),
+            f(&b["queued_s"]),
+            f(&b["queued_per_s"]),
+            f(&b["router_rss_mib"]["before"]),
+            f(&b["router_rss_mib"]["max_while_queueing"]),
+            f(&b["drain"]["per_s"]),
+            f(&b["drain"]["seconds"]),
+            f(&b["drain"]["of_limit"]),
+            rt["rate_per_s"],
+            f(&rt["without"]["p99_ms"]),
+            f(&rt["during"]["p99_ms"]),
+            f(&rt["p99_ratio"]),
+            b["after_cancel"]["sent"],
+            b["after_cancel"]["skipped"],
+            b["after_cancel"]["arrived_at_platform"],
+            b["after_cancel"]["sent_twice"],
+        );
+    }
     let _ = writeln!(
         s,
         "\n## Peak RSS (VmHWM) per process, MiB, over the whole run\n\n| process | MiB |\n|---|---|"

@@ -192,6 +192,16 @@ pub fn service_program(force_self: bool) -> anyhow::Result<(PathBuf, &'static st
 impl Stack {
     /// Starts everything on `setup` and waits until every service is ready.
     pub async fn start(fakes: &Fakes, force_self: bool, setup: NatsSetup) -> anyhow::Result<Self> {
+        Self::start_with(fakes, force_self, setup, &[]).await
+    }
+
+    /// [`Stack::start`] with settings of its own (`extra` overrides the benchmark's).
+    pub async fn start_with(
+        fakes: &Fakes,
+        force_self: bool,
+        setup: NatsSetup,
+        extra: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
         // Durable, as in production (the tests' PostgreSQL skips fsync): every commit waits
         // for its WAL flush, which is what group commit saves.
         const DURABLE: [&str; 3] = ["fsync=on", "synchronous_commit=on", "full_page_writes=on"];
@@ -254,6 +264,7 @@ impl Stack {
             ("PATCHBAY_PIPELINE_BACKLOG_PER_KEY", "1000000".into()),
             ("PATCHBAY_SHUTDOWN_GRACE_MS", "2000".into()),
         ];
+        let env: Vec<(&str, String)> = env.into_iter().chain(extra.iter().cloned()).collect();
         let (program, how) = service_program(force_self)?;
         eprintln!("services run as `{} service <name>`", program.display());
         let mut stack = Self {
@@ -335,26 +346,33 @@ impl Stack {
     /// (straight into the router's tables, as years of traffic would leave them), then
     /// analyzes the tables, as autovacuum would have.
     pub async fn seed_users(&self, bot: &Bot, users: i64) -> anyhow::Result<()> {
+        self.seed_users_tagged(bot, users, "").await
+    }
+
+    /// [`Stack::seed_users`] with ids and chats marked `tag`, so several bots can be seeded.
+    pub async fn seed_users_tagged(&self, bot: &Bot, users: i64, tag: &str) -> anyhow::Result<()> {
         sqlx::query(
             "insert into router.users (id, bot_id, channel_id, platform, platform_user_id,
                                        address, display_name, subscribed, last_seen_at)
-             select 'usr_seed' || g, $1, $2, 'telegram', 'seed' || g, 'seed' || g,
-                    'User ' || g, true, now() - make_interval(secs => g)
+             select 'usr_seed' || $4 || g, $1, $2, 'telegram', 'seed' || $4 || g,
+                    'seed' || $4 || g, 'User ' || g, true, now() - make_interval(secs => g)
              from generate_series(1, $3) g",
         )
         .bind(&bot.id)
         .bind(&bot.channel_id)
         .bind(users)
+        .bind(tag)
         .execute(&self.pg)
         .await
         .context("seeding users")?;
         for sql in [
             "insert into router.conversations (id, bot_id, user_id, last_inbound_at)
-             select 'cnv_seed' || g, $1, 'usr_seed' || g, now() - make_interval(secs => g)
+             select 'cnv_seed' || $3 || g, $1, 'usr_seed' || $3 || g,
+                    now() - make_interval(secs => g)
              from generate_series(1, $2) g",
             "insert into router.messages (id, conversation_id, bot_id, direction, content,
                                           status, created_at)
-             select 'msg_seed' || g, 'cnv_seed' || g, $1, 'inbound',
+             select 'msg_seed' || $3 || g, 'cnv_seed' || $3 || g, $1, 'inbound',
                     '{\"type\": \"text\", \"text\": \"hello\"}', 'received',
                     now() - make_interval(secs => g)
              from generate_series(1, $2) g",
@@ -362,6 +380,7 @@ impl Stack {
             sqlx::query(sql)
                 .bind(&bot.id)
                 .bind(users)
+                .bind(tag)
                 .execute(&self.pg)
                 .await
                 .context("seeding conversations")?;
@@ -399,6 +418,11 @@ impl Stack {
     /// Creates a bot whose callback is the fake tenant, its Telegram channel and its WeChat
     /// channel (safe mode, on the fake WeChat API).
     pub async fn create_bot(&self, fakes: &Fakes) -> anyhow::Result<Bot> {
+        self.create_bot_with_token(fakes, "42:bench").await
+    }
+
+    /// [`Stack::create_bot`] whose Telegram channel has `token`.
+    pub async fn create_bot_with_token(&self, fakes: &Fakes, token: &str) -> anyhow::Result<Bot> {
         let api = self.url("api");
         let bot: Value = self
             .http
@@ -418,7 +442,7 @@ impl Stack {
             .post(format!("{api}/admin/v1/bots/{bot_id}/channels"))
             .bearer_auth(&self.admin)
             .json(&json!({"platform": "telegram",
-                          "credentials": {"bot_token": "42:bench", "secret_token": secret},
+                          "credentials": {"bot_token": token, "secret_token": secret},
                           "api_base_url": fakes.telegram_url}))
             .send()
             .await?

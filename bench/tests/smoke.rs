@@ -1,7 +1,8 @@
 //! The short mode as a smoke test: the whole stack as separate processes (this crate's binary
 //! runs each service with the same code as `patchbay service <name>`), every scenario (the
 //! WeChat round trip included, and the round trip on a server with `sync_interval: always` and
-//! on three clustered servers with R3 streams) and the ceilings for a few seconds. No timing assertions; nothing
+//! on three clustered servers with R3 streams, and a broadcast on a stack of its own) and the
+//! ceilings for a few seconds. No timing assertions; nothing
 //! may be refused (by Patchbay, or by the fake platform: a wrong WeChat access token), lost or
 //! duplicated, and duplicates are counted only once the stack has no work pending.
 
@@ -90,6 +91,21 @@ fn short_mode_refuses_loses_and_duplicates_nothing() {
         ] {
             assert!(s.get(key).is_some(), "{key} missing: {s}");
         }
+    }
+    // The broadcast: stored, every recipient queued, sent at the pace, cancelled with
+    // nothing sent twice, the other bot's round trip never lost.
+    let b = &r["broadcast"];
+    assert_eq!(b["recipients"], 2_000, "{b}");
+    assert!(
+        b["drain"]["sent"].as_u64().unwrap() > 0,
+        "nothing sent: {b}"
+    );
+    assert_eq!(b["after_cancel"]["state"], "cancelled", "{b}");
+    assert_eq!(b["after_cancel"]["sent_twice"], 0, "{b}");
+    assert!(b["after_cancel"]["skipped"].as_i64().unwrap() > 0, "{b}");
+    for when in ["without", "during"] {
+        assert_eq!(b["round_trip"][when]["lost"], 0, "{when}: {b}");
+        assert_eq!(b["round_trip"][when]["duplicated"], 0, "{when}: {b}");
     }
     assert!(out.path().join("latest.md").exists());
     assert!(out.path().join("latency.svg").exists());

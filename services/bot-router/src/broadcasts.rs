@@ -451,22 +451,40 @@ pub(crate) async fn drive(
     let mut owned: HashSet<String> = HashSet::new();
     let mut every = tokio::time::interval(STEP);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // While an audience is being stored, the next page follows at once.
+    let mut hurry = false;
     loop {
-        tokio::select! {
-            _ = every.tick() => {}
-            () = shutdown.cancelled() => return Ok(()),
+        if hurry {
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+        } else {
+            tokio::select! {
+                _ = every.tick() => {}
+                () = shutdown.cancelled() => return Ok(()),
+            }
         }
-        if let Err(e) = router.step_broadcasts(&me, &mut owned).await {
-            tracing::warn!(error = %e, "stepping broadcasts failed; next step");
-            // Republish what is in flight once this works again: a release may have been cut
-            // short between storing and publishing.
-            owned.clear();
-        }
+        hurry = match router.step_broadcasts(&me, &mut owned).await {
+            Ok(more) => more,
+            Err(e) => {
+                tracing::warn!(error = %e, "stepping broadcasts failed; next step");
+                // Republish what is in flight once this works again: a release may have been
+                // cut short between storing and publishing.
+                owned.clear();
+                false
+            }
+        };
     }
 }
 
 impl Router {
-    async fn step_broadcasts(&self, me: &str, owned: &mut HashSet<String>) -> Result<(), BoxError> {
+    /// One step of every broadcast this replica drives (claiming those no replica does);
+    /// whether an audience has more pages to store.
+    async fn step_broadcasts(
+        &self,
+        me: &str,
+        owned: &mut HashSet<String>,
+    ) -> Result<bool, BoxError> {
         let rows = sqlx::query(
             "update broadcasts b set owner = $1, lease_until = now() + $2 * interval '1 ms', \
                  state = case when b.state = 'scheduled' then 'queueing' else b.state end \
@@ -483,6 +501,7 @@ impl Router {
         .fetch_all(&self.pool)
         .await?;
         let mut now_owned = HashSet::new();
+        let mut more = false;
         for row in rows {
             let spec: sqlx::types::Json<BroadcastSpec> = row.try_get("spec")?;
             let b = Claimed {
@@ -504,14 +523,15 @@ impl Router {
                 self.republish(&b).await?;
                 owned.insert(b.id.clone());
             }
-            self.step(&b).await?;
+            more |= self.step(&b).await?;
         }
         owned.retain(|id| now_owned.contains(id));
-        Ok(())
+        Ok(more)
     }
 
-    /// One step: store a page of the audience, release what the window allows, complete.
-    async fn step(&self, b: &Claimed) -> Result<(), BoxError> {
+    /// One step: store a page of the audience, release what the window allows, complete;
+    /// whether the audience has more pages to store.
+    async fn step(&self, b: &Claimed) -> Result<bool, BoxError> {
         let mut queueing = b.state == "queueing";
         if queueing {
             queueing = self.queue_page(b).await?;
@@ -520,7 +540,7 @@ impl Router {
             let room = i64::from(self.broadcast_window) - b.released;
             let released = self.release(b, room).await?;
             if released > 0 || b.queued > 0 {
-                return Ok(());
+                return Ok(queueing);
             }
         }
         if !queueing && b.queued == 0 && b.released == 0 {
@@ -539,7 +559,7 @@ impl Router {
                 tracing::info!(broadcast_id = %b.id, bot_id = %b.bot_id, "broadcast completed");
             }
         }
-        Ok(())
+        Ok(queueing)
     }
 
     /// Stores the next page of the audience; whether more may follow.

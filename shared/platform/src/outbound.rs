@@ -63,7 +63,13 @@ impl Pace {
         use std::num::NonZeroU32;
         let nz = |v: u32| NonZeroU32::new(v.max(1)).unwrap_or(NonZeroU32::MIN);
         Self {
-            channel: governor::RateLimiter::keyed(Quota::per_second(nz(l.per_channel_per_second))),
+            // A tenth of a second's worth at once at most: in any one second a channel sends
+            // at most its limit and a tenth (governor's default burst, a whole second's worth,
+            // let a second hold twice the limit).
+            channel: governor::RateLimiter::keyed(
+                Quota::per_second(nz(l.per_channel_per_second))
+                    .allow_burst(nz(l.per_channel_per_second.div_ceil(10))),
+            ),
             conversation: governor::RateLimiter::keyed(
                 Quota::per_second(nz(l.per_conversation_per_second))
                     .allow_burst(nz(l.per_conversation_burst)),
