@@ -51,7 +51,7 @@ create table broadcast_recipients (
     -- The id of the recipient's last message (set when released): its `sent` means all went.
     message_id text,
     primary key (broadcast_id, user_id)
-) with (fillfactor = 70);
+);
 
 create index broadcast_recipients_released on broadcast_recipients (broadcast_id, user_id)
     where state = 'released';

@@ -41,8 +41,8 @@ const STEP: std::time::Duration = std::time::Duration::from_millis(250);
 /// Broadcasts one replica drives at once.
 const CLAIM: i64 = 16;
 
-/// Users stored per statement while queueing an audience.
-const QUEUE_PAGE: i64 = 20_000;
+/// Users stored (or, after a cancel, skipped) per statement.
+const QUEUE_PAGE: i64 = 50_000;
 
 /// A broadcast's answer: one, or a page.
 #[derive(Serialize)]
@@ -383,17 +383,10 @@ impl Router {
             (BroadcastAction::Cancel, "cancelled") => {}
             (_, s @ ("cancelled" | "completed")) => return Err(finished(s)),
             (BroadcastAction::Cancel, _) => {
-                // What has not been handed to the send path is skipped here; what has is
-                // dropped by the senders (the broadcasts bucket) or by the router below.
-                sqlx::query(
-                    "update broadcast_recipients set state = 'skipped', reason = $2 \
-                     where broadcast_id = $1 and state = 'queued'",
-                )
-                .bind(id)
-                .bind(CANCELLED)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| unavailable(&e))?;
+                // What has not been handed to the send path is skipped by the broadcast's
+                // driver, a page at a time (a million rows are more than a request waits
+                // for); what has is dropped by the senders (the broadcasts bucket) or by the
+                // router's send handler.
                 sqlx::query(
                     "update broadcasts set state = 'cancelled', paused = false, \
                      finished_at = now(), updated_at = now() where id = $1",
@@ -489,7 +482,8 @@ impl Router {
             "update broadcasts b set owner = $1, lease_until = now() + $2 * interval '1 ms', \
                  state = case when b.state = 'scheduled' then 'queueing' else b.state end \
              where b.id in (select id from broadcasts \
-                 where state in ('scheduled', 'queueing', 'sending') and start_at <= now() \
+                 where (state in ('scheduled', 'queueing', 'sending') and start_at <= now() \
+                        or state = 'cancelled' and queued > 0) \
                    and (owner is null or owner = $1 or lease_until < now()) \
                  order by start_at, id limit $3 for update skip locked) \
              returning b.id, b.bot_id, b.spec, b.state, b.paused, b.queued_to, b.released_to, \
@@ -532,6 +526,9 @@ impl Router {
     /// One step: store a page of the audience, release what the window allows, complete;
     /// whether the audience has more pages to store.
     async fn step(&self, b: &Claimed) -> Result<bool, BoxError> {
+        if b.state == "cancelled" {
+            return self.skip_page(b).await;
+        }
         let mut queueing = b.state == "queueing";
         if queueing {
             queueing = self.queue_page(b).await?;
@@ -560,6 +557,56 @@ impl Router {
             }
         }
         Ok(queueing)
+    }
+
+    /// Skips the next page of a cancelled broadcast's queued recipients (`cancelled`); whether
+    /// more are left.
+    async fn skip_page(&self, b: &Claimed) -> Result<bool, BoxError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("select 1 from broadcasts where id = $1 for update")
+            .bind(&b.id)
+            .execute(&mut *tx)
+            .await?;
+        let (skipped, last): (i64, Option<String>) = sqlx::query_as(
+            "with page as ( \
+                 select user_id from broadcast_recipients \
+                 where broadcast_id = $1 and state = 'queued' \
+                   and ($2::text is null or user_id > $2) \
+                 order by user_id limit $3), \
+             skipped as ( \
+                 update broadcast_recipients r set state = 'skipped', reason = $4 \
+                 from page where r.broadcast_id = $1 and r.user_id = page.user_id \
+                   and r.state = 'queued') \
+             select count(*), max(user_id) from page",
+        )
+        .bind(&b.id)
+        .bind(b.released_to.as_deref())
+        .bind(QUEUE_PAGE)
+        .bind(CANCELLED)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(
+            "update broadcasts set released_to = coalesce($2, released_to), \
+             owner = case when $3 then owner end where id = $1",
+        )
+        .bind(&b.id)
+        .bind(last)
+        .bind(skipped == QUEUE_PAGE)
+        .execute(&mut *tx)
+        .await?;
+        if skipped < QUEUE_PAGE {
+            // The last page: nothing queued may stay behind the cursor.
+            sqlx::query(
+                "update broadcast_recipients set state = 'skipped', reason = $2 \
+                 where broadcast_id = $1 and state = 'queued'",
+            )
+            .bind(&b.id)
+            .bind(CANCELLED)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(skipped == QUEUE_PAGE)
     }
 
     /// Stores the next page of the audience; whether more may follow.
