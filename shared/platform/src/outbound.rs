@@ -33,6 +33,9 @@ struct Pace {
     waiting: std::sync::Mutex<std::collections::HashMap<String, usize>>,
     /// Until when a channel's broadcast messages wait: the platform's `retry_after` to one.
     held: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// Per channel, the broadcast message whose turn is next: one watches the channel's
+    /// tokens, the others wait behind it in order (not one wake-up each per token).
+    turns: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// How often a broadcast message waiting behind conversations' messages looks again.
@@ -76,6 +79,7 @@ impl Pace {
             ),
             waiting: std::sync::Mutex::default(),
             held: std::sync::Mutex::default(),
+            turns: std::sync::Mutex::default(),
         }
     }
 
@@ -99,6 +103,14 @@ impl Pace {
     async fn bulk_turn(&self, channel: &str) {
         use governor::clock::Clock;
         let key = channel.to_owned();
+        let turn = self
+            .turns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let _turn = turn.lock().await;
         loop {
             let held = self
                 .held
@@ -376,6 +388,12 @@ pub async fn service<A: OutboundAdapter>(
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .retain(|_, until| *until > std::time::Instant::now());
+                        prune
+                            .pace
+                            .turns
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .retain(|_, turn| Arc::strong_count(turn) > 1);
                         prune.pace.conversation.retain_recent();
                         prune
                             .accepted
