@@ -366,6 +366,32 @@ async fn a_broadcast_reaches_each_user_once_across_platforms_with_templates_outs
             .starts_with("audience.users"),
         "{e}"
     );
+
+    // A channel disabled: its recipients fail (`undeliverable`) and the broadcast completes.
+    let (status, _) = stack
+        .call(
+            "PATCH",
+            &format!("/admin/v1/bots/{}/channels/{}", bot.id, wa.channel_id),
+            Some(stack.admin_token()),
+            Some(&json!({"enabled": false})),
+        )
+        .await;
+    assert_eq!(status, 204);
+    let dark = broadcast(
+        &stack,
+        &bot.api_key,
+        &json!({"audience": {"platforms": ["whatsapp"]},
+                "messages": [{"type": "text", "text": "Into the void"}]}),
+    )
+    .await;
+    let done = once_in(&stack, &bot.api_key, &dark, "completed").await;
+    assert_eq!(done["counts"]["failed"], 40, "{done}");
+    assert_eq!(
+        done["failed_reasons"],
+        json!({"undeliverable": 40}),
+        "{done}"
+    );
+    assert_eq!(stack.graph.sends(fx::PHONE_NUMBER_ID).len(), 60);
     stack.shutdown().await;
 }
 

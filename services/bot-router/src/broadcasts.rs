@@ -32,6 +32,10 @@ use sqlx::{PgPool, Row};
 
 use crate::Router;
 
+/// A recipient's failure code when the router could not take its message at all (the bot or
+/// its channel disabled, the user gone).
+pub(crate) const UNDELIVERABLE: &str = "undeliverable";
+
 /// How long a replica's claim on a broadcast lasts without renewal.
 const LEASE: std::time::Duration = std::time::Duration::from_secs(15);
 

@@ -925,6 +925,13 @@ impl Router {
                     receipt.error.as_ref().map(|e| e.code.as_str()),
                 )
             })
+            // The platform took the message and failed it later: a failure, whatever the code.
+            .map(|mut o| {
+                if to == store::ReceiptStatus::Failed {
+                    o.state = "failed";
+                }
+                o
+            })
             .collect();
         let ids: Vec<String> = found.into_iter().map(|m| m.message_id).collect();
         store::apply_receipt(&self.pool, &ids, to, receipt.error.as_ref(), ev.occurred_at)
@@ -954,6 +961,40 @@ impl Handler<SendCommand> for Sends {
     }
 
     async fn handle(&self, d: Delivery<SendCommand>) -> Result<(), HandlerError> {
+        // A broadcast's message the router cannot take (the bot or channel disabled, the user
+        // gone) fails its recipient rather than go to the dead letters silently: the
+        // broadcast's window would wait for it forever.
+        let refused = match (&d.payload.source, &d.payload.source_id, &d.payload.to) {
+            (
+                SendSource::Broadcast,
+                Some(broadcast_id),
+                patchbay_contract::Recipient::User { user_id },
+            ) => Some((broadcast_id.clone(), user_id.clone())),
+            _ => None,
+        };
+        match (self.send(d).await, refused) {
+            (Err(HandlerError::Reject { reason }), Some((broadcast_id, user_id))) => {
+                tracing::info!(%broadcast_id, %user_id, %reason, "a broadcast's message cannot be sent: its recipient failed");
+                self.0
+                    .batches
+                    .outcomes
+                    .submit(broadcasts::Outcome {
+                        broadcast_id,
+                        user_id,
+                        message_id: String::new(),
+                        state: "failed",
+                        reason: Some(broadcasts::UNDELIVERABLE.into()),
+                    })
+                    .await
+                    .map_err(batch_error)
+            }
+            (result, _) => result,
+        }
+    }
+}
+
+impl Sends {
+    async fn send(&self, d: Delivery<SendCommand>) -> Result<(), HandlerError> {
         let r = &self.0;
         let cmd = &d.payload;
         let bot_id = d.subject.rsplit('.').next().unwrap_or_default().to_owned();
