@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 use crate::fakes::Fakes;
 use crate::load::{self, Ctx, Target};
+use crate::round3;
 use crate::stack::{self, NatsSetup, Stack};
 
 /// The broadcast bot's pace at Telegram, messages a second (`PATCHBAY_TELEGRAM_PER_BOT_PER_SECOND`
@@ -62,21 +63,6 @@ impl Sizes {
     }
 }
 
-/// `bot-router`'s resident memory now (VmRSS), in MiB.
-fn rss_mib(pid: u32) -> f64 {
-    let kib = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .unwrap_or(0);
-    #[allow(clippy::cast_precision_loss)]
-    let k = kib as f64;
-    k / 1024.0
-}
-
 async fn get(stack: &Stack, key: &str, id: &str) -> anyhow::Result<Value> {
     Ok(stack
         .http
@@ -87,10 +73,6 @@ async fn get(stack: &Stack, key: &str, id: &str) -> anyhow::Result<Value> {
         .error_for_status()?
         .json()
         .await?)
-}
-
-fn round3(v: f64) -> f64 {
-    (v * 1000.0).round() / 1000.0
 }
 
 /// Runs the scenario on a stack of its own; its report.
@@ -141,7 +123,7 @@ pub async fn run(fakes: &Fakes, force_self: bool, sizes: &Sizes) -> anyhow::Resu
     let (dirty, took) = stack::flush_page_cache();
     eprintln!(
         "broadcast: flushed {:.0} MiB of dirty page cache in {:.1} s",
-        dirty as f64 / 1_048_576.0,
+        crate::mib(dirty),
         took.as_secs_f64()
     );
     let without = round_trip("bq", 20_000_000).await;
@@ -157,7 +139,7 @@ pub async fn run(fakes: &Fakes, force_self: bool, sizes: &Sizes) -> anyhow::Resu
         .find(|(n, _)| n == "bot-router")
         .map(|(_, pid)| pid)
         .ok_or_else(|| anyhow::anyhow!("no bot-router process"))?;
-    let rss_before = rss_mib(router);
+    let rss_before = stack::rss_mib(router);
     let asked = Instant::now();
     let created: Value = stack
         .http
@@ -178,7 +160,7 @@ pub async fn run(fakes: &Fakes, force_self: bool, sizes: &Sizes) -> anyhow::Resu
     let mut rss_max = rss_before;
     let deadline = Instant::now() + Duration::from_secs(600);
     let queued = loop {
-        rss_max = rss_max.max(rss_mib(router));
+        rss_max = rss_max.max(stack::rss_mib(router));
         let b = get(&stack, &broadcaster.api_key, &id).await?;
         if b["state"] != "queueing" {
             break b;
@@ -249,8 +231,8 @@ pub async fn run(fakes: &Fakes, force_self: bool, sizes: &Sizes) -> anyhow::Resu
         "accepted_ms": round3(accepted.as_secs_f64() * 1000.0),
         "queued_s": round3(queued_in.as_secs_f64()),
         "queued_per_s": round3(load::f64_of(usize::try_from(sizes.users).unwrap_or(0)) / queued_in.as_secs_f64()),
-        "dirty_mib_flushed": {"after_seeding": round3(dirty as f64 / 1_048_576.0),
-                              "after_queueing": round3(queue_dirty as f64 / 1_048_576.0)},
+        "dirty_mib_flushed": {"after_seeding": round3(crate::mib(dirty)),
+                              "after_queueing": round3(crate::mib(queue_dirty))},
         "router_rss_mib": {"before": round3(rss_before), "max_while_queueing": round3(rss_max),
                            "peak": round3(stack::peak_rss_mib(router, false))},
         "drain": {"seconds": round3((t1 - t0).as_secs_f64()), "sent": n1 - n0,

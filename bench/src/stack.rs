@@ -638,19 +638,32 @@ pub fn cpu_seconds(pid: u32, tck: f64, tree: bool) -> f64 {
     t / tck
 }
 
+/// A `kB` field of `/proc/<pid>/status` (`VmHWM:`, `VmRSS:`); 0 when it cannot be read.
+fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Resident set (VmRSS) of `pid` now, in MiB.
+pub fn rss_mib(pid: u32) -> f64 {
+    #[allow(clippy::cast_precision_loss)]
+    let k = status_kib(pid, "VmRSS:") as f64;
+    k / 1024.0
+}
+
 /// Peak resident set (VmHWM) of `pid` (with `tree`: plus its descendants'), in MiB.
 pub fn peak_rss_mib(pid: u32, tree: bool) -> f64 {
     let procs = if tree { all_procs() } else { Vec::new() };
     let mut todo = vec![pid];
     let mut kib = 0u64;
     while let Some(p) = todo.pop() {
-        if let Ok(text) = std::fs::read_to_string(format!("/proc/{p}/status")) {
-            kib += text
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-                .unwrap_or(0);
-        }
+        kib += status_kib(p, "VmHWM:");
         todo.extend(
             procs
                 .iter()

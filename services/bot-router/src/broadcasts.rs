@@ -77,9 +77,8 @@ pub(crate) struct Outcome {
 }
 
 impl Outcome {
-    /// The outcome of a message of `source`/`source_id` for `user_id` (`None` when it is not a
-    /// broadcast's): `error` is a failure's code, a skip when it is one of
-    /// [`patchbay_contract::broadcasts::SKIP_REASONS`].
+    /// The outcome `state` of a message of `source`/`source_id` for `user_id` (`None` when it
+    /// is not a broadcast's), with `error`'s code as the reason.
     pub(crate) fn of(
         source: Option<SendSource>,
         source_id: Option<&str>,
@@ -92,10 +91,6 @@ impl Outcome {
             return None;
         }
         let broadcast_id = source_id?.to_owned();
-        let state = match (state, error) {
-            ("failed", Some(code)) if patchbay_contract::broadcasts::is_skip(code) => "skipped",
-            (s, _) => s,
-        };
         Some(Self {
             broadcast_id,
             user_id: user_id.to_owned(),

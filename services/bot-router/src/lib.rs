@@ -913,6 +913,8 @@ impl Router {
         }
         // After the dispatch jobs: a redelivery before this finds the same messages and
         // republishes under the same event ids, which JetStream drops.
+        // A receipt's failure is the platform's, after it took the message: a failure of
+        // the recipient whatever its code.
         let outcomes: Vec<broadcasts::Outcome> = found
             .iter()
             .filter_map(|m| {
@@ -924,13 +926,6 @@ impl Router {
                     to.name(),
                     receipt.error.as_ref().map(|e| e.code.as_str()),
                 )
-            })
-            // The platform took the message and failed it later: a failure, whatever the code.
-            .map(|mut o| {
-                if to == store::ReceiptStatus::Failed {
-                    o.state = "failed";
-                }
-                o
             })
             .collect();
         let ids: Vec<String> = found.into_iter().map(|m| m.message_id).collect();
@@ -1664,9 +1659,16 @@ impl Handler<StatusEvent> for Statuses {
                 st.message_id
             )));
         };
-        let state = match st.status {
-            DeliveryStatus::Sent => "sent",
-            DeliveryStatus::Failed => "failed",
+        // A message refused before any platform call for one of the skip reasons (the
+        // window, an opt-out, a cancel) skips its recipient; any other failure fails it.
+        let state = match (&st.status, &st.error) {
+            (DeliveryStatus::Sent, _) => "sent",
+            (DeliveryStatus::Failed, Some(e))
+                if patchbay_contract::broadcasts::is_skip(&e.code) =>
+            {
+                "skipped"
+            }
+            (DeliveryStatus::Failed, _) => "failed",
         };
         if let Some(outcome) = broadcasts::Outcome::of(
             st.source,
