@@ -143,6 +143,61 @@ async fn drained(stack: &Stack, key: &str, id: &str) -> Value {
     .await
 }
 
+/// The `broadcast.*` events of broadcast `id` the tenant received, in the order received, once
+/// its `broadcast.completed` is among them.
+async fn broadcast_events(stack: &Stack, id: &str) -> Vec<Value> {
+    eventually(DRAIN, &format!("broadcast.completed of {id}"), || async {
+        let events: Vec<Value> = stack
+            .tenant
+            .received()
+            .into_iter()
+            .map(|r| r.json())
+            .filter(|e| e["broadcast"]["id"] == id)
+            .collect();
+        events
+            .iter()
+            .any(|e| e["type"] == "broadcast.completed")
+            .then_some(events)
+    })
+    .await
+}
+
+/// Checks a broadcast's events: progress with ever more recipients done, then one
+/// `broadcast.completed` whose counts are `end`'s; no event names a channel, user or
+/// conversation. The progress events.
+fn check_broadcast_events(events: &[Value], end: &Value) -> Vec<Value> {
+    let (last, progress) = events.split_last().unwrap();
+    assert_eq!(last["type"], "broadcast.completed", "{events:?}");
+    assert_eq!(last["broadcast"]["state"], end["state"], "{last}");
+    assert_eq!(last["broadcast"]["counts"], end["counts"], "{last}");
+    assert_eq!(
+        last["broadcast"]["skipped_reasons"], end["skipped_reasons"],
+        "{last}"
+    );
+    assert!(last["broadcast"]["finished_at"].is_string(), "{last}");
+    let done = |e: &Value| {
+        let c = &e["broadcast"]["counts"];
+        c["sent"].as_i64().unwrap() + c["failed"].as_i64().unwrap() + c["skipped"].as_i64().unwrap()
+    };
+    let mut before = -1;
+    for e in progress {
+        assert_eq!(e["type"], "broadcast.progress", "{events:?}");
+        assert!(
+            done(e) > before,
+            "progress went back or stood still: {events:?}"
+        );
+        before = done(e);
+    }
+    for e in events {
+        for absent in ["channel", "user", "conversation_id"] {
+            assert!(e.get(absent).is_none(), "{absent} in {e}");
+        }
+    }
+    let ids: HashSet<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), events.len(), "an event twice: {events:?}");
+    progress.to_vec()
+}
+
 /// The bot's accepted `sendMessage` calls.
 fn accepted(stack: &Stack, bot: &TestBot) -> Vec<Call> {
     stack
@@ -401,11 +456,14 @@ async fn pause_holds_resume_goes_on_and_cancel_leaves_the_rest_unsent_at_the_pla
         configure: Box::new(|c| {
             c.telegram_per_bot_per_second = 10;
             c.broadcast_window = 4;
+            c.broadcast_progress_ms = 500;
         }),
         ..Options::default()
     })
     .await;
-    let bot = stack.bot().await;
+    let bot = stack
+        .bot_with_events(Some(vec!["message.received", "broadcast.*"]))
+        .await;
     telegram_users(&stack, &bot, 8001, 60).await;
     let id = broadcast(
         &stack,
@@ -447,6 +505,18 @@ async fn pause_holds_resume_goes_on_and_cancel_leaves_the_rest_unsent_at_the_pla
     // The channel's pace held: 10/s, in any one second at most the limit and a tenth.
     let busiest = busiest_second(&calls);
     assert!(busiest <= 11, "{busiest} messages in one second");
+    // The bot heard how it went: progress every half second or so (more than six seconds of
+    // sending), then the final counts.
+    let progress = check_broadcast_events(&broadcast_events(&stack, &id).await, &done);
+    assert!(progress.len() >= 3, "{progress:?}");
+    // The other bot subscribes to no broadcast events: none reached it.
+    assert!(
+        stack
+            .tenant
+            .received()
+            .iter()
+            .all(|r| r.json()["broadcast"]["id"] != theirs.as_str())
+    );
 
     // A second wave, cancelled a few messages in: the rest stays unsent.
     let second = broadcast(
@@ -482,6 +552,10 @@ async fn pause_holds_resume_goes_on_and_cancel_leaves_the_rest_unsent_at_the_pla
         end["skipped_reasons"]["cancelled"].as_i64().unwrap() >= 40,
         "{end}"
     );
+    // Its end is announced once what was on its way has an outcome, with the final counts.
+    let events = broadcast_events(&stack, &second).await;
+    check_broadcast_events(&events, &get(&stack, &bot.api_key, &second).await);
+    assert_eq!(events.last().unwrap()["broadcast"]["state"], "cancelled");
     stack.shutdown().await;
 }
 

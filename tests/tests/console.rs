@@ -475,6 +475,8 @@ async fn each_role_is_refused_the_others_pages_and_forms_need_the_sessions_token
         (&agent, "/console/bot"),
         (&agent, "/console/bot/deliveries"),
         (&agent, "/console/bot/agents"),
+        (&agent, "/console/bot/broadcasts"),
+        (&operator, "/console/bot/broadcasts"),
     ] {
         open(page, &stack, path).await;
         page.wait_for_text("main h1", "Not for this sign-in", PAGE)
@@ -662,4 +664,118 @@ async fn a_newcomer_goes_from_nothing_to_a_round_trip_in_the_console_alone() {
         .await;
     assert_eq!(status, 422, "{answer}");
     assert_eq!(answer["error"]["code"], "try_unsupported");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_developer_sends_a_broadcast_and_follows_its_numbers_live_through_a_pause() {
+    let stack = Stack::start_with(Options {
+        configure: Box::new(|c| {
+            // Thirty recipients take six seconds: long enough to watch them move.
+            c.telegram_per_bot_per_second = 5;
+            c.broadcast_window = 2;
+        }),
+        ..Options::default()
+    })
+    .await;
+    let bot = stack.bot().await;
+    for chat in 9101..9131 {
+        assert_eq!(
+            stack
+                .post_update(&bot, &fixtures::text_update(chat, chat, "hi"))
+                .await,
+            200
+        );
+    }
+    stack.events_of("message.received", 30).await;
+    let browser = Browser::start().await.unwrap();
+    let page = browser.page().await.unwrap();
+    sign_in(&page, &stack, &bot.api_key).await;
+    open(&page, &stack, "/console/bot/broadcasts").await;
+    page.wait_for_text("#broadcasts", "No broadcasts yet", PAGE)
+        .await
+        .unwrap();
+    page.select("#broadcast-audience", "telegram")
+        .await
+        .unwrap();
+    page.fill("#broadcast-text", "Console sale today")
+        .await
+        .unwrap();
+    page.click("#send-broadcast").await.unwrap();
+    page.wait_for("#broadcast[data-live-ready]", PAGE)
+        .await
+        .unwrap();
+    let id = page.text("h1 code").await.unwrap();
+    assert!(id.starts_with("brd_"), "{id}");
+    assert!(
+        main_text(&page)
+            .await
+            .contains("To every subscribed user on telegram: Console sale today")
+    );
+
+    // The numbers move on the page by themselves, without a reload.
+    eventually(PAGE, "some sent, shown live", || async {
+        let n: i64 = page.text("#count-sent").await.unwrap().parse().unwrap();
+        (n > 0 && n < 30).then_some(())
+    })
+    .await;
+    shot(&page, "developer-broadcast").await;
+
+    // Paused from the console: the state says so; resumed, it completes with every user once.
+    page.click("#pause").await.unwrap();
+    page.wait_for_text(".notice", "Paused", PAGE).await.unwrap();
+    assert_eq!(page.text("#broadcast-state").await.unwrap(), "paused");
+    assert_eq!(
+        stack
+            .call(
+                "GET",
+                &format!("/v1/broadcasts/{id}"),
+                Some(&bot.api_key),
+                None
+            )
+            .await
+            .1["state"],
+        "paused"
+    );
+    page.click("#resume").await.unwrap();
+    page.wait_for_text(".notice", "Resumed", PAGE)
+        .await
+        .unwrap();
+    page.wait_for("#broadcast[data-live-ended]", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(page.text("#broadcast-state").await.unwrap(), "completed");
+    assert_eq!(page.text("#count-sent").await.unwrap(), "30");
+    assert_eq!(page.text("#count-recipients").await.unwrap(), "30");
+    // Nothing left to pause or cancel.
+    let hidden = page
+        .execute(
+            "return document.getElementById('cancel').closest('[data-while-live]').hidden",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(hidden, json!(true));
+    let chats: std::collections::HashSet<i64> = stack
+        .telegram
+        .calls_of("sendMessage")
+        .into_iter()
+        .filter(|c| c.token == bot.bot_token && c.body["text"] == "Console sale today")
+        .map(|c| c.body["chat_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(chats.len(), 30);
+
+    // The list shows it completed, and stops following once nothing there moves.
+    open(&page, &stack, "/console/bot/broadcasts").await;
+    page.wait_for("#broadcasts[data-live-ended]", PAGE)
+        .await
+        .unwrap();
+    let row = page
+        .text(&format!("tr.broadcast[data-broadcast-id='{id}']"))
+        .await
+        .unwrap();
+    assert!(
+        row.contains("completed") && row.contains("30 / 30"),
+        "{row}"
+    );
+    shot(&page, "developer-broadcasts").await;
 }

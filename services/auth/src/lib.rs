@@ -101,6 +101,9 @@ pub(crate) const KNOWN_EVENTS: &[&str] = &[
     "user.unsubscribed",
     "conversation.*",
     "conversation.handover",
+    "broadcast.*",
+    "broadcast.progress",
+    "broadcast.completed",
 ];
 
 pub(crate) struct Auth {

@@ -17,15 +17,16 @@
 //! * **Counted by the database.** Statuses and receipts move each recipient forward
 //!   ([`Outcome`]); triggers keep the broadcast's counts.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use patchbay_contract::broadcasts::{
     Audience, Broadcast, BroadcastAction, BroadcastCounts, BroadcastOp, BroadcastPage,
-    BroadcastRequest, BroadcastSpec, BroadcastState, CANCELLED, OPTED_OUT, UNSUBSCRIBED,
+    BroadcastRequest, BroadcastSpec, BroadcastState, BroadcastSummary, CANCELLED, OPTED_OUT,
+    UNSUBSCRIBED,
 };
 use patchbay_contract::ids::{hashed_id, message_ids, prefix};
-use patchbay_contract::{Recipient, RpcError, SendCommand, SendSource, V1};
+use patchbay_contract::{EventType, Recipient, RpcError, SendCommand, SendSource, TenantEvent, V1};
 use patchbay_runtime::BoxError;
 use serde::Serialize;
 use sqlx::{PgPool, Row};
@@ -155,23 +156,12 @@ fn view_of(row: &sqlx::postgres::PgRow) -> Result<Broadcast, sqlx::Error> {
     if row.try_get::<bool, _>("paused")? && !state.is_final() {
         state = BroadcastState::Paused;
     }
-    let n = |c: &str| row.try_get::<i64, _>(c);
-    let (sent, delivered, read) = (n("sent")?, n("delivered")?, n("read")?);
     let spec = spec.0;
     Ok(Broadcast {
         id: row.try_get("id")?,
         bot_id: row.try_get("bot_id")?,
         state,
-        counts: BroadcastCounts {
-            recipients: n("recipients")?,
-            queued: n("queued")?,
-            sending: n("released")?,
-            sent: sent + delivered + read,
-            delivered: delivered + read,
-            read,
-            failed: n("failed")?,
-            skipped: n("skipped")?,
-        },
+        counts: counts_of(row)?,
         failed_reasons: BTreeMap::new(),
         skipped_reasons: BTreeMap::new(),
         audience: spec.audience,
@@ -184,12 +174,32 @@ fn view_of(row: &sqlx::postgres::PgRow) -> Result<Broadcast, sqlx::Error> {
     })
 }
 
+/// The counts of a `broadcasts` row (each recipient in one state there; in one or more here).
+fn counts_of(row: &sqlx::postgres::PgRow) -> Result<BroadcastCounts, sqlx::Error> {
+    let n = |c: &str| row.try_get::<i64, _>(c);
+    let (sent, delivered, read) = (n("sent")?, n("delivered")?, n("read")?);
+    Ok(BroadcastCounts {
+        recipients: n("recipients")?,
+        queued: n("queued")?,
+        sending: n("released")?,
+        sent: sent + delivered + read,
+        delivered: delivered + read,
+        read,
+        failed: n("failed")?,
+        skipped: n("skipped")?,
+    })
+}
+
 /// One broadcast of the bot, with its reasons.
-async fn get(pool: &PgPool, bot_id: &str, id: &str) -> Result<Option<Broadcast>, sqlx::Error> {
+async fn get(
+    conn: &mut sqlx::PgConnection,
+    bot_id: &str,
+    id: &str,
+) -> Result<Option<Broadcast>, sqlx::Error> {
     let Some(row) = sqlx::query(view!("where id = $1 and bot_id = $2"))
         .bind(id)
         .bind(bot_id)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *conn)
         .await?
     else {
         return Ok(None);
@@ -201,7 +211,7 @@ async fn get(pool: &PgPool, bot_id: &str, id: &str) -> Result<Option<Broadcast>,
          group by 1, 2",
     )
     .bind(id)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
     for r in reasons {
         let state: String = r.try_get("state")?;
@@ -256,7 +266,8 @@ impl Router {
     }
 
     async fn one_broadcast(&self, bot_id: &str, id: &str) -> Result<Answer, RpcError> {
-        get(&self.pool, bot_id, id)
+        let mut conn = self.pool.acquire().await.map_err(|e| unavailable(&e))?;
+        get(&mut conn, bot_id, id)
             .await
             .map_err(|e| unavailable(&e))?
             .map(|b| Answer::One(Box::new(b)))
@@ -432,6 +443,14 @@ struct Claimed {
     released_to: Option<String>,
     queued: i64,
     released: i64,
+    counts: BroadcastCounts,
+}
+
+/// What the driver last told the bot of a broadcast's progress.
+struct Progress {
+    at: std::time::Instant,
+    /// Recipients with an outcome then.
+    done: i64,
 }
 
 /// Drives the broadcasts this replica claims, one step each every [`STEP`].
@@ -440,7 +459,7 @@ pub(crate) async fn drive(
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<(), BoxError> {
     let me = patchbay_contract::ids::new_id("rpl");
-    let mut owned: HashSet<String> = HashSet::new();
+    let mut owned: HashMap<String, Progress> = HashMap::new();
     let mut every = tokio::time::interval(STEP);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // While an audience is being stored, the next page follows at once.
@@ -475,18 +494,22 @@ impl Router {
     async fn step_broadcasts(
         &self,
         me: &str,
-        owned: &mut HashSet<String>,
+        owned: &mut HashMap<String, Progress>,
     ) -> Result<bool, BoxError> {
+        // Every broadcast is driven until its end is announced: a cancelled one until what
+        // was on its way has an outcome.
         let rows = sqlx::query(
             "update broadcasts b set owner = $1, lease_until = now() + $2 * interval '1 ms', \
                  state = case when b.state = 'scheduled' then 'queueing' else b.state end \
              where b.id in (select id from broadcasts \
-                 where (state in ('scheduled', 'queueing', 'sending') and start_at <= now() \
-                        or state = 'cancelled' and queued > 0) \
+                 where announced_at is null \
+                   and (state in ('scheduled', 'queueing', 'sending') and start_at <= now() \
+                        or state = 'cancelled') \
                    and (owner is null or owner = $1 or lease_until < now()) \
                  order by start_at, id limit $3 for update skip locked) \
              returning b.id, b.bot_id, b.spec, b.state, b.paused, b.queued_to, b.released_to, \
-                 b.queued, b.released",
+                 b.recipients, b.queued, b.released, b.sent, b.delivered, b.read, b.failed, \
+                 b.skipped",
         )
         .bind(me)
         .bind(i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX))
@@ -507,26 +530,157 @@ impl Router {
                 released_to: row.try_get("released_to")?,
                 queued: row.try_get("queued")?,
                 released: row.try_get("released")?,
+                counts: counts_of(&row)?,
             };
             now_owned.insert(b.id.clone());
-            if !owned.contains(&b.id) {
+            if !owned.contains_key(&b.id) {
                 // Taken over (or this replica's step failed): what another release stored as
                 // handed over may never have been published.
                 tracing::info!(broadcast_id = %b.id, "driving broadcast");
-                self.republish(&b).await?;
-                owned.insert(b.id.clone());
+                if b.state != "cancelled" {
+                    self.republish(&b).await?;
+                }
+                owned.insert(
+                    b.id.clone(),
+                    Progress {
+                        at: std::time::Instant::now(),
+                        done: b.counts.done(),
+                    },
+                );
             }
             more |= self.step(&b).await?;
+            if let Some(p) = owned.get_mut(&b.id) {
+                self.progress(&b, p).await?;
+            }
         }
-        owned.retain(|id| now_owned.contains(id));
+        owned.retain(|id, _| now_owned.contains(id));
         Ok(more)
+    }
+
+    /// Tells the bot (if it subscribes) how far a sending broadcast got: at most every
+    /// `PATCHBAY_BROADCAST_PROGRESS_MS`, when more recipients have an outcome than last time.
+    /// The event's id derives from that number, so a replica taking over repeats none.
+    async fn progress(&self, b: &Claimed, last: &mut Progress) -> Result<(), BoxError> {
+        let done = b.counts.done();
+        let state = match b.state.as_str() {
+            _ if b.paused => BroadcastState::Paused,
+            "queueing" => BroadcastState::Queueing,
+            "sending" => BroadcastState::Sending,
+            _ => return Ok(()),
+        };
+        if done == last.done || last.at.elapsed() < self.broadcast_progress {
+            return Ok(());
+        }
+        let summary = BroadcastSummary {
+            id: b.id.clone(),
+            state,
+            counts: b.counts.clone(),
+            failed_reasons: BTreeMap::new(),
+            skipped_reasons: BTreeMap::new(),
+            finished_at: None,
+        };
+        let id = hashed_id(prefix::EVENT, &[&b.id, "progress", &done.to_string()]);
+        self.announce_broadcast(&b.bot_id, id, EventType::BroadcastProgress, summary)
+            .await?;
+        *last = Progress {
+            at: std::time::Instant::now(),
+            done,
+        };
+        Ok(())
+    }
+
+    /// Dispatches a broadcast's event to the bot (and partner apps) subscribed to it.
+    async fn announce_broadcast(
+        &self,
+        bot_id: &str,
+        id: String,
+        event_type: EventType,
+        summary: BroadcastSummary,
+    ) -> Result<(), BoxError> {
+        let Some(bot) = self.view.bot(bot_id).await? else {
+            return Ok(());
+        };
+        let event = TenantEvent {
+            id,
+            event_type,
+            created_at: chrono::Utc::now(),
+            bot_id: bot_id.to_owned(),
+            channel: None,
+            user: None,
+            conversation_id: None,
+            chat: None,
+            message: None,
+            error: None,
+            referral: None,
+            resubscribed: false,
+            installation: None,
+            handled_by: None,
+            handover: None,
+            broadcast: Some(summary),
+        };
+        self.dispatch(&bot, event, None)
+            .await
+            .map_err(|e| -> BoxError { e.to_string().into() })?;
+        Ok(())
+    }
+
+    /// Ends a broadcast whose recipients all have an outcome: marks it completed (or, when it
+    /// was cancelled, announced) and sends `broadcast.completed` with the final counts, in
+    /// one transaction (a crash in between repeats the event under the same id, which the
+    /// dispatch stream drops).
+    async fn finish(&self, b: &Claimed) -> Result<(), BoxError> {
+        let mut tx = self.pool.begin().await?;
+        let ended = sqlx::query(
+            "update broadcasts set state = case when state = 'sending' then 'completed' \
+                 else state end, \
+                 finished_at = coalesce(finished_at, now()), updated_at = now(), \
+                 announced_at = now(), owner = null \
+             where id = $1 and state in ('sending', 'cancelled') and announced_at is null \
+               and queued = 0 and released = 0",
+        )
+        .bind(&b.id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !ended {
+            return Ok(());
+        }
+        let Some(view) = get(&mut tx, &b.bot_id, &b.id).await? else {
+            return Ok(());
+        };
+        let summary = BroadcastSummary {
+            id: view.id,
+            state: view.state,
+            counts: view.counts,
+            failed_reasons: view.failed_reasons,
+            skipped_reasons: view.skipped_reasons,
+            finished_at: view.finished_at,
+        };
+        let id = hashed_id(prefix::EVENT, &[&b.id, "completed"]);
+        self.announce_broadcast(&b.bot_id, id, EventType::BroadcastCompleted, summary)
+            .await?;
+        tx.commit().await?;
+        if view.state == BroadcastState::Completed {
+            metrics::counter!("patchbay_broadcasts_completed_total").increment(1);
+            tracing::info!(broadcast_id = %b.id, bot_id = %b.bot_id, "broadcast completed");
+        } else {
+            tracing::info!(broadcast_id = %b.id, bot_id = %b.bot_id, "cancelled broadcast ended");
+        }
+        Ok(())
     }
 
     /// One step: store a page of the audience, release what the window allows, complete;
     /// whether the audience has more pages to store.
     async fn step(&self, b: &Claimed) -> Result<bool, BoxError> {
         if b.state == "cancelled" {
-            return self.skip_page(b).await;
+            if b.queued > 0 {
+                return self.skip_page(b).await;
+            }
+            if b.released == 0 {
+                self.finish(b).await?;
+            }
+            return Ok(false);
         }
         let mut queueing = b.state == "queueing";
         if queueing {
@@ -540,20 +694,7 @@ impl Router {
             }
         }
         if !queueing && b.queued == 0 && b.released == 0 {
-            let done = sqlx::query(
-                "update broadcasts set state = 'completed', finished_at = now(), \
-                 updated_at = now(), owner = null \
-                 where id = $1 and state = 'sending' and queued = 0 and released = 0",
-            )
-            .bind(&b.id)
-            .execute(&self.pool)
-            .await?
-            .rows_affected()
-                == 1;
-            if done {
-                metrics::counter!("patchbay_broadcasts_completed_total").increment(1);
-                tracing::info!(broadcast_id = %b.id, bot_id = %b.bot_id, "broadcast completed");
-            }
+            self.finish(b).await?;
         }
         Ok(queueing)
     }
@@ -584,15 +725,11 @@ impl Router {
         .bind(CANCELLED)
         .fetch_one(&mut *tx)
         .await?;
-        sqlx::query(
-            "update broadcasts set released_to = coalesce($2, released_to), \
-             owner = case when $3 then owner end where id = $1",
-        )
-        .bind(&b.id)
-        .bind(last)
-        .bind(skipped == QUEUE_PAGE)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query("update broadcasts set released_to = coalesce($2, released_to) where id = $1")
+            .bind(&b.id)
+            .bind(last)
+            .execute(&mut *tx)
+            .await?;
         if skipped < QUEUE_PAGE {
             // The last page: nothing queued may stay behind the cursor.
             sqlx::query(

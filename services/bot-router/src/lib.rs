@@ -125,6 +125,11 @@ pub const MIGRATIONS: &[patchbay_store::EmbeddedMigration] = &[
         "broadcasts",
         include_str!("../migrations/0016_broadcasts.sql"),
     ),
+    (
+        17,
+        "broadcast_events",
+        include_str!("../migrations/0017_broadcast_events.sql"),
+    ),
 ];
 
 struct Router {
@@ -139,6 +144,8 @@ struct Router {
     cancelled: async_nats::jetstream::kv::Store,
     /// `PATCHBAY_BROADCAST_WINDOW`.
     broadcast_window: u32,
+    /// `PATCHBAY_BROADCAST_PROGRESS_MS`.
+    broadcast_progress: std::time::Duration,
 }
 
 impl Router {
@@ -268,6 +275,7 @@ pub fn start(deps: Deps) -> BoxFuture<'static, Result<Service, BoxError>> {
                 )
                 .await?,
             broadcast_window: deps.config.broadcast_window,
+            broadcast_progress: std::time::Duration::from_millis(deps.config.broadcast_progress_ms),
         });
         let s = deps.bus.subjects();
         let c = deps.config.consumer_concurrency;
@@ -430,16 +438,16 @@ impl Router {
             event_type: EventType::ConversationHandover,
             created_at: at,
             bot_id: bot.id.clone(),
-            channel: user.channel.clone(),
-            user: patchbay_contract::EventUser {
+            channel: Some(user.channel.clone()),
+            user: Some(patchbay_contract::EventUser {
                 id: user.id.clone(),
                 platform_user_id: user.platform_user_id.clone(),
                 display_name: user.display_name.clone(),
                 username: user.username.clone(),
                 locale: user.locale.clone(),
                 fields: user.fields.clone(),
-            },
-            conversation_id: h.state.conversation_id.clone(),
+            }),
+            conversation_id: Some(h.state.conversation_id.clone()),
             chat: None,
             message: None,
             error: None,
@@ -452,6 +460,7 @@ impl Router {
                 agent: h.state.agent.clone().or_else(|| h.previous_agent.clone()),
                 reason: reason.to_owned(),
             }),
+            broadcast: None,
         };
         self.dispatch(bot, event, None).await.map(|_| ())
     }
@@ -477,11 +486,12 @@ impl Router {
         // subscribes to it, under its own id: delivered, retried and logged apart from the
         // bot's own webhook.
         let mut stored = false;
-        for ins in bot
-            .installations
-            .iter()
-            .filter(|i| i.accepts(event.event_type, &event.channel.id))
-        {
+        for ins in bot.installations.iter().filter(|i| {
+            i.accepts(
+                event.event_type,
+                event.channel.as_ref().map(|c| c.id.as_str()),
+            )
+        }) {
             let copy = TenantEvent {
                 id: hashed_id(prefix::EVENT, &[&event.id, &ins.id]),
                 installation: Some(patchbay_contract::partners::InstallationContext {
@@ -502,7 +512,7 @@ impl Router {
         if bot.webhook.url.is_none()
             || !bot
                 .webhook
-                .accepts(event.event_type, event.channel.platform)
+                .accepts(event.event_type, event.channel.as_ref().map(|c| c.platform))
         {
             return Ok(stored);
         }
@@ -741,9 +751,9 @@ impl Handler<InboundEvent> for Inbound {
                 event_type: ev.event_type,
                 created_at: ev.occurred_at,
                 bot_id: ev.bot_id.clone(),
-                channel: ev.channel.clone(),
-                user: stored.user.clone(),
-                conversation_id: stored.conversation_id.clone(),
+                channel: Some(ev.channel.clone()),
+                user: Some(stored.user.clone()),
+                conversation_id: Some(stored.conversation_id.clone()),
                 chat: stored.chat.clone(),
                 message: ev.message.as_ref().map(|m| EventMessage {
                     id: stored.message_id.clone(),
@@ -758,6 +768,7 @@ impl Handler<InboundEvent> for Inbound {
                 installation: None,
                 handled_by: (stored.handled_by == HandledBy::Human).then_some(HandledBy::Human),
                 handover: None,
+                broadcast: None,
             };
             // The user's own action, at the event's time, opened their window (an
             // unsubscription opens none).
@@ -823,9 +834,9 @@ impl Router {
                 event_type: EventType::MessageUnsent,
                 created_at: ev.occurred_at,
                 bot_id: ev.bot_id.clone(),
-                channel: ev.channel.clone(),
-                user: m.user,
-                conversation_id: m.conversation_id,
+                channel: Some(ev.channel.clone()),
+                user: Some(m.user),
+                conversation_id: Some(m.conversation_id),
                 chat: None,
                 message: Some(EventMessage {
                     id: m.message_id,
@@ -840,6 +851,7 @@ impl Router {
                 installation: None,
                 handled_by: None,
                 handover: None,
+                broadcast: None,
             };
             self.dispatch(bot, event, None).await?;
         }
@@ -890,9 +902,9 @@ impl Router {
                     event_type: ev.event_type,
                     created_at: ev.occurred_at,
                     bot_id: ev.bot_id.clone(),
-                    channel: ev.channel.clone(),
-                    user: m.user.clone(),
-                    conversation_id: m.conversation_id.clone(),
+                    channel: Some(ev.channel.clone()),
+                    user: Some(m.user.clone()),
+                    conversation_id: Some(m.conversation_id.clone()),
                     chat: None,
                     message: Some(EventMessage {
                         id: m.message_id.clone(),
@@ -907,6 +919,7 @@ impl Router {
                     installation: None,
                     handled_by: None,
                     handover: None,
+                    broadcast: None,
                 };
                 self.dispatch(bot, event, None).await?;
             }
@@ -1694,9 +1707,9 @@ impl Handler<StatusEvent> for Statuses {
             event_type,
             created_at: st.at,
             bot_id: st.bot_id.clone(),
-            channel: st.channel.clone(),
-            user: found.user,
-            conversation_id: found.conversation_id,
+            channel: Some(st.channel.clone()),
+            user: Some(found.user),
+            conversation_id: Some(found.conversation_id),
             chat: None,
             message: Some(EventMessage {
                 id: st.message_id.clone(),
@@ -1711,6 +1724,7 @@ impl Handler<StatusEvent> for Statuses {
             installation: None,
             handled_by: None,
             handover: None,
+            broadcast: None,
         };
         r.dispatch(&bot, event, None).await.map(drop)
     }

@@ -1,7 +1,8 @@
 //! Live views, fed from NATS: a bot's events as they go to its callback
 //! (`<p>.dispatch.<bot>`), and a "changed" signal for the pages that show conversations (an
 //! event of the conversation, or a status of one of the bot's messages), on which the page's
-//! script fetches its fragment again. Each open page holds one plain subscription, dropped
+//! script fetches its fragment again, and a steady "changed" for numbers with no event of
+//! their own (a broadcast's counts). Each open page holds one plain subscription, dropped
 //! when the browser goes; nothing is stored.
 
 use std::collections::VecDeque;
@@ -51,6 +52,19 @@ async fn subscribe(
         ConsoleError::Unavailable
     })?;
     Ok(sub)
+}
+
+/// `changed` every `every` (the first after `every`): for numbers that move without an event
+/// of their own, such as a broadcast's counts. The page stops listening once what it shows
+/// has ended (an element with `data-live-end` in its fragment).
+pub(crate) fn ticks(every: Duration) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let start = tokio::time::Instant::now() + every;
+    let ticks = futures::stream::unfold(tokio::time::interval_at(start, every), |mut i| async {
+        i.tick().await;
+        // (An event without data is never dispatched by the browser.)
+        Some((Ok(Event::default().event("changed").data("tick")), i))
+    });
+    Sse::new(ticks).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
 /// The bot's own events (not its partner apps' copies) as `event` rows, each rendered by
@@ -107,7 +121,7 @@ pub(crate) async fn changes(
             }
             let job: DispatchJob = serde_json::from_slice(&m.payload).ok()?;
             match &conversation {
-                Some(c) if &job.event.conversation_id != c => None,
+                Some(c) if job.event.conversation_id.as_ref() != Some(c) => None,
                 _ => Some(job.event.event_type.as_str().to_owned()),
             }
         },

@@ -56,6 +56,7 @@ impl Nav {
                 ("journey", "/console/bot/journey", "Journey"),
                 ("inbox", "/console/inbox", "Conversations"),
                 ("agents", "/console/bot/agents", "Agents"),
+                ("broadcasts", "/console/bot/broadcasts", "Broadcasts"),
             ],
             Some(Role::Agent) => vec![("inbox", "/console/inbox", "Inbox")],
             None => Vec::new(),

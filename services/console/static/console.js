@@ -1,6 +1,7 @@
 // Patchbay console: live updates. Every element with data-live listens to the server-sent
 // events at that URL: "event" rows are put at the top (data-live-mode="prepend"), "changed"
-// makes it fetch its fragment (data-refresh) again. Everything else works without JavaScript.
+// makes it fetch its fragment (data-refresh) again, until the fragment holds an element with
+// data-live-end. Everything else works without JavaScript.
 (function () {
   "use strict";
   function state(text) {
@@ -19,7 +20,17 @@
           if (r.redirected || !r.ok) throw new Error("HTTP " + r.status);
           return r.text();
         })
-        .then(function (html) { el.innerHTML = html; })
+        .then(function (html) {
+          el.innerHTML = html;
+          // What the fragment shows has ended (a finished broadcast): nothing more to follow.
+          if (el.querySelector("[data-live-end]")) {
+            source.close();
+            el.setAttribute("data-live-ended", "1");
+            state("");
+            // Its controls (pause, cancel) have nothing left to act on.
+            document.querySelectorAll("[data-while-live]").forEach(function (c) { c.hidden = true; });
+          }
+        })
         .catch(function () { state("could not refresh: reload the page"); })
         .then(function () {
           busy = false;

@@ -431,6 +431,15 @@ impl Dispatcher {
         {
             return Ok((0, None));
         }
+        let Some(reply_to) = job.event.reply_to() else {
+            return Ok((
+                0,
+                Some(format!(
+                    "inline reply ignored: a {} event has no user to reply to",
+                    job.event.event_type.as_str()
+                )),
+            ));
+        };
         let messages = if flavour == WebhookFlavour::Web1on1 {
             // Web1on1's answer: `{"token": …, "messages": [{"text": …}, …]}`.
             let given = value["messages"].as_array().cloned().unwrap_or_default();
@@ -497,7 +506,7 @@ impl Dispatcher {
             v: V1,
             id: Some(id.clone()),
             to: Recipient::User {
-                user_id: job.event.reply_to().to_owned(),
+                user_id: reply_to.to_owned(),
             },
             messages,
             source: SendSource::Inline,
@@ -513,7 +522,7 @@ impl Dispatcher {
     /// Tells a custom channel's request waiting for this event's replies what became of it
     /// (core NATS; nobody may be listening).
     async fn announce(&self, job: &DispatchJob, delivered: bool, replies: u32) {
-        if job.event.channel.platform != Platform::Custom
+        if job.event.channel.as_ref().map(|c| c.platform) != Some(Platform::Custom)
             || job.event.event_type != EventType::MessageReceived
         {
             return;

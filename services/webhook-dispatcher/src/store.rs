@@ -587,19 +587,19 @@ mod tests {
                 event_type: EventType::MessageReceived,
                 created_at: Utc::now(),
                 bot_id: "bot_1".into(),
-                channel: ChannelRef {
+                channel: Some(ChannelRef {
                     id: "chn_1".into(),
                     platform: Platform::Telegram,
-                },
-                user: EventUser {
+                }),
+                user: Some(EventUser {
                     id: "usr_1".into(),
                     platform_user_id: "1".into(),
                     display_name: None,
                     username: None,
                     locale: None,
                     fields: Default::default(),
-                },
-                conversation_id: conversation_id.into(),
+                }),
+                conversation_id: Some(conversation_id.into()),
                 chat: None,
                 message: None,
                 error: None,
@@ -608,6 +608,7 @@ mod tests {
                 installation: None,
                 handled_by: None,
                 handover: None,
+                broadcast: None,
             },
             reply_address: None,
         })

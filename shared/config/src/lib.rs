@@ -149,6 +149,9 @@ pub struct Config {
     /// at most: what waits for the platform's pace in the bulk stream, and what a pause still
     /// lets go out.
     pub broadcast_window: u32,
+    /// How often, at most, a sending broadcast's `broadcast.progress` event goes to the bots
+    /// that subscribe to it (only when its counts moved).
+    pub broadcast_progress_ms: u64,
     /// How long a stopping service may take to finish what it holds.
     pub shutdown_grace_ms: u64,
     /// Telegram Bot API base URL (channels may override it).
@@ -283,6 +286,7 @@ impl Default for Config {
             consumer_concurrency: 128,
             record_linger_ms: 25,
             broadcast_window: 1000,
+            broadcast_progress_ms: 10_000,
             shutdown_grace_ms: 10_000,
             telegram_api_base_url: "https://api.telegram.org".into(),
             outbound_timeout_ms: 10_000,
@@ -473,6 +477,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "broadcast_window",
                 "must be between 1 and 10000",
+            ));
+        }
+        if self.broadcast_progress_ms < 250 {
+            return Err(ConfigError::invalid(
+                "broadcast_progress_ms",
+                "must be at least 250 (a broadcast steps every 250 ms)",
             ));
         }
         if self.consumer_concurrency == 0 {

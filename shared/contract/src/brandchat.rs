@@ -273,7 +273,8 @@ pub fn contents(
 /// The BrandChat callback body of a tenant event, or `None` when BrandChat has no such event
 /// (deliveries and failures of sent messages, message kinds it does not know).
 pub fn callback_body(event: &TenantEvent) -> Option<Value> {
-    let user_id = numeric_user_id(&event.user.id);
+    // BrandChat has no broadcast events.
+    let user_id = numeric_user_id(&event.user.as_ref()?.id);
     let timestamp = event.created_at.timestamp();
     match event.event_type {
         EventType::UserSubscribed => Some(json!({
@@ -314,7 +315,9 @@ pub fn callback_body(event: &TenantEvent) -> Option<Value> {
         | EventType::MessageDelivered
         | EventType::MessageRead
         | EventType::MessageUnsent
-        | EventType::ConversationHandover => None,
+        | EventType::ConversationHandover
+        | EventType::BroadcastProgress
+        | EventType::BroadcastCompleted => None,
     }
 }
 

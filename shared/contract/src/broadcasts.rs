@@ -339,6 +339,34 @@ pub struct Broadcast {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// A broadcast as its events (`broadcast.progress`, `broadcast.completed`) name it: where it
+/// is and its counts, and on `broadcast.completed` the reasons.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct BroadcastSummary {
+    /// `brd_…`.
+    pub id: String,
+    /// Where it is (`completed` or `cancelled` on `broadcast.completed`).
+    pub state: BroadcastState,
+    /// How many recipients are where.
+    pub counts: BroadcastCounts,
+    /// Failed recipients by error code (on `broadcast.completed`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub failed_reasons: BTreeMap<String, i64>,
+    /// Skipped recipients by reason (on `broadcast.completed`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub skipped_reasons: BTreeMap<String, i64>,
+    /// When it completed or was cancelled (on `broadcast.completed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl BroadcastCounts {
+    /// Recipients with an outcome (sent, failed or skipped).
+    pub fn done(&self) -> i64 {
+        self.sent + self.failed + self.skipped
+    }
+}
+
 /// A page of a bot's broadcasts, newest first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct BroadcastPage {

@@ -73,8 +73,10 @@ pub fn type_and_body(content: &Content) -> (&'static str, String, Option<String>
 /// user's phone number when the event names it (what users wrote carries it); else the chat is
 /// named by the user's platform id.
 pub fn callback_body(event: &TenantEvent, address: Option<&str>) -> Option<Value> {
-    let chat = chat_id(address.unwrap_or(&event.user.platform_user_id));
-    let instance = &event.channel.id;
+    // chat-api has no broadcast events.
+    let conv = event.conversation()?;
+    let chat = chat_id(address.unwrap_or(&conv.user.platform_user_id));
+    let instance = &conv.channel.id;
     match event.event_type {
         EventType::MessageReceived => {
             let message = event.message.as_ref()?;
@@ -91,7 +93,7 @@ pub fn callback_body(event: &TenantEvent, address: Option<&str>) -> Option<Value
                     "time": event.created_at.timestamp(),
                     "chatId": chat,
                     "type": kind,
-                    "senderName": event.user.display_name.clone().unwrap_or_default(),
+                    "senderName": conv.user.display_name.clone().unwrap_or_default(),
                     "caption": caption,
                     "quotedMsgId": null,
                 }],

@@ -186,13 +186,15 @@ pub struct InstallationRef {
 }
 
 impl InstallationRef {
-    /// Whether an event of `event_type` on `channel_id` goes to the app.
-    pub fn accepts(&self, event_type: crate::EventType, channel_id: &str) -> bool {
+    /// Whether an event of `event_type` on `channel_id` goes to the app. An event on no
+    /// channel (a broadcast's, which may span them) goes to apps enabled on every channel.
+    pub fn accepts(&self, event_type: crate::EventType, channel_id: Option<&str>) -> bool {
         crate::wire::subscribed(&self.events, event_type)
-            && self
-                .channels
-                .as_ref()
-                .is_none_or(|c| c.iter().any(|id| id == channel_id))
+            && match (&self.channels, channel_id) {
+                (None, _) => true,
+                (Some(c), Some(channel_id)) => c.iter().any(|id| id == channel_id),
+                (Some(_), None) => false,
+            }
     }
 }
 
@@ -355,10 +357,14 @@ mod tests {
                 expires_at: None,
             },
         };
-        assert!(i.accepts(crate::EventType::MessageReceived, "ch_a"));
-        assert!(!i.accepts(crate::EventType::UserSubscribed, "ch_a"));
+        assert!(i.accepts(crate::EventType::MessageReceived, Some("ch_a")));
+        assert!(!i.accepts(crate::EventType::UserSubscribed, Some("ch_a")));
+        i.events.push("broadcast.*".into());
+        assert!(i.accepts(crate::EventType::BroadcastCompleted, None));
         i.channels = Some(vec!["ch_b".into()]);
-        assert!(!i.accepts(crate::EventType::MessageReceived, "ch_a"));
-        assert!(i.accepts(crate::EventType::MessageReceived, "ch_b"));
+        assert!(!i.accepts(crate::EventType::MessageReceived, Some("ch_a")));
+        assert!(i.accepts(crate::EventType::MessageReceived, Some("ch_b")));
+        // Limited to some channels: a broadcast (which may span others) is not its business.
+        assert!(!i.accepts(crate::EventType::BroadcastCompleted, None));
     }
 }

@@ -359,13 +359,15 @@ pub fn conversation_json(
 /// (`contact.create`) and a hand-over (`conversation.update`). Delivery reports (`sent`,
 /// `delivered`, `read`) are none of Web1on1's events: they are not posted.
 pub fn callback_body(event: &TenantEvent, organization: &str) -> Option<Value> {
-    let user = &event.user;
+    // Web1on1 has no broadcast events.
+    let conv = event.conversation()?;
+    let user = conv.user;
     let conversation = conversation_json(
-        &event.conversation_id,
+        conv.id,
         organization,
         &user.id,
         user.display_name.as_deref(),
-        event.channel.platform,
+        conv.channel.platform,
         event.handled_by,
     );
     let timestamp = event
@@ -394,12 +396,12 @@ pub fn callback_body(event: &TenantEvent, organization: &str) -> Option<Value> {
     let message_event = |content: &Content, id: &str, role: &str, author: &str| {
         let view = MessageView {
             id,
-            conversation: &event.conversation_id,
+            conversation: conv.id,
             organization,
             content,
             role,
             user: author,
-            platform: event.channel.platform,
+            platform: conv.channel.platform,
             created_at: event.created_at,
         };
         let summary = format!("{role} {author} created a {} message", shape(content).0);
@@ -455,8 +457,8 @@ pub fn callback_body(event: &TenantEvent, organization: &str) -> Option<Value> {
             activity(
                 "Update",
                 (&event.bot_id, "bot"),
-                (&event.conversation_id, "Conversation"),
-                format!("conversation {} changed hands", event.conversation_id),
+                (conv.id, "Conversation"),
+                format!("conversation {} changed hands", conv.id),
             ),
             json!({"conversation": conversation, "handover": event.handover}),
         )),

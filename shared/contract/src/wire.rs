@@ -132,6 +132,14 @@ pub enum EventType {
     /// why).
     #[serde(rename = "conversation.handover")]
     ConversationHandover,
+    /// A broadcast's counts moved (at most every `PATCHBAY_BROADCAST_PROGRESS_EVERY`; the
+    /// event's `broadcast` has them).
+    #[serde(rename = "broadcast.progress")]
+    BroadcastProgress,
+    /// A broadcast finished: every recipient has an outcome, or it was cancelled and what
+    /// was on its way has one (`broadcast.state` says which; the counts are final).
+    #[serde(rename = "broadcast.completed")]
+    BroadcastCompleted,
 }
 
 impl EventType {
@@ -146,6 +154,8 @@ impl EventType {
         EventType::MessageRead,
         EventType::MessageUnsent,
         EventType::ConversationHandover,
+        EventType::BroadcastProgress,
+        EventType::BroadcastCompleted,
     ];
 
     /// The dotted name, e.g. `message.received`. (Adding a variant: add it to [`Self::ALL`]
@@ -161,6 +171,8 @@ impl EventType {
             EventType::MessageRead => "message.read",
             EventType::MessageUnsent => "message.unsent",
             EventType::ConversationHandover => "conversation.handover",
+            EventType::BroadcastProgress => "broadcast.progress",
+            EventType::BroadcastCompleted => "broadcast.completed",
         }
     }
 }
@@ -725,9 +737,22 @@ pub struct EventMessage {
 }
 
 impl TenantEvent {
-    /// Whom a reply to this event goes to: the group or room it happened in, else the user.
-    pub fn reply_to(&self) -> &str {
-        self.chat.as_ref().map_or(&self.user.id, |c| &c.id)
+    /// The channel, user and conversation, on every event but a broadcast's.
+    pub fn conversation(&self) -> Option<EventConversation<'_>> {
+        Some(EventConversation {
+            channel: self.channel.as_ref()?,
+            user: self.user.as_ref()?,
+            id: self.conversation_id.as_deref()?,
+        })
+    }
+
+    /// Whom a reply to this event goes to: the group or room it happened in, else the user;
+    /// `None` for a broadcast's event, which has no one to reply to.
+    pub fn reply_to(&self) -> Option<&str> {
+        match &self.chat {
+            Some(c) => Some(&c.id),
+            None => self.user.as_ref().map(|u| u.id.as_str()),
+        }
     }
 }
 
@@ -757,12 +782,16 @@ pub struct TenantEvent {
     pub created_at: DateTime<Utc>,
     /// The bot.
     pub bot_id: String,
-    /// The channel.
-    pub channel: ChannelRef,
-    /// The user: who acted (in a group, the member).
-    pub user: EventUser,
-    /// The conversation (`conv_…`): in a group, the group's.
-    pub conversation_id: String,
+    /// The channel; on every event but a broadcast's (`broadcast.*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<ChannelRef>,
+    /// The user: who acted (in a group, the member); on every event but a broadcast's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<EventUser>,
+    /// The conversation (`conv_…`): in a group, the group's; on every event but a
+    /// broadcast's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation_id: Option<String>,
     /// The group or room the event happened in, when one of its members acted (LINE groups and
     /// rooms, Telegram groups). Replies go to the chat: an inline reply does, and
     /// `POST /v1/messages` with the chat's `id` as `user_id`.
@@ -792,6 +821,21 @@ pub struct TenantEvent {
     /// On `conversation.handover`: to whom, by whom, why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handover: Option<Handover>,
+    /// On `broadcast.progress` and `broadcast.completed`: the broadcast and its counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broadcast: Option<crate::broadcasts::BroadcastSummary>,
+}
+
+/// What a conversation's event is about: the channel, the user and the conversation (every
+/// event but a broadcast's has them).
+#[derive(Debug, Clone, Copy)]
+pub struct EventConversation<'a> {
+    /// The channel.
+    pub channel: &'a ChannelRef,
+    /// The user.
+    pub user: &'a EventUser,
+    /// The conversation (`conv_…`).
+    pub id: &'a str,
 }
 
 /// An event to deliver to a tenant. Subject `<p>.dispatch.<bot>`; `Nats-Msg-Id` is the event id.
@@ -820,22 +864,30 @@ impl DispatchJob {
             .map_or(&self.event.bot_id, |i| &i.id)
     }
 
-    /// The conversation within the lane, whose events are delivered in order.
+    /// The conversation within the lane, whose events are delivered in order: a broadcast's
+    /// events are delivered in order by broadcast.
     pub fn lane_conversation(&self) -> String {
+        let ordered_by = self
+            .event
+            .conversation_id
+            .as_deref()
+            .or(self.event.broadcast.as_ref().map(|b| b.id.as_str()))
+            .unwrap_or(&self.event.id);
         match &self.event.installation {
-            Some(i) => format!("{}:{}", self.event.conversation_id, i.id),
-            None => self.event.conversation_id.clone(),
+            Some(i) => format!("{ordered_by}:{}", i.id),
+            None => ordered_by.to_owned(),
         }
     }
 
     /// The recipient of an inline reply to this job's event, when the router named one.
     pub fn known_recipient(&self) -> Option<KnownRecipient> {
         let address = self.reply_address.clone()?;
+        let conversation = self.event.conversation()?;
         Some(KnownRecipient {
-            user_id: self.event.reply_to().to_owned(),
-            channel: self.event.channel.clone(),
+            user_id: self.event.reply_to()?.to_owned(),
+            channel: conversation.channel.clone(),
             address,
-            conversation_id: self.event.conversation_id.clone(),
+            conversation_id: conversation.id.to_owned(),
             window_from: self.event.created_at,
             handled_by: self.event.handled_by,
         })
@@ -961,9 +1013,11 @@ pub struct WebhookSettings {
 impl WebhookSettings {
     /// Whether an event of `event_type` from `platform` is delivered: subscribed, and from a
     /// platform the filter lets through.
-    pub fn accepts(&self, event_type: EventType, platform: Platform) -> bool {
+    /// A broadcast's events (`platform` `None`: a broadcast may span platforms) pass the
+    /// platform filter.
+    pub fn accepts(&self, event_type: EventType, platform: Option<Platform>) -> bool {
         self.subscribed(event_type)
-            && (self.platforms.is_empty() || self.platforms.contains(&platform))
+            && platform.is_none_or(|p| self.platforms.is_empty() || self.platforms.contains(&p))
     }
 
     /// The subscriptions a new bot gets: everything users do, not delivery reports.
@@ -2820,12 +2874,14 @@ mod tests {
                 | EventType::MessageDelivered
                 | EventType::MessageRead
                 | EventType::MessageUnsent
-                | EventType::ConversationHandover => {}
+                | EventType::ConversationHandover
+                | EventType::BroadcastProgress
+                | EventType::BroadcastCompleted => {}
             }
         }
         let names: std::collections::BTreeSet<&str> =
             EventType::ALL.iter().map(|t| t.as_str()).collect();
-        assert_eq!(names.len(), 9);
+        assert_eq!(names.len(), 11);
         for t in EventType::ALL {
             let back: EventType = serde_json::from_value(json!(t.as_str())).unwrap();
             assert_eq!(back, *t);
@@ -2908,9 +2964,17 @@ mod tests {
             platforms: vec![Platform::Whatsapp],
             ..msg
         };
-        assert!(whatsapp_only.accepts(EventType::MessageSent, Platform::Whatsapp));
-        assert!(!whatsapp_only.accepts(EventType::MessageSent, Platform::Telegram));
-        assert!(!whatsapp_only.accepts(EventType::UserSubscribed, Platform::Whatsapp));
+        assert!(whatsapp_only.accepts(EventType::MessageSent, Some(Platform::Whatsapp)));
+        assert!(!whatsapp_only.accepts(EventType::MessageSent, Some(Platform::Telegram)));
+        assert!(!whatsapp_only.accepts(EventType::UserSubscribed, Some(Platform::Whatsapp)));
+        // A broadcast's events span platforms: the platform filter lets them through.
+        let broadcasts = WebhookSettings {
+            events: vec!["broadcast.*".into()],
+            ..whatsapp_only
+        };
+        assert!(broadcasts.accepts(EventType::BroadcastCompleted, None));
+        assert!(broadcasts.accepts(EventType::BroadcastProgress, None));
+        assert!(!broadcasts.accepts(EventType::MessageSent, Some(Platform::Whatsapp)));
     }
 
     #[test]

@@ -239,7 +239,8 @@ pub(crate) struct EventRow {
     platform: String,
     user: String,
     text: String,
-    conversation_id: String,
+    /// `None` on a broadcast's event.
+    conversation_id: Option<String>,
 }
 
 impl EventRow {
@@ -256,18 +257,41 @@ impl EventRow {
                 )
             })
             .unwrap_or_default();
+        let Some(conv) = e.conversation() else {
+            // A broadcast's event: its counts instead of a user's words.
+            let text = e.broadcast.as_ref().map_or_else(String::new, |b| {
+                format!(
+                    "{} {}: {} sent, {} failed, {} skipped of {}",
+                    b.id,
+                    b.state.as_str(),
+                    b.counts.sent,
+                    b.counts.failed,
+                    b.counts.skipped,
+                    b.counts.recipients
+                )
+            });
+            return EventRow {
+                id: e.id.clone(),
+                event_type: e.event_type.as_str().to_owned(),
+                at: time(&e.created_at),
+                platform: String::new(),
+                user: String::new(),
+                text,
+                conversation_id: None,
+            };
+        };
         EventRow {
             id: e.id.clone(),
             event_type: e.event_type.as_str().to_owned(),
             at: time(&e.created_at),
-            platform: e.channel.platform.as_str().to_owned(),
-            user: e
+            platform: conv.channel.platform.as_str().to_owned(),
+            user: conv
                 .user
                 .display_name
                 .clone()
-                .unwrap_or_else(|| e.user.id.clone()),
+                .unwrap_or_else(|| conv.user.id.clone()),
             text,
-            conversation_id: e.conversation_id.clone(),
+            conversation_id: Some(conv.id.to_owned()),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The console's pages, one module per area; [`routes`] mounts them under `/console`.
 
 mod agent;
+mod broadcasts;
 mod developer;
 mod operator;
 mod sign_in;
@@ -29,6 +30,7 @@ pub(crate) fn routes() -> Router<Arc<Console>> {
         .route("/console/sign-out", post(sign_in::sign_out))
         .merge(operator::routes())
         .merge(developer::routes())
+        .merge(broadcasts::routes())
         .merge(agent::routes())
 }
 
