@@ -8,7 +8,8 @@
 //!    (stored), and until every recipient's row is stored (the state leaves `queueing`), with
 //!    `bot-router`'s resident memory sampled meanwhile;
 //! 4. the broadcast going out: its rate at the fake Telegram against the limit, while the other
-//!    bot's round trip runs again at the same rate: its p99 against step 2's;
+//!    bot's round trip runs again at the same rate: its p99 against step 2's, with what the
+//!    machine did in each loop (stages, statements, autovacuum, CPU per process);
 //! 5. cancel: what was not sent stays unsent, and no recipient got it twice (the fake's count of
 //!    the broadcast's text against the recipients the router counts as sent).
 
@@ -60,6 +61,89 @@ impl Sizes {
                 settle: Duration::from_secs(10),
             }
         }
+    }
+}
+
+/// What the machine did over one round-trip loop, to tell what a broadcast adds: each stage's
+/// time, the database's statements, PostgreSQL's background work, the CPU per process, and
+/// how often an autovacuum worker was running (sampled every 100 ms, with its tables).
+struct Window {
+    m: std::collections::BTreeMap<String, load::Histogram>,
+    q: std::collections::BTreeMap<i64, stack::Statement>,
+    bg: (i64, i64),
+    host: stack::HostCpu,
+    cpu: Vec<(String, u32, f64)>,
+    vacuum: tokio::task::JoinHandle<(u32, u32, std::collections::BTreeMap<String, u32>)>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Window {
+    async fn open(stack: &Stack, tck: f64) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (pg, halt) = (stack.pg.clone(), stop.clone());
+        let vacuum = tokio::spawn(async move {
+            let (mut samples, mut busy) = (0, 0);
+            let mut tables = std::collections::BTreeMap::new();
+            while !halt.load(std::sync::atomic::Ordering::Relaxed) {
+                let running: Vec<String> = sqlx::query_scalar(
+                    "select coalesce(query, '') from pg_stat_activity \
+                     where backend_type = 'autovacuum worker'",
+                )
+                .fetch_all(&pg)
+                .await
+                .unwrap_or_default();
+                samples += 1;
+                if !running.is_empty() {
+                    busy += 1;
+                }
+                for q in running {
+                    *tables.entry(q).or_insert(0) += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            (samples, busy, tables)
+        });
+        Self {
+            m: load::parse_histograms(&stack.scrape().await),
+            q: stack.statements().await,
+            bg: stack.background().await,
+            host: stack::HostCpu::now(),
+            cpu: stack
+                .accounts()
+                .into_iter()
+                .map(|(n, pid)| {
+                    let used = stack::cpu_seconds(pid, tck, !n.starts_with("bench"));
+                    (n, pid, used)
+                })
+                .collect(),
+            vacuum,
+            stop,
+        }
+    }
+
+    async fn close(self, stack: &Stack, tck: f64, o: &load::Outcome) -> Value {
+        let (steal, iowait, idle) = stack::HostCpu::now().since(&self.host);
+        let m1 = load::parse_histograms(&stack.scrape().await);
+        let q1 = stack.statements().await;
+        let bg1 = stack.background().await;
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (samples, busy, tables) = self.vacuum.await.unwrap_or_default();
+        let mut cpu = serde_json::Map::new();
+        for (n, pid, before) in &self.cpu {
+            let used = stack::cpu_seconds(*pid, tck, !n.starts_with("bench")) - before;
+            let e = cpu.entry(n.clone()).or_insert(json!(0.0));
+            *e = json!(round3(e.as_f64().unwrap_or(0.0) + used));
+        }
+        json!({
+            "host_cpu_pct": {"steal": round3(steal), "iowait": round3(iowait), "idle": round3(idle)},
+            "cpu_s": cpu,
+            "stages": load::stage_rows(&self.m, &m1),
+            "database": crate::database(&self.q, &q1, o.delivered),
+            "pg_checkpoints": bg1.0 - self.bg.0,
+            "pg_autovacuums": bg1.1 - self.bg.1,
+            "autovacuum_running_pct": round3(f64::from(busy) * 100.0 / f64::from(samples.max(1))),
+            "autovacuum_samples": tables,
+        })
     }
 }
 
@@ -126,7 +210,10 @@ pub async fn run(fakes: &Fakes, force_self: bool, sizes: &Sizes) -> anyhow::Resu
         crate::mib(dirty),
         took.as_secs_f64()
     );
+    let tck = stack::clk_tck();
+    let w = Window::open(&stack, tck).await;
     let without = round_trip("bq", 20_000_000).await;
+    let without_window = w.close(&stack, tck, &without).await;
     eprintln!(
         "broadcast: round trip without a broadcast, p50 {:.1} ms, p99 {:.1} ms",
         without.quantile(0.5),
@@ -182,12 +269,17 @@ pub async fn run(fakes: &Fakes, force_self: bool, sizes: &Sizes) -> anyhow::Resu
     // The drain, measured while the other bot's round trip runs again (the queueing's dirty
     // pages written out first, as before the first loop).
     let (queue_dirty, _) = stack::flush_page_cache();
+    let w = Window::open(&stack, tck).await;
     let during = tokio::spawn(round_trip("bd", 30_000_000));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let count = || fakes.telegram.get(TEXT).map_or(0, |(_, n)| n);
     let (n0, t0) = (count(), Instant::now());
     tokio::time::sleep(Duration::from_secs(sizes.drain_secs)).await;
     let (n1, t1) = (count(), Instant::now());
+    // The loop ends (and its window closes) before the cancel: skipping a million queued
+    // recipients is work of its own, which is not the drain's.
+    let during = during.await?;
+    let during_window = w.close(&stack, tck, &during).await;
     // Cancel: the rest stays unsent; nobody got it twice.
     let cancelled: Value = stack
         .http
@@ -210,7 +302,6 @@ pub async fn run(fakes: &Fakes, force_self: bool, sizes: &Sizes) -> anyhow::Resu
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let during = during.await?;
     let rate = f64::from(n1 - n0) / (t1 - t0).as_secs_f64();
     eprintln!(
         "broadcast: {rate:.1} sends/s against a limit of {LIMIT}/s; round trip during it: p50 \
@@ -244,6 +335,7 @@ pub async fn run(fakes: &Fakes, force_self: bool, sizes: &Sizes) -> anyhow::Resu
             "during": {"p50_ms": round3(during.quantile(0.5)), "p99_ms": p99(&during),
                        "lost": during.lost, "duplicated": during.duplicated},
             "p99_ratio": round3(p99(&during) / p99(&without).max(0.001)),
+            "machine": {"without": without_window, "during": during_window},
         },
         "after_cancel": {"state": end["state"], "sent": sent, "skipped": end["counts"]["skipped"],
                          "arrived_at_platform": arrivals,

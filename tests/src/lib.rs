@@ -712,14 +712,25 @@ impl Stack {
         events: Option<Vec<&str>>,
         flavour: &str,
     ) -> TestBot {
-        let (status, bot) = self
-            .post(
-                &format!("{}/admin/v1/bots", self.api_url()),
-                self.admin_token(),
-                &json!({"name": "Test bot", "tenant_id": tenant_id,
-                        "webhook": {"url": url, "flavour": flavour, "events": events}}),
-            )
-            .await;
+        let body = json!({"name": "Test bot", "tenant_id": tenant_id,
+                          "webhook": {"url": url, "flavour": flavour, "events": events}});
+        let mut attempts = 0;
+        let (status, bot) = loop {
+            let (status, bot) = self
+                .post(
+                    &format!("{}/admin/v1/bots", self.api_url()),
+                    self.admin_token(),
+                    &body,
+                )
+                .await;
+            // 503 says "retry shortly": a test with a short publish timeout (backpressure)
+            // can meet it on a loaded machine before its test has begun.
+            attempts += 1;
+            if status != 503 || attempts == 5 {
+                break (status, bot);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        };
         assert_eq!(status, 201, "create bot: {bot}");
         let id = bot["id"].as_str().unwrap().to_owned();
         let bot_token = format!(

@@ -46,8 +46,13 @@ const STEP: std::time::Duration = std::time::Duration::from_millis(250);
 /// Broadcasts one replica drives at once.
 const CLAIM: i64 = 16;
 
-/// Users stored (or, after a cancel, skipped) per statement.
+/// Users stored per statement (the pages follow each other at once).
 const QUEUE_PAGE: i64 = 50_000;
+
+/// Queued recipients of a cancelled broadcast skipped per step (one page every [`STEP`]: the
+/// cancel itself took effect at once, this is bookkeeping, which must not crowd out the
+/// conversations' statements; a million take about 25 s).
+const SKIP_PAGE: i64 = 10_000;
 
 /// A broadcast's answer: one, or a page.
 #[derive(Serialize)]
@@ -675,7 +680,8 @@ impl Router {
     async fn step(&self, b: &Claimed) -> Result<bool, BoxError> {
         if b.state == "cancelled" {
             if b.queued > 0 {
-                return self.skip_page(b).await;
+                self.skip_page(b).await?;
+                return Ok(false);
             }
             if b.released == 0 {
                 self.finish(b).await?;
@@ -699,9 +705,8 @@ impl Router {
         Ok(queueing)
     }
 
-    /// Skips the next page of a cancelled broadcast's queued recipients (`cancelled`); whether
-    /// more are left.
-    async fn skip_page(&self, b: &Claimed) -> Result<bool, BoxError> {
+    /// Skips the next page of a cancelled broadcast's queued recipients (`cancelled`).
+    async fn skip_page(&self, b: &Claimed) -> Result<(), BoxError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("select 1 from broadcasts where id = $1 for update")
             .bind(&b.id)
@@ -721,7 +726,7 @@ impl Router {
         )
         .bind(&b.id)
         .bind(b.released_to.as_deref())
-        .bind(QUEUE_PAGE)
+        .bind(SKIP_PAGE)
         .bind(CANCELLED)
         .fetch_one(&mut *tx)
         .await?;
@@ -730,7 +735,7 @@ impl Router {
             .bind(last)
             .execute(&mut *tx)
             .await?;
-        if skipped < QUEUE_PAGE {
+        if skipped < SKIP_PAGE {
             // The last page: nothing queued may stay behind the cursor.
             sqlx::query(
                 "update broadcast_recipients set state = 'skipped', reason = $2 \
@@ -742,7 +747,7 @@ impl Router {
             .await?;
         }
         tx.commit().await?;
-        Ok(skipped == QUEUE_PAGE)
+        Ok(())
     }
 
     /// Stores the next page of the audience; whether more may follow.
