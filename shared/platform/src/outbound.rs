@@ -164,6 +164,110 @@ struct Accepted {
 /// How long an accepted message is remembered here after it was recorded.
 const REMEMBER_ACCEPTED: std::time::Duration = std::time::Duration::from_secs(180);
 
+/// How long a broadcast found not cancelled in the bucket is believed so without asking again
+/// (a cancel the watch delivers counts at once; this bounds a missed one while the watch
+/// reconnects).
+const NOT_CANCELLED_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What this sender knows of a broadcast's cancel.
+enum Known {
+    Cancelled,
+    NotCancelledAt(std::time::Instant),
+}
+
+/// Cancelled broadcasts, as the `<p>_broadcasts` bucket has them, held in memory: a watch of
+/// the bucket adds each cancel as it is written, and a broadcast the watch has not named is
+/// read from the bucket at most once every [`NOT_CANCELLED_FOR`]. A broadcast's messages then
+/// cost no bucket read each (two each before: one before the pace wait, one before the send).
+struct CancelledBroadcasts {
+    kv: async_nats::jetstream::kv::Store,
+    known: std::sync::Mutex<std::collections::HashMap<String, Known>>,
+}
+
+impl CancelledBroadcasts {
+    async fn contains(&self, id: &str) -> Result<bool, HandlerError> {
+        match self.known.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
+            Some(Known::Cancelled) => return Ok(true),
+            Some(Known::NotCancelledAt(at)) if at.elapsed() < NOT_CANCELLED_FOR => {
+                return Ok(false);
+            }
+            _ => {}
+        }
+        let at = std::time::Instant::now();
+        let cancelled = self
+            .kv
+            .get(id)
+            .await
+            .map_err(|e| HandlerError::unavailable(format!("broadcasts bucket: {e}")))?
+            .is_some();
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = known
+            .entry(id.to_owned())
+            .or_insert(Known::NotCancelledAt(at));
+        // A cancel the watch delivered meanwhile is not undone by this older read.
+        if cancelled {
+            *entry = Known::Cancelled;
+        } else if let Known::NotCancelledAt(t) = entry {
+            *t = at;
+        }
+        Ok(matches!(entry, Known::Cancelled))
+    }
+
+    /// Follows the bucket until `shutdown`, from its start (each cancel is kept for the
+    /// bucket's lifetime of its keys).
+    async fn watch(&self, shutdown: tokio_util::sync::CancellationToken) -> Result<(), BoxError> {
+        use futures::StreamExt;
+        while !shutdown.is_cancelled() {
+            let mut watch = match self.kv.watch_with_history(">").await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch the broadcasts bucket; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
+                        () = shutdown.cancelled() => return Ok(()),
+                    }
+                }
+            };
+            loop {
+                let next = tokio::select! {
+                    n = watch.next() => n,
+                    () = shutdown.cancelled() => return Ok(()),
+                };
+                match next {
+                    Some(Ok(entry)) => {
+                        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+                        match entry.operation {
+                            async_nats::jetstream::kv::Operation::Put => {
+                                known.insert(entry.key, Known::Cancelled);
+                            }
+                            _ => {
+                                known.remove(&entry.key);
+                            }
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "broadcasts watch interrupted");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets what was read long ago (the watch's cancels stay).
+    fn prune(&self) {
+        self.known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, k| match k {
+                Known::Cancelled => true,
+                Known::NotCancelledAt(at) => at.elapsed() < NOT_CANCELLED_FOR,
+            });
+    }
+}
+
 struct Sender<A> {
     adapter: A,
     /// Messages the platform accepted recently (message id → what it answered): a retry
@@ -173,7 +277,7 @@ struct Sender<A> {
     accepted: std::sync::Mutex<std::collections::HashMap<String, Accepted>>,
     pace: Pace,
     /// Cancelled broadcasts, whose messages still waiting here are not sent.
-    cancelled: async_nats::jetstream::kv::Store,
+    cancelled: Arc<CancelledBroadcasts>,
     sent: async_nats::jetstream::kv::Store,
     deps: Deps,
     view: ConfigView,
@@ -347,7 +451,10 @@ pub async fn service<A: OutboundAdapter>(
         accepted: std::sync::Mutex::default(),
         pace,
         adapter,
-        cancelled,
+        cancelled: Arc::new(CancelledBroadcasts {
+            kv: cancelled,
+            known: std::sync::Mutex::default(),
+        }),
         sent: sent.clone(),
         deps: deps.clone(),
         view: deps.view.clone(),
@@ -364,7 +471,9 @@ pub async fn service<A: OutboundAdapter>(
     let prune = handler.clone();
     let rpc = handler.clone();
     let shutdown = deps.shutdown.clone();
+    let (cancels, watching) = (handler.cancelled.clone(), deps.shutdown.clone());
     Ok(Service::new(name)
+        .task(async move { cancels.watch(watching).await })
         .task(deps.consumer::<OutboundJob, _>(spec, handler.clone()))
         .task(deps.consumer::<OutboundJob, _>(bulk, handler))
         .task(responder.serve(
@@ -395,6 +504,7 @@ pub async fn service<A: OutboundAdapter>(
                             .unwrap_or_else(|p| p.into_inner())
                             .retain(|_, turn| Arc::strong_count(turn) > 1);
                         prune.pace.conversation.retain_recent();
+                        prune.cancelled.prune();
                         prune
                             .accepted
                             .lock()
@@ -896,11 +1006,7 @@ impl<A: OutboundAdapter> Sender<A> {
         let Some(id) = &job.source_id else {
             return Ok(false);
         };
-        self.cancelled
-            .get(id)
-            .await
-            .map(|v| v.is_some())
-            .map_err(|e| HandlerError::unavailable(format!("broadcasts bucket: {e}")))
+        self.cancelled.contains(id).await
     }
 
     /// Sends a message not sent before, and records the platform's acceptance.
