@@ -605,24 +605,7 @@ impl Router {
         let Some(bot) = self.view.bot(bot_id).await? else {
             return Ok(());
         };
-        let event = TenantEvent {
-            id,
-            event_type,
-            created_at: chrono::Utc::now(),
-            bot_id: bot_id.to_owned(),
-            channel: None,
-            user: None,
-            conversation_id: None,
-            chat: None,
-            message: None,
-            error: None,
-            referral: None,
-            resubscribed: false,
-            installation: None,
-            handled_by: None,
-            handover: None,
-            broadcast: Some(summary),
-        };
+        let event = TenantEvent::of_broadcast(id, event_type, bot_id, summary);
         self.dispatch(&bot, event, None)
             .await
             .map_err(|e| -> BoxError { e.to_string().into() })?;
@@ -654,19 +637,12 @@ impl Router {
         let Some(view) = get(&mut tx, &b.bot_id, &b.id).await? else {
             return Ok(());
         };
-        let summary = BroadcastSummary {
-            id: view.id,
-            state: view.state,
-            counts: view.counts,
-            failed_reasons: view.failed_reasons,
-            skipped_reasons: view.skipped_reasons,
-            finished_at: view.finished_at,
-        };
+        let completed = view.state == BroadcastState::Completed;
         let id = hashed_id(prefix::EVENT, &[&b.id, "completed"]);
-        self.announce_broadcast(&b.bot_id, id, EventType::BroadcastCompleted, summary)
+        self.announce_broadcast(&b.bot_id, id, EventType::BroadcastCompleted, view.into())
             .await?;
         tx.commit().await?;
-        if view.state == BroadcastState::Completed {
+        if completed {
             metrics::counter!("patchbay_broadcasts_completed_total").increment(1);
             tracing::info!(broadcast_id = %b.id, bot_id = %b.bot_id, "broadcast completed");
         } else {

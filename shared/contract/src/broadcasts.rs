@@ -360,6 +360,19 @@ pub struct BroadcastSummary {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+impl From<Broadcast> for BroadcastSummary {
+    fn from(b: Broadcast) -> Self {
+        Self {
+            id: b.id,
+            state: b.state,
+            counts: b.counts,
+            failed_reasons: b.failed_reasons,
+            skipped_reasons: b.skipped_reasons,
+            finished_at: b.finished_at,
+        }
+    }
+}
+
 impl BroadcastCounts {
     /// Recipients with an outcome (sent, failed or skipped).
     pub fn done(&self) -> i64 {

@@ -737,6 +737,34 @@ pub struct EventMessage {
 }
 
 impl TenantEvent {
+    /// A broadcast's event (`broadcast.progress`, `broadcast.completed`), now: no channel,
+    /// user or conversation, the broadcast instead.
+    pub fn of_broadcast(
+        id: String,
+        event_type: EventType,
+        bot_id: &str,
+        broadcast: crate::broadcasts::BroadcastSummary,
+    ) -> Self {
+        Self {
+            id,
+            event_type,
+            created_at: Utc::now(),
+            bot_id: bot_id.to_owned(),
+            channel: None,
+            user: None,
+            conversation_id: None,
+            chat: None,
+            message: None,
+            error: None,
+            referral: None,
+            resubscribed: false,
+            installation: None,
+            handled_by: None,
+            handover: None,
+            broadcast: Some(broadcast),
+        }
+    }
+
     /// The channel, user and conversation, on every event but a broadcast's.
     pub fn conversation(&self) -> Option<EventConversation<'_>> {
         Some(EventConversation {

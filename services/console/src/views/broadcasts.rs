@@ -115,6 +115,8 @@ struct ListPage {
     platforms: Vec<Platform>,
     rows: Vec<Shown>,
     next: Option<String>,
+    /// The fragment this page's list refreshes from (the same page of the list).
+    refresh: String,
 }
 
 #[derive(Template)]
@@ -170,6 +172,10 @@ async fn list(
     let mut platforms: Vec<Platform> = channels.items.iter().map(|c| c.platform).collect();
     platforms.sort_by_key(|p| p.as_str());
     platforms.dedup();
+    let refresh = match a.after.as_deref() {
+        Some(after) => format!("/console/bot/broadcasts/list?after={}", q(after)),
+        None => "/console/bot/broadcasts/list".to_owned(),
+    };
     render(&ListPage {
         nav: Nav::of(&session, "broadcasts"),
         csrf: session.csrf.clone(),
@@ -177,6 +183,7 @@ async fn list(
         platforms,
         rows,
         next,
+        refresh,
     })
 }
 
