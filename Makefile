@@ -46,7 +46,7 @@ check-deploy: ## Render and validate k8s/ and deploy/ offline (part of `make tes
 	@./scripts/check-deploy.sh
 
 chaos: tools ## The chaos suite at ten times the size used by `make test` (real processes).
-	PATCHBAY_CHAOS_SCALE=10 $(CARGO) nextest run -p patchbay -E 'binary(chaos)' --no-fail-fast --no-capture
+	PATCHBAY_CHAOS_SCALE=10 $(CARGO) nextest run --profile chaos -p patchbay -E 'binary(chaos)' --no-fail-fast --no-capture
 
 bench: tools ## Release build, then the full benchmark: bench/results/latest.{json,md}, latency.svg.
 	$(CARGO) build --release -p patchbay -p patchbay-bench --bins

@@ -346,7 +346,7 @@ impl Stack {
             kik,
             viber,
             line,
-            http: reqwest::Client::new(),
+            http: patchbay_testkit::http_client(),
             layout: options.layout,
             running: Vec::new(),
         };
@@ -431,7 +431,7 @@ impl Stack {
         let path = link
             .strip_prefix(self.config.public_url.trim_end_matches('/'))
             .unwrap_or_else(|| panic!("{link} is not under {}", self.config.public_url));
-        let browser = reqwest::Client::builder()
+        let browser = patchbay_testkit::http_client_builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap();
@@ -1450,7 +1450,7 @@ pub async fn raw_json(
     bearer: Option<&str>,
     body: Option<&str>,
 ) -> (u16, Value) {
-    let client = reqwest::Client::new();
+    let client = patchbay_testkit::http_client();
     let mut req = match method {
         "GET" => client.get(url),
         "DELETE" => client.delete(url),

@@ -19,7 +19,7 @@ async fn post(
     authorization: Option<&str>,
     body: &Value,
 ) -> (u16, Value) {
-    let mut req = reqwest::Client::new()
+    let mut req = patchbay_testkit::http_client()
         .post(format!("{}{path}", stack.custom_url()))
         .json(body);
     if let Some(a) = authorization {
@@ -142,7 +142,7 @@ async fn a_botdistrikt_app_registers_a_user_and_talks_to_the_bot_unchanged() {
     }
 
     // A form-encoded app: a generated webchat_id, a tapped button.
-    let form = reqwest::Client::new();
+    let form = patchbay_testkit::http_client();
     let r = form
         .post(format!("{}{user_path}", stack.custom_url()))
         .header("content-type", "application/x-www-form-urlencoded")

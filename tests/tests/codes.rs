@@ -22,7 +22,7 @@ fn options(code_ttl_ms: u64) -> Options {
 
 /// A client that does not follow redirects.
 fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
+    patchbay_testkit::http_client_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()

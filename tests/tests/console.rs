@@ -139,7 +139,7 @@ async fn an_operator_creates_a_bot_and_a_telegram_channel() {
 
     // Telegram reaches the channel: the bot's page says when.
     let update = fixtures::text_update(6001, 4101, "first");
-    let posted = reqwest::Client::new()
+    let posted = patchbay_testkit::http_client()
         .post(format!(
             "{}/webhooks/telegram/{channel_id}",
             stack.ingress_url()
@@ -560,7 +560,7 @@ async fn a_session_past_its_lifetime_is_refused() {
     .await;
     // A cookie kept past the session's end (a copied one) is refused by the console itself:
     // its pages go to the sign-in, its forms are not acted on.
-    let client = reqwest::Client::builder()
+    let client = patchbay_testkit::http_client_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();

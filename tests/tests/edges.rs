@@ -265,7 +265,7 @@ async fn a_flood_from_one_address_gets_429_while_other_addresses_pass() {
 
     // A peer that is not a trusted proxy cannot pick its address: 127.0.0.2 naming a new
     // client on each request is still one client.
-    let untrusted = reqwest::Client::builder()
+    let untrusted = patchbay_testkit::http_client_builder()
         .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
         .build()
         .unwrap();

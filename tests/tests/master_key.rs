@@ -151,7 +151,7 @@ async fn a_rotated_master_key_reseals_everything_and_the_old_key_can_go() {
 
 /// Signs in to the console with `credential` as a browser's form would; the session cookie.
 async fn console_sign_in(stack: &Stack, credential: &str) -> String {
-    let client = reqwest::Client::builder()
+    let client = patchbay_testkit::http_client_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
@@ -199,7 +199,7 @@ async fn console_sign_in(stack: &Stack, credential: &str) -> String {
 /// The status of the developer's first console page with the session cookie `session` (a
 /// redirect to the sign-in once the session cannot be opened).
 async fn console_status(stack: &Stack, session: &str) -> u16 {
-    reqwest::Client::builder()
+    patchbay_testkit::http_client_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()

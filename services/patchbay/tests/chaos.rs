@@ -365,6 +365,43 @@ fn workers() -> Vec<&'static str> {
 
 const SETTLE: Duration = Duration::from_secs(120);
 
+/// How long a whole scenario may take at scale 1 (times [`scale`]): every wait in it is bounded
+/// on its own, so this only catches a wait that is not (a hang fails, with the logs).
+const SCENARIO_LIMIT: Duration = Duration::from_secs(10 * 60);
+
+/// Set once anything in this test process panicked: a [`Cluster`] dropped after that prints its
+/// processes' logs (it may be dropped on another thread than the one that panicked, while the
+/// runtime shuts down).
+static FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Records panics in [`FAILED`], then reports them as before.
+fn record_failures() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            FAILED.store(true, std::sync::atomic::Ordering::SeqCst);
+            previous(info);
+        }));
+    });
+}
+
+/// Runs the scenario `name`, failing it when it has not finished within [`SCENARIO_LIMIT`]
+/// (times [`scale`]). The scenario is dropped after the failure is recorded, so its cluster
+/// reports its logs.
+async fn within<T>(name: &str, scenario: impl Future<Output = T>) -> T {
+    record_failures();
+    let limit = SCENARIO_LIMIT * u32::try_from(scale()).unwrap();
+    let mut scenario = std::pin::pin!(scenario);
+    match tokio::time::timeout(limit, &mut scenario).await {
+        Ok(v) => v,
+        Err(_) => {
+            FAILED.store(true, std::sync::atomic::Ordering::SeqCst);
+            panic!("{name}: not finished in {limit:?}; the processes' logs follow")
+        }
+    }
+}
+
 fn scale() -> i64 {
     std::env::var("PATCHBAY_CHAOS_SCALE")
         .ok()
@@ -519,15 +556,20 @@ impl Cluster {
             kik,
             viber,
             line,
-            http: reqwest::Client::new(),
+            http: patchbay_testkit::http_client(),
         };
+        record_failures();
         // The services may not create the topology with their users: `patchbay migrate` does.
         let mut migrate = Command::new(env!("CARGO_BIN_EXE_patchbay"));
         migrate
             .arg("migrate")
             .envs(c.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("PATCHBAY_NATS_PASSWORD", c.password_of("migrate"));
-        let status = migrate.status().unwrap();
+        let migrate_log = c.dir.path().join("migrate.log");
+        let mut migrating = spawn(migrate, &migrate_log, None).unwrap();
+        let status = migrating
+            .wait_for(SETTLE)
+            .unwrap_or_else(|e| panic!("patchbay migrate: {e}"));
         assert!(status.success(), "patchbay migrate: {status}");
         for s in services() {
             c.launch(s).await;
@@ -594,7 +636,12 @@ impl Cluster {
 
     /// SIGTERM; the exit status.
     fn terminate(&mut self, service: &str) -> ExitStatus {
-        self.procs.remove(service).unwrap().terminate().unwrap()
+        // The services' grace is 3 s (`PATCHBAY_SHUTDOWN_GRACE_MS`); a service still running
+        // well after it did not drain.
+        let mut process = self.procs.remove(service).unwrap();
+        process
+            .terminate(Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{service} on SIGTERM: {e}"))
     }
 
     /// A bot calling `callback`, with a `platform` channel of credentials of its own, whose
@@ -1095,8 +1142,11 @@ impl Run {
     /// Records a fault that just fired and releases the next wave.
     fn fired(&self, what: impl Into<String>, seen_before: usize) {
         let wave = *self.phase.borrow();
+        let what = what.into();
+        // Where a run that fails later got to.
+        eprintln!("chaos: {what} with {seen_before} messages seen, wave {wave} in flight");
         self.faults.lock().unwrap().push(Fault {
-            what: what.into(),
+            what,
             seen_before,
             released_before: self.before(wave + 1),
         });
@@ -1565,44 +1615,86 @@ fn keep_logs(c: &Cluster, name: &str) {
     eprintln!("chaos {name}: logs kept in {}", dest.display());
 }
 
+/// The last lines of each process's log, on stderr: what a failure on a machine whose files
+/// are gone afterwards (CI) leaves to read.
+fn print_log_tails(c: &Cluster) {
+    const LINES: usize = 30;
+    let Ok(entries) = std::fs::read_dir(c.dir.path()) else {
+        return;
+    };
+    let mut logs: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+    logs.sort();
+    for log in logs {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        eprintln!(
+            "──── {} (last {} of {} lines)",
+            log.file_name().unwrap_or_default().to_string_lossy(),
+            lines.len().min(LINES),
+            lines.len()
+        );
+        for line in &lines[lines.len().saturating_sub(LINES)..] {
+            eprintln!("{line}");
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if FAILED.load(std::sync::atomic::Ordering::SeqCst) || std::thread::panicking() {
+            keep_logs(self, "failed");
+            print_log_tails(self);
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_each_service_in_turn_mid_stream() {
-    let c = Cluster::start().await;
-    stream_through_fault(
-        "kill -9 each service",
-        c,
-        per_service_wave() * scale(),
-        services().len(),
-        async |run: &Run| {
-            for service in services() {
-                let seen = run.midway().await;
-                run.c.write().await.kill9(service);
-                run.fired(format!("kill -9 {service}"), seen);
-                run.c.write().await.launch(service).await;
-            }
-        },
-    )
+    within("kill_9_each_service_in_turn_mid_stream", async {
+        let c = Cluster::start().await;
+        stream_through_fault(
+            "kill -9 each service",
+            c,
+            per_service_wave() * scale(),
+            services().len(),
+            async |run: &Run| {
+                for service in services() {
+                    let seen = run.midway().await;
+                    run.c.write().await.kill9(service);
+                    run.fired(format!("kill -9 {service}"), seen);
+                    run.c.write().await.launch(service).await;
+                }
+            },
+        )
+        .await;
+    })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_of_each_worker_one_of_each_killed_mid_stream() {
-    let mut c = Cluster::start().await;
-    for w in workers() {
-        c.launch_as(&format!("{w}#2"), w).await;
-    }
-    stream_through_fault_on(
-        "two replicas of each worker, one of each killed",
-        c,
-        10,
-        15 * scale(),
-        workers().len(),
-        async |run: &Run| {
+    within(
+        "two_replicas_of_each_worker_one_of_each_killed_mid_stream",
+        async {
+            let mut c = Cluster::start().await;
             for w in workers() {
-                let seen = run.midway().await;
-                run.c.write().await.kill9(w);
-                run.fired(format!("kill -9 {w}"), seen);
+                c.launch_as(&format!("{w}#2"), w).await;
             }
+            stream_through_fault_on(
+                "two replicas of each worker, one of each killed",
+                c,
+                10,
+                15 * scale(),
+                workers().len(),
+                async |run: &Run| {
+                    for w in workers() {
+                        let seen = run.midway().await;
+                        run.c.write().await.kill9(w);
+                        run.fired(format!("kill -9 {w}"), seen);
+                    }
+                },
+            )
+            .await;
         },
     )
     .await;
@@ -1614,152 +1706,170 @@ async fn two_replicas_of_each_worker_one_of_each_killed_mid_stream() {
 /// sender is killed mid-stream. Its successor takes the waiting messages over in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paced_senders_killed_while_their_conversations_wait() {
-    let c = Cluster::start_with(
-        None,
-        &[
-            ("PATCHBAY_PARTITIONS", "1"),
-            ("PATCHBAY_TELEGRAM_PER_CHAT_PER_SECOND", "1"),
-            ("PATCHBAY_TELEGRAM_PER_CHAT_BURST", "1"),
-            ("PATCHBAY_WECHAT_PER_USER_PER_SECOND", "1"),
-            ("PATCHBAY_WECHAT_PER_USER_BURST", "1"),
-            ("PATCHBAY_KIK_PER_USER_PER_SECOND", "1"),
-            ("PATCHBAY_KIK_PER_USER_BURST", "1"),
-            ("PATCHBAY_VIBER_PER_USER_PER_SECOND", "1"),
-            ("PATCHBAY_VIBER_PER_USER_BURST", "1"),
-            ("PATCHBAY_LINE_PER_USER_PER_SECOND", "1"),
-            ("PATCHBAY_LINE_PER_USER_BURST", "1"),
-        ],
-    )
-    .await;
-    let senders = Platform::ALL.map(Platform::outbound);
-    let (c, _) = stream_through_fault(
-        "paced senders killed while their conversations wait",
-        c,
-        20 * scale(),
-        senders.len(),
-        async |run: &Run| {
+    within(
+        "paced_senders_killed_while_their_conversations_wait",
+        async {
+            let c = Cluster::start_with(
+                None,
+                &[
+                    ("PATCHBAY_PARTITIONS", "1"),
+                    ("PATCHBAY_TELEGRAM_PER_CHAT_PER_SECOND", "1"),
+                    ("PATCHBAY_TELEGRAM_PER_CHAT_BURST", "1"),
+                    ("PATCHBAY_WECHAT_PER_USER_PER_SECOND", "1"),
+                    ("PATCHBAY_WECHAT_PER_USER_BURST", "1"),
+                    ("PATCHBAY_KIK_PER_USER_PER_SECOND", "1"),
+                    ("PATCHBAY_KIK_PER_USER_BURST", "1"),
+                    ("PATCHBAY_VIBER_PER_USER_PER_SECOND", "1"),
+                    ("PATCHBAY_VIBER_PER_USER_BURST", "1"),
+                    ("PATCHBAY_LINE_PER_USER_PER_SECOND", "1"),
+                    ("PATCHBAY_LINE_PER_USER_BURST", "1"),
+                ],
+            )
+            .await;
+            let senders = Platform::ALL.map(Platform::outbound);
+            let (c, _) = stream_through_fault(
+                "paced senders killed while their conversations wait",
+                c,
+                20 * scale(),
+                senders.len(),
+                async |run: &Run| {
+                    for sender in senders {
+                        let seen = run.midway().await;
+                        run.c.write().await.kill9(sender);
+                        run.fired(format!("kill -9 {sender}"), seen);
+                        run.c.write().await.launch(sender).await;
+                    }
+                },
+            )
+            .await;
+            // The replies did wait as references (counted by the senders running since the kills).
+            let c = c.read().await;
+            let mut parked = 0.0;
             for sender in senders {
-                let seen = run.midway().await;
-                run.c.write().await.kill9(sender);
-                run.fired(format!("kill -9 {sender}"), seen);
-                run.c.write().await.launch(sender).await;
+                let metrics = c
+                    .http
+                    .get(format!("{}/metrics", c.url(sender)))
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+                parked += metrics
+                    .lines()
+                    .filter(|l| l.starts_with("patchbay_consumer_parked_total"))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum::<f64>();
             }
+            println!("paced senders: {parked} replies waited as references");
+            assert!(
+                parked > 0.0,
+                "no reply waited as a reference: nothing was tested"
+            );
         },
     )
     .await;
-    // The replies did wait as references (counted by the senders running since the kills).
-    let c = c.read().await;
-    let mut parked = 0.0;
-    for sender in senders {
-        let metrics = c
-            .http
-            .get(format!("{}/metrics", c.url(sender)))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        parked += metrics
-            .lines()
-            .filter(|l| l.starts_with("patchbay_consumer_parked_total"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>();
-    }
-    println!("paced senders: {parked} replies waited as references");
-    assert!(
-        parked > 0.0,
-        "no reply waited as a reference: nothing was tested"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_restart_mid_stream() {
-    let c = Cluster::start().await;
-    let (_, counts) = stream_through_fault(
-        "nats-server restart",
-        c,
-        15 * scale(),
-        1,
-        async |run: &Run| {
-            let seen = run.midway().await;
-            run.c.write().await.nats.as_mut().unwrap().kill();
-            run.fired("nats-server killed", seen);
-            // Down for a while as the next wave is posted (the ingress answers 503 meanwhile).
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let mut c = run.c.write().await;
-            c.nats.as_mut().unwrap().restart().await.unwrap();
-        },
-    )
+    within("nats_restart_mid_stream", async {
+        let c = Cluster::start().await;
+        let (_, counts) = stream_through_fault(
+            "nats-server restart",
+            c,
+            15 * scale(),
+            1,
+            async |run: &Run| {
+                let seen = run.midway().await;
+                run.c.write().await.nats.as_mut().unwrap().kill();
+                run.fired("nats-server killed", seen);
+                // Down for a while as the next wave is posted (the ingress answers 503 meanwhile).
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let mut c = run.c.write().await;
+                c.nats.as_mut().unwrap().restart().await.unwrap();
+            },
+        )
+        .await;
+        sent_once("nats-server restart", &counts);
+    })
     .await;
-    sent_once("nats-server restart", &counts);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flaky_platform_with_429_and_5xx() {
-    let c = Cluster::start().await;
-    // Every platform fails a share of its sends (see `Platform::make_flaky`).
-    for p in Platform::ALL {
-        p.make_flaky(&c);
-    }
-    let (c, counts) =
-        stream_through_fault("flaky platform", c, 10 * scale(), 0, async |_: &Run| {}).await;
-    sent_once("flaky platform", &counts);
-    let c = c.read().await;
-    for p in Platform::ALL {
-        let (failed, all) = p.flaky_calls(&c);
-        println!(
-            "flaky platform: {} failed {failed} of {all} sends, all retried",
-            p.name()
-        );
-        assert!(failed > 0, "{} did fail some sends", p.name());
-    }
+    within("flaky_platform_with_429_and_5xx", async {
+        let c = Cluster::start().await;
+        // Every platform fails a share of its sends (see `Platform::make_flaky`).
+        for p in Platform::ALL {
+            p.make_flaky(&c);
+        }
+        let (c, counts) =
+            stream_through_fault("flaky platform", c, 10 * scale(), 0, async |_: &Run| {}).await;
+        sent_once("flaky platform", &counts);
+        let c = c.read().await;
+        for p in Platform::ALL {
+            let (failed, all) = p.flaky_calls(&c);
+            println!(
+                "flaky platform: {} failed {failed} of {all} sends, all retried",
+                p.name()
+            );
+            assert!(failed > 0, "{} did fail some sends", p.name());
+        }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_and_exits_zero() {
-    let c = Cluster::start().await;
-    let name = "SIGTERM each service in turn";
-    let (_, counts) = stream_through_fault(
-        name,
-        c,
-        per_service_wave() * scale(),
-        services().len(),
-        async |run: &Run| {
-            for service in services() {
-                let seen = run.midway().await;
-                let status = run.c.write().await.terminate(service);
-                assert!(
-                    status.success(),
-                    "{service} exited with {status} on SIGTERM"
-                );
-                run.fired(format!("SIGTERM {service}"), seen);
-                run.c.write().await.launch(service).await;
-            }
-        },
-    )
+    within("sigterm_drains_and_exits_zero", async {
+        let c = Cluster::start().await;
+        let name = "SIGTERM each service in turn";
+        let (_, counts) = stream_through_fault(
+            name,
+            c,
+            per_service_wave() * scale(),
+            services().len(),
+            async |run: &Run| {
+                for service in services() {
+                    let seen = run.midway().await;
+                    let status = run.c.write().await.terminate(service);
+                    assert!(
+                        status.success(),
+                        "{service} exited with {status} on SIGTERM"
+                    );
+                    run.fired(format!("SIGTERM {service}"), seen);
+                    run.c.write().await.launch(service).await;
+                }
+            },
+        )
+        .await;
+        // A drained sender finished its calls and recorded them before it exited.
+        sent_once(name, &counts);
+    })
     .await;
-    // A drained sender finished its calls and recorded them before it exited.
-    sent_once(name, &counts);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_node_cluster_loses_a_node_mid_stream() {
-    let c = Cluster::start_on(Some(3)).await;
-    let name = "three-node cluster, one node killed and restarted";
-    let (_, counts) = stream_through_fault(name, c, 15 * scale(), 2, async |run: &Run| {
-        let seen = run.midway().await;
-        run.c.write().await.nats_cluster.as_mut().unwrap().kill(0);
-        run.fired("node 0 killed", seen);
-        // Traffic goes on while the node is down: the other two keep a quorum.
-        let seen = run.midway().await;
-        let mut c = run.c.write().await;
-        c.nats_cluster.as_mut().unwrap().restart(0).await.unwrap();
-        drop(c);
-        run.fired("node 0 restarted", seen);
+    within("three_node_cluster_loses_a_node_mid_stream", async {
+        let c = Cluster::start_on(Some(3)).await;
+        let name = "three-node cluster, one node killed and restarted";
+        let (_, counts) = stream_through_fault(name, c, 15 * scale(), 2, async |run: &Run| {
+            let seen = run.midway().await;
+            run.c.write().await.nats_cluster.as_mut().unwrap().kill(0);
+            run.fired("node 0 killed", seen);
+            // Traffic goes on while the node is down: the other two keep a quorum.
+            let seen = run.midway().await;
+            let mut c = run.c.write().await;
+            c.nats_cluster.as_mut().unwrap().restart(0).await.unwrap();
+            drop(c);
+            run.fired("node 0 restarted", seen);
+        })
+        .await;
+        sent_once(name, &counts);
     })
     .await;
-    sent_once(name, &counts);
 }
 
 fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration) {
@@ -1784,6 +1894,7 @@ fn latencies(sent: &HashMap<String, Instant>, tenant: &FakeTenant) -> Vec<Durati
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_tenant_down_for_the_whole_run() {
+    within("one_tenant_down_for_the_whole_run", async {
     let started = Instant::now();
     // Retries that outlast the run: the down tenant's events must still be waiting when it
     // comes back (with the short schedule of the other scenarios they would be dead-lettered).
@@ -1869,6 +1980,8 @@ async fn one_tenant_down_for_the_whole_run() {
         recovered_at.elapsed(),
         started.elapsed()
     );
+    })
+    .await;
 }
 
 /// The stages a broadcast passes through: its API, the router that stores, drives and records
@@ -1884,6 +1997,7 @@ const BROADCAST_STAGES: [&str; 5] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broadcast_reaches_each_user_once_through_kill_9_of_each_stage() {
+    within("a_broadcast_reaches_each_user_once_through_kill_9_of_each_stage", async {
     let users = 100 * scale();
     let mut c = Cluster::start_with(
         None,
@@ -1995,4 +2109,6 @@ async fn a_broadcast_reaches_each_user_once_through_kill_9_of_each_stage() {
          (accepted just before the sender's kill)"
     );
     drop(c);
+    })
+    .await;
 }

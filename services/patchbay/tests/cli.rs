@@ -487,7 +487,7 @@ async fn operators_and_bot_developers_work_from_the_command_line() {
         format!("/v1/custom/{channel_id}").as_str()
     );
     let domain_key = channel["generated"]["domain_key"].as_str().unwrap();
-    let registered = reqwest::Client::new()
+    let registered = patchbay_testkit::http_client()
         .post(format!("{}/v1/custom/{channel_id}/users", i.url))
         .bearer_auth(domain_key)
         .json(&serde_json::json!({"external_id": "cli-user"}))
@@ -497,7 +497,7 @@ async fn operators_and_bot_developers_work_from_the_command_line() {
     assert_eq!(registered.status(), 201);
     let registered: Value = registered.json().await.unwrap();
     let send_as_user = || async {
-        reqwest::Client::new()
+        patchbay_testkit::http_client()
             .post(format!("{}/v1/custom/{channel_id}/messages", i.url))
             .bearer_auth(registered["token"].as_str().unwrap())
             .json(&serde_json::json!({"content": {"type": "text", "text": "x"}, "wait_ms": 0}))

@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv::{self, Operation};
-use futures::StreamExt;
 use patchbay_contract::subjects::Bucket;
 use patchbay_contract::{ApiKeyRecord, BotRecord, ChannelRecord, config_keys};
 use serde::de::DeserializeOwned;
@@ -90,41 +89,24 @@ impl ConfigView {
     }
 
     async fn watch(self, shutdown: CancellationToken) {
-        while !shutdown.is_cancelled() {
-            let mut watch = match self.store.watch_with_history(">").await {
-                Ok(w) => w,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot watch config bucket; retrying");
-                    tokio::select! {
-                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                        () = shutdown.cancelled() => return,
-                    }
-                }
-            };
-            loop {
-                let next = tokio::select! {
-                    n = watch.next() => n,
-                    () = shutdown.cancelled() => return,
+        crate::follow_bucket(
+            &self.store,
+            ">",
+            "config",
+            Duration::from_secs(1),
+            &shutdown,
+            |entry| {
+                let record = match entry.operation {
+                    Operation::Put => match decode(&entry.key, &entry.value) {
+                        Some(r) => r,
+                        None => return,
+                    },
+                    Operation::Delete | Operation::Purge => Record::Deleted,
                 };
-                match next {
-                    Some(Ok(entry)) => {
-                        let record = match entry.operation {
-                            Operation::Put => match decode(&entry.key, &entry.value) {
-                                Some(r) => r,
-                                None => continue,
-                            },
-                            Operation::Delete | Operation::Purge => Record::Deleted,
-                        };
-                        self.insert(entry.key, entry.revision, record);
-                    }
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "config watch interrupted");
-                        break;
-                    }
-                    None => break,
-                }
-            }
-        }
+                self.insert(entry.key, entry.revision, record);
+            },
+        )
+        .await;
     }
 
     fn insert(&self, key: String, revision: u64, record: Record) {

@@ -31,7 +31,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv;
-use futures::StreamExt;
 use patchbay_contract::subjects::Bucket;
 use patchbay_contract::topology::{ConsumerSpec, MEMBER_HEARTBEAT, MEMBER_TTL};
 use serde::de::DeserializeOwned;
@@ -316,25 +315,15 @@ pub(crate) async fn watch_members(
     stop: CancellationToken,
 ) {
     let prefix = format!("{consumer}.");
-    while !stop.is_cancelled() {
-        let mut watch = match bucket.watch_with_history(format!("{consumer}.*")).await {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::debug!(consumer, error = %e, "cannot watch the members bucket");
-                tokio::select! {
-                    () = tokio::time::sleep(MEMBER_HEARTBEAT) => continue,
-                    () = stop.cancelled() => return,
-                }
-            }
-        };
-        loop {
-            let entry = tokio::select! {
-                e = watch.next() => e,
-                () = stop.cancelled() => return,
-            };
-            let Some(Ok(entry)) = entry else { break };
+    crate::follow_bucket(
+        &bucket,
+        &format!("{consumer}.*"),
+        "members",
+        MEMBER_HEARTBEAT,
+        &stop,
+        |entry| {
             let Some(id) = entry.key.strip_prefix(&prefix) else {
-                continue;
+                return;
             };
             let mut map = members.lock().unwrap_or_else(|p| p.into_inner());
             // Whether a member joined or left (a renewal changes nothing to wake up for).
@@ -358,8 +347,9 @@ pub(crate) async fn watch_members(
             if changed {
                 wake.notify_one();
             }
-        }
-    }
+        },
+    )
+    .await;
 }
 
 /// Members whose record is fresh, with what they own; always includes `me`.

@@ -6,6 +6,7 @@
 pub mod activity;
 pub mod config_view;
 pub mod consume;
+pub mod follow;
 pub mod group;
 pub mod kv_write;
 pub mod presence;
@@ -28,6 +29,7 @@ use serde::Serialize;
 pub use activity::{ActivityLog, Seen};
 pub use config_view::ConfigView;
 pub use consume::{Delivery, Handler, HandlerError};
+pub use follow::follow_bucket;
 pub use group::{GroupOptions, run_group};
 pub use kv_write::write_at;
 pub use presence::Presence;

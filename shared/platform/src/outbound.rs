@@ -216,43 +216,25 @@ impl CancelledBroadcasts {
     /// Follows the bucket until `shutdown`, from its start (each cancel is kept for the
     /// bucket's lifetime of its keys).
     async fn watch(&self, shutdown: tokio_util::sync::CancellationToken) -> Result<(), BoxError> {
-        use futures::StreamExt;
-        while !shutdown.is_cancelled() {
-            let mut watch = match self.kv.watch_with_history(">").await {
-                Ok(w) => w,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot watch the broadcasts bucket; retrying");
-                    tokio::select! {
-                        () = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
-                        () = shutdown.cancelled() => return Ok(()),
+        patchbay_bus::follow_bucket(
+            &self.kv,
+            ">",
+            "broadcasts",
+            std::time::Duration::from_secs(1),
+            &shutdown,
+            |entry| {
+                let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+                match entry.operation {
+                    async_nats::jetstream::kv::Operation::Put => {
+                        known.insert(entry.key, Known::Cancelled);
+                    }
+                    _ => {
+                        known.remove(&entry.key);
                     }
                 }
-            };
-            loop {
-                let next = tokio::select! {
-                    n = watch.next() => n,
-                    () = shutdown.cancelled() => return Ok(()),
-                };
-                match next {
-                    Some(Ok(entry)) => {
-                        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
-                        match entry.operation {
-                            async_nats::jetstream::kv::Operation::Put => {
-                                known.insert(entry.key, Known::Cancelled);
-                            }
-                            _ => {
-                                known.remove(&entry.key);
-                            }
-                        }
-                    }
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "broadcasts watch interrupted");
-                        break;
-                    }
-                    None => break,
-                }
-            }
-        }
+            },
+        )
+        .await;
         Ok(())
     }
 

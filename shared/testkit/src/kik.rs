@@ -666,7 +666,7 @@ mod tests {
 
     fn client() -> reqwest::Client {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        reqwest::Client::new()
+        crate::http_client()
     }
 
     async fn post(kik: &FakeKik, path: &str, key: &str, body: Value) -> (u16, Value) {

@@ -73,7 +73,8 @@ pub enum KitError {
 }
 
 /// Polls `check` every 20 ms until it returns `Some`, or fails after `timeout` with `what`.
-/// This waits for a condition; it never sleeps a fixed time and hopes.
+/// This waits for a condition; it never sleeps a fixed time and hopes. A check that does not
+/// answer is bounded too: one still running at the deadline is dropped and the wait fails.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
@@ -81,8 +82,10 @@ where
 {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        if let Some(v) = check().await {
-            return v;
+        match tokio::time::timeout_at(deadline, check()).await {
+            Ok(Some(v)) => return v,
+            Ok(None) => {}
+            Err(_) => panic!("timed out after {timeout:?} waiting for {what} (a check hung)"),
         }
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -90,4 +93,19 @@ where
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The HTTP client of a test harness: every request is bounded (5 s to connect, 30 s in all),
+/// so a server that takes a connection and never answers fails the test instead of hanging it.
+pub fn http_client() -> reqwest::Client {
+    http_client_builder()
+        .build()
+        .expect("an HTTP client with the default TLS stack")
+}
+
+/// [`http_client`]'s settings, for a harness that needs more (cookies, redirects).
+pub fn http_client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
 }

@@ -1124,7 +1124,7 @@ mod tests {
 
     fn client() -> reqwest::Client {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        reqwest::Client::new()
+        crate::http_client()
     }
 
     async fn post(line: &FakeLine, path: &str, key: Option<&str>, body: Value) -> (u16, Value) {

@@ -16,15 +16,40 @@ impl Guarded {
         let _ = self.0.wait();
     }
 
-    /// Sends SIGTERM and waits for the process to exit; its exit status.
-    pub fn terminate(&mut self) -> std::io::Result<std::process::ExitStatus> {
+    /// Sends SIGTERM and waits up to `grace` for the process to exit; its exit status, or an
+    /// error of kind `TimedOut` when it was still running (it is killed on drop).
+    pub fn terminate(
+        &mut self,
+        grace: std::time::Duration,
+    ) -> std::io::Result<std::process::ExitStatus> {
         if let Ok(pid) = i32::try_from(self.0.id()) {
             // SAFETY: kill(2) on our own child's pid has no memory-safety implications.
             unsafe {
                 libc::kill(pid, libc::SIGTERM);
             }
         }
-        self.0.wait()
+        self.wait_for(grace)
+    }
+
+    /// Waits up to `timeout` for the process to exit; its exit status, or an error of kind
+    /// `TimedOut` when it is still running (it is killed on drop).
+    pub fn wait_for(
+        &mut self,
+        timeout: std::time::Duration,
+    ) -> std::io::Result<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.0.try_wait()? {
+                return Ok(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("still running after {timeout:?}"),
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 
     /// Sends `signal` and waits up to `grace` for the process to exit (then [`Guarded::kill`]

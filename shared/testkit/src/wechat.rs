@@ -962,7 +962,7 @@ mod tests {
     /// reqwest is built with `rustls-no-provider`: a client needs a provider even for http.
     fn client() -> reqwest::Client {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        reqwest::Client::new()
+        crate::http_client()
     }
 
     async fn get(url: String) -> Value {
