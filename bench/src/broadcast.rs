@@ -46,7 +46,9 @@ impl Sizes {
     pub fn new(short: bool) -> Self {
         if short {
             Self {
-                users: 2_000,
+                // Enough that the broadcast is still sending when it is cancelled, after the
+                // loop and its window: at LIMIT a second it lasts 50 s.
+                users: 10_000,
                 loop_rate: 50.0,
                 loop_secs: 3,
                 drain_secs: 2,

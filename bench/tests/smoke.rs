@@ -95,7 +95,7 @@ fn short_mode_refuses_loses_and_duplicates_nothing() {
     // The broadcast: stored, every recipient queued, sent at the pace, cancelled with
     // nothing sent twice, the other bot's round trip never lost.
     let b = &r["broadcast"];
-    assert_eq!(b["recipients"], 2_000, "{b}");
+    assert_eq!(b["recipients"], 10_000, "{b}");
     assert!(
         b["drain"]["sent"].as_u64().unwrap() > 0,
         "nothing sent: {b}"

@@ -269,6 +269,31 @@ pub struct Limits {
     pub per_conversation_burst: u32,
 }
 
+/// A platform call that sends one message to many users at once (LINE's multicast, Viber's
+/// `broadcast_message`), for broadcasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BulkSend {
+    /// Recipients per call at most.
+    pub max_recipients: usize,
+}
+
+/// One message for many users, as [`OutboundAdapter::send_many`] takes it.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    /// The batch's id, the same every time it is tried: a platform that takes an idempotency
+    /// key (LINE's `X-Line-Retry-Key`) derives it from this, so a retry is not sent twice.
+    pub id: &'a str,
+    /// The bot sending it.
+    pub bot_id: &'a str,
+    /// What every recipient gets.
+    pub content: &'a patchbay_contract::Content,
+    /// The recipients' addresses at the platform, at most [`BulkSend::max_recipients`].
+    pub addresses: &'a [String],
+}
+
+/// What a bulk call did for each address of its [`Batch`], in the batch's order.
+pub type BulkSent = Vec<Result<Sent, SendError>>;
+
 /// The outbound face of a messenger.
 pub trait OutboundAdapter: Send + Sync + 'static {
     /// Which messenger.
@@ -291,6 +316,32 @@ pub trait OutboundAdapter: Send + Sync + 'static {
         target: Target<'_, Self::Credentials>,
         job: &OutboundJob,
     ) -> impl Future<Output = Result<Sent, SendError>> + Send;
+
+    /// The platform's bulk call, when it has one ([`OutboundAdapter::send_many`]).
+    const BULK: Option<BulkSend> = None;
+
+    /// Sends `batch`'s content to each of its addresses with the platform's bulk call
+    /// ([`OutboundAdapter::BULK`]): what happened to each address, in order. An error is the
+    /// batch's as a whole (nothing sent, or a retry of the same batch is due); an address the
+    /// platform refused on its own fails alone. Platforms without a bulk call keep the
+    /// default: `unsupported`.
+    fn send_many(
+        &self,
+        target: Target<'_, Self::Credentials>,
+        batch: Batch<'_>,
+    ) -> impl Future<Output = Result<BulkSent, SendError>> + Send {
+        let _ = (target, batch);
+        async {
+            Err(SendError::permanent(
+                "unsupported",
+                format!(
+                    "{} has no call that sends to many users at once",
+                    Self::PLATFORM
+                ),
+                None,
+            ))
+        }
+    }
 
     /// How the platform is given a file the bot uploaded again: the sender keeps the
     /// platform's reference per channel, shared by its replicas, for as long as it is usable

@@ -40,6 +40,10 @@ use serde_json::{Map, Value, json};
 pub const REPLY_PATH: &str = "/v2/bot/message/reply";
 /// Pushes.
 pub const PUSH_PATH: &str = "/v2/bot/message/push";
+/// Multicasts: one message to up to [`MULTICAST_MAX`] users.
+pub const MULTICAST_PATH: &str = "/v2/bot/message/multicast";
+/// Users per multicast at most.
+pub const MULTICAST_MAX: usize = 500;
 /// Profiles of friends: `/v2/bot/profile/{userId}`.
 pub const PROFILE_PATH: &str = "/v2/bot/profile/";
 /// Members of groups: `/v2/bot/group/{groupId}/member/{userId}`.
@@ -350,33 +354,35 @@ impl FakeLine {
             .collect()
     }
 
-    /// Every message the fake delivered (replies and pushes it accepted, and pushes it
-    /// accepted before answering 500), in order, each with `to`: the push's address, or
-    /// `reply:<token>`.
+    /// Every message the fake delivered (replies, pushes and multicasts it accepted, and those
+    /// it accepted before answering 500), in order, each with `to`: the push's address, each
+    /// user a multicast reached (friends of the bot), or `reply:<token>`.
     pub fn messages(&self) -> Vec<Value> {
         self.calls()
             .into_iter()
-            .filter(|c| c.path == REPLY_PATH || c.path == PUSH_PATH)
+            .filter(|c| c.path == REPLY_PATH || c.path == PUSH_PATH || c.path == MULTICAST_PATH)
             .filter(|c| c.status == 200 || (c.status == 500 && c.body.get("delivered").is_some()))
             .flat_map(|c| {
-                let to = c.body.get("to").and_then(Value::as_str).map_or_else(
-                    || {
-                        format!(
-                            "reply:{}",
-                            c.body["replyToken"].as_str().unwrap_or_default()
-                        )
-                    },
-                    str::to_owned,
-                );
-                c.body["messages"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(move |mut m| {
+                let to: Vec<String> = match (c.path.as_str(), c.body.get("to")) {
+                    (MULTICAST_PATH, _) => c.body["delivered_to"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|u| u.as_str().map(str::to_owned))
+                        .collect(),
+                    (_, Some(Value::String(to))) => vec![to.clone()],
+                    _ => vec![format!(
+                        "reply:{}",
+                        c.body["replyToken"].as_str().unwrap_or_default()
+                    )],
+                };
+                let messages = c.body["messages"].as_array().cloned().unwrap_or_default();
+                to.into_iter().flat_map(move |to| {
+                    messages.clone().into_iter().map(move |mut m| {
                         m["to"] = json!(to);
                         m
                     })
+                })
             })
             .collect()
     }
@@ -750,6 +756,8 @@ fn is_uuid(s: &str) -> bool {
 /// What a call did, besides its answer.
 enum Done {
     Answer(Value),
+    /// A multicast accepted: its answer and the users it reached.
+    Delivered(Value, Vec<String>),
     /// 409: the retry key's push was accepted before.
     AlreadyAccepted(Value),
 }
@@ -848,6 +856,84 @@ fn push(
     Ok(Done::Answer(answer))
 }
 
+/// `POST /v2/bot/message/multicast`: up to [`MULTICAST_MAX`] user ids (a group's or room's id
+/// is refused, as any id that is not a user's), 1 to 5 messages. Users who are not friends of
+/// the bot (never added it, or blocked it) silently get nothing, as at LINE; each user reached
+/// counts against the monthly quota. Answered `{}`; a repeated retry key 409.
+fn multicast(
+    s: &mut Inner,
+    channel: &str,
+    body: &Value,
+    retry_key: Option<&str>,
+) -> Result<Done, Refusal> {
+    let c = s
+        .channels
+        .get_mut(channel)
+        .ok_or_else(|| Refusal::bad("unknown channel"))?;
+    if let Some(k) = retry_key {
+        if !is_uuid(k) {
+            return Err(Refusal::bad("The retry key must be a UUID"));
+        }
+        if let Some(first) = c.retry_keys.get(k) {
+            return Ok(Done::AlreadyAccepted(first.clone()));
+        }
+    }
+    let o = object(body, "body")?;
+    only(
+        o,
+        &[
+            "to",
+            "messages",
+            "notificationDisabled",
+            "customAggregationUnits",
+        ],
+        "body",
+    )?;
+    let to = o
+        .get("to")
+        .and_then(Value::as_array)
+        .ok_or_else(|| Refusal::property("to", "may not be null"))?;
+    if to.is_empty() || to.len() > MULTICAST_MAX {
+        return Err(Refusal::property(
+            "to",
+            format!("Size must be between 1 and {MULTICAST_MAX}"),
+        ));
+    }
+    let mut users = Vec::with_capacity(to.len());
+    for (i, id) in to.iter().enumerate() {
+        let id = id.as_str().unwrap_or_default();
+        let user_id =
+            id.len() == 33 && id.starts_with('U') && id[1..].bytes().all(|b| b.is_ascii_hexdigit());
+        if !user_id {
+            return Err(Refusal::property(
+                &format!("to[{i}]"),
+                "The value must be a user ID",
+            ));
+        }
+        users.push(id.to_owned());
+    }
+    let n = check_messages(body)?;
+    let reached: Vec<String> = users
+        .into_iter()
+        .filter(|u| c.friends.contains(u))
+        .collect();
+    if c.monthly_quota
+        .is_some_and(|q| c.pushed + n * reached.len() > q)
+    {
+        return Err(Refusal(
+            StatusCode::TOO_MANY_REQUESTS,
+            "You have reached your monthly limit.".into(),
+            vec![],
+        ));
+    }
+    c.pushed += n * reached.len();
+    let answer = json!({});
+    if let Some(k) = retry_key {
+        c.retry_keys.insert(k.to_owned(), answer.clone());
+    }
+    Ok(Done::Delivered(answer, reached))
+}
+
 fn profile(s: &Inner, channel: &str, path: &str) -> Result<Done, Refusal> {
     let not_found = || Refusal(StatusCode::NOT_FOUND, "Not found".into(), vec![]);
     let c = s.channels.get(channel).ok_or_else(not_found)?;
@@ -880,7 +966,7 @@ fn profile(s: &Inner, channel: &str, path: &str) -> Result<Done, Refusal> {
 
 /// A 500 drawn at random for a send, as [`FakeLine::fail_randomly`] set it.
 fn random_failure(s: &mut Inner, path: &str, body: &Value) -> Option<Failure> {
-    if path != PUSH_PATH && path != REPLY_PATH {
+    if path != PUSH_PATH && path != REPLY_PATH && path != MULTICAST_PATH {
         return None;
     }
     s.random_server_errors
@@ -1015,6 +1101,7 @@ async fn handle(State(inner): State<Shared>, req: Request) -> Response {
     let route = match (method.as_str(), path.as_str()) {
         ("POST", REPLY_PATH) => Some(REPLY_PATH),
         ("POST", PUSH_PATH) => Some(PUSH_PATH),
+        ("POST", MULTICAST_PATH) => Some(MULTICAST_PATH),
         ("GET", p) if p.starts_with(PROFILE_PATH) => Some(PROFILE_PATH),
         ("GET", p) if p.starts_with(GROUP_PATH) => Some(GROUP_PATH),
         ("GET", p) if p.starts_with(ROOM_PATH) => Some(ROOM_PATH),
@@ -1024,6 +1111,8 @@ async fn handle(State(inner): State<Shared>, req: Request) -> Response {
     };
     let mut retry_after = None;
     let mut delivered_then_failed = false;
+    // The users a multicast reached, recorded with its call (see `FakeLine::messages`).
+    let mut delivered_to: Option<Vec<String>> = None;
     let result = match route {
         None => Err(Refusal(StatusCode::NOT_FOUND, "Not found".into(), vec![])),
         Some(_) if !authorized => Err(Refusal(
@@ -1049,6 +1138,7 @@ async fn handle(State(inner): State<Shared>, req: Request) -> Response {
             let carry_out = |s: &mut Inner| match route {
                 REPLY_PATH => reply(s, &channel, &body, retry_key.as_deref()),
                 PUSH_PATH => push(s, &channel, &body, retry_key.as_deref()),
+                MULTICAST_PATH => multicast(s, &channel, &body, retry_key.as_deref()),
                 BOT_INFO_PATH | WEBHOOK_ENDPOINT_PATH => account(s, &channel, &method, &path, &body),
                 _ => profile(s, &channel, &path),
             };
@@ -1063,7 +1153,14 @@ async fn handle(State(inner): State<Shared>, req: Request) -> Response {
                 }
                 Some(Failure::ServerError) => server_error(),
                 Some(Failure::ServerErrorAfterAccepting) => {
-                    delivered_then_failed = matches!(carry_out(&mut s), Ok(Done::Answer(_)));
+                    match carry_out(&mut s) {
+                        Ok(Done::Answer(_)) => delivered_then_failed = true,
+                        Ok(Done::Delivered(_, to)) => {
+                            delivered_then_failed = true;
+                            delivered_to = Some(to);
+                        }
+                        _ => {}
+                    }
                     server_error()
                 }
                 Some(Failure::Status(code)) => Err(Refusal(
@@ -1077,6 +1174,10 @@ async fn handle(State(inner): State<Shared>, req: Request) -> Response {
     };
     let response = match result {
         Ok(Done::Answer(v)) => Json(v).into_response(),
+        Ok(Done::Delivered(v, to)) => {
+            delivered_to = Some(to);
+            Json(v).into_response()
+        }
         Ok(Done::AlreadyAccepted(first)) => with_header(
             (
                 StatusCode::CONFLICT,
@@ -1101,6 +1202,9 @@ async fn handle(State(inner): State<Shared>, req: Request) -> Response {
     if delivered_then_failed && let Some(o) = body.as_object_mut() {
         // Marks the record: delivered although answered 500 (see `FakeLine::messages`).
         o.insert("delivered".into(), json!(true));
+    }
+    if let (Some(to), Some(o)) = (delivered_to, body.as_object_mut()) {
+        o.insert("delivered_to".into(), json!(to));
     }
     s.calls.push(Call {
         method,

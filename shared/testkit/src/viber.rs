@@ -30,6 +30,10 @@ use serde_json::{Map, Value, json};
 
 /// Sending messages.
 pub const SEND_PATH: &str = "/pa/send_message";
+/// `broadcast_message`: one message to up to [`BROADCAST_MAX`] subscribers.
+pub const BROADCAST_PATH: &str = "/pa/broadcast_message";
+/// Users per broadcast at most.
+pub const BROADCAST_MAX: usize = 300;
 /// Setting the webhook.
 pub const SET_WEBHOOK_PATH: &str = "/pa/set_webhook";
 /// The account's details.
@@ -58,8 +62,10 @@ pub struct Call {
     pub http_status: u16,
     /// Viber's `status` answered (`None` for HTTP failures).
     pub status: Option<i64>,
-    /// The `message_token` answered to a send.
+    /// The `message_token` answered to a send or a broadcast.
     pub message_token: Option<u64>,
+    /// The subscribers a broadcast reached (empty for other calls).
+    pub delivered_to: Vec<String>,
     /// When it arrived.
     pub at: Instant,
 }
@@ -254,12 +260,29 @@ impl FakeViber {
             .collect()
     }
 
-    /// The messages Viber accepted (status 0), in order.
+    /// The messages Viber accepted (status 0), in order: each send's body, and a broadcast's
+    /// body once per subscriber it reached, with that `receiver` in place of its
+    /// `broadcast_list`.
     pub fn messages(&self) -> Vec<Value> {
-        self.calls_to(SEND_PATH)
+        self.calls()
             .into_iter()
             .filter(|c| c.status == Some(0))
-            .map(|c| c.body)
+            .flat_map(|c| match c.path.as_str() {
+                SEND_PATH => vec![c.body],
+                BROADCAST_PATH => c
+                    .delivered_to
+                    .iter()
+                    .map(|to| {
+                        let mut m = c.body.clone();
+                        if let Some(o) = m.as_object_mut() {
+                            o.remove("broadcast_list");
+                            o.insert("receiver".into(), json!(to));
+                        }
+                        m
+                    })
+                    .collect(),
+                _ => vec![],
+            })
             .collect()
     }
 
@@ -706,8 +729,62 @@ fn user_details(s: &mut Inner, token: &str, body: &Value) -> Result<Value, Refus
     Ok(ok(json!({"message_token": s.next_token, "user": user})))
 }
 
+/// `broadcast_message`: a message as `send_message` takes it, with `broadcast_list` (1 to
+/// [`BROADCAST_MAX`] ids) instead of `receiver`. Subscribers get it (`delivered_to`); the
+/// others are answered in `failed_list` with status 6, as Viber does.
+fn broadcast(
+    s: &mut Inner,
+    token: &str,
+    body: &Value,
+    delivered_to: &mut Vec<String>,
+) -> Result<Value, Refusal> {
+    let list: Vec<String> = body
+        .get("broadcast_list")
+        .and_then(Value::as_array)
+        .ok_or_else(|| missing("a broadcast needs a broadcast_list"))?
+        .iter()
+        .map(|v| v.as_str().filter(|id| !id.is_empty()).map(str::to_owned))
+        .collect::<Option<_>>()
+        .ok_or_else(|| bad("broadcast_list holds user ids"))?;
+    if list.is_empty() || list.len() > BROADCAST_MAX {
+        return Err(bad(format!(
+            "broadcast_list holds 1 to {BROADCAST_MAX} ids, not {}",
+            list.len()
+        )));
+    }
+    if body.get("receiver").is_some() {
+        return Err(bad("a broadcast has a broadcast_list, not a receiver"));
+    }
+    let mut message = body.clone();
+    if let Some(o) = message.as_object_mut() {
+        o.remove("broadcast_list");
+        o.insert("receiver".into(), json!(list[0]));
+    }
+    check_message(&message)?;
+    let b = s
+        .bots
+        .get(token)
+        .ok_or_else(|| Refusal(2, "invalid auth token".into()))?;
+    if b.webhook.is_empty() {
+        return Err(Refusal(10, "webhook not set".into()));
+    }
+    let mut failed = Vec::new();
+    for id in list {
+        if b.subscribers.contains(&id) {
+            delivered_to.push(id);
+        } else {
+            failed.push(json!({"receiver": id, "status": 6,
+                               "status_message": status_name(6)}));
+        }
+    }
+    s.next_token += 1;
+    Ok(ok(json!({"message_token": s.next_token,
+                 "chat_hostname": "SN-CHAT-05_",
+                 "failed_list": failed})))
+}
+
 fn random_failure(s: &mut Inner, path: &str, body: &[u8]) -> Option<Failure> {
-    if path != SEND_PATH {
+    if path != SEND_PATH && path != BROADCAST_PATH {
         return None;
     }
     s.random_server_errors
@@ -745,11 +822,13 @@ async fn handle(State(inner): State<Shared>, req: Request) -> Response {
     let known = is_post
         && [
             SEND_PATH,
+            BROADCAST_PATH,
             SET_WEBHOOK_PATH,
             ACCOUNT_INFO_PATH,
             USER_DETAILS_PATH,
         ]
         .contains(&path.as_str());
+    let mut delivered_to = Vec::new();
     let result: Result<Value, Refusal> = if !known {
         let response = (axum::http::StatusCode::NOT_FOUND, "no such method").into_response();
         record(&inner, &path, token, authorized, body, 404, None, None);
@@ -793,6 +872,7 @@ async fn handle(State(inner): State<Shared>, req: Request) -> Response {
                             json!({"message_token": s.next_token, "chat_hostname": "SN-CHAT-05_"}),
                         ))
                     }),
+                    BROADCAST_PATH => broadcast(&mut s, &t, &body, &mut delivered_to),
                     ACCOUNT_INFO_PATH => {
                         let b = s.bots.get(&t);
                         Ok(ok(json!({
@@ -815,7 +895,8 @@ async fn handle(State(inner): State<Shared>, req: Request) -> Response {
     let (answer, status, token_answered) = match result {
         Ok(a) => {
             let tok = a.get("message_token").and_then(Value::as_u64);
-            (a, 0, if path == SEND_PATH { tok } else { None })
+            let sends = path == SEND_PATH || path == BROADCAST_PATH;
+            (a, 0, if sends { tok } else { None })
         }
         Err(Refusal(n, why)) => (
             json!({"status": n, "status_message": format!("{}: {why}", status_name(n))}),
@@ -833,6 +914,12 @@ async fn handle(State(inner): State<Shared>, req: Request) -> Response {
         Some(status),
         token_answered,
     );
+    if status == 0 && !delivered_to.is_empty() {
+        let mut s = lock(&inner);
+        if let Some(call) = s.calls.last_mut() {
+            call.delivered_to = delivered_to;
+        }
+    }
     Json(answer).into_response()
 }
 
@@ -855,6 +942,7 @@ fn record(
         http_status,
         status,
         message_token,
+        delivered_to: Vec::new(),
         at: Instant::now(),
     });
 }

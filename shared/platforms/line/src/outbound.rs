@@ -38,6 +38,14 @@
 //! The reply API has no retry key: a reply call that got no answer is retried as a push, and
 //! if the reply had in fact arrived the user sees the message twice.
 //!
+//! A broadcast's message goes to up to [`MULTICAST_MAX`] users in one call: `POST
+//! /v2/bot/message/multicast` `{"to": [<user id>, …], "messages": […]}`
+//! ([`OutboundAdapter::send_many`]), each call with an `X-Line-Retry-Key` derived from the
+//! batch's id and the call's position, so a retried batch is answered 409 and sent once.
+//! Multicast reaches users only: a group or room in a batch fails alone (`invalid_request`).
+//! LINE answers `{}`, with no message ids, and does not say which users it reached: a user who
+//! blocked the bot is counted as sent, as LINE counts them.
+//!
 //! LINE's answers (`{"message", "details": [{"message", "property"}]}`; the HTTP status is the
 //! `platform_code`):
 //!
@@ -64,7 +72,10 @@ use std::time::Duration;
 use patchbay_contract::content::{Button, Card, Location, Media, QuickReply};
 use patchbay_contract::{Content, OutboundJob, Platform, PlatformUser};
 use patchbay_platform::replies::Replies;
-use patchbay_platform::{Capabilities, Limits, OutboundAdapter, SendError, Sent, Target, degrade};
+use patchbay_platform::{
+    Batch, BulkSend, BulkSent, Capabilities, Limits, OutboundAdapter, SendError, Sent, Target,
+    degrade,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha1::Digest;
@@ -79,6 +90,10 @@ pub const DEFAULT_BASE_URL: &str = "https://api.line.me";
 pub const REPLY_PATH: &str = "/v2/bot/message/reply";
 /// Pushes.
 pub const PUSH_PATH: &str = "/v2/bot/message/push";
+/// Multicasts: one message to many users.
+pub const MULTICAST_PATH: &str = "/v2/bot/message/multicast";
+/// Users per multicast at most.
+pub const MULTICAST_MAX: usize = 500;
 /// Profiles of friends: `<PROFILE_PATH>/<userId>`.
 pub const PROFILE_PATH: &str = "/v2/bot/profile";
 /// The idempotency header of pushes.
@@ -734,8 +749,68 @@ impl LineSender {
     }
 }
 
+/// Whether `address` is a user id (`U` and 32 hexadecimal digits), which multicast takes; a
+/// group's (`C…`) and a room's (`R…`) it does not.
+pub fn is_user_id(address: &str) -> bool {
+    address.len() == 33
+        && address.starts_with('U')
+        && address[1..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+impl LineSender {
+    /// Multicasts `batch` (see the module documentation).
+    async fn multicast(
+        &self,
+        target: Target<'_, LineCredentials>,
+        batch: Batch<'_>,
+    ) -> Result<BulkSent, SendError> {
+        if batch.addresses.len() > MULTICAST_MAX {
+            return Err(invalid(format!(
+                "a LINE multicast takes at most {MULTICAST_MAX} users, not {}",
+                batch.addresses.len()
+            )));
+        }
+        let rendered = messages(batch.content)?;
+        let users: Vec<&str> = batch
+            .addresses
+            .iter()
+            .map(String::as_str)
+            .filter(|a| is_user_id(a))
+            .collect();
+        if !users.is_empty() {
+            let url = api_url(target.base_url, MULTICAST_PATH)?;
+            for (i, part) in rendered.chunks(MAX_PER_CALL).enumerate() {
+                let request = self
+                    .http
+                    .post(url.clone())
+                    .header(RETRY_KEY_HEADER, retry_key(batch.id, i))
+                    .json(&json!({"to": users, "messages": part}));
+                let a = call(request, target.credentials, "multicast").await?;
+                match a.status {
+                    200 => metrics_outcome("multicast"),
+                    409 => metrics_outcome("multicast_already_accepted"),
+                    _ => return Err(classify(a.status, a.after, &a.body)),
+                }
+            }
+        }
+        Ok(batch
+            .addresses
+            .iter()
+            .map(|a| {
+                if is_user_id(a) {
+                    Ok(Sent::default())
+                } else {
+                    Err(invalid(
+                        "a LINE multicast reaches users only, not groups or rooms",
+                    ))
+                }
+            })
+            .collect())
+    }
+}
+
 /// Counts how LINE sends went: `replied`, `pushed`, `push_already_accepted` (409),
-/// `reply_token_refused`, `reply_token_stale`.
+/// `reply_token_refused`, `reply_token_stale`, `multicast`, `multicast_already_accepted`.
 fn metrics_outcome(outcome: &'static str) {
     metrics::counter!("patchbay_line_sends_total", "outcome" => outcome).increment(1);
 }
@@ -764,6 +839,18 @@ impl OutboundAdapter for LineSender {
 
     fn limits(&self) -> Limits {
         self.limits
+    }
+
+    const BULK: Option<BulkSend> = Some(BulkSend {
+        max_recipients: MULTICAST_MAX,
+    });
+
+    async fn send_many(
+        &self,
+        target: Target<'_, LineCredentials>,
+        batch: Batch<'_>,
+    ) -> Result<BulkSent, SendError> {
+        self.multicast(target, batch).await
     }
 
     /// A user's image, video, audio or file: `GET /v2/bot/message/{messageId}/content` on
@@ -1493,5 +1580,125 @@ mod tests {
                 ("/v2/bot/profile/Ustranger".to_owned(), 404),
             ]
         );
+    }
+
+    fn user(n: u32) -> String {
+        format!("U{n:032x}")
+    }
+
+    async fn multicast(
+        line: &FakeLine,
+        addresses: &[String],
+        content: &Content,
+    ) -> Result<BulkSent, SendError> {
+        let base = line.base_url();
+        let creds = creds();
+        let target = Target {
+            credentials: &creds,
+            base_url: &base,
+        };
+        let batch = Batch {
+            id: "bat_1",
+            bot_id: "bot_1",
+            content,
+            addresses,
+        };
+        sender().send_many(target, batch).await
+    }
+
+    fn delivered_to(line: &FakeLine) -> Vec<String> {
+        line.messages()
+            .iter()
+            .map(|m| m["to"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_multicast_reaches_a_batchs_users_in_one_call_and_a_retry_of_it_is_not_sent_again() {
+        let line = fake().await;
+        for n in [1, 2] {
+            line.add_friend(fx::ACCESS_TOKEN, &user(n));
+        }
+        // User 3 blocked the bot; the group cannot be multicast to.
+        let addresses = [
+            user(1),
+            user(2),
+            "C0123456789abcdef0123456789abcdef".into(),
+            user(3),
+        ];
+        let outcomes = multicast(&line, &addresses, &hi()).await.unwrap();
+        let codes: Vec<Option<String>> = outcomes
+            .iter()
+            .map(|o| o.as_ref().err().map(|e| code_of(e).0.to_owned()))
+            .collect();
+        assert_eq!(
+            codes,
+            [None, None, Some("invalid_request".into()), None],
+            "LINE does not say whom a multicast missed"
+        );
+        let calls = line.calls_to(MULTICAST_PATH);
+        assert_eq!(calls.len(), 1);
+        assert_eq!(
+            (calls[0].status, calls[0].retry_key.clone()),
+            (200, Some(retry_key("bat_1", 0)))
+        );
+        assert_eq!(
+            calls[0].body["to"],
+            json!([user(1), user(2), user(3)]),
+            "users only"
+        );
+        assert_eq!(delivered_to(&line), [user(1), user(2)]);
+        // The same batch again (its sender did not learn the answer): 409, sent once.
+        let again = multicast(&line, &addresses, &hi()).await.unwrap();
+        assert!(again[0].is_ok() && again[1].is_ok() && again[3].is_ok());
+        assert_eq!(line.calls_to(MULTICAST_PATH)[1].status, 409);
+        assert_eq!(delivered_to(&line), [user(1), user(2)]);
+    }
+
+    #[tokio::test]
+    async fn a_multicast_fails_as_a_whole_and_its_retry_after_an_accepted_call_sends_nothing_twice()
+    {
+        let line = fake().await;
+        let users: Vec<String> = (1..=MULTICAST_MAX as u32).map(user).collect();
+        for u in &users {
+            line.add_friend(fx::ACCESS_TOKEN, u);
+        }
+        let mut too_many = users.clone();
+        too_many.push(user(9999));
+        let e = multicast(&line, &too_many, &hi()).await.unwrap_err();
+        assert_eq!(code_of(&e).0, "invalid_request");
+        assert!(
+            line.calls_to(MULTICAST_PATH).is_empty(),
+            "refused before any call"
+        );
+        // Accepted, then answered 500: a retry, which LINE answers 409.
+        line.fail_next(MULTICAST_PATH, [Failure::ServerErrorAfterAccepting]);
+        let e = multicast(&line, &users, &hi()).await.unwrap_err();
+        assert_eq!(code_of(&e).0, "retry");
+        let outcomes = multicast(&line, &users, &hi()).await.unwrap();
+        assert!(outcomes.iter().all(Result::is_ok));
+        let statuses: Vec<u16> = line
+            .calls_to(MULTICAST_PATH)
+            .iter()
+            .map(|c| c.status)
+            .collect();
+        assert_eq!(statuses, [500, 409]);
+        assert_eq!(delivered_to(&line), users, "each of the 500 once");
+        // The monthly quota counts each user reached.
+        line.set_monthly_quota(fx::ACCESS_TOKEN, Some(MULTICAST_MAX + 10));
+        let other = Batch {
+            id: "bat_2",
+            bot_id: "bot_1",
+            content: &hi(),
+            addresses: &users[..20],
+        };
+        let base = line.base_url();
+        let creds = creds();
+        let target = Target {
+            credentials: &creds,
+            base_url: &base,
+        };
+        let e = sender().send_many(target, other).await.unwrap_err();
+        assert_eq!(code_of(&e).0, "quota_exceeded");
     }
 }

@@ -34,6 +34,14 @@
 //! (`invalid_request`). A message that takes several Viber messages sends them in order; the
 //! first refusal stops the rest (a retry sends it again from its first part).
 //!
+//! A broadcast's message goes to up to [`BROADCAST_MAX`] subscribers in one call per Viber
+//! message: `broadcast_message`, the same body with `broadcast_list` instead of `receiver`
+//! ([`OutboundAdapter::send_many`]), in as few calls as fit Viber's 30 KB with the list. Viber
+//! answers one `message_token` for everyone, and `failed_list` (`receiver`, `status`,
+//! `status_message`) for the users it refused, each classified as below; a user refused one
+//! part gets none of the parts after it. Viber takes no idempotency key: a broadcast that got
+//! no answer is sent again.
+//!
 //! Viber's answers (its `status` is the `platform_code`):
 //!
 //! | status | name | Patchbay |
@@ -71,7 +79,10 @@ use std::time::Duration;
 use patchbay_bus::ConfigView;
 use patchbay_contract::content::{Button, Card, Media, QuickReply};
 use patchbay_contract::{Content, OutboundJob, Platform};
-use patchbay_platform::{Capabilities, Limits, OutboundAdapter, SendError, Sent, Target, degrade};
+use patchbay_platform::{
+    Batch, BulkSend, BulkSent, Capabilities, Limits, OutboundAdapter, SendError, Sent, Target,
+    degrade,
+};
 use serde_json::{Map, Value, json};
 
 use crate::ViberCredentials;
@@ -82,6 +93,10 @@ use crate::credentials::SENDER_NAME_MAX;
 pub const DEFAULT_BASE_URL: &str = "https://chatapi.viber.com";
 /// Sending messages.
 pub const SEND_PATH: &str = "/pa/send_message";
+/// `broadcast_message`: one message to many subscribers.
+pub const BROADCAST_PATH: &str = "/pa/broadcast_message";
+/// Users per broadcast at most.
+pub const BROADCAST_MAX: usize = 300;
 /// Setting (or removing) the webhook.
 pub const SET_WEBHOOK_PATH: &str = "/pa/set_webhook";
 /// The bot account's details, with its webhook.
@@ -599,6 +614,145 @@ fn token_text(v: &Value) -> Option<String> {
     }
 }
 
+impl ViberSender {
+    /// `content` as Viber messages from the channel's sender (its `sender_name`, else the
+    /// bot's name), without a receiver.
+    async fn messages(
+        &self,
+        creds: &ViberCredentials,
+        bot_id: &str,
+        content: &Content,
+    ) -> Result<Vec<Value>, SendError> {
+        let parts = degrade(content, &CAPABILITIES, "Viber").map_err(SendError::Permanent)?;
+        let mut rendered = Vec::new();
+        for p in &parts {
+            rendered.extend(render(p)?);
+        }
+        let bot_name = match (&creds.sender_name, &self.view) {
+            (None, Some(view)) => view
+                .bot(bot_id)
+                .await
+                .ok()
+                .flatten()
+                .map(|b| b.name.clone()),
+            _ => None,
+        }
+        .unwrap_or_else(|| "Patchbay".to_owned());
+        let from = sender(creds, &bot_name);
+        for m in &mut rendered {
+            m["sender"] = from.clone();
+        }
+        Ok(rendered)
+    }
+
+    /// Broadcasts `batch` (see the module documentation).
+    async fn broadcast(
+        &self,
+        target: Target<'_, ViberCredentials>,
+        batch: Batch<'_>,
+    ) -> Result<BulkSent, SendError> {
+        if batch.addresses.len() > BROADCAST_MAX {
+            return Err(invalid(format!(
+                "a Viber broadcast takes at most {BROADCAST_MAX} users, not {}",
+                batch.addresses.len()
+            )));
+        }
+        let bodies = self
+            .messages(target.credentials, batch.bot_id, batch.content)
+            .await?;
+        let mut outcomes: Vec<Option<Result<Sent, SendError>>> = vec![None; batch.addresses.len()];
+        let mut tokens: Vec<Option<String>> = vec![None; batch.addresses.len()];
+        // The users still to get the rest: one refused a part gets none of the parts after it.
+        let mut alive: Vec<usize> = (0..batch.addresses.len()).collect();
+        for body in bodies {
+            let mut rest = alive.clone();
+            while !rest.is_empty() {
+                let list = fitting(&body, &rest, batch.addresses)?;
+                let chunk: Vec<usize> = rest.drain(..list).collect();
+                let mut call_body = body.clone();
+                call_body["broadcast_list"] = json!(
+                    chunk
+                        .iter()
+                        .map(|&i| &batch.addresses[i])
+                        .collect::<Vec<_>>()
+                );
+                let answer = call(
+                    &self.http,
+                    target.base_url,
+                    target.credentials,
+                    BROADCAST_PATH,
+                    &call_body,
+                )
+                .await?;
+                let token = answer.get("message_token").and_then(token_text);
+                let failed = answer
+                    .get("failed_list")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                for f in failed {
+                    let receiver = f
+                        .get("receiver")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
+                    let Some(&i) = chunk.iter().find(|&&i| batch.addresses[i] == receiver) else {
+                        continue;
+                    };
+                    if outcomes[i].is_none() {
+                        outcomes[i] = Some(Err(classify(
+                            f.get("status").and_then(Value::as_i64).unwrap_or(-1),
+                            f.get("status_message")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default(),
+                        )));
+                    }
+                }
+                for &i in &chunk {
+                    if outcomes[i].is_none() && tokens[i].is_none() {
+                        tokens[i].clone_from(&token);
+                    }
+                }
+            }
+            alive.retain(|&i| outcomes[i].is_none());
+        }
+        Ok(outcomes
+            .into_iter()
+            .zip(tokens)
+            .map(|(outcome, token)| {
+                outcome.unwrap_or(Ok(Sent {
+                    platform_message_id: token,
+                    media_reference: None,
+                }))
+            })
+            .collect())
+    }
+}
+
+/// How many of the users `rest` (indexes into `addresses`) fit in one broadcast of `body`
+/// within Viber's 30 KB (at least one, else the message alone is too large).
+fn fitting(body: &Value, rest: &[usize], addresses: &[String]) -> Result<usize, SendError> {
+    let mut empty = body.clone();
+    empty["broadcast_list"] = json!([]);
+    let mut size = empty.to_string().len();
+    let mut n = 0;
+    for &i in rest {
+        // The id quoted, and a comma after all but the first.
+        let cost = json!(addresses[i]).to_string().len() + usize::from(n > 0);
+        if size + cost > MAX_REQUEST_BYTES {
+            break;
+        }
+        size += cost;
+        n += 1;
+    }
+    if n == 0 {
+        sized(&empty)?;
+        return Err(invalid(format!(
+            "the Viber message leaves no room within {MAX_REQUEST_BYTES} bytes for its recipients"
+        )));
+    }
+    Ok(n)
+}
+
 impl OutboundAdapter for ViberSender {
     const PLATFORM: Platform = Platform::Viber;
     type Credentials = ViberCredentials;
@@ -615,6 +769,18 @@ impl OutboundAdapter for ViberSender {
         self.limits
     }
 
+    const BULK: Option<BulkSend> = Some(BulkSend {
+        max_recipients: BROADCAST_MAX,
+    });
+
+    async fn send_many(
+        &self,
+        target: Target<'_, ViberCredentials>,
+        batch: Batch<'_>,
+    ) -> Result<BulkSent, SendError> {
+        self.broadcast(target, batch).await
+    }
+
     async fn send(
         &self,
         target: Target<'_, ViberCredentials>,
@@ -625,28 +791,12 @@ impl OutboundAdapter for ViberSender {
                 "a Viber message needs the user's Viber id as address",
             ));
         }
-        let parts = degrade(&job.content, &CAPABILITIES, "Viber").map_err(SendError::Permanent)?;
-        let mut rendered = Vec::new();
-        for p in &parts {
-            rendered.extend(render(p)?);
-        }
-        let bot_name = match (&target.credentials.sender_name, &self.view) {
-            (None, Some(view)) => view
-                .bot(&job.bot_id)
-                .await
-                .ok()
-                .flatten()
-                .map(|b| b.name.clone()),
-            _ => None,
-        }
-        .unwrap_or_else(|| "Patchbay".to_owned());
-        let from = sender(target.credentials, &bot_name);
-        let mut bodies = Vec::new();
-        for mut m in rendered {
+        let mut bodies = self
+            .messages(target.credentials, &job.bot_id, &job.content)
+            .await?;
+        for m in &mut bodies {
             m["receiver"] = json!(job.address);
-            m["sender"] = from.clone();
-            sized(&m)?;
-            bodies.push(m);
+            sized(m)?;
         }
         let mut first = None;
         for body in bodies {
@@ -1124,5 +1274,120 @@ mod tests {
             "a third within 12 h"
         );
         assert_eq!(user_details(&http, &base, &creds(), "stranger").await, None);
+    }
+
+    async fn broadcast(
+        viber: &FakeViber,
+        addresses: &[String],
+        content: &Content,
+    ) -> Result<BulkSent, SendError> {
+        let base = viber.base_url();
+        let creds = creds();
+        let target = Target {
+            credentials: &creds,
+            base_url: &base,
+        };
+        let batch = Batch {
+            id: "bat_1",
+            bot_id: "bot_1",
+            content,
+            addresses,
+        };
+        sender().send_many(target, batch).await
+    }
+
+    fn receivers(viber: &FakeViber) -> Vec<String> {
+        viber
+            .messages()
+            .iter()
+            .map(|m| m["receiver"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_broadcast_reaches_the_subscribers_in_one_call_per_part_and_fails_the_others_alone() {
+        let (viber, _hook) = fake().await;
+        viber.add_subscriber(fx::AUTH_TOKEN, "sub2==");
+        let addresses = [fx::USER.to_owned(), "gone==".into(), "sub2==".into()];
+        // A location with a name: two Viber messages.
+        let place = Content::Location(Location {
+            latitude: 38.7,
+            longitude: -9.1,
+            name: Some("Shop".into()),
+            address: None,
+        });
+        let outcomes = broadcast(&viber, &addresses, &place).await.unwrap();
+        let calls = viber.calls_to(BROADCAST_PATH);
+        let lists: Vec<&Value> = calls.iter().map(|c| &c.body["broadcast_list"]).collect();
+        assert_eq!(
+            lists,
+            [
+                &json!([fx::USER, "gone==", "sub2=="]),
+                &json!([fx::USER, "sub2=="])
+            ],
+            "the user refused the first part is not sent the second"
+        );
+        assert!(
+            calls
+                .iter()
+                .all(|c| c.body.get("receiver").is_none() && c.body["sender"]["name"] == "Shop")
+        );
+        let first_token = calls[0].message_token.map(|t| t.to_string());
+        assert_eq!(
+            outcomes[0].as_ref().unwrap().platform_message_id,
+            first_token
+        );
+        assert_eq!(
+            code_of(outcomes[1].as_ref().unwrap_err()),
+            ("user_unavailable", Some(6))
+        );
+        assert_eq!(
+            outcomes[2].as_ref().unwrap().platform_message_id,
+            first_token
+        );
+        assert_eq!(
+            receivers(&viber),
+            [fx::USER, "sub2==", fx::USER, "sub2=="],
+            "both parts to each subscriber"
+        );
+        assert!(viber.calls_to(SEND_PATH).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_broadcast_too_large_for_one_call_goes_in_as_few_as_fit_and_a_failure_fails_it_whole()
+    {
+        let (viber, _hook) = fake().await;
+        let users: Vec<String> = (0..BROADCAST_MAX).map(|n| format!("{n:022}==")).collect();
+        for u in &users {
+            viber.add_subscriber(fx::AUTH_TOKEN, u);
+        }
+        let mut too_many = users.clone();
+        too_many.push("one-more==".into());
+        let e = broadcast(&viber, &too_many, &Content::Text { text: "hi".into() })
+            .await
+            .unwrap_err();
+        assert_eq!(code_of(&e).0, "invalid_request");
+        // 7,000 four-byte characters: 28 KB of the 30 a call may be, before the list.
+        let long = Content::Text {
+            text: "\u{1F600}".repeat(MAX_TEXT_CHARS),
+        };
+        let outcomes = broadcast(&viber, &users, &long).await.unwrap();
+        assert!(outcomes.iter().all(Result::is_ok));
+        let calls = viber.calls_to(BROADCAST_PATH);
+        assert!(calls.len() > 1, "the list does not fit in one call");
+        assert!(
+            calls
+                .iter()
+                .all(|c| c.status == Some(0) && c.body.to_string().len() <= MAX_REQUEST_BYTES)
+        );
+        let mut got = receivers(&viber);
+        got.sort();
+        assert_eq!(got, users, "each subscriber once");
+        // Viber down: the batch fails as a whole, to be tried again.
+        viber.fail_next(BROADCAST_PATH, [Failure::Http(503)]);
+        let e = broadcast(&viber, &users[..3], &Content::Text { text: "hi".into() })
+            .await
+            .unwrap_err();
+        assert_eq!(code_of(&e).0, "retry");
     }
 }
