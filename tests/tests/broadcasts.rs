@@ -305,6 +305,22 @@ async fn a_broadcast_reaches_each_user_once_across_platforms_with_templates_outs
         "{done}"
     );
     assert_eq!(done["skipped_reasons"], json!({"opted_out": 2}), "{done}");
+    // The driver refreshed the planner's statistics of the recipients once the audience was
+    // stored (its only page was its first and its last).
+    let pool = sqlx::PgPool::connect(&stack.config.database_url.clone().unwrap())
+        .await
+        .unwrap();
+    eventually(TIMEOUT, "broadcast_recipients analyzed", || async {
+        let analyzed: i64 = sqlx::query_scalar(
+            "select analyze_count from pg_stat_user_tables \
+             where schemaname = 'router' and relname = 'broadcast_recipients'",
+        )
+        .fetch_one(&pool)
+        .await
+        .ok()?;
+        (analyzed > 0).then_some(())
+    })
+    .await;
 
     // Telegram: every user but the two who opted out, once, the template's text form.
     let calls = accepted(&stack, &bot);

@@ -692,7 +692,7 @@ impl Router {
             "with page as ( \
                  select user_id from broadcast_recipients \
                  where broadcast_id = $1 and state = 'queued' \
-                   and ($2::text is null or user_id > $2) \
+                   and user_id > coalesce($2::text, '') \
                  order by user_id limit $3), \
              skipped as ( \
                  update broadcast_recipients r set state = 'skipped', reason = $4 \
@@ -768,7 +768,7 @@ impl Router {
             sqlx::query_as(
                 "with page as ( \
                      select u.id, u.broadcast_opt_out from users u \
-                     where u.bot_id = $2 and ($3::text is null or u.id > $3) \
+                     where u.bot_id = $2 and u.id > coalesce($3::text, '') \
                        and u.subscribed \
                        and ($4::text[] is null or u.channel_id = any($4)) \
                        and ($5::text[] is null or u.platform = any($5)) \
@@ -804,7 +804,31 @@ impl Router {
         .await?;
         tx.commit().await?;
         tracing::debug!(broadcast_id = %b.id, stored, more, "audience page stored");
+        if stored > 0 && (b.queued_to.is_none() || !more) {
+            self.analyze_recipients(b).await;
+        }
         Ok(more)
+    }
+
+    /// Refreshes the planner's statistics of `broadcast_recipients` once a broadcast's first
+    /// audience page and its last are stored. Without them, a table that grew by a million
+    /// rows in seconds is still thought small: the release's next page is then planned as a
+    /// read and sort of every recipient after the cursor (hundreds of milliseconds a step,
+    /// holding the broadcast's row lock that every outcome waits for) instead of the next rows
+    /// of its index. A failure is logged; autovacuum gets there in the end.
+    async fn analyze_recipients(&self, b: &Claimed) {
+        let started = std::time::Instant::now();
+        match sqlx::query("analyze broadcast_recipients")
+            .execute(&self.pool)
+            .await
+        {
+            Ok(_) => {
+                tracing::debug!(broadcast_id = %b.id, ms = started.elapsed().as_millis(), "recipients analyzed")
+            }
+            Err(e) => {
+                tracing::warn!(broadcast_id = %b.id, error = %e, "cannot analyze broadcast_recipients")
+            }
+        }
     }
 
     /// Hands up to `room` queued recipients to the send path; how many.
@@ -817,11 +841,16 @@ impl Router {
             .await?;
         // Whether each is still reachable is judged now: users block bots while a
         // broadcast goes out.
+        // The cursor is an index condition (`user_id > …`, never `$2 is null or …`, which a
+        // cached generic plan can only filter by, reading every recipient released before),
+        // and each user is looked up by id (a join may be planned as a scan of every user).
         let next: Vec<(String, bool, bool)> = sqlx::query_as(
-            "select r.user_id, coalesce(u.subscribed, false), coalesce(u.broadcast_opt_out, false) \
-             from broadcast_recipients r left join users u on u.id = r.user_id \
+            "select r.user_id, \
+                 coalesce((select u.subscribed from users u where u.id = r.user_id), false), \
+                 coalesce((select u.broadcast_opt_out from users u where u.id = r.user_id), false) \
+             from broadcast_recipients r \
              where r.broadcast_id = $1 and r.state = 'queued' \
-               and ($2::text is null or r.user_id > $2) \
+               and r.user_id > coalesce($2::text, '') \
              order by r.user_id limit $3",
         )
         .bind(&b.id)

@@ -1188,7 +1188,7 @@ pub async fn search_users(
 ) -> Result<patchbay_contract::UserPage, sqlx::Error> {
     let limit = limit.clamp(1, 200);
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "{PROFILE} where u.bot_id = $1 and u.fields @> $2 and ($3::text is null or u.id > $3)
+        "{PROFILE} where u.bot_id = $1 and u.fields @> $2 and u.id > coalesce($3::text, '')
          order by u.id limit $4"
     )))
     .bind(bot_id)

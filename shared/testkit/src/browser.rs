@@ -47,6 +47,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often [`Page::wait_for`] and [`Page::wait_for_text`] look again.
 const POLL: Duration = Duration::from_millis(50);
+/// How long [`Page::click`] finds an element again that went stale under it.
+const STALE_RETRY: Duration = Duration::from_secs(5);
 /// Chromium's switches for every page (its profile directory is added per page).
 const CHROMIUM_ARGS: [&str; 10] = [
     "--headless=new",
@@ -768,9 +770,22 @@ impl Page {
         .await
     }
 
-    /// Clicks the element matching `css`.
+    /// Clicks the element matching `css`. An element a live view replaced between finding and
+    /// clicking it (stale: WebDriver clicked nothing) is found again and clicked, for up to
+    /// [`STALE_RETRY`].
     pub async fn click(&self, css: &str) -> Result<(), BrowserError> {
-        self.find(css).await?.click().await
+        let deadline = tokio::time::Instant::now() + STALE_RETRY;
+        loop {
+            match async { self.find(css).await?.click().await }.await {
+                Err(e)
+                    if e.webdriver_error() == Some("stale element reference")
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(POLL).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// The visible text of the element matching `css`.

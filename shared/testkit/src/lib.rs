@@ -85,7 +85,9 @@ where
         match tokio::time::timeout_at(deadline, check()).await {
             Ok(Some(v)) => return v,
             Ok(None) => {}
-            Err(_) => panic!("timed out after {timeout:?} waiting for {what} (a check hung)"),
+            Err(_) => panic!(
+                "timed out after {timeout:?} waiting for {what} (the last check had not answered)"
+            ),
         }
         assert!(
             tokio::time::Instant::now() < deadline,

@@ -801,6 +801,28 @@ fn reply(
     Ok(Done::Answer(sent_messages(&mut s.next_id, n)))
 }
 
+/// The fields of a push's and a multicast's body.
+const SEND_FIELDS: &[&str] = &[
+    "to",
+    "messages",
+    "notificationDisabled",
+    "customAggregationUnits",
+];
+
+/// LINE's answer to a retry key it accepted before (409), if `retry_key` is one; a key that
+/// is not a UUID is refused.
+fn accepted_before(c: &Channel, retry_key: Option<&str>) -> Result<Option<Done>, Refusal> {
+    let Some(k) = retry_key else {
+        return Ok(None);
+    };
+    if !is_uuid(k) {
+        return Err(Refusal::bad("The retry key must be a UUID"));
+    }
+    Ok(c.retry_keys
+        .get(k)
+        .map(|first| Done::AlreadyAccepted(first.clone())))
+}
+
 fn push(
     s: &mut Inner,
     channel: &str,
@@ -813,25 +835,11 @@ fn push(
     let c = channels
         .get_mut(channel)
         .ok_or_else(|| Refusal::bad("unknown channel"))?;
-    if let Some(k) = retry_key {
-        if !is_uuid(k) {
-            return Err(Refusal::bad("The retry key must be a UUID"));
-        }
-        if let Some(first) = c.retry_keys.get(k) {
-            return Ok(Done::AlreadyAccepted(first.clone()));
-        }
+    if let Some(first) = accepted_before(c, retry_key)? {
+        return Ok(first);
     }
     let o = object(body, "body")?;
-    only(
-        o,
-        &[
-            "to",
-            "messages",
-            "notificationDisabled",
-            "customAggregationUnits",
-        ],
-        "body",
-    )?;
+    only(o, SEND_FIELDS, "body")?;
     let n = check_messages(body)?;
     let to = o.get("to").and_then(Value::as_str).unwrap_or_default();
     let reachable = c.friends.contains(to) || c.chats.contains_key(to);
@@ -870,25 +878,11 @@ fn multicast(
         .channels
         .get_mut(channel)
         .ok_or_else(|| Refusal::bad("unknown channel"))?;
-    if let Some(k) = retry_key {
-        if !is_uuid(k) {
-            return Err(Refusal::bad("The retry key must be a UUID"));
-        }
-        if let Some(first) = c.retry_keys.get(k) {
-            return Ok(Done::AlreadyAccepted(first.clone()));
-        }
+    if let Some(first) = accepted_before(c, retry_key)? {
+        return Ok(first);
     }
     let o = object(body, "body")?;
-    only(
-        o,
-        &[
-            "to",
-            "messages",
-            "notificationDisabled",
-            "customAggregationUnits",
-        ],
-        "body",
-    )?;
+    only(o, SEND_FIELDS, "body")?;
     let to = o
         .get("to")
         .and_then(Value::as_array)
