@@ -390,7 +390,6 @@ fn record_failures() {
 /// (times [`scale`]). The scenario is dropped after the failure is recorded, so its cluster
 /// reports its logs.
 async fn within<T>(name: &str, scenario: impl Future<Output = T>) -> T {
-    record_failures();
     let limit = SCENARIO_LIMIT * u32::try_from(scale()).unwrap();
     let mut scenario = std::pin::pin!(scenario);
     match tokio::time::timeout(limit, &mut scenario).await {
@@ -1295,7 +1294,6 @@ async fn settle(c: &Cluster, owners: &Owners, per_chat: i64) -> Counts {
                 .take(20)
                 .cloned()
                 .collect();
-            keep_logs(c, "not settled");
             let router = router_records(c, &missing).await;
             panic!(
                 "not settled after {SETTLE:?}: {} of {total} events, {replies} of {total} replies ({}); no reply to {missing:?}; the router's record of the first: {router:#?}",
@@ -1574,9 +1572,7 @@ async fn stream_through_fault_on(
     }
     let c = run.c;
     let counts = settle(&*c.read().await, &owners, per_chat).await;
-    if counts.out_of_order + counts.replies_out_of_order + counts.split_ids + counts.misrouted > 0 {
-        keep_logs(&*c.read().await, name);
-    }
+    // A failed check keeps and prints the logs (`Drop for Cluster`).
     check(name, &counts, started);
     one_token_per_app(name, &*c.read().await, &owners);
     println!("chaos {name}: faults {fired:?}");
@@ -1602,17 +1598,17 @@ fn sent_once(name: &str, counts: &Counts) {
 }
 
 /// Copies the processes' logs somewhere that outlives the test, and says where.
-fn keep_logs(c: &Cluster, name: &str) {
-    let dest = std::env::temp_dir().join(format!(
-        "patchbay-chaos-{}-{}",
-        name.replace(|ch: char| !ch.is_ascii_alphanumeric(), "-"),
-        std::process::id()
-    ));
+fn keep_logs(c: &Cluster) {
+    let dest = std::env::temp_dir().join(format!("patchbay-chaos-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&dest);
-    for entry in std::fs::read_dir(c.dir.path()).unwrap().flatten() {
+    // Called while a panic unwinds: nothing here may panic again.
+    let Ok(entries) = std::fs::read_dir(c.dir.path()) else {
+        return;
+    };
+    for entry in entries.flatten() {
         let _ = std::fs::copy(entry.path(), dest.join(entry.file_name()));
     }
-    eprintln!("chaos {name}: logs kept in {}", dest.display());
+    eprintln!("chaos: logs kept in {}", dest.display());
 }
 
 /// The last lines of each process's log, on stderr: what a failure on a machine whose files
@@ -1642,7 +1638,7 @@ fn print_log_tails(c: &Cluster) {
 impl Drop for Cluster {
     fn drop(&mut self) {
         if FAILED.load(std::sync::atomic::Ordering::SeqCst) || std::thread::panicking() {
-            keep_logs(self, "failed");
+            keep_logs(self);
             print_log_tails(self);
         }
     }

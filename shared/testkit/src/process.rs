@@ -16,18 +16,23 @@ impl Guarded {
         let _ = self.0.wait();
     }
 
+    /// Sends `signal` to the process.
+    fn signal(&self, signal: i32) {
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            // SAFETY: kill(2) on our own child's pid has no memory-safety implications.
+            unsafe {
+                libc::kill(pid, signal);
+            }
+        }
+    }
+
     /// Sends SIGTERM and waits up to `grace` for the process to exit; its exit status, or an
     /// error of kind `TimedOut` when it was still running (it is killed on drop).
     pub fn terminate(
         &mut self,
         grace: std::time::Duration,
     ) -> std::io::Result<std::process::ExitStatus> {
-        if let Ok(pid) = i32::try_from(self.0.id()) {
-            // SAFETY: kill(2) on our own child's pid has no memory-safety implications.
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
-            }
-        }
+        self.signal(libc::SIGTERM);
         self.wait_for(grace)
     }
 
@@ -58,19 +63,8 @@ impl Guarded {
         if !matches!(self.0.try_wait(), Ok(None)) {
             return;
         }
-        if let Ok(pid) = i32::try_from(self.0.id()) {
-            // SAFETY: kill(2) on our own child's pid has no memory-safety implications.
-            unsafe {
-                libc::kill(pid, signal);
-            }
-        }
-        let deadline = std::time::Instant::now() + grace;
-        while std::time::Instant::now() < deadline {
-            if !matches!(self.0.try_wait(), Ok(None)) {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        self.signal(signal);
+        let _ = self.wait_for(grace);
     }
 }
 
