@@ -9,9 +9,13 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use patchbay_contract::subjects::Stream;
+use patchbay_line::fixtures as line_fx;
 use patchbay_telegram::fixtures;
+use patchbay_testkit::line::{MULTICAST_PATH, PUSH_PATH};
 use patchbay_testkit::telegram::{Call, Failure};
-use patchbay_tests::{Options, Stack, TIMEOUT, TestBot, eventually};
+use patchbay_testkit::viber::{BROADCAST_PATH, SEND_PATH};
+use patchbay_tests::{LineBot, Options, Stack, TIMEOUT, TestBot, eventually};
+use patchbay_viber::fixtures as viber_fx;
 use patchbay_whatsapp::fixtures as fx;
 use serde_json::{Value, json};
 
@@ -19,6 +23,23 @@ const SECRET: &str = "wa-app-secret";
 
 /// Long enough for a paced broadcast of a few dozen users.
 const DRAIN: Duration = Duration::from_secs(120);
+
+/// `n` LINE users of `bot` who wrote to it just now (`U…` numbered `first..first + n`), in
+/// that order.
+async fn line_users(stack: &Stack, bot: &LineBot, first: u32, n: u32) -> Vec<String> {
+    let users: Vec<String> = (first..first + n).map(|i| format!("U{i:032x}")).collect();
+    let now = chrono::Utc::now().timestamp_millis();
+    for (k, some) in users.chunks(100).enumerate() {
+        let events = some
+            .iter()
+            .enumerate()
+            .map(|(j, u)| line_fx::at(line_fx::text(&format!("e-{first}-{k}-{j}"), u, "hi"), now))
+            .collect();
+        assert_eq!(stack.post_line(bot, events).await, 200);
+    }
+    received_users(stack, &bot.id, "line", users.len()).await;
+    users
+}
 
 /// `n` Telegram users of `bot` who wrote to it (chats `first..first + n`): user id by chat.
 async fn telegram_users(stack: &Stack, bot: &TestBot, first: i64, n: i64) -> HashMap<i64, String> {
@@ -30,7 +51,7 @@ async fn telegram_users(stack: &Stack, bot: &TestBot, first: i64, n: i64) -> Has
             200
         );
     }
-    received_users(stack, bot, "telegram", usize::try_from(n).unwrap())
+    received_users(stack, &bot.id, "telegram", usize::try_from(n).unwrap())
         .await
         .into_iter()
         .map(|(platform_id, user)| (platform_id.parse().unwrap(), user))
@@ -41,7 +62,7 @@ async fn telegram_users(stack: &Stack, bot: &TestBot, first: i64, n: i64) -> Has
 /// the platform's user id.
 async fn received_users(
     stack: &Stack,
-    bot: &TestBot,
+    bot_id: &str,
     platform: &str,
     n: usize,
 ) -> HashMap<String, String> {
@@ -53,7 +74,7 @@ async fn received_users(
             .map(|r| r.json())
             .filter(|e| {
                 e["type"] == "message.received"
-                    && e["bot_id"] == bot.id.as_str()
+                    && e["bot_id"] == bot_id
                     && e["channel"]["platform"] == platform
             })
             .map(|e| {
@@ -256,7 +277,7 @@ async fn a_broadcast_reaches_each_user_once_across_platforms_with_templates_outs
     // Twenty wrote just now, twenty two days ago (WhatsApp's window long closed).
     whatsapp_users(&stack, &wa, 1, 20, now).await;
     whatsapp_users(&stack, &wa, 101, 20, now - 2 * 86_400).await;
-    received_users(&stack, &bot, "whatsapp", 40).await;
+    received_users(&stack, &bot.id, "whatsapp", 40).await;
 
     // Two users opted out of the bot's broadcasts.
     let opted_out = [7001, 7002];
@@ -700,5 +721,141 @@ async fn conversations_go_ahead_of_a_broadcast_and_a_429_slows_only_the_broadcas
     let done = once_in(&stack, &bot.api_key, &id, "completed").await;
     assert_eq!(done["counts"]["sent"], 40, "{done}");
     assert_eq!(once_each(&accepted(&stack, &bot), "bulk").len(), 40);
+    stack.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn line_and_viber_broadcasts_go_out_in_their_bulk_calls_each_user_once() {
+    let stack = Stack::start().await;
+
+    // LINE: 520 friends, two messages: each goes in a multicast to 500 and one to 20, the
+    // first message's before the second's, and nothing is pushed one by one.
+    let line = stack.line_bot(Some(vec!["message.*"])).await;
+    let users = line_users(&stack, &line, 1, 520).await;
+    let id = broadcast(
+        &stack,
+        &line.api_key,
+        &json!({"audience": {"all": true}, "messages": [
+            {"type": "text", "text": "LINE news"}, {"type": "text", "text": "More news"}]}),
+    )
+    .await;
+    let done = once_in(&stack, &line.api_key, &id, "completed").await;
+    assert_eq!(done["counts"]["sent"], 520, "{done}");
+    assert_eq!(done["counts"]["failed"], 0, "{done}");
+    // The two commands (500 users and 20) reach the sender in either order.
+    let mut calls: Vec<(usize, String)> = stack
+        .line
+        .accepted(MULTICAST_PATH)
+        .iter()
+        .map(|c| {
+            let texts: Vec<&str> = c.body["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["text"].as_str().unwrap())
+                .collect();
+            (c.body["to"].as_array().unwrap().len(), texts.join("|"))
+        })
+        .collect();
+    calls.sort();
+    let expected: Vec<(usize, String)> = [
+        (20, "LINE news"),
+        (20, "More news"),
+        (500, "LINE news"),
+        (500, "More news"),
+    ]
+    .into_iter()
+    .map(|(n, t)| (n, t.to_owned()))
+    .collect();
+    assert_eq!(calls, expected);
+    assert!(stack.line.calls_to(PUSH_PATH).is_empty(), "nothing pushed");
+    let mut got: HashMap<String, Vec<String>> = HashMap::new();
+    for m in stack.line.messages() {
+        got.entry(m["to"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(m["text"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(got.len(), users.len());
+    for u in &users {
+        assert_eq!(got[u], ["LINE news", "More news"], "{u}");
+    }
+
+    // Viber: 320 subscribers, ten of whom unsubscribed at Viber unnoticed: one
+    // `broadcast_message` to 300 and one to 20; the ten fail with Viber's reason.
+    let viber = stack.viber_bot(Some(vec!["message.*"]), json!({})).await;
+    let subscribers: Vec<String> = (1..=320).map(|i| format!("viber-user-{i:04}==")).collect();
+    let now = chrono::Utc::now().timestamp_millis();
+    for (token, u) in (9000..).zip(&subscribers) {
+        let (status, _) = stack
+            .post_viber(&viber, &viber_fx::at(viber_fx::text(token, u, "hi"), now))
+            .await;
+        assert_eq!(status, 200);
+    }
+    received_users(&stack, &viber.id, "viber", subscribers.len()).await;
+    for u in &subscribers[..10] {
+        stack.viber.remove_subscriber(&viber.auth_token, u);
+    }
+    let id = broadcast(
+        &stack,
+        &viber.api_key,
+        &json!({"audience": {"all": true},
+                "messages": [{"type": "text", "text": "Viber news"}]}),
+    )
+    .await;
+    let done = once_in(&stack, &viber.api_key, &id, "completed").await;
+    assert_eq!(done["counts"]["sent"], 310, "{done}");
+    assert_eq!(done["counts"]["failed"], 10, "{done}");
+    assert_eq!(
+        done["failed_reasons"],
+        json!({"user_unavailable": 10}),
+        "{done}"
+    );
+    let calls = stack.viber.calls_to(BROADCAST_PATH);
+    let sizes: Vec<usize> = calls
+        .iter()
+        .map(|c| c.body["broadcast_list"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(
+        sizes.iter().collect::<HashSet<_>>(),
+        [300, 20].iter().collect::<HashSet<_>>()
+    );
+    assert_eq!(sizes.len(), 2);
+    assert!(
+        stack.viber.calls_to(SEND_PATH).is_empty(),
+        "nothing sent one by one"
+    );
+    let reached: Vec<String> = stack
+        .viber
+        .messages()
+        .iter()
+        .map(|m| m["receiver"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        reached.iter().collect::<HashSet<_>>(),
+        subscribers[10..].iter().collect::<HashSet<_>>()
+    );
+    assert_eq!(reached.len(), 310, "each once");
+
+    // Viber's receipt of one user's copy names the token all 300 share: it moves that user's
+    // message alone.
+    let call = calls.iter().find(|c| c.delivered_to.len() > 1).unwrap();
+    let token = call.message_token.unwrap();
+    let (status, _) = stack
+        .post_viber(
+            &viber,
+            &viber_fx::at(
+                viber_fx::delivered(token, &call.delivered_to[0]),
+                chrono::Utc::now().timestamp_millis(),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200);
+    stack.router_idle().await;
+    let counted = eventually(TIMEOUT, "the receipt counted", || async {
+        let b = get(&stack, &viber.api_key, &id).await;
+        (b["counts"]["delivered"].as_i64() > Some(0)).then_some(b)
+    })
+    .await;
+    assert_eq!(counted["counts"]["delivered"], 1, "{counted}");
     stack.shutdown().await;
 }

@@ -308,6 +308,7 @@ async fn send_messages(
             source_id: None,
             in_reply_to: None,
             known_recipient: None,
+            also_to: Vec::new(),
         };
         api.bus
             .publish(&subject, &id, &command)

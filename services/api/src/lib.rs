@@ -655,6 +655,7 @@ pub(crate) async fn queue(
         source_id,
         in_reply_to: None,
         known_recipient: None,
+        also_to: Vec::new(),
     };
     let subject = api.bus.subjects().send(bot_id)?;
     api.bus.publish(&subject, &command_id, &command).await?;

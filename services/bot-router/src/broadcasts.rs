@@ -137,7 +137,7 @@ pub(crate) async fn record_outcomes(
 }
 
 /// The id of the send command of `user_id`'s message of broadcast `broadcast_id`.
-fn command_id(broadcast_id: &str, user_id: &str) -> String {
+pub(crate) fn command_id(broadcast_id: &str, user_id: &str) -> String {
     hashed_id(prefix::COMMAND, &[broadcast_id, user_id])
 }
 
@@ -844,10 +844,11 @@ impl Router {
         // The cursor is an index condition (`user_id > …`, never `$2 is null or …`, which a
         // cached generic plan can only filter by, reading every recipient released before),
         // and each user is looked up by id (a join may be planned as a scan of every user).
-        let next: Vec<(String, bool, bool)> = sqlx::query_as(
+        let next: Vec<(String, bool, bool, Option<String>)> = sqlx::query_as(
             "select r.user_id, \
                  coalesce((select u.subscribed from users u where u.id = r.user_id), false), \
-                 coalesce((select u.broadcast_opt_out from users u where u.id = r.user_id), false) \
+                 coalesce((select u.broadcast_opt_out from users u where u.id = r.user_id), false), \
+                 (select u.channel_id from users u where u.id = r.user_id) \
              from broadcast_recipients r \
              where r.broadcast_id = $1 and r.state = 'queued' \
                and r.user_id > coalesce($2::text, '') \
@@ -866,14 +867,14 @@ impl Router {
         let mut reasons: Vec<Option<&str>> = Vec::with_capacity(next.len());
         let mut messages: Vec<Option<String>> = Vec::with_capacity(next.len());
         let mut go = Vec::new();
-        for (user, subscribed, opt_out) in next {
+        for (user, subscribed, opt_out, channel) in next {
             let (state, reason, message) = if !subscribed {
                 ("skipped", Some(UNSUBSCRIBED), None)
             } else if opt_out {
                 ("skipped", Some(OPTED_OUT), None)
             } else {
                 let ids = message_ids(&b.bot_id, &command_id(&b.id, &user), contents.len());
-                go.push(user.clone());
+                go.push((user.clone(), channel));
                 ("released", None, ids.last().cloned())
             };
             users.push(user);
@@ -907,9 +908,10 @@ impl Router {
 
     /// Publishes again the command of every recipient handed over and not yet answered.
     async fn republish(&self, b: &Claimed) -> Result<(), BoxError> {
-        let users: Vec<String> = sqlx::query_scalar(
-            "select user_id from broadcast_recipients \
-             where broadcast_id = $1 and state = 'released' order by user_id",
+        let users: Vec<(String, Option<String>)> = sqlx::query_as(
+            "select r.user_id, (select u.channel_id from users u where u.id = r.user_id) \
+             from broadcast_recipients r \
+             where r.broadcast_id = $1 and r.state = 'released' order by r.user_id",
         )
         .bind(&b.id)
         .fetch_all(&self.pool)
@@ -921,28 +923,57 @@ impl Router {
         Ok(())
     }
 
+    /// Publishes the send commands of `users` (each with their channel): one per user, except
+    /// on a platform with a bulk call ([`patchbay_platform::PlatformSpec::bulk`]), where one
+    /// command names up to the call's recipients of one channel ([`SendCommand::also_to`]), so
+    /// the router can send them the message in one call.
     async fn publish_commands(
         &self,
         b: &Claimed,
         contents: &[patchbay_contract::Content],
-        users: &[String],
+        users: &[(String, Option<String>)],
     ) -> Result<(), BoxError> {
         let subject = self.bus.subjects().send(&b.bot_id)?;
-        for user in users {
-            let id = command_id(&b.id, user);
-            let cmd = SendCommand {
-                v: V1,
-                id: Some(id.clone()),
-                to: Recipient::User {
-                    user_id: user.clone(),
-                },
-                messages: contents.to_vec(),
-                source: SendSource::Broadcast,
-                source_id: Some(b.id.clone()),
-                in_reply_to: None,
-                known_recipient: None,
+        let mut by_channel: BTreeMap<Option<&str>, Vec<&String>> = BTreeMap::new();
+        for (user, channel) in users {
+            by_channel.entry(channel.as_deref()).or_default().push(user);
+        }
+        for (channel, users) in by_channel {
+            let per_command = match channel {
+                Some(channel) => self
+                    .view
+                    .channel(channel)
+                    .await?
+                    .and_then(|c| patchbay_registry::spec(c.platform).ok())
+                    .and_then(|s| s.bulk)
+                    .map_or(1, |bulk| bulk.max_recipients.max(1)),
+                // The user is gone: the router fails their recipient.
+                None => 1,
             };
-            self.bus.publish(&subject, &id, &cmd).await?;
+            for chunk in users.chunks(per_command) {
+                let (first, rest) = chunk.split_first().ok_or("an empty chunk")?;
+                let id = match rest.last() {
+                    None => command_id(&b.id, first),
+                    Some(last) => hashed_id(
+                        prefix::COMMAND,
+                        &[&b.id, first, last, &chunk.len().to_string()],
+                    ),
+                };
+                let cmd = SendCommand {
+                    v: V1,
+                    id: Some(id.clone()),
+                    to: Recipient::User {
+                        user_id: (*first).clone(),
+                    },
+                    messages: contents.to_vec(),
+                    source: SendSource::Broadcast,
+                    source_id: Some(b.id.clone()),
+                    in_reply_to: None,
+                    known_recipient: None,
+                    also_to: rest.iter().map(|u| (*u).clone()).collect(),
+                };
+                self.bus.publish(&subject, &id, &cmd).await?;
+            }
         }
         metrics::counter!("patchbay_broadcast_released_total").increment(users.len() as u64);
         Ok(())

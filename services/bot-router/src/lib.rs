@@ -977,24 +977,30 @@ impl Handler<SendCommand> for Sends {
                 SendSource::Broadcast,
                 Some(broadcast_id),
                 patchbay_contract::Recipient::User { user_id },
-            ) => Some((broadcast_id.clone(), user_id.clone())),
+            ) => Some((
+                broadcast_id.clone(),
+                std::iter::once(user_id)
+                    .chain(&d.payload.also_to)
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            )),
             _ => None,
         };
         match (self.send(d).await, refused) {
-            (Err(HandlerError::Reject { reason }), Some((broadcast_id, user_id))) => {
-                tracing::info!(%broadcast_id, %user_id, %reason, "a broadcast's message cannot be sent: its recipient failed");
-                self.0
-                    .batches
-                    .outcomes
-                    .submit(broadcasts::Outcome {
-                        broadcast_id,
+            (Err(HandlerError::Reject { reason }), Some((broadcast_id, users))) => {
+                tracing::info!(%broadcast_id, recipients = users.len(), %reason, "a broadcast's message cannot be sent: its recipients failed");
+                futures::future::try_join_all(users.into_iter().map(|user_id| {
+                    self.0.batches.outcomes.submit(broadcasts::Outcome {
+                        broadcast_id: broadcast_id.clone(),
                         user_id,
                         message_id: String::new(),
                         state: "failed",
                         reason: Some(broadcasts::UNDELIVERABLE.into()),
                     })
-                    .await
-                    .map_err(batch_error)
+                }))
+                .await
+                .map(drop)
+                .map_err(batch_error)
             }
             (result, _) => result,
         }
@@ -1019,7 +1025,115 @@ impl Sends {
             m.validate()
                 .map_err(|e| HandlerError::reject(e.within(&format!("messages[{i}]"))))?;
         }
-        let recipient = match known_recipient(cmd, d.published_at) {
+        let cancelled = self.cancelled(cmd).await?;
+        if let Some(users) = batch_of(cmd) {
+            return self.send_batch(&bot, &users, cancelled, &d).await;
+        }
+        let key = cmd
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("seq:{}", d.stream_sequence));
+        let ready = self
+            .prepare(&bot, cmd, &key, d.published_at, cancelled)
+            .await?;
+        for m in ready {
+            self.publish(m).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether `cmd` is a message of a cancelled broadcast.
+    async fn cancelled(&self, cmd: &SendCommand) -> Result<bool, HandlerError> {
+        match (&cmd.source, &cmd.source_id) {
+            (SendSource::Broadcast, Some(id)) => self
+                .0
+                .broadcast_cancelled(id)
+                .await
+                .map_err(|e| HandlerError::unavailable(format!("broadcasts bucket: {e}"))),
+            _ => Ok(false),
+        }
+    }
+
+    /// A broadcast's command for many users ([`SendCommand::also_to`]): each user's messages
+    /// are prepared as if the user had a command of their own (its id derived as the driver
+    /// derives it), then the same message for many users of a platform with a bulk call
+    /// becomes one job for them ([`OutboundJob::also`]), up to the platform's recipients per
+    /// call. A user the router cannot send to fails alone; anything to retry retries the
+    /// whole command, which stores and publishes nothing twice (the ids are the same).
+    async fn send_batch(
+        &self,
+        bot: &BotRecord,
+        users: &[&String],
+        cancelled: bool,
+        d: &Delivery<SendCommand>,
+    ) -> Result<(), HandlerError> {
+        let r = &self.0;
+        let cmd = &d.payload;
+        let broadcast_id = cmd.source_id.as_deref().unwrap_or_default();
+        let base = SendCommand {
+            also_to: Vec::new(),
+            ..cmd.clone()
+        };
+        let prepared = futures::future::join_all(users.iter().map(|user| {
+            let id = broadcasts::command_id(broadcast_id, user);
+            let one = SendCommand {
+                id: Some(id.clone()),
+                to: patchbay_contract::Recipient::User {
+                    user_id: (*user).clone(),
+                },
+                ..base.clone()
+            };
+            async move {
+                self.prepare(bot, &one, &id, d.published_at, cancelled)
+                    .await
+            }
+        }))
+        .await;
+        let mut ready = Vec::new();
+        let mut undeliverable = Vec::new();
+        for (user, p) in users.iter().zip(prepared) {
+            match p {
+                Ok(jobs) => ready.extend(jobs),
+                Err(HandlerError::Reject { reason }) => {
+                    tracing::info!(%broadcast_id, user_id = %user, %reason, "a broadcast's message cannot be sent: its recipient failed");
+                    undeliverable.push(broadcasts::Outcome {
+                        broadcast_id: broadcast_id.to_owned(),
+                        user_id: (*user).clone(),
+                        message_id: String::new(),
+                        state: "failed",
+                        reason: Some(broadcasts::UNDELIVERABLE.into()),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        futures::future::try_join_all(
+            undeliverable
+                .into_iter()
+                .map(|o| r.batches.outcomes.submit(o)),
+        )
+        .await
+        .map_err(batch_error)?;
+        for m in bulk_jobs(ready) {
+            self.publish(m).await?;
+        }
+        Ok(())
+    }
+
+    /// The messages of `cmd` for its one recipient, ready for their senders: stored, their
+    /// windows, hand-over, templates and links applied. Messages that fail on the way (or
+    /// apply, as field messages do) are reported here and are not among them.
+    async fn prepare(
+        &self,
+        bot: &BotRecord,
+        cmd: &SendCommand,
+        key: &str,
+        now: chrono::DateTime<chrono::Utc>,
+        cancelled: bool,
+    ) -> Result<Vec<Ready>, HandlerError> {
+        let r = &self.0;
+        let bot_id = bot.id.clone();
+        let recipient = match known_recipient(cmd, now) {
             Some(known) => known,
             None => r
                 .batches
@@ -1034,23 +1148,17 @@ impl Sends {
                     HandlerError::reject(format!("bot {bot_id} has no recipient {:?}", cmd.to))
                 })?,
         };
-        let channel = r
-            .view
+        r.view
             .channel(&recipient.channel.id)
             .await?
             .filter(|c| c.enabled && c.bot_id == bot_id)
             .ok_or_else(|| {
                 HandlerError::reject(format!("channel {} is unavailable", recipient.channel.id))
             })?;
-        let key = cmd
-            .id
-            .clone()
-            .unwrap_or_else(|| format!("seq:{}", d.stream_sequence));
-        let ids = message_ids(&bot_id, &key, cmd.messages.len());
-        // The window is judged at the time the command was stored, so a redelivery decides
-        // as the first delivery did.
-        let now = d.published_at;
-        let policy = patchbay_registry::window_for(recipient.channel.platform, Some(&bot));
+        let ids = message_ids(&bot_id, key, cmd.messages.len());
+        // The window is judged at the time the command was stored (`now`), so a redelivery
+        // decides as the first delivery did.
+        let policy = patchbay_registry::window_for(recipient.channel.platform, Some(bot));
         // A quota per message from the user (WeChat's five): what the bot sent since then,
         // besides this command's own messages (stored already when this is a redelivery).
         let sent = match policy.per_inbound {
@@ -1066,13 +1174,6 @@ impl Sends {
         let templates = Templates::new(r, &bot_id, &recipient, text_first);
         let held = recipient.handled_by == HandledBy::Human;
         // A cancelled broadcast's messages still on their way stay unsent.
-        let cancelled = match (&cmd.source, &cmd.source_id) {
-            (SendSource::Broadcast, Some(id)) => r
-                .broadcast_cancelled(id)
-                .await
-                .map_err(|e| HandlerError::unavailable(format!("broadcasts bucket: {e}")))?,
-            _ => false,
-        };
         let (cmd, refused) = if cancelled {
             (
                 std::borrow::Cow::Borrowed(cmd),
@@ -1169,36 +1270,21 @@ impl Sends {
             })
             .await
             .map_err(batch_error)?;
-        // A broadcast's messages wait for the channel's pace behind its conversations'.
-        let bulk = cmd.source == SendSource::Broadcast;
-        let subject = if bulk {
-            r.bus.subjects().bulk(channel.platform, &channel.id)?
-        } else {
-            r.bus.subjects().outbound(channel.platform, &channel.id)?
-        };
         let platform = recipient.channel.platform.as_str();
         // A message that is not sent fails with `error`, reported like a platform's refusal.
         let fail = |id: &String, error: DeliveryError| {
-            let status = StatusEvent {
-                v: V1,
-                id: hashed_id(prefix::EVENT, &[id, "failed"]),
-                message_id: id.clone(),
-                bot_id: bot_id.clone(),
-                channel: recipient.channel.clone(),
-                status: DeliveryStatus::Failed,
-                platform_message_id: None,
-                error: Some(error),
-                at: now,
-                source: Some(cmd.source),
-                source_id: cmd.source_id.clone(),
-            };
-            async move {
-                let status_subject = r.bus.subjects().status(&status.bot_id)?;
-                r.bus.publish(&status_subject, &status.id, &status).await?;
-                Ok::<(), HandlerError>(())
-            }
+            r.report(failure(
+                id,
+                &bot_id,
+                &recipient.channel,
+                now,
+                cmd.source,
+                cmd.source_id.as_ref(),
+                error,
+            ))
         };
-        for ((id, planned), fresh) in ids.iter().zip(&plan).zip(created) {
+        let mut ready = Vec::with_capacity(ids.len());
+        for (index, ((id, planned), fresh)) in ids.iter().zip(&plan).zip(created).enumerate() {
             let (content, tag) = match planned {
                 Planned::Send { content, tag } => (*content, *tag),
                 Planned::Substitute {
@@ -1300,48 +1386,199 @@ impl Sends {
                 // Not stored by an earlier handling of this command (or a command with its
                 // id), so never published before.
                 fresh,
+                also: Vec::new(),
             };
-            match r.bus.publish(&subject, id, &job).await {
-                // Never stored, however often it is tried: the message fails, and the user's
-                // next messages are not held behind it.
-                Err(BusError::TooLarge(reason)) => {
-                    tracing::warn!(message_id = %id, %bot_id, %reason, "outbound job too large for the bus: message failed");
-                    let error = DeliveryError {
-                        code: "too_large".into(),
-                        message: "the message is larger than Patchbay can pass to the platform's sender; send less".into(),
-                        platform_code: None,
-                    };
-                    fail(id, error).await?;
-                }
-                // The channel has as many messages waiting as one key may: the bot is sending
-                // faster than the platform takes them. Refused rather than held, so the
-                // router's partition keeps flowing for the other bots; the tenant learns it
-                // from `message.failed` and sends again later.
-                // A broadcast's release is bounded by its window: it waits for the channel.
-                Err(BusError::Backlogged(reason)) if bulk => {
-                    return Err(HandlerError::retry_after(
-                        format!("channel's broadcast backlog full: {reason}"),
-                        std::time::Duration::from_secs(1),
-                    ));
-                }
-                Err(BusError::Backlogged(reason)) => {
-                    metrics::counter!("patchbay_router_backlog_refused_total", "platform" => platform).increment(1);
-                    tracing::info!(message_id = %id, %bot_id, channel_id = %recipient.channel.id, %reason, "channel backlog full: message failed");
-                    let error = DeliveryError {
-                        code: "backlog_full".into(),
-                        message: "the channel has as many messages waiting to go out as it may \
-                                  (PATCHBAY_PIPELINE_BACKLOG_PER_KEY); send again once they \
-                                  have gone out"
-                            .into(),
-                        platform_code: None,
-                    };
-                    fail(id, error).await?;
-                }
-                other => {
-                    other?;
-                }
+            ready.push(Ready {
+                index,
+                job,
+                at: now,
+            });
+        }
+        Ok(ready)
+    }
+
+    /// Publishes `m` to its sender (a broadcast's behind the channel's conversations). What
+    /// the bus will never take fails; a channel whose backlog is full fails a conversation's
+    /// message, and holds a broadcast's (bounded by its window) until there is room.
+    async fn publish(&self, m: Ready) -> Result<(), HandlerError> {
+        let r = &self.0;
+        let job = &m.job;
+        let platform = job.channel.platform;
+        let bulk = job.source == SendSource::Broadcast;
+        let subject = if bulk {
+            r.bus.subjects().bulk(platform, &job.channel.id)?
+        } else {
+            r.bus.subjects().outbound(platform, &job.channel.id)?
+        };
+        // A job for many recipients is stored under an id derived from all their messages:
+        // one formed otherwise after a redelivery is another job, not a duplicate of this one.
+        let stored_as = if job.also.is_empty() {
+            job.message_id.clone()
+        } else {
+            let ids: Vec<&str> = std::iter::once(job.message_id.as_str())
+                .chain(job.also.iter().map(|m| m.message_id.as_str()))
+                .collect();
+            hashed_id(prefix::MESSAGE, &ids)
+        };
+        let fail_all = |error: DeliveryError| async move {
+            for member in job.members() {
+                r.report(failure(
+                    &member.message_id,
+                    &job.bot_id,
+                    &job.channel,
+                    m.at,
+                    job.source,
+                    job.source_id.as_ref(),
+                    error.clone(),
+                ))
+                .await?;
+            }
+            Ok::<(), HandlerError>(())
+        };
+        match r.bus.publish(&subject, &stored_as, job).await {
+            // Never stored, however often it is tried: the message fails, and the user's
+            // next messages are not held behind it.
+            Err(BusError::TooLarge(reason)) => {
+                tracing::warn!(message_id = %job.message_id, bot_id = %job.bot_id, %reason, "outbound job too large for the bus: message failed");
+                fail_all(DeliveryError {
+                    code: "too_large".into(),
+                    message: "the message is larger than Patchbay can pass to the platform's sender; send less".into(),
+                    platform_code: None,
+                })
+                .await
+            }
+            // The channel has as many messages waiting as one key may: the bot is sending
+            // faster than the platform takes them. Refused rather than held, so the
+            // router's partition keeps flowing for the other bots; the tenant learns it
+            // from `message.failed` and sends again later.
+            // A broadcast's release is bounded by its window: it waits for the channel.
+            Err(BusError::Backlogged(reason)) if bulk => Err(HandlerError::retry_after(
+                format!("channel's broadcast backlog full: {reason}"),
+                std::time::Duration::from_secs(1),
+            )),
+            Err(BusError::Backlogged(reason)) => {
+                metrics::counter!("patchbay_router_backlog_refused_total", "platform" => platform.as_str()).increment(1);
+                tracing::info!(message_id = %job.message_id, bot_id = %job.bot_id, channel_id = %job.channel.id, %reason, "channel backlog full: message failed");
+                fail_all(DeliveryError {
+                    code: "backlog_full".into(),
+                    message: "the channel has as many messages waiting to go out as it may \
+                              (PATCHBAY_PIPELINE_BACKLOG_PER_KEY); send again once they \
+                              have gone out"
+                        .into(),
+                    platform_code: None,
+                })
+                .await
+            }
+            other => {
+                other?;
+                Ok(())
             }
         }
+    }
+}
+
+/// A message ready for its sender, as [`Sends::prepare`] made it for one recipient (or, once
+/// [`bulk_jobs`] grouped it, for many).
+struct Ready {
+    /// The message's place among its command's messages.
+    index: usize,
+    job: OutboundJob,
+    /// When its command was stored: a failure on the way is dated then.
+    at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The users of a broadcast's command for many ([`SendCommand::also_to`]), each once; `None`
+/// for any other command.
+fn batch_of(cmd: &SendCommand) -> Option<Vec<&String>> {
+    let patchbay_contract::Recipient::User { user_id } = &cmd.to else {
+        return None;
+    };
+    if cmd.source != SendSource::Broadcast || cmd.source_id.is_none() || cmd.also_to.is_empty() {
+        return None;
+    }
+    let mut seen = std::collections::HashSet::new();
+    Some(
+        std::iter::once(user_id)
+            .chain(&cmd.also_to)
+            .filter(|u| seen.insert(u.as_str()))
+            .collect(),
+    )
+}
+
+/// A broadcast's messages for many users, grouped for the platforms' bulk calls: the same
+/// message (its place in the command, its content after templates and links) through the same
+/// channel of a platform with a bulk call ([`patchbay_platform::PlatformSpec::bulk`]) becomes
+/// one job for up to the call's recipients; tagged messages and everything else stay one job
+/// each. Ordered by the message's place, so each user's messages go out in the command's
+/// order.
+fn bulk_jobs(ready: Vec<Ready>) -> Vec<Ready> {
+    let max_recipients = |platform: Platform| {
+        patchbay_registry::spec(platform)
+            .ok()
+            .and_then(|s| s.bulk)
+            .map_or(1, |b| b.max_recipients)
+    };
+    let mut out: Vec<Ready> = Vec::with_capacity(ready.len());
+    // The group still filling, per channel and place.
+    let mut open: std::collections::HashMap<(String, usize), usize> =
+        std::collections::HashMap::new();
+    for m in ready {
+        let max = max_recipients(m.job.channel.platform);
+        if max < 2 || m.job.tag.is_some() || m.job.in_reply_to.is_some() {
+            out.push(m);
+            continue;
+        }
+        let key = (m.job.channel.id.clone(), m.index);
+        if let Some(&at) = open.get(&key) {
+            let group = &mut out[at].job;
+            if group.content == m.job.content && group.also.len() + 1 < max {
+                group.also.push(patchbay_contract::BulkMember {
+                    message_id: m.job.message_id,
+                    user_id: m.job.user_id,
+                    conversation_id: m.job.conversation_id,
+                    address: m.job.address,
+                    fresh: m.job.fresh,
+                });
+                continue;
+            }
+        }
+        open.insert(key, out.len());
+        out.push(m);
+    }
+    out.sort_by_key(|m| m.index);
+    out
+}
+
+/// The `failed` status of message `id`, which did not reach its platform.
+fn failure(
+    id: &str,
+    bot_id: &str,
+    channel: &patchbay_contract::ChannelRef,
+    at: chrono::DateTime<chrono::Utc>,
+    source: SendSource,
+    source_id: Option<&String>,
+    error: DeliveryError,
+) -> StatusEvent {
+    StatusEvent {
+        v: V1,
+        id: hashed_id(prefix::EVENT, &[id, "failed"]),
+        message_id: id.to_owned(),
+        bot_id: bot_id.to_owned(),
+        channel: channel.clone(),
+        status: DeliveryStatus::Failed,
+        platform_message_id: None,
+        error: Some(error),
+        at,
+        source: Some(source),
+        source_id: source_id.cloned(),
+    }
+}
+
+impl Router {
+    /// Publishes a message's status, as its sender would.
+    async fn report(&self, status: StatusEvent) -> Result<(), HandlerError> {
+        let subject = self.bus.subjects().status(&status.bot_id)?;
+        self.bus.publish(&subject, &status.id, &status).await?;
         Ok(())
     }
 }
@@ -1749,6 +1986,7 @@ mod tests {
             source_id: None,
             in_reply_to: None,
             known_recipient: None,
+            also_to: Vec::new(),
         }
     }
 

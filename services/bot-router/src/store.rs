@@ -813,6 +813,10 @@ pub struct ReceiptTarget {
 /// The bot's outbound messages on the event's channel that `receipt` moves to `to`: those
 /// with one of its platform ids, or (watermark) every one to the event's user created up to
 /// the watermark; only those whose status can still move there. Oldest first.
+///
+/// A broadcast's message sent with a bulk call may share its platform id with the others of
+/// the call (Viber's `broadcast_message` answers one token for all): its receipt must also be
+/// the user's.
 pub async fn receipt_targets(
     pool: &PgPool,
     ev: &InboundEvent,
@@ -828,7 +832,8 @@ pub async fn receipt_targets(
               join users u on u.id = c.user_id
          where m.bot_id = $1 and u.channel_id = $2 and m.direction = 'outbound'
            and m.status = any($3)
-           and ((m.platform_message_id = any($4))
+           and ((m.platform_message_id = any($4)
+                 and (m.source is distinct from 'broadcast' or u.platform_user_id = $6))
                 or ($5::timestamptz is not null and u.platform_user_id = $6
                     and m.created_at <= $5))
          order by m.created_at, m.id",

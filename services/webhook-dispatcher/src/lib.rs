@@ -513,6 +513,7 @@ impl Dispatcher {
             source_id: None,
             in_reply_to: Some(job.event.id.clone()),
             known_recipient: job.known_recipient(),
+            also_to: Vec::new(),
         };
         let subject = self.bus.subjects().send(&job.event.bot_id)?;
         self.bus.publish(&subject, &id, &command).await?;

@@ -510,6 +510,12 @@ pub struct SendCommand {
     /// user up, when the reply comes soon after the event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub known_recipient: Option<KnownRecipient>,
+    /// More users of a broadcast's command (`source` `broadcast`; set by the broadcast driver,
+    /// never from a tenant's input): each gets the messages as if sent a command of their own,
+    /// with the id the driver derives for them, and the router sends the same message to many
+    /// of them with the platform's bulk call where it has one. Ignored for other sources.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also_to: Vec<String>,
 }
 
 /// A send command's recipient as the event it answers named them (see
@@ -577,6 +583,44 @@ pub struct OutboundJob {
     /// been sent already, and the sender checks.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fresh: bool,
+    /// More recipients of the same message, sent with the platform's bulk call (LINE's
+    /// multicast, Viber's `broadcast_message`) together with the job's own: a broadcast's
+    /// message the router found identical for them. Each has its own message id and gets its
+    /// own status. Empty for every other message.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<BulkMember>,
+}
+
+/// Another recipient of an [`OutboundJob`] sent with the platform's bulk call (see
+/// [`OutboundJob::also`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct BulkMember {
+    /// Their message id (`msg_…`).
+    pub message_id: String,
+    /// Their Patchbay id.
+    pub user_id: String,
+    /// Their conversation.
+    pub conversation_id: String,
+    /// Their platform address.
+    pub address: String,
+    /// As [`OutboundJob::fresh`], for their message.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fresh: bool,
+}
+
+impl OutboundJob {
+    /// Every recipient of the job: its own first, then [`OutboundJob::also`].
+    pub fn members(&self) -> Vec<BulkMember> {
+        std::iter::once(BulkMember {
+            message_id: self.message_id.clone(),
+            user_id: self.user_id.clone(),
+            conversation_id: self.conversation_id.clone(),
+            address: self.address.clone(),
+            fresh: self.fresh,
+        })
+        .chain(self.also.iter().cloned())
+        .collect()
+    }
 }
 
 /// A platform message tag that allows a message outside the standard window.

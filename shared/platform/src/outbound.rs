@@ -778,11 +778,15 @@ impl<A: OutboundAdapter> Sender<A> {
         Ok(Some(prepared))
     }
 
-    async fn attempt(
+    /// `job`'s channel, enabled, with its credentials opened; the failure of its messages when
+    /// there is none or they do not open.
+    async fn channel_of(
         &self,
         job: &OutboundJob,
-        delivered: u64,
-    ) -> Result<Result<crate::Sent, DeliveryError>, HandlerError> {
+    ) -> Result<
+        Result<(Arc<patchbay_contract::ChannelRecord>, A::Credentials), DeliveryError>,
+        HandlerError,
+    > {
         let channel = self
             .view
             .channel(&job.channel.id)
@@ -795,16 +799,27 @@ impl<A: OutboundAdapter> Sender<A> {
                 platform_code: None,
             }));
         };
-        let creds: A::Credentials = match open_credentials(&self.key, &channel) {
-            Ok(c) => c,
+        match open_credentials(&self.key, &channel) {
+            Ok(creds) => Ok(Ok((channel, creds))),
             Err(e) => {
                 tracing::error!(error = %e, "cannot open channel credentials");
-                return Ok(Err(DeliveryError {
+                Ok(Err(DeliveryError {
                     code: "channel_misconfigured".into(),
                     message: "the channel's credentials cannot be read".into(),
                     platform_code: None,
-                }));
+                }))
             }
+        }
+    }
+
+    async fn attempt(
+        &self,
+        job: &OutboundJob,
+        delivered: u64,
+    ) -> Result<Result<crate::Sent, DeliveryError>, HandlerError> {
+        let (channel, creds) = match self.channel_of(job).await? {
+            Ok(opened) => opened,
+            Err(e) => return Ok(Err(e)),
         };
         let base_url = channel
             .api_base_url
@@ -855,8 +870,14 @@ impl<A: OutboundAdapter> Sender<A> {
 }
 
 impl<A: OutboundAdapter> Handler<OutboundJob> for Sender<A> {
+    /// A conversation's messages in order; a channel's jobs for many recipients in order too
+    /// (the second message of a broadcast after its first).
     fn key(&self, job: &OutboundJob) -> Option<String> {
-        Some(format!("{}:{}", job.channel.id, job.address))
+        if job.also.is_empty() {
+            Some(format!("{}:{}", job.channel.id, job.address))
+        } else {
+            Some(job.channel.id.clone())
+        }
     }
 
     /// A channel's messages share one budget of payloads in memory: a channel waiting for its
@@ -872,6 +893,17 @@ impl<A: OutboundAdapter> Handler<OutboundJob> for Sender<A> {
     /// no pace.
     async fn ready(&self, d: &Delivery<OutboundJob>) {
         let job = &d.payload;
+        if !job.also.is_empty() {
+            // One bulk call: one of the channel's tokens, behind its conversations.
+            if self.cancelled_broadcast(job).await.unwrap_or(false) {
+                return;
+            }
+            let waited = std::time::Instant::now();
+            self.pace.bulk_turn(&job.channel.id).await;
+            metrics::histogram!("patchbay_outbound_bulk_wait_seconds", "platform" => A::PLATFORM.as_str())
+                .record(waited.elapsed().as_secs_f64());
+            return;
+        }
         let known = self
             .accepted
             .lock()
@@ -906,6 +938,9 @@ impl<A: OutboundAdapter> Handler<OutboundJob> for Sender<A> {
     }
 
     async fn handle(&self, d: Delivery<OutboundJob>) -> Result<(), HandlerError> {
+        if !d.payload.also.is_empty() {
+            return self.handle_bulk(&d).await;
+        }
         let job = &d.payload;
         // Accepted by the platform in an earlier try here, or recorded in the sent-messages
         // bucket: report, do not resend.
@@ -982,7 +1017,225 @@ impl<A: OutboundAdapter> Handler<OutboundJob> for Sender<A> {
     }
 }
 
+/// Statuses a job for many recipients publishes at once.
+const BULK_STATUSES_AT_ONCE: usize = 64;
+
 impl<A: OutboundAdapter> Sender<A> {
+    /// A job for many recipients ([`OutboundJob::also`]): members sent before (accepted here,
+    /// or recorded in the sent-messages bucket) are reported as they were, the others go out
+    /// in one bulk call ([`OutboundAdapter::send_many`]), and every member gets a status of
+    /// its own. A member the platform refused fails alone; one it asks to retry is retried with
+    /// the job, after those it accepted are recorded (so they are not sent again).
+    async fn handle_bulk(&self, d: &Delivery<OutboundJob>) -> Result<(), HandlerError> {
+        let job = &d.payload;
+        let members = job.members();
+        let mut outcomes: Vec<Option<Result<crate::Sent, DeliveryError>>> =
+            vec![None; members.len()];
+        for (m, outcome) in members.iter().zip(outcomes.iter_mut()) {
+            let here = self
+                .accepted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&m.message_id)
+                .cloned();
+            if let Some(a) = here {
+                if !a.recorded {
+                    self.record(&m.message_id).await?;
+                }
+                *outcome = Some(Ok(crate::Sent {
+                    platform_message_id: a.platform_message_id,
+                    media_reference: None,
+                }));
+            }
+        }
+        // Stored by an earlier handling of its command: it may have been sent.
+        let unknown: Vec<usize> = (0..members.len())
+            .filter(|&i| outcomes[i].is_none() && (d.redelivered || !members[i].fresh))
+            .collect();
+        let recorded = futures::future::join_all(
+            unknown
+                .iter()
+                .map(|&i| self.sent.get(members[i].message_id.clone())),
+        )
+        .await;
+        for (i, r) in unknown.into_iter().zip(recorded) {
+            if let Some(id) =
+                r.map_err(|e| HandlerError::unavailable(format!("sent-messages bucket: {e}")))?
+            {
+                outcomes[i] = Some(Ok(crate::Sent {
+                    platform_message_id: (!id.is_empty())
+                        .then(|| String::from_utf8_lossy(&id).into_owned()),
+                    media_reference: None,
+                }));
+            }
+        }
+        let unsent: Vec<usize> = (0..members.len())
+            .filter(|&i| outcomes[i].is_none())
+            .collect();
+        if !unsent.is_empty() {
+            let results = if self.cancelled_broadcast(job).await? {
+                // A cancelled broadcast's messages not sent yet stay unsent.
+                let cancelled = DeliveryError {
+                    code: patchbay_contract::broadcasts::CANCELLED.into(),
+                    message: "the broadcast was cancelled before this message went out".into(),
+                    platform_code: None,
+                };
+                vec![Err(cancelled); unsent.len()]
+            } else {
+                self.send_bulk(job, &members, &unsent, d.delivered).await?
+            };
+            for (&i, result) in unsent.iter().zip(results) {
+                outcomes[i] = Some(result);
+            }
+        }
+        let statuses = members.iter().zip(outcomes).map(|(m, outcome)| {
+            let (status, platform_message_id, error) = match outcome {
+                Some(Ok(sent)) => (DeliveryStatus::Sent, sent.platform_message_id, None),
+                Some(Err(e)) => {
+                    tracing::info!(message_id = %m.message_id, code = %e.code, "message failed");
+                    (DeliveryStatus::Failed, None, Some(e))
+                }
+                None => (DeliveryStatus::Failed, None, None),
+            };
+            let outcome = match status {
+                DeliveryStatus::Sent => "sent",
+                DeliveryStatus::Failed => "failed",
+            };
+            metrics::counter!("patchbay_outbound_sends_total", "platform" => A::PLATFORM.as_str(), "outcome" => outcome).increment(1);
+            StatusEvent {
+                v: V1,
+                id: hashed_id(prefix::EVENT, &[&m.message_id, outcome]),
+                message_id: m.message_id.clone(),
+                bot_id: job.bot_id.clone(),
+                channel: job.channel.clone(),
+                status,
+                platform_message_id,
+                error,
+                at: chrono::Utc::now(),
+                source: Some(job.source),
+                source_id: job.source_id.clone(),
+            }
+        });
+        let statuses: Vec<StatusEvent> = statuses.collect();
+        let subject = self.deps.bus.subjects().status(&job.bot_id)?;
+        for some in statuses.chunks(BULK_STATUSES_AT_ONCE) {
+            futures::future::try_join_all(
+                some.iter()
+                    .map(|event| self.deps.bus.publish(&subject, &event.id, event)),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Sends `job`'s content to its members at `unsent` with the platform's bulk call: each
+    /// one's outcome, in order; an error when the job is to be retried. The batch's id derives
+    /// from every member of the job, so a retry (here, or on another replica after a crash) is
+    /// the same batch to a platform with an idempotency key.
+    async fn send_bulk(
+        &self,
+        job: &OutboundJob,
+        members: &[patchbay_contract::BulkMember],
+        unsent: &[usize],
+        delivered: u64,
+    ) -> Result<Vec<Result<crate::Sent, DeliveryError>>, HandlerError> {
+        let (channel, creds) = match self.channel_of(job).await? {
+            Ok(opened) => opened,
+            Err(e) => return Ok(vec![Err(e); unsent.len()]),
+        };
+        let target = self.target(&channel, &creds);
+        let channel_version = channel.updated_at.to_rfc3339();
+        let prepared = match self
+            .with_uploaded_media(&target, job, &channel_version)
+            .await
+        {
+            Ok(prepared) => prepared,
+            Err(SendError::Permanent(e)) => return Ok(vec![Err(e); unsent.len()]),
+            Err(SendError::Retryable { reason, after }) => {
+                return Err(HandlerError::Retry { reason, after });
+            }
+        };
+        let content = prepared.as_ref().map_or(&job.content, |p| &p.content);
+        let ids: Vec<&str> = members.iter().map(|m| m.message_id.as_str()).collect();
+        let batch_id = hashed_id(prefix::MESSAGE, &ids);
+        let addresses: Vec<String> = unsent.iter().map(|&i| members[i].address.clone()).collect();
+        let batch = crate::Batch {
+            id: &batch_id,
+            bot_id: &job.bot_id,
+            content,
+            addresses: &addresses,
+        };
+        let last_try = delivered >= u64::from(self.max_attempts);
+        let results = match self.adapter.send_many(target, batch).await {
+            Ok(results) if results.len() == unsent.len() => results,
+            Ok(results) => {
+                return Err(HandlerError::unavailable(format!(
+                    "the bulk call answered {} outcomes for {} recipients",
+                    results.len(),
+                    unsent.len()
+                )));
+            }
+            Err(SendError::Retryable { reason, after }) if !last_try => {
+                self.pace.hold_bulk(&job.channel.id, after);
+                metrics::counter!("patchbay_outbound_sends_total", "platform" => A::PLATFORM.as_str(), "outcome" => "retry").increment(1);
+                return Err(HandlerError::Retry { reason, after });
+            }
+            Err(SendError::Retryable { reason, .. }) => {
+                let e = DeliveryError {
+                    code: "platform_unavailable".into(),
+                    message: format!("gave up after {delivered} attempts: {reason}"),
+                    platform_code: None,
+                };
+                return Ok(vec![Err(e); unsent.len()]);
+            }
+            Err(SendError::Permanent(e)) => return Ok(vec![Err(e); unsent.len()]),
+        };
+        let mut outcomes = Vec::with_capacity(unsent.len());
+        let mut retry = None;
+        let mut accepted = Vec::new();
+        for (&i, result) in unsent.iter().zip(results) {
+            let m = &members[i];
+            outcomes.push(match result {
+                Ok(sent) => {
+                    accepted.push(m.message_id.as_str());
+                    self.accepted
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(
+                            m.message_id.clone(),
+                            Accepted {
+                                platform_message_id: sent.platform_message_id.clone(),
+                                recorded: false,
+                                at: std::time::Instant::now(),
+                            },
+                        );
+                    Ok(sent)
+                }
+                Err(SendError::Retryable { reason, after }) if !last_try => {
+                    retry = Some((reason, after));
+                    Err(DeliveryError {
+                        code: "platform_unavailable".into(),
+                        message: String::new(),
+                        platform_code: None,
+                    })
+                }
+                Err(SendError::Retryable { reason, .. }) => Err(DeliveryError {
+                    code: "platform_unavailable".into(),
+                    message: format!("gave up after {delivered} attempts: {reason}"),
+                    platform_code: None,
+                }),
+                Err(SendError::Permanent(e)) => Err(e),
+            });
+        }
+        // Until they are stored, a retry here reports them instead of sending again.
+        futures::future::try_join_all(accepted.into_iter().map(|id| self.record(id))).await?;
+        if let Some((reason, after)) = retry {
+            self.pace.hold_bulk(&job.channel.id, after);
+            return Err(HandlerError::Retry { reason, after });
+        }
+        Ok(outcomes)
+    }
+
     /// Whether `job` belongs to a cancelled broadcast.
     async fn cancelled_broadcast(&self, job: &OutboundJob) -> Result<bool, HandlerError> {
         let Some(id) = &job.source_id else {

@@ -50,6 +50,11 @@ pub struct PlatformSpec {
     /// operator's browser posts it). Given the stored credentials, the text and a number unique
     /// to this try (the platform's update and message ids). `None` where the platform has none.
     pub try_it: Option<TryItFn>,
+    /// The platform's call that sends one message to many users (LINE's multicast, Viber's
+    /// `broadcast_message`), when it has one: the router puts up to this many recipients of a
+    /// broadcast's identical message into one job, which the sender's
+    /// [`crate::OutboundAdapter::send_many`] sends (its [`crate::OutboundAdapter::BULK`] is this).
+    pub bulk: Option<crate::BulkSend>,
 }
 
 /// Makes a [`TryIt`] from a channel's stored credentials, the text and a unique number.

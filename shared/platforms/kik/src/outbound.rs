@@ -804,6 +804,7 @@ mod tests {
             tag: None,
             created_at: chrono::Utc::now(),
             fresh: true,
+            also: Vec::new(),
         }
     }
 

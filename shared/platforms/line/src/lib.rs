@@ -81,4 +81,7 @@ pub const SPEC: PlatformSpec = PlatformSpec {
     settings: spec::no_settings,
     template: spec::no_template,
     try_it: None,
+    bulk: Some(patchbay_platform::BulkSend {
+        max_recipients: outbound::MULTICAST_MAX,
+    }),
 };

@@ -841,9 +841,7 @@ impl OutboundAdapter for LineSender {
         self.limits
     }
 
-    const BULK: Option<BulkSend> = Some(BulkSend {
-        max_recipients: MULTICAST_MAX,
-    });
+    const BULK: Option<BulkSend> = crate::SPEC.bulk;
 
     async fn send_many(
         &self,
@@ -1315,6 +1313,7 @@ mod tests {
             tag: None,
             created_at: chrono::Utc::now(),
             fresh: true,
+            also: Vec::new(),
         }
     }
 

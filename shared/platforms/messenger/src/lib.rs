@@ -79,4 +79,5 @@ pub const SPEC: PlatformSpec = PlatformSpec {
     settings: spec::no_settings,
     template: spec::no_template,
     try_it: None,
+    bulk: None,
 };

@@ -71,6 +71,7 @@ pub const SPEC: PlatformSpec = PlatformSpec {
     settings: spec::no_settings,
     template: spec::no_template,
     try_it: Some(try_it),
+    bulk: None,
 };
 
 /// The made-up user of the console's "try it" box (a private chat of the same id).

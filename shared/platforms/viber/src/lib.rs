@@ -120,6 +120,9 @@ pub const SPEC: PlatformSpec = PlatformSpec {
     settings,
     template: spec::no_template,
     try_it: None,
+    bulk: Some(patchbay_platform::BulkSend {
+        max_recipients: outbound::BROADCAST_MAX,
+    }),
 };
 
 #[cfg(test)]

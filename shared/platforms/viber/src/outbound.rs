@@ -769,9 +769,7 @@ impl OutboundAdapter for ViberSender {
         self.limits
     }
 
-    const BULK: Option<BulkSend> = Some(BulkSend {
-        max_recipients: BROADCAST_MAX,
-    });
+    const BULK: Option<BulkSend> = crate::SPEC.bulk;
 
     async fn send_many(
         &self,
@@ -1096,6 +1094,7 @@ mod tests {
             tag: None,
             created_at: chrono::Utc::now(),
             fresh: true,
+            also: Vec::new(),
         }
     }
 

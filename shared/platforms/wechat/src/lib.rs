@@ -107,6 +107,7 @@ pub const SPEC: PlatformSpec = PlatformSpec {
     settings: spec::no_settings,
     template: registry_template,
     try_it: None,
+    bulk: None,
 };
 
 /// A registry template's WeChat form: its template message, in the content model's template

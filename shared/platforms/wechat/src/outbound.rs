@@ -1941,6 +1941,7 @@ mod tests {
             tag: None,
             created_at: Utc::now(),
             fresh: true,
+            also: Vec::new(),
         }
     }
 

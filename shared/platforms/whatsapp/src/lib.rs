@@ -109,6 +109,7 @@ pub const SPEC: PlatformSpec = PlatformSpec {
     settings: spec::no_settings,
     template: registry_template,
     try_it: None,
+    bulk: None,
 };
 
 /// A registry template's WhatsApp form: the approved template it names.
