@@ -33,8 +33,8 @@ use patchbay_telegram::fixtures as telegram_fx;
 use patchbay_testkit::eventually;
 use patchbay_testkit::kik::{FakeKik, MESSAGE_PATH as KIK_SEND_PATH, USER_PATH as KIK_USER_PATH};
 use patchbay_testkit::line::{
-    FakeLine, GROUP_PATH as LINE_GROUP_PATH, PROFILE_PATH as LINE_PROFILE_PATH,
-    PUSH_PATH as LINE_PUSH_PATH, REPLY_PATH as LINE_REPLY_PATH,
+    FakeLine, GROUP_PATH as LINE_GROUP_PATH, MULTICAST_PATH as LINE_MULTICAST_PATH,
+    PROFILE_PATH as LINE_PROFILE_PATH, PUSH_PATH as LINE_PUSH_PATH, REPLY_PATH as LINE_REPLY_PATH,
 };
 use patchbay_testkit::nats::{NatsCluster, NatsServer};
 use patchbay_testkit::postgres::PgServer;
@@ -191,32 +191,49 @@ impl Platform {
                     by: call.token.unwrap_or_default(),
                 })
                 .collect(),
-            // Replies (with a reply token, which names its chat here: [`ChaosBot::webhook`])
-            // and pushes, each of up to five messages.
+            // Replies (with a reply token, which names its chat here: [`ChaosBot::webhook`]),
+            // pushes and multicasts (each friend reached), each of up to five messages.
             Self::Line => c
                 .line
                 .calls()
                 .into_iter()
                 .filter(|call| {
                     call.status == 200
-                        && (call.path == LINE_REPLY_PATH || call.path == LINE_PUSH_PATH)
+                        && (call.path == LINE_REPLY_PATH
+                            || call.path == LINE_PUSH_PATH
+                            || call.path == LINE_MULTICAST_PATH)
                 })
                 .flat_map(|call| {
                     let by = call.token.unwrap_or_default();
-                    let to = call.body["to"].as_str().map_or_else(
-                        || line_token_user(call.body["replyToken"].as_str().unwrap_or_default()),
-                        str::to_owned,
-                    );
-                    call.body["messages"]
+                    let to: Vec<String> = if call.path == LINE_MULTICAST_PATH {
+                        call.body["delivered_to"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|u| u.as_str().map(str::to_owned))
+                            .collect()
+                    } else {
+                        vec![call.body["to"].as_str().map_or_else(
+                            || {
+                                line_token_user(
+                                    call.body["replyToken"].as_str().unwrap_or_default(),
+                                )
+                            },
+                            str::to_owned,
+                        )]
+                    };
+                    let messages = call.body["messages"]
                         .as_array()
                         .cloned()
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(move |m| Reply {
+                        .unwrap_or_default();
+                    to.into_iter().flat_map(move |to| {
+                        let by = by.clone();
+                        messages.clone().into_iter().map(move |m| Reply {
                             text: m["text"].as_str().unwrap_or_default().to_owned(),
                             to: to.clone(),
                             by: by.clone(),
                         })
+                    })
                 })
                 .collect(),
         }
@@ -1981,36 +1998,58 @@ async fn one_tenant_down_for_the_whole_run() {
 }
 
 /// The stages a broadcast passes through: its API, the router that stores, drives and records
-/// it, the sender, the dispatcher of its events, and auth (whose configuration every stage
-/// watches).
-const BROADCAST_STAGES: [&str; 5] = [
-    "bot-router",
-    "outbound-telegram",
-    "api",
-    "webhook-dispatcher",
-    "auth",
-];
+/// it, the sender (`outbound-<platform>`, added by each test), the dispatcher of its events,
+/// and auth (whose configuration every stage watches).
+const BROADCAST_STAGES: [&str; 4] = ["bot-router", "api", "webhook-dispatcher", "auth"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broadcast_reaches_each_user_once_through_kill_9_of_each_stage() {
-    within("a_broadcast_reaches_each_user_once_through_kill_9_of_each_stage", async {
-    let users = 100 * scale();
-    let mut c = Cluster::start_with(
-        None,
-        &[
-            // Slow enough that every kill meets the broadcast going out.
-            ("PATCHBAY_TELEGRAM_PER_BOT_PER_SECOND", "10"),
-            ("PATCHBAY_BROADCAST_WINDOW", "20"),
-        ],
+    within(
+        "a_broadcast_reaches_each_user_once_through_kill_9_of_each_stage",
+        broadcast_through_kills(
+            Platform::Telegram,
+            &[
+                // Slow enough that every kill meets the broadcast going out.
+                ("PATCHBAY_TELEGRAM_PER_BOT_PER_SECOND", "10"),
+                ("PATCHBAY_BROADCAST_WINDOW", "20"),
+            ],
+        ),
     )
     .await;
-    let bot = c
-        .create_bot_for(&c.tenant.url(), Platform::Telegram, 0..users)
-        .await;
+}
+
+/// LINE's multicast (the driver's commands of many users, the router's jobs of many, the
+/// sender's one call for them) through the same kills: with LINE's retry key derived from the
+/// batch, not even the sender's kill costs a second copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_broadcast_in_multicasts_reaches_each_user_once_through_kill_9_of_each_stage() {
+    within(
+        "a_line_broadcast_in_multicasts_reaches_each_user_once_through_kill_9_of_each_stage",
+        broadcast_through_kills(
+            Platform::Line,
+            &[
+                // Multicasts of five users at most, two calls a second: every kill meets the
+                // broadcast going out.
+                ("PATCHBAY_LINE_PER_CHANNEL_PER_SECOND", "2"),
+                ("PATCHBAY_BROADCAST_WINDOW", "5"),
+            ],
+        ),
+    )
+    .await;
+}
+
+/// A broadcast to `100 × scale` users of `platform` while each of its stages is killed with
+/// `kill -9` and relaunched in turn: each user gets it, and a second copy only where the
+/// platform takes no idempotency key and the sender was killed just after the platform
+/// accepted it.
+async fn broadcast_through_kills(platform: Platform, env: &[(&str, &str)]) {
+    let users = 100 * scale();
+    let mut c = Cluster::start_with(None, env).await;
+    let bot = c.create_bot_for(&c.tenant.url(), platform, 0..users).await;
     let http = c.http.clone();
     for chat in 0..users {
         let hook = bot.webhook(chat, 0, &format!("{chat}:0"));
-        let ingress = c.url("ingress-telegram");
+        let ingress = c.url(platform.ingress());
         let answer = bot.post(&http, &ingress, &hook).await;
         assert!(
             answer.is_ok_and(|s| s.is_success()),
@@ -2036,7 +2075,7 @@ async fn a_broadcast_reaches_each_user_once_through_kill_9_of_each_stage() {
         .to_owned();
     let copies = |c: &Cluster| {
         let mut per: HashMap<String, usize> = HashMap::new();
-        for r in Platform::Telegram.replies(c) {
+        for r in platform.replies(c) {
             if r.text == "broadcast" {
                 *per.entry(r.to).or_default() += 1;
             }
@@ -2044,9 +2083,12 @@ async fn a_broadcast_reaches_each_user_once_through_kill_9_of_each_stage() {
         per
     };
     let total = usize::try_from(users).unwrap();
+    let stages: Vec<&str> = std::iter::once(platform.outbound())
+        .chain(BROADCAST_STAGES)
+        .collect();
     let mut killed: HashMap<&str, Instant> = HashMap::new();
-    for (i, stage) in BROADCAST_STAGES.iter().enumerate() {
-        let target = (i + 1) * total / (BROADCAST_STAGES.len() + 1);
+    for (i, stage) in stages.iter().enumerate() {
+        let target = (i + 1) * total / (stages.len() + 1);
         eventually(
             SETTLE,
             &format!("{target} sent before killing {stage}"),
@@ -2072,39 +2114,51 @@ async fn a_broadcast_reaches_each_user_once_through_kill_9_of_each_stage() {
     assert_eq!(per.len(), total, "users without the broadcast: {state}");
     assert_eq!(state["counts"]["sent"], users, "{state}");
     assert_eq!(state["counts"]["failed"], 0, "{state}");
-    // Only the sender's kill can cost a second copy: a message the platform accepted in the
-    // instants before the kill, whose acceptance the sender had not yet recorded in the
-    // sent-messages bucket (Telegram takes no idempotency key). Every other stage's kill is
-    // repaired without a second send.
-    let sender_killed = killed["outbound-telegram"];
-    let mut twice = 0;
-    for (to, n) in per.iter().filter(|(_, n)| **n > 1) {
-        let chat: i64 = to.parse().unwrap();
-        let at: Vec<Instant> = c
-            .telegram
-            .accepted("sendMessage")
-            .into_iter()
-            .filter(|call| call.body["chat_id"] == chat && call.body["text"] == "broadcast")
-            .map(|call| call.at)
-            .collect();
-        assert!(
-            *n == 2
-                && at[0] < sender_killed
-                && sender_killed.duration_since(at[0]) < Duration::from_secs(5)
-                && at[1] > sender_killed,
-            "user {to} got the broadcast {n} times, not only around the sender's kill: {:?} \
-             after the kill",
-            at.iter()
-                .map(|t| t.checked_duration_since(sender_killed))
-                .collect::<Vec<_>>()
-        );
-        twice += 1;
+    let twice: Vec<(&String, &usize)> = per.iter().filter(|(_, n)| **n > 1).collect();
+    match platform {
+        // LINE's retry keys make every resend of a push or a multicast a no-op.
+        Platform::Line => assert!(twice.is_empty(), "users sent twice: {twice:?}"),
+        // Only the sender's kill can cost a second copy: a message the platform accepted in
+        // the instants before the kill, whose acceptance the sender had not yet recorded in
+        // the sent-messages bucket (Telegram takes no idempotency key). Every other stage's
+        // kill is repaired without a second send.
+        _ => {
+            let sender_killed = killed[platform.outbound()];
+            for (to, n) in &twice {
+                let chat: i64 = to.parse().unwrap();
+                let at: Vec<Instant> = c
+                    .telegram
+                    .accepted("sendMessage")
+                    .into_iter()
+                    .filter(|call| call.body["chat_id"] == chat && call.body["text"] == "broadcast")
+                    .map(|call| call.at)
+                    .collect();
+                assert!(
+                    **n == 2
+                        && at[0] < sender_killed
+                        && sender_killed.duration_since(at[0]) < Duration::from_secs(5)
+                        && at[1] > sender_killed,
+                    "user {to} got the broadcast {n} times, not only around the sender's \
+                     kill: {:?} after the kill",
+                    at.iter()
+                        .map(|t| t.checked_duration_since(sender_killed))
+                        .collect::<Vec<_>>()
+                );
+            }
+        }
     }
+    // Multicasts LINE recognised by their retry key as sent before.
+    let retried = c
+        .line
+        .calls()
+        .iter()
+        .filter(|call| call.path == LINE_MULTICAST_PATH && call.status == 409)
+        .count();
     println!(
-        "broadcast through kill -9 of {BROADCAST_STAGES:?}: {total} users, {twice} sent twice \
-         (accepted just before the sender's kill)"
+        "{} broadcast through kill -9 of {stages:?}: {total} users, {} sent twice \
+         (accepted just before the sender's kill), {retried} multicasts answered 409",
+        platform.name(),
+        twice.len()
     );
     drop(c);
-    })
-    .await;
 }
