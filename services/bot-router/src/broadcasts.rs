@@ -8,9 +8,11 @@
 //! * **Released a window at a time.** At most `PATCHBAY_BROADCAST_WINDOW` recipients are
 //!   between the send path and an outcome. Each release marks its recipients `released` and
 //!   then publishes a [`SendCommand`] per recipient whose id derives from the broadcast and
-//!   the user, so a release repeated after a crash (the next owner republishes whatever is
-//!   `released`) is dropped as a duplicate by JetStream, by the router's stored messages and by
-//!   the sender's record of what it sent: each recipient gets the message once.
+//!   the user (on a platform with a bulk call, one for up to a call's recipients of a channel,
+//!   each user's messages still identified as if they had their own), so a release repeated
+//!   after a crash (the next owner republishes whatever is `released`) is dropped as a
+//!   duplicate by JetStream, by the router's stored messages and by the sender's record of
+//!   what it sent: each recipient gets the message once.
 //! * **Driven by one replica.** Replicas claim broadcasts with a lease in PostgreSQL
 //!   (`for update skip locked`), renewed every step; a replica that stops renewing loses its
 //!   broadcasts to another after [`LEASE`].
