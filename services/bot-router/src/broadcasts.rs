@@ -48,6 +48,11 @@ const STEP: std::time::Duration = std::time::Duration::from_millis(250);
 /// Broadcasts one replica drives at once.
 const CLAIM: i64 = 16;
 
+/// Users one send command names at most on a platform without a bulk call: the router
+/// prepares them in one handling (one check of the broadcast's cancel, one message on the
+/// send stream) and still sends each their own message.
+const COMMAND_USERS: usize = 50;
+
 /// Users stored per statement (the pages follow each other at once).
 const QUEUE_PAGE: i64 = 50_000;
 
@@ -925,9 +930,9 @@ impl Router {
         Ok(())
     }
 
-    /// Publishes the send commands of `users` (each with their channel): one per user, except
-    /// on a platform with a bulk call ([`patchbay_platform::PlatformSpec::bulk`]), where one
-    /// command names up to the call's recipients of one channel ([`SendCommand::also_to`]), so
+    /// Publishes the send commands of `users` (each with their channel): one for up to
+    /// [`COMMAND_USERS`] users of a channel ([`SendCommand::also_to`]), or on a platform with a
+    /// bulk call ([`patchbay_platform::PlatformSpec::bulk`]) up to the call's recipients, so
     /// the router can send them the message in one call.
     async fn publish_commands(
         &self,
@@ -948,7 +953,7 @@ impl Router {
                     .await?
                     .and_then(|c| patchbay_registry::spec(c.platform).ok())
                     .and_then(|s| s.bulk)
-                    .map_or(1, |bulk| bulk.max_recipients.max(1)),
+                    .map_or(COMMAND_USERS, |bulk| bulk.max_recipients.max(1)),
                 // The user is gone: the router fails their recipient.
                 None => 1,
             };
