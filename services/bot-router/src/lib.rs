@@ -2007,6 +2007,133 @@ mod tests {
             .collect()
     }
 
+    /// A broadcast job of `user`'s message at `index` through `channel` of `platform`.
+    fn ready(index: usize, user: u32, platform: Platform, channel: &str, t: &str) -> Ready {
+        Ready {
+            index,
+            job: OutboundJob {
+                v: V1,
+                message_id: format!("msg_{user}_{index}"),
+                bot_id: "bot_1".into(),
+                channel: patchbay_contract::ChannelRef {
+                    id: channel.into(),
+                    platform,
+                },
+                user_id: format!("usr_{user}"),
+                conversation_id: format!("conv_{user}"),
+                address: format!("U{user}"),
+                content: text(t),
+                source: SendSource::Broadcast,
+                source_id: Some("brd_1".into()),
+                in_reply_to: None,
+                tag: None,
+                created_at: chrono::Utc::now(),
+                fresh: true,
+                also: Vec::new(),
+            },
+            at: chrono::Utc::now(),
+        }
+    }
+
+    /// Each job as (its message's place, its channel, its recipients' user numbers).
+    fn shape(jobs: &[Ready]) -> Vec<(usize, String, Vec<String>)> {
+        jobs.iter()
+            .map(|m| {
+                let users = m
+                    .job
+                    .members()
+                    .into_iter()
+                    .map(|b| b.user_id.trim_start_matches("usr_").to_owned())
+                    .collect();
+                (m.index, m.job.channel.id.clone(), users)
+            })
+            .collect()
+    }
+
+    /// The same message for many users of one channel of a platform with a bulk call becomes
+    /// one job, up to the call's recipients; a message whose content differs for a user
+    /// (a template, a link) stays theirs; other channels and platforms without a bulk call
+    /// get one job each; every first message goes before every second.
+    #[test]
+    fn a_broadcast_message_for_many_users_of_a_channel_becomes_one_job_per_bulk_call() {
+        let mut jobs = Vec::new();
+        for user in 1..=502 {
+            jobs.push(ready(0, user, Platform::Line, "ch_line", "news"));
+            jobs.push(ready(1, user, Platform::Line, "ch_line", "more"));
+        }
+        let line_max = patchbay_registry::spec(Platform::Line)
+            .unwrap()
+            .bulk
+            .unwrap()
+            .max_recipients;
+        assert_eq!(line_max, 500);
+        let grouped = bulk_jobs(jobs);
+        let first = shape(&grouped);
+        let sizes: Vec<(usize, usize)> = first.iter().map(|(i, _, u)| (*i, u.len())).collect();
+        assert_eq!(sizes, [(0, 500), (0, 2), (1, 500), (1, 2)]);
+        assert_eq!(first[1].2, ["501", "502"]);
+        let members: Vec<_> = grouped[0].job.members();
+        assert_eq!(members[1].message_id, "msg_2_0");
+        assert_eq!(members[1].address, "U2");
+
+        let mut tagged = ready(0, 4, Platform::Line, "ch_line", "news");
+        tagged.job.tag = Some(MessageTag::HumanAgent);
+        let jobs = vec![
+            ready(1, 1, Platform::Line, "ch_line", "second"),
+            ready(0, 1, Platform::Line, "ch_line", "Hi Ann"),
+            ready(0, 2, Platform::Line, "ch_line", "Hi Bob"),
+            ready(0, 3, Platform::Line, "ch_line", "Hi Bob"),
+            tagged,
+            ready(0, 5, Platform::Line, "ch_other", "Hi Bob"),
+            ready(0, 6, Platform::Telegram, "ch_tg", "Hi Bob"),
+            ready(0, 7, Platform::Telegram, "ch_tg", "Hi Bob"),
+            ready(1, 2, Platform::Line, "ch_line", "second"),
+        ];
+        let s = |v: &[&str]| v.iter().map(|u| (*u).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            shape(&bulk_jobs(jobs)),
+            [
+                (0, "ch_line".into(), s(&["1"])),
+                (0, "ch_line".into(), s(&["2", "3"])),
+                (0, "ch_line".into(), s(&["4"])),
+                (0, "ch_other".into(), s(&["5"])),
+                (0, "ch_tg".into(), s(&["6"])),
+                (0, "ch_tg".into(), s(&["7"])),
+                (1, "ch_line".into(), s(&["1", "2"])),
+            ]
+        );
+    }
+
+    /// A broadcast's command for many users names each once; other commands are no batch.
+    #[test]
+    fn only_a_broadcast_s_command_names_more_users() {
+        let mut cmd = command(vec![text("x")], SendSource::Broadcast);
+        cmd.source_id = Some("brd_1".into());
+        assert!(batch_of(&cmd).is_none(), "one user");
+        cmd.also_to = vec![
+            "usr_2".into(),
+            "usr_1".into(),
+            "usr_3".into(),
+            "usr_2".into(),
+        ];
+        assert_eq!(
+            batch_of(&cmd).unwrap(),
+            [
+                &"usr_1".to_owned(),
+                &"usr_2".to_owned(),
+                &"usr_3".to_owned()
+            ]
+        );
+        let mut api = cmd.clone();
+        api.source = SendSource::Api;
+        assert!(
+            batch_of(&api).is_none(),
+            "a tenant's command names one user"
+        );
+        cmd.source_id = None;
+        assert!(batch_of(&cmd).is_none(), "no broadcast named");
+    }
+
     /// An inline reply soon after its event goes to the recipient the event named, with the
     /// event's time as the window's start; a late one (a retried or replayed delivery), or one
     /// whose recipient is not the user named, is looked up.
