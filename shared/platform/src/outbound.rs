@@ -986,34 +986,43 @@ impl<A: OutboundAdapter> Handler<OutboundJob> for Sender<A> {
                 None => self.send_new(job, d.delivered).await?,
             },
         };
-        let (status, platform_message_id, error) = match result {
-            Ok(sent) => (DeliveryStatus::Sent, sent.platform_message_id, None),
-            Err(e) => {
-                tracing::info!(message_id = %job.message_id, code = %e.code, "message failed");
-                (DeliveryStatus::Failed, None, Some(e))
-            }
-        };
-        let outcome = match status {
-            DeliveryStatus::Sent => "sent",
-            DeliveryStatus::Failed => "failed",
-        };
-        metrics::counter!("patchbay_outbound_sends_total", "platform" => A::PLATFORM.as_str(), "outcome" => outcome).increment(1);
-        let event = StatusEvent {
-            v: V1,
-            id: hashed_id(prefix::EVENT, &[&job.message_id, outcome]),
-            message_id: job.message_id.clone(),
-            bot_id: job.bot_id.clone(),
-            channel: job.channel.clone(),
-            status,
-            platform_message_id,
-            error,
-            at: chrono::Utc::now(),
-            source: Some(job.source),
-            source_id: job.source_id.clone(),
-        };
+        let event = status_of::<A>(job, &job.message_id, result);
         let subject = self.deps.bus.subjects().status(&job.bot_id)?;
         self.deps.bus.publish(&subject, &event.id, &event).await?;
         Ok(())
+    }
+}
+
+/// The status of `job`'s message `message_id` (the job's own or a member's), counted.
+fn status_of<A: OutboundAdapter>(
+    job: &OutboundJob,
+    message_id: &str,
+    result: Result<crate::Sent, DeliveryError>,
+) -> StatusEvent {
+    let (status, platform_message_id, error) = match result {
+        Ok(sent) => (DeliveryStatus::Sent, sent.platform_message_id, None),
+        Err(e) => {
+            tracing::info!(%message_id, code = %e.code, "message failed");
+            (DeliveryStatus::Failed, None, Some(e))
+        }
+    };
+    let outcome = match status {
+        DeliveryStatus::Sent => "sent",
+        DeliveryStatus::Failed => "failed",
+    };
+    metrics::counter!("patchbay_outbound_sends_total", "platform" => A::PLATFORM.as_str(), "outcome" => outcome).increment(1);
+    StatusEvent {
+        v: V1,
+        id: hashed_id(prefix::EVENT, &[message_id, outcome]),
+        message_id: message_id.to_owned(),
+        bot_id: job.bot_id.clone(),
+        channel: job.channel.clone(),
+        status,
+        platform_message_id,
+        error,
+        at: chrono::Utc::now(),
+        source: Some(job.source),
+        source_id: job.source_id.clone(),
     }
 }
 
@@ -1088,35 +1097,20 @@ impl<A: OutboundAdapter> Sender<A> {
                 outcomes[i] = Some(result);
             }
         }
-        let statuses = members.iter().zip(outcomes).map(|(m, outcome)| {
-            let (status, platform_message_id, error) = match outcome {
-                Some(Ok(sent)) => (DeliveryStatus::Sent, sent.platform_message_id, None),
-                Some(Err(e)) => {
-                    tracing::info!(message_id = %m.message_id, code = %e.code, "message failed");
-                    (DeliveryStatus::Failed, None, Some(e))
-                }
-                None => (DeliveryStatus::Failed, None, None),
-            };
-            let outcome = match status {
-                DeliveryStatus::Sent => "sent",
-                DeliveryStatus::Failed => "failed",
-            };
-            metrics::counter!("patchbay_outbound_sends_total", "platform" => A::PLATFORM.as_str(), "outcome" => outcome).increment(1);
-            StatusEvent {
-                v: V1,
-                id: hashed_id(prefix::EVENT, &[&m.message_id, outcome]),
-                message_id: m.message_id.clone(),
-                bot_id: job.bot_id.clone(),
-                channel: job.channel.clone(),
-                status,
-                platform_message_id,
-                error,
-                at: chrono::Utc::now(),
-                source: Some(job.source),
-                source_id: job.source_id.clone(),
-            }
-        });
-        let statuses: Vec<StatusEvent> = statuses.collect();
+        let statuses: Vec<StatusEvent> = members
+            .iter()
+            .zip(outcomes)
+            .map(|(m, outcome)| {
+                let outcome = outcome.unwrap_or_else(|| {
+                    Err(DeliveryError {
+                        code: "platform_unavailable".into(),
+                        message: "the bulk call answered nothing for this recipient".into(),
+                        platform_code: None,
+                    })
+                });
+                status_of::<A>(job, &m.message_id, outcome)
+            })
+            .collect();
         let subject = self.deps.bus.subjects().status(&job.bot_id)?;
         for some in statuses.chunks(BULK_STATUSES_AT_ONCE) {
             futures::future::try_join_all(
@@ -1198,17 +1192,7 @@ impl<A: OutboundAdapter> Sender<A> {
             outcomes.push(match result {
                 Ok(sent) => {
                     accepted.push(m.message_id.as_str());
-                    self.accepted
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(
-                            m.message_id.clone(),
-                            Accepted {
-                                platform_message_id: sent.platform_message_id.clone(),
-                                recorded: false,
-                                at: std::time::Instant::now(),
-                            },
-                        );
+                    self.accept(&m.message_id, &sent);
                     Ok(sent)
                 }
                 Err(SendError::Retryable { reason, after }) if !last_try => {
@@ -1252,22 +1236,27 @@ impl<A: OutboundAdapter> Sender<A> {
     ) -> Result<Result<crate::Sent, DeliveryError>, HandlerError> {
         let result = self.attempt(job, delivered).await?;
         if let Ok(sent) = &result {
-            self.accepted
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(
-                    job.message_id.clone(),
-                    Accepted {
-                        platform_message_id: sent.platform_message_id.clone(),
-                        recorded: false,
-                        at: std::time::Instant::now(),
-                    },
-                );
+            self.accept(&job.message_id, sent);
             // Until this is stored, a retry here reports instead of resending; if it cannot
             // be stored now, the message is retried in place.
             self.record(&job.message_id).await?;
         }
         Ok(result)
+    }
+
+    /// Remembers that the platform accepted `message_id` (not yet recorded in the bucket).
+    fn accept(&self, message_id: &str, sent: &crate::Sent) {
+        self.accepted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                message_id.to_owned(),
+                Accepted {
+                    platform_message_id: sent.platform_message_id.clone(),
+                    recorded: false,
+                    at: std::time::Instant::now(),
+                },
+            );
     }
 
     /// Stores the platform's acceptance of `message_id` in the sent-messages bucket, so a
