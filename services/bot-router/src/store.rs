@@ -814,9 +814,9 @@ pub struct ReceiptTarget {
 /// with one of its platform ids, or (watermark) every one to the event's user created up to
 /// the watermark; only those whose status can still move there. Oldest first.
 ///
-/// A broadcast's message sent with a bulk call may share its platform id with the others of
-/// the call (Viber's `broadcast_message` answers one token for all): its receipt must also be
-/// the user's.
+/// A platform id may be shared by many users' messages (Viber's `broadcast_message` answers
+/// one token for everyone in the call): a message whose id another message of the bot shares
+/// moves only on a receipt from its own user.
 pub async fn receipt_targets(
     pool: &PgPool,
     ev: &InboundEvent,
@@ -833,7 +833,11 @@ pub async fn receipt_targets(
          where m.bot_id = $1 and u.channel_id = $2 and m.direction = 'outbound'
            and m.status = any($3)
            and ((m.platform_message_id = any($4)
-                 and (m.source is distinct from 'broadcast' or u.platform_user_id = $6))
+                 and (u.platform_user_id = $6
+                      or not exists (select 1 from messages o
+                          where o.bot_id = m.bot_id and o.direction = 'outbound'
+                            and o.platform_message_id = m.platform_message_id
+                            and o.id <> m.id)))
                 or ($5::timestamptz is not null and u.platform_user_id = $6
                     and m.created_at <= $5))
          order by m.created_at, m.id",
