@@ -47,7 +47,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often [`Page::wait_for`] and [`Page::wait_for_text`] look again.
 const POLL: Duration = Duration::from_millis(50);
-/// How long [`Page::click`] finds an element again that went stale under it.
+/// How long [`Page::click`] and [`Page::fill`] look again for an element not there yet or
+/// replaced under them.
 const STALE_RETRY: Duration = Duration::from_secs(5);
 /// Chromium's switches for every page (its profile directory is added per page).
 const CHROMIUM_ARGS: [&str; 10] = [
@@ -745,9 +746,12 @@ impl Page {
         Ok(None)
     }
 
-    /// Clears the element matching `css` (an input or a textarea) and types `text` into it.
+    /// Clears the element matching `css` (an input or a textarea) and types `text` into it;
+    /// an element not there yet or replaced meanwhile is looked for again, as [`Page::click`]
+    /// does.
     pub async fn fill(&self, css: &str, text: &str) -> Result<(), BrowserError> {
-        self.find(css).await?.fill(text).await
+        self.settled(|| async { self.find(css).await?.fill(text).await })
+            .await
     }
 
     /// Picks the `<option>` whose value is `value` in the `<select>` matching `css`.
@@ -771,15 +775,30 @@ impl Page {
     }
 
     /// Clicks the element matching `css`. An element a live view replaced between finding and
-    /// clicking it (stale: WebDriver clicked nothing) is found again and clicked, for up to
-    /// [`STALE_RETRY`].
+    /// clicking it (stale: WebDriver clicked nothing), or not there yet, is looked for again
+    /// for up to [`STALE_RETRY`].
     pub async fn click(&self, css: &str) -> Result<(), BrowserError> {
+        self.settled(|| async { self.find(css).await?.click().await })
+            .await
+    }
+
+    /// Runs `act` on an element until it finds the element in place: for up to
+    /// [`STALE_RETRY`], an element not there yet (the page the last click opened still
+    /// loading) or replaced meanwhile (a live view's swap) is looked for again, since WebDriver
+    /// did nothing with it.
+    async fn settled<'a, F, Fut>(&'a self, act: F) -> Result<(), BrowserError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<(), BrowserError>> + 'a,
+    {
         let deadline = tokio::time::Instant::now() + STALE_RETRY;
         loop {
-            match async { self.find(css).await?.click().await }.await {
+            match act().await {
                 Err(e)
-                    if e.webdriver_error() == Some("stale element reference")
-                        && tokio::time::Instant::now() < deadline =>
+                    if matches!(
+                        e.webdriver_error(),
+                        Some("stale element reference" | "no such element")
+                    ) && tokio::time::Instant::now() < deadline =>
                 {
                     tokio::time::sleep(POLL).await;
                 }
