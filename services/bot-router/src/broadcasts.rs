@@ -114,6 +114,20 @@ impl Outcome {
     }
 }
 
+impl Outcome {
+    /// `user_id`'s failure as a recipient of broadcast `broadcast_id` when the router could
+    /// not take their message at all ([`UNDELIVERABLE`]).
+    pub(crate) fn undeliverable(broadcast_id: &str, user_id: &str) -> Self {
+        Self {
+            broadcast_id: broadcast_id.to_owned(),
+            user_id: user_id.to_owned(),
+            message_id: String::new(),
+            state: "failed",
+            reason: Some(UNDELIVERABLE.into()),
+        }
+    }
+}
+
 /// Moves recipients to their outcomes (one statement for a batch; see `broadcast_outcomes`).
 pub(crate) async fn record_outcomes(
     pool: &PgPool,
@@ -951,9 +965,8 @@ impl Router {
                     .view
                     .channel(channel)
                     .await?
-                    .and_then(|c| patchbay_registry::spec(c.platform).ok())
-                    .and_then(|s| s.bulk)
-                    .map_or(COMMAND_USERS, |bulk| bulk.max_recipients.max(1)),
+                    .and_then(|c| patchbay_registry::bulk_recipients(c.platform))
+                    .map_or(COMMAND_USERS, |n| n.max(1)),
                 // The user is gone: the router fails their recipient.
                 None => 1,
             };

@@ -972,43 +972,34 @@ impl Handler<SendCommand> for Sends {
         // A broadcast's message the router cannot take (the bot or channel disabled, the user
         // gone) fails its recipient rather than go to the dead letters silently: the
         // broadcast's window would wait for it forever.
-        let refused = match (&d.payload.source, &d.payload.source_id, &d.payload.to) {
+        let result = self.send(&d).await;
+        let cmd = &d.payload;
+        match (result, &cmd.source, &cmd.source_id, &cmd.to) {
             (
+                Err(HandlerError::Reject { reason }),
                 SendSource::Broadcast,
                 Some(broadcast_id),
                 patchbay_contract::Recipient::User { user_id },
-            ) => Some((
-                broadcast_id.clone(),
-                std::iter::once(user_id)
-                    .chain(&d.payload.also_to)
-                    .cloned()
-                    .collect::<Vec<_>>(),
-            )),
-            _ => None,
-        };
-        match (self.send(d).await, refused) {
-            (Err(HandlerError::Reject { reason }), Some((broadcast_id, users))) => {
-                tracing::info!(%broadcast_id, recipients = users.len(), %reason, "a broadcast's message cannot be sent: its recipients failed");
-                futures::future::try_join_all(users.into_iter().map(|user_id| {
-                    self.0.batches.outcomes.submit(broadcasts::Outcome {
-                        broadcast_id: broadcast_id.clone(),
-                        user_id,
-                        message_id: String::new(),
-                        state: "failed",
-                        reason: Some(broadcasts::UNDELIVERABLE.into()),
-                    })
+            ) => {
+                let users = std::iter::once(user_id).chain(&cmd.also_to);
+                tracing::info!(%broadcast_id, recipients = 1 + cmd.also_to.len(), %reason, "a broadcast's message cannot be sent: its recipients failed");
+                futures::future::try_join_all(users.map(|user_id| {
+                    self.0
+                        .batches
+                        .outcomes
+                        .submit(broadcasts::Outcome::undeliverable(broadcast_id, user_id))
                 }))
                 .await
                 .map(drop)
                 .map_err(batch_error)
             }
-            (result, _) => result,
+            (result, ..) => result,
         }
     }
 }
 
 impl Sends {
-    async fn send(&self, d: Delivery<SendCommand>) -> Result<(), HandlerError> {
+    async fn send(&self, d: &Delivery<SendCommand>) -> Result<(), HandlerError> {
         let r = &self.0;
         let cmd = &d.payload;
         let bot_id = d.subject.rsplit('.').next().unwrap_or_default().to_owned();
@@ -1027,7 +1018,7 @@ impl Sends {
         }
         let cancelled = self.cancelled(cmd).await?;
         if let Some(users) = batch_of(cmd) {
-            return self.send_batch(&bot, &users, cancelled, &d).await;
+            return self.send_batch(&bot, &users, cancelled, d).await;
         }
         let key = cmd
             .id
@@ -1096,13 +1087,7 @@ impl Sends {
                 Ok(jobs) => ready.extend(jobs),
                 Err(HandlerError::Reject { reason }) => {
                     tracing::info!(%broadcast_id, user_id = %user, %reason, "a broadcast's message cannot be sent: its recipient failed");
-                    undeliverable.push(broadcasts::Outcome {
-                        broadcast_id: broadcast_id.to_owned(),
-                        user_id: (*user).clone(),
-                        message_id: String::new(),
-                        state: "failed",
-                        reason: Some(broadcasts::UNDELIVERABLE.into()),
-                    });
+                    undeliverable.push(broadcasts::Outcome::undeliverable(broadcast_id, user));
                 }
                 Err(e) => return Err(e),
             }
@@ -1415,10 +1400,7 @@ impl Sends {
         let stored_as = if job.also.is_empty() {
             job.message_id.clone()
         } else {
-            let ids: Vec<&str> = std::iter::once(job.message_id.as_str())
-                .chain(job.also.iter().map(|m| m.message_id.as_str()))
-                .collect();
-            hashed_id(prefix::MESSAGE, &ids)
+            job.batch_id()
         };
         let fail_all = |error: DeliveryError| async move {
             for member in job.members() {
@@ -1512,18 +1494,12 @@ fn batch_of(cmd: &SendCommand) -> Option<Vec<&String>> {
 /// each. Ordered by the message's place, so each user's messages go out in the command's
 /// order.
 fn bulk_jobs(ready: Vec<Ready>) -> Vec<Ready> {
-    let max_recipients = |platform: Platform| {
-        patchbay_registry::spec(platform)
-            .ok()
-            .and_then(|s| s.bulk)
-            .map_or(1, |b| b.max_recipients)
-    };
     let mut out: Vec<Ready> = Vec::with_capacity(ready.len());
     // The group still filling, per channel and place.
     let mut open: std::collections::HashMap<(String, usize), usize> =
         std::collections::HashMap::new();
     for m in ready {
-        let max = max_recipients(m.job.channel.platform);
+        let max = patchbay_registry::bulk_recipients(m.job.channel.platform).unwrap_or(1);
         if max < 2 || m.job.tag.is_some() || m.job.in_reply_to.is_some() {
             out.push(m);
             continue;
@@ -2061,11 +2037,7 @@ mod tests {
             jobs.push(ready(0, user, Platform::Line, "ch_line", "news"));
             jobs.push(ready(1, user, Platform::Line, "ch_line", "more"));
         }
-        let line_max = patchbay_registry::spec(Platform::Line)
-            .unwrap()
-            .bulk
-            .unwrap()
-            .max_recipients;
+        let line_max = patchbay_registry::bulk_recipients(Platform::Line).unwrap();
         assert_eq!(line_max, 500);
         let grouped = bulk_jobs(jobs);
         let first = shape(&grouped);

@@ -609,6 +609,17 @@ pub struct BulkMember {
 }
 
 impl OutboundJob {
+    /// The id of a job for many recipients, derived from all their message ids: the router
+    /// stores the job under it (one formed otherwise after a redelivery is another job), and
+    /// the sender gives it to the platform's bulk call as the batch's id (a retry of the job
+    /// is the same batch).
+    pub fn batch_id(&self) -> String {
+        let ids: Vec<&str> = std::iter::once(self.message_id.as_str())
+            .chain(self.also.iter().map(|m| m.message_id.as_str()))
+            .collect();
+        crate::ids::hashed_id(crate::ids::prefix::MESSAGE, &ids)
+    }
+
     /// Every recipient of the job: its own first, then [`OutboundJob::also`].
     pub fn members(&self) -> Vec<BulkMember> {
         std::iter::once(BulkMember {

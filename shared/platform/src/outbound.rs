@@ -859,11 +859,7 @@ impl<A: OutboundAdapter> Sender<A> {
                 metrics::counter!("patchbay_outbound_sends_total", "platform" => A::PLATFORM.as_str(), "outcome" => "retry").increment(1);
                 Err(HandlerError::Retry { reason, after })
             }
-            Err(SendError::Retryable { reason, .. }) => Ok(Err(DeliveryError {
-                code: "platform_unavailable".into(),
-                message: format!("gave up after {delivered} attempts: {reason}"),
-                platform_code: None,
-            })),
+            Err(SendError::Retryable { reason, .. }) => Ok(Err(gave_up(delivered, &reason))),
             Err(SendError::Permanent(e)) => Ok(Err(e)),
         }
     }
@@ -944,45 +940,19 @@ impl<A: OutboundAdapter> Handler<OutboundJob> for Sender<A> {
         let job = &d.payload;
         // Accepted by the platform in an earlier try here, or recorded in the sent-messages
         // bucket: report, do not resend.
-        let here = self
-            .accepted
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&job.message_id)
-            .cloned();
+        let here = self.accepted_here(&job.message_id).await?;
         let cancelled = here.is_none()
             && job.source == SendSource::Broadcast
             && self.cancelled_broadcast(job).await?;
         let result = match here {
             // A cancelled broadcast's message not sent yet stays unsent.
-            None if cancelled => Err(DeliveryError {
-                code: patchbay_contract::broadcasts::CANCELLED.into(),
-                message: "the broadcast was cancelled before this message went out".into(),
-                platform_code: None,
-            }),
-            Some(a) => {
-                if !a.recorded {
-                    self.record(&job.message_id).await?;
-                }
-                Ok(crate::Sent {
-                    platform_message_id: a.platform_message_id,
-                    media_reference: None,
-                })
-            }
+            None if cancelled => Err(cancelled_error()),
+            Some(sent) => Ok(sent),
             // The router stored this message just now and this is its first delivery: no copy
             // of it can have been sent, so the bucket is not asked.
             None if job.fresh && !d.redelivered => self.send_new(job, d.delivered).await?,
-            None => match self
-                .sent
-                .get(&job.message_id)
-                .await
-                .map_err(|e| HandlerError::unavailable(format!("sent-messages bucket: {e}")))?
-            {
-                Some(id) => Ok(crate::Sent {
-                    platform_message_id: (!id.is_empty())
-                        .then(|| String::from_utf8_lossy(&id).into_owned()),
-                    media_reference: None,
-                }),
+            None => match self.recorded(&job.message_id).await? {
+                Some(sent) => Ok(sent),
                 None => self.send_new(job, d.delivered).await?,
             },
         };
@@ -1026,6 +996,24 @@ fn status_of<A: OutboundAdapter>(
     }
 }
 
+/// The failure of a cancelled broadcast's message that had not gone out.
+fn cancelled_error() -> DeliveryError {
+    DeliveryError {
+        code: patchbay_contract::broadcasts::CANCELLED.into(),
+        message: "the broadcast was cancelled before this message went out".into(),
+        platform_code: None,
+    }
+}
+
+/// The failure of a message the platform still asked to retry on the last attempt.
+fn gave_up(delivered: u64, reason: &str) -> DeliveryError {
+    DeliveryError {
+        code: "platform_unavailable".into(),
+        message: format!("gave up after {delivered} attempts: {reason}"),
+        platform_code: None,
+    }
+}
+
 /// Statuses a job for many recipients publishes at once.
 const BULK_STATUSES_AT_ONCE: usize = 64;
 
@@ -1041,42 +1029,20 @@ impl<A: OutboundAdapter> Sender<A> {
         let mut outcomes: Vec<Option<Result<crate::Sent, DeliveryError>>> =
             vec![None; members.len()];
         for (m, outcome) in members.iter().zip(outcomes.iter_mut()) {
-            let here = self
-                .accepted
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&m.message_id)
-                .cloned();
-            if let Some(a) = here {
-                if !a.recorded {
-                    self.record(&m.message_id).await?;
-                }
-                *outcome = Some(Ok(crate::Sent {
-                    platform_message_id: a.platform_message_id,
-                    media_reference: None,
-                }));
-            }
+            *outcome = self.accepted_here(&m.message_id).await?.map(Ok);
         }
         // Stored by an earlier handling of its command: it may have been sent.
         let unknown: Vec<usize> = (0..members.len())
             .filter(|&i| outcomes[i].is_none() && (d.redelivered || !members[i].fresh))
             .collect();
-        let recorded = futures::future::join_all(
+        let recorded = futures::future::try_join_all(
             unknown
                 .iter()
-                .map(|&i| self.sent.get(members[i].message_id.clone())),
+                .map(|&i| self.recorded(&members[i].message_id)),
         )
-        .await;
-        for (i, r) in unknown.into_iter().zip(recorded) {
-            if let Some(id) =
-                r.map_err(|e| HandlerError::unavailable(format!("sent-messages bucket: {e}")))?
-            {
-                outcomes[i] = Some(Ok(crate::Sent {
-                    platform_message_id: (!id.is_empty())
-                        .then(|| String::from_utf8_lossy(&id).into_owned()),
-                    media_reference: None,
-                }));
-            }
+        .await?;
+        for (i, sent) in unknown.into_iter().zip(recorded) {
+            outcomes[i] = sent.map(Ok);
         }
         let unsent: Vec<usize> = (0..members.len())
             .filter(|&i| outcomes[i].is_none())
@@ -1084,12 +1050,7 @@ impl<A: OutboundAdapter> Sender<A> {
         if !unsent.is_empty() {
             let results = if self.cancelled_broadcast(job).await? {
                 // A cancelled broadcast's messages not sent yet stay unsent.
-                let cancelled = DeliveryError {
-                    code: patchbay_contract::broadcasts::CANCELLED.into(),
-                    message: "the broadcast was cancelled before this message went out".into(),
-                    platform_code: None,
-                };
-                vec![Err(cancelled); unsent.len()]
+                vec![Err(cancelled_error()); unsent.len()]
             } else {
                 self.send_bulk(job, &members, &unsent, d.delivered).await?
             };
@@ -1150,8 +1111,7 @@ impl<A: OutboundAdapter> Sender<A> {
             }
         };
         let content = prepared.as_ref().map_or(&job.content, |p| &p.content);
-        let ids: Vec<&str> = members.iter().map(|m| m.message_id.as_str()).collect();
-        let batch_id = hashed_id(prefix::MESSAGE, &ids);
+        let batch_id = job.batch_id();
         let addresses: Vec<String> = unsent.iter().map(|&i| members[i].address.clone()).collect();
         let batch = crate::Batch {
             id: &batch_id,
@@ -1175,12 +1135,7 @@ impl<A: OutboundAdapter> Sender<A> {
                 return Err(HandlerError::Retry { reason, after });
             }
             Err(SendError::Retryable { reason, .. }) => {
-                let e = DeliveryError {
-                    code: "platform_unavailable".into(),
-                    message: format!("gave up after {delivered} attempts: {reason}"),
-                    platform_code: None,
-                };
-                return Ok(vec![Err(e); unsent.len()]);
+                return Ok(vec![Err(gave_up(delivered, &reason)); unsent.len()]);
             }
             Err(SendError::Permanent(e)) => return Ok(vec![Err(e); unsent.len()]),
         };
@@ -1203,11 +1158,7 @@ impl<A: OutboundAdapter> Sender<A> {
                         platform_code: None,
                     })
                 }
-                Err(SendError::Retryable { reason, .. }) => Err(DeliveryError {
-                    code: "platform_unavailable".into(),
-                    message: format!("gave up after {delivered} attempts: {reason}"),
-                    platform_code: None,
-                }),
+                Err(SendError::Retryable { reason, .. }) => Err(gave_up(delivered, &reason)),
                 Err(SendError::Permanent(e)) => Err(e),
             });
         }
@@ -1242,6 +1193,42 @@ impl<A: OutboundAdapter> Sender<A> {
             self.record(&job.message_id).await?;
         }
         Ok(result)
+    }
+
+    /// What the platform answered for `message_id` when it accepted it in an earlier try here
+    /// (recorded in the sent-messages bucket now, if it was not yet).
+    async fn accepted_here(&self, message_id: &str) -> Result<Option<crate::Sent>, HandlerError> {
+        let here = self
+            .accepted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(message_id)
+            .cloned();
+        let Some(a) = here else {
+            return Ok(None);
+        };
+        if !a.recorded {
+            self.record(message_id).await?;
+        }
+        Ok(Some(crate::Sent {
+            platform_message_id: a.platform_message_id,
+            media_reference: None,
+        }))
+    }
+
+    /// What the platform answered for `message_id`, as the sent-messages bucket recorded it
+    /// (any replica's send); `None` when it was never recorded as sent.
+    async fn recorded(&self, message_id: &str) -> Result<Option<crate::Sent>, HandlerError> {
+        let id = self
+            .sent
+            .get(message_id)
+            .await
+            .map_err(|e| HandlerError::unavailable(format!("sent-messages bucket: {e}")))?;
+        Ok(id.map(|id| crate::Sent {
+            platform_message_id: (!id.is_empty())
+                .then(|| String::from_utf8_lossy(&id).into_owned()),
+            media_reference: None,
+        }))
     }
 
     /// Remembers that the platform accepted `message_id` (not yet recorded in the bucket).

@@ -41,6 +41,11 @@ pub fn window_for(platform: Platform, bot: Option<&patchbay_contract::BotRecord>
     window(platform).allowing_billed(allowed)
 }
 
+/// Recipients per call of `platform`'s bulk call ([`PlatformSpec::bulk`]), when it has one.
+pub fn bulk_recipients(platform: Platform) -> Option<usize> {
+    spec(platform).ok()?.bulk.map(|b| b.max_recipients)
+}
+
 /// Registry template `template` as content for a user on `platform` (see
 /// [`StoredTemplate::render`]): its `text` form when `text_first` and it has one, else the
 /// platform's own form (its crate's [`PlatformSpec::template`]), else the `text` form.
