@@ -48,11 +48,6 @@ const STEP: std::time::Duration = std::time::Duration::from_millis(250);
 /// Broadcasts one replica drives at once.
 const CLAIM: i64 = 16;
 
-/// Users one send command names at most on a platform without a bulk call: the router
-/// prepares them in one handling (one check of the broadcast's cancel, one message on the
-/// send stream) and still sends each their own message.
-const COMMAND_USERS: usize = 50;
-
 /// Users stored per statement (the pages follow each other at once).
 const QUEUE_PAGE: i64 = 50_000;
 
@@ -944,10 +939,11 @@ impl Router {
         Ok(())
     }
 
-    /// Publishes the send commands of `users` (each with their channel): one for up to
-    /// [`COMMAND_USERS`] users of a channel ([`SendCommand::also_to`]), or on a platform with a
-    /// bulk call ([`patchbay_platform::PlatformSpec::bulk`]) up to the call's recipients, so
-    /// the router can send them the message in one call.
+    /// Publishes the send commands of `users` (each with their channel): one for as many users
+    /// of a channel ([`SendCommand::also_to`]) as one outbound job names on its platform
+    /// ([`patchbay_registry::job_recipients`]: a bulk call's recipients, else
+    /// [`patchbay_registry::PACED_RECIPIENTS`]), so the router prepares them in one handling
+    /// and hands them to the sender in one job per message.
     async fn publish_commands(
         &self,
         b: &Claimed,
@@ -965,8 +961,9 @@ impl Router {
                     .view
                     .channel(channel)
                     .await?
-                    .and_then(|c| patchbay_registry::bulk_recipients(c.platform))
-                    .map_or(COMMAND_USERS, |n| n.max(1)),
+                    .map_or(patchbay_registry::PACED_RECIPIENTS, |c| {
+                        patchbay_registry::job_recipients(c.platform)
+                    }),
                 // The user is gone: the router fails their recipient.
                 None => 1,
             };

@@ -1487,19 +1487,19 @@ fn batch_of(cmd: &SendCommand) -> Option<Vec<&String>> {
     )
 }
 
-/// A broadcast's messages for many users, grouped for the platforms' bulk calls: the same
+/// A broadcast's messages for many users, grouped into jobs of many recipients: the same
 /// message (its place in the command, its content after templates and links) through the same
-/// channel of a platform with a bulk call ([`patchbay_platform::PlatformSpec::bulk`]) becomes
-/// one job for up to the call's recipients; tagged messages and everything else stay one job
-/// each. Ordered by the message's place, so each user's messages go out in the command's
-/// order.
+/// channel becomes one job for up to [`patchbay_registry::job_recipients`] (a bulk call's
+/// recipients, [`patchbay_platform::PlatformSpec::bulk`], else recipients its sender sends one
+/// by one at the channel's pace); tagged messages and replies stay one job each. Ordered by
+/// the message's place, so each user's messages go out in the command's order.
 fn bulk_jobs(ready: Vec<Ready>) -> Vec<Ready> {
     let mut out: Vec<Ready> = Vec::with_capacity(ready.len());
     // The group still filling, per channel and place.
     let mut open: std::collections::HashMap<(String, usize), usize> =
         std::collections::HashMap::new();
     for m in ready {
-        let max = patchbay_registry::bulk_recipients(m.job.channel.platform).unwrap_or(1);
+        let max = patchbay_registry::job_recipients(m.job.channel.platform);
         if max < 2 || m.job.tag.is_some() || m.job.in_reply_to.is_some() {
             out.push(m);
             continue;
@@ -1537,7 +1537,7 @@ fn failure(
 ) -> StatusEvent {
     StatusEvent {
         v: V1,
-        id: hashed_id(prefix::EVENT, &[id, "failed"]),
+        id: StatusEvent::id_of(id, DeliveryStatus::Failed),
         message_id: id.to_owned(),
         bot_id: bot_id.to_owned(),
         channel: channel.clone(),
@@ -1547,6 +1547,7 @@ fn failure(
         at,
         source: Some(source),
         source_id: source_id.cloned(),
+        also: Vec::new(),
     }
 }
 
@@ -1869,10 +1870,41 @@ fn plan_for<'a>(
 }
 
 impl Handler<StatusEvent> for Statuses {
+    /// A message's status, or the statuses of a job's messages reported together
+    /// ([`StatusEvent::also`]): each is recorded (in the same statements, by the group
+    /// commit) and told to the tenant as its own. Anything to retry retries them all (each
+    /// step is idempotent); messages unknown here are dead-lettered with the event, named in
+    /// the reason, after the others are recorded.
     async fn handle(&self, d: Delivery<StatusEvent>) -> Result<(), HandlerError> {
+        let mut members = d.payload.members();
+        if members.len() == 1
+            && let Some(st) = members.pop()
+        {
+            return self.one(st).await;
+        }
+        let results = futures::future::join_all(members.into_iter().map(|st| self.one(st))).await;
+        let mut unknown = Vec::new();
+        for result in results {
+            match result {
+                Ok(()) => {}
+                Err(HandlerError::Reject { reason }) => unknown.push(reason),
+                Err(e) => return Err(e),
+            }
+        }
+        if unknown.is_empty() {
+            Ok(())
+        } else {
+            Err(HandlerError::reject(unknown.join("; ")))
+        }
+    }
+}
+
+impl Statuses {
+    /// One message's status.
+    async fn one(&self, st: StatusEvent) -> Result<(), HandlerError> {
         let r = &self.0;
         // Shared with the batch without a copy.
-        let st = Arc::new(d.payload);
+        let st = Arc::new(st);
         let Some(found) = r
             .batches
             .statuses
@@ -2026,12 +2058,14 @@ mod tests {
             .collect()
     }
 
-    /// The same message for many users of one channel of a platform with a bulk call becomes
-    /// one job, up to the call's recipients; a message whose content differs for a user
-    /// (a template, a link) stays theirs; other channels and platforms without a bulk call
-    /// get one job each; every first message goes before every second.
+    /// The same message for many users of one channel becomes one job, up to a bulk call's
+    /// recipients (or, on a platform without one, the recipients a sender paces in one
+    /// handling); a message whose content differs for a user (a template, a link) stays
+    /// theirs; other channels get jobs of their own; every first message goes before every
+    /// second.
     #[test]
-    fn a_broadcast_message_for_many_users_of_a_channel_becomes_one_job_per_bulk_call() {
+    fn a_broadcast_message_for_many_users_of_a_channel_becomes_one_job_per_bulk_call_or_paced_group()
+     {
         let mut jobs = Vec::new();
         for user in 1..=502 {
             jobs.push(ready(0, user, Platform::Line, "ch_line", "news"));
@@ -2060,6 +2094,7 @@ mod tests {
             ready(0, 6, Platform::Telegram, "ch_tg", "Hi Bob"),
             ready(0, 7, Platform::Telegram, "ch_tg", "Hi Bob"),
             ready(1, 2, Platform::Line, "ch_line", "second"),
+            ready(0, 8, Platform::Telegram, "ch_tg", "Hi Ann"),
         ];
         let s = |v: &[&str]| v.iter().map(|u| (*u).to_owned()).collect::<Vec<_>>();
         assert_eq!(
@@ -2069,11 +2104,22 @@ mod tests {
                 (0, "ch_line".into(), s(&["2", "3"])),
                 (0, "ch_line".into(), s(&["4"])),
                 (0, "ch_other".into(), s(&["5"])),
-                (0, "ch_tg".into(), s(&["6"])),
-                (0, "ch_tg".into(), s(&["7"])),
+                (0, "ch_tg".into(), s(&["6", "7"])),
+                (0, "ch_tg".into(), s(&["8"])),
                 (1, "ch_line".into(), s(&["1", "2"])),
             ]
         );
+
+        // Without a bulk call: jobs of up to the paced recipients.
+        let paced = patchbay_registry::PACED_RECIPIENTS;
+        let jobs = (1..=u32::try_from(paced).unwrap() + 1)
+            .map(|user| ready(0, user, Platform::Telegram, "ch_tg", "news"))
+            .collect();
+        let sizes: Vec<usize> = shape(&bulk_jobs(jobs))
+            .iter()
+            .map(|(_, _, u)| u.len())
+            .collect();
+        assert_eq!(sizes, [paced, 1]);
     }
 
     /// A broadcast's command for many users names each once; other commands are no batch.

@@ -2019,6 +2019,7 @@ mod tests {
                 at: Utc::now(),
                 source: Some(SendSource::Api),
                 source_id: None,
+                also: Vec::new(),
             }))
         };
         let unknown = StatusRecord(Arc::new(StatusEvent {

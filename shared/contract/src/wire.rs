@@ -583,16 +583,16 @@ pub struct OutboundJob {
     /// been sent already, and the sender checks.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fresh: bool,
-    /// More recipients of the same message, sent with the platform's bulk call (LINE's
-    /// multicast, Viber's `broadcast_message`) together with the job's own: a broadcast's
-    /// message the router found identical for them. Each has its own message id and gets its
-    /// own status. Empty for every other message.
+    /// More recipients of the same message, together with the job's own: a broadcast's
+    /// message the router found identical for them. On a platform with a bulk call (LINE's
+    /// multicast, Viber's `broadcast_message`) they go out in one call; elsewhere the sender
+    /// sends them one by one, at the channel's pace, in one handling of the job. Each has its
+    /// own message id and gets its own status. Empty for every other message.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub also: Vec<BulkMember>,
 }
 
-/// Another recipient of an [`OutboundJob`] sent with the platform's bulk call (see
-/// [`OutboundJob::also`]).
+/// Another recipient of an [`OutboundJob`] (see [`OutboundJob::also`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct BulkMember {
     /// Their message id (`msg_…`).
@@ -745,6 +745,102 @@ pub struct StatusEvent {
     /// The human agent's or the broadcast's id, when its command named one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_id: Option<String>,
+    /// The outcomes of more messages of the same job ([`OutboundJob::also`]), reported
+    /// together: the event's own fields are the first message's, its `id` is derived from
+    /// every member's ([`StatusEvent::batch`]). Each member is its own status
+    /// ([`StatusEvent::members`]). Empty for a message's status of its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<MemberStatus>,
+}
+
+/// Another message's outcome reported with a [`StatusEvent`] (see [`StatusEvent::also`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct MemberStatus {
+    /// The message.
+    pub message_id: String,
+    /// Sent or failed.
+    pub status: DeliveryStatus,
+    /// The platform's id of the sent message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_message_id: Option<String>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<DeliveryError>,
+    /// When the outcome was known.
+    pub at: DateTime<Utc>,
+}
+
+impl DeliveryStatus {
+    /// `sent` or `failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Sent => "sent",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+}
+
+impl StatusEvent {
+    /// The id of message `message_id`'s `status` (the same every time it is reported, so
+    /// JetStream drops a second copy, and its tenant event keeps its id).
+    pub fn id_of(message_id: &str, status: DeliveryStatus) -> String {
+        crate::ids::hashed_id(crate::ids::prefix::EVENT, &[message_id, status.as_str()])
+    }
+
+    /// The statuses of one job's messages, all of `bot_id` through `channel` from one
+    /// source, as one event (`statuses` not empty): the first's fields, the others in
+    /// [`StatusEvent::also`], the id derived from all of theirs.
+    pub fn batch(mut statuses: Vec<StatusEvent>) -> Option<StatusEvent> {
+        if statuses.len() < 2 {
+            return statuses.pop();
+        }
+        let ids: Vec<&str> = statuses.iter().map(|s| s.id.as_str()).collect();
+        let id = crate::ids::hashed_id(crate::ids::prefix::EVENT, &ids);
+        let mut rest = statuses.split_off(1);
+        let mut first = statuses.pop()?;
+        first.id = id;
+        first.also = rest
+            .drain(..)
+            .map(|s| MemberStatus {
+                message_id: s.message_id,
+                status: s.status,
+                platform_message_id: s.platform_message_id,
+                error: s.error,
+                at: s.at,
+            })
+            .collect();
+        Some(first)
+    }
+
+    /// Each message's status on its own: the event itself when it reports one message, else
+    /// the first message's and each of [`StatusEvent::also`]'s, with their own ids.
+    pub fn members(self) -> Vec<StatusEvent> {
+        if self.also.is_empty() {
+            return vec![self];
+        }
+        let mut first = self;
+        let also = std::mem::take(&mut first.also);
+        first.id = Self::id_of(&first.message_id, first.status);
+        let mut out = Vec::with_capacity(also.len() + 1);
+        for m in also {
+            out.push(StatusEvent {
+                v: V1,
+                id: Self::id_of(&m.message_id, m.status),
+                message_id: m.message_id,
+                bot_id: first.bot_id.clone(),
+                channel: first.channel.clone(),
+                status: m.status,
+                platform_message_id: m.platform_message_id,
+                error: m.error,
+                at: m.at,
+                source: first.source,
+                source_id: first.source_id.clone(),
+                also: Vec::new(),
+            });
+        }
+        out.insert(0, first);
+        out
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2942,6 +3038,61 @@ impl std::fmt::Debug for ReplyContext {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn status(message_id: &str, status: DeliveryStatus) -> StatusEvent {
+        StatusEvent {
+            v: V1,
+            id: StatusEvent::id_of(message_id, status),
+            message_id: message_id.into(),
+            bot_id: "bot_1".into(),
+            channel: ChannelRef {
+                id: "chn_1".into(),
+                platform: Platform::Telegram,
+            },
+            status,
+            platform_message_id: (status == DeliveryStatus::Sent)
+                .then(|| format!("p-{message_id}")),
+            error: (status == DeliveryStatus::Failed).then(|| DeliveryError {
+                code: "blocked".into(),
+                message: "the user blocked the bot".into(),
+                platform_code: Some(403),
+            }),
+            at: Utc::now(),
+            source: Some(SendSource::Broadcast),
+            source_id: Some("brd_1".into()),
+            also: Vec::new(),
+        }
+    }
+
+    /// Statuses reported together come apart as they went in, each with its own id (the id
+    /// its tenant event derives from); the event carrying them has an id of its own, and one
+    /// status stays as it is.
+    #[test]
+    fn statuses_reported_together_come_apart_as_each_message_s_own() {
+        let each = vec![
+            status("msg_1", DeliveryStatus::Sent),
+            status("msg_2", DeliveryStatus::Failed),
+            status("msg_3", DeliveryStatus::Sent),
+        ];
+        let together = StatusEvent::batch(each.clone()).unwrap();
+        assert_eq!(together.also.len(), 2);
+        assert!(each.iter().all(|s| s.id != together.id));
+        let wire: StatusEvent =
+            serde_json::from_slice(&serde_json::to_vec(&together).unwrap()).unwrap();
+        assert_eq!(wire.members(), each);
+        let again = StatusEvent::batch(each.clone()).unwrap();
+        assert_eq!(
+            again.id, together.id,
+            "the same statuses, the same event id"
+        );
+
+        let one = status("msg_9", DeliveryStatus::Sent);
+        assert_eq!(StatusEvent::batch(vec![one.clone()]).unwrap(), one);
+        assert_eq!(one.clone().members(), [one]);
+        assert!(StatusEvent::batch(Vec::new()).is_none());
+        let alone = serde_json::to_value(status("msg_9", DeliveryStatus::Sent)).unwrap();
+        assert!(alone.get("also").is_none(), "{alone}");
+    }
 
     #[test]
     fn all_lists_every_type() {

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use patchbay_bus::{ConfigView, Delivery, Handler, HandlerError};
 use patchbay_config::MasterKey;
-use patchbay_contract::ids::{hashed_id, prefix};
 use patchbay_contract::{
     DeliveryError, DeliveryStatus, OutboundJob, SendSource, StatusEvent, V1, topology,
 };
@@ -890,8 +889,9 @@ impl<A: OutboundAdapter> Handler<OutboundJob> for Sender<A> {
     async fn ready(&self, d: &Delivery<OutboundJob>) {
         let job = &d.payload;
         if !job.also.is_empty() {
-            // One bulk call: one of the channel's tokens, behind its conversations.
-            if self.cancelled_broadcast(job).await.unwrap_or(false) {
+            // One bulk call: one of the channel's tokens, behind its conversations. (Without a
+            // bulk call, each recipient takes one as it goes, in the handling.)
+            if A::BULK.is_none() || self.cancelled_broadcast(job).await.unwrap_or(false) {
                 return;
             }
             let waited = std::time::Instant::now();
@@ -976,14 +976,10 @@ fn status_of<A: OutboundAdapter>(
             (DeliveryStatus::Failed, None, Some(e))
         }
     };
-    let outcome = match status {
-        DeliveryStatus::Sent => "sent",
-        DeliveryStatus::Failed => "failed",
-    };
-    metrics::counter!("patchbay_outbound_sends_total", "platform" => A::PLATFORM.as_str(), "outcome" => outcome).increment(1);
+    metrics::counter!("patchbay_outbound_sends_total", "platform" => A::PLATFORM.as_str(), "outcome" => status.as_str()).increment(1);
     StatusEvent {
         v: V1,
-        id: hashed_id(prefix::EVENT, &[message_id, outcome]),
+        id: StatusEvent::id_of(message_id, status),
         message_id: message_id.to_owned(),
         bot_id: job.bot_id.clone(),
         channel: job.channel.clone(),
@@ -993,6 +989,7 @@ fn status_of<A: OutboundAdapter>(
         at: chrono::Utc::now(),
         source: Some(job.source),
         source_id: job.source_id.clone(),
+        also: Vec::new(),
     }
 }
 
@@ -1014,8 +1011,24 @@ fn gave_up(delivered: u64, reason: &str) -> DeliveryError {
     }
 }
 
-/// Statuses a job for many recipients publishes at once.
-const BULK_STATUSES_AT_ONCE: usize = 64;
+/// Recipients' statuses one status event reports at most ([`StatusEvent::also`]).
+const STATUS_MEMBERS: usize = 100;
+
+/// A job's recipients sent one by one ([`Sender::send_paced`]) at once at most: waiting for
+/// their turn at the channel's pace, or at the platform.
+const PACED_IN_FLIGHT: usize = 16;
+
+/// How often a job whose recipients go out one by one reports those done so far.
+const PACED_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What became of one recipient of a job sent one by one.
+enum Paced {
+    /// Sent, or failed for good.
+    Done(Result<crate::Sent, DeliveryError>),
+    /// Not sent: the platform asked to try again later without saying when (or the job
+    /// stopped before this recipient after such an answer). Tried again with the job.
+    Again(String),
+}
 
 impl<A: OutboundAdapter> Sender<A> {
     /// A job for many recipients ([`OutboundJob::also`]): members sent before (accepted here,
@@ -1047,6 +1060,14 @@ impl<A: OutboundAdapter> Sender<A> {
         let unsent: Vec<usize> = (0..members.len())
             .filter(|&i| outcomes[i].is_none())
             .collect();
+        if !unsent.is_empty() && A::BULK.is_none() {
+            let known = outcomes
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, o)| o.map(|o| (i, o)))
+                .collect();
+            return self.send_paced(d, &members, known, unsent).await;
+        }
         if !unsent.is_empty() {
             let results = if self.cancelled_broadcast(job).await? {
                 // A cancelled broadcast's messages not sent yet stay unsent.
@@ -1058,29 +1079,225 @@ impl<A: OutboundAdapter> Sender<A> {
                 outcomes[i] = Some(result);
             }
         }
-        let statuses: Vec<StatusEvent> = members
-            .iter()
-            .zip(outcomes)
-            .map(|(m, outcome)| {
-                let outcome = outcome.unwrap_or_else(|| {
-                    Err(DeliveryError {
-                        code: "platform_unavailable".into(),
-                        message: "the bulk call answered nothing for this recipient".into(),
-                        platform_code: None,
-                    })
-                });
-                status_of::<A>(job, &m.message_id, outcome)
-            })
+        let outcomes = outcomes.into_iter().enumerate().map(|(i, outcome)| {
+            let outcome = outcome.unwrap_or_else(|| {
+                Err(DeliveryError {
+                    code: "platform_unavailable".into(),
+                    message: "the bulk call answered nothing for this recipient".into(),
+                    platform_code: None,
+                })
+            });
+            (i, outcome)
+        });
+        self.report(job, &members, outcomes).await
+    }
+
+    /// Publishes the statuses of `job`'s recipients at the given places of `members`, up to
+    /// [`STATUS_MEMBERS`] in one event.
+    async fn report(
+        &self,
+        job: &OutboundJob,
+        members: &[patchbay_contract::BulkMember],
+        outcomes: impl IntoIterator<Item = (usize, Result<crate::Sent, DeliveryError>)>,
+    ) -> Result<(), HandlerError> {
+        let statuses: Vec<StatusEvent> = outcomes
+            .into_iter()
+            .map(|(i, outcome)| status_of::<A>(job, &members[i].message_id, outcome))
             .collect();
         let subject = self.deps.bus.subjects().status(&job.bot_id)?;
-        for some in statuses.chunks(BULK_STATUSES_AT_ONCE) {
-            futures::future::try_join_all(
-                some.iter()
-                    .map(|event| self.deps.bus.publish(&subject, &event.id, event)),
-            )
-            .await?;
-        }
+        let events: Vec<StatusEvent> = statuses
+            .chunks(STATUS_MEMBERS)
+            .filter_map(|some| StatusEvent::batch(some.to_vec()))
+            .collect();
+        futures::future::try_join_all(
+            events
+                .iter()
+                .map(|event| self.deps.bus.publish(&subject, &event.id, event)),
+        )
+        .await?;
         Ok(())
+    }
+
+    /// A job for many recipients on a platform without a bulk call: each recipient at
+    /// `unsent` (of `members`) is sent the job's content on their own, one after another at
+    /// the channel's pace behind its conversations ([`Pace::bulk_turn`], up to
+    /// [`PACED_IN_FLIGHT`] at once), recorded as soon as the platform accepts it, and
+    /// reported with those `known` before about every [`PACED_REPORT_EVERY`]. The handling
+    /// holds one of the consumer's slots while it goes (the bulk consumer's, never the
+    /// conversations'; a channel has one such job at a time).
+    ///
+    /// A 429 holds the channel's broadcast for the time the platform asked, and the recipient
+    /// is tried again in place (each up to the consumer's attempts). Any other answer to try
+    /// again later stops the job: recipients not done are retried with it after the
+    /// consumer's backoff (those done are recorded, so they are not sent again).
+    async fn send_paced(
+        &self,
+        d: &Delivery<OutboundJob>,
+        members: &[patchbay_contract::BulkMember],
+        known: Vec<(usize, Result<crate::Sent, DeliveryError>)>,
+        unsent: Vec<usize>,
+    ) -> Result<(), HandlerError> {
+        use futures::StreamExt;
+        let job = &d.payload;
+        let (channel, creds) = match self.channel_of(job).await? {
+            Ok(opened) => opened,
+            Err(e) => {
+                let failed = unsent.into_iter().map(|i| (i, Err(e.clone())));
+                return self
+                    .report(job, members, known.into_iter().chain(failed))
+                    .await;
+            }
+        };
+        let target = self.target(&channel, &creds);
+        let channel_version = channel.updated_at.to_rfc3339();
+        let prepared = match self
+            .with_uploaded_media(&target, job, &channel_version)
+            .await
+        {
+            Ok(prepared) => prepared,
+            Err(SendError::Permanent(e)) => {
+                let failed = unsent.into_iter().map(|i| (i, Err(e.clone())));
+                return self
+                    .report(job, members, known.into_iter().chain(failed))
+                    .await;
+            }
+            Err(SendError::Retryable { reason, after }) => {
+                return Err(HandlerError::Retry { reason, after });
+            }
+        };
+        let base = OutboundJob {
+            also: Vec::new(),
+            ..prepared.unwrap_or_else(|| job.clone())
+        };
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let one = |i: usize| {
+            let (base, stop, channel_version) = (&base, &stop, &channel_version);
+            let target = self.target(&channel, &creds);
+            async move {
+                let m = &members[i];
+                let single = OutboundJob {
+                    message_id: m.message_id.clone(),
+                    user_id: m.user_id.clone(),
+                    conversation_id: m.conversation_id.clone(),
+                    address: m.address.clone(),
+                    fresh: m.fresh,
+                    ..base.clone()
+                };
+                let outcome = self
+                    .send_one_paced(target, &single, channel_version, stop, d.delivered)
+                    .await?;
+                Ok::<_, HandlerError>((i, outcome))
+            }
+        };
+        let mut results = futures::stream::iter(unsent)
+            .map(one)
+            .buffer_unordered(PACED_IN_FLIGHT);
+        let mut done = known;
+        let mut again = None;
+        let mut reported = std::time::Instant::now();
+        while let Some(result) = results.next().await {
+            match result? {
+                (i, Paced::Done(outcome)) => done.push((i, outcome)),
+                (_, Paced::Again(reason)) => again = Some(reason),
+            }
+            if reported.elapsed() >= PACED_REPORT_EVERY && !done.is_empty() {
+                self.report(job, members, std::mem::take(&mut done)).await?;
+                reported = std::time::Instant::now();
+            }
+        }
+        self.report(job, members, done).await?;
+        match again {
+            Some(reason) => Err(HandlerError::Retry {
+                reason,
+                after: None,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// One recipient of a job sent one by one (see [`Sender::send_paced`]): its turn, then the
+    /// platform's answer, recorded when it accepted.
+    async fn send_one_paced(
+        &self,
+        target: Target<'_, A::Credentials>,
+        single: &OutboundJob,
+        channel_version: &str,
+        stop: &std::sync::atomic::AtomicBool,
+        delivered: u64,
+    ) -> Result<Paced, HandlerError> {
+        use std::sync::atomic::Ordering;
+        let last_try = delivered >= u64::from(self.max_attempts);
+        let channel_id = &single.channel.id;
+        let mut tries = 0u32;
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(Paced::Again(
+                    "stopped after a recipient's transient failure".into(),
+                ));
+            }
+            if self.cancelled_broadcast(single).await? {
+                return Ok(Paced::Done(Err(cancelled_error())));
+            }
+            self.pace
+                .conversation
+                .until_key_ready(&format!("{channel_id}:{}", single.address))
+                .await;
+            let waited = std::time::Instant::now();
+            self.pace.bulk_turn(channel_id).await;
+            metrics::histogram!("patchbay_outbound_bulk_wait_seconds", "platform" => A::PLATFORM.as_str())
+                .record(waited.elapsed().as_secs_f64());
+            if stop.load(Ordering::Relaxed) {
+                return Ok(Paced::Again(
+                    "stopped after a recipient's transient failure".into(),
+                ));
+            }
+            tries += 1;
+            let target = Target {
+                credentials: target.credentials,
+                base_url: target.base_url,
+            };
+            match self.adapter.send(target, single).await {
+                Ok(sent) => {
+                    if let Some(reference) = &sent.media_reference
+                        && let Some(media_id) =
+                            patchbay_contract::content::Media::of(&single.content)
+                                .and_then(|m| m.media_id.as_deref())
+                    {
+                        self.references
+                            .put(channel_id, media_id, channel_version, reference)
+                            .await;
+                    }
+                    self.accept(&single.message_id, &sent);
+                    // Until this is stored, a retry here reports instead of resending.
+                    self.record(&single.message_id).await?;
+                    return Ok(Paced::Done(Ok(sent)));
+                }
+                Err(SendError::Permanent(e)) => return Ok(Paced::Done(Err(e))),
+                Err(SendError::Retryable { reason, .. }) if last_try => {
+                    return Ok(Paced::Done(Err(gave_up(delivered, &reason))));
+                }
+                // The platform's pace: the broadcast waits as long as it asked, and this
+                // recipient goes again.
+                Err(SendError::Retryable {
+                    reason,
+                    after: Some(after),
+                }) => {
+                    self.pace.hold_bulk(channel_id, Some(after));
+                    metrics::counter!("patchbay_outbound_sends_total", "platform" => A::PLATFORM.as_str(), "outcome" => "retry").increment(1);
+                    if tries >= self.max_attempts {
+                        return Ok(Paced::Done(Err(gave_up(u64::from(tries), &reason))));
+                    }
+                }
+                Err(SendError::Retryable {
+                    reason,
+                    after: None,
+                }) => {
+                    stop.store(true, Ordering::Relaxed);
+                    metrics::counter!("patchbay_outbound_sends_total", "platform" => A::PLATFORM.as_str(), "outcome" => "retry").increment(1);
+                    return Ok(Paced::Again(reason));
+                }
+            }
+        }
     }
 
     /// Sends `job`'s content to its members at `unsent` with the platform's bulk call: each

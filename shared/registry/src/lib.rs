@@ -46,6 +46,18 @@ pub fn bulk_recipients(platform: Platform) -> Option<usize> {
     spec(platform).ok()?.bulk.map(|b| b.max_recipients)
 }
 
+/// Recipients of a broadcast's message on a platform without a bulk call that one outbound
+/// job names ([`patchbay_contract::OutboundJob::also`]): its sender sends them one by one at
+/// the channel's pace in one handling, so the job, its delivery and its status cross NATS
+/// once for all of them.
+pub const PACED_RECIPIENTS: usize = 50;
+
+/// Recipients one outbound job of a broadcast's message names at most on `platform`: its bulk
+/// call's, else [`PACED_RECIPIENTS`].
+pub fn job_recipients(platform: Platform) -> usize {
+    bulk_recipients(platform).map_or(PACED_RECIPIENTS, |n| n.max(1))
+}
+
 /// Registry template `template` as content for a user on `platform` (see
 /// [`StoredTemplate::render`]): its `text` form when `text_first` and it has one, else the
 /// platform's own form (its crate's [`PlatformSpec::template`]), else the `text` form.
