@@ -859,3 +859,60 @@ async fn line_and_viber_broadcasts_go_out_in_their_bulk_calls_each_user_once() {
     assert_eq!(counted["counts"]["delivered"], 1, "{counted}");
     stack.shutdown().await;
 }
+
+/// On a platform without a bulk call, a broadcast's job names up to 50 recipients and its
+/// sender sends them one by one at the channel's pace. A server error in the middle of a job
+/// stops it: the recipients it had sent are recorded and not sent again when the job is
+/// retried, the one refused and those not yet sent go out with the retry, and the progress
+/// the statuses carry ends at every recipient sent once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_error_in_the_middle_of_a_paced_job_retries_only_the_recipients_not_yet_sent() {
+    let stack = Stack::start_with(Options {
+        configure: Box::new(|c| c.telegram_per_bot_per_second = 20),
+        ..Options::default()
+    })
+    .await;
+    let bot = stack.bot().await;
+    let users = telegram_users(&stack, &bot, 7001, 60).await;
+    let id = broadcast(
+        &stack,
+        &bot.api_key,
+        &json!({"audience": {"all": true}, "messages": [{"type": "text", "text": "paced"}]}),
+    )
+    .await;
+    eventually(DRAIN, "a few of the first job sent", || async {
+        (once_each(&accepted(&stack, &bot), "paced").len() >= 10).then_some(())
+    })
+    .await;
+    stack.telegram.fail_next([Failure::ServerError]);
+    let done = once_in(&stack, &bot.api_key, &id, "completed").await;
+    assert_eq!(done["counts"]["sent"], 60, "{done}");
+    assert_eq!(done["counts"]["failed"], 0, "{done}");
+    let refused: Vec<Call> = stack
+        .telegram
+        .calls_of("sendMessage")
+        .into_iter()
+        .filter(|c| c.status == 500)
+        .collect();
+    assert_eq!(refused.len(), 1, "the one server error");
+    let calls = accepted(&stack, &bot);
+    let chats = once_each(&calls, "paced");
+    assert_eq!(chats, users.keys().copied().collect::<HashSet<i64>>());
+    // The refused recipient went out after its job's retry, and so did the job's recipients
+    // not sent before the error; those sent before it were not sent again.
+    let refused_chat = refused[0].body["chat_id"].as_i64().unwrap();
+    let again = calls
+        .iter()
+        .find(|c| c.body["chat_id"] == refused_chat && text_of(c) == "paced")
+        .unwrap();
+    assert!(
+        again.at > refused[0].at,
+        "{refused_chat} sent before its refusal"
+    );
+    let after = calls
+        .iter()
+        .filter(|c| text_of(c) == "paced" && c.at > refused[0].at)
+        .count();
+    assert!(after >= 60 - 50, "{after} sent after the error");
+    stack.shutdown().await;
+}

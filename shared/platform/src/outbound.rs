@@ -1025,9 +1025,10 @@ const PACED_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(1
 enum Paced {
     /// Sent, or failed for good.
     Done(Result<crate::Sent, DeliveryError>),
-    /// Not sent: the platform asked to try again later without saying when (or the job
-    /// stopped before this recipient after such an answer). Tried again with the job.
-    Again(String),
+    /// Not sent: the platform asked to try again later without saying when (its reason), or
+    /// the job stopped before this recipient after such an answer (`None`). Tried again with
+    /// the job.
+    Again(Option<String>),
 }
 
 impl<A: OutboundAdapter> Sender<A> {
@@ -1193,12 +1194,16 @@ impl<A: OutboundAdapter> Sender<A> {
             .map(one)
             .buffer_unordered(PACED_IN_FLIGHT);
         let mut done = known;
-        let mut again = None;
+        // Whether a recipient is left for the job's retry, and the platform's reason.
+        let (mut again, mut reason) = (false, None);
         let mut reported = std::time::Instant::now();
         while let Some(result) = results.next().await {
             match result? {
                 (i, Paced::Done(outcome)) => done.push((i, outcome)),
-                (_, Paced::Again(reason)) => again = Some(reason),
+                (_, Paced::Again(why)) => {
+                    again = true;
+                    reason = reason.or(why);
+                }
             }
             if reported.elapsed() >= PACED_REPORT_EVERY && !done.is_empty() {
                 self.report(job, members, std::mem::take(&mut done)).await?;
@@ -1206,13 +1211,13 @@ impl<A: OutboundAdapter> Sender<A> {
             }
         }
         self.report(job, members, done).await?;
-        match again {
-            Some(reason) => Err(HandlerError::Retry {
-                reason,
+        if again {
+            return Err(HandlerError::Retry {
+                reason: reason.unwrap_or_else(|| "a recipient is to be tried again".into()),
                 after: None,
-            }),
-            None => Ok(()),
+            });
         }
+        Ok(())
     }
 
     /// One recipient of a job sent one by one (see [`Sender::send_paced`]): its turn, then the
@@ -1231,9 +1236,7 @@ impl<A: OutboundAdapter> Sender<A> {
         let mut tries = 0u32;
         loop {
             if stop.load(Ordering::Relaxed) {
-                return Ok(Paced::Again(
-                    "stopped after a recipient's transient failure".into(),
-                ));
+                return Ok(Paced::Again(None));
             }
             if self.cancelled_broadcast(single).await? {
                 return Ok(Paced::Done(Err(cancelled_error())));
@@ -1247,9 +1250,7 @@ impl<A: OutboundAdapter> Sender<A> {
             metrics::histogram!("patchbay_outbound_bulk_wait_seconds", "platform" => A::PLATFORM.as_str())
                 .record(waited.elapsed().as_secs_f64());
             if stop.load(Ordering::Relaxed) {
-                return Ok(Paced::Again(
-                    "stopped after a recipient's transient failure".into(),
-                ));
+                return Ok(Paced::Again(None));
             }
             tries += 1;
             let target = Target {
@@ -1294,7 +1295,7 @@ impl<A: OutboundAdapter> Sender<A> {
                 }) => {
                     stop.store(true, Ordering::Relaxed);
                     metrics::counter!("patchbay_outbound_sends_total", "platform" => A::PLATFORM.as_str(), "outcome" => "retry").increment(1);
-                    return Ok(Paced::Again(reason));
+                    return Ok(Paced::Again(Some(reason)));
                 }
             }
         }
