@@ -1241,12 +1241,19 @@ impl<A: OutboundAdapter> Sender<A> {
             if self.cancelled_broadcast(single).await? {
                 return Ok(Paced::Done(Err(cancelled_error())));
             }
-            self.pace
-                .conversation
-                .until_key_ready(&format!("{channel_id}:{}", single.address))
-                .await;
             let waited = std::time::Instant::now();
-            self.pace.bulk_turn(channel_id).await;
+            let turn = async {
+                self.pace
+                    .conversation
+                    .until_key_ready(&format!("{channel_id}:{}", single.address))
+                    .await;
+                self.pace.bulk_turn(channel_id).await;
+            };
+            tokio::select! {
+                () = turn => {}
+                // Shutting down: what is not sent goes with the job's redelivery.
+                () = self.deps.shutdown.cancelled() => return Ok(Paced::Again(None)),
+            }
             metrics::histogram!("patchbay_outbound_bulk_wait_seconds", "platform" => A::PLATFORM.as_str())
                 .record(waited.elapsed().as_secs_f64());
             if stop.load(Ordering::Relaxed) {
