@@ -1011,6 +1011,47 @@ fn gave_up(delivered: u64, reason: &str) -> DeliveryError {
     }
 }
 
+/// A job for many recipients ready to go: its channel with the credentials opened, and the
+/// job to send with a bot's upload given by the platform's reference where it takes one.
+struct Opened<C> {
+    channel: Arc<patchbay_contract::ChannelRecord>,
+    creds: C,
+    /// The channel's version (a platform's media reference is kept per version).
+    version: String,
+    /// The job, its media by reference ([`Sender::with_uploaded_media`]); `None`: as it came.
+    prepared: Option<OutboundJob>,
+}
+
+impl<A: OutboundAdapter> Sender<A> {
+    /// `job` (for many recipients) opened: its channel and its media
+    /// ([`Sender::with_uploaded_media`]). The failure of all its recipients when the channel
+    /// cannot be used or the media is refused; an error when the job is to be retried.
+    async fn open_job(
+        &self,
+        job: &OutboundJob,
+    ) -> Result<Result<Opened<A::Credentials>, DeliveryError>, HandlerError> {
+        let (channel, creds) = match self.channel_of(job).await? {
+            Ok(opened) => opened,
+            Err(e) => return Ok(Err(e)),
+        };
+        let version = channel.updated_at.to_rfc3339();
+        let target = self.target(&channel, &creds);
+        let prepared = match self.with_uploaded_media(&target, job, &version).await {
+            Ok(prepared) => prepared,
+            Err(SendError::Permanent(e)) => return Ok(Err(e)),
+            Err(SendError::Retryable { reason, after }) => {
+                return Err(HandlerError::Retry { reason, after });
+            }
+        };
+        Ok(Ok(Opened {
+            channel,
+            creds,
+            version,
+            prepared,
+        }))
+    }
+}
+
 /// Recipients' statuses one status event reports at most ([`StatusEvent::also`]).
 const STATUS_MEMBERS: usize = 100;
 
@@ -1140,30 +1181,18 @@ impl<A: OutboundAdapter> Sender<A> {
     ) -> Result<(), HandlerError> {
         use futures::StreamExt;
         let job = &d.payload;
-        let (channel, creds) = match self.channel_of(job).await? {
+        let Opened {
+            channel,
+            creds,
+            version: channel_version,
+            prepared,
+        } = match self.open_job(job).await? {
             Ok(opened) => opened,
             Err(e) => {
                 let failed = unsent.into_iter().map(|i| (i, Err(e.clone())));
                 return self
                     .report(job, members, known.into_iter().chain(failed))
                     .await;
-            }
-        };
-        let target = self.target(&channel, &creds);
-        let channel_version = channel.updated_at.to_rfc3339();
-        let prepared = match self
-            .with_uploaded_media(&target, job, &channel_version)
-            .await
-        {
-            Ok(prepared) => prepared,
-            Err(SendError::Permanent(e)) => {
-                let failed = unsent.into_iter().map(|i| (i, Err(e.clone())));
-                return self
-                    .report(job, members, known.into_iter().chain(failed))
-                    .await;
-            }
-            Err(SendError::Retryable { reason, after }) => {
-                return Err(HandlerError::Retry { reason, after });
             }
         };
         let base = OutboundJob {
@@ -1319,22 +1348,14 @@ impl<A: OutboundAdapter> Sender<A> {
         unsent: &[usize],
         delivered: u64,
     ) -> Result<Vec<Result<crate::Sent, DeliveryError>>, HandlerError> {
-        let (channel, creds) = match self.channel_of(job).await? {
+        let opened = match self.open_job(job).await? {
             Ok(opened) => opened,
             Err(e) => return Ok(vec![Err(e); unsent.len()]),
         };
-        let target = self.target(&channel, &creds);
-        let channel_version = channel.updated_at.to_rfc3339();
-        let prepared = match self
-            .with_uploaded_media(&target, job, &channel_version)
-            .await
-        {
-            Ok(prepared) => prepared,
-            Err(SendError::Permanent(e)) => return Ok(vec![Err(e); unsent.len()]),
-            Err(SendError::Retryable { reason, after }) => {
-                return Err(HandlerError::Retry { reason, after });
-            }
-        };
+        let (target, prepared) = (
+            self.target(&opened.channel, &opened.creds),
+            &opened.prepared,
+        );
         let content = prepared.as_ref().map_or(&job.content, |p| &p.content);
         let batch_id = job.batch_id();
         let addresses: Vec<String> = unsent.iter().map(|&i| members[i].address.clone()).collect();
