@@ -1402,18 +1402,25 @@ impl Sends {
         } else {
             job.batch_id()
         };
+        // Every recipient's failure, reported together as a sender reports a job's.
         let fail_all = |error: DeliveryError| async move {
-            for member in job.members() {
-                r.report(failure(
-                    &member.message_id,
-                    &job.bot_id,
-                    &job.channel,
-                    m.at,
-                    job.source,
-                    job.source_id.as_ref(),
-                    error.clone(),
-                ))
-                .await?;
+            let statuses = job
+                .members()
+                .iter()
+                .map(|member| {
+                    failure(
+                        &member.message_id,
+                        &job.bot_id,
+                        &job.channel,
+                        m.at,
+                        job.source,
+                        job.source_id.as_ref(),
+                        error.clone(),
+                    )
+                })
+                .collect();
+            for event in StatusEvent::batches(statuses) {
+                r.report(event).await?;
             }
             Ok::<(), HandlerError>(())
         };

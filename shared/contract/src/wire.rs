@@ -781,6 +781,10 @@ impl DeliveryStatus {
 }
 
 impl StatusEvent {
+    /// Statuses one event reports at most (itself and [`StatusEvent::also`]): a sender's
+    /// event for a LINE multicast of 500 is five.
+    pub const MAX_MEMBERS: usize = 100;
+
     /// The id of message `message_id`'s `status` (the same every time it is reported, so
     /// JetStream drops a second copy, and its tenant event keeps its id).
     pub fn id_of(message_id: &str, status: DeliveryStatus) -> String {
@@ -810,6 +814,18 @@ impl StatusEvent {
             })
             .collect();
         Some(first)
+    }
+
+    /// `statuses` (of one job, as for [`StatusEvent::batch`]) as events of up to
+    /// [`StatusEvent::MAX_MEMBERS`] each.
+    pub fn batches(statuses: Vec<StatusEvent>) -> Vec<StatusEvent> {
+        let mut events = Vec::with_capacity(statuses.len().div_ceil(Self::MAX_MEMBERS));
+        let mut rest = statuses.into_iter().peekable();
+        while rest.peek().is_some() {
+            let some: Vec<StatusEvent> = rest.by_ref().take(Self::MAX_MEMBERS).collect();
+            events.extend(Self::batch(some));
+        }
+        events
     }
 
     /// Each message's status on its own: the event itself when it reports one message, else
@@ -3090,6 +3106,22 @@ mod tests {
         assert_eq!(StatusEvent::batch(vec![one.clone()]).unwrap(), one);
         assert_eq!(one.clone().members(), [one]);
         assert!(StatusEvent::batch(Vec::new()).is_none());
+        let many: Vec<StatusEvent> = (0..=StatusEvent::MAX_MEMBERS * 2)
+            .map(|i| status(&format!("msg_{i}"), DeliveryStatus::Sent))
+            .collect();
+        let events = StatusEvent::batches(many.clone());
+        let sizes: Vec<usize> = events.iter().map(|e| e.also.len() + 1).collect();
+        assert_eq!(
+            sizes,
+            [StatusEvent::MAX_MEMBERS, StatusEvent::MAX_MEMBERS, 1]
+        );
+        assert_eq!(
+            events
+                .into_iter()
+                .flat_map(StatusEvent::members)
+                .collect::<Vec<_>>(),
+            many
+        );
         let alone = serde_json::to_value(status("msg_9", DeliveryStatus::Sent)).unwrap();
         assert!(alone.get("also").is_none(), "{alone}");
     }

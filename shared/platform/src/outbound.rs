@@ -1052,9 +1052,6 @@ impl<A: OutboundAdapter> Sender<A> {
     }
 }
 
-/// Recipients' statuses one status event reports at most ([`StatusEvent::also`]).
-const STATUS_MEMBERS: usize = 100;
-
 /// A job's recipients sent one by one ([`Sender::send_paced`]) at once at most: waiting for
 /// their turn at the channel's pace, or at the platform.
 const PACED_IN_FLIGHT: usize = 16;
@@ -1135,7 +1132,7 @@ impl<A: OutboundAdapter> Sender<A> {
     }
 
     /// Publishes the statuses of `job`'s recipients at the given places of `members`, up to
-    /// [`STATUS_MEMBERS`] in one event.
+    /// [`StatusEvent::MAX_MEMBERS`] in one event.
     async fn report(
         &self,
         job: &OutboundJob,
@@ -1147,10 +1144,7 @@ impl<A: OutboundAdapter> Sender<A> {
             .map(|(i, outcome)| status_of::<A>(job, &members[i].message_id, outcome))
             .collect();
         let subject = self.deps.bus.subjects().status(&job.bot_id)?;
-        let events: Vec<StatusEvent> = statuses
-            .chunks(STATUS_MEMBERS)
-            .filter_map(|some| StatusEvent::batch(some.to_vec()))
-            .collect();
+        let events = StatusEvent::batches(statuses);
         futures::future::try_join_all(
             events
                 .iter()
