@@ -1500,7 +1500,57 @@ fn batch_of(cmd: &SendCommand) -> Option<Vec<&String>> {
 /// recipients, [`patchbay_platform::PlatformSpec::bulk`], else recipients its sender sends one
 /// by one at the channel's pace); tagged messages and replies stay one job each. Ordered by
 /// the message's place, so each user's messages go out in the command's order.
+///
+/// A sender keeps order per key: a job of many recipients is keyed by its channel, a job of
+/// one by its channel and address. So a user with a message in a job of their own and another
+/// in a job of many (a template that personalises one message of the broadcast and not the
+/// next) gets every message in a job of their own, and those others grouped without them
+/// are grouped again, until no user is in both.
 fn bulk_jobs(ready: Vec<Ready>) -> Vec<Ready> {
+    let mut rest = ready;
+    let mut alone: Vec<Ready> = Vec::new();
+    loop {
+        let grouped = group_jobs(rest);
+        let (mut single, mut many) = (
+            std::collections::HashSet::new(),
+            std::collections::HashSet::new(),
+        );
+        for m in &grouped {
+            let channel = m.job.channel.id.as_str();
+            if m.job.also.is_empty() {
+                single.insert((channel, m.job.user_id.as_str()));
+            } else {
+                many.extend(
+                    std::iter::once(m.job.user_id.as_str())
+                        .chain(m.job.also.iter().map(|b| b.user_id.as_str()))
+                        .map(|u| (channel, u)),
+                );
+            }
+        }
+        let mixed: std::collections::HashSet<(String, String)> = single
+            .intersection(&many)
+            .map(|(c, u)| ((*c).to_owned(), (*u).to_owned()))
+            .collect();
+        if mixed.is_empty() {
+            let mut out = grouped;
+            out.append(&mut alone);
+            out.sort_by_key(|m| m.index);
+            return out;
+        }
+        rest = Vec::new();
+        for one in grouped.into_iter().flat_map(Ready::each) {
+            if mixed.contains(&(one.job.channel.id.clone(), one.job.user_id.clone())) {
+                alone.push(one);
+            } else {
+                rest.push(one);
+            }
+        }
+    }
+}
+
+/// One pass of [`bulk_jobs`]: each message joins the group still filling for its channel and
+/// place when its content is the group's and the group has room.
+fn group_jobs(ready: Vec<Ready>) -> Vec<Ready> {
     let mut out: Vec<Ready> = Vec::with_capacity(ready.len());
     // The group still filling, per channel and place.
     let mut open: std::collections::HashMap<(String, usize), usize> =
@@ -1528,8 +1578,45 @@ fn bulk_jobs(ready: Vec<Ready>) -> Vec<Ready> {
         open.insert(key, out.len());
         out.push(m);
     }
-    out.sort_by_key(|m| m.index);
     out
+}
+
+impl Ready {
+    /// Each recipient's message of this job as a job of its own, in the job's order.
+    fn each(self) -> Vec<Ready> {
+        let Ready { index, job, at } = self;
+        if job.also.is_empty() {
+            return vec![Ready { index, job, at }];
+        }
+        let base = OutboundJob {
+            also: Vec::new(),
+            ..job
+        };
+        let mut out = Vec::with_capacity(job.also.len() + 1);
+        for m in job.also {
+            out.push(Ready {
+                index,
+                job: OutboundJob {
+                    message_id: m.message_id,
+                    user_id: m.user_id,
+                    conversation_id: m.conversation_id,
+                    address: m.address,
+                    fresh: m.fresh,
+                    ..base.clone()
+                },
+                at,
+            });
+        }
+        out.insert(
+            0,
+            Ready {
+                index,
+                job: base,
+                at,
+            },
+        );
+        out
+    }
 }
 
 /// The `failed` status of message `id`, which did not reach its platform.
@@ -2092,7 +2179,7 @@ mod tests {
         let mut tagged = ready(0, 4, Platform::Line, "ch_line", "news");
         tagged.job.tag = Some(MessageTag::HumanAgent);
         let jobs = vec![
-            ready(1, 1, Platform::Line, "ch_line", "second"),
+            ready(1, 9, Platform::Line, "ch_line", "second"),
             ready(0, 1, Platform::Line, "ch_line", "Hi Ann"),
             ready(0, 2, Platform::Line, "ch_line", "Hi Bob"),
             ready(0, 3, Platform::Line, "ch_line", "Hi Bob"),
@@ -2100,7 +2187,7 @@ mod tests {
             ready(0, 5, Platform::Line, "ch_other", "Hi Bob"),
             ready(0, 6, Platform::Telegram, "ch_tg", "Hi Bob"),
             ready(0, 7, Platform::Telegram, "ch_tg", "Hi Bob"),
-            ready(1, 2, Platform::Line, "ch_line", "second"),
+            ready(1, 10, Platform::Line, "ch_line", "second"),
             ready(0, 8, Platform::Telegram, "ch_tg", "Hi Ann"),
         ];
         let s = |v: &[&str]| v.iter().map(|u| (*u).to_owned()).collect::<Vec<_>>();
@@ -2113,7 +2200,7 @@ mod tests {
                 (0, "ch_other".into(), s(&["5"])),
                 (0, "ch_tg".into(), s(&["6", "7"])),
                 (0, "ch_tg".into(), s(&["8"])),
-                (1, "ch_line".into(), s(&["1", "2"])),
+                (1, "ch_line".into(), s(&["9", "10"])),
             ]
         );
 
@@ -2127,6 +2214,60 @@ mod tests {
             .map(|(_, _, u)| u.len())
             .collect();
         assert_eq!(sizes, [paced, 1]);
+    }
+
+    /// A user whose broadcast message is personalised at one place and not at the next gets
+    /// every message in a job of their own (a job of one and a job of many have different
+    /// ordering keys at the sender), and the others stay grouped; ungrouping one user can
+    /// leave another alone, who is then ungrouped too.
+    #[test]
+    fn a_user_with_one_message_of_their_own_gets_all_their_messages_alone() {
+        let s = |v: &[&str]| v.iter().map(|u| (*u).to_owned()).collect::<Vec<_>>();
+        let jobs = vec![
+            ready(0, 1, Platform::Telegram, "ch_tg", "Hi Ann"),
+            ready(0, 2, Platform::Telegram, "ch_tg", "Hi all"),
+            ready(0, 3, Platform::Telegram, "ch_tg", "Hi all"),
+            ready(1, 1, Platform::Telegram, "ch_tg", "news"),
+            ready(1, 2, Platform::Telegram, "ch_tg", "news"),
+            ready(1, 3, Platform::Telegram, "ch_tg", "news"),
+        ];
+        assert_eq!(
+            shape(&bulk_jobs(jobs)),
+            [
+                (0, "ch_tg".into(), s(&["2", "3"])),
+                (0, "ch_tg".into(), s(&["1"])),
+                (1, "ch_tg".into(), s(&["2", "3"])),
+                (1, "ch_tg".into(), s(&["1"])),
+            ]
+        );
+
+        // 1 and 3 are each alone at one place and grouped at the other; without them 2 is
+        // alone at both.
+        let jobs = vec![
+            ready(0, 1, Platform::Line, "ch_line", "P"),
+            ready(0, 2, Platform::Line, "ch_line", "P"),
+            ready(0, 3, Platform::Line, "ch_line", "Q"),
+            ready(1, 1, Platform::Line, "ch_line", "R"),
+            ready(1, 2, Platform::Line, "ch_line", "S"),
+            ready(1, 3, Platform::Line, "ch_line", "S"),
+        ];
+        let grouped = bulk_jobs(jobs);
+        assert!(
+            grouped.iter().all(|m| m.job.also.is_empty()),
+            "{:?}",
+            shape(&grouped)
+        );
+        let mut each: Vec<(usize, String)> = shape(&grouped)
+            .into_iter()
+            .map(|(i, _, u)| (i, u.concat()))
+            .collect();
+        each.sort();
+        let expected: Vec<(usize, String)> = [0, 1]
+            .into_iter()
+            .flat_map(|i| ["1", "2", "3"].map(|u| (i, u.to_owned())))
+            .collect();
+        assert_eq!(each, expected);
+        assert_eq!(grouped[0].job.message_id.split('_').nth(2), Some("0"));
     }
 
     /// A broadcast's command for many users names each once; other commands are no batch.
