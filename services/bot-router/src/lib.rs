@@ -1584,38 +1584,18 @@ fn group_jobs(ready: Vec<Ready>) -> Vec<Ready> {
 impl Ready {
     /// Each recipient's message of this job as a job of its own, in the job's order.
     fn each(self) -> Vec<Ready> {
+        if self.job.also.is_empty() {
+            return vec![self];
+        }
         let Ready { index, job, at } = self;
-        if job.also.is_empty() {
-            return vec![Ready { index, job, at }];
-        }
-        let base = OutboundJob {
-            also: Vec::new(),
-            ..job
-        };
-        let mut out = Vec::with_capacity(job.also.len() + 1);
-        for m in job.also {
-            out.push(Ready {
+        job.members()
+            .iter()
+            .map(|m| Ready {
                 index,
-                job: OutboundJob {
-                    message_id: m.message_id,
-                    user_id: m.user_id,
-                    conversation_id: m.conversation_id,
-                    address: m.address,
-                    fresh: m.fresh,
-                    ..base.clone()
-                },
+                job: job.for_member(m),
                 at,
-            });
-        }
-        out.insert(
-            0,
-            Ready {
-                index,
-                job: base,
-                at,
-            },
-        );
-        out
+            })
+            .collect()
     }
 }
 
@@ -1970,12 +1950,7 @@ impl Handler<StatusEvent> for Statuses {
     /// step is idempotent); messages unknown here are dead-lettered with the event, named in
     /// the reason, after the others are recorded.
     async fn handle(&self, d: Delivery<StatusEvent>) -> Result<(), HandlerError> {
-        let mut members = d.payload.members();
-        if members.len() == 1
-            && let Some(st) = members.pop()
-        {
-            return self.one(st).await;
-        }
+        let members = d.payload.members();
         let results = futures::future::join_all(members.into_iter().map(|st| self.one(st))).await;
         let mut unknown = Vec::new();
         for result in results {
@@ -2137,6 +2112,11 @@ mod tests {
         }
     }
 
+    /// User numbers as [`shape`] names them.
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|u| (*u).to_owned()).collect()
+    }
+
     /// Each job as (its message's place, its channel, its recipients' user numbers).
     fn shape(jobs: &[Ready]) -> Vec<(usize, String, Vec<String>)> {
         jobs.iter()
@@ -2190,7 +2170,6 @@ mod tests {
             ready(1, 10, Platform::Line, "ch_line", "second"),
             ready(0, 8, Platform::Telegram, "ch_tg", "Hi Ann"),
         ];
-        let s = |v: &[&str]| v.iter().map(|u| (*u).to_owned()).collect::<Vec<_>>();
         assert_eq!(
             shape(&bulk_jobs(jobs)),
             [
@@ -2222,7 +2201,6 @@ mod tests {
     /// leave another alone, who is then ungrouped too.
     #[test]
     fn a_user_with_one_message_of_their_own_gets_all_their_messages_alone() {
-        let s = |v: &[&str]| v.iter().map(|u| (*u).to_owned()).collect::<Vec<_>>();
         let jobs = vec![
             ready(0, 1, Platform::Telegram, "ch_tg", "Hi Ann"),
             ready(0, 2, Platform::Telegram, "ch_tg", "Hi all"),

@@ -620,6 +620,28 @@ impl OutboundJob {
         crate::ids::hashed_id(crate::ids::prefix::MESSAGE, &ids)
     }
 
+    /// Recipient `m`'s message of this job (one of [`OutboundJob::members`]) as a job of its
+    /// own.
+    pub fn for_member(&self, m: &BulkMember) -> OutboundJob {
+        OutboundJob {
+            v: V1,
+            message_id: m.message_id.clone(),
+            bot_id: self.bot_id.clone(),
+            channel: self.channel.clone(),
+            user_id: m.user_id.clone(),
+            conversation_id: m.conversation_id.clone(),
+            address: m.address.clone(),
+            content: self.content.clone(),
+            source: self.source,
+            source_id: self.source_id.clone(),
+            in_reply_to: self.in_reply_to.clone(),
+            tag: self.tag,
+            created_at: self.created_at,
+            fresh: m.fresh,
+            also: Vec::new(),
+        }
+    }
+
     /// Every recipient of the job: its own first, then [`OutboundJob::also`].
     pub fn members(&self) -> Vec<BulkMember> {
         std::iter::once(BulkMember {

@@ -777,6 +777,19 @@ impl<A: OutboundAdapter> Sender<A> {
         Ok(Some(prepared))
     }
 
+    /// Keeps the platform's reference to `job`'s uploaded media when its send answered one
+    /// ([`crate::Sent::media_reference`]).
+    async fn learned(&self, job: &OutboundJob, channel_version: &str, sent: &crate::Sent) {
+        if let Some(reference) = &sent.media_reference
+            && let Some(media_id) = patchbay_contract::content::Media::of(&job.content)
+                .and_then(|m| m.media_id.as_deref())
+        {
+            self.references
+                .put(&job.channel.id, media_id, channel_version, reference)
+                .await;
+        }
+    }
+
     /// `job`'s channel, enabled, with its credentials opened; the failure of its messages when
     /// there is none or they do not open.
     async fn channel_of(
@@ -839,14 +852,7 @@ impl<A: OutboundAdapter> Sender<A> {
         };
         match result {
             Ok(sent) => {
-                if let Some(reference) = &sent.media_reference
-                    && let Some(media_id) = patchbay_contract::content::Media::of(&job.content)
-                        .and_then(|m| m.media_id.as_deref())
-                {
-                    self.references
-                        .put(&job.channel.id, media_id, &channel_version, reference)
-                        .await;
-                }
+                self.learned(job, &channel_version, &sent).await;
                 Ok(Ok(sent))
             }
             Err(SendError::Retryable { reason, after })
@@ -1189,24 +1195,13 @@ impl<A: OutboundAdapter> Sender<A> {
                     .await;
             }
         };
-        let base = OutboundJob {
-            also: Vec::new(),
-            ..prepared.unwrap_or_else(|| job.clone())
-        };
+        let base = prepared.as_ref().unwrap_or(job);
         let stop = std::sync::atomic::AtomicBool::new(false);
         let one = |i: usize| {
-            let (base, stop, channel_version) = (&base, &stop, &channel_version);
+            let (stop, channel_version) = (&stop, &channel_version);
             let target = self.target(&channel, &creds);
             async move {
-                let m = &members[i];
-                let single = OutboundJob {
-                    message_id: m.message_id.clone(),
-                    user_id: m.user_id.clone(),
-                    conversation_id: m.conversation_id.clone(),
-                    address: m.address.clone(),
-                    fresh: m.fresh,
-                    ..base.clone()
-                };
+                let single = base.for_member(&members[i]);
                 let outcome = self
                     .send_one_paced(target, &single, channel_version, stop, d.delivered)
                     .await?;
@@ -1289,15 +1284,7 @@ impl<A: OutboundAdapter> Sender<A> {
             };
             match self.adapter.send(target, single).await {
                 Ok(sent) => {
-                    if let Some(reference) = &sent.media_reference
-                        && let Some(media_id) =
-                            patchbay_contract::content::Media::of(&single.content)
-                                .and_then(|m| m.media_id.as_deref())
-                    {
-                        self.references
-                            .put(channel_id, media_id, channel_version, reference)
-                            .await;
-                    }
+                    self.learned(single, channel_version, &sent).await;
                     self.accept(&single.message_id, &sent);
                     // Until this is stored, a retry here reports instead of resending.
                     self.record(&single.message_id).await?;
